@@ -1,0 +1,169 @@
+// The typed, frozen hsd configuration and every default in one place.
+// load-config.ts builds a HsdConfig from YAML; everything else receives it
+// injected and never reads the file or the environment itself.
+
+export type PhaseName =
+  | "preflight" | "provision" | "boot" | "install" | "handshake"
+  | "sync" | "secrets" | "configure" | "nest";
+
+/** The build phases of one level, in order. Names are API. */
+export const PHASES: readonly PhaseName[] = Object.freeze([
+  "preflight", "provision", "boot", "install", "handshake", "sync", "secrets", "configure", "nest",
+]);
+
+export type ProviderName = "local" | "pve";
+export type IsolationMode = "process" | "netns";
+
+export interface PveConfig {
+  /** https://HOST:8006 (no /api2/json). */
+  readonly url: string;
+  readonly node: string;
+  /** USER@REALM!TOKENID; the secret itself lives in secrets.yaml under pve.token_secret. */
+  readonly tokenId: string;
+  /** SHA256 fingerprint of the API certificate ("AA:BB:..."); pinned. Empty: learn on first use is refused. */
+  readonly fingerprint: string;
+  readonly storage: string;
+  readonly snippetStorage: string;
+  readonly template: number;
+  readonly bridge: string;
+  readonly cores: number;
+  readonly memoryMiB: number;
+}
+
+export interface ParentConfig {
+  /** host of the parent's SSH endpoint as reachable from this level. */
+  readonly host: string;
+  readonly port: number;
+  /** Pinned host key of the parent's endpoint, "SHA256:...". */
+  readonly hostKeyFingerprint: string;
+  /** The parent's public key: authorized here as controller. */
+  readonly publicKey: string;
+}
+
+export interface HsdConfig {
+  /** Where the file came from ("<defaults>" when none). */
+  readonly source: string;
+  /** Everything this level owns lives under root. */
+  readonly root: string;
+  readonly level: { readonly name: string; readonly depth: number };
+  readonly api: { readonly socket: string };
+  readonly ssh: {
+    readonly host: string;
+    /** 0 picks a free port (tests, local children). */
+    readonly port: number;
+    /** The address children are told to use; defaults to host (or 127.0.0.1 for 0.0.0.0). */
+    readonly advertiseHost: string;
+    readonly maxUploadPacks: number;
+    readonly queueTimeoutMs: number;
+    /** git upload-pack --timeout, seconds of inactivity. */
+    readonly uploadPackTimeoutS: number;
+    readonly authFailureDelayMs: number;
+  };
+  /** Exported repos: name -> operator checkout path (level 0). Empty at level 0 means the demo set. */
+  readonly repos: Readonly<Record<string, string>>;
+  /** Repo names exported below level 0 (what a child fetches). */
+  readonly repoNames: readonly string[];
+  readonly secretPatterns: readonly string[];
+  readonly parent: ParentConfig | null;
+  readonly timeouts: {
+    /** TCP/SSH/gRPC connection establishment. At most 30 s, never a command timeout. */
+    readonly connectMs: number;
+    /** A single remote command or RPC that is not a whole phase. */
+    readonly commandMs: number;
+    /** Child health wait poll interval (event-driven where possible; this bounds the fallback). */
+    readonly healthPollMs: number;
+    readonly shutdownMs: number;
+  };
+  /** Phase budgets in ms; nest 0 means "sum of the child's budgets". */
+  readonly budgets: Readonly<Record<PhaseName, number>>;
+  readonly nest: {
+    readonly provider: ProviderName;
+    readonly isolation: IsolationMode;
+    /** Children built at once per level (width). */
+    readonly maxParallel: number;
+    readonly maxDepth: number;
+    readonly maxWidth: number;
+    /** First two octets of the private /30s handed to netns children. */
+    readonly subnetBase: string;
+  };
+  readonly secrets: {
+    /** Dotted key paths of this level's secrets passed down to a child. */
+    readonly passDown: readonly string[];
+  };
+  readonly sync: { readonly mode: "manual" | "watch"; readonly debounceMs: number };
+  readonly pve: PveConfig | null;
+  readonly log: { readonly level: string };
+}
+
+export const DEFAULT_REPO_NAMES = Object.freeze([
+  "bootstrap", "ansible", "iac-driver", "tofu", "packer", "site-config",
+]);
+
+export const DEFAULT_BUDGETS_MS: Readonly<Record<PhaseName, number>> = Object.freeze({
+  preflight: 30_000,
+  provision: 120_000,
+  boot: 300_000,
+  install: 120_000,
+  handshake: 30_000,
+  sync: 120_000,
+  secrets: 30_000,
+  configure: 1_200_000,
+  nest: 0,
+});
+
+/** The hard ceiling on any connect timeout (seed lesson 5). */
+export const MAX_CONNECT_MS = 30_000;
+
+export const DEFAULTS = Object.freeze({
+  levelName: "l0",
+  sshHost: "0.0.0.0",
+  sshPort: 2222,
+  maxUploadPacks: 8,
+  queueTimeoutMs: 30_000,
+  uploadPackTimeoutS: 60,
+  authFailureDelayMs: 200,
+  secretPatterns: ["secrets.yaml", "*.key", "id_rsa*", "*.pem"],
+  connectMs: 10_000,
+  commandMs: 120_000,
+  healthPollMs: 50,
+  shutdownMs: 4_000,
+  provider: "local" as ProviderName,
+  isolation: "process" as IsolationMode,
+  maxParallel: 2,
+  maxDepth: 8,
+  maxWidth: 8,
+  subnetBase: "10.231",
+  passDown: ["site", "passwords.vm_root", "ssh_keys"],
+  syncMode: "manual" as const,
+  debounceMs: 300,
+  logLevel: "info",
+});
+
+/** Files under a level's root. Only this function knows the layout. */
+export function levelPaths(root: string) {
+  return Object.freeze({
+    root,
+    config: `${root}/hsd.yaml`,
+    socket: `${root}/run/hsd.sock`,
+    runDir: `${root}/run`,
+    stateDir: `${root}/state`,
+    reposDir: `${root}/repos`,
+    workDir: `${root}/repos/work`,
+    keysDir: `${root}/keys`,
+    secrets: `${root}/secrets.yaml`,
+    journal: `${root}/state/journal.json`,
+    accessKeys: `${root}/state/authorized-keys.json`,
+    levelsDir: `${root}/state/levels`,
+    ready: `${root}/run/ready.json`,
+    log: `${root}/hsd.log`,
+  });
+}
+
+export type LevelPaths = ReturnType<typeof levelPaths>;
+
+/** System-wide locations when hsd runs without --root (as a service). */
+export const SYSTEM_PATHS = Object.freeze({
+  config: "/etc/homestak/hsd.yaml",
+  socket: "/run/hsd/hsd.sock",
+  stateRoot: "/var/lib/hsd",
+});

@@ -1,0 +1,240 @@
+// Loads hsd.yaml into a frozen HsdConfig. The only reader of the config file.
+// Every error names the file, the line and the key (ConfigError.details), and
+// unknown keys are errors too: a typo must not silently fall back to a default.
+// Imported by the daemon wiring, hsctl (for --root) and tests.
+
+import { readFile } from "node:fs/promises";
+import { isAbsolute, resolve } from "node:path";
+import { LineCounter, parseDocument, isMap, type Document } from "yaml";
+import { ConfigError } from "../errors/hs-error.js";
+import {
+  DEFAULTS, DEFAULT_BUDGETS_MS, DEFAULT_REPO_NAMES, MAX_CONNECT_MS, PHASES, levelPaths,
+  type HsdConfig, type PhaseName, type PveConfig, type ParentConfig,
+} from "./config.js";
+
+type Raw = Record<string, unknown>;
+
+class Reader {
+  constructor(private readonly file: string, private readonly doc: Document | null, private readonly lc: LineCounter) {}
+
+  fail(path: (string | number)[], message: string): never {
+    const line = this.lineOf(path);
+    const key = path.join(".");
+    throw new ConfigError(`${this.file}${line ? `:${line}` : ""}: ${key ? `${key}: ` : ""}${message}`, {
+      details: { file: this.file, line, key },
+    });
+  }
+
+  lineOf(path: (string | number)[]): number | undefined {
+    if (!this.doc) return undefined;
+    for (let n = path.length; n >= 0; n--) {
+      const node = this.doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] } | undefined;
+      if (node && typeof node === "object" && node.range) return this.lc.linePos(node.range[0]).line;
+      // A key's own position: find the pair in its parent map.
+      if (n > 0) {
+        const parent = this.doc.getIn(path.slice(0, n - 1), true);
+        if (isMap(parent)) {
+          for (const item of parent.items) {
+            const k = item.key as { value?: unknown; range?: [number, number, number] } | null;
+            if (k && k.value === path[n - 1] && k.range) return this.lc.linePos(k.range[0]).line;
+          }
+        }
+      }
+    }
+    return undefined;
+  }
+
+  map(v: unknown, path: (string | number)[], allowed: string[]): Raw {
+    if (v === undefined || v === null) return {};
+    if (typeof v !== "object" || Array.isArray(v)) this.fail(path, "must be a mapping");
+    for (const k of Object.keys(v as Raw)) {
+      if (!allowed.includes(k)) this.fail([...path, k], `unknown key (expected one of: ${allowed.join(", ")})`);
+    }
+    return v as Raw;
+  }
+
+  str(v: unknown, path: (string | number)[], def: string, re?: RegExp): string {
+    if (v === undefined || v === null) return def;
+    if (typeof v !== "string" && typeof v !== "number") this.fail(path, "must be a string");
+    const s = String(v);
+    if (re && !re.test(s)) this.fail(path, `invalid value ${JSON.stringify(s)}`);
+    return s;
+  }
+
+  int(v: unknown, path: (string | number)[], def: number, min: number, max: number): number {
+    if (v === undefined || v === null) return def;
+    if (typeof v !== "number" || !Number.isInteger(v)) this.fail(path, "must be a whole number");
+    if (v < min || v > max) this.fail(path, `must be between ${min} and ${max}`);
+    return v;
+  }
+
+  /** "30s", "2m", "500ms", "1h" or a number of seconds; returns ms. */
+  duration(v: unknown, path: (string | number)[], defMs: number, maxMs = 24 * 3600_000): number {
+    if (v === undefined || v === null) return defMs;
+    let ms: number;
+    if (typeof v === "number" && v >= 0) ms = v * 1000;
+    else if (typeof v === "string") {
+      const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v.trim());
+      if (!m) this.fail(path, `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 30s, 2m)`);
+      const n = Number(m[1]);
+      ms = m[2] === "ms" ? n : m[2] === "s" ? n * 1000 : m[2] === "m" ? n * 60_000 : n * 3600_000;
+    } else this.fail(path, "must be a duration such as 30s");
+    ms = Math.round(ms);
+    if (ms > maxMs) this.fail(path, `must be at most ${maxMs / 1000}s`);
+    return ms;
+  }
+
+  strList(v: unknown, path: (string | number)[], def: readonly string[]): string[] {
+    if (v === undefined || v === null) return [...def];
+    if (!Array.isArray(v)) this.fail(path, "must be a list");
+    return v.map((x, i) => this.str(x, [...path, i], ""));
+  }
+}
+
+export interface LoadOptions {
+  /** The level's root directory; relative paths in the file resolve against it. */
+  root: string;
+  /** Socket override (system mode puts it under /run/hsd). */
+  socket?: string;
+}
+
+const NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+const REPO_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** Parses YAML text into a config. `file` is used in error messages only. */
+export function parseConfig(text: string, file: string, opts: LoadOptions): HsdConfig {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    const line = e.linePos?.[0]?.line;
+    throw new ConfigError(`${file}${line ? `:${line}` : ""}: YAML syntax error: ${e.message.split("\n")[0]}`, {
+      details: { file, line, key: "" },
+    });
+  }
+  const r = new Reader(file, doc, lc);
+  const top = r.map(doc.toJS(), [], [
+    "level", "api", "ssh", "repos", "repo_names", "secret_patterns", "parent", "timeouts", "budgets",
+    "nest", "secrets", "sync", "pve", "log",
+  ]);
+  const root = resolve(opts.root);
+  const paths = levelPaths(root);
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(root, p));
+
+  const level = r.map(top.level, ["level"], ["name", "depth"]);
+  const api = r.map(top.api, ["api"], ["socket"]);
+  const ssh = r.map(top.ssh, ["ssh"], [
+    "host", "port", "advertise_host", "max_upload_packs", "queue_timeout", "upload_pack_timeout", "auth_failure_delay",
+  ]);
+  const reposRaw = r.map(top.repos, ["repos"], Object.keys((top.repos as Raw) ?? {}));
+  const repos: Record<string, string> = {};
+  for (const [name, p] of Object.entries(reposRaw)) {
+    if (!REPO_NAME_RE.test(name)) r.fail(["repos", name], "invalid repo name");
+    repos[name] = abs(r.str(p, ["repos", name], ""));
+  }
+  const timeouts = r.map(top.timeouts, ["timeouts"], ["connect", "command", "health_poll", "shutdown"]);
+  const budgetsRaw = r.map(top.budgets, ["budgets"], [...PHASES]);
+  const budgets = {} as Record<PhaseName, number>;
+  for (const p of PHASES) budgets[p] = r.duration(budgetsRaw[p], ["budgets", p], DEFAULT_BUDGETS_MS[p]);
+  const nest = r.map(top.nest, ["nest"], ["provider", "isolation", "max_parallel", "max_depth", "max_width", "subnet_base"]);
+  const secrets = r.map(top.secrets, ["secrets"], ["pass_down"]);
+  const sync = r.map(top.sync, ["sync"], ["mode", "debounce"]);
+  const logc = r.map(top.log, ["log"], ["level"]);
+
+  let parent: ParentConfig | null = null;
+  if (top.parent !== undefined && top.parent !== null) {
+    const p = r.map(top.parent, ["parent"], ["host", "port", "host_key_fingerprint", "public_key"]);
+    parent = Object.freeze({
+      host: r.str(p.host, ["parent", "host"], "", /^[A-Za-z0-9.:\-[\]]+$/),
+      port: r.int(p.port, ["parent", "port"], 2222, 1, 65535),
+      hostKeyFingerprint: r.str(p.host_key_fingerprint, ["parent", "host_key_fingerprint"], "", /^SHA256:[A-Za-z0-9+/=]+$/),
+      publicKey: r.str(p.public_key, ["parent", "public_key"], "", /^ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?$/),
+    });
+    if (!parent.host) r.fail(["parent", "host"], "is required");
+    if (!parent.hostKeyFingerprint) r.fail(["parent", "host_key_fingerprint"], "is required");
+  }
+
+  let pve: PveConfig | null = null;
+  if (top.pve !== undefined && top.pve !== null) {
+    const p = r.map(top.pve, ["pve"], [
+      "url", "node", "token_id", "fingerprint", "storage", "snippet_storage", "template", "bridge", "cores", "memory",
+    ]);
+    pve = Object.freeze({
+      url: r.str(p.url, ["pve", "url"], "https://127.0.0.1:8006", /^https:\/\/[^/\s]+$/),
+      node: r.str(p.node, ["pve", "node"], "pve", /^[A-Za-z0-9.-]+$/),
+      tokenId: r.str(p.token_id, ["pve", "token_id"], "root@pam!hsd", /^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9.\-_]+$/),
+      fingerprint: r.str(p.fingerprint, ["pve", "fingerprint"], "", /^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^$/),
+      storage: r.str(p.storage, ["pve", "storage"], "local-lvm"),
+      snippetStorage: r.str(p.snippet_storage, ["pve", "snippet_storage"], "local"),
+      template: r.int(p.template, ["pve", "template"], 9000, 100, 999_999_999),
+      bridge: r.str(p.bridge, ["pve", "bridge"], "vmbr0", /^[A-Za-z0-9_.-]{1,15}$/),
+      cores: r.int(p.cores, ["pve", "cores"], 4, 1, 512),
+      memoryMiB: r.int(p.memory, ["pve", "memory"], 8192, 256, 4_194_304),
+    });
+  }
+
+  const sshHost = r.str(ssh.host, ["ssh", "host"], DEFAULTS.sshHost);
+  const provider = r.str(nest.provider, ["nest", "provider"], DEFAULTS.provider, /^(local|pve)$/) as "local" | "pve";
+  const cfg: HsdConfig = {
+    source: file,
+    root,
+    level: Object.freeze({
+      name: r.str(level.name, ["level", "name"], DEFAULTS.levelName, NAME_RE),
+      depth: r.int(level.depth, ["level", "depth"], 0, 0, 64),
+    }),
+    api: Object.freeze({ socket: opts.socket ?? abs(r.str(api.socket, ["api", "socket"], paths.socket)) }),
+    ssh: Object.freeze({
+      host: sshHost,
+      port: r.int(ssh.port, ["ssh", "port"], DEFAULTS.sshPort, 0, 65535),
+      advertiseHost: r.str(ssh.advertise_host, ["ssh", "advertise_host"], sshHost === "0.0.0.0" ? "127.0.0.1" : sshHost),
+      maxUploadPacks: r.int(ssh.max_upload_packs, ["ssh", "max_upload_packs"], DEFAULTS.maxUploadPacks, 1, 256),
+      queueTimeoutMs: r.duration(ssh.queue_timeout, ["ssh", "queue_timeout"], DEFAULTS.queueTimeoutMs),
+      uploadPackTimeoutS: Math.ceil(r.duration(ssh.upload_pack_timeout, ["ssh", "upload_pack_timeout"], DEFAULTS.uploadPackTimeoutS * 1000) / 1000),
+      authFailureDelayMs: r.duration(ssh.auth_failure_delay, ["ssh", "auth_failure_delay"], DEFAULTS.authFailureDelayMs, 10_000),
+    }),
+    repos: Object.freeze(repos),
+    repoNames: Object.freeze(
+      top.repo_names !== undefined
+        ? r.strList(top.repo_names, ["repo_names"], DEFAULT_REPO_NAMES).map((n, i) => r.str(n, ["repo_names", i], "", REPO_NAME_RE))
+        : Object.keys(repos).length > 0 ? Object.keys(repos) : [...DEFAULT_REPO_NAMES],
+    ),
+    secretPatterns: Object.freeze(r.strList(top.secret_patterns, ["secret_patterns"], DEFAULTS.secretPatterns)),
+    parent,
+    timeouts: Object.freeze({
+      connectMs: r.duration(timeouts.connect, ["timeouts", "connect"], DEFAULTS.connectMs, MAX_CONNECT_MS),
+      commandMs: r.duration(timeouts.command, ["timeouts", "command"], DEFAULTS.commandMs),
+      healthPollMs: r.duration(timeouts.health_poll, ["timeouts", "health_poll"], DEFAULTS.healthPollMs, 100),
+      shutdownMs: r.duration(timeouts.shutdown, ["timeouts", "shutdown"], DEFAULTS.shutdownMs, 60_000),
+    }),
+    budgets: Object.freeze(budgets),
+    nest: Object.freeze({
+      provider,
+      isolation: r.str(nest.isolation, ["nest", "isolation"], DEFAULTS.isolation, /^(process|netns)$/) as "process" | "netns",
+      maxParallel: r.int(nest.max_parallel, ["nest", "max_parallel"], DEFAULTS.maxParallel, 1, 64),
+      maxDepth: r.int(nest.max_depth, ["nest", "max_depth"], DEFAULTS.maxDepth, 1, 32),
+      maxWidth: r.int(nest.max_width, ["nest", "max_width"], DEFAULTS.maxWidth, 1, 64),
+      subnetBase: r.str(nest.subnet_base, ["nest", "subnet_base"], DEFAULTS.subnetBase, /^\d{1,3}\.\d{1,3}$/),
+    }),
+    secrets: Object.freeze({ passDown: Object.freeze(r.strList(secrets.pass_down, ["secrets", "pass_down"], DEFAULTS.passDown)) }),
+    sync: Object.freeze({
+      mode: r.str(sync.mode, ["sync", "mode"], DEFAULTS.syncMode, /^(manual|watch)$/) as "manual" | "watch",
+      debounceMs: r.duration(sync.debounce, ["sync", "debounce"], DEFAULTS.debounceMs),
+    }),
+    pve,
+    log: Object.freeze({ level: r.str(logc.level, ["log", "level"], DEFAULTS.logLevel, /^(trace|debug|info|warn|error|fatal|silent)$/) }),
+  };
+  if (provider === "pve" && !pve) r.fail(["nest", "provider"], "is pve but there is no pve: section");
+  return Object.freeze(cfg);
+}
+
+/** Reads `file` (missing file = all defaults) and parses it. */
+export async function loadConfig(file: string, opts: LoadOptions): Promise<HsdConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return parseConfig("", `${file} (absent: defaults)`, opts);
+    throw new ConfigError(`${file}: cannot read: ${(err as Error).message}`, { details: { file }, cause: err });
+  }
+  return parseConfig(text, file, opts);
+}

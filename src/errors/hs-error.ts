@@ -1,0 +1,56 @@
+// Typed errors for every hsd subsystem. Anyone may import this module.
+// Each error class carries a stable `code` (tests and machines match on it,
+// never on message text). User-facing hints live in src/cli/messages.ts.
+// Messages never contain secret values: callers pass names, not contents.
+
+export interface HsErrorOptions {
+  /** Structured, secret-free context (repo name, level path, phase, file:line). */
+  details?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+export class HsError extends Error {
+  static code = "Internal";
+  readonly details: Record<string, unknown>;
+
+  constructor(message: string, opts: HsErrorOptions = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = new.target.name;
+    this.details = opts.details ?? {};
+  }
+
+  /** Stable machine-readable code, e.g. "RepoNotFound". */
+  get code(): string {
+    return (this.constructor as typeof HsError).code;
+  }
+}
+
+/** A value that crossed a boundary (gRPC, CLI, SSH, YAML) was not acceptable. */
+export class InvalidArgumentError extends HsError { static override code = "InvalidArgument"; }
+export class ConfigError extends HsError { static override code = "ConfigInvalid"; }
+export class DaemonRunningError extends HsError { static override code = "DaemonRunning"; }
+export class DaemonUnreachableError extends HsError { static override code = "DaemonUnreachable"; }
+export class RepoNotFoundError extends HsError { static override code = "RepoNotFound"; }
+export class SecretInRepoError extends HsError { static override code = "SecretInRepo"; }
+export class AccessDeniedError extends HsError { static override code = "AccessDenied"; }
+export class HostKeyMismatchError extends HsError { static override code = "HostKeyMismatch"; }
+export class ConnectTimeoutError extends HsError { static override code = "ConnectTimeout"; }
+export class CommandTimeoutError extends HsError { static override code = "CommandTimeout"; }
+export class PhaseTimeoutError extends HsError { static override code = "PhaseTimeout"; }
+export class PeerGoneError extends HsError { static override code = "PeerGone"; }
+export class QueueTimeoutError extends HsError { static override code = "QueueTimeout"; }
+export class GitProtocolError extends HsError { static override code = "GitProtocol"; }
+export class DirtyWorktreeError extends HsError { static override code = "DirtyWorktree"; }
+export class ProviderError extends HsError { static override code = "ProviderFailed"; }
+export class PveApiError extends HsError { static override code = "PveApi"; }
+export class PveAuthError extends HsError { static override code = "PveAuth"; }
+export class PreflightError extends HsError { static override code = "PreflightFailed"; }
+export class CancelledError extends HsError { static override code = "Cancelled"; }
+export class NotImplementedError extends HsError { static override code = "NotImplemented"; }
+export class StateCorruptError extends HsError { static override code = "StateCorrupt"; }
+export class DiskFullError extends HsError { static override code = "DiskFull"; }
+
+/** The code of any thrown value: HsError's own, or "Internal". */
+export function errorCode(err: unknown): string {
+  return err instanceof HsError ? err.code : "Internal";
+}

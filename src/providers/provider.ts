@@ -1,0 +1,68 @@
+// The provider contract: how a child level comes to exist and goes away.
+// Implemented by providers/local and providers/pve; used only by the nest
+// engine's phase hooks. Providers never see proto types.
+
+import type { EventSink } from "../nest/events.js";
+import type { Logger } from "../log/logger.js";
+
+/** What a provider records about a child; persisted in the parent's journal. JSON-safe. */
+export interface ChildHandle {
+  /** Level name, unique among siblings (e.g. "l2"). */
+  readonly name: string;
+  /** Provider-specific identity (pid, vmid, netns name...). */
+  readonly data: Readonly<Record<string, unknown>>;
+}
+
+/** Everything the child's hsd needs in its config at install time. */
+export interface ChildInstallSpec {
+  readonly name: string;
+  readonly depth: number;
+  /** Parent SSH endpoint as reachable from the child. */
+  readonly parentHost: string;
+  readonly parentPort: number;
+  readonly parentHostKeyFingerprint: string;
+  /** Parent's own public key: the child's controller. */
+  readonly parentPublicKey: string;
+  readonly repoNames: readonly string[];
+  /** Extra YAML config keys for the child (budgets, timeouts...). */
+  readonly extraConfig: Readonly<Record<string, unknown>>;
+}
+
+/** How the parent reaches a running child's SSH endpoint. */
+export interface ChildEndpoint {
+  readonly host: string;
+  readonly port: number;
+  readonly hostKeyFingerprint: string;
+}
+
+export interface PreflightCheck {
+  readonly name: string;
+  readonly result: "ok" | "repaired" | "failed";
+  readonly detail: string;
+  readonly hint?: string;
+}
+
+export interface PhaseContext {
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+  /** Progress and log events for the running phase (levelPath is filled in by the engine). */
+  readonly emit: (ev: { kind: "progress" | "log"; message?: string; progress?: { unit: string; done: number; total: number } }) => void;
+}
+
+export interface Provider {
+  readonly name: "local" | "pve";
+  /** Checks (and safely repairs) the host before building children. */
+  preflight(ctx: PhaseContext): Promise<PreflightCheck[]>;
+  /** Creates the child machine (not started). Idempotent for the same name. */
+  provision(name: string, depth: number, ctx: PhaseContext): Promise<ChildHandle>;
+  /** Starts it and waits until it has an address the parent can route to. */
+  boot(child: ChildHandle, ctx: PhaseContext): Promise<ChildHandle & { readonly address: string }>;
+  /** Puts hsd and its config on the child, starts it, resolves when it reports ready. */
+  install(child: ChildHandle, spec: ChildInstallSpec, ctx: PhaseContext): Promise<{ handle: ChildHandle; endpoint: ChildEndpoint }>;
+  /** Is the child's hsd process/VM still there (cheap, no RPC)? */
+  alive(child: ChildHandle): Promise<boolean>;
+  /** Stops and removes the child entirely. Idempotent: a missing child is done. */
+  destroy(child: ChildHandle, ctx: PhaseContext): Promise<void>;
+}
+
+export type EventSinkFor = EventSink;
