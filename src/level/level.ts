@@ -1,39 +1,149 @@
-// PLACEHOLDER (lead engineer replaces this): the daemon's LevelApi implementation.
-// Imported only by src/daemon wiring.
+// The daemon's LevelApi: what this level does when hsctl or its parent asks.
+// It composes the nest engine, the repo operations, the secrets store and the
+// child links; the gRPC handlers in src/api call it. Built only by the daemon
+// wiring (and tests, with fakes).
 
-import type { AccessApi, EventSink, Identity, LevelApi, LevelStatus, NestOptions } from "../nest/events.js";
-import { NotImplementedError } from "../errors/hs-error.js";
 import type { HsdConfig } from "../config/config.js";
+import { errorCode } from "../errors/hs-error.js";
 import type { Logger } from "../log/logger.js";
+import type { ChildLinks } from "../nest/child-link.js";
+import type {
+  EventSink, Identity, LevelApi, LevelEvent, LevelStatus, NestOptions, RepoState,
+} from "../nest/events.js";
+import type { Journal } from "../nest/journal.js";
+import { toFailure, type Clock, type NestEngine } from "../nest/nest-engine.js";
+import { parseSecretsYaml, type SecretsStore } from "../secrets/secrets-store.js";
+import { withTimeout } from "../util/timeout.js";
+import { HsError, PeerGoneError } from "../errors/hs-error.js";
+import { childStatusFromRecord, markOutOfSync } from "./level-status.js";
+
+/** This level's repo set: refresh it (level 0: from checkouts; below: from the parent). */
+export interface RepoOps {
+  refresh(signal: AbortSignal, onProgress: (p: { repo: string; phase: string; loaded: number; total: number }) => void): Promise<{ repos: RepoState[]; bytes: number }>;
+  state(): Promise<RepoState[]>;
+  /** Checks working trees against what is served (configure). */
+  verify(): Promise<RepoState[]>;
+}
 
 export interface LevelDeps {
-  config: HsdConfig;
-  log: Logger;
-  version: string;
-  /** Filled in by the SSH endpoint once it listens. */
-  identity: () => Promise<Pick<Identity, "publicKey" | "hostKeyFingerprint" | "sshAddress">>;
+  readonly config: HsdConfig;
+  readonly log: Logger;
+  readonly version: string;
+  readonly clock: Clock;
+  readonly engine: NestEngine;
+  readonly journal: Journal;
+  readonly links: ChildLinks;
+  readonly secrets: SecretsStore;
+  readonly repos: RepoOps;
+  readonly identity: () => { publicKey: string; hostKeyFingerprint: string; sshAddress: string };
+  /** Called after a Destroy{self:true} stream has finished. */
+  readonly requestShutdown: () => void;
 }
 
 export class Level implements LevelApi {
-  constructor(private readonly deps: LevelDeps) {}
-  async nest(_o: NestOptions, _s: EventSink, _sig: AbortSignal): Promise<void> { throw new NotImplementedError("nest"); }
-  async status(): Promise<LevelStatus> {
-    const c = this.deps.config;
-    const id = await this.deps.identity();
+  constructor(private readonly d: LevelDeps) {}
+
+  private get name(): string {
+    return this.d.config.level.name;
+  }
+
+  nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+    return this.d.engine.nest(opts, sink, signal);
+  }
+
+  async destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+    try {
+      await this.d.engine.destroy(sink, signal);
+    } finally {
+      if (opts.self) setImmediate(() => this.d.requestShutdown());
+    }
+  }
+
+  async identify(): Promise<Identity> {
+    const c = this.d.config;
     return {
-      name: c.level.name, depth: c.level.depth, state: "ready", address: id.sshAddress, hsdVersion: this.deps.version,
-      hostKeyFingerprint: id.hostKeyFingerprint, provider: c.nest.provider, repos: [], phases: [], children: [], outOfSync: false,
+      name: c.level.name, depth: c.level.depth, hsdVersion: this.d.version, ...this.d.identity(),
+      repos: await this.d.repos.state().catch(() => []),
     };
   }
-  async destroy(): Promise<void> { throw new NotImplementedError("destroy"); }
-  async sync(): Promise<void> { throw new NotImplementedError("sync"); }
-  async identify(): Promise<Identity> {
-    const c = this.deps.config;
-    const id = await this.deps.identity();
-    return { name: c.level.name, depth: c.level.depth, hsdVersion: this.deps.version, ...id, repos: [] };
-  }
-  async putSecrets(): Promise<string[]> { throw new NotImplementedError("putSecrets"); }
-  async configure(): Promise<void> { throw new NotImplementedError("configure"); }
-}
 
-export type { AccessApi };
+  async putSecrets(yaml: string): Promise<string[]> {
+    const tree = parseSecretsYaml(yaml, "PutSecrets request");
+    return this.d.secrets.merge(tree);
+  }
+
+  async configure(sink: EventSink, _signal: AbortSignal): Promise<void> {
+    const started = this.d.clock.now();
+    const repos = await this.d.repos.verify();
+    for (const r of repos) {
+      this.emit(sink, { phase: "configure", kind: "log", message: `${r.name} at ${r.worktreeCommit.slice(0, 12)}${r.dirty ? " (dirty)" : ""}` });
+    }
+    await this.d.journal.update((j) => {
+      j.configured = { kind: "finished", durationMs: this.d.clock.now() - started, budgetMs: this.d.config.budgets.configure, at: this.d.clock.now() };
+    });
+  }
+
+  /**
+   * Refreshes this level's repos, then (recursive) every child in a wave down
+   * the tree. A child that is down is reported and skipped; the rest go on.
+   */
+  async sync(opts: { recursive: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+    const started = this.d.clock.now();
+    this.emit(sink, { phase: "sync", kind: "started" });
+    let result: { repos: RepoState[]; bytes: number };
+    try {
+      result = await this.d.repos.refresh(signal, (p) => this.emit(sink, {
+        phase: "sync", kind: "progress", message: `${p.repo}: ${p.phase}`, progress: { unit: "objects", done: p.loaded, total: p.total },
+      }));
+    } catch (err) {
+      this.emit(sink, { phase: "sync", kind: "failed", durationMs: this.d.clock.now() - started, failure: toFailure(err) });
+      throw err;
+    }
+    this.emit(sink, { phase: "sync", kind: "finished", durationMs: this.d.clock.now() - started, repos: result.repos, bytes: result.bytes });
+    if (!opts.recursive) return;
+    const children = this.d.journal.children().filter((c) => c.endpoint && c.state !== "destroyed");
+    await Promise.all(children.map(async (rec) => {
+      const relay: EventSink = (ev) => sink({ ...ev, levelPath: [this.name, ...ev.levelPath] });
+      try {
+        const link = await this.d.links.get(rec.name, rec.endpoint!, signal);
+        await link.sync({ recursive: true }, relay, signal);
+      } catch (err) {
+        await this.d.links.drop(rec.name);
+        const failure = toFailure(err instanceof HsError ? err : new PeerGoneError(`level ${rec.name} did not answer`, { cause: err }));
+        sink({
+          levelPath: [this.name, rec.name], phase: "sync", kind: "failed", time: this.d.clock.now(),
+          failure: { ...failure, message: `${failure.message} (subtree of ${rec.name} is stale)` },
+        });
+        this.d.log.warn({ child: rec.name, code: errorCode(err) }, "child sync failed; subtree stale");
+      }
+    }));
+  }
+
+  async status(signal: AbortSignal): Promise<LevelStatus> {
+    const c = this.d.config;
+    const id = this.d.identity();
+    const repos = await this.d.repos.state().catch(() => []);
+    const children = await Promise.all(this.d.journal.children().map(async (rec): Promise<LevelStatus> => {
+      if (!rec.endpoint || rec.state === "destroyed") return childStatusFromRecord(rec, "building");
+      try {
+        return await withTimeout(this.d.config.timeouts.connectMs, () => new PeerGoneError(`level ${rec.name} did not answer in time`), async (sig) => {
+          const link = await this.d.links.get(rec.name, rec.endpoint!, sig);
+          const st = await link.status(sig);
+          return { ...st, state: rec.state === "failed" ? "failed" : st.state, phases: childStatusFromRecord(rec, rec.state).phases };
+        }, signal);
+      } catch (err) {
+        await this.d.links.drop(rec.name);
+        return { ...childStatusFromRecord(rec, "unreachable"), failure: toFailure(err) };
+      }
+    }));
+    return {
+      name: c.level.name, depth: c.level.depth, state: "ready", address: id.sshAddress, hsdVersion: this.d.version,
+      hostKeyFingerprint: id.hostKeyFingerprint, provider: c.nest.provider, repos, phases: [],
+      children: children.map((ch) => markOutOfSync(ch, repos)), outOfSync: false,
+    };
+  }
+
+  private emit(sink: EventSink, ev: Omit<LevelEvent, "levelPath" | "time">): void {
+    sink({ ...ev, levelPath: [this.name], time: this.d.clock.now() });
+  }
+}

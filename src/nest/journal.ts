@@ -1,0 +1,93 @@
+// The level's build journal: which children exist, how to reach them and
+// which of their phases finished. Written atomically after every phase so a
+// re-run resumes where the last one stopped. Owned by the nest engine and the
+// level; nothing else writes state/journal.json.
+
+import { readFile } from "node:fs/promises";
+import { writeFileAtomic } from "../util/atomic-write.js";
+import { StateCorruptError } from "../errors/hs-error.js";
+import type { PhaseName } from "../config/config.js";
+import type { ChildEndpoint, ChildHandle } from "../providers/provider.js";
+import type { Failure, LevelStateName, RepoState } from "./events.js";
+
+export interface PhaseRecord {
+  readonly kind: "finished" | "failed";
+  readonly durationMs: number;
+  readonly budgetMs: number;
+  readonly failure?: Failure;
+  /** Epoch ms when the phase ended. */
+  readonly at: number;
+}
+
+export interface ChildRecord {
+  readonly name: string;
+  /** Sibling index, 0-based; stable for the child's life (netns /30s derive from it). */
+  readonly index: number;
+  readonly provider: "local" | "pve";
+  readonly isolation: "process" | "netns";
+  state: LevelStateName;
+  handle?: ChildHandle;
+  address?: string;
+  endpoint?: ChildEndpoint;
+  /** Learned at handshake; the child's own public key (authorized here as reader). */
+  publicKey?: string;
+  hsdVersion?: string;
+  repos?: RepoState[];
+  phases: Partial<Record<PhaseName, PhaseRecord>>;
+}
+
+export interface JournalData {
+  version: 1;
+  children: Record<string, ChildRecord>;
+  /** This level's own configure phase (run when its parent asks). */
+  configured?: PhaseRecord;
+}
+
+export class Journal {
+  private data: JournalData = { version: 1, children: {} };
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly path: string, private readonly hooks: { beforeRename?: (tmp: string) => Promise<void> | void } = {}) {}
+
+  async load(): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(this.path, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw err;
+    }
+    try {
+      const v = JSON.parse(text) as JournalData;
+      if (v.version !== 1 || typeof v.children !== "object" || v.children === null) throw new Error("shape");
+      this.data = v;
+    } catch (err) {
+      throw new StateCorruptError(`journal ${this.path} is not valid`, { details: { path: this.path }, cause: err });
+    }
+  }
+
+  /** A deep copy: callers never mutate the journal outside update(). */
+  snapshot(): JournalData {
+    return structuredClone(this.data);
+  }
+
+  child(name: string): ChildRecord | undefined {
+    const c = this.data.children[name];
+    return c ? structuredClone(c) : undefined;
+  }
+
+  children(): ChildRecord[] {
+    return Object.values(this.data.children).map((c) => structuredClone(c)).sort((a, b) => a.index - b.index);
+  }
+
+  /** Applies `fn` to the live data and persists it; writers are serialized. */
+  update(fn: (d: JournalData) => void): Promise<void> {
+    const run = async () => {
+      fn(this.data);
+      await writeFileAtomic(this.path, JSON.stringify(this.data, null, 2), { mode: 0o600, beforeRename: this.hooks.beforeRename });
+    };
+    const p = this.chain.then(run, run);
+    this.chain = p.catch(() => {});
+    return p;
+  }
+}

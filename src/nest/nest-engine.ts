@@ -1,0 +1,225 @@
+// The nest engine: builds this level's children phase by phase, with budgets,
+// a journal for resume, live events and deepest-first teardown. It works on
+// domain types only; providers, links, journal, clock and logger are injected.
+// Imported by src/level (the daemon's LevelApi) and tests.
+
+import { PHASES, type HsdConfig, type PhaseName } from "../config/config.js";
+import { CancelledError, HsError, PhaseTimeoutError, errorCode } from "../errors/hs-error.js";
+import type { Logger } from "../log/logger.js";
+import type { Provider } from "../providers/provider.js";
+import type { SecretTree } from "../secrets/secrets-store.js";
+import { withTimeout } from "../util/timeout.js";
+import type { ChildLinks } from "./child-link.js";
+import type { AccessApi, EventSink, Failure, LevelEvent, NestOptions } from "./events.js";
+import type { ChildRecord, Journal } from "./journal.js";
+import type { PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
+import { PHASE_HOOKS } from "./phases/index.js";
+
+export interface Clock {
+  now(): number;
+}
+
+export interface NestEngineDeps {
+  readonly config: HsdConfig;
+  readonly self: () => SelfInfo;
+  readonly providers: (name: "local" | "pve") => Provider;
+  readonly journal: Journal;
+  readonly links: ChildLinks;
+  readonly access: AccessApi;
+  readonly readSecrets: () => Promise<SecretTree>;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** Phase hooks, in order; tests may wrap them (fault injection). */
+  readonly hooks?: readonly PhaseHook[];
+}
+
+/** Phases after `from` (inclusive) are forgotten when a child must be restarted. */
+const RESTART_FROM: PhaseName = "install";
+
+/** Child names: l2 for a chain, l2a/l2b/... when a level has several children. */
+export function childNames(parentDepth: number, width: number): string[] {
+  const d = parentDepth + 1;
+  if (width <= 1) return [`l${d}`];
+  return Array.from({ length: width }, (_, i) => `l${d}${String.fromCharCode(97 + i)}`);
+}
+
+/** The failure a thrown value becomes in an event: code and a secret-free message. */
+export function toFailure(err: unknown): Failure {
+  if (err instanceof HsError) return { code: err.code, message: err.message, hint: typeof err.details.hint === "string" ? err.details.hint : undefined };
+  return { code: "Internal", message: err instanceof Error ? err.message : String(err) };
+}
+
+export class NestEngine {
+  private readonly hooks: readonly PhaseHook[];
+
+  constructor(private readonly d: NestEngineDeps) {
+    this.hooks = d.hooks ?? PHASE_HOOKS;
+  }
+
+  /** The budget of a phase; nest's 0 means the sum of every other budget per level below. */
+  budgetOf(phase: PhaseName, levelsBelowChild: number): number {
+    const b = this.d.config.budgets;
+    if (phase !== "nest" || b.nest > 0) return b[phase];
+    const perLevel = PHASES.filter((p) => p !== "nest").reduce((s, p) => s + b[p], 0);
+    return Math.max(1, levelsBelowChild) * perLevel;
+  }
+
+  /** Builds opts.depth levels below this one: opts.width children here, each recursing. */
+  async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+    if (opts.depth <= 0) return;
+    const self = this.d.self();
+    const names = childNames(self.depth, opts.width);
+    const failures: unknown[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < names.length) {
+        const i = next++;
+        try {
+          await this.buildChild(names[i]!, i, opts, sink, signal);
+        } catch (err) {
+          failures.push(err); // siblings go on: one child's failure is its subtree's only
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.d.config.nest.maxParallel, names.length) }, worker));
+    if (failures.length > 0) throw failures[0];
+  }
+
+  private async buildChild(name: string, index: number, opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+    const self = this.d.self();
+    const path = [self.name, name];
+    const log = this.d.log.child({ child: name });
+    const emit = (ev: Omit<LevelEvent, "levelPath" | "time">) => sink({ ...ev, levelPath: path, time: this.d.clock.now() });
+    const relay: EventSink = (ev) => sink({ ...ev, levelPath: [self.name, ...ev.levelPath] });
+
+    let rec = this.d.journal.child(name) ?? {
+      name, index, provider: opts.provider, isolation: opts.isolation, state: "building", phases: {},
+    } satisfies ChildRecord;
+    const provider = this.d.providers(rec.provider);
+    rec = await this.checkResume(rec, provider, log);
+    rec.state = "building";
+    await this.save(rec);
+
+    for (const hook of this.hooks) {
+      const phase = hook.name;
+      const budgetMs = this.budgetOf(phase, opts.depth - 1);
+      const done = rec.phases[phase];
+      if (done?.kind === "finished" && phase !== "nest") {
+        emit({ phase, kind: "skipped", durationMs: 0, budgetMs, message: "finished in an earlier run" });
+        continue;
+      }
+      const started = this.d.clock.now();
+      emit({ phase, kind: "started", budgetMs });
+      try {
+        if (signal.aborted) throw new CancelledError("build cancelled", { details: { level: path.join("/"), phase } });
+        await withTimeout(
+          budgetMs,
+          () => new PhaseTimeoutError(`phase ${phase} of ${path.join("/")} overran its budget of ${fmtMs(budgetMs)}`, {
+            details: { level: path.join("/"), phase, budgetMs },
+          }),
+          (phaseSignal) => hook.run(this.phaseRun(hook, rec, opts, provider, self, phaseSignal, log, budgetMs, emit, relay)),
+          signal,
+        );
+        const durationMs = this.d.clock.now() - started;
+        rec.phases[phase] = { kind: "finished", durationMs, budgetMs, at: this.d.clock.now() };
+        if (phase === "nest") rec.state = "ready";
+        await this.save(rec);
+        emit({ phase, kind: "finished", durationMs, budgetMs });
+      } catch (raw) {
+        const err = signal.aborted && !(raw instanceof HsError) ? new CancelledError("build cancelled", { cause: raw }) : raw;
+        const durationMs = this.d.clock.now() - started;
+        const failure = toFailure(err);
+        log.warn({ phase, code: failure.code, durationMs }, "phase failed");
+        rec.phases[phase] = { kind: "failed", durationMs, budgetMs, failure, at: this.d.clock.now() };
+        rec.state = "failed";
+        await this.save(rec).catch((e) => log.error({ err: e }, "journal write failed"));
+        await this.d.links.drop(name);
+        emit({ phase, kind: "failed", durationMs, budgetMs, failure });
+        throw err;
+      }
+    }
+  }
+
+  private phaseRun(
+    hook: PhaseHook, rec: ChildRecord, request: NestOptions, provider: Provider, self: SelfInfo, signal: AbortSignal,
+    log: Logger, budgetMs: number, emit: (ev: Omit<LevelEvent, "levelPath" | "time">) => void, relay: EventSink,
+  ): PhaseRun {
+    const phase = hook.name;
+    return {
+      phase, rec, request, provider, self, signal, budgetMs, relay,
+      config: this.d.config,
+      access: this.d.access,
+      readSecrets: this.d.readSecrets,
+      log: log.child({ phase }),
+      link: () => this.d.links.get(rec.name, rec.endpoint!, signal),
+      emit: (ev) => emit({ phase, ...ev }),
+    };
+  }
+
+  /**
+   * A child whose hsd is gone must be restarted: its install and every later
+   * phase are forgotten. A live child keeps its finished phases (not rebuilt).
+   */
+  private async checkResume(rec: ChildRecord, provider: Provider, log: Logger): Promise<ChildRecord> {
+    if (rec.phases[RESTART_FROM]?.kind !== "finished" || !rec.handle) return rec;
+    let alive = await provider.alive(rec.handle).catch(() => false);
+    if (alive && rec.endpoint) {
+      const ac = new AbortController();
+      alive = await withTimeout(this.d.config.timeouts.connectMs, () => new PhaseTimeoutError("identify timed out"), async (sig) => {
+        const link = await this.d.links.get(rec.name, rec.endpoint!, sig);
+        await link.identify();
+        return true;
+      }, ac.signal).catch(async () => {
+        await this.d.links.drop(rec.name);
+        return false;
+      });
+    }
+    if (alive) return rec;
+    log.info({ code: "PeerGone" }, "child hsd is gone; restarting it from the install phase");
+    const from = PHASES.indexOf(RESTART_FROM);
+    for (const p of PHASES.slice(from)) delete rec.phases[p];
+    return rec;
+  }
+
+  private save(rec: ChildRecord): Promise<void> {
+    return this.d.journal.update((j) => { j.children[rec.name] = structuredClone(rec); });
+  }
+
+  /** Tears down every child, deepest first. Idempotent: no children is a no-op. */
+  async destroy(sink: EventSink, signal: AbortSignal): Promise<void> {
+    const self = this.d.self();
+    const errors: unknown[] = [];
+    for (const rec of this.d.journal.children().reverse()) {
+      const path = [self.name, rec.name];
+      const started = this.d.clock.now();
+      const emit = (ev: Omit<LevelEvent, "levelPath" | "time" | "phase">) =>
+        sink({ ...ev, phase: "teardown", levelPath: path, time: this.d.clock.now() });
+      emit({ kind: "started" });
+      const provider = this.d.providers(rec.provider);
+      const log = this.d.log.child({ child: rec.name, phase: "teardown" });
+      try {
+        // Let a live child tear down its own subtree first; a dead one is
+        // cleaned up by its provider, which knows how to find its descendants.
+        if (rec.endpoint && rec.handle && (await provider.alive(rec.handle).catch(() => false))) {
+          await withTimeout(this.d.config.timeouts.commandMs, () => new PhaseTimeoutError(`teardown of ${path.join("/")} timed out`), async (sig) => {
+            const link = await this.d.links.get(rec.name, rec.endpoint!, sig);
+            await link.destroy({ self: false }, (ev) => sink({ ...ev, levelPath: [self.name, ...ev.levelPath] }), sig);
+          }, signal).catch((err) => log.warn({ code: errorCode(err) }, "child could not tear down its subtree; its provider will"));
+        }
+        await this.d.links.drop(rec.name);
+        if (rec.handle) await provider.destroy(rec.handle, { signal, log, emit: (ev) => emit(ev) });
+        if (rec.publicKey) await this.d.access.removeKey({ publicKey: rec.publicKey }).catch(() => false);
+        await this.d.journal.update((j) => { delete j.children[rec.name]; });
+        emit({ kind: "finished", durationMs: this.d.clock.now() - started });
+      } catch (err) {
+        errors.push(err);
+        emit({ kind: "failed", durationMs: this.d.clock.now() - started, failure: toFailure(err) });
+      }
+    }
+    if (errors.length > 0) throw errors[0];
+  }
+}
+
+function fmtMs(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}

@@ -1,0 +1,47 @@
+// The contract of one build phase (one hook per file under ./phases, in the
+// manner of nomad's client lifecycle hooks). Only the nest engine runs hooks.
+
+import type { PhaseName, HsdConfig } from "../config/config.js";
+import type { Logger } from "../log/logger.js";
+import type { Provider } from "../providers/provider.js";
+import type { ChildRecord } from "./journal.js";
+import type { ChildLink } from "./child-link.js";
+import type { AccessApi, EventSink, NestOptions } from "./events.js";
+import type { SecretTree } from "../secrets/secrets-store.js";
+
+/** What this level knows about itself that a child build needs. */
+export interface SelfInfo {
+  readonly name: string;
+  readonly depth: number;
+  /** This level's own public key: the child's controller. */
+  readonly publicKey: string;
+  readonly sshPort: number;
+  readonly sshAdvertiseHost: string;
+  readonly hostKeyFingerprint: string;
+}
+
+export interface PhaseRun {
+  readonly phase: PhaseName;
+  /** The record being built; hooks mutate it, the engine persists it after the hook. */
+  readonly rec: ChildRecord;
+  readonly request: NestOptions;
+  readonly provider: Provider;
+  readonly config: HsdConfig;
+  readonly self: SelfInfo;
+  readonly access: AccessApi;
+  readonly readSecrets: () => Promise<SecretTree>;
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+  readonly budgetMs: number;
+  /** Opens (or reuses) the tunnel link to the child. */
+  readonly link: () => Promise<ChildLink>;
+  /** Emits progress/log for this phase (path and phase filled in). */
+  readonly emit: (ev: { kind: "progress" | "log"; message?: string; progress?: { unit: string; done: number; total: number }; bytes?: number }) => void;
+  /** Relays an event from the child, prefixing this level's name. */
+  readonly relay: EventSink;
+}
+
+export interface PhaseHook {
+  readonly name: PhaseName;
+  run(r: PhaseRun): Promise<void>;
+}

@@ -1,0 +1,17 @@
+// The ordered phase hooks of a child build. Only the nest engine imports this.
+
+import type { PhaseHook } from "../phase-hook.js";
+import { preflightPhase } from "./preflight.js";
+import { provisionPhase } from "./provision.js";
+import { bootPhase } from "./boot.js";
+import { installPhase } from "./install.js";
+import { handshakePhase } from "./handshake.js";
+import { syncPhase } from "./sync.js";
+import { secretsPhase } from "./secrets.js";
+import { configurePhase } from "./configure.js";
+import { nestPhase } from "./nest.js";
+
+export const PHASE_HOOKS: readonly PhaseHook[] = Object.freeze([
+  preflightPhase, provisionPhase, bootPhase, installPhase, handshakePhase,
+  syncPhase, secretsPhase, configurePhase, nestPhase,
+]);

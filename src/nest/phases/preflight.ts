@@ -1,0 +1,18 @@
+// preflight: the provider's host checks (with safe repairs) before a child is built.
+
+import { PreflightError } from "../../errors/hs-error.js";
+import type { PhaseHook } from "../phase-hook.js";
+
+export const preflightPhase: PhaseHook = {
+  name: "preflight",
+  async run(r) {
+    const checks = await r.provider.preflight({ signal: r.signal, log: r.log, emit: r.emit });
+    for (const c of checks) r.emit({ kind: "log", message: `${c.name}: ${c.result}${c.detail ? ` (${c.detail})` : ""}` });
+    const failed = checks.filter((c) => c.result === "failed");
+    if (failed.length > 0) {
+      throw new PreflightError(`preflight failed: ${failed.map((c) => `${c.name}: ${c.detail}`).join("; ")}`, {
+        details: { checks: failed.map((c) => c.name), hint: failed[0]!.hint },
+      });
+    }
+  },
+};

@@ -1,0 +1,17 @@
+// sync: the child fetches the repo set from this level over SSH git and
+// reports the commits it now has.
+
+import type { PhaseHook } from "../phase-hook.js";
+
+export const syncPhase: PhaseHook = {
+  name: "sync",
+  async run(r) {
+    const link = await r.link();
+    let repos = r.rec.repos;
+    await link.sync({ recursive: false }, (ev) => {
+      if (ev.repos && ev.repos.length > 0 && ev.levelPath.length === 1) repos = [...ev.repos];
+      if (ev.kind === "progress" || ev.kind === "log") r.relay(ev);
+    }, r.signal);
+    r.rec.repos = repos;
+  },
+};

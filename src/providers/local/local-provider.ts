@@ -1,0 +1,136 @@
+// The embedded `local` provider: a child level is a directory under the
+// parent's state/levels/<name>/ plus an `hsd run --root` process in its own
+// process group (and, with isolation netns, its own network namespace).
+// Built by the daemon wiring; used only through the Provider interface.
+
+import { spawn } from "node:child_process";
+import { mkdir, readFile, rm, open } from "node:fs/promises";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import { ProviderError, CancelledError } from "../../errors/hs-error.js";
+import type { Logger } from "../../log/logger.js";
+import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, PreflightCheck, Provider } from "../provider.js";
+import { levelPaths } from "../../config/config.js";
+import { readyFromPipe, type ReadyInfo } from "./ready-pipe.js";
+import { killLevelTree, pidAlive } from "./level-process.js";
+import type { NetnsOps } from "./netns-ops.js";
+
+export interface LocalProviderOptions {
+  /** The parent level's root; children live under its state/levels/. */
+  readonly parentRoot: string;
+  /** argv that runs hsd, e.g. [process.execPath, "/abs/dist/daemon/hsd.js"]. */
+  readonly hsdCommand: readonly string[];
+  readonly isolation: "process" | "netns";
+  /** The parent's level path (names from the top); makes netns names unique tree-wide. */
+  readonly levelPath: readonly string[];
+  readonly netns: NetnsOps | null;
+  readonly shutdownMs: number;
+  readonly log: Logger;
+  /** Extra env for children (tests). */
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+interface LocalData {
+  dir: string;
+  pid?: number;
+  netns?: { nsName: string; parentAddr: string; childAddr: string };
+}
+
+export class LocalProvider implements Provider {
+  readonly name = "local" as const;
+
+  constructor(private readonly o: LocalProviderOptions) {}
+
+  async preflight(_ctx: PhaseContext): Promise<PreflightCheck[]> {
+    const checks: PreflightCheck[] = [{ name: "hsd runtime", result: "ok", detail: this.o.hsdCommand.join(" ") }];
+    if (this.o.isolation === "netns") {
+      const c = this.o.netns ? await this.o.netns.available() : { ok: false, reason: "netns support not built in" };
+      checks.push({
+        name: "network namespaces", result: c.ok ? "ok" : "failed", detail: c.ok ? "ip netns usable" : c.reason ?? "unavailable",
+        hint: c.ok ? undefined : "run as root with iproute2 installed, or use --isolation process",
+      });
+    }
+    return checks;
+  }
+
+  async provision(name: string, _depth: number, ctx: PhaseContext): Promise<ChildHandle> {
+    const dir = join(levelPaths(this.o.parentRoot).levelsDir, name);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const data: LocalData = { dir };
+    if (this.o.isolation === "netns") {
+      const ns = await this.o.netns!.create([...this.o.levelPath, name], ctx.signal);
+      data.netns = { nsName: ns.nsName, parentAddr: ns.parentAddr, childAddr: ns.childAddr };
+    }
+    return { name, data: data as unknown as Record<string, unknown> };
+  }
+
+  async boot(child: ChildHandle, _ctx: PhaseContext): Promise<ChildHandle & { address: string }> {
+    const data = child.data as unknown as LocalData;
+    return { ...child, address: data.netns ? data.netns.childAddr : "127.0.0.1" };
+  }
+
+  async install(child: ChildHandle, spec: ChildInstallSpec, ctx: PhaseContext): Promise<{ handle: ChildHandle; endpoint: ChildEndpoint }> {
+    const data = { ...(child.data as unknown as LocalData) };
+    if (data.pid && pidAlive(data.pid, data.dir)) await killLevelTree(data.dir, this.o.shutdownMs, this.o.netns, this.o.log, { keepDir: true });
+    const address = data.netns ? data.netns.childAddr : "127.0.0.1";
+    const config = {
+      level: { name: spec.name, depth: spec.depth },
+      ssh: { host: data.netns ? "0.0.0.0" : "127.0.0.1", port: 0, advertise_host: address },
+      parent: {
+        host: data.netns ? data.netns.parentAddr : spec.parentHost,
+        port: spec.parentPort,
+        host_key_fingerprint: spec.parentHostKeyFingerprint,
+        public_key: spec.parentPublicKey,
+      },
+      repo_names: [...spec.repoNames],
+      ...spec.extraConfig,
+      nest: { ...(spec.extraConfig.nest as object), provider: "local", isolation: this.o.isolation },
+    };
+    const paths = levelPaths(data.dir);
+    await mkdir(paths.runDir, { recursive: true, mode: 0o700 });
+    const { writeFileAtomic } = await import("../../util/atomic-write.js");
+    await writeFileAtomic(paths.config, `# written by the parent hsd at install\n${stringify(config)}`, { mode: 0o600 });
+
+    const argv = [...(data.netns ? this.o.netns!.execPrefix(data.netns.nsName) : []), ...this.o.hsdCommand, "run", "--root", data.dir];
+    const logFh = await open(paths.log, "a", 0o600);
+    ctx.emit({ kind: "log", message: `starting hsd for ${spec.name}` });
+    const proc = spawn(argv[0]!, argv.slice(1), {
+      detached: true, // its own process group: the tree is stopped as one
+      stdio: ["ignore", logFh.fd, logFh.fd, "pipe"],
+      env: { ...process.env, ...this.o.env, HSD_READY_FD: "3", HSD_LOG_PRETTY: "" },
+    });
+    await logFh.close();
+    proc.unref();
+    if (!proc.pid) throw new ProviderError(`could not start hsd for ${spec.name}`, { details: { level: spec.name } });
+    data.pid = proc.pid;
+    let ready: ReadyInfo;
+    try {
+      ready = await readyFromPipe(proc, ctx.signal, async () => tail(paths.log));
+    } catch (err) {
+      try { process.kill(-proc.pid, "SIGKILL"); } catch { /* already gone */ }
+      if (ctx.signal.aborted && !(err instanceof ProviderError)) throw ctx.signal.reason ?? new CancelledError("install cancelled");
+      throw err;
+    }
+    return {
+      handle: { name: child.name, data: data as unknown as Record<string, unknown> },
+      endpoint: { host: address, port: ready.sshPort, hostKeyFingerprint: ready.hostKeyFingerprint },
+    };
+  }
+
+  async alive(child: ChildHandle): Promise<boolean> {
+    const data = child.data as unknown as LocalData;
+    return data.pid !== undefined && pidAlive(data.pid, data.dir);
+  }
+
+  async destroy(child: ChildHandle, _ctx: PhaseContext): Promise<void> {
+    const data = child.data as unknown as LocalData;
+    await killLevelTree(data.dir, this.o.shutdownMs, this.o.netns, this.o.log, { keepDir: false });
+    if (data.netns) await this.o.netns!.destroy(data.netns.nsName);
+    await rm(data.dir, { recursive: true, force: true });
+  }
+}
+
+async function tail(path: string): Promise<string> {
+  const text = await readFile(path, "utf8").catch(() => "");
+  return text.split("\n").filter(Boolean).slice(-5).join("\n");
+}

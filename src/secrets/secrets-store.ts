@@ -1,0 +1,130 @@
+// The level's secrets file: one YAML mapping, mode 0600, written atomically,
+// outside every working tree hsd manages, never served and never synced.
+// Imported by the level (src/level) and the daemon wiring. Values read here
+// never go to logs, events or errors: only key names leave this module.
+
+import { readFile, chmod } from "node:fs/promises";
+import { parseDocument, stringify } from "yaml";
+import { randomBytes } from "node:crypto";
+import { writeFileAtomic } from "../util/atomic-write.js";
+import { InvalidArgumentError, StateCorruptError } from "../errors/hs-error.js";
+
+export type SecretTree = { [key: string]: SecretValue };
+export type SecretValue = string | number | boolean | null | SecretValue[] | SecretTree;
+
+const MAX_SECRETS_BYTES = 256 * 1024;
+
+export class SecretsStore {
+  /** Serializes writers: a later write never races an earlier one's rename. */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly path: string, private readonly hooks: { beforeRename?: (tmp: string) => Promise<void> | void } = {}) {}
+
+  /** The whole tree ({} when absent). Throws StateCorrupt, never echoing content. */
+  async read(): Promise<SecretTree> {
+    let text: string;
+    try {
+      text = await readFile(this.path, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
+      throw err;
+    }
+    return parseSecretsYaml(text, this.path, StateCorruptError);
+  }
+
+  /** Deep-merges `patch` into the file and returns the top-level key names now present. */
+  merge(patch: SecretTree): Promise<string[]> {
+    return this.serialize(async () => {
+      const cur = await this.read();
+      const next = deepMerge(cur, patch);
+      await this.writeTree(next);
+      return Object.keys(next).sort();
+    });
+  }
+
+  /** Replaces the file content. */
+  write(tree: SecretTree): Promise<void> {
+    return this.serialize(() => this.writeTree(tree));
+  }
+
+  /** Ensures generated per-level values exist (its own tokens, its key path). */
+  ensureGenerated(gen: { keyPath: string }): Promise<void> {
+    return this.serialize(async () => {
+      const cur = await this.read();
+      const tokens = (isTree(cur.tokens) ? cur.tokens : {}) as SecretTree;
+      const ssh = (isTree(cur.ssh) ? cur.ssh : {}) as SecretTree;
+      let changed = false;
+      if (typeof tokens.hsd !== "string") { tokens.hsd = randomBytes(24).toString("base64url"); changed = true; }
+      if (ssh.private_key_path !== gen.keyPath) { ssh.private_key_path = gen.keyPath; changed = true; }
+      if (changed) await this.writeTree({ ...cur, tokens, ssh });
+      else await chmod(this.path, 0o600).catch(() => {});
+    });
+  }
+
+  private async writeTree(tree: SecretTree): Promise<void> {
+    await writeFileAtomic(this.path, stringify(tree), { mode: 0o600, beforeRename: this.hooks.beforeRename });
+  }
+
+  private serialize<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.chain.then(fn, fn);
+    this.chain = p.catch(() => {});
+    return p;
+  }
+}
+
+/**
+ * Parses a YAML mapping of secrets. Errors name the source and line only:
+ * YAML parser messages quote source text, which may be a secret.
+ */
+export function parseSecretsYaml(
+  text: string, source: string, ErrorClass: typeof InvalidArgumentError | typeof StateCorruptError = InvalidArgumentError,
+): SecretTree {
+  if (Buffer.byteLength(text) > MAX_SECRETS_BYTES) throw new ErrorClass(`${source}: secrets larger than ${MAX_SECRETS_BYTES} bytes`, { details: { source } });
+  const doc = parseDocument(text, { prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const line = doc.errors[0]!.linePos?.[0]?.line;
+    throw new ErrorClass(`${source}: secrets are not valid YAML${line ? ` (line ${line})` : ""}`, { details: { source, line } });
+  }
+  const v = doc.toJS() as unknown;
+  if (v === null || v === undefined) return {};
+  if (!isTree(v)) throw new ErrorClass(`${source}: secrets must be a YAML mapping`, { details: { source } });
+  return v;
+}
+
+export function isTree(v: unknown): v is SecretTree {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function deepMerge(a: SecretTree, b: SecretTree): SecretTree {
+  const out: SecretTree = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    out[k] = isTree(v) && isTree(out[k]) ? deepMerge(out[k] as SecretTree, v) : v;
+  }
+  return out;
+}
+
+/**
+ * What a parent hands its child: only the dotted paths in `passDown`, plus
+ * the accumulated `ssh_keys` list with `addKey` (the parent's public key)
+ * appended. Never tokens or private keys, whatever passDown says.
+ */
+export function scopeSecrets(tree: SecretTree, passDown: readonly string[], addKey: string): SecretTree {
+  const out: SecretTree = {};
+  for (const path of passDown) {
+    const parts = path.split(".");
+    if (parts[0] === "tokens" || parts[0] === "ssh") continue; // never leave the level
+    let src: SecretValue | undefined = tree;
+    for (const p of parts) src = isTree(src) ? src[p] : undefined;
+    if (src === undefined) continue;
+    let dst = out;
+    for (const p of parts.slice(0, -1)) {
+      if (!isTree(dst[p])) dst[p] = {};
+      dst = dst[p] as SecretTree;
+    }
+    dst[parts[parts.length - 1]!] = structuredClone(src);
+  }
+  const keys = Array.isArray(tree.ssh_keys) ? tree.ssh_keys.filter((k): k is string => typeof k === "string") : [];
+  if (addKey && !keys.includes(addKey)) keys.push(addKey);
+  out.ssh_keys = keys;
+  return out;
+}

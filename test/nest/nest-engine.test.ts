@@ -1,0 +1,160 @@
+// Unit tests of the nest engine with a fake provider and in-process child
+// links (the true boundaries); the engine, journal and phase hooks are real.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, rm, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseConfig } from "../../src/config/load-config.js";
+import { NestEngine } from "../../src/nest/nest-engine.js";
+import { Journal } from "../../src/nest/journal.js";
+import { ChildLinks, type ChildLink } from "../../src/nest/child-link.js";
+import { silentLogger } from "../../src/log/logger.js";
+import type { LevelEvent, AuthorizedKey } from "../../src/nest/events.js";
+import type { Provider } from "../../src/providers/provider.js";
+import { PeerGoneError } from "../../src/errors/hs-error.js";
+
+interface Harness { dir: string; engine: NestEngine; journal: Journal; events: LevelEvent[]; keys: AuthorizedKey[]; calls: string[]; alive: Set<string> }
+
+async function harness(opts: { yaml?: string; link?: (name: string) => Partial<ChildLink>; aliveAfterInstall?: boolean } = {}): Promise<Harness> {
+  const dir = await mkdtemp(join(tmpdir(), "hsd-engine-"));
+  const config = parseConfig(opts.yaml ?? "", "test.yaml", { root: dir });
+  const journal = new Journal(join(dir, "journal.json"));
+  const calls: string[] = [];
+  const alive = new Set<string>();
+  const provider: Provider = {
+    name: "local",
+    async preflight() { calls.push("preflight"); return [{ name: "x", result: "ok", detail: "" }]; },
+    async provision(name) { calls.push(`provision ${name}`); return { name, data: { n: name } }; },
+    async boot(h) { calls.push(`boot ${h.name}`); return { ...h, address: "127.0.0.1" }; },
+    async install(h) { calls.push(`install ${h.name}`); alive.add(h.name); return { handle: h, endpoint: { host: "127.0.0.1", port: 1, hostKeyFingerprint: `SHA256:${h.name}` } }; },
+    async alive(h) { return alive.has(h.name); },
+    async destroy(h) { calls.push(`destroy ${h.name}`); alive.delete(h.name); },
+  };
+  const keys: AuthorizedKey[] = [];
+  const links = new ChildLinks(async (name) => {
+    if (!alive.has(name)) throw new PeerGoneError(`${name} gone`);
+    const base: ChildLink = {
+      async identify() { return { name, depth: 1, hsdVersion: "t", publicKey: `ssh-ed25519 AAAA${name}`, hostKeyFingerprint: `SHA256:${name}`, sshAddress: "x", repos: [] }; },
+      async sync(_o, sink) { sink({ levelPath: [name], phase: "sync", kind: "finished", time: 0, repos: [{ name: "r", servedCommit: "c1", worktreeCommit: "c1", dirty: false, dirtyFiles: [] }] }); },
+      async putSecrets() { return ["passwords", "ssh_keys"]; },
+      async configure(sink) { sink({ levelPath: [name], phase: "configure", kind: "log", time: 0, message: "ok" }); },
+      async nest(o, sink) { sink({ levelPath: [name, `deep${o.depth}`], phase: "provision", kind: "finished", time: 0 }); },
+      async status() { throw new Error("unused"); },
+      async destroy() {},
+      async close() {},
+    };
+    return { ...base, ...(opts.link?.(name) ?? {}) };
+  });
+  const engine = new NestEngine({
+    config, journal, links, log: silentLogger(), clock: { now: () => Date.now() },
+    self: () => ({ name: "l0", depth: 0, publicKey: "ssh-ed25519 AAAAparent", sshPort: 2222, sshAdvertiseHost: "127.0.0.1", hostKeyFingerprint: "SHA256:p" }),
+    providers: () => provider,
+    access: {
+      async addKey(k) { const a = { ...k, fingerprint: "f", comment: k.comment ?? "" }; keys.push(a); return a; },
+      async removeKey() { return true; }, async listKeys() { return keys; },
+    },
+    readSecrets: async () => ({ passwords: { vm_root: "pw" }, tokens: { hsd: "tok" }, site: { domain: "d" } }),
+  });
+  await journal.load();
+  return { dir, engine, journal, events: [], keys, calls, alive };
+}
+
+const opts = { depth: 2, width: 1, provider: "local" as const, isolation: "process" as const };
+
+test("builds a child through every phase in order, relaying deeper events with the level path", async () => {
+  const h = await harness();
+  try {
+    await h.engine.nest(opts, (e) => h.events.push(e), new AbortController().signal);
+    const finished = h.events.filter((e) => e.kind === "finished" && e.levelPath.length === 2).map((e) => e.phase);
+    assert.deepEqual(finished, ["preflight", "provision", "boot", "install", "handshake", "sync", "secrets", "configure", "nest"]);
+    const deep = h.events.find((e) => e.levelPath.length === 3);
+    assert.deepEqual(deep?.levelPath, ["l0", "l1", "deep1"]);
+    assert.equal(h.keys[0]?.role, "reader");
+    assert.equal(h.keys[0]?.publicKey, "ssh-ed25519 AAAAl1");
+    const j = JSON.parse(await readFile(join(h.dir, "journal.json"), "utf8"));
+    assert.equal(j.children.l1.state, "ready");
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
+
+test("a re-run skips finished phases and does not rebuild a live child", async () => {
+  const h = await harness();
+  try {
+    const sig = new AbortController().signal;
+    await h.engine.nest(opts, () => {}, sig);
+    h.calls.length = 0;
+    const ev: LevelEvent[] = [];
+    await h.engine.nest(opts, (e) => ev.push(e), sig);
+    const skipped = ev.filter((e) => e.kind === "skipped").map((e) => e.phase);
+    assert.deepEqual(skipped, ["preflight", "provision", "boot", "install", "handshake", "sync", "secrets", "configure"]);
+    assert.deepEqual(h.calls, []);
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
+
+test("a child that died is restarted from install; earlier phases are skipped", async () => {
+  const h = await harness();
+  try {
+    const sig = new AbortController().signal;
+    await h.engine.nest(opts, () => {}, sig);
+    h.alive.delete("l1");
+    h.calls.length = 0;
+    const ev: LevelEvent[] = [];
+    await h.engine.nest(opts, (e) => ev.push(e), sig);
+    assert.deepEqual(ev.filter((e) => e.kind === "skipped").map((e) => e.phase), ["preflight", "provision", "boot"]);
+    assert.deepEqual(h.calls, ["install l1"]);
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
+
+test("a phase over its budget fails with PhaseTimeout naming level and phase, and the journal records it", async () => {
+  const h = await harness({
+    yaml: "budgets: { sync: 200ms }",
+    link: () => ({ sync: (_o, _s, signal) => new Promise((_r, rej) => signal.addEventListener("abort", () => rej(signal.reason))) }),
+  });
+  try {
+    await assert.rejects(h.engine.nest(opts, (e) => h.events.push(e), new AbortController().signal), (e: { code: string }) => e.code === "PhaseTimeout");
+    const failed = h.events.find((e) => e.kind === "failed");
+    assert.equal(failed?.phase, "sync");
+    assert.deepEqual(failed?.levelPath, ["l0", "l1"]);
+    assert.equal(failed?.failure?.code, "PhaseTimeout");
+    assert.equal(failed?.budgetMs, 200);
+    const j = JSON.parse(await readFile(join(h.dir, "journal.json"), "utf8"));
+    assert.equal(j.children.l1.phases.sync.kind, "failed");
+    assert.equal(j.children.l1.phases.handshake.kind, "finished");
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
+
+test("secrets delivered to a child are scoped: no tokens, parent key appended to ssh_keys", async () => {
+  let got = "";
+  const h = await harness({ link: () => ({ async putSecrets(y: string) { got = y; return ["x"]; } }) });
+  try {
+    await h.engine.nest(opts, (e) => h.events.push(e), new AbortController().signal);
+    assert.match(got, /vm_root: pw/);
+    assert.doesNotMatch(got, /tok/);
+    assert.match(got, /ssh-ed25519 AAAAparent/);
+    assert.ok(!JSON.stringify(h.events).includes("pw"), "secret value in an event");
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
+
+test("with width, one child's failure does not stop its siblings", async () => {
+  const h = await harness({ link: (name) => (name === "l1b" ? { async configure() { throw new PeerGoneError("boom"); } } : {}) });
+  try {
+    await assert.rejects(h.engine.nest({ ...opts, width: 3 }, (e) => h.events.push(e), new AbortController().signal));
+    const ready = h.journal.children().filter((c) => c.state === "ready").map((c) => c.name);
+    assert.deepEqual(ready, ["l1a", "l1c"]);
+    assert.equal(h.journal.child("l1b")?.state, "failed");
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
+
+test("destroy tears children down and is idempotent", async () => {
+  const h = await harness();
+  try {
+    const sig = new AbortController().signal;
+    await h.engine.nest(opts, () => {}, sig);
+    await h.engine.destroy(() => {}, sig);
+    assert.equal(h.journal.children().length, 0);
+    assert.ok(h.calls.includes("destroy l1"));
+    h.calls.length = 0;
+    await h.engine.destroy(() => {}, sig);
+    assert.deepEqual(h.calls, []);
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
