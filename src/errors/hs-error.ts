@@ -54,3 +54,38 @@ export class DiskFullError extends HsError { static override code = "DiskFull"; 
 export function errorCode(err: unknown): string {
   return err instanceof HsError ? err.code : "Internal";
 }
+
+// --- appended by the Foundation (rpc/api/daemon) work ---
+/** A gRPC deadline passed before the remote answered (no more specific code was sent). */
+export class DeadlineExceededError extends HsError { static override code = "DeadlineExceeded"; }
+/** The remote side failed an RPC without an hs-code (or with a code unknown here). */
+export class RemoteError extends HsError {
+  static override code = "Remote";
+  /** The code the remote side sent in its `hs-code` trailer, kept verbatim. */
+  readonly remoteCode: string;
+  constructor(remoteCode: string, message: string, opts: HsErrorOptions = {}) {
+    super(message, opts);
+    this.remoteCode = remoteCode;
+  }
+  override get code(): string {
+    return this.remoteCode;
+  }
+}
+/** A request named something this level does not have (key, level...). */
+export class NotFoundError extends HsError { static override code = "NotFound"; }
+
+// --- appended by the pve provider work ---
+/** The PVE API certificate's fingerprint is not the pinned one (details: expected, actual). */
+export class PveFingerprintMismatchError extends HsError { static override code = "PveFingerprintMismatch"; }
+/** No PVE certificate fingerprint is configured; hsd refuses to talk TLS unpinned. */
+export class PveNotPinnedError extends HsError { static override code = "PveNotPinned"; }
+/** pveproxy's own proxy failure (595/596/597), e.g. a synchronous call over its 30 s limit. */
+export class PveProxyError extends HsError { static override code = "PveProxy"; }
+/** The PVE API could not be reached (refused, reset, TLS failure). */
+export class PveUnreachableError extends HsError { static override code = "PveUnreachable"; }
+/** A PVE task (UPID) ended with an exitstatus other than OK / WARNINGS: n. */
+export class PveTaskError extends HsError { static override code = "PveTaskFailed"; }
+/** A spawned command exited non-zero (or could not be spawned) and the caller asked for `check`. */
+export class CommandFailedError extends HsError { static override code = "CommandFailed"; }
+/** Creating, reshaping or removing a level's network namespace failed. */
+export class NetnsError extends HsError { static override code = "Netns"; }

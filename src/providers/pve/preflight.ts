@@ -1,0 +1,235 @@
+// The pve provider's preflight: each check reports ok / repaired / failed with
+// a hint, and repairs only what is safe (snippets content, /etc/hosts entry,
+// the lesson-4 certificate sequence). Imported only by pve-provider.ts.
+// Every host side effect goes through injected paths and the CommandRunner.
+
+import { readFile } from "node:fs/promises";
+import { X509Certificate } from "node:crypto";
+import { join } from "node:path";
+import type { PveConfig } from "../../config/config.js";
+import type { PreflightCheck } from "../provider.js";
+import { errorCode, HsError } from "../../errors/hs-error.js";
+import { writeFileAtomic } from "../../util/atomic-write.js";
+import type { CommandRunner } from "./command-runner.js";
+import type { PveClient, Sleep } from "./pve-client.js";
+import { isPveError } from "./pve-client.js";
+
+export interface PreflightDeps {
+  readonly client: PveClient;
+  readonly config: PveConfig;
+  readonly commands: CommandRunner;
+  /** Usually "/sys". */
+  readonly sysRoot: string;
+  /** Usually "/etc/hosts". */
+  readonly hostsFile: string;
+  /** Usually "/etc/pve/local/pve-ssl.pem" (what `pvecm updatecerts` writes). */
+  readonly pveCertFile: string;
+  /** This node's short hostname. */
+  readonly hostname: string;
+  /** Fully qualified name for a repaired /etc/hosts entry (default: found in /etc/hosts, else hostname). */
+  readonly fqdn?: string;
+  /** Name resolution used when /etc/hosts has no entry. */
+  readonly resolveHost: (name: string) => Promise<string[]>;
+  readonly minFreeKiB: number;
+  readonly sleep: Sleep;
+  readonly signal: AbortSignal;
+}
+
+type Check = PreflightCheck;
+const ok = (name: string, detail: string): Check => ({ name, result: "ok", detail });
+const repaired = (name: string, detail: string): Check => ({ name, result: "repaired", detail });
+const failed = (name: string, detail: string, hint: string): Check => ({ name, result: "failed", detail, hint });
+
+export async function runPreflight(d: PreflightDeps): Promise<Check[]> {
+  const out: Check[] = [];
+  out.push(await nestedVirt(d));
+  out.push(await hostnameResolution(d));
+  const cert = await proxyCertificate(d);
+  out.push(cert);
+  const api = await apiHealth(d, cert.result === "repaired" ? 10 : 1);
+  out.push(api);
+  const apiUp = api.result !== "failed";
+  const skip = (name: string) => failed(name, "not checked: the PVE API check failed", "fix the api check first");
+  out.push(apiUp ? await guard("node", () => nodeOnline(d)) : skip("node"));
+  out.push(apiUp ? await guard("snippets", () => snippetsContent(d)) : skip("snippets"));
+  out.push(apiUp ? await guard("template", () => templateExists(d)) : skip("template"));
+  out.push(await guard("bridge", () => bridgeExists(d)));
+  out.push(await guard("disk-space", () => diskSpace(d)));
+  return out;
+}
+
+async function guard(name: string, fn: () => Promise<Check>): Promise<Check> {
+  try { return await fn(); } catch (e) {
+    return failed(name, `${errorCode(e)}: ${e instanceof Error ? e.message : String(e)}`, "see the error code in the hsd docs");
+  }
+}
+
+async function nestedVirt(d: PreflightDeps): Promise<Check> {
+  for (const mod of ["kvm_intel", "kvm_amd"]) {
+    const file = join(d.sysRoot, "module", mod, "parameters", "nested");
+    let v: string;
+    try { v = (await readFile(file, "utf8")).trim(); } catch { continue; }
+    if (v === "Y" || v === "1") return ok("nested-virt", `${mod} nested=${v}`);
+    return failed("nested-virt", `${mod} nested=${v}: child VMs cannot run KVM`,
+      `echo 'options ${mod} nested=1' > /etc/modprobe.d/kvm-nested.conf, stop all VMs, then modprobe -r ${mod} && modprobe ${mod}`);
+  }
+  return failed("nested-virt", "neither kvm_intel nor kvm_amd is loaded", "enable VT-x/AMD-V (and for a VM level: cpu=host on its parent)");
+}
+
+/** Loopback, link-local (with or without a zone id): unusable as the node's certificate address. */
+export function isUnroutable(addr: string): boolean {
+  const a = addr.split("%")[0]!.toLowerCase();
+  return a.startsWith("127.") || a === "::1" || a.startsWith("169.254.") || /^fe[89ab][0-9a-f]:/.test(a);
+}
+
+function hostsEntries(text: string): { addr: string; names: string[]; line: number }[] {
+  return text.split("\n").map((raw, line) => {
+    const t = raw.replace(/#.*/, "").trim().split(/\s+/).filter(Boolean);
+    return { addr: t[0] ?? "", names: t.slice(1), line };
+  }).filter((e) => e.addr && e.names.length);
+}
+
+async function hostnameResolution(d: PreflightDeps): Promise<Check> {
+  const name = "hostname";
+  let text = "";
+  try { text = await readFile(d.hostsFile, "utf8"); } catch { /* resolver only */ }
+  const mine = hostsEntries(text).filter((e) => e.names.some((n) => n === d.hostname || n.startsWith(`${d.hostname}.`)));
+  const first = mine[0]?.addr ?? (await d.resolveHost(d.hostname).catch(() => []))[0];
+  if (first && !isUnroutable(first)) return ok(name, `${d.hostname} resolves to ${first}`);
+  // pvecm updatecerts puts this address into the certificate; fix it before PVE reads it.
+  const r = await d.commands.run("ip", ["-4", "-o", "addr", "show", "dev", d.config.bridge], { signal: d.signal });
+  const ipv4 = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(r.stdout)?.[1];
+  if (r.code !== 0 || !ipv4) {
+    return failed(name, `${d.hostname} resolves to ${first ?? "nothing"} and ${d.config.bridge} has no IPv4 address`,
+      `add "<ipv4> <fqdn> ${d.hostname}" to ${d.hostsFile}`);
+  }
+  const fqdn = d.fqdn ?? mine.flatMap((e) => e.names).find((n) => n.startsWith(`${d.hostname}.`));
+  const entry = `${ipv4} ${fqdn ? `${fqdn} ` : ""}${d.hostname}`;
+  const lines = text ? text.replace(/\n$/, "").split("\n") : [];
+  const at = mine[0]?.line ?? lines.length;
+  lines.splice(at, 0, entry);
+  await writeFileAtomic(d.hostsFile, `${lines.join("\n")}\n`, { mode: 0o644 });
+  return repaired(name, `${d.hostname} resolved to ${first ?? "nothing"}; added "${entry}" to ${d.hostsFile}`);
+}
+
+async function certInfo(file: string): Promise<{ sans: string; fingerprint: string } | undefined> {
+  let pem: string;
+  try { pem = await readFile(file, "utf8"); } catch { return undefined; }
+  const x = new X509Certificate(pem);
+  return { sans: x.subjectAltName ?? "", fingerprint: x.fingerprint256 };
+}
+
+async function proxyCertificate(d: PreflightDeps): Promise<Check> {
+  const name = "pveproxy-cert";
+  const before = await certInfo(d.pveCertFile);
+  if (!before) return ok(name, `no ${d.pveCertFile} on this host (remote API): relying on the pinned fingerprint`);
+  if (!before.sans.includes("%")) return ok(name, "certificate SANs carry no zone-id address");
+  // Seed lesson 4: with IPv6 off, updatecerts cannot pick a link-local address.
+  const steps: [string, string[]][] = [
+    ["sysctl", ["-w", "net.ipv6.conf.all.disable_ipv6=1"]],
+    ["pvecm", ["updatecerts", "--force"]],
+  ];
+  const hint = "run: sysctl -w net.ipv6.conf.all.disable_ipv6=1; pvecm updatecerts --force; sysctl -w net.ipv6.conf.all.disable_ipv6=0; systemctl restart pveproxy";
+  let err = "";
+  try {
+    for (const [cmd, args] of steps) {
+      const r = await d.commands.run(cmd, args, { signal: d.signal, timeoutMs: 60_000 });
+      if (r.code !== 0) { err = `${cmd} ${args.join(" ")}: ${r.stderr.split("\n")[0]}`; break; }
+    }
+  } finally {
+    const r = await d.commands.run("sysctl", ["-w", "net.ipv6.conf.all.disable_ipv6=0"], { signal: d.signal });
+    if (r.code !== 0 && !err) err = `re-enabling IPv6 failed: ${r.stderr.split("\n")[0]}`;
+  }
+  if (!err) {
+    const r = await d.commands.run("systemctl", ["restart", "pveproxy"], { signal: d.signal, timeoutMs: 60_000 });
+    if (r.code !== 0) err = `systemctl restart pveproxy: ${r.stderr.split("\n")[0]}`;
+  }
+  if (err) return failed(name, `zone-id SAN in ${d.pveCertFile}; repair failed: ${err}`, hint);
+  const after = await certInfo(d.pveCertFile);
+  if (!after || after.sans.includes("%")) return failed(name, "certificate still has a zone-id SAN after regeneration", hint);
+  let pin = "";
+  // The local file is a trusted channel (we are root on the node): follow the regenerated cert.
+  if (d.client.fingerprint === before.fingerprint) {
+    d.client.setFingerprint(after.fingerprint);
+    pin = `; re-pinned the API to ${after.fingerprint} (update pve.fingerprint)`;
+  }
+  return repaired(name, `regenerated the certificate without the zone-id SAN and restarted pveproxy${pin}`);
+}
+
+async function apiHealth(d: PreflightDeps, attempts: number): Promise<Check> {
+  for (let i = 1; ; i++) {
+    try {
+      const v = await d.client.get<{ version: string }>("/version", undefined, { signal: d.signal });
+      return ok("api", `PVE ${v.version} answers and token ${d.client.tokenId} is accepted`);
+    } catch (e) {
+      const code = errorCode(e);
+      if (code === "PveAuth") {
+        return failed("api", `token ${d.client.tokenId} was refused (401)`,
+          `check pve.token_id and pve.token_secret in secrets.yaml; create one with: pveum user token add ${d.client.tokenId.replace("!", " ")} --privsep 0`);
+      }
+      if (code === "PveUnreachable" && i < attempts) { await d.sleep(500 * i, d.signal); continue; }
+      const msg = e instanceof HsError ? e.message : String(e);
+      const hint = code === "PveFingerprintMismatch" || code === "PveNotPinned"
+        ? String((e as HsError).details.hint ?? "set pve.fingerprint to the node's API certificate fingerprint")
+        : "is pveproxy running? systemctl status pveproxy; journalctl -u pveproxy";
+      return failed("api", `${code}: ${msg}`, hint);
+    }
+  }
+}
+
+async function nodeOnline(d: PreflightDeps): Promise<Check> {
+  const nodes = await d.client.get<{ node: string; status: string }[]>("/nodes", undefined, { signal: d.signal });
+  const n = nodes.find((x) => x.node === d.config.node);
+  if (!n) return failed("node", `node ${d.config.node} is not in this cluster (${nodes.map((x) => x.node).join(", ")})`, "set pve.node");
+  if (n.status !== "online") return failed("node", `node ${d.config.node} is ${n.status}`, "wait for pve-cluster/pvestatd after boot, then retry");
+  return ok("node", `node ${d.config.node} is online`);
+}
+
+async function snippetsContent(d: PreflightDeps): Promise<Check> {
+  const id = d.config.snippetStorage;
+  const path = `/storage/${encodeURIComponent(id)}`;
+  const s = await d.client.get<{ content?: string; digest?: string; path?: string }>(path, undefined, { signal: d.signal });
+  const content = (s.content ?? "").split(",").filter(Boolean);
+  if (!s.path) return failed("snippets", `storage ${id} has no directory path for snippet files`, "set pve.snippet_storage to a dir storage such as local");
+  if (content.includes("snippets")) return ok("snippets", `storage ${id} allows snippets (${s.path}/snippets)`);
+  // PUT content REPLACES the set: write back the full list plus snippets, guarded by digest.
+  const full = [...content, "snippets"].join(",");
+  await d.client.put(path, { content: full, digest: s.digest }, { signal: d.signal });
+  const again = await d.client.get<{ content?: string }>(path, undefined, { signal: d.signal });
+  if (!(again.content ?? "").split(",").includes("snippets")) {
+    return failed("snippets", `storage ${id} still lacks snippets after the update`, `pvesm set ${id} --content ${full}`);
+  }
+  return repaired("snippets", `storage ${id} content was "${content.join(",")}"; now "${full}"`);
+}
+
+async function templateExists(d: PreflightDeps): Promise<Check> {
+  const t = d.config.template;
+  try {
+    const c = await d.client.get<Record<string, unknown>>(`/nodes/${d.config.node}/qemu/${t}/config`, undefined, { signal: d.signal });
+    if (String(c.template ?? "") !== "1") return failed("template", `VM ${t} exists but is not a template`, `qm template ${t}`);
+    return ok("template", `template ${t} (${String(c.name ?? "")}) exists`);
+  } catch (e) {
+    if (isPveError(e, 500, /does not exist/)) return failed("template", `VM ${t} does not exist on ${d.config.node}`, "build the template (packer) or set pve.template");
+    throw e;
+  }
+}
+
+async function bridgeExists(d: PreflightDeps): Promise<Check> {
+  // GET /nodes/{node}/network is outside the documented API surface (pve-api.md), so ask the host.
+  const r = await d.commands.run("ip", ["link", "show", d.config.bridge], { signal: d.signal });
+  if (r.code === 0) return ok("bridge", `bridge ${d.config.bridge} exists (checked with ip link)`);
+  return failed("bridge", `bridge ${d.config.bridge} not found: ${r.stderr.trim().split("\n")[0]}`, "create it in /etc/network/interfaces or set pve.bridge");
+}
+
+async function diskSpace(d: PreflightDeps): Promise<Check> {
+  const id = d.config.storage;
+  const r = await d.commands.run("pvesm", ["status", "--storage", id], { signal: d.signal });
+  const row = r.stdout.split("\n").map((l) => l.trim().split(/\s+/)).find((c) => c[0] === id);
+  if (r.code !== 0 || !row || row.length < 6) return failed("disk-space", `pvesm status for ${id} failed: ${r.stderr.trim().split("\n")[0]}`, `pvesm status --storage ${id}`);
+  const availKiB = Number(row[5]);
+  const gib = (availKiB / 1024 / 1024).toFixed(1);
+  if (!(availKiB >= d.minFreeKiB)) {
+    return failed("disk-space", `storage ${id} has ${gib} GiB free; need ${(d.minFreeKiB / 1024 / 1024).toFixed(1)} GiB`, "free space or set pve.storage to a larger storage");
+  }
+  return ok("disk-space", `storage ${id} has ${gib} GiB free`);
+}

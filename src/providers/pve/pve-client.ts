@@ -1,0 +1,206 @@
+// The PVE API client: token auth, {"data":...} envelopes, PVE errors mapped to
+// typed errors, bounded retries of pveproxy failures for GETs only, and task
+// (UPID) waiting with its log streamed as progress. Imported by the pve
+// provider and its preflight; the token secret lives only inside this object.
+
+import {
+  CommandTimeoutError, HsError, PveApiError, PveAuthError, PveProxyError, PveTaskError,
+} from "../../errors/hs-error.js";
+import { withTimeout, throwIfAborted } from "../../util/timeout.js";
+import { PveHttp, type PveHttpOptions, type PveHttpResponse } from "./pve-http.js";
+import { parseUpid } from "./upid.js";
+
+export type PveParams = Readonly<Record<string, string | number | boolean | undefined>>;
+export type Sleep = (ms: number, signal?: AbortSignal) => Promise<void>;
+
+export interface PveClientOptions extends PveHttpOptions {
+  /** USER@REALM!TOKENID */
+  readonly tokenId: string;
+  /** The token's UUID secret, from the level's secrets.yaml (pve.token_secret). */
+  readonly tokenSecret: string;
+  /** Retries of 595/596 on GET (never on writes). Default 3. */
+  readonly proxyRetries?: number;
+  /** First backoff of those retries; doubles each time. Default 1000 ms. */
+  readonly proxyRetryBaseMs?: number;
+  readonly sleep?: Sleep;
+}
+
+export interface CallOptions { readonly signal?: AbortSignal }
+
+export interface TaskStatus {
+  readonly upid: string;
+  readonly node: string;
+  readonly type: string;
+  readonly id: string;
+  readonly status: "running" | "stopped";
+  readonly exitstatus?: string;
+}
+
+export interface WaitTaskOptions extends CallOptions {
+  /** New task log lines, in order, as they appear. */
+  readonly onLog?: (lines: readonly string[]) => void;
+  readonly pollInitialMs?: number;
+  readonly pollMaxMs?: number;
+  /** Hard bound on the whole wait (besides the signal). Default 10 min. */
+  readonly timeoutMs?: number;
+}
+
+export const defaultSleep: Sleep = (ms, signal) => new Promise((resolve, reject) => {
+  if (signal?.aborted) { reject(signal.reason); return; }
+  const t = setTimeout(() => { signal?.removeEventListener("abort", onAbort); resolve(); }, ms);
+  const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
+  signal?.addEventListener("abort", onAbort, { once: true });
+});
+
+/** True when err is a PVE answer with this HTTP status whose message (or 400 errors map) matches re. */
+export function isPveError(err: unknown, status: number, re?: RegExp): err is PveApiError {
+  if (!(err instanceof PveApiError) || err.details.status !== status) return false;
+  if (!re) return true;
+  const errors = (err.details.errors ?? {}) as Record<string, string>;
+  return re.test(String(err.details.pveMessage ?? "")) || Object.values(errors).some((v) => re.test(String(v)));
+}
+
+/** The form body PVE expects; undefined values are left out. */
+export function formEncode(params: PveParams | undefined): string {
+  const sp = new URLSearchParams();
+  for (const [k, v] of Object.entries(params ?? {})) if (v !== undefined) sp.append(k, typeof v === "boolean" ? (v ? "1" : "0") : String(v));
+  return sp.toString();
+}
+
+export class PveClient {
+  readonly tokenId: string;
+  private readonly http: PveHttp;
+  private readonly authHeader: string;
+  private readonly proxyRetries: number;
+  private readonly proxyRetryBaseMs: number;
+  private readonly sleep: Sleep;
+
+  constructor(opts: PveClientOptions) {
+    this.http = new PveHttp(opts);
+    this.tokenId = opts.tokenId;
+    this.authHeader = `PVEAPIToken=${opts.tokenId}=${opts.tokenSecret}`;
+    this.proxyRetries = opts.proxyRetries ?? 3;
+    this.proxyRetryBaseMs = opts.proxyRetryBaseMs ?? 1000;
+    this.sleep = opts.sleep ?? defaultSleep;
+  }
+
+  get fingerprint(): string { return this.http.pinnedFingerprint; }
+  setFingerprint(fp: string): void { this.http.setFingerprint(fp); }
+
+  // Keep the secret out of util.inspect / JSON dumps of the client.
+  toJSON(): Record<string, string> { return { tokenId: this.tokenId }; }
+  [Symbol.for("nodejs.util.inspect.custom")](): string { return `PveClient(${this.tokenId})`; }
+
+  async get<T = unknown>(path: string, query?: PveParams, o: CallOptions = {}): Promise<T> {
+    return (await this.call("GET", path, query, o)).data as T;
+  }
+  async post<T = unknown>(path: string, params?: PveParams, o: CallOptions = {}): Promise<T> {
+    return (await this.call("POST", path, params, o)).data as T;
+  }
+  async put<T = unknown>(path: string, params?: PveParams, o: CallOptions = {}): Promise<T> {
+    return (await this.call("PUT", path, params, o)).data as T;
+  }
+  async delete<T = unknown>(path: string, query?: PveParams, o: CallOptions = {}): Promise<T> {
+    return (await this.call("DELETE", path, query, o)).data as T;
+  }
+
+  /** The whole envelope (task logs carry `total` beside `data`). */
+  async call(method: "GET" | "POST" | "PUT" | "DELETE", path: string, params: PveParams | undefined, o: CallOptions): Promise<Record<string, unknown>> {
+    const inQuery = method === "GET" || method === "DELETE";
+    const qs = inQuery ? formEncode(params) : "";
+    const fullPath = `/api2/json${path}${qs ? `?${qs}` : ""}`;
+    const headers: Record<string, string> = { authorization: this.authHeader, accept: "application/json" };
+    const body = inQuery ? undefined : formEncode(params);
+    if (body !== undefined) headers["content-type"] = "application/x-www-form-urlencoded";
+    for (let attempt = 0; ; attempt++) {
+      throwIfAborted(o.signal);
+      const res = await this.http.request({ method, path: fullPath, headers, body, signal: o.signal });
+      if (res.status === 200) return parseEnvelope(res, method, path);
+      const err = mapError(res, method, path);
+      // Only GETs are safe to repeat: a write behind a 596 may still be running.
+      if (err instanceof PveProxyError && res.status !== 597 && method === "GET" && attempt < this.proxyRetries) {
+        await this.sleep(this.proxyRetryBaseMs * 2 ** attempt, o.signal);
+        continue;
+      }
+      throw err;
+    }
+  }
+
+  /** Waits until the task stops; resolves on OK / WARNINGS: n, throws PveTaskError otherwise. */
+  async waitTask(upid: string, o: WaitTaskOptions = {}): Promise<TaskStatus> {
+    const u = parseUpid(upid);
+    const base = `/nodes/${u.node}/tasks/${encodeURIComponent(upid)}`;
+    const timeoutMs = o.timeoutMs ?? 600_000;
+    return withTimeout(timeoutMs, () => new CommandTimeoutError(`PVE task ${u.type} ${u.id} did not finish within ${timeoutMs} ms`, {
+      details: { upid, type: u.type },
+    }), async (signal) => {
+      let delay = o.pollInitialMs ?? 250;
+      const maxDelay = o.pollMaxMs ?? 2000;
+      let logStart = 0;
+      let misses = 0;
+      for (;;) {
+        let st: TaskStatus;
+        try {
+          st = await this.get<TaskStatus>(`${base}/status`, undefined, { signal });
+        } catch (err) {
+          // A just-created UPID can be unknown for a moment; bounded by `misses` and the timeout.
+          if (isPveError(err, 400, /no such task/) && misses++ < 20) { await this.sleep(delay, signal); continue; }
+          throw err;
+        }
+        if (o.onLog) logStart = await this.drainLog(base, logStart, o.onLog, signal);
+        if (st.status === "stopped") {
+          const exit = st.exitstatus ?? "";
+          if (exit === "OK" || /^WARNINGS: \d+$/.test(exit)) return st;
+          throw new PveTaskError(`PVE task ${u.type} ${u.id} failed: ${exit}`, {
+            details: { upid, node: u.node, type: u.type, id: u.id, exitstatus: exit },
+          });
+        }
+        await this.sleep(delay, signal);
+        delay = Math.min(Math.round(delay * 1.5), maxDelay);
+      }
+    }, o.signal);
+  }
+
+  private async drainLog(base: string, start: number, onLog: (lines: readonly string[]) => void, signal: AbortSignal): Promise<number> {
+    const limit = 50;
+    for (let pages = 0; pages < 100; pages++) {
+      const env = await this.call("GET", `${base}/log`, { start, limit }, { signal });
+      const lines = (Array.isArray(env.data) ? env.data : []) as { n: number; t: string }[];
+      if (lines.length === 0) break;
+      start += lines.length;
+      onLog(lines.map((l) => l.t));
+      if (lines.length < limit) break;
+    }
+    return start;
+  }
+}
+
+function parseEnvelope(res: PveHttpResponse, method: string, path: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(res.body) as unknown;
+    if (v && typeof v === "object" && "data" in v) return v as Record<string, unknown>;
+  } catch { /* fall through */ }
+  throw new PveApiError(`PVE ${method} ${path}: answer is not a {"data":...} envelope`, { details: { status: res.status, method, path } });
+}
+
+function mapError(res: PveHttpResponse, method: string, path: string): HsError {
+  let message = "";
+  let errors: Record<string, string> | undefined;
+  if (res.body) {
+    try {
+      const v = JSON.parse(res.body) as { message?: unknown; errors?: unknown };
+      if (typeof v.message === "string") message = v.message;
+      if (v.errors && typeof v.errors === "object") errors = v.errors as Record<string, string>;
+    } catch { /* PVE's 401 and proxy errors have no JSON body */ }
+  }
+  const first = (message || res.reason).split("\n")[0]!.trim();
+  const details = { status: res.status, method, path, pveMessage: first, ...(errors ? { errors } : {}) };
+  const suffix = errors ? ` (${Object.entries(errors).map(([k, v]) => `${k}: ${String(v).trim()}`).join("; ")})` : "";
+  if (res.status === 401) {
+    return new PveAuthError(`PVE refused the API token (401 ${first}): check pve.token_id and pve.token_secret`, { details });
+  }
+  if (res.status >= 595 && res.status <= 597) {
+    return new PveProxyError(`pveproxy failed ${method} ${path}: ${res.status} ${first}`, { details });
+  }
+  return new PveApiError(`PVE ${method} ${path}: ${res.status} ${first}${suffix}`, { details });
+}

@@ -1,0 +1,258 @@
+// The `pve` provider: a child level is a linked clone of a template on this
+// PVE node, configured for nesting (cpu=host) and cloud-init from a snippet hsd
+// writes itself. Built by the nest engine (see PveProviderOptions); only the
+// engine calls it. Every API call is in pve-api.md's documented surface.
+
+import { hostname as osHostname } from "node:os";
+import { lookup } from "node:dns/promises";
+import { join } from "node:path";
+import { rm } from "node:fs/promises";
+import { stringify } from "yaml";
+import type { PveConfig } from "../../config/config.js";
+import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, PreflightCheck, Provider } from "../provider.js";
+import { NotImplementedError, PhaseTimeoutError, ProviderError } from "../../errors/hs-error.js";
+import { writeFileAtomic } from "../../util/atomic-write.js";
+import { withTimeout } from "../../util/timeout.js";
+import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
+import { execCommandRunner, type CommandRunner } from "./command-runner.js";
+import { runPreflight, isUnroutable } from "./preflight.js";
+
+export interface PveProviderOptions {
+  readonly config: PveConfig;
+  /** pve.token_secret from the level's secrets.yaml; kept inside the client only. */
+  readonly tokenSecret: string;
+  /** OpenSSH public keys authorized for root in the child (this level's own key). */
+  readonly sshPublicKeys: readonly string[];
+  /** Host commands (pvesm, pvecm, sysctl, systemctl, ip). Default: real processes. */
+  readonly commands?: CommandRunner;
+  /** HTTP timeouts for the API client (connect ≤ 30 s; request default 45 s). */
+  readonly connectTimeoutMs?: number;
+  readonly requestTimeoutMs?: number;
+  /** Filesystem roots, overridable for tests. */
+  readonly sysRoot?: string;
+  readonly hostsFile?: string;
+  readonly pveCertFile?: string;
+  readonly hostname?: string;
+  readonly fqdn?: string;
+  readonly resolveHost?: (name: string) => Promise<string[]>;
+  /** Free space needed on pve.storage. Default 20 GiB. */
+  readonly minFreeKiB?: number;
+  readonly sleep?: Sleep;
+  /** Task status polling. Default 250 ms growing to 2 s. */
+  readonly taskPoll?: { readonly initialMs: number; readonly maxMs: number };
+  /** Guest agent polling during boot. Default 1 s growing to 5 s. */
+  readonly agentPoll?: { readonly initialMs: number; readonly maxMs: number };
+  /** Hard bound on boot's wait for an address besides the phase signal. Default 5 min. */
+  readonly bootTimeoutMs?: number;
+  readonly nextidAttempts?: number;
+  /** cloud-init user-data for the child (default: hostname, keys, guest agent). */
+  readonly userData?: (child: { vmid: number; name: string; keys: readonly string[] }) => string;
+}
+
+interface Iface { name: string; "ip-addresses"?: { "ip-address": string; "ip-address-type": string }[] }
+
+const AGENT_NOT_READY = /No QEMU guest agent configured|is not running|got timeout/;
+
+/** What PVE's sshkeys parameter wants: URL-encoded once here, form-encoded again on the wire. */
+export function encodeSshKeys(keys: readonly string[]): string {
+  return encodeURIComponent(keys.join("\n"));
+}
+
+/** A global unicast address from guest-network-get-interfaces, IPv4 first; undefined while none. */
+export function pickGuestAddress(ifaces: readonly Iface[]): string | undefined {
+  const addrs = ifaces.filter((i) => i.name !== "lo").flatMap((i) => i["ip-addresses"] ?? [])
+    .filter((a) => !isUnroutable(a["ip-address"]));
+  return (addrs.find((a) => a["ip-address-type"] === "ipv4") ?? addrs[0])?.["ip-address"];
+}
+
+function defaultUserData(c: { vmid: number; name: string; keys: readonly string[] }): string {
+  // A user snippet replaces PVE's generated user-data, so keys must be here too.
+  return `#cloud-config\n${stringify({
+    hostname: c.name, manage_etc_hosts: true, ssh_pwauth: false,
+    users: [{ name: "root", ssh_authorized_keys: [...c.keys] }], disable_root: false,
+    package_upgrade: false, packages: ["qemu-guest-agent"],
+    runcmd: [["systemctl", "enable", "--now", "qemu-guest-agent"]],
+  })}`;
+}
+
+export class PveProvider implements Provider {
+  readonly name = "pve" as const;
+  readonly client: PveClient;
+  private readonly cfg: PveConfig;
+  private readonly commands: CommandRunner;
+  private readonly sleep: Sleep;
+  private readonly byName = new Map<string, ChildHandle>();
+
+  constructor(private readonly opts: PveProviderOptions) {
+    this.cfg = opts.config;
+    this.sleep = opts.sleep ?? defaultSleep;
+    this.commands = opts.commands ?? execCommandRunner();
+    this.client = new PveClient({
+      url: opts.config.url, fingerprint: opts.config.fingerprint, tokenId: opts.config.tokenId, tokenSecret: opts.tokenSecret,
+      connectTimeoutMs: opts.connectTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs, sleep: this.sleep,
+    });
+  }
+
+  async preflight(ctx: PhaseContext): Promise<PreflightCheck[]> {
+    const checks = await runPreflight({
+      client: this.client, config: this.cfg, commands: this.commands,
+      sysRoot: this.opts.sysRoot ?? "/sys", hostsFile: this.opts.hostsFile ?? "/etc/hosts",
+      pveCertFile: this.opts.pveCertFile ?? "/etc/pve/local/pve-ssl.pem",
+      hostname: this.opts.hostname ?? osHostname().split(".")[0]!, fqdn: this.opts.fqdn,
+      resolveHost: this.opts.resolveHost ?? (async (n) => (await lookup(n, { all: true })).map((a) => a.address)),
+      minFreeKiB: this.opts.minFreeKiB ?? 20 * 1024 * 1024, sleep: this.sleep, signal: ctx.signal,
+    });
+    for (const c of checks) ctx.emit({ kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
+    return checks;
+  }
+
+  async provision(name: string, _depth: number, ctx: PhaseContext): Promise<ChildHandle> {
+    const known = this.byName.get(name);
+    if (known && await this.alive(known)) return known;
+    const { node, template } = this.cfg;
+    const step = (done: number, message: string) => ctx.emit({ kind: "progress", message, progress: { unit: "step", done, total: 3 } });
+    let vmid = 0;
+    let upid = "";
+    const attempts = this.opts.nextidAttempts ?? 5;
+    for (let i = 1; ; i++) {
+      vmid = Number(await this.client.get<string>("/cluster/nextid", undefined, { signal: ctx.signal }));
+      try {
+        upid = await this.client.post<string>(`/nodes/${node}/qemu/${template}/clone`, { newid: vmid, name: vmName(name) }, { signal: ctx.signal });
+        break;
+      } catch (e) {
+        // nextid reserves nothing: a concurrent caller may have taken the id.
+        if (i < attempts && (isPveError(e, 500, /already exists/) || isPveError(e, 400, /already exists/))) {
+          ctx.emit({ kind: "log", message: `vmid ${vmid} was taken meanwhile; asking for another` });
+          continue;
+        }
+        throw e;
+      }
+    }
+    const handle: ChildHandle = { name, data: { vmid, node, provider: "pve" } };
+    try {
+      step(0, `cloning template ${template} as VM ${vmid}`);
+      await this.client.waitTask(upid, this.taskOpts(ctx));
+      step(1, "writing cloud-init snippet");
+      const snippet = await this.writeSnippet(vmid, name, ctx);
+      const vol = `${this.cfg.snippetStorage}:snippets/${snippet.file}`;
+      step(2, `configuring VM ${vmid}`);
+      const cfgUpid = await this.client.post<string>(`/nodes/${node}/qemu/${vmid}/config`, {
+        cpu: "host", cores: this.cfg.cores, memory: this.cfg.memoryMiB, net0: `virtio,bridge=${this.cfg.bridge}`,
+        agent: "1", ciupgrade: 0, ide2: `${this.cfg.storage}:cloudinit`, ipconfig0: "ip=dhcp",
+        sshkeys: encodeSshKeys(this.opts.sshPublicKeys), cicustom: `user=${vol}`,
+      }, { signal: ctx.signal });
+      await this.client.waitTask(cfgUpid, this.taskOpts(ctx));
+      step(3, `VM ${vmid} ready to boot`);
+      const done: ChildHandle = { name, data: { ...handle.data, snippet: snippet.path } };
+      this.byName.set(name, done);
+      return done;
+    } catch (e) {
+      // A half-built VM would leak: the engine only learns handles we return.
+      await this.destroy(handle, { ...ctx, signal: AbortSignal.timeout(60_000) }).catch(() => {});
+      throw e;
+    }
+  }
+
+  async boot(child: ChildHandle, ctx: PhaseContext): Promise<ChildHandle & { readonly address: string }> {
+    const { vmid, node } = ids(child);
+    const base = `/nodes/${node}/qemu/${vmid}`;
+    const st = await this.client.get<{ status: string }>(`${base}/status/current`, undefined, { signal: ctx.signal });
+    if (st.status !== "running") {
+      const upid = await this.client.post<string>(`${base}/status/start`, undefined, { signal: ctx.signal });
+      await this.client.waitTask(upid, this.taskOpts(ctx));
+    }
+    const budget = this.opts.bootTimeoutMs ?? 300_000;
+    const address = await withTimeout(budget, () => new PhaseTimeoutError(`VM ${vmid} reported no routable address within ${budget} ms`, {
+      details: { vmid, hint: "check the template has qemu-guest-agent and DHCP on the bridge" },
+    }), async (signal) => {
+      let delay = this.opts.agentPoll?.initialMs ?? 1000;
+      const max = this.opts.agentPoll?.maxMs ?? 5000;
+      let lastNote = "";
+      for (;;) {
+        let note: string;
+        try {
+          const r = await this.client.get<{ result: Iface[] }>(`${base}/agent/network-get-interfaces`, undefined, { signal });
+          const a = pickGuestAddress(r.result ?? []);
+          if (a) return a;
+          note = "guest agent up; no global address yet";
+        } catch (e) {
+          if (!isPveError(e, 500, AGENT_NOT_READY)) throw e;
+          note = `waiting for the guest agent (${String(e.details.pveMessage)})`;
+        }
+        if (note !== lastNote) ctx.emit({ kind: "log", message: note });
+        lastNote = note;
+        await this.sleep(delay, signal);
+        delay = Math.min(Math.round(delay * 1.5), max);
+      }
+    }, ctx.signal);
+    ctx.emit({ kind: "log", message: `VM ${vmid} has address ${address}` });
+    return { ...child, data: { ...child.data, address }, address };
+  }
+
+  async install(_child: ChildHandle, _spec: ChildInstallSpec, _ctx: PhaseContext): Promise<{ handle: ChildHandle; endpoint: ChildEndpoint }> {
+    throw new NotImplementedError("pve install over SSH is not implemented yet", { details: { hint: "use the local provider" } });
+  }
+
+  async alive(child: ChildHandle): Promise<boolean> {
+    const { vmid, node } = ids(child);
+    try {
+      const st = await this.client.get<{ status: string }>(`/nodes/${node}/qemu/${vmid}/status/current`);
+      return st.status === "running";
+    } catch (e) {
+      if (isPveError(e, 500, /does not exist/)) return false;
+      throw e;
+    }
+  }
+
+  async destroy(child: ChildHandle, ctx: PhaseContext): Promise<void> {
+    const { vmid, node } = ids(child);
+    const base = `/nodes/${node}/qemu/${vmid}`;
+    const gone = (e: unknown) => isPveError(e, 500, /does not exist/);
+    try {
+      const st = await this.client.get<{ status: string }>(`${base}/status/current`, undefined, { signal: ctx.signal });
+      if (st.status === "running") {
+        await this.client.waitTask(await this.client.post<string>(`${base}/status/stop`, undefined, { signal: ctx.signal }), this.taskOpts(ctx));
+      }
+      const upid = await this.client.delete<string>(base, { purge: 1, "destroy-unreferenced-disks": 1 }, { signal: ctx.signal });
+      await this.client.waitTask(upid, this.taskOpts(ctx));
+    } catch (e) {
+      if (!gone(e)) throw e;
+    }
+    const snippet = child.data.snippet;
+    if (typeof snippet === "string" && snippet.endsWith(`hsd-${vmid}.yaml`)) await rm(snippet, { force: true });
+    this.byName.delete(child.name);
+  }
+
+  private taskOpts(ctx: PhaseContext): WaitTaskOptions {
+    return {
+      signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs,
+      onLog: (lines) => { for (const l of lines) ctx.emit({ kind: "log", message: l }); },
+    };
+  }
+
+  private async writeSnippet(vmid: number, name: string, ctx: PhaseContext): Promise<{ file: string; path: string }> {
+    const id = this.cfg.snippetStorage;
+    const s = await this.client.get<{ path?: string; content?: string }>(`/storage/${encodeURIComponent(id)}`, undefined, { signal: ctx.signal });
+    if (!s.path || !(s.content ?? "").split(",").includes("snippets")) {
+      throw new ProviderError(`storage ${id} cannot hold snippets (content: ${s.content ?? ""})`, {
+        details: { storage: id, hint: "run `hsctl doctor`: preflight enables snippets on the storage" },
+      });
+    }
+    const file = `hsd-${vmid}.yaml`;
+    const path = join(s.path, "snippets", file);
+    const keys = this.opts.sshPublicKeys;
+    await writeFileAtomic(path, (this.opts.userData ?? defaultUserData)({ vmid, name, keys }), { mode: 0o644 });
+    return { file, path };
+  }
+}
+
+function ids(child: ChildHandle): { vmid: number; node: string } {
+  const vmid = Number(child.data.vmid);
+  const node = String(child.data.node ?? "");
+  if (!Number.isInteger(vmid) || vmid < 100 || !node) throw new ProviderError("child handle has no vmid/node", { details: { name: child.name } });
+  return { vmid, node };
+}
+
+function vmName(level: string): string {
+  return `hsd-${level}`.toLowerCase().replace(/[^a-z0-9.-]/g, "-").slice(0, 63);
+}

@@ -1,0 +1,273 @@
+// The simulator's routes: the pve-api.md endpoint list with its error texts.
+// Test-only; imported by pve-sim.ts. Anything not listed here answers 501,
+// so a client that strays from the documented surface fails loudly.
+
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { randomUUID } from "node:crypto";
+import { SimError, type PveSim, type SimVm } from "./pve-sim.js";
+
+type Out = { data?: unknown; extra?: Record<string, unknown> };
+export interface Route {
+  method: string; template: string; re: RegExp; names: string[];
+  handler: (p: Record<string, string>, path: Record<string, string>, who: string) => Out | Promise<Out>;
+}
+
+const SSHKEYS_RE = /^[-%a-zA-Z0-9_.!~*'()]*$/;
+const STORAGE_CONTENT: Record<string, string[]> = {
+  dir: ["images", "rootdir", "vztmpl", "backup", "iso", "snippets", "import"],
+  lvmthin: ["images", "rootdir"],
+};
+
+export function buildRoutes(sim: PveSim): Route[] {
+  const routes: Route[] = [];
+  const add = (method: string, template: string, handler: Route["handler"]) => {
+    const names: string[] = [];
+    const re = new RegExp(`^${template.replace(/\{(\w+)\}/g, (_m, n: string) => { names.push(n); return "([^/]+)"; })}$`);
+    routes.push({ method, template, re, names, handler });
+  };
+  const missing = (vmid: number | string) => new SimError(500, `Configuration file 'nodes/${sim.node}/qemu-server/${vmid}.conf' does not exist`);
+  const checkNode = (n: string) => {
+    if (n !== sim.node) throw new SimError(500, `hostname lookup '${n}' failed - failed to get address info for: ${n}: Name or service not known`);
+  };
+  const vmOf = (path: Record<string, string>): SimVm => {
+    checkNode(path.node!);
+    const vm = sim.vms.get(Number(path.vmid));
+    if (!vm) throw missing(path.vmid!);
+    return vm;
+  };
+  const unlocked = (vm: SimVm) => { if (vm.config.lock) throw new SimError(500, `VM is locked (${vm.config.lock})`); };
+  const param400 = (errors: Record<string, string>) => new SimError(400, "Parameter verification failed.", errors);
+  const freeId = (from = 100) => { let id = from; while (sim.vms.has(id)) id++; return id; };
+  const cfgDigest = (vm: SimVm) => sim.digest(vm.config);
+  const storageOf = (id: string) => {
+    const s = sim.storages.get(id);
+    if (!s) throw new SimError(500, `storage '${id}' does not exist`);
+    return s;
+  };
+
+  add("GET", "/version", () => ({ data: { version: "8.3.2", release: "8.3", repoid: "3e76eec21c4a14a7" } }));
+  add("GET", "/nodes", () => ({
+    data: [{ node: sim.node, status: "online", type: "node", id: `node/${sim.node}`, cpu: 0.02, maxcpu: 8, mem: 2e9, maxmem: 16e9, uptime: 3600, ssl_fingerprint: sim.fingerprint, level: "" }],
+  }));
+  add("GET", "/cluster/nextid", (p) => {
+    if (p.vmid !== undefined) {
+      if (sim.vms.has(Number(p.vmid))) throw param400({ vmid: `VM ${p.vmid} already exists` });
+      return { data: String(p.vmid) };
+    }
+    const id = freeId();
+    if (sim.faults.nextidCollisions > 0) {
+      // nextid reserves nothing: another caller takes the id before our clone.
+      sim.faults.nextidCollisions--;
+      sim.vms.set(id, { vmid: id, status: "stopped", config: { name: "someone-else", memory: "512" } });
+    }
+    return { data: String(id) };
+  });
+
+  add("POST", "/nodes/{node}/qemu/{vmid}/clone", (p, path, who) => {
+    const src = vmOf(path);
+    if (p.newid === undefined) throw param400({ newid: "property is missing and it is not optional" });
+    const newid = Number(p.newid);
+    if (!Number.isInteger(newid) || newid < 100) throw param400({ newid: "invalid format - value must be an integer >= 100" });
+    const linked = src.config.template === "1" && p.full !== "1";
+    if (linked && p.storage !== undefined) throw param400({ storage: "parameter 'storage' not allowed for linked clones" });
+    unlocked(src);
+    if (sim.vms.has(newid)) throw new SimError(500, `unable to create VM ${newid}: config file already exists`);
+    const config: Record<string, string> = { ...src.config, lock: "clone" };
+    delete config.template;
+    if (p.name) config.name = p.name;
+    config.scsi0 = `local-lvm:base-${src.vmid}-disk-0/vm-${newid}-disk-0,size=3G`;
+    const vm: SimVm = { vmid: newid, status: "stopped", config };
+    sim.vms.set(newid, vm);
+    const upid = sim.startTask("qmclone", String(src.vmid), who, sim.faults.cloneMs, [
+      `create ${linked ? "linked " : "full "}clone of drive scsi0 (local-lvm:base-${src.vmid}-disk-0)`,
+      `  Logical volume "vm-${newid}-disk-0" created.`,
+    ], () => { delete vm.config.lock; });
+    return { data: upid };
+  });
+
+  add("GET", "/nodes/{node}/qemu/{vmid}/config", (_p, path) => {
+    const vm = vmOf(path);
+    return { data: { ...vm.config, digest: cfgDigest(vm) } };
+  });
+  const validateConfig = (vm: SimVm, p: Record<string, string>): Record<string, string> => {
+    unlocked(vm);
+    if (p.digest !== undefined && p.digest !== cfgDigest(vm)) throw new SimError(500, "checksum mismatch (file change by other user?)");
+    const errors: Record<string, string> = {};
+    const set: Record<string, string> = {};
+    for (const [k, v] of Object.entries(p)) {
+      if (k === "digest" || k === "delete" || k === "node" || k === "vmid" || k === "background_delay") continue;
+      if ((k === "cores" || k === "memory" || k === "sockets" || k === "balloon") && !/^\d+$/.test(v)) errors[k] = `type check ('integer') failed - got '${v}'`;
+      if (k === "sshkeys" && !SSHKEYS_RE.test(v)) errors[k] = "invalid urlencoded string";
+      if (k === "cicustom") {
+        for (const part of v.split(",")) {
+          const [kind, vol] = part.split("=");
+          if (!["user", "network", "meta", "vendor"].includes(kind ?? "") || !vol) errors[k] = `invalid format - format error ${part}`;
+          else if (!/^[A-Za-z0-9_.-]+:snippets\/[^/]+$/.test(vol)) throw new SimError(500, `volume '${vol}' is not in the snippets directory`);
+        }
+      }
+      if (/:cloudinit$/.test(v)) {
+        const other = Object.entries(vm.config).find(([ok, ov]) => ok !== k && /cloudinit/.test(ov));
+        if (other) throw new SimError(500, `cloud-init drive is already attached at '${other[0]}'`);
+      }
+      if (/^net\d+$/.test(k) && /^virtio(,|$)/.test(v)) {
+        const mac = `BC:24:11:${[0, 0, 0].map(() => Math.floor(Math.random() * 256).toString(16).padStart(2, "0").toUpperCase()).join(":")}`;
+        set[k] = v.replace(/^virtio/, `virtio=${mac}`);
+        continue;
+      }
+      set[k] = v;
+    }
+    const mem = Number(set.memory ?? vm.config.memory ?? 512);
+    if (set.balloon !== undefined && Number(set.balloon) > mem) errors.balloon = "balloon value too large (must be smaller than assigned memory)";
+    if (Object.keys(errors).length) throw param400(errors);
+    return set;
+  };
+  const applyConfig = (vm: SimVm, set: Record<string, string>, del: string | undefined) => {
+    Object.assign(vm.config, set);
+    for (const k of (del ?? "").split(/[,; ]/).filter(Boolean)) delete vm.config[k];
+  };
+  add("POST", "/nodes/{node}/qemu/{vmid}/config", (p, path, who) => {
+    const vm = vmOf(path);
+    const set = validateConfig(vm, p);
+    return { data: sim.startTask("qmconfig", String(vm.vmid), who, sim.faults.taskMs, [`update VM ${vm.vmid}: ${Object.keys(set).join(" ")}`], () => applyConfig(vm, set, p.delete)) };
+  });
+  add("PUT", "/nodes/{node}/qemu/{vmid}/config", (p, path) => {
+    const vm = vmOf(path);
+    applyConfig(vm, validateConfig(vm, p), p.delete);
+    return { data: null };
+  });
+  add("PUT", "/nodes/{node}/qemu/{vmid}/resize", (p, path, who) => {
+    const vm = vmOf(path);
+    unlocked(vm);
+    if (!p.disk || !vm.config[p.disk]) throw new SimError(500, `disk '${p.disk}' does not exist`);
+    if (!/^\+/.test(p.size ?? "")) throw new SimError(500, "shrinking disks is not supported");
+    return { data: sim.startTask("resize", String(vm.vmid), who, sim.faults.taskMs, [], () => {}) };
+  });
+
+  add("POST", "/nodes/{node}/qemu/{vmid}/status/start", (_p, path, who) => {
+    const vm = vmOf(path);
+    unlocked(vm);
+    return { data: sim.startTask("qmstart", String(vm.vmid), who, sim.faults.taskMs, [], () => {
+      if (vm.status === "running") throw new Error(`VM ${vm.vmid} already running`);
+      const cic = vm.config.cicustom;
+      if (cic) {
+        for (const part of cic.split(",")) {
+          const vol = part.split("=")[1]!;
+          const [store, rel] = vol.split(":");
+          const st = sim.storages.get(store!);
+          if (!st) throw new Error(`storage '${store}' does not exist`);
+          if (!st.content.split(",").includes("snippets")) throw new Error(`storage '${store}' does not support content-type 'snippets'`);
+          if (!st.path || !existsSync(join(st.path, rel!))) throw new Error(`volume '${vol}' does not exist`);
+        }
+      }
+      const bridge = /bridge=([^,]+)/.exec(vm.config.net0 ?? "")?.[1];
+      if (bridge && !sim.bridges.has(bridge)) throw new Error(`bridge '${bridge}' does not exist`);
+      vm.status = "running";
+      vm.startedAt = Date.now();
+      if (/^(1|enabled=1)/.test(vm.config.agent ?? "")) vm.agentReadyAt = Date.now() + sim.ms(sim.faults.agentDelayMs);
+    }) };
+  });
+  const stopper = (type: string) => (_p: Record<string, string>, path: Record<string, string>, who: string) => {
+    const vm = vmOf(path);
+    return { data: sim.startTask(type, String(vm.vmid), who, sim.faults.taskMs, [], () => {
+      vm.status = "stopped";
+      vm.agentReadyAt = undefined;
+    }) };
+  };
+  add("POST", "/nodes/{node}/qemu/{vmid}/status/stop", stopper("qmstop"));
+  add("POST", "/nodes/{node}/qemu/{vmid}/status/shutdown", stopper("qmshutdown"));
+  add("GET", "/nodes/{node}/qemu/{vmid}/status/current", (_p, path) => {
+    const vm = vmOf(path);
+    return { data: {
+      vmid: vm.vmid, name: vm.config.name, status: vm.status, qmpstatus: vm.status, pid: vm.status === "running" ? 4242 : undefined,
+      uptime: vm.startedAt && vm.status === "running" ? Math.floor((Date.now() - vm.startedAt) / 1000) : 0,
+      ...(vm.config.lock ? { lock: vm.config.lock } : {}), ...(vm.config.agent ? { agent: 1 } : {}),
+    } };
+  });
+  add("GET", "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces", async (_p, path) => {
+    const vm = vmOf(path);
+    if (!vm.config.agent) throw new SimError(500, "No QEMU guest agent configured");
+    if (vm.status !== "running") throw new SimError(500, `VM ${vm.vmid} is not running`);
+    if (vm.agentReadyAt === undefined || Date.now() < vm.agentReadyAt) {
+      await sim.delay(3000);
+      throw new SimError(500, "QEMU guest agent is not running");
+    }
+    return { data: { result: [
+      { name: "lo", "hardware-address": "00:00:00:00:00:00", "ip-addresses": [
+        { "ip-address": "127.0.0.1", "ip-address-type": "ipv4", prefix: 8 }, { "ip-address": "::1", "ip-address-type": "ipv6", prefix: 128 }] },
+      { name: "eth0", "hardware-address": "bc:24:11:00:00:01", "ip-addresses": [
+        { "ip-address": "fe80::be24:11ff:fe00:1", "ip-address-type": "ipv6", prefix: 64 },
+        { "ip-address": sim.guestAddress(vm.vmid), "ip-address-type": "ipv4", prefix: 24 }] },
+    ] } };
+  });
+  add("DELETE", "/nodes/{node}/qemu/{vmid}", (_p, path, who) => {
+    const vm = vmOf(path);
+    unlocked(vm);
+    if (vm.status === "running") throw new SimError(500, `VM ${vm.vmid} is running - destroy failed`);
+    return { data: sim.startTask("qmdestroy", String(vm.vmid), who, sim.faults.taskMs, [`Removing image: 100% complete...done.`], () => {
+      sim.vms.delete(vm.vmid);
+    }) };
+  });
+
+  add("GET", "/nodes/{node}/tasks/{upid}/status", (_p, path) => {
+    checkNode(path.node!);
+    const t = sim.tasks.get(path.upid!);
+    if (!t) throw new SimError(400, "no such task");
+    if (t.misses < sim.faults.freshTaskMisses) { t.misses++; throw new SimError(400, "no such task"); }
+    const [user, tokenid] = t.user.split("!");
+    return { data: {
+      upid: t.upid, node: t.node, pid: t.pid, pstart: t.pstart, starttime: t.starttime, type: t.type, id: t.id, user,
+      ...(tokenid ? { tokenid } : {}), status: t.status, ...(t.status === "stopped" ? { exitstatus: t.exitstatus } : {}),
+    } };
+  });
+  add("GET", "/nodes/{node}/tasks/{upid}/log", (p, path) => {
+    checkNode(path.node!);
+    const t = sim.tasks.get(path.upid!);
+    if (!t) throw new SimError(400, "no such task");
+    const start = Number(p.start ?? 0);
+    const limit = Number(p.limit ?? 50);
+    const lines = t.log.slice(start, start + limit).map((text, i) => ({ n: start + i + 1, t: text }));
+    return { data: lines, extra: { total: t.log.length } };
+  });
+
+  add("GET", "/storage/{storage}", (_p, path) => {
+    const s = storageOf(path.storage!);
+    return { data: { ...s, digest: sim.digest(s) } };
+  });
+  add("PUT", "/storage/{storage}", (p, path) => {
+    const s = storageOf(path.storage!);
+    if (p.digest !== undefined && p.digest !== sim.digest(s)) throw new SimError(500, "detected modified configuration - file changed by other user? Try again.");
+    if (p.content !== undefined) {
+      const bad = p.content.split(",").filter((c) => !(STORAGE_CONTENT[s.type] ?? []).includes(c));
+      if (bad.length) throw param400({ content: `storage does not support content type '${bad[0]}'` });
+      s.content = p.content; // replaces the whole set
+    }
+    return { data: null };
+  });
+  add("GET", "/nodes/{node}/storage/{storage}/content", (p, path) => {
+    checkNode(path.node!);
+    const s = storageOf(path.storage!);
+    if (p.content !== "snippets" || !s.path || !s.content.split(",").includes("snippets")) return { data: [] };
+    const dir = join(s.path, "snippets");
+    const files = existsSync(dir) ? readdirSync(dir) : [];
+    return { data: files.map((f) => {
+      const st = statSync(join(dir, f));
+      return { volid: `${s.storage}:snippets/${f}`, format: "snippet", content: "snippets", size: st.size, ctime: Math.floor(st.ctimeMs / 1000) };
+    }) };
+  });
+
+  add("POST", "/access/users/{userid}/token/{tokenid}", (p, path) => {
+    const full = `${path.userid}!${path.tokenid}`;
+    if (!/^[A-Za-z][A-Za-z0-9.\-_]+$/.test(path.tokenid!)) throw param400({ tokenid: "invalid format - value does not match the regex pattern" });
+    if (sim.tokens.has(full)) throw param400({ tokenid: "Token already exists." });
+    const value = randomUUID();
+    sim.tokens.set(full, value);
+    return { data: { "full-tokenid": full, info: { privsep: Number(p.privsep ?? 1), expire: Number(p.expire ?? 0), comment: p.comment }, value } };
+  });
+  add("DELETE", "/access/users/{userid}/token/{tokenid}", (_p, path) => {
+    const full = `${path.userid}!${path.tokenid}`;
+    if (!sim.tokens.delete(full)) throw new SimError(500, `no such token '${path.tokenid}' for user '${path.userid}'`);
+    return { data: null };
+  });
+  return routes;
+}

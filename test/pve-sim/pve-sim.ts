@@ -1,0 +1,289 @@
+// A faithful, stateful PVE API simulator over real HTTPS, built to
+// /work/shared/pve-api.md: envelopes, error texts and statuses, 401 delays,
+// 501 for unknown routes, 596 after pveproxy's 30 s, UPIDs and tasks.
+// Test-only. Durations are PVE milliseconds multiplied by `timeScale`.
+
+import * as https from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomUUID, createHash } from "node:crypto";
+import { makeSimCert, type SimCert } from "./sim-cert.js";
+import { buildRoutes, type Route } from "./pve-sim-api.js";
+import { formatUpid } from "../../src/providers/pve/upid.js";
+
+export interface SimFaults {
+  /** Storage `local` starts without `snippets` in its content list. */
+  snippetsDisabled: boolean;
+  /** PVE ms from VM start until the guest agent answers. */
+  agentDelayMs: number;
+  /** PVE ms a clone task runs (the new VM holds lock: clone meanwhile). */
+  cloneMs: number;
+  /** PVE ms other tasks run. */
+  taskMs: number;
+  /** "METHOD /template" -> PVE ms of synchronous work; above 30 s pveproxy answers 596. */
+  slowSync: Record<string, { ms: number; times?: number }>;
+  /** The next n nextid answers are taken by a "concurrent caller" before the clone. */
+  nextidCollisions: number;
+  /** pve-ssl.pem has a zone-id SAN and pveproxy is down. */
+  certZoneId: boolean;
+  /** Status queries answering 400 `no such task` for each fresh UPID. */
+  freshTaskMisses: number;
+  /** /sys/module/kvm_intel/parameters/nested content. */
+  nested: "Y" | "N";
+  /** Free KiB reported by `pvesm status`. */
+  diskFreeKiB: number;
+}
+
+export interface SimVm {
+  vmid: number;
+  config: Record<string, string>;
+  status: "running" | "stopped";
+  agentReadyAt?: number;
+  startedAt?: number;
+}
+
+export interface SimStorage { storage: string; type: string; path?: string; content: string; }
+
+export interface SimTask {
+  upid: string; node: string; type: string; id: string; user: string; pid: number; pstart: number; starttime: number;
+  status: "running" | "stopped"; exitstatus?: string; log: string[]; misses: number;
+}
+
+export interface RecordedRequest { method: string; template: string; path: string; status: number; }
+
+export interface PveSimOptions {
+  node?: string;
+  timeScale?: number;
+  faults?: Partial<SimFaults>;
+  template?: number;
+  bridges?: string[];
+}
+
+export class SimError extends Error {
+  constructor(readonly status: number, message: string, readonly errors?: Record<string, string>) { super(message); }
+}
+
+export class PveSim {
+  readonly node: string;
+  readonly timeScale: number;
+  readonly faults: SimFaults;
+  readonly tokens = new Map<string, string>();
+  readonly vms = new Map<number, SimVm>();
+  readonly storages = new Map<string, SimStorage>();
+  readonly tasks = new Map<string, SimTask>();
+  readonly bridges: Set<string>;
+  readonly requests: RecordedRequest[] = [];
+  readonly guestAddress = (vmid: number) => `10.0.0.${vmid % 200 + 10}`;
+  /** The node's own bridge address (what `ip -4 addr` reports). */
+  readonly nodeAddress = "10.0.0.2";
+  readonly domain = "lab.example";
+  root = "";
+  tokenId = "root@pam!hsd";
+  tokenSecret = randomUUID();
+  cert!: SimCert;
+  proxyDown = false;
+  ipv6Disabled = false;
+  private server?: https.Server;
+  private port = 0;
+  private routes: Route[] = [];
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly sockets = new Set<Socket>();
+  private nextPid = 0x1000;
+  readonly templateVmid: number;
+
+  constructor(opts: PveSimOptions = {}) {
+    this.node = opts.node ?? "pve1";
+    this.timeScale = opts.timeScale ?? 0.01;
+    this.templateVmid = opts.template ?? 9000;
+    this.bridges = new Set(opts.bridges ?? ["vmbr0"]);
+    this.faults = {
+      snippetsDisabled: false, agentDelayMs: 20_000, cloneMs: 5_000, taskMs: 1_000, slowSync: {},
+      nextidCollisions: 0, certZoneId: false, freshTaskMisses: 1, nested: "Y", diskFreeKiB: 80_000_000,
+      ...opts.faults,
+    };
+  }
+
+  get url(): string { return `https://127.0.0.1:${this.port}`; }
+  get fingerprint(): string { return this.cert.fingerprint; }
+  get paths() {
+    return {
+      certDir: join(this.root, "etc/pve/local"), certFile: join(this.root, "etc/pve/local/pve-ssl.pem"),
+      hostsFile: join(this.root, "etc/hosts"), sysRoot: join(this.root, "sys"), vz: join(this.root, "var/lib/vz"),
+    };
+  }
+
+  async start(): Promise<this> {
+    this.root = await mkdtemp(join(tmpdir(), "pve-sim-"));
+    const p = this.paths;
+    await mkdir(join(p.vz, "snippets"), { recursive: true });
+    await mkdir(join(this.root, "etc"), { recursive: true });
+    await mkdir(join(p.sysRoot, "module/kvm_intel/parameters"), { recursive: true });
+    await writeFile(join(p.sysRoot, "module/kvm_intel/parameters/nested"), `${this.faults.nested}\n`);
+    const hostLine = this.faults.certZoneId ? `fe80::1%vmbr0 ${this.node}.${this.domain} ${this.node}` : `${this.nodeAddress} ${this.node}.${this.domain} ${this.node}`;
+    await writeFile(p.hostsFile, `127.0.0.1 localhost\n${hostLine}\n`);
+    this.tokens.set(this.tokenId, this.tokenSecret);
+    this.storages.set("local", {
+      storage: "local", type: "dir", path: p.vz,
+      content: this.faults.snippetsDisabled ? "iso,vztmpl,backup" : "iso,vztmpl,backup,snippets",
+    });
+    this.storages.set("local-lvm", { storage: "local-lvm", type: "lvmthin", content: "images,rootdir" });
+    this.vms.set(this.templateVmid, {
+      vmid: this.templateVmid, status: "stopped",
+      config: {
+        name: "debian-12-tmpl", template: "1", memory: "2048", cores: "1", ostype: "l26", scsihw: "virtio-scsi-pci",
+        scsi0: `local-lvm:base-${this.templateVmid}-disk-0,size=3G`, boot: "order=scsi0", serial0: "socket", vga: "serial0",
+      },
+    });
+    await this.installCert(this.faults.certZoneId);
+    this.proxyDown = this.faults.certZoneId;
+    this.routes = buildRoutes(this);
+    const server = https.createServer({ key: this.cert.key, cert: this.cert.cert });
+    // pveproxy workers that died on a bad certificate: connections go nowhere.
+    server.on("connection", (s: Socket) => {
+      if (this.proxyDown) { s.destroy(); return; }
+      this.sockets.add(s);
+      s.on("close", () => this.sockets.delete(s));
+    });
+    server.on("request", (req: IncomingMessage, res: ServerResponse) => { void this.handle(req, res); });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    this.port = (server.address() as { port: number }).port;
+    this.server = server;
+    return this;
+  }
+
+  async close(): Promise<void> {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    for (const s of this.sockets) s.destroy();
+    if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    if (this.root) await rm(this.root, { recursive: true, force: true });
+  }
+
+  /** What `pvecm updatecerts --force` does: a new certificate (zone-id SAN when asked). */
+  async installCert(zoneId: boolean): Promise<void> {
+    this.cert = await makeSimCert(this.paths.certDir, this.node, { zoneId });
+    this.server?.setSecureContext({ key: this.cert.key, cert: this.cert.cert });
+  }
+
+  /** `systemctl restart pveproxy`: workers survive only with a valid certificate. */
+  restartProxy(): void { this.proxyDown = this.cert.subjectAltName.includes("%"); }
+
+  ms(pveMs: number): number { return Math.max(1, Math.round(pveMs * this.timeScale)); }
+
+  later(pveMs: number, fn: () => void): void {
+    const t = setTimeout(() => { this.timers.delete(t); fn(); }, this.ms(pveMs));
+    this.timers.add(t);
+  }
+
+  delay(pveMs: number): Promise<void> { return new Promise((resolve) => this.later(pveMs, resolve)); }
+
+  digest(obj: unknown): string { return createHash("sha1").update(JSON.stringify(obj)).digest("hex"); }
+
+  /** Starts a task; `work` runs when it ends and its throw becomes the exitstatus. */
+  startTask(type: string, id: string, user: string, pveMs: number, log: string[], work: (t: SimTask) => void): string {
+    const pid = this.nextPid++;
+    const upid = formatUpid({ node: this.node, pid, pstart: 0x6ae8 + pid, starttime: Math.floor(Date.now() / 1000), type, id, user });
+    const task: SimTask = {
+      upid, node: this.node, type, id, user, pid, pstart: 0x6ae8 + pid, starttime: Math.floor(Date.now() / 1000),
+      status: "running", log: [...log], misses: 0,
+    };
+    this.tasks.set(upid, task);
+    this.later(pveMs, () => {
+      try {
+        work(task);
+        task.exitstatus = "OK";
+        task.log.push("TASK OK");
+      } catch (e) {
+        const msg = (e as Error).message.split("\n")[0]!;
+        task.exitstatus = msg;
+        task.log.push(`TASK ERROR: ${msg}`);
+      }
+      task.status = "stopped";
+    });
+    return upid;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "https://x");
+    const method = req.method ?? "GET";
+    const apiPath = url.pathname.replace(/^\/api2\/json/, "");
+    const rec: RecordedRequest = { method, template: "", path: safeDecode(apiPath), status: 0 };
+    this.requests.push(rec);
+    const send = (status: number, body: string, reason?: string) => {
+      rec.status = status;
+      if (res.destroyed) return;
+      res.writeHead(status, reason ?? "OK", body ? { "content-type": "application/json;charset=UTF-8" } : {});
+      res.end(body);
+    };
+    const fail = (e: SimError) => {
+      const body: Record<string, unknown> = { data: null, message: `${e.message}\n` };
+      if (e.errors) body.errors = e.errors;
+      send(e.status, JSON.stringify(body), e.message.split("\n")[0]);
+    };
+    try {
+      const raw = await readBody(req);
+      let match: { route: Route; params: Record<string, string> } | undefined;
+      for (const route of this.routes) {
+        if (route.method !== method) continue;
+        const m = route.re.exec(apiPath);
+        if (m) { match = { route, params: Object.fromEntries(route.names.map((n, i) => [n, decodeURIComponent(m[i + 1]!)])) }; break; }
+      }
+      if (!match) { fail(new SimError(501, `Method '${method} ${apiPath}' not implemented`)); return; }
+      rec.template = match.route.template;
+      const auth = req.headers.authorization;
+      const who = this.authenticate(auth);
+      if (!who) {
+        await this.delay(3000);
+        send(401, "", auth ? "Authentication failed!" : "No ticket");
+        return;
+      }
+      const params: Record<string, string> = Object.fromEntries(url.searchParams);
+      const ctype = req.headers["content-type"] ?? "";
+      if (raw) Object.assign(params, ctype.includes("json") ? JSON.parse(raw) : Object.fromEntries(new URLSearchParams(raw)));
+      const slow = this.faults.slowSync[`${method} ${match.route.template}`];
+      if (slow && (slow.times ?? Infinity) > 0) {
+        if (slow.times !== undefined) slow.times--;
+        if (slow.ms > 30_000) {
+          await this.delay(30_000);
+          // pveproxy gave up; pvedaemon keeps working on the request.
+          this.later(slow.ms - 30_000, () => { try { match!.route.handler(params, match!.params, who); } catch { /* lost */ } });
+          send(596, "", "Connection timed out");
+          return;
+        }
+        await this.delay(slow.ms);
+      }
+      const out = await match.route.handler(params, match.params, who);
+      send(200, JSON.stringify({ data: out.data ?? null, ...out.extra }));
+    } catch (e) {
+      if (e instanceof SimError) fail(e);
+      else fail(new SimError(500, (e as Error).message));
+    }
+  }
+
+  private authenticate(header: string | undefined): string | undefined {
+    const m = /^PVEAPIToken=(.+)$/.exec(header ?? "");
+    if (!m) return undefined;
+    const eq = m[1]!.lastIndexOf("=");
+    if (eq < 0) return undefined;
+    const id = m[1]!.slice(0, eq);
+    const secret = m[1]!.slice(eq + 1);
+    return this.tokens.get(id) === secret ? id : undefined;
+  }
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let s = "";
+    req.setEncoding("utf8");
+    req.on("data", (d: string) => { s += d; });
+    req.on("end", () => resolve(s));
+    req.on("error", reject);
+  });
+}
+
+function safeDecode(s: string): string {
+  try { return decodeURIComponent(s); } catch { return s; }
+}

@@ -1,0 +1,57 @@
+// A CommandRunner that acts on the simulator's state the way the real host
+// commands act on a PVE node (pvesm, pvecm, sysctl, systemctl, ip). Test-only.
+
+import { readFileSync } from "node:fs";
+import type { CommandRunner, CommandResult } from "../../src/providers/pve/command-runner.js";
+import type { PveSim } from "./pve-sim.js";
+
+export interface SimCommandRunner extends CommandRunner { readonly calls: string[]; }
+
+export function simCommandRunner(sim: PveSim): SimCommandRunner {
+  const calls: string[] = [];
+  const res = (code: number, stdout = "", stderr = ""): CommandResult => ({ code, stdout, stderr });
+  return {
+    calls,
+    async run(cmd, args) {
+      const line = [cmd, ...args].join(" ");
+      calls.push(line);
+      if (cmd === "pvesm" && args[0] === "set") {
+        const s = sim.storages.get(args[1]!);
+        const i = args.indexOf("--content");
+        if (!s) return res(255, "", `storage '${args[1]}' does not exist\n`);
+        if (i >= 0) s.content = args[i + 1]!;
+        return res(0);
+      }
+      if (cmd === "pvesm" && args[0] === "status") {
+        const id = args[args.indexOf("--storage") + 1]!;
+        const s = sim.storages.get(id);
+        if (!s) return res(255, "", `storage '${id}' does not exist\n`);
+        const total = 100_000_000;
+        const avail = sim.faults.diskFreeKiB;
+        return res(0, `Name             Type     Status           Total            Used       Available        %\n` +
+          `${id.padEnd(16)} ${s.type.padEnd(8)} active    ${total}  ${total - avail}  ${avail}   ${((1 - avail / total) * 100).toFixed(2)}%\n`);
+      }
+      if (line === "sysctl -w net.ipv6.conf.all.disable_ipv6=1") { sim.ipv6Disabled = true; return res(0, "net.ipv6.conf.all.disable_ipv6 = 1\n"); }
+      if (line === "sysctl -w net.ipv6.conf.all.disable_ipv6=0") { sim.ipv6Disabled = false; return res(0, "net.ipv6.conf.all.disable_ipv6 = 0\n"); }
+      if (line === "pvecm updatecerts --force") {
+        // The SAN gets whatever the hostname resolves to first; link-local only while IPv6 is up.
+        const first = readFileSync(sim.paths.hostsFile, "utf8").split("\n").map((l) => l.trim().split(/\s+/))
+          .find((t) => t.slice(1).includes(sim.node))?.[0] ?? "";
+        await sim.installCert(!sim.ipv6Disabled && first.toLowerCase().startsWith("fe80"));
+        return res(0, "(re)generate node files\ngenerate new node certificate\nmerge authorized SSH keys\n");
+      }
+      if (line === "systemctl restart pveproxy") { sim.restartProxy(); return res(0); }
+      if (cmd === "ip" && args[0] === "link" && args[1] === "show") {
+        const b = args[2]!;
+        if (!sim.bridges.has(b)) return res(1, "", `Device "${b}" does not exist.\n`);
+        return res(0, `5: ${b}: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\n`);
+      }
+      if (line.startsWith("ip -4 -o addr show dev ")) {
+        const b = args[5]!;
+        if (!sim.bridges.has(b)) return res(1, "", `Device "${b}" does not exist.\n`);
+        return res(0, `5: ${b}    inet ${sim.nodeAddress}/24 brd 10.0.0.255 scope global ${b}\\       valid_lft forever preferred_lft forever\n`);
+      }
+      return res(127, "", `${cmd}: command not found\n`);
+    },
+  };
+}

@@ -1,0 +1,49 @@
+// Shared setup for the pve tests: a started simulator and a client pinned to it.
+// Test-only.
+
+import { PveSim, type PveSimOptions } from "../pve-sim/pve-sim.js";
+import { PveClient, type PveClientOptions } from "../../src/providers/pve/pve-client.js";
+
+export async function startSim(opts: PveSimOptions = {}): Promise<PveSim> {
+  return new PveSim(opts).start();
+}
+
+export function clientFor(sim: PveSim, over: Partial<PveClientOptions> = {}): PveClient {
+  return new PveClient({
+    url: sim.url, fingerprint: sim.fingerprint, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret,
+    proxyRetryBaseMs: 1, ...over,
+  });
+}
+
+/** Fast task polling for tests (the sim runs at timeScale 0.01). */
+export const FAST_POLL = { pollInitialMs: 5, pollMaxMs: 20, timeoutMs: 30_000 } as const;
+
+import { PveProvider, type PveProviderOptions } from "../../src/providers/pve/pve-provider.js";
+import { simCommandRunner, type SimCommandRunner } from "../pve-sim/sim-commands.js";
+import type { PhaseContext } from "../../src/providers/provider.js";
+import { silentLogger } from "../../src/log/logger.js";
+import type { PveConfig } from "../../src/config/config.js";
+
+export const TEST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh+b/Q=test hsd@l0";
+
+export function providerFor(sim: PveSim, over: Partial<PveProviderOptions> = {}, pveOver: Partial<PveConfig> = {}): { provider: PveProvider; commands: SimCommandRunner } {
+  const commands = simCommandRunner(sim);
+  const provider = new PveProvider({
+    config: {
+      url: sim.url, node: sim.node, tokenId: sim.tokenId, fingerprint: sim.fingerprint, storage: "local-lvm",
+      snippetStorage: "local", template: sim.templateVmid, bridge: "vmbr0", cores: 2, memoryMiB: 2048, ...pveOver,
+    },
+    tokenSecret: sim.tokenSecret, sshPublicKeys: [TEST_KEY], commands,
+    sysRoot: sim.paths.sysRoot, hostsFile: sim.paths.hostsFile, pveCertFile: sim.paths.certFile,
+    hostname: sim.node, resolveHost: async () => [], minFreeKiB: 20 * 1024 * 1024,
+    taskPoll: { initialMs: 5, maxMs: 20 }, agentPoll: { initialMs: 5, maxMs: 40 }, bootTimeoutMs: 60_000,
+    ...over,
+  });
+  return { provider, commands };
+}
+
+export type Emitted = Parameters<PhaseContext["emit"]>[0];
+
+export function phaseCtx(events: Emitted[] = []): PhaseContext {
+  return { signal: AbortSignal.timeout(120_000), log: silentLogger(), emit: (ev) => { events.push(ev); } };
+}

@@ -1,0 +1,88 @@
+// Preflight against the simulator and its command shims: each check's ok,
+// repaired and failed paths, repairs observed in the simulator's state.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { startSim, providerFor, phaseCtx } from "./helpers.js";
+import type { PveSim } from "../pve-sim/pve-sim.js";
+import type { PreflightCheck } from "../../src/providers/provider.js";
+
+async function withSim(opts: Parameters<typeof startSim>[0], fn: (sim: PveSim) => Promise<void>): Promise<void> {
+  const sim = await startSim(opts);
+  try { await fn(sim); } finally { await sim.close(); }
+}
+const byName = (checks: PreflightCheck[]) => Object.fromEntries(checks.map((c) => [c.name, c]));
+
+test("healthy node: every check ok, no host command that changes anything", () => withSim({}, async (sim) => {
+  const { provider, commands } = providerFor(sim);
+  const checks = await provider.preflight(phaseCtx());
+  assert.deepEqual(checks.map((c) => [c.name, c.result]), [
+    ["nested-virt", "ok"], ["hostname", "ok"], ["pveproxy-cert", "ok"], ["api", "ok"], ["node", "ok"],
+    ["snippets", "ok"], ["template", "ok"], ["bridge", "ok"], ["disk-space", "ok"],
+  ]);
+  assert.deepEqual(commands.calls, ["ip link show vmbr0", "pvesm status --storage local-lvm"]);
+}));
+
+test("storage without snippets: repaired by PUT of the FULL content list with digest", () => withSim({ faults: { snippetsDisabled: true } }, async (sim) => {
+  const { provider } = providerFor(sim);
+  const c = byName(await provider.preflight(phaseCtx())).snippets!;
+  assert.equal(c.result, "repaired");
+  assert.equal(sim.storages.get("local")!.content, "iso,vztmpl,backup,snippets");
+  const put = sim.requests.filter((r) => r.method === "PUT");
+  assert.deepEqual(put.map((r) => [r.template, r.status]), [["/storage/{storage}", 200]]);
+  // A second run finds nothing to repair.
+  assert.equal(byName(await provider.preflight(phaseCtx())).snippets!.result, "ok");
+}));
+
+test("zone-id SAN certificate: hosts entry + lesson-4 sequence through the shims, API re-pinned", () => withSim({ faults: { certZoneId: true } }, async (sim) => {
+  const oldFp = sim.fingerprint;
+  const { provider, commands } = providerFor(sim);
+  const checks = byName(await provider.preflight(phaseCtx()));
+  assert.equal(checks.hostname!.result, "repaired");
+  assert.equal(checks["pveproxy-cert"]!.result, "repaired");
+  assert.equal(checks.api!.result, "ok");
+  assert.equal(checks.template!.result, "ok");
+  const hosts = await readFile(sim.paths.hostsFile, "utf8");
+  assert.match(hosts, /^10\.0\.0\.2 pve1\.lab\.example pve1\nfe80::1%vmbr0 /m);
+  assert.deepEqual(commands.calls.filter((c) => !c.startsWith("ip ") && !c.startsWith("pvesm")), [
+    "sysctl -w net.ipv6.conf.all.disable_ipv6=1", "pvecm updatecerts --force",
+    "sysctl -w net.ipv6.conf.all.disable_ipv6=0", "systemctl restart pveproxy",
+  ]);
+  assert.ok(!sim.cert.subjectAltName.includes("%"));
+  assert.notEqual(sim.fingerprint, oldFp);
+  assert.equal(provider.client.fingerprint, sim.fingerprint);
+  assert.equal(sim.proxyDown, false);
+}));
+
+test("failures carry hints: nested off, bridge missing, template missing, low disk", () =>
+  withSim({ faults: { nested: "N", diskFreeKiB: 1024 }, bridges: ["vmbr1"], template: 9001 }, async (sim) => {
+    const { provider } = providerFor(sim, {});
+    sim.vms.delete(9001);
+    const checks = byName(await provider.preflight(phaseCtx()));
+    for (const name of ["nested-virt", "bridge", "template", "disk-space"]) {
+      assert.equal(checks[name]!.result, "failed", name);
+      assert.ok(checks[name]!.hint, `${name} has a hint`);
+    }
+    assert.equal(checks.api!.result, "ok");
+  }));
+
+test("bad token: api failed once with a hint, dependent checks not run, exactly one 401", () => withSim({}, async (sim) => {
+  const { provider } = providerFor(sim, { tokenSecret: "00000000-0000-0000-0000-000000000000" });
+  const checks = byName(await provider.preflight(phaseCtx()));
+  assert.equal(checks.api!.result, "failed");
+  assert.match(checks.api!.hint ?? "", /pveum user token add/);
+  for (const name of ["node", "snippets", "template"]) assert.equal(checks[name]!.result, "failed");
+  assert.equal(sim.requests.filter((r) => r.status === 401).length, 1);
+  assert.equal(sim.requests.length, 1);
+  assert.ok(!JSON.stringify(checks).includes("00000000-0000-0000-0000-000000000000"));
+}));
+
+test("no fingerprint configured: api check refuses with the pin hint, nothing sent", () => withSim({}, async (sim) => {
+  const bare = providerFor(sim, {}, { fingerprint: "" }).provider;
+  const checks = byName(await bare.preflight(phaseCtx()));
+  assert.equal(checks.api!.result, "failed");
+  assert.match(checks.api!.detail, /PveNotPinned/);
+  assert.match(checks.api!.hint ?? "", /fingerprint/);
+  assert.equal(sim.requests.length, 0);
+}));

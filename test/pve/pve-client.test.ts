@@ -1,0 +1,147 @@
+// PveClient against the HTTPS simulator: pinning, auth, error mapping, the
+// 595/596 retry rule, UPIDs and task waiting with log streaming.
+
+import { test, after, before } from "node:test";
+import assert from "node:assert/strict";
+import * as net from "node:net";
+import { inspect } from "node:util";
+import { startSim, clientFor, FAST_POLL } from "./helpers.js";
+import type { PveSim } from "../pve-sim/pve-sim.js";
+import { parseUpid, formatUpid } from "../../src/providers/pve/upid.js";
+import { PveClient, isPveError } from "../../src/providers/pve/pve-client.js";
+import { HsError } from "../../src/errors/hs-error.js";
+
+let sim: PveSim;
+before(async () => { sim = await startSim(); });
+after(async () => { await sim.close(); });
+
+async function codeOf(p: Promise<unknown>): Promise<HsError> {
+  try { await p; } catch (e) { assert.ok(e instanceof HsError, `not an HsError: ${String(e)}`); return e; }
+  assert.fail("expected a rejection");
+}
+
+test("token auth over pinned HTTPS returns the data envelope", async () => {
+  const v = await clientFor(sim).get<{ version: string }>("/version");
+  assert.equal(v.version, "8.3.2");
+  const nodes = await clientFor(sim).get<{ node: string; ssl_fingerprint: string }[]>("/nodes");
+  assert.equal(nodes[0]!.ssl_fingerprint, sim.fingerprint);
+});
+
+test("no pin configured: refused with a hint, nothing sent", async () => {
+  const before = sim.requests.length;
+  const err = await codeOf(clientFor(sim, { fingerprint: "" }).get("/version"));
+  assert.equal(err.code, "PveNotPinned");
+  assert.ok(typeof err.details.hint === "string" && err.details.hint.length > 0);
+  assert.equal(sim.requests.length, before);
+});
+
+test("fingerprint mismatch names both fingerprints and sends no request (no token leaves)", async () => {
+  const before = sim.requests.length;
+  const wrong = "AA:".repeat(31) + "AA";
+  const err = await codeOf(clientFor(sim, { fingerprint: wrong }).get("/version"));
+  assert.equal(err.code, "PveFingerprintMismatch");
+  assert.equal(err.details.expected, wrong);
+  assert.equal(err.details.actual, sim.fingerprint);
+  assert.ok(err.message.includes(wrong) && err.message.includes(sim.fingerprint));
+  assert.equal(sim.requests.length, before);
+});
+
+test("bad token: one 401 -> PveAuth, no retry, secret not in the error", async () => {
+  const before = sim.requests.length;
+  const secret = "11111111-2222-3333-4444-555555555555";
+  const c = clientFor(sim, { tokenSecret: secret });
+  const err = await codeOf(c.get("/version"));
+  assert.equal(err.code, "PveAuth");
+  assert.equal(err.details.status, 401);
+  assert.equal(sim.requests.length - before, 1);
+  const dump = err.message + JSON.stringify(err.details) + inspect(c) + JSON.stringify(c);
+  assert.ok(!dump.includes(secret) && !dump.includes(sim.tokenSecret));
+});
+
+test("unknown route: 501 mapped with PVE's message", async () => {
+  const err = await codeOf(clientFor(sim).get("/nodes/pve1/network"));
+  assert.equal(err.code, "PveApi");
+  assert.equal(err.details.status, 501);
+  assert.equal(err.details.pveMessage, "Method 'GET /nodes/pve1/network' not implemented");
+});
+
+test("400 keeps the errors map; 500 keeps the first line", async () => {
+  const e400 = await codeOf(clientFor(sim).get("/cluster/nextid", { vmid: 9000 }));
+  assert.equal(e400.details.status, 400);
+  assert.deepEqual(e400.details.errors, { vmid: "VM 9000 already exists" });
+  const e500 = await codeOf(clientFor(sim).get("/nodes/pve1/qemu/4242/config"));
+  assert.equal(e500.details.status, 500);
+  assert.equal(e500.details.pveMessage, "Configuration file 'nodes/pve1/qemu-server/4242.conf' does not exist");
+  assert.ok(isPveError(e500, 500, /does not exist/));
+});
+
+test("596 on a slow GET is retried; on a write it is not", async () => {
+  sim.faults.slowSync["GET /version"] = { ms: 40_000, times: 1 };
+  let before = sim.requests.length;
+  const v = await clientFor(sim).get<{ version: string }>("/version");
+  assert.equal(v.version, "8.3.2");
+  assert.deepEqual(sim.requests.slice(before).map((r) => r.status), [596, 200]);
+
+  sim.faults.slowSync["PUT /storage/{storage}"] = { ms: 40_000, times: 1 };
+  before = sim.requests.length;
+  const err = await codeOf(clientFor(sim).put("/storage/local", { content: "iso,vztmpl,backup,snippets" }));
+  assert.equal(err.code, "PveProxy");
+  assert.equal(err.details.status, 596);
+  assert.equal(sim.requests.length - before, 1);
+});
+
+test("596 retries are bounded", async () => {
+  sim.faults.slowSync["GET /nodes"] = { ms: 40_000, times: 10 };
+  const before = sim.requests.length;
+  const err = await codeOf(clientFor(sim, { proxyRetries: 2 }).get("/nodes"));
+  assert.equal(err.code, "PveProxy");
+  assert.equal(sim.requests.length - before, 3);
+  delete sim.faults.slowSync["GET /nodes"];
+});
+
+test("UPID parse and format round-trip; node comes from the UPID", () => {
+  const raw = "UPID:pve1:00000ACD:00006AE8:679A423B:qmclone:112:root@pam!hsd:";
+  const u = parseUpid(raw);
+  assert.equal(u.node, "pve1");
+  assert.equal(u.type, "qmclone");
+  assert.equal(u.id, "112");
+  assert.equal(u.user, "root@pam!hsd");
+  assert.equal(u.pid, 0xacd);
+  assert.equal(formatUpid(u), raw);
+  assert.throws(() => parseUpid("UPID:broken"), (e: HsError) => e.code === "PveApi");
+});
+
+test("waitTask survives a fresh 'no such task', streams the log, resolves OK", async () => {
+  const c = clientFor(sim);
+  const upid = await c.post<string>(`/nodes/pve1/qemu/${sim.templateVmid}/clone`, { newid: 150, name: "t150" });
+  const lines: string[] = [];
+  const st = await c.waitTask(upid, { ...FAST_POLL, onLog: (l) => lines.push(...l) });
+  assert.equal(st.exitstatus, "OK");
+  assert.ok(lines.some((l) => l.includes("linked clone")));
+  assert.equal(lines.at(-1), "TASK OK");
+  const statusCalls = sim.requests.filter((r) => r.path === `/nodes/pve1/tasks/${upid}/status`);
+  assert.ok(statusCalls.some((r) => r.status === 400), "the fresh-UPID miss happened and was retried");
+});
+
+test("a failed task becomes PveTaskFailed with PVE's exitstatus", async () => {
+  const c = clientFor(sim);
+  await c.waitTask(await c.post<string>("/nodes/pve1/qemu/150/status/start"), FAST_POLL);
+  const err = await codeOf(c.waitTask(await c.post<string>("/nodes/pve1/qemu/150/status/start"), FAST_POLL));
+  assert.equal(err.code, "PveTaskFailed");
+  assert.equal(err.details.exitstatus, "VM 150 already running");
+});
+
+test("connect timeout is its own bounded error", async () => {
+  const sockets: net.Socket[] = [];
+  const silent = net.createServer((s) => { sockets.push(s); });
+  await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+  try {
+    const port = (silent.address() as net.AddressInfo).port;
+    const c = new PveClient({ url: `https://127.0.0.1:${port}`, fingerprint: sim.fingerprint, tokenId: sim.tokenId, tokenSecret: "x", connectTimeoutMs: 150 });
+    const err = await codeOf(c.get("/version"));
+    assert.equal(err.code, "ConnectTimeout");
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => silent.close(() => r()));
+  }
+});

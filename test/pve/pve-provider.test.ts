@@ -1,0 +1,144 @@
+// PveProvider against the simulator: the lifecycle and each fault the seed and
+// pve-api.md describe. Requests are read back from the simulator's record.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFile, access } from "node:fs/promises";
+import { startSim, providerFor, phaseCtx, TEST_KEY, type Emitted } from "./helpers.js";
+import type { PveSim, PveSimOptions } from "../pve-sim/pve-sim.js";
+import { HsError } from "../../src/errors/hs-error.js";
+import { encodeSshKeys, pickGuestAddress } from "../../src/providers/pve/pve-provider.js";
+
+async function withSim(opts: PveSimOptions, fn: (sim: PveSim) => Promise<void>): Promise<void> {
+  const sim = await startSim(opts);
+  try { await fn(sim); } finally { await sim.close(); }
+}
+async function rejection(p: Promise<unknown>): Promise<HsError> {
+  try { await p; } catch (e) { assert.ok(e instanceof HsError, String(e)); return e; }
+  assert.fail("expected a rejection");
+}
+
+/** The documented surface (pve-api.md "Endpoints", "Tasks", "Storage", "Authentication"). */
+const API_SURFACE = new Set([
+  "GET /version", "GET /nodes", "GET /cluster/nextid",
+  "POST /nodes/{node}/qemu/{vmid}/clone",
+  "GET /nodes/{node}/qemu/{vmid}/config", "POST /nodes/{node}/qemu/{vmid}/config", "PUT /nodes/{node}/qemu/{vmid}/config",
+  "PUT /nodes/{node}/qemu/{vmid}/resize",
+  "POST /nodes/{node}/qemu/{vmid}/status/start", "POST /nodes/{node}/qemu/{vmid}/status/stop",
+  "POST /nodes/{node}/qemu/{vmid}/status/shutdown", "GET /nodes/{node}/qemu/{vmid}/status/current",
+  "GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces", "DELETE /nodes/{node}/qemu/{vmid}",
+  "GET /nodes/{node}/tasks/{upid}/status", "GET /nodes/{node}/tasks/{upid}/log",
+  "GET /storage/{storage}", "PUT /storage/{storage}", "GET /nodes/{node}/storage/{storage}/content",
+  "POST /access/users/{userid}/token/{tokenid}", "DELETE /access/users/{userid}/token/{tokenid}",
+]);
+
+test("lifecycle after a snippets repair: provision, boot, alive, destroy twice; only documented calls", () =>
+  withSim({ faults: { snippetsDisabled: true } }, async (sim) => {
+    const { provider } = providerFor(sim);
+    const events: Emitted[] = [];
+    const ctx = phaseCtx(events);
+    const checks = await provider.preflight(ctx);
+    assert.equal(checks.find((c) => c.name === "snippets")!.result, "repaired");
+
+    const h = await provider.provision("l1", 1, ctx);
+    const vmid = Number(h.data.vmid);
+    const cfg = sim.vms.get(vmid)!.config;
+    assert.equal(cfg.cpu, "host");
+    assert.equal(cfg.cores, "2");
+    assert.equal(cfg.memory, "2048");
+    assert.match(cfg.net0!, /^virtio=BC:24:11:[0-9A-F:]+,bridge=vmbr0$/);
+    assert.equal(cfg.agent, "1");
+    assert.equal(cfg.ciupgrade, "0");
+    assert.equal(cfg.ide2, "local-lvm:cloudinit");
+    assert.equal(cfg.sshkeys, encodeSshKeys([TEST_KEY]));
+    assert.equal(decodeURIComponent(cfg.sshkeys!), TEST_KEY);
+    assert.equal(cfg.cicustom, `user=local:snippets/hsd-${vmid}.yaml`);
+    assert.equal(cfg.lock, undefined);
+    const snippet = await readFile(`${sim.paths.vz}/snippets/hsd-${vmid}.yaml`, "utf8");
+    assert.ok(snippet.startsWith("#cloud-config\n") && snippet.includes(TEST_KEY));
+    assert.ok(events.some((e) => e.kind === "log" && e.message === "TASK OK"), "task logs streamed");
+    assert.ok(events.some((e) => e.kind === "progress"));
+
+    const booted = await provider.boot(h, ctx);
+    assert.equal(booted.address, sim.guestAddress(vmid));
+    assert.equal(await provider.alive(h), true);
+
+    await provider.destroy(h, ctx);
+    assert.equal(sim.vms.has(vmid), false);
+    await assert.rejects(access(`${sim.paths.vz}/snippets/hsd-${vmid}.yaml`));
+    assert.equal(await provider.alive(h), false);
+    const n = sim.requests.length;
+    await provider.destroy(h, ctx);
+    assert.deepEqual(sim.requests.slice(n).map((r) => `${r.method} ${r.template} ${r.status}`),
+      ["GET /nodes/{node}/qemu/{vmid}/status/current 500"]);
+
+    for (const r of sim.requests) assert.ok(API_SURFACE.has(`${r.method} ${r.template}`), `${r.method} ${r.path} is documented`);
+    assert.ok(!sim.requests.some((r) => r.method === "PUT" && r.template.endsWith("/config")), "config is written async (POST)");
+  }));
+
+test("slow guest agent: boot keeps waiting through agent 500s, then proceeds", () => withSim({ faults: { agentDelayMs: 60_000 } }, async (sim) => {
+  const { provider } = providerFor(sim);
+  const events: Emitted[] = [];
+  const h = await provider.provision("l1", 1, phaseCtx());
+  const booted = await provider.boot(h, phaseCtx(events));
+  assert.equal(booted.address, sim.guestAddress(Number(h.data.vmid)));
+  const agent = sim.requests.filter((r) => r.template.endsWith("/agent/network-get-interfaces"));
+  assert.ok(agent.length >= 2 && agent[0]!.status === 500 && agent.at(-1)!.status === 200);
+  assert.ok(events.some((e) => e.kind === "log" && /QEMU guest agent is not running/.test(e.message ?? "")));
+}));
+
+test("clone lock: configuration waits for the clone task, never hits 'VM is locked'", () => withSim({ faults: { cloneMs: 40_000 } }, async (sim) => {
+  const { provider } = providerFor(sim);
+  const h = await provider.provision("l1", 1, phaseCtx());
+  assert.equal(sim.vms.get(Number(h.data.vmid))!.config.cpu, "host");
+  assert.deepEqual(sim.requests.filter((r) => r.status === 500), []);
+  const iConfig = sim.requests.findIndex((r) => r.method === "POST" && r.template.endsWith("/config"));
+  const cloneTask = [...sim.tasks.values()].find((t) => t.type === "qmclone")!;
+  assert.equal(cloneTask.status, "stopped");
+  const lastCloneStatus = sim.requests.map((r, i) => [r, i] as const).filter(([r]) => r.path === `/nodes/pve1/tasks/${cloneTask.upid}/status`).at(-1)![1];
+  assert.ok(lastCloneStatus < iConfig);
+}));
+
+test("596 on slow synchronous calls: the provider uses async variants and GET retries", () => withSim({}, async (sim) => {
+  sim.faults.slowSync["PUT /nodes/{node}/qemu/{vmid}/config"] = { ms: 45_000 };
+  sim.faults.slowSync["GET /nodes/{node}/qemu/{vmid}/status/current"] = { ms: 40_000, times: 1 };
+  const { provider } = providerFor(sim);
+  const h = await provider.provision("l1", 1, phaseCtx());
+  await provider.boot(h, phaseCtx());
+  assert.deepEqual(sim.requests.filter((r) => r.template.endsWith("/status/current")).map((r) => r.status), [596, 200]);
+  assert.equal(await provider.alive(h), true);
+  assert.ok(!sim.requests.some((r) => r.method === "PUT"));
+}));
+
+test("bad token: one clear PveAuth error, no retry loop", () => withSim({}, async (sim) => {
+  const { provider } = providerFor(sim, { tokenSecret: "00000000-0000-0000-0000-000000000000" });
+  const err = await rejection(provider.provision("l1", 1, phaseCtx()));
+  assert.equal(err.code, "PveAuth");
+  assert.equal(sim.requests.length, 1);
+  assert.equal(sim.vms.size, 1);
+}));
+
+test("nextid collision: the clone's 'already exists' leads to a new id", () => withSim({ faults: { nextidCollisions: 2 } }, async (sim) => {
+  const { provider } = providerFor(sim);
+  const h = await provider.provision("l1", 1, phaseCtx());
+  assert.equal(h.data.vmid, 102);
+  const clones = sim.requests.filter((r) => r.template.endsWith("/clone")).map((r) => r.status);
+  assert.deepEqual(clones, [500, 500, 200]);
+}));
+
+test("missing snippets content at provision: typed error and no leaked VM", () => withSim({ faults: { snippetsDisabled: true } }, async (sim) => {
+  const { provider } = providerFor(sim);
+  const err = await rejection(provider.provision("l1", 1, phaseCtx()));
+  assert.equal(err.code, "ProviderFailed");
+  assert.deepEqual([...sim.vms.keys()], [sim.templateVmid]);
+}));
+
+test("pickGuestAddress skips lo, loopback and link-local", () => {
+  assert.equal(pickGuestAddress([
+    { name: "lo", "ip-addresses": [{ "ip-address": "127.0.0.1", "ip-address-type": "ipv4" }] },
+    { name: "eth0", "ip-addresses": [{ "ip-address": "fe80::1", "ip-address-type": "ipv6" }, { "ip-address": "169.254.3.4", "ip-address-type": "ipv4" }] },
+  ]), undefined);
+  assert.equal(pickGuestAddress([
+    { name: "eth0", "ip-addresses": [{ "ip-address": "2001:db8::5", "ip-address-type": "ipv6" }, { "ip-address": "10.1.2.3", "ip-address-type": "ipv4" }] },
+  ]), "10.1.2.3");
+});
