@@ -6,12 +6,13 @@
 import { spawn } from "node:child_process";
 import { mkdir, readFile, rm, open } from "node:fs/promises";
 import { join } from "node:path";
-import { stringify } from "yaml";
+import { writeFileAtomic } from "../../util/atomic-write.js";
+import { childConfigYaml } from "../child-config.js";
 import { ProviderError, CancelledError } from "../../errors/hs-error.js";
 import type { Logger } from "../../log/logger.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, PreflightCheck, Provider } from "../provider.js";
 import { levelPaths } from "../../config/config.js";
-import { readyFromPipe, type ReadyInfo } from "./ready-pipe.js";
+import { readyFromPipe, type ReadyInfo } from "../../util/ready-pipe.js";
 import { killLevelTree, pidAlive } from "./level-process.js";
 import type { NetnsOps } from "./netns-ops.js";
 
@@ -73,23 +74,14 @@ export class LocalProvider implements Provider {
     const data = { ...(child.data as unknown as LocalData) };
     if (data.pid && pidAlive(data.pid, data.dir)) await killLevelTree(data.dir, this.o.shutdownMs, this.o.netns, this.o.log, { keepDir: true });
     const address = data.netns ? data.netns.childAddr : "127.0.0.1";
-    const config = {
-      level: { name: spec.name, depth: spec.depth },
-      ssh: { host: data.netns ? "0.0.0.0" : "127.0.0.1", port: 0, advertise_host: address },
-      parent: {
-        host: data.netns ? data.netns.parentAddr : spec.parentHost,
-        port: spec.parentPort,
-        host_key_fingerprint: spec.parentHostKeyFingerprint,
-        public_key: spec.parentPublicKey,
-      },
-      repo_names: [...spec.repoNames],
-      ...spec.extraConfig,
-      nest: { ...(spec.extraConfig.nest as object), provider: "local", isolation: this.o.isolation },
-    };
+    const yaml = childConfigYaml(spec, {
+      sshHost: data.netns ? "0.0.0.0" : "127.0.0.1",
+      advertiseHost: address,
+      parentHost: data.netns ? data.netns.parentAddr : spec.parentHost,
+    }, { provider: "local", isolation: this.o.isolation });
     const paths = levelPaths(data.dir);
     await mkdir(paths.runDir, { recursive: true, mode: 0o700 });
-    const { writeFileAtomic } = await import("../../util/atomic-write.js");
-    await writeFileAtomic(paths.config, `# written by the parent hsd at install\n${stringify(config)}`, { mode: 0o600 });
+    await writeFileAtomic(paths.config, yaml, { mode: 0o600 });
 
     const argv = [...(data.netns ? this.o.netns!.execPrefix(data.netns.nsName) : []), ...this.o.hsdCommand, "run", "--root", data.dir];
     const logFh = await open(paths.log, "a", 0o600);

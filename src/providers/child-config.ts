@@ -1,0 +1,31 @@
+// The hsd.yaml a parent writes for a child at install time, shared by every
+// provider so a local child and a PVE child get the same settings.
+
+import { stringify } from "yaml";
+import type { ChildInstallSpec } from "./provider.js";
+
+export interface ChildNetwork {
+  /** Address the child's SSH endpoint binds. */
+  readonly sshHost: string;
+  /** Address the child tells others it is at. */
+  readonly advertiseHost: string;
+  /** The parent's SSH endpoint as the child reaches it. */
+  readonly parentHost: string;
+}
+
+export function childConfigYaml(spec: ChildInstallSpec, net: ChildNetwork, nest: Record<string, unknown>, sshPort = 0): string {
+  const config = {
+    level: { name: spec.name, depth: spec.depth },
+    ssh: { host: net.sshHost, port: sshPort, advertise_host: net.advertiseHost },
+    parent: {
+      host: net.parentHost,
+      port: spec.parentPort,
+      host_key_fingerprint: spec.parentHostKeyFingerprint,
+      public_key: spec.parentPublicKey,
+    },
+    repo_names: [...spec.repoNames],
+    ...spec.extraConfig,
+    nest: { ...(spec.extraConfig.nest as object | undefined), ...nest },
+  };
+  return `# written by the parent hsd at install\n${stringify(config)}`;
+}
