@@ -1,0 +1,96 @@
+// NestService handlers: validate each request at the gRPC boundary, call the
+// injected LevelApi with domain types, convert results back to proto. Inner
+// layers trust what gets past here. Imported by src/api/server.ts and tests.
+
+import { parseDocument, isMap } from "yaml";
+import type { HsdConfig } from "../config/config.js";
+import { InvalidArgumentError } from "../errors/hs-error.js";
+import { Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
+import type { EventSink, LevelApi, NestOptions } from "../nest/events.js";
+import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
+import { toProtoEvent, toProtoIdentity, toProtoStatus } from "./convert.js";
+import { eventStream } from "./event-stream.js";
+
+/** Secrets for one child are a handful of tokens and keys; anything bigger is a mistake. */
+export const MAX_SECRETS_YAML_BYTES = 64 * 1024;
+
+export type NestLimits = Pick<HsdConfig["nest"], "maxDepth" | "maxWidth" | "provider" | "isolation">;
+
+type Handlers = ServiceHandlers<MethodsOf<typeof NestService>>;
+
+export function validateNest(req: { depth: number; width: number; provider: string; isolation: Isolation }, limits: NestLimits): NestOptions {
+  if (req.depth > limits.maxDepth) {
+    throw new InvalidArgumentError(`depth ${req.depth} is more than this level allows (${limits.maxDepth})`, {
+      details: { field: "depth", max: limits.maxDepth },
+    });
+  }
+  const width = req.width === 0 ? 1 : req.width;
+  if (width > limits.maxWidth) {
+    throw new InvalidArgumentError(`width ${width} is more than this level allows (${limits.maxWidth})`, {
+      details: { field: "width", max: limits.maxWidth },
+    });
+  }
+  const provider = req.provider === "" ? limits.provider : req.provider;
+  if (provider !== "local" && provider !== "pve") {
+    throw new InvalidArgumentError(`unknown provider ${JSON.stringify(provider.slice(0, 32))} (expected local or pve)`, {
+      details: { field: "provider" },
+    });
+  }
+  let isolation: NestOptions["isolation"];
+  switch (req.isolation) {
+    case Isolation.UNSPECIFIED: isolation = limits.isolation; break;
+    case Isolation.PROCESS: isolation = "process"; break;
+    case Isolation.NETNS: isolation = "netns"; break;
+    default: throw new InvalidArgumentError(`unknown isolation ${req.isolation}`, { details: { field: "isolation" } });
+  }
+  return { depth: req.depth, width, provider, isolation };
+}
+
+/** Checks the scoped-secrets YAML without ever quoting it (parser messages can echo values). */
+export function validateSecretsYaml(yaml: string): void {
+  const bytes = Buffer.byteLength(yaml, "utf8");
+  if (bytes > MAX_SECRETS_YAML_BYTES) {
+    throw new InvalidArgumentError(`secrets yaml is ${bytes} bytes; the limit is ${MAX_SECRETS_YAML_BYTES}`, {
+      details: { field: "yaml", bytes, max: MAX_SECRETS_YAML_BYTES },
+    });
+  }
+  const doc = parseDocument(yaml, { uniqueKeys: true, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    throw new InvalidArgumentError("secrets yaml is not valid YAML", { details: { field: "yaml" } });
+  }
+  if (!isMap(doc.contents)) {
+    throw new InvalidArgumentError("secrets yaml must be a mapping of names to values", { details: { field: "yaml" } });
+  }
+}
+
+export function nestHandlers(level: LevelApi, limits: NestLimits): Handlers {
+  const events = (run: (sink: EventSink) => Promise<void>) => (async function* () {
+    for await (const ev of eventStream(run)) yield { event: toProtoEvent(ev) };
+  })();
+  return {
+    nest(req, ctx) {
+      // Validate before the stream starts so a bad request fails without any event.
+      const opts = validateNest(req, limits);
+      return events((sink) => level.nest(opts, sink, ctx.signal));
+    },
+    async status(_req, ctx) {
+      return { root: toProtoStatus(await level.status(ctx.signal)) };
+    },
+    destroy(req, ctx) {
+      return events((sink) => level.destroy({ self: req.self }, sink, ctx.signal));
+    },
+    sync(req, ctx) {
+      return events((sink) => level.sync({ recursive: req.recursive }, sink, ctx.signal));
+    },
+    async identify() {
+      return toProtoIdentity(await level.identify());
+    },
+    async putSecrets(req) {
+      validateSecretsYaml(req.yaml);
+      return { keys: await level.putSecrets(req.yaml) };
+    },
+    configure(_req, ctx) {
+      return events((sink) => level.configure(sink, ctx.signal));
+    },
+  };
+}

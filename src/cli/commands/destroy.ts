@@ -1,0 +1,41 @@
+// `hsctl destroy`: tear down every level below the local hsd, deepest first,
+// and stop a level-0 hsd that hsctl started. Idempotent. Registered in
+// commands/index.ts.
+
+import type { Command } from "../command.js";
+import { streamEvents } from "./stream-events.js";
+import { ensureDaemon, offlineTeardown } from "./ensure-daemon.js";
+import { DaemonUnreachableError } from "../../errors/hs-error.js";
+
+export const destroyCommand: Command = {
+  name: "destroy",
+  summary: "tear down every level below this one",
+  help: `Usage: hsctl destroy [--json]
+
+Tears down the tree below the local hsd, deepest level first: each level's
+hsd is stopped, its network namespace and directory removed. A level-0 hsd
+that hsctl started for you (under $HSD_ROOT, default ./.hsd) is stopped too.
+Running it again is a no-op that exits 0. If that hsd is not running, its
+levels are found from the journals on disk and stopped all the same.
+
+Options:
+  --json   one JSON object per event (JSON Lines)
+
+Examples:
+  hsctl destroy
+`,
+  options: { json: { type: "boolean" } },
+  async run(args, io) {
+    let conn;
+    try {
+      conn = await ensureDaemon(args, io, { start: false });
+    } catch (err) {
+      if (!(err instanceof DaemonUnreachableError) || args.explicitTarget) throw err;
+      const n = await offlineTeardown(io);
+      io.err(n > 0 ? `hsctl: no hsd running; stopped ${n} leftover level(s) from the journals on disk\n` : "hsctl: nothing to destroy\n");
+      return 0;
+    }
+    const self = !args.explicitTarget; // a level 0 that hsctl started for this user goes too
+    return (await streamEvents(conn.nest.destroy({ self }, { signal: io.signal }), io, Boolean(args.values.json), "destroy")).code;
+  },
+};

@@ -1,0 +1,46 @@
+// Reaching the local hsd for the build commands: when nothing names a daemon
+// explicitly and none answers, nest starts a user level 0 under $HSD_ROOT
+// (default ./.hsd); destroy can clean up a dead one's levels from disk.
+// Used by the nest, sync and destroy commands.
+
+import { DaemonUnreachableError, errorCode } from "../../errors/hs-error.js";
+import { levelPaths } from "../../config/config.js";
+import { silentLogger } from "../../log/logger.js";
+import { killLevelTree } from "../../providers/local/level-process.js";
+import { levelNetnsOps } from "../../providers/local/level-netns.js";
+import { DEFAULTS } from "../../config/config.js";
+import type { CliIo, CommandArgs } from "../command.js";
+import type { Connection } from "../connect.js";
+import { defaultUserRoot, startUserLevelZero } from "../level-zero.js";
+
+async function answers(conn: Connection): Promise<boolean> {
+  try {
+    await conn.nest.identify({}, { deadlineMs: conn.unaryDeadlineMs });
+    return true;
+  } catch (err) {
+    if (errorCode(err) === "DaemonUnreachable" || errorCode(err) === "PeerGone") return false;
+    throw err;
+  }
+}
+
+export async function ensureDaemon(args: CommandArgs, io: CliIo, o: { start: boolean }): Promise<Connection> {
+  const conn = await args.connect();
+  if (await answers(conn)) return conn;
+  if (!o.start || args.explicitTarget) throw new DaemonUnreachableError(`no hsd answers at ${conn.socket}`);
+  const root = defaultUserRoot(io.env);
+  io.err(`hsctl: no hsd running; starting a level-0 hsd at ${root} (log: ${levelPaths(root).log})\n`);
+  const started = await startUserLevelZero(root);
+  return args.connectTo(started.socket);
+}
+
+/** Stops every level found under the user's level-0 root without its daemon. Returns how many. */
+export async function offlineTeardown(io: CliIo): Promise<number> {
+  const root = defaultUserRoot(io.env);
+  const { readdir } = await import("node:fs/promises");
+  const levels = await readdir(levelPaths(root).levelsDir).catch(() => [] as string[]);
+  const netns = process.getuid?.() === 0 ? levelNetnsOps({ subnetBase: DEFAULTS.subnetBase, log: silentLogger() }) : null;
+  await killLevelTree(root, DEFAULTS.shutdownMs, netns, silentLogger(), { keepDir: true });
+  const { rm } = await import("node:fs/promises");
+  await rm(levelPaths(root).levelsDir, { recursive: true, force: true });
+  return levels.length;
+}

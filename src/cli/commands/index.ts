@@ -1,0 +1,13 @@
+// The hsctl command registry: one line per command, in help order.
+// Imported only by src/cli/hsctl.ts.
+
+import type { Command } from "../command.js";
+import { statusCommand } from "./status.js";
+import { accessCommand } from "./access.js";
+import { versionCommand } from "./version.js";
+
+export const COMMANDS: readonly Command[] = [
+  statusCommand,
+  accessCommand,
+  versionCommand,
+];

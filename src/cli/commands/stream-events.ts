@@ -1,0 +1,43 @@
+// Shared by the streaming commands (nest, sync, destroy): drains a server
+// stream of events into a NestView and turns failed events into the exit
+// code and one summary line naming the deepest failed level and phase.
+
+import type { LevelEvent } from "../../nest/events.js";
+import { fromProtoEvent } from "../../api/convert.js";
+import type { Event } from "../../gen/homestak/nest/v1/nest_pb.js";
+import { HsError } from "../../errors/hs-error.js";
+import type { CliIo } from "../command.js";
+import { NestView } from "../nest-view.js";
+import { hintFor } from "../messages.js";
+
+export async function streamEvents(
+  stream: AsyncIterable<{ event?: Event }>, io: CliIo, json: boolean, what: string,
+): Promise<{ code: number; events: LevelEvent[] }> {
+  const view = new NestView(json ? "json" : io.tty ? "tty" : "plain", { write: (s: string) => { io.out(s); return true; } } as NodeJS.WritableStream);
+  const events: LevelEvent[] = [];
+  let streamError: unknown;
+  try {
+    for await (const m of stream) {
+      if (!m.event) continue;
+      const ev = fromProtoEvent(m.event);
+      events.push(ev);
+      view.onEvent(ev);
+    }
+  } catch (err) {
+    streamError = err;
+  } finally {
+    view.finish();
+  }
+  const failed = view.failures.slice().sort((a, b) => b.levelPath.length - a.levelPath.length)[0];
+  if (failed) {
+    const code = failed.failure?.code ?? "Internal";
+    const hint = failed.failure?.hint || hintFor(code);
+    io.err(`hsctl: ${what} failed at ${failed.levelPath.join("/")} in phase ${failed.phase}: ${failed.failure?.message ?? ""} [${code}]\n${hint ? `  hint: ${hint}\n` : ""}`);
+    return { code: 1, events };
+  }
+  if (streamError) {
+    if (streamError instanceof HsError) throw streamError;
+    throw new HsError(`${what} stream broke: ${(streamError as Error).message}`);
+  }
+  return { code: 0, events };
+}

@@ -1,0 +1,31 @@
+// `hsctl sync`: refresh level 0's exports from the operator's checkouts and
+// send the change down the whole tree in a wave. Registered in commands/index.ts.
+
+import type { Command } from "../command.js";
+import { streamEvents } from "./stream-events.js";
+import { ensureDaemon } from "./ensure-daemon.js";
+
+export const syncCommand: Command = {
+  name: "sync",
+  summary: "push the operator's current code to every level",
+  help: `Usage: hsctl sync [--json]
+
+Level 0 snapshots the operator's checkouts (committed work plus a _working
+snapshot of uncommitted edits, ignored files excluded), then every level
+fetches from its parent in a wave down the tree. Only new objects move. A
+level that is down is reported and its subtree marked stale; the rest go on.
+Local edits in a level's checkout are never overwritten.
+
+Options:
+  --json   one JSON object per event (JSON Lines), with bytes moved and commits
+
+Examples:
+  hsctl sync
+  hsctl sync --json | jq -c 'select(.kind=="finished") | {level, bytes}'
+`,
+  options: { json: { type: "boolean" } },
+  async run(args, io) {
+    const conn = await ensureDaemon(args, io, { start: false });
+    return (await streamEvents(conn.nest.sync({ recursive: true }, { signal: io.signal }), io, Boolean(args.values.json), "sync")).code;
+  },
+};

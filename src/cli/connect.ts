@@ -1,0 +1,58 @@
+// Finds the local hsd's socket and opens typed clients to it. Resolution
+// order: --socket PATH, --root DIR (its hsd.yaml's api.socket), HSD_SOCKET,
+// $HSD_ROOT/run/hsd.sock (default ./.hsd) if it exists, else /run/hsd/hsd.sock. Imported by hsctl
+// commands only.
+
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { DEFAULTS, levelPaths, SYSTEM_PATHS } from "../config/config.js";
+import { loadConfig } from "../config/load-config.js";
+import { AccessService, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
+import { createClient, type Client } from "../rpc/client.js";
+import type { MethodsOf } from "../rpc/service-definition.js";
+
+export interface ConnectOptions {
+  socket?: string;
+  root?: string;
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+}
+
+/** The level root hsctl uses when nothing else is said (a user's level 0). */
+export const LOCAL_ROOT = ".hsd";
+
+export async function resolveSocket(o: ConnectOptions): Promise<string> {
+  if (o.socket) return resolve(o.cwd, o.socket);
+  if (o.root) {
+    const root = resolve(o.cwd, o.root);
+    const cfg = await loadConfig(levelPaths(root).config, { root });
+    return cfg.api.socket;
+  }
+  if (o.env.HSD_SOCKET) return resolve(o.cwd, o.env.HSD_SOCKET);
+  // The user level 0 that `hsctl nest` starts lives under $HSD_ROOT (default ./.hsd).
+  const local = levelPaths(resolve(o.cwd, o.env.HSD_ROOT || LOCAL_ROOT)).socket;
+  if (existsSync(local)) return local;
+  return SYSTEM_PATHS.socket;
+}
+
+export interface Connection {
+  readonly socket: string;
+  readonly nest: Client<MethodsOf<typeof NestService>>;
+  readonly access: Client<MethodsOf<typeof AccessService>>;
+  /** Deadline for one unary call from hsctl: a connect-sized bound, never a phase budget. */
+  readonly unaryDeadlineMs: number;
+  close(): void;
+}
+
+export async function connect(o: ConnectOptions): Promise<Connection> {
+  return connectSocket(await resolveSocket(o));
+}
+
+export function connectSocket(socket: string): Connection {
+  const nest = createClient(NestService, socket);
+  const access = createClient(AccessService, socket);
+  return {
+    socket, nest, access, unaryDeadlineMs: DEFAULTS.connectMs,
+    close() { nest.close(); access.close(); },
+  };
+}

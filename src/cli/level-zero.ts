@@ -1,0 +1,57 @@
+// Starts a level-0 hsd for the current user when hsctl nest finds none:
+// root $HSD_ROOT (default ./.hsd), in the background, its log in the root.
+// Used by hsctl's nest command only; `hsctl destroy` stops it again.
+
+import { spawn } from "node:child_process";
+import { mkdir, open, access } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { resolve } from "node:path";
+import { levelPaths } from "../config/config.js";
+import { writeFileAtomic } from "../util/atomic-write.js";
+import { readyFromPipe } from "../util/ready-pipe.js";
+import { withTimeout } from "../util/timeout.js";
+import { DaemonUnreachableError } from "../errors/hs-error.js";
+
+/** The root hsctl uses when nothing else names one. */
+export function defaultUserRoot(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.HSD_ROOT || ".hsd");
+}
+
+const USER_L0_CONFIG = `# Level-0 hsd started by hsctl for this user (edit freely; see daemon/hsd.example.yaml).
+level:
+  name: l0
+ssh:
+  # Any free port; 0.0.0.0 so netns children can reach it through their veth.
+  # Key authentication only: nothing is served to an unknown key.
+  host: 0.0.0.0
+  port: 0
+  advertise_host: 127.0.0.1
+`;
+
+/** Starts hsd on `root` and resolves once it serves; throws DaemonUnreachable with the log's tail otherwise. */
+export async function startUserLevelZero(root: string, timeoutMs = 30_000): Promise<{ socket: string; log: string }> {
+  const paths = levelPaths(root);
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  if (!(await access(paths.config).then(() => true, () => false))) {
+    await writeFileAtomic(paths.config, USER_L0_CONFIG, { mode: 0o600 });
+  }
+  const hsd = fileURLToPath(new URL("../daemon/hsd.js", import.meta.url));
+  const logFh = await open(paths.log, "a", 0o600);
+  const proc = spawn(process.execPath, [hsd, "run", "--root", root], {
+    detached: true,
+    stdio: ["ignore", logFh.fd, logFh.fd, "pipe"],
+    env: { ...process.env, HSD_READY_FD: "3", HSD_LOG_PRETTY: "" },
+  });
+  await logFh.close();
+  proc.unref();
+  const ac = new AbortController();
+  try {
+    await withTimeout(timeoutMs, () => new DaemonUnreachableError(`hsd at ${root} did not become ready`, { details: { root } }),
+      (sig) => readyFromPipe(proc, sig, async () => ""), ac.signal);
+  } catch (err) {
+    throw new DaemonUnreachableError(`could not start hsd at ${root}: ${(err as Error).message} (log: ${paths.log})`, {
+      details: { root, log: paths.log }, cause: err,
+    });
+  }
+  return { socket: paths.socket, log: paths.log };
+}

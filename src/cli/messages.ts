@@ -1,0 +1,44 @@
+// Every user-facing hint, one per error code, in one place. hsd and hsctl
+// print `<message>` then `hint: <hint>`; events carry the hint to the
+// operator's terminal. Anyone may import this module. Hints name commands and
+// files, never secret values.
+
+const HINTS: Readonly<Record<string, string>> = {
+  InvalidArgument: "check the command's --help for accepted values",
+  ConfigInvalid: "fix the named line of the config file (see daemon/hsd.example.yaml for every key)",
+  DaemonRunning: "an hsd already serves this root; use `hsctl status`, or stop it (systemctl stop hsd / kill its pid from run/ready.json)",
+  DaemonUnreachable: "start one with `hsd run --root DIR` (or `systemctl start hsd`), or point hsctl at it with --socket PATH / --root DIR / HSD_SOCKET",
+  RepoNotFound: "list the repo under `repos:` in hsd.yaml, or check the checkout path exists",
+  SecretInRepo: "move the file out of the repo (secrets live in secrets.yaml) or add it to .gitignore",
+  AccessDenied: "authorize the key on that level: `hsctl access add --role controller KEYFILE`",
+  HostKeyMismatch: "the endpoint's host key changed; if that is expected, update parent.host_key_fingerprint",
+  ConnectTimeout: "the peer did not answer; check it is up and the address/port are reachable (timeouts.connect)",
+  CommandTimeout: "the remote command ran past timeouts.command; check the level's log (hsd.log)",
+  PhaseTimeout: "the phase ran past its budget; see the level's log, then re-run (finished phases are skipped) or raise budgets.<phase>",
+  DeadlineExceeded: "the call ran past its deadline; the daemon may be busy or wedged, check its log",
+  PeerGone: "the other end went away mid-call; check it is still running (hsctl status)",
+  QueueTimeout: "too many concurrent fetches; retry, or raise ssh.max_upload_packs",
+  GitProtocol: "the git transfer failed; re-run sync, and check the parent's repos with `hsctl status`",
+  DirtyWorktree: "commit or stash the local edits in that level's checkout, or re-run with the snapshot ref",
+  ProviderFailed: "see the level's hsd.log for the provider's output",
+  PveApi: "check the PVE API (pve.url, pve.node) and the task log on the node",
+  PveAuth: "check pve.token_id in hsd.yaml and pve.token_secret in secrets.yaml",
+  PreflightFailed: "fix what the failed check names, then re-run (`hsctl doctor` runs only the checks)",
+  Cancelled: "the operation was cancelled; re-run it to continue (finished phases are skipped)",
+  NotImplemented: "this hsd does not support that yet; check `hsctl version` on both ends",
+  StateCorrupt: "move the named state file aside and re-run; the level rebuilds its journal",
+  DiskFull: "free space under the level's root, then re-run",
+  NotFound: "check the name or fingerprint with the matching list command",
+  Internal: "this is a bug in hsd; the daemon log has the details",
+};
+
+/** The hint for an error code, or undefined when there is none. */
+export function hintFor(code: string): string | undefined {
+  return HINTS[code];
+}
+
+/** "prog: message [Code]" plus an indented hint line when there is one; never a stack. */
+export function formatError(prog: string, code: string, message: string): string {
+  const hint = hintFor(code);
+  return `${prog}: ${message} [${code}]${hint ? `\n  hint: ${hint}` : ""}`;
+}

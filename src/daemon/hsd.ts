@@ -1,0 +1,130 @@
+// Entry point of the hsd daemon: `hsd run | version | --help`. Parses the
+// command line, hands everything else to wiring.ts, turns failures into one
+// line plus a hint, and maps them to exit codes. Run as a program
+// (bin/hsd.js, node dist/daemon/hsd.js); nothing imports it.
+//
+// Exit codes: 0 ok / clean shutdown, 1 failure, 2 usage error,
+// 78 config invalid (EX_CONFIG; the unit does not restart on it).
+
+import { parseArgs } from "node:util";
+import { HsError } from "../errors/hs-error.js";
+import { formatError } from "../cli/messages.js";
+import { HSD_VERSION } from "./version.js";
+import { startDaemon, type Daemon } from "./wiring.js";
+
+const HELP = `hsd ${HSD_VERSION}: the homestak recursive nesting daemon
+
+One hsd runs on every level of a nested environment. It serves the
+homestak.nest.v1 gRPC API on a unix socket (for hsctl) and builds the levels
+below it when asked. Talk to it with hsctl.
+
+Usage:
+  hsd run [--root DIR] [--config FILE]   serve until SIGTERM/SIGINT
+  hsd version                            print the version
+  hsd --help                             this text
+
+Modes:
+  hsd run --root ./.hsd     a level rooted in a directory: config DIR/hsd.yaml,
+                            socket DIR/run/hsd.sock, state under DIR
+  hsd run                   system service: config /etc/homestak/hsd.yaml,
+                            socket /run/hsd/hsd.sock, state /var/lib/hsd
+
+Examples:
+  mkdir -p ./.hsd && hsd run --root ./.hsd &
+  hsctl --root ./.hsd status
+  systemctl start hsd && hsctl status
+
+Readiness: once listening, hsd writes DIR/run/ready.json, a line to the fd in
+HSD_READY_FD (if set) and notifies systemd (if NOTIFY_SOCKET is set).
+Logs: JSON lines on stdout; HSD_LOG_PRETTY=1 for human-readable output.
+Every config key: daemon/hsd.example.yaml.
+`;
+
+const EXIT_USAGE = 2;
+const EXIT_CONFIG = 78;
+
+function fail(err: unknown): never {
+  if (err instanceof HsError) {
+    // stdout carries JSON log lines, so the failure goes there in that shape too (for supervisors).
+    process.stdout.write(`${JSON.stringify({ level: 50, time: Date.now(), pid: process.pid, code: err.code, msg: err.message })}\n`);
+    process.stderr.write(`${formatError("hsd", err.code, err.message)}\n`);
+    process.exit(err.code === "ConfigInvalid" ? EXIT_CONFIG : 1);
+  }
+  process.stderr.write(`hsd: unexpected failure: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+}
+
+function usage(message: string): never {
+  process.stderr.write(`hsd: ${message}\nRun \`hsd --help\` for usage.\n`);
+  process.exit(EXIT_USAGE);
+}
+
+async function run(args: string[]): Promise<void> {
+  let values: { root?: string; config?: string; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args, allowPositionals: false, strict: true,
+      options: { root: { type: "string" }, config: { type: "string" }, help: { type: "boolean", short: "h" } },
+    }));
+  } catch (err) {
+    usage((err as Error).message);
+  }
+  if (values.help) { process.stdout.write(HELP); return; }
+
+  // Handlers go in before startup: readiness is announced inside startDaemon,
+  // and a supervisor may send SIGTERM the moment it sees it.
+  let daemon: Daemon | undefined;
+  let pending: NodeJS.Signals | undefined;
+  let sigCount = 0;
+  const stopOn = (d: Daemon, sig: NodeJS.Signals) => {
+    // A wedged shutdown must still end: the grace period plus a margin.
+    setTimeout(() => { d.log.error("shutdown overran; exiting"); process.exit(1); }, d.config.timeouts.shutdownMs + 1000).unref();
+    void d.stop(`signal ${sig}`);
+  };
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (sigCount++ > 0) {
+      daemon?.log.warn({ signal: sig }, "second signal: exiting now");
+      process.exit(1);
+    }
+    if (daemon) stopOn(daemon, sig);
+    else pending = sig;
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  try {
+    daemon = await startDaemon({
+      ...(values.root !== undefined ? { root: values.root } : {}),
+      ...(values.config !== undefined ? { configFile: values.config } : {}),
+      env: process.env,
+    });
+  } catch (err) {
+    fail(err);
+  }
+  const d = daemon;
+  process.on("uncaughtException", (err) => {
+    d.log.fatal({ err }, "uncaught exception");
+    void d.stop("uncaught exception").finally(() => process.exit(1));
+  });
+  if (pending) stopOn(d, pending);
+  await d.stopped;
+  // Flush pino before leaving; logs are the record of why the daemon stopped.
+  await new Promise<void>((r) => d.log.flush(() => r()));
+  process.exit(0);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case "run": return run(rest);
+    case "version": case "--version": case "-v":
+      process.stdout.write(`hsd ${HSD_VERSION}\n`);
+      return;
+    case undefined: case "help": case "--help": case "-h":
+      process.stdout.write(HELP);
+      return;
+    default:
+      usage(`unknown command ${JSON.stringify(cmd)}`);
+  }
+}
+
+main(process.argv.slice(2)).catch(fail);

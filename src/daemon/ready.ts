@@ -1,0 +1,54 @@
+// Announces readiness three ways, all from one ReadyInfo: run/ready.json
+// (atomic, 0600), the inherited HSD_READY_FD pipe (one JSON line, then
+// closed), and systemd's NOTIFY_SOCKET (via systemd-notify). Imported only by
+// src/daemon/wiring.ts.
+
+import { spawn } from "node:child_process";
+import { createWriteStream } from "node:fs";
+import { unlink } from "node:fs/promises";
+import type { Logger } from "../log/logger.js";
+import { writeFileAtomic } from "../util/atomic-write.js";
+import type { ReadyInfo } from "../util/ready-pipe.js";
+
+export type { ReadyInfo };
+
+export interface AnnounceOptions {
+  readyFile: string;
+  info: ReadyInfo;
+  env: NodeJS.ProcessEnv;
+  log: Logger;
+}
+
+export async function announceReady(o: AnnounceOptions): Promise<void> {
+  const json = JSON.stringify(o.info);
+  await writeFileAtomic(o.readyFile, `${json}\n`, { mode: 0o600 });
+  const fdText = o.env.HSD_READY_FD;
+  if (fdText !== undefined && fdText !== "") {
+    const fd = Number(fdText);
+    if (Number.isInteger(fd) && fd > 2) await writeFd(fd, `${json}\n`, o.log);
+    else o.log.warn({ HSD_READY_FD: fdText }, "ignoring HSD_READY_FD: not a file descriptor number above 2");
+  }
+  if (o.env.NOTIFY_SOCKET) await systemdNotify(o.log, o.env);
+}
+
+function writeFd(fd: number, text: string, log: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    const s = createWriteStream("", { fd, autoClose: true });
+    // A parent that stopped listening must not stop this daemon from serving.
+    s.on("error", (err) => { log.warn({ err, fd }, "could not write the ready line"); resolve(); });
+    s.end(text, () => resolve());
+  });
+}
+
+function systemdNotify(log: Logger, env: NodeJS.ProcessEnv): Promise<void> {
+  return new Promise((resolve) => {
+    // NotifyAccess=all in the unit: the helper is a child of ours, not the main pid.
+    const p = spawn("systemd-notify", ["--ready", `--pid=${process.pid}`], { stdio: "ignore", env });
+    p.on("error", (err) => { log.warn({ err }, "systemd-notify failed"); resolve(); });
+    p.on("exit", (code) => { if (code !== 0) log.warn({ code }, "systemd-notify exited non-zero"); resolve(); });
+  });
+}
+
+export async function removeReadyFile(readyFile: string): Promise<void> {
+  await unlink(readyFile).catch(() => {});
+}

@@ -1,0 +1,147 @@
+// The only place real dependencies are built: config, logger, the LevelApi,
+// the access store, the API server, readiness and graceful shutdown. Every
+// other module gets its collaborators injected. Imported by src/daemon/hsd.ts
+// (and by integration tests that want a daemon in-process).
+//
+// INTEGRATION POINTS for the lead, marked below:
+//   - buildLevel: the full src/level Level (engine, journal, repos, secrets).
+//   - startSsh:   src/ssh startSshEndpoint + AuthorizedKeyStore + loadOrCreateLevelKeys.
+
+import { resolve } from "node:path";
+import { levelPaths, SYSTEM_PATHS, type HsdConfig } from "../config/config.js";
+import { loadConfig } from "../config/load-config.js";
+import { startApiServer, type ApiServer } from "../api/server.js";
+import { createLogger, type Logger } from "../log/logger.js";
+import type { AccessApi, LevelApi } from "../nest/events.js";
+import { BasicLevel, type IdentityParts } from "./basic-level.js";
+import { MemoryAccess } from "./memory-access.js";
+import { announceReady, removeReadyFile, type ReadyInfo } from "./ready.js";
+import { HSD_VERSION } from "./version.js";
+
+/** What a started SSH endpoint tells the rest of the daemon. */
+export interface SshHandle {
+  readonly host: string;
+  readonly port: number;
+  readonly hostKeyFingerprint: string;
+  /** This level's own public key (OpenSSH line). */
+  readonly publicKey: string;
+  close(): Promise<void>;
+}
+
+export interface WiringContext {
+  readonly config: HsdConfig;
+  readonly log: Logger;
+  readonly version: string;
+  readonly access: AccessApi;
+  /** Current identity; empty strings until the SSH endpoint listens. */
+  readonly identity: () => IdentityParts;
+  /** Asks the daemon to stop gracefully (Destroy{self}). */
+  readonly requestShutdown: () => void;
+}
+
+export interface DaemonOptions {
+  /** Level root; absent = system mode (/etc/homestak/hsd.yaml, /run/hsd/hsd.sock, /var/lib/hsd). */
+  root?: string;
+  /** Config file; default <root>/hsd.yaml, or /etc/homestak/hsd.yaml in system mode. */
+  configFile?: string;
+  env: NodeJS.ProcessEnv;
+  /** Overrides for tests and integration; defaults are the real thing. */
+  buildLevel?: (ctx: WiringContext) => LevelApi;
+  buildAccess?: (config: HsdConfig, log: Logger) => AccessApi | Promise<AccessApi>;
+  startSsh?: (ctx: WiringContext) => Promise<SshHandle>;
+  /** Log destination (tests); default stdout. */
+  logDestination?: NodeJS.WritableStream;
+}
+
+export interface Daemon {
+  readonly config: HsdConfig;
+  readonly log: Logger;
+  readonly ready: ReadyInfo;
+  /** Graceful stop: cancel streams, close listeners, remove socket and ready.json. Idempotent. */
+  stop(reason: string): Promise<void>;
+  /** Settles when the daemon has stopped, whoever asked. */
+  readonly stopped: Promise<void>;
+}
+
+export interface ResolvedPaths { root: string; configFile: string; socket?: string }
+
+export function resolvePaths(o: Pick<DaemonOptions, "root" | "configFile">): ResolvedPaths {
+  if (o.root !== undefined) {
+    const root = resolve(o.root);
+    return { root, configFile: resolve(o.configFile ?? levelPaths(root).config) };
+  }
+  return { root: SYSTEM_PATHS.stateRoot, configFile: resolve(o.configFile ?? SYSTEM_PATHS.config), socket: SYSTEM_PATHS.socket };
+}
+
+export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
+  const p = resolvePaths(o);
+  // A bad config throws here, before anything listens or is written.
+  const config = await loadConfig(p.configFile, { root: p.root, ...(p.socket ? { socket: p.socket } : {}) });
+  const log = createLogger({
+    level: config.log.level,
+    pretty: o.env.HSD_LOG_PRETTY === "1",
+    base: { pid: process.pid, lvl: config.level.name },
+    ...(o.logDestination ? { destination: o.logDestination as unknown as import("pino").DestinationStream } : {}),
+  });
+  const paths = levelPaths(config.root);
+  log.info({ config: config.source, root: config.root, version: HSD_VERSION }, "hsd starting");
+
+  let ssh: SshHandle | undefined;
+  const identity = (): IdentityParts => ({
+    publicKey: ssh?.publicKey ?? "",
+    hostKeyFingerprint: ssh?.hostKeyFingerprint ?? "",
+    sshAddress: ssh ? `${config.ssh.advertiseHost}:${ssh.port}` : "",
+  });
+
+  let stopRequested: (reason: string) => void = () => {};
+  // INTEGRATION POINT (access): replace MemoryAccess with the SSH engineer's
+  // AuthorizedKeyStore (persisted at paths.accessKeys).
+  const access = await (o.buildAccess ?? (() => new MemoryAccess()))(config, log);
+  const ctx: WiringContext = {
+    config, log, version: HSD_VERSION, access, identity,
+    requestShutdown: () => stopRequested("requested over the API"),
+  };
+  // INTEGRATION POINT (level): the full Level from src/level replaces BasicLevel.
+  const level = (o.buildLevel ?? ((c: WiringContext) => new BasicLevel(c.config, c.version, c.identity)))(ctx);
+
+  let api: ApiServer | undefined;
+  try {
+    api = await startApiServer({ socketPath: config.api.socket, level, access, log, limits: config.nest });
+    // INTEGRATION POINT (ssh): startSshEndpoint(...) via o.startSsh; readiness waits for it.
+    if (o.startSsh) ssh = await o.startSsh(ctx);
+  } catch (err) {
+    await ssh?.close().catch(() => {});
+    await api?.close(0).catch(() => {});
+    throw err;
+  }
+
+  const ready: ReadyInfo = {
+    pid: process.pid,
+    socket: api.socketPath,
+    sshHost: ssh ? config.ssh.advertiseHost : "",
+    sshPort: ssh?.port ?? 0,
+    hostKeyFingerprint: ssh?.hostKeyFingerprint ?? "",
+    publicKey: ssh?.publicKey ?? "",
+    version: HSD_VERSION,
+  };
+  await announceReady({ readyFile: paths.ready, info: ready, env: o.env, log });
+  log.info({ socket: ready.socket, sshPort: ready.sshPort }, "hsd ready");
+
+  let stopping: Promise<void> | undefined;
+  let markStopped!: () => void;
+  const stopped = new Promise<void>((r) => { markStopped = r; });
+  const stop = (reason: string): Promise<void> => {
+    stopping ??= (async () => {
+      log.info({ reason }, "hsd stopping");
+      // Ready first: a watcher must never see ready.json for a daemon that is going away.
+      await removeReadyFile(paths.ready);
+      await api!.close(config.timeouts.shutdownMs);
+      await ssh?.close().catch((err) => log.warn({ err }, "ssh endpoint close failed"));
+      log.info("hsd stopped");
+      markStopped();
+    })();
+    return stopping;
+  };
+  stopRequested = (reason) => { void stop(reason); };
+  return { config, log, ready, stop, stopped };
+}

@@ -1,0 +1,79 @@
+// Maps HsErrors to gRPC statuses and back. The HsError code always travels in
+// the `hs-code` trailer, so a typed error survives any number of hops intact;
+// the gRPC status is only a coarse hint for foreign clients (grpcurl, python).
+// Imported by src/rpc only.
+
+import * as grpc from "@grpc/grpc-js";
+import {
+  CancelledError, DaemonUnreachableError, DeadlineExceededError, HsError, NotImplementedError, PeerGoneError, RemoteError,
+} from "../errors/hs-error.js";
+
+export const HS_CODE_KEY = "hs-code";
+
+const BY_CODE: Readonly<Record<string, grpc.status>> = {
+  InvalidArgument: grpc.status.INVALID_ARGUMENT,
+  ConfigInvalid: grpc.status.INVALID_ARGUMENT,
+  NotFound: grpc.status.NOT_FOUND,
+  RepoNotFound: grpc.status.NOT_FOUND,
+  AccessDenied: grpc.status.PERMISSION_DENIED,
+  PveAuth: grpc.status.PERMISSION_DENIED,
+  ConnectTimeout: grpc.status.DEADLINE_EXCEEDED,
+  CommandTimeout: grpc.status.DEADLINE_EXCEEDED,
+  PhaseTimeout: grpc.status.DEADLINE_EXCEEDED,
+  QueueTimeout: grpc.status.DEADLINE_EXCEEDED,
+  DeadlineExceeded: grpc.status.DEADLINE_EXCEEDED,
+  Cancelled: grpc.status.CANCELLED,
+  NotImplemented: grpc.status.UNIMPLEMENTED,
+  DaemonRunning: grpc.status.ALREADY_EXISTS,
+  DaemonUnreachable: grpc.status.UNAVAILABLE,
+  PeerGone: grpc.status.UNAVAILABLE,
+  DirtyWorktree: grpc.status.FAILED_PRECONDITION,
+  PreflightFailed: grpc.status.FAILED_PRECONDITION,
+  StateCorrupt: grpc.status.DATA_LOSS,
+  DiskFull: grpc.status.RESOURCE_EXHAUSTED,
+};
+
+export interface WireStatus {
+  code: grpc.status;
+  details: string;
+  metadata: grpc.Metadata;
+}
+
+/** The status a handler failure is sent as. Non-HsErrors become Internal without their message (it may hold anything). */
+export function toWireStatus(err: unknown): WireStatus {
+  const metadata = new grpc.Metadata();
+  if (err instanceof HsError) {
+    metadata.set(HS_CODE_KEY, err.code);
+    return { code: BY_CODE[err.code] ?? grpc.status.UNKNOWN, details: err.message, metadata };
+  }
+  metadata.set(HS_CODE_KEY, "Internal");
+  return { code: grpc.status.INTERNAL, details: "internal error (see the daemon log)", metadata };
+}
+
+/**
+ * Rebuilds a typed error from a failed call. `gotResponse` tells a broken
+ * established call (PeerGone) from one that never reached the server.
+ */
+export function fromServiceError(err: grpc.ServiceError, target: string, gotResponse = false): HsError {
+  const remote = err.metadata?.get(HS_CODE_KEY)[0];
+  const details = err.details || err.message;
+  if (typeof remote === "string" && remote !== "") {
+    return new RemoteError(remote, details, { details: { target, grpcStatus: err.code } });
+  }
+  switch (err.code) {
+    case grpc.status.UNAVAILABLE:
+      if (!gotResponse && /No connection established|connect|ENOENT|ECONNREFUSED/i.test(details)) {
+        return new DaemonUnreachableError(`cannot reach ${target}: ${details}`, { details: { target } });
+      }
+      return new PeerGoneError(`${target} went away: ${details}`, { details: { target } });
+    case grpc.status.DEADLINE_EXCEEDED:
+      return new DeadlineExceededError(`deadline exceeded calling ${target}`, { details: { target } });
+    case grpc.status.CANCELLED:
+      return new CancelledError(`call to ${target} cancelled`, { details: { target } });
+    case grpc.status.UNIMPLEMENTED:
+      // A remote hsd of another version that lacks the method.
+      return new NotImplementedError(`${target}: ${details}`, { details: { target } });
+    default:
+      return new RemoteError(RemoteError.code, details, { details: { target, grpcStatus: err.code } });
+  }
+}

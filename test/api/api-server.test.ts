@@ -1,0 +1,187 @@
+// The API server with fake LevelApi/AccessApi over a real unix socket:
+// request validation, event streaming (order, no loss, failure after flush),
+// cancellation into the LevelApi, graceful close, and domain<->proto conversion.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, rm, access as fsAccess } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startApiServer, type ApiServer } from "../../src/api/server.js";
+import { fromProtoEvent, fromProtoStatus, toProtoEvent, toProtoStatus } from "../../src/api/convert.js";
+import { createClient } from "../../src/rpc/client.js";
+import { AccessService, Isolation, KeyRole, NestService } from "../../src/gen/homestak/nest/v1/nest_pb.js";
+import { DaemonRunningError, HsError, PhaseTimeoutError } from "../../src/errors/hs-error.js";
+import { silentLogger } from "../../src/log/logger.js";
+import { withTimeout } from "../../src/util/timeout.js";
+import type { AccessApi, EventSink, LevelApi, LevelEvent, LevelStatus, NestOptions } from "../../src/nest/events.js";
+
+const WAIT_MS = 10_000;
+const ev = (i: number, extra: Partial<LevelEvent> = {}): LevelEvent => ({ levelPath: ["l0"], phase: "sync", kind: "progress", time: 1_700_000_000_000 + i, message: `e${i}`, ...extra });
+
+let dir: string;
+let server: ApiServer;
+let socket: string;
+const seen: { nest?: NestOptions; secrets?: string; nestSignal?: AbortSignal } = {};
+let nestStarted!: () => void;
+let nestStartedP: Promise<void>;
+
+const status: LevelStatus = {
+  name: "l0", depth: 0, state: "ready", address: "127.0.0.1:2222", hsdVersion: "0.1.0", hostKeyFingerprint: "SHA256:x",
+  provider: "local", repos: [{ name: "tofu", servedCommit: "abc", worktreeCommit: "", dirty: false, dirtyFiles: [] }],
+  phases: [{ phase: "sync", kind: "finished", durationMs: 1200, budgetMs: 120_000 }],
+  children: [{
+    name: "l1", depth: 1, state: "failed", address: "", hsdVersion: "", hostKeyFingerprint: "", provider: "local",
+    repos: [], phases: [], children: [], outOfSync: true, failure: { code: "PhaseTimeout", message: "boot over budget", hint: "h" },
+  }],
+  outOfSync: false,
+};
+
+const level: LevelApi = {
+  async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal) {
+    seen.nest = opts;
+    seen.nestSignal = signal;
+    if (opts.depth === 7) {
+      // Runs until cancelled.
+      nestStarted();
+      sink(ev(0));
+      await new Promise((r) => signal.addEventListener("abort", r, { once: true }));
+      throw signal.reason;
+    }
+    // A burst emitted synchronously: nothing may be lost or reordered.
+    for (let i = 0; i < 2000; i++) sink(ev(i));
+    if (opts.depth === 2) throw new PhaseTimeoutError("boot over budget");
+  },
+  async status() { return status; },
+  async destroy() {},
+  async sync() {},
+  async identify() { return { name: "l0", depth: 0, hsdVersion: "0.1.0", publicKey: "", hostKeyFingerprint: "", sshAddress: "", repos: [] }; },
+  async putSecrets(yaml: string) { seen.secrets = yaml; return ["site"]; },
+  async configure() {},
+};
+const keys: AccessApi = {
+  async addKey(k) { return { publicKey: k.publicKey, role: k.role, fingerprint: "SHA256:fp", comment: k.comment ?? "" }; },
+  async removeKey() { return true; },
+  async listKeys() { return []; },
+};
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "hsd-api-"));
+  socket = join(dir, "run/hsd.sock");
+  nestStartedP = new Promise((r) => { nestStarted = r; });
+  server = await startApiServer({ socketPath: socket, level, access: keys, log: silentLogger(),
+    limits: { maxDepth: 8, maxWidth: 4, provider: "local", isolation: "process" } });
+});
+after(async () => {
+  await server?.close(1000);
+  await rm(dir, { recursive: true, force: true });
+});
+
+const nestClient = () => createClient(NestService, socket);
+
+test("a nest stream delivers every event in order, then the level's typed failure", async () => {
+  const c = nestClient();
+  try {
+    const got: LevelEvent[] = [];
+    await assert.rejects(async () => {
+      for await (const r of c.nest({ depth: 2 })) got.push(fromProtoEvent(r.event!));
+    }, (e: unknown) => (e as HsError).code === "PhaseTimeout");
+    assert.equal(got.length, 2000);
+    got.forEach((g, i) => assert.equal(g.message, `e${i}`));
+    assert.deepEqual(seen.nest, { depth: 2, width: 1, provider: "local", isolation: "process" });
+  } finally { c.close(); }
+});
+
+test("nest requests are validated at the boundary", async () => {
+  const c = nestClient();
+  try {
+    for (const bad of [{ depth: 9 }, { depth: 1, width: 5 }, { depth: 1, provider: "vmware" }, { depth: 1, isolation: 9 as Isolation }]) {
+      const got: unknown[] = [];
+      await assert.rejects(async () => { for await (const r of c.nest(bad)) got.push(r); },
+        (e: unknown) => (e as HsError).code === "InvalidArgument", JSON.stringify(bad));
+      assert.equal(got.length, 0);
+    }
+    for await (const _ of c.nest({ depth: 1, width: 4, provider: "pve", isolation: Isolation.NETNS })) { /* drain */ }
+    assert.deepEqual(seen.nest, { depth: 1, width: 4, provider: "pve", isolation: "netns" });
+  } finally { c.close(); }
+});
+
+test("breaking out of a nest stream aborts the LevelApi's signal", async () => {
+  const c = nestClient();
+  try {
+    for await (const _ of c.nest({ depth: 7 })) break;
+    await withTimeout(WAIT_MS, () => new HsError("not aborted"), () => nestStartedP);
+    const sig = seen.nestSignal!;
+    await withTimeout(WAIT_MS, () => new HsError("not aborted"), () => new Promise((r) => {
+      if (sig.aborted) r(undefined); else sig.addEventListener("abort", r, { once: true });
+    }));
+    assert.equal((sig.reason as HsError).code, "Cancelled");
+  } finally { c.close(); }
+});
+
+test("PutSecrets accepts a mapping and refuses anything else without echoing it", async () => {
+  const c = nestClient();
+  try {
+    assert.deepEqual((await c.putSecrets({ yaml: "site:\n  token: s3cr3t\n" })).keys, ["site"]);
+    for (const yaml of ["- a\n- b\n", "just a string", "a: [unclosed s3cr3t", "x".repeat(70_000)]) {
+      await assert.rejects(c.putSecrets({ yaml }), (e: unknown) => {
+        assert.equal((e as HsError).code, "InvalidArgument");
+        assert.ok(!(e as Error).message.includes("s3cr3t"));
+        return true;
+      });
+    }
+  } finally { c.close(); }
+});
+
+test("status converts the tree; AccessService validates keys and roles", async () => {
+  const c = nestClient();
+  const a = createClient(AccessService, socket);
+  try {
+    const res = await c.status({});
+    assert.deepEqual(fromProtoStatus(res.root!), status);
+    const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPUior/yFiHwf7dVs9i+UMwnIErNEGBd9Hecguw1gebb op@host";
+    const added = await a.addKey({ key: { publicKey: key, role: KeyRole.CONTROLLER } });
+    assert.equal(added.key?.comment, "op@host");
+    await assert.rejects(a.addKey({ key: { publicKey: key, role: KeyRole.UNSPECIFIED } }), (e: unknown) => (e as HsError).code === "InvalidArgument");
+    await assert.rejects(a.addKey({ key: { publicKey: "not a key", role: KeyRole.READER } }), (e: unknown) => (e as HsError).code === "InvalidArgument");
+    await assert.rejects(a.removeKey({}), (e: unknown) => (e as HsError).code === "InvalidArgument");
+  } finally { c.close(); a.close(); }
+});
+
+test("a live socket is refused with DaemonRunning", async () => {
+  await assert.rejects(startApiServer({ socketPath: socket, level, access: keys, log: silentLogger() }),
+    (e: unknown) => e instanceof DaemonRunningError);
+});
+
+test("event conversion round-trips, durations in whole ms", () => {
+  const full: LevelEvent = {
+    levelPath: ["l0", "l1"], phase: "teardown", kind: "failed", time: 1_700_000_000_123, durationMs: 1500, budgetMs: 30_000,
+    failure: { code: "PeerGone", message: "gone", hint: "h" }, message: "m", progress: { unit: "objects", done: 3, total: 9 },
+    repos: [{ name: "tofu", servedCommit: "a", worktreeCommit: "b", dirty: true, dirtyFiles: ["x"], previousCommit: "c" }], bytes: 42,
+  };
+  assert.deepEqual(fromProtoEvent(toProtoEvent(full)), full);
+  assert.equal(fromProtoEvent(toProtoEvent({ ...ev(1), durationMs: 1.6 })).durationMs, 2);
+  assert.deepEqual(fromProtoStatus(toProtoStatus(status)), status);
+});
+
+test("close() ends running streams with Cancelled and removes the socket", async () => {
+  const dir2 = await mkdtemp(join(tmpdir(), "hsd-api2-"));
+  const sock2 = join(dir2, "hsd.sock");
+  let started!: () => void;
+  const startedP = new Promise<void>((r) => { started = r; });
+  const s2 = await startApiServer({ socketPath: sock2, access: keys, log: silentLogger(), level: {
+    ...level,
+    async sync(_o, sink, signal) { sink(ev(0)); started(); await new Promise((r) => signal.addEventListener("abort", r, { once: true })); throw signal.reason; },
+  } });
+  const c = createClient(NestService, sock2);
+  try {
+    // Settled into a value at once: the stream fails while close() is still being awaited.
+    const outcome = (async () => { for await (const _ of c.sync({})) { /* wait */ } })().then(() => undefined, (e: unknown) => e);
+    await withTimeout(WAIT_MS, () => new HsError("sync never started"), () => startedP);
+    await s2.close(WAIT_MS);
+    const err = await outcome;
+    assert.ok(err instanceof HsError);
+    assert.equal(err.code, "Cancelled");
+    await assert.rejects(fsAccess(sock2));
+  } finally { c.close(); await rm(dir2, { recursive: true, force: true }); }
+});
