@@ -1,0 +1,131 @@
+// One SSH connection from a level to its parent's endpoint, reused for every
+// repo of a sync: user-key auth, host key pinned by SHA256 fingerprint, a
+// connect timeout that is never the command timeout. Imported by
+// src/git/ssh-http-plugin.ts, src/git/sync-from-parent.ts, tests, benches.
+
+import { readFile } from "node:fs/promises";
+import { connect as netConnect } from "node:net";
+import ssh2, { type Client, type ClientChannel } from "ssh2";
+
+const { Client: SshClient } = ssh2; // CommonJS: no ESM named exports
+import type { Logger } from "../log/logger.js";
+import { ConnectTimeoutError, HostKeyMismatchError, PeerGoneError, AccessDeniedError, HsError } from "../errors/hs-error.js";
+import { keyFingerprint } from "../ssh/key-fingerprint.js";
+
+export interface ParentEndpoint {
+  readonly host: string;
+  readonly port: number;
+  /** Pinned "SHA256:..." of the parent's host key. */
+  readonly hostKeyFingerprint: string;
+}
+
+export interface ParentConnectionOptions {
+  parent: ParentEndpoint;
+  /** The level's own private key (OpenSSH format). */
+  userKeyPath?: string;
+  privateKey?: string | Buffer;
+  connectTimeoutMs: number;
+  log: Logger;
+}
+
+export class ParentConnection {
+  private client: Client | undefined;
+  private connecting: Promise<Client> | undefined;
+
+  constructor(private readonly opts: ParentConnectionOptions) {}
+
+  /** Connects once; later calls share the connection (and reconnect if it dropped). */
+  connect(signal?: AbortSignal): Promise<Client> {
+    if (this.client) return Promise.resolve(this.client);
+    this.connecting ??= this.open(signal).then(
+      (c) => { this.client = c; this.connecting = undefined; return c; },
+      (err) => { this.connecting = undefined; throw err; },
+    );
+    return this.connecting;
+  }
+
+  private async open(signal?: AbortSignal): Promise<Client> {
+    const { parent, log } = this.opts;
+    const privateKey = this.opts.privateKey ?? (this.opts.userKeyPath ? await readFile(this.opts.userKeyPath) : undefined);
+    if (!privateKey) throw new AccessDeniedError("no user key to authenticate to the parent with");
+    const client = new SshClient();
+    let mismatch: HostKeyMismatchError | undefined;
+    let sockRef: import("node:net").Socket | undefined;
+    return new Promise<Client>((resolve, reject) => {
+      let settled = false;
+      const finish = (err?: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        if (err) { client.removeAllListeners("ready"); client.on("error", () => {}); client.end(); client.destroy(); sockRef?.destroy(); reject(err); }
+        else resolve(client);
+      };
+      const timer = setTimeout(() => finish(new ConnectTimeoutError(
+        `no SSH session with ${parent.host}:${parent.port} within ${this.opts.connectTimeoutMs} ms`,
+        { details: { host: parent.host, port: parent.port, timeoutMs: this.opts.connectTimeoutMs } },
+      )), this.opts.connectTimeoutMs);
+      const onAbort = () => finish(signal?.reason instanceof Error ? signal.reason : new PeerGoneError("connect aborted"));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      client.on("ready", () => {
+        client.removeAllListeners("error");
+        client.on("error", (err) => log.debug({ err: err.message }, "parent connection error"));
+        client.on("close", () => { if (this.client === client) this.client = undefined; });
+        (client as Client & { setNoDelay(on: boolean): void }).setNoDelay(true);
+        finish();
+      });
+      client.on("error", (err: Error & { level?: string }) => {
+        if (mismatch) return finish(mismatch);
+        if (err.level === "client-authentication") {
+          return finish(new AccessDeniedError("the parent refused this level's key", { details: { host: parent.host, port: parent.port } }));
+        }
+        finish(new PeerGoneError(`SSH connection to ${parent.host}:${parent.port} failed: ${err.message}`, {
+          details: { host: parent.host, port: parent.port }, cause: err,
+        }));
+      });
+      client.on("close", () => finish(mismatch ?? new PeerGoneError("parent closed the connection during setup")));
+      // Our own socket so Nagle is off from the first byte: each auth round
+      // trip otherwise waits ~40 ms on delayed ACKs.
+      const sock = netConnect({ host: parent.host, port: parent.port });
+      sock.setNoDelay(true);
+      sockRef = sock;
+      sock.once("error", (err) => finish(new PeerGoneError(`cannot reach ${parent.host}:${parent.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, {
+        details: { host: parent.host, port: parent.port }, cause: err,
+      })));
+      client.connect({
+        sock, username: "hsd", privateKey,
+        readyTimeout: this.opts.connectTimeoutMs,
+        keepaliveInterval: 15_000,
+        hostVerifier: (key: Buffer) => {
+          const seen = keyFingerprint(key);
+          if (seen === parent.hostKeyFingerprint) return true;
+          mismatch = new HostKeyMismatchError(
+            `host key of ${parent.host}:${parent.port} is ${seen}, expected ${parent.hostKeyFingerprint}`,
+            { details: { host: parent.host, port: parent.port, expected: parent.hostKeyFingerprint, actual: seen } },
+          );
+          return false;
+        },
+      });
+    });
+  }
+
+  /** Opens an exec channel (connecting first if needed). */
+  async exec(command: string, signal?: AbortSignal): Promise<ClientChannel> {
+    const client = await this.connect(signal);
+    return new Promise((resolve, reject) => {
+      try {
+        client.exec(command, (err, ch) => {
+          if (err) reject(new PeerGoneError(`parent refused the exec channel: ${err.message}`, { cause: err }));
+          else resolve(ch);
+        });
+      } catch (err) {
+        reject(err instanceof HsError ? err : new PeerGoneError("connection to parent is gone", { cause: err }));
+      }
+    });
+  }
+
+  close(): void {
+    this.client?.end();
+    this.client = undefined;
+  }
+}

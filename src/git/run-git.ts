@@ -1,0 +1,58 @@
+// Runs the system git CLI with a controlled environment and collects its
+// output. Imported by src/git/** and src/demo/** only; the upload-pack server
+// streams instead and has its own spawn in upload-pack.ts.
+
+import { spawn } from "node:child_process";
+import { CommandFailedError } from "../errors/hs-error.js";
+
+export interface RunGitOptions {
+  cwd?: string;
+  /** Extra variables; the inherited GIT_* variables are always dropped first. */
+  env?: Record<string, string>;
+  input?: string | Buffer;
+  /** Return non-zero exits instead of throwing. */
+  allowFail?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface RunGitResult { code: number; stdout: Buffer; stderr: string }
+
+/** The caller's environment without GIT_* (a hook or a parent git could have set GIT_DIR, GIT_INDEX_FILE, ...). */
+export function cleanGitEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("GIT_")) env[k] = v;
+  return { ...env, LC_ALL: "C", ...extra };
+}
+
+export function runGit(args: string[], opts: RunGitOptions = {}): Promise<RunGitResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("git", args, {
+      cwd: opts.cwd, env: cleanGitEnv(opts.env), stdio: ["pipe", "pipe", "pipe"], signal: opts.signal,
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on("data", (b: Buffer) => out.push(b));
+    child.stderr.on("data", (b: Buffer) => err.push(b));
+    child.stdin.on("error", () => {}); // git may exit before reading all input
+    child.on("error", (e) => reject(new CommandFailedError(`git ${args[0] ?? ""} could not run`, { details: { args: args.slice(0, 3) }, cause: e })));
+    child.on("close", (code) => {
+      const res = { code: code ?? 128, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString("utf8") };
+      if (res.code !== 0 && !opts.allowFail) {
+        reject(new CommandFailedError(`git ${args.find((a) => !a.startsWith("-")) ?? ""} failed (exit ${res.code}): ${res.stderr.trim().split("\n").slice(-2).join(" ")}`, {
+          details: { exitCode: res.code },
+        }));
+      } else resolve(res);
+    });
+    child.stdin.end(opts.input ?? "");
+  });
+}
+
+/** stdout as trimmed text. */
+export async function gitText(args: string[], opts: RunGitOptions = {}): Promise<string> {
+  return (await runGit(args, opts)).stdout.toString("utf8").trim();
+}
+
+/** NUL-separated stdout as a list. */
+export async function gitList(args: string[], opts: RunGitOptions = {}): Promise<string[]> {
+  return (await runGit(args, opts)).stdout.toString("utf8").split("\0").filter(Boolean);
+}

@@ -1,0 +1,178 @@
+// A level below 0 fetches its repo set from its parent: isomorphic-git over
+// the SSH transport into the level's bare exports (re-exported unchanged to
+// its own children), then each working tree moved to the fetched HEAD.
+// Imported by the daemon's sync phase, tests and benches.
+
+import * as fs from "node:fs";
+import git, { type GitProgressEvent } from "isomorphic-git";
+import type { Logger } from "../log/logger.js";
+import type { RepoState } from "../nest/events.js";
+import { DirtyWorktreeError, HsError, GitProtocolError } from "../errors/hs-error.js";
+import { ParentConnection, type ParentEndpoint } from "./parent-connection.js";
+import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
+import type { RefAdvertisement } from "./pkt-line.js";
+import { ensureBareRepo, exportPath } from "./export-repos.js";
+import { checkoutWorktree } from "./worktree-checkout.js";
+import { join } from "node:path";
+
+export interface SyncFromParentOptions {
+  parent: ParentEndpoint;
+  userKeyPath: string;
+  repoNames: readonly string[];
+  /** levelPaths(root).reposDir */
+  exportsDir: string;
+  /** levelPaths(root).workDir */
+  workDir: string;
+  connectTimeoutMs: number;
+  /** Budget for each repo's fetch. */
+  commandTimeoutMs: number;
+  log: Logger;
+  onProgress?: (ev: { repo: string; phase: string; loaded: number; total: number }) => void;
+  signal?: AbortSignal;
+  /** Reuse a connection across syncs (else one is opened and closed here). */
+  connection?: ParentConnection;
+  /** Repos fetched at once over the one connection. */
+  concurrency?: number;
+}
+
+export interface SyncResult { repos: RepoState[]; bytes: number; bytesByRepo: Record<string, number> }
+
+const REMOTE = "origin";
+
+/** Fetches one repo into its export and makes the export's heads/HEAD mirror the parent's. */
+async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection): Promise<{ head: string; bytes: number }> {
+  const gitdir = exportPath(opts.exportsDir, name);
+  await ensureBareRepo(gitdir);
+  const session = new FetchSession({
+    conn, commandTimeoutMs: opts.commandTimeoutMs, log: opts.log, signal: opts.signal,
+    onProgress: (ev: GitProgressEvent) => opts.onProgress?.({ repo: name, phase: ev.phase, loaded: ev.loaded, total: ev.total }),
+  });
+  const cache = {};
+  const url = sshRemoteUrl(opts.parent.host, opts.parent.port, name);
+  // isomorphic-git needs a fetch refspec; the parent's address may change between runs.
+  if ((await git.getConfig({ fs, gitdir, path: `remote.${REMOTE}.url` })) !== url) {
+    await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.url`, value: url });
+    await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.fetch`, value: `+refs/heads/*:refs/remotes/${REMOTE}/*` });
+  }
+  let res;
+  try {
+    // Nothing new (same heads, tags and HEAD as last time)? Then skip the
+    // negotiation and the pack entirely, as the git CLI does.
+    const ad = await session.advertisement(name);
+    if (await upToDate(gitdir, ad)) {
+      await session.nothingWanted();
+      return { head: await git.resolveRef({ fs, gitdir, ref: "HEAD" }), bytes: session.bytes };
+    }
+    res = await git.fetch({
+      fs, http: session.http, gitdir, cache,
+      url,
+      remote: REMOTE, remoteRef: "HEAD", singleBranch: false, tags: true, prune: true, pruneTags: true,
+      onProgress: (ev) => opts.onProgress?.({ repo: name, phase: ev.phase, loaded: ev.loaded, total: ev.total ?? 0 }),
+    });
+  } catch (err) {
+    throw session.error ?? (err instanceof HsError ? err : new GitProtocolError(`fetch of ${name} failed: ${(err as Error).message}`, {
+      details: { repo: name }, cause: err,
+    }));
+  } finally {
+    await session.close();
+  }
+  if (session.error) throw session.error;
+  // Mirror the parent's branches as our own heads so children see the same refs.
+  const remoteBranches = new Set(await git.listBranches({ fs, gitdir, remote: REMOTE }));
+  remoteBranches.delete("HEAD");
+  for (const b of remoteBranches) {
+    const oid = await git.resolveRef({ fs, gitdir, ref: `refs/remotes/${REMOTE}/${b}` });
+    await git.writeRef({ fs, gitdir, ref: `refs/heads/${b}`, value: oid, force: true });
+  }
+  for (const b of await git.listBranches({ fs, gitdir })) {
+    if (!remoteBranches.has(b)) await git.deleteRef({ fs, gitdir, ref: `refs/heads/${b}` });
+  }
+  if (res.defaultBranch) await git.writeRef({ fs, gitdir, ref: "HEAD", value: res.defaultBranch, symbolic: true, force: true });
+  const head = res.fetchHead ?? (await git.resolveRef({ fs, gitdir, ref: "HEAD" }));
+  return { head, bytes: session.bytes };
+}
+
+/** True when the export already holds exactly the advertised heads, tags and HEAD target. */
+async function upToDate(gitdir: string, ad: RefAdvertisement): Promise<boolean> {
+  const headSym = ad.capabilities.find((c) => c.startsWith("symref=HEAD:"))?.slice("symref=HEAD:".length);
+  if (!headSym) return false;
+  const local = new Map<string, string>();
+  try {
+    const ourHead = (await fs.promises.readFile(join(gitdir, "HEAD"), "utf8")).trim();
+    if (ourHead !== `ref: ${headSym}`) return false;
+    for (const b of await git.listBranches({ fs, gitdir })) local.set(`refs/heads/${b}`, await git.resolveRef({ fs, gitdir, ref: `refs/heads/${b}` }));
+    for (const t of await git.listTags({ fs, gitdir })) local.set(`refs/tags/${t}`, await git.resolveRef({ fs, gitdir, ref: `refs/tags/${t}` }));
+  } catch {
+    return false;
+  }
+  const remote = new Map<string, string>();
+  for (const r of ad.refs) {
+    if (r.name === "HEAD" || r.name.endsWith("^{}")) continue;
+    remote.set(r.name, r.oid);
+  }
+  if (remote.size !== local.size) return false;
+  for (const [k, v] of remote) if (local.get(k) !== v) return false;
+  return true;
+}
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
+  const out: PromiseSettledResult<R>[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      try { out[i] = { status: "fulfilled", value: await fn(items[i]!) }; }
+      catch (reason) { out[i] = { status: "rejected", reason }; }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/**
+ * Syncs every repo. Repos that fail to fetch fail the sync (first error
+ * thrown, after the others finished). A worktree with local edits or with
+ * untracked files in the way is left alone: its RepoState says so and a
+ * DirtyWorktreeError naming the repos and files is thrown at the end.
+ */
+export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncResult> {
+  const conn = opts.connection ?? new ParentConnection({
+    parent: opts.parent, userKeyPath: opts.userKeyPath, connectTimeoutMs: opts.connectTimeoutMs, log: opts.log,
+  });
+  try {
+    await conn.connect(opts.signal);
+    const results = await mapLimit(opts.repoNames, opts.concurrency ?? 6, async (name) => {
+      const t0 = performance.now();
+      const previousServed = await git.resolveRef({ fs, gitdir: exportPath(opts.exportsDir, name), ref: "HEAD" }).catch(() => "");
+      const f = await fetchInto(name, opts, conn);
+      const t1 = performance.now();
+      const wt = await checkoutWorktree({
+        worktree: join(opts.workDir, name), exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
+        log: opts.log.child({ repo: name }),
+      });
+      opts.log.debug({ repo: name, fetchMs: Math.round(t1 - t0), checkoutMs: Math.round(performance.now() - t1), bytes: f.bytes }, "repo synced");
+      const state: RepoState = {
+        name, servedCommit: f.head, worktreeCommit: wt.commit, dirty: wt.dirty || wt.held,
+        dirtyFiles: [...wt.dirtyFiles, ...wt.blockedBy],
+        ...(previousServed && previousServed !== f.head ? { previousCommit: previousServed } : {}),
+      };
+      return { state, bytes: f.bytes, held: wt.held };
+    });
+    const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
+    if (failed) throw failed.reason;
+    const ok = results.map((r) => (r as PromiseFulfilledResult<{ state: RepoState; bytes: number; held: boolean }>).value);
+    const bytesByRepo = Object.fromEntries(ok.map((r) => [r.state.name, r.bytes]));
+    const bytes = ok.reduce((n, r) => n + r.bytes, 0);
+    const held = ok.filter((r) => r.held);
+    if (held.length > 0) {
+      throw new DirtyWorktreeError(
+        `working tree not updated (local changes or untracked files in the way): ${held.map((h) => `${h.state.name} [${h.state.dirtyFiles.slice(0, 5).join(", ")}]`).join("; ")}`,
+        { details: { repos: held.map((h) => ({ name: h.state.name, files: h.state.dirtyFiles })), states: ok.map((r) => r.state), bytes } },
+      );
+    }
+    opts.log.info({ bytes, repos: ok.length }, "sync from parent finished");
+    return { repos: ok.map((r) => r.state), bytes, bytesByRepo };
+  } finally {
+    if (!opts.connection) conn.close();
+  }
+}

@@ -1,0 +1,98 @@
+// A parent's tunnel to a child's gRPC socket: one SSH connection (controller
+// key, child host key pinned) and a private local unix socket whose every
+// connection becomes a direct-tcpip channel to the child's hsd. grpc-js
+// dials the local socket. When the SSH connection dies every tunnelled stream
+// is cut at once, so a dead child surfaces as an immediate error, not a hang.
+// Imported by the daemon wiring (connectChild) and tests.
+
+import { createServer, type Server, type Socket } from "node:net";
+import { chmod, mkdtemp, rm, mkdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import type { Logger } from "../log/logger.js";
+import { ParentConnection, type ParentEndpoint } from "../git/parent-connection.js";
+import { GRPC_VIRTUAL_HOST, GRPC_VIRTUAL_PORT } from "./ssh-endpoint.js";
+
+export interface GrpcTunnel {
+  /** grpc-js target: "unix:///abs/path". */
+  readonly target: string;
+  close(): Promise<void>;
+  /** Called once when the SSH connection goes away (child died, network cut). */
+  onClose(cb: () => void): void;
+}
+
+export interface GrpcTunnelOptions {
+  readonly endpoint: ParentEndpoint;
+  readonly userKeyPath: string;
+  /** Where the local socket lives (0700); a short temp dir is used if paths get too long. */
+  readonly socketDir: string;
+  readonly name: string;
+  readonly connectTimeoutMs: number;
+  readonly log: Logger;
+  readonly signal?: AbortSignal;
+}
+
+/** sun_path is 108 bytes on Linux; leave room for the terminator. */
+const MAX_SOCKET_PATH = 100;
+
+export async function openGrpcTunnel(o: GrpcTunnelOptions): Promise<GrpcTunnel> {
+  const conn = new ParentConnection({ parent: o.endpoint, userKeyPath: o.userKeyPath, connectTimeoutMs: o.connectTimeoutMs, log: o.log });
+  const client = await conn.connect(o.signal);
+  let dir = o.socketDir;
+  let ownDir = false;
+  let path = join(dir, `tunnel-${o.name}-${randomBytes(4).toString("hex")}.sock`);
+  if (path.length > MAX_SOCKET_PATH) {
+    dir = await mkdtemp(join(tmpdir(), "hsd-t-"));
+    ownDir = true;
+    path = join(dir, `${o.name}.sock`);
+  } else {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  }
+  const sockets = new Set<Socket>();
+  const closers: (() => void)[] = [];
+  let closed = false;
+  const server: Server = createServer((sock) => {
+    sockets.add(sock);
+    sock.on("close", () => sockets.delete(sock));
+    sock.on("error", () => sock.destroy());
+    try {
+      // direct-tcpip to the endpoint's fixed virtual target, which always means
+      // the level's own gRPC socket (ssh2 clients only send streamlocal to OpenSSH).
+      client.forwardOut("127.0.0.1", 0, GRPC_VIRTUAL_HOST, GRPC_VIRTUAL_PORT, (err, ch) => {
+        if (err) {
+          o.log.debug({ err: err.message, child: o.name }, "tunnel channel refused");
+          sock.destroy();
+          return;
+        }
+        sock.pipe(ch).pipe(sock);
+        ch.on("close", () => sock.destroy());
+        ch.on("error", () => sock.destroy());
+        sock.on("close", () => ch.close());
+      });
+    } catch {
+      sock.destroy(); // the SSH connection is already gone
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(path, () => { server.off("error", reject); resolve(); });
+  });
+  await chmod(path, 0o600);
+
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+    conn.close();
+    if (ownDir) await rm(dir, { recursive: true, force: true });
+    else await rm(path, { force: true });
+    for (const cb of closers.splice(0)) cb();
+  };
+  client.on("close", () => {
+    o.log.info({ child: o.name }, "tunnel to child closed");
+    void close();
+  });
+  return { target: `unix://${path}`, close, onClose: (cb) => { if (closed) cb(); else closers.push(cb); } };
+}

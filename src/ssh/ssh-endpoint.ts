@@ -1,0 +1,223 @@
+// The level's one SSH server (ssh2): public-key auth against the
+// AuthorizedKeyStore; readers may run git-upload-pack on exported repos,
+// controllers may tunnel to the level's own gRPC socket; everything else is
+// refused. Imported by the daemon wiring, tests and benches.
+
+import { connect as netConnect } from "node:net";
+import { readFileSync } from "node:fs";
+import ssh2, { type Connection, type ServerChannel, type AuthContext } from "ssh2";
+
+// ssh2 is CommonJS; its named exports are not visible to ESM.
+const { Server, utils } = ssh2;
+import type { Logger } from "../log/logger.js";
+import type { KeyRole } from "../nest/events.js";
+import { HsError, RepoNotFoundError, InvalidArgumentError } from "../errors/hs-error.js";
+import { uploadPack, finishChannel } from "../git/upload-pack.js";
+import { UploadPackLimiter } from "../git/upload-pack-limiter.js";
+import { encodePktLine } from "../git/pkt-line.js";
+import type { AuthorizedKeyStore } from "./authorized-key-store.js";
+import { parseExecCommand } from "./exec-command.js";
+import { privateKeyFingerprint } from "./key-fingerprint.js";
+
+/** Maps an allow-listed repo name to its absolute bare repo path, or undefined. */
+export type RepoResolver = (name: string) => string | undefined;
+
+/** The only direct-tcpip target a controller may open; it always means the level's gRPC socket. */
+export const GRPC_VIRTUAL_HOST = "hsd.grpc";
+export const GRPC_VIRTUAL_PORT = 1;
+
+export interface SshEndpointOptions {
+  host: string;
+  port: number;
+  /** Private host key texts (OpenSSH or PEM); or hostKeyPath. */
+  hostKeys?: (string | Buffer)[];
+  hostKeyPath?: string;
+  grpcSocketPath: string;
+  keys: AuthorizedKeyStore;
+  repos: RepoResolver;
+  maxUploadPacks: number;
+  queueTimeoutMs: number;
+  uploadPackTimeoutS: number;
+  authFailureDelayMs: number;
+  log: Logger;
+}
+
+export interface SshEndpointStats { activeUploadPacks: number; queued: number; authFailures: number }
+
+export interface SshEndpoint {
+  address(): { host: string; port: number };
+  readonly hostKeyFingerprint: string;
+  close(): Promise<void>;
+  stats(): SshEndpointStats;
+}
+
+const SHELL_REFUSED = "hsd: no shell here: readers may run git-upload-pack, controllers may open the hsd API tunnel\n";
+
+export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEndpoint> {
+  const log = opts.log;
+  const hostKeys = opts.hostKeys ?? (opts.hostKeyPath ? [readFileSync(opts.hostKeyPath)] : []);
+  if (hostKeys.length === 0) throw new InvalidArgumentError("SSH endpoint needs a host key");
+  const hostKeyFingerprint = privateKeyFingerprint(hostKeys[0]!);
+  const limiter = new UploadPackLimiter(opts.maxUploadPacks);
+  const clients = new Set<Connection>();
+  const timers = new Set<NodeJS.Timeout>();
+  const shutdown = new AbortController();
+  let authFailures = 0;
+
+  const server = new Server({ hostKeys, ident: "hsd" }, (client, info) => {
+    // ssh2 leaves Nagle on; small pkt-line round trips then cost ~40 ms each.
+    (client as Connection & { setNoDelay(on: boolean): void }).setNoDelay(true);
+    clients.add(client);
+    const clog = log.child({ peer: `${info.ip}:${info.port}` });
+    let role: KeyRole | undefined;
+    let fingerprint: string | undefined;
+
+    client.on("error", (err) => clog.debug({ err: err.message }, "ssh client error"));
+    client.on("close", () => clients.delete(client));
+
+    client.on("authentication", (ctx: AuthContext) => {
+      const fail = () => {
+        authFailures++;
+        const t = setTimeout(() => {
+          timers.delete(t);
+          try { ctx.reject(["publickey"]); } catch { /* peer gone */ }
+        }, opts.authFailureDelayMs);
+        timers.add(t);
+      };
+      if (ctx.method === "none") return ctx.reject(["publickey"]);
+      if (ctx.method !== "publickey") { clog.info({ method: ctx.method }, "auth method refused"); return fail(); }
+      const found = opts.keys.lookup(ctx.key.algo, ctx.key.data);
+      if (!found) { clog.info("unknown public key"); return fail(); }
+      if (!ctx.signature) return ctx.accept(); // the "query" step: may I use this key?
+      const pub = utils.parseKey(found.publicKey);
+      if (pub instanceof Error || Array.isArray(pub)) return fail();
+      const ok = ctx.blob !== undefined && pub.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true;
+      if (!ok) { clog.info({ fingerprint: found.fingerprint }, "bad signature"); return fail(); }
+      role = found.role;
+      fingerprint = found.fingerprint;
+      ctx.accept();
+    });
+
+    client.on("ready", () => {
+      const alog = clog.child({ key: fingerprint, role });
+      alog.debug("authenticated");
+
+      client.on("session", (acceptSession) => {
+        const session = acceptSession();
+        // Pre-start requests: all refused. Env in particular: a client's
+        // GIT_PROTOCOL must never reach upload-pack.
+        session.on("env", (_a, reject) => reject?.());
+        session.on("pty", (_a, reject) => reject?.());
+        session.on("x11", (_a, reject) => reject?.());
+        session.on("auth-agent", (_a, reject) => reject?.());
+        session.on("signal", (_a, reject) => reject?.());
+        session.on("shell", (accept) => refuse(accept(), SHELL_REFUSED, 1));
+        session.on("subsystem", (accept, _r, info) => {
+          alog.info({ subsystem: info.name }, "subsystem refused");
+          refuse(accept(), `hsd: subsystem ${JSON.stringify(info.name.slice(0, 32))} is not available\n`, 1);
+        });
+        session.on("exec", (accept, _r, info) => {
+          const channel = accept();
+          if (role !== "reader") {
+            alog.info("exec refused for controller");
+            return refuse(channel, "hsd: a controller key may only open the hsd API tunnel, not run commands\n", 1);
+          }
+          void serveExec(channel, info.command, alog);
+        });
+      });
+
+      client.on("tcpip", (accept, reject, info) => {
+        if (role !== "controller" || info.destIP !== GRPC_VIRTUAL_HOST || info.destPort !== GRPC_VIRTUAL_PORT) {
+          alog.info({ destPort: info.destPort }, "direct-tcpip refused");
+          return reject();
+        }
+        tunnel(accept, reject, alog);
+      });
+      client.on("openssh.streamlocal", (accept, reject) => {
+        // The requested socket path is ignored on purpose: a controller reaches
+        // this level's API and nothing else on the host.
+        if (role !== "controller") { alog.info("streamlocal refused"); return reject(); }
+        tunnel(accept, reject, alog);
+      });
+      client.on("request", (_accept, reject, name) => {
+        alog.info({ request: name }, "global request refused");
+        reject?.();
+      });
+    });
+  });
+
+  function refuse(channel: ServerChannel | undefined, message: string, status: number): void {
+    if (!channel) return;
+    channel.on("error", () => {});
+    channel.stderr.write(message);
+    finishChannel(channel, status);
+  }
+
+  function tunnel(accept: () => ServerChannel, reject: () => void, alog: Logger): void {
+    const sock = netConnect(opts.grpcSocketPath);
+    sock.once("error", (err) => { alog.warn({ err: err.message }, "API socket unreachable"); reject(); });
+    sock.once("connect", () => {
+      sock.removeAllListeners("error");
+      const ch = accept();
+      sock.on("error", () => ch.destroy());
+      ch.on("error", () => sock.destroy());
+      ch.pipe(sock).pipe(ch);
+      ch.on("close", () => sock.destroy());
+      sock.on("close", () => { if (!ch.destroyed) ch.end(); });
+    });
+  }
+
+  async function serveExec(channel: ServerChannel, command: string, alog: Logger): Promise<void> {
+    channel.on("error", () => {});
+    const gone = new AbortController();
+    const onGone = () => gone.abort();
+    channel.once("close", onGone);
+    shutdown.signal.addEventListener("abort", onGone, { once: true });
+    let release: (() => void) | undefined;
+    try {
+      const cmd = parseExecCommand(command);
+      const repoPath = opts.repos(cmd.repo);
+      if (repoPath === undefined) throw new RepoNotFoundError("no such repo", { details: { repo: cmd.repo } });
+      release = await limiter.acquire(opts.queueTimeoutMs, gone.signal);
+      const rlog = alog.child({ repo: cmd.repo });
+      const t0 = Date.now();
+      const status = await uploadPack({
+        repoPath, channel, timeoutS: opts.uploadPackTimeoutS, log: rlog, signal: gone.signal,
+      });
+      rlog.info({ status, ms: Date.now() - t0 }, "upload-pack finished");
+    } catch (err) {
+      const code = err instanceof HsError ? err.code : "Internal";
+      const msg = err instanceof HsError ? err.message : "internal error";
+      alog.info({ code }, "exec refused");
+      if (code === "AccessDenied") return refuse(channel, `hsd: ${msg}\n`, 1);
+      // Git shows an ERR pkt-line as "fatal: remote error: <msg>".
+      if (!channel.destroyed) channel.write(encodePktLine(`ERR ${msg}\n`));
+      refuse(channel, `hsd: ${msg}\n`, 128);
+    } finally {
+      release?.();
+      channel.removeListener("close", onGone);
+      shutdown.signal.removeEventListener("abort", onGone);
+    }
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => { server.removeListener("error", reject); resolve(); });
+  });
+  server.on("error", (err: Error) => log.error({ err: err.message }, "ssh server error"));
+  const addr = server.address() as { address: string; port: number };
+  log.info({ host: addr.address, port: addr.port, hostKeyFingerprint }, "ssh endpoint listening");
+
+  return {
+    hostKeyFingerprint,
+    address: () => ({ host: addr.address, port: addr.port }),
+    stats: () => ({ activeUploadPacks: limiter.activeCount, queued: limiter.queuedCount, authFailures }),
+    close: () => new Promise<void>((resolve) => {
+      shutdown.abort();
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      server.close(() => resolve());
+      for (const c of clients) c.end();
+    }),
+  };
+}

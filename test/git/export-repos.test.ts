@@ -1,0 +1,174 @@
+// refreshExports at level 0: _working snapshots without touching the operator's
+// checkout, no-op refreshes, and secrets refused.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { readFile, writeFile, rm, stat } from "node:fs/promises";
+import { tempDir, git } from "../helpers/git-fixtures.js";
+import { generateDemoRepos, addCommit } from "../../src/demo/demo-repos.js";
+import { refreshExports, exportedRepoState, resolverFor, WORKING_REF } from "../../src/git/export-repos.js";
+import { silentLogger } from "../../src/log/logger.js";
+import { HsError } from "../../src/errors/hs-error.js";
+
+const PATTERNS = ["secrets.yaml", "*.key", "id_rsa*", "*.pem"];
+
+async function setup() {
+  const t = await tempDir();
+  const checkouts = await generateDemoRepos(join(t.path, "op"), { seed: 3, scale: 0.2 });
+  const exportsDir = join(t.path, "repos");
+  const refresh = (repos = checkouts) => refreshExports({ repos, exportsDir, secretPatterns: PATTERNS, log: silentLogger() });
+  return { t, checkouts, exportsDir, refresh };
+}
+
+async function codeOf(p: Promise<unknown>): Promise<{ code: string; err?: HsError }> {
+  try { await p; } catch (err) { assert.ok(err instanceof HsError, String(err)); return { code: err.code, err }; }
+  return { code: "none" };
+}
+
+async function looseObjects(checkout: string): Promise<string> {
+  return git(["count-objects", "-v"], { cwd: checkout });
+}
+
+test("a clean checkout exports _working == HEAD, HEAD symref -> _working, plus its branch", async () => {
+  const { t, checkouts, exportsDir, refresh } = await setup();
+  try {
+    const states = await refresh();
+    for (const s of states) {
+      const exp = join(exportsDir, `${s.name}.git`);
+      assert.equal(s.servedCommit, await git(["rev-parse", "HEAD"], { cwd: checkouts[s.name] }));
+      assert.equal(await git(["--git-dir", exp, "symbolic-ref", "HEAD"]), WORKING_REF);
+      assert.equal(await git(["--git-dir", exp, "for-each-ref", "--format=%(refname)"]), "refs/heads/_working\nrefs/heads/main");
+    }
+    assert.deepEqual((await exportedRepoState(exportsDir, Object.keys(checkouts))).map((s) => s.servedCommit), states.map((s) => s.servedCommit));
+    const resolve = resolverFor(exportsDir, ["tofu"]);
+    assert.equal(resolve("tofu"), join(exportsDir, "tofu.git"));
+    assert.equal(resolve("packer"), undefined);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test("uncommitted work is snapshotted on _working without touching the operator's index, tree or objects", async () => {
+  const { t, checkouts, exportsDir, refresh } = await setup();
+  try {
+    const co = checkouts.ansible!;
+    const tracked = (await git(["ls-files"], { cwd: co })).split("\n")[1]!;
+    await writeFile(join(co, tracked), "edited, not staged\n");
+    await writeFile(join(co, "new-untracked.yml"), "brand new\n");
+    await writeFile(join(co, ".gitignore"), "*.log\n");
+    await writeFile(join(co, "debug.log"), "ignored\n");
+    const indexBefore = await readFile(join(co, ".git", "index"));
+    const statusBefore = await git(["status", "--porcelain"], { cwd: co });
+    const objectsBefore = await looseObjects(co);
+    const head = await git(["rev-parse", "HEAD"], { cwd: co });
+
+    const [s] = await refresh({ ansible: co });
+    const exp = join(exportsDir, "ansible.git");
+    assert.notEqual(s!.servedCommit, head);
+    assert.equal(await git(["--git-dir", exp, "rev-parse", `${s!.servedCommit}^`]), head);
+    assert.equal(await git(["--git-dir", exp, "show", `${s!.servedCommit}:${tracked}`]), "edited, not staged");
+    assert.equal(await git(["--git-dir", exp, "show", `${s!.servedCommit}:new-untracked.yml`]), "brand new");
+    const files = (await git(["--git-dir", exp, "ls-tree", "-r", "--name-only", s!.servedCommit])).split("\n");
+    assert.ok(!files.includes("debug.log"));
+    assert.ok(files.includes(".gitignore"));
+
+    assert.deepEqual(await readFile(join(co, ".git", "index")), indexBefore);
+    assert.equal(await git(["status", "--porcelain"], { cwd: co }), statusBefore);
+    assert.equal(await looseObjects(co), objectsBefore);
+
+    // Unchanged since: the same commit, nothing moves.
+    const [again] = await refresh({ ansible: co });
+    assert.equal(again!.servedCommit, s!.servedCommit);
+    assert.equal(again!.previousCommit, undefined);
+    // A further edit makes a new snapshot on the same parent.
+    await writeFile(join(co, "new-untracked.yml"), "changed again\n");
+    const [third] = await refresh({ ansible: co });
+    assert.notEqual(third!.servedCommit, s!.servedCommit);
+    assert.equal(third!.previousCommit, s!.servedCommit);
+    // Committing everything makes _working the commit itself.
+    const committed = await addCommit(co, { [tracked]: "edited, not staged\n", "new-untracked.yml": "changed again\n", ".gitignore": "*.log\n" });
+    const [fourth] = await refresh({ ansible: co });
+    assert.equal(fourth!.servedCommit, committed);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test("a tracked secrets.yaml is refused with SecretInRepo and nothing of that repo is exported", async () => {
+  const { t, checkouts, exportsDir, refresh } = await setup();
+  try {
+    const co = checkouts["site-config"]!;
+    await git(["add", "-f", "secrets.yaml"], { cwd: co });
+    await git(["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "oops"], { cwd: co });
+    const r = await codeOf(refresh());
+    assert.equal(r.code, "SecretInRepo");
+    assert.equal(r.err!.details.repo, "site-config");
+    assert.equal(r.err!.details.file, "secrets.yaml");
+    assert.equal(existsSync(join(exportsDir, "site-config.git")), false);
+    // The other repos were still exported.
+    assert.ok(existsSync(join(exportsDir, "tofu.git", "HEAD")));
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test("a staged (not yet committed) secret is refused", async () => {
+  const { t, checkouts, refresh } = await setup();
+  try {
+    const co = checkouts.tofu!;
+    await writeFile(join(co, "deploy.key"), "-----BEGIN PRIVATE KEY-----\n");
+    await git(["add", "deploy.key"], { cwd: co });
+    const r = await codeOf(refresh({ tofu: co }));
+    assert.equal(r.code, "SecretInRepo");
+    assert.equal(r.err!.details.file, "deploy.key");
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test("an untracked, not-ignored secret that would enter _working is refused", async () => {
+  const { t, checkouts, exportsDir, refresh } = await setup();
+  try {
+    await refresh();
+    const co = checkouts["site-config"]!;
+    const before = await git(["--git-dir", join(exportsDir, "site-config.git"), "rev-parse", "HEAD"]);
+    await writeFile(join(co, "nodes", "id_rsa"), "key material\n", { mode: 0o600 });
+    const r = await codeOf(refresh({ "site-config": co }));
+    assert.equal(r.code, "SecretInRepo");
+    assert.equal(r.err!.details.file, "nodes/id_rsa");
+    assert.equal(await git(["--git-dir", join(exportsDir, "site-config.git"), "rev-parse", "HEAD"]), before);
+    // The blob was never hashed into the export.
+    const blob = await git(["hash-object", join(co, "nodes", "id_rsa")]);
+    const has = await git(["--git-dir", join(exportsDir, "site-config.git"), "cat-file", "-e", blob]).then(() => true, () => false);
+    assert.equal(has, false);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test("the ignored demo secrets.yaml stays out of every export and keeps its mode", async () => {
+  const { t, checkouts, exportsDir, refresh } = await setup();
+  try {
+    const sec = join(checkouts["site-config"]!, "secrets.yaml");
+    const before = await readFile(sec);
+    await refresh();
+    await refresh();
+    const files = await git(["--git-dir", join(exportsDir, "site-config.git"), "ls-tree", "-r", "--name-only", "HEAD"]);
+    assert.ok(!files.split("\n").includes("secrets.yaml"));
+    assert.deepEqual(await readFile(sec), before);
+    assert.equal((await stat(sec)).mode & 0o777, 0o600);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test("a missing checkout is RepoNotFound", async () => {
+  const { t, checkouts, refresh } = await setup();
+  try {
+    await rm(checkouts.packer!, { recursive: true });
+    assert.equal((await codeOf(refresh({ packer: checkouts.packer! }))).code, "RepoNotFound");
+  } finally {
+    await t.cleanup();
+  }
+});
