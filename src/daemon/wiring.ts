@@ -3,9 +3,8 @@
 // other module gets its collaborators injected. Imported by src/daemon/hsd.ts
 // (and by integration tests that want a daemon in-process).
 //
-// INTEGRATION POINTS for the lead, marked below:
-//   - buildLevel: the full src/level Level (engine, journal, repos, secrets).
-//   - startSsh:   src/ssh startSshEndpoint + AuthorizedKeyStore + loadOrCreateLevelKeys.
+// The real level's parts are built in level-wiring.ts; the build* and startSsh
+// options let tests substitute any of them.
 
 import { resolve } from "node:path";
 import { levelPaths, SYSTEM_PATHS, type HsdConfig } from "../config/config.js";
@@ -13,8 +12,8 @@ import { loadConfig } from "../config/load-config.js";
 import { startApiServer, type ApiServer } from "../api/server.js";
 import { createLogger, type Logger } from "../log/logger.js";
 import type { AccessApi, LevelApi } from "../nest/events.js";
-import { BasicLevel, type IdentityParts } from "./basic-level.js";
-import { MemoryAccess } from "./memory-access.js";
+import type { IdentityParts } from "./basic-level.js";
+import { buildLevel, prepareLevel, startLevelSsh, type LevelParts } from "./level-wiring.js";
 import { announceReady, removeReadyFile, type ReadyInfo } from "./ready.js";
 import { HSD_VERSION } from "./version.js";
 
@@ -94,21 +93,30 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   });
 
   let stopRequested: (reason: string) => void = () => {};
-  // INTEGRATION POINT (access): replace MemoryAccess with the SSH engineer's
-  // AuthorizedKeyStore (persisted at paths.accessKeys).
-  const access = await (o.buildAccess ?? (() => new MemoryAccess()))(config, log);
+  // The real level unless a test overrides a part: keys, key store, repos,
+  // secrets and journal are prepared before anything listens.
+  let parts: LevelParts | undefined;
+  let closeLevel: () => Promise<void> = async () => {};
+  const access = await (o.buildAccess ?? (async (c: HsdConfig, l: Logger) => {
+    parts = await prepareLevel(c, l);
+    return parts.access;
+  }))(config, log);
   const ctx: WiringContext = {
     config, log, version: HSD_VERSION, access, identity,
     requestShutdown: () => stopRequested("requested over the API"),
   };
-  // INTEGRATION POINT (level): the full Level from src/level replaces BasicLevel.
-  const level = (o.buildLevel ?? ((c: WiringContext) => new BasicLevel(c.config, c.version, c.identity)))(ctx);
+  const level = (o.buildLevel ?? ((c: WiringContext) => {
+    const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env);
+    closeLevel = built.close;
+    return built.level;
+  }))(ctx);
+  const startSsh = o.startSsh ?? (parts ? (c: WiringContext) => startLevelSsh(c, parts!) : undefined);
 
   let api: ApiServer | undefined;
   try {
     api = await startApiServer({ socketPath: config.api.socket, level, access, log, limits: config.nest });
-    // INTEGRATION POINT (ssh): startSshEndpoint(...) via o.startSsh; readiness waits for it.
-    if (o.startSsh) ssh = await o.startSsh(ctx);
+    // Readiness waits for the SSH endpoint: a parent dials it right after.
+    if (startSsh) ssh = await startSsh(ctx);
   } catch (err) {
     await ssh?.close().catch(() => {});
     await api?.close(0).catch(() => {});
@@ -136,6 +144,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       // Ready first: a watcher must never see ready.json for a daemon that is going away.
       await removeReadyFile(paths.ready);
       await api!.close(config.timeouts.shutdownMs);
+      await closeLevel().catch((err) => log.warn({ err }, "closing child links failed"));
       await ssh?.close().catch((err) => log.warn({ err }, "ssh endpoint close failed"));
       log.info("hsd stopped");
       markStopped();

@@ -89,3 +89,5 @@ export class PveTaskError extends HsError { static override code = "PveTaskFaile
 export class CommandFailedError extends HsError { static override code = "CommandFailed"; }
 /** Creating, reshaping or removing a level's network namespace failed. */
 export class NetnsError extends HsError { static override code = "Netns"; }
+/** A PVE API token with hsd's id already exists but this level does not hold its secret (recreating it would invalidate it). */
+export class PveTokenExistsError extends HsError { static override code = "PveTokenExists"; }

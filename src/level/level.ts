@@ -16,6 +16,7 @@ import { parseSecretsYaml, type SecretsStore } from "../secrets/secrets-store.js
 import { withTimeout } from "../util/timeout.js";
 import { HsError, PeerGoneError } from "../errors/hs-error.js";
 import { childStatusFromRecord, markOutOfSync } from "./level-status.js";
+import { NO_FAULTS, type Faults } from "./faults.js";
 
 /** This level's repo set: refresh it (level 0: from checkouts; below: from the parent). */
 export interface RepoOps {
@@ -38,6 +39,7 @@ export interface LevelDeps {
   readonly identity: () => { publicKey: string; hostKeyFingerprint: string; sshAddress: string };
   /** Called after a Destroy{self:true} stream has finished. */
   readonly requestShutdown: () => void;
+  readonly faults?: Faults;
 }
 
 export class Level implements LevelApi {
@@ -47,7 +49,9 @@ export class Level implements LevelApi {
     return this.d.config.level.name;
   }
 
-  nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+  async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+    // Level 0 exports what the operator is editing right now, so that is what every level runs.
+    if (!this.d.config.parent) await this.sync({ recursive: false }, sink, signal);
     return this.d.engine.nest(opts, sink, signal);
   }
 
@@ -92,6 +96,7 @@ export class Level implements LevelApi {
     this.emit(sink, { phase: "sync", kind: "started" });
     let result: { repos: RepoState[]; bytes: number };
     try {
+      await (this.d.faults ?? NO_FAULTS).at("sync", (message) => this.emit(sink, { phase: "sync", kind: "log", message }), signal);
       result = await this.d.repos.refresh(signal, (p) => this.emit(sink, {
         phase: "sync", kind: "progress", message: `${p.repo}: ${p.phase}`, progress: { unit: "objects", done: p.loaded, total: p.total },
       }));

@@ -3,11 +3,17 @@
 
 import type { Command } from "../command.js";
 import { statusCommand } from "./status.js";
+import { nestCommand } from "./nest.js";
+import { syncCommand } from "./sync.js";
+import { destroyCommand } from "./destroy.js";
 import { accessCommand } from "./access.js";
 import { versionCommand } from "./version.js";
 
 export const COMMANDS: readonly Command[] = [
+  nestCommand,
   statusCommand,
+  syncCommand,
+  destroyCommand,
   accessCommand,
   versionCommand,
 ];

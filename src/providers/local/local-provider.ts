@@ -89,7 +89,7 @@ export class LocalProvider implements Provider {
     const proc = spawn(argv[0]!, argv.slice(1), {
       detached: true, // its own process group: the tree is stopped as one
       stdio: ["ignore", logFh.fd, logFh.fd, "pipe"],
-      env: { ...process.env, ...this.o.env, HSD_READY_FD: "3", HSD_LOG_PRETTY: "" },
+      env: { ...process.env, ...this.o.env, HSD_READY_FD: "3", HSD_LOG_PRETTY: "", HSD_LEVEL_PATH: [...this.o.levelPath, spec.name].join("/") },
     });
     await logFh.close();
     proc.unref();

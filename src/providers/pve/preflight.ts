@@ -1,6 +1,7 @@
 // The pve provider's preflight: each check reports ok / repaired / failed with
 // a hint, and repairs only what is safe (snippets content, /etc/hosts entry,
-// the lesson-4 certificate sequence). Imported only by pve-provider.ts.
+// the lesson-4 certificate sequence). Imported by pve-provider.ts and
+// configure-level.ts (which reuses the single checks).
 // Every host side effect goes through injected paths and the CommandRunner.
 
 import { readFile } from "node:fs/promises";
@@ -10,7 +11,7 @@ import type { PveConfig } from "../../config/config.js";
 import type { PreflightCheck } from "../provider.js";
 import { errorCode, HsError } from "../../errors/hs-error.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
-import type { CommandRunner } from "./command-runner.js";
+import type { CommandRunner } from "../../util/command-runner.js";
 import type { PveClient, Sleep } from "./pve-client.js";
 import { isPveError } from "./pve-client.js";
 
@@ -89,7 +90,7 @@ function hostsEntries(text: string): { addr: string; names: string[]; line: numb
   }).filter((e) => e.addr && e.names.length);
 }
 
-async function hostnameResolution(d: PreflightDeps): Promise<Check> {
+export async function hostnameResolution(d: PreflightDeps): Promise<Check> {
   const name = "hostname";
   let text = "";
   try { text = await readFile(d.hostsFile, "utf8"); } catch { /* resolver only */ }
@@ -97,7 +98,7 @@ async function hostnameResolution(d: PreflightDeps): Promise<Check> {
   const first = mine[0]?.addr ?? (await d.resolveHost(d.hostname).catch(() => []))[0];
   if (first && !isUnroutable(first)) return ok(name, `${d.hostname} resolves to ${first}`);
   // pvecm updatecerts puts this address into the certificate; fix it before PVE reads it.
-  const r = await d.commands.run("ip", ["-4", "-o", "addr", "show", "dev", d.config.bridge], { signal: d.signal });
+  const r = await d.commands(["ip", "-4", "-o", "addr", "show", "dev", d.config.bridge], { signal: d.signal });
   const ipv4 = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(r.stdout)?.[1];
   if (r.code !== 0 || !ipv4) {
     return failed(name, `${d.hostname} resolves to ${first ?? "nothing"} and ${d.config.bridge} has no IPv4 address`,
@@ -112,14 +113,14 @@ async function hostnameResolution(d: PreflightDeps): Promise<Check> {
   return repaired(name, `${d.hostname} resolved to ${first ?? "nothing"}; added "${entry}" to ${d.hostsFile}`);
 }
 
-async function certInfo(file: string): Promise<{ sans: string; fingerprint: string } | undefined> {
+export async function certInfo(file: string): Promise<{ sans: string; fingerprint: string } | undefined> {
   let pem: string;
   try { pem = await readFile(file, "utf8"); } catch { return undefined; }
   const x = new X509Certificate(pem);
   return { sans: x.subjectAltName ?? "", fingerprint: x.fingerprint256 };
 }
 
-async function proxyCertificate(d: PreflightDeps): Promise<Check> {
+export async function proxyCertificate(d: PreflightDeps): Promise<Check> {
   const name = "pveproxy-cert";
   const before = await certInfo(d.pveCertFile);
   if (!before) return ok(name, `no ${d.pveCertFile} on this host (remote API): relying on the pinned fingerprint`);
@@ -133,15 +134,15 @@ async function proxyCertificate(d: PreflightDeps): Promise<Check> {
   let err = "";
   try {
     for (const [cmd, args] of steps) {
-      const r = await d.commands.run(cmd, args, { signal: d.signal, timeoutMs: 60_000 });
+      const r = await d.commands([cmd, ...args], { signal: d.signal, timeoutMs: 60_000 });
       if (r.code !== 0) { err = `${cmd} ${args.join(" ")}: ${r.stderr.split("\n")[0]}`; break; }
     }
   } finally {
-    const r = await d.commands.run("sysctl", ["-w", "net.ipv6.conf.all.disable_ipv6=0"], { signal: d.signal });
+    const r = await d.commands(["sysctl", "-w", "net.ipv6.conf.all.disable_ipv6=0"], { signal: d.signal });
     if (r.code !== 0 && !err) err = `re-enabling IPv6 failed: ${r.stderr.split("\n")[0]}`;
   }
   if (!err) {
-    const r = await d.commands.run("systemctl", ["restart", "pveproxy"], { signal: d.signal, timeoutMs: 60_000 });
+    const r = await d.commands(["systemctl", "restart", "pveproxy"], { signal: d.signal, timeoutMs: 60_000 });
     if (r.code !== 0) err = `systemctl restart pveproxy: ${r.stderr.split("\n")[0]}`;
   }
   if (err) return failed(name, `zone-id SAN in ${d.pveCertFile}; repair failed: ${err}`, hint);
@@ -156,7 +157,7 @@ async function proxyCertificate(d: PreflightDeps): Promise<Check> {
   return repaired(name, `regenerated the certificate without the zone-id SAN and restarted pveproxy${pin}`);
 }
 
-async function apiHealth(d: PreflightDeps, attempts: number): Promise<Check> {
+export async function apiHealth(d: PreflightDeps, attempts: number): Promise<Check> {
   for (let i = 1; ; i++) {
     try {
       const v = await d.client.get<{ version: string }>("/version", undefined, { signal: d.signal });
@@ -185,7 +186,7 @@ async function nodeOnline(d: PreflightDeps): Promise<Check> {
   return ok("node", `node ${d.config.node} is online`);
 }
 
-async function snippetsContent(d: PreflightDeps): Promise<Check> {
+export async function snippetsContent(d: PreflightDeps): Promise<Check> {
   const id = d.config.snippetStorage;
   const path = `/storage/${encodeURIComponent(id)}`;
   const s = await d.client.get<{ content?: string; digest?: string; path?: string }>(path, undefined, { signal: d.signal });
@@ -216,14 +217,14 @@ async function templateExists(d: PreflightDeps): Promise<Check> {
 
 async function bridgeExists(d: PreflightDeps): Promise<Check> {
   // GET /nodes/{node}/network is outside the documented API surface (pve-api.md), so ask the host.
-  const r = await d.commands.run("ip", ["link", "show", d.config.bridge], { signal: d.signal });
+  const r = await d.commands(["ip", "link", "show", d.config.bridge], { signal: d.signal });
   if (r.code === 0) return ok("bridge", `bridge ${d.config.bridge} exists (checked with ip link)`);
   return failed("bridge", `bridge ${d.config.bridge} not found: ${r.stderr.trim().split("\n")[0]}`, "create it in /etc/network/interfaces or set pve.bridge");
 }
 
 async function diskSpace(d: PreflightDeps): Promise<Check> {
   const id = d.config.storage;
-  const r = await d.commands.run("pvesm", ["status", "--storage", id], { signal: d.signal });
+  const r = await d.commands(["pvesm", "status", "--storage", id], { signal: d.signal });
   const row = r.stdout.split("\n").map((l) => l.trim().split(/\s+/)).find((c) => c[0] === id);
   if (r.code !== 0 || !row || row.length < 6) return failed("disk-space", `pvesm status for ${id} failed: ${r.stderr.trim().split("\n")[0]}`, `pvesm status --storage ${id}`);
   const availKiB = Number(row[5]);

@@ -10,14 +10,15 @@ import { rm } from "node:fs/promises";
 import { stringify } from "yaml";
 import type { PveConfig } from "../../config/config.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, PreflightCheck, Provider } from "../provider.js";
-import { NotImplementedError, PhaseTimeoutError, ProviderError } from "../../errors/hs-error.js";
+import { PhaseTimeoutError, ProviderError } from "../../errors/hs-error.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
 import { withTimeout } from "../../util/timeout.js";
 import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
-import { execCommandRunner, type CommandRunner } from "./command-runner.js";
+import { missingAs127, runCommand, type CommandRunner } from "../../util/command-runner.js";
 import { runPreflight, isUnroutable } from "./preflight.js";
+import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
 
-export interface PveProviderOptions {
+export interface PveProviderOptions extends InstallOptions {
   readonly config: PveConfig;
   /** pve.token_secret from the level's secrets.yaml; kept inside the client only. */
   readonly tokenSecret: string;
@@ -68,7 +69,7 @@ export function pickGuestAddress(ifaces: readonly Iface[]): string | undefined {
 function defaultUserData(c: { vmid: number; name: string; keys: readonly string[] }): string {
   // A user snippet replaces PVE's generated user-data, so keys must be here too.
   return `#cloud-config\n${stringify({
-    hostname: c.name, manage_etc_hosts: true, ssh_pwauth: false,
+    hostname: guestHostname(c.name), manage_etc_hosts: true, ssh_pwauth: false,
     users: [{ name: "root", ssh_authorized_keys: [...c.keys] }], disable_root: false,
     package_upgrade: false, packages: ["qemu-guest-agent"],
     runcmd: [["systemctl", "enable", "--now", "qemu-guest-agent"]],
@@ -86,7 +87,8 @@ export class PveProvider implements Provider {
   constructor(private readonly opts: PveProviderOptions) {
     this.cfg = opts.config;
     this.sleep = opts.sleep ?? defaultSleep;
-    this.commands = opts.commands ?? execCommandRunner();
+    // A missing host tool is a failed check with a hint, not a crash.
+    this.commands = missingAs127(opts.commands ?? runCommand);
     this.client = new PveClient({
       url: opts.config.url, fingerprint: opts.config.fingerprint, tokenId: opts.config.tokenId, tokenSecret: opts.tokenSecret,
       connectTimeoutMs: opts.connectTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs, sleep: this.sleep,
@@ -189,8 +191,11 @@ export class PveProvider implements Provider {
     return { ...child, data: { ...child.data, address }, address };
   }
 
-  async install(_child: ChildHandle, _spec: ChildInstallSpec, _ctx: PhaseContext): Promise<{ handle: ChildHandle; endpoint: ChildEndpoint }> {
-    throw new NotImplementedError("pve install over SSH is not implemented yet", { details: { hint: "use the local provider" } });
+  async install(child: ChildHandle, spec: ChildInstallSpec, ctx: PhaseContext): Promise<{ handle: ChildHandle; endpoint: ChildEndpoint }> {
+    ids(child);
+    const r = await installChild({ options: this.opts, config: this.cfg, connectTimeoutMs: this.opts.connectTimeoutMs, sleep: this.sleep }, child, spec, ctx);
+    this.byName.set(child.name, r.handle);
+    return r;
   }
 
   async alive(child: ChildHandle): Promise<boolean> {

@@ -1,108 +1,55 @@
-// Installing hsd into a fresh VM over its OpenSSH: connect (connect timeout
-// separate from command timeouts, host key trusted on first use then pinned),
-// wait out cloud-init and apt locks (seed lesson 7), copy the bundle, install
-// the unit, start, wait for health. Imported only by the pve provider.
+// Installing hsd into a fresh VM over its OpenSSH session: wait out cloud-init
+// and the apt/dpkg locks (seed lesson 7), copy and unpack the bundle, make sure
+// a node >= 20 is there, write the config and unit, (re)start the service and
+// wait for its ready.json. Imported only by the pve provider.
+// Config and bundle travel on stdin, never in a command line.
 
-import { createHash } from "node:crypto";
-import ssh2 from "ssh2";
-import {
-  AccessDeniedError, CommandTimeoutError, ConnectTimeoutError, HostKeyMismatchError, ProviderError,
-} from "../../errors/hs-error.js";
-import { MAX_CONNECT_MS } from "../../config/config.js";
+import { CommandTimeoutError, ProviderError } from "../../errors/hs-error.js";
 import { withTimeout } from "../../util/timeout.js";
-import type { CommandResult } from "./command-runner.js";
+import type { ReadyInfo } from "../../util/ready-pipe.js";
 import { defaultSleep, type Sleep } from "./pve-client.js";
+import type { GuestSsh } from "./guest-ssh.js";
 
-const { Client } = ssh2; // CommonJS: no ESM named exports
+export { GuestSsh, sshKeyFingerprint } from "./guest-ssh.js";
 
-export interface GuestSshOptions {
-  readonly host: string;
-  readonly port?: number;
-  readonly username?: string;
-  readonly privateKey: string | Buffer;
-  /** "SHA256:..." pinned host key; empty/undefined = trust on first use (then pinned on this object). */
-  readonly hostKeyFingerprint?: string;
-  /** Handshake + auth; at most 30 s. Default 10 s. */
-  readonly connectTimeoutMs?: number;
+/** Where things go on the child; every path is absolute on the child. */
+export interface GuestPaths {
+  /** The unpacked bundle (dist/, node_modules/, bin/). */
+  readonly installDir: string;
+  /** Where the `hsd` and `hsctl` launchers go (the unit runs <binDir>/hsd). */
+  readonly binDir: string;
+  readonly configPath: string;
+  readonly unitPath: string;
+  /** What the child hsd writes once serving (<state root>/run/ready.json). */
+  readonly readyFile: string;
 }
 
-export function sshKeyFingerprint(blob: Buffer): string {
-  return `SHA256:${createHash("sha256").update(blob).digest("base64").replace(/=+$/, "")}`;
-}
-
-export class GuestSsh {
-  private constructor(private readonly conn: InstanceType<typeof Client>, readonly hostKeyFingerprint: string) {}
-
-  static connect(o: GuestSshOptions): Promise<GuestSsh> {
-    const connectTimeoutMs = Math.min(o.connectTimeoutMs ?? 10_000, MAX_CONNECT_MS);
-    return new Promise((resolve, reject) => {
-      const conn = new Client();
-      let seen = "";
-      let mismatch = false;
-      conn.on("ready", () => resolve(new GuestSsh(conn, seen)));
-      conn.on("error", (e: Error & { level?: string }) => {
-        conn.end();
-        if (mismatch) {
-          reject(new HostKeyMismatchError(`host key of ${o.host} changed: expected ${o.hostKeyFingerprint}, got ${seen}`, {
-            details: { host: o.host, expected: o.hostKeyFingerprint, actual: seen },
-          }));
-        } else if (e.level === "client-authentication") {
-          reject(new AccessDeniedError(`${o.host} refused our key`, { details: { host: o.host } }));
-        } else if (/timed out/i.test(e.message)) {
-          reject(new ConnectTimeoutError(`no SSH session with ${o.host}:${o.port ?? 22} within ${connectTimeoutMs} ms`, { details: { host: o.host } }));
-        } else {
-          reject(new ProviderError(`SSH to ${o.host}:${o.port ?? 22} failed: ${e.message}`, { details: { host: o.host }, cause: e }));
-        }
-      });
-      conn.connect({
-        host: o.host, port: o.port ?? 22, username: o.username ?? "root", privateKey: o.privateKey,
-        readyTimeout: connectTimeoutMs, keepaliveInterval: 15_000,
-        hostVerifier: (key: Buffer) => {
-          seen = sshKeyFingerprint(key);
-          mismatch = !!o.hostKeyFingerprint && o.hostKeyFingerprint !== seen;
-          return !mismatch;
-        },
-      });
-    });
-  }
-
-  /** Runs one command with its own timeout; never rejects for a non-zero exit. */
-  exec(cmd: string, opts: { timeoutMs: number; stdin?: Buffer | string; signal?: AbortSignal }): Promise<CommandResult> {
-    return withTimeout(opts.timeoutMs, () => new CommandTimeoutError(`remote command did not finish within ${opts.timeoutMs} ms`, {
-      details: { command: cmd.split(" ")[0] },
-    }), (signal) => new Promise<CommandResult>((resolve, reject) => {
-      this.conn.exec(cmd, (err, ch) => {
-        if (err) { reject(new ProviderError(`cannot run a remote command: ${err.message}`, { cause: err })); return; }
-        let stdout = "";
-        let stderr = "";
-        signal.addEventListener("abort", () => ch.close(), { once: true });
-        ch.on("data", (d: Buffer) => { stdout += d.toString("utf8"); });
-        ch.stderr.on("data", (d: Buffer) => { stderr += d.toString("utf8"); });
-        ch.on("close", (code: number | null) => resolve({ code: code ?? 255, stdout, stderr }));
-        ch.end(opts.stdin);
-      });
-    }), opts.signal);
-  }
-
-  close(): void { this.conn.end(); }
+/** The system layout `hsd run` (no --root) uses, under `root` ("" = the real /). */
+export function guestPaths(root = ""): GuestPaths {
+  return {
+    installDir: `${root}/opt/hsd`,
+    binDir: `${root}/usr/local/bin`,
+    configPath: `${root}/etc/homestak/hsd.yaml`,
+    unitPath: `${root}/etc/systemd/system/hsd.service`,
+    readyFile: `${root}/var/lib/hsd/run/ready.json`,
+  };
 }
 
 export interface BootstrapOptions {
   /** The tar.gz made by scripts/bundle.mjs, as bytes. */
   readonly bundle: Buffer;
-  readonly remoteDir: string;
-  readonly configPath: string;
+  readonly paths: GuestPaths;
   readonly configYaml: string;
-  readonly unitPath: string;
   readonly unitText: string;
-  /** Exit 0 once the child's hsd is healthy. */
-  readonly healthCommand: string;
-  /** Prepended to PATH for every remote command (tests put fakes first). */
+  /** Prepended to PATH for every remote command (tests may put fakes first). */
   readonly pathPrefix?: string;
   readonly cloudInitTimeoutMs?: number;
   readonly aptLockTimeoutMs?: number;
-  readonly healthTimeoutMs?: number;
+  /** Bound on the wait for ready.json after the service (re)starts. */
+  readonly readyTimeoutMs?: number;
   readonly commandTimeoutMs?: number;
+  /** Bundle copy + unpack (it can be tens of MB). */
+  readonly copyTimeoutMs?: number;
   readonly pollMs?: number;
   readonly sleep?: Sleep;
   readonly signal: AbortSignal;
@@ -110,15 +57,19 @@ export interface BootstrapOptions {
 }
 
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const firstLine = (s: string) => s.trim().split("\n")[0] ?? "";
+export const MIN_NODE_MAJOR = 20;
 
-export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<void> {
+/** Runs the whole install; resolves with the child's ready.json. */
+export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<ReadyInfo> {
   const sleep = o.sleep ?? defaultSleep;
   const env = o.pathPrefix ? `PATH=${q(o.pathPrefix)}:"$PATH" ` : "";
   const cmdMs = o.commandTimeoutMs ?? 60_000;
+  const p = o.paths;
   const run = (cmd: string, timeoutMs = cmdMs, stdin?: Buffer | string) => ssh.exec(`${env}sh -c ${q(cmd)}`, { timeoutMs, stdin, signal: o.signal });
   const must = async (what: string, cmd: string, timeoutMs?: number, stdin?: Buffer | string) => {
     const r = await run(cmd, timeoutMs, stdin);
-    if (r.code !== 0) throw new ProviderError(`${what} failed on the child (exit ${r.code}): ${r.stderr.trim().split("\n")[0] ?? ""}`, { details: { step: what } });
+    if (r.code !== 0) throw new ProviderError(`${what} failed on the child (exit ${r.code}): ${firstLine(r.stderr)}`, { details: { step: what, exitCode: r.code } });
     return r;
   };
 
@@ -126,7 +77,7 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   const ci = await run("cloud-init status --wait", o.cloudInitTimeoutMs ?? 600_000);
   if (ci.code === 127) o.log("cloud-init not installed; not waiting for it");
   else if (ci.code === 0 || ci.code === 2) o.log(`cloud-init finished${ci.code === 2 ? " with recoverable errors" : ""}`);
-  else throw new ProviderError(`cloud-init failed on the child: ${ci.stdout.trim().split("\n").at(-1) ?? ""}`, { details: { step: "cloud-init" } });
+  else throw new ProviderError(`cloud-init failed on the child: ${ci.stdout.trim().split("\n").at(-1) ?? ""}`, { details: { step: "cloud-init", hint: "cloud-init status --long; journalctl -u cloud-final" } });
 
   await run("systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service");
   const lockMs = o.aptLockTimeoutMs ?? 300_000;
@@ -141,22 +92,85 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   }, o.signal);
 
   o.log(`copying the hsd bundle (${o.bundle.length} bytes)`);
-  const tmp = `${o.remoteDir}.bundle.tgz`;
-  await must("bundle copy", `mkdir -p ${q(o.remoteDir)} && cat > ${q(tmp)}`, cmdMs, o.bundle);
-  await must("bundle unpack", `tar -xzf ${q(tmp)} -C ${q(o.remoteDir)} && rm -f ${q(tmp)}`);
+  // Unpacked beside the old install and swapped in, so a re-install never mixes versions.
+  const dir = q(p.installDir);
+  const next = q(`${p.installDir}.next`);
+  const copyMs = o.copyTimeoutMs ?? 300_000;
+  await must("bundle copy", `rm -rf ${next} && mkdir -p ${next} && cat > ${next}/.bundle.tgz`, copyMs, o.bundle);
+  // The bundle stays in the install as hsd-bundle.tar.gz: the child installs its own children from it.
+  await must("bundle unpack", `cd ${next} && tar -xzf .bundle.tgz && mv .bundle.tgz hsd-bundle.tar.gz && rm -rf ${dir} && mv ${next} ${dir}`, copyMs);
+  // The unit runs <installDir>/bin/node: the bundled binary (--with-node) or the child's own.
+  const node = await run([
+    `[ -x ${dir}/bin/node ] && exit 0`,
+    `n=$(command -v node) || exit 3`,
+    `v=$("$n" -p 'process.versions.node.split(".")[0]') || exit 3`,
+    `[ "$v" -ge ${MIN_NODE_MAJOR} ] || exit 4`,
+    `mkdir -p ${dir}/bin && ln -sf "$n" ${dir}/bin/node`,
+  ].join("\n"));
+  if (node.code === 3 || node.code === 4) {
+    throw new ProviderError(`the child has no node >= ${MIN_NODE_MAJOR} and the bundle carries none`, {
+      details: { step: "node", hint: "build the bundle with `node scripts/bundle.mjs --with-node`, or put node >= 20 in the template" },
+    });
+  }
+  if (node.code !== 0) throw new ProviderError(`checking node on the child failed (exit ${node.code}): ${firstLine(node.stderr)}`, { details: { step: "node" } });
+
   const put = (path: string, mode: string, text: string) =>
     must(`write ${path}`, `umask 077; mkdir -p "$(dirname ${q(path)})" && cat > ${q(path)}.tmp && chmod ${mode} ${q(path)}.tmp && mv ${q(path)}.tmp ${q(path)}`, cmdMs, text);
-  await put(o.configPath, "600", o.configYaml);
-  await put(o.unitPath, "644", o.unitText);
+  // Launchers that work whether node came with the bundle or from the child.
+  for (const cmd of ["hsd", "hsctl"]) {
+    await put(`${p.binDir}/${cmd}`, "755", `#!/bin/sh\nexec ${p.installDir}/bin/node ${p.installDir}/bin/${cmd}.js "$@"\n`);
+  }
+  await put(p.configPath, "600", o.configYaml);
+  await put(p.unitPath, "644", o.unitText);
+  // A stale ready.json (earlier install) must not be mistaken for the new daemon's.
+  await must("clear ready.json", `rm -f ${q(p.readyFile)}`);
   await must("systemctl daemon-reload", "systemctl daemon-reload");
-  await must("start hsd", "systemctl enable --now hsd");
+  await must("systemctl enable hsd", "systemctl enable hsd");
+  const readyMs = o.readyTimeoutMs ?? 120_000;
+  // restart, not `enable --now`: a re-install must run the new bundle and config.
+  // With Type=notify it returns once hsd is up, so it shares the readiness bound.
+  const restart = await run("systemctl restart hsd", readyMs + 10_000);
+  if (restart.code !== 0) {
+    throw new ProviderError(`the child's hsd service did not start (exit ${restart.code}): ${firstLine(restart.stderr)}`, {
+      details: { step: "start", exitCode: restart.code, hint: "on the child: systemctl status hsd; journalctl -u hsd -n 50" },
+    });
+  }
 
-  const healthMs = o.healthTimeoutMs ?? 120_000;
-  await withTimeout(healthMs, () => new CommandTimeoutError(`the child's hsd was not healthy within ${healthMs} ms`, { details: { step: "health" } }), async (signal) => {
-    for (;;) {
-      if ((await run(o.healthCommand)).code === 0) return;
-      await sleep(o.pollMs ?? 1000, signal);
-    }
-  }, o.signal);
-  o.log("hsd is running on the child");
+  const readyS = Math.max(1, Math.ceil(readyMs / 1000));
+  o.log("waiting for the child's hsd to report ready");
+  // One remote loop (0.1 s) instead of a command per poll; `timeout` bounds it on the child,
+  // the exec timeout bounds it here; a failed unit ends it at once.
+  const wait = await run([
+    `f=${q(p.readyFile)}`,
+    `timeout ${readyS} sh -c 'until [ -s "$0" ]; do systemctl is-failed --quiet hsd && exit 3; sleep 0.1; done' "$f"`,
+    `rc=$?; [ $rc -eq 0 ] && cat "$f"; exit $rc`,
+  ].join("\n"), readyMs + 10_000);
+  if (wait.code === 124) {
+    throw new CommandTimeoutError(`the child's hsd did not report ready within ${readyMs} ms`, {
+      details: { step: "ready", hint: "on the child: systemctl status hsd; journalctl -u hsd" },
+    });
+  }
+  if (wait.code === 3) {
+    throw new ProviderError("the child's hsd service failed before it was ready", {
+      details: { step: "ready", hint: "on the child: systemctl status hsd; journalctl -u hsd -n 50" },
+    });
+  }
+  if (wait.code !== 0) throw new ProviderError(`waiting for the child's ready.json failed (exit ${wait.code}): ${firstLine(wait.stderr)}`, { details: { step: "ready" } });
+  const ready = parseReady(wait.stdout);
+  o.log(`hsd ${ready.version} is running on the child (ssh port ${ready.sshPort})`);
+  return ready;
+}
+
+function parseReady(text: string): ReadyInfo {
+  let v: Partial<ReadyInfo>;
+  try { v = JSON.parse(text) as Partial<ReadyInfo>; } catch {
+    throw new ProviderError("the child's ready.json is not JSON", { details: { step: "ready" } });
+  }
+  if (typeof v.sshPort !== "number" || typeof v.hostKeyFingerprint !== "string" || typeof v.pid !== "number") {
+    throw new ProviderError("the child's ready.json lacks sshPort/hostKeyFingerprint/pid", { details: { step: "ready" } });
+  }
+  return {
+    pid: v.pid, socket: String(v.socket ?? ""), sshHost: String(v.sshHost ?? ""), sshPort: v.sshPort,
+    hostKeyFingerprint: v.hostKeyFingerprint, publicKey: String(v.publicKey ?? ""), version: String(v.version ?? ""),
+  };
 }

@@ -1,0 +1,138 @@
+// Builds the real level for startDaemon: the level's keys and SSH endpoint,
+// the authorized-key store, the repo set (the demo set at a level 0 with no
+// repos configured), the secrets file, the journal, the providers, the child
+// links over SSH tunnels, and the Level itself. Imported by wiring.ts only.
+
+import { access as fsAccess, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parse } from "yaml";
+import { levelPaths, type HsdConfig } from "../config/config.js";
+import type { Logger } from "../log/logger.js";
+import { AuthorizedKeyStore } from "../ssh/authorized-key-store.js";
+import { loadOrCreateLevelKeys, type LevelKeys } from "../ssh/level-keys.js";
+import { startSshEndpoint } from "../ssh/ssh-endpoint.js";
+import { openGrpcTunnel } from "../ssh/grpc-tunnel.js";
+import { resolverFor } from "../git/export-repos.js";
+import { generateDemoRepos } from "../demo/demo-repos.js";
+import { SecretsStore, isTree, type SecretTree } from "../secrets/secrets-store.js";
+import { Journal } from "../nest/journal.js";
+import { ChildLinks } from "../nest/child-link.js";
+import { grpcChildLink } from "../nest/grpc-child-link.js";
+import { NestEngine } from "../nest/nest-engine.js";
+import { LocalProvider } from "../providers/local/local-provider.js";
+import { levelNetnsOps } from "../providers/local/level-netns.js";
+import type { Provider } from "../providers/provider.js";
+import { ProviderError } from "../errors/hs-error.js";
+import { Level } from "../level/level.js";
+import { gitRepoOps } from "../level/git-repo-ops.js";
+import { parseFaults } from "../level/faults.js";
+import type { SshHandle, WiringContext } from "./wiring.js";
+
+export interface LevelParts {
+  readonly keys: LevelKeys;
+  readonly access: AuthorizedKeyStore;
+  readonly repos: Readonly<Record<string, string>>;
+  readonly secrets: SecretsStore;
+  readonly journal: Journal;
+}
+
+/** Everything that must exist before the API listens. */
+export async function prepareLevel(config: HsdConfig, log: Logger): Promise<LevelParts> {
+  const paths = levelPaths(config.root);
+  const keys = await loadOrCreateLevelKeys(paths.keysDir, { name: config.level.name });
+  const access = new AuthorizedKeyStore(paths.accessKeys, log.child({ sub: "access" }));
+  await access.load();
+  if (config.parent) access.addStaticKey({ publicKey: config.parent.publicKey, role: "controller", comment: "parent (from hsd.yaml)" });
+  const secrets = new SecretsStore(paths.secrets);
+  let repos = config.repos;
+  if (!config.parent && Object.keys(repos).length === 0) repos = await demoRepos(config.root, secrets, log);
+  await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
+  const journal = new Journal(paths.journal);
+  await journal.load();
+  return { keys, access, repos, secrets, journal };
+}
+
+/**
+ * A level 0 with no repos exports the generated demo set; its site-config's
+ * gitignored secrets.yaml seeds this level's secrets (passwords, site) once.
+ */
+async function demoRepos(root: string, secrets: SecretsStore, log: Logger): Promise<Record<string, string>> {
+  const dir = join(root, "demo");
+  const names = ["bootstrap", "ansible", "iac-driver", "tofu", "packer", "site-config"];
+  const exists = await fsAccess(join(dir, "site-config", ".git")).then(() => true, () => false);
+  const repos = exists ? Object.fromEntries(names.map((n) => [n, join(dir, n)])) : await generateDemoRepos(dir);
+  if (!exists) {
+    log.info({ dir }, "no repos configured: generated the demo repo set");
+    const demo = parse(await readFile(join(dir, "site-config", "secrets.yaml"), "utf8")) as SecretTree;
+    const seed: SecretTree = { site: { domain: "lab.homestak.invalid", timezone: "UTC" } };
+    if (isTree(demo.passwords)) seed.passwords = demo.passwords;
+    await secrets.merge(seed);
+  }
+  return repos;
+}
+
+export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Promise<SshHandle> {
+  const { config, log } = ctx;
+  const paths = levelPaths(config.root);
+  const ep = await startSshEndpoint({
+    host: config.ssh.host, port: config.ssh.port, hostKeyPath: parts.keys.hostKeyPath, grpcSocketPath: config.api.socket,
+    keys: parts.access, repos: resolverFor(paths.reposDir, config.parent ? config.repoNames : Object.keys(parts.repos)),
+    maxUploadPacks: config.ssh.maxUploadPacks, queueTimeoutMs: config.ssh.queueTimeoutMs,
+    uploadPackTimeoutS: config.ssh.uploadPackTimeoutS, authFailureDelayMs: config.ssh.authFailureDelayMs,
+    log: log.child({ sub: "ssh" }),
+  });
+  return {
+    host: ep.address().host, port: ep.address().port, hostKeyFingerprint: ep.hostKeyFingerprint, publicKey: parts.keys.publicKey,
+    close: () => ep.close(),
+  };
+}
+
+export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv): { level: Level; close(): Promise<void> } {
+  const { config, log } = ctx;
+  const paths = levelPaths(config.root);
+  const hsdEntry = fileURLToPath(new URL("./hsd.js", import.meta.url));
+  const levelPath = env.HSD_LEVEL_PATH ? env.HSD_LEVEL_PATH.split("/") : [config.level.name];
+  const links = new ChildLinks(async (name, endpoint, signal) => {
+    const tunnel = await openGrpcTunnel({
+      endpoint, userKeyPath: parts.keys.userKeyPath, socketDir: paths.runDir, name, connectTimeoutMs: config.timeouts.connectMs,
+      log: log.child({ sub: "tunnel" }), signal,
+    });
+    const link = grpcChildLink({ target: tunnel.target, commandMs: config.timeouts.commandMs, closeTunnel: () => tunnel.close() });
+    // A dead tunnel must not be reused: the next call reconnects.
+    tunnel.onClose(() => { void links.drop(name); });
+    return link;
+  });
+  const providers = new Map<string, Provider>();
+  const providerFor = (name: "local" | "pve"): Provider => {
+    let p = providers.get(name);
+    if (p) return p;
+    if (name === "pve") throw new ProviderError("the pve provider is not wired into this hsd yet", { details: { hint: "use --provider local" } });
+    p = new LocalProvider({
+      parentRoot: config.root, hsdCommand: [process.execPath, hsdEntry], isolation: config.nest.isolation, levelPath,
+      netns: process.getuid?.() === 0 ? levelNetnsOps({ subnetBase: config.nest.subnetBase, log }) : null,
+      shutdownMs: config.timeouts.shutdownMs, log: log.child({ provider: "local" }),
+    });
+    providers.set(name, p);
+    return p;
+  };
+  const engine = new NestEngine({
+    config, journal: parts.journal, links, access: parts.access, log: log.child({ sub: "nest" }), clock: { now: () => Date.now() },
+    providers: providerFor,
+    readSecrets: () => parts.secrets.read(),
+    self: () => {
+      const id = ctx.identity();
+      return {
+        name: config.level.name, depth: config.level.depth, publicKey: parts.keys.publicKey, hostKeyFingerprint: id.hostKeyFingerprint,
+        sshPort: Number(id.sshAddress.split(":").pop() ?? 0), sshAdvertiseHost: config.ssh.advertiseHost,
+      };
+    },
+  });
+  const level = new Level({
+    config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
+    secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown,
+    repos: gitRepoOps({ config, repos: parts.repos, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
+    faults: parseFaults(env.HSD_FAULTS, config.level.name, paths.stateDir),
+  });
+  return { level, close: () => links.closeAll() };
+}

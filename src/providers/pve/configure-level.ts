@@ -1,0 +1,132 @@
+// The configure-phase setup of a level that is itself a PVE node: /etc/hosts
+// and the pveproxy certificate (seed lesson 4), this level's own API token via
+// pveum (never recreated while one exists), snippets on the snippet storage
+// (seed lesson 3). Called by the level's configure when its provider is pve.
+
+import { hostname as osHostname } from "node:os";
+import { lookup } from "node:dns/promises";
+import type { PveConfig } from "../../config/config.js";
+import { CommandFailedError, PreflightError, PveTokenExistsError } from "../../errors/hs-error.js";
+import { firstLine, missingAs127, type CommandRunner } from "../../util/command-runner.js";
+import type { PreflightCheck } from "../provider.js";
+import { PveClient, defaultSleep, type PveClientOptions, type Sleep } from "./pve-client.js";
+import { apiHealth, certInfo, hostnameResolution, proxyCertificate, snippetsContent, type PreflightDeps } from "./preflight.js";
+
+export interface ConfigurePveLevelOptions {
+  /** Host commands (pveum, pvecm, sysctl, systemctl, ip), run as root on this node. */
+  readonly commands: CommandRunner;
+  /** USER@REALM!TOKENID. Default root@pam!hsd. */
+  readonly tokenId?: string;
+  /** The secret secrets.yaml already holds for tokenId (pve.token_secret), if any. */
+  readonly tokenSecret?: string;
+  /**
+   * Persists a newly created secret (secrets.yaml pve.token_secret, 0600, atomic)
+   * before anything else can fail: PVE shows it once. Never logged.
+   */
+  readonly saveTokenSecret: (secret: string) => Promise<void>;
+  /** Default https://127.0.0.1:8006 (this node's own API). */
+  readonly apiUrl?: string;
+  readonly node?: string;
+  readonly snippetStorage?: string;
+  /** Its IPv4 address goes into /etc/hosts when the hostname resolves to nothing usable. Default vmbr0. */
+  readonly bridge?: string;
+  readonly hostname?: string;
+  readonly fqdn?: string;
+  readonly hostsFile?: string;
+  readonly pveCertFile?: string;
+  readonly resolveHost?: (name: string) => Promise<string[]>;
+  /** Extra client options (timeouts; tests shorten retries). */
+  readonly clientOptions?: Partial<PveClientOptions>;
+  readonly sleep?: Sleep;
+  readonly signal: AbortSignal;
+  readonly log?: (message: string) => void;
+}
+
+export interface ConfigurePveLevelResult {
+  readonly checks: readonly PreflightCheck[];
+  readonly tokenId: string;
+  /** True when the token was created by this call (its secret went to saveTokenSecret). */
+  readonly tokenCreated: boolean;
+  /** SHA-256 fingerprint of the API certificate after any repair: this level's pve.fingerprint. */
+  readonly fingerprint: string;
+  /** A client on this node's API with the level's token, pinned to that fingerprint. */
+  readonly client: PveClient;
+}
+
+const TOKEN_ID_RE = /^([^@!\s]+@[^@!\s]+)!([A-Za-z][A-Za-z0-9.\-_]+)$/;
+
+export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<ConfigurePveLevelResult> {
+  const commands = missingAs127(o.commands);
+  const tokenId = o.tokenId ?? "root@pam!hsd";
+  const m = TOKEN_ID_RE.exec(tokenId);
+  if (!m) throw new PreflightError(`pve.token_id ${JSON.stringify(tokenId)} is not USER@REALM!TOKENID`, { details: { step: "token" } });
+  const [, user, id] = m as unknown as [string, string, string];
+  const log = o.log ?? (() => {});
+  const certFile = o.pveCertFile ?? "/etc/pve/local/pve-ssl.pem";
+  const hostname = o.hostname ?? osHostname().split(".")[0]!;
+  const config: PveConfig = {
+    url: o.apiUrl ?? "https://127.0.0.1:8006", node: o.node ?? hostname, tokenId, fingerprint: "",
+    storage: "local-lvm", snippetStorage: o.snippetStorage ?? "local", template: 9000, bridge: o.bridge ?? "vmbr0", cores: 1, memoryMiB: 1024,
+  };
+  const checks: PreflightCheck[] = [];
+  const note = (c: PreflightCheck) => { checks.push(c); log(`${c.name}: ${c.result} - ${c.detail}`); return c; };
+
+  const cert = await certInfo(certFile);
+  if (!cert) {
+    throw new PreflightError(`no ${certFile}: Proxmox VE is not installed on this level`, {
+      details: { step: "pveproxy-cert", hint: "the configure steps must install PVE before hsd sets it up" },
+    });
+  }
+  const deps = (client: PveClient): PreflightDeps => ({
+    client, config, commands, sysRoot: "/sys", hostsFile: o.hostsFile ?? "/etc/hosts", pveCertFile: certFile, hostname, fqdn: o.fqdn,
+    resolveHost: o.resolveHost ?? (async (n) => (await lookup(n, { all: true })).map((a) => a.address)),
+    minFreeKiB: 0, sleep: o.sleep ?? defaultSleep, signal: o.signal,
+  });
+  const clientWith = (secret: string) => new PveClient({
+    url: config.url, fingerprint: cert.fingerprint, tokenId, tokenSecret: secret, sleep: o.sleep, ...o.clientOptions,
+  });
+
+  // 1. The address pveproxy's certificate will carry, then the certificate itself (lesson 4).
+  note(await hostnameResolution(deps(clientWith(o.tokenSecret ?? ""))));
+  // The client made here follows a regenerated certificate (preflight re-pins it); the secret comes next.
+  const probe = clientWith(o.tokenSecret ?? "");
+  const certCheck = note(await proxyCertificate(deps(probe)));
+
+  // 2. The token: look before creating; recreating would invalidate the secret in use.
+  const list = await commands(["pveum", "user", "token", "list", user, "--output-format", "json"], { signal: o.signal, label: "pveum user token list" });
+  if (list.code !== 0) throw new CommandFailedError(`pveum user token list failed: ${firstLine(list.stderr)}`, { details: { step: "token", command: "pveum" } });
+  const existing = (JSON.parse(list.stdout || "[]") as { tokenid: string }[]).some((t) => t.tokenid === id);
+  let secret = o.tokenSecret;
+  let created = false;
+  if (existing && !secret) {
+    throw new PveTokenExistsError(`token ${tokenId} exists but this level's secrets.yaml has no pve.token_secret for it`, {
+      details: { step: "token", tokenId, hint: `if nothing uses it: pveum user token remove ${user} ${id}; otherwise put its secret in secrets.yaml as pve.token_secret` },
+    });
+  }
+  if (!existing) {
+    // The secret arrives on stdout (never argv) and goes straight to the caller's store.
+    const add = await commands(["pveum", "user", "token", "add", user, id, "--privsep", "0", "--comment", "hsd", "--output-format", "json"],
+      { signal: o.signal, label: "pveum user token add" });
+    if (add.code !== 0) throw new CommandFailedError(`pveum user token add failed: ${firstLine(add.stderr)}`, { details: { step: "token", command: "pveum" } });
+    const value = (JSON.parse(add.stdout) as { value?: unknown }).value;
+    if (typeof value !== "string" || !value) throw new CommandFailedError("pveum user token add printed no secret", { details: { step: "token", command: "pveum" } });
+    await o.saveTokenSecret(value);
+    secret = value;
+    created = true;
+  }
+  note({ name: "token", result: created ? "repaired" : "ok", detail: created ? `created ${tokenId} (privsep 0); secret stored` : `${tokenId} exists and its secret is held` });
+
+  // 3. The API with that token, then snippets through it.
+  const client = clientWith(secret!);
+  if (probe.fingerprint !== cert.fingerprint) client.setFingerprint(probe.fingerprint);
+  const api = note(await apiHealth(deps(client), certCheck.result === "repaired" ? 10 : 3));
+  if (api.result !== "failed") note(await snippetsContent(deps(client)));
+
+  const failed = checks.filter((c) => c.result === "failed");
+  if (failed.length > 0) {
+    throw new PreflightError(`PVE setup of this level failed: ${failed.map((c) => `${c.name} (${c.detail})`).join("; ")}`, {
+      details: { step: "configure", failed: failed.map((c) => c.name), hint: failed[0]!.hint },
+    });
+  }
+  return { checks, tokenId, tokenCreated: created, fingerprint: client.fingerprint, client };
+}

@@ -1,0 +1,139 @@
+// The pve provider's install phase: over the VM's own OpenSSH (root, this
+// level's private key) put the hsd bundle, its config and unit on the child,
+// start the service and return the endpoint from the child's ready.json.
+// Imported only by pve-provider.ts.
+
+import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import type { PveConfig } from "../../config/config.js";
+import { ProviderError } from "../../errors/hs-error.js";
+import { childConfigYaml } from "../child-config.js";
+import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext } from "../provider.js";
+import { GuestSsh } from "./guest-ssh.js";
+import { bootstrapHsd, guestPaths } from "./ssh-bootstrap.js";
+import type { Sleep } from "./pve-client.js";
+
+/** The package root (…/dist/providers/pve/ -> …/), where the bundle and daemon/ live. */
+const PACKAGE_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+
+export interface InstallOptions {
+  /** This level's private key (text) or its path; the VM authorizes its public half via cloud-init. */
+  readonly sshPrivateKey?: string | Buffer;
+  readonly sshPrivateKeyPath?: string;
+  /** scripts/bundle.mjs output. Default <package root>/hsd-bundle.tar.gz. */
+  readonly bundlePath?: string;
+  /** The systemd unit to install. Default <package root>/daemon/hsd.service, else DEFAULT_UNIT. */
+  readonly unitFile?: string;
+  /** The child hsd's SSH endpoint port. Default 2222 (stable across VM reboots). */
+  readonly childSshPort?: number;
+  /**
+   * Test seam: how this level reaches a VM (its sshd, and then its hsd endpoint)
+   * and where the VM's "/" is. Default { host: address, port: 22, root: "" }.
+   * The simulator maps its fake guest addresses to a per-VM sshd on 127.0.0.1
+   * and a per-VM root directory (test/pve-sim/sim-guest.ts).
+   */
+  readonly guestAccess?: (vm: { vmid: number; address: string }) => GuestAccess | Promise<GuestAccess>;
+  /** Bounds inside the phase budget (ctx.signal still wins). */
+  readonly sshWaitMs?: number;
+  readonly cloudInitTimeoutMs?: number;
+  readonly aptLockTimeoutMs?: number;
+  readonly readyTimeoutMs?: number;
+  readonly commandTimeoutMs?: number;
+  readonly pollMs?: number;
+}
+
+export interface GuestAccess {
+  readonly host: string;
+  readonly port: number;
+  /** Prefix for every path on the VM ("" = the real /). */
+  readonly root: string;
+}
+
+/** Used when the package has no daemon/hsd.service. The install writes /usr/local/bin/hsd. */
+export const DEFAULT_UNIT = `[Unit]
+Description=homestak recursive nesting daemon (hsd)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=all
+ExecStart=/usr/local/bin/hsd run
+Restart=on-failure
+RestartSec=2
+# 78: invalid config (EX_CONFIG); restarting cannot help.
+RestartPreventExitStatus=78
+StateDirectory=hsd
+RuntimeDirectory=hsd
+RuntimeDirectoryMode=0700
+
+[Install]
+WantedBy=multi-user.target
+`;
+
+/** A PVE node name / hostname for a level name. */
+export function guestHostname(level: string): string {
+  return level.toLowerCase().replace(/[^a-z0-9-]/g, "-").replace(/^-+|-+$/g, "").slice(0, 63) || "hsd";
+}
+
+export interface InstallDeps {
+  readonly options: InstallOptions;
+  readonly config: PveConfig;
+  readonly connectTimeoutMs?: number;
+  readonly sleep: Sleep;
+}
+
+export async function installChild(d: InstallDeps, child: ChildHandle, spec: ChildInstallSpec, ctx: PhaseContext): Promise<{ handle: ChildHandle; endpoint: ChildEndpoint }> {
+  const o = d.options;
+  const vmid = Number(child.data.vmid);
+  const address = typeof child.data.address === "string" ? child.data.address : "";
+  if (!address) throw new ProviderError(`VM ${vmid} has no address: boot it first`, { details: { name: child.name, vmid } });
+  const privateKey = o.sshPrivateKey ?? (o.sshPrivateKeyPath ? await readFile(o.sshPrivateKeyPath) : undefined);
+  if (!privateKey) {
+    throw new ProviderError("the pve provider has no SSH private key to install with", {
+      details: { hint: "wire sshPrivateKeyPath (this level's key) into PveProvider" },
+    });
+  }
+  const bundlePath = o.bundlePath ?? `${PACKAGE_ROOT}hsd-bundle.tar.gz`;
+  const bundle = await readFile(bundlePath).catch((e: NodeJS.ErrnoException) => {
+    throw new ProviderError(`no hsd bundle at ${bundlePath} (${e.code ?? e.message})`, {
+      details: { hint: "build it on this level: npm run build && node scripts/bundle.mjs" },
+    });
+  });
+  const unitText = await readFile(o.unitFile ?? `${PACKAGE_ROOT}daemon/hsd.service`, "utf8").catch(() => DEFAULT_UNIT);
+
+  const target = await (o.guestAccess ?? ((vm) => ({ host: vm.address, port: 22, root: "" })))({ vmid, address });
+  const pinned = typeof child.data.sshHostKey === "string" ? child.data.sshHostKey : undefined;
+  const log = (message: string) => ctx.emit({ kind: "log", message });
+  log(`connecting to ${target.host}:${target.port} as root`);
+  const ssh = await GuestSsh.waitFor({
+    host: target.host, port: target.port, privateKey, hostKeyFingerprint: pinned,
+    connectTimeoutMs: d.connectTimeoutMs, waitMs: o.sshWaitMs ?? 180_000, signal: ctx.signal, sleep: d.sleep,
+    onRetry: (e) => log(`VM ${vmid} sshd not ready yet (${e.code})`),
+  });
+  try {
+    // The child will be a PVE node too: its own API on itself, the parent's
+    // choices for the rest (spec.extraConfig.pve, when given, wins).
+    const childPve = {
+      url: "https://127.0.0.1:8006", node: guestHostname(child.name), token_id: d.config.tokenId, fingerprint: "",
+      storage: d.config.storage, snippet_storage: d.config.snippetStorage, template: d.config.template,
+      bridge: d.config.bridge, cores: d.config.cores, memory: d.config.memoryMiB,
+    };
+    const yaml = childConfigYaml({ ...spec, extraConfig: { pve: childPve, ...spec.extraConfig } },
+      { sshHost: "0.0.0.0", advertiseHost: address, parentHost: spec.parentHost }, { provider: "pve" }, o.childSshPort ?? 2222);
+    const ready = await bootstrapHsd(ssh, {
+      bundle, paths: guestPaths(target.root), configYaml: yaml, unitText,
+      cloudInitTimeoutMs: o.cloudInitTimeoutMs, aptLockTimeoutMs: o.aptLockTimeoutMs, readyTimeoutMs: o.readyTimeoutMs,
+      commandTimeoutMs: o.commandTimeoutMs, pollMs: o.pollMs, sleep: d.sleep, signal: ctx.signal, log,
+    });
+    if (!ready.sshPort || !ready.hostKeyFingerprint) {
+      throw new ProviderError("the child's hsd is up but serves no SSH endpoint", { details: { step: "ready", sshPort: ready.sshPort } });
+    }
+    return {
+      handle: { name: child.name, data: { ...child.data, sshHostKey: ssh.hostKeyFingerprint } },
+      endpoint: { host: target.host, port: ready.sshPort, hostKeyFingerprint: ready.hostKeyFingerprint },
+    };
+  } finally {
+    ssh.close();
+  }
+}
