@@ -9,13 +9,13 @@ import { durationFromMs, durationMs, timestampFromMs, timestampMs } from "@bufbu
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import {
   EventKind as PEventKind, EventSchema, FailureSchema, IdentifyResponseSchema, KeyRole as PKeyRole, AuthorizedKeySchema,
-  LevelState as PLevelState, LevelStatusSchema, Phase as PPhase, PhaseResultSchema, RepoStateSchema,
+  LevelState as PLevelState, LevelStatusSchema, Phase as PPhase, PhaseResultSchema, RepoStateSchema, RepoSyncState as PRepoSyncState,
   type AuthorizedKey as PAuthorizedKey, type Event as PEvent, type Failure as PFailure, type IdentifyResponse,
   type LevelStatus as PLevelStatus, type PhaseResult as PPhaseResult, type RepoState as PRepoState,
 } from "../gen/homestak/nest/v1/nest_pb.js";
 import type {
   AuthorizedKey, EventKind, EventPhase, Failure, Identity, KeyRole, LevelEvent, LevelStateName, LevelStatus,
-  PhaseResult, RepoState,
+  PhaseResult, RepoState, RepoSyncState,
 } from "../nest/events.js";
 
 const PHASE_TO: Record<EventPhase, PPhase> = {
@@ -32,6 +32,9 @@ const STATE_TO: Record<LevelStateName, PLevelState> = {
   unreachable: PLevelState.UNREACHABLE, destroyed: PLevelState.DESTROYED,
 };
 const ROLE_TO: Record<KeyRole, PKeyRole> = { reader: PKeyRole.READER, controller: PKeyRole.CONTROLLER };
+const SYNC_TO: Record<RepoSyncState, PRepoSyncState> = {
+  "in-sync": PRepoSyncState.IN_SYNC, behind: PRepoSyncState.BEHIND, diverged: PRepoSyncState.DIVERGED,
+};
 
 function invert<K extends string, V extends number>(m: Record<K, V>): Map<number, K> {
   return new Map(Object.entries(m).map(([k, v]) => [v as number, k as K]));
@@ -40,6 +43,7 @@ const PHASE_FROM = invert(PHASE_TO);
 const KIND_FROM = invert(KIND_TO);
 const STATE_FROM = invert(STATE_TO);
 const ROLE_FROM = invert(ROLE_TO);
+const SYNC_FROM = invert(SYNC_TO);
 
 export const toProtoPhase = (p: EventPhase): PPhase => PHASE_TO[p];
 export const fromProtoPhase = (p: PPhase): EventPhase => PHASE_FROM.get(p) ?? "nest";
@@ -66,12 +70,18 @@ export function toProtoRepo(r: RepoState): PRepoState {
   return create(RepoStateSchema, {
     name: r.name, servedCommit: r.servedCommit, worktreeCommit: r.worktreeCommit, dirty: r.dirty,
     dirtyFiles: [...r.dirtyFiles], previousCommit: r.previousCommit ?? "",
+    syncState: r.syncState ? SYNC_TO[r.syncState] : PRepoSyncState.UNSPECIFIED, behind: r.behind ?? 0,
+    bytes: BigInt(Math.max(0, Math.round(r.bytes ?? 0))),
   });
 }
 export function fromProtoRepo(r: PRepoState): RepoState {
   return {
     name: r.name, servedCommit: r.servedCommit, worktreeCommit: r.worktreeCommit, dirty: r.dirty,
     dirtyFiles: [...r.dirtyFiles], ...(r.previousCommit ? { previousCommit: r.previousCommit } : {}),
+    // An unknown state from a newer peer reads as unknown (absent), never as in sync.
+    ...(SYNC_FROM.has(r.syncState) ? { syncState: SYNC_FROM.get(r.syncState)! } : {}),
+    ...(r.behind > 0 ? { behind: r.behind } : {}),
+    ...(r.bytes > 0n ? { bytes: Number(r.bytes) } : {}),
   };
 }
 

@@ -104,16 +104,16 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     return link;
   });
   const providers = new Map<string, Provider>();
-  const providerFor = (name: "local" | "pve"): Provider => {
-    let p = providers.get(name);
+  const providerFor = (name: "local" | "pve", isolation: "process" | "netns"): Provider => {
+    let p = providers.get(`${name}/${isolation}`);
     if (p) return p;
     if (name === "pve") throw new ProviderError("the pve provider is not wired into this hsd yet", { details: { hint: "use --provider local" } });
     p = new LocalProvider({
-      parentRoot: config.root, hsdCommand: [process.execPath, hsdEntry], isolation: config.nest.isolation, levelPath,
+      parentRoot: config.root, hsdCommand: [process.execPath, hsdEntry], isolation, levelPath,
       netns: process.getuid?.() === 0 ? levelNetnsOps({ subnetBase: config.nest.subnetBase, log }) : null,
       shutdownMs: config.timeouts.shutdownMs, log: log.child({ provider: "local" }),
     });
-    providers.set(name, p);
+    providers.set(`${name}/${isolation}`, p);
     return p;
   };
   const engine = new NestEngine({

@@ -4,7 +4,7 @@
 // state/ remembers). Reliability tests use it to land a kill inside a phase
 // deterministically. Parsed by the daemon wiring; checked by level.ts.
 
-import { access, writeFile } from "node:fs/promises";
+import { access, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 export type FaultAction = "hold" | "hold-once";
@@ -26,6 +26,7 @@ export function parseFaults(spec: string | undefined, levelName: string, stateDi
         const marker = join(stateDir, `fault-${point}-fired`);
         if (action === "hold-once") {
           if (await access(marker).then(() => true, () => false)) continue;
+          await mkdir(stateDir, { recursive: true, mode: 0o700 });
           await writeFile(marker, "");
         } else if (action !== "hold") continue;
         announce(`fault: holding at ${point}`);

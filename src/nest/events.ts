@@ -24,7 +24,15 @@ export interface RepoState {
   readonly dirty: boolean;
   readonly dirtyFiles: readonly string[];
   readonly previousCommit?: string;
+  /** Served commit against the parent's, computed by the parent (absent at level 0 / unknown). */
+  readonly syncState?: RepoSyncState;
+  /** For "behind": commits the parent serves that this level does not. */
+  readonly behind?: number;
+  /** Bytes received for this repo in the last sync. */
+  readonly bytes?: number;
 }
+
+export type RepoSyncState = "in-sync" | "behind" | "diverged";
 
 export interface LevelEvent {
   /** From the receiving level down to the level the event is about. */

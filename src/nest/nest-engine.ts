@@ -22,7 +22,7 @@ export interface Clock {
 export interface NestEngineDeps {
   readonly config: HsdConfig;
   readonly self: () => SelfInfo;
-  readonly providers: (name: "local" | "pve") => Provider;
+  readonly providers: (name: "local" | "pve", isolation: "process" | "netns") => Provider;
   readonly journal: Journal;
   readonly links: ChildLinks;
   readonly access: AccessApi;
@@ -95,7 +95,7 @@ export class NestEngine {
     let rec = this.d.journal.child(name) ?? {
       name, index, provider: opts.provider, isolation: opts.isolation, state: "building", phases: {},
     } satisfies ChildRecord;
-    const provider = this.d.providers(rec.provider);
+    const provider = this.d.providers(rec.provider, rec.isolation);
     rec = await this.checkResume(rec, provider, log);
     rec.state = "building";
     await this.save(rec);
@@ -195,7 +195,7 @@ export class NestEngine {
       const emit = (ev: Omit<LevelEvent, "levelPath" | "time" | "phase">) =>
         sink({ ...ev, phase: "teardown", levelPath: path, time: this.d.clock.now() });
       emit({ kind: "started" });
-      const provider = this.d.providers(rec.provider);
+      const provider = this.d.providers(rec.provider, rec.isolation);
       const log = this.d.log.child({ child: rec.name, phase: "teardown" });
       try {
         // Let a live child tear down its own subtree first; a dead one is
