@@ -1,0 +1,103 @@
+// Nest benchmark: `hsctl nest --depth 3` on the local provider from a cold
+// start (no hsd running), as a user would run it. Prints the wall time, the
+// per-level overhead (hsd's own machinery: provision, boot, install,
+// handshake, secrets; sync is the payload), and the readiness latency (child
+// announced ready -> parent's next phase started). Baseline, same run: the
+// serial work that cannot be avoided, depth x (a bare hsd start to ready +
+// the git CLI cloning the repo set over OpenSSH from the level-0 endpoint).
+// Goals: depth 3 <= 6 s on 2 cores; <= 2 s overhead per level; readiness <= 100 ms.
+
+import { mkdtemp, rm, stat, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { spawn, spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { readyFromPipe } from "../src/util/ready-pipe.js";
+
+const REPO = fileURLToPath(new URL("..", import.meta.url));
+const HSCTL = join(REPO, "dist/cli/hsctl.js");
+const HSD = join(REPO, "dist/daemon/hsd.js");
+const DEPTH = 3;
+
+interface Ev { level: string; phase: string; kind: string; time: string; durationMs?: number }
+
+function run(args: string[], env: Record<string, string>): { ms: number; out: string; code: number | null } {
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, [HSCTL, ...args], { env: { ...process.env, ...env }, encoding: "utf8", maxBuffer: 1 << 28 });
+  return { ms: performance.now() - t0, out: r.stdout, code: r.status };
+}
+
+async function bareHsdStart(dir: string): Promise<number> {
+  await writeFile(join(dir, "hsd.yaml"), "ssh: { host: 127.0.0.1, port: 0 }\nrepo_names: [bootstrap]\nparent: null\n");
+  const t0 = performance.now();
+  const p = spawn(process.execPath, [HSD, "run", "--root", dir], { stdio: ["ignore", "ignore", "ignore", "pipe"], env: { ...process.env, HSD_READY_FD: "3" } });
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new Error("bare hsd not ready in 30 s")), 30_000);
+  await readyFromPipe(p, ac.signal, async () => "");
+  clearTimeout(timer);
+  const ms = performance.now() - t0;
+  p.kill("SIGTERM");
+  await new Promise((r) => p.once("exit", r));
+  return ms;
+}
+
+async function main(): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), "hsd-bench-nest-"));
+  const env = { HSD_ROOT: join(root, "l0") };
+  try {
+    const nest = run(["nest", "--depth", String(DEPTH), "--json"], env);
+    if (nest.code !== 0) throw new Error(`nest failed:\n${nest.out.slice(-2000)}`);
+    const events = nest.out.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Ev);
+
+    // Per-level machinery time and readiness latency, from the events and ready.json mtimes.
+    const machinery = ["provision", "boot", "install", "handshake", "secrets"];
+    const rows: string[] = [];
+    const latencies: number[] = [];
+    let levelRoot = env.HSD_ROOT;
+    for (let d = 1; d <= DEPTH; d++) {
+      const path = ["l0", ...Array.from({ length: d }, (_, i) => `l${i + 1}`)].join("/");
+      const fin = events.filter((e) => e.level === path && e.kind === "finished");
+      const overhead = fin.filter((e) => machinery.includes(e.phase)).reduce((s, e) => s + (e.durationMs ?? 0), 0);
+      const sync = fin.find((e) => e.phase === "sync")?.durationMs ?? 0;
+      levelRoot = join(levelRoot, "state", "levels", `l${d}`);
+      const readyAt = (await stat(join(levelRoot, "run", "ready.json"))).mtimeMs;
+      const hs = events.find((e) => e.level === path && e.phase === "handshake" && e.kind === "started");
+      const latency = hs ? Date.parse(hs.time) - readyAt : NaN;
+      latencies.push(latency);
+      rows.push(`  ${path.padEnd(12)} overhead ${overhead.toFixed(0).padStart(5)} ms   sync ${sync.toFixed(0).padStart(5)} ms   readiness latency ${latency.toFixed(0).padStart(4)} ms`);
+    }
+
+    // Same-run baseline: a bare hsd start, and the git CLI cloning the set from level 0's endpoint.
+    const bare = await mkdtemp(join(tmpdir(), "hsd-bench-bare-"));
+    const startMs = await bareHsdStart(bare).finally(() => rm(bare, { recursive: true, force: true }));
+    const ready = JSON.parse(await readFile(join(env.HSD_ROOT, "run", "ready.json"), "utf8")) as { sshPort: number; hostKeyFingerprint: string };
+    const l1 = join(env.HSD_ROOT, "state", "levels", "l1");
+    const key = join(l1, "keys", "id_ed25519"); // l1 is an authorized reader of l0
+    const known = join(root, "known_hosts");
+    const hostPub = spawnSync("ssh-keygen", ["-y", "-f", join(env.HSD_ROOT, "keys", "ssh_host_ed25519_key")], { encoding: "utf8" }).stdout.trim();
+    await writeFile(known, `[127.0.0.1]:${ready.sshPort} ${hostPub}\n`);
+    const sshCmd = `ssh -i ${key} -o IdentitiesOnly=yes -o UserKnownHostsFile=${known} -o StrictHostKeyChecking=yes -p ${ready.sshPort}`;
+    const names = ["bootstrap", "ansible", "iac-driver", "tofu", "packer", "site-config"];
+    const cloneDir = join(root, "git-cli");
+    const t0 = performance.now();
+    await Promise.all(names.map((n) => new Promise<void>((res, rej) => {
+      const p = spawn("git", ["clone", "-q", `ssh://hsd@127.0.0.1/${n}`, join(cloneDir, n)], { env: { ...process.env, GIT_SSH_COMMAND: sshCmd }, stdio: "ignore" });
+      p.on("exit", (c) => (c === 0 ? res() : rej(new Error(`git clone ${n} exited ${c}`))));
+    })));
+    const cloneMs = performance.now() - t0;
+    const baseline = DEPTH * (startMs + cloneMs);
+
+    console.log(`nest --depth ${DEPTH} (local provider, cold start incl. level-0 hsd and demo repos)`);
+    console.log(`  wall time            ${(nest.ms / 1000).toFixed(2)} s   (goal <= 6 s)`);
+    for (const r of rows) console.log(r);
+    const maxOverhead = Math.max(...rows.map((r) => Number(/overhead\s+(\d+)/.exec(r)![1])));
+    console.log(`  max per-level overhead ${maxOverhead} ms (goal <= 2000 ms); max readiness latency ${Math.max(...latencies).toFixed(0)} ms (goal <= 100 ms)`);
+    console.log(`  baseline: ${DEPTH} x (bare hsd start ${startMs.toFixed(0)} ms + git CLI clone of the set ${cloneMs.toFixed(0)} ms) = ${(baseline / 1000).toFixed(2)} s`);
+    console.log(`  ratio wall / baseline = ${(nest.ms / baseline).toFixed(2)}x`);
+  } finally {
+    run(["destroy"], env);
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+await main();
