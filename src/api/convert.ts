@@ -4,7 +4,7 @@
 // Unknown enum values from a newer peer degrade to a safe domain value
 // (phase "nest", kind "log", state "unreachable") instead of failing a relay.
 
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, durationMs, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import {
@@ -12,9 +12,10 @@ import {
   LevelState as PLevelState, LevelStatusSchema, Phase as PPhase, PhaseResultSchema, RepoStateSchema, RepoSyncState as PRepoSyncState,
   type AuthorizedKey as PAuthorizedKey, type Event as PEvent, type Failure as PFailure, type IdentifyResponse,
   type LevelStatus as PLevelStatus, type PhaseResult as PPhaseResult, type RepoState as PRepoState,
+  CheckResult as PCheckResult, type CheckSchema, type Check as PCheck,
 } from "../gen/homestak/nest/v1/nest_pb.js";
 import type {
-  AuthorizedKey, EventKind, EventPhase, Failure, Identity, KeyRole, LevelEvent, LevelStateName, LevelStatus,
+  AuthorizedKey, CheckResult, EventKind, EventPhase, Failure, Identity, KeyRole, LevelEvent, LevelStateName, LevelStatus,
   PhaseResult, RepoState, RepoSyncState,
 } from "../nest/events.js";
 
@@ -173,4 +174,15 @@ export function toProtoKey(k: AuthorizedKey): PAuthorizedKey {
 /** For clients (hsctl): a key the server sent; an unknown role reads as reader, the lesser power. */
 export function fromProtoKey(p: PAuthorizedKey): AuthorizedKey {
   return { publicKey: p.publicKey, role: fromProtoRole(p.role) ?? "reader", fingerprint: p.fingerprint, comment: p.comment };
+}
+
+const CHECK_TO = { ok: PCheckResult.OK, repaired: PCheckResult.REPAIRED, failed: PCheckResult.FAILED } as const;
+
+export function toProtoCheck(c: CheckResult): MessageInitShape<typeof CheckSchema> {
+  return { name: c.name, result: CHECK_TO[c.result], detail: c.detail, hint: c.hint ?? "" };
+}
+
+export function fromProtoCheck(c: PCheck): CheckResult {
+  const result = c.result === PCheckResult.OK ? "ok" : c.result === PCheckResult.REPAIRED ? "repaired" : "failed";
+  return { name: c.name, result, detail: c.detail, ...(c.hint ? { hint: c.hint } : {}) };
 }

@@ -8,7 +8,7 @@ import { InvalidArgumentError } from "../errors/hs-error.js";
 import { Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
 import type { EventSink, LevelApi, NestOptions } from "../nest/events.js";
 import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
-import { toProtoEvent, toProtoIdentity, toProtoStatus } from "./convert.js";
+import { toProtoCheck, toProtoEvent, toProtoIdentity, toProtoStatus } from "./convert.js";
 import { eventStream } from "./event-stream.js";
 
 /** Secrets for one child are a handful of tokens and keys; anything bigger is a mistake. */
@@ -91,6 +91,11 @@ export function nestHandlers(level: LevelApi, limits: NestLimits): Handlers {
     },
     configure(_req, ctx) {
       return events((sink) => level.configure(sink, ctx.signal));
+    },
+    async doctor(req, ctx) {
+      const { provider, isolation } = validateNest({ depth: 0, width: 1, provider: req.provider, isolation: req.isolation }, limits);
+      const checks = await level.doctor({ provider, isolation }, ctx.signal);
+      return { checks: checks.map(toProtoCheck) };
     },
   };
 }

@@ -26,7 +26,8 @@ import type { Provider } from "../providers/provider.js";
 import { ProviderError } from "../errors/hs-error.js";
 import { Level } from "../level/level.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
-import { parseFaults } from "../level/faults.js";
+import { startSyncWatch } from "../level/sync-watch.js";
+import { parseFaults, writeFault } from "../level/faults.js";
 import type { SshHandle, WiringContext } from "./wiring.js";
 
 export interface LevelParts {
@@ -44,11 +45,13 @@ export async function prepareLevel(config: HsdConfig, log: Logger): Promise<Leve
   const access = new AuthorizedKeyStore(paths.accessKeys, log.child({ sub: "access" }));
   await access.load();
   if (config.parent) access.addStaticKey({ publicKey: config.parent.publicKey, role: "controller", comment: "parent (from hsd.yaml)" });
-  const secrets = new SecretsStore(paths.secrets);
+  // Test-only kill points between a state file's write and its rename (off unless HSD_FAULTS names this level).
+  const faults = parseFaults(process.env.HSD_FAULTS, config.level.name, paths.stateDir);
+  const secrets = new SecretsStore(paths.secrets, { beforeRename: writeFault(faults, "secrets-write") });
   let repos = config.repos;
   if (!config.parent && Object.keys(repos).length === 0) repos = await demoRepos(config.root, secrets, log);
   await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
-  const journal = new Journal(paths.journal);
+  const journal = new Journal(paths.journal, { beforeRename: writeFault(faults, "journal-write") });
   await journal.load();
   return { keys, access, repos, secrets, journal };
 }
@@ -134,5 +137,9 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     repos: gitRepoOps({ config, repos: parts.repos, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
     faults: parseFaults(env.HSD_FAULTS, config.level.name, paths.stateDir),
   });
-  return { level, close: () => links.closeAll() };
+  // Watch mode is level 0's alone: below it, a level syncs when its parent tells it to.
+  const watcher = !config.parent && config.sync.mode === "watch"
+    ? startSyncWatch({ checkouts: parts.repos, debounceMs: config.sync.debounceMs, log, sync: (sink, signal) => level.sync({ recursive: true }, sink, signal) })
+    : undefined;
+  return { level, close: async () => { await watcher?.close(); await links.closeAll(); } };
 }

@@ -12,10 +12,13 @@ import { loadConfig } from "../config/load-config.js";
 import { startApiServer, type ApiServer } from "../api/server.js";
 import { createLogger, type Logger } from "../log/logger.js";
 import type { AccessApi, LevelApi } from "../nest/events.js";
-import type { IdentityParts } from "./basic-level.js";
 import { buildLevel, prepareLevel, startLevelSsh, type LevelParts } from "./level-wiring.js";
 import { announceReady, removeReadyFile, type ReadyInfo } from "./ready.js";
 import { HSD_VERSION } from "./version.js";
+import { parseFaults } from "../level/faults.js";
+
+/** Who this level is, as far as the SSH endpoint knows (empty until it listens). */
+export interface IdentityParts { publicKey: string; hostKeyFingerprint: string; sshAddress: string }
 
 /** What a started SSH endpoint tells the rest of the daemon. */
 export interface SshHandle {
@@ -132,6 +135,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     publicKey: ssh?.publicKey ?? "",
     version: HSD_VERSION,
   };
+  // Test-only: hold before readiness (the parent is in its install phase); off unless HSD_FAULTS names this level.
+  await parseFaults(o.env.HSD_FAULTS, config.level.name, paths.stateDir).at("startup", (m) => log.warn(m), new AbortController().signal);
   await announceReady({ readyFile: paths.ready, info: ready, env: o.env, log });
   log.info({ socket: ready.socket, sshPort: ready.sshPort }, "hsd ready");
 

@@ -8,14 +8,14 @@ import { errorCode } from "../errors/hs-error.js";
 import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
 import type {
-  EventSink, Identity, LevelApi, LevelEvent, LevelStatus, NestOptions, RepoState,
+  CheckResult, EventSink, Identity, LevelApi, LevelEvent, LevelStatus, NestOptions, RepoState, RepoSyncState,
 } from "../nest/events.js";
 import type { Journal } from "../nest/journal.js";
 import { toFailure, type Clock, type NestEngine } from "../nest/nest-engine.js";
 import { parseSecretsYaml, type SecretsStore } from "../secrets/secrets-store.js";
 import { withTimeout } from "../util/timeout.js";
-import { HsError, PeerGoneError } from "../errors/hs-error.js";
-import { childStatusFromRecord, markOutOfSync } from "./level-status.js";
+import { DirtyWorktreeError, HsError, PeerGoneError } from "../errors/hs-error.js";
+import { attestChild, childStatusFromRecord, describeChanges } from "./level-status.js";
 import { NO_FAULTS, type Faults } from "./faults.js";
 
 /** This level's repo set: refresh it (level 0: from checkouts; below: from the parent). */
@@ -24,6 +24,8 @@ export interface RepoOps {
   state(): Promise<RepoState[]>;
   /** Checks working trees against what is served (configure). */
   verify(): Promise<RepoState[]>;
+  /** Where a child's served commit of `name` stands against this level's (status); undefined when unknown. */
+  compare?(name: string, childCommit: string): Promise<{ syncState: RepoSyncState; behind: number } | undefined>;
 }
 
 export interface LevelDeps {
@@ -50,6 +52,7 @@ export class Level implements LevelApi {
   }
 
   async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+    await this.fault("nest", sink, "nest", signal);
     // Level 0 exports what the operator is editing right now, so that is what every level runs.
     if (!this.d.config.parent) await this.sync({ recursive: false }, sink, signal);
     return this.d.engine.nest(opts, sink, signal);
@@ -63,7 +66,12 @@ export class Level implements LevelApi {
     }
   }
 
+  doctor(opts: { provider: "local" | "pve"; isolation: "process" | "netns" }, signal: AbortSignal): Promise<CheckResult[]> {
+    return this.d.engine.preflight(opts.provider, opts.isolation, signal);
+  }
+
   async identify(): Promise<Identity> {
+    await this.fault("identify", undefined, "handshake", new AbortController().signal);
     const c = this.d.config;
     return {
       name: c.level.name, depth: c.level.depth, hsdVersion: this.d.version, ...this.d.identity(),
@@ -72,11 +80,13 @@ export class Level implements LevelApi {
   }
 
   async putSecrets(yaml: string): Promise<string[]> {
+    await this.fault("secrets", undefined, "secrets", new AbortController().signal);
     const tree = parseSecretsYaml(yaml, "PutSecrets request");
     return this.d.secrets.merge(tree);
   }
 
-  async configure(sink: EventSink, _signal: AbortSignal): Promise<void> {
+  async configure(sink: EventSink, signal: AbortSignal): Promise<void> {
+    await this.fault("configure", sink, "configure", signal);
     const started = this.d.clock.now();
     const repos = await this.d.repos.verify();
     for (const r of repos) {
@@ -90,28 +100,72 @@ export class Level implements LevelApi {
   /**
    * Refreshes this level's repos, then (recursive) every child in a wave down
    * the tree. A child that is down is reported and skipped; the rest go on.
+   * Non-recursive (the nest sync phase, level 0 before a nest) throws on
+   * failure. Recursive reports failures as events and returns: a dirty working
+   * tree still lets the wave go on (the export was updated; only the checkout
+   * was held), any other failure marks the subtree stale.
    */
-  async sync(opts: { recursive: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+  sync(opts: { recursive: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+    // One sync at a time per level: watch mode and an operator's `hsctl sync`
+    // must not refresh the same exports concurrently.
+    const run = this.syncChain.then(() => this.syncOnce(opts, sink, signal));
+    this.syncChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private syncChain: Promise<void> = Promise.resolve();
+
+  private async syncOnce(opts: { recursive: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
     const started = this.d.clock.now();
     this.emit(sink, { phase: "sync", kind: "started" });
-    let result: { repos: RepoState[]; bytes: number };
+    let result: { repos: RepoState[]; bytes: number } | undefined;
     try {
       await (this.d.faults ?? NO_FAULTS).at("sync", (message) => this.emit(sink, { phase: "sync", kind: "log", message }), signal);
       result = await this.d.repos.refresh(signal, (p) => this.emit(sink, {
         phase: "sync", kind: "progress", message: `${p.repo}: ${p.phase}`, progress: { unit: "objects", done: p.loaded, total: p.total },
       }));
     } catch (err) {
-      this.emit(sink, { phase: "sync", kind: "failed", durationMs: this.d.clock.now() - started, failure: toFailure(err) });
-      throw err;
+      const details = err instanceof HsError ? err.details : {};
+      const states = Array.isArray(details.states) ? (details.states as RepoState[]) : undefined;
+      this.emit(sink, {
+        phase: "sync", kind: "failed", durationMs: this.d.clock.now() - started, failure: toFailure(err),
+        ...(states ? { repos: states, message: describeChanges(states) } : {}),
+        ...(typeof details.bytes === "number" ? { bytes: details.bytes } : {}),
+      });
+      if (!opts.recursive) throw err;
+      if (!(err instanceof DirtyWorktreeError)) {
+        for (const rec of this.liveChildren()) {
+          sink({
+            levelPath: [this.name, rec.name], phase: "sync", kind: "skipped", time: this.d.clock.now(),
+            message: `not synced: parent ${this.name} failed to sync (subtree of ${rec.name} is stale)`,
+          });
+        }
+        return;
+      }
     }
-    this.emit(sink, { phase: "sync", kind: "finished", durationMs: this.d.clock.now() - started, repos: result.repos, bytes: result.bytes });
+    if (result) {
+      this.emit(sink, {
+        phase: "sync", kind: "finished", durationMs: this.d.clock.now() - started, repos: result.repos, bytes: result.bytes,
+        message: `${describeChanges(result.repos)}${result.bytes > 0 ? `; ${result.bytes} bytes received` : ""}`,
+      });
+    }
     if (!opts.recursive) return;
-    const children = this.d.journal.children().filter((c) => c.endpoint && c.state !== "destroyed");
-    await Promise.all(children.map(async (rec) => {
-      const relay: EventSink = (ev) => sink({ ...ev, levelPath: [this.name, ...ev.levelPath] });
+    await Promise.all(this.liveChildren().map(async (rec) => {
+      let reported: RepoState[] | undefined;
+      const relay: EventSink = (ev) => {
+        if (ev.levelPath.length === 1 && ev.repos && ev.repos.length > 0 && (ev.kind === "finished" || ev.kind === "failed")) reported = [...ev.repos];
+        sink({ ...ev, levelPath: [this.name, ...ev.levelPath] });
+      };
       try {
         const link = await this.d.links.get(rec.name, rec.endpoint!, signal);
         await link.sync({ recursive: true }, relay, signal);
+        // What the child last reported stays in the journal: status shows it
+        // (and how far behind it is) when the child cannot answer.
+        if (reported) {
+          const repos = reported;
+          await this.d.journal.update((j) => { const c = j.children[rec.name]; if (c) c.repos = repos; })
+            .catch((e) => this.d.log.warn({ err: e, child: rec.name }, "journal write failed"));
+        }
       } catch (err) {
         await this.d.links.drop(rec.name);
         const failure = toFailure(err instanceof HsError ? err : new PeerGoneError(`level ${rec.name} did not answer`, { cause: err }));
@@ -122,6 +176,10 @@ export class Level implements LevelApi {
         this.d.log.warn({ child: rec.name, code: errorCode(err) }, "child sync failed; subtree stale");
       }
     }));
+  }
+
+  private liveChildren() {
+    return this.d.journal.children().filter((c) => c.endpoint && c.state !== "destroyed");
   }
 
   async status(signal: AbortSignal): Promise<LevelStatus> {
@@ -144,8 +202,16 @@ export class Level implements LevelApi {
     return {
       name: c.level.name, depth: c.level.depth, state: "ready", address: id.sshAddress, hsdVersion: this.d.version,
       hostKeyFingerprint: id.hostKeyFingerprint, provider: c.nest.provider, repos, phases: [],
-      children: children.map((ch) => markOutOfSync(ch, repos)), outOfSync: false,
+      children: await Promise.all(children.map((ch) => attestChild(ch, repos, this.d.repos.compare?.bind(this.d.repos)))), outOfSync: false,
     };
+  }
+
+  /** Test-only fault point (HSD_FAULTS); a no-op unless the env names this level. */
+  private fault(point: string, sink: EventSink | undefined, phase: LevelEvent["phase"], signal: AbortSignal): Promise<void> {
+    return (this.d.faults ?? NO_FAULTS).at(point, (message) => {
+      if (sink) this.emit(sink, { phase, kind: "log", message });
+      else this.d.log.warn({ point }, message);
+    }, signal);
   }
 
   private emit(sink: EventSink, ev: Omit<LevelEvent, "levelPath" | "time">): void {

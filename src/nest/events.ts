@@ -120,6 +120,15 @@ export interface LevelApi {
   /** Merges scoped secrets (YAML mapping) into this level's file; returns key names. */
   putSecrets(yaml: string): Promise<string[]>;
   configure(sink: EventSink, signal: AbortSignal): Promise<void>;
+  /** The provider's preflight checks only (hsctl doctor). */
+  doctor(opts: { provider: "local" | "pve"; isolation: "process" | "netns" }, signal: AbortSignal): Promise<CheckResult[]>;
+}
+
+export interface CheckResult {
+  readonly name: string;
+  readonly result: "ok" | "repaired" | "failed";
+  readonly detail: string;
+  readonly hint?: string;
 }
 
 /** What the AccessService gRPC handlers call. */

@@ -4,7 +4,7 @@
 
 import { NestService, Isolation } from "../gen/homestak/nest/v1/nest_pb.js";
 import { createClient } from "../rpc/client.js";
-import { fromProtoEvent, fromProtoIdentity, fromProtoStatus } from "../api/convert.js";
+import { fromProtoCheck, fromProtoEvent, fromProtoIdentity, fromProtoStatus } from "../api/convert.js";
 import type { ChildLink } from "./child-link.js";
 import type { EventSink, Identity, LevelStatus, NestOptions } from "./events.js";
 
@@ -48,6 +48,10 @@ export function grpcChildLink(o: GrpcChildLinkOptions): ChildLink {
     },
     configure(sink: EventSink, signal: AbortSignal): Promise<void> {
       return drain(client.configure({}, { signal }), sink);
+    },
+    async doctor(opts, signal) {
+      const r = await client.doctor({ provider: opts.provider, isolation: opts.isolation === "netns" ? Isolation.NETNS : Isolation.PROCESS }, { signal, deadlineMs: o.commandMs });
+      return r.checks.map(fromProtoCheck);
     },
     async close(): Promise<void> {
       client.close();

@@ -64,6 +64,11 @@ export class NestEngine {
     return Math.max(1, levelsBelowChild) * perLevel;
   }
 
+  /** The provider's preflight checks alone (hsctl doctor); repairs what is safe to repair. */
+  preflight(provider: "local" | "pve", isolation: "process" | "netns", signal: AbortSignal) {
+    return this.d.providers(provider, isolation).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
+  }
+
   /** Builds opts.depth levels below this one: opts.width children here, each recursing. */
   async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
     if (opts.depth <= 0) return;

@@ -6,6 +6,7 @@ import { statusCommand } from "./status.js";
 import { nestCommand } from "./nest.js";
 import { syncCommand } from "./sync.js";
 import { destroyCommand } from "./destroy.js";
+import { doctorCommand } from "./doctor.js";
 import { accessCommand } from "./access.js";
 import { versionCommand } from "./version.js";
 
@@ -14,6 +15,7 @@ export const COMMANDS: readonly Command[] = [
   statusCommand,
   syncCommand,
   destroyCommand,
+  doctorCommand,
   accessCommand,
   versionCommand,
 ];

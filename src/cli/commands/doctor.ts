@@ -1,0 +1,52 @@
+// `hsctl doctor`: the provider's preflight checks, with safe repairs, and
+// nothing else. Registered in commands/index.ts.
+
+import { fromProtoCheck } from "../../api/convert.js";
+import { Isolation } from "../../gen/homestak/nest/v1/nest_pb.js";
+import { InvalidArgumentError } from "../../errors/hs-error.js";
+import type { Command } from "../command.js";
+import { ensureDaemon } from "./ensure-daemon.js";
+
+const MARK = { ok: "ok      ", repaired: "repaired", failed: "FAILED  " } as const;
+
+export const doctorCommand: Command = {
+  name: "doctor",
+  summary: "run the preflight checks (and safe repairs) only",
+  help: `Usage: hsctl doctor [--provider local|pve] [--isolation process|netns] [--json]
+
+Runs the checks a build's preflight phase runs, on the level the local hsd
+serves, and prints each as ok, repaired or FAILED with a hint. Safe repairs
+are made (on PVE: snippets content on the storage, the pveproxy certificate);
+nothing is built. Exit 1 if any check failed.
+
+Options:
+  --provider NAME    local or pve (default: the level's configured provider)
+  --isolation MODE   process or netns (netns adds the namespace checks)
+  --json             the checks as a JSON array
+
+Examples:
+  hsctl doctor
+  sudo hsctl doctor --isolation netns
+  hsctl doctor --provider pve --json
+`,
+  options: { provider: { type: "string" }, isolation: { type: "string" }, json: { type: "boolean" } },
+  async run(args, io) {
+    const provider = (args.values.provider as string | undefined) ?? "";
+    if (provider && provider !== "local" && provider !== "pve") throw new InvalidArgumentError(`--provider must be local or pve, got ${JSON.stringify(provider)}`);
+    const iso = args.values.isolation as string | undefined;
+    if (iso !== undefined && iso !== "process" && iso !== "netns") throw new InvalidArgumentError(`--isolation must be process or netns, got ${JSON.stringify(iso)}`);
+    const conn = await ensureDaemon(args, io, { start: false });
+    const res = await conn.nest.doctor({
+      provider, isolation: iso === "netns" ? Isolation.NETNS : iso === "process" ? Isolation.PROCESS : Isolation.UNSPECIFIED,
+    }, { signal: io.signal, deadlineMs: 120_000 });
+    const checks = res.checks.map(fromProtoCheck);
+    if (args.values.json) io.out(`${JSON.stringify(checks)}\n`);
+    else {
+      for (const c of checks) {
+        io.out(`${MARK[c.result]}  ${c.name}${c.detail ? `: ${c.detail}` : ""}\n`);
+        if (c.result !== "ok" && c.hint) io.out(`          hint: ${c.hint}\n`);
+      }
+    }
+    return checks.some((c) => c.result === "failed") ? 1 : 0;
+  },
+};
