@@ -164,6 +164,7 @@ export function buildRoutes(sim: PveSim): Route[] {
       if (bridge && !sim.bridges.has(bridge)) throw new Error(`bridge '${bridge}' does not exist`);
       vm.status = "running";
       vm.startedAt = Date.now();
+      sim.powerOn(vm);
       if (/^(1|enabled=1)/.test(vm.config.agent ?? "")) vm.agentReadyAt = Date.now() + sim.ms(sim.faults.agentDelayMs);
     }) };
   });
@@ -172,6 +173,7 @@ export function buildRoutes(sim: PveSim): Route[] {
     return { data: sim.startTask(type, String(vm.vmid), who, sim.faults.taskMs, [], () => {
       vm.status = "stopped";
       vm.agentReadyAt = undefined;
+      sim.powerOff(vm.vmid);
     }) };
   };
   add("POST", "/nodes/{node}/qemu/{vmid}/status/stop", stopper("qmstop"));

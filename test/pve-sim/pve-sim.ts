@@ -13,6 +13,7 @@ import { randomUUID, createHash } from "node:crypto";
 import { makeSimCert, type SimCert } from "./sim-cert.js";
 import { buildRoutes, type Route } from "./pve-sim-api.js";
 import { formatUpid } from "../../src/providers/pve/upid.js";
+import { startGuest, stopGuest, type SimGuest } from "./sim-guest.js";
 
 export interface SimFaults {
   /** Storage `local` starts without `snippets` in its content list. */
@@ -60,6 +61,8 @@ export interface PveSimOptions {
   faults?: Partial<SimFaults>;
   template?: number;
   bridges?: string[];
+  /** A started VM gets a real sshd and a root directory (sim-guest.ts). */
+  guests?: boolean;
 }
 
 export class SimError extends Error {
@@ -93,12 +96,16 @@ export class PveSim {
   private readonly sockets = new Set<Socket>();
   private nextPid = 0x1000;
   readonly templateVmid: number;
+  private readonly withGuests: boolean;
+  private readonly guests = new Map<number, Promise<SimGuest>>();
+  private readonly powerOffs = new Set<Promise<void>>();
 
   constructor(opts: PveSimOptions = {}) {
     this.node = opts.node ?? "pve1";
     this.timeScale = opts.timeScale ?? 0.01;
     this.templateVmid = opts.template ?? 9000;
     this.bridges = new Set(opts.bridges ?? ["vmbr0"]);
+    this.withGuests = opts.guests ?? false;
     this.faults = {
       snippetsDisabled: false, agentDelayMs: 20_000, cloneMs: 5_000, taskMs: 1_000, slowSync: {},
       nextidCollisions: 0, certZoneId: false, freshTaskMisses: 1, nested: "Y", diskFreeKiB: 80_000_000,
@@ -157,9 +164,41 @@ export class PveSim {
   async close(): Promise<void> {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
+    for (const vmid of [...this.guests.keys()]) this.powerOff(vmid);
+    await Promise.all([...this.powerOffs]);
     for (const s of this.sockets) s.destroy();
     if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
     if (this.root) await rm(this.root, { recursive: true, force: true });
+  }
+
+  /** A VM reached "running": its guest (sshd + root dir) comes up, as the OS would boot. */
+  powerOn(vm: SimVm): void {
+    if (!this.withGuests) return;
+    const g = startGuest(vm.vmid, this.guestRoot(vm.vmid), vm.config.sshkeys ?? "");
+    g.catch(() => { /* reported by guestAccess */ });
+    this.guests.set(vm.vmid, g);
+  }
+
+  /** A VM stopped: its guest's processes die at once. */
+  powerOff(vmid: number): void {
+    const g = this.guests.get(vmid);
+    if (!g) return;
+    this.guests.delete(vmid);
+    const done: Promise<void> = g.then(stopGuest).catch(() => {}).finally(() => this.powerOffs.delete(done));
+    this.powerOffs.add(done);
+  }
+
+  /** Resolves once every power-off begun so far has finished. */
+  async settled(): Promise<void> { await Promise.all([...this.powerOffs]); }
+
+  guestRoot(vmid: number): string { return join(this.root, "guests", String(vmid)); }
+
+  /** PveProvider's guestAccess seam: this VM's sshd on 127.0.0.1 and its root directory. */
+  async guestAccess(vmid: number): Promise<{ host: string; port: number; root: string }> {
+    const g = this.guests.get(vmid);
+    if (!g) throw new Error(`simulated VM ${vmid} is not running`);
+    const guest = await g;
+    return { host: "127.0.0.1", port: guest.sshd.port, root: guest.root };
   }
 
   /** What `pvecm updatecerts --force` does: a new certificate (zone-id SAN when asked). */

@@ -1,18 +1,18 @@
 // A CommandRunner that acts on the simulator's state the way the real host
-// commands act on a PVE node (pvesm, pvecm, sysctl, systemctl, ip). Test-only.
+// commands act on a PVE node (pvesm, pvecm, pveum, sysctl, systemctl, ip).
+// Test-only. Like the real runner, `check` turns a non-zero exit into CommandFailed.
 
 import { readFileSync } from "node:fs";
-import type { CommandRunner, CommandResult } from "../../src/providers/pve/command-runner.js";
+import { randomUUID } from "node:crypto";
+import { assertSuccess, type CommandRunner, type CommandResult } from "../../src/util/command-runner.js";
 import type { PveSim } from "./pve-sim.js";
 
-export interface SimCommandRunner extends CommandRunner { readonly calls: string[]; }
+export type SimCommandRunner = CommandRunner & { readonly calls: string[] };
 
 export function simCommandRunner(sim: PveSim): SimCommandRunner {
   const calls: string[] = [];
   const res = (code: number, stdout = "", stderr = ""): CommandResult => ({ code, stdout, stderr });
-  return {
-    calls,
-    async run(cmd, args) {
+  const answer = async (cmd: string, args: readonly string[]): Promise<CommandResult> => {
       const line = [cmd, ...args].join(" ");
       calls.push(line);
       if (cmd === "pvesm" && args[0] === "set") {
@@ -51,7 +51,37 @@ export function simCommandRunner(sim: PveSim): SimCommandRunner {
         if (!sim.bridges.has(b)) return res(1, "", `Device "${b}" does not exist.\n`);
         return res(0, `5: ${b}    inet ${sim.nodeAddress}/24 brd 10.0.0.255 scope global ${b}\\       valid_lft forever preferred_lft forever\n`);
       }
+      const token = pveumToken(sim, args, res);
+      if (cmd === "pveum" && token) return token;
       return res(127, "", `${cmd}: command not found\n`);
-    },
   };
+  const run: CommandRunner = async (argv, opts) => {
+    const r = await answer(argv[0]!, argv.slice(1));
+    return opts?.check ? assertSuccess(argv, r, opts.label) : r;
+  };
+  return Object.assign(run, { calls });
+}
+
+/** `pveum user token list|add|remove USER [ID] ... --output-format json`, over the sim's token table. */
+function pveumToken(sim: PveSim, args: readonly string[], res: (code: number, stdout?: string, stderr?: string) => CommandResult): CommandResult | undefined {
+  if (args[0] !== "user" || args[1] !== "token") return undefined;
+  const [, , verb, user, id] = args;
+  if (!user || !/^[^@\s]+@[^@\s]+$/.test(user)) return res(255, "", "400 Parameter verification failed.\nuserid: invalid format\n");
+  const mine = [...sim.tokens.keys()].filter((k) => k.startsWith(`${user}!`)).map((k) => k.slice(user.length + 1));
+  if (verb === "list") {
+    return res(0, `${JSON.stringify(mine.map((tokenid) => ({ tokenid, privsep: 0, expire: 0, comment: "" })))}\n`);
+  }
+  if (verb === "add" && id) {
+    if (mine.includes(id)) return res(255, "", "400 Parameter verification failed.\ntokenid: Token already exists.\n");
+    const value = randomUUID();
+    sim.tokens.set(`${user}!${id}`, value);
+    const pi = args.indexOf("--privsep");
+    const privsep = pi >= 0 ? Number(args[pi + 1]) : 1;
+    return res(0, `${JSON.stringify({ "full-tokenid": `${user}!${id}`, info: { privsep, expire: 0 }, value })}\n`);
+  }
+  if (verb === "remove" && id) {
+    if (!sim.tokens.delete(`${user}!${id}`)) return res(255, "", `no such token '${id}' for user '${user}'\n`);
+    return res(0);
+  }
+  return res(255, "", "400 wrong number of arguments\n");
 }

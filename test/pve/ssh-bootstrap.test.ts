@@ -1,15 +1,16 @@
-// ssh-bootstrap against a real sshd on 127.0.0.1 with fake cloud-init, fuser
-// and systemctl first on PATH: the install sequence, TOFU then pinning, and
-// the connect timeout as its own error.
+// ssh-bootstrap against a real sshd on 127.0.0.1 with fake cloud-init, fuser,
+// systemctl (and node) first on PATH: the install sequence, its failures,
+// TOFU then pinning, and the connect timeout as its own error.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as net from "node:net";
 import { startSshd, type SimSshd } from "../pve-sim/sim-sshd.js";
-import { GuestSsh, bootstrapHsd } from "../../src/providers/pve/ssh-bootstrap.js";
+import { GuestSsh } from "../../src/providers/pve/guest-ssh.js";
+import { bootstrapHsd, guestPaths } from "../../src/providers/pve/ssh-bootstrap.js";
 import { HsError } from "../../src/errors/hs-error.js";
 
 let sshd: SimSshd;
@@ -51,35 +52,100 @@ test("connect timeout is separate and bounded", async () => {
   }
 });
 
-test("bootstrap: waits for cloud-init and the apt lock, unpacks, installs, starts, waits for health", async () => {
+const READY = { pid: 4242, socket: "/var/lib/hsd/run/hsd.sock", sshHost: "10.0.0.5", sshPort: 2222, hostKeyFingerprint: "SHA256:abc", publicKey: "ssh-ed25519 AAAA l1", version: "0.1.0" };
+
+async function tinyBundle(name: string, withNode: boolean): Promise<Buffer> {
+  const src = join(sshd.dir, `${name}-src`);
+  await mkdir(join(src, "dist"), { recursive: true });
+  await writeFile(join(src, "dist/main.js"), "console.log('hsd')\n");
+  if (withNode) { await mkdir(join(src, "bin"), { recursive: true }); await writeFile(join(src, "bin/node"), "#!/bin/sh\n", { mode: 0o755 }); }
+  execFileSync("tar", ["-czf", join(sshd.dir, `${name}.tgz`), "-C", src, "."]);
+  return readFile(join(sshd.dir, `${name}.tgz`));
+}
+
+async function connect(): Promise<GuestSsh> {
+  return GuestSsh.connect({ host: "127.0.0.1", port: sshd.port, privateKey: sshd.clientKey, hostKeyFingerprint: sshd.hostKeyFingerprint });
+}
+
+test("bootstrap: waits for cloud-init and the apt lock, unpacks, installs, restarts, returns ready.json", async () => {
   const d = sshd.dir;
+  const paths = guestPaths(join(d, "vm1"));
   await fake("cloud-init", `echo "status: done"; echo ci >> ${d}/calls`);
   // The lock is held for the first two probes.
   await fake("fuser", `n=$(cat ${d}/fuser 2>/dev/null || echo 0); echo $((n+1)) > ${d}/fuser; [ "$n" -lt 2 ]`);
-  await fake("systemctl", `echo "systemctl $*" >> ${d}/calls; [ "$*" = "enable --now hsd" ] && touch ${d}/started; exit 0`);
-  await fake("hsd-health", `[ -f ${d}/started ]`);
-  const src = join(d, "bundle-src");
-  await mkdir(join(src, "dist"), { recursive: true });
-  await writeFile(join(src, "dist/main.js"), "console.log('hsd')\n");
-  execFileSync("tar", ["-czf", join(d, "bundle.tgz"), "-C", src, "."]);
+  await fake("systemctl", `echo "systemctl $*" >> ${d}/calls
+[ "$*" = "restart hsd" ] && mkdir -p ${join(d, "vm1/var/lib/hsd/run")} && echo '${JSON.stringify(READY)}' > ${paths.readyFile}
+[ "$1" = is-failed ] && exit 1
+exit 0`);
+  // A stale ready.json from an earlier install must not count.
+  await mkdir(join(d, "vm1/var/lib/hsd/run"), { recursive: true });
+  await writeFile(paths.readyFile, JSON.stringify({ ...READY, pid: 1 }));
+  // An earlier install's files must not survive the new bundle.
+  await mkdir(join(paths.installDir, "dist"), { recursive: true });
+  await writeFile(join(paths.installDir, "dist/old.js"), "old\n");
 
-  const ssh = await GuestSsh.connect({ host: "127.0.0.1", port: sshd.port, privateKey: sshd.clientKey, hostKeyFingerprint: sshd.hostKeyFingerprint });
+  const ssh = await connect();
   const logs: string[] = [];
+  let ready;
   try {
-    await bootstrapHsd(ssh, {
-      bundle: await readFile(join(d, "bundle.tgz")), remoteDir: join(d, "opt/hsd"),
-      configPath: join(d, "etc/homestak/hsd.yaml"), configYaml: "level:\n  name: l1\n",
-      unitPath: join(d, "etc/systemd/system/hsd.service"), unitText: "[Service]\nExecStart=/opt/hsd/bin/hsd\n",
-      healthCommand: "hsd-health", pathPrefix: sshd.binDir, pollMs: 10, signal: AbortSignal.timeout(60_000), log: (m) => logs.push(m),
+    ready = await bootstrapHsd(ssh, {
+      bundle: await tinyBundle("b1", true), paths, configYaml: "level:\n  name: l1\n", unitText: "[Service]\nExecStart=/opt/hsd/bin/node\n",
+      pathPrefix: sshd.binDir, pollMs: 10, signal: AbortSignal.timeout(60_000), log: (m) => logs.push(m),
     });
   } finally { ssh.close(); }
-  assert.equal(await readFile(join(d, "opt/hsd/dist/main.js"), "utf8"), "console.log('hsd')\n");
-  assert.equal((await stat(join(d, "etc/homestak/hsd.yaml"))).mode & 0o777, 0o600);
-  assert.match(await readFile(join(d, "etc/systemd/system/hsd.service"), "utf8"), /ExecStart/);
+  assert.deepEqual(ready, READY);
+  assert.equal(await readFile(join(paths.installDir, "dist/main.js"), "utf8"), "console.log('hsd')\n");
+  await assert.rejects(stat(join(paths.installDir, "dist/old.js")));
+  await assert.rejects(stat(`${paths.installDir}.next`));
+  assert.equal((await stat(paths.configPath)).mode & 0o777, 0o600);
+  assert.equal(await readFile(paths.configPath, "utf8"), "level:\n  name: l1\n");
+  assert.match(await readFile(paths.unitPath, "utf8"), /ExecStart/);
   assert.deepEqual((await readFile(join(d, "calls"), "utf8")).trim().split("\n"), [
     "ci", "systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service",
-    "systemctl daemon-reload", "systemctl enable --now hsd",
+    "systemctl daemon-reload", "systemctl enable hsd", "systemctl restart hsd",
   ]);
   assert.equal((await readFile(join(d, "fuser"), "utf8")).trim(), "3");
   assert.ok(logs.includes("waiting for apt/dpkg to release its lock"));
+});
+
+test("bootstrap: no node >= 20 on the child and none in the bundle is a clear failure", async () => {
+  await fake("cloud-init", "exit 0");
+  await fake("fuser", "exit 1");
+  await fake("systemctl", "exit 0");
+  await fake("node", "echo 18");
+  const ssh = await connect();
+  try {
+    const err = await rejection(bootstrapHsd(ssh, {
+      bundle: await tinyBundle("b2", false), paths: guestPaths(join(sshd.dir, "vm2")), configYaml: "x: 1\n", unitText: "",
+      pathPrefix: sshd.binDir, signal: AbortSignal.timeout(60_000), log: () => {},
+    }));
+    assert.equal(err.code, "ProviderFailed");
+    assert.equal(err.details.step, "node");
+    assert.match(String(err.details.hint), /--with-node/);
+  } finally {
+    ssh.close();
+    await rm(join(sshd.binDir, "node"), { force: true });
+  }
+});
+
+test("bootstrap: a service that fails before ready ends the wait at once; one that never gets ready hits the bound", async () => {
+  await fake("cloud-init", "exit 0");
+  await fake("fuser", "exit 1");
+  // The child's node is used (symlinked into bin/) when the bundle has none.
+  await fake("systemctl", `[ "$1" = is-failed ] && exit 0; exit 0`);
+  const ssh = await connect();
+  try {
+    const paths = guestPaths(join(sshd.dir, "vm3"));
+    const opts = { bundle: await tinyBundle("b3", false), paths, configYaml: "x: 1\n", unitText: "", pathPrefix: sshd.binDir, log: () => {} };
+    const failed = await rejection(bootstrapHsd(ssh, { ...opts, readyTimeoutMs: 60_000, signal: AbortSignal.timeout(60_000) }));
+    assert.equal(failed.code, "ProviderFailed");
+    assert.equal(failed.details.step, "ready");
+    const linked = execFileSync("readlink", [join(paths.installDir, "bin/node")], { encoding: "utf8" }).trim();
+    assert.ok(linked.endsWith("node"), linked);
+
+    await fake("systemctl", `[ "$1" = is-failed ] && exit 1; exit 0`);
+    const slow = await rejection(bootstrapHsd(ssh, { ...opts, readyTimeoutMs: 1000, signal: AbortSignal.timeout(60_000) }));
+    assert.equal(slow.code, "CommandTimeout");
+    assert.equal(slow.details.step, "ready");
+  } finally { ssh.close(); }
 });

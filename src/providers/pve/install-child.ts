@@ -126,7 +126,7 @@ export async function installChild(d: InstallDeps, child: ChildHandle, spec: Chi
       cloudInitTimeoutMs: o.cloudInitTimeoutMs, aptLockTimeoutMs: o.aptLockTimeoutMs, readyTimeoutMs: o.readyTimeoutMs,
       commandTimeoutMs: o.commandTimeoutMs, pollMs: o.pollMs, sleep: d.sleep, signal: ctx.signal, log,
     });
-    if (false as boolean) {
+    if (!ready.sshPort || !ready.hostKeyFingerprint) {
       throw new ProviderError("the child's hsd is up but serves no SSH endpoint", { details: { step: "ready", sshPort: ready.sshPort } });
     }
     return {

@@ -1,0 +1,28 @@
+// Builds the real hsd bundle once for the install tests: compiles src/ into a
+// temp dist (type errors are `tsc --noEmit`'s business, not this fixture's;
+// it only needs the emitted daemon) and runs scripts/bundle.mjs on it. Test-only.
+
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+export interface BundleFixture { readonly path: string; readonly dir: string; close(): Promise<void> }
+
+export async function buildBundle(): Promise<BundleFixture> {
+  const dir = await mkdtemp(join(tmpdir(), "hsd-bundle-test-"));
+  try {
+    const dist = join(dir, "dist");
+    const tsc = spawnSync(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", join(ROOT, "tsconfig.json"), "--outDir", dist, "--sourceMap", "false"], { encoding: "utf8", timeout: 120_000 });
+    if (!existsSync(join(dist, "daemon/hsd.js"))) throw new Error(`tsc emitted no daemon: ${tsc.stdout}${tsc.stderr}`);
+    const path = join(dir, "hsd-bundle.tar.gz");
+    execFileSync(process.execPath, [join(ROOT, "scripts/bundle.mjs"), "--dist", dist, "--out", path], { timeout: 120_000, stdio: "ignore" });
+    return { path, dir, close: () => rm(dir, { recursive: true, force: true }) };
+  } catch (e) {
+    await rm(dir, { recursive: true, force: true });
+    throw e;
+  }
+}

@@ -1,0 +1,87 @@
+// configurePveLevel against the simulator and its host-command shims (pveum,
+// pvecm, sysctl, systemctl, ip): a fresh level gets its token, snippets and a
+// sane certificate; a re-run changes nothing; an existing token whose secret
+// this level lacks is never recreated.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { startSim, clientFor } from "./helpers.js";
+import { simCommandRunner } from "../pve-sim/sim-commands.js";
+import type { PveSim, PveSimOptions } from "../pve-sim/pve-sim.js";
+import { configurePveLevel, type ConfigurePveLevelOptions } from "../../src/providers/pve/configure-level.js";
+import { HsError } from "../../src/errors/hs-error.js";
+
+async function withSim(opts: PveSimOptions, fn: (sim: PveSim) => Promise<void>): Promise<void> {
+  const sim = await startSim(opts);
+  try { await fn(sim); } finally { await sim.close(); }
+}
+async function rejection(p: Promise<unknown>): Promise<HsError> {
+  try { await p; } catch (e) { assert.ok(e instanceof HsError, String(e)); return e; }
+  assert.fail("expected a rejection");
+}
+
+function optionsFor(sim: PveSim, saved: string[], over: Partial<ConfigurePveLevelOptions> = {}) {
+  const commands = simCommandRunner(sim);
+  const opts: ConfigurePveLevelOptions = {
+    commands, tokenId: "root@pam!hsd", apiUrl: sim.url, node: sim.node, hostname: sim.node,
+    hostsFile: sim.paths.hostsFile, pveCertFile: sim.paths.certFile, resolveHost: async () => [],
+    saveTokenSecret: async (s) => { saved.push(s); }, clientOptions: { proxyRetryBaseMs: 1 },
+    signal: AbortSignal.timeout(60_000), ...over,
+  };
+  return { opts, commands };
+}
+
+test("fresh level: token created once and saved, cert and snippets repaired, API answers with the new token", () =>
+  withSim({ faults: { certZoneId: true, snippetsDisabled: true } }, async (sim) => {
+    sim.tokens.delete("root@pam!hsd"); // a new PVE install has no hsd token
+    const saved: string[] = [];
+    const { opts, commands } = optionsFor(sim, saved);
+    const r = await configurePveLevel(opts);
+    assert.deepEqual(r.checks.map((c) => [c.name, c.result]), [
+      ["hostname", "repaired"], ["pveproxy-cert", "repaired"], ["token", "repaired"], ["api", "ok"], ["snippets", "repaired"],
+    ]);
+    assert.equal(saved.length, 1);
+    assert.equal(sim.tokens.get("root@pam!hsd"), saved[0]);
+    assert.equal(r.tokenCreated, true);
+    assert.equal(r.fingerprint, sim.fingerprint, "pinned to the regenerated certificate");
+    assert.ok(sim.storages.get("local")!.content.split(",").includes("snippets"));
+    assert.ok(commands.calls.includes("pveum user token add root@pam hsd --privsep 0 --comment hsd --output-format json"));
+    assert.ok(!commands.calls.some((c) => c.includes(saved[0]!)), "the secret is never in a command line");
+    const v = await clientFor(sim, { tokenSecret: saved[0]!, fingerprint: r.fingerprint }).get<{ version: string }>("/version");
+    assert.equal(v.version, "8.3.2");
+
+    // A re-run with the stored secret changes nothing and creates nothing.
+    const again = optionsFor(sim, saved, { tokenSecret: saved[0]! });
+    const r2 = await configurePveLevel(again.opts);
+    assert.deepEqual(r2.checks.map((c) => c.result), ["ok", "ok", "ok", "ok", "ok"]);
+    assert.equal(r2.tokenCreated, false);
+    assert.equal(saved.length, 1);
+    assert.ok(!again.commands.calls.some((c) => c.startsWith("pveum user token add")));
+  }));
+
+test("token exists but its secret is not held: PveTokenExists, and the token in use survives", () => withSim({}, async (sim) => {
+  const before = sim.tokens.get("root@pam!hsd");
+  const saved: string[] = [];
+  const { opts, commands } = optionsFor(sim, saved);
+  const err = await rejection(configurePveLevel(opts));
+  assert.equal(err.code, "PveTokenExists");
+  assert.match(String(err.details.hint), /pveum user token remove root@pam hsd/);
+  assert.equal(sim.tokens.get("root@pam!hsd"), before);
+  assert.deepEqual(saved, []);
+  assert.ok(!commands.calls.some((c) => c.startsWith("pveum user token add")));
+}));
+
+test("a stale secret fails the setup with the api check named, not a silent success", () => withSim({}, async (sim) => {
+  const { opts } = optionsFor(sim, [], { tokenSecret: "00000000-0000-0000-0000-000000000000" });
+  const err = await rejection(configurePveLevel(opts));
+  assert.equal(err.code, "PreflightFailed");
+  assert.deepEqual(err.details.failed, ["api"]);
+  assert.match(String(err.details.hint), /token_secret/);
+}));
+
+test("no PVE on the level (no certificate) is a PreflightFailed before any command", () => withSim({}, async (sim) => {
+  const { opts, commands } = optionsFor(sim, [], { pveCertFile: `${sim.root}/nope.pem` });
+  const err = await rejection(configurePveLevel(opts));
+  assert.equal(err.code, "PreflightFailed");
+  assert.deepEqual(commands.calls, []);
+}));
