@@ -23,7 +23,7 @@ import { NestEngine } from "../nest/nest-engine.js";
 import { LocalProvider } from "../providers/local/local-provider.js";
 import { levelNetnsOps } from "../providers/local/level-netns.js";
 import type { Provider } from "../providers/provider.js";
-import { ProviderError } from "../errors/hs-error.js";
+import { lazyPveProvider, pveConfigure } from "./pve-wiring.js";
 import { Level } from "../level/level.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
@@ -110,7 +110,14 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   const providerFor = (name: "local" | "pve", isolation: "process" | "netns"): Provider => {
     let p = providers.get(`${name}/${isolation}`);
     if (p) return p;
-    if (name === "pve") throw new ProviderError("the pve provider is not wired into this hsd yet", { details: { hint: "use --provider local" } });
+    if (name === "pve") {
+      p = lazyPveProvider({
+        config, secrets: parts.secrets, stateDir: paths.stateDir, publicKey: parts.keys.publicKey, userKeyPath: parts.keys.userKeyPath,
+        log: log.child({ provider: "pve" }),
+      });
+      providers.set(`${name}/${isolation}`, p);
+      return p;
+    }
     p = new LocalProvider({
       parentRoot: config.root, hsdCommand: [process.execPath, hsdEntry], isolation, levelPath,
       netns: process.getuid?.() === 0 ? levelNetnsOps({ subnetBase: config.nest.subnetBase, log }) : null,
@@ -136,6 +143,9 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown,
     repos: gitRepoOps({ config, repos: parts.repos, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
     faults: parseFaults(env.HSD_FAULTS, config.level.name, paths.stateDir),
+    // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
+    ...(config.parent && config.pve && config.nest.provider === "pve"
+      ? { configureHook: pveConfigure({ config, secrets: parts.secrets, stateDir: paths.stateDir }) } : {}),
   });
   // Watch mode is level 0's alone: below it, a level syncs when its parent tells it to.
   const watcher = !config.parent && config.sync.mode === "watch"

@@ -42,6 +42,8 @@ export interface LevelDeps {
   /** Called after a Destroy{self:true} stream has finished. */
   readonly requestShutdown: () => void;
   readonly faults?: Faults;
+  /** Provider-specific setup of this level (on PVE: token, snippets, certificate). */
+  readonly configureHook?: (sink: EventSink, signal: AbortSignal, levelPath: string[]) => Promise<void>;
 }
 
 export class Level implements LevelApi {

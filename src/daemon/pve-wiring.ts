@@ -1,0 +1,79 @@
+// Builds the pve provider and the PVE configure step for a level. Both need
+// values that only exist at run time: the API token secret (secrets.yaml
+// pve.token_secret) and, on a child, the API certificate fingerprint learned
+// in its own configure step (kept in state/pve.json). Imported by
+// level-wiring.ts only.
+
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { HsdConfig } from "../config/config.js";
+import type { Logger } from "../log/logger.js";
+import type { Provider } from "../providers/provider.js";
+import { PveProvider } from "../providers/pve/pve-provider.js";
+import { configurePveLevel } from "../providers/pve/configure-level.js";
+import { runCommand } from "../util/command-runner.js";
+import { writeFileAtomic } from "../util/atomic-write.js";
+import { ProviderError } from "../errors/hs-error.js";
+import { isTree, type SecretsStore } from "../secrets/secrets-store.js";
+import type { EventSink } from "../nest/events.js";
+
+interface PveState { fingerprint?: string }
+
+async function readPveState(stateDir: string): Promise<PveState> {
+  try {
+    return JSON.parse(await readFile(join(stateDir, "pve.json"), "utf8")) as PveState;
+  } catch {
+    return {};
+  }
+}
+
+async function tokenSecret(secrets: SecretsStore): Promise<string> {
+  const tree = await secrets.read();
+  const s = isTree(tree.pve) ? tree.pve.token_secret : undefined;
+  return typeof s === "string" ? s : "";
+}
+
+/** A Provider whose real instance is made on first use (and remade after a failure to make it). */
+export function lazyPveProvider(o: {
+  config: HsdConfig; secrets: SecretsStore; stateDir: string; publicKey: string; userKeyPath: string; log: Logger;
+}): Provider {
+  let made: Promise<Provider> | undefined;
+  const get = (): Promise<Provider> => {
+    made ??= (async () => {
+      if (!o.config.pve) throw new ProviderError("no pve: section in hsd.yaml", { details: { hint: "add a pve: section (see docs/proxmox.md)" } });
+      const st = await readPveState(o.stateDir);
+      return new PveProvider({
+        config: { ...o.config.pve, ...(st.fingerprint && !o.config.pve.fingerprint ? { fingerprint: st.fingerprint } : {}) },
+        tokenSecret: await tokenSecret(o.secrets),
+        sshPublicKeys: [o.publicKey],
+        sshPrivateKeyPath: o.userKeyPath,
+        connectTimeoutMs: o.config.timeouts.connectMs,
+      });
+    })();
+    made.catch(() => { made = undefined; });
+    return made;
+  };
+  return {
+    name: "pve",
+    preflight: async (ctx) => (await get()).preflight(ctx),
+    provision: async (name, depth, ctx) => (await get()).provision(name, depth, ctx),
+    boot: async (child, ctx) => (await get()).boot(child, ctx),
+    install: async (child, spec, ctx) => (await get()).install(child, spec, ctx),
+    alive: async (child) => (await get()).alive(child),
+    destroy: async (child, ctx) => (await get()).destroy(child, ctx),
+  };
+}
+
+/** The configure step of a level that runs on a PVE node: token, snippets, certificate. */
+export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stateDir: string }) {
+  return async (emit: EventSink, signal: AbortSignal, levelPath: string[]): Promise<void> => {
+    const pve = o.config.pve!;
+    const r = await configurePveLevel({
+      commands: runCommand, tokenId: pve.tokenId, tokenSecret: (await tokenSecret(o.secrets)) || undefined,
+      saveTokenSecret: async (s) => { await o.secrets.merge({ pve: { token_secret: s } }); },
+      node: pve.node, snippetStorage: pve.snippetStorage, bridge: pve.bridge, signal,
+      log: (message: string) => emit({ levelPath, phase: "configure", kind: "log", time: Date.now(), message }),
+    });
+    await writeFileAtomic(join(o.stateDir, "pve.json"), JSON.stringify({ fingerprint: r.fingerprint }), { mode: 0o600 });
+  };
+}
