@@ -29,6 +29,7 @@ const HINTS: Readonly<Record<string, string>> = {
   StateCorrupt: "move the named state file aside and re-run; the level rebuilds its journal",
   DiskFull: "free space under the level's root, then re-run",
   NotFound: "check the name or fingerprint with the matching list command",
+  AddressInUse: "another process (an hsd or sshd?) listens there; set ssh.port in hsd.yaml (0 picks a free port)",
   Internal: "this is a bug in hsd; the daemon log has the details",
 };
 

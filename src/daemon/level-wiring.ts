@@ -24,6 +24,7 @@ import { LocalProvider } from "../providers/local/local-provider.js";
 import { levelNetnsOps } from "../providers/local/level-netns.js";
 import type { Provider } from "../providers/provider.js";
 import { lazyPveProvider, pveConfigure } from "./pve-wiring.js";
+import { AddressInUseError } from "../errors/hs-error.js";
 import { Level } from "../level/level.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
@@ -84,6 +85,11 @@ export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Prom
     maxUploadPacks: config.ssh.maxUploadPacks, queueTimeoutMs: config.ssh.queueTimeoutMs,
     uploadPackTimeoutS: config.ssh.uploadPackTimeoutS, authFailureDelayMs: config.ssh.authFailureDelayMs,
     log: log.child({ sub: "ssh" }),
+  }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "EADDRINUSE") throw err;
+    throw new AddressInUseError(`the SSH endpoint cannot listen on ${config.ssh.host}:${config.ssh.port}: address in use`, {
+      details: { host: config.ssh.host, port: config.ssh.port }, cause: err,
+    });
   });
   return {
     host: ep.address().host, port: ep.address().port, hostKeyFingerprint: ep.hostKeyFingerprint, publicKey: parts.keys.publicKey,

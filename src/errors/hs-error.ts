@@ -50,6 +50,9 @@ export class NotImplementedError extends HsError { static override code = "NotIm
 export class StateCorruptError extends HsError { static override code = "StateCorrupt"; }
 export class DiskFullError extends HsError { static override code = "DiskFull"; }
 
+/** A listening address (SSH endpoint port) is taken. */
+export class AddressInUseError extends HsError { static override code = "AddressInUse"; }
+
 /** The code of any thrown value: HsError's own, or "Internal". */
 export function errorCode(err: unknown): string {
   return err instanceof HsError ? err.code : "Internal";

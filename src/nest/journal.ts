@@ -3,8 +3,9 @@
 // re-run resumes where the last one stopped. Owned by the nest engine and the
 // level; nothing else writes state/journal.json.
 
-import { readFile } from "node:fs/promises";
 import { writeFileAtomic } from "../util/atomic-write.js";
+import { readTextIfExists } from "../util/read-if-exists.js";
+import { SerialQueue } from "../util/serial-queue.js";
 import { StateCorruptError } from "../errors/hs-error.js";
 import type { PhaseName } from "../config/config.js";
 import type { ChildEndpoint, ChildHandle } from "../providers/provider.js";
@@ -45,18 +46,13 @@ export interface JournalData {
 
 export class Journal {
   private data: JournalData = { version: 1, children: {} };
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
 
   constructor(private readonly path: string, private readonly hooks: { beforeRename?: (tmp: string) => Promise<void> | void } = {}) {}
 
   async load(): Promise<void> {
-    let text: string;
-    try {
-      text = await readFile(this.path, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-      throw err;
-    }
+    const text = await readTextIfExists(this.path);
+    if (text === undefined) return;
     try {
       const v = JSON.parse(text) as JournalData;
       if (v.version !== 1 || typeof v.children !== "object" || v.children === null) throw new Error("shape");
@@ -82,12 +78,9 @@ export class Journal {
 
   /** Applies `fn` to the live data and persists it; writers are serialized. */
   update(fn: (d: JournalData) => void): Promise<void> {
-    const run = async () => {
+    return this.queue.run(async () => {
       fn(this.data);
       await writeFileAtomic(this.path, JSON.stringify(this.data, null, 2), { mode: 0o600, beforeRename: this.hooks.beforeRename });
-    };
-    const p = this.chain.then(run, run);
-    this.chain = p.catch(() => {});
-    return p;
+    });
   }
 }

@@ -3,7 +3,9 @@
 // Imported by the level (src/level) and the daemon wiring. Values read here
 // never go to logs, events or errors: only key names leave this module.
 
-import { readFile, chmod } from "node:fs/promises";
+import { chmod } from "node:fs/promises";
+import { readTextIfExists } from "../util/read-if-exists.js";
+import { SerialQueue } from "../util/serial-queue.js";
 import { parseDocument, stringify } from "yaml";
 import { randomBytes } from "node:crypto";
 import { writeFileAtomic } from "../util/atomic-write.js";
@@ -16,19 +18,14 @@ const MAX_SECRETS_BYTES = 256 * 1024;
 
 export class SecretsStore {
   /** Serializes writers: a later write never races an earlier one's rename. */
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
 
   constructor(private readonly path: string, private readonly hooks: { beforeRename?: (tmp: string) => Promise<void> | void } = {}) {}
 
   /** The whole tree ({} when absent). Throws StateCorrupt, never echoing content. */
   async read(): Promise<SecretTree> {
-    let text: string;
-    try {
-      text = await readFile(this.path, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
-      throw err;
-    }
+    const text = await readTextIfExists(this.path);
+    if (text === undefined) return {};
     return parseSecretsYaml(text, this.path, StateCorruptError);
   }
 
@@ -62,13 +59,16 @@ export class SecretsStore {
   }
 
   private async writeTree(tree: SecretTree): Promise<void> {
-    await writeFileAtomic(this.path, stringify(tree), { mode: 0o600, beforeRename: this.hooks.beforeRename });
+    const text = stringify(tree);
+    // Never write a file read() would refuse: the level could not start again.
+    if (Buffer.byteLength(text) > MAX_SECRETS_BYTES) {
+      throw new InvalidArgumentError(`secrets would grow past ${MAX_SECRETS_BYTES} bytes; not written`, { details: { max: MAX_SECRETS_BYTES } });
+    }
+    await writeFileAtomic(this.path, text, { mode: 0o600, beforeRename: this.hooks.beforeRename });
   }
 
   private serialize<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.chain.then(fn, fn);
-    this.chain = p.catch(() => {});
-    return p;
+    return this.queue.run(fn);
   }
 }
 
@@ -85,7 +85,12 @@ export function parseSecretsYaml(
     const line = doc.errors[0]!.linePos?.[0]?.line;
     throw new ErrorClass(`${source}: secrets are not valid YAML${line ? ` (line ${line})` : ""}`, { details: { source, line } });
   }
-  const v = doc.toJS() as unknown;
+  let v: unknown;
+  try {
+    v = doc.toJS(); // throws on an unresolved alias or an alias bomb; its message is not echoed
+  } catch {
+    throw new ErrorClass(`${source}: secrets YAML cannot be resolved (aliases)`, { details: { source } });
+  }
   if (v === null || v === undefined) return {};
   if (!isTree(v)) throw new ErrorClass(`${source}: secrets must be a YAML mapping`, { details: { source } });
   return v;

@@ -3,7 +3,7 @@
 // (the parent's controller key) are added at startup and never persisted.
 // Implements AccessApi for src/api; the SSH endpoint calls lookup().
 
-import { readFile } from "node:fs/promises";
+import { readTextIfExists } from "../util/read-if-exists.js";
 import { timingSafeEqual } from "node:crypto";
 import type { Logger } from "../log/logger.js";
 import type { AccessApi, AuthorizedKey, KeyRole } from "../nest/events.js";
@@ -22,13 +22,8 @@ export class AuthorizedKeyStore implements AccessApi {
 
   /** Reads the persisted keys (a missing file is an empty store). */
   async load(): Promise<void> {
-    let text: string;
-    try {
-      text = await readFile(this.path, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-      throw err;
-    }
+    const text = await readTextIfExists(this.path);
+    if (text === undefined) return;
     let doc: { keys?: { publicKey: string; role: KeyRole; comment?: string }[] };
     try {
       doc = JSON.parse(text);

@@ -2,7 +2,8 @@
 // pair (what it authenticates to its parent with). Generated at first start,
 // reused after. Imported by the daemon wiring, tests and benches.
 
-import { chmod, mkdir, readFile } from "node:fs/promises";
+import { chmod, mkdir } from "node:fs/promises";
+import { readTextIfExists as readIfExists } from "../util/read-if-exists.js";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import ssh2 from "ssh2";
@@ -36,15 +37,6 @@ export function generateEd25519KeyPair(comment: string): { private: string; publ
     if (pub.getPublicSSH().equals(priv.getPublicSSH())) return pair;
   }
   throw new StateCorruptError("could not generate a well-formed ed25519 key");
-}
-
-async function readIfExists(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
-  }
 }
 
 export async function loadOrCreateLevelKeys(keysDir: string, opts: { name?: string } = {}): Promise<LevelKeys> {

@@ -3,6 +3,7 @@
 // up. Imported by test/daemon tests and bench/daemon-start.ts.
 
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
@@ -29,7 +30,18 @@ export interface HsdProcess {
   kill(): Promise<void>;
 }
 
+/** Tests never take the real port 2222: a root without hsd.yaml gets a loopback, any-port one. */
+function defaultTestConfig(args: string[]): void {
+  const i = args.indexOf("--root");
+  if (i < 0 || args.includes("--config")) return;
+  const root = args[i + 1]!;
+  mkdirSync(root, { recursive: true });
+  const file = join(root, "hsd.yaml");
+  if (!existsSync(file)) writeFileSync(file, "ssh:\n  host: 127.0.0.1\n  port: 0\n");
+}
+
 export function startHsd(args: string[], env: NodeJS.ProcessEnv = {}): HsdProcess {
+  defaultTestConfig(args);
   const proc = spawn(process.execPath, [HSD, ...args], {
     stdio: ["ignore", "pipe", "pipe", "pipe"],
     env: { ...process.env, HSD_READY_FD: "3", ...env },

@@ -1,0 +1,13 @@
+// Runs async jobs one at a time, in order, whatever earlier jobs did: used by
+// the stores whose read-modify-write must not interleave (journal, secrets).
+// Anyone may import this module.
+
+export class SerialQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(job: () => Promise<T>): Promise<T> {
+    const p = this.tail.then(job, job);
+    this.tail = p.catch(() => {});
+    return p;
+  }
+}
