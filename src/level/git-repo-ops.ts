@@ -1,13 +1,18 @@
 // RepoOps on real git: level 0 refreshes its bare exports from the operator's
 // checkouts (with the _working snapshot); a level below fetches them from its
-// parent over SSH git and checks out its working trees. Built by the daemon
-// wiring; level.ts only sees the RepoOps interface.
+// parent over SSH git and checks out its working trees. It also attests
+// (live worktree commit and local edits) and compares a child's commit with
+// this level's export (status). Built by the daemon wiring; level.ts only
+// sees the RepoOps interface.
 
 import type { HsdConfig } from "../config/config.js";
 import { levelPaths } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
-import type { RepoState } from "../nest/events.js";
-import { exportedRepoState, refreshExports } from "../git/export-repos.js";
+import type { RepoState, RepoSyncState } from "../nest/events.js";
+import { exportPath, exportedRepoState, refreshExports } from "../git/export-repos.js";
+import { runGit } from "../git/run-git.js";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { syncFromParent } from "../git/sync-from-parent.js";
 import { ParentConnection } from "../git/parent-connection.js";
 import type { RepoOps } from "./level.js";
@@ -22,14 +27,16 @@ export function gitRepoOps(o: { config: HsdConfig; repos: Readonly<Record<string
     ? new ParentConnection({ parent: config.parent, userKeyPath: o.userKeyPath, connectTimeoutMs: config.timeouts.connectMs, log: o.log })
     : undefined;
 
+  // Attestation reads the working trees live (not what the last sync saw):
+  // an edit made since must show as dirty in the next status.
   const merged = async (): Promise<RepoState[]> => {
     const served = await exportedRepoState(paths.reposDir, names);
-    if (!last) return served;
-    const wt = new Map(last.map((r) => [r.name, r]));
-    return served.map((s) => {
-      const l = wt.get(s.name);
-      return l ? { ...s, worktreeCommit: l.worktreeCommit, dirty: l.dirty, dirtyFiles: l.dirtyFiles } : s;
-    });
+    const byName = new Map((last ?? []).map((r) => [r.name, r]));
+    return Promise.all(served.map(async (s) => {
+      const wt = config.parent ? await worktreeState(join(paths.workDir, s.name)) : await checkoutHead(o.repos[s.name]);
+      const l = byName.get(s.name);
+      return { ...s, ...wt, ...(l?.previousCommit ? { previousCommit: l.previousCommit } : {}), ...(l?.bytes ? { bytes: l.bytes } : {}) };
+    }));
   };
 
   return {
@@ -44,8 +51,8 @@ export function gitRepoOps(o: { config: HsdConfig; repos: Readonly<Record<string
           connectTimeoutMs: config.timeouts.connectMs, commandTimeoutMs: config.timeouts.commandMs, log: o.log,
           onProgress, signal, connection: parentConn,
         });
-        last = r.repos;
-        return { repos: r.repos, bytes: r.bytes };
+        last = r.repos.map((x) => ({ ...x, bytes: r.bytesByRepo[x.name] ?? 0 }));
+        return { repos: last, bytes: r.bytes };
       } catch (err) {
         const states = (err as { details?: { states?: RepoState[] } }).details?.states;
         if (states) last = states;
@@ -54,5 +61,43 @@ export function gitRepoOps(o: { config: HsdConfig; repos: Readonly<Record<string
     },
     state: merged,
     verify: merged,
+    compare: (name, childCommit) => compareWithExport(exportPath(paths.reposDir, name), childCommit),
   };
+}
+
+const ENV = { GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" };
+
+/**
+ * Where a child's served commit stands against this level's export. The
+ * parent answers because it holds every object of its own history: a commit
+ * it cannot find, or one that is not an ancestor of its own, is diverged.
+ */
+export async function compareWithExport(gitDir: string, childCommit: string): Promise<{ syncState: RepoSyncState; behind: number } | undefined> {
+  const g = (args: string[]) => runGit(["--git-dir", gitDir, ...args], { env: ENV, allowFail: true });
+  const mine = (await g(["rev-parse", "--verify", "-q", "HEAD^{commit}"])).stdout.toString().trim();
+  if (!mine) return undefined; // nothing served here: nothing to compare against
+  if (childCommit === mine) return { syncState: "in-sync", behind: 0 };
+  if (!/^[0-9a-f]{40}$/.test(childCommit)) return { syncState: "diverged", behind: 0 };
+  // exit 0: ancestor; 1: not an ancestor; 128: the object is unknown here.
+  if ((await g(["merge-base", "--is-ancestor", childCommit, mine])).code !== 0) return { syncState: "diverged", behind: 0 };
+  const n = Number((await g(["rev-list", "--count", `${childCommit}..${mine}`])).stdout.toString().trim());
+  return { syncState: "behind", behind: Number.isFinite(n) ? n : 0 };
+}
+
+/** A level's working tree of one repo: its HEAD (detached, written by hsd) and tracked files with local edits. */
+async function worktreeState(worktree: string): Promise<Pick<RepoState, "worktreeCommit" | "dirty" | "dirtyFiles">> {
+  const head = (await readFile(join(worktree, ".git", "HEAD"), "utf8").catch(() => "")).trim();
+  if (!/^[0-9a-f]{40}$/.test(head)) return { worktreeCommit: "", dirty: false, dirtyFiles: [] };
+  // Untracked files (the level's own notes, build output) are not local edits
+  // of synced code; only tracked-file changes block a checkout.
+  const st = await runGit(["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"], { cwd: worktree, env: ENV, allowFail: true });
+  const dirtyFiles = st.code === 0 ? st.stdout.toString("utf8").split("\0").filter(Boolean).map((rec) => rec.slice(3)) : [];
+  return { worktreeCommit: head, dirty: dirtyFiles.length > 0, dirtyFiles };
+}
+
+/** Level 0's "working tree" is the operator's checkout: its HEAD (edits there are exported, not held). */
+async function checkoutHead(checkout: string | undefined): Promise<Pick<RepoState, "worktreeCommit">> {
+  if (!checkout) return { worktreeCommit: "" };
+  const r = await runGit(["rev-parse", "--verify", "-q", "HEAD^{commit}"], { cwd: checkout, env: ENV, allowFail: true });
+  return { worktreeCommit: r.stdout.toString().trim() };
 }

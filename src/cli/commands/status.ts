@@ -3,26 +3,59 @@
 
 import { fromProtoStatus } from "../../api/convert.js";
 import { HsError } from "../../errors/hs-error.js";
-import type { LevelStatus } from "../../nest/events.js";
+import type { LevelStatus, RepoState } from "../../nest/events.js";
 import type { Command } from "../command.js";
 
-/** One line per level plus an indented repo line, children nested below with tree glyphs. */
+/**
+ * A level against its parent, from the parent's per-repo attestation:
+ * diverged if any repo is, else behind by the sum over repos, else in sync.
+ * Level 0 is the source everything is compared with.
+ */
+export function syncSummary(s: LevelStatus, isRoot: boolean): string {
+  if (isRoot) return "source";
+  let verdict = "in sync";
+  const behind = s.repos.reduce((n, r) => n + (r.syncState === "behind" ? Math.max(1, r.behind ?? 0) : 0), 0);
+  if (s.repos.some((r) => r.syncState === "diverged")) verdict = "diverged";
+  else if (behind > 0) verdict = `behind (${behind} commit${behind === 1 ? "" : "s"})`;
+  else if (s.outOfSync) verdict = "out of sync";
+  // Unreachable: judged on what it last reported, and its subtree is stale.
+  if (s.state === "unreachable") return s.repos.some((r) => r.syncState) ? `unreachable; last known ${verdict}; subtree stale` : "unreachable; subtree stale";
+  return verdict;
+}
+
+function repoCell(r: RepoState, isRoot: boolean): string {
+  let c = `${r.name}@${(r.servedCommit || r.worktreeCommit || "-").slice(0, 8)}`;
+  if (r.syncState === "behind") c += `(-${r.behind ?? "?"})`;
+  if (r.syncState === "diverged") c += "(diverged)";
+  // The working tree is held behind what is served (local edits, or a path in the way).
+  if (!isRoot && r.worktreeCommit && r.servedCommit && r.worktreeCommit !== r.servedCommit) c += ` wt@${r.worktreeCommit.slice(0, 8)}`;
+  return r.dirty ? `${c}*` : c;
+}
+
+/** One line per level plus indented repo lines, children nested below with tree glyphs. */
 export function renderStatus(root: LevelStatus): string {
   const lines: string[] = [];
-  const walk = (s: LevelStatus, prefix: string, childPrefix: string) => {
-    const parts = [s.name, s.state, s.address || "-", s.hsdVersion ? `hsd ${s.hsdVersion}` : "hsd ?", s.hostKeyFingerprint || "-"];
-    if (s.outOfSync) parts.push("(out of sync)");
+  const walk = (s: LevelStatus, prefix: string, childPrefix: string, isRoot: boolean) => {
+    const dirty = s.repos.some((r) => r.dirty) ? ", dirty" : "";
+    const parts = [s.name, s.state, `[${syncSummary(s, isRoot)}${dirty}]`, s.address || "-", s.hsdVersion ? `hsd ${s.hsdVersion}` : "hsd ?", s.hostKeyFingerprint || "-"];
     lines.push(`${prefix}${parts.join("  ")}`);
     if (s.failure) lines.push(`${childPrefix}  ${s.failure.code}: ${s.failure.message}`);
-    const repos = s.repos.map((r) => `${r.name}@${(r.servedCommit || r.worktreeCommit || "-").slice(0, 8)}${r.dirty ? "*" : ""}`);
-    lines.push(`${childPrefix}  repos: ${repos.length > 0 ? repos.join(" ") : "none"}`);
+    lines.push(`${childPrefix}  repos: ${s.repos.length > 0 ? s.repos.map((r) => repoCell(r, isRoot)).join(" ") : "none"}`);
+    for (const r of s.repos.filter((x) => x.dirty)) {
+      lines.push(`${childPrefix}  local edits in ${r.name}: ${r.dirtyFiles.slice(0, 8).join(", ")}${r.dirtyFiles.length > 8 ? ", ..." : ""}`);
+    }
     s.children.forEach((c, i) => {
       const last = i === s.children.length - 1;
-      walk(c, `${childPrefix}${last ? "└─ " : "├─ "}`, `${childPrefix}${last ? "   " : "│  "}`);
+      walk(c, `${childPrefix}${last ? "└─ " : "├─ "}`, `${childPrefix}${last ? "   " : "│  "}`, false);
     });
   };
-  walk(root, "", "");
+  walk(root, "", "", true);
   return `${lines.join("\n")}\n`;
+}
+
+/** The JSON form: the domain tree plus each level's summary (stable field `sync`). */
+function statusJson(s: LevelStatus, isRoot = true): Record<string, unknown> {
+  return { ...s, sync: syncSummary(s, isRoot), dirty: s.repos.some((r) => r.dirty), children: s.children.map((c) => statusJson(c, false)) };
 }
 
 export const statusCommand: Command = {
@@ -31,8 +64,12 @@ export const statusCommand: Command = {
   help: `Usage: hsctl status [--json]
 
 Shows the level served by the local hsd and the tree of levels below it:
-name, state, SSH address, hsd version, host key fingerprint and the commit
-each repo is at (* = local edits). Children are indented under their parent.
+name, state, how it compares with its parent ([in sync], [behind (N commits)]
+or [diverged], computed by the parent from its own history; ", dirty" when
+its working tree has local edits), SSH address, hsd version, host key
+fingerprint and the commit each repo serves (* = local edits, (-N) = N
+commits behind, wt@ = the working tree held at an older commit). Children
+are indented under their parent.
 
 Options:
   --json    print the status tree as JSON (for scripts)
@@ -47,7 +84,7 @@ Examples:
     const res = await conn.nest.status({}, { deadlineMs: conn.unaryDeadlineMs, signal: io.signal });
     if (!res.root) throw new HsError("hsd answered without a status tree");
     const status = fromProtoStatus(res.root);
-    io.out(args.values.json ? `${JSON.stringify(status)}\n` : renderStatus(status));
+    io.out(args.values.json ? `${JSON.stringify(statusJson(status))}\n` : renderStatus(status));
     return 0;
   },
 };
