@@ -62,7 +62,8 @@ export function fromServiceError(err: grpc.ServiceError, target: string, gotResp
   }
   switch (err.code) {
     case grpc.status.UNAVAILABLE:
-      if (!gotResponse && /No connection established|connect|ENOENT|ECONNREFUSED/i.test(details)) {
+      // "Connection dropped": the call was on an established connection that broke (the peer died).
+      if (!gotResponse && !/Connection dropped/i.test(details) && /No connection established|connect|ENOENT|ECONNREFUSED/i.test(details)) {
         return new DaemonUnreachableError(`cannot reach ${target}: ${details}`, { details: { target } });
       }
       return new PeerGoneError(`${target} went away: ${details}`, { details: { target } });

@@ -16,7 +16,7 @@ import {
   type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape,
 } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import { CancelledError, DeadlineExceededError, HsError } from "../errors/hs-error.js";
+import { CancelledError, DeadlineExceededError, HsError, InvalidArgumentError } from "../errors/hs-error.js";
 import type { Logger } from "../log/logger.js";
 import { toWireStatus } from "./error-status.js";
 
@@ -104,7 +104,9 @@ export function toServiceDefinition(service: DescService, opts: AdapterOptions =
       requestStream: m.methodKind === "client_streaming" || m.methodKind === "bidi_streaming",
       responseStream: m.methodKind === "server_streaming" || m.methodKind === "bidi_streaming",
       requestSerialize: serializer(m.input, (e) => report("cannot serialize request", e, m)) as (v: unknown) => Buffer,
-      requestDeserialize: deserializer(m.input, (e) => report("cannot parse request", e, m)),
+      // A request that does not parse is the caller's fault: it becomes a marker the
+      // handler wrapper rejects as InvalidArgument (hs-code), not grpc-js's bare INTERNAL.
+      requestDeserialize: requestDeserializer(m.input),
       responseSerialize: serializer(m.output, (e) => report("cannot serialize response", e, m)) as (v: unknown) => Buffer,
       responseDeserialize: deserializer(m.output, (e) => report("cannot parse response", e, m)),
       originalName: m.name,
@@ -113,11 +115,37 @@ export function toServiceDefinition(service: DescService, opts: AdapterOptions =
   return def as grpc.ServiceDefinition;
 }
 
+/** What requestDeserialize yields for bytes that are not a valid request message. */
+export class UnparsableRequest {
+  constructor(readonly reason: string) {}
+}
+
+function requestDeserializer<D extends DescMessage>(schema: D) {
+  return (bytes: Buffer): MessageShape<D> | UnparsableRequest => {
+    try {
+      return fromBinary(schema, bytes);
+    } catch (err) {
+      return new UnparsableRequest(err instanceof Error ? err.message : String(err));
+    }
+  };
+}
+
+/** Throws InvalidArgument for a request that did not parse. */
+function checkParsed<T>(req: T): T {
+  if (req instanceof UnparsableRequest) {
+    throw new InvalidArgumentError("request message is not valid protobuf for this method", { details: { reason: req.reason.slice(0, 120) } });
+  }
+  return req;
+}
+
 interface CallState {
   ctx: HandlerContext;
   /** Marks the call as ended by us, so grpc-js's end-of-call 'cancelled' is not mistaken for a cancel. */
   finish(): void;
 }
+
+/** How early before the server's deadline a cancel still counts as the deadline. */
+const DEADLINE_SLACK_MS = 250;
 
 function deadlineMs(call: ServerCall): number | undefined {
   const d = call.getDeadline();
@@ -131,7 +159,11 @@ function callState(call: ServerCall, shutdown: AbortSignal | undefined): CallSta
   const deadline = deadlineMs(call);
   const onCancel = () => {
     if (finished || ac.signal.aborted) return;
-    const late = deadline !== undefined && Date.now() >= deadline;
+    // The client's own deadline timer fires first and cancels: the server's
+    // copy of the deadline was taken on receipt, later by the request's
+    // transit and scheduling delay (tens of ms on a loaded host). A cancel
+    // that close to the deadline is the deadline.
+    const late = deadline !== undefined && Date.now() >= deadline - DEADLINE_SLACK_MS;
     ac.abort(late ? new DeadlineExceededError("deadline exceeded") : new CancelledError("cancelled by the caller"));
   };
   (call as NodeJS.EventEmitter).on("cancelled", onCancel);
@@ -162,7 +194,8 @@ function incoming<T>(call: grpc.ServerReadableStream<T, unknown> | grpc.ServerDu
   signal.addEventListener("abort", () => call.destroy(signal.reason instanceof Error ? signal.reason : undefined), { once: true });
   // Plain for-await over a Readable destroys it when the reads end, which on a
   // duplex call would also kill the response side before its status is sent.
-  return call.iterator({ destroyOnReturn: false }) as AsyncIterable<T>;
+  const it = call.iterator({ destroyOnReturn: false }) as AsyncIterable<T>;
+  return (async function* () { for await (const r of it) yield checkParsed(r); })();
 }
 
 async function pump<T>(
@@ -204,7 +237,7 @@ export function toServiceImpl<S extends GenServiceMethods>(
         const fn = h as (req: unknown, ctx: HandlerContext) => Promise<unknown>;
         impl[m.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
           const st = callState(call, opts.shutdown);
-          Promise.resolve().then(() => fn(call.request, st.ctx)).then(
+          Promise.resolve().then(() => fn(checkParsed(call.request), st.ctx)).then(
             (out) => { st.finish(); cb(null, create(m.output, out as MessageInitShape<DescMessage>)); },
             (err) => { st.finish(); cb(fail(m, err)); },
           );
@@ -215,7 +248,7 @@ export function toServiceImpl<S extends GenServiceMethods>(
         const fn = h as (req: unknown, ctx: HandlerContext) => AsyncIterable<unknown>;
         impl[m.localName] = ((call: grpc.ServerWritableStream<unknown, unknown>) => {
           const st = callState(call, opts.shutdown);
-          (async () => pump(fn(call.request, st.ctx), call, m.output, st.ctx.signal))().then(
+          (async () => pump(fn(checkParsed(call.request), st.ctx), call, m.output, st.ctx.signal))().then(
             () => { st.finish(); call.end(); },
             (err) => { st.finish(); call.emit("error", fail(m, err)); },
           );
