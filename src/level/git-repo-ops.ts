@@ -77,6 +77,11 @@ export async function compareWithExport(gitDir: string, childCommit: string): Pr
   const mine = (await g(["rev-parse", "--verify", "-q", "HEAD^{commit}"])).stdout.toString().trim();
   if (!mine) return undefined; // nothing served here: nothing to compare against
   if (childCommit === mine) return { syncState: "in-sync", behind: 0 };
+  if (childCommit === "") {
+    // The child has nothing yet (never synced): behind by the whole history.
+    const all = Number((await g(["rev-list", "--count", mine])).stdout.toString().trim());
+    return { syncState: "behind", behind: Number.isFinite(all) ? all : 0 };
+  }
   if (!/^[0-9a-f]{40}$/.test(childCommit)) return { syncState: "diverged", behind: 0 };
   // exit 0: ancestor; 1: not an ancestor; 128: the object is unknown here.
   if ((await g(["merge-base", "--is-ancestor", childCommit, mine])).code !== 0) return { syncState: "diverged", behind: 0 };
