@@ -49,8 +49,11 @@ export async function connect(o: ConnectOptions): Promise<Connection> {
 }
 
 export function connectSocket(socket: string): Connection {
-  const nest = createClient(NestService, socket);
-  const access = createClient(AccessService, socket);
+  // A private subchannel: a connection to a freshly started hsd must not inherit the
+  // backoff of an earlier failed dial to the same (then stale) socket.
+  const own = { channelOptions: { "grpc.use_local_subchannel_pool": 1 } };
+  const nest = createClient(NestService, socket, own);
+  const access = createClient(AccessService, socket, own);
   return {
     socket, nest, access, unaryDeadlineMs: DEFAULTS.connectMs,
     close() { nest.close(); access.close(); },

@@ -28,6 +28,8 @@ export interface PveConfig {
   readonly bridge: string;
   readonly cores: number;
   readonly memoryMiB: number;
+  /** The hsd bundle installed into child VMs (scripts/bundle.mjs output); "" = <package root>/hsd-bundle.tar.gz. */
+  readonly bundle?: string;
 }
 
 export interface ParentConfig {

@@ -113,7 +113,13 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     });
   }
   const r = new Reader(file, doc, lc);
-  const top = r.map(doc.toJS(), [], [
+  let js: unknown;
+  try {
+    js = doc.toJS(); // throws on an unresolved alias or an alias bomb
+  } catch (err) {
+    throw new ConfigError(`${file}: YAML cannot be resolved: ${(err as Error).message.split("\n")[0]}`, { details: { file, key: "" }, cause: err });
+  }
+  const top = r.map(js, [], [
     "level", "api", "ssh", "repos", "repo_names", "secret_patterns", "parent", "timeouts", "budgets",
     "nest", "secrets", "sync", "pve", "log",
   ]);
@@ -157,7 +163,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
   let pve: PveConfig | null = null;
   if (top.pve !== undefined && top.pve !== null) {
     const p = r.map(top.pve, ["pve"], [
-      "url", "node", "token_id", "fingerprint", "storage", "snippet_storage", "template", "bridge", "cores", "memory",
+      "url", "node", "token_id", "fingerprint", "storage", "snippet_storage", "template", "bridge", "cores", "memory", "bundle",
     ]);
     pve = Object.freeze({
       url: r.str(p.url, ["pve", "url"], "https://127.0.0.1:8006", /^https:\/\/[^/\s]+$/),
@@ -170,6 +176,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
       bridge: r.str(p.bridge, ["pve", "bridge"], "vmbr0", /^[A-Za-z0-9_.-]{1,15}$/),
       cores: r.int(p.cores, ["pve", "cores"], 4, 1, 512),
       memoryMiB: r.int(p.memory, ["pve", "memory"], 8192, 256, 4_194_304),
+      bundle: r.str(p.bundle, ["pve", "bundle"], "", /^(\/.*)?$/),
     });
   }
 

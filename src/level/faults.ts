@@ -37,10 +37,12 @@ export function writeFault(faults: Faults, point: string): ((tmp: string) => Pro
 export function parseFaults(spec: string | undefined, levelName: string, stateDir: string): Faults {
   const rules = (spec ?? "").split(",").map((s) => s.trim().split(":")).filter((p) => p.length === 3 && p[0] === levelName);
   if (rules.length === 0) return NO_FAULTS;
+  // HSD_FAULTS_DIR (test-owned) keeps once-markers across a level's rebuild; default: the level's state/.
+  const markerDir = process.env.HSD_FAULTS_DIR ? join(process.env.HSD_FAULTS_DIR, levelName) : stateDir;
   const once = async (point: string): Promise<boolean> => {
-    const marker = join(stateDir, `fault-${point}-fired`);
+    const marker = join(markerDir, `fault-${point}-fired`);
     if (await access(marker).then(() => true, () => false)) return false;
-    await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    await mkdir(markerDir, { recursive: true, mode: 0o700 });
     await writeFile(marker, "");
     return true;
   };

@@ -94,6 +94,8 @@ export class Level implements LevelApi {
     for (const r of repos) {
       this.emit(sink, { phase: "configure", kind: "log", message: `${r.name} at ${r.worktreeCommit.slice(0, 12)}${r.dirty ? " (dirty)" : ""}` });
     }
+    // Provider-specific setup of this level (a PVE node: token, snippets, certificate).
+    if (this.d.configureHook) await this.d.configureHook(sink, signal, [this.name]);
     await this.d.journal.update((j) => {
       j.configured = { kind: "finished", durationMs: this.d.clock.now() - started, budgetMs: this.d.config.budgets.configure, at: this.d.clock.now() };
     });

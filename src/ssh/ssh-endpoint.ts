@@ -51,6 +51,9 @@ export interface SshEndpoint {
   stats(): SshEndpointStats;
 }
 
+/** Failed auth attempts one connection may make before it is dropped (OpenSSH's MaxAuthTries). */
+export const MAX_AUTH_TRIES = 6;
+
 const SHELL_REFUSED = "hsd: no shell here: readers may run git-upload-pack, controllers may open the hsd API tunnel\n";
 
 export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEndpoint> {
@@ -75,9 +78,16 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
     client.on("error", (err) => clog.debug({ err: err.message }, "ssh client error"));
     client.on("close", () => clients.delete(client));
 
+    let triesLeft = MAX_AUTH_TRIES;
     client.on("authentication", (ctx: AuthContext) => {
       const fail = () => {
         authFailures++;
+        if (--triesLeft <= 0) {
+          // A brute-forcer pays a new handshake every few guesses, and cannot pin a connection.
+          clog.info("too many authentication failures; disconnecting");
+          client.end();
+          return;
+        }
         const t = setTimeout(() => {
           timers.delete(t);
           try { ctx.reject(["publickey"]); } catch { /* peer gone */ }

@@ -72,7 +72,9 @@ export class LocalProvider implements Provider {
 
   async install(child: ChildHandle, spec: ChildInstallSpec, ctx: PhaseContext): Promise<{ handle: ChildHandle; endpoint: ChildEndpoint }> {
     const data = { ...(child.data as unknown as LocalData) };
-    if (data.pid && pidAlive(data.pid, data.dir)) await killLevelTree(data.dir, this.o.shutdownMs, this.o.netns, this.o.log, { keepDir: true });
+    // A reinstall stops the old hsd and, even when it is already dead, every
+    // descendant it started: they point at its old SSH port and would be orphans.
+    if (data.pid) await killLevelTree(data.dir, this.o.shutdownMs, this.o.netns, this.o.log, { keepDir: true });
     const address = data.netns ? data.netns.childAddr : "127.0.0.1";
     const yaml = childConfigYaml(spec, {
       sshHost: data.netns ? "0.0.0.0" : "127.0.0.1",

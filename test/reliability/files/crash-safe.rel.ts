@@ -1,0 +1,149 @@
+// R6: crash-safe state files. The journal and the secrets store are killed
+// (SIGKILL) over and over in the middle of writes, both exactly between fsync
+// and rename (the beforeRename hook) and at random moments; the file must
+// always be the old or the new version, parse, and never be empty or torn.
+// Then a real hsd is killed inside a secrets write (HSD_FAULTS kill-once),
+// and a level whose disk is full (a tmpfs) refuses writes with DiskFull.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtemp, rm, readFile, readdir, writeFile, mkdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parse } from "yaml";
+import * as grpc from "@grpc/grpc-js";
+import { createClient } from "../../../src/rpc/client.js";
+import { NestService } from "../../../src/gen/homestak/nest/v1/nest_pb.js";
+import { HsError } from "../../../src/errors/hs-error.js";
+import { Rng, seed, LONG } from "../lib/prng.js";
+import { figure } from "../lib/figures.js";
+import { startLevel0, type Level0 } from "../lib/daemon.js";
+
+const CHILD = fileURLToPath(new URL("./writer-child.mjs", import.meta.url));
+const KILLS = Number(process.env.HSD_RELIABILITY_KILLS) || (LONG ? 300 : 24);
+const root = await mkdtemp(join(tmpdir(), "hsd-rel-files-"));
+const mounts: string[] = [];
+const daemons: Level0[] = [];
+let torn = 0;
+
+after(async () => {
+  for (const d of daemons) await d.hsd.kill();
+  for (const m of mounts) spawnSync("umount", ["-l", m]);
+  await rm(root, { recursive: true, force: true });
+  figure("files.torn", torn);
+});
+
+/** Runs the writer until it dies: killed by its own hook, or by us after `afterLines` acknowledged writes. */
+function runWriter(kind: string, path: string, from: number, killAt: number, afterLines: number): Promise<number> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [CHILD, kind, path, String(from), String(killAt)], { stdio: ["ignore", "pipe", "inherit"] });
+    let last = from - 1;
+    let buf = "";
+    let lines = 0;
+    p.stdout.setEncoding("utf8").on("data", (c: string) => {
+      buf += c;
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        last = Number(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        if (killAt === 0 && ++lines >= afterLines) p.kill("SIGKILL");
+      }
+    });
+    p.on("close", () => resolve(last));
+  });
+}
+
+function versionOf(kind: string, text: string): number {
+  if (text.length === 0) throw new Error("empty file");
+  if (kind === "journal") {
+    const j = JSON.parse(text) as { version: number; configured: { durationMs: number } };
+    assert.equal(j.version, 1);
+    return j.configured.durationMs;
+  }
+  const s = parse(text) as { version: number; pad: string };
+  assert.equal(typeof s.pad, "string");
+  return s.version;
+}
+
+for (const kind of ["journal", "secrets"] as const) {
+  test(`${kind}: ${KILLS} SIGKILLs mid-write leave the old or the new version, never a torn file`, async () => {
+    const rng = new Rng(seed() + (kind === "journal" ? 20 : 21));
+    const dir = join(root, kind);
+    await mkdir(dir, { recursive: true });
+    const path = join(dir, kind === "journal" ? "journal.json" : "secrets.yaml");
+    let acked = await runWriter(kind, path, 1, 0, 1); // a first good version
+    for (let i = 0; i < KILLS; i++) {
+      const hook = rng.chance(0.5);
+      const from = acked + 1;
+      const last = await runWriter(kind, path, from, hook ? from + rng.int(5) : 0, 1 + rng.int(20));
+      acked = Math.max(acked, last);
+      let v: number;
+      try {
+        v = versionOf(kind, await readFile(path, "utf8"));
+      } catch (err) {
+        torn++;
+        throw err;
+      }
+      // The file holds the last acknowledged version or the one in flight.
+      if (v !== acked && v !== acked + 1) torn++;
+      assert.ok(v === acked || v === acked + 1, `after kill ${i}: file has version ${v}, last acknowledged ${acked}`);
+      acked = v;
+    }
+    const leftovers = (await readdir(dir)).filter((n) => n.endsWith(".tmp")).length;
+    figure(`files.${kind}.kills`, KILLS, `${leftovers} temp files left by kills`);
+  });
+}
+
+test("a real hsd SIGKILLed inside a secrets write keeps the old secrets file; restarted, it writes the new one", async () => {
+  const lroot = join(root, "kill-l0");
+  let l0 = await startLevel0(lroot);
+  daemons.push(l0);
+  await l0.hsd.kill();
+  const before = await readFile(join(lroot, "secrets.yaml"), "utf8");
+  l0 = await startLevel0(lroot, "", { HSD_FAULTS: "l0:secrets-write:kill-once" });
+  daemons.push(l0);
+  const c = createClient(NestService, l0.ready.socket);
+  await assert.rejects(c.putSecrets({ yaml: "canary: new-value\n" }), (e: HsError) => e.code === "PeerGone");
+  c.close();
+  const exited = await l0.hsd.exited;
+  assert.equal(exited.signal, "SIGKILL");
+  const after1 = await readFile(join(lroot, "secrets.yaml"), "utf8");
+  if (after1 !== before) torn++;
+  assert.equal(after1, before, "a killed write must leave the old file");
+  l0 = await startLevel0(lroot, "", { HSD_FAULTS: "l0:secrets-write:kill-once" });
+  daemons.push(l0);
+  const c2 = createClient(NestService, l0.ready.socket);
+  assert.ok((await c2.putSecrets({ yaml: "canary: new-value\n" })).keys.includes("canary"));
+  c2.close();
+  assert.equal(parse(await readFile(join(lroot, "secrets.yaml"), "utf8")).canary, "new-value");
+});
+
+// Needs root for mount(8); CI runs as root.
+test("a level whose disk is full refuses secrets writes with DiskFull and keeps its file intact", async () => {
+  const lroot = join(root, "full");
+  await mkdir(lroot, { recursive: true });
+  const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", lroot]);
+  assert.equal(m.status, 0, m.stderr?.toString());
+  mounts.push(lroot);
+  const l0 = await startLevel0(lroot);
+  daemons.push(l0);
+  const before = await readFile(join(lroot, "secrets.yaml"), "utf8");
+  // Fill what is left (tmpfs reports ENOSPC once its pages are used).
+  const filler = join(lroot, "filler");
+  const chunk = Buffer.alloc(64 * 1024, 1);
+  await writeFile(filler, "");
+  const fh = await import("node:fs/promises").then((fs) => fs.open(filler, "a"));
+  try { for (;;) await fh.write(chunk); } catch (e) { assert.equal((e as NodeJS.ErrnoException).code, "ENOSPC"); } finally { await fh.close(); }
+  const c = createClient(NestService, l0.ready.socket);
+  await assert.rejects(c.putSecrets({ yaml: `big: ${"z".repeat(32 * 1024)}\n` }), (e: HsError) => e.code === "DiskFull");
+  const after1 = await readFile(join(lroot, "secrets.yaml"), "utf8");
+  if (after1 !== before) torn++;
+  assert.equal(after1, before);
+  assert.deepEqual((await readdir(lroot)).filter((n) => n.endsWith(".tmp")), []);
+  assert.equal(l0.hsd.proc.exitCode, null, "hsd must survive a full disk");
+  await rm(filler);
+  assert.ok((await c.putSecrets({ yaml: "after: ok\n" })).keys.includes("after"));
+  c.close();
+  void grpc;
+});
