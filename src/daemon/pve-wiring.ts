@@ -48,6 +48,7 @@ export function lazyPveProvider(o: {
         sshPublicKeys: [o.publicKey],
         sshPrivateKeyPath: o.userKeyPath,
         connectTimeoutMs: o.config.timeouts.connectMs,
+        ...(o.config.pve.bundle ? { bundlePath: o.config.pve.bundle } : {}),
       });
     })();
     made.catch(() => { made = undefined; });

@@ -150,7 +150,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await removeReadyFile(paths.ready);
       await api!.close(config.timeouts.shutdownMs);
       await closeLevel().catch((err) => log.warn({ err }, "closing child links failed"));
-      await ssh?.close().catch((err) => log.warn({ err }, "ssh endpoint close failed"));
+      // Bounded: a peer that vanished (a child VM powered off) never acknowledges the close.
+      const sshClosed = ssh?.close().catch((err) => log.warn({ err }, "ssh endpoint close failed"));
+      await Promise.race([sshClosed, new Promise<void>((r) => setTimeout(r, config.timeouts.shutdownMs).unref())]);
       log.info("hsd stopped");
       markStopped();
     })();

@@ -199,7 +199,7 @@ export function buildRoutes(sim: PveSim): Route[] {
         { "ip-address": "127.0.0.1", "ip-address-type": "ipv4", prefix: 8 }, { "ip-address": "::1", "ip-address-type": "ipv6", prefix: 128 }] },
       { name: "eth0", "hardware-address": "bc:24:11:00:00:01", "ip-addresses": [
         { "ip-address": "fe80::be24:11ff:fe00:1", "ip-address-type": "ipv6", prefix: 64 },
-        { "ip-address": sim.guestAddress(vm.vmid), "ip-address-type": "ipv4", prefix: 24 }] },
+        { "ip-address": await sim.agentAddress(vm.vmid).catch(() => { throw new SimError(500, "QEMU guest agent is not running"); }), "ip-address-type": "ipv4", prefix: 24 }] },
     ] } };
   });
   add("DELETE", "/nodes/{node}/qemu/{vmid}", (_p, path, who) => {

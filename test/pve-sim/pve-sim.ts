@@ -14,6 +14,9 @@ import { makeSimCert, type SimCert } from "./sim-cert.js";
 import { buildRoutes, type Route } from "./pve-sim-api.js";
 import { formatUpid } from "../../src/providers/pve/upid.js";
 import { startGuest, stopGuest, type SimGuest } from "./sim-guest.js";
+import { startVmGuest, stopVmGuest, type SimVmGuest, type VmNetwork, type VmNode } from "./sim-vm.js";
+import { simCommandRunner } from "./sim-commands.js";
+import * as http from "node:http";
 
 export interface SimFaults {
   /** Storage `local` starts without `snippets` in its content list. */
@@ -63,6 +66,17 @@ export interface PveSimOptions {
   bridges?: string[];
   /** A started VM gets a real sshd and a root directory (sim-guest.ts). */
   guests?: boolean;
+  /**
+   * Real-process mode (sim-vm.ts): a started VM is a network + mount namespace
+   * on this bridge with sshd on <address>:22. Wins over `guests`.
+   */
+  vmNetwork?: VmNetwork;
+  /** For a VM named hsd-<level>: the simulator standing in for that level's own PVE, if it is a node. */
+  nodeFor?: (vmName: string) => PveSim | undefined;
+  /** Address the API (and the control endpoint) listen on. Default 127.0.0.1. */
+  host?: string;
+  /** Start with tokenId/tokenSecret already created (a node that hsd did not set up). Default true. */
+  presetToken?: boolean;
 }
 
 export class SimError extends Error {
@@ -99,6 +113,15 @@ export class PveSim {
   private readonly withGuests: boolean;
   private readonly guests = new Map<number, Promise<SimGuest>>();
   private readonly powerOffs = new Set<Promise<void>>();
+  vmNetwork?: VmNetwork;
+  /** Why real-process VMs failed to come up. */
+  readonly guestErrors: string[] = [];
+  private readonly nodeFor?: (vmName: string) => PveSim | undefined;
+  private readonly host: string;
+  private readonly presetToken: boolean;
+  private readonly vmGuests = new Map<number, Promise<SimVmGuest>>();
+  private control?: http.Server;
+  private controlPort = 0;
 
   constructor(opts: PveSimOptions = {}) {
     this.node = opts.node ?? "pve1";
@@ -106,6 +129,10 @@ export class PveSim {
     this.templateVmid = opts.template ?? 9000;
     this.bridges = new Set(opts.bridges ?? ["vmbr0"]);
     this.withGuests = opts.guests ?? false;
+    this.vmNetwork = opts.vmNetwork;
+    this.nodeFor = opts.nodeFor;
+    this.host = opts.host ?? "127.0.0.1";
+    this.presetToken = opts.presetToken ?? true;
     this.faults = {
       snippetsDisabled: false, agentDelayMs: 20_000, cloneMs: 5_000, taskMs: 1_000, slowSync: {},
       nextidCollisions: 0, certZoneId: false, freshTaskMisses: 1, nested: "Y", diskFreeKiB: 80_000_000,
@@ -113,7 +140,10 @@ export class PveSim {
     };
   }
 
-  get url(): string { return `https://127.0.0.1:${this.port}`; }
+  get url(): string { return `https://${this.host}:${this.port}`; }
+  get apiPort(): number { return this.port; }
+  /** POST {argv} -> {code, stdout, stderr}: the node's host commands (sim-commands.ts), for sim-shim.mjs. */
+  get controlUrl(): string { return `http://${this.host}:${this.controlPort}/command`; }
   get fingerprint(): string { return this.cert.fingerprint; }
   get paths() {
     return {
@@ -131,7 +161,7 @@ export class PveSim {
     await writeFile(join(p.sysRoot, "module/kvm_intel/parameters/nested"), `${this.faults.nested}\n`);
     const hostLine = this.faults.certZoneId ? `fe80::1%vmbr0 ${this.node}.${this.domain} ${this.node}` : `${this.nodeAddress} ${this.node}.${this.domain} ${this.node}`;
     await writeFile(p.hostsFile, `127.0.0.1 localhost\n${hostLine}\n`);
-    this.tokens.set(this.tokenId, this.tokenSecret);
+    if (this.presetToken) this.tokens.set(this.tokenId, this.tokenSecret);
     this.storages.set("local", {
       storage: "local", type: "dir", path: p.vz,
       content: this.faults.snippetsDisabled ? "iso,vztmpl,backup" : "iso,vztmpl,backup,snippets",
@@ -155,24 +185,55 @@ export class PveSim {
       s.on("close", () => this.sockets.delete(s));
     });
     server.on("request", (req: IncomingMessage, res: ServerResponse) => { void this.handle(req, res); });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    await new Promise<void>((resolve) => server.listen(0, this.host, resolve));
     this.port = (server.address() as { port: number }).port;
     this.server = server;
+    const commands = simCommandRunner(this);
+    const control = http.createServer((req, res) => {
+      let body = "";
+      req.setEncoding("utf8").on("data", (d: string) => { body += d; }).on("end", () => {
+        void (async () => {
+          const { argv } = JSON.parse(body || "{}") as { argv?: string[] };
+          const r = argv?.length ? await commands(argv) : { code: 2, stdout: "", stderr: "no argv\n" };
+          res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(r));
+        })().catch((e: Error) => { res.writeHead(500).end(JSON.stringify({ code: 1, stdout: "", stderr: `${e.message}\n` })); });
+      });
+    });
+    await new Promise<void>((resolve) => control.listen(0, this.host, resolve));
+    this.controlPort = (control.address() as { port: number }).port;
+    this.control = control;
     return this;
   }
 
   async close(): Promise<void> {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    for (const vmid of [...this.guests.keys()]) this.powerOff(vmid);
+    for (const vmid of [...this.guests.keys(), ...this.vmGuests.keys()]) this.powerOff(vmid);
     await Promise.all([...this.powerOffs]);
     for (const s of this.sockets) s.destroy();
     if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+    if (this.control) { this.control.closeAllConnections(); await new Promise<void>((resolve) => this.control!.close(() => resolve())); }
     if (this.root) await rm(this.root, { recursive: true, force: true });
   }
 
   /** A VM reached "running": its guest (sshd + root dir) comes up, as the OS would boot. */
   powerOn(vm: SimVm): void {
+    if (this.vmNetwork) {
+      const node = this.nodeFor?.(vm.config.name ?? "");
+      const g = (async () => {
+        const guest = await startVmGuest({
+          vmid: vm.vmid, name: vm.config.name ?? `vm${vm.vmid}`, root: this.guestRoot(vm.vmid), sshkeys: vm.config.sshkeys ?? "",
+          net: this.vmNetwork!, node: node?.asVmNode(),
+        });
+        // That node's own VMs plug into the bridge inside this VM (nested networking).
+        if (node?.vmNetwork) node.vmNetwork.netns = guest.netns;
+        return guest;
+      })();
+      // The agent never answers (boot reports it); the reason is kept for the test's failure message.
+      g.catch((e: Error) => { this.guestErrors.push(`VM ${vm.vmid}: ${e.message}`); });
+      this.vmGuests.set(vm.vmid, g);
+      return;
+    }
     if (!this.withGuests) return;
     const g = startGuest(vm.vmid, this.guestRoot(vm.vmid), vm.config.sshkeys ?? "");
     g.catch(() => { /* reported by guestAccess */ });
@@ -181,6 +242,13 @@ export class PveSim {
 
   /** A VM stopped: its guest's processes die at once. */
   powerOff(vmid: number): void {
+    const vg = this.vmGuests.get(vmid);
+    if (vg) {
+      this.vmGuests.delete(vmid);
+      const done: Promise<void> = vg.then(stopVmGuest).catch(() => {}).finally(() => this.powerOffs.delete(done));
+      this.powerOffs.add(done);
+      return;
+    }
     const g = this.guests.get(vmid);
     if (!g) return;
     this.guests.delete(vmid);
@@ -192,6 +260,21 @@ export class PveSim {
   async settled(): Promise<void> { await Promise.all([...this.powerOffs]); }
 
   guestRoot(vmid: number): string { return join(this.root, "guests", String(vmid)); }
+
+  /** The address the guest agent reports: the VM's own in real-process mode (throws while it is not up). */
+  async agentAddress(vmid: number): Promise<string> {
+    const g = this.vmGuests.get(vmid);
+    return g ? (await g).address : this.guestAddress(vmid);
+  }
+
+  /** Network namespaces of running real-process VMs. */
+  get vmNamespaces(): Promise<string[]> {
+    return Promise.all([...this.vmGuests.values()].map((g) => g.then((x) => x.netns, () => ""))).then((l) => l.filter(Boolean));
+  }
+
+  asVmNode(): VmNode {
+    return { node: this.node, certFile: this.paths.certFile, apiHost: this.host, apiPort: this.port, controlUrl: this.controlUrl, domain: this.domain };
+  }
 
   /** PveProvider's guestAccess seam: this VM's sshd on 127.0.0.1 and its root directory. */
   async guestAccess(vmid: number): Promise<{ host: string; port: number; root: string }> {

@@ -56,7 +56,7 @@ test("lifecycle after a snippets repair: provision, boot, alive, destroy twice; 
     assert.equal(cfg.lock, undefined);
     const snippet = await readFile(`${sim.paths.vz}/snippets/hsd-${vmid}.yaml`, "utf8");
     assert.ok(snippet.startsWith("#cloud-config\n") && snippet.includes(TEST_KEY));
-    assert.ok(events.some((e) => e.kind === "log" && e.message === "TASK OK"), "task logs streamed");
+    assert.ok(events.some((e) => e.kind === "progress" && e.message === `qmclone ${sim.templateVmid}: TASK OK`), "task logs streamed as progress");
     assert.ok(events.some((e) => e.kind === "progress"));
 
     const booted = await provider.boot(h, ctx);

@@ -16,6 +16,7 @@ import { withTimeout } from "../../util/timeout.js";
 import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
 import { missingAs127, runCommand, type CommandRunner } from "../../util/command-runner.js";
 import { runPreflight, isUnroutable } from "./preflight.js";
+import { parseUpid } from "./upid.js";
 import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
 
 export interface PveProviderOptions extends InstallOptions {
@@ -133,7 +134,7 @@ export class PveProvider implements Provider {
     const handle: ChildHandle = { name, data: { vmid, node, provider: "pve" } };
     try {
       step(0, `cloning template ${template} as VM ${vmid}`);
-      await this.client.waitTask(upid, this.taskOpts(ctx));
+      await this.client.waitTask(upid, this.taskOpts(ctx, upid));
       step(1, "writing cloud-init snippet");
       const snippet = await this.writeSnippet(vmid, name, ctx);
       const vol = `${this.cfg.snippetStorage}:snippets/${snippet.file}`;
@@ -143,7 +144,7 @@ export class PveProvider implements Provider {
         agent: "1", ciupgrade: 0, ide2: `${this.cfg.storage}:cloudinit`, ipconfig0: "ip=dhcp",
         sshkeys: encodeSshKeys(this.opts.sshPublicKeys), cicustom: `user=${vol}`,
       }, { signal: ctx.signal });
-      await this.client.waitTask(cfgUpid, this.taskOpts(ctx));
+      await this.client.waitTask(cfgUpid, this.taskOpts(ctx, cfgUpid));
       step(3, `VM ${vmid} ready to boot`);
       const done: ChildHandle = { name, data: { ...handle.data, snippet: snippet.path } };
       this.byName.set(name, done);
@@ -161,7 +162,7 @@ export class PveProvider implements Provider {
     const st = await this.client.get<{ status: string }>(`${base}/status/current`, undefined, { signal: ctx.signal });
     if (st.status !== "running") {
       const upid = await this.client.post<string>(`${base}/status/start`, undefined, { signal: ctx.signal });
-      await this.client.waitTask(upid, this.taskOpts(ctx));
+      await this.client.waitTask(upid, this.taskOpts(ctx, upid));
     }
     const budget = this.opts.bootTimeoutMs ?? 300_000;
     const address = await withTimeout(budget, () => new PhaseTimeoutError(`VM ${vmid} reported no routable address within ${budget} ms`, {
@@ -216,10 +217,11 @@ export class PveProvider implements Provider {
     try {
       const st = await this.client.get<{ status: string }>(`${base}/status/current`, undefined, { signal: ctx.signal });
       if (st.status === "running") {
-        await this.client.waitTask(await this.client.post<string>(`${base}/status/stop`, undefined, { signal: ctx.signal }), this.taskOpts(ctx));
+        const stop = await this.client.post<string>(`${base}/status/stop`, undefined, { signal: ctx.signal });
+        await this.client.waitTask(stop, this.taskOpts(ctx, stop));
       }
       const upid = await this.client.delete<string>(base, { purge: 1, "destroy-unreferenced-disks": 1 }, { signal: ctx.signal });
-      await this.client.waitTask(upid, this.taskOpts(ctx));
+      await this.client.waitTask(upid, this.taskOpts(ctx, upid));
     } catch (e) {
       if (!gone(e)) throw e;
     }
@@ -228,10 +230,13 @@ export class PveProvider implements Provider {
     this.byName.delete(child.name);
   }
 
-  private taskOpts(ctx: PhaseContext): WaitTaskOptions {
+  /** Task waits stream the task's log lines upward as progress ("<task type> <id>: <line>"). */
+  private taskOpts(ctx: PhaseContext, upid: string): WaitTaskOptions {
+    let label = "task";
+    try { const u = parseUpid(upid); label = `${u.type} ${u.id}`; } catch { /* an odd UPID still streams */ }
     return {
       signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs,
-      onLog: (lines) => { for (const l of lines) ctx.emit({ kind: "log", message: l }); },
+      onLog: (lines) => { for (const l of lines) ctx.emit({ kind: "progress", message: `${label}: ${l}` }); },
     };
   }
 

@@ -1,0 +1,226 @@
+// The simulator's "VM" guests for real-process tests: a started VM becomes a
+// network namespace (eth0 enslaved to a bridge named like the node's, its own
+// address, default route to the node) plus a private mount and UTS namespace
+// in which /etc, /opt, /usr/local and /var/lib are overlays of the host's
+// (writes land in the VM's root dir), /run and /sys/module are fresh, and the
+// hostname is the level's. Its OpenSSH listens on <address>:22, so the pve
+// provider reaches it exactly as it reaches a real VM: agent address, port 22,
+// paths at "/". Test-only; used by pve-sim.ts when `vmNetwork` is set.
+//
+// When the VM is itself a PVE node (`node`: the simulator standing in for its
+// PVE), the VM also gets what a PVE install would leave: /etc/pve/local/pve-ssl.pem,
+// /etc/hosts naming it, pveum/pvesm/pvecm/qm (shims to that simulator) in
+// /usr/local/sbin, and its API on 127.0.0.1:8006 (a TCP relay to the simulator).
+
+import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
+import { promisify } from "node:util";
+import { mkdir, readFile, writeFile, chmod, copyFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const run = promisify(execFile);
+const SHIM = fileURLToPath(new URL("./sim-shim.mjs", import.meta.url));
+
+export interface VmNetwork {
+  /** Bridge name at every level (the node's pve.bridge). */
+  readonly bridge: string;
+  /** Network namespace holding the bridge the VM plugs into; undefined = this host's. */
+  netns?: string;
+  /** First three octets of the /24 shared by every level, e.g. "10.78.5". */
+  readonly prefix: string;
+  /** The host end (default route of every VM), e.g. "10.78.5.1". */
+  readonly gateway: string;
+  /** Hands out host numbers in the /24 (shared by every simulator on the segment). */
+  readonly alloc: { next: number };
+  /** Unique per test run: prefix of namespace and link names. */
+  readonly tag: string;
+}
+
+/** What a VM that is itself a PVE node needs from the simulator standing in for its PVE. */
+export interface VmNode {
+  readonly node: string;
+  readonly certFile: string;
+  readonly apiHost: string;
+  readonly apiPort: number;
+  readonly controlUrl: string;
+  readonly domain: string;
+}
+
+export interface SimVmGuest {
+  readonly vmid: number;
+  readonly root: string;
+  readonly netns: string;
+  readonly address: string;
+  readonly hostLink: string;
+  readonly hostLinkNetns?: string;
+  readonly sshd: ChildProcess;
+}
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** systemctl of a simulated VM: hsd.service's ExecStart as a background process, as systemd would run it. */
+function fakeSystemctl(root: string): string {
+  return `#!/bin/sh
+unit=/etc/systemd/system/hsd.service
+pidf=/run/hsd-service.pid
+echo "systemctl $*" >> ${q(join(root, "systemctl.log"))}
+running() {
+  [ -f "$pidf" ] || return 1
+  s=$(sed -n 's/^State:[[:space:]]*\\([A-Z]\\).*/\\1/p' "/proc/$(cat "$pidf")/status" 2>/dev/null)
+  [ -n "$s" ] && [ "$s" != Z ]
+}
+stop_hsd() {
+  if running; then
+    pid=$(cat "$pidf")
+    kill -TERM "$pid" 2>/dev/null
+    i=0; while running && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    kill -KILL -- "-$pid" 2>/dev/null
+  fi
+  rm -f "$pidf"
+}
+start_hsd() {
+  [ -f "$unit" ] || { echo "Failed to start hsd.service: Unit hsd.service not found." >&2; exit 5; }
+  cmd=$(sed -n 's/^ExecStart=//p' "$unit")
+  # RuntimeDirectory=hsd, StateDirectory=hsd, UMask=0077, systemd's PATH.
+  mkdir -p -m 0700 /run/hsd /var/lib/hsd
+  umask 077
+  PATH=${PATH} NODE_ENV=production setsid sh -c "exec $cmd" </dev/null >>${q(join(root, "hsd.log"))} 2>&1 &
+  echo $! > "$pidf"
+}
+svc="$2"
+case "$1" in
+  daemon-reload|enable|disable) exit 0 ;;
+  stop) [ "$svc" = hsd ] && stop_hsd; exit 0 ;;
+  start) [ "$svc" = hsd ] && { running || start_hsd; }; exit 0 ;;
+  restart) [ "$svc" = hsd ] && { stop_hsd; start_hsd; }; exit 0 ;;
+  is-active) shift; [ "$1" = --quiet ] && shift; [ "$1" = hsd ] && running ;;
+  is-failed) shift; [ "$1" = --quiet ] && shift; [ "$1" = hsd ] && [ -f "$pidf" ] && ! running ;;
+  *) exit 0 ;;
+esac
+`;
+}
+
+/** A TCP relay 127.0.0.1:8006 -> the simulator: "pveproxy" on the VM. */
+const RELAY = `const net=require("net");const [h,p]=process.argv.slice(1);
+net.createServer((c)=>{const u=net.connect(Number(p),h);c.pipe(u);u.pipe(c);c.on("error",()=>u.destroy());u.on("error",()=>c.destroy());}).listen(8006,"127.0.0.1");`;
+
+async function ip(args: string[]): Promise<void> {
+  await run("ip", args, { timeout: 20_000 });
+}
+
+export async function startVmGuest(o: {
+  vmid: number; name: string; root: string; sshkeys: string; net: VmNetwork; node?: VmNode;
+}): Promise<SimVmGuest> {
+  const { root, net } = o;
+  const hostname = o.name.replace(/^hsd-/, "").replace(/[^a-z0-9-]/g, "-") || "vm";
+  // Named by host number: vmids repeat across the simulated nodes, addresses do not.
+  const host = net.alloc.next++;
+  const address = `${net.prefix}.${host}`;
+  const ns = `${net.tag}-${host}`;
+  const hostLink = `${net.tag}v${host}`.slice(0, 15);
+  const up = (d: string) => join(root, "upper", d);
+  for (const d of ["etc", "opt", "usr/local", "var/lib"]) {
+    await mkdir(up(d), { recursive: true });
+    await mkdir(join(root, "work", d), { recursive: true });
+  }
+  // cloud-init's work: root's keys, the hostname in /etc/hosts (manage_etc_hosts).
+  const sshDir = join(root, ".sshd");
+  await mkdir(sshDir, { recursive: true });
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(sshDir, "host")]);
+  const keys = decodeURIComponent(o.sshkeys).split("\n").map((l) => l.trim()).filter(Boolean);
+  await writeFile(join(sshDir, "authorized_keys"), `${keys.join("\n")}\n`, { mode: 0o600 });
+  await writeFile(join(sshDir, "sshd_config"), [
+    "ListenAddress 0.0.0.0:22", `HostKey ${join(sshDir, "host")}`, `AuthorizedKeysFile ${join(sshDir, "authorized_keys")}`,
+    `PidFile ${join(sshDir, "sshd.pid")}`, "UsePAM no", "StrictModes no", "PermitRootLogin prohibit-password",
+    "PasswordAuthentication no", "KbdInteractiveAuthentication no", `SetEnv PATH=${PATH}`, "",
+  ].join("\n"));
+  const hosts = await readFile("/etc/hosts", "utf8").catch(() => "127.0.0.1 localhost\n");
+  const domain = o.node?.domain ?? "lab.example";
+  await writeFile(join(up("etc"), "hosts"), `${hosts.replace(/\n?$/, "\n")}${address} ${hostname}.${domain} ${hostname}\n`);
+  const sbin = join(up("usr/local"), "sbin");
+  await mkdir(sbin, { recursive: true });
+  await writeFile(join(sbin, "systemctl"), fakeSystemctl(root), { mode: 0o755 });
+  await writeFile(join(sbin, "cloud-init"), "#!/bin/sh\necho 'status: done'\n", { mode: 0o755 });
+  await writeFile(join(sbin, "fuser"), "#!/bin/sh\nexit 1\n", { mode: 0o755 });
+  if (o.node) {
+    await mkdir(join(up("etc"), "pve/local"), { recursive: true });
+    await copyFile(o.node.certFile, join(up("etc"), "pve/local/pve-ssl.pem"));
+    for (const cmd of ["pveum", "pvesm", "pvecm", "qm"]) {
+      await writeFile(join(sbin, cmd), `#!/bin/sh\nexec ${q(process.execPath)} ${q(SHIM)} ${q(o.node.controlUrl)} ${cmd} "$@"\n`, { mode: 0o755 });
+    }
+  }
+  await chmod(root, 0o755);
+
+  // The NIC: a veth whose far end is eth0 in the VM, enslaved to the VM's own bridge (a PVE node's layout).
+  await ip(["netns", "add", ns]);
+  try {
+    await ip(["link", "add", hostLink, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+    if (net.netns) await ip(["link", "set", hostLink, "netns", net.netns]);
+    const at = net.netns ? ["-n", net.netns] : [];
+    await ip([...at, "link", "set", hostLink, "master", net.bridge, "up"]);
+    for (const a of [
+      ["link", "set", "lo", "up"], ["link", "add", net.bridge, "type", "bridge"], ["link", "set", "eth0", "master", net.bridge, "up"],
+      ["addr", "add", `${address}/24`, "dev", net.bridge], ["link", "set", net.bridge, "up"], ["route", "add", "default", "via", net.gateway],
+    ]) await ip(["-n", ns, ...a]);
+  } catch (e) {
+    await ip([...(net.netns ? ["-n", net.netns] : []), "link", "del", hostLink]).catch(() => {});
+    await ip(["link", "del", hostLink]).catch(() => {});
+    await ip(["netns", "del", ns]).catch(() => {});
+    throw e;
+  }
+
+  const overlays = ["etc", "opt", "usr/local", "var/lib"].map((d) =>
+    `mount -t overlay overlay -o lowerdir=/${d},upperdir=${q(up(d))},workdir=${q(join(root, "work", d))} /${d}`);
+  const script = [
+    "set -e",
+    `echo ${q(hostname)} > /proc/sys/kernel/hostname`,
+    ...overlays,
+    "mount -t tmpfs -o mode=0755 tmpfs /run", "mkdir -p /run/sshd",
+    "mount -t tmpfs tmpfs /sys/module", "mkdir -p /sys/module/kvm_intel/parameters", "echo Y > /sys/module/kvm_intel/parameters/nested",
+    ...(o.node ? [`setsid ${q(process.execPath)} -e ${q(RELAY)} ${q(o.node.apiHost)} ${String(o.node.apiPort)} </dev/null >/dev/null 2>&1 &`] : []),
+    `exec /usr/sbin/sshd -D -e -f ${q(join(sshDir, "sshd_config"))}`,
+  ].join("\n");
+  const sshd = spawn("ip", ["netns", "exec", ns, "unshare", "-m", "-u", "--propagation", "private", "sh", "-c", script], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const guest: SimVmGuest = { vmid: o.vmid, root, netns: ns, address, hostLink, hostLinkNetns: net.netns, sshd };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let err = "";
+      const t = setTimeout(() => reject(new Error(`VM ${o.vmid} sshd did not start: ${err}`)), 20_000);
+      sshd.stderr!.setEncoding("utf8").on("data", (d: string) => {
+        err += d;
+        if (err.includes("Server listening")) { clearTimeout(t); resolve(); }
+      });
+      sshd.on("exit", (c) => { clearTimeout(t); reject(new Error(`VM ${o.vmid} sshd exited ${c}: ${err}`)); });
+    });
+    sshd.removeAllListeners("exit");
+    sshd.stderr!.resume();
+  } catch (e) {
+    await stopVmGuest(guest);
+    throw e;
+  }
+  return guest;
+}
+
+/** Power-off: every process in the VM dies at once, its NIC and namespace go. */
+export async function stopVmGuest(g: SimVmGuest): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const pids = (await run("ip", ["netns", "pids", g.netns]).then((r) => r.stdout, () => "")).split(/\s+/).filter(Boolean).map(Number);
+    if (pids.length === 0) break;
+    for (const pid of pids) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
+    await new Promise((r) => setTimeout(r, 20)); // let the kernel reap before listing again
+  }
+  await ip([...(g.hostLinkNetns ? ["-n", g.hostLinkNetns] : []), "link", "del", g.hostLink]).catch(() => {});
+  await ip(["netns", "del", g.netns]).catch(() => {});
+}
+
+/** Namespaces of this run still present (for the test's leak check and cleanup). */
+export function runNetns(tag: string): string[] {
+  return execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n").map((l) => l.split(" ")[0]!).filter((n) => n.startsWith(`${tag}-`));
+}
+
+export async function removeRoot(root: string): Promise<void> {
+  await rm(root, { recursive: true, force: true });
+}
