@@ -1,17 +1,23 @@
 // The exported repo set at level 0: one bare repo per name, refreshed from the
 // operator's working checkout (its HEAD branch plus a `_working` snapshot of
 // uncommitted, non-ignored changes) without touching the operator's index,
-// working tree or object store. Also reports what any level serves. Imported
-// by the daemon wiring (level 0 refresh, status), sync code, tests, benches.
+// working tree or object store; a checkout unchanged since the last refresh
+// (a stamp in the export) costs one `git status`. Also reports what any level
+// serves. Imported by the daemon wiring (level 0 refresh, status), sync code,
+// tests, benches.
 
+import * as fs from "node:fs";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, copyFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, copyFile, lstat, readFile, rename, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import isogit from "isomorphic-git";
 import { basename, isAbsolute, join, resolve } from "node:path";
 import { tmpdir } from "node:os";
 import type { Logger } from "../log/logger.js";
 import type { RepoState } from "../nest/events.js";
 import { SecretInRepoError, RepoNotFoundError } from "../errors/hs-error.js";
 import { runGit, gitText, gitList } from "./run-git.js";
+import { initRepo } from "./init-repo.js";
 
 /** The branch whose tip is the operator's working state; the export's HEAD points at it. */
 export const WORKING_BRANCH = "_working";
@@ -48,26 +54,113 @@ const SNAPSHOT_IDENTITY = {
 /** A bare repo with no user/system config influence (we own it). */
 export async function ensureBareRepo(path: string): Promise<void> {
   if (existsSync(join(path, "HEAD"))) return;
-  await mkdir(path, { recursive: true });
-  await runGit(["init", "-q", "--bare", path], { env: { GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" } });
+  await initRepo(path, { bare: true });
 }
 
+/** Bump when what the snapshot depends on changes: an older stamp then never matches. */
+const STAMP_VERSION = 1;
+/** In the export (upload-pack ignores it): what the last refresh saw and produced. */
+const STAMP_FILE = "hsd-export-stamp.json";
+
+interface ExportStamp { fingerprint: string; working: string; head: string; branchRef: string }
+
+interface CheckoutStatus {
+  /** HEAD commit, "" when unborn. */
+  head: string;
+  /** "refs/heads/<name>", "" when detached. */
+  branchRef: string;
+  /** Paths HEAD has and the index no longer does (staged deletions). */
+  stagedGone: string[];
+  fingerprint: string;
+}
+
+/**
+ * One `git status` (v2, -uall, no renames) describes everything the snapshot
+ * depends on: HEAD, branch, every index entry that differs from HEAD (by
+ * object id), every worktree change and every untracked, non-ignored file.
+ * Worktree-side changes show only as flags, so their lstat (size, ns mtime,
+ * ctime, inode, mode) goes into the fingerprint too: a file edited again is a
+ * new fingerprint. Clean tracked files are git's own stat/racy-git check.
+ * GIT_OPTIONAL_LOCKS=0: status must not refresh the operator's index.
+ */
+async function checkoutStatus(checkout: string, patterns: readonly string[]): Promise<CheckoutStatus> {
+  const raw = (await runGit(["status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all", "--no-renames"], {
+    cwd: checkout, env: { GIT_OPTIONAL_LOCKS: "0" },
+  })).stdout.toString("utf8");
+  let head = "";
+  let branchRef = "";
+  const stagedGone: string[] = [];
+  const paths: string[] = [];
+  for (const rec of raw.split("\0")) {
+    if (rec.startsWith("# branch.oid ")) { const v = rec.slice(13); head = v === "(initial)" ? "" : v; continue; }
+    if (rec.startsWith("# branch.head ")) { const v = rec.slice(14); branchRef = v === "(detached)" ? "" : `refs/heads/${v}`; continue; }
+    if (rec.startsWith("1 ")) {
+      // "1 XY sub mH mI mW hH hI path": the path is everything after the 8th space.
+      const path = rec.split(" ").slice(8).join(" ");
+      if (rec[2] === "D") stagedGone.push(path);
+      paths.push(path);
+    } else if (rec.startsWith("u ")) paths.push(rec.split(" ").slice(10).join(" "));
+    else if (rec.startsWith("? ")) paths.push(rec.slice(2));
+  }
+  const h = createHash("sha256").update(JSON.stringify([STAMP_VERSION, checkout, patterns, raw]));
+  const stats = await Promise.all(paths.map((p) => lstat(join(checkout, p), { bigint: true }).then(
+    (st) => `${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.ino}:${st.mode}`, () => "-",
+  )));
+  h.update(JSON.stringify(stats));
+  return { head, branchRef, stagedGone, fingerprint: h.digest("hex") };
+}
+
+async function readStamp(exp: string): Promise<ExportStamp | undefined> {
+  try { return JSON.parse(await readFile(join(exp, STAMP_FILE), "utf8")) as ExportStamp; } catch { return undefined; }
+}
+
+/** The ref's commit in the export, "" when absent (isomorphic-git reads loose and packed refs without a spawn). */
+async function exportRef(exp: string, ref: string): Promise<string> {
+  return isogit.resolveRef({ fs, gitdir: exp, ref }).catch(() => "");
+}
+
+/** The stamp still describes both the checkout and the export: the refresh has nothing to do. */
+async function stampHolds(exp: string, st: CheckoutStatus): Promise<ExportStamp | undefined> {
+  const stamp = await readStamp(exp);
+  if (!stamp || stamp.fingerprint !== st.fingerprint || stamp.head !== st.head || stamp.branchRef !== st.branchRef) return undefined;
+  const headFile = (await readFile(join(exp, "HEAD"), "utf8").catch(() => "")).trim();
+  if (headFile !== `ref: ${WORKING_REF}`) return undefined;
+  if ((await exportRef(exp, WORKING_REF)) !== stamp.working) return undefined;
+  if (st.head && st.branchRef && (await exportRef(exp, st.branchRef)) !== st.head) return undefined;
+  return stamp;
+}
+
+/**
+ * Spawns per repo (each blocks the daemon's event loop for its fork): an
+ * unchanged checkout 1 (status); a changed one about 9 (was 19 before the
+ * status-derived HEAD/branch, the merged ls-files, the skipped fetch,
+ * cat-file --batch-check for four lookups and one update-ref transaction).
+ */
 async function refreshOne(name: string, checkout: string, opts: RefreshExportsOptions, isSecret: (p: string) => boolean): Promise<RepoState> {
   const log = opts.log.child({ repo: name });
   if (!isAbsolute(checkout) || !existsSync(checkout)) {
     throw new RepoNotFoundError("operator checkout does not exist", { details: { repo: name } });
   }
-  const gitDir = resolve(checkout, await gitText(["rev-parse", "--git-dir"], { cwd: checkout }));
-  const objectsDir = resolve(checkout, await gitText(["rev-parse", "--git-path", "objects"], { cwd: checkout }));
-  const head = (await runGit(["rev-parse", "--verify", "-q", "HEAD^{commit}"], { cwd: checkout, allowFail: true })).stdout.toString().trim();
-  const branchRef = (await runGit(["symbolic-ref", "-q", "HEAD"], { cwd: checkout, allowFail: true })).stdout.toString().trim();
+  const exp = exportPath(opts.exportsDir, name);
+  const st = await checkoutStatus(checkout, opts.secretPatterns);
+  const same = await stampHolds(exp, st);
+  if (same) {
+    log.debug({ commit: same.working }, "export unchanged");
+    return { name, servedCommit: same.working, worktreeCommit: "", dirty: false, dirtyFiles: [] };
+  }
+  const { head, branchRef } = st;
+  const [gitDirLine, objectsLine] = (await gitText(["rev-parse", "--absolute-git-dir", "--git-path", "objects"], { cwd: checkout })).split("\n");
+  const gitDir = gitDirLine!;
+  const objectsDir = resolve(checkout, objectsLine!);
 
-  // Secrets first, before any object is hashed anywhere: tracked files
-  // (index and HEAD) and the untracked files the snapshot would take.
-  const tracked = await gitList(["ls-files", "-z", "--cached"], { cwd: checkout });
-  const inHead = head ? await gitList(["ls-tree", "-r", "-z", "--name-only", head], { cwd: checkout }) : [];
-  const untracked = await gitList(["ls-files", "-z", "--others", "--exclude-standard"], { cwd: checkout });
-  const trackedSecret = [...inHead, ...tracked].find(isSecret);
+  // Secrets first, before any object is hashed anywhere: tracked files (the
+  // index, plus what HEAD has and the index dropped) and the untracked files
+  // the snapshot would take.
+  const listed = await gitList(["ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard"], { cwd: checkout });
+  // -t tags each path: "? " untracked, anything else is in the index.
+  const tracked = [...listed.filter((l) => !l.startsWith("? ")).map((l) => l.slice(2)), ...st.stagedGone];
+  const untracked = listed.filter((l) => l.startsWith("? ")).map((l) => l.slice(2));
+  const trackedSecret = tracked.find(isSecret);
   if (trackedSecret) {
     throw new SecretInRepoError(`repo ${name} tracks a secret file: ${trackedSecret}`, { details: { repo: name, file: trackedSecret } });
   }
@@ -78,11 +171,10 @@ async function refreshOne(name: string, checkout: string, opts: RefreshExportsOp
     });
   }
 
-  const exp = exportPath(opts.exportsDir, name);
   await ensureBareRepo(exp);
-  const ex = (args: string[], o: { allowFail?: boolean; env?: Record<string, string> } = {}) => runGit(["--git-dir", exp, ...args], o);
+  const ex = (args: string[], o: { allowFail?: boolean; env?: Record<string, string>; input?: string } = {}) => runGit(["--git-dir", exp, ...args], o);
 
-  if (head && branchRef.startsWith("refs/heads/")) {
+  if (head && branchRef.startsWith("refs/heads/") && (await exportRef(exp, branchRef)) !== head) {
     await ex(["fetch", "-q", "--no-tags", "--no-write-fetch-head", checkout, `+${branchRef}:${branchRef}`]);
   }
 
@@ -110,28 +202,32 @@ async function refreshOne(name: string, checkout: string, opts: RefreshExportsOp
     await rm(tmp, { recursive: true, force: true });
   }
 
-  const prev = (await ex(["rev-parse", "--verify", "-q", `${WORKING_REF}^{commit}`], { allowFail: true })).stdout.toString().trim();
+  // Four lookups, one process: the last snapshot, its tree and parent, HEAD's tree.
+  const lookups = [WORKING_REF, `${WORKING_REF}^{tree}`, `${WORKING_REF}^1`, ...(head ? [`${head}^{tree}`] : [])];
+  const found = (await ex(["cat-file", "--batch-check=%(objectname)"], { input: `${lookups.join("\n")}\n` })).stdout.toString("utf8").split("\n");
+  const oidAt = (i: number) => (/^[0-9a-f]{40}$/.test(found[i] ?? "") ? found[i]! : "");
+  const [prev, prevTree, prevParent, headTree] = [oidAt(0), oidAt(1), oidAt(2), head ? oidAt(3) : ""];
   let working: string;
-  const headTree = head ? await gitText(["--git-dir", exp, "rev-parse", `${head}^{tree}`]) : "";
   if (head && tree === headTree) {
     working = head; // clean checkout: the snapshot is the commit itself
+  } else if (prev && prevTree === tree && prevParent === head) {
+    working = prev; // unchanged since the last snapshot: move nothing
   } else {
-    const prevTree = prev ? await gitText(["--git-dir", exp, "rev-parse", `${prev}^{tree}`]) : "";
-    const prevParent = prev ? (await ex(["rev-parse", "--verify", "-q", `${prev}^1`], { allowFail: true })).stdout.toString().trim() : "";
-    if (prev && prevTree === tree && prevParent === head) {
-      working = prev; // unchanged since the last snapshot: move nothing
-    } else {
-      const args = ["commit-tree", tree, ...(head ? ["-p", head] : []), "-m", `hsd snapshot of uncommitted work in ${name}`];
-      working = (await ex(args, { env: SNAPSHOT_IDENTITY })).stdout.toString().trim();
-    }
+    const args = ["commit-tree", tree, ...(head ? ["-p", head] : []), "-m", `hsd snapshot of uncommitted work in ${name}`];
+    working = (await ex(args, { env: SNAPSHOT_IDENTITY })).stdout.toString().trim();
   }
-  if (working !== prev) await ex(["update-ref", WORKING_REF, working]);
-  await ex(["symbolic-ref", "HEAD", WORKING_REF]);
-  // The export holds exactly the operator's current branch and the snapshot.
-  const heads = (await ex(["for-each-ref", "--format=%(refname)", "refs/"])).stdout.toString().split("\n").filter(Boolean);
-  for (const r of heads) {
-    if (r !== WORKING_REF && r !== branchRef) await ex(["update-ref", "-d", r]);
-  }
+  // The export holds exactly the operator's current branch and the snapshot: one transaction.
+  const refs = (await ex(["for-each-ref", "--format=%(refname)", "refs/"])).stdout.toString().split("\n").filter(Boolean);
+  const tx = [
+    ...(working !== prev ? [`update ${WORKING_REF} ${working}`] : []),
+    ...refs.filter((r) => r !== WORKING_REF && r !== branchRef).map((r) => `delete ${r}`),
+  ];
+  if (tx.length > 0) await ex(["update-ref", "--stdin"], { input: `${tx.join("\n")}\n` });
+  if ((await readFile(join(exp, "HEAD"), "utf8").catch(() => "")).trim() !== `ref: ${WORKING_REF}`) await ex(["symbolic-ref", "HEAD", WORKING_REF]);
+  const stamp: ExportStamp = { fingerprint: st.fingerprint, working, head, branchRef };
+  const stampTmp = join(exp, `${STAMP_FILE}.${process.pid}.tmp`);
+  await writeFile(stampTmp, JSON.stringify(stamp));
+  await rename(stampTmp, join(exp, STAMP_FILE));
   log.debug({ commit: working, previous: prev || undefined }, "export refreshed");
   return {
     name, servedCommit: working, worktreeCommit: "", dirty: false, dirtyFiles: [],

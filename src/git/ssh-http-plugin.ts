@@ -10,6 +10,7 @@ import type { Logger } from "../log/logger.js";
 import { CommandTimeoutError, GitProtocolError, HsError, PeerGoneError, RepoNotFoundError, InvalidArgumentError } from "../errors/hs-error.js";
 import { FLUSH_PKT, encodePktLine, parseAdvertisement, readPkt, type Pkt, type RefAdvertisement } from "./pkt-line.js";
 import type { ParentConnection } from "./parent-connection.js";
+import { divertPack, type DivertStats } from "./divert-pack.js";
 
 /** The URL handed to isomorphic-git: "http::" makes it pick its HTTP transport, which this plugin implements. */
 export function sshRemoteUrl(host: string, port: number, repo: string): string {
@@ -26,6 +27,14 @@ export interface FetchSessionOptions {
   log: Logger;
   onProgress?: (ev: GitProgressEvent) => void;
   signal?: AbortSignal;
+  /**
+   * The bare repo being fetched into. When set, a large pack goes to
+   * `git index-pack` there instead of isomorphic-git's JS indexer (see
+   * divert-pack.ts for why and how).
+   */
+  indexPackInto?: string;
+  /** Smallest pack (in objects) handed to index-pack; default DIVERT_MIN_OBJECTS. */
+  divertMinObjects?: number;
 }
 
 /** One fetch's transport. Use `http` with isomorphic-git, then `close()`. */
@@ -44,6 +53,8 @@ export class FetchSession {
   private timer: NodeJS.Timeout | undefined;
 
   readonly http: HttpClient;
+  /** Whether this fetch's pack went to git index-pack, and its object count. */
+  readonly pack: DivertStats = { diverted: false, objects: 0 };
 
   constructor(private readonly opts: FetchSessionOptions) {
     this.http = { request: (req) => this.request(req) };
@@ -230,7 +241,7 @@ export class FetchSession {
       for await (const chunk of req.body as AsyncIterable<Uint8Array> | Iterable<Uint8Array>) ch.write(Buffer.from(chunk));
     }
     const self = this;
-    async function* body(): AsyncGenerator<Uint8Array> {
+    async function* body(): AsyncGenerator<Buffer> {
       for (;;) {
         if (self.pending.length > 0) {
           const b = self.pending;
@@ -245,10 +256,23 @@ export class FetchSession {
       self.opts.log.trace({ repo, ms: Math.round(performance.now() - self.t0) }, "upload-pack response complete");
       if (self.failure || self.exitCode !== 0) throw self.remoteError();
     }
+    const gitdir = this.opts.indexPackInto;
+    async function* diverted(): AsyncGenerator<Uint8Array> {
+      try {
+        yield* divertPack(body(), {
+          gitdir: gitdir!, repo, log: self.opts.log, minObjects: self.opts.divertMinObjects,
+          onProgress: self.opts.onProgress,
+        }, self.pack);
+      } catch (err) {
+        // Keep our typed error: isomorphic-git would only see a failed stream.
+        if (err instanceof HsError) self.failure ??= err;
+        throw err;
+      }
+    }
     return {
       url: req.url, method: "POST", statusCode: 200, statusMessage: "OK",
       headers: { "content-type": "application/x-git-upload-pack-result" },
-      body: body(),
+      body: gitdir ? diverted() : body(),
     };
   }
 

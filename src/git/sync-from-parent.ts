@@ -1,6 +1,7 @@
 // A level below 0 fetches its repo set from its parent: isomorphic-git over
 // the SSH transport into the level's bare exports (re-exported unchanged to
-// its own children), then each working tree moved to the fetched HEAD.
+// its own children; a large pack is indexed by git index-pack, see
+// divert-pack.ts), then each working tree moved to the fetched HEAD.
 // Imported by the daemon's sync phase, tests and benches.
 
 import * as fs from "node:fs";
@@ -33,6 +34,8 @@ export interface SyncFromParentOptions {
   connection?: ParentConnection;
   /** Repos fetched at once over the one connection. */
   concurrency?: number;
+  /** Smallest pack indexed by `git index-pack` rather than isomorphic-git (divert-pack.ts); Infinity = never (benches compare). */
+  divertMinObjects?: number;
 }
 
 export interface SyncResult { repos: RepoState[]; bytes: number; bytesByRepo: Record<string, number> }
@@ -45,6 +48,7 @@ async function fetchInto(name: string, opts: SyncFromParentOptions, conn: Parent
   await ensureBareRepo(gitdir);
   const session = new FetchSession({
     conn, commandTimeoutMs: opts.commandTimeoutMs, log: opts.log, signal: opts.signal,
+    indexPackInto: gitdir, divertMinObjects: opts.divertMinObjects,
     onProgress: (ev: GitProgressEvent) => opts.onProgress?.({ repo: name, phase: ev.phase, loaded: ev.loaded, total: ev.total }),
   });
   const cache = {};

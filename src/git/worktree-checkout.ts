@@ -2,15 +2,16 @@
 // deleting or overwriting an untracked or ignored file and never discarding
 // local edits. The worktree is a normal repo borrowing the export's objects
 // (alternates). Uses the git CLI: every level already needs it to serve
-// upload-pack, and `read-tree -m -u` has git's exact safety checks (without
-// --exclude-per-directory it protects ignored files too). Imported by
-// sync-from-parent.ts and tests.
+// upload-pack, and `read-tree -m -u` refuses to lose local changes or
+// untracked files; our own pre-check covers ignored files and symlinks in
+// the way. Imported by sync-from-parent.ts and tests.
 
-import { existsSync } from "node:fs";
-import { lstat, mkdir, writeFile, readFile } from "node:fs/promises";
+import { existsSync, lstatSync } from "node:fs";
+import { mkdir, writeFile, readFile, readdir, rename } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import type { Logger } from "../log/logger.js";
 import { runGit, gitList } from "./run-git.js";
+import { initRepo } from "./init-repo.js";
 
 export interface WorktreeResult {
   readonly commit: string;
@@ -25,9 +26,15 @@ export interface WorktreeResult {
 
 const ENV = { GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" };
 
-async function pathKind(p: string): Promise<"none" | "dir" | "other"> {
+/**
+ * lstat, synchronously on purpose: the scan does one per added path, and
+ * during a sync six repos' fetches, index-packs and checkouts keep libuv's
+ * threadpool busy, so an awaited lstat cost ~2 ms of queueing (iac-driver's
+ * first checkout scan took ~400 ms); the syscall itself is microseconds.
+ */
+function pathKind(p: string): "none" | "dir" | "other" {
   try {
-    const st = await lstat(p);
+    const st = lstatSync(p);
     return st.isDirectory() ? "dir" : "other";
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
@@ -41,7 +48,7 @@ async function pathKind(p: string): Promise<"none" | "dir" | "other"> {
  * a leading directory that is not a real directory (a symlink git would
  * replace, a file git would delete).
  */
-async function collisions(worktree: string, target: readonly string[], current: ReadonlySet<string>): Promise<string[]> {
+function collisions(worktree: string, target: readonly string[], current: ReadonlySet<string>): string[] {
   const currentDirs = new Set<string>();
   for (const p of current) for (let d = dirname(p); d !== "."; d = dirname(d)) currentDirs.add(d);
   const checkedDirs = new Map<string, boolean>();
@@ -55,30 +62,52 @@ async function collisions(worktree: string, target: readonly string[], current: 
       if (currentDirs.has(d)) continue;
       let bad = checkedDirs.get(d);
       if (bad === undefined) {
-        const k = await pathKind(join(worktree, d));
+        const k = pathKind(join(worktree, d));
         bad = k === "other";
         checkedDirs.set(d, bad);
       }
       if (bad) { blocked = true; if (!out.includes(d)) out.push(d); break; }
     }
-    if (!blocked && (await pathKind(join(worktree, p))) !== "none") out.push(p);
+    if (!blocked && (pathKind(join(worktree, p))) !== "none") out.push(p);
   }
   return out;
 }
 
+/** Replaces .git/HEAD atomically with a detached commit id (we own this HEAD; no reflog is kept). */
+async function writeDetachedHead(gitDir: string, commit: string): Promise<void> {
+  const tmp = join(gitDir, `HEAD.${process.pid}.tmp`);
+  await writeFile(tmp, `${commit}\n`);
+  await rename(tmp, join(gitDir, "HEAD"));
+}
+
+/**
+ * The commit HEAD names, read without a spawn: a detached id (what we
+ * write), "" for a fresh repo's unborn branch, else whatever git says.
+ */
+async function currentHead(gitDir: string, g: (args: string[], allowFail?: boolean) => Promise<{ stdout: Buffer }>): Promise<string> {
+  const headText = (await readFile(join(gitDir, "HEAD"), "utf8").catch(() => "")).trim();
+  if (/^[0-9a-f]{40}$/.test(headText)) return headText;
+  const sym = /^ref: (refs\/heads\/[^\s]+)$/.exec(headText)?.[1];
+  if (sym && !existsSync(join(gitDir, sym)) && !existsSync(join(gitDir, "packed-refs"))) return "";
+  return (await g(["rev-parse", "--verify", "-q", "HEAD^{commit}"], true)).stdout.toString().trim();
+}
+
+/**
+ * Spawns per call (each blocks the daemon's event loop for the fork, ~5 ms
+ * per 100 MB of RSS): a fresh, empty worktree 1 (read-tree), an unchanged
+ * one 1 (status), a moved one 3 (status, diff-tree, read-tree).
+ */
 export async function checkoutWorktree(opts: { worktree: string; exportGitDir: string; commit: string; log: Logger }): Promise<WorktreeResult> {
   const { worktree, commit } = opts;
+  const t0 = performance.now();
+  const gitDir = join(worktree, ".git");
   const g = (args: string[], allowFail = false) => runGit(args, { cwd: worktree, env: ENV, allowFail });
-  if (!existsSync(join(worktree, ".git"))) {
+  if (!existsSync(join(gitDir, "HEAD"))) {
     await mkdir(worktree, { recursive: true });
-    await runGit(["init", "-q", worktree], { env: ENV });
-    await writeFile(join(worktree, ".git", "objects", "info", "alternates"), `${join(opts.exportGitDir, "objects")}\n`);
+    await initRepo(gitDir, { bare: false });
+    await writeFile(join(gitDir, "objects", "info", "alternates"), `${join(opts.exportGitDir, "objects")}\n`);
   }
-  // We own this repo's HEAD (always detached at a commit id): read it without a spawn.
-  const headText = (await readFile(join(worktree, ".git", "HEAD"), "utf8").catch(() => "")).trim();
-  const previous = /^[0-9a-f]{40}$/.test(headText)
-    ? headText
-    : (await g(["rev-parse", "--verify", "-q", "HEAD^{commit}"], true)).stdout.toString().trim();
+  const previous = await currentHead(gitDir, g);
   let dirtyFiles: string[] = [];
   if (previous) {
     // porcelain v1 -z: "XY path" records; renames are off without --find-renames in this mode.
@@ -89,9 +118,27 @@ export async function checkoutWorktree(opts: { worktree: string; exportGitDir: s
   if (previous === commit) return { ...base, blockedBy: [], held: false };
   if (dirtyFiles.length > 0) return { ...base, commit: previous, blockedBy: [], held: true };
 
-  const target = await gitList(["ls-tree", "-r", "-z", "--name-only", "--full-tree", commit], { cwd: worktree, env: ENV });
-  const current = new Set(previous ? await gitList(["ls-files", "-z", "--cached"], { cwd: worktree, env: ENV }) : []);
-  const blockedBy = await collisions(worktree, target, current);
+  // The pre-check, not read-tree, is what protects untracked and ignored
+  // files: git 2.38+ read-tree -m -u overwrites ignored files (the "ignored
+  // file" test shows it). Only paths the new commit adds can collide. The
+  // worktree is clean, so its index is exactly `previous`'s tree: the paths
+  // diff-tree does not report as added are the tracked ones.
+  let added: string[] = [];
+  const tracked = new Set<string>();
+  if (previous) {
+    const rec = await gitList(["diff-tree", "-r", "-z", "--no-renames", "--name-status", previous, commit], { cwd: worktree, env: ENV });
+    for (let i = 0; i + 1 < rec.length; i += 2) {
+      if (rec[i] === "A") added.push(rec[i + 1]!);
+      else tracked.add(rec[i + 1]!);
+    }
+  } else if ((await readdir(worktree)).some((n) => n !== ".git")) {
+    // A first checkout into a directory that already has files: scan them all.
+    // (Into an empty one, as on every new level, nothing can be in the way.)
+    added = await gitList(["ls-tree", "-r", "-z", "--name-only", "--full-tree", commit], { cwd: worktree, env: ENV });
+  }
+  const tList = performance.now();
+  const blockedBy = collisions(worktree, added, tracked);
+  const tScan = performance.now();
   if (blockedBy.length > 0) return { ...base, commit: previous, blockedBy, held: true };
 
   const mergeArgs = previous ? ["read-tree", "-m", "-u", previous, commit] : ["read-tree", "-m", "-u", commit];
@@ -101,6 +148,7 @@ export async function checkoutWorktree(opts: { worktree: string; exportGitDir: s
     opts.log.warn({ stderr: r.stderr.slice(0, 500) }, "read-tree refused to update the worktree");
     return { ...base, commit: previous, blockedBy: ["(git refused: see log)"], held: true };
   }
-  await g(["update-ref", "--no-deref", "-m", "hsd sync", "HEAD", commit]);
+  await writeDetachedHead(gitDir, commit);
+  opts.log.debug({ listMs: Math.round(tList - t0), scanMs: Math.round(tScan - tList), readTreeMs: Math.round(performance.now() - tScan), paths: added.length }, "worktree moved");
   return { ...base, blockedBy: [], held: false };
 }

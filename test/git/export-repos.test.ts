@@ -172,3 +172,47 @@ test("a missing checkout is RepoNotFound", async () => {
     await t.cleanup();
   }
 });
+
+test("an unchanged checkout is skipped by the export stamp, but a same-size re-edit or a moved export ref is not", async () => {
+  const { t, checkouts, exportsDir, refresh } = await setup();
+  try {
+    const co = checkouts.packer!;
+    const exp = join(exportsDir, "packer.git");
+    const tracked = (await git(["ls-files"], { cwd: co })).split("\n")[0]!;
+    await writeFile(join(co, tracked), "version A\n");
+    const [a] = await refresh({ packer: co });
+    const [same] = await refresh({ packer: co });
+    assert.equal(same!.servedCommit, a!.servedCommit);
+    // Same size, same status line (" M"), different bytes: the lstat in the fingerprint sees it.
+    await writeFile(join(co, tracked), "version B\n");
+    const [b] = await refresh({ packer: co });
+    assert.notEqual(b!.servedCommit, a!.servedCommit);
+    assert.equal(await git(["--git-dir", exp, "show", `${b!.servedCommit}:${tracked}`]), "version B");
+    // Someone moved the export's _working to HEAD: the next refresh snapshots again
+    // (same tree and parent; the commit id may differ by its timestamp).
+    const head = await git(["rev-parse", "HEAD"], { cwd: co });
+    await git(["--git-dir", exp, "update-ref", WORKING_REF, head]);
+    const [c] = await refresh({ packer: co });
+    assert.notEqual(c!.servedCommit, head);
+    assert.equal(await git(["--git-dir", exp, "rev-parse", WORKING_REF]), c!.servedCommit);
+    assert.equal(await git(["--git-dir", exp, "rev-parse", `${c!.servedCommit}^{tree}`]), await git(["--git-dir", exp, "rev-parse", `${b!.servedCommit}^{tree}`]));
+    assert.equal(await git(["--git-dir", exp, "rev-parse", `${c!.servedCommit}^`]), head);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test("a secret that HEAD tracks is refused even when its deletion is only staged", async () => {
+  const { t, checkouts, refresh } = await setup();
+  try {
+    const co = checkouts["site-config"]!;
+    await git(["add", "-f", "secrets.yaml"], { cwd: co });
+    await git(["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "oops"], { cwd: co });
+    await git(["rm", "-q", "--cached", "secrets.yaml"], { cwd: co });
+    const r = await codeOf(refresh({ "site-config": co }));
+    assert.equal(r.code, "SecretInRepo");
+    assert.equal(r.err!.details.file, "secrets.yaml");
+  } finally {
+    await t.cleanup();
+  }
+});

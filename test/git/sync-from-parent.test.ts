@@ -295,3 +295,20 @@ test("an untracked symlink in a new file's path is not followed or replaced", as
     await l0.close();
   }
 });
+
+test("a first checkout into a directory that already has a file at a tracked path leaves it alone", async () => {
+  const l0 = await startLevel0();
+  try {
+    const root = join(l0.dir, "l1");
+    const tracked = (await git(["ls-files"], { cwd: l0.checkouts.tofu! })).split("\n")[0]!;
+    const wt = join(levelPaths(root).workDir, "tofu");
+    await mkdir(join(wt, tracked, ".."), { recursive: true });
+    await writeFile(join(wt, tracked), "was here first\n");
+    const r = await codeOf(syncFromParent(syncOpts(l0, root)));
+    assert.equal(r.code, "DirtyWorktree");
+    assert.deepEqual((r.err!.details.repos as { name: string; files: string[] }[]), [{ name: "tofu", files: [tracked] }]);
+    assert.equal(await readFile(join(wt, tracked), "utf8"), "was here first\n");
+  } finally {
+    await l0.close();
+  }
+});

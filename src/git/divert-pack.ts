@@ -1,0 +1,204 @@
+// Sits between the SSH channel and isomorphic-git on a fetch's upload-pack
+// response: a large pack is streamed into `git index-pack --stdin` (native
+// SHA-1 and zlib, its own process) and isomorphic-git is handed a valid empty
+// pack in its place, so it negotiates, parses ACKs/progress and updates refs
+// but never indexes in JS. Imported by ssh-http-plugin.ts only.
+//
+// Why: profiling a full sync of the demo set showed isomorphic-git's
+// GitPackIndex.fromPack (webcrypto SHA-1 per object, pako inflate, the idx
+// fanout loop) as the bulk of the fetch CPU, ~1-2 s per level for iac-driver
+// alone, on the event loop, after every byte had arrived. isomorphic-git has
+// no public hook to replace its indexer (its hash and inflate are internal),
+// but its `http` plugin is public and the response is ours to produce: a
+// response whose pack has zero objects is valid protocol, and isomorphic-git
+// then writes no pack (and would write a harmless empty one if a later
+// version did). Everything else isomorphic-git does is unchanged.
+
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { createHash } from "node:crypto";
+import { readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "../log/logger.js";
+import { GitProtocolError } from "../errors/hs-error.js";
+import { cleanGitEnv } from "./run-git.js";
+import { FLUSH_PKT, encodePktLine, readPkt } from "./pkt-line.js";
+
+/**
+ * Packs with fewer objects stay with isomorphic-git: a spawn costs more than
+ * indexing a handful of objects in JS (an incremental sync's one-commit pack
+ * is ~5-20 objects). Same role and value as git's own fetch.unpackLimit.
+ */
+export const DIVERT_MIN_OBJECTS = 100;
+
+const PACK_HEADER_LEN = 12;
+
+/** "PACK", version 2, zero objects, then the SHA-1 of those 12 bytes: what git sends for an empty fetch. */
+export const EMPTY_PACK: Buffer = (() => {
+  const head = Buffer.from([0x50, 0x41, 0x43, 0x4b, 0, 0, 0, 2, 0, 0, 0, 0]);
+  return Buffer.concat([head, createHash("sha1").update(head).digest()]);
+})();
+
+export interface DivertPackOptions {
+  /** The bare repo the pack is indexed into (objects/pack). */
+  gitdir: string;
+  repo: string;
+  log: Logger;
+  minObjects?: number;
+  onProgress?: (ev: { phase: string; loaded: number; total: number }) => void;
+}
+
+export interface DivertStats { diverted: boolean; objects: number; packSha?: string }
+
+/**
+ * Transforms the raw upload-pack response (pkt-lines: ACK/NAK, then
+ * side-band: 1 = pack, 2 = progress, 3 = error). Non-pack packets pass
+ * through untouched; side-band 1 goes to index-pack once the pack header
+ * shows at least `minObjects` objects. The generator ends only after
+ * index-pack has exited 0, so isomorphic-git (and the ref updates after it)
+ * never see the end of the pack before its objects are in the store.
+ */
+export async function* divertPack(source: AsyncIterable<Buffer>, opts: DivertPackOptions, stats: DivertStats): AsyncGenerator<Buffer> {
+  const minObjects = opts.minObjects ?? DIVERT_MIN_OBJECTS;
+  let buf: Buffer = Buffer.alloc(0);
+  // Side-band 1 packets held until the pack header (first 12 pack bytes) decides the mode.
+  let held: Buffer[] = [];
+  let heldPack: Buffer[] = [];
+  let heldPackLen = 0;
+  let mode: "undecided" | "pass" | "divert" = "undecided";
+  let child: IndexPack | undefined;
+  let heldFlush = 0;
+  try {
+    for await (const chunk of source) {
+      if (mode === "pass") { yield chunk; continue; }
+      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+      let off = 0;
+      const out: Buffer[] = [];
+      for (;;) {
+        const r = readPkt(buf, off);
+        if (!r) break;
+        const raw = buf.subarray(off, off + r.used);
+        off += r.used;
+        if (mode === "pass") { out.push(raw); continue; }
+        if (r.pkt.type !== "data" || r.pkt.payload[0] !== 1) {
+          if (mode === "divert" && r.pkt.type === "flush") { heldFlush++; continue; } // re-sent after the empty pack
+          if (mode === "divert" && r.pkt.type === "data" && r.pkt.payload[0] === 3) child?.abort();
+          if (mode === "undecided" && held.length > 0) held.push(Buffer.from(raw));
+          else out.push(raw);
+          continue;
+        }
+        const data = r.pkt.payload.subarray(1);
+        if (mode === "divert") { await child!.write(data); continue; }
+        held.push(Buffer.from(raw));
+        heldPack.push(Buffer.from(data));
+        heldPackLen += data.length;
+        if (heldPackLen < PACK_HEADER_LEN) continue;
+        const head = Buffer.concat(heldPack);
+        if (head.subarray(0, 4).toString("latin1") !== "PACK") throw new GitProtocolError("upload-pack sent something other than a pack", { details: { repo: opts.repo } });
+        stats.objects = head.readUInt32BE(8);
+        if (stats.objects < minObjects) {
+          mode = "pass";
+          out.push(...held);
+        } else {
+          mode = "divert";
+          stats.diverted = true;
+          opts.onProgress?.({ phase: "Indexing objects", loaded: 0, total: stats.objects });
+          child = new IndexPack(opts.gitdir);
+          // Progress packets that arrived between pack packets go on to isomorphic-git now.
+          for (const h of held) if (h[4] !== 1) out.push(h);
+          await child.write(head);
+        }
+        held = [];
+        heldPack = [];
+      }
+      buf = buf.subarray(off);
+      if (mode === "pass" && buf.length > 0) {
+        // From here on chunks go through unparsed: a partial packet left over belongs in front of them.
+        out.push(buf);
+        buf = Buffer.alloc(0);
+      }
+      if (out.length > 0) yield Buffer.concat(out);
+    }
+    if (mode === "undecided" && held.length > 0) yield Buffer.concat(held); // short/odd response: let isomorphic-git judge it
+    if (buf.length > 0) {
+      if (mode === "divert") throw new GitProtocolError("upload-pack response ended inside a pkt-line", { details: { repo: opts.repo } });
+      yield buf; // isomorphic-git reports the truncation in its own words
+    }
+    if (child) {
+      stats.packSha = await child.finish(opts.repo);
+      opts.onProgress?.({ phase: "Indexing objects", loaded: stats.objects, total: stats.objects });
+      opts.log.trace({ repo: opts.repo, objects: stats.objects, pack: stats.packSha }, "pack indexed by git index-pack");
+      yield Buffer.concat([encodePktLine(Buffer.concat([Buffer.from([1]), EMPTY_PACK])), ...Array.from({ length: Math.max(heldFlush, 1) }, () => FLUSH_PKT)]);
+    }
+  } finally {
+    if (child && !child.done) await child.abort();
+  }
+}
+
+/** One `git index-pack --stdin` writing into a bare repo's objects/pack. */
+class IndexPack {
+  private readonly proc: ChildProcessWithoutNullStreams;
+  private readonly exited: Promise<number>;
+  private stdout = "";
+  private stderr = "";
+  done = false;
+
+  constructor(private readonly gitdir: string) {
+    // No --fix-thin: isomorphic-git never asks for a thin pack, so one would be a protocol error.
+    this.proc = spawn("git", ["index-pack", "--stdin"], {
+      env: cleanGitEnv({ GIT_DIR: gitdir, GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" }),
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    this.proc.stdout.on("data", (b: Buffer) => { this.stdout += b.toString("utf8"); });
+    this.proc.stderr.on("data", (b: Buffer) => { if (this.stderr.length < 4096) this.stderr += b.toString("utf8"); });
+    this.proc.stdin.on("error", () => {}); // it may exit early on a bad pack; the exit code says why
+    this.exited = new Promise((resolve) => {
+      this.proc.on("error", () => resolve(-1));
+      this.proc.on("close", (code) => resolve(code ?? 128));
+    });
+  }
+
+  /** Writes pack bytes, waiting when the pipe is full (memory stays bounded by the pipe, not the pack). */
+  async write(b: Buffer): Promise<void> {
+    if (this.proc.stdin.destroyed || this.proc.stdin.writableEnded) return;
+    if (!this.proc.stdin.write(b)) {
+      await new Promise<void>((resolve) => {
+        const done = () => { this.proc.stdin.off("drain", done); this.proc.stdin.off("close", done); resolve(); };
+        this.proc.stdin.on("drain", done);
+        this.proc.stdin.on("close", done);
+      });
+    }
+  }
+
+  /** Ends the pack; returns its SHA-1 once index-pack has written .pack and .idx. */
+  async finish(repo: string): Promise<string> {
+    this.proc.stdin.end();
+    const code = await this.exited;
+    this.done = true;
+    const sha = /^(?:pack\t)?([0-9a-f]{40})\s*$/.exec(this.stdout)?.[1];
+    if (code !== 0 || !sha) {
+      await this.removeTemp();
+      throw new GitProtocolError(`git index-pack rejected the pack for ${repo} (exit ${code}): ${this.stderr.trim().split("\n").slice(-1)[0]?.slice(0, 200) ?? ""}`, {
+        details: { repo, exitCode: code },
+      });
+    }
+    return sha;
+  }
+
+  /** Stops a half-fed index-pack and removes its temporary files (nothing half-written stays in objects/pack). */
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    this.proc.stdin.destroy();
+    this.proc.kill("SIGTERM");
+    await this.exited;
+    await this.removeTemp();
+  }
+
+  private async removeTemp(): Promise<void> {
+    // index-pack writes tmp_pack_*/tmp_idx_* and renames them only on success;
+    // one fetch per export runs at a time, so any temp file here is ours.
+    const dir = join(this.gitdir, "objects", "pack");
+    const names = await readdir(dir).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => n.startsWith("tmp_")).map((n) => rm(join(dir, n), { force: true })));
+  }
+}
