@@ -29,6 +29,7 @@ import { Level } from "../level/level.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { parseFaults, writeFault } from "../level/faults.js";
+import { cleanStaleTemps } from "../util/atomic-write.js";
 import type { SshHandle, WiringContext } from "./wiring.js";
 
 export interface LevelParts {
@@ -42,6 +43,11 @@ export interface LevelParts {
 /** Everything that must exist before the API listens. */
 export async function prepareLevel(config: HsdConfig, log: Logger): Promise<LevelParts> {
   const paths = levelPaths(config.root);
+  // Temp files of atomic writes killed before their rename (state, secrets, keys): nothing writes yet.
+  for (const dir of [config.root, paths.stateDir, paths.keysDir, paths.runDir]) {
+    const removed = await cleanStaleTemps(dir);
+    if (removed.length > 0) log.info({ dir, removed }, "removed temp files of interrupted writes");
+  }
   const keys = await loadOrCreateLevelKeys(paths.keysDir, { name: config.level.name });
   const access = new AuthorizedKeyStore(paths.accessKeys, log.child({ sub: "access" }));
   await access.load();

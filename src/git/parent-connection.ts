@@ -1,7 +1,8 @@
 // One SSH connection from a level to its parent's endpoint, reused for every
-// repo of a sync: user-key auth, host key pinned by SHA256 fingerprint, a
-// connect timeout that is never the command timeout. Imported by
-// src/git/ssh-http-plugin.ts, src/git/sync-from-parent.ts, tests, benches.
+// repo of a sync (and by a parent's gRPC tunnel to a child): user-key auth,
+// host key pinned by SHA256 fingerprint, a connect timeout that is never the
+// command timeout, keepalives derived from it so a dead link is noticed within
+// about that timeout. Imported by src/git/*, src/ssh/grpc-tunnel.ts, tests, benches.
 
 import { readFile } from "node:fs/promises";
 import { connect as netConnect } from "node:net";
@@ -26,6 +27,18 @@ export interface ParentConnectionOptions {
   privateKey?: string | Buffer;
   connectTimeoutMs: number;
   log: Logger;
+}
+
+/** Unanswered keepalives tolerated before the connection is declared dead. */
+export const KEEPALIVE_COUNT_MAX = 3;
+
+/**
+ * Keepalive interval for a connect timeout: a peer that stops answering (link
+ * cut, host frozen) is declared gone after about connectMs (count+1 silent
+ * intervals), never sooner than 4 s, so a loaded peer is not taken for dead.
+ */
+export function keepaliveIntervalMs(connectMs: number): number {
+  return Math.max(1000, Math.round(connectMs / KEEPALIVE_COUNT_MAX));
 }
 
 export class ParentConnection {
@@ -95,7 +108,8 @@ export class ParentConnection {
       client.connect({
         sock, username: "hsd", privateKey,
         readyTimeout: this.opts.connectTimeoutMs,
-        keepaliveInterval: 15_000,
+        keepaliveInterval: keepaliveIntervalMs(this.opts.connectTimeoutMs),
+        keepaliveCountMax: KEEPALIVE_COUNT_MAX,
         hostVerifier: (key: Buffer) => {
           const seen = keyFingerprint(key);
           if (seen === parent.hostKeyFingerprint) return true;

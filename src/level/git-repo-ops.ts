@@ -59,13 +59,34 @@ export function gitRepoOps(o: { config: HsdConfig; repos: Readonly<Record<string
         throw err;
       }
     },
-    state: merged,
+    state: batched(merged),
     verify: merged,
     compare: (name, childCommit) => compareWithExport(exportPath(paths.reposDir, name), childCommit),
   };
 }
 
 const ENV = { GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" };
+
+/**
+ * Concurrent callers share reads: a call made while a read runs waits for it
+ * and then shares the one next read with every other such call, so each
+ * answer is read after its call arrived, and N concurrent Status calls cost
+ * at most two reads (about a dozen git processes each), not N.
+ */
+function batched<T>(read: () => Promise<T>): () => Promise<T> {
+  let current: Promise<T> | undefined;
+  let next: Promise<T> | undefined;
+  const run = (): Promise<T> => {
+    if (!current) {
+      const p = read().finally(() => { if (current === p) current = undefined; });
+      current = p;
+      return p;
+    }
+    next ??= current.then(() => undefined, () => undefined).then(() => { next = undefined; return run(); });
+    return next;
+  };
+  return run;
+}
 
 /**
  * Where a child's served commit stands against this level's export. The

@@ -188,8 +188,12 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
       const cmd = parseExecCommand(command);
       const repoPath = opts.repos(cmd.repo);
       if (repoPath === undefined) throw new RepoNotFoundError("no such repo", { details: { repo: cmd.repo } });
-      release = await limiter.acquire(opts.queueTimeoutMs, gone.signal);
       const rlog = alog.child({ repo: cmd.repo });
+      if (limiter.activeCount >= opts.maxUploadPacks || limiter.queuedCount > 0) {
+        rlog.debug({ active: limiter.activeCount, queued: limiter.queuedCount + 1 }, "upload-pack queued");
+      }
+      release = await limiter.acquire(opts.queueTimeoutMs, gone.signal);
+      rlog.debug({ active: limiter.activeCount, queued: limiter.queuedCount }, "upload-pack started");
       const t0 = Date.now();
       const status = await uploadPack({
         repoPath, channel, timeoutS: opts.uploadPackTimeoutS, log: rlog, signal: gone.signal,

@@ -1,8 +1,9 @@
 // Crash-safe file writes: temp file in the same directory, fsync, rename,
 // fsync of the directory. Readers see the old or the new file, never a torn one.
-// Used by every module that persists state or secrets.
+// cleanStaleTemps removes the temp files a killed write left behind (the
+// daemon wiring calls it at startup). Used by every module that persists state or secrets.
 
-import { open, rename, unlink, mkdir } from "node:fs/promises";
+import { open, rename, unlink, mkdir, readdir } from "node:fs/promises";
 import { dirname, basename, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { DiskFullError } from "../errors/hs-error.js";
@@ -12,6 +13,29 @@ export interface AtomicWriteOptions {
   mode?: number;
   /** Test hook, called after the temp file is synced and before the rename. */
   beforeRename?: (tmpPath: string) => Promise<void> | void;
+}
+
+/** The temp name writeFileAtomic uses for `name`: `.<name>.<12 hex>.tmp`. */
+const TEMP_RE = /^\..+\.[0-9a-f]{12}\.tmp$/;
+
+/**
+ * Removes the temp files of writes killed before their rename in `dir` (not
+ * recursive). Only this level's process writes there, so call it at startup,
+ * before any write begins. A missing dir is nothing to clean. Returns the names removed.
+ */
+export async function cleanStaleTemps(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT" || err.code === "ENOTDIR") return [];
+    throw err;
+  });
+  const removed: string[] = [];
+  for (const e of entries) {
+    if (!e.isFile() || !TEMP_RE.test(e.name)) continue;
+    await unlink(join(dir, e.name)).then(() => removed.push(e.name), (err: NodeJS.ErrnoException) => {
+      if (err.code !== "ENOENT") throw err;
+    });
+  }
+  return removed;
 }
 
 export async function writeFileAtomic(path: string, data: string | Uint8Array, opts: AtomicWriteOptions = {}): Promise<void> {

@@ -111,8 +111,12 @@ test("a real hsd SIGKILLed inside a secrets write keeps the old secrets file; re
   const after1 = await readFile(join(lroot, "secrets.yaml"), "utf8");
   if (after1 !== before) torn++;
   assert.equal(after1, before, "a killed write must leave the old file");
+  const isTemp = (n: string) => /^\.secrets\.yaml\.[0-9a-f]{12}\.tmp$/.test(n);
+  assert.equal((await readdir(lroot)).filter(isTemp).length, 1, "the kill left its temp file");
   l0 = await startLevel0(lroot, "", { HSD_FAULTS: "l0:secrets-write:kill-once" });
   daemons.push(l0);
+  assert.deepEqual((await readdir(lroot)).filter(isTemp), [], "startup removes the temp files of killed writes");
+  figure("files.stale_temps_cleaned", "yes", "secrets temp left by a kill, removed at startup");
   const c2 = createClient(NestService, l0.ready.socket);
   assert.ok((await c2.putSecrets({ yaml: "canary: new-value\n" })).keys.includes("canary"));
   c2.close();

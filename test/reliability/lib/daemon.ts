@@ -9,10 +9,18 @@ import { startHsd, type HsdProcess, type ReadyLine } from "../../daemon/daemon-p
 
 export interface Level0 { root: string; hsd: HsdProcess; ready: ReadyLine; rssPeakKb(): Promise<number> }
 
-/** Starts hsd on `root` with `yaml` (merged after the defaults here) and waits for it to be ready. */
-export async function startLevel0(root: string, yaml = "", env: NodeJS.ProcessEnv = {}): Promise<Level0> {
+export interface Level0Options {
+  /** Extra lines inside the `ssh:` block, e.g. "  max_upload_packs: 4\n". */
+  ssh?: string;
+  /** log.level (default warn). */
+  logLevel?: string;
+}
+
+/** Starts hsd on `root` with `yaml` (top-level sections other than ssh/log, appended) and waits for it to be ready. */
+export async function startLevel0(root: string, yaml = "", env: NodeJS.ProcessEnv = {}, o: Level0Options = {}): Promise<Level0> {
   await mkdir(root, { recursive: true, mode: 0o700 });
-  await writeFile(join(root, "hsd.yaml"), `ssh:\n  host: 127.0.0.1\n  port: 0\nlog:\n  level: warn\n${yaml}`, { mode: 0o600 });
+  const head = `ssh:\n  host: 127.0.0.1\n  port: 0\n${o.ssh ?? ""}log:\n  level: ${o.logLevel ?? "warn"}\n`;
+  await writeFile(join(root, "hsd.yaml"), `${head}${yaml}`, { mode: 0o600 });
   const hsd = startHsd(["run", "--root", root], env);
   const ready = await hsd.ready;
   return { root, hsd, ready, rssPeakKb: () => rssPeakKb(ready.pid) };
