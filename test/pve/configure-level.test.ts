@@ -5,20 +5,12 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startSim, clientFor } from "./helpers.js";
+import { startSim, clientFor, withSim, rejection } from "./helpers.js";
 import { simCommandRunner } from "../pve-sim/sim-commands.js";
 import type { PveSim, PveSimOptions } from "../pve-sim/pve-sim.js";
 import { configurePveLevel, type ConfigurePveLevelOptions } from "../../src/providers/pve/configure-level.js";
 import { HsError } from "../../src/errors/hs-error.js";
 
-async function withSim(opts: PveSimOptions, fn: (sim: PveSim) => Promise<void>): Promise<void> {
-  const sim = await startSim(opts);
-  try { await fn(sim); } finally { await sim.close(); }
-}
-async function rejection(p: Promise<unknown>): Promise<HsError> {
-  try { await p; } catch (e) { assert.ok(e instanceof HsError, String(e)); return e; }
-  assert.fail("expected a rejection");
-}
 
 function optionsFor(sim: PveSim, saved: string[], over: Partial<ConfigurePveLevelOptions> = {}) {
   const commands = simCommandRunner(sim);

@@ -1,7 +1,9 @@
 // Shared setup for the pve tests: a started simulator and a client pinned to it.
 // Test-only.
 
+import assert from "node:assert/strict";
 import { PveSim, type PveSimOptions } from "../pve-sim/pve-sim.js";
+import { HsError } from "../../src/errors/hs-error.js";
 import { PveClient, type PveClientOptions } from "../../src/providers/pve/pve-client.js";
 
 export async function startSim(opts: PveSimOptions = {}): Promise<PveSim> {
@@ -46,4 +48,16 @@ export type Emitted = Parameters<PhaseContext["emit"]>[0];
 
 export function phaseCtx(events: Emitted[] = []): PhaseContext {
   return { signal: AbortSignal.timeout(120_000), log: silentLogger(), emit: (ev) => { events.push(ev); } };
+}
+
+/** Runs fn against a fresh simulator and always closes it. */
+export async function withSim(opts: PveSimOptions, fn: (sim: PveSim) => Promise<void>): Promise<void> {
+  const sim = await startSim(opts);
+  try { await fn(sim); } finally { await sim.close(); }
+}
+
+/** The HsError a promise rejects with (fails the test if it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<HsError> {
+  try { await p; } catch (e) { assert.ok(e instanceof HsError, String(e)); return e; }
+  assert.fail("expected a rejection");
 }

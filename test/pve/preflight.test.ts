@@ -4,14 +4,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
-import { startSim, providerFor, phaseCtx } from "./helpers.js";
+import { startSim, providerFor, phaseCtx, withSim } from "./helpers.js";
 import type { PveSim } from "../pve-sim/pve-sim.js";
 import type { PreflightCheck } from "../../src/providers/provider.js";
 
-async function withSim(opts: Parameters<typeof startSim>[0], fn: (sim: PveSim) => Promise<void>): Promise<void> {
-  const sim = await startSim(opts);
-  try { await fn(sim); } finally { await sim.close(); }
-}
 const byName = (checks: PreflightCheck[]) => Object.fromEntries(checks.map((c) => [c.name, c]));
 
 test("healthy node: every check ok, no host command that changes anything", () => withSim({}, async (sim) => {

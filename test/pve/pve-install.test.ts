@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
-import { startSim, providerFor, phaseCtx, type Emitted } from "./helpers.js";
+import { startSim, providerFor, phaseCtx, type Emitted, rejection } from "./helpers.js";
 import { buildBundle, type BundleFixture } from "./bundle-fixture.js";
 import type { PveSim } from "../pve-sim/pve-sim.js";
 import type { PveProviderOptions } from "../../src/providers/pve/pve-provider.js";
@@ -32,10 +32,6 @@ after(async () => {
   if (keys) await rm(keys.dir, { recursive: true, force: true });
 });
 
-async function rejection(p: Promise<unknown>): Promise<HsError> {
-  try { await p; } catch (e) { assert.ok(e instanceof HsError, String(e)); return e; }
-  assert.fail("expected a rejection");
-}
 
 function spec(over: Partial<ChildInstallSpec> = {}): ChildInstallSpec {
   return {

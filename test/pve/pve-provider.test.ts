@@ -4,19 +4,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile, access } from "node:fs/promises";
-import { startSim, providerFor, phaseCtx, TEST_KEY, type Emitted } from "./helpers.js";
+import { startSim, providerFor, phaseCtx, TEST_KEY, type Emitted, withSim, rejection } from "./helpers.js";
 import type { PveSim, PveSimOptions } from "../pve-sim/pve-sim.js";
 import { HsError } from "../../src/errors/hs-error.js";
 import { encodeSshKeys, pickGuestAddress } from "../../src/providers/pve/pve-provider.js";
 
-async function withSim(opts: PveSimOptions, fn: (sim: PveSim) => Promise<void>): Promise<void> {
-  const sim = await startSim(opts);
-  try { await fn(sim); } finally { await sim.close(); }
-}
-async function rejection(p: Promise<unknown>): Promise<HsError> {
-  try { await p; } catch (e) { assert.ok(e instanceof HsError, String(e)); return e; }
-  assert.fail("expected a rejection");
-}
 
 /** The documented surface (pve-api.md "Endpoints", "Tasks", "Storage", "Authentication"). */
 const API_SURFACE = new Set([

@@ -12,15 +12,12 @@ import { startSshd, type SimSshd } from "../pve-sim/sim-sshd.js";
 import { GuestSsh } from "../../src/providers/pve/guest-ssh.js";
 import { bootstrapHsd, guestPaths } from "../../src/providers/pve/ssh-bootstrap.js";
 import { HsError } from "../../src/errors/hs-error.js";
+import { rejection } from "./helpers.js";
 
 let sshd: SimSshd;
 before(async () => { sshd = await startSshd(); });
 after(async () => { await sshd.close(); });
 
-async function rejection(p: Promise<unknown>): Promise<HsError> {
-  try { await p; } catch (e) { assert.ok(e instanceof HsError, String(e)); return e; }
-  assert.fail("expected a rejection");
-}
 
 async function fake(name: string, body: string): Promise<void> {
   await writeFile(join(sshd.binDir, name), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
