@@ -25,6 +25,7 @@ import { levelNetnsOps } from "../providers/local/level-netns.js";
 import type { Provider } from "../providers/provider.js";
 import { lazyPveProvider, pveConfigure } from "./pve-wiring.js";
 import { AddressInUseError } from "../errors/hs-error.js";
+import { keepaliveIntervalMs } from "../git/parent-connection.js";
 import { Level } from "../level/level.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
@@ -90,6 +91,7 @@ export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Prom
     keys: parts.access, repos: resolverFor(paths.reposDir, config.parent ? config.repoNames : Object.keys(parts.repos)),
     maxUploadPacks: config.ssh.maxUploadPacks, queueTimeoutMs: config.ssh.queueTimeoutMs,
     uploadPackTimeoutS: config.ssh.uploadPackTimeoutS, authFailureDelayMs: config.ssh.authFailureDelayMs,
+    keepaliveIntervalMs: keepaliveIntervalMs(config.timeouts.connectMs),
     log: log.child({ sub: "ssh" }),
   }).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== "EADDRINUSE") throw err;

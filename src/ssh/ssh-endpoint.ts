@@ -18,6 +18,7 @@ import { encodePktLine } from "../git/pkt-line.js";
 import type { AuthorizedKeyStore } from "./authorized-key-store.js";
 import { parseExecCommand } from "./exec-command.js";
 import { privateKeyFingerprint } from "./key-fingerprint.js";
+import { KEEPALIVE_COUNT_MAX } from "../git/parent-connection.js";
 
 /** Maps an allow-listed repo name to its absolute bare repo path, or undefined. */
 export type RepoResolver = (name: string) => string | undefined;
@@ -39,6 +40,12 @@ export interface SshEndpointOptions {
   queueTimeoutMs: number;
   uploadPackTimeoutS: number;
   authFailureDelayMs: number;
+  /**
+   * Keepalive toward connected peers (0 = off). A parent behind a cut link
+   * is dropped after about interval x 4, which closes its tunnel channels and
+   * so cancels the calls it was driving here: a child notices its parent is gone.
+   */
+  keepaliveIntervalMs?: number;
   log: Logger;
 }
 
@@ -67,7 +74,9 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
   const shutdown = new AbortController();
   let authFailures = 0;
 
-  const server = new Server({ hostKeys, ident: "hsd" }, (client, info) => {
+  const keepalive = opts.keepaliveIntervalMs && opts.keepaliveIntervalMs > 0
+    ? { keepaliveInterval: opts.keepaliveIntervalMs, keepaliveCountMax: KEEPALIVE_COUNT_MAX } : {};
+  const server = new Server({ hostKeys, ident: "hsd", ...keepalive }, (client, info) => {
     // ssh2 leaves Nagle on; small pkt-line round trips then cost ~40 ms each.
     (client as Connection & { setNoDelay(on: boolean): void }).setNoDelay(true);
     clients.add(client);
