@@ -2,22 +2,13 @@
 // phase, SIGINT to hsctl must end hsctl (exit 130) and the cancellation must
 // travel down every hop, so l2 records l3's sync as Cancelled; a re-run then
 // completes. Real processes throughout.
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, readFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { hsctl, jsonLines, hsdProcessesUnder } from "../helpers/hsctl.js";
+import { e2eTree, hsctl, jsonLines } from "../helpers/hsctl.js";
 
-const root = await mkdtemp(join(tmpdir(), "hsd-cancel-"));
-const l0 = join(root, "l0");
-const env = { HSD_ROOT: l0, HSD_FAULTS: "l3:sync:hold-once" };
-
-after(async () => {
-  await hsctl(["destroy"], env, 60_000).catch(() => undefined);
-  for (const pid of await hsdProcessesUnder(root)) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
-  await rm(root, { recursive: true, force: true });
-});
+const { l0, env } = await e2eTree("hsd-cancel-", { HSD_FAULTS: "l3:sync:hold-once" });
 
 /** Polls (bounded) until `read` returns a value; throws after `ms`. */
 async function eventually<T>(ms: number, read: () => Promise<T | undefined>): Promise<T> {

@@ -3,22 +3,13 @@
 // connection dropped (PeerGone), not a timeout; a second nest completes and
 // reports the earlier phases as skipped. HSD_FAULTS holds l2's sync once so
 // the kill lands inside the phase deterministically.
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, readFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { hsctl, jsonLines, hsdProcessesUnder } from "../helpers/hsctl.js";
+import { e2eTree, hsctl, jsonLines } from "../helpers/hsctl.js";
 
-const root = await mkdtemp(join(tmpdir(), "hsd-resume-"));
-const l0 = join(root, "l0");
-const env = { HSD_ROOT: l0, HSD_FAULTS: "l2:sync:hold-once" };
-
-after(async () => {
-  await hsctl(["destroy"], env, 60_000).catch(() => undefined);
-  for (const pid of await hsdProcessesUnder(root)) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
-  await rm(root, { recursive: true, force: true });
-});
+const { l0, env } = await e2eTree("hsd-resume-", { HSD_FAULTS: "l2:sync:hold-once" });
 
 test("killing level 2 in its sync phase fails the build with PeerGone; a re-run resumes and completes", async () => {
   let killedPid = 0;

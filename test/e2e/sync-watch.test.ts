@@ -3,23 +3,15 @@
 // checkout reach level 1 with no `hsctl sync`: level 0's hsd notices, runs
 // the wave, and tells level 1 over its gRPC tunnel. Waits are bounded polls of
 // `hsctl status`, never fixed sleeps.
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile, mkdir, appendFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile, mkdir, appendFile } from "node:fs/promises";
 import { join } from "node:path";
-import { hsctl, hsdProcessesUnder } from "../helpers/hsctl.js";
+import { e2eTree, hsctl } from "../helpers/hsctl.js";
 import { addCommit } from "../../src/demo/demo-repos.js";
 
-const root = await mkdtemp(join(tmpdir(), "hsd-syncwatch-"));
-const env = { HSD_ROOT: join(root, "l0") };
+const { env } = await e2eTree("hsd-syncwatch-");
 const REPO = "ansible";
-
-after(async () => {
-  await hsctl(["destroy", "--json"], env, 60_000).catch(() => undefined);
-  for (const pid of await hsdProcessesUnder(root)) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
-  await rm(root, { recursive: true, force: true });
-});
 
 type Status = { name: string; repos: { name: string; servedCommit: string; previousCommit?: string }[]; children: Status[] };
 

@@ -58,3 +58,23 @@ export async function hsdProcessesUnder(dir: string): Promise<number[]> {
 export async function mode(path: string): Promise<number> {
   return (await stat(path)).mode & 0o777;
 }
+
+/**
+ * A temp root for one e2e test file with HSD_ROOT at <root>/l0, torn down
+ * after the file even on failure: hsctl destroy, then SIGKILL of any hsd
+ * left under the root, then the directory.
+ */
+export async function e2eTree(prefix: string, extraEnv: Record<string, string> = {}): Promise<{ root: string; l0: string; env: Record<string, string> }> {
+  const { mkdtemp, rm } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const { after } = await import("node:test");
+  const root = await mkdtemp(join(tmpdir(), prefix));
+  const l0 = join(root, "l0");
+  const env = { HSD_ROOT: l0, ...extraEnv };
+  after(async () => {
+    await hsctl(["destroy", "--json"], env, 60_000).catch(() => undefined);
+    for (const pid of await hsdProcessesUnder(root)) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
+    await rm(root, { recursive: true, force: true });
+  });
+  return { root, l0, env };
+}
