@@ -15,6 +15,7 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startSshd, type SimSshd } from "./sim-sshd.js";
+import { fakeSystemctlScript, shq as q } from "./fake-systemctl.js";
 
 export interface SimGuest {
   readonly vmid: number;
@@ -23,49 +24,17 @@ export interface SimGuest {
   readonly sshd: SimSshd;
 }
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 function fakeSystemctl(root: string): string {
-  return `#!/bin/sh
-# fake systemctl of a simulated VM: runs hsd.service's ExecStart as a background process under R.
-R=${q(root)}
-unit="$R/etc/systemd/system/hsd.service"
-pidf="$R/run/hsd.pid"
-echo "systemctl $*" >> "$R/systemctl.log"
-running() {
-  [ -f "$pidf" ] || return 1
-  s=$(sed -n 's/^State:[[:space:]]*\\([A-Z]\\).*/\\1/p' "/proc/$(cat "$pidf")/status" 2>/dev/null)
-  [ -n "$s" ] && [ "$s" != Z ]
-}
-# As systemd does for KillMode=mixed: SIGTERM to the main process, wait for it
-# (TimeoutStopSec=10s), then SIGKILL the rest of the group.
-stop_hsd() {
-  if running; then
-    pid=$(cat "$pidf")
-    kill -TERM "$pid" 2>/dev/null
-    i=0; while running && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-    kill -KILL -- "-$pid" 2>/dev/null
-  fi
-  rm -f "$pidf"
-}
-start_hsd() {
-  [ -f "$unit" ] || { echo "Failed to start hsd.service: Unit hsd.service not found." >&2; exit 5; }
-  cmd=$(sed -n 's/^ExecStart=//p' "$unit" | sed -e "s#/opt/hsd#$R/opt/hsd#g" -e "s#/etc/homestak#$R/etc/homestak#g" -e "s#/var/lib/hsd#$R/var/lib/hsd#g" -e "s#/usr/local/bin#$R/usr/local/bin#g")
+  // Runs hsd.service's ExecStart with the system paths moved under R.
+  return fakeSystemctlScript({
+    setup: `R=${q(root)}\nunit="$R/etc/systemd/system/hsd.service"\npidf="$R/run/hsd.pid"`,
+    logFile: `"$R/systemctl.log"`,
+    start: `  cmd=$(sed -n 's/^ExecStart=//p' "$unit" | sed -e "s#/opt/hsd#$R/opt/hsd#g" -e "s#/etc/homestak#$R/etc/homestak#g" -e "s#/var/lib/hsd#$R/var/lib/hsd#g" -e "s#/usr/local/bin#$R/usr/local/bin#g")
   mkdir -p "$R/run" "$R/var/log"
   setsid sh -c "exec $cmd --root '$R/var/lib/hsd' --config '$R/etc/homestak/hsd.yaml'" </dev/null >>"$R/var/log/hsd.log" 2>&1 &
-  echo $! > "$pidf"
-}
-svc="$2"
-case "$1" in
-  daemon-reload|enable|disable) exit 0 ;;
-  stop) [ "$svc" = hsd ] && stop_hsd; exit 0 ;;
-  start) [ "$svc" = hsd ] && { running || start_hsd; }; exit 0 ;;
-  restart) [ "$svc" = hsd ] && { stop_hsd; start_hsd; }; exit 0 ;;
-  is-active) shift; [ "$1" = --quiet ] && shift; [ "$1" = hsd ] && running ;;
-  is-failed) shift; [ "$1" = --quiet ] && shift; [ "$1" = hsd ] && [ -f "$pidf" ] && ! running ;;
-  *) exit 0 ;;
-esac
-`;
+  echo $! > "$pidf"`,
+  });
 }
 
 export async function startGuest(vmid: number, root: string, sshkeys: string): Promise<SimGuest> {

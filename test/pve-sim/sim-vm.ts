@@ -17,6 +17,7 @@ import { promisify } from "node:util";
 import { mkdir, readFile, writeFile, chmod, copyFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { fakeSystemctlScript, shq as q } from "./fake-systemctl.js";
 
 const run = promisify(execFile);
 const SHIM = fileURLToPath(new URL("./sim-shim.mjs", import.meta.url));
@@ -56,49 +57,20 @@ export interface SimVmGuest {
   readonly sshd: ChildProcess;
 }
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** systemctl of a simulated VM: hsd.service's ExecStart as a background process, as systemd would run it. */
 function fakeSystemctl(root: string): string {
-  return `#!/bin/sh
-unit=/etc/systemd/system/hsd.service
-pidf=/run/hsd-service.pid
-echo "systemctl $*" >> ${q(join(root, "systemctl.log"))}
-running() {
-  [ -f "$pidf" ] || return 1
-  s=$(sed -n 's/^State:[[:space:]]*\\([A-Z]\\).*/\\1/p' "/proc/$(cat "$pidf")/status" 2>/dev/null)
-  [ -n "$s" ] && [ "$s" != Z ]
-}
-stop_hsd() {
-  if running; then
-    pid=$(cat "$pidf")
-    kill -TERM "$pid" 2>/dev/null
-    i=0; while running && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-    kill -KILL -- "-$pid" 2>/dev/null
-  fi
-  rm -f "$pidf"
-}
-start_hsd() {
-  [ -f "$unit" ] || { echo "Failed to start hsd.service: Unit hsd.service not found." >&2; exit 5; }
-  cmd=$(sed -n 's/^ExecStart=//p' "$unit")
+  return fakeSystemctlScript({
+    setup: "unit=/etc/systemd/system/hsd.service\npidf=/run/hsd-service.pid",
+    logFile: q(join(root, "systemctl.log")),
+    start: `  cmd=$(sed -n 's/^ExecStart=//p' "$unit")
   # RuntimeDirectory=hsd, StateDirectory=hsd, UMask=0077, systemd's PATH.
   mkdir -p -m 0700 /run/hsd /var/lib/hsd
   umask 077
   PATH=${PATH} NODE_ENV=production setsid sh -c "exec $cmd" </dev/null >>${q(join(root, "hsd.log"))} 2>&1 &
-  echo $! > "$pidf"
-}
-svc="$2"
-case "$1" in
-  daemon-reload|enable|disable) exit 0 ;;
-  stop) [ "$svc" = hsd ] && stop_hsd; exit 0 ;;
-  start) [ "$svc" = hsd ] && { running || start_hsd; }; exit 0 ;;
-  restart) [ "$svc" = hsd ] && { stop_hsd; start_hsd; }; exit 0 ;;
-  is-active) shift; [ "$1" = --quiet ] && shift; [ "$1" = hsd ] && running ;;
-  is-failed) shift; [ "$1" = --quiet ] && shift; [ "$1" = hsd ] && [ -f "$pidf" ] && ! running ;;
-  *) exit 0 ;;
-esac
-`;
+  echo $! > "$pidf"`,
+  });
 }
 
 /** A TCP relay 127.0.0.1:8006 -> the simulator: "pveproxy" on the VM. */
