@@ -17,6 +17,13 @@ import { withTimeout } from "../util/timeout.js";
 import { DirtyWorktreeError, HsError, PeerGoneError } from "../errors/hs-error.js";
 import { attestChild, childStatusFromRecord, describeChanges } from "./level-status.js";
 import { NO_FAULTS, type Faults } from "./faults.js";
+import { progressThrottle } from "../util/progress-throttle.js";
+
+/**
+ * Sync progress per repo and git phase goes up the tree at most this often:
+ * every event is relayed by each level above, and git counts single objects.
+ */
+const PROGRESS_INTERVAL_MS = 100;
 
 /** This level's repo set: refresh it (level 0: from checkouts; below: from the parent). */
 export interface RepoOps {
@@ -125,9 +132,18 @@ export class Level implements LevelApi {
     let result: { repos: RepoState[]; bytes: number } | undefined;
     try {
       await (this.d.faults ?? NO_FAULTS).at("sync", (message) => this.emit(sink, { phase: "sync", kind: "log", message }), signal);
-      result = await this.d.repos.refresh(signal, (p) => this.emit(sink, {
-        phase: "sync", kind: "progress", message: `${p.repo}: ${p.phase}`, progress: { unit: "objects", done: p.loaded, total: p.total },
-      }));
+      const progress = progressThrottle<{ repo: string; phase: string; loaded: number; total: number }>({
+        intervalMs: PROGRESS_INTERVAL_MS, now: () => this.d.clock.now(), key: (p) => `${p.repo}\0${p.phase}`,
+        isFinal: (p) => p.total > 0 && p.loaded >= p.total,
+        emit: (p) => this.emit(sink, {
+          phase: "sync", kind: "progress", message: `${p.repo}: ${p.phase}`, progress: { unit: "objects", done: p.loaded, total: p.total },
+        }),
+      });
+      try {
+        result = await this.d.repos.refresh(signal, progress);
+      } finally {
+        progress.flush();
+      }
     } catch (err) {
       const details = err instanceof HsError ? err.details : {};
       const states = Array.isArray(details.states) ? (details.states as RepoState[]) : undefined;
