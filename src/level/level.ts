@@ -62,9 +62,15 @@ export class Level implements LevelApi {
 
   async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
     await this.fault("nest", sink, "nest", signal);
-    // Level 0 exports what the operator is editing right now, so that is what every level runs.
-    if (!this.d.config.parent) await this.sync({ recursive: false }, sink, signal);
-    return this.d.engine.nest(opts, sink, signal);
+    if (this.d.config.parent) return this.d.engine.nest(opts, sink, signal);
+    // Level 0 exports what the operator is editing right now, so that is what
+    // every level runs. No child phase before sync reads the exports, so the
+    // refresh (a first one writes every pack) runs while the children boot.
+    const refreshed = this.sync({ recursive: false }, sink, signal);
+    const built = this.d.engine.nest(opts, sink, signal, refreshed);
+    const [r, b] = await Promise.allSettled([refreshed, built]);
+    if (r.status === "rejected") throw r.reason;
+    if (b.status === "rejected") throw b.reason;
   }
 
   async destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {

@@ -69,8 +69,13 @@ export class NestEngine {
     return this.d.providers(provider, isolation).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
   }
 
-  /** Builds opts.depth levels below this one: opts.width children here, each recursing. */
-  async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+  /**
+   * Builds opts.depth levels below this one: opts.width children here, each
+   * recursing. `reposReady` settles when this level's exports may be served:
+   * a child's phases before sync run meanwhile, its sync waits for it (and
+   * fails with its error).
+   */
+  async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal, reposReady: Promise<void> = Promise.resolve()): Promise<void> {
     if (opts.depth <= 0) return;
     const self = this.d.self();
     const names = childNames(self.depth, opts.width);
@@ -80,7 +85,7 @@ export class NestEngine {
       while (next < names.length) {
         const i = next++;
         try {
-          await this.buildChild(names[i]!, i, opts, sink, signal);
+          await this.buildChild(names[i]!, i, opts, sink, signal, reposReady);
         } catch (err) {
           failures.push(err); // siblings go on: one child's failure is its subtree's only
         }
@@ -90,7 +95,7 @@ export class NestEngine {
     if (failures.length > 0) throw failures[0];
   }
 
-  private async buildChild(name: string, index: number, opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+  private async buildChild(name: string, index: number, opts: NestOptions, sink: EventSink, signal: AbortSignal, reposReady: Promise<void>): Promise<void> {
     const self = this.d.self();
     const path = [self.name, name];
     const log = this.d.log.child({ child: name });
@@ -122,7 +127,7 @@ export class NestEngine {
           () => new PhaseTimeoutError(`phase ${phase} of ${path.join("/")} overran its budget of ${fmtMs(budgetMs)}`, {
             details: { level: path.join("/"), phase, budgetMs },
           }),
-          (phaseSignal) => hook.run(this.phaseRun(hook, rec, opts, provider, self, phaseSignal, log, budgetMs, emit, relay)),
+          (phaseSignal) => hook.run(this.phaseRun(hook, rec, opts, provider, self, phaseSignal, log, budgetMs, emit, relay, reposReady)),
           signal,
         );
         const durationMs = this.d.clock.now() - started;
@@ -148,10 +153,11 @@ export class NestEngine {
   private phaseRun(
     hook: PhaseHook, rec: ChildRecord, request: NestOptions, provider: Provider, self: SelfInfo, signal: AbortSignal,
     log: Logger, budgetMs: number, emit: (ev: Omit<LevelEvent, "levelPath" | "time">) => void, relay: EventSink,
+    reposReady: Promise<void>,
   ): PhaseRun {
     const phase = hook.name;
     return {
-      phase, rec, request, provider, self, signal, budgetMs, relay,
+      phase, rec, request, provider, self, signal, budgetMs, relay, reposReady,
       config: this.d.config,
       access: this.d.access,
       readSecrets: this.d.readSecrets,

@@ -33,6 +33,8 @@ export interface PhaseRun {
   readonly signal: AbortSignal;
   readonly log: Logger;
   readonly budgetMs: number;
+  /** Settles when this level's exports may be served (level 0 refreshes them while children boot). */
+  readonly reposReady: Promise<void>;
   /** Opens (or reuses) the tunnel link to the child. */
   readonly link: () => Promise<ChildLink>;
   /** Emits progress/log for this phase (path and phase filled in). */

@@ -158,3 +158,27 @@ test("destroy tears children down and is idempotent", async () => {
     assert.deepEqual(h.calls, []);
   } finally { await rm(h.dir, { recursive: true, force: true }); }
 });
+
+test("a child's phases before sync run while this level's repos are readied; its sync waits and fails with their error", async () => {
+  let syncCalls = 0;
+  const h = await harness({ link: () => ({ async sync() { syncCalls++; } }) });
+  try {
+    let fail!: (e: unknown) => void;
+    const reposReady = new Promise<void>((_res, rej) => { fail = rej; });
+    let atSync!: () => void;
+    const reachedSync = new Promise<void>((res) => { atSync = res; });
+    const run = h.engine.nest(opts, (e) => {
+      h.events.push(e);
+      if (e.phase === "sync" && e.kind === "started") atSync();
+    }, new AbortController().signal, reposReady);
+    await reachedSync;
+    assert.equal(syncCalls, 0, "sync must not reach the child before the repos are ready");
+    const finished = h.events.filter((e) => e.kind === "finished").map((e) => e.phase);
+    assert.deepEqual(finished, ["preflight", "provision", "boot", "install", "handshake"]);
+    fail(Object.assign(new Error("secret in repo"), { code: "SecretInRepo" }));
+    await assert.rejects(run);
+    assert.equal(syncCalls, 0);
+    const failed = h.events.find((e) => e.kind === "failed");
+    assert.equal(failed?.phase, "sync");
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
