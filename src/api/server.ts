@@ -4,18 +4,19 @@
 // Imported by the daemon wiring and tests.
 
 import * as grpc from "@grpc/grpc-js";
-import { HealthImplementation } from "grpc-health-check";
 import { connect } from "node:net";
 import { chmod, lstat, mkdir, unlink } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { DEFAULTS } from "../config/config.js";
 import { DaemonRunningError, HsError, InvalidArgumentError } from "../errors/hs-error.js";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { AccessService, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
 import type { Logger } from "../log/logger.js";
 import type { AccessApi, LevelApi } from "../nest/events.js";
 import { toServiceDefinition, toServiceImpl } from "../rpc/service-definition.js";
 import { withTimeout } from "../util/timeout.js";
 import { accessHandlers } from "./access-service.js";
+import { HealthService } from "./health-service.js";
 import { nestHandlers, type NestLimits } from "./nest-service.js";
 import { addReflection } from "./reflection.js";
 
@@ -82,9 +83,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     toServiceImpl(NestService, nestHandlers(opts.level, limits), { log, shutdown: shutdown.signal }));
   server.addService(toServiceDefinition(AccessService, { log }),
     toServiceImpl(AccessService, accessHandlers(opts.access), { log, shutdown: shutdown.signal }));
-  const health = new HealthImplementation({ "": "NOT_SERVING", [NEST_SERVICE]: "NOT_SERVING" });
-  health.addToServer(server);
-  addReflection(server);
+  const health = new HealthService({ "": "NOT_SERVING", [NEST_SERVICE]: "NOT_SERVING" });
+  health.addToServer(server, { log, shutdown: shutdown.signal });
+  addReflection(server, [NestService, AccessService, Health], { log, shutdown: shutdown.signal });
 
   await new Promise<void>((res, rej) => {
     server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => {
@@ -104,8 +105,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     socketPath,
     close(graceMs: number) {
       closing ??= (async () => {
-        health.setStatus("", "NOT_SERVING");
-        health.setStatus(NEST_SERVICE, "NOT_SERVING");
+        // Open Watches send NOT_SERVING and end with OK; the turn of the event
+        // loop lets them write it before the abort below would cut them off.
+        health.shutdown();
+        await new Promise((res) => setImmediate(res));
         // Streams end with Cancelled (and their engines stop) before we wait for them.
         shutdown.abort();
         await new Promise<void>((res) => {
