@@ -2,8 +2,8 @@
 // by the daemon wiring and hsctl (`hsctl version` prints both ends).
 
 import { readFileSync } from "node:fs";
+import { packageRoot } from "../util/package-root.js";
 
-/** package.json sits two levels above both src/daemon (tsx) and dist/daemon (built). */
 export const HSD_VERSION: string = (JSON.parse(
-  readFileSync(new URL("../../package.json", import.meta.url), "utf8"),
+  readFileSync(`${packageRoot()}package.json`, "utf8"),
 ) as { version: string }).version;

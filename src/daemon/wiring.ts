@@ -10,7 +10,7 @@ import { resolve } from "node:path";
 import { levelPaths, SYSTEM_PATHS, type HsdConfig } from "../config/config.js";
 import { loadConfig } from "../config/load-config.js";
 import { startApiServer, type ApiServer } from "../api/server.js";
-import { createLogger, type Logger } from "../log/logger.js";
+import { createLogger, prettyDestination, type Logger } from "../log/logger.js";
 import type { AccessApi, LevelApi } from "../nest/events.js";
 import { buildLevel, prepareLevel, startLevelSsh, type LevelParts } from "./level-wiring.js";
 import { announceReady, removeReadyFile, type ReadyInfo } from "./ready.js";
@@ -79,11 +79,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const p = resolvePaths(o);
   // A bad config throws here, before anything listens or is written.
   const config = await loadConfig(p.configFile, { root: p.root, ...(p.socket ? { socket: p.socket } : {}) });
+  const destination = o.logDestination
+    ? (o.logDestination as unknown as import("pino").DestinationStream)
+    : o.env.HSD_LOG_PRETTY === "1" ? await prettyDestination() : undefined;
   const log = createLogger({
     level: config.log.level,
-    pretty: o.env.HSD_LOG_PRETTY === "1",
     base: { pid: process.pid, lvl: config.level.name },
-    ...(o.logDestination ? { destination: o.logDestination as unknown as import("pino").DestinationStream } : {}),
+    ...(destination ? { destination } : {}),
   });
   const paths = levelPaths(config.root);
   log.info({ config: config.source, root: config.root, version: HSD_VERSION }, "hsd starting");

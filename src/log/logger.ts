@@ -16,8 +16,7 @@ export const REDACT_PATHS = [
 
 export interface LoggerOptions {
   level?: string;
-  /** Human-readable output (HSD_LOG_PRETTY=1). */
-  pretty?: boolean;
+  /** Default: JSON lines on stdout. prettyDestination() for human-readable output. */
   destination?: DestinationStream;
   base?: Record<string, unknown>;
 }
@@ -28,10 +27,18 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
     base: opts.base ?? {},
     redact: { paths: REDACT_PATHS, censor: "[redacted]" },
   };
-  if (opts.pretty) {
-    return pino({ ...common, transport: { target: "pino-pretty", options: { colorize: true } } });
-  }
   return opts.destination ? pino(common, opts.destination) : pino(common);
+}
+
+/**
+ * Human-readable output on stdout (HSD_LOG_PRETTY=1). pino-pretty runs in
+ * this thread as a stream, not as a pino transport: a transport's worker file
+ * is resolved from pino's own directory, which the bundled hsd does not have.
+ * Loaded only when asked for (it costs start-up time).
+ */
+export async function prettyDestination(): Promise<DestinationStream> {
+  const { default: pretty } = await import("pino-pretty");
+  return pretty({ colorize: true, sync: true });
 }
 
 /** A logger that writes nothing, for tests and library callers. */

@@ -193,3 +193,15 @@ test("under systemd (NOTIFY_SOCKET) hsd notifies READY=1 and a SIGTERM right aft
   assert.match(res.stdout, /^exit:0$/m);
   assert.equal(await exists(join(root, "level/run/hsd.sock")), false);
 });
+
+test("HSD_LOG_PRETTY=1 logs human-readable lines (the built hsd is one bundled file) and still stops cleanly", async () => {
+  const root = await tempRoot();
+  const hsd = started(["run", "--root", root], { HSD_LOG_PRETTY: "1" });
+  await hsd.ready;
+  hsd.proc.kill("SIGTERM");
+  const x = await hsd.exited;
+  assert.equal(x.code, 0, x.stderr);
+  assert.match(x.stdout, /hsd ready/);
+  // Pretty output, not JSON lines.
+  assert.ok(!x.stdout.split("\n").some((l) => l.startsWith("{")), x.stdout.slice(0, 300));
+});

@@ -4,7 +4,7 @@
 // Imported only by pve-provider.ts.
 
 import { readFile } from "node:fs/promises";
-import { fileURLToPath } from "node:url";
+import { packageRoot } from "../../util/package-root.js";
 import type { PveConfig } from "../../config/config.js";
 import { ProviderError } from "../../errors/hs-error.js";
 import { childConfigYaml } from "../child-config.js";
@@ -14,7 +14,6 @@ import { bootstrapHsd, guestPaths } from "./ssh-bootstrap.js";
 import type { Sleep } from "./pve-client.js";
 
 /** The package root (…/dist/providers/pve/ -> …/), where the bundle and daemon/ live. */
-const PACKAGE_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
 export interface InstallOptions {
   /** This level's private key (text) or its path; the VM authorizes its public half via cloud-init. */
@@ -94,13 +93,13 @@ export async function installChild(d: InstallDeps, child: ChildHandle, spec: Chi
       details: { hint: "wire sshPrivateKeyPath (this level's key) into PveProvider" },
     });
   }
-  const bundlePath = o.bundlePath ?? `${PACKAGE_ROOT}hsd-bundle.tar.gz`;
+  const bundlePath = o.bundlePath ?? `${packageRoot()}hsd-bundle.tar.gz`;
   const bundle = await readFile(bundlePath).catch((e: NodeJS.ErrnoException) => {
     throw new ProviderError(`no hsd bundle at ${bundlePath} (${e.code ?? e.message})`, {
       details: { hint: "build it on this level: npm run build && node scripts/bundle.mjs" },
     });
   });
-  const unitText = await readFile(o.unitFile ?? `${PACKAGE_ROOT}daemon/hsd.service`, "utf8").catch(() => DEFAULT_UNIT);
+  const unitText = await readFile(o.unitFile ?? `${packageRoot()}daemon/hsd.service`, "utf8").catch(() => DEFAULT_UNIT);
 
   const target = await (o.guestAccess ?? ((vm) => ({ host: vm.address, port: 22, root: "" })))({ vmid, address });
   const pinned = typeof child.data.sshHostKey === "string" ? child.data.sshHostKey : undefined;

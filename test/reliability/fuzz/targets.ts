@@ -104,7 +104,7 @@ class FakeChannel extends EventEmitter {
   destroy(): void { if (!this.destroyed) { this.destroyed = true; setImmediate(() => this.emit("close")); } }
 }
 
-const silent = createLogger({ level: "silent", pretty: false, base: {} });
+const silent = createLogger({ level: "silent", base: {} });
 
 /** One fetch against a scripted parent: data chunks, stderr, exit code, close. */
 async function transportCase(rng: Rng, input: Buffer): Promise<void> {
