@@ -3,7 +3,7 @@
 // repos configured), the secrets file, the journal, the providers, the child
 // links over SSH tunnels, and the Level itself. Imported by wiring.ts only.
 
-import { access as fsAccess, readFile } from "node:fs/promises";
+import { access as fsAccess, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
@@ -14,7 +14,7 @@ import { loadOrCreateLevelKeys, type LevelKeys } from "../ssh/level-keys.js";
 import { startSshEndpoint } from "../ssh/ssh-endpoint.js";
 import { openGrpcTunnel } from "../ssh/grpc-tunnel.js";
 import { resolverFor } from "../git/export-repos.js";
-import { generateDemoRepos } from "../demo/demo-repos.js";
+import { demoRepoPaths, generateDemoRepos } from "../demo/demo-repos.js";
 import { SecretsStore, isTree, type SecretTree } from "../secrets/secrets-store.js";
 import { Journal } from "../nest/journal.js";
 import { ChildLinks } from "../nest/child-link.js";
@@ -36,7 +36,12 @@ import type { SshHandle, WiringContext } from "./wiring.js";
 export interface LevelParts {
   readonly keys: LevelKeys;
   readonly access: AuthorizedKeyStore;
+  /** name -> operator checkout (level 0); the names are final, the checkouts exist once reposPrepared resolves. */
   readonly repos: Readonly<Record<string, string>>;
+  /** Settles when the checkouts exist: at once, or after the demo set is generated (it rejects if that failed). */
+  readonly reposPrepared: Promise<void>;
+  /** Starts what reposPrepared waits for; the daemon calls it once it is ready (it must not delay readiness). */
+  readonly startRepos: () => void;
   readonly secrets: SecretsStore;
   readonly journal: Journal;
 }
@@ -57,30 +62,40 @@ export async function prepareLevel(config: HsdConfig, log: Logger): Promise<Leve
   const faults = parseFaults(process.env.HSD_FAULTS, config.level.name, paths.stateDir);
   const secrets = new SecretsStore(paths.secrets, { beforeRename: writeFault(faults, "secrets-write") });
   let repos = config.repos;
-  if (!config.parent && Object.keys(repos).length === 0) repos = await demoRepos(config.root, secrets, log);
+  let startRepos = () => {};
+  let reposPrepared = Promise.resolve();
+  if (!config.parent && Object.keys(repos).length === 0) {
+    // Generated once the daemon serves (it takes ~0.5 s, partly on this
+    // thread): nothing reads the checkouts before a refresh, and a refresh
+    // waits for them, so a nest builds its first child meanwhile.
+    repos = demoRepoPaths(join(config.root, "demo"));
+    const started = new Promise<void>((res) => { startRepos = res; });
+    reposPrepared = started.then(() => prepareDemoRepos(join(config.root, "demo"), secrets, log));
+    reposPrepared.catch((err: unknown) => log.error({ err }, "generating the demo repo set failed"));
+  }
   await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
   const journal = new Journal(paths.journal, { beforeRename: writeFault(faults, "journal-write") });
   await journal.load();
-  return { keys, access, repos, secrets, journal };
+  return { keys, access, repos, reposPrepared, startRepos, secrets, journal };
 }
 
 /**
  * A level 0 with no repos exports the generated demo set; its site-config's
  * gitignored secrets.yaml seeds this level's secrets (passwords, site) once.
+ * The set is generated beside its place and renamed into it, so a daemon
+ * killed half way leaves no half set that a restart would take as whole.
  */
-async function demoRepos(root: string, secrets: SecretsStore, log: Logger): Promise<Record<string, string>> {
-  const dir = join(root, "demo");
-  const names = ["bootstrap", "ansible", "iac-driver", "tofu", "packer", "site-config"];
-  const exists = await fsAccess(join(dir, "site-config", ".git")).then(() => true, () => false);
-  const repos = exists ? Object.fromEntries(names.map((n) => [n, join(dir, n)])) : await generateDemoRepos(dir);
-  if (!exists) {
-    log.info({ dir }, "no repos configured: generated the demo repo set");
-    const demo = parse(await readFile(join(dir, "site-config", "secrets.yaml"), "utf8")) as SecretTree;
-    const seed: SecretTree = { site: { domain: "lab.homestak.invalid", timezone: "UTC" } };
-    if (isTree(demo.passwords)) seed.passwords = demo.passwords;
-    await secrets.merge(seed);
-  }
-  return repos;
+async function prepareDemoRepos(dir: string, secrets: SecretsStore, log: Logger): Promise<void> {
+  if (await fsAccess(dir).then(() => true, () => false)) return;
+  const partial = `${dir}.partial`;
+  await rm(partial, { recursive: true, force: true });
+  await generateDemoRepos(partial);
+  const demo = parse(await readFile(join(partial, "site-config", "secrets.yaml"), "utf8")) as SecretTree;
+  const seed: SecretTree = { site: { domain: "lab.homestak.invalid", timezone: "UTC" } };
+  if (isTree(demo.passwords)) seed.passwords = demo.passwords;
+  await secrets.merge(seed);
+  await rename(partial, dir);
+  log.info({ dir }, "no repos configured: generated the demo repo set");
 }
 
 export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Promise<SshHandle> {
@@ -155,15 +170,18 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   const level = new Level({
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown,
-    repos: gitRepoOps({ config, repos: parts.repos, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
+    repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.reposPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
     faults: parseFaults(env.HSD_FAULTS, config.level.name, paths.stateDir),
     // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
     ...(config.parent && config.pve && config.nest.provider === "pve"
       ? { configureHook: pveConfigure({ config, secrets: parts.secrets, stateDir: paths.stateDir }) } : {}),
   });
   // Watch mode is level 0's alone: below it, a level syncs when its parent tells it to.
+  // Checkouts can only be watched once they exist (the demo set may still be generating).
   const watcher = !config.parent && config.sync.mode === "watch"
-    ? startSyncWatch({ checkouts: parts.repos, debounceMs: config.sync.debounceMs, log, sync: (sink, signal) => level.sync({ recursive: true }, sink, signal) })
+    ? parts.reposPrepared.then(() => startSyncWatch({
+      checkouts: parts.repos, debounceMs: config.sync.debounceMs, log, sync: (sink, signal) => level.sync({ recursive: true }, sink, signal),
+    }), () => undefined)
     : undefined;
-  return { level, close: async () => { await watcher?.close(); await links.closeAll(); } };
+  return { level, close: async () => { await (await watcher)?.close(); await links.closeAll(); } };
 }

@@ -141,6 +141,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   await parseFaults(o.env.HSD_FAULTS, config.level.name, paths.stateDir).at("startup", (m) => log.warn(m), new AbortController().signal);
   await announceReady({ readyFile: paths.ready, info: ready, env: o.env, log });
   log.info({ socket: ready.socket, sshPort: ready.sshPort }, "hsd ready");
+  parts?.startRepos();
 
   let stopping: Promise<void> | undefined;
   let markStopped!: () => void;

@@ -1,6 +1,6 @@
 // Creates an empty git repository (bare export or worktree) by writing the
 // few files git needs, instead of spawning `git init`. Imported by
-// export-repos.ts and worktree-checkout.ts only.
+// export-repos.ts, worktree-checkout.ts and the demo generator.
 //
 // Why not `git init`: every level's first sync creates 12 repos, and a spawn
 // from the daemon blocks its event loop for ~5 ms per 100 MB of RSS (fork

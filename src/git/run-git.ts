@@ -9,7 +9,11 @@ export interface RunGitOptions {
   cwd?: string;
   /** Extra variables; the inherited GIT_* variables are always dropped first. */
   env?: Record<string, string>;
-  input?: string | Buffer;
+  /**
+   * stdin. A generator is pumped chunk by chunk with a turn of the event loop
+   * between chunks, so producing a large input does not stall the daemon.
+   */
+  input?: string | Buffer | Iterable<string>;
   /** Return non-zero exits instead of throwing. */
   allowFail?: boolean;
   signal?: AbortSignal;
@@ -43,8 +47,25 @@ export function runGit(args: string[], opts: RunGitOptions = {}): Promise<RunGit
         }));
       } else resolve(res);
     });
-    child.stdin.end(opts.input ?? "");
+    const input = opts.input ?? "";
+    if (typeof input === "string" || Buffer.isBuffer(input)) child.stdin.end(input);
+    else void pump(child.stdin, input);
   });
+}
+
+async function pump(stdin: NodeJS.WritableStream & { destroyed: boolean }, chunks: Iterable<string>): Promise<void> {
+  for (const chunk of chunks) {
+    if (stdin.destroyed) return; // git exited early: its exit status tells the caller
+    if (!stdin.write(chunk)) {
+      await new Promise<void>((res) => {
+        const done = () => { stdin.off("drain", done); stdin.off("close", done); res(); };
+        stdin.on("drain", done);
+        stdin.on("close", done);
+      });
+    }
+    else await new Promise<void>((res) => setImmediate(res));
+  }
+  stdin.end();
 }
 
 /** stdout as trimmed text. */

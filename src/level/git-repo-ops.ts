@@ -17,7 +17,15 @@ import { syncFromParent } from "../git/sync-from-parent.js";
 import { ParentConnection } from "../git/parent-connection.js";
 import type { RepoOps } from "./level.js";
 
-export function gitRepoOps(o: { config: HsdConfig; repos: Readonly<Record<string, string>>; userKeyPath: string; log: Logger }): RepoOps {
+export function gitRepoOps(o: {
+  config: HsdConfig;
+  repos: Readonly<Record<string, string>>;
+  /** Settles when the level-0 checkouts exist (the demo set is generated in the background); default: now. */
+  prepared?: Promise<void>;
+  userKeyPath: string;
+  log: Logger;
+}): RepoOps {
+  const prepared = o.prepared ?? Promise.resolve();
   const { config } = o;
   const paths = levelPaths(config.root);
   const names = config.parent ? config.repoNames : Object.keys(o.repos);
@@ -30,6 +38,7 @@ export function gitRepoOps(o: { config: HsdConfig; repos: Readonly<Record<string
   // Attestation reads the working trees live (not what the last sync saw):
   // an edit made since must show as dirty in the next status.
   const merged = async (): Promise<RepoState[]> => {
+    await prepared;
     const served = await exportedRepoState(paths.reposDir, names);
     const byName = new Map((last ?? []).map((r) => [r.name, r]));
     return Promise.all(served.map(async (s) => {
@@ -42,6 +51,7 @@ export function gitRepoOps(o: { config: HsdConfig; repos: Readonly<Record<string
   return {
     async refresh(signal, onProgress) {
       if (!config.parent) {
+        await prepared;
         last = await refreshExports({ repos: o.repos, exportsDir: paths.reposDir, secretPatterns: config.secretPatterns, log: o.log });
         return { repos: last, bytes: 0 };
       }
