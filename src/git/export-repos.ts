@@ -249,14 +249,15 @@ export async function refreshExports(opts: RefreshExportsOptions): Promise<RepoS
   return results.map((r) => (r as PromiseFulfilledResult<RepoState>).value);
 }
 
-/** What each export serves now (HEAD, normally `_working`); "" when a repo has nothing yet. */
+/**
+ * What each export serves now (HEAD, normally `_working`); "" when a repo has
+ * nothing yet. Read without a spawn: status, Identify and configure ask for
+ * it on every level, and HEAD is always a branch of commits we wrote.
+ */
 export async function exportedRepoState(exportsDir: string, names: readonly string[]): Promise<RepoState[]> {
   return Promise.all(names.map(async (name) => {
     const exp = exportPath(exportsDir, name);
-    let served = "";
-    if (existsSync(join(exp, "HEAD"))) {
-      served = (await runGit(["--git-dir", exp, "rev-parse", "--verify", "-q", "HEAD^{commit}"], { allowFail: true })).stdout.toString().trim();
-    }
+    const served = existsSync(join(exp, "HEAD")) ? await exportRef(exp, "HEAD") : "";
     return { name, servedCommit: served, worktreeCommit: "", dirty: false, dirtyFiles: [] };
   }));
 }
