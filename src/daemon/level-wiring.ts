@@ -3,10 +3,9 @@
 // repos configured), the secrets file, the journal, the providers, the child
 // links over SSH tunnels, and the Level itself. Imported by wiring.ts only.
 
-import { access as fsAccess, readFile, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { access as fsAccess, readdir, rename, rm } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parse } from "yaml";
 import { levelPaths, type HsdConfig } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
 import { AuthorizedKeyStore } from "../ssh/authorized-key-store.js";
@@ -14,8 +13,8 @@ import { loadOrCreateLevelKeys, type LevelKeys } from "../ssh/level-keys.js";
 import { startSshEndpoint } from "../ssh/ssh-endpoint.js";
 import { openGrpcTunnel } from "../ssh/grpc-tunnel.js";
 import { resolverFor } from "../git/export-repos.js";
-import { demoRepoPaths, generateDemoRepos } from "../demo/demo-repos.js";
-import { SecretsStore, isTree, type SecretTree } from "../secrets/secrets-store.js";
+import { demoRepoPaths, demoVmRootPassword, generateDemoRepos } from "../demo/demo-repos.js";
+import { SecretsStore } from "../secrets/secrets-store.js";
 import { Journal } from "../nest/journal.js";
 import { ChildLinks } from "../nest/child-link.js";
 import { grpcChildLink } from "../nest/grpc-child-link.js";
@@ -68,10 +67,17 @@ export async function prepareLevel(config: HsdConfig, log: Logger): Promise<Leve
     // Generated once the daemon serves (it takes ~0.5 s, partly on this
     // thread): nothing reads the checkouts before a refresh, and a refresh
     // waits for them, so a nest builds its first child meanwhile.
-    repos = demoRepoPaths(join(config.root, "demo"));
-    const started = new Promise<void>((res) => { startRepos = res; });
-    reposPrepared = started.then(() => prepareDemoRepos(join(config.root, "demo"), secrets, log));
-    reposPrepared.catch((err: unknown) => log.error({ err }, "generating the demo repo set failed"));
+    const dir = join(config.root, "demo");
+    repos = demoRepoPaths(dir);
+    if (!(await fsAccess(dir).then(() => true, () => false))) {
+      // Its secret is chosen and this level's secrets seeded now: after
+      // readiness, secrets.yaml is written only when a caller asks.
+      const vmRootPassword = demoVmRootPassword();
+      await secrets.merge({ site: { domain: "lab.homestak.invalid", timezone: "UTC" }, passwords: { vm_root: vmRootPassword } });
+      const started = new Promise<void>((res) => { startRepos = res; });
+      reposPrepared = started.then(() => generateDemoSet(dir, vmRootPassword, log));
+      reposPrepared.catch((err: unknown) => log.error({ err }, "generating the demo repo set failed"));
+    }
   }
   await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
   const journal = new Journal(paths.journal, { beforeRename: writeFault(faults, "journal-write") });
@@ -80,20 +86,22 @@ export async function prepareLevel(config: HsdConfig, log: Logger): Promise<Leve
 }
 
 /**
- * A level 0 with no repos exports the generated demo set; its site-config's
- * gitignored secrets.yaml seeds this level's secrets (passwords, site) once.
- * The set is generated beside its place and renamed into it, so a daemon
- * killed half way leaves no half set that a restart would take as whole.
+ * A level 0 with no repos exports the generated demo set (its site-config's
+ * gitignored secrets.yaml holds the demo secret this level was seeded with).
+ * The set is generated in a directory of this process's own and renamed into
+ * place, so a daemon killed half way leaves nothing a restart would take as
+ * whole; a git that the kill orphaned may still be writing into the old one,
+ * which is removed with retries and otherwise left alone.
  */
-async function prepareDemoRepos(dir: string, secrets: SecretsStore, log: Logger): Promise<void> {
-  if (await fsAccess(dir).then(() => true, () => false)) return;
-  const partial = `${dir}.partial`;
-  await rm(partial, { recursive: true, force: true });
-  await generateDemoRepos(partial);
-  const demo = parse(await readFile(join(partial, "site-config", "secrets.yaml"), "utf8")) as SecretTree;
-  const seed: SecretTree = { site: { domain: "lab.homestak.invalid", timezone: "UTC" } };
-  if (isTree(demo.passwords)) seed.passwords = demo.passwords;
-  await secrets.merge(seed);
+async function generateDemoSet(dir: string, vmRootPassword: string, log: Logger): Promise<void> {
+  const parent = dirname(dir);
+  const prefix = `${basename(dir)}.partial-`;
+  for (const stale of (await readdir(parent)).filter((n) => n.startsWith(prefix) || n === `${basename(dir)}.partial`)) {
+    await rm(join(parent, stale), { recursive: true, force: true, maxRetries: 5 })
+      .catch((err: unknown) => log.warn({ err, dir: stale }, "could not remove a half-generated demo set"));
+  }
+  const partial = join(parent, `${prefix}${process.pid}`);
+  await generateDemoRepos(partial, { vmRootPassword });
   await rename(partial, dir);
   log.info({ dir }, "no repos configured: generated the demo repo set");
 }

@@ -14,6 +14,13 @@ export interface DemoOptions {
   seed?: number;
   /** Size multiplier (1 = the homestak-like sizes). */
   scale?: number;
+  /** passwords.vm_root in site-config's gitignored secrets.yaml; default: random. */
+  vmRootPassword?: string;
+}
+
+/** A fresh demo secret (what generateDemoRepos writes when given none). */
+export function demoVmRootPassword(): string {
+  return `demo-${randomBytes(9).toString("base64url")}`;
 }
 
 interface Shape { files: number; bytes: number; commits: number; dirs: string[]; ext: string[] }
@@ -132,7 +139,7 @@ export async function generateDemoRepos(dir: string, opts: DemoOptions = {}): Pr
     await runGit(["reset", "-q", "--hard", "main"], { cwd: checkout });
     if (name === "site-config") {
       const secrets = join(checkout, "secrets.yaml");
-      await writeFile(secrets, `passwords: { vm_root: "demo-${randomBytes(9).toString("base64url")}" }\n`, { mode: 0o600 });
+      await writeFile(secrets, `passwords: { vm_root: "${opts.vmRootPassword ?? demoVmRootPassword()}" }\n`, { mode: 0o600 });
       await chmod(secrets, 0o600);
     }
     result[name] = checkout;

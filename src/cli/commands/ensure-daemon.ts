@@ -3,6 +3,7 @@
 // (default ./.hsd); destroy can clean up a dead one's levels from disk.
 // Used by the nest, sync and destroy commands.
 
+import { readdir, rm } from "node:fs/promises";
 import { DaemonUnreachableError, errorCode } from "../../errors/hs-error.js";
 import { levelPaths } from "../../config/config.js";
 import { silentLogger } from "../../log/logger.js";
@@ -36,11 +37,9 @@ export async function ensureDaemon(args: CommandArgs, io: CliIo, o: { start: boo
 /** Stops every level found under the user's level-0 root without its daemon. Returns how many. */
 export async function offlineTeardown(io: CliIo): Promise<number> {
   const root = defaultUserRoot(io.env);
-  const { readdir } = await import("node:fs/promises");
   const levels = await readdir(levelPaths(root).levelsDir).catch(() => [] as string[]);
   const netns = process.getuid?.() === 0 ? levelNetnsOps({ subnetBase: DEFAULTS.subnetBase, log: silentLogger() }) : null;
   await killLevelTree(root, DEFAULTS.shutdownMs, netns, silentLogger(), { keepDir: true });
-  const { rm } = await import("node:fs/promises");
   await rm(levelPaths(root).levelsDir, { recursive: true, force: true });
   return levels.length;
 }

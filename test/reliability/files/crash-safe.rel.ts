@@ -30,7 +30,8 @@ let torn = 0;
 after(async () => {
   for (const d of daemons) await d.hsd.kill();
   for (const m of mounts) spawnSync("umount", ["-l", m]);
-  await rm(root, { recursive: true, force: true });
+  // A git a killed daemon orphaned may still be finishing a write under root.
+  await rm(root, { recursive: true, force: true, maxRetries: 5 });
   figure("files.torn", torn);
 });
 
@@ -97,11 +98,13 @@ for (const kind of ["journal", "secrets"] as const) {
 
 test("a real hsd SIGKILLed inside a secrets write keeps the old secrets file; restarted, it writes the new one", async () => {
   const lroot = join(root, "kill-l0");
-  let l0 = await startLevel0(lroot);
+  // A configured repo (never read here): no demo set, whose generation would write secrets.yaml too.
+  const repos = `repos:\n  tofu: ${join(lroot, "tofu")}\n`;
+  let l0 = await startLevel0(lroot, repos);
   daemons.push(l0);
   await l0.hsd.kill();
   const before = await readFile(join(lroot, "secrets.yaml"), "utf8");
-  l0 = await startLevel0(lroot, "", { HSD_FAULTS: "l0:secrets-write:kill-once" });
+  l0 = await startLevel0(lroot, repos, { HSD_FAULTS: "l0:secrets-write:kill-once" });
   daemons.push(l0);
   const c = createClient(NestService, l0.ready.socket);
   await assert.rejects(c.putSecrets({ yaml: "canary: new-value\n" }), (e: HsError) => e.code === "PeerGone");
@@ -113,7 +116,7 @@ test("a real hsd SIGKILLed inside a secrets write keeps the old secrets file; re
   assert.equal(after1, before, "a killed write must leave the old file");
   const isTemp = (n: string) => /^\.secrets\.yaml\.[0-9a-f]{12}\.tmp$/.test(n);
   assert.equal((await readdir(lroot)).filter(isTemp).length, 1, "the kill left its temp file");
-  l0 = await startLevel0(lroot, "", { HSD_FAULTS: "l0:secrets-write:kill-once" });
+  l0 = await startLevel0(lroot, repos, { HSD_FAULTS: "l0:secrets-write:kill-once" });
   daemons.push(l0);
   assert.deepEqual((await readdir(lroot)).filter(isTemp), [], "startup removes the temp files of killed writes");
   figure("files.stale_temps_cleaned", "yes", "secrets temp left by a kill, removed at startup");

@@ -1,0 +1,57 @@
+// Runs a program bundle (dist/<dir>/<name>.bundle.cjs, made by
+// scripts/bundle-entries.mjs) with the V8 code cache the build stored beside
+// it, so a start deserializes compiled code instead of parsing 3 MB of
+// JavaScript (~100 ms of every hsd start; Node 20 has no compile cache of
+// its own). Imported only by the generated entry files dist/daemon/hsd.js and
+// dist/cli/hsctl.js; keep it free of other imports: it runs before anything.
+
+import { readFileSync, statSync, writeFileSync, renameSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Script, constants } from "node:vm";
+
+/**
+ * The cache file starts with this line naming the bundle's size and mtime: V8
+ * checks a cache only against the source's length, so an edited bundle of the
+ * same length would otherwise run stale code. A mismatch means no cache.
+ */
+function stamp(bundle: string): string {
+  const st = statSync(bundle);
+  return `hsd-code-cache ${st.size} ${Math.trunc(st.mtimeMs)}\n`;
+}
+
+function readCache(cacheFile: string, expected: string): Buffer | undefined {
+  let raw: Buffer;
+  try { raw = readFileSync(cacheFile); } catch { return undefined; }
+  const head = Buffer.from(expected);
+  return raw.subarray(0, head.length).equals(head) ? raw.subarray(head.length) : undefined;
+}
+
+/**
+ * Evaluates the CommonJS bundle as the main program. With
+ * HSD_WRITE_CODE_CACHE=1 (the build does this once) the code compiled by the
+ * time the process exits is written to the cache.
+ */
+export function runBundle(bundleUrl: URL): void {
+  const filename = fileURLToPath(bundleUrl);
+  const cacheFile = `${filename}.cache`;
+  const expected = stamp(filename);
+  const source = readFileSync(filename, "utf8");
+  const cachedData = readCache(cacheFile, expected);
+  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
+    filename, ...(cachedData ? { cachedData } : {}),
+    // A dynamic import() left in the bundle (of a node: builtin, say) loads as it would in a module.
+    importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+  });
+  if (process.env.HSD_WRITE_CODE_CACHE === "1") {
+    process.on("exit", () => {
+      const tmp = `${cacheFile}.${process.pid}.tmp`;
+      writeFileSync(tmp, Buffer.concat([Buffer.from(expected), script.createCachedData()]));
+      renameSync(tmp, cacheFile);
+    });
+  }
+  const module = { exports: {} };
+  const fn = script.runInThisContext() as (e: object, r: NodeJS.Require, m: object, f: string, d: string) => void;
+  fn.call(module.exports, module.exports, createRequire(filename), module, filename, dirname(filename));
+}
