@@ -15,6 +15,7 @@ import type { Logger } from "../log/logger.js";
 import type { AccessApi, LevelApi } from "../nest/events.js";
 import { toServiceDefinition, toServiceImpl } from "../rpc/service-definition.js";
 import { withTimeout } from "../util/timeout.js";
+import { reachableSocketPath } from "../util/unix-socket-path.js";
 import { accessHandlers } from "./access-service.js";
 import { HealthService } from "./health-service.js";
 import { nestHandlers, type NestLimits } from "./nest-service.js";
@@ -52,7 +53,7 @@ async function probeSocket(path: string): Promise<"live" | "stale" | "absent"> {
   }
   return withTimeout(PROBE_MS, () => new DaemonRunningError(`another hsd is running at ${path} (it accepts but does not answer)`, { details: { path } }),
     () => new Promise<"live" | "stale" | "absent">((res, rej) => {
-      const s = connect(path);
+      const s = connect(reachableSocketPath(path));
       s.once("connect", () => { s.destroy(); res("live"); });
       s.once("error", (err: NodeJS.ErrnoException) => {
         if (err.code === "ECONNREFUSED") res("stale");
@@ -88,7 +89,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   addReflection(server, [NestService, AccessService, Health], { log, shutdown: shutdown.signal });
 
   await new Promise<void>((res, rej) => {
-    server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => {
+    server.bindAsync(`unix://${reachableSocketPath(socketPath)}`, grpc.ServerCredentials.createInsecure(), (err) => {
       if (!err) return res();
       rej(/EADDRINUSE/.test(err.message)
         ? new DaemonRunningError(`another hsd is running at ${socketPath}`, { details: { path: socketPath }, cause: err })

@@ -11,6 +11,7 @@ import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2
 import { CancelledError, HsError } from "../errors/hs-error.js";
 import { fromServiceError } from "./error-status.js";
 import { deserializer, methodPath, serializer, type ServerCall } from "./service-definition.js";
+import { reachableSocketPath } from "../util/unix-socket-path.js";
 
 export interface CallOpts {
   /** Aborting cancels the call; the caller sees the signal's HsError reason or CancelledError. */
@@ -45,9 +46,14 @@ export type Client<S extends GenServiceMethods> = { [K in keyof S]: ClientMethod
   readonly raw: grpc.Client;
 };
 
-/** "unix:///abs/path" for a bare absolute path; anything else (host:port, dns:, unix:) as is. */
+/**
+ * "unix:///abs/path" for a bare absolute path or a unix: target (a path too
+ * long for sun_path made reachable); anything else (host:port, dns:) as is.
+ */
 export function normalizeTarget(target: string): string {
-  return target.startsWith("/") ? `unix://${target}` : target;
+  if (target.startsWith("/")) return `unix://${reachableSocketPath(target)}`;
+  if (target.startsWith("unix://")) return `unix://${reachableSocketPath(target.slice("unix://".length))}`;
+  return target;
 }
 
 function callOptions(opts: CallOpts | undefined): grpc.CallOptions {

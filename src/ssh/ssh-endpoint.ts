@@ -19,6 +19,7 @@ import type { AuthorizedKeyStore } from "./authorized-key-store.js";
 import { parseExecCommand } from "./exec-command.js";
 import { privateKeyFingerprint } from "./key-fingerprint.js";
 import { KEEPALIVE_COUNT_MAX } from "../git/parent-connection.js";
+import { reachableSocketPath } from "../util/unix-socket-path.js";
 
 /** Maps an allow-listed repo name to its absolute bare repo path, or undefined. */
 export type RepoResolver = (name: string) => string | undefined;
@@ -173,7 +174,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
   }
 
   function tunnel(accept: () => ServerChannel, reject: () => void, alog: Logger): void {
-    const sock = netConnect(opts.grpcSocketPath);
+    const sock = netConnect(reachableSocketPath(opts.grpcSocketPath));
     sock.once("error", (err) => { alog.warn({ err: err.message }, "API socket unreachable"); reject(); });
     sock.once("connect", () => {
       sock.removeAllListeners("error");

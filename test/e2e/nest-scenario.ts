@@ -14,7 +14,9 @@ import { scanForSecret } from "../helpers/secret-scan.js";
 
 export async function nestScenario(isolation: "process" | "netns"): Promise<void> {
 const root = await mkdtemp(join(tmpdir(), `hsd-e2e-${isolation}-`));
-const env = { HSD_ROOT: join(root, "l0") };
+// As a clone in a deep directory: level 2's and 3's API sockets are then
+// longer than sun_path (108 bytes) and must still be bound and dialled.
+const env = { HSD_ROOT: join(root, "a-checkout-in-a-rather-deep-directory-of-the-operator", "l0") };
 const netnsNow = () => execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n").filter(Boolean).map((l) => l.split(" ")[0]!);
 /** The namespaces this tree's journals recorded (other tests may create their own concurrently). */
 const treeNetns = async (): Promise<string[]> => {
@@ -68,6 +70,7 @@ test("nest --depth 3 builds three ready levels whose repos match level 0", async
   // Secrets: 0600, only scoped keys below level 0, and the demo secret nowhere else.
   const roots = await levelRoots(env.HSD_ROOT);
   assert.equal(roots.length, 4);
+  assert.ok(Buffer.byteLength(join(roots[3]!, "run", "hsd.sock")) > 108, "level 3's socket path must exceed sun_path here");
   const demo = parse(await readFile(join(env.HSD_ROOT, "demo", "site-config", "secrets.yaml"), "utf8"));
   const secret = String(demo.passwords.vm_root);
   assert.ok(secret.length >= 8);
