@@ -5,7 +5,8 @@
 // announced ready -> parent's next phase started). Baseline, same run: the
 // serial work that cannot be avoided, depth x (a bare hsd start to ready +
 // the git CLI cloning the repo set over OpenSSH from the level-0 endpoint).
-// Goals: depth 3 <= 6 s on 2 cores; <= 2 s overhead per level; readiness <= 100 ms.
+// Goals: depth 3 <= 6 s on 2 cores (median of HSD_BENCH_NEST_RUNS cold runs, default 5);
+// <= 2 s overhead per level; readiness <= 100 ms.
 
 import { mkdtemp, rm, stat, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -42,7 +43,26 @@ async function bareHsdStart(dir: string): Promise<number> {
   return ms;
 }
 
+/** Wall times on a shared 2-core VM vary by ~+-20% run to run: the goal is judged on the median of this many cold runs. */
+const RUNS = Math.max(1, Number(process.env.HSD_BENCH_NEST_RUNS ?? 5));
+
+/** One more cold `nest --depth 3` in a fresh root, torn down after; its wall time. */
+async function coldWall(): Promise<number> {
+  const r = await mkdtemp(join(tmpdir(), "hsd-bench-nest-"));
+  const env = { HSD_ROOT: join(r, "l0") };
+  try {
+    const n = run(["nest", "--depth", String(DEPTH), "--json"], env);
+    if (n.code !== 0) throw new Error(`nest failed:\n${n.out.slice(-2000)}`);
+    return n.ms;
+  } finally {
+    run(["destroy"], env);
+    await rm(r, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
+  const walls: number[] = [];
+  for (let i = 1; i < RUNS; i++) walls.push(await coldWall());
   const root = await mkdtemp(join(tmpdir(), "hsd-bench-nest-"));
   const env = { HSD_ROOT: join(root, "l0") };
   try {
@@ -89,12 +109,16 @@ async function main(): Promise<void> {
     const baseline = DEPTH * (startMs + cloneMs);
 
     console.log(`nest --depth ${DEPTH} (local provider, cold start incl. level-0 hsd and demo repos)`);
-    console.log(`  wall time            ${(nest.ms / 1000).toFixed(2)} s   (goal <= 6 s)`);
+    walls.push(nest.ms);
+    const sorted = [...walls].sort((a, b) => a - b);
+    const median = sorted[Math.floor(sorted.length / 2)]!;
+    console.log(`  wall time, median of ${walls.length} cold runs   ${(median / 1000).toFixed(2)} s   (goal <= 6 s; runs ${sorted.map((w) => (w / 1000).toFixed(2)).join(", ")} s)`);
+    console.log(`  the run measured below ${(nest.ms / 1000).toFixed(2)} s`);
     for (const r of rows) console.log(r);
     const maxOverhead = Math.max(...rows.map((r) => Number(/overhead\s+(\d+)/.exec(r)![1])));
     console.log(`  max per-level overhead ${maxOverhead} ms (goal <= 2000 ms); max readiness latency ${Math.max(...latencies).toFixed(0)} ms (goal <= 100 ms)`);
     console.log(`  baseline: ${DEPTH} x (bare hsd start ${startMs.toFixed(0)} ms + git CLI clone of the set ${cloneMs.toFixed(0)} ms) = ${(baseline / 1000).toFixed(2)} s`);
-    console.log(`  ratio wall / baseline = ${(nest.ms / baseline).toFixed(2)}x`);
+    console.log(`  ratio wall (median) / baseline = ${(median / baseline).toFixed(2)}x`);
   } finally {
     run(["destroy"], env);
     await rm(root, { recursive: true, force: true });

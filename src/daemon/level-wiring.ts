@@ -3,8 +3,9 @@
 // repos configured), the secrets file, the journal, the providers, the child
 // links over SSH tunnels, and the Level itself. Imported by wiring.ts only.
 
-import { access as fsAccess, readdir, rename, rm } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { existsSync } from "node:fs";
+import { mkdir, readdir, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { levelPaths, type HsdConfig } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
@@ -13,7 +14,7 @@ import { loadOrCreateLevelKeys, type LevelKeys } from "../ssh/level-keys.js";
 import { startSshEndpoint } from "../ssh/ssh-endpoint.js";
 import { openGrpcTunnel } from "../ssh/grpc-tunnel.js";
 import { resolverFor } from "../git/export-repos.js";
-import { demoRepoPaths, demoVmRootPassword, generateDemoRepos } from "../demo/demo-repos.js";
+import { demoRepoPaths, demoVmRootPassword, generateDemoRepo } from "../demo/demo-repos.js";
 import { SecretsStore } from "../secrets/secrets-store.js";
 import { Journal } from "../nest/journal.js";
 import { ChildLinks } from "../nest/child-link.js";
@@ -37,8 +38,8 @@ export interface LevelParts {
   readonly access: AuthorizedKeyStore;
   /** name -> operator checkout (level 0); the names are final, the checkouts exist once reposPrepared resolves. */
   readonly repos: Readonly<Record<string, string>>;
-  /** Settles when the checkouts exist: at once, or after the demo set is generated (it rejects if that failed). */
-  readonly reposPrepared: Promise<void>;
+  /** Per repo: settles when its checkout exists (at once, or once its demo repo is generated; rejects if that failed). */
+  readonly repoPrepared: Readonly<Record<string, Promise<void>>>;
   /** Starts what reposPrepared waits for; the daemon calls it once it is ready (it must not delay readiness). */
   readonly startRepos: () => void;
   readonly secrets: SecretsStore;
@@ -62,48 +63,53 @@ export async function prepareLevel(config: HsdConfig, log: Logger): Promise<Leve
   const secrets = new SecretsStore(paths.secrets, { beforeRename: writeFault(faults, "secrets-write") });
   let repos = config.repos;
   let startRepos = () => {};
-  let reposPrepared = Promise.resolve();
+  let repoPrepared: Record<string, Promise<void>> = {};
   if (!config.parent && Object.keys(repos).length === 0) {
-    // Generated once the daemon serves (it takes ~0.5 s, partly on this
-    // thread): nothing reads the checkouts before a refresh, and a refresh
-    // waits for them, so a nest builds its first child meanwhile.
+    // Generated once the daemon serves (~0.5 s, partly on this thread):
+    // nothing reads a checkout before a refresh, and the refresh of each repo
+    // waits for its own, so a nest builds its first child meanwhile.
     const dir = join(config.root, "demo");
     repos = demoRepoPaths(dir);
-    if (!(await fsAccess(dir).then(() => true, () => false))) {
+    const missing = Object.keys(repos).filter((n) => !existsSync(repos[n]!));
+    let vmRootPassword: string | undefined;
+    if (missing.includes("site-config")) {
       // Its secret is chosen and this level's secrets seeded now: after
       // readiness, secrets.yaml is written only when a caller asks.
-      const vmRootPassword = demoVmRootPassword();
+      vmRootPassword = demoVmRootPassword();
       await secrets.merge({ site: { domain: "lab.homestak.invalid", timezone: "UTC" }, passwords: { vm_root: vmRootPassword } });
-      const started = new Promise<void>((res) => { startRepos = res; });
-      reposPrepared = started.then(() => generateDemoSet(dir, vmRootPassword, log));
-      reposPrepared.catch((err: unknown) => log.error({ err }, "generating the demo repo set failed"));
     }
+    const started = new Promise<void>((res) => { startRepos = res; });
+    repoPrepared = Object.fromEntries(missing.map((name) => {
+      const p = started.then(() => generateDemoRepoInPlace(dir, name, vmRootPassword, log));
+      p.catch((err: unknown) => log.error({ err, repo: name }, "generating a demo repo failed"));
+      return [name, p];
+    }));
   }
   await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
   const journal = new Journal(paths.journal, { beforeRename: writeFault(faults, "journal-write") });
   await journal.load();
-  return { keys, access, repos, reposPrepared, startRepos, secrets, journal };
+  return { keys, access, repos, repoPrepared, startRepos, secrets, journal };
 }
 
 /**
  * A level 0 with no repos exports the generated demo set (its site-config's
  * gitignored secrets.yaml holds the demo secret this level was seeded with).
- * The set is generated in a directory of this process's own and renamed into
- * place, so a daemon killed half way leaves nothing a restart would take as
- * whole; a git that the kill orphaned may still be writing into the old one,
- * which is removed with retries and otherwise left alone.
+ * Each repo is generated in a directory of this process's own and renamed
+ * into place, so a daemon killed half way leaves no half repo a restart would
+ * take as whole; a git the kill orphaned may still be writing into the old
+ * one, which is removed with retries and otherwise left alone.
  */
-async function generateDemoSet(dir: string, vmRootPassword: string, log: Logger): Promise<void> {
-  const parent = dirname(dir);
-  const prefix = `${basename(dir)}.partial-`;
-  for (const stale of (await readdir(parent)).filter((n) => n.startsWith(prefix) || n === `${basename(dir)}.partial`)) {
-    await rm(join(parent, stale), { recursive: true, force: true, maxRetries: 5 })
-      .catch((err: unknown) => log.warn({ err, dir: stale }, "could not remove a half-generated demo set"));
+async function generateDemoRepoInPlace(dir: string, name: string, vmRootPassword: string | undefined, log: Logger): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const prefix = `.${name}.partial-`;
+  for (const stale of (await readdir(dir)).filter((n) => n.startsWith(prefix))) {
+    await rm(join(dir, stale), { recursive: true, force: true, maxRetries: 5 })
+      .catch((err: unknown) => log.warn({ err, dir: stale }, "could not remove a half-generated demo repo"));
   }
-  const partial = join(parent, `${prefix}${process.pid}`);
-  await generateDemoRepos(partial, { vmRootPassword });
-  await rename(partial, dir);
-  log.info({ dir }, "no repos configured: generated the demo repo set");
+  const partial = join(dir, `${prefix}${process.pid}`);
+  await generateDemoRepo(partial, name, vmRootPassword ? { vmRootPassword } : {});
+  await rename(partial, join(dir, name));
+  log.info({ repo: name, dir }, "no repos configured: generated a demo repo");
 }
 
 export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Promise<SshHandle> {
@@ -178,7 +184,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   const level = new Level({
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown,
-    repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.reposPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
+    repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
     faults: parseFaults(env.HSD_FAULTS, config.level.name, paths.stateDir),
     // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
     ...(config.parent && config.pve && config.nest.provider === "pve"
@@ -187,7 +193,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   // Watch mode is level 0's alone: below it, a level syncs when its parent tells it to.
   // Checkouts can only be watched once they exist (the demo set may still be generating).
   const watcher = !config.parent && config.sync.mode === "watch"
-    ? parts.reposPrepared.then(() => startSyncWatch({
+    ? Promise.all(Object.values(parts.repoPrepared)).then(() => startSyncWatch({
       checkouts: parts.repos, debounceMs: config.sync.debounceMs, log, sync: (sink, signal) => level.sync({ recursive: true }, sink, signal),
     }), () => undefined)
     : undefined;

@@ -125,27 +125,27 @@ export function demoRepoPaths(dir: string): Record<string, string> {
   return Object.fromEntries(DEMO_REPO_NAMES.map((n) => [n, join(dir, n)]));
 }
 
+/** Creates one demo checkout (`name` of DEMO_REPO_NAMES) at `checkout`, which must not exist yet. */
+export async function generateDemoRepo(checkout: string, name: string, opts: DemoOptions = {}): Promise<void> {
+  const shape = SHAPES[name];
+  if (!shape) throw new Error(`no demo repo named ${name}`);
+  // Not `git init`: it copies sample hooks, and six at once on two cores cost ~100 ms.
+  await initRepo(join(checkout, ".git"), { bare: false });
+  await runGit(["fast-import", "--quiet", "--done"], { cwd: checkout, input: fastImportScript(name, shape, opts.seed ?? 42, opts.scale ?? 1) });
+  await runGit(["reset", "-q", "--hard", "main"], { cwd: checkout });
+  if (name === "site-config") {
+    const secrets = join(checkout, "secrets.yaml");
+    await writeFile(secrets, `passwords: { vm_root: "${opts.vmRootPassword ?? demoVmRootPassword()}" }\n`, { mode: 0o600 });
+    await chmod(secrets, 0o600);
+  }
+}
+
 /** Creates the six demo checkouts under `dir`; returns name -> checkout path. */
 export async function generateDemoRepos(dir: string, opts: DemoOptions = {}): Promise<Record<string, string>> {
-  const seed = opts.seed ?? 42;
-  const scale = opts.scale ?? 1;
   await mkdir(dir, { recursive: true });
-  const result: Record<string, string> = {};
-  await Promise.all(Object.entries(SHAPES).map(async ([name, shape]) => {
-    const checkout = join(dir, name);
-    // Not `git init`: it copies sample hooks, and six at once on two cores cost ~100 ms.
-    await initRepo(join(checkout, ".git"), { bare: false });
-    await runGit(["fast-import", "--quiet", "--done"], { cwd: checkout, input: fastImportScript(name, shape, seed, scale) });
-    await runGit(["reset", "-q", "--hard", "main"], { cwd: checkout });
-    if (name === "site-config") {
-      const secrets = join(checkout, "secrets.yaml");
-      await writeFile(secrets, `passwords: { vm_root: "${opts.vmRootPassword ?? demoVmRootPassword()}" }\n`, { mode: 0o600 });
-      await chmod(secrets, 0o600);
-    }
-    result[name] = checkout;
-  }));
-  // Stable key order regardless of which repo finished first.
-  return Object.fromEntries(DEMO_REPO_NAMES.map((n) => [n, result[n]!]));
+  const paths = demoRepoPaths(dir);
+  await Promise.all(DEMO_REPO_NAMES.map((name) => generateDemoRepo(paths[name]!, name, opts)));
+  return paths;
 }
 
 const IDENTITY = {

@@ -31,6 +31,8 @@ export interface RefreshExportsOptions {
   /** Basename globs (secrets.yaml, *.key, id_rsa*, *.pem). */
   secretPatterns: readonly string[];
   log: Logger;
+  /** Settles when a repo's checkout may be read (each repo is refreshed as soon as its own is there). */
+  ready?: (name: string) => Promise<void>;
 }
 
 export function exportPath(exportsDir: string, name: string): string {
@@ -138,6 +140,7 @@ async function stampHolds(exp: string, st: CheckoutStatus): Promise<ExportStamp 
  */
 async function refreshOne(name: string, checkout: string, opts: RefreshExportsOptions, isSecret: (p: string) => boolean): Promise<RepoState> {
   const log = opts.log.child({ repo: name });
+  await opts.ready?.(name);
   if (!isAbsolute(checkout) || !existsSync(checkout)) {
     throw new RepoNotFoundError("operator checkout does not exist", { details: { repo: name } });
   }

@@ -20,12 +20,13 @@ import type { RepoOps } from "./level.js";
 export function gitRepoOps(o: {
   config: HsdConfig;
   repos: Readonly<Record<string, string>>;
-  /** Settles when the level-0 checkouts exist (the demo set is generated in the background); default: now. */
-  prepared?: Promise<void>;
+  /** Per level-0 repo: settles when its checkout exists (demo repos are generated in the background); absent: now. */
+  prepared?: Readonly<Record<string, Promise<void>>>;
   userKeyPath: string;
   log: Logger;
 }): RepoOps {
-  const prepared = o.prepared ?? Promise.resolve();
+  const repoReady = (name: string) => o.prepared?.[name] ?? Promise.resolve();
+  const allReady = () => Promise.all(Object.values(o.prepared ?? {}));
   const { config } = o;
   const paths = levelPaths(config.root);
   const names = config.parent ? config.repoNames : Object.keys(o.repos);
@@ -38,7 +39,7 @@ export function gitRepoOps(o: {
   // Attestation reads the working trees live (not what the last sync saw):
   // an edit made since must show as dirty in the next status.
   const merged = async (): Promise<RepoState[]> => {
-    await prepared;
+    await allReady();
     const served = await exportedRepoState(paths.reposDir, names);
     const byName = new Map((last ?? []).map((r) => [r.name, r]));
     return Promise.all(served.map(async (s) => {
@@ -51,8 +52,9 @@ export function gitRepoOps(o: {
   return {
     async refresh(signal, onProgress) {
       if (!config.parent) {
-        await prepared;
-        last = await refreshExports({ repos: o.repos, exportsDir: paths.reposDir, secretPatterns: config.secretPatterns, log: o.log });
+        last = await refreshExports({
+          repos: o.repos, exportsDir: paths.reposDir, secretPatterns: config.secretPatterns, log: o.log, ready: repoReady,
+        });
         return { repos: last, bytes: 0 };
       }
       try {

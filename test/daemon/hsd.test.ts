@@ -5,7 +5,7 @@
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, mkdir, rm, stat, writeFile, readFile, access } from "node:fs/promises";
+import { mkdtemp, mkdir, readdir, rm, stat, writeFile, readFile, access } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
@@ -208,9 +208,9 @@ test("HSD_LOG_PRETTY=1 logs human-readable lines (the built hsd is one bundled f
 
 test("level 0 generates its demo set after readiness, replacing a half set a killed start left; a sync waits for it", async () => {
   const root = await tempRoot();
-  // What a daemon killed during generation leaves behind: never taken as the set.
-  await mkdir(join(root, "demo.partial", "tofu"), { recursive: true });
-  await writeFile(join(root, "demo.partial", "tofu", "half-written"), "x");
+  // What a daemon killed while generating tofu leaves behind: never taken as the repo.
+  await mkdir(join(root, "demo", ".tofu.partial-1"), { recursive: true });
+  await writeFile(join(root, "demo", ".tofu.partial-1", "half-written"), "x");
   const hsd = started(["run", "--root", root]);
   await hsd.ready;
   const sync = await runHsctl(["--root", root, "sync", "--json"]);
@@ -219,7 +219,7 @@ test("level 0 generates its demo set after readiness, replacing a half set a kil
     .find((e) => e.phase === "sync" && e.kind === "finished");
   assert.equal(finished?.repos?.length, 6);
   for (const r of finished.repos) assert.match(r.servedCommit, /^[0-9a-f]{40}$/);
-  assert.equal(await exists(join(root, "demo.partial")), false);
+  assert.deepEqual((await readdir(join(root, "demo"))).sort(), ["ansible", "bootstrap", "iac-driver", "packer", "site-config", "tofu"]);
   assert.equal(await exists(join(root, "demo", "tofu", "half-written")), false);
   assert.equal(await exists(join(root, "demo", "site-config", "secrets.yaml")), true);
   // The demo secret seeded this level's secrets.
