@@ -14,7 +14,7 @@ import { loadOrCreateLevelKeys, type LevelKeys } from "../ssh/level-keys.js";
 import { startSshEndpoint } from "../ssh/ssh-endpoint.js";
 import { openGrpcTunnel } from "../ssh/grpc-tunnel.js";
 import { resolverFor } from "../git/export-repos.js";
-import { demoRepoPaths, demoVmRootPassword, generateDemoRepo } from "../demo/demo-repos.js";
+import { DEMO_REPO_NAMES_BY_SIZE, demoRepoPaths, demoVmRootPassword, generateDemoRepo } from "../demo/demo-repos.js";
 import { SecretsStore } from "../secrets/secrets-store.js";
 import { Journal } from "../nest/journal.js";
 import { ChildLinks } from "../nest/child-link.js";
@@ -78,12 +78,27 @@ export async function prepareLevel(config: HsdConfig, log: Logger): Promise<Leve
       vmRootPassword = demoVmRootPassword();
       await secrets.merge({ site: { domain: "lab.homestak.invalid", timezone: "UTC" }, passwords: { vm_root: vmRootPassword } });
     }
-    const started = new Promise<void>((res) => { startRepos = res; });
-    repoPrepared = Object.fromEntries(missing.map((name) => {
-      const p = started.then(() => generateDemoRepoInPlace(dir, name, vmRootPassword, log));
-      p.catch((err: unknown) => log.error({ err, repo: name }, "generating a demo repo failed"));
-      return [name, p];
+    // Two at a time, largest first: iac-driver's generate + refresh is the
+    // chain a first nest waits on, and six git processes at once on two
+    // cores made it ~2x longer without finishing anything sooner.
+    const queue = DEMO_REPO_NAMES_BY_SIZE.filter((n) => missing.includes(n));
+    const done = new Map(queue.map((n) => {
+      let settle!: { res: () => void; rej: (e: unknown) => void };
+      const p = new Promise<void>((res, rej) => { settle = { res, rej }; });
+      p.catch((err: unknown) => log.error({ err, repo: n }, "generating a demo repo failed"));
+      return [n, { p, settle }] as const;
     }));
+    startRepos = () => {
+      const lane = async () => {
+        for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
+          const d = done.get(name)!;
+          await generateDemoRepoInPlace(dir, name, vmRootPassword, log).then(d.settle.res, d.settle.rej);
+        }
+      };
+      void lane();
+      void lane();
+    };
+    repoPrepared = Object.fromEntries([...done].map(([n, d]) => [n, d.p]));
   }
   await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
   const journal = new Journal(paths.journal, { beforeRename: writeFault(faults, "journal-write") });

@@ -36,6 +36,9 @@ const SHAPES: Record<string, Shape> = {
 
 export const DEMO_REPO_NAMES = Object.freeze(Object.keys(SHAPES));
 
+/** Largest history first: the order to generate them in when the largest one is what everyone waits for. */
+export const DEMO_REPO_NAMES_BY_SIZE = Object.freeze([...DEMO_REPO_NAMES].sort((a, b) => SHAPES[b]!.bytes * SHAPES[b]!.commits - SHAPES[a]!.bytes * SHAPES[a]!.commits));
+
 const WORDS = (
   "name host vm node pve bridge storage snippet cloud init template clone start wait address agent " +
   "config resolver action context driver tofu apply plan module provider packer image build ansible " +
