@@ -31,6 +31,7 @@ import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { parseFaults, writeFault } from "../level/faults.js";
 import { cleanStaleTemps } from "../util/atomic-write.js";
+import { SerialQueue } from "../util/serial-queue.js";
 import type { SshHandle, WiringContext } from "./wiring.js";
 
 export interface LevelParts {
@@ -78,27 +79,16 @@ export async function prepareLevel(config: HsdConfig, log: Logger): Promise<Leve
       vmRootPassword = demoVmRootPassword();
       await secrets.merge({ site: { domain: "lab.homestak.invalid", timezone: "UTC" }, passwords: { vm_root: vmRootPassword } });
     }
-    // Two at a time, largest first: iac-driver's generate + refresh is the
-    // chain a first nest waits on, and six git processes at once on two
-    // cores made it ~2x longer without finishing anything sooner.
-    const queue = DEMO_REPO_NAMES_BY_SIZE.filter((n) => missing.includes(n));
-    const done = new Map(queue.map((n) => {
-      let settle!: { res: () => void; rej: (e: unknown) => void };
-      const p = new Promise<void>((res, rej) => { settle = { res, rej }; });
-      p.catch((err: unknown) => log.error({ err, repo: n }, "generating a demo repo failed"));
-      return [n, { p, settle }] as const;
+    // Two lanes, largest first: iac-driver's generate + refresh is the chain
+    // a first nest waits on, and six git processes at once on two cores made
+    // it ~2x longer without finishing anything sooner.
+    const started = new Promise<void>((res) => { startRepos = res; });
+    const lanes = [new SerialQueue(), new SerialQueue()];
+    repoPrepared = Object.fromEntries(DEMO_REPO_NAMES_BY_SIZE.filter((n) => missing.includes(n)).map((name, i) => {
+      const p = started.then(() => lanes[i % lanes.length]!.run(() => generateDemoRepoInPlace(dir, name, vmRootPassword, log)));
+      p.catch((err: unknown) => log.error({ err, repo: name }, "generating a demo repo failed"));
+      return [name, p];
     }));
-    startRepos = () => {
-      const lane = async () => {
-        for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
-          const d = done.get(name)!;
-          await generateDemoRepoInPlace(dir, name, vmRootPassword, log).then(d.settle.res, d.settle.rej);
-        }
-      };
-      void lane();
-      void lane();
-    };
-    repoPrepared = Object.fromEntries([...done].map(([n, d]) => [n, d.p]));
   }
   await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
   const journal = new Journal(paths.journal, { beforeRename: writeFault(faults, "journal-write") });

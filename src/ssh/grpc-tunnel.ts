@@ -6,13 +6,13 @@
 // Imported by the daemon wiring (connectChild) and tests.
 
 import { createServer, type Server, type Socket } from "node:net";
-import { chmod, mkdtemp, rm, mkdir } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { chmod, rm, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { Logger } from "../log/logger.js";
 import { ParentConnection, type ParentEndpoint } from "../git/parent-connection.js";
 import { GRPC_VIRTUAL_HOST, GRPC_VIRTUAL_PORT } from "./ssh-endpoint.js";
+import { reachableSocketPath } from "../util/unix-socket-path.js";
 
 export interface GrpcTunnel {
   /** grpc-js target: "unix:///abs/path". */
@@ -25,7 +25,7 @@ export interface GrpcTunnel {
 export interface GrpcTunnelOptions {
   readonly endpoint: ParentEndpoint;
   readonly userKeyPath: string;
-  /** Where the local socket lives (0700); a short temp dir is used if paths get too long. */
+  /** Where the local socket lives (0700). */
   readonly socketDir: string;
   readonly name: string;
   readonly connectTimeoutMs: number;
@@ -33,22 +33,13 @@ export interface GrpcTunnelOptions {
   readonly signal?: AbortSignal;
 }
 
-/** sun_path is 108 bytes on Linux; leave room for the terminator. */
-const MAX_SOCKET_PATH = 100;
-
 export async function openGrpcTunnel(o: GrpcTunnelOptions): Promise<GrpcTunnel> {
   const conn = new ParentConnection({ parent: o.endpoint, userKeyPath: o.userKeyPath, connectTimeoutMs: o.connectTimeoutMs, log: o.log });
   const client = await conn.connect(o.signal);
-  let dir = o.socketDir;
-  let ownDir = false;
-  let path = join(dir, `tunnel-${o.name}-${randomBytes(4).toString("hex")}.sock`);
-  if (path.length > MAX_SOCKET_PATH) {
-    dir = await mkdtemp(join(tmpdir(), "hsd-t-"));
-    ownDir = true;
-    path = join(dir, `${o.name}.sock`);
-  } else {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-  }
+  await mkdir(o.socketDir, { recursive: true, mode: 0o700 });
+  // A deep level's run dir can make this longer than sun_path: bound (here)
+  // and dialled (the rpc client) through reachableSocketPath.
+  const path = join(o.socketDir, `tunnel-${o.name}-${randomBytes(4).toString("hex")}.sock`);
   const sockets = new Set<Socket>();
   const closers: (() => void)[] = [];
   let closed = false;
@@ -76,7 +67,7 @@ export async function openGrpcTunnel(o: GrpcTunnelOptions): Promise<GrpcTunnel> 
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(path, () => { server.off("error", reject); resolve(); });
+    server.listen(reachableSocketPath(path), () => { server.off("error", reject); resolve(); });
   });
   await chmod(path, 0o600);
 
@@ -86,8 +77,7 @@ export async function openGrpcTunnel(o: GrpcTunnelOptions): Promise<GrpcTunnel> 
     for (const s of sockets) s.destroy();
     await new Promise<void>((r) => server.close(() => r()));
     conn.close();
-    if (ownDir) await rm(dir, { recursive: true, force: true });
-    else await rm(path, { force: true });
+    await rm(path, { force: true });
     for (const cb of closers.splice(0)) cb();
   };
   client.on("close", () => {
