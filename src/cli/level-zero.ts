@@ -3,7 +3,7 @@
 // Used by hsctl's nest command only; `hsctl destroy` stops it again.
 
 import { spawn } from "node:child_process";
-import { mkdir, open, access } from "node:fs/promises";
+import { mkdir, open, access, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { resolve } from "node:path";
 import { levelPaths } from "../config/config.js";
@@ -54,4 +54,24 @@ export async function startUserLevelZero(root: string, timeoutMs = 30_000): Prom
     });
   }
   return { socket: paths.socket, log: paths.log };
+}
+
+/** The pid the user's level-0 hsd announced in its ready.json; undefined when there is none. */
+export async function userLevelZeroPid(root: string): Promise<number | undefined> {
+  const text = await readFile(levelPaths(root).ready, "utf8").catch(() => "");
+  const pid = Number((JSON.parse(text || "{}") as { pid?: unknown }).pid);
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+/**
+ * Resolves true once `pid` has exited, false if it still runs after `ms`.
+ * Not our child, so there is no exit event to wait on: a 20 ms poll, bounded.
+ */
+export async function waitForExit(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try { process.kill(pid, 0); } catch { return true; }
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

@@ -6,6 +6,8 @@ import type { Command } from "../command.js";
 import { streamEvents } from "./stream-events.js";
 import { ensureDaemon, offlineTeardown } from "./ensure-daemon.js";
 import { DaemonUnreachableError } from "../../errors/hs-error.js";
+import { DEFAULTS } from "../../config/config.js";
+import { defaultUserRoot, userLevelZeroPid, waitForExit } from "../level-zero.js";
 
 export const destroyCommand: Command = {
   name: "destroy",
@@ -36,6 +38,13 @@ Examples:
       return 0;
     }
     const self = !args.explicitTarget; // a level 0 that hsctl started for this user goes too
-    return (await streamEvents(conn.nest.destroy({ self }, { signal: io.signal }), io, Boolean(args.values.json), "destroy")).code;
+    const pid = self ? await userLevelZeroPid(defaultUserRoot(io.env)) : undefined;
+    const code = (await streamEvents(conn.nest.destroy({ self }, { signal: io.signal }), io, Boolean(args.values.json), "destroy")).code;
+    // The stream ends before that hsd has finished stopping: done means gone.
+    if (code === 0 && pid !== undefined && !(await waitForExit(pid, DEFAULTS.shutdownMs + 2_000))) {
+      io.err(`hsctl: the level-0 hsd (pid ${pid}) is still stopping after ${(DEFAULTS.shutdownMs + 2_000) / 1000} s\n`);
+      return 1;
+    }
+    return code;
   },
 };
