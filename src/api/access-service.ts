@@ -3,8 +3,8 @@
 // Imported by src/api/server.ts and tests.
 
 import { AccessService } from "../gen/homestak/nest/v1/nest_pb.js";
-import { InvalidArgumentError } from "../errors/hs-error.js";
-import type { AccessApi } from "../nest/events.js";
+import { InvalidArgumentError } from "../domain/errors.js";
+import type { AccessApi } from "../domain/level-api.js";
 import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
 import { fromProtoRole, toProtoKey } from "./convert.js";
 

@@ -14,10 +14,10 @@ import {
   type LevelStatus as PLevelStatus, type PhaseResult as PPhaseResult, type RepoState as PRepoState,
   CheckResult as PCheckResult, type CheckSchema, type Check as PCheck,
 } from "../gen/homestak/nest/v1/nest_pb.js";
-import type {
-  AuthorizedKey, CheckResult, EventKind, EventPhase, Failure, Identity, KeyRole, LevelEvent, LevelStateName, LevelStatus,
-  PhaseResult, RepoState, RepoSyncState,
-} from "../nest/events.js";
+import type { AuthorizedKey, Identity, KeyRole, LevelStateName, LevelStatus, PhaseResult } from "../domain/level-api.js";
+import type { CheckResult } from "../domain/checks.js";
+import type { EventKind, EventPhase, LevelEvent, RepoState, RepoSyncState } from "../domain/events.js";
+import type { Failure } from "../domain/failure.js";
 
 const PHASE_TO: Record<EventPhase, PPhase> = {
   preflight: PPhase.PREFLIGHT, provision: PPhase.PROVISION, boot: PPhase.BOOT, install: PPhase.INSTALL,

@@ -4,7 +4,7 @@
 // stream writes them, none is dropped, and the operation's failure is thrown
 // only after every event before it went out. Imported by src/api handlers.
 
-import type { EventSink, LevelEvent } from "../nest/events.js";
+import type { EventSink, LevelEvent } from "../domain/events.js";
 
 export async function* eventStream(run: (sink: EventSink) => Promise<void>): AsyncGenerator<LevelEvent> {
   let queue: LevelEvent[] = [];

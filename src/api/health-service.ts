@@ -3,7 +3,7 @@
 // protobufjs at start-up. Imported by src/api/server.ts and tests.
 
 import type * as grpc from "@grpc/grpc-js";
-import { NotFoundError } from "../errors/hs-error.js";
+import { NotFoundError } from "../domain/errors.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
 import { toServiceDefinition, toServiceImpl, type ImplOptions } from "../rpc/service-definition.js";
 

@@ -4,9 +4,10 @@
 
 import { parseDocument, isMap } from "yaml";
 import type { HsdConfig } from "../config/config.js";
-import { InvalidArgumentError } from "../errors/hs-error.js";
+import { InvalidArgumentError } from "../domain/errors.js";
 import { Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
-import type { EventSink, LevelApi, NestOptions } from "../nest/events.js";
+import type { EventSink } from "../domain/events.js";
+import type { LevelApi, NestOptions } from "../domain/level-api.js";
 import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
 import { toProtoCheck, toProtoEvent, toProtoIdentity, toProtoStatus } from "./convert.js";
 import { eventStream } from "./event-stream.js";

@@ -6,7 +6,7 @@
 import { toBinary, type DescEnum, type DescFile, type DescMessage, type DescService } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type * as grpc from "@grpc/grpc-js";
-import { InvalidArgumentError } from "../errors/hs-error.js";
+import { InvalidArgumentError } from "../domain/errors.js";
 import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { toServiceDefinition, toServiceImpl, type ImplOptions } from "../rpc/service-definition.js";

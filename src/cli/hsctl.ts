@@ -6,12 +6,12 @@
 // 130 interrupted.
 
 import { parseArgs } from "node:util";
-import { DaemonUnreachableError, HsError, InvalidArgumentError } from "../errors/hs-error.js";
+import { DaemonUnreachableError, HsError, InvalidArgumentError } from "../domain/errors.js";
 import { HSD_VERSION } from "../daemon/version.js";
 import type { CliIo, Command, CommandArgs } from "./command.js";
 import { COMMANDS } from "./commands/index.js";
 import { connect, connectSocket, resolveSocket, type Connection } from "./connect.js";
-import { formatError, hintFor } from "./messages.js";
+import { formatError, hintFor } from "../domain/hints.js";
 
 const GLOBAL_HELP = () => `hsctl ${HSD_VERSION}: drive hsd, the homestak recursive nesting daemon
 

@@ -10,7 +10,7 @@ import { levelPaths } from "../config/config.js";
 import { writeFileAtomic } from "../util/atomic-write.js";
 import { readyFromPipe } from "../util/ready-pipe.js";
 import { withTimeout } from "../util/timeout.js";
-import { DaemonUnreachableError } from "../errors/hs-error.js";
+import { DaemonUnreachableError } from "../domain/errors.js";
 
 /** The root hsctl uses when nothing else names one. */
 export function defaultUserRoot(env: NodeJS.ProcessEnv = process.env): string {

@@ -3,9 +3,9 @@
 // level × phase timing table (actual against budget), as in the seed's
 // "Timing Analysis". Used by the nest, sync and destroy commands only.
 
-import type { LevelEvent } from "../nest/events.js";
-import { PHASES } from "../config/config.js";
-import { hintFor } from "./messages.js";
+import type { LevelEvent } from "../domain/events.js";
+import { PHASES } from "../domain/phases.js";
+import { hintFor } from "../domain/hints.js";
 
 export type ViewMode = "tty" | "plain" | "json";
 

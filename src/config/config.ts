@@ -2,17 +2,8 @@
 // load-config.ts builds a HsdConfig from YAML; everything else receives it
 // injected and never reads the file or the environment itself.
 
-export type PhaseName =
-  | "preflight" | "provision" | "boot" | "install" | "handshake"
-  | "sync" | "secrets" | "configure" | "nest";
-
-/** The build phases of one level, in order. Names are API. */
-export const PHASES: readonly PhaseName[] = Object.freeze([
-  "preflight", "provision", "boot", "install", "handshake", "sync", "secrets", "configure", "nest",
-]);
-
-export type ProviderName = "local" | "pve";
-export type IsolationMode = "process" | "netns";
+import type { PhaseName } from "../domain/phases.js";
+import type { IsolationMode, ProviderName } from "../domain/providers.js";
 
 export interface PveConfig {
   /** https://HOST:8006 (no /api2/json). */

@@ -6,11 +6,9 @@
 import { readFile } from "node:fs/promises";
 import { isAbsolute, resolve } from "node:path";
 import { LineCounter, parseDocument, isMap, type Document } from "yaml";
-import { ConfigError } from "../errors/hs-error.js";
-import {
-  DEFAULTS, DEFAULT_BUDGETS_MS, DEFAULT_REPO_NAMES, MAX_CONNECT_MS, PHASES, levelPaths,
-  type HsdConfig, type PhaseName, type PveConfig, type ParentConfig,
-} from "./config.js";
+import { ConfigError } from "../domain/errors.js";
+import { DEFAULTS, DEFAULT_BUDGETS_MS, DEFAULT_REPO_NAMES, MAX_CONNECT_MS, levelPaths, type HsdConfig, type PveConfig, type ParentConfig } from "./config.js";
+import { PHASES, type PhaseName } from "../domain/phases.js";
 
 type Raw = Record<string, unknown>;
 

@@ -7,8 +7,8 @@
 // 78 config invalid (EX_CONFIG; the unit does not restart on it).
 
 import { parseArgs } from "node:util";
-import { HsError } from "../errors/hs-error.js";
-import { formatError } from "../cli/messages.js";
+import { HsError } from "../domain/errors.js";
+import { formatError } from "../domain/hints.js";
 import { HSD_VERSION } from "./version.js";
 import { startDaemon, type Daemon } from "./wiring.js";
 

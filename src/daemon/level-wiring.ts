@@ -24,7 +24,7 @@ import { LocalProvider } from "../providers/local/local-provider.js";
 import { levelNetnsOps } from "../providers/local/level-netns.js";
 import type { Provider } from "../providers/provider.js";
 import { lazyPveProvider, pveConfigure } from "./pve-wiring.js";
-import { AddressInUseError } from "../errors/hs-error.js";
+import { AddressInUseError } from "../domain/errors.js";
 import { keepaliveIntervalMs } from "../git/parent-connection.js";
 import { Level } from "../level/level.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";

@@ -13,9 +13,9 @@ import { PveProvider } from "../providers/pve/pve-provider.js";
 import { configurePveLevel } from "../providers/pve/configure-level.js";
 import { runCommand } from "../util/command-runner.js";
 import { writeFileAtomic } from "../util/atomic-write.js";
-import { ProviderError } from "../errors/hs-error.js";
+import { ProviderError } from "../domain/errors.js";
 import { isTree, type SecretsStore } from "../secrets/secrets-store.js";
-import type { EventSink } from "../nest/events.js";
+import type { EventSink } from "../domain/events.js";
 
 interface PveState { fingerprint?: string }
 

@@ -11,7 +11,7 @@ import { levelPaths, SYSTEM_PATHS, type HsdConfig } from "../config/config.js";
 import { loadConfig } from "../config/load-config.js";
 import { startApiServer, type ApiServer } from "../api/server.js";
 import { createLogger, prettyDestination, type Logger } from "../log/logger.js";
-import type { AccessApi, LevelApi } from "../nest/events.js";
+import type { AccessApi, LevelApi } from "../domain/level-api.js";
 import { buildLevel, prepareLevel, startLevelSsh, type LevelParts } from "./level-wiring.js";
 import { announceReady, removeReadyFile, type ReadyInfo } from "./ready.js";
 import { HSD_VERSION } from "./version.js";

@@ -19,7 +19,7 @@ import { createHash } from "node:crypto";
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../log/logger.js";
-import { GitProtocolError } from "../errors/hs-error.js";
+import { GitProtocolError } from "../domain/errors.js";
 import { cleanGitEnv } from "./run-git.js";
 import { FLUSH_PKT, encodePktLine, readPkt } from "./pkt-line.js";
 

@@ -14,8 +14,8 @@ import isogit from "isomorphic-git";
 import { basename, isAbsolute, join, resolve } from "node:path";
 import { tmpdir } from "node:os";
 import type { Logger } from "../log/logger.js";
-import type { RepoState } from "../nest/events.js";
-import { SecretInRepoError, RepoNotFoundError } from "../errors/hs-error.js";
+import type { RepoState } from "../domain/events.js";
+import { SecretInRepoError, RepoNotFoundError } from "../domain/errors.js";
 import { runGit, gitText, gitList } from "./run-git.js";
 import { initRepo } from "./init-repo.js";
 

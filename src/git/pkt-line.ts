@@ -3,7 +3,7 @@
 // comes from the network, so every length is checked. Imported by src/git/**
 // and src/ssh/** only.
 
-import { GitProtocolError } from "../errors/hs-error.js";
+import { GitProtocolError } from "../domain/errors.js";
 
 /** Largest pkt-line: 4 length bytes + 65516 payload bytes. */
 export const MAX_PKT_LEN = 65520;

@@ -3,7 +3,7 @@
 // streams instead and has its own spawn in upload-pack.ts.
 
 import { spawn } from "node:child_process";
-import { CommandFailedError } from "../errors/hs-error.js";
+import { CommandFailedError } from "../domain/errors.js";
 
 export interface RunGitOptions {
   cwd?: string;

@@ -7,7 +7,7 @@
 import type { ClientChannel } from "ssh2";
 import type { HttpClient, GitHttpRequest, GitHttpResponse, GitProgressEvent } from "isomorphic-git";
 import type { Logger } from "../log/logger.js";
-import { CommandTimeoutError, GitProtocolError, HsError, PeerGoneError, RepoNotFoundError, InvalidArgumentError } from "../errors/hs-error.js";
+import { CommandTimeoutError, GitProtocolError, HsError, PeerGoneError, RepoNotFoundError, InvalidArgumentError } from "../domain/errors.js";
 import { FLUSH_PKT, encodePktLine, parseAdvertisement, readPkt, type Pkt, type RefAdvertisement } from "./pkt-line.js";
 import type { ParentConnection } from "./parent-connection.js";
 import { divertPack, type DivertStats } from "./divert-pack.js";

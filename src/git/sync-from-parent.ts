@@ -7,8 +7,8 @@
 import * as fs from "node:fs";
 import git, { type GitProgressEvent } from "isomorphic-git";
 import type { Logger } from "../log/logger.js";
-import type { RepoState } from "../nest/events.js";
-import { DirtyWorktreeError, HsError, GitProtocolError } from "../errors/hs-error.js";
+import type { RepoState } from "../domain/events.js";
+import { DirtyWorktreeError, HsError, GitProtocolError } from "../domain/errors.js";
 import { ParentConnection, type ParentEndpoint } from "./parent-connection.js";
 import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
 import type { RefAdvertisement } from "./pkt-line.js";

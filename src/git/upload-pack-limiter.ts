@@ -1,7 +1,7 @@
 // Caps concurrent upload-packs per endpoint; extra requests wait FIFO and give
 // up after a deadline with QueueTimeout. Imported by src/ssh/ssh-endpoint.ts.
 
-import { QueueTimeoutError, CancelledError } from "../errors/hs-error.js";
+import { QueueTimeoutError, CancelledError } from "../domain/errors.js";
 
 interface Waiter { grant: () => void; fail: (err: Error) => void }
 

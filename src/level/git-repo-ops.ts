@@ -8,7 +8,7 @@
 import type { HsdConfig } from "../config/config.js";
 import { levelPaths } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
-import type { RepoState, RepoSyncState } from "../nest/events.js";
+import type { RepoState, RepoSyncState } from "../domain/events.js";
 import { exportPath, exportedRepoState, refreshExports } from "../git/export-repos.js";
 import { runGit } from "../git/run-git.js";
 import { readFile } from "node:fs/promises";

@@ -2,8 +2,9 @@
 // repos against its parent's (in sync / behind N / diverged), and summarise
 // what a sync changed. Used by level.ts only.
 
-import { PHASES } from "../config/config.js";
-import type { LevelStateName, LevelStatus, PhaseResult, RepoState, RepoSyncState } from "../nest/events.js";
+import { PHASES } from "../domain/phases.js";
+import type { LevelStateName, LevelStatus, PhaseResult } from "../domain/level-api.js";
+import type { RepoState, RepoSyncState } from "../domain/events.js";
 import type { ChildRecord } from "../nest/journal.js";
 
 /** What the parent last knew of a child, for when the child cannot answer. */

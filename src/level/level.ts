@@ -4,17 +4,18 @@
 // wiring (and tests, with fakes).
 
 import type { HsdConfig } from "../config/config.js";
-import { errorCode } from "../errors/hs-error.js";
+import { errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
-import type {
-  CheckResult, EventSink, Identity, LevelApi, LevelEvent, LevelStatus, NestOptions, RepoState, RepoSyncState,
-} from "../nest/events.js";
+import type { CheckResult } from "../domain/checks.js";
+import type { EventSink, LevelEvent, RepoState, RepoSyncState } from "../domain/events.js";
+import type { Identity, LevelApi, LevelStatus, NestOptions } from "../domain/level-api.js";
 import type { Journal } from "../nest/journal.js";
-import { toFailure, type Clock, type NestEngine } from "../nest/nest-engine.js";
+import { type Clock, type NestEngine } from "../nest/nest-engine.js";
+import { toFailure } from "../domain/failure.js";
 import { parseSecretsYaml, type SecretsStore } from "../secrets/secrets-store.js";
 import { withTimeout } from "../util/timeout.js";
-import { DirtyWorktreeError, HsError, PeerGoneError } from "../errors/hs-error.js";
+import { DirtyWorktreeError, HsError, PeerGoneError } from "../domain/errors.js";
 import { attestChild, childStatusFromRecord, describeChanges } from "./level-status.js";
 import { NO_FAULTS, type Faults } from "./faults.js";
 import { progressThrottle } from "../util/progress-throttle.js";

@@ -18,7 +18,7 @@ import { watch, type FSWatcher } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import type { Logger } from "../log/logger.js";
-import type { EventSink } from "../nest/events.js";
+import type { EventSink } from "../domain/events.js";
 import { runGit } from "../git/run-git.js";
 
 /** Per checkout; a homestak repo has a few dozen directories. */

@@ -2,7 +2,7 @@
 // implementation (grpc-child-link.ts) is gRPC over an SSH tunnel; tests may
 // pass in-process links. Imported by the nest engine and the level.
 
-import type { LevelApi } from "./events.js";
+import type { LevelApi } from "../domain/level-api.js";
 import type { ChildEndpoint } from "../providers/provider.js";
 
 export interface ChildLink extends LevelApi {

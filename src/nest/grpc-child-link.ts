@@ -6,7 +6,8 @@ import { NestService, Isolation } from "../gen/homestak/nest/v1/nest_pb.js";
 import { createClient } from "../rpc/client.js";
 import { fromProtoCheck, fromProtoEvent, fromProtoIdentity, fromProtoStatus } from "../api/convert.js";
 import type { ChildLink } from "./child-link.js";
-import type { EventSink, Identity, LevelStatus, NestOptions } from "./events.js";
+import type { EventSink } from "../domain/events.js";
+import type { Identity, LevelStatus, NestOptions } from "../domain/level-api.js";
 
 export interface GrpcChildLinkOptions {
   /** grpc-js target of the tunnel, e.g. "unix:///.../tunnel.sock". */

@@ -6,10 +6,12 @@
 import { writeFileAtomic } from "../util/atomic-write.js";
 import { readTextIfExists } from "../util/read-if-exists.js";
 import { SerialQueue } from "../util/serial-queue.js";
-import { StateCorruptError } from "../errors/hs-error.js";
-import type { PhaseName } from "../config/config.js";
+import { StateCorruptError } from "../domain/errors.js";
+import type { PhaseName } from "../domain/phases.js";
 import type { ChildEndpoint, ChildHandle } from "../providers/provider.js";
-import type { Failure, LevelStateName, RepoState } from "./events.js";
+import type { Failure } from "../domain/failure.js";
+import type { LevelStateName } from "../domain/level-api.js";
+import type { RepoState } from "../domain/events.js";
 
 export interface PhaseRecord {
   readonly kind: "finished" | "failed";

@@ -3,14 +3,17 @@
 // domain types only; providers, links, journal, clock and logger are injected.
 // Imported by src/level (the daemon's LevelApi) and tests.
 
-import { PHASES, type HsdConfig, type PhaseName } from "../config/config.js";
-import { CancelledError, HsError, PhaseTimeoutError, errorCode } from "../errors/hs-error.js";
+import { type HsdConfig } from "../config/config.js";
+import { PHASES, type PhaseName } from "../domain/phases.js";
+import { CancelledError, HsError, PhaseTimeoutError, errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { Provider } from "../providers/provider.js";
 import type { SecretTree } from "../secrets/secrets-store.js";
 import { withTimeout } from "../util/timeout.js";
 import type { ChildLinks } from "./child-link.js";
-import type { AccessApi, EventSink, Failure, LevelEvent, NestOptions } from "./events.js";
+import type { AccessApi, NestOptions } from "../domain/level-api.js";
+import type { EventSink, LevelEvent } from "../domain/events.js";
+import { toFailure, type Failure } from "../domain/failure.js";
 import type { ChildRecord, Journal } from "./journal.js";
 import type { PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
 import { PHASE_HOOKS } from "./phases/index.js";
@@ -44,11 +47,6 @@ export function childNames(parentDepth: number, width: number): string[] {
 }
 
 /** The failure a thrown value becomes in an event: code and a secret-free message. */
-export function toFailure(err: unknown): Failure {
-  if (err instanceof HsError) return { code: err.code, message: err.message, hint: typeof err.details.hint === "string" ? err.details.hint : undefined };
-  return { code: "Internal", message: err instanceof Error ? err.message : String(err) };
-}
-
 export class NestEngine {
   private readonly hooks: readonly PhaseHook[];
 

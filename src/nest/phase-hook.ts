@@ -1,12 +1,14 @@
 // The contract of one build phase (one hook per file under ./phases, in the
 // manner of nomad's client lifecycle hooks). Only the nest engine runs hooks.
 
-import type { PhaseName, HsdConfig } from "../config/config.js";
+import type { HsdConfig } from "../config/config.js";
+import type { PhaseName } from "../domain/phases.js";
 import type { Logger } from "../log/logger.js";
 import type { Provider } from "../providers/provider.js";
 import type { ChildRecord } from "./journal.js";
 import type { ChildLink } from "./child-link.js";
-import type { AccessApi, EventSink, NestOptions } from "./events.js";
+import type { AccessApi, NestOptions } from "../domain/level-api.js";
+import type { EventSink } from "../domain/events.js";
 import type { SecretTree } from "../secrets/secrets-store.js";
 
 /** What this level knows about itself that a child build needs. */

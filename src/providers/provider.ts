@@ -2,7 +2,8 @@
 // Implemented by providers/local and providers/pve; used only by the nest
 // engine's phase hooks. Providers never see proto types.
 
-import type { EventSink } from "../nest/events.js";
+import type { CheckResult } from "../domain/checks.js";
+import type { EventSink } from "../domain/events.js";
 import type { Logger } from "../log/logger.js";
 
 /** What a provider records about a child; persisted in the parent's journal. JSON-safe. */
@@ -35,13 +36,6 @@ export interface ChildEndpoint {
   readonly hostKeyFingerprint: string;
 }
 
-export interface PreflightCheck {
-  readonly name: string;
-  readonly result: "ok" | "repaired" | "failed";
-  readonly detail: string;
-  readonly hint?: string;
-}
-
 export interface PhaseContext {
   readonly signal: AbortSignal;
   readonly log: Logger;
@@ -52,7 +46,7 @@ export interface PhaseContext {
 export interface Provider {
   readonly name: "local" | "pve";
   /** Checks (and safely repairs) the host before building children. */
-  preflight(ctx: PhaseContext): Promise<PreflightCheck[]>;
+  preflight(ctx: PhaseContext): Promise<CheckResult[]>;
   /** Creates the child machine (not started). Idempotent for the same name. */
   provision(name: string, depth: number, ctx: PhaseContext): Promise<ChildHandle>;
   /** Starts it and waits until it has an address the parent can route to. */

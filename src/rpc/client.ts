@@ -8,7 +8,7 @@ import {
   create, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape,
 } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import { CancelledError, HsError } from "../errors/hs-error.js";
+import { CancelledError, HsError } from "../domain/errors.js";
 import { fromServiceError } from "./error-status.js";
 import { deserializer, methodPath, serializer, type ServerCall } from "./service-definition.js";
 import { reachableSocketPath } from "../util/unix-socket-path.js";

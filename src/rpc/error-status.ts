@@ -4,9 +4,7 @@
 // Imported by src/rpc only.
 
 import * as grpc from "@grpc/grpc-js";
-import {
-  CancelledError, DaemonUnreachableError, DeadlineExceededError, HsError, NotImplementedError, PeerGoneError, RemoteError,
-} from "../errors/hs-error.js";
+import { CancelledError, DaemonUnreachableError, DeadlineExceededError, HsError, NotImplementedError, PeerGoneError, RemoteError } from "../domain/errors.js";
 
 export const HS_CODE_KEY = "hs-code";
 

@@ -16,7 +16,7 @@ import {
   type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape,
 } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import { CancelledError, DeadlineExceededError, HsError, InvalidArgumentError } from "../errors/hs-error.js";
+import { CancelledError, DeadlineExceededError, HsError, InvalidArgumentError } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import { toWireStatus } from "./error-status.js";
 

@@ -9,7 +9,7 @@ import { SerialQueue } from "../util/serial-queue.js";
 import { parseDocument, stringify } from "yaml";
 import { randomBytes } from "node:crypto";
 import { writeFileAtomic } from "../util/atomic-write.js";
-import { InvalidArgumentError, StateCorruptError } from "../errors/hs-error.js";
+import { InvalidArgumentError, StateCorruptError } from "../domain/errors.js";
 
 export type SecretTree = { [key: string]: SecretValue };
 export type SecretValue = string | number | boolean | null | SecretValue[] | SecretTree;

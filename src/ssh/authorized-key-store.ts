@@ -6,8 +6,8 @@
 import { readTextIfExists } from "../util/read-if-exists.js";
 import { timingSafeEqual } from "node:crypto";
 import type { Logger } from "../log/logger.js";
-import type { AccessApi, AuthorizedKey, KeyRole } from "../nest/events.js";
-import { InvalidArgumentError, StateCorruptError } from "../errors/hs-error.js";
+import type { AccessApi, AuthorizedKey, KeyRole } from "../domain/level-api.js";
+import { InvalidArgumentError, StateCorruptError } from "../domain/errors.js";
 import { writeFileAtomic } from "../util/atomic-write.js";
 import { parsePublicKeyLine } from "./key-fingerprint.js";
 

@@ -3,7 +3,7 @@
 // filesystem, so hostile names fail before any path exists. Imported by
 // src/ssh/ssh-endpoint.ts and tests.
 
-import { AccessDeniedError, RepoNotFoundError } from "../errors/hs-error.js";
+import { AccessDeniedError, RepoNotFoundError } from "../domain/errors.js";
 
 export interface ExecCommand {
   readonly service: "git-upload-pack";

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import ssh2 from "ssh2";
 
 const { utils } = ssh2; // CommonJS: no ESM named exports
-import { InvalidArgumentError } from "../errors/hs-error.js";
+import { InvalidArgumentError } from "../domain/errors.js";
 
 /** "SHA256:<base64 without padding>" of an SSH wire-format public key blob, as `ssh-keygen -l` prints it. */
 export function keyFingerprint(blob: Buffer): string {

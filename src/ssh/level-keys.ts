@@ -10,7 +10,7 @@ import ssh2 from "ssh2";
 
 const { utils } = ssh2; // CommonJS: no ESM named exports
 import { writeFileAtomic } from "../util/atomic-write.js";
-import { StateCorruptError } from "../errors/hs-error.js";
+import { StateCorruptError } from "../domain/errors.js";
 import { parsePublicKeyLine, privateKeyFingerprint } from "./key-fingerprint.js";
 
 export interface LevelKeys {

@@ -10,8 +10,8 @@ import ssh2, { type Connection, type ServerChannel, type AuthContext } from "ssh
 // ssh2 is CommonJS; its named exports are not visible to ESM.
 const { Server, utils } = ssh2;
 import type { Logger } from "../log/logger.js";
-import type { KeyRole } from "../nest/events.js";
-import { HsError, RepoNotFoundError, InvalidArgumentError } from "../errors/hs-error.js";
+import type { KeyRole } from "../domain/level-api.js";
+import { HsError, RepoNotFoundError, InvalidArgumentError } from "../domain/errors.js";
 import { uploadPack, finishChannel } from "../git/upload-pack.js";
 import { UploadPackLimiter } from "../git/upload-pack-limiter.js";
 import { encodePktLine } from "../git/pkt-line.js";

@@ -6,7 +6,7 @@
 import { open, rename, unlink, mkdir, readdir } from "node:fs/promises";
 import { dirname, basename, join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { DiskFullError } from "../errors/hs-error.js";
+import { DiskFullError } from "../domain/errors.js";
 
 export interface AtomicWriteOptions {
   /** File mode; state and secrets are 0600 by default. */

@@ -5,7 +5,7 @@
 
 import { spawn } from "node:child_process";
 import { constants } from "node:os";
-import { CancelledError, CommandFailedError, CommandTimeoutError, HsError } from "../errors/hs-error.js";
+import { CancelledError, CommandFailedError, CommandTimeoutError, HsError } from "../domain/errors.js";
 
 export interface CommandOptions {
   /** Kill the command and reject with CommandTimeoutError after this long. Default 60 s. */

@@ -5,7 +5,7 @@
 
 import type { ChildProcess } from "node:child_process";
 import type { Readable } from "node:stream";
-import { ProviderError } from "../errors/hs-error.js";
+import { ProviderError } from "../domain/errors.js";
 
 export interface ReadyInfo {
   pid: number;

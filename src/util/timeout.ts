@@ -1,7 +1,7 @@
 // Bounded waits. Every wait in hsd goes through withTimeout (or an AbortSignal
 // built by it) so none can hang. Anyone may import this module.
 
-import { HsError } from "../errors/hs-error.js";
+import { HsError } from "../domain/errors.js";
 
 /**
  * Races `work` against `ms`. On timeout, aborts the controller handed to the

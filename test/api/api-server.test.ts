@@ -11,10 +11,11 @@ import { startApiServer, type ApiServer } from "../../src/api/server.js";
 import { fromProtoEvent, fromProtoStatus, toProtoEvent, toProtoStatus } from "../../src/api/convert.js";
 import { createClient } from "../../src/rpc/client.js";
 import { AccessService, Isolation, KeyRole, NestService } from "../../src/gen/homestak/nest/v1/nest_pb.js";
-import { DaemonRunningError, HsError, PhaseTimeoutError } from "../../src/errors/hs-error.js";
+import { DaemonRunningError, HsError, PhaseTimeoutError } from "../../src/domain/errors.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { withTimeout } from "../../src/util/timeout.js";
-import type { AccessApi, EventSink, LevelApi, LevelEvent, LevelStatus, NestOptions } from "../../src/nest/events.js";
+import type { AccessApi, LevelApi, LevelStatus, NestOptions } from "../../src/domain/level-api.js";
+import type { EventSink, LevelEvent } from "../../src/domain/events.js";
 
 const WAIT_MS = 10_000;
 const ev = (i: number, extra: Partial<LevelEvent> = {}): LevelEvent => ({ levelPath: ["l0"], phase: "sync", kind: "progress", time: 1_700_000_000_000 + i, message: `e${i}`, ...extra });

@@ -16,9 +16,9 @@ import { createClient } from "../../src/rpc/client.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1, ServerReflectionRequestSchema } from "../../src/gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../../src/gen/grpc/reflection/v1alpha/reflection_pb.js";
-import type { HsError } from "../../src/errors/hs-error.js";
+import type { HsError } from "../../src/domain/errors.js";
 import { silentLogger } from "../../src/log/logger.js";
-import type { AccessApi, LevelApi } from "../../src/nest/events.js";
+import type { AccessApi, LevelApi } from "../../src/domain/level-api.js";
 
 const ALL_SERVICES = [
   "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",

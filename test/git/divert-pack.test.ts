@@ -12,7 +12,7 @@ import { divertPack, EMPTY_PACK, type DivertStats } from "../../src/git/divert-p
 import { encodePktLine, parsePktLines, FLUSH_PKT } from "../../src/git/pkt-line.js";
 import { initRepo } from "../../src/git/init-repo.js";
 import { silentLogger } from "../../src/log/logger.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 
 /** A repo with `files` files in one commit; returns its path and the full pack of HEAD. */
 async function packOf(dir: string, files: number): Promise<{ repo: string; pack: Buffer; head: string }> {

@@ -9,7 +9,7 @@ import { tempDir, git } from "../helpers/git-fixtures.js";
 import { generateDemoRepos, addCommit } from "../../src/demo/demo-repos.js";
 import { refreshExports, exportedRepoState, resolverFor, WORKING_REF } from "../../src/git/export-repos.js";
 import { silentLogger } from "../../src/log/logger.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 
 const PATTERNS = ["secrets.yaml", "*.key", "id_rsa*", "*.pem"];
 

@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { encodePktLine, parsePktLines, readPkt, parseAdvertisement, FLUSH_PKT } from "../../src/git/pkt-line.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 
 const codeOf = (fn: () => unknown) => { try { fn(); } catch (e) { assert.ok(e instanceof HsError); return e.code; } return "none"; };
 const OID = "a".repeat(40);

@@ -11,7 +11,7 @@ import { refreshExports, resolverFor } from "../../src/git/export-repos.js";
 import { addCommit } from "../../src/demo/demo-repos.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { levelPaths } from "../../src/config/config.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 import { startSshEndpoint } from "../../src/ssh/ssh-endpoint.js";
 import { AuthorizedKeyStore } from "../../src/ssh/authorized-key-store.js";
 import { loadOrCreateLevelKeys } from "../../src/ssh/level-keys.js";

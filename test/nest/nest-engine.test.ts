@@ -10,9 +10,10 @@ import { NestEngine } from "../../src/nest/nest-engine.js";
 import { Journal } from "../../src/nest/journal.js";
 import { ChildLinks, type ChildLink } from "../../src/nest/child-link.js";
 import { silentLogger } from "../../src/log/logger.js";
-import type { LevelEvent, AuthorizedKey } from "../../src/nest/events.js";
+import type { LevelEvent } from "../../src/domain/events.js";
+import type { AuthorizedKey } from "../../src/domain/level-api.js";
 import type { Provider } from "../../src/providers/provider.js";
-import { PeerGoneError } from "../../src/errors/hs-error.js";
+import { PeerGoneError } from "../../src/domain/errors.js";
 
 interface Harness { dir: string; engine: NestEngine; journal: Journal; events: LevelEvent[]; keys: AuthorizedKey[]; calls: string[]; alive: Set<string> }
 

@@ -7,7 +7,7 @@ import {
   SLOTS_PER_BASE, allocateIndex, execPrefix, indexOfAddress, levelNetnsName, netnsHandle, preferredIndex, slotAddresses, validateNetnsName, vethNames,
 } from "../../src/providers/local/netns.js";
 import type { CommandRunner } from "../../src/util/command-runner.js";
-import { InvalidArgumentError } from "../../src/errors/hs-error.js";
+import { InvalidArgumentError } from "../../src/domain/errors.js";
 
 test("slotAddresses: each index is its own /30; parent .1, child .2; round-trips through indexOfAddress", () => {
   assert.deepEqual(slotAddresses("10.231", 0), { network: "10.231.0.0", parentAddr: "10.231.0.1", childAddr: "10.231.0.2" });

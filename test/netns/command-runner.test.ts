@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { runCommand, prefixedRunner, firstLine, type CommandRunner } from "../../src/util/command-runner.js";
-import { CancelledError, CommandFailedError, CommandTimeoutError, HsError } from "../../src/errors/hs-error.js";
+import { CancelledError, CommandFailedError, CommandTimeoutError, HsError } from "../../src/domain/errors.js";
 
 const node = process.execPath;
 

@@ -12,7 +12,7 @@ import {
 } from "../../src/providers/local/netns.js";
 import { runCommand } from "../../src/util/command-runner.js";
 import { silentLogger } from "../../src/log/logger.js";
-import { NetnsError } from "../../src/errors/hs-error.js";
+import { NetnsError } from "../../src/domain/errors.js";
 import { eventually, linkNames, netnsList, probe, runPrefix, startServer, stopAllServers, sweep } from "./helpers.js";
 
 const P = runPrefix("n");

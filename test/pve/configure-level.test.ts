@@ -9,7 +9,7 @@ import { startSim, clientFor, withSim, rejection } from "./helpers.js";
 import { simCommandRunner } from "../pve-sim/sim-commands.js";
 import type { PveSim, PveSimOptions } from "../pve-sim/pve-sim.js";
 import { configurePveLevel, type ConfigurePveLevelOptions } from "../../src/providers/pve/configure-level.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 
 
 function optionsFor(sim: PveSim, saved: string[], over: Partial<ConfigurePveLevelOptions> = {}) {

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { PveSim, type PveSimOptions } from "../pve-sim/pve-sim.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 import { PveClient, type PveClientOptions } from "../../src/providers/pve/pve-client.js";
 
 export async function startSim(opts: PveSimOptions = {}): Promise<PveSim> {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { startSim, providerFor, phaseCtx, withSim } from "./helpers.js";
 import type { PveSim } from "../pve-sim/pve-sim.js";
-import type { PreflightCheck } from "../../src/providers/provider.js";
+import type { CheckResult as PreflightCheck } from "../../src/domain/checks.js";
 
 const byName = (checks: PreflightCheck[]) => Object.fromEntries(checks.map((c) => [c.name, c]));
 

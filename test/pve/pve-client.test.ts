@@ -9,7 +9,7 @@ import { startSim, clientFor, FAST_POLL } from "./helpers.js";
 import type { PveSim } from "../pve-sim/pve-sim.js";
 import { parseUpid, formatUpid } from "../../src/providers/pve/upid.js";
 import { PveClient, isPveError } from "../../src/providers/pve/pve-client.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 
 let sim: PveSim;
 before(async () => { sim = await startSim(); });

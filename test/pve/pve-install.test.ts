@@ -16,7 +16,7 @@ import { buildBundle, type BundleFixture } from "./bundle-fixture.js";
 import type { PveSim } from "../pve-sim/pve-sim.js";
 import type { PveProviderOptions } from "../../src/providers/pve/pve-provider.js";
 import type { ChildInstallSpec } from "../../src/providers/provider.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 
 let bundle: BundleFixture;
 let keys: { dir: string; priv: string; pub: string; other: string };

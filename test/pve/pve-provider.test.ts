@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { readFile, access } from "node:fs/promises";
 import { startSim, providerFor, phaseCtx, TEST_KEY, type Emitted, withSim, rejection } from "./helpers.js";
 import type { PveSim, PveSimOptions } from "../pve-sim/pve-sim.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 import { encodeSshKeys, pickGuestAddress } from "../../src/providers/pve/pve-provider.js";
 
 

@@ -11,7 +11,7 @@ import * as net from "node:net";
 import { startSshd, type SimSshd } from "../pve-sim/sim-sshd.js";
 import { GuestSsh } from "../../src/providers/pve/guest-ssh.js";
 import { bootstrapHsd, guestPaths } from "../../src/providers/pve/ssh-bootstrap.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 import { rejection } from "./helpers.js";
 
 let sshd: SimSshd;

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { createClient, type Client } from "../../src/rpc/client.js";
 import { toServiceDefinition, toServiceImpl, type HandlerContext, type MethodsOf } from "../../src/rpc/service-definition.js";
-import { HsError, InvalidArgumentError, PhaseTimeoutError, RepoNotFoundError } from "../../src/errors/hs-error.js";
+import { HsError, InvalidArgumentError, PhaseTimeoutError, RepoNotFoundError } from "../../src/domain/errors.js";
 import { withTimeout } from "../../src/util/timeout.js";
 import { EchoService } from "./echo-service.js";
 

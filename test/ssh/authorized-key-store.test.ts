@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { generateEd25519KeyPair } from "../../src/ssh/level-keys.js";
 import { AuthorizedKeyStore } from "../../src/ssh/authorized-key-store.js";
 import { silentLogger } from "../../src/log/logger.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 import { tempDir, run, makeKeyPair } from "../helpers/git-fixtures.js";
 
 const blobOf = (pub: string) => Buffer.from(pub.split(" ")[1]!, "base64");

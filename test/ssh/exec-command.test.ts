@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseExecCommand } from "../../src/ssh/exec-command.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 
 function code(fn: () => unknown): string {
   try { fn(); } catch (err) { assert.ok(err instanceof HsError); return err.code; }

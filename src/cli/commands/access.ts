@@ -4,8 +4,8 @@
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { fromProtoKey, toProtoRole } from "../../api/convert.js";
-import { InvalidArgumentError } from "../../errors/hs-error.js";
-import type { AuthorizedKey, KeyRole } from "../../nest/events.js";
+import { InvalidArgumentError } from "../../domain/errors.js";
+import type { AuthorizedKey, KeyRole } from "../../domain/level-api.js";
 import type { CliIo, Command } from "../command.js";
 
 const ROLES: readonly KeyRole[] = ["reader", "controller"];

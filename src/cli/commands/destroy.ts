@@ -5,7 +5,7 @@
 import type { Command } from "../command.js";
 import { streamEvents } from "./stream-events.js";
 import { ensureDaemon, offlineTeardown } from "./ensure-daemon.js";
-import { DaemonUnreachableError } from "../../errors/hs-error.js";
+import { DaemonUnreachableError } from "../../domain/errors.js";
 import { DEFAULTS } from "../../config/config.js";
 import { defaultUserRoot, userLevelZeroPid, waitForExit } from "../level-zero.js";
 

@@ -4,7 +4,7 @@
 // Used by the nest, sync and destroy commands.
 
 import { readdir, rm } from "node:fs/promises";
-import { DaemonUnreachableError, errorCode } from "../../errors/hs-error.js";
+import { DaemonUnreachableError, errorCode } from "../../domain/errors.js";
 import { levelPaths } from "../../config/config.js";
 import { silentLogger } from "../../log/logger.js";
 import { killLevelTree } from "../../providers/local/level-process.js";

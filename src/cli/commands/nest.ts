@@ -3,7 +3,7 @@
 // commands/index.ts.
 
 import { Isolation } from "../../gen/homestak/nest/v1/nest_pb.js";
-import { InvalidArgumentError } from "../../errors/hs-error.js";
+import { InvalidArgumentError } from "../../domain/errors.js";
 import type { Command } from "../command.js";
 import { streamEvents } from "./stream-events.js";
 import { ensureDaemon } from "./ensure-daemon.js";

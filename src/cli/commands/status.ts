@@ -2,8 +2,9 @@
 // tree or (--json) the domain LevelStatus. Registered in commands/index.ts.
 
 import { fromProtoStatus } from "../../api/convert.js";
-import { HsError } from "../../errors/hs-error.js";
-import type { LevelStatus, RepoState } from "../../nest/events.js";
+import { HsError } from "../../domain/errors.js";
+import type { LevelStatus } from "../../domain/level-api.js";
+import type { RepoState } from "../../domain/events.js";
 import type { Command } from "../command.js";
 
 /**

@@ -2,13 +2,13 @@
 // stream of events into a NestView and turns failed events into the exit
 // code and one summary line naming the deepest failed level and phase.
 
-import type { LevelEvent } from "../../nest/events.js";
+import type { LevelEvent } from "../../domain/events.js";
 import { fromProtoEvent } from "../../api/convert.js";
 import type { Event } from "../../gen/homestak/nest/v1/nest_pb.js";
-import { HsError } from "../../errors/hs-error.js";
+import { HsError } from "../../domain/errors.js";
 import type { CliIo } from "../command.js";
 import { NestView } from "../nest-view.js";
-import { hintFor } from "../messages.js";
+import { hintFor } from "../../domain/hints.js";
 
 export async function streamEvents(
   stream: AsyncIterable<{ event?: Event }>, io: CliIo, json: boolean, what: string,

@@ -2,7 +2,7 @@
 // check its host key is the one the provider reported, and authorize the
 // child's key as a reader on this level's SSH endpoint.
 
-import { HostKeyMismatchError } from "../../errors/hs-error.js";
+import { HostKeyMismatchError } from "../../domain/errors.js";
 import type { PhaseHook } from "../phase-hook.js";
 
 export const handshakePhase: PhaseHook = {

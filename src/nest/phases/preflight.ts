@@ -1,6 +1,6 @@
 // preflight: the provider's host checks (with safe repairs) before a child is built.
 
-import { PreflightError } from "../../errors/hs-error.js";
+import { PreflightError } from "../../domain/errors.js";
 import type { PhaseHook } from "../phase-hook.js";
 
 export const preflightPhase: PhaseHook = {

@@ -3,7 +3,7 @@
 // netns.ts only.
 
 import { setTimeout as delay } from "node:timers/promises";
-import { CommandFailedError, NetnsError } from "../../errors/hs-error.js";
+import { CommandFailedError, NetnsError } from "../../domain/errors.js";
 import { firstLine, type CommandResult, type CommandRunner } from "../../util/command-runner.js";
 import { DEFAULT_IP_TIMEOUT_MS, type NetnsCommonOptions } from "./netns-addressing.js";
 

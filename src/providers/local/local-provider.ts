@@ -8,9 +8,10 @@ import { mkdir, readFile, rm, open } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../../util/atomic-write.js";
 import { childConfigYaml } from "../child-config.js";
-import { ProviderError, CancelledError } from "../../errors/hs-error.js";
+import { ProviderError, CancelledError } from "../../domain/errors.js";
 import type { Logger } from "../../log/logger.js";
-import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, PreflightCheck, Provider } from "../provider.js";
+import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, Provider } from "../provider.js";
+import type { CheckResult } from "../../domain/checks.js";
 import { levelPaths } from "../../config/config.js";
 import { readyFromPipe, type ReadyInfo } from "../../util/ready-pipe.js";
 import { killLevelTree, pidAlive } from "./level-process.js";
@@ -42,8 +43,8 @@ export class LocalProvider implements Provider {
 
   constructor(private readonly o: LocalProviderOptions) {}
 
-  async preflight(_ctx: PhaseContext): Promise<PreflightCheck[]> {
-    const checks: PreflightCheck[] = [{ name: "hsd runtime", result: "ok", detail: this.o.hsdCommand.join(" ") }];
+  async preflight(_ctx: PhaseContext): Promise<CheckResult[]> {
+    const checks: CheckResult[] = [{ name: "hsd runtime", result: "ok", detail: this.o.hsdCommand.join(" ") }];
     if (this.o.isolation === "netns") {
       const c = this.o.netns ? await this.o.netns.available() : { ok: false, reason: "netns support not built in" };
       checks.push({

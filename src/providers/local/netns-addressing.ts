@@ -3,7 +3,7 @@
 // functions, no commands. Imported by netns.ts (which re-exports them).
 
 import { createHash } from "node:crypto";
-import { InvalidArgumentError } from "../../errors/hs-error.js";
+import { InvalidArgumentError } from "../../domain/errors.js";
 import type { Logger } from "../../log/logger.js";
 import type { CommandRunner } from "../../util/command-runner.js";
 

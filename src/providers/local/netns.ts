@@ -14,7 +14,7 @@
 // namespace registry for the whole tree.
 
 import { randomBytes } from "node:crypto";
-import { NetnsError } from "../../errors/hs-error.js";
+import { NetnsError } from "../../domain/errors.js";
 import type { Logger } from "../../log/logger.js";
 import { firstLine, prefixedRunner, runCommand, type CommandRunner } from "../../util/command-runner.js";
 import {

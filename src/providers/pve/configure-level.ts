@@ -6,9 +6,9 @@
 import { hostname as osHostname } from "node:os";
 import { lookup } from "node:dns/promises";
 import type { PveConfig } from "../../config/config.js";
-import { CommandFailedError, PreflightError, PveTokenExistsError } from "../../errors/hs-error.js";
+import { CommandFailedError, PreflightError, PveTokenExistsError } from "../../domain/errors.js";
 import { firstLine, missingAs127, type CommandRunner } from "../../util/command-runner.js";
-import type { PreflightCheck } from "../provider.js";
+import type { CheckResult } from "../../domain/checks.js";
 import { PveClient, defaultSleep, type PveClientOptions, type Sleep } from "./pve-client.js";
 import { apiHealth, certInfo, hostnameResolution, proxyCertificate, snippetsContent, type PreflightDeps } from "./preflight.js";
 
@@ -43,7 +43,7 @@ export interface ConfigurePveLevelOptions {
 }
 
 export interface ConfigurePveLevelResult {
-  readonly checks: readonly PreflightCheck[];
+  readonly checks: readonly CheckResult[];
   readonly tokenId: string;
   /** True when the token was created by this call (its secret went to saveTokenSecret). */
   readonly tokenCreated: boolean;
@@ -68,8 +68,8 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
     url: o.apiUrl ?? "https://127.0.0.1:8006", node: o.node ?? hostname, tokenId, fingerprint: "",
     storage: "local-lvm", snippetStorage: o.snippetStorage ?? "local", template: 9000, bridge: o.bridge ?? "vmbr0", cores: 1, memoryMiB: 1024,
   };
-  const checks: PreflightCheck[] = [];
-  const note = (c: PreflightCheck) => { checks.push(c); log(`${c.name}: ${c.result} - ${c.detail}`); return c; };
+  const checks: CheckResult[] = [];
+  const note = (c: CheckResult) => { checks.push(c); log(`${c.name}: ${c.result} - ${c.detail}`); return c; };
 
   const cert = await certInfo(certFile);
   if (!cert) {

@@ -5,9 +5,7 @@
 
 import { createHash } from "node:crypto";
 import ssh2 from "ssh2";
-import {
-  AccessDeniedError, CommandTimeoutError, ConnectTimeoutError, HostKeyMismatchError, HsError, ProviderError,
-} from "../../errors/hs-error.js";
+import { AccessDeniedError, CommandTimeoutError, ConnectTimeoutError, HostKeyMismatchError, HsError, ProviderError } from "../../domain/errors.js";
 import { MAX_CONNECT_MS } from "../../config/config.js";
 import { withTimeout } from "../../util/timeout.js";
 import type { CommandResult } from "../../util/command-runner.js";

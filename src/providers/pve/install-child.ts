@@ -6,7 +6,7 @@
 import { readFile } from "node:fs/promises";
 import { packageRoot } from "../../util/package-root.js";
 import type { PveConfig } from "../../config/config.js";
-import { ProviderError } from "../../errors/hs-error.js";
+import { ProviderError } from "../../domain/errors.js";
 import { childConfigYaml } from "../child-config.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext } from "../provider.js";
 import { GuestSsh } from "./guest-ssh.js";

@@ -8,8 +8,8 @@ import { readFile } from "node:fs/promises";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import type { PveConfig } from "../../config/config.js";
-import type { PreflightCheck } from "../provider.js";
-import { errorCode, HsError } from "../../errors/hs-error.js";
+import type { CheckResult } from "../../domain/checks.js";
+import { errorCode, HsError } from "../../domain/errors.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
 import type { CommandRunner } from "../../util/command-runner.js";
 import type { PveClient, Sleep } from "./pve-client.js";
@@ -36,7 +36,7 @@ export interface PreflightDeps {
   readonly signal: AbortSignal;
 }
 
-type Check = PreflightCheck;
+type Check = CheckResult;
 const ok = (name: string, detail: string): Check => ({ name, result: "ok", detail });
 const repaired = (name: string, detail: string): Check => ({ name, result: "repaired", detail });
 const failed = (name: string, detail: string, hint: string): Check => ({ name, result: "failed", detail, hint });

@@ -3,9 +3,7 @@
 // (UPID) waiting with its log streamed as progress. Imported by the pve
 // provider and its preflight; the token secret lives only inside this object.
 
-import {
-  CommandTimeoutError, HsError, PveApiError, PveAuthError, PveProxyError, PveTaskError,
-} from "../../errors/hs-error.js";
+import { CommandTimeoutError, HsError, PveApiError, PveAuthError, PveProxyError, PveTaskError } from "../../domain/errors.js";
 import { withTimeout, throwIfAborted } from "../../util/timeout.js";
 import { PveHttp, type PveHttpOptions, type PveHttpResponse } from "./pve-http.js";
 import { parseUpid } from "./upid.js";

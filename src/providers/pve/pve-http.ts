@@ -6,10 +6,7 @@
 import * as tls from "node:tls";
 import * as http from "node:http";
 import { isIP } from "node:net";
-import {
-  CancelledError, CommandTimeoutError, ConnectTimeoutError, PveFingerprintMismatchError,
-  PveNotPinnedError, PveUnreachableError,
-} from "../../errors/hs-error.js";
+import { CancelledError, CommandTimeoutError, ConnectTimeoutError, PveFingerprintMismatchError, PveNotPinnedError, PveUnreachableError } from "../../domain/errors.js";
 import { MAX_CONNECT_MS } from "../../config/config.js";
 
 export interface PveHttpOptions {

@@ -9,8 +9,9 @@ import { join } from "node:path";
 import { rm } from "node:fs/promises";
 import { stringify } from "yaml";
 import type { PveConfig } from "../../config/config.js";
-import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, PreflightCheck, Provider } from "../provider.js";
-import { PhaseTimeoutError, ProviderError } from "../../errors/hs-error.js";
+import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, Provider } from "../provider.js";
+import type { CheckResult } from "../../domain/checks.js";
+import { PhaseTimeoutError, ProviderError } from "../../domain/errors.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
 import { withTimeout } from "../../util/timeout.js";
 import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
@@ -96,7 +97,7 @@ export class PveProvider implements Provider {
     });
   }
 
-  async preflight(ctx: PhaseContext): Promise<PreflightCheck[]> {
+  async preflight(ctx: PhaseContext): Promise<CheckResult[]> {
     const checks = await runPreflight({
       client: this.client, config: this.cfg, commands: this.commands,
       sysRoot: this.opts.sysRoot ?? "/sys", hostsFile: this.opts.hostsFile ?? "/etc/hosts",

@@ -4,7 +4,7 @@
 // wait for its ready.json. Imported only by the pve provider.
 // Config and bundle travel on stdin, never in a command line.
 
-import { CommandTimeoutError, ProviderError } from "../../errors/hs-error.js";
+import { CommandTimeoutError, ProviderError } from "../../domain/errors.js";
 import { withTimeout } from "../../util/timeout.js";
 import type { ReadyInfo } from "../../util/ready-pipe.js";
 import { defaultSleep, type Sleep } from "./pve-client.js";

@@ -2,7 +2,7 @@
 // the test simulator. A UPID names the node that runs the task, which is the
 // node its status must be asked of, whatever node the request went to.
 
-import { PveApiError } from "../../errors/hs-error.js";
+import { PveApiError } from "../../domain/errors.js";
 
 export interface Upid {
   readonly node: string;

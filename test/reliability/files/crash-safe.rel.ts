@@ -15,7 +15,7 @@ import { parse } from "yaml";
 import * as grpc from "@grpc/grpc-js";
 import { createClient } from "../../../src/rpc/client.js";
 import { NestService } from "../../../src/gen/homestak/nest/v1/nest_pb.js";
-import { HsError } from "../../../src/errors/hs-error.js";
+import { HsError } from "../../../src/domain/errors.js";
 import { Rng, seed, LONG } from "../lib/prng.js";
 import { figure } from "../lib/figures.js";
 import { startLevel0, type Level0 } from "../lib/daemon.js";

@@ -5,7 +5,7 @@
 // Driven by fuzz-parsers.rel.ts; replay a failure with its seed.
 
 import { EventEmitter } from "node:events";
-import { HsError } from "../../../src/errors/hs-error.js";
+import { HsError } from "../../../src/domain/errors.js";
 import { encodePktLine, parseAdvertisement, parsePktLines, readPkt, FLUSH_PKT } from "../../../src/git/pkt-line.js";
 import { parseExecCommand } from "../../../src/ssh/exec-command.js";
 import { FetchSession, sshRemoteUrl } from "../../../src/git/ssh-http-plugin.js";

@@ -1,9 +1,12 @@
-// Every user-facing hint, one per error code, in one place. hsd and hsctl
-// print `<message>` then `hint: <hint>`; events carry the hint to the
-// operator's terminal. Anyone may import this module. Hints name commands and
-// files, never secret values.
+// Every user-facing hint, one per error code, next to the codes themselves.
+// hsd and hsctl print `<message>` then `hint: <hint>`; events carry the hint
+// to the operator's terminal. Hints name commands and files, never secret values.
+// Imported by: anyone.
 
-const HINTS: Readonly<Record<string, string>> = {
+import type { ErrorCode } from "./errors.js";
+
+/** Keyed by the closed ErrorCode union: a code without a hint does not compile. */
+const HINTS: Readonly<Record<ErrorCode, string>> = {
   InvalidArgument: "check the command's --help for accepted values",
   ConfigInvalid: "fix the named line of the config file (see daemon/hsd.example.yaml for every key)",
   DaemonRunning: "an hsd already serves this root; use `hsctl status`, or stop it (systemctl stop hsd / kill its pid from run/ready.json)",
@@ -30,12 +33,21 @@ const HINTS: Readonly<Record<string, string>> = {
   DiskFull: "free space under the level's root, then re-run",
   NotFound: "check the name or fingerprint with the matching list command",
   AddressInUse: "another process (an hsd or sshd?) listens there; set ssh.port in hsd.yaml (0 picks a free port)",
+  Remote: "the remote hsd failed with a code this hsd does not know; compare `hsctl version` on both ends and read the remote level's hsd.log",
+  PveFingerprintMismatch: "the PVE API certificate changed; if that is expected, update pve.fingerprint in hsd.yaml (`hsctl doctor` shows the new one)",
+  PveNotPinned: "set pve.fingerprint in hsd.yaml to the API certificate's SHA256 fingerprint (pvenode cert info on the node)",
+  PveProxy: "pveproxy gave up on the call (595/596/597); check pveproxy on the node (systemctl status pveproxy) and re-run",
+  PveUnreachable: "check pve.url in hsd.yaml and that pveproxy listens on the node (port 8006)",
+  PveTaskFailed: "read the task log on the node (Datacenter > Tasks, or pvesh get /nodes/NODE/tasks/UPID/log)",
+  CommandFailed: "the command's output is in the level's hsd.log; run it by hand on that level to see why it fails",
+  Netns: "run as root with iproute2 installed, or use --isolation process",
+  PveTokenExists: "remove the stale token (pveum user token remove USER ID) or put its secret in secrets.yaml as pve.token_secret",
   Internal: "this is a bug in hsd; the daemon log has the details",
 };
 
 /** The hint for an error code, or undefined when there is none. */
 export function hintFor(code: string): string | undefined {
-  return HINTS[code];
+  return Object.hasOwn(HINTS, code) ? HINTS[code as ErrorCode] : undefined;
 }
 
 /** "prog: message [Code]" plus an indented hint line when there is one; never a stack. */

@@ -1,0 +1,48 @@
+// Events a level emits while it builds, syncs or tears down, and the repo
+// state they carry. The engine, providers and git code speak these; only
+// src/rpc converts them to and from proto.
+// Imported by: anyone.
+
+import type { Failure } from "./failure.js";
+import type { PhaseName } from "./phases.js";
+
+export type EventPhase = PhaseName | "teardown";
+export type EventKind = "started" | "progress" | "finished" | "skipped" | "failed" | "log";
+
+export interface RepoState {
+  readonly name: string;
+  /** Commit this level serves to its children ("" when it has none yet). */
+  readonly servedCommit: string;
+  /** Commit checked out in the level's working tree ("" at level 0 or none). */
+  readonly worktreeCommit: string;
+  readonly dirty: boolean;
+  readonly dirtyFiles: readonly string[];
+  readonly previousCommit?: string;
+  /** Served commit against the parent's, computed by the parent (absent at level 0 / unknown). */
+  readonly syncState?: RepoSyncState;
+  /** For "behind": commits the parent serves that this level does not. */
+  readonly behind?: number;
+  /** Bytes received for this repo in the last sync. */
+  readonly bytes?: number;
+}
+
+export type RepoSyncState = "in-sync" | "behind" | "diverged";
+
+export interface LevelEvent {
+  /** From the receiving level down to the level the event is about. */
+  readonly levelPath: readonly string[];
+  readonly phase: EventPhase;
+  readonly kind: EventKind;
+  /** Epoch ms on the emitting level's clock. */
+  readonly time: number;
+  readonly durationMs?: number;
+  readonly budgetMs?: number;
+  readonly failure?: Failure;
+  readonly message?: string;
+  readonly progress?: { readonly unit: string; readonly done: number; readonly total: number };
+  readonly repos?: readonly RepoState[];
+  readonly bytes?: number;
+}
+
+/** Where events go. Implementations never throw; a dead consumer is the caller's abort signal. */
+export type EventSink = (ev: LevelEvent) => void;

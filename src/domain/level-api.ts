@@ -1,0 +1,96 @@
+// What a level serves: the operations behind NestService and AccessService,
+// and the status, identity and key shapes they return. Implemented by
+// src/level (and by a child link, which forwards them over gRPC).
+// Imported by: anyone.
+
+import type { CheckResult } from "./checks.js";
+import type { EventKind, EventPhase, EventSink, RepoState } from "./events.js";
+import type { Failure } from "./failure.js";
+import type { IsolationMode, ProviderName } from "./providers.js";
+
+export type LevelStateName = "building" | "ready" | "failed" | "unreachable" | "destroyed";
+
+export interface PhaseResult {
+  readonly phase: EventPhase;
+  readonly kind: EventKind;
+  readonly durationMs?: number;
+  readonly budgetMs?: number;
+  readonly failure?: Failure;
+}
+
+export interface LevelStatus {
+  readonly name: string;
+  readonly depth: number;
+  readonly state: LevelStateName;
+  readonly address: string;
+  readonly hsdVersion: string;
+  readonly hostKeyFingerprint: string;
+  readonly provider: string;
+  readonly repos: readonly RepoState[];
+  readonly phases: readonly PhaseResult[];
+  readonly children: readonly LevelStatus[];
+  readonly outOfSync: boolean;
+  readonly failure?: Failure;
+}
+
+export interface Identity {
+  readonly name: string;
+  readonly depth: number;
+  readonly hsdVersion: string;
+  /** OpenSSH one-line public key of the level's own key pair. */
+  readonly publicKey: string;
+  readonly hostKeyFingerprint: string;
+  /** host:port of the level's SSH endpoint. */
+  readonly sshAddress: string;
+  readonly repos: readonly RepoState[];
+}
+
+export interface NestOptions {
+  /** Levels to build below this one (validated: 0..maxDepth). */
+  readonly depth: number;
+  /** Children per level (validated: 1..maxWidth). */
+  readonly width: number;
+  readonly provider: ProviderName;
+  readonly isolation: IsolationMode;
+}
+
+export interface DoctorOptions {
+  readonly provider: ProviderName;
+  readonly isolation: IsolationMode;
+}
+
+export type KeyRole = "reader" | "controller";
+
+export interface AuthorizedKey {
+  /** "ssh-ed25519 AAAA... comment" */
+  readonly publicKey: string;
+  readonly role: KeyRole;
+  /** SHA256:... of the key blob. */
+  readonly fingerprint: string;
+  readonly comment: string;
+}
+
+/** What a parent asks of a child: the tree operations a child link forwards. */
+export interface ChildApi {
+  nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void>;
+  status(signal: AbortSignal): Promise<LevelStatus>;
+  destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void>;
+  sync(opts: { recursive: boolean }, sink: EventSink, signal: AbortSignal): Promise<void>;
+  identify(): Promise<Identity>;
+  /** Merges scoped secrets (YAML mapping) into this level's file; returns key names. */
+  putSecrets(yaml: string): Promise<string[]>;
+  configure(sink: EventSink, signal: AbortSignal): Promise<void>;
+}
+
+/** What the NestService gRPC handlers call. Implemented by the daemon's level. */
+export interface LevelApi extends ChildApi {
+  /** The provider's preflight checks only (hsctl doctor). */
+  doctor(opts: DoctorOptions, signal: AbortSignal): Promise<CheckResult[]>;
+}
+
+/** What the AccessService gRPC handlers call. */
+export interface AccessApi {
+  addKey(key: { publicKey: string; role: KeyRole; comment?: string }): Promise<AuthorizedKey>;
+  removeKey(sel: { publicKey?: string; fingerprint?: string }): Promise<boolean>;
+  listKeys(): Promise<AuthorizedKey[]>;
+}
