@@ -6,7 +6,7 @@ import { AccessService } from "../gen/homestak/nest/v1/nest_pb.js";
 import { InvalidArgumentError } from "../domain/errors.js";
 import type { AccessApi } from "../domain/level-api.js";
 import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
-import { fromProtoRole, toProtoKey } from "./convert.js";
+import { fromProtoRole, toProtoKey } from "../rpc/convert.js";
 
 const KEY_RE = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$/;
 const FP_RE = /^SHA256:[A-Za-z0-9+/]{43}=?$/;

@@ -9,7 +9,7 @@ import { Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
 import type { EventSink } from "../domain/events.js";
 import type { LevelApi, NestOptions } from "../domain/level-api.js";
 import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
-import { toProtoCheck, toProtoEvent, toProtoIdentity, toProtoStatus } from "./convert.js";
+import { toProtoCheck, toProtoEvent, toProtoIdentity, toProtoStatus } from "../rpc/convert.js";
 import { eventStream } from "./event-stream.js";
 
 /** Secrets for one child are a handful of tokens and keys; anything bigger is a mistake. */

@@ -7,9 +7,7 @@ import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { DEFAULTS, levelPaths, SYSTEM_PATHS } from "../config/config.js";
 import { loadConfig } from "../config/load-config.js";
-import { AccessService, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
-import { createClient, type Client } from "../rpc/client.js";
-import type { MethodsOf } from "../rpc/service-definition.js";
+import { accessClient, nestClient, type AccessClient, type NestClient } from "../rpc/level-client.js";
 
 export interface ConnectOptions {
   socket?: string;
@@ -37,8 +35,8 @@ export async function resolveSocket(o: ConnectOptions): Promise<string> {
 
 export interface Connection {
   readonly socket: string;
-  readonly nest: Client<MethodsOf<typeof NestService>>;
-  readonly access: Client<MethodsOf<typeof AccessService>>;
+  readonly nest: NestClient;
+  readonly access: AccessClient;
   /** Deadline for one unary call from hsctl: a connect-sized bound, never a phase budget. */
   readonly unaryDeadlineMs: number;
   close(): void;
@@ -52,8 +50,8 @@ export function connectSocket(socket: string): Connection {
   // A private subchannel: a connection to a freshly started hsd must not inherit the
   // backoff of an earlier failed dial to the same (then stale) socket.
   const own = { channelOptions: { "grpc.use_local_subchannel_pool": 1 } };
-  const nest = createClient(NestService, socket, own);
-  const access = createClient(AccessService, socket, own);
+  const nest = nestClient(socket, own);
+  const access = accessClient(socket, own);
   return {
     socket, nest, access, unaryDeadlineMs: DEFAULTS.connectMs,
     close() { nest.close(); access.close(); },

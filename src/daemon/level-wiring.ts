@@ -18,7 +18,7 @@ import { DEMO_REPO_NAMES_BY_SIZE, demoRepoPaths, demoVmRootPassword, generateDem
 import { SecretsStore } from "../secrets/secrets-store.js";
 import { Journal } from "../nest/journal.js";
 import { ChildLinks } from "../nest/child-link.js";
-import { grpcChildLink } from "../nest/grpc-child-link.js";
+import { grpcChildLink } from "../rpc/grpc-child-link.js";
 import { NestEngine } from "../nest/nest-engine.js";
 import { LocalProvider } from "../providers/local/local-provider.js";
 import { levelNetnsOps } from "../providers/local/level-netns.js";

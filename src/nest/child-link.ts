@@ -1,11 +1,11 @@
-// How a parent talks to one child: the child's LevelApi plus close(). The real
-// implementation (grpc-child-link.ts) is gRPC over an SSH tunnel; tests may
+// How a parent talks to one child: the child's ChildApi plus close(). The real
+// implementation (src/rpc/grpc-child-link.ts) is gRPC over an SSH tunnel; tests may
 // pass in-process links. Imported by the nest engine and the level.
 
-import type { LevelApi } from "../domain/level-api.js";
+import type { ChildApi } from "../domain/level-api.js";
 import type { ChildEndpoint } from "../providers/provider.js";
 
-export interface ChildLink extends LevelApi {
+export interface ChildLink extends ChildApi {
   close(): Promise<void>;
 }
 

@@ -8,7 +8,7 @@ import { mkdtemp, rm, access as fsAccess } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startApiServer, type ApiServer } from "../../src/api/server.js";
-import { fromProtoEvent, fromProtoStatus, toProtoEvent, toProtoStatus } from "../../src/api/convert.js";
+import { fromProtoEvent, fromProtoStatus, toProtoEvent, toProtoStatus } from "../../src/rpc/convert.js";
 import { createClient } from "../../src/rpc/client.js";
 import { AccessService, Isolation, KeyRole, NestService } from "../../src/gen/homestak/nest/v1/nest_pb.js";
 import { DaemonRunningError, HsError, PhaseTimeoutError } from "../../src/domain/errors.js";

@@ -3,7 +3,6 @@
 
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
-import { fromProtoKey, toProtoRole } from "../../api/convert.js";
 import { InvalidArgumentError } from "../../domain/errors.js";
 import type { AuthorizedKey, KeyRole } from "../../domain/level-api.js";
 import type { CliIo, Command } from "../command.js";
@@ -67,8 +66,7 @@ Examples:
         if (!file) throw new InvalidArgumentError("access add needs a KEYFILE", { details: { field: "KEYFILE" } });
         const publicKey = await readKeyFile(file, io);
         const conn = await args.connect();
-        const res = await conn.access.addKey({ key: { publicKey, role: toProtoRole(role as KeyRole) } }, { deadlineMs: conn.unaryDeadlineMs, signal: io.signal });
-        const k = fromProtoKey(res.key!);
+        const k = (await conn.access.addKey({ publicKey, role: role as KeyRole }, { deadlineMs: conn.unaryDeadlineMs, signal: io.signal }))!;
         io.out(json ? `${JSON.stringify(k)}\n` : `added ${keyLine(k)}\n`);
         return 0;
       }
@@ -77,14 +75,13 @@ Examples:
         if (!file && !fp) throw new InvalidArgumentError("access remove needs a KEYFILE or --fingerprint", { details: { field: "KEYFILE" } });
         const publicKey = file ? await readKeyFile(file, io) : "";
         const conn = await args.connect();
-        const res = await conn.access.removeKey({ publicKey, fingerprint: fp }, { deadlineMs: conn.unaryDeadlineMs, signal: io.signal });
-        io.out(json ? `${JSON.stringify({ removed: res.removed })}\n` : res.removed ? "removed\n" : "no such key\n");
-        return res.removed ? 0 : 1;
+        const removed = await conn.access.removeKey({ publicKey, fingerprint: fp }, { deadlineMs: conn.unaryDeadlineMs, signal: io.signal });
+        io.out(json ? `${JSON.stringify({ removed })}\n` : removed ? "removed\n" : "no such key\n");
+        return removed ? 0 : 1;
       }
       case "list": {
         const conn = await args.connect();
-        const res = await conn.access.listKeys({}, { deadlineMs: conn.unaryDeadlineMs, signal: io.signal });
-        const keys = res.keys.map(fromProtoKey);
+        const keys = await conn.access.listKeys({ deadlineMs: conn.unaryDeadlineMs, signal: io.signal });
         if (json) io.out(`${JSON.stringify(keys)}\n`);
         else io.out(keys.length === 0 ? "no keys authorized\n" : `${keys.map(keyLine).join("\n")}\n`);
         return 0;

@@ -1,8 +1,6 @@
 // `hsctl doctor`: the provider's preflight checks, with safe repairs, and
 // nothing else. Registered in commands/index.ts.
 
-import { fromProtoCheck } from "../../api/convert.js";
-import { Isolation } from "../../gen/homestak/nest/v1/nest_pb.js";
 import { InvalidArgumentError } from "../../domain/errors.js";
 import type { Command } from "../command.js";
 import { ensureDaemon } from "./ensure-daemon.js";
@@ -36,10 +34,7 @@ Examples:
     const iso = args.values.isolation as string | undefined;
     if (iso !== undefined && iso !== "process" && iso !== "netns") throw new InvalidArgumentError(`--isolation must be process or netns, got ${JSON.stringify(iso)}`);
     const conn = await ensureDaemon(args, io, { start: false });
-    const res = await conn.nest.doctor({
-      provider, isolation: iso === "netns" ? Isolation.NETNS : iso === "process" ? Isolation.PROCESS : Isolation.UNSPECIFIED,
-    }, { signal: io.signal, deadlineMs: 120_000 });
-    const checks = res.checks.map(fromProtoCheck);
+    const checks = await conn.nest.doctor({ provider, isolation: iso }, { signal: io.signal, deadlineMs: 120_000 });
     if (args.values.json) io.out(`${JSON.stringify(checks)}\n`);
     else {
       for (const c of checks) {

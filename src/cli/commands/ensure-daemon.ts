@@ -16,7 +16,7 @@ import { defaultUserRoot, startUserLevelZero } from "../level-zero.js";
 
 async function answers(conn: Connection): Promise<boolean> {
   try {
-    await conn.nest.identify({}, { deadlineMs: conn.unaryDeadlineMs });
+    await conn.nest.identify({ deadlineMs: conn.unaryDeadlineMs });
     return true;
   } catch (err) {
     if (errorCode(err) === "DaemonUnreachable" || errorCode(err) === "PeerGone") return false;

@@ -2,7 +2,6 @@
 // Starts a level-0 hsd for the user when none is reachable. Registered in
 // commands/index.ts.
 
-import { Isolation } from "../../gen/homestak/nest/v1/nest_pb.js";
 import { InvalidArgumentError } from "../../domain/errors.js";
 import type { Command } from "../command.js";
 import { streamEvents } from "./stream-events.js";
@@ -61,7 +60,7 @@ Examples:
     if (iso !== "process" && iso !== "netns") throw new InvalidArgumentError(`--isolation must be process or netns, got ${JSON.stringify(iso)}`);
     const conn = await ensureDaemon(args, io, { start: true });
     const stream = conn.nest.nest({
-      depth, width, provider, isolation: iso === "netns" ? Isolation.NETNS : Isolation.PROCESS,
+      depth, width, provider, isolation: iso === "netns" ? "netns" : "process",
     }, { signal: io.signal });
     return (await streamEvents(stream, io, Boolean(args.values.json), "nest")).code;
   },

@@ -1,7 +1,6 @@
 // `hsctl status`: the tree of levels below the local hsd, as an indented
 // tree or (--json) the domain LevelStatus. Registered in commands/index.ts.
 
-import { fromProtoStatus } from "../../api/convert.js";
 import { HsError } from "../../domain/errors.js";
 import type { LevelStatus } from "../../domain/level-api.js";
 import type { RepoState } from "../../domain/events.js";
@@ -82,9 +81,8 @@ Examples:
   options: { json: { type: "boolean" } },
   async run(args, io) {
     const conn = await args.connect();
-    const res = await conn.nest.status({}, { deadlineMs: conn.unaryDeadlineMs, signal: io.signal });
-    if (!res.root) throw new HsError("hsd answered without a status tree");
-    const status = fromProtoStatus(res.root);
+    const status = await conn.nest.status({ deadlineMs: conn.unaryDeadlineMs, signal: io.signal });
+    if (!status) throw new HsError("hsd answered without a status tree");
     io.out(args.values.json ? `${JSON.stringify(statusJson(status))}\n` : renderStatus(status));
     return 0;
   },

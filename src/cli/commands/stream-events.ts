@@ -3,23 +3,19 @@
 // code and one summary line naming the deepest failed level and phase.
 
 import type { LevelEvent } from "../../domain/events.js";
-import { fromProtoEvent } from "../../api/convert.js";
-import type { Event } from "../../gen/homestak/nest/v1/nest_pb.js";
 import { HsError } from "../../domain/errors.js";
 import type { CliIo } from "../command.js";
 import { NestView } from "../nest-view.js";
 import { hintFor } from "../../domain/hints.js";
 
 export async function streamEvents(
-  stream: AsyncIterable<{ event?: Event }>, io: CliIo, json: boolean, what: string,
+  stream: AsyncIterable<LevelEvent>, io: CliIo, json: boolean, what: string,
 ): Promise<{ code: number; events: LevelEvent[] }> {
   const view = new NestView(json ? "json" : io.tty ? "tty" : "plain", { write: (s: string) => { io.out(s); return true; } } as NodeJS.WritableStream);
   const events: LevelEvent[] = [];
   let streamError: unknown;
   try {
-    for await (const m of stream) {
-      if (!m.event) continue;
-      const ev = fromProtoEvent(m.event);
+    for await (const ev of stream) {
       events.push(ev);
       view.onEvent(ev);
     }

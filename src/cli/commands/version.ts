@@ -20,7 +20,7 @@ Examples:
   async run(args, io) {
     if (!args.values.json) io.out(`hsctl ${HSD_VERSION}\n`);
     const conn = await args.connect();
-    const id = await conn.nest.identify({}, { deadlineMs: conn.unaryDeadlineMs, signal: io.signal });
+    const id = await conn.nest.identify({ deadlineMs: conn.unaryDeadlineMs, signal: io.signal });
     if (args.values.json) io.out(`${JSON.stringify({ client: HSD_VERSION, daemon: id.hsdVersion, level: id.name, socket: conn.socket })}\n`);
     else io.out(`hsd ${id.hsdVersion} (level ${id.name} at ${conn.socket})\n`);
     return 0;

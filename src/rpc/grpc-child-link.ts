@@ -1,0 +1,54 @@
+// The real ChildLink: the child's NestService over gRPC through an SSH tunnel
+// to its endpoint. Proto types stop in level-client.ts; the engine sees
+// domain types only.
+// Imported by: src/daemon.
+
+import type { ChildLink } from "../nest/child-link.js";
+import type { EventSink, LevelEvent } from "../domain/events.js";
+import type { Identity, LevelStatus, NestOptions } from "../domain/level-api.js";
+import { nestClient } from "./level-client.js";
+
+export interface GrpcChildLinkOptions {
+  /** grpc-js target of the tunnel, e.g. "unix:///.../tunnel.sock". */
+  readonly target: string;
+  /** Per-call deadline for unary calls (a command timeout, never the connect timeout). */
+  readonly commandMs: number;
+  /** Closes the tunnel under the channel. */
+  readonly closeTunnel: () => Promise<void>;
+}
+
+export function grpcChildLink(o: GrpcChildLinkOptions): ChildLink {
+  const client = nestClient(o.target);
+  const drain = async (stream: AsyncIterable<LevelEvent>, sink: EventSink) => {
+    for await (const ev of stream) sink(ev);
+  };
+  return {
+    identify(): Promise<Identity> {
+      return client.identify({ deadlineMs: o.commandMs });
+    },
+    async status(signal: AbortSignal): Promise<LevelStatus> {
+      const r = await client.status({ signal, deadlineMs: o.commandMs });
+      if (!r) throw new Error("child status without a root");
+      return r;
+    },
+    putSecrets(yaml: string): Promise<string[]> {
+      return client.putSecrets(yaml, { deadlineMs: o.commandMs });
+    },
+    nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+      return drain(client.nest(opts, { signal }), sink);
+    },
+    sync(opts: { recursive: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+      return drain(client.sync(opts, { signal }), sink);
+    },
+    destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+      return drain(client.destroy(opts, { signal }), sink);
+    },
+    configure(sink: EventSink, signal: AbortSignal): Promise<void> {
+      return drain(client.configure({ signal }), sink);
+    },
+    async close(): Promise<void> {
+      client.close();
+      await o.closeTunnel();
+    },
+  };
+}

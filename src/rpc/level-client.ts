@@ -1,0 +1,85 @@
+// Domain-typed clients for a level's NestService and AccessService: proto in,
+// domain out, so callers (hsctl, the parent's child link) never see generated
+// types. Unary calls take the caller's deadline; streams end with the call.
+// Imported by: src/rpc, src/cli.
+
+import { AccessService, Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
+import type { CheckResult } from "../domain/checks.js";
+import type { LevelEvent } from "../domain/events.js";
+import type { AuthorizedKey, Identity, KeyRole, LevelStatus } from "../domain/level-api.js";
+import type { IsolationMode } from "../domain/providers.js";
+import { createClient, type CallOpts, type ClientOptions } from "./client.js";
+import { fromProtoCheck, fromProtoEvent, fromProtoIdentity, fromProtoKey, fromProtoStatus, toProtoRole } from "./convert.js";
+
+export type LevelCallOpts = Pick<CallOpts, "signal" | "deadlineMs">;
+
+/** What a caller may leave to the serving level's config: "" / undefined = its default. */
+export interface NestRequest {
+  readonly depth: number;
+  readonly width: number;
+  readonly provider?: string;
+  readonly isolation?: IsolationMode;
+}
+
+export interface NestClient {
+  identify(o?: LevelCallOpts): Promise<Identity>;
+  /** The level's status tree; undefined when the level answered without one. */
+  status(o?: LevelCallOpts): Promise<LevelStatus | undefined>;
+  putSecrets(yaml: string, o?: LevelCallOpts): Promise<string[]>;
+  nest(req: NestRequest, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
+  sync(req: { recursive: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
+  destroy(req: { self: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
+  configure(o?: LevelCallOpts): AsyncIterable<LevelEvent>;
+  doctor(req: { provider?: string; isolation?: IsolationMode }, o?: LevelCallOpts): Promise<CheckResult[]>;
+  close(): void;
+}
+
+export interface AccessClient {
+  addKey(key: { publicKey: string; role: KeyRole }, o?: LevelCallOpts): Promise<AuthorizedKey | undefined>;
+  removeKey(sel: { publicKey: string; fingerprint: string }, o?: LevelCallOpts): Promise<boolean>;
+  listKeys(o?: LevelCallOpts): Promise<AuthorizedKey[]>;
+  close(): void;
+}
+
+const toIsolation = (m: IsolationMode | undefined): Isolation =>
+  m === "netns" ? Isolation.NETNS : m === "process" ? Isolation.PROCESS : Isolation.UNSPECIFIED;
+
+async function* events(stream: AsyncIterable<{ event?: Parameters<typeof fromProtoEvent>[0] }>): AsyncIterable<LevelEvent> {
+  for await (const m of stream) if (m.event) yield fromProtoEvent(m.event);
+}
+
+export function nestClient(target: string, opts?: ClientOptions): NestClient {
+  const c = createClient(NestService, target, opts);
+  return {
+    async identify(o) { return fromProtoIdentity(await c.identify({}, o)); },
+    async status(o) {
+      const r = await c.status({}, o);
+      return r.root ? fromProtoStatus(r.root) : undefined;
+    },
+    async putSecrets(yaml, o) { return (await c.putSecrets({ yaml }, o)).keys; },
+    nest(req, o) {
+      return events(c.nest({ depth: req.depth, width: req.width, provider: req.provider ?? "", isolation: toIsolation(req.isolation) }, o));
+    },
+    sync(req, o) { return events(c.sync({ recursive: req.recursive }, o)); },
+    destroy(req, o) { return events(c.destroy({ self: req.self }, o)); },
+    configure(o) { return events(c.configure({}, o)); },
+    async doctor(req, o) {
+      const r = await c.doctor({ provider: req.provider ?? "", isolation: toIsolation(req.isolation) }, o);
+      return r.checks.map(fromProtoCheck);
+    },
+    close() { c.close(); },
+  };
+}
+
+export function accessClient(target: string, opts?: ClientOptions): AccessClient {
+  const c = createClient(AccessService, target, opts);
+  return {
+    async addKey(key, o) {
+      const r = await c.addKey({ key: { publicKey: key.publicKey, role: toProtoRole(key.role) } }, o);
+      return r.key ? fromProtoKey(r.key) : undefined;
+    },
+    async removeKey(sel, o) { return (await c.removeKey({ publicKey: sel.publicKey, fingerprint: sel.fingerprint }, o)).removed; },
+    async listKeys(o) { return (await c.listKeys({}, o)).keys.map(fromProtoKey); },
+    close() { c.close(); },
+  };
+}
