@@ -21,6 +21,7 @@ import { levelPaths } from "../src/config/config.js";
 import { silentLogger, createLogger } from "../src/log/logger.js";
 import { pino } from "pino";
 import ssh2 from "ssh2";
+import { gitUploadPack } from "../src/git/upload-pack.js";
 
 const self = fileURLToPath(import.meta.url);
 const PATTERNS = ["secrets.yaml", "*.key", "id_rsa*", "*.pem"];
@@ -124,7 +125,7 @@ async function serve(a: ServeArgs): Promise<void> {
   const store = new AuthorizedKeyStore(p0.accessKeys, silentLogger());
   store.addStaticKey({ publicKey: a.readerKey, role: "reader" });
   const ep = await startSshEndpoint({
-    host: "127.0.0.1", port: 0, hostKeyPath: keys.hostKeyPath, grpcSocketPath: p0.socket, keys: store,
+    host: "127.0.0.1", port: 0, hostKeyPath: keys.hostKeyPath, grpcSocketPath: p0.socket, keys: store, uploadPack: gitUploadPack,
     repos: resolverFor(p0.reposDir, a.names), maxUploadPacks: 8, queueTimeoutMs: 30_000, uploadPackTimeoutS: 60,
     authFailureDelayMs: 200, log: silentLogger(),
   });

@@ -25,14 +25,15 @@ import { levelNetnsOps } from "../providers/local/level-netns.js";
 import type { Provider } from "../providers/provider.js";
 import { lazyPveProvider, pveConfigure } from "./pve-wiring.js";
 import { AddressInUseError } from "../domain/errors.js";
-import { keepaliveIntervalMs } from "../git/parent-connection.js";
+import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
 import { Level } from "../level/level.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { parseFaults, writeFault } from "../level/faults.js";
 import { cleanStaleTemps } from "../util/atomic-write.js";
 import { SerialQueue } from "../util/serial-queue.js";
-import type { SshHandle, WiringContext } from "./wiring.js";
+import type { SshHandle, WiringContext } from "./wiring-context.js";
+import { gitUploadPack } from "../git/upload-pack.js";
 
 export interface LevelParts {
   readonly keys: LevelKeys;
@@ -122,7 +123,7 @@ export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Prom
   const paths = levelPaths(config.root);
   const ep = await startSshEndpoint({
     host: config.ssh.host, port: config.ssh.port, hostKeyPath: parts.keys.hostKeyPath, grpcSocketPath: config.api.socket,
-    keys: parts.access, repos: resolverFor(paths.reposDir, config.parent ? config.repoNames : Object.keys(parts.repos)),
+    keys: parts.access, uploadPack: gitUploadPack, repos: resolverFor(paths.reposDir, config.parent ? config.repoNames : Object.keys(parts.repos)),
     maxUploadPacks: config.ssh.maxUploadPacks, queueTimeoutMs: config.ssh.queueTimeoutMs,
     uploadPackTimeoutS: config.ssh.uploadPackTimeoutS, authFailureDelayMs: config.ssh.authFailureDelayMs,
     keepaliveIntervalMs: keepaliveIntervalMs(config.timeouts.connectMs),

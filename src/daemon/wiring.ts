@@ -15,31 +15,8 @@ import type { AccessApi, LevelApi } from "../domain/level-api.js";
 import { buildLevel, prepareLevel, startLevelSsh, type LevelParts } from "./level-wiring.js";
 import { announceReady, removeReadyFile, type ReadyInfo } from "./ready.js";
 import { HSD_VERSION } from "./version.js";
+import type { IdentityParts, SshHandle, WiringContext } from "./wiring-context.js";
 import { parseFaults } from "../level/faults.js";
-
-/** Who this level is, as far as the SSH endpoint knows (empty until it listens). */
-export interface IdentityParts { publicKey: string; hostKeyFingerprint: string; sshAddress: string }
-
-/** What a started SSH endpoint tells the rest of the daemon. */
-export interface SshHandle {
-  readonly host: string;
-  readonly port: number;
-  readonly hostKeyFingerprint: string;
-  /** This level's own public key (OpenSSH line). */
-  readonly publicKey: string;
-  close(): Promise<void>;
-}
-
-export interface WiringContext {
-  readonly config: HsdConfig;
-  readonly log: Logger;
-  readonly version: string;
-  readonly access: AccessApi;
-  /** Current identity; empty strings until the SSH endpoint listens. */
-  readonly identity: () => IdentityParts;
-  /** Asks the daemon to stop gracefully (Destroy{self}). */
-  readonly requestShutdown: () => void;
-}
 
 export interface DaemonOptions {
   /** Level root; absent = system mode (/etc/homestak/hsd.yaml, /run/hsd/hsd.sock, /var/lib/hsd). */

@@ -9,7 +9,7 @@ import type { HttpClient, GitHttpRequest, GitHttpResponse, GitProgressEvent } fr
 import type { Logger } from "../log/logger.js";
 import { CommandTimeoutError, GitProtocolError, HsError, PeerGoneError, RepoNotFoundError, InvalidArgumentError } from "../domain/errors.js";
 import { FLUSH_PKT, encodePktLine, parseAdvertisement, readPkt, type Pkt, type RefAdvertisement } from "./pkt-line.js";
-import type { ParentConnection } from "./parent-connection.js";
+import type { ParentConnection } from "../ssh/parent-connection.js";
 import { divertPack, type DivertStats } from "./divert-pack.js";
 
 /** The URL handed to isomorphic-git: "http::" makes it pick its HTTP transport, which this plugin implements. */

@@ -9,7 +9,7 @@ import git, { type GitProgressEvent } from "isomorphic-git";
 import type { Logger } from "../log/logger.js";
 import type { RepoState } from "../domain/events.js";
 import { DirtyWorktreeError, HsError, GitProtocolError } from "../domain/errors.js";
-import { ParentConnection, type ParentEndpoint } from "./parent-connection.js";
+import { ParentConnection, type ParentEndpoint } from "../ssh/parent-connection.js";
 import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
 import type { RefAdvertisement } from "./pkt-line.js";
 import { ensureBareRepo, exportPath } from "./export-repos.js";

@@ -1,16 +1,11 @@
 // Serves one fetch: the system `git upload-pack` on an export, piped to an SSH
 // exec channel. Protocol v0 only, refs/heads and refs/tags only, clean env.
-// Imported by src/ssh/ssh-endpoint.ts (and tests).
+// The SSH endpoint gets it injected as gitUploadPack (see src/daemon wiring).
 
 import { spawn } from "node:child_process";
-import type { Duplex, Writable } from "node:stream";
 import type { Logger } from "../log/logger.js";
-
-/** What uploadPack needs of an ssh2 server channel. */
-export interface ExecChannel extends Duplex {
-  readonly stderr: Writable;
-  exit(status: number): void;
-}
+import { finishChannel, type ExecChannel, type UploadPackServer } from "../ssh/exec-channel.js";
+import { encodePktLine } from "./pkt-line.js";
 
 export interface UploadPackOptions {
   repoPath: string;
@@ -84,19 +79,8 @@ export function uploadPack(opts: UploadPackOptions): Promise<number> {
   });
 }
 
-/**
- * Sends exit-status after every queued byte has left, then EOF and close:
- * ssh2 sends the exit request at once, so calling it while data waits on the
- * window would reorder them.
- */
-export function finishChannel(channel: ExecChannel, status: number): void {
-  if (channel.destroyed || channel.writableEnded) return;
-  channel.write(Buffer.alloc(0), () => {
-    try {
-      channel.exit(status);
-      channel.end();
-    } catch {
-      // the peer went away; nothing left to tell it
-    }
-  });
-}
+/** The endpoint's upload-pack service: git itself, errors as an ERR pkt-line. */
+export const gitUploadPack: UploadPackServer = {
+  serve: uploadPack,
+  errorLine: (message) => encodePktLine(`ERR ${message}\n`),
+};

@@ -14,7 +14,7 @@ import { runGit } from "../git/run-git.js";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { syncFromParent } from "../git/sync-from-parent.js";
-import { ParentConnection } from "../git/parent-connection.js";
+import { ParentConnection } from "../ssh/parent-connection.js";
 import type { RepoOps } from "./level.js";
 
 export function gitRepoOps(o: {

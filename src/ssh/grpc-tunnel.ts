@@ -10,7 +10,7 @@ import { chmod, rm, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { Logger } from "../log/logger.js";
-import { ParentConnection, type ParentEndpoint } from "../git/parent-connection.js";
+import { ParentConnection, type ParentEndpoint } from "./parent-connection.js";
 import { GRPC_VIRTUAL_HOST, GRPC_VIRTUAL_PORT } from "./ssh-endpoint.js";
 import { reachableSocketPath } from "../util/unix-socket-path.js";
 

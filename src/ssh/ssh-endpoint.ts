@@ -12,13 +12,12 @@ const { Server, utils } = ssh2;
 import type { Logger } from "../log/logger.js";
 import type { KeyRole } from "../domain/level-api.js";
 import { HsError, RepoNotFoundError, InvalidArgumentError } from "../domain/errors.js";
-import { uploadPack, finishChannel } from "../git/upload-pack.js";
-import { UploadPackLimiter } from "../git/upload-pack-limiter.js";
-import { encodePktLine } from "../git/pkt-line.js";
+import { finishChannel, type UploadPackServer } from "./exec-channel.js";
+import { UploadPackLimiter } from "./upload-pack-limiter.js";
 import type { AuthorizedKeyStore } from "./authorized-key-store.js";
 import { parseExecCommand } from "./exec-command.js";
 import { privateKeyFingerprint } from "./key-fingerprint.js";
-import { KEEPALIVE_COUNT_MAX } from "../git/parent-connection.js";
+import { KEEPALIVE_COUNT_MAX } from "./parent-connection.js";
 import { reachableSocketPath } from "../util/unix-socket-path.js";
 
 /** Maps an allow-listed repo name to its absolute bare repo path, or undefined. */
@@ -37,6 +36,8 @@ export interface SshEndpointOptions {
   grpcSocketPath: string;
   keys: AuthorizedKeyStore;
   repos: RepoResolver;
+  /** Serves a reader's git-upload-pack (src/git/upload-pack.ts gitUploadPack); injected so ssh never imports git. */
+  uploadPack: UploadPackServer;
   maxUploadPacks: number;
   queueTimeoutMs: number;
   uploadPackTimeoutS: number;
@@ -205,7 +206,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
       release = await limiter.acquire(opts.queueTimeoutMs, gone.signal);
       rlog.debug({ active: limiter.activeCount, queued: limiter.queuedCount }, "upload-pack started");
       const t0 = Date.now();
-      const status = await uploadPack({
+      const status = await opts.uploadPack.serve({
         repoPath, channel, timeoutS: opts.uploadPackTimeoutS, log: rlog, signal: gone.signal,
       });
       rlog.info({ status, ms: Date.now() - t0 }, "upload-pack finished");
@@ -215,7 +216,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
       alog.info({ code }, "exec refused");
       if (code === "AccessDenied") return refuse(channel, `hsd: ${msg}\n`, 1);
       // Git shows an ERR pkt-line as "fatal: remote error: <msg>".
-      if (!channel.destroyed) channel.write(encodePktLine(`ERR ${msg}\n`));
+      if (!channel.destroyed) channel.write(opts.uploadPack.errorLine(msg));
       refuse(channel, `hsd: ${msg}\n`, 128);
     } finally {
       release?.();

@@ -3,7 +3,7 @@
 // intervals), never on a 15 s interval that ignores the configured timeout.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { KEEPALIVE_COUNT_MAX, keepaliveIntervalMs } from "../../src/git/parent-connection.js";
+import { KEEPALIVE_COUNT_MAX, keepaliveIntervalMs } from "../../src/ssh/parent-connection.js";
 
 test("keepalive interval follows the connect timeout, with a 1 s floor", () => {
   assert.equal(KEEPALIVE_COUNT_MAX, 3);

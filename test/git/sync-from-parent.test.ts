@@ -15,6 +15,7 @@ import { HsError } from "../../src/domain/errors.js";
 import { startSshEndpoint } from "../../src/ssh/ssh-endpoint.js";
 import { AuthorizedKeyStore } from "../../src/ssh/authorized-key-store.js";
 import { loadOrCreateLevelKeys } from "../../src/ssh/level-keys.js";
+import { gitUploadPack } from "../../src/git/upload-pack.js";
 
 const PATTERNS = ["secrets.yaml", "*.key", "id_rsa*", "*.pem"];
 
@@ -76,7 +77,7 @@ test("level 1 re-exports exactly what it fetched; level 2 syncs from level 1", a
     const store1 = new AuthorizedKeyStore(p1.accessKeys, silentLogger());
     await store1.addKey({ publicKey: l0.reader.publicKey, role: "reader" });
     ep1 = await startSshEndpoint({
-      host: "127.0.0.1", port: 0, hostKeyPath: keys1.hostKeyPath, grpcSocketPath: p1.socket, keys: store1,
+      host: "127.0.0.1", port: 0, hostKeyPath: keys1.hostKeyPath, grpcSocketPath: p1.socket, keys: store1, uploadPack: gitUploadPack,
       repos: resolverFor(p1.reposDir, l0.names), maxUploadPacks: 8, queueTimeoutMs: 10_000, uploadPackTimeoutS: 30,
       authFailureDelayMs: 10, log: silentLogger(),
     });

@@ -16,6 +16,7 @@ import { startSshEndpoint, type SshEndpoint, type SshEndpointOptions } from "../
 import { loadOrCreateLevelKeys, generateEd25519KeyPair, type LevelKeys } from "../../src/ssh/level-keys.js";
 import { generateDemoRepos } from "../../src/demo/demo-repos.js";
 import { refreshExports, resolverFor } from "../../src/git/export-repos.js";
+import { gitUploadPack } from "../../src/git/upload-pack.js";
 
 export async function tempDir(prefix = "hsd-test-"): Promise<{ path: string; cleanup: () => Promise<void> }> {
   const path = await mkdtemp(join(tmpdir(), prefix));
@@ -72,7 +73,7 @@ export async function startLevel0(over: Partial<SshEndpointOptions> = {}): Promi
     await store.addKey({ publicKey: controller.publicKey, role: "controller" });
     endpoint = await startSshEndpoint({
       host: "127.0.0.1", port: 0, hostKeyPath: keys.hostKeyPath, grpcSocketPath: paths.socket,
-      keys: store, repos: resolverFor(paths.reposDir, names), maxUploadPacks: 8, queueTimeoutMs: 10_000,
+      keys: store, uploadPack: gitUploadPack, repos: resolverFor(paths.reposDir, names), maxUploadPacks: 8, queueTimeoutMs: 10_000,
       uploadPackTimeoutS: 30, authFailureDelayMs: 20, log: silentLogger(), ...over,
     });
     const port = endpoint.address().port;

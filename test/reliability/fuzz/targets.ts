@@ -9,7 +9,7 @@ import { HsError } from "../../../src/domain/errors.js";
 import { encodePktLine, parseAdvertisement, parsePktLines, readPkt, FLUSH_PKT } from "../../../src/git/pkt-line.js";
 import { parseExecCommand } from "../../../src/ssh/exec-command.js";
 import { FetchSession, sshRemoteUrl } from "../../../src/git/ssh-http-plugin.js";
-import type { ParentConnection } from "../../../src/git/parent-connection.js";
+import type { ParentConnection } from "../../../src/ssh/parent-connection.js";
 import { parseConfig } from "../../../src/config/load-config.js";
 import { createLogger } from "../../../src/log/logger.js";
 import type { Rng } from "../lib/prng.js";

@@ -11,7 +11,7 @@ import ssh2, { type Client, type ClientChannel } from "ssh2";
 const { Client: SshClient } = ssh2; // CommonJS: no ESM named exports
 import type { Logger } from "../log/logger.js";
 import { ConnectTimeoutError, HostKeyMismatchError, PeerGoneError, AccessDeniedError, HsError } from "../domain/errors.js";
-import { keyFingerprint } from "../ssh/key-fingerprint.js";
+import { keyFingerprint } from "./key-fingerprint.js";
 
 export interface ParentEndpoint {
   readonly host: string;
