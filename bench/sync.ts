@@ -17,7 +17,7 @@ import { syncFromParent } from "../src/git/sync-from-parent.js";
 import { startSshEndpoint } from "../src/ssh/ssh-endpoint.js";
 import { AuthorizedKeyStore } from "../src/ssh/authorized-key-store.js";
 import { loadOrCreateLevelKeys } from "../src/ssh/level-keys.js";
-import { levelPaths } from "../src/config/config.js";
+import { levelPaths } from "../src/config/level-layout.js";
 import { silentLogger, createLogger } from "../src/log/logger.js";
 import { pino } from "pino";
 import ssh2 from "ssh2";

@@ -5,7 +5,8 @@
 
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { DEFAULTS, levelPaths, SYSTEM_PATHS } from "../config/config.js";
+import { DEFAULTS } from "../config/config.js";
+import { levelPaths, SYSTEM_PATHS } from "../config/level-layout.js";
 import { loadConfig } from "../config/load-config.js";
 import { accessClient, nestClient, type AccessClient, type NestClient } from "../rpc/level-client.js";
 

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { mkdir, open, access, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { resolve } from "node:path";
-import { levelPaths } from "../config/config.js";
+import { levelPaths } from "../config/level-layout.js";
 import { writeFileAtomic } from "../util/atomic-write.js";
 import { readyFromPipe } from "../util/ready-pipe.js";
 import { withTimeout } from "../util/timeout.js";

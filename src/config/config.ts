@@ -131,32 +131,3 @@ export const DEFAULTS = Object.freeze({
   debounceMs: 300,
   logLevel: "info",
 });
-
-/** Files under a level's root. Only this function knows the layout. */
-export function levelPaths(root: string) {
-  return Object.freeze({
-    root,
-    config: `${root}/hsd.yaml`,
-    socket: `${root}/run/hsd.sock`,
-    runDir: `${root}/run`,
-    stateDir: `${root}/state`,
-    reposDir: `${root}/repos`,
-    workDir: `${root}/repos/work`,
-    keysDir: `${root}/keys`,
-    secrets: `${root}/secrets.yaml`,
-    journal: `${root}/state/journal.json`,
-    accessKeys: `${root}/state/authorized-keys.json`,
-    levelsDir: `${root}/state/levels`,
-    ready: `${root}/run/ready.json`,
-    log: `${root}/hsd.log`,
-  });
-}
-
-export type LevelPaths = ReturnType<typeof levelPaths>;
-
-/** System-wide locations when hsd runs without --root (as a service). */
-export const SYSTEM_PATHS = Object.freeze({
-  config: "/etc/homestak/hsd.yaml",
-  socket: "/run/hsd/hsd.sock",
-  stateRoot: "/var/lib/hsd",
-});

@@ -7,7 +7,8 @@ import { readFile } from "node:fs/promises";
 import { isAbsolute, resolve } from "node:path";
 import { LineCounter, parseDocument, isMap, type Document } from "yaml";
 import { ConfigError } from "../domain/errors.js";
-import { DEFAULTS, DEFAULT_BUDGETS_MS, DEFAULT_REPO_NAMES, MAX_CONNECT_MS, levelPaths, type HsdConfig, type PveConfig, type ParentConfig } from "./config.js";
+import { DEFAULTS, DEFAULT_BUDGETS_MS, DEFAULT_REPO_NAMES, MAX_CONNECT_MS, type HsdConfig, type PveConfig, type ParentConfig } from "./config.js";
+import { levelPaths } from "./level-layout.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";
 
 type Raw = Record<string, unknown>;

@@ -7,7 +7,8 @@
 // options let tests substitute any of them.
 
 import { resolve } from "node:path";
-import { levelPaths, SYSTEM_PATHS, type HsdConfig } from "../config/config.js";
+import { type HsdConfig } from "../config/config.js";
+import { levelPaths, SYSTEM_PATHS } from "../config/level-layout.js";
 import { loadConfig } from "../config/load-config.js";
 import { startApiServer, type ApiServer } from "../api/server.js";
 import { createLogger, prettyDestination, type Logger } from "../log/logger.js";

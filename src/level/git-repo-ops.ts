@@ -6,7 +6,7 @@
 // sees the RepoOps interface.
 
 import type { HsdConfig } from "../config/config.js";
-import { levelPaths } from "../config/config.js";
+import { levelPaths } from "../config/level-layout.js";
 import type { Logger } from "../log/logger.js";
 import type { RepoState, RepoSyncState } from "../domain/events.js";
 import { exportPath, exportedRepoState, refreshExports } from "../git/export-repos.js";

@@ -1,7 +1,7 @@
 // The hsd.yaml a parent writes for a child at install time, shared by every
 // provider so a local child and a PVE child get the same settings.
 
-import { stringify } from "yaml";
+import { configYaml } from "../config/write-config.js";
 import type { ChildInstallSpec } from "./provider.js";
 
 export interface ChildNetwork {
@@ -27,5 +27,5 @@ export function childConfigYaml(spec: ChildInstallSpec, net: ChildNetwork, nest:
     ...spec.extraConfig,
     nest: { ...(spec.extraConfig.nest as object | undefined), ...nest },
   };
-  return `# written by the parent hsd at install\n${stringify(config)}`;
+  return configYaml(config, "written by the parent hsd at install");
 }

@@ -10,7 +10,7 @@ import { syncFromParent, type SyncFromParentOptions } from "../../src/git/sync-f
 import { refreshExports, resolverFor } from "../../src/git/export-repos.js";
 import { addCommit } from "../../src/demo/demo-repos.js";
 import { silentLogger } from "../../src/log/logger.js";
-import { levelPaths } from "../../src/config/config.js";
+import { levelPaths } from "../../src/config/level-layout.js";
 import { HsError } from "../../src/domain/errors.js";
 import { startSshEndpoint } from "../../src/ssh/ssh-endpoint.js";
 import { AuthorizedKeyStore } from "../../src/ssh/authorized-key-store.js";

@@ -10,7 +10,7 @@ import ssh2 from "ssh2";
 
 const { utils } = ssh2;
 import { silentLogger } from "../../src/log/logger.js";
-import { levelPaths } from "../../src/config/config.js";
+import { levelPaths } from "../../src/config/level-layout.js";
 import { AuthorizedKeyStore } from "../../src/ssh/authorized-key-store.js";
 import { startSshEndpoint, type SshEndpoint, type SshEndpointOptions } from "../../src/ssh/ssh-endpoint.js";
 import { loadOrCreateLevelKeys, generateEd25519KeyPair, type LevelKeys } from "../../src/ssh/level-keys.js";

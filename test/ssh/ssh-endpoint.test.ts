@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { startLevel0, git, run, connectRaw, execRaw, makeKeyPair, sshCommand, cleanEnv, type Level0 } from "../helpers/git-fixtures.js";
 import { readPkt } from "../../src/git/pkt-line.js";
-import { levelPaths } from "../../src/config/config.js";
+import { levelPaths } from "../../src/config/level-layout.js";
 
 let l0: Level0;
 let api: NetServer;

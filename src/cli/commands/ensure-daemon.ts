@@ -5,7 +5,7 @@
 
 import { readdir, rm } from "node:fs/promises";
 import { DaemonUnreachableError, errorCode } from "../../domain/errors.js";
-import { levelPaths } from "../../config/config.js";
+import { levelPaths } from "../../config/level-layout.js";
 import { silentLogger } from "../../log/logger.js";
 import { killLevelTree } from "../../providers/local/level-process.js";
 import { levelNetnsOps } from "../../providers/local/level-netns.js";

@@ -5,9 +5,9 @@
 
 import { readFile, rm } from "node:fs/promises";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { Logger } from "../../log/logger.js";
 import type { NetnsOps } from "./netns-ops.js";
+import { levelPaths } from "../../config/level-layout.js";
 
 interface LocalData { dir: string; pid?: number; netns?: { nsName: string } }
 
@@ -28,7 +28,7 @@ export function pidAlive(pid: number, dir: string): boolean {
 
 async function childrenOf(dir: string): Promise<LocalData[]> {
   try {
-    const j = JSON.parse(await readFile(join(dir, "state", "journal.json"), "utf8")) as {
+    const j = JSON.parse(await readFile(levelPaths(dir).journal, "utf8")) as {
       children?: Record<string, { handle?: { data?: LocalData } }>;
     };
     return Object.values(j.children ?? {}).map((c) => c.handle?.data).filter((d): d is LocalData => !!d?.dir);
@@ -48,7 +48,7 @@ async function waitGone(pid: number, dir: string, ms: number): Promise<boolean> 
 
 async function pidOf(dir: string): Promise<number | undefined> {
   try {
-    const r = JSON.parse(await readFile(join(dir, "run", "ready.json"), "utf8")) as { pid?: number };
+    const r = JSON.parse(await readFile(levelPaths(dir).ready, "utf8")) as { pid?: number };
     return r.pid;
   } catch {
     return undefined;

@@ -12,7 +12,7 @@ import { ProviderError, CancelledError } from "../../domain/errors.js";
 import type { Logger } from "../../log/logger.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, Provider } from "../provider.js";
 import type { CheckResult } from "../../domain/checks.js";
-import { levelPaths } from "../../config/config.js";
+import { levelPaths } from "../../config/level-layout.js";
 import { readyFromPipe, type ReadyInfo } from "../../util/ready-pipe.js";
 import { killLevelTree, pidAlive } from "./level-process.js";
 import type { NetnsOps } from "./netns-ops.js";

@@ -1,0 +1,33 @@
+// A level's on-disk layout: every file and directory under a level's root,
+// and the system-wide locations of a service install. The only module that
+// knows these paths; the daemon, the local provider and hsctl ask it.
+// Imported by: anyone.
+
+/** Files under a level's root. Only this function knows the layout. */
+export function levelPaths(root: string) {
+  return Object.freeze({
+    root,
+    config: `${root}/hsd.yaml`,
+    socket: `${root}/run/hsd.sock`,
+    runDir: `${root}/run`,
+    stateDir: `${root}/state`,
+    reposDir: `${root}/repos`,
+    workDir: `${root}/repos/work`,
+    keysDir: `${root}/keys`,
+    secrets: `${root}/secrets.yaml`,
+    journal: `${root}/state/journal.json`,
+    accessKeys: `${root}/state/authorized-keys.json`,
+    levelsDir: `${root}/state/levels`,
+    ready: `${root}/run/ready.json`,
+    log: `${root}/hsd.log`,
+  });
+}
+
+export type LevelPaths = ReturnType<typeof levelPaths>;
+
+/** System-wide locations when hsd runs without --root (as a service). */
+export const SYSTEM_PATHS = Object.freeze({
+  config: "/etc/homestak/hsd.yaml",
+  socket: "/run/hsd/hsd.sock",
+  stateRoot: "/var/lib/hsd",
+});

@@ -1,0 +1,65 @@
+// The inverse of load-config.ts: an HsdConfig back into hsd.yaml keys. Kept
+// next to the loader and checked against it by a round-trip test, so the
+// file a parent writes for its child always means what the parent meant.
+// Imported by: src/config, src/nest, src/providers.
+
+import { stringify } from "yaml";
+import type { HsdConfig } from "./config.js";
+
+const ms = (v: number) => `${v}ms`;
+
+/** Every setting of `c` as hsd.yaml keys (parseConfig of its YAML gives `c` back). */
+export function configDocument(c: HsdConfig): Record<string, unknown> {
+  const doc: Record<string, unknown> = {
+    level: { name: c.level.name, depth: c.level.depth },
+    api: { socket: c.api.socket },
+    ssh: {
+      host: c.ssh.host, port: c.ssh.port, advertise_host: c.ssh.advertiseHost,
+      max_upload_packs: c.ssh.maxUploadPacks, queue_timeout: ms(c.ssh.queueTimeoutMs),
+      upload_pack_timeout: `${c.ssh.uploadPackTimeoutS}s`, auth_failure_delay: ms(c.ssh.authFailureDelayMs),
+    },
+    repos: { ...c.repos },
+    repo_names: [...c.repoNames],
+    ...inheritedConfig(c),
+    sync: { mode: c.sync.mode, debounce: ms(c.sync.debounceMs) },
+  };
+  doc.nest = { provider: c.nest.provider, isolation: c.nest.isolation, ...(doc.nest as object) };
+  if (c.parent) {
+    doc.parent = {
+      host: c.parent.host, port: c.parent.port,
+      host_key_fingerprint: c.parent.hostKeyFingerprint, public_key: c.parent.publicKey,
+    };
+  }
+  if (c.pve) {
+    doc.pve = {
+      url: c.pve.url, node: c.pve.node, token_id: c.pve.tokenId, fingerprint: c.pve.fingerprint,
+      storage: c.pve.storage, snippet_storage: c.pve.snippetStorage, template: c.pve.template,
+      bridge: c.pve.bridge, cores: c.pve.cores, memory: c.pve.memoryMiB, bundle: c.pve.bundle ?? "",
+    };
+  }
+  return doc;
+}
+
+/** The settings a child inherits from its parent, as hsd.yaml keys. */
+export function inheritedConfig(c: HsdConfig): Record<string, unknown> {
+  const budgets: Record<string, string> = {};
+  for (const [k, v] of Object.entries(c.budgets)) budgets[k] = ms(v);
+  return {
+    timeouts: {
+      connect: ms(c.timeouts.connectMs), command: ms(c.timeouts.commandMs),
+      health_poll: ms(c.timeouts.healthPollMs), shutdown: ms(c.timeouts.shutdownMs),
+    },
+    budgets,
+    secrets: { pass_down: [...c.secrets.passDown] },
+    secret_patterns: [...c.secretPatterns],
+    nest: {
+      max_parallel: c.nest.maxParallel, max_depth: c.nest.maxDepth, max_width: c.nest.maxWidth, subnet_base: c.nest.subnetBase,
+    },
+    log: { level: c.log.level },
+  };
+}
+
+/** hsd.yaml text for a document built from configDocument (or a part of it). */
+export function configYaml(doc: Record<string, unknown>, comment: string): string {
+  return `# ${comment}\n${stringify(doc)}`;
+}
