@@ -11,6 +11,7 @@ import type { LevelApi, NestOptions } from "../domain/level-api.js";
 import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
 import { toProtoCheck, toProtoEvent, toProtoIdentity, toProtoStatus } from "../rpc/convert.js";
 import { eventStream } from "./event-stream.js";
+import { isProviderName, PROVIDER_NAMES } from "../domain/providers.js";
 
 /** Secrets for one child are a handful of tokens and keys; anything bigger is a mistake. */
 export const MAX_SECRETS_YAML_BYTES = 64 * 1024;
@@ -32,8 +33,8 @@ export function validateNest(req: { depth: number; width: number; provider: stri
     });
   }
   const provider = req.provider === "" ? limits.provider : req.provider;
-  if (provider !== "local" && provider !== "pve") {
-    throw new InvalidArgumentError(`unknown provider ${JSON.stringify(provider.slice(0, 32))} (expected local or pve)`, {
+  if (!isProviderName(provider)) {
+    throw new InvalidArgumentError(`unknown provider ${JSON.stringify(provider.slice(0, 32))} (expected ${PROVIDER_NAMES.join(" or ")})`, {
       details: { field: "provider" },
     });
   }

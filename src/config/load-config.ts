@@ -10,6 +10,7 @@ import { ConfigError } from "../domain/errors.js";
 import { DEFAULTS, DEFAULT_BUDGETS_MS, DEFAULT_REPO_NAMES, MAX_CONNECT_MS, type HsdConfig, type PveConfig, type ParentConfig } from "./config.js";
 import { levelPaths } from "./level-layout.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";
+import { ISOLATION_MODES, PROVIDER_NAMES, type IsolationMode, type ProviderName } from "../domain/providers.js";
 
 type Raw = Record<string, unknown>;
 
@@ -97,6 +98,7 @@ export interface LoadOptions {
   socket?: string;
 }
 
+const oneOf = (names: readonly string[]) => new RegExp(`^(${names.join("|")})$`);
 const NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
 const REPO_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -180,7 +182,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
   }
 
   const sshHost = r.str(ssh.host, ["ssh", "host"], DEFAULTS.sshHost);
-  const provider = r.str(nest.provider, ["nest", "provider"], DEFAULTS.provider, /^(local|pve)$/) as "local" | "pve";
+  const provider = r.str(nest.provider, ["nest", "provider"], DEFAULTS.provider, oneOf(PROVIDER_NAMES)) as ProviderName;
   const cfg: HsdConfig = {
     source: file,
     root,
@@ -215,7 +217,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     budgets: Object.freeze(budgets),
     nest: Object.freeze({
       provider,
-      isolation: r.str(nest.isolation, ["nest", "isolation"], DEFAULTS.isolation, /^(process|netns)$/) as "process" | "netns",
+      isolation: r.str(nest.isolation, ["nest", "isolation"], DEFAULTS.isolation, oneOf(ISOLATION_MODES)) as IsolationMode,
       maxParallel: r.int(nest.max_parallel, ["nest", "max_parallel"], DEFAULTS.maxParallel, 1, 64),
       maxDepth: r.int(nest.max_depth, ["nest", "max_depth"], DEFAULTS.maxDepth, 1, 32),
       maxWidth: r.int(nest.max_width, ["nest", "max_width"], DEFAULTS.maxWidth, 1, 64),

@@ -21,10 +21,10 @@ import { Journal } from "../nest/journal.js";
 import { ChildLinks } from "../nest/child-link.js";
 import { grpcChildLink } from "../rpc/grpc-child-link.js";
 import { NestEngine } from "../nest/nest-engine.js";
-import { LocalProvider } from "../providers/local/local-provider.js";
-import { levelNetnsOps } from "../providers/local/level-netns.js";
+import { PROVIDERS, type ProviderDeps } from "../providers/registry.js";
+import type { IsolationMode, ProviderName } from "../domain/providers.js";
 import type { Provider } from "../providers/provider.js";
-import { lazyPveProvider, pveConfigure } from "./pve-wiring.js";
+import { pveConfigure } from "../providers/pve/pve-wiring.js";
 import { AddressInUseError } from "../domain/errors.js";
 import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
 import { Level } from "../level/level.js";
@@ -157,23 +157,14 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     return link;
   });
   const providers = new Map<string, Provider>();
-  const providerFor = (name: "local" | "pve", isolation: "process" | "netns"): Provider => {
-    let p = providers.get(`${name}/${isolation}`);
-    if (p) return p;
-    if (name === "pve") {
-      p = lazyPveProvider({
-        config, secrets: parts.secrets, stateDir: paths.stateDir, publicKey: parts.keys.publicKey, userKeyPath: parts.keys.userKeyPath,
-        log: log.child({ provider: "pve" }),
-      });
-      providers.set(`${name}/${isolation}`, p);
-      return p;
-    }
-    p = new LocalProvider({
-      parentRoot: config.root, hsdCommand: [process.execPath, hsdEntry], isolation, levelPath,
-      netns: process.getuid?.() === 0 ? levelNetnsOps({ subnetBase: config.nest.subnetBase, log }) : null,
-      shutdownMs: config.timeouts.shutdownMs, log: log.child({ provider: "local" }),
-    });
-    providers.set(`${name}/${isolation}`, p);
+  const deps: ProviderDeps = {
+    config, secrets: parts.secrets, publicKey: parts.keys.publicKey, userKeyPath: parts.keys.userKeyPath, stateDir: paths.stateDir,
+    hsdCommand: [process.execPath, hsdEntry], levelPath, isRoot: process.getuid?.() === 0, log,
+  };
+  const providerFor = (name: ProviderName, isolation: IsolationMode): Provider => {
+    const key = `${name}/${isolation}`;
+    let p = providers.get(key);
+    if (!p) providers.set(key, p = PROVIDERS[name](deps, { isolation }));
     return p;
   };
   const engine = new NestEngine({

@@ -19,6 +19,7 @@ import { DirtyWorktreeError, HsError, PeerGoneError } from "../domain/errors.js"
 import { attestChild, childStatusFromRecord, describeChanges } from "./level-status.js";
 import { NO_FAULTS, type Faults } from "./faults.js";
 import { progressThrottle } from "../util/progress-throttle.js";
+import type { DoctorOptions } from "../domain/level-api.js";
 
 /**
  * Sync progress per repo and git phase goes up the tree at most this often:
@@ -82,7 +83,7 @@ export class Level implements LevelApi {
     }
   }
 
-  doctor(opts: { provider: "local" | "pve"; isolation: "process" | "netns" }, signal: AbortSignal): Promise<CheckResult[]> {
+  doctor(opts: DoctorOptions, signal: AbortSignal): Promise<CheckResult[]> {
     return this.d.engine.preflight(opts.provider, opts.isolation, signal);
   }
 

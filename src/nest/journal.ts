@@ -12,6 +12,7 @@ import type { ChildEndpoint, ChildHandle } from "../providers/provider.js";
 import type { Failure } from "../domain/failure.js";
 import type { LevelStateName } from "../domain/level-api.js";
 import type { RepoState } from "../domain/events.js";
+import type { IsolationMode, ProviderName } from "../domain/providers.js";
 
 export interface PhaseRecord {
   readonly kind: "finished" | "failed";
@@ -26,8 +27,8 @@ export interface ChildRecord {
   readonly name: string;
   /** Sibling index, 0-based; stable for the child's life (netns /30s derive from it). */
   readonly index: number;
-  readonly provider: "local" | "pve";
-  readonly isolation: "process" | "netns";
+  readonly provider: ProviderName;
+  readonly isolation: IsolationMode;
   state: LevelStateName;
   handle?: ChildHandle;
   address?: string;

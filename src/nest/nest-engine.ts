@@ -17,6 +17,7 @@ import { toFailure, type Failure } from "../domain/failure.js";
 import type { ChildRecord, Journal } from "./journal.js";
 import type { PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
 import { PHASE_HOOKS } from "./phases/index.js";
+import type { IsolationMode, ProviderName } from "../domain/providers.js";
 
 export interface Clock {
   now(): number;
@@ -25,7 +26,7 @@ export interface Clock {
 export interface NestEngineDeps {
   readonly config: HsdConfig;
   readonly self: () => SelfInfo;
-  readonly providers: (name: "local" | "pve", isolation: "process" | "netns") => Provider;
+  readonly providers: (name: ProviderName, isolation: IsolationMode) => Provider;
   readonly journal: Journal;
   readonly links: ChildLinks;
   readonly access: AccessApi;
@@ -63,7 +64,7 @@ export class NestEngine {
   }
 
   /** The provider's preflight checks alone (hsctl doctor); repairs what is safe to repair. */
-  preflight(provider: "local" | "pve", isolation: "process" | "netns", signal: AbortSignal) {
+  preflight(provider: ProviderName, isolation: IsolationMode, signal: AbortSignal) {
     return this.d.providers(provider, isolation).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
   }
 

@@ -5,6 +5,7 @@
 import type { CheckResult } from "../domain/checks.js";
 import type { EventSink } from "../domain/events.js";
 import type { Logger } from "../log/logger.js";
+import type { ProviderName } from "../domain/providers.js";
 
 /** What a provider records about a child; persisted in the parent's journal. JSON-safe. */
 export interface ChildHandle {
@@ -44,7 +45,7 @@ export interface PhaseContext {
 }
 
 export interface Provider {
-  readonly name: "local" | "pve";
+  readonly name: ProviderName;
   /** Checks (and safely repairs) the host before building children. */
   preflight(ctx: PhaseContext): Promise<CheckResult[]>;
   /** Creates the child machine (not started). Idempotent for the same name. */

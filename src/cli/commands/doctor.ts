@@ -4,6 +4,7 @@
 import { InvalidArgumentError } from "../../domain/errors.js";
 import type { Command } from "../command.js";
 import { ensureDaemon } from "./ensure-daemon.js";
+import { ISOLATION_MODES, isIsolationMode, isProviderName, PROVIDER_NAMES } from "../../domain/providers.js";
 
 const MARK = { ok: "ok      ", repaired: "repaired", failed: "FAILED  " } as const;
 
@@ -30,9 +31,9 @@ Examples:
   options: { provider: { type: "string" }, isolation: { type: "string" }, json: { type: "boolean" } },
   async run(args, io) {
     const provider = (args.values.provider as string | undefined) ?? "";
-    if (provider && provider !== "local" && provider !== "pve") throw new InvalidArgumentError(`--provider must be local or pve, got ${JSON.stringify(provider)}`);
+    if (provider && !isProviderName(provider)) throw new InvalidArgumentError(`--provider must be ${PROVIDER_NAMES.join(" or ")}, got ${JSON.stringify(provider)}`);
     const iso = args.values.isolation as string | undefined;
-    if (iso !== undefined && iso !== "process" && iso !== "netns") throw new InvalidArgumentError(`--isolation must be process or netns, got ${JSON.stringify(iso)}`);
+    if (iso !== undefined && !isIsolationMode(iso)) throw new InvalidArgumentError(`--isolation must be ${ISOLATION_MODES.join(" or ")}, got ${JSON.stringify(iso)}`);
     const conn = await ensureDaemon(args, io, { start: false });
     const checks = await conn.nest.doctor({ provider, isolation: iso }, { signal: io.signal, deadlineMs: 120_000 });
     if (args.values.json) io.out(`${JSON.stringify(checks)}\n`);

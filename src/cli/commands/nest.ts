@@ -6,6 +6,7 @@ import { InvalidArgumentError } from "../../domain/errors.js";
 import type { Command } from "../command.js";
 import { streamEvents } from "./stream-events.js";
 import { ensureDaemon } from "./ensure-daemon.js";
+import { ISOLATION_MODES, isIsolationMode, isProviderName, PROVIDER_NAMES } from "../../domain/providers.js";
 
 function intOpt(v: unknown, name: string, def: number, min: number, max: number): number {
   if (v === undefined) return def;
@@ -55,12 +56,12 @@ Examples:
     const depth = intOpt(args.values.depth, "depth", 1, 1, 8);
     const width = intOpt(args.values.width, "width", 1, 1, 8);
     const provider = (args.values.provider as string | undefined) ?? "";
-    if (provider && provider !== "local" && provider !== "pve") throw new InvalidArgumentError(`--provider must be local or pve, got ${JSON.stringify(provider)}`);
+    if (provider && !isProviderName(provider)) throw new InvalidArgumentError(`--provider must be ${PROVIDER_NAMES.join(" or ")}, got ${JSON.stringify(provider)}`);
     const iso = (args.values.isolation as string | undefined) ?? "process";
-    if (iso !== "process" && iso !== "netns") throw new InvalidArgumentError(`--isolation must be process or netns, got ${JSON.stringify(iso)}`);
+    if (!isIsolationMode(iso)) throw new InvalidArgumentError(`--isolation must be ${ISOLATION_MODES.join(" or ")}, got ${JSON.stringify(iso)}`);
     const conn = await ensureDaemon(args, io, { start: true });
     const stream = conn.nest.nest({
-      depth, width, provider, isolation: iso === "netns" ? "netns" : "process",
+      depth, width, provider, isolation: iso,
     }, { signal: io.signal });
     return (await streamEvents(stream, io, Boolean(args.values.json), "nest")).code;
   },

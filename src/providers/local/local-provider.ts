@@ -16,13 +16,14 @@ import { levelPaths } from "../../config/level-layout.js";
 import { readyFromPipe, type ReadyInfo } from "../../util/ready-pipe.js";
 import { killLevelTree, pidAlive } from "./level-process.js";
 import type { NetnsOps } from "./netns-ops.js";
+import type { IsolationMode } from "../../domain/providers.js";
 
 export interface LocalProviderOptions {
   /** The parent level's root; children live under its state/levels/. */
   readonly parentRoot: string;
   /** argv that runs hsd, e.g. [process.execPath, "/abs/dist/daemon/hsd.js"]. */
   readonly hsdCommand: readonly string[];
-  readonly isolation: "process" | "netns";
+  readonly isolation: IsolationMode;
   /** The parent's level path (names from the top); makes netns names unique tree-wide. */
   readonly levelPath: readonly string[];
   readonly netns: NetnsOps | null;

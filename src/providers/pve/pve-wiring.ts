@@ -1,21 +1,21 @@
 // Builds the pve provider and the PVE configure step for a level. Both need
 // values that only exist at run time: the API token secret (secrets.yaml
 // pve.token_secret) and, on a child, the API certificate fingerprint learned
-// in its own configure step (kept in state/pve.json). Imported by
-// level-wiring.ts only.
+// in its own configure step (kept in state/pve.json).
+// Imported by: src/providers/registry.ts, src/daemon.
 
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { HsdConfig } from "../config/config.js";
-import type { Logger } from "../log/logger.js";
-import type { Provider } from "../providers/provider.js";
-import { PveProvider } from "../providers/pve/pve-provider.js";
-import { configurePveLevel } from "../providers/pve/configure-level.js";
-import { runCommand } from "../util/command-runner.js";
-import { writeFileAtomic } from "../util/atomic-write.js";
-import { ProviderError } from "../domain/errors.js";
-import { isTree, type SecretsStore } from "../secrets/secrets-store.js";
-import type { EventSink } from "../domain/events.js";
+import type { HsdConfig } from "../../config/config.js";
+import type { Logger } from "../../log/logger.js";
+import type { Provider } from "../provider.js";
+import { PveProvider } from "./pve-provider.js";
+import { configurePveLevel } from "./configure-level.js";
+import { runCommand } from "../../util/command-runner.js";
+import { writeFileAtomic } from "../../util/atomic-write.js";
+import { ProviderError } from "../../domain/errors.js";
+import { isTree, type SecretsStore } from "../../secrets/secrets-store.js";
+import type { EventSink } from "../../domain/events.js";
 
 interface PveState { fingerprint?: string }
 
