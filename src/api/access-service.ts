@@ -1,6 +1,6 @@
 // AccessService handlers: validate key requests at the gRPC boundary and call
 // the injected AccessApi (the SSH endpoint's key store in the daemon).
-// Imported by src/api/server.ts and tests.
+// Imported by: src/api.
 
 import { AccessService } from "../gen/homestak/nest/v1/nest_pb.js";
 import { InvalidArgumentError } from "../domain/errors.js";

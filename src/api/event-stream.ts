@@ -1,8 +1,9 @@
-// Bridges a LevelApi operation that reports through an EventSink into an
-// async iterable a streaming handler yields from. The sink never blocks or
-// throws (the engine must not stall on a slow client); events queue until the
-// stream writes them, none is dropped, and the operation's failure is thrown
-// only after every event before it went out. Imported by src/api handlers.
+// Bridges a LevelApi operation that reports through an EventSink into an async
+// iterable a streaming handler yields from. The sink never blocks or throws
+// (the engine must not stall on a slow client); events queue until the stream
+// writes them, none is dropped, and the operation's failure is thrown only
+// after every event before it went out.
+// Imported by: src/api.
 
 import type { EventSink, LevelEvent } from "../domain/events.js";
 

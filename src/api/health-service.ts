@@ -1,6 +1,7 @@
 // grpc.health.v1.Health (Check, Watch, List) over the generated protobuf-es
 // messages and the src/rpc adapter, so health needs no .proto files or
-// protobufjs at start-up. Imported by src/api/server.ts and tests.
+// protobufjs at start-up.
+// Imported by: src/api.
 
 import type * as grpc from "@grpc/grpc-js";
 import { NotFoundError } from "../domain/errors.js";

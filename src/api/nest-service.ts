@@ -1,6 +1,7 @@
 // NestService handlers: validate each request at the gRPC boundary, call the
 // injected LevelApi with domain types, convert results back to proto. Inner
-// layers trust what gets past here. Imported by src/api/server.ts and tests.
+// layers trust what gets past here.
+// Imported by: src/api.
 
 import { parseDocument, isMap } from "yaml";
 import type { HsdConfig } from "../config/config.js";

@@ -1,7 +1,7 @@
 // Server reflection (grpc.reflection.v1 and v1alpha) fed from the protobuf-es
-// descriptors compiled into src/gen, so grpcurl and friends see exactly the
-// API this binary serves with no .proto files or protobufjs at runtime.
-// Imported by src/api/server.ts and tests.
+// descriptors compiled into src/gen, so grpcurl and friends see exactly the API
+// this binary serves with no .proto files or protobufjs at runtime.
+// Imported by: src/api.
 
 import { toBinary, type DescEnum, type DescFile, type DescMessage, type DescService } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";

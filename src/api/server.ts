@@ -1,7 +1,7 @@
-// The gRPC API server of one level: NestService, AccessService,
-// grpc.health.v1 and server reflection on a unix socket (mode 0600).
-// Refuses to start over a live hsd and replaces a stale socket file.
-// Imported by the daemon wiring and tests.
+// The gRPC API server of one level: NestService, AccessService, grpc.health.v1
+// and server reflection on a unix socket (mode 0600). Refuses to start over a
+// live hsd and replaces a stale socket file.
+// Imported by: src/daemon.
 
 import * as grpc from "@grpc/grpc-js";
 import { connect } from "node:net";

@@ -1,6 +1,6 @@
-// The shape of an hsctl subcommand and the I/O it gets. One file per command
-// in src/cli/commands/, registered by one line in commands/index.ts.
-// Imported by hsctl.ts and the command modules.
+// The shape of an hsctl subcommand and the I/O it gets. One file per command in
+// src/cli/commands/, registered by one line in commands/index.ts.
+// Imported by: src/cli.
 
 import type { ParseArgsConfig } from "node:util";
 import type { Connection } from "./connect.js";

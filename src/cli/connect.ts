@@ -1,7 +1,7 @@
-// Finds the local hsd's socket and opens typed clients to it. Resolution
-// order: --socket PATH, --root DIR (its hsd.yaml's api.socket), HSD_SOCKET,
-// $HSD_ROOT/run/hsd.sock (default ./.hsd) if it exists, else /run/hsd/hsd.sock. Imported by hsctl
-// commands only.
+// Finds the local hsd's socket and opens typed clients to it. Resolution order:
+// --socket PATH, --root DIR (its hsd.yaml's api.socket), HSD_SOCKET,
+// $HSD_ROOT/run/hsd.sock (default ./.hsd) if it exists, else /run/hsd/hsd.sock.
+// Imported by: src/cli.
 
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";

@@ -1,9 +1,10 @@
 // Entry point of hsctl, the operator's CLI: global options, the command
-// registry (commands/index.ts), one-line errors with hints (messages.ts),
-// exit codes. Run as a program (bin/hsctl.js); nothing imports it.
+// registry (commands/index.ts), one-line errors with hints (messages.ts), exit
+// codes. Run as a program (bin/hsctl.js).
 //
 // Exit codes: 0 ok, 1 failure (printed as one line + hint), 2 usage error,
 // 130 interrupted.
+// Imported by: nothing in src (an entry point that bin/ or the bundled dist/ entries load).
 
 import { parseArgs } from "node:util";
 import { DaemonUnreachableError, HsError, InvalidArgumentError } from "../domain/errors.js";

@@ -1,6 +1,7 @@
-// Starts a level-0 hsd for the current user when hsctl nest finds none:
-// root $HSD_ROOT (default ./.hsd), in the background, its log in the root.
-// Used by hsctl's nest command only; `hsctl destroy` stops it again.
+// Starts a level-0 hsd for the current user when hsctl nest finds none: root
+// $HSD_ROOT (default ./.hsd), in the background, its log in the root. `hsctl
+// destroy` stops it again.
+// Imported by: src/cli/commands.
 
 import { spawn } from "node:child_process";
 import { mkdir, open, access, readFile } from "node:fs/promises";

@@ -1,7 +1,7 @@
-// Renders a stream of build events for the operator: a live tree on a
-// terminal, plain lines when piped, JSON Lines with --json, and a closing
-// level × phase timing table (actual against budget), as in the seed's
-// "Timing Analysis". Used by the nest, sync and destroy commands only.
+// Renders a stream of build events for the operator: a live tree on a terminal,
+// plain lines when piped, JSON Lines with --json, and a closing level × phase
+// timing table (actual against budget), as in the seed's "Timing Analysis".
+// Imported by: src/cli/commands.
 
 import type { LevelEvent } from "../domain/events.js";
 import { PHASES } from "../domain/phases.js";

@@ -1,6 +1,7 @@
 // The typed, frozen hsd configuration and every default in one place.
 // load-config.ts builds a HsdConfig from YAML; everything else receives it
 // injected and never reads the file or the environment itself.
+// Imported by: anyone.
 
 import type { PhaseName } from "../domain/phases.js";
 import type { IsolationMode, ProviderName } from "../domain/providers.js";

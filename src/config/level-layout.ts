@@ -1,6 +1,6 @@
-// A level's on-disk layout: every file and directory under a level's root,
-// and the system-wide locations of a service install. The only module that
-// knows these paths; the daemon, the local provider and hsctl ask it.
+// A level's on-disk layout: every file and directory under a level's root, and
+// the system-wide locations of a service install. The only module that knows
+// these paths; the daemon, the local provider and hsctl ask it.
 // Imported by: anyone.
 
 /** Files under a level's root. Only this function knows the layout. */

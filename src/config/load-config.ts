@@ -1,7 +1,7 @@
 // Loads hsd.yaml into a frozen HsdConfig. The only reader of the config file.
 // Every error names the file, the line and the key (ConfigError.details), and
 // unknown keys are errors too: a typo must not silently fall back to a default.
-// Imported by the daemon wiring, hsctl (for --root) and tests.
+// Imported by: src/cli, src/daemon.
 
 import { readFile } from "node:fs/promises";
 import { isAbsolute, resolve } from "node:path";

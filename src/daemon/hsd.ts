@@ -1,10 +1,11 @@
 // Entry point of the hsd daemon: `hsd run | version | --help`. Parses the
 // command line, hands everything else to wiring.ts, turns failures into one
-// line plus a hint, and maps them to exit codes. Run as a program
-// (bin/hsd.js, node dist/daemon/hsd.js); nothing imports it.
+// line plus a hint, and maps them to exit codes. Run as a program (bin/hsd.js,
+// node dist/daemon/hsd.js).
 //
 // Exit codes: 0 ok / clean shutdown, 1 failure, 2 usage error,
 // 78 config invalid (EX_CONFIG; the unit does not restart on it).
+// Imported by: nothing in src (an entry point that bin/ or the bundled dist/ entries load).
 
 import { parseArgs } from "node:util";
 import { HsError } from "../domain/errors.js";

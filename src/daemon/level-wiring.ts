@@ -1,7 +1,8 @@
-// Builds the real level for startDaemon: the level's keys and SSH endpoint,
-// the authorized-key store, the repo set (the demo set at a level 0 with no
-// repos configured), the secrets file, the journal, the providers, the child
-// links over SSH tunnels, and the Level itself. Imported by wiring.ts only.
+// Builds the real level for startDaemon: the level's keys and SSH endpoint, the
+// authorized-key store, the repo set (the demo set at a level 0 with no repos
+// configured), the secrets file, the journal, the providers, the child links
+// over SSH tunnels, and the Level itself.
+// Imported by: src/daemon.
 
 import { existsSync } from "node:fs";
 import { mkdir, readdir, rename, rm } from "node:fs/promises";

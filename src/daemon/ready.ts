@@ -1,7 +1,7 @@
 // Announces readiness three ways, all from one ReadyInfo: run/ready.json
-// (atomic, 0600), the inherited HSD_READY_FD pipe (one JSON line, then
-// closed), and systemd's NOTIFY_SOCKET (via systemd-notify). Imported only by
-// src/daemon/wiring.ts.
+// (atomic, 0600), the inherited HSD_READY_FD pipe (one JSON line, then closed),
+// and systemd's NOTIFY_SOCKET (via systemd-notify).
+// Imported by: src/daemon.
 
 import { spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";

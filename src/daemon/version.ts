@@ -1,5 +1,5 @@
-// The hsd version, read once from package.json (the single source). Imported
-// by the daemon wiring and hsctl (`hsctl version` prints both ends).
+// The hsd version, read once from package.json (the single source).
+// Imported by: src/cli, src/daemon.
 
 import { readFileSync } from "node:fs";
 import { packageRoot } from "../util/package-root.js";

@@ -1,5 +1,5 @@
-// What the daemon's wiring hands the level's wiring: config, log, identity
-// and the shutdown request; and what a started SSH endpoint reports back.
+// What the daemon's wiring hands the level's wiring: config, log, identity and
+// the shutdown request; and what a started SSH endpoint reports back.
 // Imported by: src/daemon.
 
 import type { HsdConfig } from "../config/config.js";

@@ -1,10 +1,10 @@
-// The only place real dependencies are built: config, logger, the LevelApi,
-// the access store, the API server, readiness and graceful shutdown. Every
-// other module gets its collaborators injected. Imported by src/daemon/hsd.ts
-// (and by integration tests that want a daemon in-process).
+// The only place real dependencies are built: config, logger, the LevelApi, the
+// access store, the API server, readiness and graceful shutdown. Every other
+// module gets its collaborators injected.
 //
 // The real level's parts are built in level-wiring.ts; the build* and startSsh
 // options let tests substitute any of them.
+// Imported by: src/daemon.
 
 import { resolve } from "node:path";
 import { type HsdConfig } from "../config/config.js";

@@ -1,7 +1,7 @@
 // Generates the demo repo set: six working checkouts shaped like the homestak
 // repos, deterministic from a seed, history written with `git fast-import` so
-// it takes well under a few seconds. Used by level 0 when no repos are
-// configured, and by tests and benches. Anyone may import it.
+// it takes well under a few seconds.
+// Imported by: src/daemon.
 
 import { mkdir, writeFile, chmod } from "node:fs/promises";
 import { join, dirname } from "node:path";

@@ -1,5 +1,5 @@
-// One preflight check's outcome: what a provider's preflight returns and
-// what `hsctl doctor` prints.
+// One preflight check's outcome: what a provider's preflight returns and what
+// `hsctl doctor` prints.
 // Imported by: anyone.
 
 export interface CheckResult {

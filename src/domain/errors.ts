@@ -1,7 +1,7 @@
 // Typed errors for every hsd subsystem. Each error class carries a stable
-// `code` from the closed ErrorCode union (tests and machines match on it,
-// never on message text); its hint lives next door in hints.ts.
-// Messages never contain secret values: callers pass names, not contents.
+// `code` from the closed ErrorCode union (tests and machines match on it, never
+// on message text); its hint lives next door in hints.ts. Messages never
+// contain secret values: callers pass names, not contents.
 // Imported by: anyone.
 
 /** Every code an hsd error can carry; each has a hint in hints.ts. Codes are API. */

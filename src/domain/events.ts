@@ -1,6 +1,6 @@
-// Events a level emits while it builds, syncs or tears down, and the repo
-// state they carry. The engine, providers and git code speak these; only
-// src/rpc converts them to and from proto.
+// Events a level emits while it builds, syncs or tears down, and the repo state
+// they carry. The engine, providers and git code speak these; only src/rpc
+// converts them to and from proto.
 // Imported by: anyone.
 
 import type { Failure } from "./failure.js";

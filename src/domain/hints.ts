@@ -1,6 +1,6 @@
-// Every user-facing hint, one per error code, next to the codes themselves.
-// hsd and hsctl print `<message>` then `hint: <hint>`; events carry the hint
-// to the operator's terminal. Hints name commands and files, never secret values.
+// Every user-facing hint, one per error code, next to the codes themselves. hsd
+// and hsctl print `<message>` then `hint: <hint>`; events carry the hint to the
+// operator's terminal. Hints name commands and files, never secret values.
 // Imported by: anyone.
 
 import type { ErrorCode } from "./errors.js";

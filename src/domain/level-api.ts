@@ -1,6 +1,6 @@
-// What a level serves: the operations behind NestService and AccessService,
-// and the status, identity and key shapes they return. Implemented by
-// src/level (and by a child link, which forwards them over gRPC).
+// What a level serves: the operations behind NestService and AccessService, and
+// the status, identity and key shapes they return. Implemented by src/level
+// (and by a child link, which forwards them over gRPC).
 // Imported by: anyone.
 
 import type { CheckResult } from "./checks.js";

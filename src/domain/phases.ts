@@ -1,5 +1,5 @@
-// The build phases of one level, in order. Their names are API: they appear
-// in events, logs, the journal and the closing report.
+// The build phases of one level, in order. Their names are API: they appear in
+// events, logs, the journal and the closing report.
 // Imported by: anyone.
 
 export type PhaseName =

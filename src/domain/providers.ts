@@ -1,6 +1,6 @@
-// The names of the providers a level can build children with, written once.
-// The registry (src/providers/registry.ts) maps each name to its factory;
-// every validator (config, gRPC, hsctl) checks against PROVIDER_NAMES.
+// The names of the providers a level can build children with, written once. The
+// registry (src/providers/registry.ts) maps each name to its factory; every
+// validator (config, gRPC, hsctl) checks against PROVIDER_NAMES.
 // Imported by: anyone.
 
 export const PROVIDER_NAMES = Object.freeze(["local", "pve"] as const);

@@ -2,7 +2,7 @@
 // response: a large pack is streamed into `git index-pack --stdin` (native
 // SHA-1 and zlib, its own process) and isomorphic-git is handed a valid empty
 // pack in its place, so it negotiates, parses ACKs/progress and updates refs
-// but never indexes in JS. Imported by ssh-http-plugin.ts only.
+// but never indexes in JS.
 //
 // Why: profiling a full sync of the demo set showed isomorphic-git's
 // GitPackIndex.fromPack (webcrypto SHA-1 per object, pako inflate, the idx
@@ -13,6 +13,7 @@
 // response whose pack has zero objects is valid protocol, and isomorphic-git
 // then writes no pack (and would write a harmless empty one if a later
 // version did). Everything else isomorphic-git does is unchanged.
+// Imported by: src/git.
 
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { createHash } from "node:crypto";

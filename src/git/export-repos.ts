@@ -1,10 +1,10 @@
 // The exported repo set at level 0: one bare repo per name, refreshed from the
 // operator's working checkout (its HEAD branch plus a `_working` snapshot of
 // uncommitted, non-ignored changes) without touching the operator's index,
-// working tree or object store; a checkout unchanged since the last refresh
-// (a stamp in the export) costs one `git status`. Also reports what any level
-// serves. Imported by the daemon wiring (level 0 refresh, status), sync code,
-// tests, benches.
+// working tree or object store; a checkout unchanged since the last refresh (a
+// stamp in the export) costs one `git status`. Also reports what any level
+// serves.
+// Imported by: src/daemon, src/git, src/level.
 
 import * as fs from "node:fs";
 import { existsSync } from "node:fs";

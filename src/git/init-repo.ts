@@ -1,6 +1,5 @@
-// Creates an empty git repository (bare export or worktree) by writing the
-// few files git needs, instead of spawning `git init`. Imported by
-// export-repos.ts, worktree-checkout.ts and the demo generator.
+// Creates an empty git repository (bare export or worktree) by writing the few
+// files git needs, instead of spawning `git init`.
 //
 // Why not `git init`: every level's first sync creates 12 repos, and a spawn
 // from the daemon blocks its event loop for ~5 ms per 100 MB of RSS (fork
@@ -9,6 +8,7 @@
 // stable (HEAD, objects/, refs/, core.repositoryformatversion = 0); on Linux
 // git's defaults for the unset core.filemode/symlinks/ignorecase are what
 // `git init` would probe. Tests run `git fsck --strict` on both kinds.
+// Imported by: src/demo, src/git.
 
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";

@@ -1,7 +1,7 @@
-// Git pkt-line framing (gitprotocol-common): encode, and an incremental
-// decoder that rejects malformed input with a typed GitProtocolError. Input
-// comes from the network, so every length is checked. Imported by src/git/**
-// and src/ssh/** only.
+// Git pkt-line framing (gitprotocol-common): encode, and an incremental decoder
+// that rejects malformed input with a typed GitProtocolError. Input comes from
+// the network, so every length is checked.
+// Imported by: src/git.
 
 import { GitProtocolError } from "../domain/errors.js";
 

@@ -1,6 +1,7 @@
 // Runs the system git CLI with a controlled environment and collects its
-// output. Imported by src/git/** and src/demo/** only; the upload-pack server
-// streams instead and has its own spawn in upload-pack.ts.
+// output. The upload-pack server streams instead and has its own spawn in
+// upload-pack.ts.
+// Imported by: src/demo, src/git, src/level.
 
 import { spawn } from "node:child_process";
 import { CommandFailedError } from "../domain/errors.js";

@@ -1,8 +1,8 @@
-// isomorphic-git speaks only smart HTTP; this is an `http` plugin that runs
-// the same v0 upload-pack conversation over an SSH exec channel to the
-// parent. One session = one fetch = one channel: the GET's advertisement and
-// the POST's request/response share it. Imported by sync-from-parent.ts,
-// tests and benches.
+// isomorphic-git speaks only smart HTTP; this is an `http` plugin that runs the
+// same v0 upload-pack conversation over an SSH exec channel to the parent. One
+// session = one fetch = one channel: the GET's advertisement and the POST's
+// request/response share it.
+// Imported by: src/git.
 
 import type { ClientChannel } from "ssh2";
 import type { HttpClient, GitHttpRequest, GitHttpResponse, GitProgressEvent } from "isomorphic-git";

@@ -1,8 +1,8 @@
-// A level below 0 fetches its repo set from its parent: isomorphic-git over
-// the SSH transport into the level's bare exports (re-exported unchanged to
-// its own children; a large pack is indexed by git index-pack, see
-// divert-pack.ts), then each working tree moved to the fetched HEAD.
-// Imported by the daemon's sync phase, tests and benches.
+// A level below 0 fetches its repo set from its parent: isomorphic-git over the
+// SSH transport into the level's bare exports (re-exported unchanged to its own
+// children; a large pack is indexed by git index-pack, see divert-pack.ts),
+// then each working tree moved to the fetched HEAD.
+// Imported by: src/level.
 
 import * as fs from "node:fs";
 import git, { type GitProgressEvent } from "isomorphic-git";

@@ -1,6 +1,7 @@
 // Serves one fetch: the system `git upload-pack` on an export, piped to an SSH
-// exec channel. Protocol v0 only, refs/heads and refs/tags only, clean env.
-// The SSH endpoint gets it injected as gitUploadPack (see src/daemon wiring).
+// exec channel. Protocol v0 only, refs/heads and refs/tags only, clean env. The
+// SSH endpoint gets it injected as gitUploadPack (see src/daemon wiring).
+// Imported by: src/daemon.
 
 import { spawn } from "node:child_process";
 import type { Logger } from "../log/logger.js";

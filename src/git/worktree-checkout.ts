@@ -1,10 +1,10 @@
-// Moves a level's working tree of one repo to a fetched commit, never
-// deleting or overwriting an untracked or ignored file and never discarding
-// local edits. The worktree is a normal repo borrowing the export's objects
-// (alternates). Uses the git CLI: every level already needs it to serve
-// upload-pack, and `read-tree -m -u` refuses to lose local changes or
-// untracked files; our own pre-check covers ignored files and symlinks in
-// the way. Imported by sync-from-parent.ts and tests.
+// Moves a level's working tree of one repo to a fetched commit, never deleting
+// or overwriting an untracked or ignored file and never discarding local edits.
+// The worktree is a normal repo borrowing the export's objects (alternates).
+// Uses the git CLI: every level already needs it to serve upload-pack, and
+// `read-tree -m -u` refuses to lose local changes or untracked files; our own
+// pre-check covers ignored files and symlinks in the way.
+// Imported by: src/git.
 
 import { existsSync, lstatSync } from "node:fs";
 import { mkdir, writeFile, readFile, readdir, rename } from "node:fs/promises";

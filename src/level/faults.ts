@@ -1,16 +1,17 @@
 // Test-only fault injection, off unless HSD_FAULTS names this level:
 // "l2:sync:hold-once" makes level l2 hold at the start of its sync until the
 // call is cancelled or the process dies, the first time only (a marker under
-// state/ remembers); "l1:secrets-write:kill-once" SIGKILLs l1 between a
-// secrets file's write and its rename. Reliability tests use it to land a kill
-// inside a phase or a write deterministically. Parsed by the daemon wiring;
-// checked by level.ts (handler points), wiring.ts (startup) and the stores.
+// state/ remembers); "l1:secrets-write:kill-once" SIGKILLs l1 between a secrets
+// file's write and its rename. Reliability tests use it to land a kill inside a
+// phase or a write deterministically. Parsed by the daemon wiring; checked by
+// level.ts (handler points), wiring.ts (startup) and the stores.
 //
 // Points: startup (before readiness; the parent is in its install phase),
 // identify, sync, secrets, configure, nest (start of each handler),
 // journal-write, secrets-write (between fsync and rename of the file).
 // Actions: hold, hold-once, kill, kill-once, emit-<n>x<ms> (emit n log events,
 // one every ms, then go on; a test-only event source for relay load).
+// Imported by: src/daemon, src/level.
 
 import { access, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";

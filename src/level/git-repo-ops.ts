@@ -1,9 +1,9 @@
 // RepoOps on real git: level 0 refreshes its bare exports from the operator's
 // checkouts (with the _working snapshot); a level below fetches them from its
-// parent over SSH git and checks out its working trees. It also attests
-// (live worktree commit and local edits) and compares a child's commit with
-// this level's export (status). Built by the daemon wiring; level.ts only
-// sees the RepoOps interface.
+// parent over SSH git and checks out its working trees. It also attests (live
+// worktree commit and local edits) and compares a child's commit with this
+// level's export (status). Level.ts only sees the RepoOps interface.
+// Imported by: src/daemon.
 
 import type { HsdConfig } from "../config/config.js";
 import { levelPaths } from "../config/level-layout.js";

@@ -1,6 +1,7 @@
-// Helpers that turn journal records into LevelStatus, attest each child's
-// repos against its parent's (in sync / behind N / diverged), and summarise
-// what a sync changed. Used by level.ts only.
+// Helpers that turn journal records into LevelStatus, attest each child's repos
+// against its parent's (in sync / behind N / diverged), and summarise what a
+// sync changed.
+// Imported by: src/level.
 
 import { PHASES } from "../domain/phases.js";
 import type { LevelStateName, LevelStatus, PhaseResult } from "../domain/level-api.js";

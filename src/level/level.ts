@@ -1,7 +1,7 @@
-// The daemon's LevelApi: what this level does when hsctl or its parent asks.
-// It composes the nest engine, the repo operations, the secrets store and the
-// child links; the gRPC handlers in src/api call it. Built only by the daemon
-// wiring (and tests, with fakes).
+// The daemon's LevelApi: what this level does when hsctl or its parent asks. It
+// composes the nest engine, the repo operations, the secrets store and the
+// child links; the gRPC handlers in src/api call it.
+// Imported by: src/daemon, src/level.
 
 import type { HsdConfig } from "../config/config.js";
 import { errorCode } from "../domain/errors.js";

@@ -13,6 +13,7 @@
 // It is bounded (MAX_DIRS per checkout): beyond it, deeper directories go
 // unwatched and are caught by the next event elsewhere or a manual sync; this
 // is logged. Events on *.lock files are git's own churn and are ignored.
+// Imported by: src/daemon.
 
 import { watch, type FSWatcher } from "node:fs";
 import { readdir } from "node:fs/promises";

@@ -2,6 +2,7 @@
 // every other module receives a Logger injected and derives children with
 // `log.child({ level: "l2", phase: "sync" })`. Secret fields are redacted here,
 // once, for every log line hsd writes.
+// Imported by: anyone.
 
 import { pino, type Logger as PinoLogger, type DestinationStream } from "pino";
 

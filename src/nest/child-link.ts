@@ -1,6 +1,7 @@
 // How a parent talks to one child: the child's ChildApi plus close(). The real
-// implementation (src/rpc/grpc-child-link.ts) is gRPC over an SSH tunnel; tests may
-// pass in-process links. Imported by the nest engine and the level.
+// implementation (src/rpc/grpc-child-link.ts) is gRPC over an SSH tunnel; tests
+// may pass in-process links.
+// Imported by: src/daemon, src/level, src/nest, src/rpc.
 
 import type { ChildApi } from "../domain/level-api.js";
 import type { ChildEndpoint } from "../providers/provider.js";

@@ -1,7 +1,8 @@
-// The level's build journal: which children exist, how to reach them and
-// which of their phases finished. Written atomically after every phase so a
-// re-run resumes where the last one stopped. Owned by the nest engine and the
-// level; nothing else writes state/journal.json.
+// The level's build journal: which children exist, how to reach them and which
+// of their phases finished. Written atomically after every phase so a re-run
+// resumes where the last one stopped. Owned by the nest engine and the level;
+// nothing else writes state/journal.json.
+// Imported by: src/daemon, src/level, src/nest.
 
 import { writeFileAtomic } from "../util/atomic-write.js";
 import { readTextIfExists } from "../util/read-if-exists.js";

@@ -1,7 +1,7 @@
-// The nest engine: builds this level's children phase by phase, with budgets,
-// a journal for resume, live events and deepest-first teardown. It works on
+// The nest engine: builds this level's children phase by phase, with budgets, a
+// journal for resume, live events and deepest-first teardown. It works on
 // domain types only; providers, links, journal, clock and logger are injected.
-// Imported by src/level (the daemon's LevelApi) and tests.
+// Imported by: src/daemon, src/level.
 
 import { type HsdConfig } from "../config/config.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";

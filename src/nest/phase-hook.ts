@@ -1,5 +1,6 @@
 // The contract of one build phase (one hook per file under ./phases, in the
 // manner of nomad's client lifecycle hooks). Only the nest engine runs hooks.
+// Imported by: src/nest.
 
 import type { HsdConfig } from "../config/config.js";
 import type { PhaseName } from "../domain/phases.js";

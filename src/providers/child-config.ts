@@ -1,5 +1,6 @@
 // The hsd.yaml a parent writes for a child at install time, shared by every
 // provider so a local child and a PVE child get the same settings.
+// Imported by: src/providers/local, src/providers/pve.
 
 import { configYaml } from "../config/write-config.js";
 import type { ChildInstallSpec } from "./provider.js";

@@ -1,6 +1,7 @@
 // The provider contract: how a child level comes to exist and goes away.
-// Implemented by providers/local and providers/pve; used only by the nest
-// engine's phase hooks. Providers never see proto types.
+// Implemented by providers/local and providers/pve. Providers never see proto
+// types.
+// Imported by: src/daemon, src/nest, src/providers.
 
 import type { CheckResult } from "../domain/checks.js";
 import type { EventSink } from "../domain/events.js";

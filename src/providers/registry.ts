@@ -1,6 +1,6 @@
 // Every provider hsd can build children with: name -> factory. Adding a
-// provider is its folder under src/providers/ plus one line here (and its
-// name in domain/providers.ts). Only the daemon's wiring calls build().
+// provider is its folder under src/providers/ plus one line here (and its name
+// in domain/providers.ts). Only the daemon's wiring calls build().
 // Imported by: src/daemon.
 
 import type { HsdConfig } from "../config/config.js";

@@ -1,7 +1,8 @@
 // Typed gRPC client for any protobuf-es GenService over grpc-js: promises for
 // unary calls, async iterables for streams, AbortSignal and deadlines on every
-// call, typed HsErrors for every failure. Imported by hsctl, the nest engine's
-// child client and tests; proto types stay with the caller's edge code.
+// call, typed HsErrors for every failure. Proto types stay with the caller's
+// edge code.
+// Imported by: src/rpc.
 
 import * as grpc from "@grpc/grpc-js";
 import {

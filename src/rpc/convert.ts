@@ -1,8 +1,8 @@
 // Domain <-> proto conversion for everything NestService and AccessService
-// carry. The only place that knows both shapes; imported by src/api handlers
-// and by the nest engine's child client (the one other proto edge).
-// Unknown enum values from a newer peer degrade to a safe domain value
-// (phase "nest", kind "log", state "unreachable") instead of failing a relay.
+// carry. The only place that knows both shapes. Unknown enum values from a
+// newer peer degrade to a safe domain value (phase "nest", kind "log", state
+// "unreachable") instead of failing a relay.
+// Imported by: src/api, src/rpc.
 
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, durationMs, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";

@@ -1,7 +1,7 @@
 // Maps HsErrors to gRPC statuses and back. The HsError code always travels in
 // the `hs-code` trailer, so a typed error survives any number of hops intact;
 // the gRPC status is only a coarse hint for foreign clients (grpcurl, python).
-// Imported by src/rpc only.
+// Imported by: src/rpc.
 
 import * as grpc from "@grpc/grpc-js";
 import { CancelledError, DaemonUnreachableError, DeadlineExceededError, HsError, NotImplementedError, PeerGoneError, RemoteError } from "../domain/errors.js";

@@ -1,6 +1,6 @@
 // The real ChildLink: the child's NestService over gRPC through an SSH tunnel
-// to its endpoint. Proto types stop in level-client.ts; the engine sees
-// domain types only.
+// to its endpoint. Proto types stop in level-client.ts; the engine sees domain
+// types only.
 // Imported by: src/daemon.
 
 import type { ChildLink } from "../nest/child-link.js";

@@ -1,7 +1,7 @@
 // Domain-typed clients for a level's NestService and AccessService: proto in,
 // domain out, so callers (hsctl, the parent's child link) never see generated
 // types. Unary calls take the caller's deadline; streams end with the call.
-// Imported by: src/rpc, src/cli.
+// Imported by: src/cli, src/rpc.
 
 import { AccessService, Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
 import type { CheckResult } from "../domain/checks.js";

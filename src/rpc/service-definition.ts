@@ -1,7 +1,6 @@
 // Server side of the protobuf-es <-> grpc-js bridge: turns a generated
 // GenService into a grpc-js ServiceDefinition and typed async handlers into a
-// grpc-js implementation. Imported by src/api (and tests); nothing else
-// touches grpc-js server calls.
+// grpc-js implementation. Nothing else touches grpc-js server calls.
 //
 // Handler shapes (chosen so every kind is a plain async function):
 //   unary             (req, ctx) => Promise<OutInit>
@@ -9,6 +8,7 @@
 //   client_streaming  (reqs, ctx) => Promise<OutInit>         (reqs: AsyncIterable<In>)
 //   bidi_streaming    (reqs, ctx) => AsyncIterable<OutInit>
 // A thrown HsError becomes a gRPC status with the code in the `hs-code` trailer.
+// Imported by: src/api, src/rpc.
 
 import * as grpc from "@grpc/grpc-js";
 import {

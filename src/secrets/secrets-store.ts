@@ -1,7 +1,8 @@
 // The level's secrets file: one YAML mapping, mode 0600, written atomically,
-// outside every working tree hsd manages, never served and never synced.
-// Imported by the level (src/level) and the daemon wiring. Values read here
-// never go to logs, events or errors: only key names leave this module.
+// outside every working tree hsd manages, never served and never synced. Values
+// read here never go to logs, events or errors: only key names leave this
+// module.
+// Imported by: src/daemon, src/level, src/nest, src/providers.
 
 import { chmod } from "node:fs/promises";
 import { readTextIfExists } from "../util/read-if-exists.js";

@@ -1,7 +1,8 @@
-// The keys that may use this level's SSH endpoint and their roles. Persisted
-// as JSON (atomic writes) at levelPaths(root).accessKeys; keys from the config
+// The keys that may use this level's SSH endpoint and their roles. Persisted as
+// JSON (atomic writes) at levelPaths(root).accessKeys; keys from the config
 // (the parent's controller key) are added at startup and never persisted.
 // Implements AccessApi for src/api; the SSH endpoint calls lookup().
+// Imported by: src/daemon, src/ssh.
 
 import { readTextIfExists } from "../util/read-if-exists.js";
 import { timingSafeEqual } from "node:crypto";

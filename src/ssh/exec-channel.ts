@@ -1,6 +1,6 @@
-// What an exec handler needs of an ssh2 server channel, and the one way to
-// end it so the exit status never overtakes queued data.
-// Imported by: src/ssh, src/git.
+// What an exec handler needs of an ssh2 server channel, and the one way to end
+// it so the exit status never overtakes queued data.
+// Imported by: src/git, src/ssh.
 
 import type { Duplex, Writable } from "node:stream";
 import type { Logger } from "../log/logger.js";

@@ -1,7 +1,7 @@
 // Parses the exec string a reader sends (a network boundary): only
 // git-upload-pack of an allow-listed repo name passes. Pure: never touches the
-// filesystem, so hostile names fail before any path exists. Imported by
-// src/ssh/ssh-endpoint.ts and tests.
+// filesystem, so hostile names fail before any path exists.
+// Imported by: src/ssh.
 
 import { AccessDeniedError, RepoNotFoundError } from "../domain/errors.js";
 

@@ -1,9 +1,9 @@
 // A parent's tunnel to a child's gRPC socket: one SSH connection (controller
 // key, child host key pinned) and a private local unix socket whose every
-// connection becomes a direct-tcpip channel to the child's hsd. grpc-js
-// dials the local socket. When the SSH connection dies every tunnelled stream
-// is cut at once, so a dead child surfaces as an immediate error, not a hang.
-// Imported by the daemon wiring (connectChild) and tests.
+// connection becomes a direct-tcpip channel to the child's hsd. grpc-js dials
+// the local socket. When the SSH connection dies every tunnelled stream is cut
+// at once, so a dead child surfaces as an immediate error, not a hang.
+// Imported by: src/daemon.
 
 import { createServer, type Server, type Socket } from "node:net";
 import { chmod, rm, mkdir } from "node:fs/promises";

@@ -1,6 +1,6 @@
 // OpenSSH-style key fingerprints and public-key line parsing for the SSH
-// endpoint, the key store and the client's host-key pinning. Imported by
-// src/ssh/** and src/git/ssh-http-plugin.ts only.
+// endpoint, the key store and the client's host-key pinning.
+// Imported by: src/ssh.
 
 import { createHash } from "node:crypto";
 import ssh2 from "ssh2";

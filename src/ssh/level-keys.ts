@@ -1,6 +1,7 @@
 // A level's own SSH identity: the endpoint's host key and the level's user key
 // pair (what it authenticates to its parent with). Generated at first start,
-// reused after. Imported by the daemon wiring, tests and benches.
+// reused after.
+// Imported by: src/daemon.
 
 import { chmod, mkdir } from "node:fs/promises";
 import { readTextIfExists as readIfExists } from "../util/read-if-exists.js";

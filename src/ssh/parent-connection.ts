@@ -2,7 +2,8 @@
 // repo of a sync (and by a parent's gRPC tunnel to a child): user-key auth,
 // host key pinned by SHA256 fingerprint, a connect timeout that is never the
 // command timeout, keepalives derived from it so a dead link is noticed within
-// about that timeout. Imported by src/git/*, src/ssh/grpc-tunnel.ts, tests, benches.
+// about that timeout.
+// Imported by: src/daemon, src/git, src/level, src/ssh.
 
 import { readFile } from "node:fs/promises";
 import { connect as netConnect } from "node:net";

@@ -1,7 +1,8 @@
 // The level's one SSH server (ssh2): public-key auth against the
 // AuthorizedKeyStore; readers may run git-upload-pack on exported repos,
 // controllers may tunnel to the level's own gRPC socket; everything else is
-// refused. Imported by the daemon wiring, tests and benches.
+// refused.
+// Imported by: src/daemon, src/ssh.
 
 import { connect as netConnect } from "node:net";
 import { readFileSync } from "node:fs";

@@ -1,5 +1,6 @@
 // Caps concurrent upload-packs per endpoint; extra requests wait FIFO and give
-// up after a deadline with QueueTimeout. Imported by src/ssh/ssh-endpoint.ts.
+// up after a deadline with QueueTimeout.
+// Imported by: src/ssh.
 
 import { QueueTimeoutError, CancelledError } from "../domain/errors.js";
 

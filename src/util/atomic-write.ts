@@ -1,7 +1,8 @@
-// Crash-safe file writes: temp file in the same directory, fsync, rename,
-// fsync of the directory. Readers see the old or the new file, never a torn one.
-// cleanStaleTemps removes the temp files a killed write left behind (the
-// daemon wiring calls it at startup). Used by every module that persists state or secrets.
+// Crash-safe file writes: temp file in the same directory, fsync, rename, fsync
+// of the directory. Readers see the old or the new file, never a torn one.
+// cleanStaleTemps removes the temp files a killed write left behind (the daemon
+// wiring calls it at startup).
+// Imported by: anyone.
 
 import { open, rename, unlink, mkdir, readdir } from "node:fs/promises";
 import { dirname, basename, join } from "node:path";

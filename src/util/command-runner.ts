@@ -1,7 +1,8 @@
 // Running external commands: argv only (never a shell), always bounded by a
-// timeout, cancellable by an AbortSignal. Anyone may import this module;
-// providers take a CommandRunner injected so tests can substitute or prefix it
-// (e.g. run the same steps inside another network namespace).
+// timeout, cancellable by an AbortSignal. Providers take a CommandRunner
+// injected so tests can substitute or prefix it (e.g. run the same steps inside
+// another network namespace).
+// Imported by: anyone.
 
 import { spawn } from "node:child_process";
 import { constants } from "node:os";

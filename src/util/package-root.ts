@@ -1,7 +1,7 @@
 // Where hsd's own package lives (package.json, daemon/, the PVE bundle), found
 // from the running module rather than a fixed "../..": the same code runs from
 // src/ (tsx), dist/<subsystem>/ (tsc) and the bundled dist/daemon/hsd.js.
-// Anyone may import it.
+// Imported by: anyone.
 
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";

@@ -1,7 +1,7 @@
 // Rate-limits progress reports per key (a repo and its git phase, say) so a
 // fetch that counts 1,000 objects sends a handful of events up the tree, not
-// 1,000 relayed through every level. Used by the level's sync; any progress
-// source may import it.
+// 1,000 relayed through every level. Any progress source may import it.
+// Imported by: anyone.
 
 export interface ProgressThrottleOptions<T> {
   /** Minimum time between two reports of the same key. */

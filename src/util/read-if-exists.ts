@@ -1,5 +1,6 @@
-// Reading state files that may not exist yet: ENOENT is "absent", anything
-// else is a real error. Anyone may import this module.
+// Reading state files that may not exist yet: ENOENT is "absent", anything else
+// is a real error.
+// Imported by: anyone.
 
 import { readFile } from "node:fs/promises";
 

@@ -1,7 +1,7 @@
 // Waits for a freshly spawned hsd to say it is ready, event-driven: the child
 // writes one JSON line to the inherited pipe (HSD_READY_FD) once its gRPC
-// socket and SSH endpoint serve. No polling, no sleeps. Used by the local
-// provider (children) and hsctl (a user level 0).
+// socket and SSH endpoint serve. No polling, no sleeps.
+// Imported by: anyone.
 
 import type { ChildProcess } from "node:child_process";
 import type { Readable } from "node:stream";

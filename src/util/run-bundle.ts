@@ -1,9 +1,9 @@
 // Runs a program bundle (dist/<dir>/<name>.bundle.cjs, made by
 // scripts/bundle-entries.mjs) with the V8 code cache the build stored beside
 // it, so a start deserializes compiled code instead of parsing 3 MB of
-// JavaScript (~100 ms of every hsd start; Node 20 has no compile cache of
-// its own). Imported only by the generated entry files dist/daemon/hsd.js and
-// dist/cli/hsctl.js; keep it free of other imports: it runs before anything.
+// JavaScript (~100 ms of every hsd start; Node 20 has no compile cache of its
+// own). Keep it free of other imports: it runs before anything.
+// Imported by: nothing in src (an entry point that bin/ or the bundled dist/ entries load).
 
 import { readFileSync, statSync, writeFileSync, renameSync } from "node:fs";
 import { createRequire } from "node:module";

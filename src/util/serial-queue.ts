@@ -1,6 +1,5 @@
-// Runs async jobs one at a time, in order, whatever earlier jobs did: used by
-// the stores whose read-modify-write must not interleave (journal, secrets).
-// Anyone may import this module.
+// Runs async jobs one at a time, in order, whatever earlier jobs did.
+// Imported by: anyone.
 
 export class SerialQueue {
   private tail: Promise<unknown> = Promise.resolve();

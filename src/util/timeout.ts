@@ -1,5 +1,6 @@
 // Bounded waits. Every wait in hsd goes through withTimeout (or an AbortSignal
-// built by it) so none can hang. Anyone may import this module.
+// built by it) so none can hang.
+// Imported by: anyone.
 
 import { HsError } from "../domain/errors.js";
 

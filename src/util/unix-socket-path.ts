@@ -2,10 +2,10 @@
 // neither bound nor connected, and a nested level's socket is
 // <cwd>/.hsd/state/levels/l1/.../l3/run/hsd.sock: a clone in a deep directory
 // crosses the limit at level 3. Such a path is reached through an open
-// descriptor of its directory instead (/proc/self/fd/N/name, which the
-// kernel resolves), so the socket still lives where the config says. Used by
-// everything that binds or dials a unix socket by path (api server, SSH
-// endpoint, rpc client). Linux only, as hsd is.
+// descriptor of its directory instead (/proc/self/fd/N/name, which the kernel
+// resolves), so the socket still lives where the config says. Linux only, as
+// hsd is.
+// Imported by: anyone.
 
 import { closeSync, constants, fstatSync, openSync, statSync } from "node:fs";
 import { basename, dirname } from "node:path";

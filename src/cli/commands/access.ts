@@ -1,5 +1,6 @@
 // `hsctl access add|remove|list`: manage the keys allowed on this level's SSH
 // endpoint through AccessService. Registered in commands/index.ts.
+// Imported by: src/cli/commands.
 
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";

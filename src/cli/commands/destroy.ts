@@ -1,6 +1,7 @@
 // `hsctl destroy`: tear down every level below the local hsd, deepest first,
 // and stop a level-0 hsd that hsctl started. Idempotent. Registered in
 // commands/index.ts.
+// Imported by: src/cli/commands.
 
 import type { Command } from "../command.js";
 import { streamEvents } from "./stream-events.js";

@@ -1,5 +1,6 @@
 // `hsctl doctor`: the provider's preflight checks, with safe repairs, and
 // nothing else. Registered in commands/index.ts.
+// Imported by: src/cli/commands.
 
 import { InvalidArgumentError } from "../../domain/errors.js";
 import type { Command } from "../command.js";

@@ -1,7 +1,7 @@
 // Reaching the local hsd for the build commands: when nothing names a daemon
 // explicitly and none answers, nest starts a user level 0 under $HSD_ROOT
 // (default ./.hsd); destroy can clean up a dead one's levels from disk.
-// Used by the nest, sync and destroy commands.
+// Imported by: src/cli/commands.
 
 import { readdir, rm } from "node:fs/promises";
 import { DaemonUnreachableError, errorCode } from "../../domain/errors.js";

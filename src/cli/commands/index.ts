@@ -1,5 +1,5 @@
 // The hsctl command registry: one line per command, in help order.
-// Imported only by src/cli/hsctl.ts.
+// Imported by: src/cli.
 
 import type { Command } from "../command.js";
 import { statusCommand } from "./status.js";

@@ -1,6 +1,7 @@
-// `hsctl nest`: build levels below the local hsd and watch them come up.
-// Starts a level-0 hsd for the user when none is reachable. Registered in
+// `hsctl nest`: build levels below the local hsd and watch them come up. Starts
+// a level-0 hsd for the user when none is reachable. Registered in
 // commands/index.ts.
+// Imported by: src/cli/commands.
 
 import { InvalidArgumentError } from "../../domain/errors.js";
 import type { Command } from "../command.js";

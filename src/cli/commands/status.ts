@@ -1,5 +1,6 @@
-// `hsctl status`: the tree of levels below the local hsd, as an indented
-// tree or (--json) the domain LevelStatus. Registered in commands/index.ts.
+// `hsctl status`: the tree of levels below the local hsd, as an indented tree
+// or (--json) the domain LevelStatus. Registered in commands/index.ts.
+// Imported by: src/cli/commands.
 
 import { HsError } from "../../domain/errors.js";
 import type { LevelStatus } from "../../domain/level-api.js";

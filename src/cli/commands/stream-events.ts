@@ -1,6 +1,7 @@
 // Shared by the streaming commands (nest, sync, destroy): drains a server
-// stream of events into a NestView and turns failed events into the exit
-// code and one summary line naming the deepest failed level and phase.
+// stream of events into a NestView and turns failed events into the exit code
+// and one summary line naming the deepest failed level and phase.
+// Imported by: src/cli/commands.
 
 import type { LevelEvent } from "../../domain/events.js";
 import { HsError } from "../../domain/errors.js";

@@ -1,5 +1,7 @@
 // `hsctl sync`: refresh level 0's exports from the operator's checkouts and
-// send the change down the whole tree in a wave. Registered in commands/index.ts.
+// send the change down the whole tree in a wave. Registered in
+// commands/index.ts.
+// Imported by: src/cli/commands.
 
 import type { Command } from "../command.js";
 import { streamEvents } from "./stream-events.js";

@@ -1,5 +1,6 @@
-// `hsctl version`: the client's version and the local daemon's.
-// Registered in commands/index.ts.
+// `hsctl version`: the client's version and the local daemon's. Registered in
+// commands/index.ts.
+// Imported by: src/cli/commands.
 
 import { HSD_VERSION } from "../../daemon/version.js";
 import type { Command } from "../command.js";

@@ -1,4 +1,5 @@
 // boot: start the child machine and wait until it has a routable address.
+// Imported by: src/nest/phases.
 
 import type { PhaseHook } from "../phase-hook.js";
 

@@ -1,4 +1,5 @@
 // configure: the child configures itself from its synced repos.
+// Imported by: src/nest/phases.
 
 import type { PhaseHook } from "../phase-hook.js";
 

@@ -1,6 +1,7 @@
 // handshake: tunnel to the child's gRPC, learn its identity and public key,
 // check its host key is the one the provider reported, and authorize the
 // child's key as a reader on this level's SSH endpoint.
+// Imported by: src/nest/phases.
 
 import { HostKeyMismatchError } from "../../domain/errors.js";
 import type { PhaseHook } from "../phase-hook.js";

@@ -1,4 +1,5 @@
-// The ordered phase hooks of a child build. Only the nest engine imports this.
+// The ordered phase hooks of a child build.
+// Imported by: src/nest.
 
 import type { PhaseHook } from "../phase-hook.js";
 import { preflightPhase } from "./preflight.js";

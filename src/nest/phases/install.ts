@@ -1,5 +1,6 @@
 // install: put hsd and its config on the child, start it, and wait for it to
 // report ready (event-driven; the provider resolves on the child's signal).
+// Imported by: src/nest/phases.
 
 import { inheritedConfig } from "../../config/write-config.js";
 import type { PhaseHook } from "../phase-hook.js";

@@ -1,5 +1,6 @@
-// nest: ask the child to build the remaining depth below itself and relay
-// every event it streams, prefixed with this level's name.
+// nest: ask the child to build the remaining depth below itself and relay every
+// event it streams, prefixed with this level's name.
+// Imported by: src/nest/phases.
 
 import type { PhaseHook } from "../phase-hook.js";
 

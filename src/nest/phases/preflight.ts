@@ -1,4 +1,6 @@
-// preflight: the provider's host checks (with safe repairs) before a child is built.
+// preflight: the provider's host checks (with safe repairs) before a child is
+// built.
+// Imported by: src/nest/phases.
 
 import { PreflightError } from "../../domain/errors.js";
 import type { PhaseHook } from "../phase-hook.js";

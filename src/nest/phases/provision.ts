@@ -1,4 +1,5 @@
 // provision: the provider creates the child machine (not yet started).
+// Imported by: src/nest/phases.
 
 import type { PhaseHook } from "../phase-hook.js";
 

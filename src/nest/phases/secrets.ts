@@ -1,5 +1,6 @@
 // secrets: deliver the child's scoped secrets inside the request; the child
 // writes its own file. Only key names are logged or emitted.
+// Imported by: src/nest/phases.
 
 import { stringify } from "yaml";
 import { scopeSecrets } from "../../secrets/secrets-store.js";

@@ -1,5 +1,6 @@
-// sync: the child fetches the repo set from this level over SSH git and
-// reports the commits it now has.
+// sync: the child fetches the repo set from this level over SSH git and reports
+// the commits it now has.
+// Imported by: src/nest/phases.
 
 import type { PhaseHook } from "../phase-hook.js";
 

@@ -1,6 +1,6 @@
-// Typed access to iproute2's JSON output for one namespace, and bounded
-// waits for link state the kernel applies asynchronously. Imported by
-// netns.ts only.
+// Typed access to iproute2's JSON output for one namespace, and bounded waits
+// for link state the kernel applies asynchronously.
+// Imported by: src/providers/local.
 
 import { setTimeout as delay } from "node:timers/promises";
 import { CommandFailedError, NetnsError } from "../../domain/errors.js";

@@ -1,5 +1,5 @@
 // NetnsOps for the local provider, on top of netns.ts (iproute2 + nsenter).
-// Built by the daemon wiring when isolation is netns.
+// Imported by: src/cli/commands, src/providers.
 
 import type { Logger } from "../../log/logger.js";
 import { runCommand, type CommandRunner } from "../../util/command-runner.js";

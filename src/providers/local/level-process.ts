@@ -1,7 +1,8 @@
 // Stopping a local level and everything below it. A level's children are
-// recorded in its own journal (state/journal.json); a dead level's
-// descendants are found there and stopped deepest first, so nothing is
-// orphaned even when a middle level was SIGKILLed. Used by the local provider.
+// recorded in its own journal (state/journal.json); a dead level's descendants
+// are found there and stopped deepest first, so nothing is orphaned even when a
+// middle level was SIGKILLed.
+// Imported by: src/cli/commands, src/providers/local.
 
 import { readFile, rm } from "node:fs/promises";
 import { readFileSync } from "node:fs";

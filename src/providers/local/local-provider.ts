@@ -1,7 +1,8 @@
 // The embedded `local` provider: a child level is a directory under the
 // parent's state/levels/<name>/ plus an `hsd run --root` process in its own
-// process group (and, with isolation netns, its own network namespace).
-// Built by the daemon wiring; used only through the Provider interface.
+// process group (and, with isolation netns, its own network namespace). Used
+// only through the Provider interface.
+// Imported by: src/providers.
 
 import { spawn } from "node:child_process";
 import { mkdir, readFile, rm, open } from "node:fs/promises";

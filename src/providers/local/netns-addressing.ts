@@ -1,6 +1,7 @@
-// Naming and addressing of level namespaces: netns and veth names derived
-// from the level path, and the /30 slot arithmetic under a /16 base. Pure
-// functions, no commands. Imported by netns.ts (which re-exports them).
+// Naming and addressing of level namespaces: netns and veth names derived from
+// the level path, and the /30 slot arithmetic under a /16 base. Pure functions,
+// no commands.
+// Imported by: src/providers/local.
 
 import { createHash } from "node:crypto";
 import { InvalidArgumentError } from "../../domain/errors.js";

@@ -1,5 +1,6 @@
-// What the local provider needs from network namespaces, as an interface so
-// the provider does not depend on iproute2 details (netns.ts implements it).
+// What the local provider needs from network namespaces, as an interface so the
+// provider does not depend on iproute2 details (netns.ts implements it).
+// Imported by: src/providers/local.
 
 export interface NetnsInfo {
   readonly nsName: string;

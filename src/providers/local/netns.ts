@@ -1,8 +1,9 @@
 // Network-namespace isolation for the `local` provider (`--isolation netns`):
 // each child level gets its own netns joined to its parent's by a veth pair on
 // a private /30, so it reaches its parent only by a routed address, as a VM
-// would. Imported by src/providers/local (and the doctor's preflight); all
-// commands go through an injected CommandRunner, executed in the CALLER's netns.
+// would. All commands go through an injected CommandRunner, executed in the
+// CALLER's netns.
+// Imported by: src/providers/local.
 
 // Why nsenter and not `ip netns exec` (see execPrefix): `ip netns exec` (and
 // `ip -n`) also unshares the mount namespace and marks / as a recursive slave.

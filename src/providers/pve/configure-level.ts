@@ -2,6 +2,7 @@
 // and the pveproxy certificate (seed lesson 4), this level's own API token via
 // pveum (never recreated while one exists), snippets on the snippet storage
 // (seed lesson 3). Called by the level's configure when its provider is pve.
+// Imported by: src/providers/pve.
 
 import { hostname as osHostname } from "node:os";
 import { lookup } from "node:dns/promises";

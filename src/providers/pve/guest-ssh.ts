@@ -1,7 +1,7 @@
 // An SSH session to a child VM's own OpenSSH (root, this level's private key):
 // connect timeout (≤ 30 s) separate from each command's timeout, the host key
-// trusted on first use and then pinned. Imported by the pve provider and its
-// bootstrap only.
+// trusted on first use and then pinned.
+// Imported by: src/providers/pve.
 
 import { createHash } from "node:crypto";
 import ssh2 from "ssh2";

@@ -1,7 +1,7 @@
 // The pve provider's install phase: over the VM's own OpenSSH (root, this
 // level's private key) put the hsd bundle, its config and unit on the child,
 // start the service and return the endpoint from the child's ready.json.
-// Imported only by pve-provider.ts.
+// Imported by: src/providers/pve.
 
 import { readFile } from "node:fs/promises";
 import { packageRoot } from "../../util/package-root.js";

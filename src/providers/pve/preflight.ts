@@ -1,8 +1,8 @@
 // The pve provider's preflight: each check reports ok / repaired / failed with
 // a hint, and repairs only what is safe (snippets content, /etc/hosts entry,
-// the lesson-4 certificate sequence). Imported by pve-provider.ts and
-// configure-level.ts (which reuses the single checks).
-// Every host side effect goes through injected paths and the CommandRunner.
+// the lesson-4 certificate sequence). Every host side effect goes through
+// injected paths and the CommandRunner.
+// Imported by: src/providers/pve.
 
 import { readFile } from "node:fs/promises";
 import { X509Certificate } from "node:crypto";

@@ -1,7 +1,8 @@
 // The PVE API client: token auth, {"data":...} envelopes, PVE errors mapped to
 // typed errors, bounded retries of pveproxy failures for GETs only, and task
-// (UPID) waiting with its log streamed as progress. Imported by the pve
-// provider and its preflight; the token secret lives only inside this object.
+// (UPID) waiting with its log streamed as progress. The token secret lives only
+// inside this object.
+// Imported by: src/providers/pve.
 
 import { CommandTimeoutError, HsError, PveApiError, PveAuthError, PveProxyError, PveTaskError } from "../../domain/errors.js";
 import { withTimeout, throwIfAborted } from "../../util/timeout.js";

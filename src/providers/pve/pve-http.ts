@@ -1,7 +1,8 @@
 // One HTTPS exchange with a PVE API whose certificate is pinned by SHA-256
-// fingerprint. Only pve-client.ts imports this. The TLS handshake completes and
-// the pin is checked BEFORE any byte of the request (and so the token) is sent;
-// without a pin we refuse rather than silently skip verification.
+// fingerprint. The TLS handshake completes and the pin is checked BEFORE any
+// byte of the request (and so the token) is sent; without a pin we refuse
+// rather than silently skip verification.
+// Imported by: src/providers/pve.
 
 import * as tls from "node:tls";
 import * as http from "node:http";

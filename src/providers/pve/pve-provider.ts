@@ -1,7 +1,8 @@
-// The `pve` provider: a child level is a linked clone of a template on this
-// PVE node, configured for nesting (cpu=host) and cloud-init from a snippet hsd
-// writes itself. Built by the nest engine (see PveProviderOptions); only the
-// engine calls it. Every API call is in pve-api.md's documented surface.
+// The `pve` provider: a child level is a linked clone of a template on this PVE
+// node, configured for nesting (cpu=host) and cloud-init from a snippet hsd
+// writes itself. Only the engine calls it. Every API call is in pve-api.md's
+// documented surface.
+// Imported by: src/providers/pve.
 
 import { hostname as osHostname } from "node:os";
 import { lookup } from "node:dns/promises";

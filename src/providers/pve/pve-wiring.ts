@@ -1,8 +1,8 @@
 // Builds the pve provider and the PVE configure step for a level. Both need
 // values that only exist at run time: the API token secret (secrets.yaml
-// pve.token_secret) and, on a child, the API certificate fingerprint learned
-// in its own configure step (kept in state/pve.json).
-// Imported by: src/providers/registry.ts, src/daemon.
+// pve.token_secret) and, on a child, the API certificate fingerprint learned in
+// its own configure step (kept in state/pve.json).
+// Imported by: src/daemon, src/providers.
 
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";

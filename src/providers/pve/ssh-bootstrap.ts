@@ -1,8 +1,9 @@
 // Installing hsd into a fresh VM over its OpenSSH session: wait out cloud-init
 // and the apt/dpkg locks (seed lesson 7), copy and unpack the bundle, make sure
 // a node >= 20 is there, write the config and unit, (re)start the service and
-// wait for its ready.json. Imported only by the pve provider.
-// Config and bundle travel on stdin, never in a command line.
+// wait for its ready.json. Config and bundle travel on stdin, never in a
+// command line.
+// Imported by: src/providers/pve.
 
 import { CommandTimeoutError, ProviderError } from "../../domain/errors.js";
 import { withTimeout } from "../../util/timeout.js";

@@ -1,6 +1,7 @@
-// PVE task identifiers (UPIDs): parse and format. Used by the pve client and
-// the test simulator. A UPID names the node that runs the task, which is the
-// node its status must be asked of, whatever node the request went to.
+// PVE task identifiers (UPIDs): parse and format. A UPID names the node that
+// runs the task, which is the node its status must be asked of, whatever node
+// the request went to.
+// Imported by: src/providers/pve.
 
 import { PveApiError } from "../../domain/errors.js";
 
