@@ -46,3 +46,11 @@ export interface LevelEvent {
 
 /** Where events go. Implementations never throw; a dead consumer is the caller's abort signal. */
 export type EventSink = (ev: LevelEvent) => void;
+
+/**
+ * A sink for events coming up from a child: prefixes `name` (this level) to
+ * their level path. The one place a level path grows on the way up.
+ */
+export function relayUnder(name: string, sink: EventSink): EventSink {
+  return (ev) => sink({ ...ev, levelPath: [name, ...ev.levelPath] });
+}

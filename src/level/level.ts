@@ -8,7 +8,7 @@ import { errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
 import type { CheckResult } from "../domain/checks.js";
-import type { EventSink, LevelEvent, RepoState, RepoSyncState } from "../domain/events.js";
+import { relayUnder, type EventSink, type LevelEvent, type RepoState, type RepoSyncState } from "../domain/events.js";
 import type { Identity, LevelApi, LevelStatus, NestOptions } from "../domain/level-api.js";
 import type { Journal } from "../nest/journal.js";
 import { type Clock, type NestEngine } from "../nest/nest-engine.js";
@@ -180,9 +180,10 @@ export class Level implements LevelApi {
     if (!opts.recursive) return;
     await Promise.all(this.liveChildren().map(async (rec) => {
       let reported: RepoState[] | undefined;
+      const up = relayUnder(this.name, sink);
       const relay: EventSink = (ev) => {
         if (ev.levelPath.length === 1 && ev.repos && ev.repos.length > 0 && (ev.kind === "finished" || ev.kind === "failed")) reported = [...ev.repos];
-        sink({ ...ev, levelPath: [this.name, ...ev.levelPath] });
+        up(ev);
       };
       try {
         const link = await this.d.links.get(rec.name, rec.endpoint!, signal);

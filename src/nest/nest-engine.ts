@@ -12,7 +12,7 @@ import type { SecretTree } from "../secrets/secrets-store.js";
 import { withTimeout } from "../util/timeout.js";
 import type { ChildLinks } from "./child-link.js";
 import type { AccessApi, NestOptions } from "../domain/level-api.js";
-import type { EventSink, LevelEvent } from "../domain/events.js";
+import { relayUnder, type EventSink, type LevelEvent } from "../domain/events.js";
 import { toFailure, type Failure } from "../domain/failure.js";
 import type { ChildRecord, Journal } from "./journal.js";
 import type { PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
@@ -71,8 +71,8 @@ export class NestEngine {
   /**
    * Builds opts.depth levels below this one: opts.width children here, each
    * recursing. `reposReady` settles when this level's exports may be served:
-   * a child's phases before sync run meanwhile, its sync waits for it (and
-   * fails with its error).
+   * a child's phases run meanwhile, and those that read the exports (hooks
+   * marked readsExports: sync) wait for it (and fail with its error).
    */
   async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal, reposReady: Promise<void> = Promise.resolve()): Promise<void> {
     if (opts.depth <= 0) return;
@@ -99,7 +99,7 @@ export class NestEngine {
     const path = [self.name, name];
     const log = this.d.log.child({ child: name });
     const emit = (ev: Omit<LevelEvent, "levelPath" | "time">) => sink({ ...ev, levelPath: path, time: this.d.clock.now() });
-    const relay: EventSink = (ev) => sink({ ...ev, levelPath: [self.name, ...ev.levelPath] });
+    const relay = relayUnder(self.name, sink);
 
     let rec = this.d.journal.child(name) ?? {
       name, index, provider: opts.provider, isolation: opts.isolation, state: "building", phases: {},
@@ -126,7 +126,11 @@ export class NestEngine {
           () => new PhaseTimeoutError(`phase ${phase} of ${path.join("/")} overran its budget of ${fmtMs(budgetMs)}`, {
             details: { level: path.join("/"), phase, budgetMs },
           }),
-          (phaseSignal) => hook.run(this.phaseRun(hook, rec, opts, provider, self, phaseSignal, log, budgetMs, emit, relay, reposReady)),
+          async (phaseSignal) => {
+            // Level 0 may still be refreshing its exports while children boot.
+            if (hook.readsExports) await reposReady;
+            return hook.run(this.phaseRun(hook, rec, opts, provider, self, phaseSignal, log, budgetMs, emit, relay));
+          },
           signal,
         );
         const durationMs = this.d.clock.now() - started;
@@ -152,11 +156,10 @@ export class NestEngine {
   private phaseRun(
     hook: PhaseHook, rec: ChildRecord, request: NestOptions, provider: Provider, self: SelfInfo, signal: AbortSignal,
     log: Logger, budgetMs: number, emit: (ev: Omit<LevelEvent, "levelPath" | "time">) => void, relay: EventSink,
-    reposReady: Promise<void>,
   ): PhaseRun {
     const phase = hook.name;
     return {
-      phase, rec, request, provider, self, signal, budgetMs, relay, reposReady,
+      phase, rec, request, provider, self, signal, budgetMs, relay,
       config: this.d.config,
       access: this.d.access,
       readSecrets: this.d.readSecrets,
@@ -213,7 +216,7 @@ export class NestEngine {
         if (rec.endpoint && rec.handle && (await provider.alive(rec.handle).catch(() => false))) {
           await withTimeout(this.d.config.timeouts.commandMs, () => new PhaseTimeoutError(`teardown of ${path.join("/")} timed out`), async (sig) => {
             const link = await this.d.links.get(rec.name, rec.endpoint!, sig);
-            await link.destroy({ self: false }, (ev) => sink({ ...ev, levelPath: [self.name, ...ev.levelPath] }), sig);
+            await link.destroy({ self: false }, relayUnder(self.name, sink), sig);
           }, signal).catch((err) => log.warn({ code: errorCode(err) }, "child could not tear down its subtree; its provider will"));
         }
         await this.d.links.drop(rec.name);

@@ -36,8 +36,6 @@ export interface PhaseRun {
   readonly signal: AbortSignal;
   readonly log: Logger;
   readonly budgetMs: number;
-  /** Settles when this level's exports may be served (level 0 refreshes them while children boot). */
-  readonly reposReady: Promise<void>;
   /** Opens (or reuses) the tunnel link to the child. */
   readonly link: () => Promise<ChildLink>;
   /** Emits progress/log for this phase (path and phase filled in). */
@@ -48,5 +46,7 @@ export interface PhaseRun {
 
 export interface PhaseHook {
   readonly name: PhaseName;
+  /** The child fetches this level's exports in this phase: the engine runs it only once they may be served. */
+  readonly readsExports?: boolean;
   run(r: PhaseRun): Promise<void>;
 }

@@ -6,10 +6,8 @@ import type { PhaseHook } from "../phase-hook.js";
 
 export const syncPhase: PhaseHook = {
   name: "sync",
+  readsExports: true,
   async run(r) {
-    // Level 0 may still be refreshing its exports from the operator's
-    // checkouts (the engine's budget race covers a cancel meanwhile).
-    await r.reposReady;
     const link = await r.link();
     let repos = r.rec.repos;
     await link.sync({ recursive: false }, (ev) => {
