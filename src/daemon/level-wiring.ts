@@ -31,7 +31,7 @@ import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
 import { Level } from "../level/level.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
-import { parseFaults, writeFault } from "../level/faults.js";
+import { NO_FAULTS, writeFault, type Faults } from "./faults.js";
 import { cleanStaleTemps } from "../util/atomic-write.js";
 import { SerialQueue } from "../util/serial-queue.js";
 import type { SshHandle, WiringContext } from "./wiring-context.js";
@@ -51,7 +51,7 @@ export interface LevelParts {
 }
 
 /** Everything that must exist before the API listens. */
-export async function prepareLevel(config: HsdConfig, log: Logger): Promise<LevelParts> {
+export async function prepareLevel(config: HsdConfig, log: Logger, faults: Faults = NO_FAULTS): Promise<LevelParts> {
   const paths = levelPaths(config.root);
   // Temp files of atomic writes killed before their rename (state, secrets, keys): nothing writes yet.
   for (const dir of [config.root, paths.stateDir, paths.keysDir, paths.runDir]) {
@@ -63,7 +63,6 @@ export async function prepareLevel(config: HsdConfig, log: Logger): Promise<Leve
   await access.load();
   if (config.parent) access.addStaticKey({ publicKey: config.parent.publicKey, role: "controller", comment: "parent (from hsd.yaml)" });
   // Test-only kill points between a state file's write and its rename (off unless HSD_FAULTS names this level).
-  const faults = parseFaults(process.env.HSD_FAULTS, config.level.name, paths.stateDir);
   const secrets = new SecretsStore(paths.secrets, { beforeRename: writeFault(faults, "secrets-write") });
   let repos = config.repos;
   let startRepos = () => {};
@@ -142,7 +141,7 @@ export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Prom
   };
 }
 
-export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv): { level: Level; close(): Promise<void> } {
+export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, faults: Faults = NO_FAULTS): { level: Level; close(): Promise<void> } {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
   const hsdEntry = fileURLToPath(new URL("./hsd.js", import.meta.url));
@@ -184,7 +183,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown,
     repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
-    faults: parseFaults(env.HSD_FAULTS, config.level.name, paths.stateDir),
+    ...(faults === NO_FAULTS ? {} : { checkpoint: faults.at }),
     // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
     ...(config.parent && config.pve && config.nest.provider === "pve"
       ? { configureHook: pveConfigure({ config, secrets: parts.secrets, stateDir: paths.stateDir }) } : {}),

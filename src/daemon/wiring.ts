@@ -17,7 +17,7 @@ import { buildLevel, prepareLevel, startLevelSsh, type LevelParts } from "./leve
 import { announceReady, removeReadyFile, type ReadyInfo } from "./ready.js";
 import { HSD_VERSION } from "./version.js";
 import type { IdentityParts, SshHandle, WiringContext } from "./wiring-context.js";
-import { parseFaults } from "../level/faults.js";
+import { parseFaults } from "./faults.js";
 
 export interface DaemonOptions {
   /** Level root; absent = system mode (/etc/homestak/hsd.yaml, /run/hsd/hsd.sock, /var/lib/hsd). */
@@ -66,6 +66,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     ...(destination ? { destination } : {}),
   });
   const paths = levelPaths(config.root);
+  // Test-only fault points (HSD_FAULTS), parsed once from the injected env; a no-op unless it names this level.
+  const faults = parseFaults(o.env, config.level.name, paths.stateDir);
   log.info({ config: config.source, root: config.root, version: HSD_VERSION }, "hsd starting");
 
   let ssh: SshHandle | undefined;
@@ -81,7 +83,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   let parts: LevelParts | undefined;
   let closeLevel: () => Promise<void> = async () => {};
   const access = await (o.buildAccess ?? (async (c: HsdConfig, l: Logger) => {
-    parts = await prepareLevel(c, l);
+    parts = await prepareLevel(c, l, faults);
     return parts.access;
   }))(config, log);
   const ctx: WiringContext = {
@@ -89,7 +91,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     requestShutdown: () => stopRequested("requested over the API"),
   };
   const level = (o.buildLevel ?? ((c: WiringContext) => {
-    const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env);
+    const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, faults);
     closeLevel = built.close;
     return built.level;
   }))(ctx);
@@ -115,8 +117,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     publicKey: ssh?.publicKey ?? "",
     version: HSD_VERSION,
   };
-  // Test-only: hold before readiness (the parent is in its install phase); off unless HSD_FAULTS names this level.
-  await parseFaults(o.env.HSD_FAULTS, config.level.name, paths.stateDir).at("startup", (m) => log.warn(m), new AbortController().signal);
+  // Test-only: hold before readiness (the parent is in its install phase).
+  await faults.at("startup", (m) => log.warn(m), new AbortController().signal);
   await announceReady({ readyFile: paths.ready, info: ready, env: o.env, log });
   log.info({ socket: ready.socket, sshPort: ready.sshPort }, "hsd ready");
   parts?.startRepos();

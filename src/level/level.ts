@@ -17,7 +17,6 @@ import { parseSecretsYaml, type SecretsStore } from "../secrets/secrets-store.js
 import { withTimeout } from "../util/timeout.js";
 import { DirtyWorktreeError, HsError, PeerGoneError } from "../domain/errors.js";
 import { attestChild, childStatusFromRecord, describeChanges } from "./level-status.js";
-import { NO_FAULTS, type Faults } from "./faults.js";
 import { progressThrottle } from "../util/progress-throttle.js";
 import type { DoctorOptions } from "../domain/level-api.js";
 
@@ -37,6 +36,9 @@ export interface RepoOps {
   compare?(name: string, childCommit: string): Promise<{ syncState: RepoSyncState; behind: number } | undefined>;
 }
 
+/** A named point in a handler the wiring may hook (the daemon uses it for test-only faults). */
+export type Checkpoint = (point: string, announce: (message: string) => void, signal: AbortSignal) => Promise<void>;
+
 export interface LevelDeps {
   readonly config: HsdConfig;
   readonly log: Logger;
@@ -50,7 +52,11 @@ export interface LevelDeps {
   readonly identity: () => { publicKey: string; hostKeyFingerprint: string; sshAddress: string };
   /** Called after a Destroy{self:true} stream has finished. */
   readonly requestShutdown: () => void;
-  readonly faults?: Faults;
+  /**
+   * Called at the start of each handler (and of a sync) with the point's name;
+   * the daemon's wiring passes its test-only fault hook here, nothing else does.
+   */
+  readonly checkpoint?: Checkpoint;
   /** Provider-specific setup of this level (on PVE: token, snippets, certificate). */
   readonly configureHook?: (sink: EventSink, signal: AbortSignal, levelPath: string[]) => Promise<void>;
 }
@@ -139,7 +145,7 @@ export class Level implements LevelApi {
     this.emit(sink, { phase: "sync", kind: "started" });
     let result: { repos: RepoState[]; bytes: number } | undefined;
     try {
-      await (this.d.faults ?? NO_FAULTS).at("sync", (message) => this.emit(sink, { phase: "sync", kind: "log", message }), signal);
+      await this.checkpoint("sync", (message) => this.emit(sink, { phase: "sync", kind: "log", message }), signal);
       const progress = progressThrottle<{ repo: string; phase: string; loaded: number; total: number }>({
         intervalMs: PROGRESS_INTERVAL_MS, now: () => this.d.clock.now(), key: (p) => `${p.repo}\0${p.phase}`,
         isFinal: (p) => p.total > 0 && p.loaded >= p.total,
@@ -235,9 +241,13 @@ export class Level implements LevelApi {
     };
   }
 
-  /** Test-only fault point (HSD_FAULTS); a no-op unless the env names this level. */
+  private checkpoint(point: string, announce: (message: string) => void, signal: AbortSignal): Promise<void> {
+    return this.d.checkpoint ? this.d.checkpoint(point, announce, signal) : Promise.resolve();
+  }
+
+  /** A checkpoint at the start of a handler; what it announces goes to the caller's events (or the log). */
   private fault(point: string, sink: EventSink | undefined, phase: LevelEvent["phase"], signal: AbortSignal): Promise<void> {
-    return (this.d.faults ?? NO_FAULTS).at(point, (message) => {
+    return this.checkpoint(point, (message) => {
       if (sink) this.emit(sink, { phase, kind: "log", message });
       else this.d.log.warn({ point }, message);
     }, signal);

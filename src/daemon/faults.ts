@@ -3,15 +3,16 @@
 // call is cancelled or the process dies, the first time only (a marker under
 // state/ remembers); "l1:secrets-write:kill-once" SIGKILLs l1 between a secrets
 // file's write and its rename. Reliability tests use it to land a kill inside a
-// phase or a write deterministically. Parsed by the daemon wiring; checked by
-// level.ts (handler points), wiring.ts (startup) and the stores.
+// phase or a write deterministically. Parsed once by the daemon wiring from its
+// injected env; reaches the level only as its `checkpoint` hook and the stores
+// only as their beforeRename hook, so no other layer knows faults exist.
 //
 // Points: startup (before readiness; the parent is in its install phase),
 // identify, sync, secrets, configure, nest (start of each handler),
 // journal-write, secrets-write (between fsync and rename of the file).
 // Actions: hold, hold-once, kill, kill-once, emit-<n>x<ms> (emit n log events,
 // one every ms, then go on; a test-only event source for relay load).
-// Imported by: src/daemon, src/level.
+// Imported by: src/daemon.
 
 import { access, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -35,11 +36,11 @@ export function writeFault(faults: Faults, point: string): ((tmp: string) => Pro
   return (tmp) => faults.at(point, () => { void tmp; }, NEVER);
 }
 
-export function parseFaults(spec: string | undefined, levelName: string, stateDir: string): Faults {
-  const rules = (spec ?? "").split(",").map((s) => s.trim().split(":")).filter((p) => p.length === 3 && p[0] === levelName);
+export function parseFaults(env: NodeJS.ProcessEnv, levelName: string, stateDir: string): Faults {
+  const rules = (env.HSD_FAULTS ?? "").split(",").map((s) => s.trim().split(":")).filter((p) => p.length === 3 && p[0] === levelName);
   if (rules.length === 0) return NO_FAULTS;
   // HSD_FAULTS_DIR (test-owned) keeps once-markers across a level's rebuild; default: the level's state/.
-  const markerDir = process.env.HSD_FAULTS_DIR ? join(process.env.HSD_FAULTS_DIR, levelName) : stateDir;
+  const markerDir = env.HSD_FAULTS_DIR ? join(env.HSD_FAULTS_DIR, levelName) : stateDir;
   const once = async (point: string): Promise<boolean> => {
     const marker = join(markerDir, `fault-${point}-fired`);
     if (await access(marker).then(() => true, () => false)) return false;
