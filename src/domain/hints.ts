@@ -55,3 +55,36 @@ export function formatError(prog: string, code: string, message: string): string
   const hint = hintFor(code);
   return `${prog}: ${message} [${code}]${hint ? `\n  hint: ${hint}` : ""}`;
 }
+
+/**
+ * Hints for one step or check that fails for a reason its error code alone does
+ * not say (a provider passes one as details.hint, a check as its hint).
+ */
+export const STEP_HINTS = Object.freeze({
+  cloudInitFailed: "cloud-init status --long; journalctl -u cloud-final",
+  childHasNoNode: "build the bundle with `node scripts/bundle.mjs --with-node`, or put node >= 20 in the template",
+  childHsdLog: "on the child: systemctl status hsd; journalctl -u hsd -n 50",
+  childHsdStatus: "on the child: systemctl status hsd; journalctl -u hsd",
+  noGuestAddress: "check the template has qemu-guest-agent and DHCP on the bridge",
+  noSnippets: "run `hsctl doctor`: preflight enables snippets on the storage",
+  pveNotInstalled: "the configure steps must install PVE before hsd sets it up",
+  noPveSection: "add a pve: section (see docs/proxmox.md)",
+  noSshKeyWired: "wire sshPrivateKeyPath (this level's key) into PveProvider",
+  noBundle: "build it on this level: npm run build && node scripts/bundle.mjs",
+  netnsUnavailable: "run as root with iproute2 installed, or use --isolation process",
+  zoneIdSan: "run: sysctl -w net.ipv6.conf.all.disable_ipv6=1; pvecm updatecerts --force; sysctl -w net.ipv6.conf.all.disable_ipv6=0; systemctl restart pveproxy",
+  pveFingerprint: "set pve.fingerprint to the node's API certificate fingerprint",
+  pveproxyDown: "is pveproxy running? systemctl status pveproxy; journalctl -u pveproxy",
+  apiCheckFirst: "fix the api check first",
+  seeErrorCode: "see the error code in the hsd docs",
+  noKvm: "enable VT-x/AMD-V (and for a VM level: cpu=host on its parent)",
+  unknownNode: "set pve.node",
+  nodeOffline: "wait for pve-cluster/pvestatd after boot, then retry",
+  snippetStorageNotDir: "set pve.snippet_storage to a dir storage such as local",
+  noTemplate: "build the template (packer) or set pve.template",
+  noBridge: "create it in /etc/network/interfaces or set pve.bridge",
+  lowDisk: "free space or set pve.storage to a larger storage",
+  pveNotPinned:
+    "set pve.fingerprint to the SHA-256 fingerprint of the node's API certificate: on the node run " +
+    "`openssl x509 -in /etc/pve/local/pve-ssl.pem -noout -fingerprint -sha256` (or read ssl_fingerprint from GET /nodes)",
+});

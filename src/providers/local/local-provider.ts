@@ -18,6 +18,7 @@ import { readyFromPipe, type ReadyInfo } from "../../util/ready-pipe.js";
 import { killLevelTree, pidAlive } from "./level-process.js";
 import type { NetnsOps } from "./netns-ops.js";
 import type { IsolationMode } from "../../domain/providers.js";
+import { STEP_HINTS } from "../../domain/hints.js";
 
 export interface LocalProviderOptions {
   /** The parent level's root; children live under its state/levels/. */
@@ -51,7 +52,7 @@ export class LocalProvider implements Provider {
       const c = this.o.netns ? await this.o.netns.available() : { ok: false, reason: "netns support not built in" };
       checks.push({
         name: "network namespaces", result: c.ok ? "ok" : "failed", detail: c.ok ? "ip netns usable" : c.reason ?? "unavailable",
-        hint: c.ok ? undefined : "run as root with iproute2 installed, or use --isolation process",
+        hint: c.ok ? undefined : STEP_HINTS.netnsUnavailable,
       });
     }
     return checks;

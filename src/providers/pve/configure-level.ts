@@ -12,6 +12,7 @@ import { firstLine, missingAs127, type CommandRunner } from "../../util/command-
 import type { CheckResult } from "../../domain/checks.js";
 import { PveClient, defaultSleep, type PveClientOptions, type Sleep } from "./pve-client.js";
 import { apiHealth, certInfo, hostnameResolution, proxyCertificate, snippetsContent, type PreflightDeps } from "./preflight.js";
+import { STEP_HINTS } from "../../domain/hints.js";
 
 export interface ConfigurePveLevelOptions {
   /** Host commands (pveum, pvecm, sysctl, systemctl, ip), run as root on this node. */
@@ -75,7 +76,7 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
   const cert = await certInfo(certFile);
   if (!cert) {
     throw new PreflightError(`no ${certFile}: Proxmox VE is not installed on this level`, {
-      details: { step: "pveproxy-cert", hint: "the configure steps must install PVE before hsd sets it up" },
+      details: { step: "pveproxy-cert", hint: STEP_HINTS.pveNotInstalled },
     });
   }
   const deps = (client: PveClient): PreflightDeps => ({

@@ -12,6 +12,7 @@ import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext } from 
 import { GuestSsh } from "./guest-ssh.js";
 import { bootstrapHsd, guestPaths } from "./ssh-bootstrap.js";
 import type { Sleep } from "./pve-client.js";
+import { STEP_HINTS } from "../../domain/hints.js";
 
 /** The package root (…/dist/providers/pve/ -> …/), where the bundle and daemon/ live. */
 
@@ -90,13 +91,13 @@ export async function installChild(d: InstallDeps, child: ChildHandle, spec: Chi
   const privateKey = o.sshPrivateKey ?? (o.sshPrivateKeyPath ? await readFile(o.sshPrivateKeyPath) : undefined);
   if (!privateKey) {
     throw new ProviderError("the pve provider has no SSH private key to install with", {
-      details: { hint: "wire sshPrivateKeyPath (this level's key) into PveProvider" },
+      details: { hint: STEP_HINTS.noSshKeyWired },
     });
   }
   const bundlePath = o.bundlePath ?? `${packageRoot()}hsd-bundle.tar.gz`;
   const bundle = await readFile(bundlePath).catch((e: NodeJS.ErrnoException) => {
     throw new ProviderError(`no hsd bundle at ${bundlePath} (${e.code ?? e.message})`, {
-      details: { hint: "build it on this level: npm run build && node scripts/bundle.mjs" },
+      details: { hint: STEP_HINTS.noBundle },
     });
   });
   const unitText = await readFile(o.unitFile ?? `${packageRoot()}daemon/hsd.service`, "utf8").catch(() => DEFAULT_UNIT);

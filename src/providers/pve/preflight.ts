@@ -14,6 +14,7 @@ import { writeFileAtomic } from "../../util/atomic-write.js";
 import type { CommandRunner } from "../../util/command-runner.js";
 import type { PveClient, Sleep } from "./pve-client.js";
 import { isPveError } from "./pve-client.js";
+import { STEP_HINTS } from "../../domain/hints.js";
 
 export interface PreflightDeps {
   readonly client: PveClient;
@@ -50,7 +51,7 @@ export async function runPreflight(d: PreflightDeps): Promise<Check[]> {
   const api = await apiHealth(d, cert.result === "repaired" ? 10 : 1);
   out.push(api);
   const apiUp = api.result !== "failed";
-  const skip = (name: string) => failed(name, "not checked: the PVE API check failed", "fix the api check first");
+  const skip = (name: string) => failed(name, "not checked: the PVE API check failed", STEP_HINTS.apiCheckFirst);
   out.push(apiUp ? await guard("node", () => nodeOnline(d)) : skip("node"));
   out.push(apiUp ? await guard("snippets", () => snippetsContent(d)) : skip("snippets"));
   out.push(apiUp ? await guard("template", () => templateExists(d)) : skip("template"));
@@ -61,7 +62,7 @@ export async function runPreflight(d: PreflightDeps): Promise<Check[]> {
 
 async function guard(name: string, fn: () => Promise<Check>): Promise<Check> {
   try { return await fn(); } catch (e) {
-    return failed(name, `${errorCode(e)}: ${e instanceof Error ? e.message : String(e)}`, "see the error code in the hsd docs");
+    return failed(name, `${errorCode(e)}: ${e instanceof Error ? e.message : String(e)}`, STEP_HINTS.seeErrorCode);
   }
 }
 
@@ -74,7 +75,7 @@ async function nestedVirt(d: PreflightDeps): Promise<Check> {
     return failed("nested-virt", `${mod} nested=${v}: child VMs cannot run KVM`,
       `echo 'options ${mod} nested=1' > /etc/modprobe.d/kvm-nested.conf, stop all VMs, then modprobe -r ${mod} && modprobe ${mod}`);
   }
-  return failed("nested-virt", "neither kvm_intel nor kvm_amd is loaded", "enable VT-x/AMD-V (and for a VM level: cpu=host on its parent)");
+  return failed("nested-virt", "neither kvm_intel nor kvm_amd is loaded", STEP_HINTS.noKvm);
 }
 
 /** Loopback, link-local (with or without a zone id): unusable as the node's certificate address. */
@@ -130,7 +131,7 @@ export async function proxyCertificate(d: PreflightDeps): Promise<Check> {
     ["sysctl", ["-w", "net.ipv6.conf.all.disable_ipv6=1"]],
     ["pvecm", ["updatecerts", "--force"]],
   ];
-  const hint = "run: sysctl -w net.ipv6.conf.all.disable_ipv6=1; pvecm updatecerts --force; sysctl -w net.ipv6.conf.all.disable_ipv6=0; systemctl restart pveproxy";
+  const hint = STEP_HINTS.zoneIdSan;
   let err = "";
   try {
     for (const [cmd, args] of steps) {
@@ -171,8 +172,8 @@ export async function apiHealth(d: PreflightDeps, attempts: number): Promise<Che
       if (code === "PveUnreachable" && i < attempts) { await d.sleep(500 * i, d.signal); continue; }
       const msg = e instanceof HsError ? e.message : String(e);
       const hint = code === "PveFingerprintMismatch" || code === "PveNotPinned"
-        ? String((e as HsError).details.hint ?? "set pve.fingerprint to the node's API certificate fingerprint")
-        : "is pveproxy running? systemctl status pveproxy; journalctl -u pveproxy";
+        ? String((e as HsError).details.hint ?? STEP_HINTS.pveFingerprint)
+        : STEP_HINTS.pveproxyDown;
       return failed("api", `${code}: ${msg}`, hint);
     }
   }
@@ -181,8 +182,8 @@ export async function apiHealth(d: PreflightDeps, attempts: number): Promise<Che
 async function nodeOnline(d: PreflightDeps): Promise<Check> {
   const nodes = await d.client.get<{ node: string; status: string }[]>("/nodes", undefined, { signal: d.signal });
   const n = nodes.find((x) => x.node === d.config.node);
-  if (!n) return failed("node", `node ${d.config.node} is not in this cluster (${nodes.map((x) => x.node).join(", ")})`, "set pve.node");
-  if (n.status !== "online") return failed("node", `node ${d.config.node} is ${n.status}`, "wait for pve-cluster/pvestatd after boot, then retry");
+  if (!n) return failed("node", `node ${d.config.node} is not in this cluster (${nodes.map((x) => x.node).join(", ")})`, STEP_HINTS.unknownNode);
+  if (n.status !== "online") return failed("node", `node ${d.config.node} is ${n.status}`, STEP_HINTS.nodeOffline);
   return ok("node", `node ${d.config.node} is online`);
 }
 
@@ -191,7 +192,7 @@ export async function snippetsContent(d: PreflightDeps): Promise<Check> {
   const path = `/storage/${encodeURIComponent(id)}`;
   const s = await d.client.get<{ content?: string; digest?: string; path?: string }>(path, undefined, { signal: d.signal });
   const content = (s.content ?? "").split(",").filter(Boolean);
-  if (!s.path) return failed("snippets", `storage ${id} has no directory path for snippet files`, "set pve.snippet_storage to a dir storage such as local");
+  if (!s.path) return failed("snippets", `storage ${id} has no directory path for snippet files`, STEP_HINTS.snippetStorageNotDir);
   if (content.includes("snippets")) return ok("snippets", `storage ${id} allows snippets (${s.path}/snippets)`);
   // PUT content REPLACES the set: write back the full list plus snippets, guarded by digest.
   const full = [...content, "snippets"].join(",");
@@ -210,7 +211,7 @@ async function templateExists(d: PreflightDeps): Promise<Check> {
     if (String(c.template ?? "") !== "1") return failed("template", `VM ${t} exists but is not a template`, `qm template ${t}`);
     return ok("template", `template ${t} (${String(c.name ?? "")}) exists`);
   } catch (e) {
-    if (isPveError(e, 500, /does not exist/)) return failed("template", `VM ${t} does not exist on ${d.config.node}`, "build the template (packer) or set pve.template");
+    if (isPveError(e, 500, /does not exist/)) return failed("template", `VM ${t} does not exist on ${d.config.node}`, STEP_HINTS.noTemplate);
     throw e;
   }
 }
@@ -219,7 +220,7 @@ async function bridgeExists(d: PreflightDeps): Promise<Check> {
   // GET /nodes/{node}/network is outside the documented API surface (pve-api.md), so ask the host.
   const r = await d.commands(["ip", "link", "show", d.config.bridge], { signal: d.signal });
   if (r.code === 0) return ok("bridge", `bridge ${d.config.bridge} exists (checked with ip link)`);
-  return failed("bridge", `bridge ${d.config.bridge} not found: ${r.stderr.trim().split("\n")[0]}`, "create it in /etc/network/interfaces or set pve.bridge");
+  return failed("bridge", `bridge ${d.config.bridge} not found: ${r.stderr.trim().split("\n")[0]}`, STEP_HINTS.noBridge);
 }
 
 async function diskSpace(d: PreflightDeps): Promise<Check> {
@@ -230,7 +231,7 @@ async function diskSpace(d: PreflightDeps): Promise<Check> {
   const availKiB = Number(row[5]);
   const gib = (availKiB / 1024 / 1024).toFixed(1);
   if (!(availKiB >= d.minFreeKiB)) {
-    return failed("disk-space", `storage ${id} has ${gib} GiB free; need ${(d.minFreeKiB / 1024 / 1024).toFixed(1)} GiB`, "free space or set pve.storage to a larger storage");
+    return failed("disk-space", `storage ${id} has ${gib} GiB free; need ${(d.minFreeKiB / 1024 / 1024).toFixed(1)} GiB`, STEP_HINTS.lowDisk);
   }
   return ok("disk-space", `storage ${id} has ${gib} GiB free`);
 }

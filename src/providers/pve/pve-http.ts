@@ -9,6 +9,7 @@ import * as http from "node:http";
 import { isIP } from "node:net";
 import { CancelledError, CommandTimeoutError, ConnectTimeoutError, PveFingerprintMismatchError, PveNotPinnedError, PveUnreachableError } from "../../domain/errors.js";
 import { MAX_CONNECT_MS } from "../../config/config.js";
+import { STEP_HINTS } from "../../domain/hints.js";
 
 export interface PveHttpOptions {
   /** https://HOST:8006 (no /api2/json). */
@@ -39,9 +40,6 @@ export interface PveHttpResponse {
   readonly body: string;
 }
 
-export const PVE_NOT_PINNED_HINT =
-  "set pve.fingerprint to the SHA-256 fingerprint of the node's API certificate: on the node run " +
-  "`openssl x509 -in /etc/pve/local/pve-ssl.pem -noout -fingerprint -sha256` (or read ssl_fingerprint from GET /nodes)";
 
 export function normalizeFingerprint(fp: string): string {
   return fp.replace(/[^0-9A-Fa-f]/g, "").toUpperCase().replace(/(..)(?!$)/g, "$1:");
@@ -79,7 +77,7 @@ export class PveHttp {
   private connect(signal?: AbortSignal): Promise<tls.TLSSocket> {
     if (!this.fingerprint) {
       return Promise.reject(new PveNotPinnedError("refusing to call the PVE API without a pinned certificate fingerprint", {
-        details: { host: this.host, hint: PVE_NOT_PINNED_HINT },
+        details: { host: this.host, hint: STEP_HINTS.pveNotPinned },
       }));
     }
     if (signal?.aborted) return Promise.reject(asCancel(signal));

@@ -20,6 +20,7 @@ import { missingAs127, runCommand, type CommandRunner } from "../../util/command
 import { runPreflight, isUnroutable } from "./preflight.js";
 import { parseUpid } from "./upid.js";
 import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
+import { STEP_HINTS } from "../../domain/hints.js";
 
 export interface PveProviderOptions extends InstallOptions {
   readonly config: PveConfig;
@@ -168,7 +169,7 @@ export class PveProvider implements Provider {
     }
     const budget = this.opts.bootTimeoutMs ?? 300_000;
     const address = await withTimeout(budget, () => new PhaseTimeoutError(`VM ${vmid} reported no routable address within ${budget} ms`, {
-      details: { vmid, hint: "check the template has qemu-guest-agent and DHCP on the bridge" },
+      details: { vmid, hint: STEP_HINTS.noGuestAddress },
     }), async (signal) => {
       let delay = this.opts.agentPoll?.initialMs ?? 1000;
       const max = this.opts.agentPoll?.maxMs ?? 5000;
@@ -247,7 +248,7 @@ export class PveProvider implements Provider {
     const s = await this.client.get<{ path?: string; content?: string }>(`/storage/${encodeURIComponent(id)}`, undefined, { signal: ctx.signal });
     if (!s.path || !(s.content ?? "").split(",").includes("snippets")) {
       throw new ProviderError(`storage ${id} cannot hold snippets (content: ${s.content ?? ""})`, {
-        details: { storage: id, hint: "run `hsctl doctor`: preflight enables snippets on the storage" },
+        details: { storage: id, hint: STEP_HINTS.noSnippets },
       });
     }
     const file = `hsd-${vmid}.yaml`;

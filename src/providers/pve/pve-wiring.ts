@@ -16,6 +16,7 @@ import { writeFileAtomic } from "../../util/atomic-write.js";
 import { ProviderError } from "../../domain/errors.js";
 import { isTree, type SecretsStore } from "../../secrets/secrets-store.js";
 import type { EventSink } from "../../domain/events.js";
+import { STEP_HINTS } from "../../domain/hints.js";
 
 interface PveState { fingerprint?: string }
 
@@ -40,7 +41,7 @@ export function lazyPveProvider(o: {
   let made: Promise<Provider> | undefined;
   const get = (): Promise<Provider> => {
     made ??= (async () => {
-      if (!o.config.pve) throw new ProviderError("no pve: section in hsd.yaml", { details: { hint: "add a pve: section (see docs/proxmox.md)" } });
+      if (!o.config.pve) throw new ProviderError("no pve: section in hsd.yaml", { details: { hint: STEP_HINTS.noPveSection } });
       const st = await readPveState(o.stateDir);
       return new PveProvider({
         config: { ...o.config.pve, ...(st.fingerprint && !o.config.pve.fingerprint ? { fingerprint: st.fingerprint } : {}) },

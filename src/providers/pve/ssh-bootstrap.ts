@@ -10,6 +10,7 @@ import { withTimeout } from "../../util/timeout.js";
 import type { ReadyInfo } from "../../util/ready-pipe.js";
 import { defaultSleep, type Sleep } from "./pve-client.js";
 import type { GuestSsh } from "./guest-ssh.js";
+import { STEP_HINTS } from "../../domain/hints.js";
 
 export { GuestSsh, sshKeyFingerprint } from "./guest-ssh.js";
 
@@ -78,7 +79,7 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   const ci = await run("cloud-init status --wait", o.cloudInitTimeoutMs ?? 600_000);
   if (ci.code === 127) o.log("cloud-init not installed; not waiting for it");
   else if (ci.code === 0 || ci.code === 2) o.log(`cloud-init finished${ci.code === 2 ? " with recoverable errors" : ""}`);
-  else throw new ProviderError(`cloud-init failed on the child: ${ci.stdout.trim().split("\n").at(-1) ?? ""}`, { details: { step: "cloud-init", hint: "cloud-init status --long; journalctl -u cloud-final" } });
+  else throw new ProviderError(`cloud-init failed on the child: ${ci.stdout.trim().split("\n").at(-1) ?? ""}`, { details: { step: "cloud-init", hint: STEP_HINTS.cloudInitFailed } });
 
   await run("systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service");
   const lockMs = o.aptLockTimeoutMs ?? 300_000;
@@ -110,7 +111,7 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   ].join("\n"));
   if (node.code === 3 || node.code === 4) {
     throw new ProviderError(`the child has no node >= ${MIN_NODE_MAJOR} and the bundle carries none`, {
-      details: { step: "node", hint: "build the bundle with `node scripts/bundle.mjs --with-node`, or put node >= 20 in the template" },
+      details: { step: "node", hint: STEP_HINTS.childHasNoNode },
     });
   }
   if (node.code !== 0) throw new ProviderError(`checking node on the child failed (exit ${node.code}): ${firstLine(node.stderr)}`, { details: { step: "node" } });
@@ -133,7 +134,7 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   const restart = await run("systemctl restart hsd", readyMs + 10_000);
   if (restart.code !== 0) {
     throw new ProviderError(`the child's hsd service did not start (exit ${restart.code}): ${firstLine(restart.stderr)}`, {
-      details: { step: "start", exitCode: restart.code, hint: "on the child: systemctl status hsd; journalctl -u hsd -n 50" },
+      details: { step: "start", exitCode: restart.code, hint: STEP_HINTS.childHsdLog },
     });
   }
 
@@ -148,12 +149,12 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   ].join("\n"), readyMs + 10_000);
   if (wait.code === 124) {
     throw new CommandTimeoutError(`the child's hsd did not report ready within ${readyMs} ms`, {
-      details: { step: "ready", hint: "on the child: systemctl status hsd; journalctl -u hsd" },
+      details: { step: "ready", hint: STEP_HINTS.childHsdStatus },
     });
   }
   if (wait.code === 3) {
     throw new ProviderError("the child's hsd service failed before it was ready", {
-      details: { step: "ready", hint: "on the child: systemctl status hsd; journalctl -u hsd -n 50" },
+      details: { step: "ready", hint: STEP_HINTS.childHsdLog },
     });
   }
   if (wait.code !== 0) throw new ProviderError(`waiting for the child's ready.json failed (exit ${wait.code}): ${firstLine(wait.stderr)}`, { details: { step: "ready" } });
