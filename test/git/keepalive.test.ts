@@ -1,4 +1,4 @@
-// Unit test of the keepalive derivation in src/git/parent-connection.ts: a
+// Unit test of the keepalive derivation in src/ssh/parent-connection.ts: a
 // dead peer is declared gone after about the connect timeout (count+1 silent
 // intervals), never on a 15 s interval that ignores the configured timeout.
 import { test } from "node:test";
