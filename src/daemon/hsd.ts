@@ -12,6 +12,7 @@ import { HsError } from "../domain/errors.js";
 import { formatError } from "../domain/hints.js";
 import { HSD_VERSION } from "./version.js";
 import { startDaemon, type Daemon } from "./wiring.js";
+import { takeServiceManager } from "../util/systemd-env.js";
 
 const HELP = `hsd ${HSD_VERSION}: the homestak recursive nesting daemon
 
@@ -36,7 +37,9 @@ Examples:
   systemctl start hsd && hsctl status
 
 Readiness: once listening, hsd writes DIR/run/ready.json, a line to the fd in
-HSD_READY_FD (if set) and notifies systemd (if NOTIFY_SOCKET is set).
+HSD_READY_FD (if set) and notifies systemd (if NOTIFY_SOCKET is set), then
+pings systemd's watchdog (if WATCHDOG_USEC is set). No child process inherits
+systemd's variables; as a unit, child levels run in scopes of their own.
 Logs: JSON lines on stdout; HSD_LOG_PRETTY=1 for human-readable output.
 Every config key: daemon/hsd.example.yaml.
 `;
@@ -92,8 +95,11 @@ async function run(args: string[]): Promise<void> {
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  // Only this process talks to systemd: nothing it spawns may inherit the contract.
+  const serviceManager = takeServiceManager(process.env, process.pid);
   try {
     daemon = await startDaemon({
+      serviceManager,
       ...(values.root !== undefined ? { root: values.root } : {}),
       ...(values.config !== undefined ? { configFile: values.config } : {}),
       env: process.env,

@@ -24,6 +24,7 @@ import { grpcChildLink } from "../rpc/grpc-child-link.js";
 import { NestEngine } from "../nest/nest-engine.js";
 import { PROVIDERS, type ProviderDeps } from "../providers/registry.js";
 import type { IsolationMode, ProviderName } from "../domain/providers.js";
+import type { ServiceManager } from "../util/systemd-env.js";
 import type { Provider } from "../providers/provider.js";
 import { pveConfigure } from "../providers/pve/pve-wiring.js";
 import { AddressInUseError } from "../domain/errors.js";
@@ -141,7 +142,7 @@ export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Prom
   };
 }
 
-export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, faults: Faults = NO_FAULTS): { level: Level; close(): Promise<void> } {
+export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, manager: ServiceManager, faults: Faults = NO_FAULTS): { level: Level; close(): Promise<void> } {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
   const hsdEntry = fileURLToPath(new URL("./hsd.js", import.meta.url));
@@ -160,6 +161,8 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   const deps: ProviderDeps = {
     config, secrets: parts.secrets, publicKey: parts.keys.publicKey, userKeyPath: parts.keys.userKeyPath, stateDir: paths.stateDir,
     hsdCommand: [process.execPath, hsdEntry], levelPath, isRoot: process.getuid?.() === 0, log,
+    // As a systemd unit, children go in scopes of their own: the service's stop must not reach them.
+    childScopes: !!manager.invocationId && manager.booted,
   };
   const providerFor = (name: ProviderName, isolation: IsolationMode): Provider => {
     const key = `${name}/${isolation}`;

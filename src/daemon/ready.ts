@@ -1,14 +1,14 @@
 // Announces readiness three ways, all from one ReadyInfo: run/ready.json
 // (atomic, 0600), the inherited HSD_READY_FD pipe (one JSON line, then closed),
-// and systemd's NOTIFY_SOCKET (via systemd-notify).
+// and systemd (READY=1 through the notifier, when hsd runs as a service).
 // Imported by: src/daemon.
 
-import { spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { unlink } from "node:fs/promises";
 import type { Logger } from "../log/logger.js";
 import { writeFileAtomic } from "../util/atomic-write.js";
 import type { ReadyInfo } from "../util/ready-pipe.js";
+import type { SdNotifier } from "./sd-notify.js";
 
 export type { ReadyInfo };
 
@@ -17,6 +17,7 @@ export interface AnnounceOptions {
   info: ReadyInfo;
   env: NodeJS.ProcessEnv;
   log: Logger;
+  notifier: SdNotifier;
 }
 
 export async function announceReady(o: AnnounceOptions): Promise<void> {
@@ -28,7 +29,7 @@ export async function announceReady(o: AnnounceOptions): Promise<void> {
     if (Number.isInteger(fd) && fd > 2) await writeFd(fd, `${json}\n`, o.log);
     else o.log.warn({ HSD_READY_FD: fdText }, "ignoring HSD_READY_FD: not a file descriptor number above 2");
   }
-  if (o.env.NOTIFY_SOCKET) await systemdNotify(o.log, o.env);
+  await o.notifier.ready();
 }
 
 function writeFd(fd: number, text: string, log: Logger): Promise<void> {
@@ -37,15 +38,6 @@ function writeFd(fd: number, text: string, log: Logger): Promise<void> {
     // A parent that stopped listening must not stop this daemon from serving.
     s.on("error", (err) => { log.warn({ err, fd }, "could not write the ready line"); resolve(); });
     s.end(text, () => resolve());
-  });
-}
-
-function systemdNotify(log: Logger, env: NodeJS.ProcessEnv): Promise<void> {
-  return new Promise((resolve) => {
-    // NotifyAccess=all in the unit: the helper is a child of ours, not the main pid.
-    const p = spawn("systemd-notify", ["--ready", `--pid=${process.pid}`], { stdio: "ignore", env });
-    p.on("error", (err) => { log.warn({ err }, "systemd-notify failed"); resolve(); });
-    p.on("exit", (code) => { if (code !== 0) log.warn({ code }, "systemd-notify exited non-zero"); resolve(); });
   });
 }
 

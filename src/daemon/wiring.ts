@@ -18,6 +18,8 @@ import { announceReady, removeReadyFile, type ReadyInfo } from "./ready.js";
 import { HSD_VERSION } from "./version.js";
 import type { IdentityParts, SshHandle, WiringContext } from "./wiring-context.js";
 import { parseFaults } from "./faults.js";
+import { serviceManagerFrom, type ServiceManager } from "../util/systemd-env.js";
+import { sdNotifier } from "./sd-notify.js";
 
 export interface DaemonOptions {
   /** Level root; absent = system mode (/etc/homestak/hsd.yaml, /run/hsd/hsd.sock, /var/lib/hsd). */
@@ -25,6 +27,8 @@ export interface DaemonOptions {
   /** Config file; default <root>/hsd.yaml, or /etc/homestak/hsd.yaml in system mode. */
   configFile?: string;
   env: NodeJS.ProcessEnv;
+  /** What systemd asked of this process (hsd.ts takes it out of the env); default: read from env. */
+  serviceManager?: ServiceManager;
   /** Overrides for tests and integration; defaults are the real thing. */
   buildLevel?: (ctx: WiringContext) => LevelApi;
   buildAccess?: (config: HsdConfig, log: Logger) => AccessApi | Promise<AccessApi>;
@@ -68,6 +72,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const paths = levelPaths(config.root);
   // Test-only fault points (HSD_FAULTS), parsed once from the injected env; a no-op unless it names this level.
   const faults = parseFaults(o.env, config.level.name, paths.stateDir);
+  const manager = o.serviceManager ?? serviceManagerFrom(o.env, process.pid);
+  const notifier = sdNotifier({ manager, pid: process.pid, log });
   log.info({ config: config.source, root: config.root, version: HSD_VERSION }, "hsd starting");
 
   let ssh: SshHandle | undefined;
@@ -91,7 +97,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     requestShutdown: () => stopRequested("requested over the API"),
   };
   const level = (o.buildLevel ?? ((c: WiringContext) => {
-    const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, faults);
+    const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, manager, faults);
     closeLevel = built.close;
     return built.level;
   }))(ctx);
@@ -119,7 +125,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   };
   // Test-only: hold before readiness (the parent is in its install phase).
   await faults.at("startup", (m) => log.warn(m), new AbortController().signal);
-  await announceReady({ readyFile: paths.ready, info: ready, env: o.env, log });
+  const stopWatchdog = notifier.startWatchdog();
+  await announceReady({ readyFile: paths.ready, info: ready, env: o.env, log, notifier });
   log.info({ socket: ready.socket, sshPort: ready.sshPort }, "hsd ready");
   parts?.startRepos();
 
@@ -129,6 +136,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const stop = (reason: string): Promise<void> => {
     stopping ??= (async () => {
       log.info({ reason }, "hsd stopping");
+      stopWatchdog();
+      await notifier.stopping();
       // Ready first: a watcher must never see ready.json for a daemon that is going away.
       await removeReadyFile(paths.ready);
       await api!.close(config.timeouts.shutdownMs);

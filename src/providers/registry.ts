@@ -9,6 +9,7 @@ import type { Logger } from "../log/logger.js";
 import type { SecretsStore } from "../secrets/secrets-store.js";
 import { levelNetnsOps } from "./local/level-netns.js";
 import { LocalProvider } from "./local/local-provider.js";
+import { systemdScopePrefix } from "./local/child-scope.js";
 import type { Provider } from "./provider.js";
 import { lazyPveProvider } from "./pve/pve-wiring.js";
 
@@ -25,6 +26,8 @@ export interface ProviderDeps {
   /** This level's path from the top (names). */
   readonly levelPath: readonly string[];
   readonly isRoot: boolean;
+  /** This level is a systemd unit: local children each get a scope of their own (local/child-scope.ts). */
+  readonly childScopes: boolean;
   readonly log: Logger;
 }
 
@@ -41,6 +44,7 @@ export const PROVIDERS: Readonly<Record<ProviderName, ProviderFactory>> = Object
     parentRoot: d.config.root, hsdCommand: d.hsdCommand, isolation: o.isolation, levelPath: d.levelPath,
     netns: d.isRoot ? levelNetnsOps({ subnetBase: d.config.nest.subnetBase, log: d.log }) : null,
     shutdownMs: d.config.timeouts.shutdownMs, log: d.log.child({ provider: "local" }),
+    ...(d.childScopes ? { scopePrefix: systemdScopePrefix } : {}),
   }),
   pve: (d) => lazyPveProvider({
     config: d.config, secrets: d.secrets, stateDir: d.stateDir, publicKey: d.publicKey, userKeyPath: d.userKeyPath,

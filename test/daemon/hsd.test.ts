@@ -185,15 +185,6 @@ test("hsctl access add/list/remove and version talk to a real hsd", async () => 
   assert.match(help.stdout, /Examples:/);
 });
 
-test("under systemd (NOTIFY_SOCKET) hsd notifies READY=1 and a SIGTERM right after exits 0", async () => {
-  const root = await tempRoot();
-  const res = await runProcess("/usr/bin/python3", [join(REPO, "test/daemon/notify_probe.py"), join(REPO, "dist/daemon/hsd.js"), root]);
-  assert.equal(res.code, 0, res.stderr);
-  assert.match(res.stdout, /^notify:.*READY=1/m);
-  assert.match(res.stdout, /^exit:0$/m);
-  assert.equal(await exists(join(root, "level/run/hsd.sock")), false);
-});
-
 test("HSD_LOG_PRETTY=1 logs human-readable lines (the built hsd is one bundled file) and still stops cleanly", async () => {
   const root = await tempRoot();
   const hsd = started(["run", "--root", root], { HSD_LOG_PRETTY: "1" });

@@ -19,6 +19,7 @@ import { killLevelTree, pidAlive } from "./level-process.js";
 import type { NetnsOps } from "./netns-ops.js";
 import type { IsolationMode } from "../../domain/providers.js";
 import { STEP_HINTS } from "../../domain/hints.js";
+import { withoutSystemdEnv } from "../../util/systemd-env.js";
 
 export interface LocalProviderOptions {
   /** The parent level's root; children live under its state/levels/. */
@@ -33,6 +34,17 @@ export interface LocalProviderOptions {
   readonly log: Logger;
   /** Extra env for children (tests). */
   readonly env?: Readonly<Record<string, string>>;
+  /** argv prefix per child level path that puts the child in a scope of its own (under systemd; see child-scope.ts). */
+  readonly scopePrefix?: (levelPath: readonly string[]) => string[];
+}
+
+/**
+ * The environment of a child hsd: the parent's minus every systemd service
+ * variable (a child must never notify the parent's service manager or take its
+ * watchdog, sockets or invocation), plus what the child is told.
+ */
+export function localChildEnv(parent: NodeJS.ProcessEnv, extra: Readonly<Record<string, string>>, levelPath: readonly string[]): Record<string, string> {
+  return { ...withoutSystemdEnv({ ...parent, ...extra }), HSD_READY_FD: "3", HSD_LOG_PRETTY: "", HSD_LEVEL_PATH: levelPath.join("/") };
 }
 
 interface LocalData {
@@ -89,13 +101,17 @@ export class LocalProvider implements Provider {
     await mkdir(paths.runDir, { recursive: true, mode: 0o700 });
     await writeFileAtomic(paths.config, yaml, { mode: 0o600 });
 
-    const argv = [...(data.netns ? this.o.netns!.execPrefix(data.netns.nsName) : []), ...this.o.hsdCommand, "run", "--root", data.dir];
+    const childPath = [...this.o.levelPath, spec.name];
+    const argv = [
+      ...(this.o.scopePrefix?.(childPath) ?? []),
+      ...(data.netns ? this.o.netns!.execPrefix(data.netns.nsName) : []), ...this.o.hsdCommand, "run", "--root", data.dir,
+    ];
     const logFh = await open(paths.log, "a", 0o600);
     ctx.emit({ kind: "log", message: `starting hsd for ${spec.name}` });
     const proc = spawn(argv[0]!, argv.slice(1), {
       detached: true, // its own process group: the tree is stopped as one
       stdio: ["ignore", logFh.fd, logFh.fd, "pipe"],
-      env: { ...process.env, ...this.o.env, HSD_READY_FD: "3", HSD_LOG_PRETTY: "", HSD_LEVEL_PATH: [...this.o.levelPath, spec.name].join("/") },
+      env: localChildEnv(process.env, this.o.env ?? {}, childPath),
     });
     await logFh.close();
     proc.unref();

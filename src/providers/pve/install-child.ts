@@ -57,10 +57,13 @@ Wants=network-online.target
 
 [Service]
 Type=notify
-NotifyAccess=all
+NotifyAccess=main
 ExecStart=/usr/local/bin/hsd run
 Restart=on-failure
 RestartSec=2
+WatchdogSec=30s
+KillMode=mixed
+TimeoutStopSec=10s
 # 78: invalid config (EX_CONFIG); restarting cannot help.
 RestartPreventExitStatus=78
 StateDirectory=hsd
