@@ -13,6 +13,7 @@ import { REPO, startHsd, WAIT_MS, type HsdProcess } from "./daemon-process.js";
 import { hsctl, hsdProcessesUnder } from "../helpers/hsctl.js";
 import { isSystemdServiceVar, serviceManagerFrom, withoutSystemdEnv } from "../../src/util/systemd-env.js";
 import { localChildEnv } from "../../src/providers/local/local-provider.js";
+import { CHILD_SLICE, childScopeName, systemdScopePrefix } from "../../src/providers/local/child-scope.js";
 
 const roots: string[] = [];
 const cleanups: (() => Promise<void>)[] = [];
@@ -90,6 +91,17 @@ test("the systemd service variables are recognised, and a child env keeps everyt
     { PATH: "/usr/bin", HOME: "/root", LANG: "C.UTF-8", HSD_FAULTS: "x", EXTRA: "1" });
   assert.equal(child.HSD_LEVEL_PATH, "l0/l1");
   assert.deepEqual(withoutSystemdEnv({ NOTIFY_SOCKET: "/x", TRIGGER_UNIT: "a.path", LISTEN_FDS: "1" }), {});
+});
+
+test("a child level's scope: a valid unit name per spawn, in the levels' slice, the command after --", () => {
+  const a = childScopeName(["l0", "l1"]);
+  assert.match(a, /^hsd-level-l0-l1-[0-9a-f]{8}\.scope$/);
+  assert.notEqual(childScopeName(["l0", "l1"]), a);
+  assert.match(childScopeName(["l0", "we!rd name"]), /^hsd-level-l0-we_rd_name-[0-9a-f]{8}\.scope$/);
+  const argv = systemdScopePrefix(["l0", "l1"]);
+  assert.deepEqual(argv.slice(0, 2), ["systemd-run", "--scope"]);
+  assert.ok(argv.includes(`--slice=${CHILD_SLICE}`));
+  assert.equal(argv.at(-1), "--");
 });
 
 test("the watchdog applies when WATCHDOG_PID is unset or ours, at half of WATCHDOG_USEC", () => {

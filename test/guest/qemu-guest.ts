@@ -124,9 +124,19 @@ async function forwardedSshPort(qemu: ChildProcess, qmpPath: string, timeoutMs: 
     if (Date.now() > deadline) throw new Error(`qemu opened no QMP socket within ${timeoutMs} ms: ${stderr()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  // The socket file appears at bind(), a moment before QEMU listens: ECONNREFUSED until then.
+  for (;;) {
+    try { return await usernetSshPort(qmpPath, deadline); } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ECONNREFUSED" || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+async function usernetSshPort(qmpPath: string, deadline: number): Promise<number> {
   const text = await new Promise<string>((resolve, reject) => {
     const s = connect(qmpPath);
-    const timer = setTimeout(() => { s.destroy(); reject(new Error(`QMP did not answer within ${timeoutMs} ms`)); }, Math.max(1000, deadline - Date.now()));
+    const timer = setTimeout(() => { s.destroy(); reject(new Error("QMP did not answer in time")); }, Math.max(1000, deadline - Date.now()));
     let buf = "";
     let step = 0;
     s.setEncoding("utf8");

@@ -116,8 +116,9 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   }
   if (node.code !== 0) throw new ProviderError(`checking node on the child failed (exit ${node.code}): ${firstLine(node.stderr)}`, { details: { step: "node" } });
 
+  // Directories 0755 as systemd's ConfigurationDirectory= expects (else it warns on every start); files by mode.
   const put = (path: string, mode: string, text: string) =>
-    must(`write ${path}`, `umask 077; mkdir -p "$(dirname ${q(path)})" && cat > ${q(path)}.tmp && chmod ${mode} ${q(path)}.tmp && mv ${q(path)}.tmp ${q(path)}`, cmdMs, text);
+    must(`write ${path}`, `(umask 022; mkdir -p "$(dirname ${q(path)})") && umask 077 && cat > ${q(path)}.tmp && chmod ${mode} ${q(path)}.tmp && mv ${q(path)}.tmp ${q(path)}`, cmdMs, text);
   // Launchers that work whether node came with the bundle or from the child.
   for (const cmd of ["hsd", "hsctl"]) {
     await put(`${p.binDir}/${cmd}`, "755", `#!/bin/sh\nexec ${p.installDir}/bin/node ${p.installDir}/bin/${cmd}.js "$@"\n`);
