@@ -161,8 +161,9 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   const deps: ProviderDeps = {
     config, secrets: parts.secrets, publicKey: parts.keys.publicKey, userKeyPath: parts.keys.userKeyPath, stateDir: paths.stateDir,
     hsdCommand: [process.execPath, hsdEntry], levelPath, isRoot: process.getuid?.() === 0, log,
-    // As a systemd unit, children go in scopes of their own: the service's stop must not reach them.
-    childScopes: !!manager.invocationId && manager.booted,
+    // As a system unit, children go in scopes of their own: the service's stop must not reach them.
+    // (Not as a user's unit: PID 1 would refuse a non-root systemd-run --scope.)
+    childScopes: !!manager.invocationId && manager.booted && process.getuid?.() === 0,
   };
   const providerFor = (name: ProviderName, isolation: IsolationMode): Provider => {
     const key = `${name}/${isolation}`;
