@@ -11,10 +11,11 @@ import { DEFAULTS, DEFAULT_BUDGETS_MS, DEFAULT_REPO_NAMES, MAX_CONNECT_MS, type 
 import { levelPaths } from "./level-layout.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";
 import { ISOLATION_MODES, PROVIDER_NAMES, type IsolationMode, type ProviderName } from "../domain/providers.js";
+import { checkLayout, parseConfigureSteps, parseHomestak } from "./homestak-config.js";
 
 type Raw = Record<string, unknown>;
 
-class Reader {
+export class Reader {
   constructor(private readonly file: string, private readonly doc: Document | null, private readonly lc: LineCounter) {}
 
   fail(path: (string | number)[], message: string): never {
@@ -96,10 +97,14 @@ export interface LoadOptions {
   root: string;
   /** Socket override (system mode puts it under /run/hsd). */
   socket?: string;
+  /** The homestak user's home on an installed system: the default homestak.root there. */
+  homestakHome?: string;
 }
 
 const oneOf = (names: readonly string[]) => new RegExp(`^(${names.join("|")})$`);
-const NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+/** A level's name is its homestak node name (hostname, nodes/<name>.yaml, api_tokens key): a DNS label. */
+export const LEVEL_NAME_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+const NAME_RE = LEVEL_NAME_RE;
 const REPO_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** Parses YAML text into a config. `file` is used in error messages only. */
@@ -122,7 +127,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
   }
   const top = r.map(js, [], [
     "level", "api", "ssh", "repos", "repo_names", "secret_patterns", "parent", "timeouts", "budgets",
-    "nest", "secrets", "sync", "pve", "log",
+    "nest", "secrets", "sync", "pve", "log", "homestak", "configure",
   ]);
   const root = resolve(opts.root);
   const paths = levelPaths(root);
@@ -183,7 +188,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
 
   const sshHost = r.str(ssh.host, ["ssh", "host"], DEFAULTS.sshHost);
   const provider = r.str(nest.provider, ["nest", "provider"], DEFAULTS.provider, oneOf(PROVIDER_NAMES)) as ProviderName;
-  const cfg: HsdConfig = {
+  const cfg: Omit<HsdConfig, "homestak" | "configure"> = {
     source: file,
     root,
     level: Object.freeze({
@@ -231,8 +236,14 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     pve,
     log: Object.freeze({ level: r.str(logc.level, ["log", "level"], DEFAULTS.logLevel, /^(trace|debug|info|warn|error|fatal|silent)$/) }),
   };
+  const homestak = parseHomestak(r, top, root, opts.homestakHome);
+  checkLayout(r, homestak.layout, cfg.repoNames);
+  const withHomestak: HsdConfig = {
+    ...cfg, homestak,
+    configure: parseConfigureSteps(r, top, { repoNames: cfg.repoNames, configureBudgetMs: cfg.budgets.configure }),
+  };
   if (provider === "pve" && !pve) r.fail(["nest", "provider"], "is pve but there is no pve: section");
-  return Object.freeze(cfg);
+  return Object.freeze(withHomestak);
 }
 
 /** Reads `file` (missing file = all defaults) and parses it. */

@@ -29,6 +29,9 @@ import { pveConfigure } from "../providers/pve/pve-wiring.js";
 import { AddressInUseError } from "../domain/errors.js";
 import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
 import { Level } from "../level/level.js";
+import { homestakLayout } from "../homestak/layout.js";
+import { SiteConfigFiles } from "../homestak/site-config.js";
+import { StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { NO_FAULTS, writeFault, type Faults } from "./faults.js";
@@ -76,10 +79,9 @@ export async function prepareLevel(config: HsdConfig, log: Logger, faults: Fault
     const missing = Object.keys(repos).filter((n) => !existsSync(repos[n]!));
     let vmRootPassword: string | undefined;
     if (missing.includes("site-config")) {
-      // Its secret is chosen and this level's secrets seeded now: after
-      // readiness, secrets.yaml is written only when a caller asks.
+      // Its gitignored site.yaml and secrets.yaml (homestak's schema, demo
+      // values) are written with it: they are level 0's, the operator's files.
       vmRootPassword = demoVmRootPassword();
-      await secrets.merge({ site: { domain: "lab.homestak.invalid", timezone: "UTC" }, passwords: { vm_root: vmRootPassword } });
     }
     // Two lanes, largest first: iac-driver's generate + refresh is the chain
     // a first nest waits on, and six git processes at once on two cores made
@@ -167,10 +169,21 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     if (!p) providers.set(key, p = PROVIDERS[name](deps, { isolation }));
     return p;
   };
+  const layout = homestakLayout(config, parts.repos);
+  const siteConfig = new SiteConfigFiles({
+    layout, self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }),
+    beforeRename: writeFault(parseFaults(env.HSD_FAULTS, config.level.name, paths.stateDir), "secrets-write"),
+  });
+  const steps = new StepRunner({
+    config, layout, journal: parts.journal, log: log.child({ sub: "steps" }), levelPath, now: () => Date.now(),
+    baseEnv: stepBaseEnv(env), killGraceMs: config.timeouts.shutdownMs,
+  });
   const engine = new NestEngine({
     config, journal: parts.journal, links, access: parts.access, log: log.child({ sub: "nest" }), clock: { now: () => Date.now() },
     providers: providerFor,
-    readSecrets: () => parts.secrets.read(),
+    // What this level passes down is homestak's own: config/secrets.yaml and config/site.yaml.
+    readSecrets: () => siteConfig.readSecrets(),
+    readSite: () => siteConfig.readSite(),
     self: () => {
       const id = ctx.identity();
       return {
@@ -181,7 +194,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   });
   const level = new Level({
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
-    secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown,
+    secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown, siteConfig, steps,
     repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
     ...(faults === NO_FAULTS ? {} : { checkpoint: faults.at }),
     // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
@@ -195,5 +208,5 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
       checkouts: parts.repos, debounceMs: config.sync.debounceMs, log, sync: (sink, signal) => level.sync({ recursive: true }, sink, signal),
     }), () => undefined)
     : undefined;
-  return { level, close: async () => { await (await watcher)?.close(); await links.closeAll(); } };
+  return { level, close: async () => { steps.killAll(); await (await watcher)?.close(); await links.closeAll(); } };
 }

@@ -10,6 +10,8 @@ import { resolve } from "node:path";
 import { type HsdConfig } from "../config/config.js";
 import { levelPaths, SYSTEM_PATHS } from "../config/level-layout.js";
 import { loadConfig } from "../config/load-config.js";
+import { lookupUser } from "../util/passwd.js";
+import { withDemoSteps } from "../demo/demo-steps.js";
 import { startApiServer, type ApiServer } from "../api/server.js";
 import { createLogger, prettyDestination, type Logger } from "../log/logger.js";
 import type { AccessApi, LevelApi } from "../domain/level-api.js";
@@ -56,7 +58,11 @@ export function resolvePaths(o: Pick<DaemonOptions, "root" | "configFile">): Res
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const p = resolvePaths(o);
   // A bad config throws here, before anything listens or is written.
-  const config = await loadConfig(p.configFile, { root: p.root, ...(p.socket ? { socket: p.socket } : {}) });
+  // On an installed system the homestak trees live in the homestak user's home, as homestak's bootstrap lays them out.
+  const homestakHome = o.root === undefined ? lookupUser("homestak")?.home : undefined;
+  const config = withDemoSteps(await loadConfig(p.configFile, {
+    root: p.root, ...(p.socket ? { socket: p.socket } : {}), ...(homestakHome ? { homestakHome } : {}),
+  }));
   const destination = o.logDestination
     ? (o.logDestination as unknown as import("pino").DestinationStream)
     : o.env.HSD_LOG_PRETTY === "1" ? await prettyDestination() : undefined;

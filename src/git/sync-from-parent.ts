@@ -22,8 +22,10 @@ export interface SyncFromParentOptions {
   repoNames: readonly string[];
   /** levelPaths(root).reposDir */
   exportsDir: string;
-  /** levelPaths(root).workDir */
+  /** levelPaths(root).workDir: trees at <workDir>/<name> unless worktreeOf says otherwise. */
   workDir: string;
+  /** Where each repo's working tree goes (the level's homestak layout). */
+  worktreeOf?: (name: string) => string;
   connectTimeoutMs: number;
   /** Budget for each repo's fetch. */
   commandTimeoutMs: number;
@@ -151,7 +153,7 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
       const f = await fetchInto(name, opts, conn);
       const t1 = performance.now();
       const wt = await checkoutWorktree({
-        worktree: join(opts.workDir, name), exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
+        worktree: opts.worktreeOf ? opts.worktreeOf(name) : join(opts.workDir, name), exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
         log: opts.log.child({ repo: name }),
       });
       opts.log.debug({ repo: name, fetchMs: Math.round(t1 - t0), checkoutMs: Math.round(performance.now() - t1), bytes: f.bytes }, "repo synced");

@@ -41,11 +41,20 @@ export interface ChildRecord {
   phases: Partial<Record<PhaseName, PhaseRecord>>;
 }
 
+/** One configure step of this level (running = started and not known to have ended: re-run it). */
+export interface StepRecord {
+  readonly kind: "running" | "finished" | "failed";
+  readonly at: number;
+  readonly durationMs?: number;
+}
+
 export interface JournalData {
   version: 1;
   children: Record<string, ChildRecord>;
   /** This level's own configure phase (run when its parent asks). */
   configured?: PhaseRecord;
+  /** This level's configure steps by name (src/homestak/step-runner.ts). */
+  steps?: Record<string, StepRecord>;
 }
 
 export class Journal {
