@@ -73,7 +73,8 @@ export function parseConfigureSteps(
     names.add(name);
     if (!Array.isArray(s.run) || s.run.length === 0) r.fail([...at, "run"], "must be a non-empty list (argv; use [sh, -c, \"...\"] for a shell)");
     const run = (s.run as unknown[]).map((a, k) => {
-      if (typeof a !== "string" && typeof a !== "number") r.fail([...at, "run", k], "must be a string");
+      // YAML reads `true` or `1` as scalars of other types; as argv they are words.
+      if (typeof a !== "string" && typeof a !== "number" && typeof a !== "boolean") r.fail([...at, "run", k], "must be a string");
       return String(a);
     });
     if (run[0] === "") r.fail([...at, "run", 0], "the program must not be empty");
