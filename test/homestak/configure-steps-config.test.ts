@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config/load-config.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 
 const load = (text: string) => parseConfig(text, "/etc/homestak/hsd.yaml", { root: "/srv/level" });
 

@@ -11,7 +11,7 @@ import { parse } from "yaml";
 import { parseConfig } from "../../src/config/load-config.js";
 import { homestakLayout } from "../../src/homestak/layout.js";
 import { SiteConfigFiles, decodeLevelFiles, encodeLevelFiles, scopeForChild } from "../../src/homestak/site-config.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 
 const PARENT = {
   api_tokens: { l1: "root@pam!homestak=11111111-aaaa" },

@@ -13,7 +13,7 @@ import { homestakLayout } from "../../src/homestak/layout.js";
 import { StepRunner, stepBaseEnv } from "../../src/homestak/step-runner.js";
 import { Journal } from "../../src/nest/journal.js";
 import { silentLogger } from "../../src/log/logger.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 
 const PARENT = "parent: { host: 10.0.0.1, port: 2200, host_key_fingerprint: \"SHA256:abc\" }\nlevel: { name: l2, depth: 2 }\n";
 
