@@ -32,7 +32,8 @@ const SHAPES: Record<string, Shape> = {
   "iac-driver": { files: 180, bytes: 1_100_000, commits: 300, dirs: ["src", "src/actions", "src/config", "tests", "docs"], ext: [".py", ".md"] },
   tofu: { files: 40, bytes: 110_000, commits: 35, dirs: ["modules/vm", "modules/net", "envs"], ext: [".tf"] },
   packer: { files: 30, bytes: 100_000, commits: 30, dirs: ["templates", "scripts", "http"], ext: [".pkr.hcl", ".sh"] },
-  "site-config": { files: 45, bytes: 130_000, commits: 45, dirs: ["specs", "postures", "presets", "manifests"], ext: [".yaml"] },
+  // Filler stays out of specs/, postures/, presets/: homestak's resolver loads every YAML file there.
+  "site-config": { files: 45, bytes: 130_000, commits: 45, dirs: ["docs", "scripts"], ext: [".md", ".sh"] },
 };
 
 export const DEMO_REPO_NAMES = Object.freeze(Object.keys(SHAPES));

@@ -42,7 +42,7 @@ const HINTS: Readonly<Record<ErrorCode, string>> = {
   CommandFailed: "the command's output is in the level's hsd.log; run it by hand on that level to see why it fails",
   Netns: "run as root with iproute2 installed, or use --isolation process",
   PveTokenExists: "remove the stale token (pveum user token remove USER ID) or put its secret in secrets.yaml as pve.token_secret",
-  SecretsEncrypted: "decrypt it once for this level: `sops -d config/secrets.yaml.enc > config/secrets.yaml && chmod 600 config/secrets.yaml` (hsd reads the plaintext file; it is gitignored)",
+  SecretsEncrypted: "decrypt it in the site-config checkout with homestak's `make decrypt` (sops + age: secrets.yaml.enc -> secrets.yaml, gitignored, 0600), then re-run; hsd reads the plaintext file",
   StepFailed: "the step's last lines are above; fix it (at level 0, then `hsctl sync`), and re-run: finished steps are skipped",
   Internal: "this is a bug in hsd; the daemon log has the details",
 };
