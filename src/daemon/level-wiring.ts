@@ -57,7 +57,9 @@ export interface LevelParts {
 export async function prepareLevel(config: HsdConfig, log: Logger, faults: Faults = NO_FAULTS): Promise<LevelParts> {
   const paths = levelPaths(config.root);
   // Temp files of atomic writes killed before their rename (state, secrets, keys): nothing writes yet.
-  for (const dir of [config.root, paths.stateDir, paths.keysDir, paths.runDir]) {
+  // Below level 0 that includes config/, where the level's homestak secrets are written (level 0's is the operator's: never touched).
+  const configDir = config.parent ? [homestakLayout(config).configDir] : [];
+  for (const dir of [config.root, paths.stateDir, paths.keysDir, paths.runDir, ...configDir]) {
     const removed = await cleanStaleTemps(dir);
     if (removed.length > 0) log.info({ dir, removed }, "removed temp files of interrupted writes");
   }

@@ -173,6 +173,7 @@ const SECTIONS: Record<string, string[]> = {
   secrets: ["pass_down"], sync: ["mode", "debounce"],
   pve: ["url", "node", "token_id", "fingerprint", "storage", "snippet_storage", "template", "bridge", "cores", "memory"],
   log: ["level"],
+  homestak: ["root", "layout"], configure: ["steps"],
 };
 
 function yamlScalar(rng: Rng): string {
