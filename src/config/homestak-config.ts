@@ -1,11 +1,21 @@
 // Parses the homestak-facing sections of hsd.yaml: `homestak:` (the homestak
 // root and the repo -> path layout) and `configure.steps`. Every error names
-// file:line and key through the loader's Reader. Imported by load-config.ts only.
+// file:line and key through the loader's Reader (passed in, typed here by
+// the methods used, so this module does not import the loader).
+// Imported by: src/config.
 
 import { isAbsolute, normalize, resolve } from "node:path";
 import { DEFAULTS, DEFAULT_LAYOUT, type ConfigureStep, type HsdConfig } from "./config.js";
 import type { ProviderName } from "../domain/providers.js";
-import type { Reader } from "./load-config.js";
+
+/** What this module uses of the loader's Reader (every failure names file:line and key). */
+export interface Reader {
+  fail(path: (string | number)[], message: string): never;
+  map(v: unknown, path: (string | number)[], allowed: string[]): Record<string, unknown>;
+  str(v: unknown, path: (string | number)[], def: string, re?: RegExp): string;
+  int(v: unknown, path: (string | number)[], def: number, min: number, max: number): number;
+  duration(v: unknown, path: (string | number)[], defMs: number, maxMs?: number): number;
+}
 
 type Raw = Record<string, unknown>;
 

@@ -15,7 +15,7 @@ import { checkLayout, parseConfigureSteps, parseHomestak } from "./homestak-conf
 
 type Raw = Record<string, unknown>;
 
-export class Reader {
+class Reader {
   constructor(private readonly file: string, private readonly doc: Document | null, private readonly lc: LineCounter) {}
 
   fail(path: (string | number)[], message: string): never {

@@ -3,7 +3,8 @@
 // manifests/defs and its .gitignore of per-level files, level 0's own
 // site.yaml and secrets.yaml (homestak's schema, demo values), an ansible
 // playbook a step can see change, and a demo iac-driver run.sh. Written in
-// hsd's own words. Used by demo-repos.ts only.
+// hsd's own words.
+// Imported by: src/demo/demo-repos.ts.
 
 import { generateKeyPairSync, randomBytes, randomUUID } from "node:crypto";
 

@@ -1,7 +1,8 @@
 // The configure step a level 0 with no repos (the demo set) runs at every
 // level when the operator configured none: the demo iac-driver's run.sh,
 // invoked as homestak's own pve-config scenario would be, in dry-run. Used
-// by the daemon wiring only.
+// by the daemon wiring.
+// Imported by: src/daemon.
 
 import type { ConfigureStep, HsdConfig } from "../config/config.js";
 

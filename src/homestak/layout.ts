@@ -2,7 +2,8 @@
 // homestak root, and where the level's site-config (config/) and its
 // gitignored per-level files are. The only module that knows these paths.
 // Level 0 keeps the operator's checkouts; below it, trees follow homestak's
-// own layout so homestak's tools find each other. Anyone may import it.
+// own layout so homestak's tools find each other.
+// Imported by: anyone.
 
 import { join } from "node:path";
 import type { ConfigureStep, HsdConfig } from "../config/config.js";

@@ -4,6 +4,7 @@
 // the level's only secrets file homestak sees; hsd's private keys and token
 // stay in its state. Only key names ever leave this module. Imported by the
 // secrets phase (parent side), the level (child side) and the daemon wiring.
+// Imported by: src/nest/phases, src/level, src/daemon.
 
 import { mkdir } from "node:fs/promises";
 import { parse, stringify } from "yaml";

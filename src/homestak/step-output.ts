@@ -2,7 +2,8 @@
 // (overlong ones cut), queued up to a bound, and flushed as one event per
 // interval; while the queue is full the streams are paused, so a chatty step
 // waits on its pipe instead of flooding the relay or growing a buffer. The
-// last lines are kept for the failure. Used by step-runner.ts only.
+// last lines are kept for the failure.
+// Imported by: src/homestak/step-runner.ts.
 
 import type { Readable } from "node:stream";
 

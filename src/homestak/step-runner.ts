@@ -4,6 +4,7 @@
 // so a re-run skips finished steps and re-runs the failed or interrupted one.
 // A step's environment names the level and never holds a secret. Built by the
 // daemon wiring; the level calls run().
+// Imported by: src/daemon, src/level, src/nest.
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -11,7 +12,6 @@ import { lookupUser, type PasswdEntry } from "../util/passwd.js";
 import { constants } from "node:os";
 import type { ConfigureStep, HsdConfig } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
-import type { Journal, StepRecord } from "../nest/journal.js";
 import { CancelledError, PhaseTimeoutError, StepFailedError } from "../domain/errors.js";
 import type { HomestakLayout } from "./layout.js";
 import { STEP_OUTPUT_DEFAULTS, StepOutput } from "./step-output.js";
@@ -19,10 +19,24 @@ import { STEP_OUTPUT_DEFAULTS, StepOutput } from "./step-output.js";
 /** What a step reports as it runs (the level turns these into configure events). */
 export type StepEmit = (ev: { kind: "log"; message: string }) => void;
 
+/** One configure step of this level (running = started and not known to have ended: re-run it). */
+export interface StepRecord {
+  readonly kind: "running" | "finished" | "failed";
+  readonly at: number;
+  readonly durationMs?: number;
+}
+
+/** Where step results persist (the level's journal). */
+export interface StepJournal {
+  steps(): Readonly<Record<string, StepRecord>>;
+  /** Applies `fn` to the step records and persists them. */
+  updateSteps(fn: (steps: Record<string, StepRecord>) => void): Promise<void>;
+}
+
 export interface StepRunnerDeps {
   readonly config: Pick<HsdConfig, "level" | "nest" | "configure" | "parent">;
   readonly layout: HomestakLayout;
-  readonly journal: Journal;
+  readonly journal: StepJournal;
   readonly log: Logger;
   /** The level's path from the top (l0/l1/...). */
   readonly levelPath: readonly string[];
@@ -61,8 +75,8 @@ export class StepRunner {
    */
   async run(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal): Promise<void> {
     const steps = this.applicable();
-    if (opts.fresh) await this.d.journal.update((j) => { j.steps = {}; });
-    const done = this.d.journal.snapshot().steps ?? {};
+    if (opts.fresh) await this.d.journal.updateSteps((s) => { for (const k of Object.keys(s)) delete s[k]; });
+    const done = this.d.journal.steps();
     for (const step of steps) {
       if (!opts.fresh && done[step.name]?.kind === "finished") {
         emit({ kind: "log", message: `step ${step.name}: finished in an earlier run, skipped` });
@@ -93,7 +107,7 @@ export class StepRunner {
   }
 
   private record(name: string, rec: StepRecord): Promise<void> {
-    return this.d.journal.update((j) => { (j.steps ??= {})[name] = rec; });
+    return this.d.journal.updateSteps((s) => { s[name] = rec; });
   }
 
   private env(step: ConfigureStep, user: PasswdEntry | undefined): Record<string, string> {

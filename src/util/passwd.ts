@@ -1,5 +1,6 @@
 // Local user lookup from /etc/passwd (a level's service users, such as
-// homestak, are local accounts). Anyone may import this module.
+// homestak, are local accounts).
+// Imported by: anyone.
 
 import { readFileSync } from "node:fs";
 
