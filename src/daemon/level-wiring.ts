@@ -31,6 +31,7 @@ import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
 import { Level } from "../level/level.js";
 import { homestakLayout } from "../homestak/layout.js";
 import { SiteConfigFiles } from "../homestak/site-config.js";
+import { ageIdentityFiles } from "../homestak/sops-decrypt.js";
 import { StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
@@ -173,7 +174,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   };
   const layout = homestakLayout(config, parts.repos);
   const siteConfig = new SiteConfigFiles({
-    layout, self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }),
+    layout, self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
     beforeRename: writeFault(parseFaults(env.HSD_FAULTS, config.level.name, paths.stateDir), "secrets-write"),
   });
   const steps = new StepRunner({

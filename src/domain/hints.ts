@@ -42,7 +42,7 @@ const HINTS: Readonly<Record<ErrorCode, string>> = {
   CommandFailed: "the command's output is in the level's hsd.log; run it by hand on that level to see why it fails",
   Netns: "run as root with iproute2 installed, or use --isolation process",
   PveTokenExists: "remove the stale token (pveum user token remove USER ID) or put its secret in secrets.yaml as pve.token_secret",
-  SecretsEncrypted: "decrypt it in the site-config checkout with homestak's `make decrypt` (sops + age: secrets.yaml.enc -> secrets.yaml, gitignored, 0600), then re-run; hsd reads the plaintext file",
+  SecretsEncrypted: "give the level-0 hsd the operator's age identity (SOPS_AGE_KEY_FILE, or ~/.config/sops/age/keys.txt) and install `age`; or decrypt it in the site-config checkout with homestak's `make decrypt` (secrets.yaml is gitignored, 0600)",
   StepFailed: "the step's last lines are above; fix it (at level 0, then `hsctl sync`), and re-run: finished steps are skipped",
   Internal: "this is a bug in hsd; the daemon log has the details",
 };

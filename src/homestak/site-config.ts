@@ -6,8 +6,10 @@
 // secrets phase (parent side), the level (child side) and the daemon wiring.
 // Imported by: src/nest/phases, src/level, src/daemon.
 
+import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
-import { parse, stringify } from "yaml";
+import { decryptSopsYaml, type AgeDecrypt } from "./sops-decrypt.js";
+import { stringify } from "yaml";
 import { writeFileAtomic } from "../util/atomic-write.js";
 import { readTextIfExists } from "../util/read-if-exists.js";
 import { SerialQueue } from "../util/serial-queue.js";
@@ -78,6 +80,9 @@ export interface SiteConfigDeps {
   readonly self: () => { name: string; publicKey: string };
   /** Test hook between a secrets write and its rename. */
   readonly beforeRename?: (tmp: string) => Promise<void> | void;
+  /** The operator's age identity files (sops' own lookup); used only when secrets.yaml.enc is all there is. */
+  readonly ageIdentityFiles?: readonly string[];
+  readonly age?: AgeDecrypt;
 }
 
 /** The level's config/site.yaml and config/secrets.yaml. hsd never writes level 0's. */
@@ -92,18 +97,23 @@ export class SiteConfigFiles {
   }
 
   /**
-   * config/secrets.yaml as a tree ({} when there is none). An encrypted-only
-   * secrets.yaml.enc stops here with a hint: hsd works on the plaintext file.
+   * config/secrets.yaml as a tree ({} when there is none). When only
+   * secrets.yaml.enc exists (sops + age), it is decrypted in memory with the
+   * operator's age identity; without one, SecretsEncrypted says how to fix it.
    */
   async readSecrets(): Promise<SecretTree> {
     const text = await readTextIfExists(this.d.layout.secretsYaml);
     if (text !== undefined) return parseSecretsYaml(text, this.d.layout.secretsYaml, StateCorruptError);
-    if ((await readTextIfExists(this.d.layout.secretsEnc)) !== undefined) {
-      throw new SecretsEncryptedError(`${this.d.layout.secretsEnc} is encrypted and there is no plaintext ${this.d.layout.secretsYaml}`, {
-        details: { file: this.d.layout.secretsEnc },
+    const enc = await readTextIfExists(this.d.layout.secretsEnc);
+    if (enc === undefined) return {};
+    const ids = (this.d.ageIdentityFiles ?? []).filter((f) => existsSync(f));
+    if (ids.length === 0) {
+      throw new SecretsEncryptedError(`${this.d.layout.secretsEnc} is encrypted, there is no plaintext ${this.d.layout.secretsYaml}, and no age identity to decrypt it`, {
+        details: { file: this.d.layout.secretsEnc, looked: this.d.ageIdentityFiles ?? [] },
       });
     }
-    return {};
+    if (Buffer.byteLength(enc) > MAX_SITE_BYTES) throw new SecretsEncryptedError(`${this.d.layout.secretsEnc}: too large`, { details: { file: this.d.layout.secretsEnc } });
+    return decryptSopsYaml(enc, this.d.layout.secretsEnc, ids, this.d.age);
   }
 
   /**
@@ -128,10 +138,4 @@ export class SiteConfigFiles {
       return Object.keys(next).sort();
     });
   }
-}
-
-/** Top-level keys of a secrets YAML text, for tests and status (never values). */
-export function secretKeyNames(text: string): string[] {
-  const v = parse(text) as unknown;
-  return isTree(v) ? Object.keys(v).sort() : [];
 }
