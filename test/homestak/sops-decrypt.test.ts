@@ -1,66 +1,35 @@
 // Level 0's secrets.yaml.enc (sops + age) is decrypted in memory with the
 // operator's age identity and the real `age` CLI: values, types, lists and an
 // unencrypted key come back; a tampered value, a wrong MAC, a wrong identity
-// or none all stop with SecretsEncrypted naming the file, never a value. The
-// file is built here the way sops lays it out (32-byte GCM nonces, the key
-// path as additional data, a SHA-512 MAC under the lastmodified time).
+// or none all stop with SecretsEncrypted naming the file, never a value.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createCipheriv, createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, readFile, writeFile, mkdir, readdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { stringify } from "yaml";
+import { ageKeygen, sopsYaml } from "../helpers/sops-fixture.js";
 import { parseConfig } from "../../src/config/load-config.js";
 import { homestakLayout } from "../../src/homestak/layout.js";
 import { SiteConfigFiles } from "../../src/homestak/site-config.js";
 import { ageIdentityFiles } from "../../src/homestak/sops-decrypt.js";
 import { HsError } from "../../src/domain/errors.js";
 
-const LASTMOD = "2026-11-30T12:00:00Z";
-
-function enc(value: string, key: Buffer, aad: string, type: string): string {
-  const iv = randomBytes(32);
-  const c = createCipheriv("aes-256-gcm", key, iv);
-  c.setAAD(Buffer.from(aad));
-  const data = Buffer.concat([c.update(value, "utf8"), c.final()]);
-  return `ENC[AES256_GCM,data:${data.toString("base64")},iv:${iv.toString("base64")},tag:${c.getAuthTag().toString("base64")},type:${type}]`;
-}
-
 async function fixture() {
   const dir = await mkdtemp(join(tmpdir(), "hsd-sops-"));
   const keyFile = join(dir, "keys.txt");
-  execFileSync("age-keygen", ["-o", keyFile], { stdio: "ignore" });
-  const recipient = execFileSync("age-keygen", ["-y", keyFile], { encoding: "utf8" }).trim();
-  const dataKey = randomBytes(32);
-  const armored = execFileSync("age", ["-r", recipient, "-a"], { input: dataKey, encoding: "utf8" });
-  const hash = createHash("sha512");
-  const e = (v: string, path: string[], type = "str") => { hash.update(type === "bool" ? (v === "true" ? "True" : "False") : v); return enc(v, dataKey, `${path.join(":")}:`, type); };
-  const doc = {
-    api_tokens: { l0: e("root@pam!homestak=CANARY-token", ["api_tokens", "l0"]) },
-    passwords: { vm_root: e("CANARY-pw", ["passwords", "vm_root"]) },
-    dns: [e("10.0.0.1", ["dns"]), e("10.0.0.2", ["dns"])],
-    retries: e("3", ["retries"], "int"),
-    debug: e("true", ["debug"], "bool"),
-    port_unencrypted: (hash.update("22"), 22),
-    sops: {
-      age: [{ recipient, enc: armored }],
-      lastmodified: LASTMOD,
-      mac: "",
-      unencrypted_suffix: "_unencrypted",
-      version: "3.9.4",
-    },
-  };
-  doc.sops.mac = enc(hash.digest("hex").toUpperCase(), dataKey, LASTMOD, "str");
+  const recipient = ageKeygen(keyFile);
   const config = parseConfig("", "t", { root: dir });
   const cfgDir = join(dir, "site-config");
   await mkdir(cfgDir);
   const layout = homestakLayout(config, { "site-config": cfgDir });
-  await writeFile(layout.secretsEnc, stringify(doc));
+  await writeFile(layout.secretsEnc, sopsYaml({
+    api_tokens: { l0: "root@pam!homestak=CANARY-token" }, passwords: { vm_root: "CANARY-pw" },
+    dns: ["10.0.0.1", "10.0.0.2"], retries: 3, debug: true, port_unencrypted: 22,
+  }, recipient));
   const files = (ids: string[]) => new SiteConfigFiles({ layout, self: () => ({ name: "l0", publicKey: "k" }), ageIdentityFiles: ids });
-  return { dir, keyFile, layout, files, doc, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return { dir, keyFile, layout, files, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
 const encrypted = (e: unknown) => e instanceof HsError && e.code === "SecretsEncrypted" && !e.message.includes("CANARY");
