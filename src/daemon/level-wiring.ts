@@ -175,7 +175,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   const layout = homestakLayout(config, parts.repos);
   const siteConfig = new SiteConfigFiles({
     layout, self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
-    beforeRename: writeFault(parseFaults(env.HSD_FAULTS, config.level.name, paths.stateDir), "secrets-write"),
+    beforeRename: writeFault(faults, "secrets-write"),
   });
   const steps = new StepRunner({
     config, layout, journal: parts.journal, log: log.child({ sub: "steps" }), levelPath, now: () => Date.now(),
