@@ -75,6 +75,7 @@ export const STEP_HINTS = Object.freeze({
   zoneIdSan: "run: sysctl -w net.ipv6.conf.all.disable_ipv6=1; pvecm updatecerts --force; sysctl -w net.ipv6.conf.all.disable_ipv6=0; systemctl restart pveproxy",
   pveFingerprint: "set pve.fingerprint to the node's API certificate fingerprint",
   pveproxyDown: "is pveproxy running? systemctl status pveproxy; journalctl -u pveproxy",
+  pveTooOld: "upgrade the node (pve7to8, then pve8to9) or build this level on a newer node",
   apiCheckFirst: "fix the api check first",
   seeErrorCode: "see the error code in the hsd docs",
   noKvm: "enable VT-x/AMD-V (and for a VM level: cpu=host on its parent)",
