@@ -77,7 +77,7 @@ export function schemaViolations(requests: readonly RecordedRequest[], release: 
     const call = `${r.method} ${r.path}`;
     if (!r.template) { out.push(`${call}: not an endpoint of PVE's schema (answered ${r.status})`); continue; }
     const errors = validateRequest(`${r.method} ${r.template}`, r.params ?? {}, release) ?? {};
-    for (const [param, msg] of Object.entries(errors)) out.push(`${call} ${JSON.stringify(r.params)}: ${param}: ${msg.trim()}`);
+    for (const [param, msg] of Object.entries(errors)) out.push(`${call} ${JSON.stringify(r.params)}: ${param}: ${msg.trim()} (PVE ${release})`);
   }
   return out;
 }
