@@ -171,3 +171,37 @@ function parseBoolean(v: string): string | undefined {
   if (/^(0|off|no|false)$/i.test(v)) return "0";
   return undefined;
 }
+
+interface ReturnSpec extends KeySpec {
+  readonly items?: ReturnSpec;
+  readonly properties?: Readonly<Record<string, ReturnSpec>>;
+}
+
+/**
+ * Where an answer departs from the schema's `returns`: missing required fields,
+ * wrong types, values outside an enum. Integers may come as digit strings
+ * (PVE's JSON encoder writes Perl strings, as GET /cluster/nextid does).
+ */
+export function returnsViolations(key: string, value: unknown): string[] {
+  const spec = (PVE_SCHEMA as unknown as Record<string, { returns: ReturnSpec }>)[key]?.returns;
+  if (!spec) throw new Error(`${key} is not in PVE's schema table`);
+  const out: string[] = [];
+  const walk = (s: ReturnSpec, v: unknown, at: string) => {
+    if (v === undefined || v === null) { if (!s.optional && s.type !== "null") out.push(`${at || "data"}: missing`); return; }
+    const t = s.type;
+    const bad = () => out.push(`${at || "data"}: not ${t}: ${JSON.stringify(v)}`);
+    if (t === "array") { if (!Array.isArray(v)) { bad(); return; } if (s.items) v.forEach((x, i) => walk(s.items!, x, `${at}[${i}]`)); return; }
+    if (t === "object") {
+      if (typeof v !== "object" || Array.isArray(v)) { bad(); return; }
+      for (const [k, ps] of Object.entries(s.properties ?? {})) walk(ps, (v as Record<string, unknown>)[k], at ? `${at}.${k}` : k);
+      return;
+    }
+    if (t === "integer" && !(Number.isInteger(v) || (typeof v === "string" && /^[+-]?\d+$/.test(v)))) { bad(); return; }
+    if (t === "number" && typeof v !== "number") { bad(); return; }
+    if (t === "boolean" && !(v === 0 || v === 1 || v === true || v === false || v === "0" || v === "1")) { bad(); return; }
+    if (t === "string" && typeof v !== "string") { bad(); return; }
+    if (s.enum && !s.enum.includes(String(v))) out.push(`${at || "data"}: '${String(v)}' not in ${s.enum.join("|")}`);
+  };
+  walk(spec, value, "");
+  return out;
+}

@@ -183,7 +183,7 @@ export function buildRoutes(sim: PveSim): Route[] {
   add("GET", "/nodes/{node}/qemu/{vmid}/status/current", (_p, path) => {
     const vm = vmOf(path);
     return { data: {
-      vmid: vm.vmid, name: vm.config.name, status: vm.status, qmpstatus: vm.status, pid: vm.status === "running" ? 4242 : undefined,
+      vmid: vm.vmid, name: vm.config.name, status: vm.status, qmpstatus: vm.status, ha: { managed: 0 }, pid: vm.status === "running" ? 4242 : undefined,
       uptime: vm.startedAt && vm.status === "running" ? Math.floor((Date.now() - vm.startedAt) / 1000) : 0,
       ...(vm.config.lock ? { lock: vm.config.lock } : {}), ...(vm.config.agent ? { agent: 1 } : {}),
     } };

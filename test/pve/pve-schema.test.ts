@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { startSim, clientFor, withSim, providerFor, phaseCtx } from "./helpers.js";
 import { PveSim } from "../pve-sim/pve-sim.js";
 import { buildRoutes } from "../pve-sim/pve-sim-api.js";
-import { endpointSpec, expandParams, MSG, validateRequest } from "../pve-sim/pve-schema-check.js";
+import { endpointSpec, expandParams, MSG, returnsViolations, validateRequest } from "../pve-sim/pve-schema-check.js";
 import { FORMATS, HASH_FORMATS, type KeySpec } from "../pve-sim/pve-schema-formats.js";
 import { PVE_SCHEMA, PVE_SCHEMA_BASELINE } from "../../src/providers/pve/pve-schema.js";
 import { HsError } from "../../src/errors/hs-error.js";
@@ -147,4 +147,29 @@ test("preflight checks GET /version against the supported range (PVE 8.x, 9.x)",
       if (result === "failed") assert.match(api.hint ?? "", /upgrade/);
     });
   }
+});
+
+test("the simulator's answers carry what the schema's returns promise", async () => {
+  const c = clientFor(sim);
+  const upid = await c.post<string>(`/nodes/pve1/qemu/${sim.templateVmid}/clone`, { newid: 160, name: "r160" });
+  await c.waitTask(upid, { pollInitialMs: 5, pollMaxMs: 20 });
+  const calls: [string, string, Record<string, string | number>][] = [
+    ["GET /version", "/version", {}],
+    ["GET /nodes", "/nodes", {}],
+    ["GET /cluster/nextid", "/cluster/nextid", {}],
+    ["GET /nodes/{node}/qemu/{vmid}/config", "/nodes/pve1/qemu/160/config", {}],
+    ["GET /nodes/{node}/qemu/{vmid}/status/current", "/nodes/pve1/qemu/160/status/current", {}],
+    ["GET /nodes/{node}/tasks/{upid}/status", `/nodes/pve1/tasks/${encodeURIComponent(upid)}/status`, {}],
+    ["GET /nodes/{node}/tasks/{upid}/log", `/nodes/pve1/tasks/${encodeURIComponent(upid)}/log`, { start: 0, limit: 50 }],
+    ["GET /nodes/{node}/storage/{storage}/content", "/nodes/pve1/storage/local/content", { content: "snippets" }],
+    ["POST /access/users/{userid}/token/{tokenid}", "/access/users/root@pam/token/probe", { privsep: 0 }],
+  ];
+  const violations: string[] = [];
+  for (const [key, path, params] of calls) {
+    const env = await c.call(key.startsWith("GET") ? "GET" : "POST", path, params, {});
+    violations.push(...returnsViolations(key, env.data).map((v) => `${key}: ${v}`));
+  }
+  assert.deepEqual(violations, []);
+  // And the checker itself catches a departure.
+  assert.deepEqual(returnsViolations("GET /nodes/{node}/qemu/{vmid}/status/current", { status: "paused", vmid: 100, ha: {} }), ["status: 'paused' not in stopped|running"]);
 });
