@@ -11,7 +11,7 @@ import { buildRoutes } from "../pve-sim/pve-sim-api.js";
 import { endpointSpec, expandParams, MSG, returnsViolations, validateRequest } from "../pve-sim/pve-schema-check.js";
 import { FORMATS, HASH_FORMATS, type KeySpec } from "../pve-sim/pve-schema-formats.js";
 import { PVE_SCHEMA, PVE_SCHEMA_BASELINE } from "../../src/providers/pve/pve-schema.js";
-import { HsError } from "../../src/errors/hs-error.js";
+import { HsError } from "../../src/domain/errors.js";
 import { pveVersionSupport } from "../../src/providers/pve/pve-version.js";
 
 let sim: PveSim;
