@@ -13,6 +13,7 @@ import { FORMATS, HASH_FORMATS, type KeySpec } from "../pve-sim/pve-schema-forma
 import { PVE_SCHEMA, PVE_SCHEMA_BASELINE } from "../../src/providers/pve/pve-schema.js";
 import { HsError } from "../../src/domain/errors.js";
 import { pveVersionSupport } from "../../src/providers/pve/pve-version.js";
+import { vmName } from "../../src/providers/pve/pve-provider.js";
 
 let sim: PveSim;
 before(async () => { sim = await startSim(); });
@@ -172,4 +173,11 @@ test("the simulator's answers carry what the schema's returns promise", async ()
   assert.deepEqual(violations, []);
   // And the checker itself catches a departure.
   assert.deepEqual(returnsViolations("GET /nodes/{node}/qemu/{vmid}/status/current", { status: "paused", vmid: 100, ha: {} }), ["status: 'paused' not in stopped|running"]);
+});
+
+test("the clone name hsd derives from a level name is always a DNS name, as the schema requires", () => {
+  for (const level of ["l1", "l1-", "edge-9", "a", "x".repeat(32), "a.b", "a..b-", "L_2"]) {
+    assert.doesNotThrow(() => FORMATS["dns-name"]!(vmName(level)), `${level} -> ${vmName(level)}`);
+  }
+  assert.equal(vmName("l1"), "hsd-l1");
 });

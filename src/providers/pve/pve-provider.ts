@@ -267,6 +267,8 @@ function ids(child: ChildHandle): { vmid: number; node: string } {
   return { vmid, node };
 }
 
-function vmName(level: string): string {
-  return `hsd-${level}`.toLowerCase().replace(/[^a-z0-9.-]/g, "-").slice(0, 63);
+/** The clone's `name`: PVE's schema wants a DNS name (labels of [a-z0-9-], no dash at either end). */
+export function vmName(level: string): string {
+  return `hsd-${level}`.toLowerCase().replace(/[^a-z0-9.-]/g, "-").slice(0, 63)
+    .split(".").map((l) => l.replace(/^-+|-+$/g, "")).filter(Boolean).join(".");
 }
