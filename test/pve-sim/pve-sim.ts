@@ -361,7 +361,7 @@ export class PveSim {
       const raw = await readBody(req);
       const params: Record<string, string> = Object.fromEntries(url.searchParams);
       const ctype = req.headers["content-type"] ?? "";
-      if (raw) Object.assign(params, ctype.includes("json") ? JSON.parse(raw) : Object.fromEntries(new URLSearchParams(raw)));
+      if (raw) Object.assign(params, ctype.includes("json") ? wireValues(JSON.parse(raw) as Record<string, unknown>) : Object.fromEntries(new URLSearchParams(raw)));
       rec.params = { ...params };
       let match: { route: Route; params: Record<string, string> } | undefined;
       for (const route of this.routes) {
@@ -425,6 +425,11 @@ function readBody(req: IncomingMessage): Promise<string> {
     req.on("end", () => resolve(s));
     req.on("error", reject);
   });
+}
+
+/** A JSON body's values as the form would carry them (PVE accepts JSON true/false for booleans). */
+function wireValues(body: Record<string, unknown>): Record<string, string> {
+  return Object.fromEntries(Object.entries(body).map(([k, v]) => [k, typeof v === "boolean" ? (v ? "1" : "0") : String(v)]));
 }
 
 function safeDecode(s: string): string {
