@@ -125,7 +125,7 @@ test("parameters newer than the node's release are unknown there: overrule-shutd
   for (const [release, status] of [["8.1.4", 400], ["8.3.2", 200]] as const) {
     await withSim({ release }, async (s) => {
       const c = clientFor(s);
-      const upid = await c.post<string>(`/nodes/pve1/qemu/${s.templateVmid}/clone`, { newid: 150 });
+      const upid = await c.api("POST /nodes/{node}/qemu/{vmid}/clone", { node: "pve1", vmid: s.templateVmid, newid: 150 });
       await c.waitTask(upid, { pollInitialMs: 5, pollMaxMs: 20 });
       const r = await c.call("POST", "/nodes/pve1/qemu/150/status/stop", { "overrule-shutdown": 1 }, {}).then(() => 200, (e: HsError) => Number(e.details.status));
       assert.equal(r, status, release);
@@ -152,7 +152,7 @@ test("preflight checks GET /version against the supported range (PVE 8.x, 9.x)",
 
 test("the simulator's answers carry what the schema's returns promise", async () => {
   const c = clientFor(sim);
-  const upid = await c.post<string>(`/nodes/pve1/qemu/${sim.templateVmid}/clone`, { newid: 160, name: "r160" });
+  const upid = await c.api("POST /nodes/{node}/qemu/{vmid}/clone", { node: "pve1", vmid: sim.templateVmid, newid: 160, name: "r160" });
   await c.waitTask(upid, { pollInitialMs: 5, pollMaxMs: 20 });
   const calls: [string, string, Record<string, string | number>][] = [
     ["GET /version", "/version", {}],

@@ -9,9 +9,10 @@ import { CommandTimeoutError, HsError, PveApiError, PveAuthError, PveProxyError,
 import { withTimeout, throwIfAborted } from "../../util/timeout.js";
 import { PveHttp, type PveHttpOptions, type PveHttpResponse } from "./pve-http.js";
 import { parseUpid } from "./upid.js";
-import { expandEndpoint, type PveEndpoint, type PveParams as SchemaParams, type PveReturns } from "./pve-api.js";
+import { expandEndpoint, type PveEndpoint, type PveParams, type PveReturns } from "./pve-api.js";
 
-export type PveParams = Readonly<Record<string, string | number | boolean | undefined>>;
+/** Parameters as they go on the wire (form body or query). */
+export type WireParams = Readonly<Record<string, string | number | boolean | undefined>>;
 export type Sleep = (ms: number, signal?: AbortSignal) => Promise<void>;
 
 export interface PveClientOptions extends PveHttpOptions {
@@ -55,7 +56,7 @@ export function isPveError(err: unknown, status: number, re?: RegExp): err is Pv
 }
 
 /** The form body PVE expects; undefined values are left out. */
-export function formEncode(params: PveParams | undefined): string {
+export function formEncode(params: WireParams | undefined): string {
   const sp = new URLSearchParams();
   for (const [k, v] of Object.entries(params ?? {})) if (v !== undefined) sp.append(k, typeof v === "boolean" ? (v ? "1" : "0") : String(v));
   return sp.toString();
@@ -90,27 +91,17 @@ export class PveClient {
    * `api("GET /nodes/{node}/qemu/{vmid}/config", { node, vmid })`. Parameter
    * names and types, and the answer's fields, are checked by tsc against pve-schema.ts.
    */
-  async api<E extends PveEndpoint>(endpoint: E, params: SchemaParams<E>, o: CallOptions = {}): Promise<PveReturns<E>> {
+  async api<E extends PveEndpoint>(endpoint: E, params: PveParams<E>, o: CallOptions = {}): Promise<PveReturns<E>> {
     const { method, path, rest } = expandEndpoint(endpoint, params);
     return (await this.call(method, path, rest, o)).data as PveReturns<E>;
   }
 
-  // Untyped access by concrete path, for tests and probes of routes outside the schema table.
-  async get<T = unknown>(path: string, query?: PveParams, o: CallOptions = {}): Promise<T> {
-    return (await this.call("GET", path, query, o)).data as T;
-  }
-  async post<T = unknown>(path: string, params?: PveParams, o: CallOptions = {}): Promise<T> {
-    return (await this.call("POST", path, params, o)).data as T;
-  }
-  async put<T = unknown>(path: string, params?: PveParams, o: CallOptions = {}): Promise<T> {
-    return (await this.call("PUT", path, params, o)).data as T;
-  }
-  async delete<T = unknown>(path: string, query?: PveParams, o: CallOptions = {}): Promise<T> {
-    return (await this.call("DELETE", path, query, o)).data as T;
-  }
-
-  /** The whole envelope (task logs carry `total` beside `data`). */
-  async call(method: "GET" | "POST" | "PUT" | "DELETE", path: string, params: PveParams | undefined, o: CallOptions): Promise<Record<string, unknown>> {
+  /**
+   * One call by concrete path, untyped; the whole envelope (task logs carry
+   * `total` beside `data`). Product code goes through api(); tests use this for
+   * routes outside the schema table.
+   */
+  async call(method: "GET" | "POST" | "PUT" | "DELETE", path: string, params: WireParams | undefined, o: CallOptions): Promise<Record<string, unknown>> {
     const inQuery = method === "GET" || method === "DELETE";
     const qs = inQuery ? formEncode(params) : "";
     const fullPath = `/api2/json${path}${qs ? `?${qs}` : ""}`;
