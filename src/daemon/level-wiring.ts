@@ -27,6 +27,7 @@ import type { IsolationMode, ProviderName } from "../domain/providers.js";
 import type { Provider } from "../providers/provider.js";
 import { pveConfigure } from "../providers/pve/pve-wiring.js";
 import { AddressInUseError } from "../domain/errors.js";
+import { readLastSshPort, rememberSshPort } from "./last-ssh-port.js";
 import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
 import { Level } from "../level/level.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
@@ -122,19 +123,27 @@ async function generateDemoRepoInPlace(dir: string, name: string, vmRootPassword
 export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Promise<SshHandle> {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
-  const ep = await startSshEndpoint({
-    host: config.ssh.host, port: config.ssh.port, hostKeyPath: parts.keys.hostKeyPath, grpcSocketPath: config.api.socket,
+  const listen = (port: number) => startSshEndpoint({
+    host: config.ssh.host, port, hostKeyPath: parts.keys.hostKeyPath, grpcSocketPath: config.api.socket,
     keys: parts.access, uploadPack: gitUploadPack, repos: resolverFor(paths.reposDir, config.parent ? config.repoNames : Object.keys(parts.repos)),
     maxUploadPacks: config.ssh.maxUploadPacks, queueTimeoutMs: config.ssh.queueTimeoutMs,
     uploadPackTimeoutS: config.ssh.uploadPackTimeoutS, authFailureDelayMs: config.ssh.authFailureDelayMs,
     keepaliveIntervalMs: keepaliveIntervalMs(config.timeouts.connectMs),
     log: log.child({ sub: "ssh" }),
-  }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== "EADDRINUSE") throw err;
-    throw new AddressInUseError(`the SSH endpoint cannot listen on ${config.ssh.host}:${config.ssh.port}: address in use`, {
-      details: { host: config.ssh.host, port: config.ssh.port }, cause: err,
-    });
   });
+  const inUse = (err: NodeJS.ErrnoException, port: number) => {
+    if (err.code !== "EADDRINUSE") return err;
+    return new AddressInUseError(`the SSH endpoint cannot listen on ${config.ssh.host}:${port}: address in use`, {
+      details: { host: config.ssh.host, port }, cause: err,
+    });
+  };
+  const last = config.ssh.reuseLastPort ? await readLastSshPort(paths.sshPort) : undefined;
+  const ep = await listen(last ?? config.ssh.port).catch(async (err: NodeJS.ErrnoException) => {
+    if (last === undefined || err.code !== "EADDRINUSE") throw inUse(err, last ?? config.ssh.port);
+    log.warn({ port: last }, "the SSH port this level had is taken now; listening on a free one (live children still pinned to the old port cannot sync until rebuilt)");
+    return listen(0).catch((e: NodeJS.ErrnoException) => { throw inUse(e, 0); });
+  });
+  if (config.ssh.reuseLastPort && ep.address().port !== last) await rememberSshPort(paths.sshPort, ep.address().port);
   return {
     host: ep.address().host, port: ep.address().port, hostKeyFingerprint: ep.hostKeyFingerprint, publicKey: parts.keys.publicKey,
     close: () => ep.close(),

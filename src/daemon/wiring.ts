@@ -56,7 +56,8 @@ export function resolvePaths(o: Pick<DaemonOptions, "root" | "configFile">): Res
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const p = resolvePaths(o);
   // A bad config throws here, before anything listens or is written.
-  const config = await loadConfig(p.configFile, { root: p.root, ...(p.socket ? { socket: p.socket } : {}) });
+  // A level under a user's root takes a free SSH port unless hsd.yaml names one: never the system hsd's 2222.
+  const config = await loadConfig(p.configFile, { root: p.root, ...(p.socket ? { socket: p.socket } : { freeSshPort: true }) });
   const destination = o.logDestination
     ? (o.logDestination as unknown as import("pino").DestinationStream)
     : o.env.HSD_LOG_PRETTY === "1" ? await prettyDestination() : undefined;
