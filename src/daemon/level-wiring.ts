@@ -49,6 +49,9 @@ export interface LevelParts {
   readonly startRepos: () => void;
   readonly secrets: SecretsStore;
   readonly journal: Journal;
+  /** Settles once level 0's first export after start is done (or failed); at once below level 0. */
+  readonly exported: Promise<void>;
+  readonly markExported: () => void;
 }
 
 /** Everything that must exist before the API listens. */
@@ -96,7 +99,9 @@ export async function prepareLevel(config: HsdConfig, log: Logger, faults: Fault
   await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
   const journal = new Journal(paths.journal, { beforeRename: writeFault(faults, "journal-write") });
   await journal.load();
-  return { keys, access, repos, repoPrepared, startRepos, secrets, journal };
+  let markExported = () => {};
+  const exported = config.parent ? Promise.resolve() : new Promise<void>((res) => { markExported = res; });
+  return { keys, access, repos, repoPrepared, startRepos, secrets, journal, exported, markExported };
 }
 
 /**
@@ -123,9 +128,19 @@ async function generateDemoRepoInPlace(dir: string, name: string, vmRootPassword
 export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Promise<SshHandle> {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
+  const names = config.parent ? config.repoNames : Object.keys(parts.repos);
+  const resolve = resolverFor(paths.reposDir, names);
+  // A clone that arrives while level 0 writes its first export waits for it
+  // (bounded like a queued fetch) instead of hearing "no such repo" or
+  // getting a bare repo that has no refs yet.
+  const repos = async (name: string) => {
+    if (!names.includes(name)) return undefined;
+    await waitUpTo(config.ssh.queueTimeoutMs, parts.exported);
+    return resolve(name);
+  };
   const listen = (port: number) => startSshEndpoint({
     host: config.ssh.host, port, hostKeyPath: parts.keys.hostKeyPath, grpcSocketPath: config.api.socket,
-    keys: parts.access, uploadPack: gitUploadPack, repos: resolverFor(paths.reposDir, config.parent ? config.repoNames : Object.keys(parts.repos)),
+    keys: parts.access, uploadPack: gitUploadPack, repos,
     maxUploadPacks: config.ssh.maxUploadPacks, queueTimeoutMs: config.ssh.queueTimeoutMs,
     uploadPackTimeoutS: config.ssh.uploadPackTimeoutS, authFailureDelayMs: config.ssh.authFailureDelayMs,
     keepaliveIntervalMs: keepaliveIntervalMs(config.timeouts.connectMs),
@@ -150,7 +165,20 @@ export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Prom
   };
 }
 
-export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, faults: Faults = NO_FAULTS): { level: Level; close(): Promise<void> } {
+/** Resolves when `p` settles or after `ms`, whichever is first; never rejects. */
+function waitUpTo(ms: number, p: Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p.catch(() => undefined), new Promise<void>((r) => { timer = setTimeout(r, ms); })]).finally(() => clearTimeout(timer));
+}
+
+export interface BuiltLevel {
+  level: Level;
+  /** Called once the daemon is ready: level 0 writes its exports (readers may clone at once). */
+  start(): void;
+  close(): Promise<void>;
+}
+
+export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, faults: Faults = NO_FAULTS): BuiltLevel {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
   const hsdEntry = fileURLToPath(new URL("./hsd.js", import.meta.url));
@@ -204,5 +232,15 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
       checkouts: parts.repos, debounceMs: config.sync.debounceMs, log, sync: (sink, signal) => level.sync({ recursive: true }, sink, signal),
     }), () => undefined)
     : undefined;
-  return { level, close: async () => { await (await watcher)?.close(); await links.closeAll(); } };
+  const stopExport = new AbortController();
+  const start = () => {
+    if (config.parent) return;
+    level.exportAtStart(stopExport.signal)
+      .catch((err: unknown) => { if (!stopExport.signal.aborted) log.warn({ err }, "exporting the repos at start failed; a sync or nest retries"); })
+      .finally(parts.markExported);
+  };
+  return {
+    level, start,
+    close: async () => { stopExport.abort(); await (await watcher)?.close(); await links.closeAll(); },
+  };
 }

@@ -83,6 +83,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // secrets and journal are prepared before anything listens.
   let parts: LevelParts | undefined;
   let closeLevel: () => Promise<void> = async () => {};
+  let startLevel = () => {};
   const access = await (o.buildAccess ?? (async (c: HsdConfig, l: Logger) => {
     parts = await prepareLevel(c, l, faults);
     return parts.access;
@@ -94,6 +95,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const level = (o.buildLevel ?? ((c: WiringContext) => {
     const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, faults);
     closeLevel = built.close;
+    startLevel = built.start;
     return built.level;
   }))(ctx);
   const startSsh = o.startSsh ?? (parts ? (c: WiringContext) => startLevelSsh(c, parts!) : undefined);
@@ -123,6 +125,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   await announceReady({ readyFile: paths.ready, info: ready, env: o.env, log });
   log.info({ socket: ready.socket, sshPort: ready.sshPort }, "hsd ready");
   parts?.startRepos();
+  startLevel();
 
   let stopping: Promise<void> | undefined;
   let markStopped!: () => void;

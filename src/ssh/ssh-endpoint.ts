@@ -21,8 +21,8 @@ import { privateKeyFingerprint } from "./key-fingerprint.js";
 import { KEEPALIVE_COUNT_MAX } from "./parent-connection.js";
 import { reachableSocketPath } from "../util/unix-socket-path.js";
 
-/** Maps an allow-listed repo name to its absolute bare repo path, or undefined. */
-export type RepoResolver = (name: string) => string | undefined;
+/** Maps an allow-listed repo name to its absolute bare repo path, or undefined (may wait: level 0 exporting at start). */
+export type RepoResolver = (name: string) => string | undefined | Promise<string | undefined>;
 
 /** The only direct-tcpip target a controller may open; it always means the level's gRPC socket. */
 export const GRPC_VIRTUAL_HOST = "hsd.grpc";
@@ -198,7 +198,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
     let release: (() => void) | undefined;
     try {
       const cmd = parseExecCommand(command);
-      const repoPath = opts.repos(cmd.repo);
+      const repoPath = await opts.repos(cmd.repo);
       if (repoPath === undefined) throw new RepoNotFoundError("no such repo", { details: { repo: cmd.repo } });
       const rlog = alog.child({ repo: cmd.repo });
       if (limiter.activeCount >= opts.maxUploadPacks || limiter.queuedCount > 0) {
