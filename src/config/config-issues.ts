@@ -1,7 +1,7 @@
 // Collects every problem found in one hsd.yaml so a run reports them all at
 // once (file:line[:column] and key each, in file order), then throws one
 // ConfigError carrying the list.
-// Imported by: src/config (the loader and its reader), tests.
+// Imported by: src/config.
 
 import { ConfigError } from "../domain/errors.js";
 
