@@ -19,6 +19,9 @@ export interface ReadyInfo {
   version: string;
 }
 
+/** After the child exits, how long its ready pipe may take to deliver its last line. */
+const PIPE_DRAIN_MS = 1000;
+
 /** What a daemon that cannot start says about it: its own error code, message and hint. */
 export interface StartFailure {
   code: string;
@@ -38,25 +41,35 @@ export function readyFromPipe(proc: ChildProcess, signal: AbortSignal, logTail: 
     if (!pipe) return reject(new ProviderError("child has no readiness pipe"));
     let buf = "";
     let settled = false;
+    let drainTimer: NodeJS.Timeout | undefined;
     const finish = (fn: () => void) => {
       if (settled) return;
       settled = true;
       signal.removeEventListener("abort", onAbort);
-      proc.off("close", onExit);
+      proc.off("exit", onExit);
+      clearTimeout(drainTimer);
       pipe.destroy();
       fn();
     };
     const onAbort = () => finish(() => reject(signal.reason));
-    // "close", not "exit": it comes after the pipe is drained, so a failure line is never lost.
-    const onExit = (code: number | null, sig: string | null) => {
+    const exitedBeforeReady = (code: number | null, sig: string | null) => {
       void logTail().then((t) => finish(() => reject(new ProviderError(
         `child hsd exited before it was ready (${sig ?? `exit ${code}`})${t ? `: ${summarize(t)}` : ""}`,
         { details: { exitCode: code, signal: sig } },
       ))));
     };
+    // "exit" can come before the pipe's last bytes are read: a failure line
+    // must not be lost, so the pipe is drained first. Bounded, because a
+    // process the child started may still hold the pipe's write end.
+    const onExit = (code: number | null, sig: string | null) => {
+      if (pipe.readableEnded || pipe.destroyed) return exitedBeforeReady(code, sig);
+      const drained = () => exitedBeforeReady(code, sig);
+      pipe.once("close", drained);
+      drainTimer = setTimeout(drained, PIPE_DRAIN_MS);
+    };
     if (signal.aborted) return onAbort();
     signal.addEventListener("abort", onAbort, { once: true });
-    proc.once("close", onExit);
+    proc.once("exit", onExit);
     pipe.setEncoding("utf8");
     pipe.on("data", (chunk: string) => {
       buf += chunk;
