@@ -55,6 +55,8 @@ export interface DivertPackOptions {
   /** Largest pack handed to isomorphic-git; default PASS_MAX_BYTES. */
   passMaxBytes?: number;
   onProgress?: (ev: { phase: string; loaded: number; total: number }) => void;
+  /** The fetch's failure (ChannelStream.signal): a write blocked on a stalled index-pack gives up with its reason. */
+  signal?: AbortSignal;
 }
 
 export interface DivertStats { diverted: boolean; objects: number; packSha?: string }
@@ -115,7 +117,7 @@ export async function* divertPack(source: AsyncIterable<Buffer>, opts: DivertPac
       mode = "divert";
       stats.diverted = true;
       opts.onProgress?.({ phase: "Indexing objects", loaded: 0, total: stats.objects });
-      child = new IndexPack(opts.gitdir);
+      child = new IndexPack(opts.gitdir, opts.signal);
       // Progress packets that arrived between pack packets go on to isomorphic-git now.
       for (const h of held) {
         if (h[4] === 1) await child.write(h.subarray(5));
@@ -146,7 +148,7 @@ class IndexPack {
   private stderr = "";
   done = false;
 
-  constructor(private readonly gitdir: string) {
+  constructor(private readonly gitdir: string, private readonly signal?: AbortSignal) {
     // No --fix-thin: isomorphic-git never asks for a thin pack, so one would be a protocol error.
     this.proc = spawn("git", ["index-pack", "--stdin"], {
       env: cleanGitEnv({ GIT_DIR: gitdir, GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" }),
@@ -163,14 +165,18 @@ class IndexPack {
 
   /** Writes pack bytes, waiting when the pipe is full (memory stays bounded by the pipe, not the pack). */
   async write(b: Buffer): Promise<void> {
+    if (this.signal?.aborted) throw this.signal.reason;
     if (this.proc.stdin.destroyed || this.proc.stdin.writableEnded) return;
-    if (!this.proc.stdin.write(b)) {
-      await new Promise<void>((resolve) => {
-        const done = () => { this.proc.stdin.off("drain", done); this.proc.stdin.off("close", done); resolve(); };
-        this.proc.stdin.on("drain", done);
-        this.proc.stdin.on("close", done);
-      });
-    }
+    if (this.proc.stdin.write(b)) return;
+    const stdin = this.proc.stdin;
+    const signal = this.signal;
+    await new Promise<void>((resolve) => {
+      const done = () => { stdin.off("drain", done); stdin.off("close", done); signal?.removeEventListener("abort", done); resolve(); };
+      stdin.on("drain", done);
+      stdin.on("close", done);
+      signal?.addEventListener("abort", done, { once: true });
+    });
+    if (signal?.aborted) throw signal.reason;
   }
 
   /** Ends the pack; returns its SHA-1 once index-pack has written .pack and .idx. */

@@ -229,7 +229,7 @@ export class FetchSession {
       try {
         yield* divertPack(body(), {
           gitdir: gitdir!, repo, log: self.opts.log, minObjects: self.opts.divertMinObjects,
-          onProgress: self.opts.onProgress,
+          onProgress: self.opts.onProgress, signal: stream.signal,
         }, self.pack);
       } catch (err) {
         // Keep our typed error: isomorphic-git would only see a failed stream.

@@ -52,6 +52,7 @@ export class ChannelStream implements AsyncIterable<Buffer> {
   private readonly queue: Buffer[] = [];
   private queued = 0;
   private paused = false;
+  private discarding = false;
   private eof = false;
   private isClosed = false;
   private failure: HsError | undefined;
@@ -62,6 +63,13 @@ export class ChannelStream implements AsyncIterable<Buffer> {
   private readonly timer: NodeJS.Timeout;
   private readonly hwm: number;
   private readonly onAbort: () => void;
+  private readonly failed = new AbortController();
+  /**
+   * Aborted (reason: the typed error) when the command fails or times out:
+   * a consumer blocked on something other than read(), e.g. a full pipe to
+   * a child process or a file, waits on this too so it cannot outlive the command.
+   */
+  readonly signal: AbortSignal = this.failed.signal;
 
   constructor(readonly channel: StreamChannel, private readonly opts: ChannelStreamOptions) {
     this.hwm = opts.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
@@ -74,6 +82,7 @@ export class ChannelStream implements AsyncIterable<Buffer> {
     else opts.signal?.addEventListener("abort", this.onAbort, { once: true });
     channel.on("data", (b: Buffer) => {
       this.bytes += b.length;
+      if (this.discarding) return;
       this.queue.push(b);
       this.queued += b.length;
       if (!this.paused && this.queued >= this.hwm) {
@@ -115,8 +124,22 @@ export class ChannelStream implements AsyncIterable<Buffer> {
   /** Ends the command with `err` (the first failure wins) and tears the channel down. */
   fail(err: HsError): void {
     this.failure ??= err;
-    this.channel.destroy();
+    if (!this.failed.signal.aborted) this.failed.abort(this.failure);
+    this.teardown();
     this.notify();
+  }
+
+  /**
+   * ssh2's destroy() only sends EOF and CLOSE; the channel emits 'close'
+   * after its readable side has ended, which a paused channel with data
+   * buffered never does. So drop what is queued and let the rest flow away.
+   */
+  private teardown(): void {
+    this.discarding = true;
+    this.queue.length = 0;
+    this.queued = 0;
+    this.channel.destroy();
+    this.channel.resume();
   }
 
   private notify(): void {
@@ -187,7 +210,10 @@ export class ChannelStream implements AsyncIterable<Buffer> {
     if (this.isClosed) return;
     this.end();
     (this.channel as Duplex & { close?: () => void }).close?.();
-    const t = setTimeout(() => this.channel.destroy(), graceMs);
+    // Unread data must not hold the close (see teardown); a peer that never answers CLOSE is cut.
+    this.discarding = true;
+    this.channel.resume();
+    const t = setTimeout(() => this.teardown(), graceMs);
     await this.closed();
     clearTimeout(t);
   }

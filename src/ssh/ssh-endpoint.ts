@@ -17,6 +17,7 @@ import { finishChannel, type UploadPackServer } from "./exec-channel.js";
 import { UploadPackLimiter } from "./upload-pack-limiter.js";
 import type { AuthorizedKeyStore } from "./authorized-key-store.js";
 import { parseExecCommand } from "./exec-command.js";
+import { joinChannel } from "./channel-stream.js";
 import { privateKeyFingerprint } from "./key-fingerprint.js";
 import { KEEPALIVE_COUNT_MAX } from "./parent-connection.js";
 import { reachableSocketPath } from "../util/unix-socket-path.js";
@@ -180,12 +181,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
     sock.once("error", (err) => { alog.warn({ err: err.message }, "API socket unreachable"); reject(); });
     sock.once("connect", () => {
       sock.removeAllListeners("error");
-      const ch = accept();
-      sock.on("error", () => ch.destroy());
-      ch.on("error", () => sock.destroy());
-      ch.pipe(sock).pipe(ch);
-      ch.on("close", () => sock.destroy());
-      sock.on("close", () => { if (!ch.destroyed) ch.end(); });
+      joinChannel(accept(), sock);
     });
   }
 
