@@ -7,7 +7,7 @@
 
 import type { HttpClient, GitHttpRequest, GitHttpResponse, GitProgressEvent } from "isomorphic-git";
 import type { Logger } from "../log/logger.js";
-import { GitProtocolError, HsError, RepoNotFoundError, InvalidArgumentError } from "../domain/errors.js";
+import { GitProtocolError, HsError, PeerGoneError, RepoNotFoundError, InvalidArgumentError } from "../domain/errors.js";
 import { FLUSH_PKT, PktStreamReader, encodePktLine, parseAdvertisement, type Pkt, type RefAdvertisement } from "./pkt-line.js";
 import { ChannelStream, type ChannelOpener } from "../ssh/channel-stream.js";
 import { divertPack, type DivertStats } from "./divert-pack.js";
@@ -103,6 +103,10 @@ export class FetchSession {
     const exitCode = this.stream?.exitCode;
     const text = advertisedErr ?? (this.stream?.stderr ?? "").replace(/^hsd: /, "").trim();
     const details = { repo: this.repo, exitCode };
+    // No exit status at all: the channel or the connection went away under the fetch (parent gone, link cut).
+    if (exitCode === undefined && advertisedErr === undefined && !text) {
+      return new PeerGoneError(`the parent closed the fetch of ${this.repo} without an exit status`, { details });
+    }
     if (/no such repo/.test(text)) return new RepoNotFoundError(`parent has no repo ${this.repo}`, { details });
     return new GitProtocolError(`upload-pack for ${this.repo} failed${exitCode !== undefined ? ` (exit ${exitCode})` : ""}: ${text.split("\n")[0]?.slice(0, 200) ?? ""}`, { details });
   }

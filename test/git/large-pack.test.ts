@@ -3,7 +3,8 @@
 // its own process: commits match and fsck is clean with bounded peak RSS;
 // a consumer that stops reading (index-pack stopped) and a parent that stops
 // sending (upload-pack stopped) each fail the fetch at the command timeout
-// with CommandTimeout, having received only a window's worth more.
+// with CommandTimeout, having received only a window's worth more; a
+// parent that goes away fails it with PeerGone. No failure leaves a ref behind.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -189,4 +190,20 @@ test("a parent that stops sending mid-fetch fails it at the command timeout with
   }
   await new Promise((r) => (f.proc.exitCode === null ? f.proc.once("exit", r) : r(null)));
   assert.equal((await git(["--git-dir", join(levelPaths(root).reposDir, `${NAME}.git`), "for-each-ref"])), "", "no ref names an object that never came");
+});
+
+// Last: it closes the endpoint the tests above share.
+test("a parent that goes away mid-fetch fails it with PeerGone and leaves no ref behind", async () => {
+  const root = join(dir.path, "l1-parent-gone");
+  const f = startFetch({ ...base, root, commandTimeoutMs: 120_000 });
+  await f.next("connected", 30_000);
+  await f.next("progress", 60_000);
+  await endpoint.close(); // ends every SSH connection: the fetch's channel closes with no exit status
+  const done = await f.next("done", 60_000) as Extract<FetchChildLine, { type: "done" }>;
+  assert.equal(done.ok, false);
+  assert.equal((done as { code: string }).code, "PeerGone");
+  await new Promise((r) => (f.proc.exitCode === null ? f.proc.once("exit", r) : r(null)));
+  const exp = join(levelPaths(root).reposDir, `${NAME}.git`);
+  assert.equal((await git(["--git-dir", exp, "for-each-ref"])), "");
+  assert.deepEqual(packFiles(exp).filter((n) => n.startsWith("tmp_") || n.endsWith(".pack")), []);
 });
