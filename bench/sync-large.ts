@@ -25,6 +25,7 @@ interface SizeResult {
   mb: number; packMiB: number; genMs: number; refreshMs: number; cloneLocalMs: number; noopRefreshMs: number;
   full: ChildResult; fullCli: { ms: number; maxRssMiB: number };
   inc: ChildResult; incCli: { ms: number; maxRssMiB: number };
+  inc2: ChildResult; inc2Cli: { ms: number; maxRssMiB: number };
 }
 
 async function one(mb: number): Promise<SizeResult> {
@@ -67,7 +68,13 @@ async function one(mb: number): Promise<SizeResult> {
       await refreshExports({ repos, exportsDir: p0.reposDir, secretPatterns: PATTERNS, log: silentLogger() });
       const incCli = await cliAll([NAME], (n) => ["-C", join(cliDir, n), "pull", "-q", "--ff-only"], env, cliDir);
       const inc = await fetcher.sync();
-      return { mb, packMiB, genMs, refreshMs, cloneLocalMs, noopRefreshMs, full, fullCli, inc, incCli };
+      // A second one: the first status after a full checkout re-hashes "racily clean" files
+      // (written in the index's timestamp tick), which both the CLI and hsd pay once.
+      await addLargeRepoCommit(checkout, 100 * 1024, "inc2");
+      await refreshExports({ repos, exportsDir: p0.reposDir, secretPatterns: PATTERNS, log: silentLogger() });
+      const inc2Cli = await cliAll([NAME], (n) => ["-C", join(cliDir, n), "pull", "-q", "--ff-only"], env, cliDir);
+      const inc2 = await fetcher.sync();
+      return { mb, packMiB, genMs, refreshMs, cloneLocalMs, noopRefreshMs, full, fullCli, inc, incCli, inc2, inc2Cli };
     } finally {
       await fetcher.stop();
     }
@@ -84,16 +91,17 @@ async function main(): Promise<void> {
 
   const f = (n: number, w = 6) => n.toFixed(0).padStart(w);
   console.log("one repo of 100 KiB random files in 10 commits; fetcher = syncFromParent in a long-lived process; git CLI = clone/pull over OpenSSH; same endpoint");
-  console.log("pack      full: hsd    git CLI  ratio   hsd RSS  CLI RSS   incremental: hsd  git CLI   hsd ms/MB  CLI ms/MB   L0 first refresh  clone --local");
+  console.log("pack      full: hsd    git CLI  ratio   hsd RSS  CLI RSS   incr. 1st: hsd  git CLI   2nd: hsd  git CLI   hsd ms/MB  CLI ms/MB   L0 first refresh  clone --local");
   for (const r of results) {
-    console.log(`${f(r.packMiB, 4)} MiB  ${f(r.full.ms)} ms ${f(r.fullCli.ms)} ms  ${(r.full.ms / r.fullCli.ms).toFixed(2).padStart(5)}x  ${f(r.full.maxRssMiB, 4)} MiB ${f(r.fullCli.maxRssMiB, 4)} MiB  ${f(r.inc.ms, 9)} ms ${f(r.incCli.ms)} ms  ${(r.full.ms / r.packMiB).toFixed(1).padStart(8)}   ${(r.fullCli.ms / r.packMiB).toFixed(1).padStart(8)}   ${f(r.refreshMs, 9)} ms    ${f(r.cloneLocalMs)} ms`);
+    console.log(`${f(r.packMiB, 4)} MiB  ${f(r.full.ms)} ms ${f(r.fullCli.ms)} ms  ${(r.full.ms / r.fullCli.ms).toFixed(2).padStart(5)}x  ${f(r.full.maxRssMiB, 4)} MiB ${f(r.fullCli.maxRssMiB, 4)} MiB  ${f(r.inc.ms, 7)} ms ${f(r.incCli.ms)} ms  ${f(r.inc2.ms, 5)} ms ${f(r.inc2Cli.ms)} ms  ${(r.full.ms / r.packMiB).toFixed(1).padStart(8)}   ${(r.fullCli.ms / r.packMiB).toFixed(1).padStart(8)}   ${f(r.refreshMs, 9)} ms    ${f(r.cloneLocalMs)} ms`);
   }
   console.log("(hsd RSS: the fetching node process's own peak; git index-pack runs beside it as git's does. CLI RSS: largest peak among git, ssh, index-pack.");
   console.log(` L0 refresh unchanged: ${results.map((r) => `${f(r.noopRefreshMs, 0)} ms`).join(", ")}; repo generation: ${results.map((r) => `${(r.genMs / 1000).toFixed(1)} s`).join(", ")})`);
   const goals = [
     ["full <= 1.5x git CLI at every size", results.every((r) => r.full.ms <= 1.5 * r.fullCli.ms)],
-    ["incremental <= 250 ms at every size", results.every((r) => r.inc.ms <= 250)],
-    ["fetcher peak RSS <= 200 MiB at every size", results.every((r) => Math.max(r.full.maxRssMiB, r.inc.maxRssMiB) <= 200)],
+    ["incremental <= 250 ms at every size (1st after the full sync)", results.every((r) => r.inc.ms <= 250)],
+    ["incremental <= 250 ms at every size (2nd)", results.every((r) => r.inc2.ms <= 250)],
+    ["fetcher peak RSS <= 200 MiB at every size", results.every((r) => Math.max(r.full.maxRssMiB, r.inc.maxRssMiB, r.inc2.maxRssMiB) <= 200)],
   ] as const;
   for (const [g, ok] of goals) console.log(`goal ${ok ? "MET " : "MISS"}: ${g}`);
 }
