@@ -1,11 +1,17 @@
 // Renders a stream of build events for the operator: a live tree on a terminal,
-// plain lines when piped, JSON Lines with --json, and a closing level × phase
-// timing table (actual against budget), as in the seed's "Timing Analysis".
+// plain lines when piped (every phase change, at most one progress or log line
+// per level per second), JSON Lines with --json (every event), and a closing
+// level × phase timing table (actual against budget), as in the seed's
+// "Timing Analysis".
 // Imported by: src/cli/commands.
 
 import type { LevelEvent } from "../domain/events.js";
 import { PHASES } from "../domain/phases.js";
 import { hintFor } from "../domain/hints.js";
+import { progressThrottle, type ProgressThrottle } from "../util/progress-throttle.js";
+
+/** Piped output: a level's progress and log lines go out at most this often (phase changes always do). */
+export const PLAIN_NOTE_INTERVAL_MS = 1000;
 
 export type ViewMode = "tty" | "plain" | "json";
 
@@ -51,8 +57,14 @@ export class NestView {
   private timer: NodeJS.Timeout | undefined;
   private frame = 0;
   readonly failures: LevelEvent[] = [];
+  /** Plain mode's progress/log lines, one per level per interval; the rest are dropped (--json keeps them). */
+  private readonly notes: ProgressThrottle<LevelEvent>;
 
   constructor(private readonly mode: ViewMode, private readonly out: NodeJS.WritableStream = process.stdout, private readonly now: () => number = Date.now) {
+    this.notes = progressThrottle<LevelEvent>({
+      intervalMs: PLAIN_NOTE_INTERVAL_MS, now: () => this.now(), key: (ev) => ev.levelPath.join("/"),
+      isFinal: () => false, emit: (ev) => this.out.write(`${plainLine(ev)}\n`),
+    });
     if (mode === "tty") {
       this.timer = setInterval(() => { this.frame++; this.redraw(); }, 100);
       this.timer.unref();
@@ -71,7 +83,10 @@ export class NestView {
     }
     if (ev.kind === "failed") { row.failure = ev.failure; this.failures.push(ev); }
     if (this.mode === "json") this.out.write(`${JSON.stringify(eventJson(ev))}\n`);
-    else if (this.mode === "plain") this.out.write(`${plainLine(ev)}\n`);
+    else if (this.mode === "plain") {
+      if (ev.kind === "progress" || ev.kind === "log") this.notes(ev);
+      else this.out.write(`${plainLine(ev)}\n`);
+    }
     else this.redraw();
   }
 

@@ -61,6 +61,11 @@ export interface HsdConfig {
     readonly host: string;
     /** 0 picks a free port (tests, local children). */
     readonly port: number;
+    /**
+     * ssh.port was left unset on a user root (port is 0): the endpoint first
+     * tries the port it bound last time, so live children still reach it after a restart.
+     */
+    readonly reuseLastPort: boolean;
     /** The address children are told to use; defaults to host (or 127.0.0.1 for 0.0.0.0). */
     readonly advertiseHost: string;
     readonly maxUploadPacks: number;

@@ -15,7 +15,8 @@ export function configDocument(c: HsdConfig): Record<string, unknown> {
     level: { name: c.level.name, depth: c.level.depth },
     api: { socket: c.api.socket },
     ssh: {
-      host: c.ssh.host, port: c.ssh.port, advertise_host: c.ssh.advertiseHost,
+      // An unset port stays unset: it means "a free port, kept across restarts" (reuseLastPort).
+      host: c.ssh.host, ...(c.ssh.reuseLastPort ? {} : { port: c.ssh.port }), advertise_host: c.ssh.advertiseHost,
       max_upload_packs: c.ssh.maxUploadPacks, queue_timeout: ms(c.ssh.queueTimeoutMs),
       upload_pack_timeout: `${c.ssh.uploadPackTimeoutS}s`, auth_failure_delay: ms(c.ssh.authFailureDelayMs),
     },

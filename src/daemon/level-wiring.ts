@@ -27,6 +27,7 @@ import type { IsolationMode, ProviderName } from "../domain/providers.js";
 import type { Provider } from "../providers/provider.js";
 import { pveConfigure } from "../providers/pve/pve-wiring.js";
 import { AddressInUseError } from "../domain/errors.js";
+import { readLastSshPort, rememberSshPort } from "./last-ssh-port.js";
 import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
 import { Level } from "../level/level.js";
 import { homestakLayout } from "../homestak/layout.js";
@@ -52,6 +53,9 @@ export interface LevelParts {
   readonly startRepos: () => void;
   readonly secrets: SecretsStore;
   readonly journal: Journal;
+  /** Settles once level 0's first export after start is done (or failed); at once below level 0. */
+  readonly exported: Promise<void>;
+  readonly markExported: () => void;
 }
 
 /** Everything that must exist before the API listens. */
@@ -100,7 +104,9 @@ export async function prepareLevel(config: HsdConfig, log: Logger, faults: Fault
   await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
   const journal = new Journal(paths.journal, { beforeRename: writeFault(faults, "journal-write") });
   await journal.load();
-  return { keys, access, repos, repoPrepared, startRepos, secrets, journal };
+  let markExported = () => {};
+  const exported = config.parent ? Promise.resolve() : new Promise<void>((res) => { markExported = res; });
+  return { keys, access, repos, repoPrepared, startRepos, secrets, journal, exported, markExported };
 }
 
 /**
@@ -127,26 +133,57 @@ async function generateDemoRepoInPlace(dir: string, name: string, vmRootPassword
 export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Promise<SshHandle> {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
-  const ep = await startSshEndpoint({
-    host: config.ssh.host, port: config.ssh.port, hostKeyPath: parts.keys.hostKeyPath, grpcSocketPath: config.api.socket,
-    keys: parts.access, uploadPack: gitUploadPack, repos: resolverFor(paths.reposDir, config.parent ? config.repoNames : Object.keys(parts.repos)),
+  const names = config.parent ? config.repoNames : Object.keys(parts.repos);
+  const resolve = resolverFor(paths.reposDir, names);
+  // A clone that arrives while level 0 writes its first export waits for it
+  // (bounded like a queued fetch) instead of hearing "no such repo" or
+  // getting a bare repo that has no refs yet.
+  const repos = async (name: string) => {
+    if (!names.includes(name)) return undefined;
+    await waitUpTo(config.ssh.queueTimeoutMs, parts.exported);
+    return resolve(name);
+  };
+  const listen = (port: number) => startSshEndpoint({
+    host: config.ssh.host, port, hostKeyPath: parts.keys.hostKeyPath, grpcSocketPath: config.api.socket,
+    keys: parts.access, uploadPack: gitUploadPack, repos,
     maxUploadPacks: config.ssh.maxUploadPacks, queueTimeoutMs: config.ssh.queueTimeoutMs,
     uploadPackTimeoutS: config.ssh.uploadPackTimeoutS, authFailureDelayMs: config.ssh.authFailureDelayMs,
     keepaliveIntervalMs: keepaliveIntervalMs(config.timeouts.connectMs),
     log: log.child({ sub: "ssh" }),
-  }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== "EADDRINUSE") throw err;
-    throw new AddressInUseError(`the SSH endpoint cannot listen on ${config.ssh.host}:${config.ssh.port}: address in use`, {
-      details: { host: config.ssh.host, port: config.ssh.port }, cause: err,
-    });
   });
+  const inUse = (err: NodeJS.ErrnoException, port: number) => {
+    if (err.code !== "EADDRINUSE") return err;
+    return new AddressInUseError(`the SSH endpoint cannot listen on ${config.ssh.host}:${port}: address in use`, {
+      details: { host: config.ssh.host, port }, cause: err,
+    });
+  };
+  const last = config.ssh.reuseLastPort ? await readLastSshPort(paths.sshPort) : undefined;
+  const ep = await listen(last ?? config.ssh.port).catch(async (err: NodeJS.ErrnoException) => {
+    if (last === undefined || err.code !== "EADDRINUSE") throw inUse(err, last ?? config.ssh.port);
+    log.warn({ port: last }, "the SSH port this level had is taken now; listening on a free one (live children still pinned to the old port cannot sync until rebuilt)");
+    return listen(0).catch((e: NodeJS.ErrnoException) => { throw inUse(e, 0); });
+  });
+  if (config.ssh.reuseLastPort && ep.address().port !== last) await rememberSshPort(paths.sshPort, ep.address().port);
   return {
     host: ep.address().host, port: ep.address().port, hostKeyFingerprint: ep.hostKeyFingerprint, publicKey: parts.keys.publicKey,
     close: () => ep.close(),
   };
 }
 
-export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, faults: Faults = NO_FAULTS): { level: Level; close(): Promise<void> } {
+/** Resolves when `p` settles or after `ms`, whichever is first; never rejects. */
+function waitUpTo(ms: number, p: Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p.catch(() => undefined), new Promise<void>((r) => { timer = setTimeout(r, ms); })]).finally(() => clearTimeout(timer));
+}
+
+export interface BuiltLevel {
+  level: Level;
+  /** Called once the daemon is ready: level 0 writes its exports (readers may clone at once). */
+  start(): void;
+  close(): Promise<void>;
+}
+
+export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, faults: Faults = NO_FAULTS): BuiltLevel {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
   const hsdEntry = fileURLToPath(new URL("./hsd.js", import.meta.url));
@@ -211,5 +248,15 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
       checkouts: parts.repos, debounceMs: config.sync.debounceMs, log, sync: (sink, signal) => level.sync({ recursive: true }, sink, signal),
     }), () => undefined)
     : undefined;
-  return { level, close: async () => { steps.killAll(); await (await watcher)?.close(); await links.closeAll(); } };
+  const stopExport = new AbortController();
+  const start = () => {
+    if (config.parent) return;
+    level.exportAtStart(stopExport.signal)
+      .catch((err: unknown) => { if (!stopExport.signal.aborted) log.warn({ err }, "exporting the repos at start failed; a sync or nest retries"); })
+      .finally(parts.markExported);
+  };
+  return {
+    level, start,
+    close: async () => { stopExport.abort(); steps.killAll(); await (await watcher)?.close(); await links.closeAll(); },
+  };
 }

@@ -60,8 +60,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // A bad config throws here, before anything listens or is written.
   // On an installed system the homestak trees live in the homestak user's home, as homestak's bootstrap lays them out.
   const homestakHome = o.root === undefined ? lookupUser("homestak")?.home : undefined;
+  // A level under a user's root takes a free SSH port unless hsd.yaml names one: never the system hsd's 2222.
   const config = withDemoSteps(await loadConfig(p.configFile, {
-    root: p.root, ...(p.socket ? { socket: p.socket } : {}), ...(homestakHome ? { homestakHome } : {}),
+    root: p.root, ...(p.socket ? { socket: p.socket } : { freeSshPort: true }), ...(homestakHome ? { homestakHome } : {}),
   }));
   const destination = o.logDestination
     ? (o.logDestination as unknown as import("pino").DestinationStream)
@@ -88,6 +89,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // secrets and journal are prepared before anything listens.
   let parts: LevelParts | undefined;
   let closeLevel: () => Promise<void> = async () => {};
+  let startLevel = () => {};
   const access = await (o.buildAccess ?? (async (c: HsdConfig, l: Logger) => {
     parts = await prepareLevel(c, l, faults);
     return parts.access;
@@ -99,6 +101,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const level = (o.buildLevel ?? ((c: WiringContext) => {
     const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, faults);
     closeLevel = built.close;
+    startLevel = built.start;
     return built.level;
   }))(ctx);
   const startSsh = o.startSsh ?? (parts ? (c: WiringContext) => startLevelSsh(c, parts!) : undefined);
@@ -128,6 +131,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   await announceReady({ readyFile: paths.ready, info: ready, env: o.env, log });
   log.info({ socket: ready.socket, sshPort: ready.sshPort }, "hsd ready");
   parts?.startRepos();
+  startLevel();
 
   let stopping: Promise<void> | undefined;
   let markStopped!: () => void;

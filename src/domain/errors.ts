@@ -11,6 +11,7 @@ export type ErrorCode =
   | "ConfigInvalid"
   | "DaemonRunning"
   | "DaemonUnreachable"
+  | "DaemonStartFailed"
   | "RepoNotFound"
   | "SecretInRepo"
   | "AccessDenied"
@@ -142,3 +143,20 @@ export class PveTokenExistsError extends HsError { static override code = "PveTo
 export class SecretsEncryptedError extends HsError { static override code = "SecretsEncrypted" as const; }
 /** A configure step exited non-zero (details: level, step, exitCode, lastLines). */
 export class StepFailedError extends HsError { static override code = "StepFailed" as const; }
+// --- appended by issue 20 (say why hsd cannot start) ---
+/**
+ * A daemon hsctl started exited, or did not become ready in time. `code` is
+ * the daemon's own when it reported one (AddressInUse, ConfigInvalid, ...);
+ * details.hint is its hint plus where its log is.
+ */
+export class DaemonStartError extends HsError {
+  static override code = "DaemonStartFailed" as const;
+  readonly reportedCode: string | undefined;
+  constructor(message: string, opts: HsErrorOptions & { reportedCode?: string } = {}) {
+    super(message, opts);
+    this.reportedCode = opts.reportedCode;
+  }
+  override get code(): string {
+    return this.reportedCode ?? DaemonStartError.code;
+  }
+}

@@ -152,6 +152,16 @@ export class Level implements LevelApi {
 
   private syncChain: Promise<void> = Promise.resolve();
 
+  /**
+   * Level 0 at start: refresh the exports once, quietly (no events, no fault
+   * points), so a reader can clone before any sync or nest. Queued like a sync.
+   */
+  exportAtStart(signal: AbortSignal): Promise<void> {
+    const run = this.syncChain.then(async () => { await this.d.repos.refresh(signal, () => {}); });
+    this.syncChain = run.catch(() => undefined);
+    return run;
+  }
+
   private async syncOnce(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
     const started = this.d.clock.now();
     this.emit(sink, { phase: "sync", kind: "started" });

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import * as grpc from "@grpc/grpc-js";
 import { REPO, runHsctl, runProcess, startHsd, WAIT_MS, type HsdProcess } from "./daemon-process.js";
+import { holdPort } from "../helpers/hold-port.js";
 
 const cleanups: (() => Promise<void>)[] = [];
 after(async () => { for (const c of cleanups.reverse()) await c().catch(() => {}); });
@@ -187,6 +188,11 @@ test("hsctl access add/list/remove and version talk to a real hsd", async () => 
 
 test("under systemd (NOTIFY_SOCKET) hsd notifies READY=1 and a SIGTERM right after exits 0", async () => {
   const root = await tempRoot();
+  // Its own free port, never the system hsd's 2222: held here so a dependence on it fails.
+  await mkdir(join(root, "level"), { recursive: true });
+  await writeFile(join(root, "level/hsd.yaml"), "ssh:\n  host: 127.0.0.1\n  port: 0\n");
+  const held = await holdPort(2222);
+  cleanups.push(() => held.release());
   const res = await runProcess("/usr/bin/python3", [join(REPO, "test/daemon/notify_probe.py"), join(REPO, "dist/daemon/hsd.js"), root]);
   assert.equal(res.code, 0, res.stderr);
   assert.match(res.stdout, /^notify:.*READY=1/m);

@@ -99,6 +99,8 @@ class FakeChannel extends EventEmitter {
   stderr = new EventEmitter();
   destroyed = false;
   write(): boolean { return true; }
+  pause(): this { return this; }
+  resume(): this { return this; }
   end(): void {}
   close(): void { this.destroy(); }
   destroy(): void { if (!this.destroyed) { this.destroyed = true; setImmediate(() => this.emit("close")); } }
