@@ -33,6 +33,13 @@ module.exports = {
       to: { path: "^src/secrets/" },
     },
     {
+      name: "git-never-imports-homestak",
+      comment: "Sync is handed each working tree's path; it must never be able to reach the level's config/secrets.yaml code.",
+      severity: "error",
+      from: { path: "^src/git/" },
+      to: { path: "^src/homestak/" },
+    },
+    {
       name: "secrets-never-imports-git",
       comment: "The secrets store knows nothing of git: a sync can never write a secret and vice versa.",
       severity: "error",

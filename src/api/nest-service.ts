@@ -83,7 +83,7 @@ export function nestHandlers(level: LevelApi, limits: NestLimits): Handlers {
       return events((sink) => level.destroy({ self: req.self }, sink, ctx.signal));
     },
     sync(req, ctx) {
-      return events((sink) => level.sync({ recursive: req.recursive }, sink, ctx.signal));
+      return events((sink) => level.sync({ recursive: req.recursive, configure: req.configure }, sink, ctx.signal));
     },
     async identify() {
       return toProtoIdentity(await level.identify());

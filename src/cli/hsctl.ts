@@ -140,7 +140,9 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (err instanceof HsError) {
-      io.err(`${formatError("hsctl", err.code, err.message)}\n`);
+      // A hint the error brings (a daemon's own, a PVE step's) is more precise than the table's.
+      const hint = typeof err.details.hint === "string" ? err.details.hint : undefined;
+      io.err(`${formatError("hsctl", err.code, err.message, hint ?? hintFor(err.code))}\n`);
       return 1;
     }
     io.err(`hsctl: unexpected failure: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);

@@ -1,5 +1,6 @@
 // Starts a level-0 hsd for the current user when hsctl nest finds none: root
-// $HSD_ROOT (default ./.hsd), in the background, its log in the root. `hsctl
+// $HSD_ROOT (default ./.hsd), in the background, its log in the root. If it
+// cannot start, the error is the daemon's own (from its ready pipe). `hsctl
 // destroy` stops it again.
 // Imported by: src/cli/commands.
 
@@ -9,9 +10,10 @@ import { fileURLToPath } from "node:url";
 import { resolve } from "node:path";
 import { levelPaths } from "../config/level-layout.js";
 import { writeFileAtomic } from "../util/atomic-write.js";
-import { readyFromPipe } from "../util/ready-pipe.js";
+import { readLogTail, readyFromPipe, type StartFailure } from "../util/ready-pipe.js";
 import { withTimeout } from "../util/timeout.js";
-import { DaemonUnreachableError } from "../domain/errors.js";
+import { DaemonStartError, ProviderError } from "../domain/errors.js";
+import { hintFor } from "../domain/hints.js";
 
 /** The root hsctl uses when nothing else names one. */
 export function defaultUserRoot(env: NodeJS.ProcessEnv = process.env): string {
@@ -22,14 +24,19 @@ const USER_L0_CONFIG = `# Level-0 hsd started by hsctl for this user (edit freel
 level:
   name: l0
 ssh:
-  # Any free port; 0.0.0.0 so netns children can reach it through their veth.
+  # 0.0.0.0 so netns children can reach it through their veth.
   # Key authentication only: nothing is served to an unknown key.
   host: 0.0.0.0
-  port: 0
+  # Unset: a free port, the same one across restarts while it stays free.
+  # port: 2222
   advertise_host: 127.0.0.1
 `;
 
-/** Starts hsd on `root` and resolves once it serves; throws DaemonUnreachable with the log's tail otherwise. */
+/**
+ * Starts hsd on `root` and resolves once it serves. If it exits first, throws
+ * DaemonStartError with the daemon's own code, message and hint; if it is not
+ * ready within `timeoutMs`, stops it and throws DaemonStartFailed. Either hint names the log.
+ */
 export async function startUserLevelZero(root: string, timeoutMs = 30_000): Promise<{ socket: string; log: string }> {
   const paths = levelPaths(root);
   await mkdir(root, { recursive: true, mode: 0o700 });
@@ -47,11 +54,23 @@ export async function startUserLevelZero(root: string, timeoutMs = 30_000): Prom
   proc.unref();
   const ac = new AbortController();
   try {
-    await withTimeout(timeoutMs, () => new DaemonUnreachableError(`hsd at ${root} did not become ready`, { details: { root } }),
-      (sig) => readyFromPipe(proc, sig, async () => ""), ac.signal);
+    await withTimeout(timeoutMs, () => new DaemonStartError(`it was not ready within ${timeoutMs / 1000}s`),
+      (sig) => readyFromPipe(proc, sig, () => readLogTail(paths.log)), ac.signal);
   } catch (err) {
-    throw new DaemonUnreachableError(`could not start hsd at ${root}: ${(err as Error).message} (log: ${paths.log})`, {
-      details: { root, log: paths.log }, cause: err,
+    // A daemon still starting after the timeout is stopped: nothing half-started is left behind.
+    if (proc.pid && proc.exitCode === null && proc.signalCode === null) {
+      try { process.kill(-proc.pid, "SIGTERM"); } catch { /* already gone */ }
+    }
+    const failure = err instanceof ProviderError ? (err.details.failure as StartFailure | undefined) : undefined;
+    const why = failure?.message ?? (err as Error).message;
+    throw new DaemonStartError(`the level-0 hsd at ${root} could not start: ${why}`, {
+      ...(failure ? { reportedCode: failure.code } : {}),
+      details: {
+        root, log: paths.log,
+        hint: `${failure?.hint ?? hintFor("DaemonStartFailed")}; its log: ${paths.log}`,
+        ...(failure?.details ? { daemon: failure.details } : {}),
+      },
+      cause: err,
     });
   }
   return { socket: paths.socket, log: paths.log };

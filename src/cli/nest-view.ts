@@ -1,11 +1,17 @@
 // Renders a stream of build events for the operator: a live tree on a terminal,
-// plain lines when piped, JSON Lines with --json, and a closing level × phase
-// timing table (actual against budget), as in the seed's "Timing Analysis".
+// plain lines when piped (every phase change, at most one progress or log line
+// per level per second), JSON Lines with --json (every event), and a closing
+// level × phase timing table (actual against budget), as in the seed's
+// "Timing Analysis".
 // Imported by: src/cli/commands.
 
 import type { LevelEvent } from "../domain/events.js";
 import { PHASES } from "../domain/phases.js";
 import { hintFor } from "../domain/hints.js";
+import { progressThrottle, type ProgressThrottle } from "../util/progress-throttle.js";
+
+/** Piped output: a level's progress and log lines go out at most this often (phase changes always do). */
+export const PLAIN_NOTE_INTERVAL_MS = 1000;
 
 export type ViewMode = "tty" | "plain" | "json";
 
@@ -16,6 +22,8 @@ interface LevelRow {
   phaseStarted?: number;
   durations: Map<string, { ms: number; kind: string; budgetMs?: number }>;
   failure?: LevelEvent["failure"];
+  /** The running phase's latest log line (a configure step's output, live). */
+  last?: string;
 }
 
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -49,8 +57,14 @@ export class NestView {
   private timer: NodeJS.Timeout | undefined;
   private frame = 0;
   readonly failures: LevelEvent[] = [];
+  /** Plain mode's progress/log lines, one per level per interval; the rest are dropped (--json keeps them). */
+  private readonly notes: ProgressThrottle<LevelEvent>;
 
   constructor(private readonly mode: ViewMode, private readonly out: NodeJS.WritableStream = process.stdout, private readonly now: () => number = Date.now) {
+    this.notes = progressThrottle<LevelEvent>({
+      intervalMs: PLAIN_NOTE_INTERVAL_MS, now: () => this.now(), key: (ev) => ev.levelPath.join("/"),
+      isFinal: () => false, emit: (ev) => this.out.write(`${plainLine(ev)}\n`),
+    });
     if (mode === "tty") {
       this.timer = setInterval(() => { this.frame++; this.redraw(); }, 100);
       this.timer.unref();
@@ -61,14 +75,18 @@ export class NestView {
     const path = ev.levelPath.join("/");
     let row = this.rows.get(path);
     if (!row) { row = { path, durations: new Map() }; this.rows.set(path, row); }
-    if (ev.kind === "started") { row.phase = ev.phase; row.kind = "running"; row.phaseStarted = this.now(); }
+    if (ev.kind === "started") { row.phase = ev.phase; row.kind = "running"; row.phaseStarted = this.now(); row.last = undefined; }
+    if (ev.kind === "log" && ev.message) row.last = ev.message.split("\n").pop();
     if (ev.kind === "finished" || ev.kind === "skipped" || ev.kind === "failed") {
       row.phase = ev.phase; row.kind = ev.kind;
       row.durations.set(ev.phase, { ms: ev.durationMs ?? 0, kind: ev.kind, budgetMs: ev.budgetMs });
     }
     if (ev.kind === "failed") { row.failure = ev.failure; this.failures.push(ev); }
     if (this.mode === "json") this.out.write(`${JSON.stringify(eventJson(ev))}\n`);
-    else if (this.mode === "plain") this.out.write(`${plainLine(ev)}\n`);
+    else if (this.mode === "plain") {
+      if (ev.kind === "progress" || ev.kind === "log") this.notes(ev);
+      else this.out.write(`${plainLine(ev)}\n`);
+    }
     else this.redraw();
   }
 
@@ -85,10 +103,11 @@ export class NestView {
     const depth = r.path.split("/").length - 1;
     const name = `${"  ".repeat(depth)}${r.path.split("/").pop()}`.padEnd(14);
     const done = [...r.durations.values()].reduce((s, d) => s + d.ms, 0);
-    if (r.kind === "failed") return `${name} ✗ ${r.phase} failed: ${r.failure?.code ?? ""} ${r.failure?.message ?? ""}`;
+    if (r.kind === "failed") return `${name} ✗ ${r.phase} failed: ${r.failure?.code ?? ""} ${(r.failure?.message ?? "").split("\n")[0]}`;
     if (r.kind === "running") {
       const spin = SPINNER[this.frame % SPINNER.length];
-      return `${name} ${spin} ${(r.phase ?? "").padEnd(10)} ${fmtDuration(this.now() - (r.phaseStarted ?? this.now()))}`;
+      const line = `${name} ${spin} ${(r.phase ?? "").padEnd(10)} ${fmtDuration(this.now() - (r.phaseStarted ?? this.now()))}`;
+      return r.last ? `${line}  ${r.last.slice(0, 80)}` : line;
     }
     if (r.phase === "nest" && (r.kind === "finished")) return `${name} ✓ ready ${fmtDuration(done)}`;
     return `${name} · ${(r.phase ?? "").padEnd(10)} ${r.kind ?? ""} ${fmtDuration(done)}`;
@@ -108,9 +127,14 @@ function plainLine(ev: LevelEvent): string {
   if (ev.durationMs !== undefined) parts.push(fmtDuration(ev.durationMs));
   if (ev.budgetMs !== undefined && ev.kind !== "progress") parts.push(`(budget ${fmtDuration(ev.budgetMs)})`);
   if (ev.failure) parts.push(`${ev.failure.code}: ${ev.failure.message}`);
-  if (ev.message) parts.push(ev.message);
+  const lines = ev.message ? ev.message.split("\n") : [];
+  if (lines.length > 0) parts.push(lines[0]!);
   if (ev.progress && ev.progress.total) parts.push(`${ev.progress.done}/${ev.progress.total} ${ev.progress.unit}`);
-  return parts.join(" ").trimEnd();
+  // A batch of a step's output lines: each on its own line, under the same level and phase.
+  const head = parts.join(" ").trimEnd();
+  if (lines.length <= 1) return head;
+  const prefix = `${parts.slice(0, 3).join(" ")} `;
+  return [head, ...lines.slice(1).map((l) => `${prefix}${l}`.trimEnd())].join("\n");
 }
 
 function timingTable(rows: LevelRow[]): string {

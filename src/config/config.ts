@@ -6,6 +6,22 @@
 import type { PhaseName } from "../domain/phases.js";
 import type { IsolationMode, ProviderName } from "../domain/providers.js";
 
+/** One configure step (configure.steps in hsd.yaml); parsed by homestak-config.ts. */
+export interface ConfigureStep {
+  /** Unique among the steps; the journal key and what events name. */
+  readonly name: string;
+  /** argv; never run through a shell unless argv itself is ["sh", "-c", ...]. */
+  readonly run: readonly string[];
+  /** A repo name (its working tree) or a relative path under the homestak root. */
+  readonly cwd: string;
+  /** Extra environment (never secrets: those are in config/secrets.yaml). */
+  readonly env: Readonly<Record<string, string>>;
+  readonly budgetMs: number;
+  /** Run as this user ("" = hsd's own); needs root. */
+  readonly user: string;
+  readonly when: { readonly provider?: ProviderName; readonly minDepth?: number; readonly maxDepth?: number };
+}
+
 export interface PveConfig {
   /** https://HOST:8006 (no /api2/json). */
   readonly url: string;
@@ -45,6 +61,11 @@ export interface HsdConfig {
     readonly host: string;
     /** 0 picks a free port (tests, local children). */
     readonly port: number;
+    /**
+     * ssh.port was left unset on a user root (port is 0): the endpoint first
+     * tries the port it bound last time, so live children still reach it after a restart.
+     */
+    readonly reuseLastPort: boolean;
     /** The address children are told to use; defaults to host (or 127.0.0.1 for 0.0.0.0). */
     readonly advertiseHost: string;
     readonly maxUploadPacks: number;
@@ -85,6 +106,14 @@ export interface HsdConfig {
     readonly passDown: readonly string[];
   };
   readonly sync: { readonly mode: "manual" | "watch"; readonly debounceMs: number };
+  /** Where homestak's working trees live on this level (below level 0) and how repos map to paths. */
+  readonly homestak: {
+    /** Absolute homestak root ($HOMESTAK_ROOT). */
+    readonly root: string;
+    /** repo name -> path relative to root. */
+    readonly layout: Readonly<Record<string, string>>;
+  };
+  readonly configure: { readonly steps: readonly ConfigureStep[] };
   readonly pve: PveConfig | null;
   readonly log: { readonly level: string };
 }
@@ -92,6 +121,22 @@ export interface HsdConfig {
 export const DEFAULT_REPO_NAMES = Object.freeze([
   "bootstrap", "ansible", "iac-driver", "tofu", "packer", "site-config",
 ]);
+
+/**
+ * Where each homestak repo's working tree goes under the homestak root, as
+ * homestak itself lays a host out (iac-driver finds ansible and tofu as its
+ * siblings, and the site-config at $HOMESTAK_ROOT/config). The site-config
+ * repo is called `config` upstream and `site-config` in hsd's demo set.
+ */
+export const DEFAULT_LAYOUT: Readonly<Record<string, string>> = Object.freeze({
+  bootstrap: "bootstrap",
+  config: "config",
+  "site-config": "config",
+  ansible: "iac/ansible",
+  "iac-driver": "iac/iac-driver",
+  tofu: "iac/tofu",
+  packer: "iac/packer",
+});
 
 export const DEFAULT_BUDGETS_MS: Readonly<Record<PhaseName, number>> = Object.freeze({
   preflight: 30_000,
@@ -110,6 +155,8 @@ export const MAX_CONNECT_MS = 30_000;
 
 export const DEFAULTS = Object.freeze({
   levelName: "l0",
+  /** homestak.root relative to the level root when hsd.yaml names none (local levels). */
+  homestakDir: "homestak",
   sshHost: "0.0.0.0",
   sshPort: 2222,
   maxUploadPacks: 8,
@@ -127,7 +174,8 @@ export const DEFAULTS = Object.freeze({
   maxDepth: 8,
   maxWidth: 8,
   subnetBase: "10.231",
-  passDown: ["site", "passwords.vm_root", "ssh_keys"],
+  passDown: ["passwords", "ssh_keys", "auth"],
+  stepBudgetMs: 600_000,
   syncMode: "manual" as const,
   debounceMs: 300,
   logLevel: "info",

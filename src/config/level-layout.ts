@@ -19,6 +19,8 @@ export function levelPaths(root: string) {
     accessKeys: `${root}/state/authorized-keys.json`,
     levelsDir: `${root}/state/levels`,
     ready: `${root}/run/ready.json`,
+    /** The SSH port this level bound last (kept when ssh.port is unset, see HsdConfig.ssh.reuseLastPort). */
+    sshPort: `${root}/state/ssh-port`,
     log: `${root}/hsd.log`,
   });
 }

@@ -1,119 +1,56 @@
 // Loads hsd.yaml into a frozen HsdConfig. The only reader of the config file.
-// Every error names the file, the line and the key (ConfigError.details), and
-// unknown keys are errors too: a typo must not silently fall back to a default.
+// Every error names the file, the line and the key, and unknown keys are
+// errors too: a typo must not silently fall back to a default. One run reports
+// every error (ConfigError.details.issues, config-issues.ts).
 // Imported by: src/cli, src/daemon.
 
 import { readFile } from "node:fs/promises";
 import { isAbsolute, resolve } from "node:path";
-import { LineCounter, parseDocument, isMap, type Document } from "yaml";
+import { LineCounter, parseDocument } from "yaml";
 import { ConfigError } from "../domain/errors.js";
+import { ConfigIssues } from "./config-issues.js";
+import { ConfigReader, type Raw } from "./config-reader.js";
 import { DEFAULTS, DEFAULT_BUDGETS_MS, DEFAULT_REPO_NAMES, MAX_CONNECT_MS, type HsdConfig, type PveConfig, type ParentConfig } from "./config.js";
 import { levelPaths } from "./level-layout.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";
 import { ISOLATION_MODES, PROVIDER_NAMES, type IsolationMode, type ProviderName } from "../domain/providers.js";
-
-type Raw = Record<string, unknown>;
-
-class Reader {
-  constructor(private readonly file: string, private readonly doc: Document | null, private readonly lc: LineCounter) {}
-
-  fail(path: (string | number)[], message: string): never {
-    const line = this.lineOf(path);
-    const key = path.join(".");
-    throw new ConfigError(`${this.file}${line ? `:${line}` : ""}: ${key ? `${key}: ` : ""}${message}`, {
-      details: { file: this.file, line, key },
-    });
-  }
-
-  lineOf(path: (string | number)[]): number | undefined {
-    if (!this.doc) return undefined;
-    for (let n = path.length; n >= 0; n--) {
-      const node = this.doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] } | undefined;
-      if (node && typeof node === "object" && node.range) return this.lc.linePos(node.range[0]).line;
-      // A key's own position: find the pair in its parent map.
-      if (n > 0) {
-        const parent = this.doc.getIn(path.slice(0, n - 1), true);
-        if (isMap(parent)) {
-          for (const item of parent.items) {
-            const k = item.key as { value?: unknown; range?: [number, number, number] } | null;
-            if (k && k.value === path[n - 1] && k.range) return this.lc.linePos(k.range[0]).line;
-          }
-        }
-      }
-    }
-    return undefined;
-  }
-
-  map(v: unknown, path: (string | number)[], allowed: string[]): Raw {
-    if (v === undefined || v === null) return {};
-    if (typeof v !== "object" || Array.isArray(v)) this.fail(path, "must be a mapping");
-    for (const k of Object.keys(v as Raw)) {
-      if (!allowed.includes(k)) this.fail([...path, k], `unknown key (expected one of: ${allowed.join(", ")})`);
-    }
-    return v as Raw;
-  }
-
-  str(v: unknown, path: (string | number)[], def: string, re?: RegExp): string {
-    if (v === undefined || v === null) return def;
-    if (typeof v !== "string" && typeof v !== "number") this.fail(path, "must be a string");
-    const s = String(v);
-    if (re && !re.test(s)) this.fail(path, `invalid value ${JSON.stringify(s)}`);
-    return s;
-  }
-
-  int(v: unknown, path: (string | number)[], def: number, min: number, max: number): number {
-    if (v === undefined || v === null) return def;
-    if (typeof v !== "number" || !Number.isInteger(v)) this.fail(path, "must be a whole number");
-    if (v < min || v > max) this.fail(path, `must be between ${min} and ${max}`);
-    return v;
-  }
-
-  /** "30s", "2m", "500ms", "1h" or a number of seconds; returns ms. */
-  duration(v: unknown, path: (string | number)[], defMs: number, maxMs = 24 * 3600_000): number {
-    if (v === undefined || v === null) return defMs;
-    let ms: number;
-    if (typeof v === "number" && v >= 0) ms = v * 1000;
-    else if (typeof v === "string") {
-      const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v.trim());
-      if (!m) this.fail(path, `invalid duration ${JSON.stringify(v)} (use e.g. 500ms, 30s, 2m)`);
-      const n = Number(m[1]);
-      ms = m[2] === "ms" ? n : m[2] === "s" ? n * 1000 : m[2] === "m" ? n * 60_000 : n * 3600_000;
-    } else this.fail(path, "must be a duration such as 30s");
-    ms = Math.round(ms);
-    if (ms > maxMs) this.fail(path, `must be at most ${maxMs / 1000}s`);
-    return ms;
-  }
-
-  strList(v: unknown, path: (string | number)[], def: readonly string[]): string[] {
-    if (v === undefined || v === null) return [...def];
-    if (!Array.isArray(v)) this.fail(path, "must be a list");
-    return v.map((x, i) => this.str(x, [...path, i], ""));
-  }
-}
+import { checkLayout, parseConfigureSteps, parseHomestak } from "./homestak-config.js";
 
 export interface LoadOptions {
   /** The level's root directory; relative paths in the file resolve against it. */
   root: string;
   /** Socket override (system mode puts it under /run/hsd). */
   socket?: string;
+  /** The homestak user's home on an installed system: the default homestak.root there. */
+  homestakHome?: string;
+  /**
+   * An unset ssh.port means a free port rather than 2222: a level under a
+   * user's root must never collide with the system hsd or another user's.
+   */
+  freeSshPort?: boolean;
 }
 
 const oneOf = (names: readonly string[]) => new RegExp(`^(${names.join("|")})$`);
-const NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+/** A level's name is its homestak node name (hostname, nodes/<name>.yaml, api_tokens key): a DNS label. */
+export const LEVEL_NAME_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+const NAME_RE = LEVEL_NAME_RE;
 const REPO_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** Parses YAML text into a config. `file` is used in error messages only. */
 export function parseConfig(text: string, file: string, opts: LoadOptions): HsdConfig {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0]!;
-    const line = e.linePos?.[0]?.line;
-    throw new ConfigError(`${file}${line ? `:${line}` : ""}: YAML syntax error: ${e.message.split("\n")[0]}`, {
-      details: { file, line, key: "" },
+  const issues = new ConfigIssues();
+  // Syntax errors end the run: the values of a broken document would only add noise.
+  for (const e of doc.errors) {
+    // linePos is only filled with prettyErrors; the offset is always there.
+    const pos = e.linePos?.[0] ?? (e.pos ? lc.linePos(e.pos[0]) : undefined);
+    issues.add({
+      file, ...(pos ? { line: pos.line, column: pos.col } : {}), key: "", message: `YAML syntax error: ${e.message.split("\n")[0]}`,
     });
   }
-  const r = new Reader(file, doc, lc);
+  issues.throwIfAny();
+  const r = new ConfigReader(file, doc, lc, issues);
   let js: unknown;
   try {
     js = doc.toJS(); // throws on an unresolved alias or an alias bomb
@@ -122,7 +59,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
   }
   const top = r.map(js, [], [
     "level", "api", "ssh", "repos", "repo_names", "secret_patterns", "parent", "timeouts", "budgets",
-    "nest", "secrets", "sync", "pve", "log",
+    "nest", "secrets", "sync", "pve", "log", "homestak", "configure",
   ]);
   const root = resolve(opts.root);
   const paths = levelPaths(root);
@@ -183,7 +120,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
 
   const sshHost = r.str(ssh.host, ["ssh", "host"], DEFAULTS.sshHost);
   const provider = r.str(nest.provider, ["nest", "provider"], DEFAULTS.provider, oneOf(PROVIDER_NAMES)) as ProviderName;
-  const cfg: HsdConfig = {
+  const cfg: Omit<HsdConfig, "homestak" | "configure"> = {
     source: file,
     root,
     level: Object.freeze({
@@ -193,7 +130,8 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     api: Object.freeze({ socket: opts.socket ?? abs(r.str(api.socket, ["api", "socket"], paths.socket)) }),
     ssh: Object.freeze({
       host: sshHost,
-      port: r.int(ssh.port, ["ssh", "port"], DEFAULTS.sshPort, 0, 65535),
+      port: r.int(ssh.port, ["ssh", "port"], opts.freeSshPort ? 0 : DEFAULTS.sshPort, 0, 65535),
+      reuseLastPort: Boolean(opts.freeSshPort) && (ssh.port === undefined || ssh.port === null),
       advertiseHost: r.str(ssh.advertise_host, ["ssh", "advertise_host"], sshHost === "0.0.0.0" ? "127.0.0.1" : sshHost),
       maxUploadPacks: r.int(ssh.max_upload_packs, ["ssh", "max_upload_packs"], DEFAULTS.maxUploadPacks, 1, 256),
       queueTimeoutMs: r.duration(ssh.queue_timeout, ["ssh", "queue_timeout"], DEFAULTS.queueTimeoutMs),
@@ -231,8 +169,15 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     pve,
     log: Object.freeze({ level: r.str(logc.level, ["log", "level"], DEFAULTS.logLevel, /^(trace|debug|info|warn|error|fatal|silent)$/) }),
   };
+  const homestak = parseHomestak(r, top, root, opts.homestakHome);
+  checkLayout(r, homestak.layout, cfg.repoNames);
+  const withHomestak: HsdConfig = {
+    ...cfg, homestak,
+    configure: parseConfigureSteps(r, top, { repoNames: cfg.repoNames, configureBudgetMs: cfg.budgets.configure }),
+  };
   if (provider === "pve" && !pve) r.fail(["nest", "provider"], "is pve but there is no pve: section");
-  return Object.freeze(cfg);
+  issues.throwIfAny();
+  return Object.freeze(withHomestak);
 }
 
 /** Reads `file` (missing file = all defaults) and parses it. */

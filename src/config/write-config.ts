@@ -5,6 +5,7 @@
 
 import { stringify } from "yaml";
 import type { HsdConfig } from "./config.js";
+import { stepsToYaml } from "./homestak-config.js";
 
 const ms = (v: number) => `${v}ms`;
 
@@ -14,7 +15,8 @@ export function configDocument(c: HsdConfig): Record<string, unknown> {
     level: { name: c.level.name, depth: c.level.depth },
     api: { socket: c.api.socket },
     ssh: {
-      host: c.ssh.host, port: c.ssh.port, advertise_host: c.ssh.advertiseHost,
+      // An unset port stays unset: it means "a free port, kept across restarts" (reuseLastPort).
+      host: c.ssh.host, ...(c.ssh.reuseLastPort ? {} : { port: c.ssh.port }), advertise_host: c.ssh.advertiseHost,
       max_upload_packs: c.ssh.maxUploadPacks, queue_timeout: ms(c.ssh.queueTimeoutMs),
       upload_pack_timeout: `${c.ssh.uploadPackTimeoutS}s`, auth_failure_delay: ms(c.ssh.authFailureDelayMs),
     },
@@ -23,6 +25,8 @@ export function configDocument(c: HsdConfig): Record<string, unknown> {
     ...inheritedConfig(c),
     sync: { mode: c.sync.mode, debounce: ms(c.sync.debounceMs) },
   };
+  // $HOMESTAK_ROOT is the level's own (never inherited): written only in the whole document.
+  doc.homestak = { root: c.homestak.root, ...(doc.homestak as object) };
   doc.nest = { provider: c.nest.provider, isolation: c.nest.isolation, ...(doc.nest as object) };
   if (c.parent) {
     doc.parent = {
@@ -56,6 +60,9 @@ export function inheritedConfig(c: HsdConfig): Record<string, unknown> {
       max_parallel: c.nest.maxParallel, max_depth: c.nest.maxDepth, max_width: c.nest.maxWidth, subnet_base: c.nest.subnetBase,
     },
     log: { level: c.log.level },
+    // The operator defines the steps and the layout once, at level 0; every level runs them on its own trees.
+    homestak: { layout: { ...c.homestak.layout } },
+    configure: { steps: stepsToYaml(c.configure.steps) },
   };
 }
 

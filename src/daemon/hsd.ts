@@ -9,7 +9,8 @@
 
 import { parseArgs } from "node:util";
 import { HsError } from "../domain/errors.js";
-import { formatError } from "../domain/hints.js";
+import { formatError, hintFor } from "../domain/hints.js";
+import { announceFailure } from "./ready.js";
 import { HSD_VERSION } from "./version.js";
 import { startDaemon, type Daemon } from "./wiring.js";
 import { takeServiceManager } from "../util/systemd-env.js";
@@ -27,9 +28,10 @@ Usage:
 
 Modes:
   hsd run --root ./.hsd     a level rooted in a directory: config DIR/hsd.yaml,
-                            socket DIR/run/hsd.sock, state under DIR
+                            socket DIR/run/hsd.sock, state under DIR; unless
+                            ssh.port is set, SSH on a free port (in ready.json)
   hsd run                   system service: config /etc/homestak/hsd.yaml,
-                            socket /run/hsd/hsd.sock, state /var/lib/hsd
+                            socket /run/hsd/hsd.sock, state /var/lib/hsd, SSH on 2222
 
 Examples:
   mkdir -p ./.hsd && hsd run --root ./.hsd &
@@ -40,6 +42,7 @@ Readiness: once listening, hsd writes DIR/run/ready.json, a line to the fd in
 HSD_READY_FD (if set) and notifies systemd (if NOTIFY_SOCKET is set), then
 pings systemd's watchdog (if WATCHDOG_USEC is set). No child process inherits
 systemd's variables; as a unit, child levels run in scopes of their own.
+If it cannot start, it writes {"error": {code, message, hint}} to HSD_READY_FD instead.
 Logs: JSON lines on stdout; HSD_LOG_PRETTY=1 for human-readable output.
 Every config key: daemon/hsd.example.yaml.
 `;
@@ -52,9 +55,13 @@ function fail(err: unknown): never {
     // stdout carries JSON log lines, so the failure goes there in that shape too (for supervisors).
     process.stdout.write(`${JSON.stringify({ level: 50, time: Date.now(), pid: process.pid, code: err.code, msg: err.message })}\n`);
     process.stderr.write(`${formatError("hsd", err.code, err.message)}\n`);
+    // Whoever started us (hsctl, a parent) reports our error, not a guess.
+    const hint = hintFor(err.code);
+    announceFailure(process.env, { code: err.code, message: err.message, ...(hint ? { hint } : {}), details: err.details });
     process.exit(err.code === "ConfigInvalid" ? EXIT_CONFIG : 1);
   }
   process.stderr.write(`hsd: unexpected failure: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  announceFailure(process.env, { code: "Internal", message: `unexpected failure: ${err instanceof Error ? err.message : String(err)}` });
   process.exit(1);
 }
 

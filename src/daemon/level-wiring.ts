@@ -28,8 +28,13 @@ import type { ServiceManager } from "../util/systemd-env.js";
 import type { Provider } from "../providers/provider.js";
 import { pveConfigure } from "../providers/pve/pve-wiring.js";
 import { AddressInUseError } from "../domain/errors.js";
+import { readLastSshPort, rememberSshPort } from "./last-ssh-port.js";
 import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
 import { Level } from "../level/level.js";
+import { homestakLayout } from "../homestak/layout.js";
+import { SiteConfigFiles } from "../homestak/site-config.js";
+import { ageIdentityFiles } from "../homestak/sops-decrypt.js";
+import { StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { NO_FAULTS, writeFault, type Faults } from "./faults.js";
@@ -49,13 +54,18 @@ export interface LevelParts {
   readonly startRepos: () => void;
   readonly secrets: SecretsStore;
   readonly journal: Journal;
+  /** Settles once level 0's first export after start is done (or failed); at once below level 0. */
+  readonly exported: Promise<void>;
+  readonly markExported: () => void;
 }
 
 /** Everything that must exist before the API listens. */
 export async function prepareLevel(config: HsdConfig, log: Logger, faults: Faults = NO_FAULTS): Promise<LevelParts> {
   const paths = levelPaths(config.root);
   // Temp files of atomic writes killed before their rename (state, secrets, keys): nothing writes yet.
-  for (const dir of [config.root, paths.stateDir, paths.keysDir, paths.runDir]) {
+  // Below level 0 that includes config/, where the level's homestak secrets are written (level 0's is the operator's: never touched).
+  const configDir = config.parent ? [homestakLayout(config).configDir] : [];
+  for (const dir of [config.root, paths.stateDir, paths.keysDir, paths.runDir, ...configDir]) {
     const removed = await cleanStaleTemps(dir);
     if (removed.length > 0) log.info({ dir, removed }, "removed temp files of interrupted writes");
   }
@@ -77,10 +87,9 @@ export async function prepareLevel(config: HsdConfig, log: Logger, faults: Fault
     const missing = Object.keys(repos).filter((n) => !existsSync(repos[n]!));
     let vmRootPassword: string | undefined;
     if (missing.includes("site-config")) {
-      // Its secret is chosen and this level's secrets seeded now: after
-      // readiness, secrets.yaml is written only when a caller asks.
+      // Its gitignored site.yaml and secrets.yaml (homestak's schema, demo
+      // values) are written with it: they are level 0's, the operator's files.
       vmRootPassword = demoVmRootPassword();
-      await secrets.merge({ site: { domain: "lab.homestak.invalid", timezone: "UTC" }, passwords: { vm_root: vmRootPassword } });
     }
     // Two lanes, largest first: iac-driver's generate + refresh is the chain
     // a first nest waits on, and six git processes at once on two cores made
@@ -96,7 +105,9 @@ export async function prepareLevel(config: HsdConfig, log: Logger, faults: Fault
   await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
   const journal = new Journal(paths.journal, { beforeRename: writeFault(faults, "journal-write") });
   await journal.load();
-  return { keys, access, repos, repoPrepared, startRepos, secrets, journal };
+  let markExported = () => {};
+  const exported = config.parent ? Promise.resolve() : new Promise<void>((res) => { markExported = res; });
+  return { keys, access, repos, repoPrepared, startRepos, secrets, journal, exported, markExported };
 }
 
 /**
@@ -123,26 +134,57 @@ async function generateDemoRepoInPlace(dir: string, name: string, vmRootPassword
 export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Promise<SshHandle> {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
-  const ep = await startSshEndpoint({
-    host: config.ssh.host, port: config.ssh.port, hostKeyPath: parts.keys.hostKeyPath, grpcSocketPath: config.api.socket,
-    keys: parts.access, uploadPack: gitUploadPack, repos: resolverFor(paths.reposDir, config.parent ? config.repoNames : Object.keys(parts.repos)),
+  const names = config.parent ? config.repoNames : Object.keys(parts.repos);
+  const resolve = resolverFor(paths.reposDir, names);
+  // A clone that arrives while level 0 writes its first export waits for it
+  // (bounded like a queued fetch) instead of hearing "no such repo" or
+  // getting a bare repo that has no refs yet.
+  const repos = async (name: string) => {
+    if (!names.includes(name)) return undefined;
+    await waitUpTo(config.ssh.queueTimeoutMs, parts.exported);
+    return resolve(name);
+  };
+  const listen = (port: number) => startSshEndpoint({
+    host: config.ssh.host, port, hostKeyPath: parts.keys.hostKeyPath, grpcSocketPath: config.api.socket,
+    keys: parts.access, uploadPack: gitUploadPack, repos,
     maxUploadPacks: config.ssh.maxUploadPacks, queueTimeoutMs: config.ssh.queueTimeoutMs,
     uploadPackTimeoutS: config.ssh.uploadPackTimeoutS, authFailureDelayMs: config.ssh.authFailureDelayMs,
     keepaliveIntervalMs: keepaliveIntervalMs(config.timeouts.connectMs),
     log: log.child({ sub: "ssh" }),
-  }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== "EADDRINUSE") throw err;
-    throw new AddressInUseError(`the SSH endpoint cannot listen on ${config.ssh.host}:${config.ssh.port}: address in use`, {
-      details: { host: config.ssh.host, port: config.ssh.port }, cause: err,
-    });
   });
+  const inUse = (err: NodeJS.ErrnoException, port: number) => {
+    if (err.code !== "EADDRINUSE") return err;
+    return new AddressInUseError(`the SSH endpoint cannot listen on ${config.ssh.host}:${port}: address in use`, {
+      details: { host: config.ssh.host, port }, cause: err,
+    });
+  };
+  const last = config.ssh.reuseLastPort ? await readLastSshPort(paths.sshPort) : undefined;
+  const ep = await listen(last ?? config.ssh.port).catch(async (err: NodeJS.ErrnoException) => {
+    if (last === undefined || err.code !== "EADDRINUSE") throw inUse(err, last ?? config.ssh.port);
+    log.warn({ port: last }, "the SSH port this level had is taken now; listening on a free one (live children still pinned to the old port cannot sync until rebuilt)");
+    return listen(0).catch((e: NodeJS.ErrnoException) => { throw inUse(e, 0); });
+  });
+  if (config.ssh.reuseLastPort && ep.address().port !== last) await rememberSshPort(paths.sshPort, ep.address().port);
   return {
     host: ep.address().host, port: ep.address().port, hostKeyFingerprint: ep.hostKeyFingerprint, publicKey: parts.keys.publicKey,
     close: () => ep.close(),
   };
 }
 
-export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, manager: ServiceManager, faults: Faults = NO_FAULTS): { level: Level; close(): Promise<void> } {
+/** Resolves when `p` settles or after `ms`, whichever is first; never rejects. */
+function waitUpTo(ms: number, p: Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p.catch(() => undefined), new Promise<void>((r) => { timer = setTimeout(r, ms); })]).finally(() => clearTimeout(timer));
+}
+
+export interface BuiltLevel {
+  level: Level;
+  /** Called once the daemon is ready: level 0 writes its exports (readers may clone at once). */
+  start(): void;
+  close(): Promise<void>;
+}
+
+export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, manager: ServiceManager, faults: Faults = NO_FAULTS): BuiltLevel {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
   const hsdEntry = fileURLToPath(new URL("./hsd.js", import.meta.url));
@@ -171,10 +213,21 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     if (!p) providers.set(key, p = PROVIDERS[name](deps, { isolation }));
     return p;
   };
+  const layout = homestakLayout(config, parts.repos);
+  const siteConfig = new SiteConfigFiles({
+    layout, self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
+    beforeRename: writeFault(faults, "secrets-write"),
+  });
+  const steps = new StepRunner({
+    config, layout, journal: parts.journal, log: log.child({ sub: "steps" }), levelPath, now: () => Date.now(),
+    baseEnv: stepBaseEnv(env), killGraceMs: config.timeouts.shutdownMs,
+  });
   const engine = new NestEngine({
     config, journal: parts.journal, links, access: parts.access, log: log.child({ sub: "nest" }), clock: { now: () => Date.now() },
     providers: providerFor,
-    readSecrets: () => parts.secrets.read(),
+    // What this level passes down is homestak's own: config/secrets.yaml and config/site.yaml.
+    readSecrets: () => siteConfig.readSecrets(),
+    readSite: () => siteConfig.readSite(),
     self: () => {
       const id = ctx.identity();
       return {
@@ -185,7 +238,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   });
   const level = new Level({
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
-    secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown,
+    secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown, siteConfig, steps,
     repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
     ...(faults === NO_FAULTS ? {} : { checkpoint: faults.at }),
     // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
@@ -199,5 +252,15 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
       checkouts: parts.repos, debounceMs: config.sync.debounceMs, log, sync: (sink, signal) => level.sync({ recursive: true }, sink, signal),
     }), () => undefined)
     : undefined;
-  return { level, close: async () => { await (await watcher)?.close(); await links.closeAll(); } };
+  const stopExport = new AbortController();
+  const start = () => {
+    if (config.parent) return;
+    level.exportAtStart(stopExport.signal)
+      .catch((err: unknown) => { if (!stopExport.signal.aborted) log.warn({ err }, "exporting the repos at start failed; a sync or nest retries"); })
+      .finally(parts.markExported);
+  };
+  return {
+    level, start,
+    close: async () => { stopExport.abort(); steps.killAll(); await (await watcher)?.close(); await links.closeAll(); },
+  };
 }

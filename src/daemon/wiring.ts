@@ -10,6 +10,8 @@ import { resolve } from "node:path";
 import { type HsdConfig } from "../config/config.js";
 import { levelPaths, SYSTEM_PATHS } from "../config/level-layout.js";
 import { loadConfig } from "../config/load-config.js";
+import { lookupUser } from "../util/passwd.js";
+import { withDemoSteps } from "../demo/demo-steps.js";
 import { startApiServer, type ApiServer } from "../api/server.js";
 import { createLogger, prettyDestination, type Logger } from "../log/logger.js";
 import type { AccessApi, LevelApi } from "../domain/level-api.js";
@@ -60,7 +62,12 @@ export function resolvePaths(o: Pick<DaemonOptions, "root" | "configFile">): Res
 export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const p = resolvePaths(o);
   // A bad config throws here, before anything listens or is written.
-  const config = await loadConfig(p.configFile, { root: p.root, ...(p.socket ? { socket: p.socket } : {}) });
+  // On an installed system the homestak trees live in the homestak user's home, as homestak's bootstrap lays them out.
+  const homestakHome = o.root === undefined ? lookupUser("homestak")?.home : undefined;
+  // A level under a user's root takes a free SSH port unless hsd.yaml names one: never the system hsd's 2222.
+  const config = withDemoSteps(await loadConfig(p.configFile, {
+    root: p.root, ...(p.socket ? { socket: p.socket } : { freeSshPort: true }), ...(homestakHome ? { homestakHome } : {}),
+  }));
   const destination = o.logDestination
     ? (o.logDestination as unknown as import("pino").DestinationStream)
     : o.env.HSD_LOG_PRETTY === "1" ? await prettyDestination() : undefined;
@@ -88,6 +95,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // secrets and journal are prepared before anything listens.
   let parts: LevelParts | undefined;
   let closeLevel: () => Promise<void> = async () => {};
+  let startLevel = () => {};
   const access = await (o.buildAccess ?? (async (c: HsdConfig, l: Logger) => {
     parts = await prepareLevel(c, l, faults);
     return parts.access;
@@ -99,6 +107,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const level = (o.buildLevel ?? ((c: WiringContext) => {
     const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, manager, faults);
     closeLevel = built.close;
+    startLevel = built.start;
     return built.level;
   }))(ctx);
   const startSsh = o.startSsh ?? (parts ? (c: WiringContext) => startLevelSsh(c, parts!) : undefined);
@@ -129,6 +138,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   await announceReady({ readyFile: paths.ready, info: ready, env: o.env, log, notifier });
   log.info({ socket: ready.socket, sshPort: ready.sshPort }, "hsd ready");
   parts?.startRepos();
+  startLevel();
 
   let stopping: Promise<void> | undefined;
   let markStopped!: () => void;

@@ -11,6 +11,7 @@ export type ErrorCode =
   | "ConfigInvalid"
   | "DaemonRunning"
   | "DaemonUnreachable"
+  | "DaemonStartFailed"
   | "RepoNotFound"
   | "SecretInRepo"
   | "AccessDenied"
@@ -41,7 +42,9 @@ export type ErrorCode =
   | "PveTaskFailed"
   | "CommandFailed"
   | "Netns"
-  | "PveTokenExists";
+  | "PveTokenExists"
+  | "SecretsEncrypted"
+  | "StepFailed";
 
 export interface HsErrorOptions {
   /** Structured, secret-free context (repo name, level path, phase, file:line). */
@@ -134,3 +137,26 @@ export class CommandFailedError extends HsError { static override code = "Comman
 export class NetnsError extends HsError { static override code = "Netns" as const; }
 /** A PVE API token with hsd's id already exists but this level does not hold its secret (recreating it would invalidate it). */
 export class PveTokenExistsError extends HsError { static override code = "PveTokenExists" as const; }
+
+// --- homestak levels (issue 12) ---
+/** Only config/secrets.yaml.enc exists and hsd cannot decrypt it (no age key / no sops support). */
+export class SecretsEncryptedError extends HsError { static override code = "SecretsEncrypted" as const; }
+/** A configure step exited non-zero (details: level, step, exitCode, lastLines). */
+export class StepFailedError extends HsError { static override code = "StepFailed" as const; }
+// --- appended by issue 20 (say why hsd cannot start) ---
+/**
+ * A daemon hsctl started exited, or did not become ready in time. `code` is
+ * the daemon's own when it reported one (AddressInUse, ConfigInvalid, ...);
+ * details.hint is its hint plus where its log is.
+ */
+export class DaemonStartError extends HsError {
+  static override code = "DaemonStartFailed" as const;
+  readonly reportedCode: string | undefined;
+  constructor(message: string, opts: HsErrorOptions & { reportedCode?: string } = {}) {
+    super(message, opts);
+    this.reportedCode = opts.reportedCode;
+  }
+  override get code(): string {
+    return this.reportedCode ?? DaemonStartError.code;
+  }
+}

@@ -8,8 +8,9 @@ import type { ErrorCode } from "./errors.js";
 /** Keyed by the closed ErrorCode union: a code without a hint does not compile. */
 const HINTS: Readonly<Record<ErrorCode, string>> = {
   InvalidArgument: "check the command's --help for accepted values",
-  ConfigInvalid: "fix the named line of the config file (see daemon/hsd.example.yaml for every key)",
+  ConfigInvalid: "fix each named line of the config file (see daemon/hsd.example.yaml for every key)",
   DaemonRunning: "an hsd already serves this root; use `hsctl status`, or stop it (systemctl stop hsd / kill its pid from run/ready.json)",
+  DaemonStartFailed: "the daemon did not become ready; its log says why",
   DaemonUnreachable: "start one with `hsd run --root DIR` (or `systemctl start hsd`), or point hsctl at it with --socket PATH / --root DIR / HSD_SOCKET",
   RepoNotFound: "list the repo under `repos:` in hsd.yaml, or check the checkout path exists",
   SecretInRepo: "move the file out of the repo (secrets live in secrets.yaml) or add it to .gitignore",
@@ -32,7 +33,7 @@ const HINTS: Readonly<Record<ErrorCode, string>> = {
   StateCorrupt: "move the named state file aside and re-run; the level rebuilds its journal",
   DiskFull: "free space under the level's root, then re-run",
   NotFound: "check the name or fingerprint with the matching list command",
-  AddressInUse: "another process (an hsd or sshd?) listens there; set ssh.port in hsd.yaml (0 picks a free port)",
+  AddressInUse: "another process (an hsd or sshd?) listens there; set another ssh.port in hsd.yaml (0, or unset under --root, picks a free one)",
   Remote: "the remote hsd failed with a code this hsd does not know; compare `hsctl version` on both ends and read the remote level's hsd.log",
   PveFingerprintMismatch: "the PVE API certificate changed; if that is expected, update pve.fingerprint in hsd.yaml (`hsctl doctor` shows the new one)",
   PveNotPinned: "set pve.fingerprint in hsd.yaml to the API certificate's SHA256 fingerprint (pvenode cert info on the node)",
@@ -42,6 +43,8 @@ const HINTS: Readonly<Record<ErrorCode, string>> = {
   CommandFailed: "the command's output is in the level's hsd.log; run it by hand on that level to see why it fails",
   Netns: "run as root with iproute2 installed, or use --isolation process",
   PveTokenExists: "remove the stale token (pveum user token remove USER ID) or put its secret in secrets.yaml as pve.token_secret",
+  SecretsEncrypted: "give the level-0 hsd the operator's age identity (SOPS_AGE_KEY_FILE, or ~/.config/sops/age/keys.txt) and install `age`; or decrypt it in the site-config checkout with homestak's `make decrypt` (secrets.yaml is gitignored, 0600)",
+  StepFailed: "the step's last lines are above; fix it (at level 0, then `hsctl sync`), and re-run: finished steps are skipped",
   Internal: "this is a bug in hsd; the daemon log has the details",
 };
 
@@ -50,10 +53,15 @@ export function hintFor(code: string): string | undefined {
   return Object.hasOwn(HINTS, code) ? HINTS[code as ErrorCode] : undefined;
 }
 
-/** "prog: message [Code]" plus an indented hint line when there is one; never a stack. */
-export function formatError(prog: string, code: string, message: string): string {
-  const hint = hintFor(code);
-  return `${prog}: ${message} [${code}]${hint ? `\n  hint: ${hint}` : ""}`;
+/**
+ * "prog: message [Code]" plus an indented hint line when there is one; never a
+ * stack. A multi-line message (a list of issues) keeps the code on its first line.
+ * `hint` replaces the table's (e.g. the one a daemon reported).
+ */
+export function formatError(prog: string, code: string, message: string, hint = hintFor(code)): string {
+  const nl = message.indexOf("\n");
+  const [first, rest] = nl < 0 ? [message, ""] : [message.slice(0, nl), message.slice(nl)];
+  return `${prog}: ${first} [${code}]${rest}${hint ? `\n  hint: ${hint}` : ""}`;
 }
 
 /**
@@ -75,6 +83,7 @@ export const STEP_HINTS = Object.freeze({
   zoneIdSan: "run: sysctl -w net.ipv6.conf.all.disable_ipv6=1; pvecm updatecerts --force; sysctl -w net.ipv6.conf.all.disable_ipv6=0; systemctl restart pveproxy",
   pveFingerprint: "set pve.fingerprint to the node's API certificate fingerprint",
   pveproxyDown: "is pveproxy running? systemctl status pveproxy; journalctl -u pveproxy",
+  pveTooOld: "upgrade the node (pve7to8, then pve8to9) or build this level on a newer node",
   apiCheckFirst: "fix the api check first",
   seeErrorCode: "see the error code in the hsd docs",
   noKvm: "enable VT-x/AMD-V (and for a VM level: cpu=host on its parent)",

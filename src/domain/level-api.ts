@@ -75,7 +75,8 @@ export interface ChildApi {
   nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void>;
   status(signal: AbortSignal): Promise<LevelStatus>;
   destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void>;
-  sync(opts: { recursive: boolean }, sink: EventSink, signal: AbortSignal): Promise<void>;
+  /** configure: each level below 0 re-runs its configure steps after its sync (hsctl sync --configure). */
+  sync(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void>;
   identify(): Promise<Identity>;
   /** Merges scoped secrets (YAML mapping) into this level's file; returns key names. */
   putSecrets(yaml: string): Promise<string[]>;

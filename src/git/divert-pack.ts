@@ -22,7 +22,7 @@ import { join } from "node:path";
 import type { Logger } from "../log/logger.js";
 import { GitProtocolError } from "../domain/errors.js";
 import { cleanGitEnv } from "./run-git.js";
-import { FLUSH_PKT, encodePktLine, readPkt } from "./pkt-line.js";
+import { FLUSH_PKT, PktStreamReader, encodePktLine } from "./pkt-line.js";
 
 /**
  * Packs with fewer objects stay with isomorphic-git: a spawn costs more than
@@ -30,6 +30,13 @@ import { FLUSH_PKT, encodePktLine, readPkt } from "./pkt-line.js";
  * is ~5-20 objects). Same role and value as git's own fetch.unpackLimit.
  */
 export const DIVERT_MIN_OBJECTS = 100;
+
+/**
+ * isomorphic-git holds a whole pack in memory, so a pack with few objects but
+ * more bytes than this goes to index-pack too: what is held while deciding,
+ * and all isomorphic-git ever gets, stays under this bound.
+ */
+export const PASS_MAX_BYTES = 1 << 20;
 
 const PACK_HEADER_LEN = 12;
 
@@ -45,7 +52,11 @@ export interface DivertPackOptions {
   repo: string;
   log: Logger;
   minObjects?: number;
+  /** Largest pack handed to isomorphic-git; default PASS_MAX_BYTES. */
+  passMaxBytes?: number;
   onProgress?: (ev: { phase: string; loaded: number; total: number }) => void;
+  /** The fetch's failure (ChannelStream.signal): a write blocked on a stalled index-pack gives up with its reason. */
+  signal?: AbortSignal;
 }
 
 export interface DivertStats { diverted: boolean; objects: number; packSha?: string }
@@ -54,76 +65,69 @@ export interface DivertStats { diverted: boolean; objects: number; packSha?: str
  * Transforms the raw upload-pack response (pkt-lines: ACK/NAK, then
  * side-band: 1 = pack, 2 = progress, 3 = error). Non-pack packets pass
  * through untouched; side-band 1 goes to index-pack once the pack header
- * shows at least `minObjects` objects. The generator ends only after
- * index-pack has exited 0, so isomorphic-git (and the ref updates after it)
- * never see the end of the pack before its objects are in the store.
+ * shows at least `minObjects` objects or the pack outgrows `passMaxBytes`,
+ * else the (small) response goes to isomorphic-git as it was. Packets are
+ * pulled one at a time and written to index-pack with backpressure, so the
+ * source is read only as fast as index-pack takes it. The generator ends
+ * only after index-pack has exited 0, so isomorphic-git (and the ref updates
+ * after it) never see the end of the pack before its objects are in the store.
  */
 export async function* divertPack(source: AsyncIterable<Buffer>, opts: DivertPackOptions, stats: DivertStats): AsyncGenerator<Buffer> {
   const minObjects = opts.minObjects ?? DIVERT_MIN_OBJECTS;
-  let buf: Buffer = Buffer.alloc(0);
-  // Side-band 1 packets held until the pack header (first 12 pack bytes) decides the mode.
+  const passMax = opts.passMaxBytes ?? PASS_MAX_BYTES;
+  const it = source[Symbol.asyncIterator]();
+  const reader = new PktStreamReader(async () => {
+    const r = await it.next();
+    return r.done ? undefined : r.value;
+  });
+  // Raw packets held from the first pack packet until the mode is decided (bounded by passMax).
   let held: Buffer[] = [];
-  let heldPack: Buffer[] = [];
-  let heldPackLen = 0;
-  let mode: "undecided" | "pass" | "divert" = "undecided";
+  let heldBytes = 0;
+  let packBytes = 0;
+  let mode: "undecided" | "divert" = "undecided";
   let child: IndexPack | undefined;
   let heldFlush = 0;
   try {
-    for await (const chunk of source) {
-      if (mode === "pass") { yield chunk; continue; }
-      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
-      let off = 0;
-      const out: Buffer[] = [];
-      for (;;) {
-        const r = readPkt(buf, off);
-        if (!r) break;
-        const raw = buf.subarray(off, off + r.used);
-        off += r.used;
-        if (mode === "pass") { out.push(raw); continue; }
-        if (r.pkt.type !== "data" || r.pkt.payload[0] !== 1) {
-          if (mode === "divert" && r.pkt.type === "flush") { heldFlush++; continue; } // re-sent after the empty pack
-          if (mode === "divert" && r.pkt.type === "data" && r.pkt.payload[0] === 3) child?.abort();
-          if (mode === "undecided" && held.length > 0) held.push(Buffer.from(raw));
-          else out.push(raw);
-          continue;
-        }
-        const data = r.pkt.payload.subarray(1);
-        if (mode === "divert") { await child!.write(data); continue; }
-        held.push(Buffer.from(raw));
-        heldPack.push(Buffer.from(data));
-        heldPackLen += data.length;
-        if (heldPackLen < PACK_HEADER_LEN) continue;
-        const head = Buffer.concat(heldPack);
+    for (;;) {
+      const r = await reader.read(); // a truncated or malformed response throws GitProtocolError
+      if (!r) break;
+      const { pkt, raw } = r;
+      const isPack = pkt.type === "data" && pkt.payload[0] === 1;
+      if (mode === "divert") {
+        if (isPack) { await child!.write(pkt.payload.subarray(1)); continue; }
+        if (pkt.type === "flush") { heldFlush++; continue; } // re-sent after the empty pack
+        if (pkt.type === "data" && pkt.payload[0] === 3) await child!.abort(); // isomorphic-git raises it
+        yield raw;
+        continue;
+      }
+      if (!isPack) {
+        if (held.length > 0) { held.push(raw); heldBytes += raw.length; } else yield raw;
+        continue;
+      }
+      if (packBytes < PACK_HEADER_LEN && packBytes + pkt.payload.length - 1 >= PACK_HEADER_LEN) {
+        const head = Buffer.concat([...held.filter((h) => h[4] === 1).map((h) => h.subarray(5)), pkt.payload.subarray(1)]).subarray(0, PACK_HEADER_LEN);
         if (head.subarray(0, 4).toString("latin1") !== "PACK") throw new GitProtocolError("upload-pack sent something other than a pack", { details: { repo: opts.repo } });
         stats.objects = head.readUInt32BE(8);
-        if (stats.objects < minObjects) {
-          mode = "pass";
-          out.push(...held);
-        } else {
-          mode = "divert";
-          stats.diverted = true;
-          opts.onProgress?.({ phase: "Indexing objects", loaded: 0, total: stats.objects });
-          child = new IndexPack(opts.gitdir);
-          // Progress packets that arrived between pack packets go on to isomorphic-git now.
-          for (const h of held) if (h[4] !== 1) out.push(h);
-          await child.write(head);
-        }
-        held = [];
-        heldPack = [];
       }
-      buf = buf.subarray(off);
-      if (mode === "pass" && buf.length > 0) {
-        // From here on chunks go through unparsed: a partial packet left over belongs in front of them.
-        out.push(buf);
-        buf = Buffer.alloc(0);
+      held.push(raw);
+      heldBytes += raw.length;
+      packBytes += pkt.payload.length - 1;
+      if (packBytes < PACK_HEADER_LEN) continue;
+      if (stats.objects < minObjects && heldBytes <= passMax) continue;
+      mode = "divert";
+      stats.diverted = true;
+      opts.onProgress?.({ phase: "Indexing objects", loaded: 0, total: stats.objects });
+      child = new IndexPack(opts.gitdir, opts.signal);
+      // Progress packets that arrived between pack packets go on to isomorphic-git now.
+      for (const h of held) {
+        if (h[4] === 1) await child.write(h.subarray(5));
+        else if (h.length === 4 && h.toString("latin1") === "0000") heldFlush++;
+        else yield h;
       }
-      if (out.length > 0) yield Buffer.concat(out);
+      held = [];
+      heldBytes = 0;
     }
-    if (mode === "undecided" && held.length > 0) yield Buffer.concat(held); // short/odd response: let isomorphic-git judge it
-    if (buf.length > 0) {
-      if (mode === "divert") throw new GitProtocolError("upload-pack response ended inside a pkt-line", { details: { repo: opts.repo } });
-      yield buf; // isomorphic-git reports the truncation in its own words
-    }
+    if (mode === "undecided" && held.length > 0) yield Buffer.concat(held); // small: isomorphic-git indexes it
     if (child) {
       stats.packSha = await child.finish(opts.repo);
       opts.onProgress?.({ phase: "Indexing objects", loaded: stats.objects, total: stats.objects });
@@ -132,6 +136,7 @@ export async function* divertPack(source: AsyncIterable<Buffer>, opts: DivertPac
     }
   } finally {
     if (child && !child.done) await child.abort();
+    await it.return?.();
   }
 }
 
@@ -143,7 +148,7 @@ class IndexPack {
   private stderr = "";
   done = false;
 
-  constructor(private readonly gitdir: string) {
+  constructor(private readonly gitdir: string, private readonly signal?: AbortSignal) {
     // No --fix-thin: isomorphic-git never asks for a thin pack, so one would be a protocol error.
     this.proc = spawn("git", ["index-pack", "--stdin"], {
       env: cleanGitEnv({ GIT_DIR: gitdir, GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" }),
@@ -160,14 +165,18 @@ class IndexPack {
 
   /** Writes pack bytes, waiting when the pipe is full (memory stays bounded by the pipe, not the pack). */
   async write(b: Buffer): Promise<void> {
+    if (this.signal?.aborted) throw this.signal.reason;
     if (this.proc.stdin.destroyed || this.proc.stdin.writableEnded) return;
-    if (!this.proc.stdin.write(b)) {
-      await new Promise<void>((resolve) => {
-        const done = () => { this.proc.stdin.off("drain", done); this.proc.stdin.off("close", done); resolve(); };
-        this.proc.stdin.on("drain", done);
-        this.proc.stdin.on("close", done);
-      });
-    }
+    if (this.proc.stdin.write(b)) return;
+    const stdin = this.proc.stdin;
+    const signal = this.signal;
+    await new Promise<void>((resolve) => {
+      const done = () => { stdin.off("drain", done); stdin.off("close", done); signal?.removeEventListener("abort", done); resolve(); };
+      stdin.on("drain", done);
+      stdin.on("close", done);
+      signal?.addEventListener("abort", done, { once: true });
+    });
+    if (signal?.aborted) throw signal.reason;
   }
 
   /** Ends the pack; returns its SHA-1 once index-pack has written .pack and .idx. */
@@ -190,7 +199,8 @@ class IndexPack {
     if (this.done) return;
     this.done = true;
     this.proc.stdin.destroy();
-    this.proc.kill("SIGTERM");
+    // SIGKILL: a stopped or wedged index-pack ignores SIGTERM until resumed; its temp files go below.
+    this.proc.kill("SIGKILL");
     await this.exited;
     await this.removeTemp();
   }

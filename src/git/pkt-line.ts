@@ -51,6 +51,52 @@ export function readPkt(buf: Buffer, offset = 0): { pkt: Pkt; used: number } | u
   return { pkt: { type: "data", payload: buf.subarray(offset + 4, offset + len) }, used: len };
 }
 
+/**
+ * Reads pkt-lines off a chunk source (a ChannelStream, or any pull of
+ * Buffers) without concatenating more than one packet's bytes: a packet
+ * inside one chunk is a view of it, one that spans chunks costs one copy of
+ * at most MAX_PKT_LEN bytes. Memory is one packet, whatever the stream's size.
+ */
+export class PktStreamReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private off = 0;
+  /** Set when the source ended inside a packet (the peer hung up mid-message). */
+  truncated = false;
+
+  constructor(private readonly next: () => Promise<Buffer | undefined>) {}
+
+  /** The next packet and its raw bytes; undefined at EOF between packets; GitProtocolError at EOF inside one. */
+  async read(): Promise<{ pkt: Pkt; raw: Buffer } | undefined> {
+    for (;;) {
+      const r = readPkt(this.buf, this.off);
+      if (r) {
+        const raw = this.buf.subarray(this.off, this.off + r.used);
+        this.off += r.used;
+        return { pkt: r.pkt, raw };
+      }
+      const chunk = await this.next();
+      if (!chunk) {
+        if (this.off < this.buf.length) {
+          this.truncated = true;
+          throw new GitProtocolError("stream ended inside a pkt-line", { details: { partial: this.buf.length - this.off } });
+        }
+        return undefined;
+      }
+      const rest = this.buf.subarray(this.off);
+      this.buf = rest.length > 0 ? Buffer.concat([rest, chunk]) : chunk;
+      this.off = 0;
+    }
+  }
+
+  /** Bytes read from the source and not yet returned as packets (handed back when switching to raw chunks). */
+  takeRest(): Buffer {
+    const rest = this.buf.subarray(this.off);
+    this.buf = Buffer.alloc(0);
+    this.off = 0;
+    return rest;
+  }
+}
+
 /** Parses a whole buffer of pkt-lines; trailing partial data is an error. */
 export function parsePktLines(buf: Buffer): Pkt[] {
   const out: Pkt[] = [];

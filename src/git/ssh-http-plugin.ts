@@ -1,15 +1,15 @@
-// isomorphic-git speaks only smart HTTP; this is an `http` plugin that runs the
-// same v0 upload-pack conversation over an SSH exec channel to the parent. One
-// session = one fetch = one channel: the GET's advertisement and the POST's
+// isomorphic-git speaks only smart HTTP; this is an `http` plugin that runs
+// the same v0 upload-pack conversation over an SSH exec channel to the
+// parent. One session = one fetch = one channel (a ChannelStream, see
+// src/ssh/channel-stream.ts): the GET's advertisement and the POST's
 // request/response share it.
 // Imported by: src/git.
 
-import type { ClientChannel } from "ssh2";
 import type { HttpClient, GitHttpRequest, GitHttpResponse, GitProgressEvent } from "isomorphic-git";
 import type { Logger } from "../log/logger.js";
-import { CommandTimeoutError, GitProtocolError, HsError, PeerGoneError, RepoNotFoundError, InvalidArgumentError } from "../domain/errors.js";
-import { FLUSH_PKT, encodePktLine, parseAdvertisement, readPkt, type Pkt, type RefAdvertisement } from "./pkt-line.js";
-import type { ParentConnection } from "../ssh/parent-connection.js";
+import { GitProtocolError, HsError, PeerGoneError, RepoNotFoundError, InvalidArgumentError } from "../domain/errors.js";
+import { FLUSH_PKT, PktStreamReader, encodePktLine, parseAdvertisement, type Pkt, type RefAdvertisement } from "./pkt-line.js";
+import { ChannelStream, type ChannelOpener } from "../ssh/channel-stream.js";
 import { divertPack, type DivertStats } from "./divert-pack.js";
 
 /** The URL handed to isomorphic-git: "http::" makes it pick its HTTP transport, which this plugin implements. */
@@ -21,7 +21,7 @@ const URL_RE = /^(?:http::)?ssh:\/\/[^/]+\/([A-Za-z0-9][A-Za-z0-9._-]*)\/(info\/
 const MAX_ADVERTISEMENT = 8 * 1024 * 1024;
 
 export interface FetchSessionOptions {
-  conn: ParentConnection;
+  conn: ChannelOpener;
   /** Whole-fetch budget (not the connect timeout). */
   commandTimeoutMs: number;
   log: Logger;
@@ -37,20 +37,23 @@ export interface FetchSessionOptions {
   divertMinObjects?: number;
 }
 
-/** One fetch's transport. Use `http` with isomorphic-git, then `close()`. */
+/** At most one "Receiving bytes" progress event per this many ms (a 500 MB pack is 16,000 SSH packets). */
+const PROGRESS_INTERVAL_MS = 100;
+
+/**
+ * One fetch's transport. Use `http` with isomorphic-git, then `close()`.
+ * Everything is pulled from the channel's ChannelStream as the consumer
+ * (isomorphic-git, or index-pack through divert-pack) asks for it, so a slow
+ * consumer pauses the channel and the parent, and no buffer grows with the pack.
+ */
 export class FetchSession {
-  /** Bytes received from the parent on this fetch's channel (stdout and stderr). */
-  bytes = 0;
-  private channel: ClientChannel | undefined;
+  private stream: ChannelStream | undefined;
+  private reader: PktStreamReader | undefined;
   private repo: string | undefined;
-  private pending: Buffer = Buffer.alloc(0);
-  private stderr = "";
-  private exitCode: number | undefined;
-  private closed = false;
-  private closeWaiters: (() => void)[] = [];
-  private dataWaiter: (() => void) | undefined;
   private failure: HsError | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private posted = false;
+  private t0 = 0;
+  private lastProgress = 0;
 
   readonly http: HttpClient;
   /** Whether this fetch's pack went to git index-pack, and its object count. */
@@ -60,12 +63,15 @@ export class FetchSession {
     this.http = { request: (req) => this.request(req) };
   }
 
+  /** Bytes received from the parent on this fetch's channel (stdout and stderr). */
+  get bytes(): number { return this.stream?.bytes ?? 0; }
+
   /** The typed error that ended this fetch, if any (isomorphic-git wraps errors it sees). */
-  get error(): HsError | undefined { return this.failure; }
+  get error(): HsError | undefined { return this.failure ?? this.stream?.error; }
 
   private fail(err: HsError): void {
     this.failure ??= err;
-    this.channel?.destroy();
+    this.stream?.fail(err);
   }
 
   private async request(req: GitHttpRequest): Promise<GitHttpResponse> {
@@ -77,63 +83,32 @@ export class FetchSession {
     throw new InvalidArgumentError("unsupported request on the ssh transport", { details: { method: req.method } });
   }
 
-  private async open(repo: string): Promise<ClientChannel> {
-    if (this.channel) throw new GitProtocolError("fetch session already used");
+  private async open(repo: string): Promise<ChannelStream> {
+    if (this.stream) throw new GitProtocolError("fetch session already used");
     this.repo = repo;
     this.t0 = performance.now();
-    const ch = await this.opts.conn.exec(`git-upload-pack '${repo}'`, this.opts.signal);
+    const stream = await ChannelStream.exec(this.opts.conn, `git-upload-pack '${repo}'`, {
+      commandTimeoutMs: this.opts.commandTimeoutMs, label: `fetch of ${repo}`, details: { repo }, signal: this.opts.signal,
+    });
     this.opts.log.trace({ repo, ms: Math.round(performance.now() - this.t0) }, "exec channel open");
-    this.channel = ch;
-    this.timer = setTimeout(() => this.fail(new CommandTimeoutError(
-      `fetch of ${repo} exceeded ${this.opts.commandTimeoutMs} ms`, { details: { repo, timeoutMs: this.opts.commandTimeoutMs } },
-    )), this.opts.commandTimeoutMs);
-    const onAbort = () => this.fail(new PeerGoneError("fetch cancelled", { details: { repo } }));
-    this.opts.signal?.addEventListener("abort", onAbort, { once: true });
-    ch.on("data", (b: Buffer) => {
-      this.bytes += b.length;
-      this.pending = this.pending.length ? Buffer.concat([this.pending, b]) : b;
-      if (this.pending.length > MAX_ADVERTISEMENT && !this.posted) {
-        this.fail(new GitProtocolError("ref advertisement too large", { details: { repo } }));
-      }
-      this.wake();
-    });
-    ch.stderr.on("data", (b: Buffer) => {
-      this.bytes += b.length;
-      if (this.stderr.length < 4096) this.stderr += b.toString("utf8");
-    });
-    ch.on("exit", (code: number | null) => { this.exitCode = code ?? 255; });
-    ch.on("error", () => {});
-    // Exit status is judged on 'close', not EOF: exit-status may arrive after EOF.
-    ch.on("close", () => {
-      this.closed = true;
-      clearTimeout(this.timer);
-      this.opts.signal?.removeEventListener("abort", onAbort);
-      this.wake();
-      for (const w of this.closeWaiters.splice(0)) w();
-    });
-    return ch;
-  }
-
-  private posted = false;
-  private t0 = 0;
-
-  private wake(): void {
-    const w = this.dataWaiter;
-    this.dataWaiter = undefined;
-    w?.();
-  }
-
-  private waitData(): Promise<void> {
-    return new Promise((r) => { this.dataWaiter = r; });
+    this.stream = stream;
+    this.reader = new PktStreamReader(() => stream.read());
+    return stream;
   }
 
   /** The error the remote reported, once the channel has closed. */
   private remoteError(advertisedErr?: string): HsError {
-    if (this.failure) return this.failure;
-    const text = advertisedErr ?? this.stderr.replace(/^hsd: /, "").trim();
-    const details = { repo: this.repo, exitCode: this.exitCode };
+    const own = this.error;
+    if (own) return own;
+    const exitCode = this.stream?.exitCode;
+    const text = advertisedErr ?? (this.stream?.stderr ?? "").replace(/^hsd: /, "").trim();
+    const details = { repo: this.repo, exitCode };
+    // No exit status at all: the channel or the connection went away under the fetch (parent gone, link cut).
+    if (exitCode === undefined && advertisedErr === undefined && !text) {
+      return new PeerGoneError(`the parent closed the fetch of ${this.repo} without an exit status`, { details });
+    }
     if (/no such repo/.test(text)) return new RepoNotFoundError(`parent has no repo ${this.repo}`, { details });
-    return new GitProtocolError(`upload-pack for ${this.repo} failed${this.exitCode !== undefined ? ` (exit ${this.exitCode})` : ""}: ${text.split("\n")[0]?.slice(0, 200) ?? ""}`, { details });
+    return new GitProtocolError(`upload-pack for ${this.repo} failed${exitCode !== undefined ? ` (exit ${exitCode})` : ""}: ${text.split("\n")[0]?.slice(0, 200) ?? ""}`, { details });
   }
 
   private advertised: { repo: string; pkts: Pkt[]; ad: RefAdvertisement } | undefined;
@@ -148,31 +123,31 @@ export class FetchSession {
       if (this.advertised.repo !== repo) throw new GitProtocolError("fetch session already used for another repo");
       return this.advertised.ad;
     }
-    await this.open(repo);
+    const stream = await this.open(repo);
     const pkts: Pkt[] = [];
-    let off = 0;
+    let size = 0;
     for (;;) {
       let r;
       try {
-        r = readPkt(this.pending, off);
+        r = await this.reader!.read();
       } catch (err) {
-        this.fail(err as HsError);
-        throw err;
+        // The parent hung up mid-packet: its exit status and stderr say why. Anything else ends the fetch as is.
+        if (!this.reader!.truncated) { if (err instanceof HsError) this.fail(err); throw err; }
       }
-      if (r) {
-        off += r.used;
-        pkts.push(r.pkt);
-        if (r.pkt.type === "data" && pkts.length === 1 && r.pkt.payload.subarray(0, 4).toString() === "ERR ") break;
-        if (r.pkt.type === "flush") break;
-        continue;
-      }
-      if (this.closed) {
-        await this.whenClosed();
+      if (!r) {
+        await stream.closed();
         throw this.remoteError();
       }
-      await this.waitData();
+      pkts.push(r.pkt);
+      size += r.raw.length;
+      if (size > MAX_ADVERTISEMENT) {
+        const err = new GitProtocolError("ref advertisement too large", { details: { repo } });
+        this.fail(err);
+        throw err;
+      }
+      if (r.pkt.type === "data" && pkts.length === 1 && r.pkt.payload.subarray(0, 4).toString() === "ERR ") break;
+      if (r.pkt.type === "flush") break;
     }
-    this.pending = this.pending.subarray(off);
     this.opts.log.trace({ repo, ms: Math.round(performance.now() - this.t0) }, "advertisement read");
     let ad: RefAdvertisement;
     try {
@@ -182,7 +157,7 @@ export class FetchSession {
       throw err;
     }
     if (ad.error !== undefined) {
-      await this.whenClosed();
+      await stream.closed();
       const err = this.remoteError(ad.error);
       this.failure ??= err;
       throw err;
@@ -193,14 +168,11 @@ export class FetchSession {
 
   /** Ends the conversation before any want: upload-pack reads a flush and exits 0. */
   async nothingWanted(): Promise<void> {
-    if (this.channel && !this.closed && !this.posted) {
+    const stream = this.stream;
+    if (stream && !stream.closedNow && !this.posted) {
       this.posted = true;
-      this.channel.write(FLUSH_PKT);
-      this.channel.end();
-      const ch = this.channel;
-      const t = setTimeout(() => ch.destroy(), 5_000);
-      await this.whenClosed();
-      clearTimeout(t);
+      await stream.write(FLUSH_PKT).catch(() => {});
+      await stream.close();
     }
   }
 
@@ -227,45 +199,45 @@ export class FetchSession {
     };
   }
 
-  private whenClosed(): Promise<void> {
-    if (this.closed) return Promise.resolve();
-    return new Promise((r) => this.closeWaiters.push(r));
+  private progress(): void {
+    const now = performance.now();
+    if (now - this.lastProgress < PROGRESS_INTERVAL_MS) return;
+    this.lastProgress = now;
+    this.opts.onProgress?.({ phase: "Receiving bytes", loaded: this.bytes, total: 0 });
   }
 
   private async uploadPack(req: GitHttpRequest, repo: string): Promise<GitHttpResponse> {
-    const ch = this.channel;
-    if (!ch || this.repo !== repo) throw new GitProtocolError("POST without a matching advertisement on this session");
-    if (this.closed) throw this.remoteError();
+    if (!this.stream || this.repo !== repo) throw new GitProtocolError("POST without a matching advertisement on this session");
+    const stream = this.stream;
+    if (stream.closedNow) throw this.remoteError();
     this.posted = true;
     if (req.body) {
-      for await (const chunk of req.body as AsyncIterable<Uint8Array> | Iterable<Uint8Array>) ch.write(Buffer.from(chunk));
+      for await (const chunk of req.body as AsyncIterable<Uint8Array> | Iterable<Uint8Array>) await stream.write(Buffer.from(chunk));
     }
     const self = this;
+    // Raw response chunks, pulled: bytes the advertisement's reader had already taken go first.
     async function* body(): AsyncGenerator<Buffer> {
-      for (;;) {
-        if (self.pending.length > 0) {
-          const b = self.pending;
-          self.pending = Buffer.alloc(0);
-          self.opts.onProgress?.({ phase: "Receiving bytes", loaded: self.bytes, total: 0 });
-          yield b;
-          continue;
-        }
-        if (self.closed) break;
-        await self.waitData();
+      const rest = self.reader!.takeRest();
+      if (rest.length > 0) yield rest;
+      for (let b = await stream.read(); b; b = await stream.read()) {
+        self.progress();
+        yield b;
       }
+      await stream.closed();
+      self.opts.onProgress?.({ phase: "Receiving bytes", loaded: self.bytes, total: 0 });
       self.opts.log.trace({ repo, ms: Math.round(performance.now() - self.t0) }, "upload-pack response complete");
-      if (self.failure || self.exitCode !== 0) throw self.remoteError();
+      if (self.error || stream.exitCode !== 0) throw self.remoteError();
     }
     const gitdir = this.opts.indexPackInto;
     async function* diverted(): AsyncGenerator<Uint8Array> {
       try {
         yield* divertPack(body(), {
           gitdir: gitdir!, repo, log: self.opts.log, minObjects: self.opts.divertMinObjects,
-          onProgress: self.opts.onProgress,
+          onProgress: self.opts.onProgress, signal: stream.signal,
         }, self.pack);
       } catch (err) {
         // Keep our typed error: isomorphic-git would only see a failed stream.
-        if (err instanceof HsError) self.failure ??= err;
+        if (err instanceof HsError) self.fail(err);
         throw err;
       }
     }
@@ -278,15 +250,6 @@ export class FetchSession {
 
   /** Ends the channel (a fetch with nothing to want never POSTs) and waits for it to close. */
   async close(): Promise<void> {
-    clearTimeout(this.timer);
-    if (this.channel && !this.closed) {
-      this.channel.end();
-      this.channel.close();
-      // A peer that never answers CLOSE must not hold the sync: bounded wait.
-      const ch = this.channel;
-      const t = setTimeout(() => ch.destroy(), 5_000);
-      await this.whenClosed();
-      clearTimeout(t);
-    }
+    await this.stream?.close();
   }
 }

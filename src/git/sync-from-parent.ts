@@ -22,8 +22,10 @@ export interface SyncFromParentOptions {
   repoNames: readonly string[];
   /** levelPaths(root).reposDir */
   exportsDir: string;
-  /** levelPaths(root).workDir */
+  /** levelPaths(root).workDir: trees at <workDir>/<name> unless worktreeOf says otherwise. */
   workDir: string;
+  /** Where each repo's working tree goes (the level's homestak layout). */
+  worktreeOf?: (name: string) => string;
   connectTimeoutMs: number;
   /** Budget for each repo's fetch. */
   commandTimeoutMs: number;
@@ -59,6 +61,7 @@ async function fetchInto(name: string, opts: SyncFromParentOptions, conn: Parent
     await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.fetch`, value: `+refs/heads/*:refs/remotes/${REMOTE}/*` });
   }
   let res;
+  let before: Map<string, string> | undefined;
   try {
     // Nothing new (same heads, tags and HEAD as last time)? Then skip the
     // negotiation and the pack entirely, as the git CLI does.
@@ -67,6 +70,7 @@ async function fetchInto(name: string, opts: SyncFromParentOptions, conn: Parent
       await session.nothingWanted();
       return { head: await git.resolveRef({ fs, gitdir, ref: "HEAD" }), bytes: session.bytes };
     }
+    before = await fetchedRefs(gitdir);
     res = await git.fetch({
       fs, http: session.http, gitdir, cache,
       url,
@@ -74,13 +78,17 @@ async function fetchInto(name: string, opts: SyncFromParentOptions, conn: Parent
       onProgress: (ev) => opts.onProgress?.({ repo: name, phase: ev.phase, loaded: ev.loaded, total: ev.total ?? 0 }),
     });
   } catch (err) {
+    if (before) await restoreRefs(gitdir, before);
     throw session.error ?? (err instanceof HsError ? err : new GitProtocolError(`fetch of ${name} failed: ${(err as Error).message}`, {
       details: { repo: name }, cause: err,
     }));
   } finally {
     await session.close();
   }
-  if (session.error) throw session.error;
+  if (session.error) {
+    if (before) await restoreRefs(gitdir, before);
+    throw session.error;
+  }
   // Mirror the parent's branches as our own heads so children see the same refs.
   const remoteBranches = new Set(await git.listBranches({ fs, gitdir, remote: REMOTE }));
   remoteBranches.delete("HEAD");
@@ -94,6 +102,33 @@ async function fetchInto(name: string, opts: SyncFromParentOptions, conn: Parent
   if (res.defaultBranch) await git.writeRef({ fs, gitdir, ref: "HEAD", value: res.defaultBranch, symbolic: true, force: true });
   const head = res.fetchHead ?? (await git.resolveRef({ fs, gitdir, ref: "HEAD" }));
   return { head, bytes: session.bytes };
+}
+
+/** The refs a fetch writes: remote-tracking branches and tags, by name. */
+async function fetchedRefs(gitdir: string): Promise<Map<string, string>> {
+  const refs = new Map<string, string>();
+  for (const b of await git.listBranches({ fs, gitdir, remote: REMOTE })) {
+    if (b !== "HEAD") refs.set(`refs/remotes/${REMOTE}/${b}`, await git.resolveRef({ fs, gitdir, ref: `refs/remotes/${REMOTE}/${b}` }));
+  }
+  for (const t of await git.listTags({ fs, gitdir })) refs.set(`refs/tags/${t}`, await git.resolveRef({ fs, gitdir, ref: `refs/tags/${t}` }));
+  return refs;
+}
+
+/**
+ * Puts the fetched refs back as they were. isomorphic-git writes the new
+ * remote-tracking refs and tags as soon as the server has answered, before
+ * the pack arrives, so a fetch that fails mid-pack (timeout, cut link) would
+ * otherwise leave refs naming objects that never came, which upload-pack
+ * would then advertise to this level's children.
+ */
+async function restoreRefs(gitdir: string, before: ReadonlyMap<string, string>): Promise<void> {
+  const now = await fetchedRefs(gitdir).catch(() => new Map<string, string>());
+  for (const [ref, oid] of now) {
+    const old = before.get(ref);
+    if (old === undefined) await git.deleteRef({ fs, gitdir, ref }).catch(() => {});
+    else if (old !== oid) await git.writeRef({ fs, gitdir, ref, value: old, force: true });
+  }
+  for (const [ref, old] of before) if (!now.has(ref)) await git.writeRef({ fs, gitdir, ref, value: old, force: true });
 }
 
 /** True when the export already holds exactly the advertised heads, tags and HEAD target. */
@@ -151,7 +186,7 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
       const f = await fetchInto(name, opts, conn);
       const t1 = performance.now();
       const wt = await checkoutWorktree({
-        worktree: join(opts.workDir, name), exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
+        worktree: opts.worktreeOf ? opts.worktreeOf(name) : join(opts.workDir, name), exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
         log: opts.log.child({ repo: name }),
       });
       opts.log.debug({ repo: name, fetchMs: Math.round(t1 - t0), checkoutMs: Math.round(performance.now() - t1), bytes: f.bytes }, "repo synced");

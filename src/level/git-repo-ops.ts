@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { syncFromParent } from "../git/sync-from-parent.js";
 import { ParentConnection } from "../ssh/parent-connection.js";
 import type { RepoOps } from "./level.js";
+import { homestakLayout } from "../homestak/layout.js";
 
 export function gitRepoOps(o: {
   config: HsdConfig;
@@ -30,6 +31,7 @@ export function gitRepoOps(o: {
   const { config } = o;
   const paths = levelPaths(config.root);
   const names = config.parent ? config.repoNames : Object.keys(o.repos);
+  const layout = homestakLayout(config, o.repos);
   let last: RepoState[] | undefined;
   // One SSH connection to the parent, kept across syncs (reconnects if it drops).
   const parentConn = config.parent
@@ -43,7 +45,7 @@ export function gitRepoOps(o: {
     const served = await exportedRepoState(paths.reposDir, names);
     const byName = new Map((last ?? []).map((r) => [r.name, r]));
     return Promise.all(served.map(async (s) => {
-      const wt = config.parent ? await worktreeState(join(paths.workDir, s.name)) : await checkoutHead(o.repos[s.name]);
+      const wt = config.parent ? await worktreeState(layout.worktree(s.name)) : await checkoutHead(o.repos[s.name]);
       const l = byName.get(s.name);
       return { ...s, ...wt, ...(l?.previousCommit ? { previousCommit: l.previousCommit } : {}), ...(l?.bytes ? { bytes: l.bytes } : {}) };
     }));
@@ -59,7 +61,7 @@ export function gitRepoOps(o: {
       }
       try {
         const r = await syncFromParent({
-          parent: config.parent, userKeyPath: o.userKeyPath, repoNames: names, exportsDir: paths.reposDir, workDir: paths.workDir,
+          parent: config.parent, userKeyPath: o.userKeyPath, repoNames: names, exportsDir: paths.reposDir, workDir: paths.workDir, worktreeOf: layout.worktree,
           connectTimeoutMs: config.timeouts.connectMs, commandTimeoutMs: config.timeouts.commandMs, log: o.log,
           onProgress, signal, connection: parentConn,
         });

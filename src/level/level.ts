@@ -13,9 +13,11 @@ import type { Identity, LevelApi, LevelStatus, NestOptions } from "../domain/lev
 import type { Journal } from "../nest/journal.js";
 import { type Clock, type NestEngine } from "../nest/nest-engine.js";
 import { toFailure } from "../domain/failure.js";
-import { parseSecretsYaml, type SecretsStore } from "../secrets/secrets-store.js";
+import type { SecretsStore } from "../secrets/secrets-store.js";
+import { decodeLevelFiles, type SiteConfigFiles } from "../homestak/site-config.js";
+import type { StepRunner } from "../homestak/step-runner.js";
 import { withTimeout } from "../util/timeout.js";
-import { DirtyWorktreeError, HsError, PeerGoneError } from "../domain/errors.js";
+import { DirtyWorktreeError, HsError, InvalidArgumentError, PeerGoneError, PhaseTimeoutError } from "../domain/errors.js";
 import { attestChild, childStatusFromRecord, describeChanges } from "./level-status.js";
 import { progressThrottle } from "../util/progress-throttle.js";
 import type { DoctorOptions } from "../domain/level-api.js";
@@ -59,6 +61,10 @@ export interface LevelDeps {
   readonly checkpoint?: Checkpoint;
   /** Provider-specific setup of this level (on PVE: token, snippets, certificate). */
   readonly configureHook?: (sink: EventSink, signal: AbortSignal, levelPath: string[]) => Promise<void>;
+  /** This level's config/site.yaml and config/secrets.yaml (written when the parent delivers them). */
+  readonly siteConfig?: SiteConfigFiles;
+  /** This level's configure steps (configure.steps). */
+  readonly steps?: StepRunner;
 }
 
 export class Level implements LevelApi {
@@ -104,11 +110,14 @@ export class Level implements LevelApi {
 
   async putSecrets(yaml: string): Promise<string[]> {
     await this.fault("secrets", undefined, "secrets", new AbortController().signal);
-    const tree = parseSecretsYaml(yaml, "PutSecrets request");
-    return this.d.secrets.merge(tree);
+    const files = decodeLevelFiles(yaml, "PutSecrets request");
+    if (!this.d.siteConfig || !this.d.config.parent) {
+      throw new InvalidArgumentError("this level takes no secrets from a parent (level 0 reads the operator's site-config)");
+    }
+    return this.d.siteConfig.put(files);
   }
 
-  async configure(sink: EventSink, signal: AbortSignal): Promise<void> {
+  async configure(sink: EventSink, signal: AbortSignal, opts: { fresh: boolean } = { fresh: false }): Promise<void> {
     await this.fault("configure", sink, "configure", signal);
     const started = this.d.clock.now();
     const repos = await this.d.repos.verify();
@@ -117,6 +126,9 @@ export class Level implements LevelApi {
     }
     // Provider-specific setup of this level (a PVE node: token, snippets, certificate).
     if (this.d.configureHook) await this.d.configureHook(sink, signal, [this.name]);
+    if (this.d.steps && this.d.config.parent) {
+      await this.d.steps.run(opts, (ev) => this.emit(sink, { phase: "configure", ...ev }), signal);
+    }
     await this.d.journal.update((j) => {
       j.configured = { kind: "finished", durationMs: this.d.clock.now() - started, budgetMs: this.d.config.budgets.configure, at: this.d.clock.now() };
     });
@@ -130,7 +142,7 @@ export class Level implements LevelApi {
    * tree still lets the wave go on (the export was updated; only the checkout
    * was held), any other failure marks the subtree stale.
    */
-  sync(opts: { recursive: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+  sync(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
     // One sync at a time per level: watch mode and an operator's `hsctl sync`
     // must not refresh the same exports concurrently.
     const run = this.syncChain.then(() => this.syncOnce(opts, sink, signal));
@@ -140,7 +152,17 @@ export class Level implements LevelApi {
 
   private syncChain: Promise<void> = Promise.resolve();
 
-  private async syncOnce(opts: { recursive: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+  /**
+   * Level 0 at start: refresh the exports once, quietly (no events, no fault
+   * points), so a reader can clone before any sync or nest. Queued like a sync.
+   */
+  exportAtStart(signal: AbortSignal): Promise<void> {
+    const run = this.syncChain.then(async () => { await this.d.repos.refresh(signal, () => {}); });
+    this.syncChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async syncOnce(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
     const started = this.d.clock.now();
     this.emit(sink, { phase: "sync", kind: "started" });
     let result: { repos: RepoState[]; bytes: number } | undefined;
@@ -183,6 +205,7 @@ export class Level implements LevelApi {
         message: `${describeChanges(result.repos)}${result.bytes > 0 ? `; ${result.bytes} bytes received` : ""}`,
       });
     }
+    if (opts.configure && result && this.d.config.parent) await this.reconfigure(sink, signal);
     if (!opts.recursive) return;
     await Promise.all(this.liveChildren().map(async (rec) => {
       let reported: RepoState[] | undefined;
@@ -193,7 +216,7 @@ export class Level implements LevelApi {
       };
       try {
         const link = await this.d.links.get(rec.name, rec.endpoint!, signal);
-        await link.sync({ recursive: true }, relay, signal);
+        await link.sync({ recursive: true, configure: opts.configure ?? false }, relay, signal);
         // What the child last reported stays in the journal: status shows it
         // (and how far behind it is) when the child cannot answer.
         if (reported) {
@@ -211,6 +234,25 @@ export class Level implements LevelApi {
         this.d.log.warn({ child: rec.name, code: errorCode(err) }, "child sync failed; subtree stale");
       }
     }));
+  }
+
+  /**
+   * hsctl sync --configure: this level re-runs every configure step from the
+   * trees just synced. A failure is reported as this level's configure event
+   * and the wave goes on (its children run the code they were just sent).
+   */
+  private async reconfigure(sink: EventSink, signal: AbortSignal): Promise<void> {
+    const started = this.d.clock.now();
+    this.emit(sink, { phase: "configure", kind: "started", budgetMs: this.d.config.budgets.configure });
+    try {
+      await withTimeout(this.d.config.budgets.configure, () => new PhaseTimeoutError(`configure of ${this.name} overran its budget`, {
+        details: { level: this.name, phase: "configure" },
+      }), (sig) => this.configure(sink, sig, { fresh: true }), signal);
+      this.emit(sink, { phase: "configure", kind: "finished", durationMs: this.d.clock.now() - started, budgetMs: this.d.config.budgets.configure });
+    } catch (err) {
+      this.emit(sink, { phase: "configure", kind: "failed", durationMs: this.d.clock.now() - started, failure: toFailure(err) });
+      this.d.log.warn({ code: errorCode(err) }, "configure after sync failed");
+    }
   }
 
   private liveChildren() {

@@ -4,6 +4,7 @@
 // nothing else writes state/journal.json.
 // Imported by: src/daemon, src/level, src/nest.
 
+import type { StepRecord } from "../homestak/step-runner.js";
 import { writeFileAtomic } from "../util/atomic-write.js";
 import { readTextIfExists } from "../util/read-if-exists.js";
 import { SerialQueue } from "../util/serial-queue.js";
@@ -46,6 +47,8 @@ export interface JournalData {
   children: Record<string, ChildRecord>;
   /** This level's own configure phase (run when its parent asks). */
   configured?: PhaseRecord;
+  /** This level's configure steps by name (src/homestak/step-runner.ts). */
+  steps?: Record<string, StepRecord>;
 }
 
 export class Journal {
@@ -78,6 +81,15 @@ export class Journal {
 
   children(): ChildRecord[] {
     return Object.values(this.data.children).map((c) => structuredClone(c)).sort((a, b) => a.index - b.index);
+  }
+
+  /** This level's configure step records (a copy); the step runner's view of the journal. */
+  steps(): Record<string, StepRecord> {
+    return structuredClone(this.data.steps ?? {});
+  }
+
+  updateSteps(fn: (steps: Record<string, StepRecord>) => void): Promise<void> {
+    return this.update((d) => { fn((d.steps ??= {})); });
   }
 
   /** Applies `fn` to the live data and persists it; writers are serialized. */

@@ -31,6 +31,7 @@ export interface NestEngineDeps {
   readonly links: ChildLinks;
   readonly access: AccessApi;
   readonly readSecrets: () => Promise<SecretTree>;
+  readonly readSite?: () => Promise<string | undefined>;
   readonly clock: Clock;
   readonly log: Logger;
   /** Phase hooks, in order; tests may wrap them (fault injection). */
@@ -163,6 +164,7 @@ export class NestEngine {
       config: this.d.config,
       access: this.d.access,
       readSecrets: this.d.readSecrets,
+      readSite: this.d.readSite ?? (async () => undefined),
       log: log.child({ phase }),
       link: () => this.d.links.get(rec.name, rec.endpoint!, signal),
       emit: (ev) => emit({ phase, ...ev }),

@@ -32,7 +32,10 @@ export interface PhaseRun {
   readonly config: HsdConfig;
   readonly self: SelfInfo;
   readonly access: AccessApi;
+  /** This level's homestak secrets (config/secrets.yaml; level 0: the operator's). */
   readonly readSecrets: () => Promise<SecretTree>;
+  /** This level's config/site.yaml text, if any. */
+  readonly readSite: () => Promise<string | undefined>;
   readonly signal: AbortSignal;
   readonly log: Logger;
   readonly budgetMs: number;

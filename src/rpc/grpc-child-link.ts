@@ -37,7 +37,7 @@ export function grpcChildLink(o: GrpcChildLinkOptions): ChildLink {
     nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
       return drain(client.nest(opts, { signal }), sink);
     },
-    sync(opts: { recursive: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+    sync(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
       return drain(client.sync(opts, { signal }), sink);
     },
     destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {

@@ -27,7 +27,7 @@ export interface NestClient {
   status(o?: LevelCallOpts): Promise<LevelStatus | undefined>;
   putSecrets(yaml: string, o?: LevelCallOpts): Promise<string[]>;
   nest(req: NestRequest, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
-  sync(req: { recursive: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
+  sync(req: { recursive: boolean; configure?: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   destroy(req: { self: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   configure(o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   doctor(req: { provider?: string; isolation?: IsolationMode }, o?: LevelCallOpts): Promise<CheckResult[]>;
@@ -60,7 +60,7 @@ export function nestClient(target: string, opts?: ClientOptions): NestClient {
     nest(req, o) {
       return events(c.nest({ depth: req.depth, width: req.width, provider: req.provider ?? "", isolation: toIsolation(req.isolation) }, o));
     },
-    sync(req, o) { return events(c.sync({ recursive: req.recursive }, o)); },
+    sync(req, o) { return events(c.sync({ recursive: req.recursive, configure: req.configure ?? false }, o)); },
     destroy(req, o) { return events(c.destroy({ self: req.self }, o)); },
     configure(o) { return events(c.configure({}, o)); },
     async doctor(req, o) {

@@ -1,8 +1,10 @@
-// The level's secrets file: one YAML mapping, mode 0600, written atomically,
-// outside every working tree hsd manages, never served and never synced. Values
-// read here never go to logs, events or errors: only key names leave this
-// module.
-// Imported by: src/daemon, src/level, src/nest, src/providers.
+// hsd's own private secrets of a level (its token, its key path, a PVE API
+// token secret): one YAML mapping, mode 0600, written atomically, outside
+// every working tree, never served, synced or passed down. homestak's secrets
+// are in config/secrets.yaml (src/homestak/site-config.ts), never copied here.
+// Values read here never go to logs, events or errors: only key names leave
+// this module.
+// Imported by: src/daemon, src/level, src/nest, src/providers, src/homestak.
 
 import { chmod } from "node:fs/promises";
 import { readTextIfExists } from "../util/read-if-exists.js";
@@ -106,31 +108,5 @@ function deepMerge(a: SecretTree, b: SecretTree): SecretTree {
   for (const [k, v] of Object.entries(b)) {
     out[k] = isTree(v) && isTree(out[k]) ? deepMerge(out[k] as SecretTree, v) : v;
   }
-  return out;
-}
-
-/**
- * What a parent hands its child: only the dotted paths in `passDown`, plus
- * the accumulated `ssh_keys` list with `addKey` (the parent's public key)
- * appended. Never tokens or private keys, whatever passDown says.
- */
-export function scopeSecrets(tree: SecretTree, passDown: readonly string[], addKey: string): SecretTree {
-  const out: SecretTree = {};
-  for (const path of passDown) {
-    const parts = path.split(".");
-    if (parts[0] === "tokens" || parts[0] === "ssh") continue; // never leave the level
-    let src: SecretValue | undefined = tree;
-    for (const p of parts) src = isTree(src) ? src[p] : undefined;
-    if (src === undefined) continue;
-    let dst = out;
-    for (const p of parts.slice(0, -1)) {
-      if (!isTree(dst[p])) dst[p] = {};
-      dst = dst[p] as SecretTree;
-    }
-    dst[parts[parts.length - 1]!] = structuredClone(src);
-  }
-  const keys = Array.isArray(tree.ssh_keys) ? tree.ssh_keys.filter((k): k is string => typeof k === "string") : [];
-  if (addKey && !keys.includes(addKey)) keys.push(addKey);
-  out.ssh_keys = keys;
   return out;
 }

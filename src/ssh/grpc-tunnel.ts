@@ -1,8 +1,9 @@
 // A parent's tunnel to a child's gRPC socket: one SSH connection (controller
 // key, child host key pinned) and a private local unix socket whose every
-// connection becomes a direct-tcpip channel to the child's hsd. grpc-js dials
-// the local socket. When the SSH connection dies every tunnelled stream is cut
-// at once, so a dead child surfaces as an immediate error, not a hang.
+// connection becomes a direct-tcpip channel to the child's hsd. grpc-js
+// dials the local socket. When the SSH connection dies every tunnelled stream
+// is cut at once, so a dead child surfaces as an immediate error, not a hang.
+// Bytes move through channel-stream.ts's joinChannel, with backpressure both ways.
 // Imported by: src/daemon.
 
 import { createServer, type Server, type Socket } from "node:net";
@@ -13,6 +14,7 @@ import type { Logger } from "../log/logger.js";
 import { ParentConnection, type ParentEndpoint } from "./parent-connection.js";
 import { GRPC_VIRTUAL_HOST, GRPC_VIRTUAL_PORT } from "./ssh-endpoint.js";
 import { reachableSocketPath } from "../util/unix-socket-path.js";
+import { joinChannel } from "./channel-stream.js";
 
 export interface GrpcTunnel {
   /** grpc-js target: "unix:///abs/path". */
@@ -56,10 +58,7 @@ export async function openGrpcTunnel(o: GrpcTunnelOptions): Promise<GrpcTunnel> 
           sock.destroy();
           return;
         }
-        sock.pipe(ch).pipe(sock);
-        ch.on("close", () => sock.destroy());
-        ch.on("error", () => sock.destroy());
-        sock.on("close", () => ch.close());
+        joinChannel(ch, sock);
       });
     } catch {
       sock.destroy(); // the SSH connection is already gone

@@ -17,12 +17,13 @@ import { finishChannel, type UploadPackServer } from "./exec-channel.js";
 import { UploadPackLimiter } from "./upload-pack-limiter.js";
 import type { AuthorizedKeyStore } from "./authorized-key-store.js";
 import { parseExecCommand } from "./exec-command.js";
+import { joinChannel } from "./channel-stream.js";
 import { privateKeyFingerprint } from "./key-fingerprint.js";
 import { KEEPALIVE_COUNT_MAX } from "./parent-connection.js";
 import { reachableSocketPath } from "../util/unix-socket-path.js";
 
-/** Maps an allow-listed repo name to its absolute bare repo path, or undefined. */
-export type RepoResolver = (name: string) => string | undefined;
+/** Maps an allow-listed repo name to its absolute bare repo path, or undefined (may wait: level 0 exporting at start). */
+export type RepoResolver = (name: string) => string | undefined | Promise<string | undefined>;
 
 /** The only direct-tcpip target a controller may open; it always means the level's gRPC socket. */
 export const GRPC_VIRTUAL_HOST = "hsd.grpc";
@@ -180,12 +181,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
     sock.once("error", (err) => { alog.warn({ err: err.message }, "API socket unreachable"); reject(); });
     sock.once("connect", () => {
       sock.removeAllListeners("error");
-      const ch = accept();
-      sock.on("error", () => ch.destroy());
-      ch.on("error", () => sock.destroy());
-      ch.pipe(sock).pipe(ch);
-      ch.on("close", () => sock.destroy());
-      sock.on("close", () => { if (!ch.destroyed) ch.end(); });
+      joinChannel(accept(), sock);
     });
   }
 
@@ -198,7 +194,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
     let release: (() => void) | undefined;
     try {
       const cmd = parseExecCommand(command);
-      const repoPath = opts.repos(cmd.repo);
+      const repoPath = await opts.repos(cmd.repo);
       if (repoPath === undefined) throw new RepoNotFoundError("no such repo", { details: { repo: cmd.repo } });
       const rlog = alog.child({ repo: cmd.repo });
       if (limiter.activeCount >= opts.maxUploadPacks || limiter.queuedCount > 0) {

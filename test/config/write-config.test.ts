@@ -40,6 +40,14 @@ test("a child level's config with parent, pve and odd values survives write then
   assert.deepEqual(withoutSource(roundTrip(c)), withoutSource(c));
 });
 
+test("an unset ssh.port on a user root stays unset (a free port, kept across restarts)", () => {
+  const user = { root: "/srv/level", freeSshPort: true };
+  const c = parseConfig("log: { level: warn }", "user.yaml", user);
+  const back = parseConfig(configYaml(configDocument(c), "round trip"), "round-trip.yaml", user);
+  assert.equal(back.ssh.reuseLastPort, true);
+  assert.deepEqual(withoutSource(back), withoutSource(c));
+});
+
 test("the keys a child inherits parse as a config with the parent's budgets and timeouts", () => {
   const parent = parseConfig("budgets: { configure: 7m }\ntimeouts: { command: 45s }\nnest: { max_width: 3 }", "p.yaml", opts);
   const child = parseConfig(configYaml(inheritedConfig(parent), "inherited"), "child.yaml", opts);

@@ -23,7 +23,10 @@ export interface HsdProcess {
   proc: ChildProcess;
   stdout(): string;
   stderr(): string;
-  /** Resolves with the ready line, or rejects if hsd exits first or WAIT_MS passes. */
+  /**
+   * Resolves with the ready line, or rejects if hsd exits first or WAIT_MS passes;
+   * the rejection's `failure` is the error hsd wrote to its ready pipe, if it did.
+   */
   ready: Promise<ReadyLine>;
   exited: Promise<Exited>;
   /** SIGKILL if still running; safe to call twice. */
@@ -60,7 +63,11 @@ export function startHsd(args: string[], env: NodeJS.ProcessEnv = {}): HsdProces
     pipe.setEncoding("utf8").on("data", (c: string) => {
       buf += c;
       const nl = buf.indexOf("\n");
-      if (nl >= 0) { clearTimeout(timer); resolve(JSON.parse(buf.slice(0, nl)) as ReadyLine); }
+      if (nl < 0) return;
+      clearTimeout(timer);
+      const line = JSON.parse(buf.slice(0, nl)) as ReadyLine & { error?: unknown };
+      if (line.error === undefined) return resolve(line);
+      reject(Object.assign(new Error(`hsd could not start: ${JSON.stringify(line.error)}`), { failure: line.error }));
     });
     pipe.on("error", () => {});
     void exited.then((x) => { clearTimeout(timer); reject(new Error(`hsd exited (${x.code ?? x.signal}) before ready: ${x.stderr}`)); });

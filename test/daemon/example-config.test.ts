@@ -18,7 +18,7 @@ test("hsd.example.yaml parses to the defaults", async () => {
 test("the example names every top-level section the loader accepts", async () => {
   const text = await readFile(join(REPO, "daemon/hsd.example.yaml"), "utf8");
   for (const key of ["level", "api", "ssh", "repos", "repo_names", "secret_patterns", "parent", "timeouts", "budgets",
-    "nest", "secrets", "sync", "pve", "log"]) {
+    "nest", "secrets", "sync", "pve", "log", "homestak", "configure"]) {
     assert.match(text, new RegExp(`^#? ?${key}:`, "m"), key);
   }
 });

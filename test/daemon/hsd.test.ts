@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import * as grpc from "@grpc/grpc-js";
 import { REPO, runHsctl, runProcess, startHsd, WAIT_MS, type HsdProcess } from "./daemon-process.js";
+import { holdPort } from "../helpers/hold-port.js";
 
 const cleanups: (() => Promise<void>)[] = [];
 after(async () => { for (const c of cleanups.reverse()) await c().catch(() => {}); });
@@ -213,6 +214,10 @@ test("level 0 generates its demo set after readiness, replacing a half set a kil
   assert.deepEqual((await readdir(join(root, "demo"))).sort(), ["ansible", "bootstrap", "iac-driver", "packer", "site-config", "tofu"]);
   assert.equal(await exists(join(root, "demo", "tofu", "half-written")), false);
   assert.equal(await exists(join(root, "demo", "site-config", "secrets.yaml")), true);
-  // The demo secret seeded this level's secrets.
-  assert.match(await readFile(join(root, "secrets.yaml"), "utf8"), /vm_root/);
+  // Level 0's own site-config files, in homestak's schema; hsd's private file holds none of their values.
+  const demoSecrets = await readFile(join(root, "demo", "site-config", "secrets.yaml"), "utf8");
+  assert.match(demoSecrets, /^api_tokens:$/m);
+  assert.match(demoSecrets, /^ssh_keys:\n {2}operator: "ssh-ed25519 /m);
+  assert.equal(await exists(join(root, "demo", "site-config", "site.yaml")), true);
+  assert.doesNotMatch(await readFile(join(root, "secrets.yaml"), "utf8"), /vm_root|api_tokens/);
 });

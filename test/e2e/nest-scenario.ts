@@ -5,12 +5,23 @@
 import { test, after } from "node:test";
 import { execFileSync } from "node:child_process";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, readFile, access, readdir } from "node:fs/promises";
+import { mkdtemp, rm, readFile, access, readdir, mkdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
 import { hsctl, jsonLines, levelRoots, hsdProcessesUnder, mode } from "../helpers/hsctl.js";
 import { scanForSecret } from "../helpers/secret-scan.js";
+
+const STEPS_YAML = `level: { name: l0 }
+ssh: { host: 0.0.0.0, port: 0, advertise_host: 127.0.0.1 }
+configure:
+  steps:
+    - name: pve-config
+      run: [./run.sh, scenario, run, pve-config, --local, --dry-run]
+      cwd: iac-driver
+    - name: proc-dump
+      run: [sh, -c, 'cat /proc/$$/cmdline /proc/$$/environ > "$HOMESTAK_ROOT/step-proc.bin"']
+`;
 
 export async function nestScenario(isolation: "process" | "netns"): Promise<void> {
 const root = await mkdtemp(join(tmpdir(), `hsd-e2e-${isolation}-`));
@@ -39,7 +50,11 @@ after(async () => {
 
 type Status = { name: string; state: string; repos: { name: string; servedCommit: string }[]; children: Status[]; outOfSync: boolean };
 
-test("nest --depth 3 builds three ready levels whose repos match level 0", async () => {
+test("nest --depth 3 builds three ready levels whose repos match level 0, laid out as homestak's, each running its steps", async () => {
+  // Level 0's steps: the demo iac-driver's run.sh, and one that dumps its own
+  // /proc cmdline and environ (a running step's) for the canary scan.
+  await mkdir(env.HSD_ROOT, { recursive: true });
+  await writeFile(join(env.HSD_ROOT, "hsd.yaml"), STEPS_YAML);
   const r = await hsctl(["nest", "--depth", "3", "--isolation", isolation, "--json"], env, 180_000);
   assert.equal(r.code, 0, `nest failed: ${r.stderr}\n${r.stdout.slice(-3000)}`);
   const events = jsonLines(r.stdout);
@@ -67,30 +82,53 @@ test("nest --depth 3 builds three ready levels whose repos match level 0", async
     for (const [name, commit] of top) assert.equal(lvl.repos.find((x) => x.name === name)?.servedCommit, commit, `${lvl.name}/${name}`);
   }
 
-  // Secrets: 0600, only scoped keys below level 0, and the demo secret nowhere else.
+  // homestak's layout at every level below 0, its site.yaml unchanged, its
+  // secrets.yaml scoped (0600, passed-down keys plus the ancestors' public
+  // keys, never an ancestor's api_tokens), and the canaries nowhere else.
   const roots = await levelRoots(env.HSD_ROOT);
   assert.equal(roots.length, 4);
   assert.ok(Buffer.byteLength(join(roots[3]!, "run", "hsd.sock")) > 108, "level 3's socket path must exceed sun_path here");
-  const demo = parse(await readFile(join(env.HSD_ROOT, "demo", "site-config", "secrets.yaml"), "utf8"));
+  const l0Config = join(env.HSD_ROOT, "demo", "site-config");
+  const l0Site = await readFile(join(l0Config, "site.yaml"));
+  const demo = parse(await readFile(join(l0Config, "secrets.yaml"), "utf8"));
   const secret = String(demo.passwords.vm_root);
-  assert.ok(secret.length >= 8);
-  const topSecrets = parse(await readFile(join(roots[0]!, "secrets.yaml"), "utf8"));
-  for (const lr of roots) {
-    const f = join(lr, "secrets.yaml");
+  const topToken = String(demo.api_tokens.l0);
+  assert.ok(secret.length >= 8 && topToken.length >= 8);
+  const pub = async (lr: string) => (await readFile(join(lr, "keys", "id_ed25519.pub"), "utf8")).trim();
+  for (let i = 1; i < roots.length; i++) {
+    const lr = roots[i]!;
+    const hs = join(lr, "homestak");
+    for (const t of ["bootstrap", "config", "iac/ansible", "iac/iac-driver", "iac/tofu", "iac/packer"]) {
+      await access(join(hs, t, ".git"));
+    }
+    await assert.rejects(access(join(lr, "repos", "work")), "no hsd-private working trees");
+    assert.deepEqual(await readFile(join(hs, "config", "site.yaml")), l0Site, `${lr}: site.yaml`);
+    const f = join(hs, "config", "secrets.yaml");
     assert.equal(await mode(f), 0o600, f);
     const sec = parse(await readFile(f, "utf8"));
-    if (lr === roots[0]) continue;
-    assert.deepEqual(Object.keys(sec).sort(), ["passwords", "site", "ssh", "ssh_keys", "tokens"], lr);
-    assert.deepEqual(Object.keys(sec.passwords), ["vm_root"]);
-    assert.equal(sec.passwords.vm_root, secret);
-    assert.notEqual(sec.tokens.hsd, topSecrets.tokens.hsd, "a child must generate its own tokens");
-    assert.ok(sec.ssh_keys.length >= 1);
+    assert.deepEqual(Object.keys(sec).sort(), ["auth", "passwords", "ssh_keys"], lr);
+    assert.deepEqual(sec.passwords, demo.passwords);
+    assert.deepEqual(sec.auth, demo.auth);
+    const ancestors = Array.from({ length: i }, (_, k) => `l${k}`);
+    assert.deepEqual(Object.keys(sec.ssh_keys).sort(), ["operator", ...ancestors, "self"].sort(), lr);
+    assert.equal(sec.ssh_keys.operator, demo.ssh_keys.operator);
+    for (let k = 0; k < i; k++) assert.equal(sec.ssh_keys[`l${k}`], await pub(roots[k]!), `${lr}: key of l${k}`);
+    assert.equal(sec.ssh_keys.self, await pub(lr));
+    // The step ran at this level, from its own trees, and saw what it needs (and no secret) in its process.
+    const proc = await readFile(join(hs, "step-proc.bin"), "utf8");
+    assert.ok(proc.includes(`HOMESTAK_ROOT=${hs}`) && proc.includes(`HSD_LEVEL_PATH=${["l0", ...ancestors.slice(1), `l${i}`].join("/")}`), proc);
+    assert.ok(proc.includes(`HSD_LEVEL_DEPTH=${i}`) && /HSD_PARENT_ADDRESS=[^\0]+:\d+/.test(proc), proc);
   }
-  const hits = await scanForSecret(env.HSD_ROOT, secret, {
-    allow: (p) => p.endsWith("/secrets.yaml") && !p.includes("/repos/"),
+  const ran = events.filter((e) => e.phase === "configure" && e.kind === "log" && /pve-config\| layout: root=/.test(e.message ?? "")).map((e) => e.level);
+  assert.deepEqual(ran.sort(), ["l0/l1", "l0/l1/l2", "l0/l1/l2/l3"]);
+  const hits = await scanForSecret(root, secret, {
+    allow: (p) => p === join(l0Config, "secrets.yaml") || (p.endsWith("/homestak/config/secrets.yaml") && p.startsWith(env.HSD_ROOT)),
   });
   assert.deepEqual(hits, []);
-  assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), "secret in hsctl output");
+  assert.deepEqual(await scanForSecret(root, topToken, { allow: (p) => p === join(l0Config, "secrets.yaml") }), []);
+  for (const c of [secret, topToken, String(demo.auth.signing_key)]) {
+    assert.ok(!r.stdout.includes(c) && !r.stderr.includes(c), "secret in hsctl output");
+  }
 });
 
 test("destroy leaves no process, no level directory and no level-0 daemon; a second destroy is a no-op", async () => {

@@ -97,7 +97,7 @@ test("depth 3: unchanged sync moves no pack; one commit reaches every level with
 });
 
 test("a dirty working tree is reported and never overwritten; the wave goes on below it", async () => {
-  const file = join(l2Root, "repos", "work", REPO, "README.md");
+  const file = join(l2Root, "homestak", "iac", REPO, "README.md");
   await appendFile(file, "a local edit made at level 2\n");
   const before = await readFile(file);
   const st = await status();

@@ -4,8 +4,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { existsSync } from "node:fs";
-import { readFile, writeFile, rm, stat } from "node:fs/promises";
+import { readFile, writeFile, rm, stat, readdir } from "node:fs/promises";
 import { tempDir, git } from "../helpers/git-fixtures.js";
+import { generateLargeRepo } from "../helpers/large-repo.js";
 import { generateDemoRepos, addCommit } from "../../src/demo/demo-repos.js";
 import { refreshExports, exportedRepoState, resolverFor, WORKING_REF } from "../../src/git/export-repos.js";
 import { silentLogger } from "../../src/log/logger.js";
@@ -212,6 +213,31 @@ test("a secret that HEAD tracks is refused even when its deletion is only staged
     const r = await codeOf(refresh({ "site-config": co }));
     assert.equal(r.code, "SecretInRepo");
     assert.equal(r.err!.details.file, "secrets.yaml");
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test("a first refresh links the checkout's packs instead of copying them; the operator's repo is unchanged", async () => {
+  const t = await tempDir();
+  try {
+    const co = join(t.path, "op", "bulk");
+    // Over fast-import's unpackLimit (100 objects), so the checkout holds a pack.
+    await generateLargeRepo(co, { bytes: 2 * 1024 * 1024, fileBytes: 16 * 1024, commits: 3 });
+    await writeFile(join(co, "uncommitted.txt"), "operator is editing\n");
+    const packDir = join(co, ".git", "objects", "pack");
+    const before = (await readdir(packDir)).sort();
+    const pack = before.find((n) => n.endsWith(".pack"))!;
+    const exportsDir = join(t.path, "repos");
+    const [state] = await refreshExports({ repos: { bulk: co }, exportsDir, secretPatterns: PATTERNS, log: silentLogger() });
+    const exp = join(exportsDir, "bulk.git");
+    // The same file, not a copy.
+    assert.equal((await stat(join(exp, "objects", "pack", pack))).ino, (await stat(join(packDir, pack))).ino);
+    await git(["--git-dir", exp, "fsck", "--strict", "--no-progress"]);
+    assert.equal(await git(["--git-dir", exp, "rev-parse", "refs/heads/main"]), await git(["rev-parse", "HEAD"], { cwd: co }));
+    assert.equal(await git(["--git-dir", exp, "rev-parse", WORKING_REF]), state!.servedCommit);
+    assert.deepEqual((await readdir(packDir)).sort(), before);
+    assert.equal(await git(["status", "--porcelain"], { cwd: co }), "?? uncommitted.txt");
   } finally {
     await t.cleanup();
   }

@@ -14,6 +14,7 @@ import type { LevelEvent } from "../../src/domain/events.js";
 import type { AuthorizedKey } from "../../src/domain/level-api.js";
 import type { Provider } from "../../src/providers/provider.js";
 import { PeerGoneError } from "../../src/domain/errors.js";
+import { decodeLevelFiles } from "../../src/homestak/site-config.js";
 
 interface Harness { dir: string; engine: NestEngine; journal: Journal; events: LevelEvent[]; keys: AuthorizedKey[]; calls: string[]; alive: Set<string> }
 
@@ -55,7 +56,11 @@ async function harness(opts: { yaml?: string; link?: (name: string) => Partial<C
       async addKey(k) { const a = { ...k, fingerprint: "f", comment: k.comment ?? "" }; keys.push(a); return a; },
       async removeKey() { return true; }, async listKeys() { return keys; },
     },
-    readSecrets: async () => ({ passwords: { vm_root: "pw" }, tokens: { hsd: "tok" }, site: { domain: "d" } }),
+    readSecrets: async () => ({
+      passwords: { vm_root: "pw" }, api_tokens: { l0: "root@pam!t=tok" }, auth: { signing_key: "sk" },
+      ssh_keys: { operator: "ssh-ed25519 AAAAop op", self: "ssh-ed25519 AAAAparent" },
+    }),
+    readSite: async () => "defaults:\n  domain: d\n",
   });
   await journal.load();
   return { dir, engine, journal, events: [], keys, calls, alive };
@@ -124,14 +129,18 @@ test("a phase over its budget fails with PhaseTimeout naming level and phase, an
   } finally { await rm(h.dir, { recursive: true, force: true }); }
 });
 
-test("secrets delivered to a child are scoped: no tokens, parent key appended to ssh_keys", async () => {
+test("a child gets site.yaml unchanged and homestak secrets scoped: no api_tokens, the parent's key under its name", async () => {
   let got = "";
   const h = await harness({ link: () => ({ async putSecrets(y: string) { got = y; return ["x"]; } }) });
   try {
     await h.engine.nest(opts, (e) => h.events.push(e), new AbortController().signal);
-    assert.match(got, /vm_root: pw/);
+    const files = decodeLevelFiles(got, "test");
+    assert.equal(files.site, "defaults:\n  domain: d\n");
+    assert.deepEqual(files.secrets, {
+      passwords: { vm_root: "pw" }, auth: { signing_key: "sk" },
+      ssh_keys: { operator: "ssh-ed25519 AAAAop op", l0: "ssh-ed25519 AAAAparent" },
+    });
     assert.doesNotMatch(got, /tok/);
-    assert.match(got, /ssh-ed25519 AAAAparent/);
     assert.ok(!JSON.stringify(h.events).includes("pw"), "secret value in an event");
   } finally { await rm(h.dir, { recursive: true, force: true }); }
 });

@@ -1,19 +1,24 @@
 // The simulator's routes: the pve-api.md endpoint list with its error texts.
 // Test-only; imported by pve-sim.ts. Anything not listed here answers 501,
-// so a client that strays from the documented surface fails loudly.
+// so a client that strays from the documented surface fails loudly. Every
+// route must be an endpoint of PVE's schema (pve-schema.ts): pve-sim.ts checks
+// each request against it before a handler runs, so handlers only add the
+// semantic errors PVE raises after validation.
 
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { SimError, type PveSim, type SimVm } from "./pve-sim.js";
+import { endpointSpec } from "./pve-schema-check.js";
 
 type Out = { data?: unknown; extra?: Record<string, unknown> };
 export interface Route {
+  /** "METHOD /template": the route's key in PVE's schema table. */
+  key: string;
   method: string; template: string; re: RegExp; names: string[];
   handler: (p: Record<string, string>, path: Record<string, string>, who: string) => Out | Promise<Out>;
 }
 
-const SSHKEYS_RE = /^[-%a-zA-Z0-9_.!~*'()]*$/;
 const STORAGE_CONTENT: Record<string, string[]> = {
   dir: ["images", "rootdir", "vztmpl", "backup", "iso", "snippets", "import"],
   lvmthin: ["images", "rootdir"],
@@ -22,9 +27,11 @@ const STORAGE_CONTENT: Record<string, string[]> = {
 export function buildRoutes(sim: PveSim): Route[] {
   const routes: Route[] = [];
   const add = (method: string, template: string, handler: Route["handler"]) => {
+    const key = `${method} ${template}`;
+    if (!endpointSpec(key)) throw new Error(`simulator route ${key} is not an endpoint of PVE's schema table (pve-schema.ts)`);
     const names: string[] = [];
     const re = new RegExp(`^${template.replace(/\{(\w+)\}/g, (_m, n: string) => { names.push(n); return "([^/]+)"; })}$`);
-    routes.push({ method, template, re, names, handler });
+    routes.push({ key, method, template, re, names, handler });
   };
   const missing = (vmid: number | string) => new SimError(500, `Configuration file 'nodes/${sim.node}/qemu-server/${vmid}.conf' does not exist`);
   const checkNode = (n: string) => {
@@ -46,7 +53,7 @@ export function buildRoutes(sim: PveSim): Route[] {
     return s;
   };
 
-  add("GET", "/version", () => ({ data: { version: "8.3.2", release: "8.3", repoid: "3e76eec21c4a14a7" } }));
+  add("GET", "/version", () => ({ data: { version: sim.release, release: sim.release.split(".").slice(0, 2).join("."), repoid: "3e76eec21c4a14a7" } }));
   add("GET", "/nodes", () => ({
     data: [{ node: sim.node, status: "online", type: "node", id: `node/${sim.node}`, cpu: 0.02, maxcpu: 8, mem: 2e9, maxmem: 16e9, uptime: 3600, ssl_fingerprint: sim.fingerprint, level: "" }],
   }));
@@ -66,9 +73,7 @@ export function buildRoutes(sim: PveSim): Route[] {
 
   add("POST", "/nodes/{node}/qemu/{vmid}/clone", (p, path, who) => {
     const src = vmOf(path);
-    if (p.newid === undefined) throw param400({ newid: "property is missing and it is not optional" });
     const newid = Number(p.newid);
-    if (!Number.isInteger(newid) || newid < 100) throw param400({ newid: "invalid format - value must be an integer >= 100" });
     const linked = src.config.template === "1" && p.full !== "1";
     if (linked && p.storage !== undefined) throw param400({ storage: "parameter 'storage' not allowed for linked clones" });
     unlocked(src);
@@ -97,13 +102,10 @@ export function buildRoutes(sim: PveSim): Route[] {
     const set: Record<string, string> = {};
     for (const [k, v] of Object.entries(p)) {
       if (k === "digest" || k === "delete" || k === "node" || k === "vmid" || k === "background_delay") continue;
-      if ((k === "cores" || k === "memory" || k === "sockets" || k === "balloon") && !/^\d+$/.test(v)) errors[k] = `type check ('integer') failed - got '${v}'`;
-      if (k === "sshkeys" && !SSHKEYS_RE.test(v)) errors[k] = "invalid urlencoded string";
       if (k === "cicustom") {
         for (const part of v.split(",")) {
-          const [kind, vol] = part.split("=");
-          if (!["user", "network", "meta", "vendor"].includes(kind ?? "") || !vol) errors[k] = `invalid format - format error ${part}`;
-          else if (!/^[A-Za-z0-9_.-]+:snippets\/[^/]+$/.test(vol)) throw new SimError(500, `volume '${vol}' is not in the snippets directory`);
+          const vol = part.split("=")[1]!;
+          if (!/^[A-Za-z0-9_.-]+:snippets\/[^/]+$/.test(vol)) throw new SimError(500, `volume '${vol}' is not in the snippets directory`);
         }
       }
       if (/:cloudinit$/.test(v)) {
@@ -181,7 +183,7 @@ export function buildRoutes(sim: PveSim): Route[] {
   add("GET", "/nodes/{node}/qemu/{vmid}/status/current", (_p, path) => {
     const vm = vmOf(path);
     return { data: {
-      vmid: vm.vmid, name: vm.config.name, status: vm.status, qmpstatus: vm.status, pid: vm.status === "running" ? 4242 : undefined,
+      vmid: vm.vmid, name: vm.config.name, status: vm.status, qmpstatus: vm.status, ha: { managed: 0 }, pid: vm.status === "running" ? 4242 : undefined,
       uptime: vm.startedAt && vm.status === "running" ? Math.floor((Date.now() - vm.startedAt) / 1000) : 0,
       ...(vm.config.lock ? { lock: vm.config.lock } : {}), ...(vm.config.agent ? { agent: 1 } : {}),
     } };
@@ -260,7 +262,6 @@ export function buildRoutes(sim: PveSim): Route[] {
 
   add("POST", "/access/users/{userid}/token/{tokenid}", (p, path) => {
     const full = `${path.userid}!${path.tokenid}`;
-    if (!/^[A-Za-z][A-Za-z0-9.\-_]+$/.test(path.tokenid!)) throw param400({ tokenid: "invalid format - value does not match the regex pattern" });
     if (sim.tokens.has(full)) throw param400({ tokenid: "Token already exists." });
     const value = randomUUID();
     sim.tokens.set(full, value);

@@ -1,6 +1,7 @@
 // A faithful, stateful PVE API simulator over real HTTPS, built to
 // /work/shared/pve-api.md: envelopes, error texts and statuses, 401 delays,
-// 501 for unknown routes, 596 after pveproxy's 30 s, UPIDs and tasks.
+// 501 for unknown routes, 596 after pveproxy's 30 s, UPIDs and tasks; every
+// request checked against PVE's schema of its release (400 with PVE's errors).
 // Test-only. Durations are PVE milliseconds multiplied by `timeScale`.
 
 import * as https from "node:https";
@@ -12,6 +13,7 @@ import { join } from "node:path";
 import { randomUUID, createHash } from "node:crypto";
 import { makeSimCert, type SimCert } from "./sim-cert.js";
 import { buildRoutes, type Route } from "./pve-sim-api.js";
+import { validateRequest } from "./pve-schema-check.js";
 import { formatUpid } from "../../src/providers/pve/upid.js";
 import { startGuest, stopGuest, type SimGuest } from "./sim-guest.js";
 import { startVmGuest, stopVmGuest, type SimVmGuest, type VmNetwork, type VmNode } from "./sim-vm.js";
@@ -56,7 +58,13 @@ export interface SimTask {
   status: "running" | "stopped"; exitstatus?: string; log: string[]; misses: number;
 }
 
-export interface RecordedRequest { method: string; template: string; path: string; status: number; }
+export interface RecordedRequest {
+  method: string; template: string; path: string; status: number;
+  /** Query and body parameters merged, path parameters included (as PVE validates them). */
+  params?: Record<string, string>;
+  /** The schema errors the simulator answered 400 with. */
+  schemaErrors?: Record<string, string>;
+}
 
 export interface PveSimOptions {
   node?: string;
@@ -77,6 +85,8 @@ export interface PveSimOptions {
   host?: string;
   /** Start with tokenId/tokenSecret already created (a node that hsd did not set up). Default true. */
   presetToken?: boolean;
+  /** The PVE release answered by GET /version; parameters newer than it are refused. Default 8.3.2. */
+  release?: string;
 }
 
 export class SimError extends Error {
@@ -85,6 +95,7 @@ export class SimError extends Error {
 
 export class PveSim {
   readonly node: string;
+  readonly release: string;
   readonly timeScale: number;
   readonly faults: SimFaults;
   readonly tokens = new Map<string, string>();
@@ -125,6 +136,7 @@ export class PveSim {
 
   constructor(opts: PveSimOptions = {}) {
     this.node = opts.node ?? "pve1";
+    this.release = opts.release ?? "8.3.2";
     this.timeScale = opts.timeScale ?? 0.01;
     this.templateVmid = opts.template ?? 9000;
     this.bridges = new Set(opts.bridges ?? ["vmbr0"]);
@@ -347,6 +359,10 @@ export class PveSim {
     };
     try {
       const raw = await readBody(req);
+      const params: Record<string, string> = Object.fromEntries(url.searchParams);
+      const ctype = req.headers["content-type"] ?? "";
+      if (raw) Object.assign(params, ctype.includes("json") ? wireValues(JSON.parse(raw) as Record<string, unknown>) : Object.fromEntries(new URLSearchParams(raw)));
+      rec.params = { ...params };
       let match: { route: Route; params: Record<string, string> } | undefined;
       for (const route of this.routes) {
         if (route.method !== method) continue;
@@ -355,6 +371,8 @@ export class PveSim {
       }
       if (!match) { fail(new SimError(501, `Method '${method} ${apiPath}' not implemented`)); return; }
       rec.template = match.route.template;
+      // PVE validates the path's parameters with the others, against the endpoint's schema.
+      rec.params = { ...params, ...match.params };
       const auth = req.headers.authorization;
       const who = this.authenticate(auth);
       if (!who) {
@@ -362,9 +380,12 @@ export class PveSim {
         send(401, "", auth ? "Authentication failed!" : "No ticket");
         return;
       }
-      const params: Record<string, string> = Object.fromEntries(url.searchParams);
-      const ctype = req.headers["content-type"] ?? "";
-      if (raw) Object.assign(params, ctype.includes("json") ? JSON.parse(raw) : Object.fromEntries(new URLSearchParams(raw)));
+      const schemaErrors = validateRequest(match.route.key, rec.params, this.release);
+      if (schemaErrors) {
+        rec.schemaErrors = schemaErrors;
+        fail(new SimError(400, "Parameter verification failed.", schemaErrors));
+        return;
+      }
       const slow = this.faults.slowSync[`${method} ${match.route.template}`];
       if (slow && (slow.times ?? Infinity) > 0) {
         if (slow.times !== undefined) slow.times--;
@@ -404,6 +425,11 @@ function readBody(req: IncomingMessage): Promise<string> {
     req.on("end", () => resolve(s));
     req.on("error", reject);
   });
+}
+
+/** A JSON body's values as the form would carry them (PVE accepts JSON true/false for booleans). */
+function wireValues(body: Record<string, unknown>): Record<string, string> {
+  return Object.fromEntries(Object.entries(body).map(([k, v]) => [k, typeof v === "boolean" ? (v ? "1" : "0") : String(v)]));
 }
 
 function safeDecode(s: string): string {

@@ -39,7 +39,7 @@ test("fresh level: token created once and saved, cert and snippets repaired, API
     assert.ok(sim.storages.get("local")!.content.split(",").includes("snippets"));
     assert.ok(commands.calls.includes("pveum user token add root@pam hsd --privsep 0 --comment hsd --output-format json"));
     assert.ok(!commands.calls.some((c) => c.includes(saved[0]!)), "the secret is never in a command line");
-    const v = await clientFor(sim, { tokenSecret: saved[0]!, fingerprint: r.fingerprint }).get<{ version: string }>("/version");
+    const v = await clientFor(sim, { tokenSecret: saved[0]!, fingerprint: r.fingerprint }).api("GET /version", {});
     assert.equal(v.version, "8.3.2");
 
     // A re-run with the stored secret changes nothing and creates nothing.

@@ -61,3 +61,23 @@ export async function rejection(p: Promise<unknown>): Promise<HsError> {
   try { await p; } catch (e) { assert.ok(e instanceof HsError, String(e)); return e; }
   assert.fail("expected a rejection");
 }
+
+import type { RecordedRequest } from "../pve-sim/pve-sim.js";
+import { validateRequest } from "../pve-sim/pve-schema-check.js";
+import { PVE_SCHEMA_BASELINE } from "../../src/providers/pve/pve-schema.js";
+
+/**
+ * Each recorded call checked against PVE's schema on `release` (default: the
+ * oldest release the table knows, so a parameter newer than it counts too):
+ * one line per call and parameter at fault; empty when all are valid.
+ */
+export function schemaViolations(requests: readonly RecordedRequest[], release: string = PVE_SCHEMA_BASELINE): string[] {
+  const out: string[] = [];
+  for (const r of requests) {
+    const call = `${r.method} ${r.path}`;
+    if (!r.template) { out.push(`${call}: not an endpoint of PVE's schema (answered ${r.status})`); continue; }
+    const errors = validateRequest(`${r.method} ${r.template}`, r.params ?? {}, release) ?? {};
+    for (const [param, msg] of Object.entries(errors)) out.push(`${call} ${JSON.stringify(r.params)}: ${param}: ${msg.trim()} (PVE ${release})`);
+  }
+  return out;
+}

@@ -38,6 +38,7 @@ import { runNetns, type VmNetwork } from "../pve-sim/sim-vm.js";
 import { buildBundle, type BundleFixture } from "./bundle-fixture.js";
 import { hsctl, jsonLines, hsdProcessesUnder, HSD } from "../helpers/hsctl.js";
 import { readyFromPipe } from "../../src/util/ready-pipe.js";
+import { schemaViolations } from "./helpers.js";
 
 const SHIM = fileURLToPath(new URL("../pve-sim/sim-shim.mjs", import.meta.url));
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -213,4 +214,16 @@ test("destroy removes both VMs, their namespaces and every hsd process", async (
   assert.deepEqual(hsdPids.filter(alive).map((p) => `${p}: ${execFileSync("cat", [`/proc/${p}/cmdline`], { encoding: "utf8" })}`), []);
   assert.deepEqual(await hsdProcessesUnder(root), []);
   await assert.rejects(access(join(l0, "run", "hsd.sock")));
+});
+
+test("every (method, path, parameters) hsd sent to the three PVE nodes is valid in PVE's schema", (t) => {
+  const calls = sims.flatMap((s) => s.requests);
+  const endpoints = new Set(calls.map((r) => `${r.method} ${r.template}`));
+  // The whole lifecycle went through the API: clone, config, start, agent, stop, delete, tasks, storage.
+  for (const ep of ["POST /nodes/{node}/qemu/{vmid}/clone", "POST /nodes/{node}/qemu/{vmid}/config", "POST /nodes/{node}/qemu/{vmid}/status/start",
+    "GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces", "DELETE /nodes/{node}/qemu/{vmid}", "GET /nodes/{node}/tasks/{upid}/status", "GET /storage/{storage}"]) {
+    assert.ok(endpoints.has(ep), `${ep} was called (${[...endpoints].join(", ")})`);
+  }
+  assert.deepEqual(schemaViolations(calls), []);
+  t.diagnostic(`${calls.length} calls to ${endpoints.size} endpoints checked against PVE's schema`);
 });

@@ -21,15 +21,15 @@ async function codeOf(p: Promise<unknown>): Promise<HsError> {
 }
 
 test("token auth over pinned HTTPS returns the data envelope", async () => {
-  const v = await clientFor(sim).get<{ version: string }>("/version");
+  const v = await clientFor(sim).api("GET /version", {});
   assert.equal(v.version, "8.3.2");
-  const nodes = await clientFor(sim).get<{ node: string; ssl_fingerprint: string }[]>("/nodes");
+  const nodes = await clientFor(sim).api("GET /nodes", {});
   assert.equal(nodes[0]!.ssl_fingerprint, sim.fingerprint);
 });
 
 test("no pin configured: refused with a hint, nothing sent", async () => {
   const before = sim.requests.length;
-  const err = await codeOf(clientFor(sim, { fingerprint: "" }).get("/version"));
+  const err = await codeOf(clientFor(sim, { fingerprint: "" }).api("GET /version", {}));
   assert.equal(err.code, "PveNotPinned");
   assert.ok(typeof err.details.hint === "string" && err.details.hint.length > 0);
   assert.equal(sim.requests.length, before);
@@ -38,7 +38,7 @@ test("no pin configured: refused with a hint, nothing sent", async () => {
 test("fingerprint mismatch names both fingerprints and sends no request (no token leaves)", async () => {
   const before = sim.requests.length;
   const wrong = "AA:".repeat(31) + "AA";
-  const err = await codeOf(clientFor(sim, { fingerprint: wrong }).get("/version"));
+  const err = await codeOf(clientFor(sim, { fingerprint: wrong }).api("GET /version", {}));
   assert.equal(err.code, "PveFingerprintMismatch");
   assert.equal(err.details.expected, wrong);
   assert.equal(err.details.actual, sim.fingerprint);
@@ -50,7 +50,7 @@ test("bad token: one 401 -> PveAuth, no retry, secret not in the error", async (
   const before = sim.requests.length;
   const secret = "11111111-2222-3333-4444-555555555555";
   const c = clientFor(sim, { tokenSecret: secret });
-  const err = await codeOf(c.get("/version"));
+  const err = await codeOf(c.api("GET /version", {}));
   assert.equal(err.code, "PveAuth");
   assert.equal(err.details.status, 401);
   assert.equal(sim.requests.length - before, 1);
@@ -59,17 +59,17 @@ test("bad token: one 401 -> PveAuth, no retry, secret not in the error", async (
 });
 
 test("unknown route: 501 mapped with PVE's message", async () => {
-  const err = await codeOf(clientFor(sim).get("/nodes/pve1/network"));
+  const err = await codeOf(clientFor(sim).call("GET", "/nodes/pve1/network", undefined, {}));
   assert.equal(err.code, "PveApi");
   assert.equal(err.details.status, 501);
   assert.equal(err.details.pveMessage, "Method 'GET /nodes/pve1/network' not implemented");
 });
 
 test("400 keeps the errors map; 500 keeps the first line", async () => {
-  const e400 = await codeOf(clientFor(sim).get("/cluster/nextid", { vmid: 9000 }));
+  const e400 = await codeOf(clientFor(sim).api("GET /cluster/nextid", { vmid: 9000 }));
   assert.equal(e400.details.status, 400);
   assert.deepEqual(e400.details.errors, { vmid: "VM 9000 already exists" });
-  const e500 = await codeOf(clientFor(sim).get("/nodes/pve1/qemu/4242/config"));
+  const e500 = await codeOf(clientFor(sim).api("GET /nodes/{node}/qemu/{vmid}/config", { node: "pve1", vmid: 4242 }));
   assert.equal(e500.details.status, 500);
   assert.equal(e500.details.pveMessage, "Configuration file 'nodes/pve1/qemu-server/4242.conf' does not exist");
   assert.ok(isPveError(e500, 500, /does not exist/));
@@ -78,13 +78,13 @@ test("400 keeps the errors map; 500 keeps the first line", async () => {
 test("596 on a slow GET is retried; on a write it is not", async () => {
   sim.faults.slowSync["GET /version"] = { ms: 40_000, times: 1 };
   let before = sim.requests.length;
-  const v = await clientFor(sim).get<{ version: string }>("/version");
+  const v = await clientFor(sim).api("GET /version", {});
   assert.equal(v.version, "8.3.2");
   assert.deepEqual(sim.requests.slice(before).map((r) => r.status), [596, 200]);
 
   sim.faults.slowSync["PUT /storage/{storage}"] = { ms: 40_000, times: 1 };
   before = sim.requests.length;
-  const err = await codeOf(clientFor(sim).put("/storage/local", { content: "iso,vztmpl,backup,snippets" }));
+  const err = await codeOf(clientFor(sim).api("PUT /storage/{storage}", { storage: "local", content: "iso,vztmpl,backup,snippets" }));
   assert.equal(err.code, "PveProxy");
   assert.equal(err.details.status, 596);
   assert.equal(sim.requests.length - before, 1);
@@ -93,7 +93,7 @@ test("596 on a slow GET is retried; on a write it is not", async () => {
 test("596 retries are bounded", async () => {
   sim.faults.slowSync["GET /nodes"] = { ms: 40_000, times: 10 };
   const before = sim.requests.length;
-  const err = await codeOf(clientFor(sim, { proxyRetries: 2 }).get("/nodes"));
+  const err = await codeOf(clientFor(sim, { proxyRetries: 2 }).api("GET /nodes", {}));
   assert.equal(err.code, "PveProxy");
   assert.equal(sim.requests.length - before, 3);
   delete sim.faults.slowSync["GET /nodes"];
@@ -113,7 +113,7 @@ test("UPID parse and format round-trip; node comes from the UPID", () => {
 
 test("waitTask survives a fresh 'no such task', streams the log, resolves OK", async () => {
   const c = clientFor(sim);
-  const upid = await c.post<string>(`/nodes/pve1/qemu/${sim.templateVmid}/clone`, { newid: 150, name: "t150" });
+  const upid = await c.api("POST /nodes/{node}/qemu/{vmid}/clone", { node: "pve1", vmid: sim.templateVmid, newid: 150, name: "t150" });
   const lines: string[] = [];
   const st = await c.waitTask(upid, { ...FAST_POLL, onLog: (l) => lines.push(...l) });
   assert.equal(st.exitstatus, "OK");
@@ -125,8 +125,9 @@ test("waitTask survives a fresh 'no such task', streams the log, resolves OK", a
 
 test("a failed task becomes PveTaskFailed with PVE's exitstatus", async () => {
   const c = clientFor(sim);
-  await c.waitTask(await c.post<string>("/nodes/pve1/qemu/150/status/start"), FAST_POLL);
-  const err = await codeOf(c.waitTask(await c.post<string>("/nodes/pve1/qemu/150/status/start"), FAST_POLL));
+  const start = { node: "pve1", vmid: 150 };
+  await c.waitTask(await c.api("POST /nodes/{node}/qemu/{vmid}/status/start", start), FAST_POLL);
+  const err = await codeOf(c.waitTask(await c.api("POST /nodes/{node}/qemu/{vmid}/status/start", start), FAST_POLL));
   assert.equal(err.code, "PveTaskFailed");
   assert.equal(err.details.exitstatus, "VM 150 already running");
 });
@@ -138,7 +139,7 @@ test("connect timeout is its own bounded error", async () => {
   try {
     const port = (silent.address() as net.AddressInfo).port;
     const c = new PveClient({ url: `https://127.0.0.1:${port}`, fingerprint: sim.fingerprint, tokenId: sim.tokenId, tokenSecret: "x", connectTimeoutMs: 150 });
-    const err = await codeOf(c.get("/version"));
+    const err = await codeOf(c.api("GET /version", {}));
     assert.equal(err.code, "ConnectTimeout");
   } finally {
     for (const s of sockets) s.destroy();

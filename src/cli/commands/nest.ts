@@ -40,9 +40,10 @@ Options:
                      veth /30 per level, so a level reaches only its parent)
   --json             one JSON object per event (JSON Lines)
 
-Output: a live tree on a terminal, plain lines when piped, then a table of
-every level x phase with its time against its budget. Exit 1 names the
-level and phase that failed.
+Output: a live tree on a terminal; piped, one line per phase change and at
+most one progress line per level per second (--json keeps every event); then
+a table of every level x phase with its time against its budget. Exit 1
+names the level and phase that failed.
 
 Examples:
   hsctl nest --depth 3

@@ -5,7 +5,7 @@
 // Imported by: src/providers.
 
 import { spawn } from "node:child_process";
-import { mkdir, readFile, rm, open } from "node:fs/promises";
+import { mkdir, rm, open } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../../util/atomic-write.js";
 import { childConfigYaml } from "../child-config.js";
@@ -14,7 +14,7 @@ import type { Logger } from "../../log/logger.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, Provider } from "../provider.js";
 import type { CheckResult } from "../../domain/checks.js";
 import { levelPaths } from "../../config/level-layout.js";
-import { readyFromPipe, type ReadyInfo } from "../../util/ready-pipe.js";
+import { readLogTail, readyFromPipe, type ReadyInfo } from "../../util/ready-pipe.js";
 import { killLevelTree, pidAlive } from "./level-process.js";
 import type { NetnsOps } from "./netns-ops.js";
 import type { IsolationMode } from "../../domain/providers.js";
@@ -119,7 +119,7 @@ export class LocalProvider implements Provider {
     data.pid = proc.pid;
     let ready: ReadyInfo;
     try {
-      ready = await readyFromPipe(proc, ctx.signal, async () => tail(paths.log));
+      ready = await readyFromPipe(proc, ctx.signal, () => readLogTail(paths.log));
     } catch (err) {
       try { process.kill(-proc.pid, "SIGKILL"); } catch { /* already gone */ }
       if (ctx.signal.aborted && !(err instanceof ProviderError)) throw ctx.signal.reason ?? new CancelledError("install cancelled");
@@ -144,7 +144,3 @@ export class LocalProvider implements Provider {
   }
 }
 
-async function tail(path: string): Promise<string> {
-  const text = await readFile(path, "utf8").catch(() => "");
-  return text.split("\n").filter(Boolean).slice(-5).join("\n");
-}

@@ -15,6 +15,7 @@ import type { CommandRunner } from "../../util/command-runner.js";
 import type { PveClient, Sleep } from "./pve-client.js";
 import { isPveError } from "./pve-client.js";
 import { STEP_HINTS } from "../../domain/hints.js";
+import { PVE_MAX_TESTED_MAJOR, PVE_MIN_MAJOR, pveVersionSupport } from "./pve-version.js";
 
 export interface PreflightDeps {
   readonly client: PveClient;
@@ -161,8 +162,13 @@ export async function proxyCertificate(d: PreflightDeps): Promise<Check> {
 export async function apiHealth(d: PreflightDeps, attempts: number): Promise<Check> {
   for (let i = 1; ; i++) {
     try {
-      const v = await d.client.get<{ version: string }>("/version", undefined, { signal: d.signal });
-      return ok("api", `PVE ${v.version} answers and token ${d.client.tokenId} is accepted`);
+      const v = await d.client.api("GET /version", {}, { signal: d.signal });
+      const support = pveVersionSupport(v.version);
+      if (!support.supported) {
+        return failed("api", `${support.note}; hsd supports PVE ${PVE_MIN_MAJOR}.x to ${PVE_MAX_TESTED_MAJOR}.x`,
+          STEP_HINTS.pveTooOld);
+      }
+      return ok("api", `PVE ${v.version} answers and token ${d.client.tokenId} is accepted${support.note ? ` (${support.note})` : ""}`);
     } catch (e) {
       const code = errorCode(e);
       if (code === "PveAuth") {
@@ -180,25 +186,34 @@ export async function apiHealth(d: PreflightDeps, attempts: number): Promise<Che
 }
 
 async function nodeOnline(d: PreflightDeps): Promise<Check> {
-  const nodes = await d.client.get<{ node: string; status: string }[]>("/nodes", undefined, { signal: d.signal });
+  const nodes = await d.client.api("GET /nodes", {}, { signal: d.signal });
   const n = nodes.find((x) => x.node === d.config.node);
   if (!n) return failed("node", `node ${d.config.node} is not in this cluster (${nodes.map((x) => x.node).join(", ")})`, STEP_HINTS.unknownNode);
   if (n.status !== "online") return failed("node", `node ${d.config.node} is ${n.status}`, STEP_HINTS.nodeOffline);
   return ok("node", `node ${d.config.node} is online`);
 }
 
+/**
+ * The fields hsd reads from GET /storage/{storage}. PVE's schema declares that
+ * answer only as an object (its keys depend on the storage type), so they are
+ * checked here instead of by the schema's `returns`.
+ */
+export function storageFields(s: Readonly<Record<string, unknown>>): { content: string; digest?: string; path?: string } {
+  const str = (v: unknown) => (typeof v === "string" && v ? v : undefined);
+  return { content: str(s.content) ?? "", digest: str(s.digest), path: str(s.path) };
+}
+
 export async function snippetsContent(d: PreflightDeps): Promise<Check> {
   const id = d.config.snippetStorage;
-  const path = `/storage/${encodeURIComponent(id)}`;
-  const s = await d.client.get<{ content?: string; digest?: string; path?: string }>(path, undefined, { signal: d.signal });
-  const content = (s.content ?? "").split(",").filter(Boolean);
+  const s = storageFields(await d.client.api("GET /storage/{storage}", { storage: id }, { signal: d.signal }));
+  const content = s.content.split(",").filter(Boolean);
   if (!s.path) return failed("snippets", `storage ${id} has no directory path for snippet files`, STEP_HINTS.snippetStorageNotDir);
   if (content.includes("snippets")) return ok("snippets", `storage ${id} allows snippets (${s.path}/snippets)`);
   // PUT content REPLACES the set: write back the full list plus snippets, guarded by digest.
   const full = [...content, "snippets"].join(",");
-  await d.client.put(path, { content: full, digest: s.digest }, { signal: d.signal });
-  const again = await d.client.get<{ content?: string }>(path, undefined, { signal: d.signal });
-  if (!(again.content ?? "").split(",").includes("snippets")) {
+  await d.client.api("PUT /storage/{storage}", { storage: id, content: full, digest: s.digest }, { signal: d.signal });
+  const again = storageFields(await d.client.api("GET /storage/{storage}", { storage: id }, { signal: d.signal }));
+  if (!again.content.split(",").includes("snippets")) {
     return failed("snippets", `storage ${id} still lacks snippets after the update`, `pvesm set ${id} --content ${full}`);
   }
   return repaired("snippets", `storage ${id} content was "${content.join(",")}"; now "${full}"`);
@@ -207,7 +222,7 @@ export async function snippetsContent(d: PreflightDeps): Promise<Check> {
 async function templateExists(d: PreflightDeps): Promise<Check> {
   const t = d.config.template;
   try {
-    const c = await d.client.get<Record<string, unknown>>(`/nodes/${d.config.node}/qemu/${t}/config`, undefined, { signal: d.signal });
+    const c = await d.client.api("GET /nodes/{node}/qemu/{vmid}/config", { node: d.config.node, vmid: t }, { signal: d.signal });
     if (String(c.template ?? "") !== "1") return failed("template", `VM ${t} exists but is not a template`, `qm template ${t}`);
     return ok("template", `template ${t} (${String(c.name ?? "")}) exists`);
   } catch (e) {

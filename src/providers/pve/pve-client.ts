@@ -1,15 +1,18 @@
 // The PVE API client: token auth, {"data":...} envelopes, PVE errors mapped to
 // typed errors, bounded retries of pveproxy failures for GETs only, and task
 // (UPID) waiting with its log streamed as progress. The token secret lives only
-// inside this object.
+// inside this object. Product code calls api(): requests and answers typed by
+// PVE's own schema.
 // Imported by: src/providers/pve.
 
 import { CommandTimeoutError, HsError, PveApiError, PveAuthError, PveProxyError, PveTaskError } from "../../domain/errors.js";
 import { withTimeout, throwIfAborted } from "../../util/timeout.js";
 import { PveHttp, type PveHttpOptions, type PveHttpResponse } from "./pve-http.js";
 import { parseUpid } from "./upid.js";
+import { expandEndpoint, type PveEndpoint, type PveParams, type PveReturns } from "./pve-api.js";
 
-export type PveParams = Readonly<Record<string, string | number | boolean | undefined>>;
+/** Parameters as they go on the wire (form body or query). */
+export type WireParams = Readonly<Record<string, string | number | boolean | undefined>>;
 export type Sleep = (ms: number, signal?: AbortSignal) => Promise<void>;
 
 export interface PveClientOptions extends PveHttpOptions {
@@ -26,14 +29,7 @@ export interface PveClientOptions extends PveHttpOptions {
 
 export interface CallOptions { readonly signal?: AbortSignal }
 
-export interface TaskStatus {
-  readonly upid: string;
-  readonly node: string;
-  readonly type: string;
-  readonly id: string;
-  readonly status: "running" | "stopped";
-  readonly exitstatus?: string;
-}
+export type TaskStatus = PveReturns<"GET /nodes/{node}/tasks/{upid}/status">;
 
 export interface WaitTaskOptions extends CallOptions {
   /** New task log lines, in order, as they appear. */
@@ -60,7 +56,7 @@ export function isPveError(err: unknown, status: number, re?: RegExp): err is Pv
 }
 
 /** The form body PVE expects; undefined values are left out. */
-export function formEncode(params: PveParams | undefined): string {
+export function formEncode(params: WireParams | undefined): string {
   const sp = new URLSearchParams();
   for (const [k, v] of Object.entries(params ?? {})) if (v !== undefined) sp.append(k, typeof v === "boolean" ? (v ? "1" : "0") : String(v));
   return sp.toString();
@@ -90,21 +86,22 @@ export class PveClient {
   toJSON(): Record<string, string> { return { tokenId: this.tokenId }; }
   [Symbol.for("nodejs.util.inspect.custom")](): string { return `PveClient(${this.tokenId})`; }
 
-  async get<T = unknown>(path: string, query?: PveParams, o: CallOptions = {}): Promise<T> {
-    return (await this.call("GET", path, query, o)).data as T;
-  }
-  async post<T = unknown>(path: string, params?: PveParams, o: CallOptions = {}): Promise<T> {
-    return (await this.call("POST", path, params, o)).data as T;
-  }
-  async put<T = unknown>(path: string, params?: PveParams, o: CallOptions = {}): Promise<T> {
-    return (await this.call("PUT", path, params, o)).data as T;
-  }
-  async delete<T = unknown>(path: string, query?: PveParams, o: CallOptions = {}): Promise<T> {
-    return (await this.call("DELETE", path, query, o)).data as T;
+  /**
+   * One endpoint of PVE's schema with all its parameters, path ones included:
+   * `api("GET /nodes/{node}/qemu/{vmid}/config", { node, vmid })`. Parameter
+   * names and types, and the answer's fields, are checked by tsc against pve-schema.ts.
+   */
+  async api<E extends PveEndpoint>(endpoint: E, params: PveParams<E>, o: CallOptions = {}): Promise<PveReturns<E>> {
+    const { method, path, rest } = expandEndpoint(endpoint, params);
+    return (await this.call(method, path, rest, o)).data as PveReturns<E>;
   }
 
-  /** The whole envelope (task logs carry `total` beside `data`). */
-  async call(method: "GET" | "POST" | "PUT" | "DELETE", path: string, params: PveParams | undefined, o: CallOptions): Promise<Record<string, unknown>> {
+  /**
+   * One call by concrete path, untyped; the whole envelope (task logs carry
+   * `total` beside `data`). Product code goes through api(); tests use this for
+   * routes outside the schema table.
+   */
+  async call(method: "GET" | "POST" | "PUT" | "DELETE", path: string, params: WireParams | undefined, o: CallOptions): Promise<Record<string, unknown>> {
     const inQuery = method === "GET" || method === "DELETE";
     const qs = inQuery ? formEncode(params) : "";
     const fullPath = `/api2/json${path}${qs ? `?${qs}` : ""}`;
@@ -128,7 +125,7 @@ export class PveClient {
   /** Waits until the task stops; resolves on OK / WARNINGS: n, throws PveTaskError otherwise. */
   async waitTask(upid: string, o: WaitTaskOptions = {}): Promise<TaskStatus> {
     const u = parseUpid(upid);
-    const base = `/nodes/${u.node}/tasks/${encodeURIComponent(upid)}`;
+    const at = { node: u.node, upid };
     const timeoutMs = o.timeoutMs ?? 600_000;
     return withTimeout(timeoutMs, () => new CommandTimeoutError(`PVE task ${u.type} ${u.id} did not finish within ${timeoutMs} ms`, {
       details: { upid, type: u.type },
@@ -140,13 +137,13 @@ export class PveClient {
       for (;;) {
         let st: TaskStatus;
         try {
-          st = await this.get<TaskStatus>(`${base}/status`, undefined, { signal });
+          st = await this.api("GET /nodes/{node}/tasks/{upid}/status", at, { signal });
         } catch (err) {
           // A just-created UPID can be unknown for a moment; bounded by `misses` and the timeout.
           if (isPveError(err, 400, /no such task/) && misses++ < 20) { await this.sleep(delay, signal); continue; }
           throw err;
         }
-        if (o.onLog) logStart = await this.drainLog(base, logStart, o.onLog, signal);
+        if (o.onLog) logStart = await this.drainLog(at, logStart, o.onLog, signal);
         if (st.status === "stopped") {
           const exit = st.exitstatus ?? "";
           if (exit === "OK" || /^WARNINGS: \d+$/.test(exit)) return st;
@@ -160,11 +157,11 @@ export class PveClient {
     }, o.signal);
   }
 
-  private async drainLog(base: string, start: number, onLog: (lines: readonly string[]) => void, signal: AbortSignal): Promise<number> {
+  private async drainLog(at: { node: string; upid: string }, start: number, onLog: (lines: readonly string[]) => void, signal: AbortSignal): Promise<number> {
     const limit = 50;
     for (let pages = 0; pages < 100; pages++) {
-      const env = await this.call("GET", `${base}/log`, { start, limit }, { signal });
-      const lines = (Array.isArray(env.data) ? env.data : []) as { n: number; t: string }[];
+      const data = await this.api("GET /nodes/{node}/tasks/{upid}/log", { ...at, start, limit }, { signal });
+      const lines = Array.isArray(data) ? data : [];
       if (lines.length === 0) break;
       start += lines.length;
       onLog(lines.map((l) => l.t));

@@ -1,7 +1,7 @@
 // The `pve` provider: a child level is a linked clone of a template on this PVE
 // node, configured for nesting (cpu=host) and cloud-init from a snippet hsd
-// writes itself. Only the engine calls it. Every API call is in pve-api.md's
-// documented surface.
+// writes itself. Only the engine calls it. Every API call goes through
+// PveClient.api, typed by PVE's own schema (pve-schema.ts).
 // Imported by: src/providers/pve.
 
 import { hostname as osHostname } from "node:os";
@@ -17,7 +17,7 @@ import { writeFileAtomic } from "../../util/atomic-write.js";
 import { withTimeout } from "../../util/timeout.js";
 import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
 import { missingAs127, runCommand, type CommandRunner } from "../../util/command-runner.js";
-import { runPreflight, isUnroutable } from "./preflight.js";
+import { runPreflight, isUnroutable, storageFields } from "./preflight.js";
 import { parseUpid } from "./upid.js";
 import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
 import { STEP_HINTS } from "../../domain/hints.js";
@@ -54,6 +54,7 @@ export interface PveProviderOptions extends InstallOptions {
   readonly userData?: (child: { vmid: number; name: string; keys: readonly string[] }) => string;
 }
 
+/** One entry of the agent's result; PVE's schema declares that answer only as an object. */
 interface Iface { name: string; "ip-addresses"?: { "ip-address": string; "ip-address-type": string }[] }
 
 const AGENT_NOT_READY = /No QEMU guest agent configured|is not running|got timeout/;
@@ -121,9 +122,10 @@ export class PveProvider implements Provider {
     let upid = "";
     const attempts = this.opts.nextidAttempts ?? 5;
     for (let i = 1; ; i++) {
-      vmid = Number(await this.client.get<string>("/cluster/nextid", undefined, { signal: ctx.signal }));
+      // The schema says integer; PVE sends it as a JSON string ("100").
+      vmid = Number(await this.client.api("GET /cluster/nextid", {}, { signal: ctx.signal }));
       try {
-        upid = await this.client.post<string>(`/nodes/${node}/qemu/${template}/clone`, { newid: vmid, name: vmName(name) }, { signal: ctx.signal });
+        upid = await this.client.api("POST /nodes/{node}/qemu/{vmid}/clone", { node, vmid: template, newid: vmid, name: vmName(name) }, { signal: ctx.signal });
         break;
       } catch (e) {
         // nextid reserves nothing: a concurrent caller may have taken the id.
@@ -142,8 +144,9 @@ export class PveProvider implements Provider {
       const snippet = await this.writeSnippet(vmid, name, ctx);
       const vol = `${this.cfg.snippetStorage}:snippets/${snippet.file}`;
       step(2, `configuring VM ${vmid}`);
-      const cfgUpid = await this.client.post<string>(`/nodes/${node}/qemu/${vmid}/config`, {
-        cpu: "host", cores: this.cfg.cores, memory: this.cfg.memoryMiB, net0: `virtio,bridge=${this.cfg.bridge}`,
+      // memory is an integer up to PVE 8.0 and a property string ([current=]<MiB>) since 8.1: digits fit both.
+      const cfgUpid = await this.client.api("POST /nodes/{node}/qemu/{vmid}/config", {
+        node, vmid, cpu: "host", cores: this.cfg.cores, memory: String(this.cfg.memoryMiB), net0: `virtio,bridge=${this.cfg.bridge}`,
         agent: "1", ciupgrade: 0, ide2: `${this.cfg.storage}:cloudinit`, ipconfig0: "ip=dhcp",
         sshkeys: encodeSshKeys(this.opts.sshPublicKeys), cicustom: `user=${vol}`,
       }, { signal: ctx.signal });
@@ -161,10 +164,9 @@ export class PveProvider implements Provider {
 
   async boot(child: ChildHandle, ctx: PhaseContext): Promise<ChildHandle & { readonly address: string }> {
     const { vmid, node } = ids(child);
-    const base = `/nodes/${node}/qemu/${vmid}`;
-    const st = await this.client.get<{ status: string }>(`${base}/status/current`, undefined, { signal: ctx.signal });
+    const st = await this.client.api("GET /nodes/{node}/qemu/{vmid}/status/current", { node, vmid }, { signal: ctx.signal });
     if (st.status !== "running") {
-      const upid = await this.client.post<string>(`${base}/status/start`, undefined, { signal: ctx.signal });
+      const upid = await this.client.api("POST /nodes/{node}/qemu/{vmid}/status/start", { node, vmid }, { signal: ctx.signal });
       await this.client.waitTask(upid, this.taskOpts(ctx, upid));
     }
     const budget = this.opts.bootTimeoutMs ?? 300_000;
@@ -177,8 +179,8 @@ export class PveProvider implements Provider {
       for (;;) {
         let note: string;
         try {
-          const r = await this.client.get<{ result: Iface[] }>(`${base}/agent/network-get-interfaces`, undefined, { signal });
-          const a = pickGuestAddress(r.result ?? []);
+          const r = await this.client.api("GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces", { node, vmid }, { signal });
+          const a = pickGuestAddress(Array.isArray(r.result) ? r.result as Iface[] : []);
           if (a) return a;
           note = "guest agent up; no global address yet";
         } catch (e) {
@@ -205,7 +207,7 @@ export class PveProvider implements Provider {
   async alive(child: ChildHandle): Promise<boolean> {
     const { vmid, node } = ids(child);
     try {
-      const st = await this.client.get<{ status: string }>(`/nodes/${node}/qemu/${vmid}/status/current`);
+      const st = await this.client.api("GET /nodes/{node}/qemu/{vmid}/status/current", { node, vmid });
       return st.status === "running";
     } catch (e) {
       if (isPveError(e, 500, /does not exist/)) return false;
@@ -215,15 +217,14 @@ export class PveProvider implements Provider {
 
   async destroy(child: ChildHandle, ctx: PhaseContext): Promise<void> {
     const { vmid, node } = ids(child);
-    const base = `/nodes/${node}/qemu/${vmid}`;
     const gone = (e: unknown) => isPveError(e, 500, /does not exist/);
     try {
-      const st = await this.client.get<{ status: string }>(`${base}/status/current`, undefined, { signal: ctx.signal });
+      const st = await this.client.api("GET /nodes/{node}/qemu/{vmid}/status/current", { node, vmid }, { signal: ctx.signal });
       if (st.status === "running") {
-        const stop = await this.client.post<string>(`${base}/status/stop`, undefined, { signal: ctx.signal });
+        const stop = await this.client.api("POST /nodes/{node}/qemu/{vmid}/status/stop", { node, vmid }, { signal: ctx.signal });
         await this.client.waitTask(stop, this.taskOpts(ctx, stop));
       }
-      const upid = await this.client.delete<string>(base, { purge: 1, "destroy-unreferenced-disks": 1 }, { signal: ctx.signal });
+      const upid = await this.client.api("DELETE /nodes/{node}/qemu/{vmid}", { node, vmid, purge: 1, "destroy-unreferenced-disks": 1 }, { signal: ctx.signal });
       await this.client.waitTask(upid, this.taskOpts(ctx, upid));
     } catch (e) {
       if (!gone(e)) throw e;
@@ -245,9 +246,9 @@ export class PveProvider implements Provider {
 
   private async writeSnippet(vmid: number, name: string, ctx: PhaseContext): Promise<{ file: string; path: string }> {
     const id = this.cfg.snippetStorage;
-    const s = await this.client.get<{ path?: string; content?: string }>(`/storage/${encodeURIComponent(id)}`, undefined, { signal: ctx.signal });
-    if (!s.path || !(s.content ?? "").split(",").includes("snippets")) {
-      throw new ProviderError(`storage ${id} cannot hold snippets (content: ${s.content ?? ""})`, {
+    const s = storageFields(await this.client.api("GET /storage/{storage}", { storage: id }, { signal: ctx.signal }));
+    if (!s.path || !s.content.split(",").includes("snippets")) {
+      throw new ProviderError(`storage ${id} cannot hold snippets (content: ${s.content})`, {
         details: { storage: id, hint: STEP_HINTS.noSnippets },
       });
     }
@@ -266,6 +267,8 @@ function ids(child: ChildHandle): { vmid: number; node: string } {
   return { vmid, node };
 }
 
-function vmName(level: string): string {
-  return `hsd-${level}`.toLowerCase().replace(/[^a-z0-9.-]/g, "-").slice(0, 63);
+/** The clone's `name`: PVE's schema wants a DNS name (labels of [a-z0-9-], no dash at either end). */
+export function vmName(level: string): string {
+  return `hsd-${level}`.toLowerCase().replace(/[^a-z0-9.-]/g, "-").slice(0, 63)
+    .split(".").map((l) => l.replace(/^-+|-+$/g, "")).filter(Boolean).join(".");
 }

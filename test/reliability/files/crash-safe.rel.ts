@@ -19,6 +19,7 @@ import { HsError } from "../../../src/domain/errors.js";
 import { Rng, seed, LONG } from "../lib/prng.js";
 import { figure } from "../lib/figures.js";
 import { startLevel0, type Level0 } from "../lib/daemon.js";
+import { encodeLevelFiles } from "../../../src/homestak/site-config.js";
 
 const CHILD = fileURLToPath(new URL("./writer-child.mjs", import.meta.url));
 const KILLS = Number(process.env.HSD_RELIABILITY_KILLS) || (LONG ? 300 : 24);
@@ -96,34 +97,43 @@ for (const kind of ["journal", "secrets"] as const) {
   });
 }
 
+// A level below 0 (its parent is never dialled here): only such a level takes
+// secrets, written to its homestak config/secrets.yaml.
+const CHILD_YAML = "level: { name: l1, depth: 1 }\nparent: { host: 127.0.0.1, port: 9, host_key_fingerprint: \"SHA256:AAAA\", "
+  + "public_key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl parent\" }\n";
+const put = (c: ReturnType<typeof createClient<typeof NestService>>, secrets: Record<string, string>) => c.putSecrets({ yaml: encodeLevelFiles({ secrets }) });
+
 test("a real hsd SIGKILLed inside a secrets write keeps the old secrets file; restarted, it writes the new one", async () => {
-  const lroot = join(root, "kill-l0");
-  // A configured repo (never read here): no demo set, whose generation would write secrets.yaml too.
-  const repos = `repos:\n  tofu: ${join(lroot, "tofu")}\n`;
-  let l0 = await startLevel0(lroot, repos);
-  daemons.push(l0);
-  await l0.hsd.kill();
-  const before = await readFile(join(lroot, "secrets.yaml"), "utf8");
-  l0 = await startLevel0(lroot, repos, { HSD_FAULTS: "l0:secrets-write:kill-once" });
-  daemons.push(l0);
-  const c = createClient(NestService, l0.ready.socket);
-  await assert.rejects(c.putSecrets({ yaml: "canary: new-value\n" }), (e: HsError) => e.code === "PeerGone");
+  const lroot = join(root, "kill-l1");
+  const cfgDir = join(lroot, "homestak", "config");
+  const file = join(cfgDir, "secrets.yaml");
+  let l1 = await startLevel0(lroot, CHILD_YAML);
+  daemons.push(l1);
+  const c0 = createClient(NestService, l1.ready.socket);
+  await put(c0, { canary: "old-value" });
+  c0.close();
+  await l1.hsd.kill();
+  const before = await readFile(file, "utf8");
+  l1 = await startLevel0(lroot, CHILD_YAML, { HSD_FAULTS: "l1:secrets-write:kill-once" });
+  daemons.push(l1);
+  const c = createClient(NestService, l1.ready.socket);
+  await assert.rejects(put(c, { canary: "new-value" }), (e: HsError) => e.code === "PeerGone");
   c.close();
-  const exited = await l0.hsd.exited;
+  const exited = await l1.hsd.exited;
   assert.equal(exited.signal, "SIGKILL");
-  const after1 = await readFile(join(lroot, "secrets.yaml"), "utf8");
+  const after1 = await readFile(file, "utf8");
   if (after1 !== before) torn++;
   assert.equal(after1, before, "a killed write must leave the old file");
   const isTemp = (n: string) => /^\.secrets\.yaml\.[0-9a-f]{12}\.tmp$/.test(n);
-  assert.equal((await readdir(lroot)).filter(isTemp).length, 1, "the kill left its temp file");
-  l0 = await startLevel0(lroot, repos, { HSD_FAULTS: "l0:secrets-write:kill-once" });
-  daemons.push(l0);
-  assert.deepEqual((await readdir(lroot)).filter(isTemp), [], "startup removes the temp files of killed writes");
+  assert.equal((await readdir(cfgDir)).filter(isTemp).length, 1, "the kill left its temp file");
+  l1 = await startLevel0(lroot, CHILD_YAML, { HSD_FAULTS: "l1:secrets-write:kill-once" });
+  daemons.push(l1);
+  assert.deepEqual((await readdir(cfgDir)).filter(isTemp), [], "startup removes the temp files of killed writes");
   figure("files.stale_temps_cleaned", "yes", "secrets temp left by a kill, removed at startup");
-  const c2 = createClient(NestService, l0.ready.socket);
-  assert.ok((await c2.putSecrets({ yaml: "canary: new-value\n" })).keys.includes("canary"));
+  const c2 = createClient(NestService, l1.ready.socket);
+  assert.ok((await put(c2, { canary: "new-value" })).keys.includes("canary"));
   c2.close();
-  assert.equal(parse(await readFile(join(lroot, "secrets.yaml"), "utf8")).canary, "new-value");
+  assert.equal(parse(await readFile(file, "utf8")).canary, "new-value");
 });
 
 // Needs root for mount(8); CI runs as root.
@@ -133,24 +143,26 @@ test("a level whose disk is full refuses secrets writes with DiskFull and keeps 
   const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", lroot]);
   assert.equal(m.status, 0, m.stderr?.toString());
   mounts.push(lroot);
-  const l0 = await startLevel0(lroot);
+  const l0 = await startLevel0(lroot, CHILD_YAML);
   daemons.push(l0);
-  const before = await readFile(join(lroot, "secrets.yaml"), "utf8");
+  const file = join(lroot, "homestak", "config", "secrets.yaml");
+  const c = createClient(NestService, l0.ready.socket);
+  await put(c, { before: "full" });
+  const before = await readFile(file, "utf8");
   // Fill what is left (tmpfs reports ENOSPC once its pages are used).
   const filler = join(lroot, "filler");
   const chunk = Buffer.alloc(64 * 1024, 1);
   await writeFile(filler, "");
   const fh = await import("node:fs/promises").then((fs) => fs.open(filler, "a"));
   try { for (;;) await fh.write(chunk); } catch (e) { assert.equal((e as NodeJS.ErrnoException).code, "ENOSPC"); } finally { await fh.close(); }
-  const c = createClient(NestService, l0.ready.socket);
-  await assert.rejects(c.putSecrets({ yaml: `big: ${"z".repeat(32 * 1024)}\n` }), (e: HsError) => e.code === "DiskFull");
-  const after1 = await readFile(join(lroot, "secrets.yaml"), "utf8");
+  await assert.rejects(put(c, { big: "z".repeat(32 * 1024) }), (e: HsError) => e.code === "DiskFull");
+  const after1 = await readFile(file, "utf8");
   if (after1 !== before) torn++;
   assert.equal(after1, before);
-  assert.deepEqual((await readdir(lroot)).filter((n) => n.endsWith(".tmp")), []);
+  assert.deepEqual((await readdir(join(lroot, "homestak", "config"))).filter((n) => n.endsWith(".tmp")), []);
   assert.equal(l0.hsd.proc.exitCode, null, "hsd must survive a full disk");
   await rm(filler);
-  assert.ok((await c.putSecrets({ yaml: "after: ok\n" })).keys.includes("after"));
+  assert.ok((await put(c, { after: "ok" })).keys.includes("after"));
   c.close();
   void grpc;
 });

@@ -99,6 +99,8 @@ class FakeChannel extends EventEmitter {
   stderr = new EventEmitter();
   destroyed = false;
   write(): boolean { return true; }
+  pause(): this { return this; }
+  resume(): this { return this; }
   end(): void {}
   close(): void { this.destroy(); }
   destroy(): void { if (!this.destroyed) { this.destroyed = true; setImmediate(() => this.emit("close")); } }
@@ -173,6 +175,7 @@ const SECTIONS: Record<string, string[]> = {
   secrets: ["pass_down"], sync: ["mode", "debounce"],
   pve: ["url", "node", "token_id", "fingerprint", "storage", "snippet_storage", "template", "bridge", "cores", "memory"],
   log: ["level"],
+  homestak: ["root", "layout"], configure: ["steps"],
 };
 
 function yamlScalar(rng: Rng): string {

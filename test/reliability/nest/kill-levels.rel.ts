@@ -17,9 +17,11 @@ import { parse } from "yaml";
 import { hsctl, jsonLines, levelRoots, hsdProcessesUnder, mode, type RunResult } from "../../helpers/hsctl.js";
 import { scanForSecret } from "../../helpers/secret-scan.js";
 import { figure } from "../lib/figures.js";
+import { generateDemoRepos } from "../../../src/demo/demo-repos.js";
 
 const root = await mkdtemp(join(tmpdir(), "hsd-rel-kill-"));
 const l0 = join(root, "l0");
+const L0_SECRETS = join(l0, "demo", "site-config", "secrets.yaml");
 const l1 = join(l0, "state/levels/l1");
 const l2 = join(l1, "state/levels/l2");
 const l3 = join(l2, "state/levels/l3");
@@ -61,8 +63,10 @@ const FAULTS = [...Object.values(POINTS).map((p) => `l2:${p}:hold-once`), "l3:sy
 
 test("SIGKILL of level 2 in each phase: detected as a dropped peer, no orphan, the next nest resumes", async () => {
   await mkdir(l0, { recursive: true, mode: 0o700 });
-  await writeFile(join(l0, "hsd.yaml"), "secrets:\n  pass_down: [site, passwords.vm_root, ssh_keys, canary]\ntimeouts:\n  connect: 5s\n", { mode: 0o600 });
-  await writeFile(join(l0, "secrets.yaml"), `canary: ${CANARY_PASSED}\ntop_only: ${CANARY_TOP}\n`, { mode: 0o600 });
+  await writeFile(join(l0, "hsd.yaml"), "timeouts:\n  connect: 5s\n", { mode: 0o600 });
+  // Level 0's site-config secrets in homestak's schema: the password passes down, level 0's own token never does.
+  await generateDemoRepos(join(l0, "demo"));
+  await writeFile(L0_SECRETS, `api_tokens:\n  l0: ${CANARY_TOP}\npasswords:\n  vm_root: ${CANARY_PASSED}\n`, { mode: 0o600 });
   const env = { HSD_FAULTS: FAULTS };
   const survived: Record<string, string> = { preflight: "n/a (no l2 process yet)", provision: "n/a (no l2 process yet)", boot: "n/a (no l2 process yet)" };
   for (const phase of [...Object.keys(POINTS), "nest"]) {
@@ -154,24 +158,24 @@ test("canary secrets: nowhere but the secrets files after nest, kills, sync; eac
   assert.equal(roots.length, 4);
   let hits = 0;
   for (const lr of roots) {
-    const f = join(lr, "secrets.yaml");
-    assert.equal(await mode(f), 0o600, f);
-    const sec = parse(await readFile(f, "utf8")) as Record<string, unknown>;
     if (lr === l0) continue;
-    assert.deepEqual(Object.keys(sec).sort(), ["canary", "passwords", "site", "ssh", "ssh_keys", "tokens"], lr);
-    assert.equal(sec.canary, CANARY_PASSED);
-    assert.equal(sec.top_only, undefined);
+    const f = join(lr, "homestak", "config", "secrets.yaml");
+    assert.equal(await mode(f), 0o600, f);
+    const sec = parse(await readFile(f, "utf8")) as Record<string, any>;
+    assert.deepEqual(Object.keys(sec).sort(), ["passwords", "ssh_keys"], lr);
+    assert.equal(sec.passwords.vm_root, CANARY_PASSED);
+    assert.equal(sec.api_tokens, undefined);
   }
-  const passed = await scanForSecret(root, CANARY_PASSED, { allow: (p) => p.endsWith("/secrets.yaml") && !p.includes("/repos/") });
-  const top = await scanForSecret(root, CANARY_TOP, { allow: (p) => p === join(l0, "secrets.yaml") });
+  const passed = await scanForSecret(root, CANARY_PASSED, { allow: (p) => p === L0_SECRETS || p.endsWith("/homestak/config/secrets.yaml") });
+  const top = await scanForSecret(root, CANARY_TOP, { allow: (p) => p === L0_SECRETS });
   hits += passed.length + top.length;
   hits += outputs.filter((o) => o.includes(CANARY_PASSED) || o.includes(CANARY_TOP)).length;
   const d = await hsctl(["destroy"], { HSD_ROOT: l0 }, 120_000);
   assert.equal(d.code, 0, d.stderr);
   assert.deepEqual(await hsdProcessesUnder(root), []);
   assert.deepEqual(await readdir(join(l0, "state/levels")).catch(() => []), []);
-  hits += (await scanForSecret(root, CANARY_TOP, { allow: (p) => p === join(l0, "secrets.yaml") })).length;
-  hits += (await scanForSecret(root, CANARY_PASSED, { allow: (p) => p === join(l0, "secrets.yaml") })).length;
+  hits += (await scanForSecret(root, CANARY_TOP, { allow: (p) => p === L0_SECRETS })).length;
+  hits += (await scanForSecret(root, CANARY_PASSED, { allow: (p) => p === L0_SECRETS })).length;
   figure("canary.hits", hits);
   assert.deepEqual([...passed, ...top], []);
   assert.equal(hits, 0);

@@ -1,0 +1,208 @@
+// Runs a level's configure steps (configure.steps) from its own synced trees:
+// each step is an argv (no shell) in its own process group, with a budget,
+// its output streamed as batched log events, and a journal record per step
+// so a re-run skips finished steps and re-runs the failed or interrupted one.
+// A step's environment names the level and never holds a secret. Built by the
+// daemon wiring; the level calls run().
+// Imported by: src/daemon, src/level, src/nest.
+
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { lookupUser, type PasswdEntry } from "../util/passwd.js";
+import { constants } from "node:os";
+import type { ConfigureStep, HsdConfig } from "../config/config.js";
+import type { Logger } from "../log/logger.js";
+import { CancelledError, PhaseTimeoutError, StepFailedError } from "../domain/errors.js";
+import type { HomestakLayout } from "./layout.js";
+import { STEP_OUTPUT_DEFAULTS, StepOutput } from "./step-output.js";
+
+/** What a step reports as it runs (the level turns these into configure events). */
+export type StepEmit = (ev: { kind: "log"; message: string }) => void;
+
+/** One configure step of this level (running = started and not known to have ended: re-run it). */
+export interface StepRecord {
+  readonly kind: "running" | "finished" | "failed";
+  readonly at: number;
+  readonly durationMs?: number;
+}
+
+/** Where step results persist (the level's journal). */
+export interface StepJournal {
+  steps(): Readonly<Record<string, StepRecord>>;
+  /** Applies `fn` to the step records and persists them. */
+  updateSteps(fn: (steps: Record<string, StepRecord>) => void): Promise<void>;
+}
+
+export interface StepRunnerDeps {
+  readonly config: Pick<HsdConfig, "level" | "nest" | "configure" | "parent">;
+  readonly layout: HomestakLayout;
+  readonly journal: StepJournal;
+  readonly log: Logger;
+  /** The level's path from the top (l0/l1/...). */
+  readonly levelPath: readonly string[];
+  readonly now: () => number;
+  /** Environment the steps start from (the daemon passes a minimal one). */
+  readonly baseEnv: Readonly<Record<string, string>>;
+  /** Grace between SIGTERM and SIGKILL of a step's process group. */
+  readonly killGraceMs: number;
+}
+
+/** Only these of hsd's environment reach a step: nothing else could be a secret. */
+export function stepBaseEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = { PATH: env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
+  for (const k of ["HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME"]) if (env[k]) out[k] = env[k]!;
+  return out;
+}
+
+export class StepRunner {
+  private readonly running = new Set<number>();
+
+  constructor(private readonly d: StepRunnerDeps) {}
+
+  /** The steps that apply to this level (their `when`). */
+  applicable(): ConfigureStep[] {
+    const { depth } = this.d.config.level;
+    return this.d.config.configure.steps.filter((s) =>
+      (s.when.provider === undefined || s.when.provider === this.d.config.nest.provider)
+      && (s.when.minDepth === undefined || depth >= s.when.minDepth)
+      && (s.when.maxDepth === undefined || depth <= s.when.maxDepth));
+  }
+
+  /**
+   * Runs the applicable steps in order. `fresh` (hsctl sync --configure)
+   * forgets earlier results and runs them all; otherwise finished steps are
+   * skipped. Throws StepFailed, PhaseTimeout (a step's budget) or Cancelled.
+   */
+  async run(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal): Promise<void> {
+    const steps = this.applicable();
+    if (opts.fresh) await this.d.journal.updateSteps((s) => { for (const k of Object.keys(s)) delete s[k]; });
+    const done = this.d.journal.steps();
+    for (const step of steps) {
+      if (!opts.fresh && done[step.name]?.kind === "finished") {
+        emit({ kind: "log", message: `step ${step.name}: finished in an earlier run, skipped` });
+        continue;
+      }
+      if (signal.aborted) throw new CancelledError("configure cancelled", { details: { level: this.pathText, step: step.name } });
+      const started = this.d.now();
+      await this.record(step.name, { kind: "running", at: started });
+      try {
+        await this.runOne(step, emit, signal);
+      } catch (err) {
+        await this.record(step.name, { kind: "failed", at: this.d.now(), durationMs: this.d.now() - started });
+        throw err;
+      }
+      const durationMs = this.d.now() - started;
+      await this.record(step.name, { kind: "finished", at: this.d.now(), durationMs });
+      emit({ kind: "log", message: `step ${step.name}: finished in ${durationMs} ms` });
+    }
+  }
+
+  /** Kills every running step's process group (daemon shutdown). */
+  killAll(): void {
+    for (const pgid of this.running) killGroup(pgid, "SIGKILL");
+  }
+
+  private get pathText(): string {
+    return this.d.levelPath.join("/");
+  }
+
+  private record(name: string, rec: StepRecord): Promise<void> {
+    return this.d.journal.updateSteps((s) => { s[name] = rec; });
+  }
+
+  private env(step: ConfigureStep, user: PasswdEntry | undefined): Record<string, string> {
+    const c = this.d.config;
+    return {
+      ...this.d.baseEnv,
+      ...(user ? { HOME: user.home, USER: user.name, LOGNAME: user.name } : {}),
+      ...step.env,
+      HOMESTAK_ROOT: this.d.layout.root,
+      HSD_LEVEL_NAME: c.level.name,
+      HSD_LEVEL_PATH: this.pathText,
+      HSD_LEVEL_DEPTH: String(c.level.depth),
+      HSD_PARENT_ADDRESS: c.parent ? `${c.parent.host}:${c.parent.port}` : "",
+      HSD_STEP: step.name,
+    };
+  }
+
+  private async runOne(step: ConfigureStep, emit: StepEmit, signal: AbortSignal): Promise<void> {
+    const level = this.pathText;
+    const cwd = this.d.layout.stepCwd(step);
+    const fail = (message: string, exitCode: number, lastLines: string[] = []) => new StepFailedError(message, {
+      details: { level, phase: "configure", step: step.name, exitCode, lastLines },
+    });
+    if (!existsSync(cwd)) throw fail(`step ${step.name} of ${level}: its directory ${cwd} does not exist (is ${step.cwd} synced here?)`, -1);
+    const user = step.user ? lookupUser(step.user) : undefined;
+    if (step.user && !user) throw fail(`step ${step.name} of ${level}: no user ${step.user} on this level`, -1);
+    if (user && process.getuid?.() !== 0 && process.getuid?.() !== user.uid) {
+      throw fail(`step ${step.name} of ${level}: running as ${step.user} needs hsd to run as root`, -1);
+    }
+    emit({ kind: "log", message: `step ${step.name}: ${step.run.join(" ")} (in ${cwd})` });
+    const log = this.d.log.child({ step: step.name });
+    const out = new StepOutput({
+      ...STEP_OUTPUT_DEFAULTS,
+      emit: (lines) => emit({ kind: "log", message: lines.map((l) => `${step.name}| ${l}`).join("\n") }),
+    });
+    const proc = spawn(step.run[0]!, step.run.slice(1), {
+      cwd, env: this.env(step, user), detached: true, stdio: ["ignore", "pipe", "pipe"],
+      ...(user ? { uid: user.uid, gid: user.gid } : {}),
+    });
+    const pgid = proc.pid;
+    if (pgid) this.running.add(pgid);
+    out.attach(proc.stdout!);
+    out.attach(proc.stderr!);
+    let stopped: "budget" | "cancel" | undefined;
+    const stop = (why: "budget" | "cancel") => {
+      if (stopped || !pgid) return;
+      stopped = why;
+      log.warn({ why, pgid }, "stopping the step's process group");
+      killGroup(pgid, "SIGTERM");
+      setTimeout(() => killGroup(pgid, "SIGKILL"), this.d.killGraceMs).unref();
+    };
+    const budget = setTimeout(() => stop("budget"), step.budgetMs);
+    const onAbort = () => stop("cancel");
+    signal.addEventListener("abort", onAbort, { once: true });
+    let exit: { code: number | null; sig: NodeJS.Signals | null; spawnError?: Error };
+    try {
+      exit = await new Promise((res) => {
+        proc.once("error", (e) => res({ code: null, sig: null, spawnError: e }));
+        proc.once("close", (code, sig) => res({ code, sig }));
+      });
+    } finally {
+      clearTimeout(budget);
+      signal.removeEventListener("abort", onAbort);
+      out.close();
+    }
+    if (pgid) {
+      // Whatever the step left in its group goes with it when it was stopped.
+      if (stopped) await waitGroupGone(pgid, this.d.killGraceMs + 1000);
+      this.running.delete(pgid);
+    }
+    if (exit.spawnError) throw fail(`step ${step.name} of ${level}: cannot start ${step.run[0]}: ${(exit.spawnError as NodeJS.ErrnoException).code ?? exit.spawnError.message}`, -1);
+    if (stopped === "cancel") throw new CancelledError(`step ${step.name} of ${level} cancelled`, { details: { level, phase: "configure", step: step.name } });
+    if (stopped === "budget") {
+      throw new PhaseTimeoutError(`step ${step.name} of ${level} overran its budget of ${step.budgetMs} ms`, {
+        details: { level, phase: "configure", step: step.name, budgetMs: step.budgetMs, lastLines: out.lastLines() },
+      });
+    }
+    const code = exit.code ?? 128 + (exit.sig ? constants.signals[exit.sig] ?? 0 : 0);
+    if (code !== 0) {
+      const last = out.lastLines();
+      throw fail(`step ${step.name} of ${level} exited ${code}${last.length ? `; last lines:\n${last.join("\n")}` : ""}`, code, last);
+    }
+  }
+}
+
+function killGroup(pgid: number, sig: NodeJS.Signals): void {
+  try { process.kill(-pgid, sig); } catch { /* already gone */ }
+}
+
+/** Waits (bounded) until no process is left in the group: kill(-pgid, 0) fails with ESRCH. */
+async function waitGroupGone(pgid: number, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try { process.kill(-pgid, 0); } catch { return; }
+    if (Date.now() > deadline) { killGroup(pgid, "SIGKILL"); return; }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -1,0 +1,45 @@
+// Level 0 serves its exports from the start: right after `hsd run` is ready,
+// a reader's `git clone` over the SSH endpoint works with no sync or nest
+// first (the clone waits for the first export instead of "no such repo").
+// Real hsd, real OpenSSH client, real git.
+
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { spawnSync } from "node:child_process";
+import { runHsctl, runProcess, startHsd, type HsdProcess } from "./daemon-process.js";
+import { makeKeyPair } from "../helpers/git-fixtures.js";
+
+const root = await mkdtemp(join(tmpdir(), "hsd-exports-start-"));
+let hsd: HsdProcess | undefined;
+after(async () => {
+  await hsd?.kill();
+  await rm(root, { recursive: true, force: true });
+});
+
+test("a fresh level 0 (demo repos, never synced) serves git clone right after it is ready", async () => {
+  const l0 = join(root, "l0");
+  await mkdir(l0, { recursive: true, mode: 0o700 });
+  await writeFile(join(l0, "hsd.yaml"), "ssh:\n  host: 127.0.0.1\nlog:\n  level: warn\n", { mode: 0o600 });
+  hsd = startHsd(["run", "--root", l0]);
+  const ready = await hsd.ready;
+
+  const key = await makeKeyPair(root, "reader");
+  const add = await runHsctl(["--root", l0, "access", "add", "--role", "reader", `${key.privatePath}.pub`]);
+  assert.equal(add.code, 0, add.stderr);
+
+  const hostPub = spawnSync("ssh-keygen", ["-y", "-f", join(l0, "keys", "ssh_host_ed25519_key")], { encoding: "utf8" }).stdout.trim();
+  const known = join(root, "known_hosts");
+  await writeFile(known, `[127.0.0.1]:${ready.sshPort} ${hostPub}\n`);
+  const env = {
+    GIT_SSH_COMMAND: `ssh -i ${key.privatePath} -o IdentitiesOnly=yes -o UserKnownHostsFile=${known} -o StrictHostKeyChecking=yes -o BatchMode=yes`,
+    GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1",
+  };
+  const clones = await Promise.all(["bootstrap", "iac-driver"].map((name) =>
+    runProcess("git", ["clone", "-q", `ssh://hsd@127.0.0.1:${ready.sshPort}/${name}`, join(root, "clones", name)], env, root)));
+  for (const c of clones) assert.equal(c.code, 0, c.stderr);
+  const head = await runProcess("git", ["-C", join(root, "clones", "bootstrap"), "rev-parse", "HEAD"], env, root);
+  assert.match(head.stdout.trim(), /^[0-9a-f]{40}$/);
+});
