@@ -10,8 +10,8 @@ import type { ProviderName } from "../domain/providers.js";
 
 /** What this module uses of the loader's Reader (every failure names file:line and key). */
 export interface Reader {
-  fail(path: (string | number)[], message: string): never;
-  map(v: unknown, path: (string | number)[], allowed: string[]): Record<string, unknown>;
+  fail(path: (string | number)[], message: string): void;
+  map(v: unknown, path: (string | number)[], allowed: readonly string[]): Record<string, unknown>;
   str(v: unknown, path: (string | number)[], def: string, re?: RegExp): string;
   int(v: unknown, path: (string | number)[], def: number, min: number, max: number): number;
   duration(v: unknown, path: (string | number)[], defMs: number, maxMs?: number): number;
@@ -47,7 +47,7 @@ export function parseHomestak(
   const layout: Record<string, string> = { ...DEFAULT_LAYOUT };
   for (const [repo, v] of Object.entries(layoutRaw)) {
     const p = underRoot(r.str(v, ["homestak", "layout", repo], ""));
-    if (!p || p === ".") r.fail(["homestak", "layout", repo], "must be a relative path under the homestak root");
+    if (!p || p === ".") { r.fail(["homestak", "layout", repo], "must be a relative path under the homestak root"); continue; }
     layout[repo] = p;
   }
   return Object.freeze({ root, layout: Object.freeze(layout) });
@@ -72,7 +72,10 @@ export function parseConfigureSteps(
 ): HsdConfig["configure"] {
   const c = r.map(top.configure, ["configure"], ["steps"]);
   if (c.steps === undefined || c.steps === null) return Object.freeze({ steps: Object.freeze([]) });
-  if (!Array.isArray(c.steps)) r.fail(["configure", "steps"], "must be a list of steps");
+  if (!Array.isArray(c.steps)) {
+    r.fail(["configure", "steps"], "must be a list of steps");
+    return Object.freeze({ steps: Object.freeze([]) });
+  }
   const names = new Set<string>();
   const steps = c.steps.map((raw, i): ConfigureStep => {
     const at = ["configure", "steps", i];
@@ -82,7 +85,7 @@ export function parseConfigureSteps(
     if (names.has(name)) r.fail([...at, "name"], `duplicate step name ${JSON.stringify(name)}`);
     names.add(name);
     if (!Array.isArray(s.run) || s.run.length === 0) r.fail([...at, "run"], "must be a non-empty list (argv; use [sh, -c, \"...\"] for a shell)");
-    const run = (s.run as unknown[]).map((a, k) => {
+    const run = (Array.isArray(s.run) ? s.run as unknown[] : []).map((a, k) => {
       // YAML reads `true` or `1` as scalars of other types; as argv they are words.
       if (typeof a !== "string" && typeof a !== "number" && typeof a !== "boolean") r.fail([...at, "run", k], "must be a string");
       return String(a);
