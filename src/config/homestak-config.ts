@@ -57,7 +57,8 @@ export function parseHomestak(
 export function checkLayout(r: Reader, layout: Readonly<Record<string, string>>, repoNames: readonly string[]): void {
   const seen = new Map<string, string>();
   for (const name of repoNames) {
-    const p = layout[name] ?? name;
+    // Own keys only: a repo named like an Object.prototype member ("constructor") has no layout entry.
+    const p = Object.hasOwn(layout, name) ? layout[name]! : name;
     for (const [q, other] of seen) {
       if (q === p || q.startsWith(`${p}/`) || p.startsWith(`${q}/`)) {
         r.fail(["homestak", "layout", name], `working tree ${p} collides with ${other}'s (${q})`);

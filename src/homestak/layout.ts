@@ -35,9 +35,9 @@ export function homestakLayout(config: Pick<HsdConfig, "homestak" | "repoNames" 
   const names = below ? config.repoNames : Object.keys(repos).length > 0 ? Object.keys(repos) : config.repoNames;
   const worktree = (repo: string): string => {
     if (!below && repos[repo]) return repos[repo]!;
-    return join(root, layout[repo] ?? repo);
+    return join(root, Object.hasOwn(layout, repo) ? layout[repo]! : repo);
   };
-  const configRepo = names.find((n) => (layout[n] ?? n) === "config");
+  const configRepo = names.find((n) => (Object.hasOwn(layout, n) ? layout[n] : n) === "config");
   const configDir = configRepo ? worktree(configRepo) : join(root, "config");
   return Object.freeze({
     root,

@@ -86,3 +86,9 @@ test("good steps load typed and frozen; the layout maps site-config to config/ a
   assert.equal(c.homestak.layout["iac-driver"], "iac/iac-driver");
   assert.equal(parseConfig("", "x", { root: "/var/lib/hsd", homestakHome: "/home/homestak" }).homestak.root, "/home/homestak");
 });
+
+test("repos named like Object.prototype members load and lay out under their own names (found by the config fuzzer)", () => {
+  const cfg = load("repos:\n  constructor: /tmp/a\n  toString: /tmp/b\n");
+  assert.ok(Object.isFrozen(cfg));
+  assert.equal(Object.hasOwn(cfg.homestak.layout, "constructor"), false);
+});
