@@ -22,7 +22,17 @@ export interface ConfigureStep {
   readonly when: { readonly provider?: ProviderName; readonly minDepth?: number; readonly maxDepth?: number };
 }
 
+/** One image a level serves to its children (images: in hsd.yaml). */
+export interface ImageEntry {
+  /** Absolute file; default <images.dir>/<name>.img. */
+  readonly path: string;
+  /** Lower-case hex; "" = computed once from the file and cached by size and mtime. */
+  readonly sha256: string;
+}
+
 export interface PveConfig {
+  /** The image (a name under images:) a child VM is made from. */
+  readonly image: string;
   /** https://HOST:8006 (no /api2/json). */
   readonly url: string;
   readonly node: string;
@@ -115,6 +125,14 @@ export interface HsdConfig {
   };
   readonly configure: { readonly steps: readonly ConfigureStep[] };
   readonly pve: PveConfig | null;
+  readonly images: {
+    /** Where this level keeps its images (received ones land here): homestak's iso directory by default. */
+    readonly dir: string;
+    /** name -> file. Below level 0: what the parent passed down (fetched from it at sync). */
+    readonly entries: Readonly<Record<string, ImageEntry>>;
+    /** Image transfers this level's endpoint serves at once; the rest queue. */
+    readonly maxTransfers: number;
+  };
   readonly log: { readonly level: string };
 }
 
@@ -179,4 +197,7 @@ export const DEFAULTS = Object.freeze({
   syncMode: "manual" as const,
   debounceMs: 300,
   logLevel: "info",
+  imageDir: "/var/lib/vz/template/iso",
+  pveImage: "pve-9",
+  maxImageTransfers: 2,
 });

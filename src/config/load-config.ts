@@ -14,6 +14,7 @@ import { DEFAULTS, DEFAULT_BUDGETS_MS, DEFAULT_REPO_NAMES, MAX_CONNECT_MS, type 
 import { levelPaths } from "./level-layout.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";
 import { ISOLATION_MODES, PROVIDER_NAMES, type IsolationMode, type ProviderName } from "../domain/providers.js";
+import { IMAGE_NAME_RE, parseImages } from "./images-config.js";
 import { checkLayout, parseConfigureSteps, parseHomestak } from "./homestak-config.js";
 
 export interface LoadOptions {
@@ -59,7 +60,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
   }
   const top = r.map(js, [], [
     "level", "api", "ssh", "repos", "repo_names", "secret_patterns", "parent", "timeouts", "budgets",
-    "nest", "secrets", "sync", "pve", "log", "homestak", "configure",
+    "nest", "secrets", "sync", "pve", "log", "homestak", "configure", "images", "image_dir",
   ]);
   const root = resolve(opts.root);
   const paths = levelPaths(root);
@@ -68,7 +69,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
   const level = r.map(top.level, ["level"], ["name", "depth"]);
   const api = r.map(top.api, ["api"], ["socket"]);
   const ssh = r.map(top.ssh, ["ssh"], [
-    "host", "port", "advertise_host", "max_upload_packs", "queue_timeout", "upload_pack_timeout", "auth_failure_delay",
+    "host", "port", "advertise_host", "max_upload_packs", "queue_timeout", "upload_pack_timeout", "auth_failure_delay", "max_image_transfers",
   ]);
   const reposRaw = r.map(top.repos, ["repos"], Object.keys((top.repos as Raw) ?? {}));
   const repos: Record<string, string> = {};
@@ -101,9 +102,10 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
   let pve: PveConfig | null = null;
   if (top.pve !== undefined && top.pve !== null) {
     const p = r.map(top.pve, ["pve"], [
-      "url", "node", "token_id", "fingerprint", "storage", "snippet_storage", "template", "bridge", "cores", "memory", "bundle",
+      "url", "node", "token_id", "fingerprint", "storage", "snippet_storage", "template", "bridge", "cores", "memory", "bundle", "image",
     ]);
     pve = Object.freeze({
+      image: r.str(p.image, ["pve", "image"], DEFAULTS.pveImage, IMAGE_NAME_RE),
       url: r.str(p.url, ["pve", "url"], "https://127.0.0.1:8006", /^https:\/\/[^/\s]+$/),
       node: r.str(p.node, ["pve", "node"], "pve", /^[A-Za-z0-9.-]+$/),
       tokenId: r.str(p.token_id, ["pve", "token_id"], "root@pam!hsd", /^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9.\-_]+$/),
@@ -167,6 +169,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
       debounceMs: r.duration(sync.debounce, ["sync", "debounce"], DEFAULTS.debounceMs),
     }),
     pve,
+    images: parseImages(r, top, root, ssh.max_image_transfers),
     log: Object.freeze({ level: r.str(logc.level, ["log", "level"], DEFAULTS.logLevel, /^(trace|debug|info|warn|error|fatal|silent)$/) }),
   };
   const homestak = parseHomestak(r, top, root, opts.homestakHome);
@@ -175,6 +178,10 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     ...cfg, homestak,
     configure: parseConfigureSteps(r, top, { repoNames: cfg.repoNames, configureBudgetMs: cfg.budgets.configure }),
   };
+  // With images configured, a PVE child is made from one of them (without, the legacy pve.template mode).
+  if (pve && Object.keys(cfg.images.entries).length > 0 && !Object.hasOwn(cfg.images.entries, pve.image)) {
+    r.fail(["pve", "image"], `names no image under images: (have: ${Object.keys(cfg.images.entries).join(", ")})`);
+  }
   if (provider === "pve" && !pve) r.fail(["nest", "provider"], "is pve but there is no pve: section");
   issues.throwIfAny();
   return Object.freeze(withHomestak);

@@ -6,6 +6,7 @@
 import { stringify } from "yaml";
 import type { HsdConfig } from "./config.js";
 import { stepsToYaml } from "./homestak-config.js";
+import { imagesForChild, imagesToYaml } from "./images-config.js";
 
 const ms = (v: number) => `${v}ms`;
 
@@ -19,13 +20,16 @@ export function configDocument(c: HsdConfig): Record<string, unknown> {
       host: c.ssh.host, ...(c.ssh.reuseLastPort ? {} : { port: c.ssh.port }), advertise_host: c.ssh.advertiseHost,
       max_upload_packs: c.ssh.maxUploadPacks, queue_timeout: ms(c.ssh.queueTimeoutMs),
       upload_pack_timeout: `${c.ssh.uploadPackTimeoutS}s`, auth_failure_delay: ms(c.ssh.authFailureDelayMs),
+      max_image_transfers: c.images.maxTransfers,
     },
+    image_dir: c.images.dir,
     repos: { ...c.repos },
     repo_names: [...c.repoNames],
     ...inheritedConfig(c),
     sync: { mode: c.sync.mode, debounce: ms(c.sync.debounceMs) },
   };
   // $HOMESTAK_ROOT is the level's own (never inherited): written only in the whole document.
+  doc.images = imagesToYaml(c.images);
   doc.homestak = { root: c.homestak.root, ...(doc.homestak as object) };
   doc.nest = { provider: c.nest.provider, isolation: c.nest.isolation, ...(doc.nest as object) };
   if (c.parent) {
@@ -36,7 +40,7 @@ export function configDocument(c: HsdConfig): Record<string, unknown> {
   }
   if (c.pve) {
     doc.pve = {
-      url: c.pve.url, node: c.pve.node, token_id: c.pve.tokenId, fingerprint: c.pve.fingerprint,
+      image: c.pve.image, url: c.pve.url, node: c.pve.node, token_id: c.pve.tokenId, fingerprint: c.pve.fingerprint,
       storage: c.pve.storage, snippet_storage: c.pve.snippetStorage, template: c.pve.template,
       bridge: c.pve.bridge, cores: c.pve.cores, memory: c.pve.memoryMiB, bundle: c.pve.bundle ?? "",
     };
@@ -63,6 +67,8 @@ export function inheritedConfig(c: HsdConfig): Record<string, unknown> {
     // The operator defines the steps and the layout once, at level 0; every level runs them on its own trees.
     homestak: { layout: { ...c.homestak.layout } },
     configure: { steps: stepsToYaml(c.configure.steps) },
+    // A level serves its children the images its parent served it: the names flow down, the files are fetched at sync.
+    images: imagesForChild(c.images),
   };
 }
 

@@ -44,7 +44,10 @@ export type ErrorCode =
   | "Netns"
   | "PveTokenExists"
   | "SecretsEncrypted"
-  | "StepFailed";
+  | "StepFailed"
+  | "ImageNotFound"
+  | "ImageChecksumMismatch"
+  | "ImageTransfer";
 
 export interface HsErrorOptions {
   /** Structured, secret-free context (repo name, level path, phase, file:line). */
@@ -160,3 +163,10 @@ export class DaemonStartError extends HsError {
     return this.reportedCode ?? DaemonStartError.code;
   }
 }
+// --- images (issue 13) ---
+/** A reader asked for an image name the level does not serve, or a configured image file is missing. */
+export class ImageNotFoundError extends HsError { static override code = "ImageNotFound" as const; }
+/** The bytes received (or found) do not hash to the image's sha256 (details: image, expected, actual). */
+export class ImageChecksumMismatchError extends HsError { static override code = "ImageChecksumMismatch" as const; }
+/** The parent's image stream broke its framing or ended short (details: image, bytes, size). */
+export class ImageTransferError extends HsError { static override code = "ImageTransfer" as const; }

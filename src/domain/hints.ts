@@ -45,6 +45,9 @@ const HINTS: Readonly<Record<ErrorCode, string>> = {
   PveTokenExists: "remove the stale token (pveum user token remove USER ID) or put its secret in secrets.yaml as pve.token_secret",
   SecretsEncrypted: "give the level-0 hsd the operator's age identity (SOPS_AGE_KEY_FILE, or ~/.config/sops/age/keys.txt) and install `age`; or decrypt it in the site-config checkout with homestak's `make decrypt` (secrets.yaml is gitignored, 0600)",
   StepFailed: "the step's last lines are above; fix it (at level 0, then `hsctl sync`), and re-run: finished steps are skipped",
+  ImageNotFound: "list the image under `images:` in level 0's hsd.yaml, with a file at its path (default /var/lib/vz/template/iso/<name>.img)",
+  ImageChecksumMismatch: "the image changed or was damaged in transit: re-run (the bad partial file was removed); if the file at level 0 is right, fix or drop its sha256 in hsd.yaml",
+  ImageTransfer: "the image transfer was cut or malformed; re-run: it resumes from the bytes already received",
   Internal: "this is a bug in hsd; the daemon log has the details",
 };
 

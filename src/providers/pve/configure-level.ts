@@ -6,7 +6,7 @@
 
 import { hostname as osHostname } from "node:os";
 import { lookup } from "node:dns/promises";
-import type { PveConfig } from "../../config/config.js";
+import { DEFAULTS, type PveConfig } from "../../config/config.js";
 import { CommandFailedError, PreflightError, PveTokenExistsError } from "../../domain/errors.js";
 import { firstLine, missingAs127, type CommandRunner } from "../../util/command-runner.js";
 import type { CheckResult } from "../../domain/checks.js";
@@ -67,7 +67,7 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
   const certFile = o.pveCertFile ?? "/etc/pve/local/pve-ssl.pem";
   const hostname = o.hostname ?? osHostname().split(".")[0]!;
   const config: PveConfig = {
-    url: o.apiUrl ?? "https://127.0.0.1:8006", node: o.node ?? hostname, tokenId, fingerprint: "",
+    image: DEFAULTS.pveImage, url: o.apiUrl ?? "https://127.0.0.1:8006", node: o.node ?? hostname, tokenId, fingerprint: "",
     storage: "local-lvm", snippetStorage: o.snippetStorage ?? "local", template: 9000, bridge: o.bridge ?? "vmbr0", cores: 1, memoryMiB: 1024,
   };
   const checks: CheckResult[] = [];

@@ -120,7 +120,7 @@ export async function installChild(d: InstallDeps, child: ChildHandle, spec: Chi
     const childPve = {
       url: "https://127.0.0.1:8006", node: guestHostname(child.name), token_id: d.config.tokenId, fingerprint: "",
       storage: d.config.storage, snippet_storage: d.config.snippetStorage, template: d.config.template,
-      bridge: d.config.bridge, cores: d.config.cores, memory: d.config.memoryMiB,
+      bridge: d.config.bridge, cores: d.config.cores, memory: d.config.memoryMiB, image: d.config.image,
     };
     const yaml = childConfigYaml({ ...spec, extraConfig: { pve: childPve, ...spec.extraConfig } },
       { sshHost: "0.0.0.0", advertiseHost: address, parentHost: spec.parentHost }, { provider: "pve" }, o.childSshPort ?? 2222);

@@ -1,0 +1,55 @@
+// Reads the images: and image_dir keys of hsd.yaml (multi-error, through the
+// ConfigReader) and writes them back for a child: the parent passes down the
+// names (and known sha256s) of the images the child must fetch from it.
+// Imported by: src/config.
+
+import { isAbsolute, join, resolve } from "node:path";
+import type { ConfigReader, Raw } from "./config-reader.js";
+import { DEFAULTS, type HsdConfig, type ImageEntry } from "./config.js";
+
+/** An image name is a file stem in homestak's iso directory, and an exec argument: no slash, no dots-only. */
+export const IMAGE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$/;
+export const MAX_IMAGE_NAME = 64;
+const SHA256_RE = /^[0-9a-f]{64}$/;
+
+export function isImageName(name: string): boolean {
+  return name.length <= MAX_IMAGE_NAME && IMAGE_NAME_RE.test(name);
+}
+
+/** images: { name: path | { path?, sha256? } }, image_dir, ssh.max_image_transfers. */
+export function parseImages(r: ConfigReader, top: Raw, root: string, maxTransfersRaw: unknown): HsdConfig["images"] {
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(root, p));
+  const dir = abs(r.str(top.image_dir, ["image_dir"], DEFAULTS.imageDir));
+  const raw = r.map(top.images, ["images"], Object.keys((top.images as Raw | null) ?? {}));
+  const entries: Record<string, ImageEntry> = {};
+  for (const [name, v] of Object.entries(raw)) {
+    if (!isImageName(name)) { r.fail(["images", name], "invalid image name (letters, digits, - _ and inner dots; at most 64)"); continue; }
+    const def = join(dir, `${name}.img`);
+    if (typeof v === "string") { entries[name] = Object.freeze({ path: abs(v), sha256: "" }); continue; }
+    const e = r.map(v, ["images", name], ["path", "sha256"]);
+    const sha = r.str(e.sha256, ["images", name, "sha256"], "", /^[0-9A-Fa-f]{64}$/).toLowerCase();
+    entries[name] = Object.freeze({ path: abs(r.str(e.path, ["images", name, "path"], def)), sha256: SHA256_RE.test(sha) ? sha : "" });
+  }
+  return Object.freeze({
+    dir,
+    entries: Object.freeze(entries),
+    maxTransfers: r.int(maxTransfersRaw, ["ssh", "max_image_transfers"], DEFAULTS.maxImageTransfers, 1, 64),
+  });
+}
+
+/** images: keys as written back (whole document). */
+export function imagesToYaml(images: HsdConfig["images"]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, e] of Object.entries(images.entries)) out[name] = { path: e.path, ...(e.sha256 ? { sha256: e.sha256 } : {}) };
+  return out;
+}
+
+/**
+ * What a child is told about images: every name its parent serves, with the
+ * sha256 when the parent knows it. No path: the child keeps them in its own image_dir.
+ */
+export function imagesForChild(images: HsdConfig["images"]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, e] of Object.entries(images.entries)) out[name] = e.sha256 ? { sha256: e.sha256 } : {};
+  return out;
+}
