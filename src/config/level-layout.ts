@@ -18,6 +18,8 @@ export function levelPaths(root: string) {
     journal: `${root}/state/journal.json`,
     accessKeys: `${root}/state/authorized-keys.json`,
     levelsDir: `${root}/state/levels`,
+    /** sha256 of image files by path, size and mtime (src/images/image-digest.ts). */
+    imageDigests: `${root}/state/image-digests.json`,
     ready: `${root}/run/ready.json`,
     /** The SSH port this level bound last (kept when ssh.port is unset, see HsdConfig.ssh.reuseLastPort). */
     sshPort: `${root}/state/ssh-port`,

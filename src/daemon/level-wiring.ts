@@ -14,6 +14,8 @@ import type { Logger } from "../log/logger.js";
 import { AuthorizedKeyStore } from "../ssh/authorized-key-store.js";
 import { loadOrCreateLevelKeys, type LevelKeys } from "../ssh/level-keys.js";
 import { startSshEndpoint } from "../ssh/ssh-endpoint.js";
+import { ImageDigests } from "../images/image-digest.js";
+import { imageServer } from "../images/image-server.js";
 import { openGrpcTunnel } from "../ssh/grpc-tunnel.js";
 import { resolverFor } from "../git/export-repos.js";
 import { DEMO_REPO_NAMES_BY_SIZE, demoRepoPaths, demoVmRootPassword, generateDemoRepo } from "../demo/demo-repos.js";
@@ -57,6 +59,8 @@ export interface LevelParts {
   /** Settles once level 0's first export after start is done (or failed); at once below level 0. */
   readonly exported: Promise<void>;
   readonly markExported: () => void;
+  /** sha256s of this level's images, cached by size and mtime. */
+  readonly digests: ImageDigests;
 }
 
 /** Everything that must exist before the API listens. */
@@ -107,7 +111,8 @@ export async function prepareLevel(config: HsdConfig, log: Logger, faults: Fault
   await journal.load();
   let markExported = () => {};
   const exported = config.parent ? Promise.resolve() : new Promise<void>((res) => { markExported = res; });
-  return { keys, access, repos, repoPrepared, startRepos, secrets, journal, exported, markExported };
+  const digests = new ImageDigests(paths.imageDigests, log.child({ sub: "images" }));
+  return { keys, access, repos, repoPrepared, startRepos, secrets, journal, exported, markExported, digests };
 }
 
 /**
@@ -147,6 +152,7 @@ export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Prom
   const listen = (port: number) => startSshEndpoint({
     host: config.ssh.host, port, hostKeyPath: parts.keys.hostKeyPath, grpcSocketPath: config.api.socket,
     keys: parts.access, uploadPack: gitUploadPack, repos,
+    images: imageServer({ entries: config.images.entries, digests: parts.digests }), maxImageTransfers: config.images.maxTransfers,
     maxUploadPacks: config.ssh.maxUploadPacks, queueTimeoutMs: config.ssh.queueTimeoutMs,
     uploadPackTimeoutS: config.ssh.uploadPackTimeoutS, authFailureDelayMs: config.ssh.authFailureDelayMs,
     keepaliveIntervalMs: keepaliveIntervalMs(config.timeouts.connectMs),
@@ -239,7 +245,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   const level = new Level({
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown, siteConfig, steps,
-    repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
+    repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, digests: parts.digests, log: log.child({ sub: "git" }) }),
     ...(faults === NO_FAULTS ? {} : { checkpoint: faults.at }),
     // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
     ...(config.parent && config.pve && config.nest.provider === "pve"

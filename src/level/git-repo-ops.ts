@@ -1,6 +1,7 @@
 // RepoOps on real git: level 0 refreshes its bare exports from the operator's
 // checkouts (with the _working snapshot); a level below fetches them from its
-// parent over SSH git and checks out its working trees. It also attests (live
+// parent over SSH git and checks out its working trees, then fetches the
+// images its parent passed down (src/images) over the same connection. It also attests (live
 // worktree commit and local edits) and compares a child's commit with this
 // level's export (status). Level.ts only sees the RepoOps interface.
 // Imported by: src/daemon.
@@ -17,6 +18,8 @@ import { syncFromParent } from "../git/sync-from-parent.js";
 import { ParentConnection } from "../ssh/parent-connection.js";
 import type { RepoOps } from "./level.js";
 import { homestakLayout } from "../homestak/layout.js";
+import { describeImageProgress, fetchImages } from "../images/fetch-images.js";
+import type { ImageDigests } from "../images/image-digest.js";
 
 export function gitRepoOps(o: {
   config: HsdConfig;
@@ -24,6 +27,8 @@ export function gitRepoOps(o: {
   /** Per level-0 repo: settles when its checkout exists (demo repos are generated in the background); absent: now. */
   prepared?: Readonly<Record<string, Promise<void>>>;
   userKeyPath: string;
+  /** Digests of this level's images (received ones are recorded, so a re-sync does not re-hash them). */
+  digests?: ImageDigests;
   log: Logger;
 }): RepoOps {
   const repoReady = (name: string) => o.prepared?.[name] ?? Promise.resolve();
@@ -66,7 +71,17 @@ export function gitRepoOps(o: {
           onProgress, signal, connection: parentConn,
         });
         last = r.repos.map((x) => ({ ...x, bytes: r.bytesByRepo[x.name] ?? 0 }));
-        return { repos: last, bytes: r.bytes };
+        let imageBytes = 0;
+        if (o.digests && parentConn && Object.keys(config.images.entries).length > 0) {
+          const got = await fetchImages({
+            config, conn: parentConn, digests: o.digests, log: o.log, now: () => Date.now(), signal,
+            onProgress: (p) => onProgress({
+              repo: `image:${p.image}`, phase: "image", loaded: p.done, total: p.total, unit: "bytes", message: describeImageProgress(p),
+            }),
+          });
+          for (const x of Object.values(got)) imageBytes += x.bytes;
+        }
+        return { repos: last, bytes: r.bytes + imageBytes };
       } catch (err) {
         const states = (err as { details?: { states?: RepoState[] } }).details?.states;
         if (states) last = states;

@@ -28,9 +28,19 @@ import type { DoctorOptions } from "../domain/level-api.js";
  */
 const PROGRESS_INTERVAL_MS = 100;
 
+/** One progress report of a sync: a repo's git phase (objects), or an image's bytes (unit and message say so). */
+export interface SyncProgress {
+  readonly repo: string;
+  readonly phase: string;
+  readonly loaded: number;
+  readonly total: number;
+  readonly unit?: string;
+  readonly message?: string;
+}
+
 /** This level's repo set: refresh it (level 0: from checkouts; below: from the parent). */
 export interface RepoOps {
-  refresh(signal: AbortSignal, onProgress: (p: { repo: string; phase: string; loaded: number; total: number }) => void): Promise<{ repos: RepoState[]; bytes: number }>;
+  refresh(signal: AbortSignal, onProgress: (p: SyncProgress) => void): Promise<{ repos: RepoState[]; bytes: number }>;
   state(): Promise<RepoState[]>;
   /** Checks working trees against what is served (configure). */
   verify(): Promise<RepoState[]>;
@@ -168,11 +178,11 @@ export class Level implements LevelApi {
     let result: { repos: RepoState[]; bytes: number } | undefined;
     try {
       await this.checkpoint("sync", (message) => this.emit(sink, { phase: "sync", kind: "log", message }), signal);
-      const progress = progressThrottle<{ repo: string; phase: string; loaded: number; total: number }>({
+      const progress = progressThrottle<SyncProgress>({
         intervalMs: PROGRESS_INTERVAL_MS, now: () => this.d.clock.now(), key: (p) => `${p.repo}\0${p.phase}`,
         isFinal: (p) => p.total > 0 && p.loaded >= p.total,
         emit: (p) => this.emit(sink, {
-          phase: "sync", kind: "progress", message: `${p.repo}: ${p.phase}`, progress: { unit: "objects", done: p.loaded, total: p.total },
+          phase: "sync", kind: "progress", message: p.message ?? `${p.repo}: ${p.phase}`, progress: { unit: p.unit ?? "objects", done: p.loaded, total: p.total },
         }),
       });
       try {

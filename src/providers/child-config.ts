@@ -12,6 +12,8 @@ export interface ChildNetwork {
   readonly advertiseHost: string;
   /** The parent's SSH endpoint as the child reaches it. */
   readonly parentHost: string;
+  /** Where the child keeps the images it fetches; absent: its default (homestak's iso directory). */
+  readonly imageDir?: string;
 }
 
 export function childConfigYaml(spec: ChildInstallSpec, net: ChildNetwork, nest: Record<string, unknown>, sshPort = 0): string {
@@ -26,6 +28,7 @@ export function childConfigYaml(spec: ChildInstallSpec, net: ChildNetwork, nest:
     },
     repo_names: [...spec.repoNames],
     ...spec.extraConfig,
+    ...(net.imageDir ? { image_dir: net.imageDir } : {}),
     nest: { ...(spec.extraConfig.nest as object | undefined), ...nest },
   };
   return configYaml(config, "written by the parent hsd at install");

@@ -3,7 +3,7 @@
 // image transfer) and a two-way pipe between a channel and a local socket
 // (the gRPC tunnel, both ends). Nothing here buffers more than a fixed amount
 // whatever the transfer's size.
-// Imported by: src/git, src/ssh.
+// Imported by: src/git, src/ssh, src/images.
 //
 // Why pause/resume: ssh2 extends a channel's window only while its readable
 // side accepts data; once our queue passes highWaterMark the channel is
@@ -97,6 +97,10 @@ export class ChannelStream implements AsyncIterable<Buffer> {
     });
     channel.on("end", () => { this.eof = true; this.notify(); });
     channel.on("exit", (code: number | null) => { this.exitStatus = code ?? 255; });
+    // A fast refusal (status, EOF, close in one TCP read) emits 'exit' before
+    // exec()'s await hands the channel here; ssh2 keeps what it emitted in _exit.
+    const early = (channel as { _exit?: { code?: number | null; signal?: string } })._exit;
+    if (early && (early.code !== undefined || early.signal !== undefined)) this.exitStatus = early.code ?? 255;
     channel.on("error", () => {}); // the close that follows ends the stream; the exit status or our failure says why
     // Exit status is judged on 'close', not EOF: exit-status may arrive after EOF.
     channel.on("close", () => {

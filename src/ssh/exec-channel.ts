@@ -1,6 +1,6 @@
 // What an exec handler needs of an ssh2 server channel, and the one way to end
 // it so the exit status never overtakes queued data.
-// Imported by: src/git, src/ssh.
+// Imported by: src/git, src/ssh, src/images.
 
 import type { Duplex, Writable } from "node:stream";
 import type { Logger } from "../log/logger.js";
@@ -34,4 +34,14 @@ export interface UploadPackServer {
   serve(o: { repoPath: string; channel: ExecChannel; timeoutS: number; log: Logger; signal?: AbortSignal }): Promise<number>;
   /** The protocol's error line for a refused request (git shows it as "remote error: <msg>"). */
   errorLine(message: string): Buffer;
+}
+
+/** Serves one reader's image transfer (src/images/image-server.ts); injected so ssh never imports images. */
+export interface ImageServer {
+  /**
+   * Streams image `name` from byte `offset` on the channel (a header line,
+   * then the bytes); resolves with the exit status. Throws a typed error
+   * (ImageNotFound, ImageChecksumMismatch) before any byte is sent.
+   */
+  serve(o: { name: string; offset: number; channel: ExecChannel; log: Logger; signal: AbortSignal }): Promise<number>;
 }

@@ -1,14 +1,29 @@
 // Parses the exec string a reader sends (a network boundary): only
-// git-upload-pack of an allow-listed repo name passes. Pure: never touches the
-// filesystem, so hostile names fail before any path exists.
-// Imported by: src/ssh.
+// git-upload-pack of an allow-listed repo name, or hsd-image of an image name
+// at a byte offset, passes. Pure: never touches the filesystem, so hostile
+// names fail before any path exists.
+// Imported by: src/ssh, src/images.
 
-import { AccessDeniedError, RepoNotFoundError } from "../domain/errors.js";
+import { AccessDeniedError, ImageNotFoundError, RepoNotFoundError } from "../domain/errors.js";
+import { isImageName } from "../config/images-config.js";
 
-export interface ExecCommand {
-  readonly service: "git-upload-pack";
-  /** Bare repo name, e.g. "site-config" (no quotes, slash or .git). */
-  readonly repo: string;
+export type ExecCommand =
+  | {
+    readonly service: "git-upload-pack";
+    /** Bare repo name, e.g. "site-config" (no quotes, slash or .git). */
+    readonly repo: string;
+  }
+  | {
+    readonly service: "hsd-image";
+    /** An image name (never a path): what the level's images: lists. */
+    readonly image: string;
+    /** First byte wanted: a resumed transfer asks for what it does not have yet. */
+    readonly offset: number;
+  };
+
+/** The exec line a child sends for an image from `offset` on. */
+export function imageCommand(name: string, offset: number): string {
+  return `hsd-image ${name} ${offset}`;
 }
 
 const REPO_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -19,6 +34,7 @@ export function parseExecCommand(cmd: string): ExecCommand {
   if (typeof cmd !== "string" || cmd.length > MAX_COMMAND) {
     throw new AccessDeniedError("command not allowed");
   }
+  if (cmd.startsWith("hsd-image ")) return parseImageCommand(cmd);
   const m = /^(git-upload-pack|git upload-pack) +(.*)$/s.exec(cmd);
   if (!m) {
     const service = /^(git[- ](?:receive-pack|upload-archive))\b/.exec(cmd)?.[1]?.replace(" ", "-");
@@ -36,4 +52,13 @@ export function parseExecCommand(cmd: string): ExecCommand {
     throw new RepoNotFoundError("no such repo");
   }
   return { service: "git-upload-pack", repo: arg };
+}
+
+function parseImageCommand(cmd: string): ExecCommand {
+  const m = /^hsd-image ([^ ]+) (0|[1-9][0-9]{0,15})$/.exec(cmd);
+  // The name is not echoed back: it is attacker-chosen text.
+  if (!m || !isImageName(m[1]!)) throw new ImageNotFoundError("no such image");
+  const offset = Number(m[2]);
+  if (!Number.isSafeInteger(offset)) throw new ImageNotFoundError("no such image");
+  return { service: "hsd-image", image: m[1]!, offset };
 }

@@ -1,5 +1,6 @@
 // The level's one SSH server (ssh2): public-key auth against the
-// AuthorizedKeyStore; readers may run git-upload-pack on exported repos,
+// AuthorizedKeyStore; readers may run git-upload-pack on exported repos and
+// hsd-image on configured image names (each with its own cap and queue),
 // controllers may tunnel to the level's own gRPC socket; everything else is
 // refused.
 // Imported by: src/daemon, src/ssh.
@@ -12,8 +13,8 @@ import ssh2, { type Connection, type ServerChannel, type AuthContext } from "ssh
 const { Server, utils } = ssh2;
 import type { Logger } from "../log/logger.js";
 import type { KeyRole } from "../domain/level-api.js";
-import { HsError, RepoNotFoundError, InvalidArgumentError } from "../domain/errors.js";
-import { finishChannel, type UploadPackServer } from "./exec-channel.js";
+import { HsError, RepoNotFoundError, InvalidArgumentError, ImageNotFoundError } from "../domain/errors.js";
+import { finishChannel, type ImageServer, type UploadPackServer } from "./exec-channel.js";
 import { UploadPackLimiter } from "./upload-pack-limiter.js";
 import type { AuthorizedKeyStore } from "./authorized-key-store.js";
 import { parseExecCommand } from "./exec-command.js";
@@ -41,6 +42,10 @@ export interface SshEndpointOptions {
   /** Serves a reader's git-upload-pack (src/git/upload-pack.ts gitUploadPack); injected so ssh never imports git. */
   uploadPack: UploadPackServer;
   maxUploadPacks: number;
+  /** Serves hsd-image to readers; absent: every image request is ImageNotFound. */
+  images?: ImageServer;
+  /** Image transfers at once (default 2); the rest wait in their own queue, up to queueTimeoutMs. */
+  maxImageTransfers?: number;
   queueTimeoutMs: number;
   uploadPackTimeoutS: number;
   authFailureDelayMs: number;
@@ -53,7 +58,10 @@ export interface SshEndpointOptions {
   log: Logger;
 }
 
-export interface SshEndpointStats { activeUploadPacks: number; queued: number; authFailures: number }
+export interface SshEndpointStats {
+  activeUploadPacks: number; queued: number; authFailures: number;
+  activeImageTransfers: number; queuedImageTransfers: number;
+}
 
 export interface SshEndpoint {
   address(): { host: string; port: number };
@@ -73,6 +81,8 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
   if (hostKeys.length === 0) throw new InvalidArgumentError("SSH endpoint needs a host key");
   const hostKeyFingerprint = privateKeyFingerprint(hostKeys[0]!);
   const limiter = new UploadPackLimiter(opts.maxUploadPacks);
+  // Images are few and large: their own, smaller cap, so a 3 GB transfer never holds a fetch's slot.
+  const imageLimiter = new UploadPackLimiter(opts.maxImageTransfers ?? 2, "image transfer");
   const clients = new Set<Connection>();
   const timers = new Set<NodeJS.Timeout>();
   const shutdown = new AbortController();
@@ -194,6 +204,16 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
     let release: (() => void) | undefined;
     try {
       const cmd = parseExecCommand(command);
+      if (cmd.service === "hsd-image") {
+        if (!opts.images) throw new ImageNotFoundError("no such image");
+        const ilog = alog.child({ image: cmd.image });
+        release = await imageLimiter.acquire(opts.queueTimeoutMs, gone.signal);
+        ilog.debug({ offset: cmd.offset, active: imageLimiter.activeCount, queued: imageLimiter.queuedCount }, "image transfer started");
+        const t0 = Date.now();
+        const status = await opts.images.serve({ name: cmd.image, offset: cmd.offset, channel, log: ilog, signal: gone.signal });
+        ilog.info({ status, ms: Date.now() - t0 }, "image transfer finished");
+        return;
+      }
       const repoPath = await opts.repos(cmd.repo);
       if (repoPath === undefined) throw new RepoNotFoundError("no such repo", { details: { repo: cmd.repo } });
       const rlog = alog.child({ repo: cmd.repo });
@@ -212,6 +232,8 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
       const msg = err instanceof HsError ? err.message : "internal error";
       alog.info({ code }, "exec refused");
       if (code === "AccessDenied") return refuse(channel, `hsd: ${msg}\n`, 1);
+      // An image reader is hsd itself: it reads the code back from the bracket (never a git client).
+      if (command.startsWith("hsd-image ")) return refuse(channel, `hsd: ${msg} [${code}]\n`, 1);
       // Git shows an ERR pkt-line as "fatal: remote error: <msg>".
       if (!channel.destroyed) channel.write(opts.uploadPack.errorLine(msg));
       refuse(channel, `hsd: ${msg}\n`, 128);
@@ -233,7 +255,10 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
   return {
     hostKeyFingerprint,
     address: () => ({ host: addr.address, port: addr.port }),
-    stats: () => ({ activeUploadPacks: limiter.activeCount, queued: limiter.queuedCount, authFailures }),
+    stats: () => ({
+      activeUploadPacks: limiter.activeCount, queued: limiter.queuedCount, authFailures,
+      activeImageTransfers: imageLimiter.activeCount, queuedImageTransfers: imageLimiter.queuedCount,
+    }),
     close: () => new Promise<void>((resolve) => {
       shutdown.abort();
       for (const t of timers) clearTimeout(t);

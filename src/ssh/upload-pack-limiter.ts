@@ -1,5 +1,5 @@
-// Caps concurrent upload-packs per endpoint; extra requests wait FIFO and give
-// up after a deadline with QueueTimeout.
+// Caps concurrent upload-packs (or image transfers: one instance each) per
+// endpoint; extra requests wait FIFO and give up after a deadline with QueueTimeout.
 // Imported by: src/ssh.
 
 import { QueueTimeoutError, CancelledError } from "../domain/errors.js";
@@ -10,7 +10,7 @@ export class UploadPackLimiter {
   private active = 0;
   private readonly waiters: Waiter[] = [];
 
-  constructor(private readonly max: number) {}
+  constructor(private readonly max: number, private readonly what = "upload-pack") {}
 
   get activeCount(): number { return this.active; }
   get queuedCount(): number { return this.waiters.length; }
@@ -41,10 +41,10 @@ export class UploadPackLimiter {
         grant: () => { remove(); this.active++; resolve(release); },
         fail: (err) => { remove(); reject(err); },
       };
-      const timer = setTimeout(() => w.fail(new QueueTimeoutError(`upload-pack queue wait exceeded ${timeoutMs} ms`, {
+      const timer = setTimeout(() => w.fail(new QueueTimeoutError(`${this.what} queue wait exceeded ${timeoutMs} ms`, {
         details: { timeoutMs, max: this.max },
       })), timeoutMs);
-      const onAbort = () => w.fail(new CancelledError("upload-pack request went away while queued"));
+      const onAbort = () => w.fail(new CancelledError(`${this.what} request went away while queued`));
       if (signal?.aborted) { onAbort(); return; }
       signal?.addEventListener("abort", onAbort, { once: true });
       this.waiters.push(w);

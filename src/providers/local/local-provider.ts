@@ -96,6 +96,8 @@ export class LocalProvider implements Provider {
       sshHost: data.netns ? "0.0.0.0" : "127.0.0.1",
       advertiseHost: address,
       parentHost: data.netns ? data.netns.parentAddr : spec.parentHost,
+      // A local child is a directory, not a node: its images live in it.
+      imageDir: join(data.dir, "images"),
     }, { provider: "local", isolation: this.o.isolation });
     const paths = levelPaths(data.dir);
     await mkdir(paths.runDir, { recursive: true, mode: 0o700 });

@@ -1,0 +1,234 @@
+// A level below 0 fetches one image from its parent (hsd-image over the
+// level's SSH connection, through ChannelStream): resumed from the bytes a cut
+// transfer left in <name>.img.partial, sha256-verified, then renamed into
+// place atomically. An image already here with the right sha256 never moves.
+// Imported by: src/images, src/level.
+
+import { createHash, type Hash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
+import { pipeline } from "node:stream/promises";
+import type { Logger } from "../log/logger.js";
+import {
+  CancelledError, CommandTimeoutError, HsError, ImageChecksumMismatchError, ImageNotFoundError, ImageTransferError,
+  PeerGoneError, QueueTimeoutError,
+} from "../domain/errors.js";
+import { ChannelStream, type ChannelOpener } from "../ssh/channel-stream.js";
+import { imageCommand } from "../ssh/exec-command.js";
+import { IMAGE_HEADER } from "./image-server.js";
+import type { ImageDigests } from "./image-digest.js";
+
+export interface ImageProgress {
+  readonly image: string;
+  /** Bytes of the image this level has (including what an earlier, cut transfer left). */
+  readonly done: number;
+  readonly total: number;
+  /** Bytes per second moved by this transfer. */
+  readonly rateBps: number;
+  /** Seconds to go at that rate (0 when unknown or done). */
+  readonly etaS: number;
+}
+
+export interface FetchImageOptions {
+  readonly conn: ChannelOpener;
+  readonly name: string;
+  /** Final file (<image_dir>/<name>.img). */
+  readonly dest: string;
+  /** From config (the parent passed it down); "" = take the parent's word, still verified against the bytes. */
+  readonly expectedSha256: string;
+  readonly digests: ImageDigests;
+  /** Budget for one transfer, from open to close (never the connect timeout). */
+  readonly commandTimeoutMs: number;
+  readonly log: Logger;
+  readonly now: () => number;
+  readonly signal?: AbortSignal;
+  /** Called at most every progressIntervalMs, and once at the end. */
+  readonly onProgress?: (p: ImageProgress) => void;
+  readonly progressIntervalMs?: number;
+}
+
+export interface FetchImageResult {
+  readonly sha256: string;
+  readonly size: number;
+  /** Bytes moved over the link by this call. */
+  readonly bytes: number;
+  /** Already here with the right sha256: nothing moved. */
+  readonly reused: boolean;
+  /** Where this call started (the partial's length); 0 for a fresh transfer. */
+  readonly resumedFrom: number;
+}
+
+const WRITE_BATCH = 1 << 20;
+const MAX_HEADER = 200;
+
+const exists = (p: string) => stat(p).then((s) => s, () => undefined);
+
+export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult> {
+  const partial = `${o.dest}.partial`;
+  const sidecar = `${o.dest}.partial.sha256`;
+  await mkdir(dirname(o.dest), { recursive: true });
+  const local = async () => ((await exists(o.dest)) ? o.digests.digest(o.dest) : undefined);
+  const have = await local();
+  if (have && o.expectedSha256 && have.sha256 === o.expectedSha256) {
+    return { sha256: have.sha256, size: have.size, bytes: 0, reused: true, resumedFrom: 0 };
+  }
+  // A few rounds at most: a probe of the file we have, and a restart when the partial belongs to another image.
+  for (let round = 0; round < 3; round++) {
+    const partialSize = (await exists(partial))?.size ?? 0;
+    const probe = have !== undefined && !o.expectedSha256 && partialSize === 0 && round === 0;
+    const offset = probe ? have.size : partialSize;
+    const s = await ChannelStream.exec(o.conn, imageCommand(o.name, offset), {
+      commandTimeoutMs: o.commandTimeoutMs, label: `image ${o.name}`, details: { image: o.name }, signal: o.signal,
+    });
+    try {
+      const head = await readHeader(s, o.name);
+      if (o.expectedSha256 && head.sha256 !== o.expectedSha256) {
+        throw new ImageChecksumMismatchError(`the parent serves image ${o.name} with another sha256 than this level was told`, {
+          details: { image: o.name, expected: o.expectedSha256, actual: head.sha256 },
+        });
+      }
+      if (have && have.sha256 === head.sha256) {
+        await s.close();
+        return { sha256: have.sha256, size: have.size, bytes: 0, reused: true, resumedFrom: 0 };
+      }
+      if (probe) { await s.close(); continue; }
+      const partialSha = partialSize > 0 ? (await readFile(sidecar, "utf8").catch(() => "")).trim() : "";
+      if (partialSize > 0 && (partialSha !== head.sha256 || partialSize > head.size)) {
+        o.log.info({ image: o.name, partialSize }, "partial image belongs to another version; starting over");
+        await s.close();
+        await rm(partial, { force: true });
+        continue;
+      }
+      if (partialSize === 0) await writeFile(sidecar, `${head.sha256}\n`, { mode: 0o600 });
+      const hash = createHash("sha256");
+      if (partialSize > 0) await hashInto(partial, hash, o.signal);
+      const moved = await receive(s, partial, hash, { ...o, total: head.size, start: partialSize });
+      const got = partialSize + moved;
+      if (got !== head.size) {
+        throw new ImageTransferError(`image ${o.name} ended after ${got} of ${head.size} bytes`, {
+          details: { image: o.name, bytes: got, size: head.size },
+        });
+      }
+      const sha256 = hash.digest("hex");
+      if (sha256 !== head.sha256) {
+        // Bad bytes cannot be resumed from: the next run starts clean.
+        await rm(partial, { force: true });
+        await rm(sidecar, { force: true });
+        throw new ImageChecksumMismatchError(`image ${o.name} does not hash to its sha256 (damaged in transit or on disk)`, {
+          details: { image: o.name, expected: head.sha256, actual: sha256 },
+        });
+      }
+      await rename(partial, o.dest);
+      await rm(sidecar, { force: true });
+      await syncDir(dirname(o.dest));
+      await o.digests.remember(o.dest, sha256);
+      o.log.info({ image: o.name, size: head.size, bytes: moved, resumedFrom: partialSize }, "image received");
+      return { sha256, size: head.size, bytes: moved, reused: false, resumedFrom: partialSize };
+    } catch (err) {
+      if (!s.closedNow) s.fail(err instanceof HsError ? err : new ImageTransferError(`image ${o.name}: ${(err as Error).message}`, { cause: err }));
+      throw err;
+    }
+  }
+  throw new ImageTransferError(`image ${o.name} kept changing while it was fetched`, { details: { image: o.name } });
+}
+
+/** Reads `HSDIMG1 <size> <sha256>\n`; a refusal (exit status, [Code] on stderr) becomes its typed error. */
+async function readHeader(s: ChannelStream, name: string): Promise<{ size: number; sha256: string }> {
+  let buf = Buffer.alloc(0);
+  for (;;) {
+    const nl = buf.indexOf(0x0a);
+    if (nl >= 0) {
+      s.unshift(buf.subarray(nl + 1));
+      const m = new RegExp(`^${IMAGE_HEADER} (0|[1-9][0-9]{0,15}) ([0-9a-f]{64})$`).exec(buf.subarray(0, nl).toString("latin1"));
+      if (!m) throw new ImageTransferError(`image ${name}: the parent sent no image header`, { details: { image: name } });
+      return { size: Number(m[1]), sha256: m[2]! };
+    }
+    if (buf.length > MAX_HEADER) throw new ImageTransferError(`image ${name}: the parent sent no image header`, { details: { image: name } });
+    const b = await s.read();
+    if (!b) {
+      await s.closed();
+      throw refusal(s, name);
+    }
+    buf = Buffer.concat([buf, b]);
+  }
+}
+
+const REMOTE_CODES: Record<string, new (m: string, o?: { details?: Record<string, unknown> }) => HsError> = {
+  ImageNotFound: ImageNotFoundError,
+  ImageChecksumMismatch: ImageChecksumMismatchError,
+  QueueTimeout: QueueTimeoutError,
+  Cancelled: CancelledError,
+  CommandTimeout: CommandTimeoutError,
+};
+
+/** The typed error for a stream that ended without (all of) the image. */
+function refusal(s: ChannelStream, name: string): HsError {
+  if (s.error) return s.error;
+  if (s.exitCode === undefined) {
+    return new PeerGoneError(`the parent went away during image ${name}`, { details: { image: name } });
+  }
+  const code = /\[([A-Za-z]+)\]\s*$/.exec(s.stderr)?.[1];
+  const Cls = code ? REMOTE_CODES[code] : undefined;
+  const message = `parent: ${s.stderr.replace(/^hsd: /, "").replace(/\s*\[[A-Za-z]+\]\s*$/, "").trim() || `image ${name} failed`}`;
+  return new (Cls ?? ImageTransferError)(message, { details: { image: name, exitCode: s.exitCode } });
+}
+
+/** Appends the stream's bytes to `partial` (batched writes, the channel paused while the disk catches up). */
+async function receive(
+  s: ChannelStream, partial: string, hash: Hash,
+  o: FetchImageOptions & { total: number; start: number },
+): Promise<number> {
+  const fh = await open(partial, "a", 0o600);
+  let moved = 0;
+  const t0 = o.now();
+  let lastReport = -Infinity;
+  const report = (final: boolean) => {
+    const now = o.now();
+    if (!o.onProgress || (!final && now - lastReport < (o.progressIntervalMs ?? 500))) return;
+    lastReport = now;
+    const rateBps = moved > 0 ? Math.round(moved / Math.max((now - t0) / 1000, 0.001)) : 0;
+    const done = o.start + moved;
+    o.onProgress({ image: o.name, done, total: o.total, rateBps, etaS: rateBps > 0 ? Math.ceil((o.total - done) / rateBps) : 0 });
+  };
+  try {
+    let batch: Buffer[] = [];
+    let batched = 0;
+    const flush = async () => {
+      if (batched === 0) return;
+      const bufs = batch;
+      batch = [];
+      batched = 0;
+      await fh.writev(bufs);
+    };
+    for await (const b of s) {
+      hash.update(b);
+      batch.push(b);
+      batched += b.length;
+      moved += b.length;
+      if (batched >= WRITE_BATCH) await flush();
+      report(false);
+    }
+    await flush();
+    await s.closed();
+    // What arrived is on disk (resumable) before the stream's outcome is judged.
+    await fh.sync();
+    if (s.error) throw s.error;
+    if (s.exitCode !== 0) throw refusal(s, o.name);
+    report(true);
+    return moved;
+  } finally {
+    await fh.close();
+  }
+}
+
+async function hashInto(path: string, hash: Hash, signal?: AbortSignal): Promise<void> {
+  await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), async function* (src) {
+    for await (const b of src) hash.update(b as Buffer);
+  }, { signal });
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try { await fh.sync(); } finally { await fh.close(); }
+}
