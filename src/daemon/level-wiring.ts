@@ -16,6 +16,7 @@ import { loadOrCreateLevelKeys, type LevelKeys } from "../ssh/level-keys.js";
 import { startSshEndpoint } from "../ssh/ssh-endpoint.js";
 import { ImageDigests } from "../images/image-digest.js";
 import { imageServer } from "../images/image-server.js";
+import { imageChecks } from "../images/image-checks.js";
 import { openGrpcTunnel } from "../ssh/grpc-tunnel.js";
 import { resolverFor } from "../git/export-repos.js";
 import { DEMO_REPO_NAMES_BY_SIZE, demoRepoPaths, demoVmRootPassword, generateDemoRepo } from "../demo/demo-repos.js";
@@ -234,6 +235,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     // What this level passes down is homestak's own: config/secrets.yaml and config/site.yaml.
     readSecrets: () => siteConfig.readSecrets(),
     readSite: () => siteConfig.readSite(),
+    levelChecks: () => imageChecks(config.images, parts.digests),
     self: () => {
       const id = ctx.identity();
       return {

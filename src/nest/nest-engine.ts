@@ -4,6 +4,7 @@
 // Imported by: src/daemon, src/level.
 
 import { type HsdConfig } from "../config/config.js";
+import type { CheckResult } from "../domain/checks.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";
 import { CancelledError, HsError, PhaseTimeoutError, errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
@@ -32,6 +33,8 @@ export interface NestEngineDeps {
   readonly access: AccessApi;
   readonly readSecrets: () => Promise<SecretTree>;
   readonly readSite?: () => Promise<string | undefined>;
+  /** This level's own checks run with every preflight (the images it serves its children). */
+  readonly levelChecks?: () => Promise<CheckResult[]>;
   readonly clock: Clock;
   readonly log: Logger;
   /** Phase hooks, in order; tests may wrap them (fault injection). */
@@ -165,6 +168,7 @@ export class NestEngine {
       access: this.d.access,
       readSecrets: this.d.readSecrets,
       readSite: this.d.readSite ?? (async () => undefined),
+      levelChecks: this.d.levelChecks ?? (async () => []),
       log: log.child({ phase }),
       link: () => this.d.links.get(rec.name, rec.endpoint!, signal),
       emit: (ev) => emit({ phase, ...ev }),

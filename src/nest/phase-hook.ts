@@ -11,6 +11,7 @@ import type { ChildLink } from "./child-link.js";
 import type { AccessApi, NestOptions } from "../domain/level-api.js";
 import type { EventSink } from "../domain/events.js";
 import type { SecretTree } from "../secrets/secrets-store.js";
+import type { CheckResult } from "../domain/checks.js";
 
 /** What this level knows about itself that a child build needs. */
 export interface SelfInfo {
@@ -36,6 +37,8 @@ export interface PhaseRun {
   readonly readSecrets: () => Promise<SecretTree>;
   /** This level's config/site.yaml text, if any. */
   readonly readSite: () => Promise<string | undefined>;
+  /** The level's own checks (images), run with the provider's. */
+  readonly levelChecks: () => Promise<CheckResult[]>;
   readonly signal: AbortSignal;
   readonly log: Logger;
   readonly budgetMs: number;

@@ -1,11 +1,12 @@
 // Images flow down a real tree of hsd processes (local provider): level 0
 // serves two images from files the operator named, every level below fetches
 // them from its parent at sync into its own level directory (sha256-verified)
-// and serves them on; a second sync moves nothing.
+// and serves them on; a second sync moves nothing. A missing image stops the
+// nest in preflight.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { e2eTree, hsctl, jsonLines, levelRoots } from "../helpers/hsctl.js";
@@ -24,6 +25,19 @@ images:
   pve-9: {}
   debian-13: { sha256: ${sha(deb13)} }
 `);
+
+test("an image missing at level 0 fails the nest in preflight, naming it; nothing is built", async () => {
+  await rename(join(l0, "iso", "pve-9.img"), join(l0, "iso", "moved-away"));
+  try {
+    const r = await hsctl(["nest", "--depth", "1", "--json"], env, 120_000);
+    assert.equal(r.code, 1, r.stderr);
+    const failed = jsonLines(r.stdout).filter((e) => e.kind === "failed");
+    assert.deepEqual(failed.map((e) => [e.level, e.phase, e.failure.code]), [["l0/l1", "preflight", "PreflightFailed"]]);
+    assert.match(failed[0]!.failure.message, /image pve-9/);
+  } finally {
+    await rename(join(l0, "iso", "moved-away"), join(l0, "iso", "pve-9.img"));
+  }
+});
 
 test("nest --depth 3: every level below 0 received both images from its parent, whole, into its level directory", async () => {
   const r = await hsctl(["nest", "--depth", "3", "--json"], env, 180_000);

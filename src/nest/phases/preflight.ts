@@ -1,5 +1,5 @@
-// preflight: the provider's host checks (with safe repairs) before a child is
-// built.
+// preflight: this level's own checks (the images it serves) and the
+// provider's host checks (with safe repairs) before a child is built.
 // Imported by: src/nest/phases.
 
 import { PreflightError } from "../../domain/errors.js";
@@ -8,7 +8,7 @@ import type { PhaseHook } from "../phase-hook.js";
 export const preflightPhase: PhaseHook = {
   name: "preflight",
   async run(r) {
-    const checks = await r.provider.preflight({ signal: r.signal, log: r.log, emit: r.emit });
+    const checks = [...await r.levelChecks(), ...await r.provider.preflight({ signal: r.signal, log: r.log, emit: r.emit })];
     for (const c of checks) r.emit({ kind: "log", message: `${c.name}: ${c.result}${c.detail ? ` (${c.detail})` : ""}` });
     const failed = checks.filter((c) => c.result === "failed");
     if (failed.length > 0) {
