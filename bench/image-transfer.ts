@@ -1,0 +1,173 @@
+// Image transfer benchmark: one image parent -> child over hsd's SSH endpoint
+// (hsd-image + fetchImage, each end in its own process) against OpenSSH's
+// `ssh host cat image > file` to an sshd on the same machine, in the same run;
+// then a transfer cut at 50% and resumed. Goals: >= 0.8x OpenSSH's
+// throughput, peak RSS of either hsd process <= 150 MiB, resume moves <= 55%.
+// Run: npm run bench -- image-transfer.ts; HSD_BENCH_IMAGE_MIB (default 1024) sets the size.
+
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdtemp, rm, writeFile, mkdir, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { silentLogger } from "../src/log/logger.js";
+import { loadOrCreateLevelKeys } from "../src/ssh/level-keys.js";
+import { AuthorizedKeyStore } from "../src/ssh/authorized-key-store.js";
+import { startSshEndpoint } from "../src/ssh/ssh-endpoint.js";
+import { gitUploadPack } from "../src/git/upload-pack.js";
+import { ImageDigests } from "../src/images/image-digest.js";
+import { imageServer } from "../src/images/image-server.js";
+import { fetchImage } from "../src/images/fetch-image.js";
+import { ParentConnection } from "../src/ssh/parent-connection.js";
+
+const SELF = fileURLToPath(import.meta.url);
+const MIB = 1 << 20;
+const maxRssMiB = () => process.resourceUsage().maxRSS / 1024;
+
+/** Child process: the parent level's endpoint serving one image. */
+async function serve(root: string, image: string, readerPub: string): Promise<void> {
+  const keys = await loadOrCreateLevelKeys(join(root, "keys"), { name: "l0" });
+  const store = new AuthorizedKeyStore(join(root, "authorized-keys.json"), silentLogger());
+  await store.load();
+  await store.addKey({ publicKey: readerPub, role: "reader" });
+  const digests = new ImageDigests(join(root, "digests.json"), silentLogger());
+  await digests.digest(image); // hashed before timing: a level hashes once, then serves from the cache
+  const ep = await startSshEndpoint({
+    host: "127.0.0.1", port: 0, hostKeyPath: keys.hostKeyPath, grpcSocketPath: join(root, "none.sock"), keys: store,
+    uploadPack: gitUploadPack, repos: () => undefined, images: imageServer({ entries: { img: { path: image, sha256: "" } }, digests }),
+    maxUploadPacks: 1, queueTimeoutMs: 30_000, uploadPackTimeoutS: 60, authFailureDelayMs: 10, log: silentLogger(),
+  });
+  process.send!({ port: ep.address().port, fp: ep.hostKeyFingerprint });
+  process.on("message", async () => { process.send!({ rss: maxRssMiB() }); await ep.close(); process.exit(0); });
+}
+
+/** Child process: the child level fetching it (optionally cutting the link at `cut` of the size). */
+async function fetch(port: number, fp: string, key: string, dest: string, cut: number): Promise<void> {
+  const conn = new ParentConnection({ parent: { host: "127.0.0.1", port, hostKeyFingerprint: fp }, userKeyPath: key, connectTimeoutMs: 10_000, log: silentLogger() });
+  const digests = new ImageDigests(`${dest}.digests.json`, silentLogger());
+  const t0 = performance.now();
+  let cutDone = false;
+  try {
+    const r = await fetchImage({
+      conn, name: "img", dest, expectedSha256: "", digests, commandTimeoutMs: 600_000, log: silentLogger(), now: () => Date.now(),
+      progressIntervalMs: cut > 0 ? 0 : 500,
+      onProgress: (p) => { if (cut > 0 && !cutDone && p.done >= p.total * cut) { cutDone = true; conn.close(); } },
+    });
+    process.send!({ ms: performance.now() - t0, bytes: r.bytes, resumedFrom: r.resumedFrom, rss: maxRssMiB() });
+  } catch (err) {
+    const partial = await stat(`${dest}.partial`).then((s) => s.size, () => 0);
+    process.send!({ ms: performance.now() - t0, error: (err as { code?: string }).code, partial, rss: maxRssMiB() });
+  } finally {
+    conn.close();
+  }
+}
+
+function child(args: string[]): { proc: ChildProcess; next: () => Promise<Record<string, any>> } {
+  const proc = spawn(process.execPath, ["--import", "tsx", SELF, ...args], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const queue: Record<string, any>[] = [];
+  let wake: (() => void) | undefined;
+  proc.on("message", (m) => { queue.push(m as Record<string, any>); wake?.(); });
+  const next = async () => {
+    while (queue.length === 0) {
+      await new Promise<void>((r, j) => { wake = r; proc.once("exit", (c) => j(new Error(`bench child exited ${c}`))); });
+    }
+    return queue.shift()!;
+  };
+  return { proc, next };
+}
+
+async function writeImage(path: string, bytes: number): Promise<string> {
+  const h = createHash("sha256");
+  const out = createWriteStream(path);
+  const block = randomBytes(4 * MIB);
+  for (let left = bytes; left > 0; left -= block.length) {
+    const b = left >= block.length ? block : block.subarray(0, left);
+    // Vary each block so nothing compresses or dedups.
+    b.writeUInt32LE(left, 0);
+    h.update(b);
+    if (!out.write(b)) await new Promise((r) => out.once("drain", r));
+  }
+  await new Promise<void>((r, j) => out.end((e?: Error) => (e ? j(e) : r())));
+  return h.digest("hex");
+}
+
+async function sshdBaseline(dir: string, image: string, bytes: number): Promise<number> {
+  const sshDir = join(dir, "sshd");
+  await mkdir(sshDir, { mode: 0o700 });
+  spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(sshDir, "host")]);
+  spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(sshDir, "client")]);
+  await writeFile(join(sshDir, "authorized_keys"), await import("node:fs/promises").then((f) => f.readFile(join(sshDir, "client.pub"))), { mode: 0o600 });
+  await mkdir("/run/sshd", { recursive: true, mode: 0o755 });
+  const port = await freePort();
+  await writeFile(join(sshDir, "sshd_config"), [
+    `Port ${port}`, "ListenAddress 127.0.0.1", `HostKey ${join(sshDir, "host")}`, `AuthorizedKeysFile ${join(sshDir, "authorized_keys")}`,
+    "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no", "PermitRootLogin yes", `PidFile ${join(sshDir, "pid")}`,
+  ].join("\n") + "\n");
+  const sshd = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", join(sshDir, "sshd_config")], { stdio: ["ignore", "ignore", "pipe"] });
+  try {
+    await new Promise<void>((r, j) => {
+      sshd.stderr!.on("data", (d: Buffer) => { if (d.toString().includes("listening")) r(); });
+      sshd.once("exit", (c) => j(new Error(`sshd exited ${c}`)));
+    });
+    const out = join(dir, "ssh-copy.img");
+    const t0 = performance.now();
+    const r = spawnSync("sh", ["-c", `ssh -q -p ${port} -i ${join(sshDir, "client")} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes root@127.0.0.1 cat ${image} > ${out}`]);
+    const ms = performance.now() - t0;
+    if (r.status !== 0) throw new Error(`ssh cat failed: ${r.stderr.toString()}`);
+    if ((await stat(out)).size !== bytes) throw new Error("ssh cat: short copy");
+    await rm(out);
+    return ms;
+  } finally {
+    sshd.kill("SIGTERM");
+  }
+}
+
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((r) => { const s = createServer(); s.listen(0, "127.0.0.1", () => { const p = (s.address() as { port: number }).port; s.close(() => r(p)); }); });
+}
+
+async function main(): Promise<void> {
+  const mib = Number(process.env.HSD_BENCH_IMAGE_MIB ?? 1024);
+  const bytes = mib * MIB;
+  const dir = await mkdtemp(join(tmpdir(), "hsd-bench-img-"));
+  let server: ReturnType<typeof child> | undefined;
+  try {
+    const image = join(dir, "img.img");
+    const sha = await writeImage(image, bytes);
+    const childKeys = await loadOrCreateLevelKeys(join(dir, "l1", "keys"), { name: "l1" });
+    server = child(["serve", join(dir, "l0"), image, childKeys.publicKey]);
+    const { port, fp } = await server.next();
+
+    const sshMs = await sshdBaseline(dir, image, bytes);
+    const full = await child(["fetch", String(port), fp, childKeys.userKeyPath, join(dir, "l1", "img.img"), "0"]).next();
+    if (full.error) throw new Error(`hsd transfer failed: ${full.error}`);
+    const got = createHash("sha256");
+    for await (const b of (await import("node:fs")).createReadStream(join(dir, "l1", "img.img"))) got.update(b as Buffer);
+    if (got.digest("hex") !== sha) throw new Error("hsd transfer: sha256 differs");
+
+    const resumeDest = join(dir, "l1b", "img.img");
+    await mkdir(join(dir, "l1b"));
+    const cut = await child(["fetch", String(port), fp, childKeys.userKeyPath, resumeDest, "0.5"]).next();
+    const resumed = await child(["fetch", String(port), fp, childKeys.userKeyPath, resumeDest, "0"]).next();
+    server.proc.send("stop");
+    const srv = await server.next();
+
+    const rate = (ms: number) => (bytes / MIB) / (ms / 1000);
+    console.log(`image: ${mib} MiB`);
+    console.log(`OpenSSH ssh cat: ${sshMs.toFixed(0)} ms, ${rate(sshMs).toFixed(1)} MiB/s`);
+    console.log(`hsd endpoint:    ${full.ms.toFixed(0)} ms, ${rate(full.ms).toFixed(1)} MiB/s  -> ${(rate(full.ms) / rate(sshMs)).toFixed(2)}x OpenSSH (goal >= 0.80)`);
+    console.log(`peak RSS: fetching hsd ${full.rss.toFixed(0)} MiB, serving hsd ${srv.rss.toFixed(0)} MiB (goal <= 150)`);
+    console.log(`resume: cut at ${((cut.partial ?? 0) / bytes * 100).toFixed(1)}% (${cut.error}), re-run moved ${resumed.bytes} bytes = ${(resumed.bytes / bytes * 100).toFixed(1)}% (goal <= 55%), from offset ${resumed.resumedFrom}`);
+  } finally {
+    if (server && server.proc.exitCode === null) server.proc.kill();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const [mode, ...rest] = process.argv.slice(2);
+if (mode === "serve") await serve(rest[0]!, rest[1]!, rest[2]!);
+else if (mode === "fetch") { await fetch(Number(rest[0]), rest[1]!, rest[2]!, rest[3]!, Number(rest[4])); process.exit(0); }
+else await main();
