@@ -91,6 +91,62 @@ export function buildRoutes(sim: PveSim): Route[] {
     return { data: upid };
   });
 
+  // Create (PVE 7.2+ import-from): the image must be a volume of this node.
+  // As for PVE with an API token: an absolute path is refused (root@pam with a
+  // password only), iso content is no import source, and only a dir storage
+  // with content `import` holds import volumes. Nothing comes from elsewhere:
+  // every accepted source is a file in this node's own storage, recorded in sim.imports.
+  add("POST", "/nodes/{node}/qemu", (p, path, who) => {
+    checkNode(path.node!);
+    const vmid = Number(p.vmid);
+    if (sim.vms.has(vmid)) throw new SimError(500, `unable to create VM ${vmid} - VM ${vmid} already exists on node '${sim.node}'`);
+    const config: Record<string, string> = {};
+    const log: string[] = [];
+    let importedFrom: string | undefined;
+    for (const [k, v] of Object.entries(p)) {
+      if (k === "node" || k === "vmid" || k === "storage" || k === "start") continue;
+      const m = /^([A-Za-z0-9_.-]+):0,import-from=([^,]+)(,.*)?$/.exec(v);
+      if (/^(scsi|virtio|sata|ide)\d+$/.test(k) && m) {
+        const [, target, src, rest] = m as unknown as [string, string, string, string | undefined];
+        if (src.startsWith("/")) throw new SimError(403, "Only root can pass arbitrary filesystem paths.");
+        const vm = /^([A-Za-z0-9_.-]+):([a-z]+)\/(.+)$/.exec(src);
+        if (!vm) throw param400({ [k]: `invalid format - unable to parse volume ID '${src}'` });
+        const st = storageOf(vm[1]!);
+        if (vm[2] !== "import" && vm[2] !== "images") throw new SimError(500, `${k}: '${src}' has wrong type '${vm[2]}' - needs to be 'images' or 'import'`);
+        if (!st.path || !st.content.split(",").includes(vm[2]!)) throw new SimError(500, `storage '${vm[1]}' does not support content-type '${vm[2]}'`);
+        const file = join(st.path, vm[2]!, vm[3]!);
+        if (!existsSync(file)) throw new SimError(500, `${k}: volume '${src}' does not exist`);
+        storageOf(target);
+        importedFrom = file;
+        const size = statSync(file).size;
+        config[k] = `${target}:vm-${vmid}-disk-0,size=${Math.max(1, Math.ceil(size / (1 << 20)))}M${rest ?? ""}`;
+        log.push(`importing disk '${src}' to VM ${vmid} ...`, `transferred ${size} bytes`, `${k}: successfully created disk '${config[k]}'`);
+        continue;
+      }
+      if (/:cloudinit$/.test(v)) { config[k] = `${v.split(":")[0]}:vm-${vmid}-cloudinit,media=cdrom`; continue; }
+      if (/^net\d+$/.test(k) && /^virtio(,|$)/.test(v)) { config[k] = v.replace(/^virtio/, "virtio=BC:24:11:00:00:99"); continue; }
+      config[k] = v;
+    }
+    const vm: SimVm = { vmid, status: "stopped", config: { ...config, lock: "create" } };
+    sim.vms.set(vmid, vm);
+    return { data: sim.startTask("qmcreate", String(vmid), who, sim.faults.taskMs, log, () => {
+      delete vm.config.lock;
+      if (importedFrom) sim.imports.push({ vmid, file: importedFrom });
+    }) };
+  });
+  add("POST", "/nodes/{node}/qemu/{vmid}/template", (_p, path, who) => {
+    const vm = vmOf(path);
+    unlocked(vm);
+    if (vm.config.template === "1") throw new SimError(500, `VM ${vm.vmid} is already a template`);
+    if (vm.status === "running") throw new SimError(500, "you can't convert a VM to a template if the VM is running");
+    return { data: sim.startTask("qmtemplate", String(vm.vmid), who, sim.faults.taskMs, [`renaming disks of VM ${vm.vmid} to base volumes`], () => {
+      vm.config.template = "1";
+      for (const [k, v] of Object.entries(vm.config)) {
+        if (/^(scsi|virtio|sata|ide)\d+$/.test(k)) vm.config[k] = v.replace(`vm-${vm.vmid}-disk-`, `base-${vm.vmid}-disk-`);
+      }
+    }) };
+  });
+
   add("GET", "/nodes/{node}/qemu/{vmid}/config", (_p, path) => {
     const vm = vmOf(path);
     return { data: { ...vm.config, digest: cfgDigest(vm) } };

@@ -101,6 +101,8 @@ export class PveSim {
   readonly tokens = new Map<string, string>();
   readonly vms = new Map<number, SimVm>();
   readonly storages = new Map<string, SimStorage>();
+  /** Every disk import this node did (import-from): the file, always under one of its own storages. */
+  readonly imports: { vmid: number; file: string }[] = [];
   readonly tasks = new Map<string, SimTask>();
   readonly bridges: Set<string>;
   readonly requests: RecordedRequest[] = [];
@@ -168,6 +170,8 @@ export class PveSim {
     this.root = await mkdtemp(join(tmpdir(), "pve-sim-"));
     const p = this.paths;
     await mkdir(join(p.vz, "snippets"), { recursive: true });
+    // homestak's images live here (local:iso/<name>.img).
+    await mkdir(join(p.vz, "template", "iso"), { recursive: true });
     await mkdir(join(this.root, "etc"), { recursive: true });
     await mkdir(join(p.sysRoot, "module/kvm_intel/parameters"), { recursive: true });
     await writeFile(join(p.sysRoot, "module/kvm_intel/parameters/nested"), `${this.faults.nested}\n`);

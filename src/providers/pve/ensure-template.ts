@@ -1,0 +1,106 @@
+// The template a PVE level clones its children from, made from an image this
+// level holds (images: in hsd.yaml; below level 0, received from the parent):
+// create the VM with its disk imported from the image (import-from), agent on,
+// serial console, cloud-init drive, boot order, then turn it into a template.
+// A template already at the vmid that was made from the same image (same
+// sha256) is kept; anything else there is never touched.
+// Imported by: src/providers/pve.
+//
+// Why an `import` volume and not the iso file: with an API token PVE refuses an
+// absolute import-from path (root@pam with a password only) and iso content is
+// no import source; a dir storage with content `import` is (PVE 8.2+). The
+// image is hard-linked there (copied across filesystems), never downloaded.
+
+import { copyFile, link, mkdir, open, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { PreflightError } from "../../domain/errors.js";
+import { isPveError, type PveClient, type WaitTaskOptions } from "./pve-client.js";
+
+export interface TemplateImage {
+  readonly name: string;
+  /** The image file on this node (e.g. /var/lib/vz/template/iso/pve-9.img). */
+  readonly path: string;
+  readonly sha256: string;
+}
+
+export interface EnsureTemplateOptions {
+  readonly client: PveClient;
+  readonly node: string;
+  readonly vmid: number;
+  readonly image: TemplateImage;
+  /** Where the disk and the cloud-init drive go (pve.storage). */
+  readonly storage: string;
+  readonly bridge: string;
+  /** A dir storage that can hold `import` content, and its path on this node. */
+  readonly importStorage: { readonly id: string; readonly path: string };
+  readonly task: WaitTaskOptions;
+  readonly signal?: AbortSignal;
+  readonly log: (message: string) => void;
+}
+
+/** The template's description names the image it was made from: how a match is recognised. */
+export function templateMarker(image: TemplateImage): string {
+  return `hsd-image=${image.name}@${image.sha256}`;
+}
+
+export async function ensureTemplate(o: EnsureTemplateOptions): Promise<"kept" | "created"> {
+  const { client, node, vmid, signal } = o;
+  const existing = await client.api("GET /nodes/{node}/qemu/{vmid}/config", { node, vmid }, { signal }).catch((e: unknown) => {
+    if (isPveError(e, 500, /does not exist/)) return undefined;
+    throw e;
+  });
+  if (existing) {
+    const cfg = existing as Record<string, unknown>;
+    if (String(cfg.template) === "1" && String(cfg.description ?? "").includes(templateMarker(o.image))) {
+      o.log(`template ${vmid} from image ${o.image.name} is in place; kept`);
+      return "kept";
+    }
+    throw new PreflightError(`VM ${vmid} exists and is not the template of image ${o.image.name}; hsd will not touch it`, {
+      details: { vmid, image: o.image.name, hint: "set pve.template to a free vmid, or remove that VM" },
+    });
+  }
+  await ensureImportContent(o);
+  const file = await linkForImport(o);
+  o.log(`creating template ${vmid} from image ${o.image.name} (${o.importStorage.id}:import/${file})`);
+  const create = await client.api("POST /nodes/{node}/qemu", {
+    node, vmid, name: `hsd-${o.image.name}`.replace(/[^A-Za-z0-9.-]/g, "-").slice(0, 63),
+    description: templateMarker(o.image), ostype: "l26", memory: "2048", cores: 1, scsihw: "virtio-scsi-pci",
+    scsi0: `${o.storage}:0,import-from=${o.importStorage.id}:import/${file}`, ide2: `${o.storage}:cloudinit`,
+    agent: "1", serial0: "socket", vga: "serial0", boot: "order=scsi0", net0: `virtio,bridge=${o.bridge}`,
+  }, { signal });
+  await client.waitTask(create, o.task);
+  const tmpl = await client.api("POST /nodes/{node}/qemu/{vmid}/template", { node, vmid }, { signal });
+  await client.waitTask(tmpl, o.task);
+  return "created";
+}
+
+/** Adds `import` to the storage's content list (the list replaces the old one: keep what is there). */
+async function ensureImportContent(o: EnsureTemplateOptions): Promise<void> {
+  const st = await o.client.api("GET /storage/{storage}", { storage: o.importStorage.id }, { signal: o.signal }) as Record<string, unknown>;
+  const content = String(st.content ?? "").split(",").filter(Boolean);
+  if (content.includes("import")) return;
+  o.log(`enabling content 'import' on storage ${o.importStorage.id}`);
+  await o.client.api("PUT /storage/{storage}", {
+    storage: o.importStorage.id, content: [...content, "import"].join(","), ...(st.digest ? { digest: String(st.digest) } : {}),
+  }, { signal: o.signal });
+}
+
+/** The image under <storage>/import/ with the extension PVE imports by (its format's, from the magic). */
+async function linkForImport(o: EnsureTemplateOptions): Promise<string> {
+  const fh = await open(o.image.path, "r");
+  const magic = Buffer.alloc(4);
+  try { await fh.read(magic, 0, 4, 0); } finally { await fh.close(); }
+  const ext = magic.equals(Buffer.from([0x51, 0x46, 0x49, 0xfb])) ? "qcow2" : "raw";
+  const file = `${o.image.name}.${ext}`;
+  const dir = join(o.importStorage.path, "import");
+  const dest = join(dir, file);
+  await mkdir(dir, { recursive: true });
+  const [src, have] = await Promise.all([stat(o.image.path), stat(dest).catch(() => undefined)]);
+  if (have && have.ino === src.ino && have.dev === src.dev) return file;
+  if (have) throw new PreflightError(`${dest} exists and is not image ${o.image.name}`, { details: { path: dest } });
+  await link(o.image.path, dest).catch(async (e: NodeJS.ErrnoException) => {
+    if (e.code !== "EXDEV") throw e;
+    await copyFile(o.image.path, dest);
+  });
+  return file;
+}
