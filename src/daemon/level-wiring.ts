@@ -251,7 +251,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     ...(faults === NO_FAULTS ? {} : { checkpoint: faults.at }),
     // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
     ...(config.parent && config.pve && config.nest.provider === "pve"
-      ? { configureHook: pveConfigure({ config, secrets: parts.secrets, stateDir: paths.stateDir }) } : {}),
+      ? { configureHook: pveConfigure({ config, secrets: parts.secrets, stateDir: paths.stateDir, digests: parts.digests }) } : {}),
   });
   // Watch mode is level 0's alone: below it, a level syncs when its parent tells it to.
   // Checkouts can only be watched once they exist (the demo set may still be generating).

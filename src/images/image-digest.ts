@@ -1,7 +1,7 @@
 // The sha256 of an image file, computed once and cached by path, size and
 // mtime in the level's state (a 3 GB image costs seconds to hash; a restart
 // or a second child must not pay it again). Unchanged size+mtime = same digest.
-// Imported by: src/images, src/daemon, src/level.
+// Imported by: src/images, src/daemon, src/level, src/providers.
 
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";

@@ -17,6 +17,8 @@ import { ProviderError } from "../../domain/errors.js";
 import { isTree, type SecretsStore } from "../../secrets/secrets-store.js";
 import type { EventSink } from "../../domain/events.js";
 import { STEP_HINTS } from "../../domain/hints.js";
+import { ensureTemplate } from "./ensure-template.js";
+import type { ImageDigests } from "../../images/image-digest.js";
 
 interface PveState { fingerprint?: string }
 
@@ -66,8 +68,11 @@ export function lazyPveProvider(o: {
   };
 }
 
-/** The configure step of a level that runs on a PVE node: token, snippets, certificate. */
-export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stateDir: string }) {
+/** The configure step of a level that runs on a PVE node: token, snippets, certificate, then its template. */
+/** The `local` dir storage's path on a PVE node (import volumes live under it). */
+const LOCAL_STORAGE_PATH = "/var/lib/vz";
+
+export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stateDir: string; digests?: ImageDigests }) {
   return async (emit: EventSink, signal: AbortSignal, levelPath: string[]): Promise<void> => {
     const pve = o.config.pve!;
     const r = await configurePveLevel({
@@ -77,5 +82,18 @@ export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stat
       log: (message: string) => emit({ levelPath, phase: "configure", kind: "log", time: Date.now(), message }),
     });
     await writeFileAtomic(join(o.stateDir, "pve.json"), JSON.stringify({ fingerprint: r.fingerprint }), { mode: 0o600 });
+    // The template this level's children are cloned from, made from the image its
+    // parent sent it (fetched at sync, before configure). Without images: the
+    // operator's template at pve.template, as before.
+    const entry = Object.hasOwn(o.config.images.entries, pve.image) ? o.config.images.entries[pve.image] : undefined;
+    if (entry && o.digests) {
+      const d = await o.digests.digest(entry.path);
+      await ensureTemplate({
+        client: r.client, node: pve.node, vmid: pve.template, image: { name: pve.image, path: entry.path, sha256: d.sha256 },
+        storage: pve.storage, bridge: pve.bridge, importStorage: { id: "local", path: LOCAL_STORAGE_PATH },
+        task: { signal, timeoutMs: o.config.budgets.configure }, signal,
+        log: (message: string) => emit({ levelPath, phase: "configure", kind: "log", time: Date.now(), message }),
+      });
+    }
   };
 }
