@@ -4,11 +4,8 @@
 // place atomically. An image already here with the right sha256 never moves.
 // Imported by: src/images, src/level.
 
-import { createHash, type Hash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
-import { pipeline } from "node:stream/promises";
 import type { Logger } from "../log/logger.js";
 import {
   CancelledError, CommandTimeoutError, HsError, ImageChecksumMismatchError, ImageNotFoundError, ImageTransferError,
@@ -18,6 +15,7 @@ import { ChannelStream, type ChannelOpener } from "../ssh/channel-stream.js";
 import { imageCommand } from "../ssh/exec-command.js";
 import { IMAGE_HEADER } from "./image-server.js";
 import type { ImageDigests } from "./image-digest.js";
+import { FileHasher } from "./file-hasher.js";
 
 export interface ImageProgress {
   readonly image: string;
@@ -101,16 +99,24 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
         continue;
       }
       if (partialSize === 0) await writeFile(sidecar, `${head.sha256}\n`, { mode: 0o600 });
-      const hash = createHash("sha256");
-      if (partialSize > 0) await hashInto(partial, hash, o.signal);
-      const moved = await receive(s, partial, hash, { ...o, total: head.size, start: partialSize });
+      // The partial's bytes and the new ones are hashed from disk by a worker as they land.
+      const hasher = new FileHasher(partial);
+      let moved: number;
+      try {
+        hasher.advance(partialSize);
+        moved = await receive(s, partial, hasher, { ...o, total: head.size, start: partialSize });
+      } catch (err) {
+        hasher.close();
+        throw err;
+      }
       const got = partialSize + moved;
       if (got !== head.size) {
+        hasher.close();
         throw new ImageTransferError(`image ${o.name} ended after ${got} of ${head.size} bytes`, {
           details: { image: o.name, bytes: got, size: head.size },
         });
       }
-      const sha256 = hash.digest("hex");
+      const sha256 = await hasher.digest(got);
       if (sha256 !== head.sha256) {
         // Bad bytes cannot be resumed from: the next run starts clean.
         await rm(partial, { force: true });
@@ -176,7 +182,7 @@ function refusal(s: ChannelStream, name: string): HsError {
 
 /** Appends the stream's bytes to `partial` (batched writes, the channel paused while the disk catches up). */
 async function receive(
-  s: ChannelStream, partial: string, hash: Hash,
+  s: ChannelStream, partial: string, hasher: FileHasher,
   o: FetchImageOptions & { total: number; start: number },
 ): Promise<number> {
   const fh = await open(partial, "a", 0o600);
@@ -200,9 +206,9 @@ async function receive(
       batch = [];
       batched = 0;
       await fh.writev(bufs);
+      hasher.advance(o.start + moved);
     };
     for await (const b of s) {
-      hash.update(b);
       batch.push(b);
       batched += b.length;
       moved += b.length;
@@ -220,12 +226,6 @@ async function receive(
   } finally {
     await fh.close();
   }
-}
-
-async function hashInto(path: string, hash: Hash, signal?: AbortSignal): Promise<void> {
-  await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), async function* (src) {
-    for await (const b of src) hash.update(b as Buffer);
-  }, { signal });
 }
 
 async function syncDir(dir: string): Promise<void> {
