@@ -32,6 +32,11 @@ const PROGRESS_INTERVAL_MS = 100;
 export interface RepoOps {
   refresh(signal: AbortSignal, onProgress: (p: { repo: string; phase: string; loaded: number; total: number }) => void): Promise<{ repos: RepoState[]; bytes: number }>;
   state(): Promise<RepoState[]>;
+  /**
+   * What is served now, without waiting for level 0's demo repos to be
+   * generated (Identify: a liveness answer must not wait minutes on a slow host).
+   */
+  stateNow?(): Promise<RepoState[]>;
   /** Checks working trees against what is served (configure). */
   verify(): Promise<RepoState[]>;
   /** Where a child's served commit of `name` stands against this level's (status); undefined when unknown. */
@@ -104,7 +109,7 @@ export class Level implements LevelApi {
     const c = this.d.config;
     return {
       name: c.level.name, depth: c.level.depth, hsdVersion: this.d.version, ...this.d.identity(),
-      repos: await this.d.repos.state().catch(() => []),
+      repos: await (this.d.repos.stateNow ? this.d.repos.stateNow() : this.d.repos.state()).catch(() => []),
     };
   }
 
