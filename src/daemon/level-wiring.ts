@@ -228,6 +228,8 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     // What this level passes down is homestak's own: config/secrets.yaml and config/site.yaml.
     readSecrets: () => siteConfig.readSecrets(),
     readSite: () => siteConfig.readSite(),
+    // Level 0 refreshes its exports while its children boot (the level owns that refresh).
+    exportsReady: (): Promise<void> => level.exportsReady(),
     self: () => {
       const id = ctx.identity();
       return {
