@@ -37,7 +37,7 @@ import { ageIdentityFiles } from "../homestak/sops-decrypt.js";
 import { StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
-import { NO_FAULTS, writeFault, type Faults } from "./faults.js";
+import { NO_CHECKPOINTS, type Checkpoints } from "./checkpoints.js";
 import { cleanStaleTemps } from "../util/atomic-write.js";
 import { SerialQueue } from "../util/serial-queue.js";
 import type { SshHandle, WiringContext } from "./wiring-context.js";
@@ -60,7 +60,7 @@ export interface LevelParts {
 }
 
 /** Everything that must exist before the API listens. */
-export async function prepareLevel(config: HsdConfig, log: Logger, faults: Faults = NO_FAULTS): Promise<LevelParts> {
+export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: Checkpoints = NO_CHECKPOINTS): Promise<LevelParts> {
   const paths = levelPaths(config.root);
   // Temp files of atomic writes killed before their rename (state, secrets, keys): nothing writes yet.
   // Below level 0 that includes config/, where the level's homestak secrets are written (level 0's is the operator's: never touched).
@@ -74,7 +74,7 @@ export async function prepareLevel(config: HsdConfig, log: Logger, faults: Fault
   await access.load();
   if (config.parent) access.addStaticKey({ publicKey: config.parent.publicKey, role: "controller", comment: "parent (from hsd.yaml)" });
   // Test-only kill points between a state file's write and its rename (off unless HSD_FAULTS names this level).
-  const secrets = new SecretsStore(paths.secrets, { beforeRename: writeFault(faults, "secrets-write") });
+  const secrets = new SecretsStore(paths.secrets, { beforeRename: checkpoints.beforeRename("secrets-write") });
   let repos = config.repos;
   let startRepos = () => {};
   let repoPrepared: Record<string, Promise<void>> = {};
@@ -103,7 +103,7 @@ export async function prepareLevel(config: HsdConfig, log: Logger, faults: Fault
     }));
   }
   await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
-  const journal = new Journal(paths.journal, { beforeRename: writeFault(faults, "journal-write") });
+  const journal = new Journal(paths.journal, { beforeRename: checkpoints.beforeRename("journal-write") });
   await journal.load();
   let markExported = () => {};
   const exported = config.parent ? Promise.resolve() : new Promise<void>((res) => { markExported = res; });
@@ -184,7 +184,7 @@ export interface BuiltLevel {
   close(): Promise<void>;
 }
 
-export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, manager: ServiceManager, faults: Faults = NO_FAULTS): BuiltLevel {
+export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, manager: ServiceManager, checkpoints: Checkpoints = NO_CHECKPOINTS): BuiltLevel {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
   const hsdEntry = fileURLToPath(new URL("./hsd.js", import.meta.url));
@@ -216,7 +216,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   const layout = homestakLayout(config, parts.repos);
   const siteConfig = new SiteConfigFiles({
     layout, self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
-    beforeRename: writeFault(faults, "secrets-write"),
+    beforeRename: checkpoints.beforeRename("secrets-write"),
   });
   const steps = new StepRunner({
     config, layout, journal: parts.journal, log: log.child({ sub: "steps" }), levelPath, now: () => Date.now(),
@@ -242,7 +242,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown, siteConfig, steps,
     repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
-    ...(faults === NO_FAULTS ? {} : { checkpoint: faults.at }),
+    ...(checkpoints.active ? { checkpoint: checkpoints.at } : {}),
     // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
     ...(config.parent && config.pve && config.nest.provider === "pve"
       ? { configureHook: pveConfigure({ config, secrets: parts.secrets, stateDir: paths.stateDir }) } : {}),

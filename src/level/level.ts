@@ -44,7 +44,7 @@ export interface RepoOps {
   compare?(name: string, childCommit: string): Promise<{ syncState: RepoSyncState; behind: number } | undefined>;
 }
 
-/** A named point in a handler the wiring may hook (the daemon uses it for test-only faults). */
+/** A named point in a handler the wiring may hook (src/daemon/checkpoints.ts: where tests hold a level). */
 export type Checkpoint = (point: string, announce: (message: string) => void, signal: AbortSignal) => Promise<void>;
 
 export interface LevelDeps {
@@ -62,7 +62,7 @@ export interface LevelDeps {
   readonly requestShutdown: () => void;
   /**
    * Called at the start of each handler (and of a sync) with the point's name;
-   * the daemon's wiring passes its test-only fault hook here, nothing else does.
+   * the daemon's wiring passes its checkpoints here when a test listens.
    */
   readonly checkpoint?: Checkpoint;
   /** Provider-specific setup of this level (on PVE: token, snippets, certificate). */
