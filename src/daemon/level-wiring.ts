@@ -73,7 +73,7 @@ export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: 
   const access = new AuthorizedKeyStore(paths.accessKeys, log.child({ sub: "access" }));
   await access.load();
   if (config.parent) access.addStaticKey({ publicKey: config.parent.publicKey, role: "controller", comment: "parent (from hsd.yaml)" });
-  // Test-only kill points between a state file's write and its rename (off unless HSD_FAULTS names this level).
+  // Checkpoints between a state file's write and its rename (wired only when a test listens).
   const secrets = new SecretsStore(paths.secrets, { beforeRename: checkpoints.beforeRename("secrets-write") });
   let repos = config.repos;
   let startRepos = () => {};
