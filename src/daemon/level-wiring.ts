@@ -22,11 +22,8 @@ import { Journal } from "../nest/journal.js";
 import { ChildLinks } from "../nest/child-link.js";
 import { grpcChildLink } from "../rpc/grpc-child-link.js";
 import { NestEngine } from "../nest/nest-engine.js";
-import { PROVIDERS, type ProviderDeps } from "../providers/registry.js";
-import type { IsolationMode, ProviderName } from "../domain/providers.js";
+import { PROVIDERS, providerCache } from "../providers/registry.js";
 import type { ServiceManager } from "../util/systemd-env.js";
-import type { Provider } from "../providers/provider.js";
-import { pveConfigure } from "../providers/pve/pve-wiring.js";
 import { AddressInUseError } from "../domain/errors.js";
 import { readLastSshPort, rememberSshPort } from "./last-ssh-port.js";
 import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
@@ -199,20 +196,14 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     tunnel.onClose(() => { void links.drop(name); });
     return link;
   });
-  const providers = new Map<string, Provider>();
-  const deps: ProviderDeps = {
+  const providerFor = providerCache({
     config, secrets: parts.secrets, publicKey: parts.keys.publicKey, userKeyPath: parts.keys.userKeyPath, stateDir: paths.stateDir,
     hsdCommand: [process.execPath, hsdEntry], levelPath, isRoot: process.getuid?.() === 0, log,
     // As a system unit, children go in scopes of their own: the service's stop must not reach them.
     // (Not as a user's unit: PID 1 would refuse a non-root systemd-run --scope.)
     childScopes: !!manager.invocationId && manager.booted && process.getuid?.() === 0,
-  };
-  const providerFor = (name: ProviderName, isolation: IsolationMode): Provider => {
-    const key = `${name}/${isolation}`;
-    let p = providers.get(key);
-    if (!p) providers.set(key, p = PROVIDERS[name](deps, { isolation }));
-    return p;
-  };
+  });
+  const configureLevel = PROVIDERS[config.nest.provider].configureLevel?.({ config, secrets: parts.secrets, stateDir: paths.stateDir });
   const layout = homestakLayout(config, parts.repos);
   const siteConfig = new SiteConfigFiles({
     layout, self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
@@ -243,9 +234,8 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown, siteConfig, steps,
     repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
     ...(checkpoints.active ? { checkpoint: checkpoints.at } : {}),
-    // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
-    ...(config.parent && config.pve && config.nest.provider === "pve"
-      ? { configureHook: pveConfigure({ config, secrets: parts.secrets, stateDir: paths.stateDir }) } : {}),
+    // A level that is itself a node of its provider (a PVE node) sets itself up as one.
+    ...(configureLevel ? { configureHook: configureLevel } : {}),
   });
   // Watch mode is level 0's alone: below it, a level syncs when its parent tells it to.
   // Checkouts can only be watched once they exist (the demo set may still be generating).

@@ -10,6 +10,7 @@ import { resolve } from "node:path";
 import { type HsdConfig } from "../config/config.js";
 import { levelPaths, SYSTEM_PATHS } from "../config/level-layout.js";
 import { loadConfig } from "../config/load-config.js";
+import { PROVIDER_CONFIGS, providerOptions } from "../providers/registry.js";
 import { lookupUser } from "../util/passwd.js";
 import { withDemoSteps } from "../demo/demo-steps.js";
 import { startApiServer, type ApiServer } from "../api/server.js";
@@ -66,6 +67,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const homestakHome = o.root === undefined ? lookupUser("homestak")?.home : undefined;
   // A level under a user's root takes a free SSH port unless hsd.yaml names one: never the system hsd's 2222.
   const config = withDemoSteps(await loadConfig(p.configFile, {
+    providers: PROVIDER_CONFIGS,
     root: p.root, ...(p.socket ? { socket: p.socket } : { freeSshPort: true }), ...(homestakHome ? { homestakHome } : {}),
   }));
   const destination = o.logDestination
@@ -114,7 +116,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   let api: ApiServer | undefined;
   try {
-    api = await startApiServer({ socketPath: config.api.socket, level, access, log, limits: config.nest });
+    api = await startApiServer({ socketPath: config.api.socket, level, access, log, limits: {
+      ...config.nest, providerOptions: (provider, requested) => providerOptions(config, provider, requested),
+    } });
     // Readiness waits for the SSH endpoint: a parent dials it right after.
     if (startSsh) ssh = await startSsh(ctx);
   } catch (err) {

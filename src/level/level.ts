@@ -8,11 +8,11 @@ import { errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
 import type { CheckResult } from "../domain/checks.js";
-import type { EventSink, LevelEvent, RepoState, RepoSyncState } from "../domain/events.js";
+import type { EventSink, LevelEvent, LocalEvent, RepoState, RepoSyncState } from "../domain/events.js";
 import type { Identity, LevelApi, LevelStatus, NestOptions } from "../domain/level-api.js";
 import type { Journal } from "../nest/journal.js";
 import { type Clock, type NestEngine } from "../nest/nest-engine.js";
-import { ALL_AT_ONCE, valuesOrFirstFailure, type ChildTree, type LocalEvent } from "../nest/child-tree.js";
+import { ALL_AT_ONCE, valuesOrFirstFailure, type ChildTree } from "../nest/child-tree.js";
 import { toFailure } from "../domain/failure.js";
 import type { SecretsStore } from "../secrets/secrets-store.js";
 import { decodeLevelFiles, type SiteConfigFiles } from "../homestak/site-config.js";
@@ -66,7 +66,7 @@ export interface LevelDeps {
    */
   readonly checkpoint?: Checkpoint;
   /** Provider-specific setup of this level (on PVE: token, snippets, certificate). */
-  readonly configureHook?: (sink: EventSink, signal: AbortSignal, levelPath: string[]) => Promise<void>;
+  readonly configureHook?: (emit: (ev: LocalEvent) => void, signal: AbortSignal) => Promise<void>;
   /** This level's config/site.yaml and config/secrets.yaml (written when the parent delivers them). */
   readonly siteConfig?: SiteConfigFiles;
   /** This level's configure steps (configure.steps). */
@@ -113,7 +113,7 @@ export class Level implements LevelApi {
   }
 
   doctor(opts: DoctorOptions, signal: AbortSignal): Promise<CheckResult[]> {
-    return this.d.engine.preflight(opts.provider, opts.isolation, signal);
+    return this.d.engine.preflight(opts.provider, opts.options, signal);
   }
 
   async identify(): Promise<Identity> {
@@ -142,7 +142,7 @@ export class Level implements LevelApi {
       this.emit(sink, { phase: "configure", kind: "log", message: `${r.name} at ${r.worktreeCommit.slice(0, 12)}${r.dirty ? " (dirty)" : ""}` });
     }
     // Provider-specific setup of this level (a PVE node: token, snippets, certificate).
-    if (this.d.configureHook) await this.d.configureHook(sink, signal, [this.name]);
+    if (this.d.configureHook) await this.d.configureHook((ev) => this.emit(sink, ev), signal);
     if (this.d.steps && this.d.config.parent) {
       await this.d.steps.run(opts, (ev) => this.emit(sink, { phase: "configure", ...ev }), signal);
     }

@@ -6,11 +6,10 @@
 // child get this level's name prefixed (relayUnder).
 // Imported by: src/level, src/nest.
 
-import { relayUnder, type EventSink, type LevelEvent } from "../domain/events.js";
+import { relayUnder, type EventSink, type LocalEvent } from "../domain/events.js";
 import type { ChildRecord, Journal } from "./journal.js";
 
-/** An event about one level, before its path and time are stamped on. */
-export type LocalEvent = Omit<LevelEvent, "levelPath" | "time">;
+export type { LocalEvent };
 
 /** One child as a tree operation sees it. */
 export interface ChildScope {

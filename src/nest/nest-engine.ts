@@ -18,7 +18,7 @@ import type { ChildRecord, Journal } from "./journal.js";
 import type { PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
 import { PHASE_HOOKS } from "./phases/index.js";
 import { ChildTree, ONE_AT_A_TIME, valuesOrFirstFailure, type ChildScope, type LocalEvent } from "./child-tree.js";
-import type { IsolationMode, ProviderName } from "../domain/providers.js";
+import type { ProviderName, ProviderOptions } from "../domain/providers.js";
 
 export interface Clock {
   now(): number;
@@ -27,7 +27,8 @@ export interface Clock {
 export interface NestEngineDeps {
   readonly config: HsdConfig;
   readonly self: () => SelfInfo;
-  readonly providers: (name: ProviderName, isolation: IsolationMode) => Provider;
+  /** The provider for a child; options are the request's for that provider, passed through unread. */
+  readonly providers: (name: ProviderName, options: ProviderOptions) => Provider;
   readonly journal: Journal;
   readonly links: ChildLinks;
   readonly access: AccessApi;
@@ -75,8 +76,8 @@ export class NestEngine {
   }
 
   /** The provider's preflight checks alone (hsctl doctor); repairs what is safe to repair. */
-  preflight(provider: ProviderName, isolation: IsolationMode, signal: AbortSignal) {
-    return this.d.providers(provider, isolation).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
+  preflight(provider: ProviderName, options: ProviderOptions, signal: AbortSignal) {
+    return this.d.providers(provider, options).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
   }
 
   /** Builds opts.depth levels below this one: opts.width children here, each recursing. */
@@ -93,9 +94,9 @@ export class NestEngine {
     const log = this.d.log.child({ child: name });
 
     let rec = this.d.journal.child(name) ?? {
-      name, index, provider: opts.provider, isolation: opts.isolation, state: "building", phases: {},
+      name, index, provider: opts.provider, options: opts.options, state: "building", phases: {},
     } satisfies ChildRecord;
-    const provider = this.d.providers(rec.provider, rec.isolation);
+    const provider = this.d.providers(rec.provider, rec.options);
     rec = await this.checkResume(rec, provider, log);
     rec.state = "building";
     await this.save(rec);
@@ -199,7 +200,7 @@ export class NestEngine {
     const started = this.d.clock.now();
     const emit = (ev: Omit<LocalEvent, "phase">) => at.emit({ ...ev, phase: "teardown" });
     emit({ kind: "started" });
-    const provider = this.d.providers(rec.provider, rec.isolation);
+    const provider = this.d.providers(rec.provider, rec.options);
     const log = this.d.log.child({ child: rec.name, phase: "teardown" });
     try {
       // Let a live child tear down its own subtree first; a dead one is

@@ -67,7 +67,7 @@ async function harness(opts: { yaml?: string; link?: (name: string) => Partial<C
   return { dir, engine, journal, events: [], keys, calls, alive };
 }
 
-const opts = { depth: 2, width: 1, provider: "local" as const, isolation: "process" as const };
+const opts = { depth: 2, width: 1, provider: "local" as const, options: { isolation: "process" } };
 
 test("builds a child through every phase in order, relaying deeper events with the level path", async () => {
   const h = await harness();

@@ -6,7 +6,7 @@
 
 import { hostname as osHostname } from "node:os";
 import { lookup } from "node:dns/promises";
-import type { PveConfig } from "../../config/config.js";
+import type { PveConfig } from "./pve-config.js";
 import { CommandFailedError, PreflightError, PveTokenExistsError } from "../../domain/errors.js";
 import { firstLine, missingAs127, type CommandRunner } from "../../util/command-runner.js";
 import type { CheckResult } from "../../domain/checks.js";

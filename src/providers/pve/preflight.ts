@@ -7,7 +7,7 @@
 import { readFile } from "node:fs/promises";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
-import type { PveConfig } from "../../config/config.js";
+import type { PveConfig } from "./pve-config.js";
 import type { CheckResult } from "../../domain/checks.js";
 import { errorCode, HsError } from "../../domain/errors.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
