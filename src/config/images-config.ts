@@ -1,7 +1,7 @@
 // Reads the images: and image_dir keys of hsd.yaml (multi-error, through the
 // ConfigReader) and writes them back for a child: the parent passes down the
 // names (and known sha256s) of the images the child must fetch from it.
-// Imported by: src/config, src/ssh.
+// Imported by: src/config, src/ssh, src/providers.
 
 import { isAbsolute, join, resolve } from "node:path";
 import type { ConfigReader, Raw } from "./config-reader.js";

@@ -6,8 +6,10 @@ import assert from "node:assert/strict";
 import { parseConfig } from "../../src/config/load-config.js";
 import { configDocument, configYaml, inheritedConfig } from "../../src/config/write-config.js";
 import { configIssuesOf } from "../../src/config/config-issues.js";
+import { PROVIDER_CONFIGS } from "../../src/providers/registry.js";
+import { pveConfigOf } from "../../src/providers/pve/pve-config.js";
 
-const opts = { root: "/srv/level" };
+const opts = { root: "/srv/level", providers: PROVIDER_CONFIGS };
 const SHA = "a".repeat(64);
 
 test("an image's path defaults to homestak's iso directory; sha256 is optional; pve.image defaults to pve-9", () => {
@@ -17,7 +19,7 @@ test("an image's path defaults to homestak's iso directory; sha256 is optional; 
     "debian-13": { path: "/var/lib/vz/template/iso/debian-13.img", sha256: SHA },
     mine: { path: "/srv/level/imgs/mine.img", sha256: "" },
   });
-  assert.equal(c.pve?.image, "pve-9");
+  assert.equal(pveConfigOf(c)?.image, "pve-9");
   assert.equal(c.images.maxTransfers, 2);
   const d = parseConfig("image_dir: imgs\nimages: { x: {} }\n", "hsd.yaml", opts);
   assert.equal(d.images.entries.x!.path, "/srv/level/imgs/x.img");
@@ -41,7 +43,7 @@ test("images survive write then load; a child is told the names and known sha256
   const c = parseConfig(`image_dir: /data/iso\nimages:\n  pve-9: { path: /big/pve.img, sha256: '${SHA}' }\n  d13: {}\nssh: { max_image_transfers: 3 }\npve: { image: d13 }\n`, "hsd.yaml", opts);
   const back = parseConfig(configYaml(configDocument(c), "rt"), "rt.yaml", opts);
   assert.deepEqual({ ...back, source: "" }, { ...c, source: "" });
-  const child = parseConfig(configYaml({ ...inheritedConfig(c), image_dir: "/child/images" }, "child"), "child.yaml", { root: "/child" });
+  const child = parseConfig(configYaml({ ...inheritedConfig(c), image_dir: "/child/images" }, "child"), "child.yaml", { root: "/child", providers: PROVIDER_CONFIGS });
   assert.deepEqual(child.images.entries, {
     "pve-9": { path: "/child/images/pve-9.img", sha256: SHA },
     d13: { path: "/child/images/d13.img", sha256: "" },
