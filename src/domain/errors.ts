@@ -44,7 +44,8 @@ export type ErrorCode =
   | "Netns"
   | "PveTokenExists"
   | "SecretsEncrypted"
-  | "StepFailed";
+  | "StepFailed"
+  | "ManifestInvalid";
 
 export interface HsErrorOptions {
   /** Structured, secret-free context (repo name, level path, phase, file:line). */
@@ -160,3 +161,9 @@ export class DaemonStartError extends HsError {
     return this.reportedCode ?? DaemonStartError.code;
   }
 }
+// --- homestak manifests (issue 14) ---
+/**
+ * A manifest failed validation. details.errors lists every problem at once,
+ * each {file, node, field, message}; nothing was created.
+ */
+export class ManifestInvalidError extends HsError { static override code = "ManifestInvalid" as const; }
