@@ -22,6 +22,9 @@ import type { IdentityParts, SshHandle, WiringContext } from "./wiring-context.j
 import { parseFaults } from "./faults.js";
 import { serviceManagerFrom, type ServiceManager } from "../util/systemd-env.js";
 import { sdNotifier } from "./sd-notify.js";
+import { homestakLayout } from "../homestak/layout.js";
+import { HOMESTAK_IMAGES, ManifestSource } from "../manifest/manifest-source.js";
+import { manifestPlan } from "../manifest/manifest.js";
 
 export interface DaemonOptions {
   /** Level root; absent = system mode (/etc/homestak/hsd.yaml, /run/hsd/hsd.sock, /var/lib/hsd). */
@@ -114,7 +117,17 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   let api: ApiServer | undefined;
   try {
-    api = await startApiServer({ socketPath: config.api.socket, level, access, log, limits: config.nest });
+    // Level 0 builds manifests from its own site-config checkout; levels below get plans from their parent.
+    const layout = parts && config.parent === null ? homestakLayout(config, parts.repos) : undefined;
+    // A demo site-config is generated after start: a manifest is read once its checkout exists.
+    const siteConfigReady = layout?.configRepo ? parts?.repoPrepared[layout.configRepo] : undefined;
+    const manifests = layout
+      ? new ManifestSource({ siteConfigDir: layout.configDir, images: () => HOMESTAK_IMAGES, ready: () => siteConfigReady ?? Promise.resolve() })
+      : undefined;
+    api = await startApiServer({
+      socketPath: config.api.socket, level, access, log, limits: config.nest,
+      ...(manifests ? { loadManifest: async (req) => manifestPlan(await manifests.load(req)) } : {}),
+    });
     // Readiness waits for the SSH endpoint: a parent dials it right after.
     if (startSsh) ssh = await startSsh(ctx);
   } catch (err) {

@@ -7,6 +7,7 @@ import type { CheckResult } from "./checks.js";
 import type { EventKind, EventPhase, EventSink, RepoState } from "./events.js";
 import type { Failure } from "./failure.js";
 import type { IsolationMode, ProviderName } from "./providers.js";
+import type { BuildPlan } from "./plan.js";
 
 export type LevelStateName = "building" | "ready" | "failed" | "unreachable" | "destroyed";
 
@@ -52,6 +53,8 @@ export interface NestOptions {
   readonly width: number;
   readonly provider: ProviderName;
   readonly isolation: IsolationMode;
+  /** A manifest's nodes to build instead of a uniform tree (depth/width then follow from it). */
+  readonly plan?: BuildPlan;
 }
 
 export interface DoctorOptions {

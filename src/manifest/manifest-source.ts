@@ -2,7 +2,7 @@
 // manifests/NAME.yaml, `--manifest FILE` any file; both are checked against
 // that site-config's defs/manifest.schema.json, presets/ and specs/, and the
 // image names the level can build from. Reads files only.
-// Imported by: src/daemon, src/api.
+// Imported by: src/daemon.
 
 import { readdir, readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
@@ -25,9 +25,10 @@ export interface ManifestRequest {
 }
 
 export class ManifestSource {
-  constructor(private readonly d: { siteConfigDir: string; images: () => readonly string[] }) {}
+  constructor(private readonly d: { siteConfigDir: string; images: () => readonly string[]; ready?: () => Promise<void> }) {}
 
   async load(req: ManifestRequest): Promise<Manifest> {
+    await this.d.ready?.().catch(() => undefined); // a missing checkout is reported below, file by file
     const dir = this.d.siteConfigDir;
     let text = req.text;
     let file = req.file || "(manifest)";

@@ -4,30 +4,14 @@
 // unique vmids, presets/specs/images known, ct unsupported). Every problem is
 // collected; one ManifestInvalid error lists them all, each naming file, node
 // and field. Pure: the caller supplies the texts and the known names.
-// Imported by: src/manifest, src/api, src/cli.
+// Imported by: src/manifest, src/daemon.
 
 import { Ajv2020 } from "ajv/dist/2020.js";
 import { parseDocument } from "yaml";
 import { ManifestInvalidError } from "../domain/errors.js";
+import { isNodeName, type BuildPlan, type OnError, type PlannedNode } from "../domain/plan.js";
 
-export type NodeType = "pve" | "vm" | "ct";
-export type OnError = "stop" | "continue" | "rollback";
-
-/** One node as hsd builds it: the preset already resolved to a size. */
-export interface PlannedNode {
-  readonly name: string;
-  readonly type: "pve" | "vm";
-  /** Absent: a root, built by the level the manifest runs on. */
-  readonly parent?: string;
-  readonly spec: string;
-  readonly preset: string;
-  readonly image: string;
-  /** 0: the provider picks. */
-  readonly vmid: number;
-  readonly cores: number;
-  readonly memoryMb: number;
-  readonly diskGb: number;
-}
+export type { OnError, PlannedNode } from "../domain/plan.js";
 
 export interface Manifest {
   readonly name: string;
@@ -57,7 +41,6 @@ export interface ManifestContext {
   readonly images: readonly string[];
 }
 
-const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_MANIFEST_BYTES = 256 * 1024;
 
 /** Parses and validates manifest text; throws ManifestInvalid listing every problem. */
@@ -65,7 +48,7 @@ export function validateManifest(text: string, file: string, ctx: ManifestContex
   const problems: ManifestProblem[] = [];
   const add = (node: string, field: string, message: string) => problems.push({ file, node, field, message });
   const fail = () => new ManifestInvalidError(
-    `${file}: ${problems.length} problem${problems.length === 1 ? "" : "s"}: ${problems.map((p) => `${p.node || "(manifest)"}${p.field ? `.${p.field}` : ""}: ${p.message}`).join("; ")}`,
+    `${file}: ${problems.length} problem${problems.length === 1 ? "" : "s"}${problems.map((p) => `\n  ${p.node ? `node ${p.node}` : "manifest"}${p.field ? `, ${p.field}` : ""}: ${p.message}`).join("")}`,
     { details: { file, errors: problems } },
   );
   if (Buffer.byteLength(text) > MAX_MANIFEST_BYTES) {
@@ -114,7 +97,7 @@ export function validateManifest(text: string, file: string, ctx: ManifestContex
   m.nodes.forEach((n, i) => {
     const name = n.name as string;
     const label = nodeLabel(i);
-    if (!DNS_LABEL.test(name)) add(label, "name", "must be a DNS label: lower-case letters, digits and '-', 1-63 characters, not starting or ending with '-'");
+    if (!isNodeName(name)) add(label, "name", "must be a DNS label: lower-case letters, digits and '-', 1-63 characters, not starting or ending with '-'");
     if (byName.has(name)) add(label, "name", `duplicate node name (also node #${m.nodes.indexOf(byName.get(name)!)})`);
     else byName.set(name, n);
     if (n.type === "ct") add(label, "type", "containers (type ct) are not supported by hsd; use type vm");
@@ -168,33 +151,15 @@ export function validateManifest(text: string, file: string, ctx: ManifestContex
   });
 }
 
-/** The nodes below `root` (its whole subtree, root excluded), in manifest order. */
-export function subtreeOf(nodes: readonly PlannedNode[], root: string): PlannedNode[] {
-  const inside = new Set([root]);
-  let grew = true;
-  while (grew) {
-    grew = false;
-    for (const n of nodes) if (n.parent && inside.has(n.parent) && !inside.has(n.name)) { inside.add(n.name); grew = true; }
-  }
-  return nodes.filter((n) => n.name !== root && inside.has(n.name));
-}
-
-/** The nodes a level builds itself: those whose parent is not in the list. */
-export function rootsOf(nodes: readonly PlannedNode[]): PlannedNode[] {
-  const names = new Set(nodes.map((n) => n.name));
-  return nodes.filter((n) => !n.parent || !names.has(n.parent));
-}
-
-/** Levels below the deepest root of `nodes` (1 for a list of roots alone). */
-export function heightOf(nodes: readonly PlannedNode[]): number {
-  const byName = new Map(nodes.map((n) => [n.name, n]));
-  let max = 0;
-  for (const n of nodes) {
-    let d = 1;
-    for (let p = n.parent; p && byName.has(p); p = byName.get(p)!.parent) d++;
-    max = Math.max(max, d);
-  }
-  return max;
+/** The plan level 0 builds: every node, parents before children. */
+export function manifestPlan(m: Manifest): BuildPlan {
+  const depth = (n: PlannedNode): number => {
+    let d = 0;
+    for (let p = n.parent; p; p = m.nodes.find((x) => x.name === p)?.parent) d++;
+    return d;
+  };
+  const nodes = [...m.nodes].sort((a, b) => depth(a) - depth(b));
+  return { manifest: m.name, onError: m.onError, nodes };
 }
 
 function isObj(v: unknown): v is Record<string, unknown> {

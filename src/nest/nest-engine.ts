@@ -18,6 +18,7 @@ import type { ChildRecord, Journal } from "./journal.js";
 import type { PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
 import { PHASE_HOOKS } from "./phases/index.js";
 import type { IsolationMode, ProviderName } from "../domain/providers.js";
+import { heightOf, rootsOf, subtreeOf, type PlannedNode } from "../domain/plan.js";
 
 export interface Clock {
   now(): number;
@@ -78,14 +79,15 @@ export class NestEngine {
   async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal, reposReady: Promise<void> = Promise.resolve()): Promise<void> {
     if (opts.depth <= 0) return;
     const self = this.d.self();
-    const names = childNames(self.depth, opts.width);
+    const names = opts.plan ? rootsOf(opts.plan.nodes).map((n) => n.name) : childNames(self.depth, opts.width);
     const failures: unknown[] = [];
     let next = 0;
     const worker = async () => {
       while (next < names.length) {
         const i = next++;
         try {
-          await this.buildChild(names[i]!, i, opts, sink, signal, reposReady);
+          const child = childRequest(opts, names[i]!);
+          await this.buildChild(names[i]!, opts.plan ? this.freeIndex(names[i]!) : i, child, sink, signal, reposReady);
         } catch (err) {
           failures.push(err); // siblings go on: one child's failure is its subtree's only
         }
@@ -95,7 +97,17 @@ export class NestEngine {
     if (failures.length > 0) throw failures[0];
   }
 
-  private async buildChild(name: string, index: number, opts: NestOptions, sink: EventSink, signal: AbortSignal, reposReady: Promise<void>): Promise<void> {
+  /** A manifest child keeps its index across runs; a new one takes the lowest free one (netns /30s derive from it). */
+  private freeIndex(name: string): number {
+    const existing = this.d.journal.child(name);
+    if (existing) return existing.index;
+    const used = new Set(this.d.journal.children().map((c) => c.index));
+    let i = 0;
+    while (used.has(i)) i++;
+    return i;
+  }
+
+  private async buildChild(name: string, index: number, opts: NestOptions & { node?: PlannedNode }, sink: EventSink, signal: AbortSignal, reposReady: Promise<void>): Promise<void> {
     const self = this.d.self();
     const path = [self.name, name];
     const log = this.d.log.child({ child: name });
@@ -104,7 +116,10 @@ export class NestEngine {
 
     let rec = this.d.journal.child(name) ?? {
       name, index, provider: opts.provider, isolation: opts.isolation, state: "building", phases: {},
+      ...(opts.plan ? { manifest: opts.plan.manifest } : {}),
     } satisfies ChildRecord;
+    const node = opts.plan && opts.node;
+    if (node) rec.node = node;
     const provider = this.d.providers(rec.provider, rec.isolation);
     rec = await this.checkResume(rec, provider, log);
     rec.state = "building";
@@ -233,6 +248,17 @@ export class NestEngine {
     }
     if (errors.length > 0) throw errors[0];
   }
+}
+
+/**
+ * What a child is asked to build: the uniform tree's remaining depth, or its
+ * own manifest subtree (depth = the child itself plus the subtree's height).
+ */
+function childRequest(opts: NestOptions, name: string): NestOptions & { node?: PlannedNode } {
+  if (!opts.plan) return opts;
+  const nodes = subtreeOf(opts.plan.nodes, name);
+  const node = opts.plan.nodes.find((n) => n.name === name);
+  return { ...opts, depth: 1 + heightOf(nodes), plan: { ...opts.plan, nodes }, ...(node ? { node } : {}) };
 }
 
 function fmtMs(ms: number): string {

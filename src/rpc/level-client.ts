@@ -9,6 +9,8 @@ import type { LevelEvent } from "../domain/events.js";
 import type { AuthorizedKey, Identity, KeyRole, LevelStatus } from "../domain/level-api.js";
 import type { IsolationMode } from "../domain/providers.js";
 import { createClient, type CallOpts, type ClientOptions } from "./client.js";
+import type { BuildPlan } from "../domain/plan.js";
+import { toProtoPlan } from "./convert-plan.js";
 import { fromProtoCheck, fromProtoEvent, fromProtoIdentity, fromProtoKey, fromProtoStatus, toProtoRole } from "./convert.js";
 
 export type LevelCallOpts = Pick<CallOpts, "signal" | "deadlineMs">;
@@ -19,6 +21,10 @@ export interface NestRequest {
   readonly width: number;
   readonly provider?: string;
   readonly isolation?: IsolationMode;
+  /** A manifest for the serving level (level 0) to load and validate. */
+  readonly manifest?: { readonly name?: string; readonly yaml?: string; readonly file?: string };
+  /** A parent's plan for the serving level's subtree. */
+  readonly plan?: BuildPlan;
 }
 
 export interface NestClient {
@@ -58,7 +64,11 @@ export function nestClient(target: string, opts?: ClientOptions): NestClient {
     },
     async putSecrets(yaml, o) { return (await c.putSecrets({ yaml }, o)).keys; },
     nest(req, o) {
-      return events(c.nest({ depth: req.depth, width: req.width, provider: req.provider ?? "", isolation: toIsolation(req.isolation) }, o));
+      return events(c.nest({
+        depth: req.depth, width: req.width, provider: req.provider ?? "", isolation: toIsolation(req.isolation),
+        manifestName: req.manifest?.name ?? "", manifestYaml: req.manifest?.yaml ?? "", manifestFile: req.manifest?.file ?? "",
+        ...(req.plan ? toProtoPlan(req.plan) : {}),
+      }, o));
     },
     sync(req, o) { return events(c.sync({ recursive: req.recursive, configure: req.configure ?? false }, o)); },
     destroy(req, o) { return events(c.destroy({ self: req.self }, o)); },

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { homestakShapedFiles } from "../../src/demo/demo-homestak-files.js";
 import { HOMESTAK_IMAGES, ManifestSource } from "../../src/manifest/manifest-source.js";
-import { heightOf, rootsOf, subtreeOf } from "../../src/manifest/manifest.js";
+import { heightOf, rootsOf, subtreeOf } from "../../src/domain/plan.js";
 import { HsError } from "../../src/domain/errors.js";
 
 let dir: string;
