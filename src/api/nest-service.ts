@@ -13,7 +13,7 @@ import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
 import { toProtoCheck, toProtoEvent, toProtoIdentity, toProtoStatus } from "../rpc/convert.js";
 import { eventStream } from "./event-stream.js";
 import { isProviderName, PROVIDER_NAMES } from "../domain/providers.js";
-import { heightOf, type BuildPlan } from "../domain/plan.js";
+import { heightOf, isNodeName, type BuildPlan } from "../domain/plan.js";
 import { fromProtoPlan } from "../rpc/convert-plan.js";
 
 /** Secrets for one child are a handful of tokens and keys; anything bigger is a mistake. */
@@ -85,7 +85,8 @@ export function nestHandlers(level: LevelApi, limits: NestLimits, loadManifest?:
       if (!loadManifest) throw new InvalidArgumentError("this level builds no manifest of its own (level 0 does)", { details: { field: "manifest_name" } });
       // The manifest is checked in full before the first event: a bad one builds nothing.
       return (async function* () {
-        const loaded = await loadManifest(req.manifestName ? { name: req.manifestName } : { text: req.manifestYaml, file: req.manifestFile });
+        const plan = await loadManifest(req.manifestName ? { name: req.manifestName } : { text: req.manifestYaml, file: req.manifestFile });
+        const loaded = req.prune ? { ...plan, prune: true } : plan;
         yield* events((sink) => level.nest({ ...opts, plan: loaded, depth: heightOf(loaded.nodes) }, sink, ctx.signal));
       })();
     },
@@ -93,7 +94,10 @@ export function nestHandlers(level: LevelApi, limits: NestLimits, loadManifest?:
       return { root: toProtoStatus(await level.status(ctx.signal)) };
     },
     destroy(req, ctx) {
-      return events((sink) => level.destroy({ self: req.self }, sink, ctx.signal));
+      const scoped = req.manifest !== "" || req.names.length > 0;
+      if (req.names.some((n) => !isNodeName(n))) throw new InvalidArgumentError("destroy: names must be level names", { details: { field: "names" } });
+      // A scoped destroy never stops the serving level: the rest of its tree lives on.
+      return events((sink) => level.destroy({ self: req.self && !scoped, ...(req.manifest ? { manifest: req.manifest } : {}), ...(req.names.length ? { names: req.names } : {}) }, sink, ctx.signal));
     },
     sync(req, ctx) {
       return events((sink) => level.sync({ recursive: req.recursive, configure: req.configure }, sink, ctx.signal));

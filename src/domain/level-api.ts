@@ -57,6 +57,15 @@ export interface NestOptions {
   readonly plan?: BuildPlan;
 }
 
+export interface DestroyOptions {
+  /** Also stop the serving level (a level 0 hsctl started). */
+  readonly self: boolean;
+  /** Only children this manifest built (with their subtrees). */
+  readonly manifest?: string;
+  /** Only these children (with their subtrees). */
+  readonly names?: readonly string[];
+}
+
 export interface DoctorOptions {
   readonly provider: ProviderName;
   readonly isolation: IsolationMode;
@@ -77,7 +86,7 @@ export interface AuthorizedKey {
 export interface ChildApi {
   nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void>;
   status(signal: AbortSignal): Promise<LevelStatus>;
-  destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void>;
+  destroy(opts: DestroyOptions, sink: EventSink, signal: AbortSignal): Promise<void>;
   /** configure: each level below 0 re-runs its configure steps after its sync (hsctl sync --configure). */
   sync(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void>;
   identify(): Promise<Identity>;

@@ -32,6 +32,8 @@ export interface BuildPlan {
   /** The manifest's name (destroy -M and status name it). */
   readonly manifest: string;
   readonly onError: OnError;
+  /** Destroy the children this manifest built that it no longer names. */
+  readonly prune?: boolean;
   /** The nodes this level builds (roots) and their subtrees. */
   readonly nodes: readonly PlannedNode[];
 }

@@ -9,8 +9,8 @@ import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
 import type { CheckResult } from "../domain/checks.js";
 import { relayUnder, type EventSink, type LevelEvent, type RepoState, type RepoSyncState } from "../domain/events.js";
-import type { Identity, LevelApi, LevelStatus, NestOptions } from "../domain/level-api.js";
-import type { Journal } from "../nest/journal.js";
+import type { DestroyOptions, Identity, LevelApi, LevelStatus, NestOptions } from "../domain/level-api.js";
+import type { ChildRecord, Journal } from "../nest/journal.js";
 import { type Clock, type NestEngine } from "../nest/nest-engine.js";
 import { toFailure } from "../domain/failure.js";
 import type { SecretsStore } from "../secrets/secrets-store.js";
@@ -87,9 +87,12 @@ export class Level implements LevelApi {
     if (b.status === "rejected") throw b.reason;
   }
 
-  async destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+  async destroy(opts: DestroyOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+    const select = opts.manifest || opts.names?.length
+      ? (rec: ChildRecord) => (!opts.manifest || rec.manifest === opts.manifest) && (!opts.names?.length || opts.names.includes(rec.name))
+      : undefined;
     try {
-      await this.d.engine.destroy(sink, signal);
+      await this.d.engine.destroy(sink, signal, select);
     } finally {
       if (opts.self) setImmediate(() => this.d.requestShutdown());
     }

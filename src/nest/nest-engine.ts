@@ -5,7 +5,7 @@
 
 import { type HsdConfig } from "../config/config.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";
-import { CancelledError, HsError, PhaseTimeoutError, errorCode } from "../domain/errors.js";
+import { CancelledError, HsError, ManifestInvalidError, PhaseTimeoutError, errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { Provider } from "../providers/provider.js";
 import type { SecretTree } from "../secrets/secrets-store.js";
@@ -18,7 +18,7 @@ import type { ChildRecord, Journal } from "./journal.js";
 import type { PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
 import { PHASE_HOOKS } from "./phases/index.js";
 import type { IsolationMode, ProviderName } from "../domain/providers.js";
-import { heightOf, rootsOf, subtreeOf, type PlannedNode } from "../domain/plan.js";
+import { heightOf, rootsOf, subtreeOf, type BuildPlan, type PlannedNode } from "../domain/plan.js";
 
 export interface Clock {
   now(): number;
@@ -77,13 +77,21 @@ export class NestEngine {
    * marked readsExports: sync) wait for it (and fail with its error).
    */
   async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal, reposReady: Promise<void> = Promise.resolve()): Promise<void> {
-    if (opts.depth <= 0) return;
     const self = this.d.self();
-    const names = opts.plan ? rootsOf(opts.plan.nodes).map((n) => n.name) : childNames(self.depth, opts.width);
+    const plan = opts.plan;
+    if (plan) {
+      this.checkOwnership(plan);
+      if (plan.prune) await this.prune(plan, sink, signal);
+    }
+    if (opts.depth <= 0) return;
+    const names = plan ? rootsOf(plan.nodes).map((n) => n.name) : childNames(self.depth, opts.width);
+    const existed = new Set(this.d.journal.children().map((c) => c.name));
     const failures: unknown[] = [];
     let next = 0;
     const worker = async () => {
       while (next < names.length) {
+        // on_error stop: no sibling starts after a failure (those under way finish).
+        if (plan?.onError === "stop" && failures.length > 0) return;
         const i = next++;
         try {
           const child = childRequest(opts, names[i]!);
@@ -94,7 +102,36 @@ export class NestEngine {
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.d.config.nest.maxParallel, names.length) }, worker));
-    if (failures.length > 0) throw failures[0];
+    if (failures.length === 0) return;
+    if (plan?.onError === "rollback") {
+      // Deeper levels rolled back their own new children before failing up to here.
+      const created = names.filter((n) => !existed.has(n) && this.d.journal.child(n));
+      this.d.log.warn({ manifest: plan.manifest, created }, "on_error rollback: destroying the levels this run created");
+      await this.destroy(sink, signal, (rec) => created.includes(rec.name)).catch((err) => this.d.log.error({ code: errorCode(err) }, "rollback incomplete"));
+    }
+    throw failures[0];
+  }
+
+  /** A manifest root must not be a level another manifest (or a uniform nest) built here. */
+  private checkOwnership(plan: BuildPlan): void {
+    const errors = rootsOf(plan.nodes).flatMap((n) => {
+      const rec = this.d.journal.child(n.name);
+      if (!rec || rec.manifest === plan.manifest) return [];
+      const owner = rec.manifest ? `manifest ${rec.manifest}` : "hsctl nest --depth";
+      return [{ file: plan.manifest, node: n.name, field: "name", message: `a level ${n.name} already exists here, built by ${owner}` }];
+    });
+    if (errors.length > 0) {
+      throw new ManifestInvalidError(`${plan.manifest}: ${errors.map((e) => `node ${e.node}: ${e.message}`).join("; ")}`, { details: { file: plan.manifest, errors } });
+    }
+  }
+
+  /** --prune: children this manifest built that it no longer names go, with their subtrees. */
+  private async prune(plan: BuildPlan, sink: EventSink, signal: AbortSignal): Promise<void> {
+    const keep = new Set(rootsOf(plan.nodes).map((n) => n.name));
+    const gone = this.d.journal.children().filter((c) => c.manifest === plan.manifest && !keep.has(c.name)).map((c) => c.name);
+    if (gone.length === 0) return;
+    this.d.log.info({ manifest: plan.manifest, gone }, "pruning levels the manifest no longer names");
+    await this.destroy(sink, signal, (rec) => gone.includes(rec.name));
   }
 
   /** A manifest child keeps its index across runs; a new one takes the lowest free one (netns /30s derive from it). */
@@ -215,11 +252,11 @@ export class NestEngine {
     return this.d.journal.update((j) => { j.children[rec.name] = structuredClone(rec); });
   }
 
-  /** Tears down every child, deepest first. Idempotent: no children is a no-op. */
-  async destroy(sink: EventSink, signal: AbortSignal): Promise<void> {
+  /** Tears down every child (or those `select` picks), deepest first. Idempotent: no children is a no-op. */
+  async destroy(sink: EventSink, signal: AbortSignal, select: (rec: ChildRecord) => boolean = () => true): Promise<void> {
     const self = this.d.self();
     const errors: unknown[] = [];
-    for (const rec of this.d.journal.children().reverse()) {
+    for (const rec of this.d.journal.children().reverse().filter(select)) {
       const path = [self.name, rec.name];
       const started = this.d.clock.now();
       const emit = (ev: Omit<LevelEvent, "levelPath" | "time" | "phase">) =>

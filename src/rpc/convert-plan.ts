@@ -10,9 +10,9 @@ import type { PlannedNode as ProtoNode } from "../gen/homestak/nest/v1/nest_pb.j
 
 const MAX_NODES = 256;
 
-export function toProtoPlan(p: BuildPlan): { nodes: ProtoNode[]; manifest: string; onError: string } {
+export function toProtoPlan(p: BuildPlan): { nodes: ProtoNode[]; manifest: string; onError: string; prune: boolean } {
   return {
-    manifest: p.manifest, onError: p.onError,
+    manifest: p.manifest, onError: p.onError, prune: p.prune ?? false,
     nodes: p.nodes.map((n) => ({
       $typeName: "homestak.nest.v1.PlannedNode", name: n.name, type: n.type, parent: n.parent ?? "", spec: n.spec, preset: n.preset,
       image: n.image, vmid: n.vmid, cores: n.cores, memoryMb: n.memoryMb, diskGb: n.diskGb,
@@ -21,7 +21,7 @@ export function toProtoPlan(p: BuildPlan): { nodes: ProtoNode[]; manifest: strin
 }
 
 /** A parent's plan, checked; undefined when the request carries none. */
-export function fromProtoPlan(req: { nodes: readonly ProtoNode[]; manifest: string; onError: string }): BuildPlan | undefined {
+export function fromProtoPlan(req: { nodes: readonly ProtoNode[]; manifest: string; onError: string; prune: boolean }): BuildPlan | undefined {
   if (req.nodes.length === 0 && req.manifest === "") return undefined;
   const bad = (field: string, msg: string) => new InvalidArgumentError(`plan: ${msg}`, { details: { field } });
   if (req.nodes.length > MAX_NODES) throw bad("nodes", `more than ${MAX_NODES} nodes`);
@@ -44,5 +44,5 @@ export function fromProtoPlan(req: { nodes: readonly ProtoNode[]; manifest: stri
     if (n.parent && names.has(n.parent) && nodes.find((p) => p.name === n.parent)!.type !== "pve") throw bad("nodes", `node ${n.name}: only pve nodes have children`);
     seen.add(n.name);
   }
-  return { manifest: req.manifest, onError, nodes };
+  return { manifest: req.manifest, onError, ...(req.prune ? { prune: true } : {}), nodes };
 }

@@ -6,7 +6,7 @@
 import { AccessService, Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
 import type { CheckResult } from "../domain/checks.js";
 import type { LevelEvent } from "../domain/events.js";
-import type { AuthorizedKey, Identity, KeyRole, LevelStatus } from "../domain/level-api.js";
+import type { AuthorizedKey, DestroyOptions, Identity, KeyRole, LevelStatus } from "../domain/level-api.js";
 import type { IsolationMode } from "../domain/providers.js";
 import { createClient, type CallOpts, type ClientOptions } from "./client.js";
 import type { BuildPlan } from "../domain/plan.js";
@@ -22,7 +22,7 @@ export interface NestRequest {
   readonly provider?: string;
   readonly isolation?: IsolationMode;
   /** A manifest for the serving level (level 0) to load and validate. */
-  readonly manifest?: { readonly name?: string; readonly yaml?: string; readonly file?: string };
+  readonly manifest?: { readonly name?: string; readonly yaml?: string; readonly file?: string; readonly prune?: boolean };
   /** A parent's plan for the serving level's subtree. */
   readonly plan?: BuildPlan;
 }
@@ -34,7 +34,7 @@ export interface NestClient {
   putSecrets(yaml: string, o?: LevelCallOpts): Promise<string[]>;
   nest(req: NestRequest, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   sync(req: { recursive: boolean; configure?: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
-  destroy(req: { self: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
+  destroy(req: DestroyOptions, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   configure(o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   doctor(req: { provider?: string; isolation?: IsolationMode }, o?: LevelCallOpts): Promise<CheckResult[]>;
   close(): void;
@@ -66,12 +66,12 @@ export function nestClient(target: string, opts?: ClientOptions): NestClient {
     nest(req, o) {
       return events(c.nest({
         depth: req.depth, width: req.width, provider: req.provider ?? "", isolation: toIsolation(req.isolation),
-        manifestName: req.manifest?.name ?? "", manifestYaml: req.manifest?.yaml ?? "", manifestFile: req.manifest?.file ?? "",
+        manifestName: req.manifest?.name ?? "", manifestYaml: req.manifest?.yaml ?? "", manifestFile: req.manifest?.file ?? "", prune: req.manifest?.prune ?? false,
         ...(req.plan ? toProtoPlan(req.plan) : {}),
       }, o));
     },
     sync(req, o) { return events(c.sync({ recursive: req.recursive, configure: req.configure ?? false }, o)); },
-    destroy(req, o) { return events(c.destroy({ self: req.self }, o)); },
+    destroy(req, o) { return events(c.destroy({ self: req.self, manifest: req.manifest ?? "", names: [...(req.names ?? [])] }, o)); },
     configure(o) { return events(c.configure({}, o)); },
     async doctor(req, o) {
       const r = await c.doctor({ provider: req.provider ?? "", isolation: toIsolation(req.isolation) }, o);

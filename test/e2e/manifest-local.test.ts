@@ -8,8 +8,25 @@ import { writeFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { e2eTree, hsctl, jsonLines, levelRoots } from "../helpers/hsctl.js";
 
-const { root, l0, env } = await e2eTree("hsd-manifest-");
+// A node named fail-me dies at its hsd's start, wherever a manifest puts it.
+const { root, l0, env } = await e2eTree("hsd-manifest-", { HSD_FAULTS: "fail-me:startup:kill" });
 type Status = { name: string; state: string; children: Status[] };
+
+async function tree(): Promise<string[]> {
+  const s = await hsctl(["status", "--json"], env, 60_000);
+  assert.equal(s.code, 0, s.stderr);
+  const paths: string[] = [];
+  const walk = (n: Status, p: string) => { for (const c of n.children) { paths.push(`${p}/${c.name}`); walk(c, `${p}/${c.name}`); } };
+  walk(JSON.parse(s.stdout) as Status, "l0");
+  return paths.sort();
+}
+async function manifestFile(name: string, nodes: string[], extra = ""): Promise<string> {
+  const file = join(root, `${name}.yaml`);
+  await writeFile(file, `schema_version: 2\nname: ${name}\n${extra}nodes:\n${nodes.map((n) => `  - { ${n} }\n`).join("")}`);
+  return file;
+}
+const pve = (name: string, parent?: string) => `name: ${name}, type: pve, spec: pve, preset: vm-small, image: pve-9${parent ? `, parent: ${parent}` : ""}`;
+const N3 = ["l0/root-pve", "l0/root-pve/leaf-pve", "l0/root-pve/leaf-pve/edge"];
 
 test("an invalid manifest is ManifestInvalid naming every problem, and nothing is built", async () => {
   const file = join(root, "bad.yaml");
@@ -50,4 +67,64 @@ test("nest -M n3-deep builds the manifest's tree, each level by its manifest nam
   assert.equal(again.code, 0, again.stderr);
   const provisioned = jsonLines(again.stdout).filter((e) => e.phase === "provision" && e.kind === "finished");
   assert.deepEqual(provisioned, []);
+});
+
+test("manifests share level 0: destroy -M removes exactly its tree; a name another manifest built is refused", async () => {
+  const r = await hsctl(["nest", "-M", "n1-push", "--json"], env, 120_000);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(await tree(), [...N3, "l0/edge"].sort());
+  const clash = await hsctl(["nest", "-M", "n2-push"], env, 60_000);
+  assert.equal(clash.code, 1, clash.stderr);
+  assert.ok(clash.stderr.split("\n").some((l) => l.endsWith("[ManifestInvalid]")), clash.stderr);
+  assert.deepEqual(await tree(), [...N3, "l0/edge"].sort());
+  const d = await hsctl(["destroy", "-M", "n1-push", "--json"], env, 120_000);
+  assert.equal(d.code, 0, d.stderr);
+  assert.deepEqual(await tree(), N3);
+  assert.deepEqual((await readdir(join(l0, "state", "levels"))).sort(), ["root-pve"]);
+  const d3 = await hsctl(["destroy", "-M", "n3-deep", "--json"], env, 120_000);
+  assert.equal(d3.code, 0, d3.stderr);
+  assert.deepEqual(await tree(), []);
+  assert.deepEqual(await levelRoots(l0), [l0]);
+});
+
+test("reconcile: an added node alone is built; a removed one stays without --prune and goes with it", async () => {
+  const file = await manifestFile("rc", [pve("ra"), pve("rb", "ra")]);
+  assert.equal((await hsctl(["nest", "--manifest", file], env, 120_000)).code, 0);
+  assert.deepEqual(await tree(), ["l0/ra", "l0/ra/rb"]);
+  await manifestFile("rc", [pve("ra"), pve("rb", "ra"), pve("rc2", "ra")]);
+  const add = await hsctl(["nest", "--manifest", file, "--json"], env, 120_000);
+  assert.equal(add.code, 0, add.stderr);
+  assert.deepEqual(jsonLines(add.stdout).filter((e) => e.phase === "provision" && e.kind === "finished").map((e) => e.level), ["l0/ra/rc2"]);
+  assert.deepEqual(await tree(), ["l0/ra", "l0/ra/rb", "l0/ra/rc2"]);
+  await manifestFile("rc", [pve("ra"), pve("rc2", "ra")]);
+  assert.equal((await hsctl(["nest", "--manifest", file], env, 120_000)).code, 0);
+  assert.deepEqual(await tree(), ["l0/ra", "l0/ra/rb", "l0/ra/rc2"]);
+  const pruned = await hsctl(["nest", "--manifest", file, "--prune", "--json"], env, 120_000);
+  assert.equal(pruned.code, 0, pruned.stderr);
+  assert.deepEqual(await tree(), ["l0/ra", "l0/ra/rc2"]);
+  assert.deepEqual(await readdir(join(l0, "state", "levels", "ra", "state", "levels")), ["rc2"]);
+  assert.equal((await hsctl(["destroy", "-M", "rc"], env, 120_000)).code, 0);
+  assert.deepEqual(await tree(), []);
+});
+
+test("on_error continue: siblings of a failing node are built; the run exits 1 naming it", async () => {
+  const file = await manifestFile("oc", [pve("ok1"), pve("fail-me"), pve("ok2")], "settings: { on_error: continue }\n");
+  const r = await hsctl(["nest", "--manifest", file, "--json"], env, 120_000);
+  assert.equal(r.code, 1, r.stderr);
+  const ev = jsonLines(r.stdout);
+  assert.deepEqual(ev.filter((e) => e.phase === "nest" && e.kind === "finished").map((e) => e.level).sort(), ["l0/ok1", "l0/ok2"]);
+  assert.deepEqual([...new Set(ev.filter((e) => e.kind === "failed").map((e) => e.level))], ["l0/fail-me"]);
+  assert.deepEqual(await tree(), ["l0/fail-me", "l0/ok1", "l0/ok2"]);
+  assert.equal((await hsctl(["destroy", "-M", "oc"], env, 120_000)).code, 0);
+  assert.deepEqual(await tree(), []);
+});
+
+test("on_error rollback: what the run created is destroyed, deepest first, and the run exits 1", async () => {
+  const file = await manifestFile("orb", [pve("rb1"), pve("rb2", "rb1"), pve("fail-me", "rb2")], "settings: { on_error: rollback }\n");
+  const r = await hsctl(["nest", "--manifest", file, "--json"], env, 120_000);
+  assert.equal(r.code, 1, r.stderr);
+  const torn = jsonLines(r.stdout).filter((e) => e.phase === "teardown" && e.kind === "finished").map((e) => e.level);
+  assert.deepEqual(torn, ["l0/rb1/rb2/fail-me", "l0/rb1/rb2", "l0/rb1"]);
+  assert.deepEqual(await tree(), []);
+  assert.deepEqual(await levelRoots(l0), [l0]);
 });

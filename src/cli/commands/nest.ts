@@ -21,21 +21,25 @@ function intOpt(v: unknown, name: string, def: number, min: number, max: number)
 const MAX_MANIFEST_BYTES = 256 * 1024;
 
 /** -M NAME (level 0 reads it from its site-config) or --manifest FILE (read here); never with --depth/--width. */
-async function manifestArg(v: Record<string, unknown>, cwd: string): Promise<{ name?: string; yaml?: string; file?: string } | undefined> {
+async function manifestArg(v: Record<string, unknown>, cwd: string): Promise<{ name?: string; yaml?: string; file?: string; prune?: boolean } | undefined> {
   const name = v["manifest-name"] as string | undefined;
   const file = v.manifest as string | undefined;
-  if (name === undefined && file === undefined) return undefined;
+  if (name === undefined && file === undefined) {
+    if (v.prune) throw new InvalidArgumentError("--prune needs -M NAME or --manifest FILE", { details: { field: "prune" } });
+    return undefined;
+  }
+  const prune = v.prune === true ? { prune: true } : {};
   if (name !== undefined && file !== undefined) throw new InvalidArgumentError("give -M NAME or --manifest FILE, not both", { details: { field: "manifest" } });
   if (v.depth !== undefined || v.width !== undefined) throw new InvalidArgumentError("a manifest sets the tree's shape: drop --depth/--width", { details: { field: "depth" } });
   if (name !== undefined) {
     if (name === "") throw new InvalidArgumentError("-M needs a manifest name", { details: { field: "manifest-name" } });
-    return { name };
+    return { name, ...prune };
   }
   const path = resolve(cwd, file!);
   const st = await stat(path).catch(() => undefined);
   if (!st?.isFile()) throw new InvalidArgumentError(`--manifest ${path}: no such file`, { details: { field: "manifest", file: path } });
   if (st.size > MAX_MANIFEST_BYTES) throw new InvalidArgumentError(`--manifest ${path}: larger than ${MAX_MANIFEST_BYTES} bytes`, { details: { field: "manifest", file: path } });
-  return { yaml: await readFile(path, "utf8"), file: path };
+  return { yaml: await readFile(path, "utf8"), file: path, ...prune };
 }
 
 export const nestCommand: Command = {
@@ -61,6 +65,13 @@ and hsd's rules (DNS-label names, known parents, no cycles, children only
 under pve nodes, unique vmids, known presets, specs and images, no ct); every
 problem is listed with its file, node and field, and nothing is built.
 
+Running a manifest again resumes it and reconciles an edited one: nodes it
+now names are built; levels it no longer names are destroyed only with
+--prune. Its settings.on_error says what a failed node does: stop (default:
+no further sibling starts), continue (siblings go on; every failure is
+listed), rollback (the levels this run created are destroyed, deepest
+first). Either way the run exits 1.
+
 Re-running the same nest resumes: finished phases are reported as skipped,
 a dead level is restarted from its install phase.
 
@@ -68,6 +79,8 @@ Options:
   -M, --manifest-name NAME
                      build site-config's manifests/NAME.yaml (e.g. n3-deep)
   --manifest FILE    build the manifest in FILE
+  --prune            with a manifest: destroy the levels it built earlier but
+                     no longer names (without it they are left alone)
   --depth N          levels to build below this one (1..8, default 1)
   --width W          children per level (1..8, default 1)
   --provider NAME    local (default: a process per level) or pve (a VM per level)
@@ -89,7 +102,7 @@ Examples:
   options: {
     depth: { type: "string" }, width: { type: "string" }, provider: { type: "string" },
     isolation: { type: "string" }, json: { type: "boolean" },
-    "manifest-name": { type: "string", short: "M" }, manifest: { type: "string" },
+    "manifest-name": { type: "string", short: "M" }, manifest: { type: "string" }, prune: { type: "boolean" },
   },
   async run(args, io) {
     const depth = intOpt(args.values.depth, "depth", 1, 1, 8);
