@@ -55,7 +55,8 @@ export interface HsdConfig {
   readonly source: string;
   /** Everything this level owns lives under root. */
   readonly root: string;
-  readonly level: { readonly name: string; readonly depth: number };
+  /** spec and manifest: what a manifest made this level (its node's spec); "" otherwise. */
+  readonly level: { readonly name: string; readonly depth: number; readonly spec: string; readonly manifest: string };
   readonly api: { readonly socket: string };
   readonly ssh: {
     readonly host: string;

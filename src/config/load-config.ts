@@ -65,7 +65,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
   const paths = levelPaths(root);
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(root, p));
 
-  const level = r.map(top.level, ["level"], ["name", "depth"]);
+  const level = r.map(top.level, ["level"], ["name", "depth", "spec", "manifest"]);
   const api = r.map(top.api, ["api"], ["socket"]);
   const ssh = r.map(top.ssh, ["ssh"], [
     "host", "port", "advertise_host", "max_upload_packs", "queue_timeout", "upload_pack_timeout", "auth_failure_delay",
@@ -126,6 +126,8 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     level: Object.freeze({
       name: r.str(level.name, ["level", "name"], DEFAULTS.levelName, NAME_RE),
       depth: r.int(level.depth, ["level", "depth"], 0, 0, 64),
+      spec: r.str(level.spec, ["level", "spec"], "", NAME_RE),
+      manifest: r.str(level.manifest, ["level", "manifest"], ""),
     }),
     api: Object.freeze({ socket: opts.socket ?? abs(r.str(api.socket, ["api", "socket"], paths.socket)) }),
     ssh: Object.freeze({

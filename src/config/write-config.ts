@@ -12,7 +12,7 @@ const ms = (v: number) => `${v}ms`;
 /** Every setting of `c` as hsd.yaml keys (parseConfig of its YAML gives `c` back). */
 export function configDocument(c: HsdConfig): Record<string, unknown> {
   const doc: Record<string, unknown> = {
-    level: { name: c.level.name, depth: c.level.depth },
+    level: { name: c.level.name, depth: c.level.depth, ...(c.level.spec ? { spec: c.level.spec } : {}), ...(c.level.manifest ? { manifest: c.level.manifest } : {}) },
     api: { socket: c.api.socket },
     ssh: {
       // An unset port stays unset: it means "a free port, kept across restarts" (reuseLastPort).

@@ -88,6 +88,7 @@ keys=$(sed -n 's/^\\([a-z_][a-z_]*\\):.*/\\1/p' "$root/config/secrets.yaml" | so
 playbook=$(sed -n 's/^# version: *//p' "$here/../ansible/playbooks/pve-setup.yml" | head -n 1)
 echo "iac-driver (demo) $* on \${HSD_LEVEL_NAME:-$(hostname)}"
 echo "layout: root=$root, ansible and tofu next to iac-driver"
+[ -z "\${HSD_SPEC:-}" ] || echo "spec: $HSD_SPEC (manifest \${HSD_MANIFEST:-?})"
 echo "site.yaml: domain=$domain"
 echo "secrets.yaml: 0600, keys: $keys(values not shown)"
 echo "playbook pve-setup.yml: version $playbook"

@@ -120,6 +120,9 @@ export class StepRunner {
       HSD_LEVEL_NAME: c.level.name,
       HSD_LEVEL_PATH: this.pathText,
       HSD_LEVEL_DEPTH: String(c.level.depth),
+      // What the level's manifest node says it should become (site-config specs/<spec>.yaml); "" outside a manifest.
+      HSD_SPEC: c.level.spec,
+      HSD_MANIFEST: c.level.manifest,
       HSD_PARENT_ADDRESS: c.parent ? `${c.parent.host}:${c.parent.port}` : "",
       HSD_STEP: step.name,
     };

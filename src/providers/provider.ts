@@ -29,6 +29,8 @@ export interface ChildInstallSpec {
   readonly repoNames: readonly string[];
   /** Extra YAML config keys for the child (budgets, timeouts...). */
   readonly extraConfig: Readonly<Record<string, unknown>>;
+  /** The manifest node this child is (its spec reaches its configure steps). */
+  readonly node?: { readonly spec: string; readonly manifest: string };
 }
 
 /** How the parent reaches a running child's SSH endpoint. */

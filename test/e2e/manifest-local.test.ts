@@ -55,6 +55,12 @@ test("nest -M n3-deep builds the manifest's tree, each level by its manifest nam
   assert.equal(r.code, 0, `${r.stderr}\n${r.stdout.slice(-3000)}`);
   const ready = jsonLines(r.stdout).filter((e) => e.phase === "nest" && e.kind === "finished").map((e) => e.level);
   assert.deepEqual(ready.sort(), ["l0/root-pve", "l0/root-pve/leaf-pve", "l0/root-pve/leaf-pve/edge"]);
+  // Each node's spec reaches its configure steps through the environment.
+  const specs = jsonLines(r.stdout).filter((e) => e.phase === "configure" && /pve-config\| spec: /.test(e.message ?? ""))
+    .map((e) => `${e.level} ${/spec: (\S+ \(manifest \S+\))/.exec(e.message)![1]}`).sort();
+  assert.deepEqual(specs, [
+    "l0/root-pve pve (manifest n3-deep)", "l0/root-pve/leaf-pve pve (manifest n3-deep)", "l0/root-pve/leaf-pve/edge base (manifest n3-deep)",
+  ]);
   const s = await hsctl(["status", "--json"], env, 60_000);
   const st = JSON.parse(s.stdout) as Status;
   const paths: string[] = [];
