@@ -45,7 +45,8 @@ export type ErrorCode =
   | "PveTokenExists"
   | "SecretsEncrypted"
   | "StepFailed"
-  | "ManifestInvalid";
+  | "ManifestInvalid"
+  | "VmidTaken";
 
 export interface HsErrorOptions {
   /** Structured, secret-free context (repo name, level path, phase, file:line). */
@@ -167,3 +168,5 @@ export class DaemonStartError extends HsError {
  * each {file, node, field, message}; nothing was created.
  */
 export class ManifestInvalidError extends HsError { static override code = "ManifestInvalid" as const; }
+/** A manifest's fixed vmid is already a VM on the node: never silently renumbered. */
+export class VmidTakenError extends HsError { static override code = "VmidTaken" as const; }

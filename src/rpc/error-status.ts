@@ -14,6 +14,7 @@ const MAX_ERRORS_JSON = 16 * 1024;
 const BY_CODE: Readonly<Record<string, grpc.status>> = {
   InvalidArgument: grpc.status.INVALID_ARGUMENT,
   ManifestInvalid: grpc.status.INVALID_ARGUMENT,
+  VmidTaken: grpc.status.ALREADY_EXISTS,
   ConfigInvalid: grpc.status.INVALID_ARGUMENT,
   NotFound: grpc.status.NOT_FOUND,
   RepoNotFound: grpc.status.NOT_FOUND,
