@@ -71,6 +71,13 @@ const RUN_SH = `#!/bin/sh
 # that the homestak layout is around it, reads the level's site-config and
 # prints what a pve-config run would do. It never prints a secret value.
 set -eu
+if [ -n "\${HSD_LEAF:-}" ]; then
+  # A leaf VM has no homestak install: its parent pushes its config to it (config-apply).
+  echo "iac-driver (demo) $* for leaf \${HSD_LEVEL_NAME:-?}"
+  echo "spec: \${HSD_SPEC:-none} (manifest \${HSD_MANIFEST:-?})"
+  echo "leaf: configured from \${HSD_PARENT_ADDRESS:-?} against \${HSD_TARGET:-?}"
+  exit 0
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 root=\${HOMESTAK_ROOT:-$(cd "$here/../.." && pwd)}
 fail() { echo "run.sh: $*" >&2; exit 2; }

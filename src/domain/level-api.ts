@@ -32,6 +32,10 @@ export interface LevelStatus {
   readonly children: readonly LevelStatus[];
   readonly outOfSync: boolean;
   readonly failure?: Failure;
+  /** A manifest leaf (type vm): no hsd; its parent reports it. */
+  readonly leaf?: boolean;
+  /** The manifest that built this level ("" / absent: none). */
+  readonly manifest?: string;
 }
 
 export interface Identity {

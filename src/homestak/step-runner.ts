@@ -45,6 +45,14 @@ export interface StepRunnerDeps {
   readonly baseEnv: Readonly<Record<string, string>>;
   /** Grace between SIGTERM and SIGKILL of a step's process group. */
   readonly killGraceMs: number;
+  /** Set last (a leaf's steps: where the leaf is, who configures it). */
+  readonly extraEnv?: Readonly<Record<string, string>>;
+}
+
+/** Step results kept in memory (a leaf's steps: its record in the parent's journal says whether configure finished). */
+export function memoryStepJournal(): StepJournal {
+  const steps: Record<string, StepRecord> = {};
+  return { steps: () => steps, updateSteps: async (fn) => fn(steps) };
 }
 
 /** Only these of hsd's environment reach a step: nothing else could be a secret. */
@@ -125,6 +133,7 @@ export class StepRunner {
       HSD_MANIFEST: c.level.manifest,
       HSD_PARENT_ADDRESS: c.parent ? `${c.parent.host}:${c.parent.port}` : "",
       HSD_STEP: step.name,
+      ...this.d.extraEnv,
     };
   }
 

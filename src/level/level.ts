@@ -267,12 +267,14 @@ export class Level implements LevelApi {
     const id = this.d.identity();
     const repos = await this.d.repos.state().catch(() => []);
     const children = await Promise.all(this.d.journal.children().map(async (rec): Promise<LevelStatus> => {
+      // A leaf has no hsd to ask: its record is all there is.
+      if (rec.node?.type === "vm") return childStatusFromRecord(rec, rec.state);
       if (!rec.endpoint || rec.state === "destroyed") return childStatusFromRecord(rec, "building");
       try {
         return await withTimeout(this.d.config.timeouts.connectMs, () => new PeerGoneError(`level ${rec.name} did not answer in time`), async (sig) => {
           const link = await this.d.links.get(rec.name, rec.endpoint!, sig);
           const st = await link.status(sig);
-          return { ...st, state: rec.state === "failed" ? "failed" : st.state, phases: childStatusFromRecord(rec, rec.state).phases };
+          return { ...st, state: rec.state === "failed" ? "failed" : st.state, phases: childStatusFromRecord(rec, rec.state).phases, ...(rec.manifest ? { manifest: rec.manifest } : {}) };
         }, signal);
       } catch (err) {
         await this.d.links.drop(rec.name);
@@ -282,7 +284,7 @@ export class Level implements LevelApi {
     return {
       name: c.level.name, depth: c.level.depth, state: "ready", address: id.sshAddress, hsdVersion: this.d.version,
       hostKeyFingerprint: id.hostKeyFingerprint, provider: c.nest.provider, repos, phases: [],
-      children: await Promise.all(children.map((ch) => attestChild(ch, repos, this.d.repos.compare?.bind(this.d.repos)))), outOfSync: false,
+      children: await Promise.all(children.map((ch) => ch.leaf ? ch : attestChild(ch, repos, this.d.repos.compare?.bind(this.d.repos)))), outOfSync: false,
     };
   }
 

@@ -5,7 +5,7 @@
 
 import { type HsdConfig } from "../config/config.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";
-import { CancelledError, HsError, ManifestInvalidError, PhaseTimeoutError, errorCode } from "../domain/errors.js";
+import { CancelledError, HsError, ManifestInvalidError, NotImplementedError, PhaseTimeoutError, errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { Provider } from "../providers/provider.js";
 import type { SecretTree } from "../secrets/secrets-store.js";
@@ -15,8 +15,8 @@ import type { AccessApi, NestOptions } from "../domain/level-api.js";
 import { relayUnder, type EventSink, type LevelEvent } from "../domain/events.js";
 import { toFailure, type Failure } from "../domain/failure.js";
 import type { ChildRecord, Journal } from "./journal.js";
-import type { PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
-import { PHASE_HOOKS } from "./phases/index.js";
+import type { ConfigureLeaf, PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
+import { LEAF_HOOKS, PHASE_HOOKS } from "./phases/index.js";
 import type { IsolationMode, ProviderName } from "../domain/providers.js";
 import { heightOf, rootsOf, subtreeOf, type BuildPlan, type PlannedNode } from "../domain/plan.js";
 
@@ -37,6 +37,9 @@ export interface NestEngineDeps {
   readonly log: Logger;
   /** Phase hooks, in order; tests may wrap them (fault injection). */
   readonly hooks?: readonly PhaseHook[];
+  readonly leafHooks?: readonly PhaseHook[];
+  /** Runs this level's configure steps against a leaf; absent: leaves cannot be built here. */
+  readonly configureLeaf?: ConfigureLeaf;
 }
 
 /** Phases after `from` (inclusive) are forgotten when a child must be restarted. */
@@ -52,9 +55,11 @@ export function childNames(parentDepth: number, width: number): string[] {
 /** The failure a thrown value becomes in an event: code and a secret-free message. */
 export class NestEngine {
   private readonly hooks: readonly PhaseHook[];
+  private readonly leafHooks: readonly PhaseHook[];
 
   constructor(private readonly d: NestEngineDeps) {
     this.hooks = d.hooks ?? PHASE_HOOKS;
+    this.leafHooks = d.leafHooks ?? LEAF_HOOKS;
   }
 
   /** The budget of a phase; nest's 0 means the sum of every other budget per level below. */
@@ -162,7 +167,8 @@ export class NestEngine {
     rec.state = "building";
     await this.save(rec);
 
-    for (const hook of this.hooks) {
+    const hooks = rec.node?.type === "vm" ? this.leafHooks : this.hooks;
+    for (const hook of hooks) {
       const phase = hook.name;
       const budgetMs = this.budgetOf(phase, opts.depth - 1);
       const done = rec.phases[phase];
@@ -188,7 +194,7 @@ export class NestEngine {
         );
         const durationMs = this.d.clock.now() - started;
         rec.phases[phase] = { kind: "finished", durationMs, budgetMs, at: this.d.clock.now() };
-        if (phase === "nest") rec.state = "ready";
+        if (hook === hooks[hooks.length - 1]) rec.state = "ready";
         await this.save(rec);
         emit({ phase, kind: "finished", durationMs, budgetMs });
       } catch (raw) {
@@ -219,6 +225,9 @@ export class NestEngine {
       readSite: this.d.readSite ?? (async () => undefined),
       log: log.child({ phase }),
       link: () => this.d.links.get(rec.name, rec.endpoint!, signal),
+      configureLeaf: this.d.configureLeaf ?? (async () => {
+        throw new NotImplementedError("this level cannot configure leaves (no configure steps wired)", { details: { level: rec.name } });
+      }),
       emit: (ev) => emit({ phase, ...ev }),
     };
   }

@@ -6,11 +6,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { writeFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { e2eTree, hsctl, jsonLines, levelRoots } from "../helpers/hsctl.js";
+import { e2eTree, hsctl, hsdProcessesUnder, jsonLines, levelRoots } from "../helpers/hsctl.js";
 
 // A node named fail-me dies at its hsd's start, wherever a manifest puts it.
 const { root, l0, env } = await e2eTree("hsd-manifest-", { HSD_FAULTS: "fail-me:startup:kill" });
-type Status = { name: string; state: string; children: Status[] };
+type Status = { name: string; state: string; leaf?: boolean; manifest?: string; sync: string; children: Status[] };
 
 async function tree(): Promise<string[]> {
   const s = await hsctl(["status", "--json"], env, 60_000);
@@ -53,8 +53,16 @@ test("an invalid manifest is ManifestInvalid naming every problem, and nothing i
 test("nest -M n3-deep builds the manifest's tree, each level by its manifest name", async () => {
   const r = await hsctl(["nest", "-M", "n3-deep", "--json"], env, 240_000);
   assert.equal(r.code, 0, `${r.stderr}\n${r.stdout.slice(-3000)}`);
-  const ready = jsonLines(r.stdout).filter((e) => e.phase === "nest" && e.kind === "finished").map((e) => e.level);
-  assert.deepEqual(ready.sort(), ["l0/root-pve", "l0/root-pve/leaf-pve", "l0/root-pve/leaf-pve/edge"]);
+  const ev = jsonLines(r.stdout);
+  const ready = ev.filter((e) => e.phase === "nest" && e.kind === "finished").map((e) => e.level);
+  assert.deepEqual(ready.sort(), ["l0/root-pve", "l0/root-pve/leaf-pve"]);
+  // edge is a vm leaf: created, booted and configured by leaf-pve, with no hsd of its own.
+  const edge = "l0/root-pve/leaf-pve/edge";
+  assert.deepEqual([...new Set(ev.filter((e) => e.level === edge && e.kind === "finished").map((e) => e.phase))], ["preflight", "provision", "boot", "configure"]);
+  assert.ok(ev.some((e) => e.level === edge && e.phase === "configure" && /pve-config\| leaf: configured from 127\.0\.0\.1:\d+ against 127\.0\.0\.1/.test(e.message ?? "")), "leaf-pve ran its steps against edge");
+  const edgeDir = join(l0, "state", "levels", "root-pve", "state", "levels", "leaf-pve", "state", "levels", "edge");
+  assert.deepEqual(await readdir(edgeDir), []);
+  assert.deepEqual(await hsdProcessesUnder(edgeDir), []);
   // Each node's spec reaches its configure steps through the environment.
   const specs = jsonLines(r.stdout).filter((e) => e.phase === "configure" && /pve-config\| spec: /.test(e.message ?? ""))
     .map((e) => `${e.level} ${/spec: (\S+ \(manifest \S+\))/.exec(e.message)![1]}`).sort();
@@ -67,6 +75,10 @@ test("nest -M n3-deep builds the manifest's tree, each level by its manifest nam
   const walk = (n: Status, p: string) => { for (const c of n.children) { paths.push(`${p}/${c.name}`); assert.equal(c.state, "ready", c.name); walk(c, `${p}/${c.name}`); } };
   walk(st, "l0");
   assert.deepEqual(paths, ["l0/root-pve", "l0/root-pve/leaf-pve", "l0/root-pve/leaf-pve/edge"]);
+  const edgeSt = st.children[0]!.children[0]!.children[0]!;
+  assert.deepEqual([edgeSt.leaf, edgeSt.manifest, st.children[0]!.leaf, st.children[0]!.manifest], [true, "n3-deep", undefined, "n3-deep"]);
+  const text = await hsctl(["status"], env, 60_000);
+  assert.match(text.stdout, /└─ edge {2}ready {2}\[vm leaf, no hsd\]/);
   assert.deepEqual(await readdir(join(l0, "state", "levels")), ["root-pve"]);
   // A second run resumes: every phase of every node is skipped or re-confirmed, nothing is rebuilt.
   const again = await hsctl(["nest", "-M", "n3-deep", "--json"], env, 120_000);
@@ -78,6 +90,8 @@ test("nest -M n3-deep builds the manifest's tree, each level by its manifest nam
 test("manifests share level 0: destroy -M removes exactly its tree; a name another manifest built is refused", async () => {
   const r = await hsctl(["nest", "-M", "n1-push", "--json"], env, 120_000);
   assert.equal(r.code, 0, r.stderr);
+  // n1's only node is a vm leaf of level 0 itself: level 0 configures it.
+  assert.ok(jsonLines(r.stdout).some((e) => e.level === "l0/edge" && e.phase === "configure" && /\| leaf: configured from/.test(e.message ?? "")));
   assert.deepEqual(await tree(), [...N3, "l0/edge"].sort());
   const clash = await hsctl(["nest", "-M", "n2-push"], env, 60_000);
   assert.equal(clash.code, 1, clash.stderr);
