@@ -209,6 +209,8 @@ export class Level implements LevelApi {
       });
     }
     if (opts.configure && result && this.d.config.parent) await this.reconfigure(sink, signal);
+    // Leaves have no hsd to sync: this level configures them again from the trees it just synced.
+    if (opts.configure && opts.recursive && result) await this.d.engine.reconfigureLeaves(sink, signal);
     if (!opts.recursive) return;
     await Promise.all(this.liveChildren().map(async (rec) => {
       let reported: RepoState[] | undefined;

@@ -117,6 +117,34 @@ export class NestEngine {
     throw failures[0];
   }
 
+  /**
+   * hsctl sync --configure: this level re-runs its configure steps against
+   * each ready leaf (leaves have no hsd to sync). Failures are events; the wave goes on.
+   */
+  async reconfigureLeaves(sink: EventSink, signal: AbortSignal): Promise<void> {
+    const self = this.d.self();
+    const budgetMs = this.d.config.budgets.configure;
+    for (const rec of this.d.journal.children().filter((c) => c.node?.type === "vm" && c.state === "ready" && c.handle)) {
+      const levelPath = [self.name, rec.name];
+      const emit = (ev: Omit<LevelEvent, "levelPath" | "time" | "phase">) => sink({ ...ev, phase: "configure", levelPath, time: this.d.clock.now() });
+      const started = this.d.clock.now();
+      emit({ kind: "started", budgetMs });
+      try {
+        if (!this.d.configureLeaf) throw new NotImplementedError("this level cannot configure leaves", { details: { level: rec.name } });
+        const configure = this.d.configureLeaf;
+        await withTimeout(budgetMs, () => new PhaseTimeoutError(`configure of leaf ${levelPath.join("/")} overran its budget`, {
+          details: { level: levelPath.join("/"), phase: "configure", budgetMs },
+        }), (sig) => configure({
+          name: rec.name, address: rec.address ?? "", spec: rec.node?.spec ?? "", manifest: rec.manifest ?? "", handle: rec.handle!,
+        }, (ev) => emit(ev), sig), signal);
+        emit({ kind: "finished", durationMs: this.d.clock.now() - started, budgetMs });
+      } catch (err) {
+        this.d.log.warn({ child: rec.name, code: errorCode(err) }, "leaf configure after sync failed");
+        emit({ kind: "failed", durationMs: this.d.clock.now() - started, budgetMs, failure: toFailure(err) });
+      }
+    }
+  }
+
   /** A manifest root must not be a level another manifest (or a uniform nest) built here. */
   private checkOwnership(plan: BuildPlan): void {
     const errors = rootsOf(plan.nodes).flatMap((n) => {

@@ -80,6 +80,11 @@ test("nest -M n3-deep builds the manifest's tree, each level by its manifest nam
   const text = await hsctl(["status"], env, 60_000);
   assert.match(text.stdout, /└─ edge {2}ready {2}\[vm leaf, no hsd\]/);
   assert.deepEqual(await readdir(join(l0, "state", "levels")), ["root-pve"]);
+  // sync --configure reaches the leaf through its parent: leaf-pve configures edge again.
+  const sync = await hsctl(["sync", "--configure", "--json"], env, 120_000);
+  assert.equal(sync.code, 0, sync.stderr);
+  const configured = jsonLines(sync.stdout).filter((e) => e.phase === "configure" && e.kind === "finished").map((e) => e.level).sort();
+  assert.deepEqual(configured, N3);
   // A second run resumes: every phase of every node is skipped or re-confirmed, nothing is rebuilt.
   const again = await hsctl(["nest", "-M", "n3-deep", "--json"], env, 120_000);
   assert.equal(again.code, 0, again.stderr);
