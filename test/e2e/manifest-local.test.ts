@@ -110,6 +110,12 @@ test("manifests share level 0: destroy -M removes exactly its tree; a name anoth
   assert.equal(d3.code, 0, d3.stderr);
   assert.deepEqual(await tree(), []);
   assert.deepEqual(await levelRoots(l0), [l0]);
+  // With n3-deep gone, n2-push's root-pve is free: a pve level with a vm leaf below it.
+  const n2 = await hsctl(["nest", "-M", "n2-push", "--json"], env, 120_000);
+  assert.equal(n2.code, 0, n2.stderr);
+  assert.deepEqual(await tree(), ["l0/root-pve", "l0/root-pve/edge"]);
+  assert.equal((await hsctl(["destroy", "-M", "n2-push"], env, 120_000)).code, 0);
+  assert.deepEqual(await levelRoots(l0), [l0]);
 });
 
 test("reconcile: an added node alone is built; a removed one stays without --prune and goes with it", async () => {
