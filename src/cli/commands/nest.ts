@@ -46,7 +46,7 @@ export const nestCommand: Command = {
   name: "nest",
   summary: "build N nested levels below this one, live",
   help: `Usage: hsctl nest --depth N [--width W] [--provider local|pve] [--isolation process|netns] [--json]
-       hsctl nest -M NAME | --manifest FILE [--provider ...] [--isolation ...] [--json]
+       hsctl nest -M NAME | --manifest FILE [--prune] [--provider ...] [--isolation ...] [--json]
 
 Builds N levels below the local hsd: each level's hsd creates the next level,
 installs hsd in it, lets it clone the repos over SSH git, hands it its scoped
