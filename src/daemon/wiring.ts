@@ -10,6 +10,7 @@ import { resolve } from "node:path";
 import { type HsdConfig } from "../config/config.js";
 import { levelPaths, SYSTEM_PATHS } from "../config/level-layout.js";
 import { loadConfig } from "../config/load-config.js";
+import { PROVIDER_CONFIGS, providerOptions } from "../providers/registry.js";
 import { lookupUser } from "../util/passwd.js";
 import { withDemoSteps } from "../demo/demo-steps.js";
 import { startApiServer, type ApiServer } from "../api/server.js";
@@ -19,12 +20,12 @@ import { buildLevel, prepareLevel, startLevelSsh, type LevelParts } from "./leve
 import { announceReady, removeReadyFile, type ReadyInfo } from "./ready.js";
 import { HSD_VERSION } from "./version.js";
 import type { IdentityParts, SshHandle, WiringContext } from "./wiring-context.js";
-import { parseFaults } from "./faults.js";
 import { serviceManagerFrom, type ServiceManager } from "../util/systemd-env.js";
 import { sdNotifier } from "./sd-notify.js";
 import { homestakLayout } from "../homestak/layout.js";
 import { HOMESTAK_IMAGES, ManifestSource } from "../manifest/manifest-source.js";
 import { manifestPlan } from "../manifest/manifest.js";
+import { levelCheckpoints } from "./checkpoints.js";
 
 export interface DaemonOptions {
   /** Level root; absent = system mode (/etc/homestak/hsd.yaml, /run/hsd/hsd.sock, /var/lib/hsd). */
@@ -69,6 +70,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const homestakHome = o.root === undefined ? lookupUser("homestak")?.home : undefined;
   // A level under a user's root takes a free SSH port unless hsd.yaml names one: never the system hsd's 2222.
   const config = withDemoSteps(await loadConfig(p.configFile, {
+    providers: PROVIDER_CONFIGS,
     root: p.root, ...(p.socket ? { socket: p.socket } : { freeSshPort: true }), ...(homestakHome ? { homestakHome } : {}),
   }));
   const destination = o.logDestination
@@ -80,8 +82,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     ...(destination ? { destination } : {}),
   });
   const paths = levelPaths(config.root);
-  // Test-only fault points (HSD_FAULTS), parsed once from the injected env; a no-op unless it names this level.
-  const faults = parseFaults(o.env, config.level.name, paths.stateDir);
+  // Named points a test may hold or kill at (nothing listens outside tests).
+  const checkpoints = levelCheckpoints(config.level.name, paths.stateDir);
   const manager = o.serviceManager ?? serviceManagerFrom(o.env, process.pid);
   const notifier = sdNotifier({ manager, pid: process.pid, log });
   log.info({ config: config.source, root: config.root, version: HSD_VERSION }, "hsd starting");
@@ -100,7 +102,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   let closeLevel: () => Promise<void> = async () => {};
   let startLevel = () => {};
   const access = await (o.buildAccess ?? (async (c: HsdConfig, l: Logger) => {
-    parts = await prepareLevel(c, l, faults);
+    parts = await prepareLevel(c, l, checkpoints);
     return parts.access;
   }))(config, log);
   const ctx: WiringContext = {
@@ -108,7 +110,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     requestShutdown: () => stopRequested("requested over the API"),
   };
   const level = (o.buildLevel ?? ((c: WiringContext) => {
-    const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, manager, faults);
+    const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, manager, checkpoints);
     closeLevel = built.close;
     startLevel = built.start;
     return built.level;
@@ -125,7 +127,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       ? new ManifestSource({ siteConfigDir: layout.configDir, images: () => HOMESTAK_IMAGES, ready: () => siteConfigReady ?? Promise.resolve() })
       : undefined;
     api = await startApiServer({
-      socketPath: config.api.socket, level, access, log, limits: config.nest,
+      socketPath: config.api.socket, level, access, log, limits: {
+        ...config.nest, providerOptions: (provider, requested) => providerOptions(config, provider, requested),
+      },
       ...(manifests ? { loadManifest: async (req) => manifestPlan(await manifests.load(req)) } : {}),
     });
     // Readiness waits for the SSH endpoint: a parent dials it right after.
@@ -145,8 +149,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     publicKey: ssh?.publicKey ?? "",
     version: HSD_VERSION,
   };
-  // Test-only: hold before readiness (the parent is in its install phase).
-  await faults.at("startup", (m) => log.warn(m), new AbortController().signal);
+  // Before readiness (the parent is in its install phase): a test may hold here.
+  await checkpoints.at("startup", (m) => log.warn(m), new AbortController().signal);
   const stopWatchdog = notifier.startWatchdog();
   await announceReady({ readyFile: paths.ready, info: ready, env: o.env, log, notifier });
   log.info({ socket: ready.socket, sshPort: ready.sshPort }, "hsd ready");

@@ -12,12 +12,13 @@ import type { SecretTree } from "../secrets/secrets-store.js";
 import { withTimeout } from "../util/timeout.js";
 import type { ChildLinks } from "./child-link.js";
 import type { AccessApi, NestOptions } from "../domain/level-api.js";
-import { relayUnder, type EventSink, type LevelEvent } from "../domain/events.js";
+import type { EventSink } from "../domain/events.js";
 import { toFailure, type Failure } from "../domain/failure.js";
 import type { ChildRecord, Journal } from "./journal.js";
 import type { ConfigureLeaf, PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
 import { LEAF_HOOKS, PHASE_HOOKS } from "./phases/index.js";
-import type { IsolationMode, ProviderName } from "../domain/providers.js";
+import { ChildTree, ONE_AT_A_TIME, valuesOrFirstFailure, type ChildScope, type LocalEvent } from "./child-tree.js";
+import type { ProviderName, ProviderOptions } from "../domain/providers.js";
 import { heightOf, rootsOf, subtreeOf, type BuildPlan, type PlannedNode } from "../domain/plan.js";
 
 export interface Clock {
@@ -27,7 +28,8 @@ export interface Clock {
 export interface NestEngineDeps {
   readonly config: HsdConfig;
   readonly self: () => SelfInfo;
-  readonly providers: (name: ProviderName, isolation: IsolationMode) => Provider;
+  /** The provider for a child; options are the request's for that provider, passed through unread. */
+  readonly providers: (name: ProviderName, options: ProviderOptions) => Provider;
   readonly journal: Journal;
   readonly links: ChildLinks;
   readonly access: AccessApi;
@@ -37,6 +39,12 @@ export interface NestEngineDeps {
   readonly log: Logger;
   /** Phase hooks, in order; tests may wrap them (fault injection). */
   readonly hooks?: readonly PhaseHook[];
+  /**
+   * Settles when this level's exports may be served; hooks that read them
+   * (readsExports: sync) wait for it and fail with its error. Level 0 refreshes
+   * its exports while its children boot; below, they are ready before a nest.
+   */
+  readonly exportsReady?: () => Promise<void>;
   readonly leafHooks?: readonly PhaseHook[];
   /** Runs this level's configure steps against a leaf; absent: leaves cannot be built here. */
   readonly configureLeaf?: ConfigureLeaf;
@@ -56,10 +64,13 @@ export function childNames(parentDepth: number, width: number): string[] {
 export class NestEngine {
   private readonly hooks: readonly PhaseHook[];
   private readonly leafHooks: readonly PhaseHook[];
+  /** This level's children: the engine's walks and the level's (sync, status) go through it. */
+  readonly tree: ChildTree;
 
   constructor(private readonly d: NestEngineDeps) {
     this.hooks = d.hooks ?? PHASE_HOOKS;
     this.leafHooks = d.leafHooks ?? LEAF_HOOKS;
+    this.tree = new ChildTree({ self: d.self, journal: d.journal, clock: d.clock });
   }
 
   /** The budget of a phase; nest's 0 means the sum of every other budget per level below. */
@@ -71,50 +82,35 @@ export class NestEngine {
   }
 
   /** The provider's preflight checks alone (hsctl doctor); repairs what is safe to repair. */
-  preflight(provider: ProviderName, isolation: IsolationMode, signal: AbortSignal) {
-    return this.d.providers(provider, isolation).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
+  preflight(provider: ProviderName, options: ProviderOptions, signal: AbortSignal) {
+    return this.d.providers(provider, options).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
   }
 
   /**
-   * Builds opts.depth levels below this one: opts.width children here, each
-   * recursing. `reposReady` settles when this level's exports may be served:
-   * a child's phases run meanwhile, and those that read the exports (hooks
-   * marked readsExports: sync) wait for it (and fail with its error).
+   * Builds opts.depth levels below this one: opts.width children here (or a
+   * manifest plan's roots), each recursing.
    */
-  async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal, reposReady: Promise<void> = Promise.resolve()): Promise<void> {
-    const self = this.d.self();
+  async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
     const plan = opts.plan;
     if (plan) {
       this.checkOwnership(plan);
       if (plan.prune) await this.prune(plan, sink, signal);
     }
     if (opts.depth <= 0) return;
-    const names = plan ? rootsOf(plan.nodes).map((n) => n.name) : childNames(self.depth, opts.width);
-    const existed = new Set(this.d.journal.children().map((c) => c.name));
-    const failures: unknown[] = [];
-    let next = 0;
-    const worker = async () => {
-      while (next < names.length) {
-        // on_error stop: no sibling starts after a failure (those under way finish).
-        if (plan?.onError === "stop" && failures.length > 0) return;
-        const i = next++;
-        try {
-          const child = childRequest(opts, names[i]!);
-          await this.buildChild(names[i]!, opts.plan ? this.freeIndex(names[i]!) : i, child, sink, signal, reposReady);
-        } catch (err) {
-          failures.push(err); // siblings go on: one child's failure is its subtree's only
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.d.config.nest.maxParallel, names.length) }, worker));
-    if (failures.length === 0) return;
-    if (plan?.onError === "rollback") {
+    const names = plan
+      ? this.manifestIndices(rootsOf(plan.nodes).map((n) => n.name))
+      : childNames(this.d.self().depth, opts.width).map((name, index) => ({ name, index }));
+    const existed = new Set(this.tree.children().map((c) => c.name));
+    // on_error stop: no sibling starts after a failure (those under way finish); siblings go on otherwise.
+    const walked = await this.tree.walk(names, sink, { concurrency: this.d.config.nest.maxParallel, stopAfterFailure: plan?.onError === "stop" },
+      (c, at) => this.buildChild(c.index, childRequest(opts, c.name), at, signal));
+    if (walked.failures.length > 0 && plan?.onError === "rollback") {
       // Deeper levels rolled back their own new children before failing up to here.
-      const created = names.filter((n) => !existed.has(n) && this.d.journal.child(n));
+      const created = names.map((n) => n.name).filter((n) => !existed.has(n) && this.d.journal.child(n));
       this.d.log.warn({ manifest: plan.manifest, created }, "on_error rollback: destroying the levels this run created");
       await this.destroy(sink, signal, (rec) => created.includes(rec.name)).catch((err) => this.d.log.error({ code: errorCode(err) }, "rollback incomplete"));
     }
-    throw failures[0];
+    valuesOrFirstFailure(walked);
   }
 
   /**
@@ -122,18 +118,16 @@ export class NestEngine {
    * each ready leaf (leaves have no hsd to sync). Failures are events; the wave goes on.
    */
   async reconfigureLeaves(sink: EventSink, signal: AbortSignal): Promise<void> {
-    const self = this.d.self();
     const budgetMs = this.d.config.budgets.configure;
-    for (const rec of this.d.journal.children().filter((c) => c.node?.type === "vm" && c.state === "ready" && c.handle)) {
-      const levelPath = [self.name, rec.name];
-      const emit = (ev: Omit<LevelEvent, "levelPath" | "time" | "phase">) => sink({ ...ev, phase: "configure", levelPath, time: this.d.clock.now() });
+    await this.tree.walk(this.tree.readyLeaves(), sink, ONE_AT_A_TIME, async (rec, at) => {
+      const emit = (ev: Omit<LocalEvent, "phase">) => at.emit({ ...ev, phase: "configure" });
       const started = this.d.clock.now();
       emit({ kind: "started", budgetMs });
       try {
         if (!this.d.configureLeaf) throw new NotImplementedError("this level cannot configure leaves", { details: { level: rec.name } });
         const configure = this.d.configureLeaf;
-        await withTimeout(budgetMs, () => new PhaseTimeoutError(`configure of leaf ${levelPath.join("/")} overran its budget`, {
-          details: { level: levelPath.join("/"), phase: "configure", budgetMs },
+        await withTimeout(budgetMs, () => new PhaseTimeoutError(`configure of leaf ${at.path.join("/")} overran its budget`, {
+          details: { level: at.path.join("/"), phase: "configure", budgetMs },
         }), (sig) => configure({
           name: rec.name, address: rec.address ?? "", spec: rec.node?.spec ?? "", manifest: rec.manifest ?? "", handle: rec.handle!,
         }, (ev) => emit(ev), sig), signal);
@@ -142,7 +136,7 @@ export class NestEngine {
         this.d.log.warn({ child: rec.name, code: errorCode(err) }, "leaf configure after sync failed");
         emit({ kind: "failed", durationMs: this.d.clock.now() - started, budgetMs, failure: toFailure(err) });
       }
-    }
+    });
   }
 
   /** A manifest root must not be a level another manifest (or a uniform nest) built here. */
@@ -161,36 +155,41 @@ export class NestEngine {
   /** --prune: children this manifest built that it no longer names go, with their subtrees. */
   private async prune(plan: BuildPlan, sink: EventSink, signal: AbortSignal): Promise<void> {
     const keep = new Set(rootsOf(plan.nodes).map((n) => n.name));
-    const gone = this.d.journal.children().filter((c) => c.manifest === plan.manifest && !keep.has(c.name)).map((c) => c.name);
+    const gone = this.tree.children().filter((c) => c.manifest === plan.manifest && !keep.has(c.name)).map((c) => c.name);
     if (gone.length === 0) return;
     this.d.log.info({ manifest: plan.manifest, gone }, "pruning levels the manifest no longer names");
     await this.destroy(sink, signal, (rec) => gone.includes(rec.name));
   }
 
-  /** A manifest child keeps its index across runs; a new one takes the lowest free one (netns /30s derive from it). */
-  private freeIndex(name: string): number {
-    const existing = this.d.journal.child(name);
-    if (existing) return existing.index;
-    const used = new Set(this.d.journal.children().map((c) => c.index));
-    let i = 0;
-    while (used.has(i)) i++;
-    return i;
+  /**
+   * A manifest child keeps its index across runs; each new one takes the
+   * lowest index still free (netns /30s derive from it), so siblings started
+   * together never share one.
+   */
+  private manifestIndices(names: readonly string[]): { name: string; index: number }[] {
+    const used = new Set(this.tree.children().map((c) => c.index));
+    let free = 0;
+    return names.map((name) => {
+      const existing = this.d.journal.child(name);
+      if (existing) return { name, index: existing.index };
+      while (used.has(free)) free++;
+      used.add(free);
+      return { name, index: free };
+    });
   }
 
-  private async buildChild(name: string, index: number, opts: NestOptions & { node?: PlannedNode }, sink: EventSink, signal: AbortSignal, reposReady: Promise<void>): Promise<void> {
+  private async buildChild(index: number, opts: NestOptions & { node?: PlannedNode }, at: ChildScope, signal: AbortSignal): Promise<void> {
     const self = this.d.self();
-    const path = [self.name, name];
+    const { name, path, emit } = at;
     const log = this.d.log.child({ child: name });
-    const emit = (ev: Omit<LevelEvent, "levelPath" | "time">) => sink({ ...ev, levelPath: path, time: this.d.clock.now() });
-    const relay = relayUnder(self.name, sink);
 
     let rec = this.d.journal.child(name) ?? {
-      name, index, provider: opts.provider, isolation: opts.isolation, state: "building", phases: {},
+      name, index, provider: opts.provider, options: opts.options, state: "building", phases: {},
       ...(opts.plan ? { manifest: opts.plan.manifest } : {}),
     } satisfies ChildRecord;
     const node = opts.plan && opts.node;
     if (node) rec.node = node;
-    const provider = this.d.providers(rec.provider, rec.isolation);
+    const provider = this.d.providers(rec.provider, rec.options);
     rec = await this.checkResume(rec, provider, log);
     rec.state = "building";
     await this.save(rec);
@@ -215,8 +214,8 @@ export class NestEngine {
           }),
           async (phaseSignal) => {
             // Level 0 may still be refreshing its exports while children boot.
-            if (hook.readsExports) await reposReady;
-            return hook.run(this.phaseRun(hook, rec, opts, provider, self, phaseSignal, log, budgetMs, emit, relay));
+            if (hook.readsExports && this.d.exportsReady) await this.d.exportsReady();
+            return hook.run(this.phaseRun(hook, rec, opts, provider, self, phaseSignal, log, budgetMs, at));
           },
           signal,
         );
@@ -242,11 +241,11 @@ export class NestEngine {
 
   private phaseRun(
     hook: PhaseHook, rec: ChildRecord, request: NestOptions, provider: Provider, self: SelfInfo, signal: AbortSignal,
-    log: Logger, budgetMs: number, emit: (ev: Omit<LevelEvent, "levelPath" | "time">) => void, relay: EventSink,
+    log: Logger, budgetMs: number, at: ChildScope,
   ): PhaseRun {
     const phase = hook.name;
     return {
-      phase, rec, request, provider, self, signal, budgetMs, relay,
+      phase, rec, request, provider, self, signal, budgetMs, relay: at.relay,
       config: this.d.config,
       access: this.d.access,
       readSecrets: this.d.readSecrets,
@@ -256,7 +255,7 @@ export class NestEngine {
       configureLeaf: this.d.configureLeaf ?? (async () => {
         throw new NotImplementedError("this level cannot configure leaves (no configure steps wired)", { details: { level: rec.name } });
       }),
-      emit: (ev) => emit({ phase, ...ev }),
+      emit: (ev) => at.emit({ phase, ...ev }),
     };
   }
 
@@ -291,36 +290,33 @@ export class NestEngine {
 
   /** Tears down every child (or those `select` picks), deepest first. Idempotent: no children is a no-op. */
   async destroy(sink: EventSink, signal: AbortSignal, select: (rec: ChildRecord) => boolean = () => true): Promise<void> {
-    const self = this.d.self();
-    const errors: unknown[] = [];
-    for (const rec of this.d.journal.children().reverse().filter(select)) {
-      const path = [self.name, rec.name];
-      const started = this.d.clock.now();
-      const emit = (ev: Omit<LevelEvent, "levelPath" | "time" | "phase">) =>
-        sink({ ...ev, phase: "teardown", levelPath: path, time: this.d.clock.now() });
-      emit({ kind: "started" });
-      const provider = this.d.providers(rec.provider, rec.isolation);
-      const log = this.d.log.child({ child: rec.name, phase: "teardown" });
-      try {
-        // Let a live child tear down its own subtree first; a dead one is
-        // cleaned up by its provider, which knows how to find its descendants.
-        if (rec.endpoint && rec.handle && (await provider.alive(rec.handle).catch(() => false))) {
-          await withTimeout(this.d.config.timeouts.commandMs, () => new PhaseTimeoutError(`teardown of ${path.join("/")} timed out`), async (sig) => {
-            const link = await this.d.links.get(rec.name, rec.endpoint!, sig);
-            await link.destroy({ self: false }, relayUnder(self.name, sink), sig);
-          }, signal).catch((err) => log.warn({ code: errorCode(err) }, "child could not tear down its subtree; its provider will"));
-        }
-        await this.d.links.drop(rec.name);
-        if (rec.handle) await provider.destroy(rec.handle, { signal, log, emit: (ev) => emit(ev) });
-        if (rec.publicKey) await this.d.access.removeKey({ publicKey: rec.publicKey }).catch(() => false);
-        await this.d.journal.update((j) => { delete j.children[rec.name]; });
-        emit({ kind: "finished", durationMs: this.d.clock.now() - started });
-      } catch (err) {
-        errors.push(err);
-        emit({ kind: "failed", durationMs: this.d.clock.now() - started, failure: toFailure(err) });
+    valuesOrFirstFailure(await this.tree.walk(this.tree.teardownOrder().filter(select), sink, ONE_AT_A_TIME, (rec, at) => this.teardownChild(rec, at, signal)));
+  }
+
+  private async teardownChild(rec: ChildRecord, at: ChildScope, signal: AbortSignal): Promise<void> {
+    const started = this.d.clock.now();
+    const emit = (ev: Omit<LocalEvent, "phase">) => at.emit({ ...ev, phase: "teardown" });
+    emit({ kind: "started" });
+    const provider = this.d.providers(rec.provider, rec.options);
+    const log = this.d.log.child({ child: rec.name, phase: "teardown" });
+    try {
+      // Let a live child tear down its own subtree first; a dead one is
+      // cleaned up by its provider, which knows how to find its descendants.
+      if (rec.endpoint && rec.handle && (await provider.alive(rec.handle).catch(() => false))) {
+        await withTimeout(this.d.config.timeouts.commandMs, () => new PhaseTimeoutError(`teardown of ${at.path.join("/")} timed out`), async (sig) => {
+          const link = await this.d.links.get(rec.name, rec.endpoint!, sig);
+          await link.destroy({ self: false }, at.relay, sig);
+        }, signal).catch((err) => log.warn({ code: errorCode(err) }, "child could not tear down its subtree; its provider will"));
       }
+      await this.d.links.drop(rec.name);
+      if (rec.handle) await provider.destroy(rec.handle, { signal, log, emit: (ev) => emit(ev) });
+      if (rec.publicKey) await this.d.access.removeKey({ publicKey: rec.publicKey }).catch(() => false);
+      await this.d.journal.update((j) => { delete j.children[rec.name]; });
+      emit({ kind: "finished", durationMs: this.d.clock.now() - started });
+    } catch (err) {
+      emit({ kind: "failed", durationMs: this.d.clock.now() - started, failure: toFailure(err) });
+      throw err;
     }
-    if (errors.length > 0) throw errors[0];
   }
 }
 

@@ -7,7 +7,7 @@ import { AccessService, Isolation, NestService } from "../gen/homestak/nest/v1/n
 import type { CheckResult } from "../domain/checks.js";
 import type { LevelEvent } from "../domain/events.js";
 import type { AuthorizedKey, DestroyOptions, Identity, KeyRole, LevelStatus } from "../domain/level-api.js";
-import type { IsolationMode } from "../domain/providers.js";
+import type { ProviderOptions } from "../domain/providers.js";
 import { createClient, type CallOpts, type ClientOptions } from "./client.js";
 import type { BuildPlan } from "../domain/plan.js";
 import { toProtoPlan } from "./convert-plan.js";
@@ -20,7 +20,8 @@ export interface NestRequest {
   readonly depth: number;
   readonly width: number;
   readonly provider?: string;
-  readonly isolation?: IsolationMode;
+  /** The provider's options (the proto carries the local provider's isolation). */
+  readonly options?: ProviderOptions;
   /** A manifest for the serving level (level 0) to load and validate. */
   readonly manifest?: { readonly name?: string; readonly yaml?: string; readonly file?: string; readonly prune?: boolean };
   /** A parent's plan for the serving level's subtree. */
@@ -36,7 +37,7 @@ export interface NestClient {
   sync(req: { recursive: boolean; configure?: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   destroy(req: DestroyOptions, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   configure(o?: LevelCallOpts): AsyncIterable<LevelEvent>;
-  doctor(req: { provider?: string; isolation?: IsolationMode }, o?: LevelCallOpts): Promise<CheckResult[]>;
+  doctor(req: { provider?: string; options?: ProviderOptions }, o?: LevelCallOpts): Promise<CheckResult[]>;
   close(): void;
 }
 
@@ -47,8 +48,8 @@ export interface AccessClient {
   close(): void;
 }
 
-const toIsolation = (m: IsolationMode | undefined): Isolation =>
-  m === "netns" ? Isolation.NETNS : m === "process" ? Isolation.PROCESS : Isolation.UNSPECIFIED;
+const toIsolation = (o: ProviderOptions | undefined): Isolation =>
+  o?.isolation === "netns" ? Isolation.NETNS : o?.isolation === "process" ? Isolation.PROCESS : Isolation.UNSPECIFIED;
 
 async function* events(stream: AsyncIterable<{ event?: Parameters<typeof fromProtoEvent>[0] }>): AsyncIterable<LevelEvent> {
   for await (const m of stream) if (m.event) yield fromProtoEvent(m.event);
@@ -65,7 +66,7 @@ export function nestClient(target: string, opts?: ClientOptions): NestClient {
     async putSecrets(yaml, o) { return (await c.putSecrets({ yaml }, o)).keys; },
     nest(req, o) {
       return events(c.nest({
-        depth: req.depth, width: req.width, provider: req.provider ?? "", isolation: toIsolation(req.isolation),
+        depth: req.depth, width: req.width, provider: req.provider ?? "", isolation: toIsolation(req.options),
         manifestName: req.manifest?.name ?? "", manifestYaml: req.manifest?.yaml ?? "", manifestFile: req.manifest?.file ?? "", prune: req.manifest?.prune ?? false,
         ...(req.plan ? toProtoPlan(req.plan) : {}),
       }, o));
@@ -74,7 +75,7 @@ export function nestClient(target: string, opts?: ClientOptions): NestClient {
     destroy(req, o) { return events(c.destroy({ self: req.self, manifest: req.manifest ?? "", names: [...(req.names ?? [])] }, o)); },
     configure(o) { return events(c.configure({}, o)); },
     async doctor(req, o) {
-      const r = await c.doctor({ provider: req.provider ?? "", isolation: toIsolation(req.isolation) }, o);
+      const r = await c.doctor({ provider: req.provider ?? "", isolation: toIsolation(req.options) }, o);
       return r.checks.map(fromProtoCheck);
     },
     close() { c.close(); },

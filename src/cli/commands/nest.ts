@@ -9,7 +9,8 @@ import { resolve } from "node:path";
 import type { Command } from "../command.js";
 import { streamEvents } from "./stream-events.js";
 import { ensureDaemon } from "./ensure-daemon.js";
-import { ISOLATION_MODES, isIsolationMode, isProviderName, PROVIDER_NAMES } from "../../domain/providers.js";
+import { isProviderName, PROVIDER_NAMES } from "../../domain/providers.js";
+import { ISOLATION_MODES, isIsolationMode } from "../../providers/local/local-options.js";
 
 function intOpt(v: unknown, name: string, def: number, min: number, max: number): number {
   if (v === undefined) return def;
@@ -114,7 +115,7 @@ Examples:
     const manifest = await manifestArg(args.values, io.cwd);
     const conn = await ensureDaemon(args, io, { start: true });
     const stream = conn.nest.nest({
-      depth, width, provider, isolation: iso, ...(manifest ? { manifest } : {}),
+      depth, width, provider, options: { isolation: iso }, ...(manifest ? { manifest } : {}),
     }, { signal: io.signal });
     return (await streamEvents(stream, io, Boolean(args.values.json), "nest")).code;
   },
