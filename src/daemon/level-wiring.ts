@@ -35,6 +35,7 @@ import { homestakLayout } from "../homestak/layout.js";
 import { SiteConfigFiles } from "../homestak/site-config.js";
 import { ageIdentityFiles } from "../homestak/sops-decrypt.js";
 import { StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
+import { treeOwner } from "../homestak/tree-owner.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { NO_FAULTS, writeFault, type Faults } from "./faults.js";
@@ -214,8 +215,9 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     return p;
   };
   const layout = homestakLayout(config, parts.repos);
+  const owner = treeOwner(config.homestak.user);
   const siteConfig = new SiteConfigFiles({
-    layout, self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
+    layout, ...(owner ? { owner } : {}), self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
     beforeRename: writeFault(faults, "secrets-write"),
   });
   const steps = new StepRunner({
@@ -239,11 +241,14 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   const level = new Level({
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown, siteConfig, steps,
-    repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
+    repos: gitRepoOps({
+      config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }),
+      ...(owner && config.parent ? { owner } : {}),
+    }),
     ...(faults === NO_FAULTS ? {} : { checkpoint: faults.at }),
     // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
     ...(config.parent && config.pve && config.nest.provider === "pve"
-      ? { configureHook: pveConfigure({ config, secrets: parts.secrets, stateDir: paths.stateDir }) } : {}),
+      ? { configureHook: pveConfigure({ config, secrets: parts.secrets, stateDir: paths.stateDir, homestakFiles: siteConfig }) } : {}),
   });
   // Watch mode is level 0's alone: below it, a level syncs when its parent tells it to.
   // Checkouts can only be watched once they exist (the demo set may still be generating).
