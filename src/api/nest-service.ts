@@ -12,12 +12,19 @@ import type { LevelApi, NestOptions } from "../domain/level-api.js";
 import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
 import { toProtoCheck, toProtoEvent, toProtoIdentity, toProtoStatus } from "../rpc/convert.js";
 import { eventStream } from "./event-stream.js";
-import { isProviderName, PROVIDER_NAMES } from "../domain/providers.js";
+import { isProviderName, PROVIDER_NAMES, type ProviderName, type ProviderOptions } from "../domain/providers.js";
 
 /** Secrets for one child are a handful of tokens and keys; anything bigger is a mistake. */
 export const MAX_SECRETS_YAML_BYTES = 64 * 1024;
 
-export type NestLimits = Pick<HsdConfig["nest"], "maxDepth" | "maxWidth" | "provider" | "isolation">;
+export type NestLimits = Pick<HsdConfig["nest"], "maxDepth" | "maxWidth" | "provider"> & {
+  /**
+   * Checks a request's options against what its provider takes and fills in
+   * this level's defaults (the daemon passes the provider registry's); absent:
+   * options pass as sent.
+   */
+  readonly providerOptions?: (provider: ProviderName, requested: ProviderOptions) => ProviderOptions;
+};
 
 type Handlers = ServiceHandlers<MethodsOf<typeof NestService>>;
 
@@ -39,14 +46,16 @@ export function validateNest(req: { depth: number; width: number; provider: stri
       details: { field: "provider" },
     });
   }
-  let isolation: NestOptions["isolation"];
+  // The proto's isolation field carries the local provider's option of that name.
+  let requested: ProviderOptions;
   switch (req.isolation) {
-    case Isolation.UNSPECIFIED: isolation = limits.isolation; break;
-    case Isolation.PROCESS: isolation = "process"; break;
-    case Isolation.NETNS: isolation = "netns"; break;
+    case Isolation.UNSPECIFIED: requested = {}; break;
+    case Isolation.PROCESS: requested = { isolation: "process" }; break;
+    case Isolation.NETNS: requested = { isolation: "netns" }; break;
     default: throw new InvalidArgumentError(`unknown isolation ${req.isolation}`, { details: { field: "isolation" } });
   }
-  return { depth: req.depth, width, provider, isolation };
+  const options = limits.providerOptions ? limits.providerOptions(provider, requested) : requested;
+  return { depth: req.depth, width, provider, options };
 }
 
 /** Checks the scoped-secrets YAML without ever quoting it (parser messages can echo values). */
@@ -96,8 +105,8 @@ export function nestHandlers(level: LevelApi, limits: NestLimits): Handlers {
       return events((sink) => level.configure(sink, ctx.signal));
     },
     async doctor(req, ctx) {
-      const { provider, isolation } = validateNest({ depth: 0, width: 1, provider: req.provider, isolation: req.isolation }, limits);
-      const checks = await level.doctor({ provider, isolation }, ctx.signal);
+      const { provider, options } = validateNest({ depth: 0, width: 1, provider: req.provider, isolation: req.isolation }, limits);
+      const checks = await level.doctor({ provider, options }, ctx.signal);
       return { checks: checks.map(toProtoCheck) };
     },
   };

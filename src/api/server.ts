@@ -78,7 +78,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const shutdown = new AbortController();
   const server = new grpc.Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
   const limits: NestLimits = opts.limits ?? {
-    maxDepth: DEFAULTS.maxDepth, maxWidth: DEFAULTS.maxWidth, provider: DEFAULTS.provider, isolation: DEFAULTS.isolation,
+    maxDepth: DEFAULTS.maxDepth, maxWidth: DEFAULTS.maxWidth, provider: DEFAULTS.provider,
   };
   server.addService(toServiceDefinition(NestService, { log }),
     toServiceImpl(NestService, nestHandlers(opts.level, limits), { log, shutdown: shutdown.signal }));

@@ -8,6 +8,7 @@ import { resolve } from "node:path";
 import { DEFAULTS } from "../config/config.js";
 import { levelPaths, SYSTEM_PATHS } from "../config/level-layout.js";
 import { loadConfig } from "../config/load-config.js";
+import { PROVIDER_CONFIGS } from "../providers/registry.js";
 import { accessClient, nestClient, type AccessClient, type NestClient } from "../rpc/level-client.js";
 
 export interface ConnectOptions {
@@ -24,7 +25,7 @@ export async function resolveSocket(o: ConnectOptions): Promise<string> {
   if (o.socket) return resolve(o.cwd, o.socket);
   if (o.root) {
     const root = resolve(o.cwd, o.root);
-    const cfg = await loadConfig(levelPaths(root).config, { root });
+    const cfg = await loadConfig(levelPaths(root).config, { root, providers: PROVIDER_CONFIGS });
     return cfg.api.socket;
   }
   if (o.env.HSD_SOCKET) return resolve(o.cwd, o.env.HSD_SOCKET);

@@ -1,7 +1,7 @@
 // Typed reads of hsd.yaml values with their file line. A bad value is recorded
 // in ConfigIssues and the read returns the default, so parsing goes on and one
 // run reports every mistake.
-// Imported by: src/config/load-config.ts.
+// Imported by: src/config, src/providers.
 
 import { isMap, type Document, type LineCounter } from "yaml";
 import type { ConfigIssues } from "./config-issues.js";

@@ -4,7 +4,8 @@
 // Imported by: anyone.
 
 import type { PhaseName } from "../domain/phases.js";
-import type { IsolationMode, ProviderName } from "../domain/providers.js";
+import type { ProviderName, ProviderOptions, ProviderOptionSpec } from "../domain/providers.js";
+import type { ConfigReader } from "./config-reader.js";
 
 /** One configure step (configure.steps in hsd.yaml); parsed by homestak-config.ts. */
 export interface ConfigureStep {
@@ -22,22 +23,33 @@ export interface ConfigureStep {
   readonly when: { readonly provider?: ProviderName; readonly minDepth?: number; readonly maxDepth?: number };
 }
 
-export interface PveConfig {
-  /** https://HOST:8006 (no /api2/json). */
-  readonly url: string;
-  readonly node: string;
-  /** USER@REALM!TOKENID; the secret itself lives in secrets.yaml under pve.token_secret. */
-  readonly tokenId: string;
-  /** SHA256 fingerprint of the API certificate ("AA:BB:..."); pinned. Empty: learn on first use is refused. */
-  readonly fingerprint: string;
-  readonly storage: string;
-  readonly snippetStorage: string;
-  readonly template: number;
-  readonly bridge: string;
-  readonly cores: number;
-  readonly memoryMiB: number;
-  /** The hsd bundle installed into child VMs (scripts/bundle.mjs output); "" = <package root>/hsd-bundle.tar.gz. */
-  readonly bundle?: string;
+/**
+ * What a provider owns of hsd.yaml (src/providers/<name>/, listed by the
+ * registry): its request options (read from nest.<option>, the level's
+ * defaults) and its own top-level section. The loader reads them through this
+ * and the writer writes them back, knowing no provider.
+ */
+export interface ProviderConfigSpec {
+  readonly name: ProviderName;
+  readonly options?: Readonly<Record<string, ProviderOptionSpec>>;
+  readonly section?: {
+    /** Its top-level key (pve). */
+    readonly key: string;
+    /** Its settings with every default filled in, as hsd.yaml keys (what the writer writes back). */
+    read(r: ConfigReader, raw: unknown): Readonly<Record<string, unknown>>;
+    /** True when a level whose nest.provider is this one cannot do without the section. */
+    readonly required?: boolean;
+  };
+}
+
+/** One provider's settings at this level. */
+export interface ProviderSettings {
+  /** Defaults of its request options (nest.<option>). */
+  readonly options: ProviderOptions;
+  /** Its section as hsd.yaml keys with defaults filled in; null when the file has none. Typed by its provider. */
+  readonly section: Readonly<Record<string, unknown>> | null;
+  /** Its section's top-level key. */
+  readonly key?: string;
 }
 
 export interface ParentConfig {
@@ -93,7 +105,6 @@ export interface HsdConfig {
   readonly budgets: Readonly<Record<PhaseName, number>>;
   readonly nest: {
     readonly provider: ProviderName;
-    readonly isolation: IsolationMode;
     /** Children built at once per level (width). */
     readonly maxParallel: number;
     readonly maxDepth: number;
@@ -119,7 +130,8 @@ export interface HsdConfig {
     readonly user: string | null;
   };
   readonly configure: { readonly steps: readonly ConfigureStep[] };
-  readonly pve: PveConfig | null;
+  /** Each provider's own settings, by name (only providers the loader was given). */
+  readonly providers: Readonly<Record<string, ProviderSettings>>;
   readonly log: { readonly level: string };
 }
 
@@ -174,7 +186,6 @@ export const DEFAULTS = Object.freeze({
   healthPollMs: 50,
   shutdownMs: 4_000,
   provider: "local" as ProviderName,
-  isolation: "process" as IsolationMode,
   maxParallel: 2,
   maxDepth: 8,
   maxWidth: 8,

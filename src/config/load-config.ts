@@ -10,10 +10,13 @@ import { LineCounter, parseDocument } from "yaml";
 import { ConfigError } from "../domain/errors.js";
 import { ConfigIssues } from "./config-issues.js";
 import { ConfigReader, type Raw } from "./config-reader.js";
-import { DEFAULTS, DEFAULT_BUDGETS_MS, DEFAULT_REPO_NAMES, MAX_CONNECT_MS, type HsdConfig, type PveConfig, type ParentConfig } from "./config.js";
+import {
+  DEFAULTS, DEFAULT_BUDGETS_MS, DEFAULT_REPO_NAMES, MAX_CONNECT_MS,
+  type HsdConfig, type ParentConfig, type ProviderConfigSpec, type ProviderSettings,
+} from "./config.js";
 import { levelPaths } from "./level-layout.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";
-import { ISOLATION_MODES, PROVIDER_NAMES, type IsolationMode, type ProviderName } from "../domain/providers.js";
+import { PROVIDER_NAMES, type ProviderName } from "../domain/providers.js";
 import { checkLayout, parseConfigureSteps, parseHomestak } from "./homestak-config.js";
 import { lookupUser } from "../util/passwd.js";
 
@@ -34,6 +37,12 @@ export interface LoadOptions {
    * user's root must never collide with the system hsd or another user's.
    */
   freeSshPort?: boolean;
+  /**
+   * What each provider owns of the file (src/providers/registry.ts
+   * PROVIDER_CONFIGS): its nest.<option> keys and its section. Absent: none,
+   * so such keys are unknown.
+   */
+  providers?: readonly ProviderConfigSpec[];
 }
 
 const oneOf = (names: readonly string[]) => new RegExp(`^(${names.join("|")})$`);
@@ -63,9 +72,10 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
   } catch (err) {
     throw new ConfigError(`${file}: YAML cannot be resolved: ${(err as Error).message.split("\n")[0]}`, { details: { file, key: "" }, cause: err });
   }
+  const specs = opts.providers ?? [];
   const top = r.map(js, [], [
     "level", "api", "ssh", "repos", "repo_names", "secret_patterns", "parent", "timeouts", "budgets",
-    "nest", "secrets", "sync", "pve", "log", "homestak", "configure",
+    "nest", "secrets", "sync", ...specs.flatMap((p) => (p.section ? [p.section.key] : [])), "log", "homestak", "configure",
   ]);
   const root = resolve(opts.root);
   const paths = levelPaths(root);
@@ -86,7 +96,9 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
   const budgetsRaw = r.map(top.budgets, ["budgets"], [...PHASES]);
   const budgets = {} as Record<PhaseName, number>;
   for (const p of PHASES) budgets[p] = r.duration(budgetsRaw[p], ["budgets", p], DEFAULT_BUDGETS_MS[p]);
-  const nest = r.map(top.nest, ["nest"], ["provider", "isolation", "max_parallel", "max_depth", "max_width", "subnet_base"]);
+  const nest = r.map(top.nest, ["nest"], [
+    "provider", ...specs.flatMap((p) => Object.keys(p.options ?? {})), "max_parallel", "max_depth", "max_width", "subnet_base",
+  ]);
   const secrets = r.map(top.secrets, ["secrets"], ["pass_down"]);
   const sync = r.map(top.sync, ["sync"], ["mode", "debounce"]);
   const logc = r.map(top.log, ["log"], ["level"]);
@@ -102,26 +114,6 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     });
     if (!parent.host) r.fail(["parent", "host"], "is required");
     if (!parent.hostKeyFingerprint) r.fail(["parent", "host_key_fingerprint"], "is required");
-  }
-
-  let pve: PveConfig | null = null;
-  if (top.pve !== undefined && top.pve !== null) {
-    const p = r.map(top.pve, ["pve"], [
-      "url", "node", "token_id", "fingerprint", "storage", "snippet_storage", "template", "bridge", "cores", "memory", "bundle",
-    ]);
-    pve = Object.freeze({
-      url: r.str(p.url, ["pve", "url"], "https://127.0.0.1:8006", /^https:\/\/[^/\s]+$/),
-      node: r.str(p.node, ["pve", "node"], "pve", /^[A-Za-z0-9.-]+$/),
-      tokenId: r.str(p.token_id, ["pve", "token_id"], "root@pam!hsd", /^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9.\-_]+$/),
-      fingerprint: r.str(p.fingerprint, ["pve", "fingerprint"], "", /^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^$/),
-      storage: r.str(p.storage, ["pve", "storage"], "local-lvm"),
-      snippetStorage: r.str(p.snippet_storage, ["pve", "snippet_storage"], "local"),
-      template: r.int(p.template, ["pve", "template"], 9000, 100, 999_999_999),
-      bridge: r.str(p.bridge, ["pve", "bridge"], "vmbr0", /^[A-Za-z0-9_.-]{1,15}$/),
-      cores: r.int(p.cores, ["pve", "cores"], 4, 1, 512),
-      memoryMiB: r.int(p.memory, ["pve", "memory"], 8192, 256, 4_194_304),
-      bundle: r.str(p.bundle, ["pve", "bundle"], "", /^(\/.*)?$/),
-    });
   }
 
   const sshHost = r.str(ssh.host, ["ssh", "host"], DEFAULTS.sshHost);
@@ -161,7 +153,6 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     budgets: Object.freeze(budgets),
     nest: Object.freeze({
       provider,
-      isolation: r.str(nest.isolation, ["nest", "isolation"], DEFAULTS.isolation, oneOf(ISOLATION_MODES)) as IsolationMode,
       maxParallel: r.int(nest.max_parallel, ["nest", "max_parallel"], DEFAULTS.maxParallel, 1, 64),
       maxDepth: r.int(nest.max_depth, ["nest", "max_depth"], DEFAULTS.maxDepth, 1, 32),
       maxWidth: r.int(nest.max_width, ["nest", "max_width"], DEFAULTS.maxWidth, 1, 64),
@@ -172,7 +163,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
       mode: r.str(sync.mode, ["sync", "mode"], DEFAULTS.syncMode, /^(manual|watch)$/) as "manual" | "watch",
       debounceMs: r.duration(sync.debounce, ["sync", "debounce"], DEFAULTS.debounceMs),
     }),
-    pve,
+    providers: readProviders(r, specs, top, nest),
     log: Object.freeze({ level: r.str(logc.level, ["log", "level"], DEFAULTS.logLevel, /^(trace|debug|info|warn|error|fatal|silent)$/) }),
   };
   const lookup = opts.lookupUser ?? lookupUser;
@@ -185,9 +176,25 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     ...cfg, homestak,
     configure: parseConfigureSteps(r, top, { repoNames: cfg.repoNames, configureBudgetMs: cfg.budgets.configure }),
   };
-  if (provider === "pve" && !pve) r.fail(["nest", "provider"], "is pve but there is no pve: section");
+  const mine = specs.find((p) => p.name === provider);
+  if (mine?.section?.required && !cfg.providers[provider]?.section) {
+    r.fail(["nest", "provider"], `is ${provider} but there is no ${mine.section.key}: section`);
+  }
   issues.throwIfAny();
   return Object.freeze(withHomestak);
+}
+
+/** Each provider's options (its keys under nest:) and section, read by its own spec. */
+function readProviders(r: ConfigReader, specs: readonly ProviderConfigSpec[], top: Raw, nest: Raw): Record<string, ProviderSettings> {
+  const out: Record<string, ProviderSettings> = {};
+  for (const p of specs) {
+    const options: Record<string, string> = {};
+    for (const [k, o] of Object.entries(p.options ?? {})) options[k] = r.str(nest[k], ["nest", k], o.default, oneOf(o.values));
+    const raw = p.section ? top[p.section.key] : undefined;
+    const section = p.section && raw !== undefined && raw !== null ? Object.freeze(p.section.read(r, raw)) : null;
+    out[p.name] = Object.freeze({ options: Object.freeze(options), section, ...(p.section ? { key: p.section.key } : {}) });
+  }
+  return Object.freeze(out);
 }
 
 /** Reads `file` (missing file = all defaults) and parses it. */

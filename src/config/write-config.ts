@@ -27,20 +27,15 @@ export function configDocument(c: HsdConfig): Record<string, unknown> {
   };
   // $HOMESTAK_ROOT is the level's own (never inherited): written only in the whole document.
   doc.homestak = { root: c.homestak.root, ...(doc.homestak as object), ...(c.homestak.user ? { user: c.homestak.user } : {}) };
-  doc.nest = { provider: c.nest.provider, isolation: c.nest.isolation, ...(doc.nest as object) };
+  const options = Object.values(c.providers).map((p) => p.options);
+  doc.nest = { provider: c.nest.provider, ...Object.assign({}, ...options), ...(doc.nest as object) };
   if (c.parent) {
     doc.parent = {
       host: c.parent.host, port: c.parent.port,
       host_key_fingerprint: c.parent.hostKeyFingerprint, public_key: c.parent.publicKey,
     };
   }
-  if (c.pve) {
-    doc.pve = {
-      url: c.pve.url, node: c.pve.node, token_id: c.pve.tokenId, fingerprint: c.pve.fingerprint,
-      storage: c.pve.storage, snippet_storage: c.pve.snippetStorage, template: c.pve.template,
-      bridge: c.pve.bridge, cores: c.pve.cores, memory: c.pve.memoryMiB, bundle: c.pve.bundle ?? "",
-    };
-  }
+  for (const p of Object.values(c.providers)) if (p.key && p.section) doc[p.key] = { ...p.section };
   return doc;
 }
 

@@ -22,11 +22,8 @@ import { Journal } from "../nest/journal.js";
 import { ChildLinks } from "../nest/child-link.js";
 import { grpcChildLink } from "../rpc/grpc-child-link.js";
 import { NestEngine } from "../nest/nest-engine.js";
-import { PROVIDERS, type ProviderDeps } from "../providers/registry.js";
-import type { IsolationMode, ProviderName } from "../domain/providers.js";
+import { PROVIDERS, providerCache } from "../providers/registry.js";
 import type { ServiceManager } from "../util/systemd-env.js";
-import type { Provider } from "../providers/provider.js";
-import { pveConfigure } from "../providers/pve/pve-wiring.js";
 import { AddressInUseError } from "../domain/errors.js";
 import { readLastSshPort, rememberSshPort } from "./last-ssh-port.js";
 import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
@@ -38,7 +35,7 @@ import { StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
 import { treeOwner } from "../homestak/tree-owner.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
-import { NO_FAULTS, writeFault, type Faults } from "./faults.js";
+import { NO_CHECKPOINTS, type Checkpoints } from "./checkpoints.js";
 import { cleanStaleTemps } from "../util/atomic-write.js";
 import { SerialQueue } from "../util/serial-queue.js";
 import type { SshHandle, WiringContext } from "./wiring-context.js";
@@ -61,7 +58,7 @@ export interface LevelParts {
 }
 
 /** Everything that must exist before the API listens. */
-export async function prepareLevel(config: HsdConfig, log: Logger, faults: Faults = NO_FAULTS): Promise<LevelParts> {
+export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: Checkpoints = NO_CHECKPOINTS): Promise<LevelParts> {
   const paths = levelPaths(config.root);
   // Temp files of atomic writes killed before their rename (state, secrets, keys): nothing writes yet.
   // Below level 0 that includes config/, where the level's homestak secrets are written (level 0's is the operator's: never touched).
@@ -74,8 +71,8 @@ export async function prepareLevel(config: HsdConfig, log: Logger, faults: Fault
   const access = new AuthorizedKeyStore(paths.accessKeys, log.child({ sub: "access" }));
   await access.load();
   if (config.parent) access.addStaticKey({ publicKey: config.parent.publicKey, role: "controller", comment: "parent (from hsd.yaml)" });
-  // Test-only kill points between a state file's write and its rename (off unless HSD_FAULTS names this level).
-  const secrets = new SecretsStore(paths.secrets, { beforeRename: writeFault(faults, "secrets-write") });
+  // Checkpoints between a state file's write and its rename (wired only when a test listens).
+  const secrets = new SecretsStore(paths.secrets, { beforeRename: checkpoints.beforeRename("secrets-write") });
   let repos = config.repos;
   let startRepos = () => {};
   let repoPrepared: Record<string, Promise<void>> = {};
@@ -104,7 +101,7 @@ export async function prepareLevel(config: HsdConfig, log: Logger, faults: Fault
     }));
   }
   await secrets.ensureGenerated({ keyPath: keys.userKeyPath });
-  const journal = new Journal(paths.journal, { beforeRename: writeFault(faults, "journal-write") });
+  const journal = new Journal(paths.journal, { beforeRename: checkpoints.beforeRename("journal-write") });
   await journal.load();
   let markExported = () => {};
   const exported = config.parent ? Promise.resolve() : new Promise<void>((res) => { markExported = res; });
@@ -185,7 +182,7 @@ export interface BuiltLevel {
   close(): Promise<void>;
 }
 
-export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, manager: ServiceManager, faults: Faults = NO_FAULTS): BuiltLevel {
+export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, manager: ServiceManager, checkpoints: Checkpoints = NO_CHECKPOINTS): BuiltLevel {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
   const hsdEntry = fileURLToPath(new URL("./hsd.js", import.meta.url));
@@ -200,26 +197,20 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     tunnel.onClose(() => { void links.drop(name); });
     return link;
   });
-  const providers = new Map<string, Provider>();
-  const deps: ProviderDeps = {
+  const providerFor = providerCache({
     config, secrets: parts.secrets, publicKey: parts.keys.publicKey, userKeyPath: parts.keys.userKeyPath, stateDir: paths.stateDir,
     hsdCommand: [process.execPath, hsdEntry], levelPath, isRoot: process.getuid?.() === 0, log,
     // As a system unit, children go in scopes of their own: the service's stop must not reach them.
     // (Not as a user's unit: PID 1 would refuse a non-root systemd-run --scope.)
     childScopes: !!manager.invocationId && manager.booted && process.getuid?.() === 0,
-  };
-  const providerFor = (name: ProviderName, isolation: IsolationMode): Provider => {
-    const key = `${name}/${isolation}`;
-    let p = providers.get(key);
-    if (!p) providers.set(key, p = PROVIDERS[name](deps, { isolation }));
-    return p;
-  };
+  });
   const layout = homestakLayout(config, parts.repos);
   const owner = treeOwner(config.homestak.user);
   const siteConfig = new SiteConfigFiles({
     layout, ...(owner ? { owner } : {}), self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
-    beforeRename: writeFault(faults, "secrets-write"),
+    beforeRename: checkpoints.beforeRename("secrets-write"),
   });
+  const configureLevel = PROVIDERS[config.nest.provider].configureLevel?.({ config, secrets: parts.secrets, stateDir: paths.stateDir, homestakFiles: siteConfig });
   const steps = new StepRunner({
     config, layout, journal: parts.journal, log: log.child({ sub: "steps" }), levelPath, now: () => Date.now(),
     baseEnv: stepBaseEnv(env), killGraceMs: config.timeouts.shutdownMs,
@@ -230,6 +221,8 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     // What this level passes down is homestak's own: config/secrets.yaml and config/site.yaml.
     readSecrets: () => siteConfig.readSecrets(),
     readSite: () => siteConfig.readSite(),
+    // Level 0 refreshes its exports while its children boot (the level owns that refresh).
+    exportsReady: (): Promise<void> => level.exportsReady(),
     self: () => {
       const id = ctx.identity();
       return {
@@ -245,10 +238,9 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
       config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }),
       ...(owner && config.parent ? { owner } : {}),
     }),
-    ...(faults === NO_FAULTS ? {} : { checkpoint: faults.at }),
-    // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
-    ...(config.parent && config.pve && config.nest.provider === "pve"
-      ? { configureHook: pveConfigure({ config, secrets: parts.secrets, stateDir: paths.stateDir, homestakFiles: siteConfig }) } : {}),
+    ...(checkpoints.active ? { checkpoint: checkpoints.at } : {}),
+    // A level that is itself a node of its provider (a PVE node) sets itself up as one.
+    ...(configureLevel ? { configureHook: configureLevel } : {}),
   });
   // Watch mode is level 0's alone: below it, a level syncs when its parent tells it to.
   // Checkouts can only be watched once they exist (the demo set may still be generating).

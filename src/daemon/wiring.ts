@@ -10,6 +10,7 @@ import { resolve } from "node:path";
 import { type HsdConfig } from "../config/config.js";
 import { levelPaths, SYSTEM_PATHS } from "../config/level-layout.js";
 import { loadConfig } from "../config/load-config.js";
+import { PROVIDER_CONFIGS, providerOptions } from "../providers/registry.js";
 import { lookupUser } from "../util/passwd.js";
 import { withDemoSteps } from "../demo/demo-steps.js";
 import { startApiServer, type ApiServer } from "../api/server.js";
@@ -19,9 +20,9 @@ import { buildLevel, prepareLevel, startLevelSsh, type LevelParts } from "./leve
 import { announceReady, removeReadyFile, type ReadyInfo } from "./ready.js";
 import { HSD_VERSION } from "./version.js";
 import type { IdentityParts, SshHandle, WiringContext } from "./wiring-context.js";
-import { parseFaults } from "./faults.js";
 import { serviceManagerFrom, type ServiceManager } from "../util/systemd-env.js";
 import { sdNotifier } from "./sd-notify.js";
+import { levelCheckpoints } from "./checkpoints.js";
 
 export interface DaemonOptions {
   /** Level root; absent = system mode (/etc/homestak/hsd.yaml, /run/hsd/hsd.sock, /var/lib/hsd). */
@@ -67,6 +68,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // ... and belong to that user: homestak.user defaults to it there (a --root level names one or has none).
   // A level under a user's root takes a free SSH port unless hsd.yaml names one: never the system hsd's 2222.
   const config = withDemoSteps(await loadConfig(p.configFile, {
+    providers: PROVIDER_CONFIGS,
     root: p.root, ...(p.socket ? { socket: p.socket } : { freeSshPort: true }), ...(homestakHome ? { homestakHome, homestakUser: "homestak" } : {}),
   }));
   const destination = o.logDestination
@@ -78,8 +80,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     ...(destination ? { destination } : {}),
   });
   const paths = levelPaths(config.root);
-  // Test-only fault points (HSD_FAULTS), parsed once from the injected env; a no-op unless it names this level.
-  const faults = parseFaults(o.env, config.level.name, paths.stateDir);
+  // Named points a test may hold or kill at (nothing listens outside tests).
+  const checkpoints = levelCheckpoints(config.level.name, paths.stateDir);
   const manager = o.serviceManager ?? serviceManagerFrom(o.env, process.pid);
   const notifier = sdNotifier({ manager, pid: process.pid, log });
   log.info({ config: config.source, root: config.root, version: HSD_VERSION }, "hsd starting");
@@ -98,7 +100,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   let closeLevel: () => Promise<void> = async () => {};
   let startLevel = () => {};
   const access = await (o.buildAccess ?? (async (c: HsdConfig, l: Logger) => {
-    parts = await prepareLevel(c, l, faults);
+    parts = await prepareLevel(c, l, checkpoints);
     return parts.access;
   }))(config, log);
   const ctx: WiringContext = {
@@ -106,7 +108,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     requestShutdown: () => stopRequested("requested over the API"),
   };
   const level = (o.buildLevel ?? ((c: WiringContext) => {
-    const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, manager, faults);
+    const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, manager, checkpoints);
     closeLevel = built.close;
     startLevel = built.start;
     return built.level;
@@ -115,7 +117,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   let api: ApiServer | undefined;
   try {
-    api = await startApiServer({ socketPath: config.api.socket, level, access, log, limits: config.nest });
+    api = await startApiServer({ socketPath: config.api.socket, level, access, log, limits: {
+      ...config.nest, providerOptions: (provider, requested) => providerOptions(config, provider, requested),
+    } });
     // Readiness waits for the SSH endpoint: a parent dials it right after.
     if (startSsh) ssh = await startSsh(ctx);
   } catch (err) {
@@ -133,8 +137,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     publicKey: ssh?.publicKey ?? "",
     version: HSD_VERSION,
   };
-  // Test-only: hold before readiness (the parent is in its install phase).
-  await faults.at("startup", (m) => log.warn(m), new AbortController().signal);
+  // Before readiness (the parent is in its install phase): a test may hold here.
+  await checkpoints.at("startup", (m) => log.warn(m), new AbortController().signal);
   const stopWatchdog = notifier.startWatchdog();
   await announceReady({ readyFile: paths.ready, info: ready, env: o.env, log, notifier });
   log.info({ socket: ready.socket, sshPort: ready.sshPort }, "hsd ready");

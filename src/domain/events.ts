@@ -44,6 +44,9 @@ export interface LevelEvent {
   readonly bytes?: number;
 }
 
+/** An event about one level, before its path and time are stamped on (src/nest/child-tree.ts does that). */
+export type LocalEvent = Omit<LevelEvent, "levelPath" | "time">;
+
 /** Where events go. Implementations never throw; a dead consumer is the caller's abort signal. */
 export type EventSink = (ev: LevelEvent) => void;
 

@@ -97,3 +97,20 @@ export const STEP_HINTS = Object.freeze({
     "set pve.fingerprint to the SHA-256 fingerprint of the node's API certificate: on the node run " +
     "`openssl x509 -in /etc/pve/local/pve-ssl.pem -noout -fingerprint -sha256` (or read ssl_fingerprint from GET /nodes)",
 });
+
+/**
+ * Hints built from values only known at run time (a module, a storage, a VM
+ * id, a token): the wording lives here, the caller passes the values.
+ */
+export const VALUE_HINTS = Object.freeze({
+  nestedVirtOff: (mod: string) =>
+    `echo 'options ${mod} nested=1' > /etc/modprobe.d/kvm-nested.conf, stop all VMs, then modprobe -r ${mod} && modprobe ${mod}`,
+  hostsEntry: (hostname: string, hostsFile: string) => `add "<ipv4> <fqdn> ${hostname}" to ${hostsFile}`,
+  tokenRefused: (tokenId: string) =>
+    `check pve.token_id and pve.token_secret in secrets.yaml; create one with: pveum user token add ${tokenId.replace("!", " ")} --privsep 0`,
+  snippetsContent: (storage: string, content: string) => `pvesm set ${storage} --content ${content}`,
+  storageStatus: (storage: string) => `pvesm status --storage ${storage}`,
+  makeTemplate: (vmid: number | string) => `qm template ${vmid}`,
+  staleToken: (user: string, id: string) =>
+    `if nothing uses it: pveum user token remove ${user} ${id}; otherwise put its secret in secrets.yaml as pve.token_secret`,
+});

@@ -6,7 +6,7 @@
 import type { CheckResult } from "./checks.js";
 import type { EventKind, EventPhase, EventSink, RepoState } from "./events.js";
 import type { Failure } from "./failure.js";
-import type { IsolationMode, ProviderName } from "./providers.js";
+import type { ProviderName, ProviderOptions } from "./providers.js";
 
 export type LevelStateName = "building" | "ready" | "failed" | "unreachable" | "destroyed";
 
@@ -51,12 +51,13 @@ export interface NestOptions {
   /** Children per level (validated: 1..maxWidth). */
   readonly width: number;
   readonly provider: ProviderName;
-  readonly isolation: IsolationMode;
+  /** The provider's own options (validated by its registry entry); nothing else reads them. */
+  readonly options: ProviderOptions;
 }
 
 export interface DoctorOptions {
   readonly provider: ProviderName;
-  readonly isolation: IsolationMode;
+  readonly options: ProviderOptions;
 }
 
 export type KeyRole = "reader" | "controller";

@@ -1,19 +1,22 @@
-// The names of the providers a level can build children with, written once. The
-// registry (src/providers/registry.ts) maps each name to its factory; every
-// validator (config, gRPC, hsctl) checks against PROVIDER_NAMES.
+// The names of the providers a level can build children with, and the opaque
+// options a request passes to one. The names are API (proto, journal, hsd.yaml,
+// configure steps' `when`), so every validator checks against PROVIDER_NAMES;
+// what each provider is and which options it takes is its registry entry's
+// (src/providers/registry.ts): the engine passes options through unread.
 // Imported by: anyone.
 
 export const PROVIDER_NAMES = Object.freeze(["local", "pve"] as const);
 export type ProviderName = (typeof PROVIDER_NAMES)[number];
 
-/** How the local provider separates a child: a process, or a process in its own network namespace. */
-export const ISOLATION_MODES = Object.freeze(["process", "netns"] as const);
-export type IsolationMode = (typeof ISOLATION_MODES)[number];
-
 export function isProviderName(s: string): s is ProviderName {
   return (PROVIDER_NAMES as readonly string[]).includes(s);
 }
 
-export function isIsolationMode(s: string): s is IsolationMode {
-  return (ISOLATION_MODES as readonly string[]).includes(s);
+/** A request's options for its provider (local: isolation); only that provider reads them. */
+export type ProviderOptions = Readonly<Record<string, string>>;
+
+/** One option a provider takes: its allowed values and its default (hsd.yaml nest.<option> overrides it). */
+export interface ProviderOptionSpec {
+  readonly values: readonly string[];
+  readonly default: string;
 }

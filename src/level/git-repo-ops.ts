@@ -31,6 +31,9 @@ export function gitRepoOps(o: {
 }): RepoOps {
   const repoReady = (name: string) => o.prepared?.[name] ?? Promise.resolve();
   const allReady = () => Promise.all(Object.values(o.prepared ?? {}));
+  // Repos whose checkout exists: the ones stateNow may read without waiting.
+  const settled = new Set<string>();
+  for (const [name, p] of Object.entries(o.prepared ?? {})) p.then(() => settled.add(name), () => undefined);
   const { config } = o;
   const paths = levelPaths(config.root);
   const names = config.parent ? config.repoNames : Object.keys(o.repos);
@@ -43,9 +46,8 @@ export function gitRepoOps(o: {
 
   // Attestation reads the working trees live (not what the last sync saw):
   // an edit made since must show as dirty in the next status.
-  const merged = async (): Promise<RepoState[]> => {
-    await allReady();
-    const served = await exportedRepoState(paths.reposDir, names);
+  const read = async (which: readonly string[]): Promise<RepoState[]> => {
+    const served = await exportedRepoState(paths.reposDir, which);
     const byName = new Map((last ?? []).map((r) => [r.name, r]));
     return Promise.all(served.map(async (s) => {
       const wt = config.parent ? await worktreeState(layout.worktree(s.name)) : await checkoutHead(o.repos[s.name]);
@@ -53,6 +55,8 @@ export function gitRepoOps(o: {
       return { ...s, ...wt, ...(l?.previousCommit ? { previousCommit: l.previousCommit } : {}), ...(l?.bytes ? { bytes: l.bytes } : {}) };
     }));
   };
+  const merged = async (): Promise<RepoState[]> => { await allReady(); return read(names); };
+  const now = (): Promise<RepoState[]> => read(names.filter((n) => !o.prepared?.[n] || settled.has(n)));
 
   return {
     async refresh(signal, onProgress) {
@@ -81,6 +85,7 @@ export function gitRepoOps(o: {
       }
     },
     state: batched(merged),
+    stateNow: batched(now),
     verify: merged,
     compare: (name, childCommit) => compareWithExport(exportPath(paths.reposDir, name), childCommit),
   };

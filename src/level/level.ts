@@ -8,10 +8,11 @@ import { errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
 import type { CheckResult } from "../domain/checks.js";
-import { relayUnder, type EventSink, type LevelEvent, type RepoState, type RepoSyncState } from "../domain/events.js";
+import type { EventSink, LevelEvent, LocalEvent, RepoState, RepoSyncState } from "../domain/events.js";
 import type { Identity, LevelApi, LevelStatus, NestOptions } from "../domain/level-api.js";
 import type { Journal } from "../nest/journal.js";
 import { type Clock, type NestEngine } from "../nest/nest-engine.js";
+import { ALL_AT_ONCE, valuesOrFirstFailure, type ChildTree } from "../nest/child-tree.js";
 import { toFailure } from "../domain/failure.js";
 import type { SecretsStore } from "../secrets/secrets-store.js";
 import { decodeLevelFiles, type SiteConfigFiles } from "../homestak/site-config.js";
@@ -32,13 +33,18 @@ const PROGRESS_INTERVAL_MS = 100;
 export interface RepoOps {
   refresh(signal: AbortSignal, onProgress: (p: { repo: string; phase: string; loaded: number; total: number }) => void): Promise<{ repos: RepoState[]; bytes: number }>;
   state(): Promise<RepoState[]>;
+  /**
+   * What is served now, without waiting for level 0's demo repos to be
+   * generated (Identify: a liveness answer must not wait minutes on a slow host).
+   */
+  stateNow?(): Promise<RepoState[]>;
   /** Checks working trees against what is served (configure). */
   verify(): Promise<RepoState[]>;
   /** Where a child's served commit of `name` stands against this level's (status); undefined when unknown. */
   compare?(name: string, childCommit: string): Promise<{ syncState: RepoSyncState; behind: number } | undefined>;
 }
 
-/** A named point in a handler the wiring may hook (the daemon uses it for test-only faults). */
+/** A named point in a handler the wiring may hook (src/daemon/checkpoints.ts: where tests hold a level). */
 export type Checkpoint = (point: string, announce: (message: string) => void, signal: AbortSignal) => Promise<void>;
 
 export interface LevelDeps {
@@ -56,11 +62,11 @@ export interface LevelDeps {
   readonly requestShutdown: () => void;
   /**
    * Called at the start of each handler (and of a sync) with the point's name;
-   * the daemon's wiring passes its test-only fault hook here, nothing else does.
+   * the daemon's wiring passes its checkpoints here when a test listens.
    */
   readonly checkpoint?: Checkpoint;
   /** Provider-specific setup of this level (on PVE: token, snippets, certificate). */
-  readonly configureHook?: (sink: EventSink, signal: AbortSignal, levelPath: string[]) => Promise<void>;
+  readonly configureHook?: (emit: (ev: LocalEvent) => void, signal: AbortSignal) => Promise<void>;
   /** This level's config/site.yaml and config/secrets.yaml (written when the parent delivers them). */
   readonly siteConfig?: SiteConfigFiles;
   /** This level's configure steps (configure.steps). */
@@ -81,11 +87,22 @@ export class Level implements LevelApi {
     // every level runs. No child phase before sync reads the exports, so the
     // refresh (a first one writes every pack) runs while the children boot.
     const refreshed = this.sync({ recursive: false }, sink, signal);
-    const built = this.d.engine.nest(opts, sink, signal, refreshed);
+    this.refreshing = refreshed;
+    const built = this.d.engine.nest(opts, sink, signal);
     const [r, b] = await Promise.allSettled([refreshed, built]);
     if (r.status === "rejected") throw r.reason;
     if (b.status === "rejected") throw b.reason;
   }
+
+  /**
+   * Settles when this level's exports may be served: level 0's latest
+   * refresh for a nest (the engine's sync phase waits for it); at once below.
+   */
+  exportsReady(): Promise<void> {
+    return this.refreshing;
+  }
+
+  private refreshing: Promise<void> = Promise.resolve();
 
   async destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
     try {
@@ -96,7 +113,7 @@ export class Level implements LevelApi {
   }
 
   doctor(opts: DoctorOptions, signal: AbortSignal): Promise<CheckResult[]> {
-    return this.d.engine.preflight(opts.provider, opts.isolation, signal);
+    return this.d.engine.preflight(opts.provider, opts.options, signal);
   }
 
   async identify(): Promise<Identity> {
@@ -104,7 +121,7 @@ export class Level implements LevelApi {
     const c = this.d.config;
     return {
       name: c.level.name, depth: c.level.depth, hsdVersion: this.d.version, ...this.d.identity(),
-      repos: await this.d.repos.state().catch(() => []),
+      repos: await (this.d.repos.stateNow ? this.d.repos.stateNow() : this.d.repos.state()).catch(() => []),
     };
   }
 
@@ -125,7 +142,7 @@ export class Level implements LevelApi {
       this.emit(sink, { phase: "configure", kind: "log", message: `${r.name} at ${r.worktreeCommit.slice(0, 12)}${r.dirty ? " (dirty)" : ""}` });
     }
     // Provider-specific setup of this level (a PVE node: token, snippets, certificate).
-    if (this.d.configureHook) await this.d.configureHook(sink, signal, [this.name]);
+    if (this.d.configureHook) await this.d.configureHook((ev) => this.emit(sink, ev), signal);
     if (this.d.steps && this.d.config.parent) {
       await this.d.steps.run(opts, (ev) => this.emit(sink, { phase: "configure", ...ev }), signal);
     }
@@ -190,10 +207,9 @@ export class Level implements LevelApi {
       });
       if (!opts.recursive) throw err;
       if (!(err instanceof DirtyWorktreeError)) {
-        for (const rec of this.liveChildren()) {
-          sink({
-            levelPath: [this.name, rec.name], phase: "sync", kind: "skipped", time: this.d.clock.now(),
-            message: `not synced: parent ${this.name} failed to sync (subtree of ${rec.name} is stale)`,
+        for (const rec of this.tree.live()) {
+          this.tree.scope(rec.name, sink).emit({
+            phase: "sync", kind: "skipped", message: `not synced: parent ${this.name} failed to sync (subtree of ${rec.name} is stale)`,
           });
         }
         return;
@@ -207,12 +223,11 @@ export class Level implements LevelApi {
     }
     if (opts.configure && result && this.d.config.parent) await this.reconfigure(sink, signal);
     if (!opts.recursive) return;
-    await Promise.all(this.liveChildren().map(async (rec) => {
+    await this.tree.walk(this.tree.live(), sink, ALL_AT_ONCE, async (rec, at) => {
       let reported: RepoState[] | undefined;
-      const up = relayUnder(this.name, sink);
       const relay: EventSink = (ev) => {
         if (ev.levelPath.length === 1 && ev.repos && ev.repos.length > 0 && (ev.kind === "finished" || ev.kind === "failed")) reported = [...ev.repos];
-        up(ev);
+        at.relay(ev);
       };
       try {
         const link = await this.d.links.get(rec.name, rec.endpoint!, signal);
@@ -227,13 +242,10 @@ export class Level implements LevelApi {
       } catch (err) {
         await this.d.links.drop(rec.name);
         const failure = toFailure(err instanceof HsError ? err : new PeerGoneError(`level ${rec.name} did not answer`, { cause: err }));
-        sink({
-          levelPath: [this.name, rec.name], phase: "sync", kind: "failed", time: this.d.clock.now(),
-          failure: { ...failure, message: `${failure.message} (subtree of ${rec.name} is stale)` },
-        });
+        at.emit({ phase: "sync", kind: "failed", failure: { ...failure, message: `${failure.message} (subtree of ${rec.name} is stale)` } });
         this.d.log.warn({ child: rec.name, code: errorCode(err) }, "child sync failed; subtree stale");
       }
-    }));
+    });
   }
 
   /**
@@ -255,15 +267,15 @@ export class Level implements LevelApi {
     }
   }
 
-  private liveChildren() {
-    return this.d.journal.children().filter((c) => c.endpoint && c.state !== "destroyed");
+  private get tree(): ChildTree {
+    return this.d.engine.tree;
   }
 
   async status(signal: AbortSignal): Promise<LevelStatus> {
     const c = this.d.config;
     const id = this.d.identity();
     const repos = await this.d.repos.state().catch(() => []);
-    const children = await Promise.all(this.d.journal.children().map(async (rec): Promise<LevelStatus> => {
+    const children = valuesOrFirstFailure(await this.tree.walk(this.tree.children(), () => {}, ALL_AT_ONCE, async (rec): Promise<LevelStatus> => {
       if (!rec.endpoint || rec.state === "destroyed") return childStatusFromRecord(rec, "building");
       try {
         return await withTimeout(this.d.config.timeouts.connectMs, () => new PeerGoneError(`level ${rec.name} did not answer in time`), async (sig) => {
@@ -295,7 +307,7 @@ export class Level implements LevelApi {
     }, signal);
   }
 
-  private emit(sink: EventSink, ev: Omit<LevelEvent, "levelPath" | "time">): void {
-    sink({ ...ev, levelPath: [this.name], time: this.d.clock.now() });
+  private emit(sink: EventSink, ev: LocalEvent): void {
+    this.tree.emitSelf(sink, ev);
   }
 }

@@ -14,7 +14,7 @@ import type { ChildEndpoint, ChildHandle } from "../providers/provider.js";
 import type { Failure } from "../domain/failure.js";
 import type { LevelStateName } from "../domain/level-api.js";
 import type { RepoState } from "../domain/events.js";
-import type { IsolationMode, ProviderName } from "../domain/providers.js";
+import type { ProviderName, ProviderOptions } from "../domain/providers.js";
 
 export interface PhaseRecord {
   readonly kind: "finished" | "failed";
@@ -30,7 +30,8 @@ export interface ChildRecord {
   /** Sibling index, 0-based; stable for the child's life (netns /30s derive from it). */
   readonly index: number;
   readonly provider: ProviderName;
-  readonly isolation: IsolationMode;
+  /** The options the child was built with, for its provider alone (a destroy or resume needs the same). */
+  readonly options: ProviderOptions;
   state: LevelStateName;
   handle?: ChildHandle;
   address?: string;
@@ -63,6 +64,7 @@ export class Journal {
     try {
       const v = JSON.parse(text) as JournalData;
       if (v.version !== 1 || typeof v.children !== "object" || v.children === null) throw new Error("shape");
+      for (const c of Object.values(v.children)) upgradeRecord(c);
       this.data = v;
     } catch (err) {
       throw new StateCorruptError(`journal ${this.path} is not valid`, { details: { path: this.path }, cause: err });
@@ -99,4 +101,13 @@ export class Journal {
       await writeFileAtomic(this.path, JSON.stringify(this.data, null, 2), { mode: 0o600, beforeRename: this.hooks.beforeRename });
     });
   }
+}
+
+/**
+ * A journal written before provider options were opaque kept the local
+ * provider's isolation as its own field: it becomes that child's options.
+ */
+function upgradeRecord(c: ChildRecord & { isolation?: string }): void {
+  if (c.options === undefined) (c as { options: ProviderOptions }).options = c.isolation ? { isolation: c.isolation } : {};
+  delete c.isolation;
 }

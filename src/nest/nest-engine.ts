@@ -12,12 +12,13 @@ import type { SecretTree } from "../secrets/secrets-store.js";
 import { withTimeout } from "../util/timeout.js";
 import type { ChildLinks } from "./child-link.js";
 import type { AccessApi, NestOptions } from "../domain/level-api.js";
-import { relayUnder, type EventSink, type LevelEvent } from "../domain/events.js";
+import type { EventSink } from "../domain/events.js";
 import { toFailure, type Failure } from "../domain/failure.js";
 import type { ChildRecord, Journal } from "./journal.js";
 import type { PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
 import { PHASE_HOOKS } from "./phases/index.js";
-import type { IsolationMode, ProviderName } from "../domain/providers.js";
+import { ChildTree, ONE_AT_A_TIME, valuesOrFirstFailure, type ChildScope, type LocalEvent } from "./child-tree.js";
+import type { ProviderName, ProviderOptions } from "../domain/providers.js";
 
 export interface Clock {
   now(): number;
@@ -26,7 +27,8 @@ export interface Clock {
 export interface NestEngineDeps {
   readonly config: HsdConfig;
   readonly self: () => SelfInfo;
-  readonly providers: (name: ProviderName, isolation: IsolationMode) => Provider;
+  /** The provider for a child; options are the request's for that provider, passed through unread. */
+  readonly providers: (name: ProviderName, options: ProviderOptions) => Provider;
   readonly journal: Journal;
   readonly links: ChildLinks;
   readonly access: AccessApi;
@@ -36,6 +38,12 @@ export interface NestEngineDeps {
   readonly log: Logger;
   /** Phase hooks, in order; tests may wrap them (fault injection). */
   readonly hooks?: readonly PhaseHook[];
+  /**
+   * Settles when this level's exports may be served; hooks that read them
+   * (readsExports: sync) wait for it and fail with its error. Level 0 refreshes
+   * its exports while its children boot; below, they are ready before a nest.
+   */
+  readonly exportsReady?: () => Promise<void>;
 }
 
 /** Phases after `from` (inclusive) are forgotten when a child must be restarted. */
@@ -51,9 +59,12 @@ export function childNames(parentDepth: number, width: number): string[] {
 /** The failure a thrown value becomes in an event: code and a secret-free message. */
 export class NestEngine {
   private readonly hooks: readonly PhaseHook[];
+  /** This level's children: the engine's walks and the level's (sync, status) go through it. */
+  readonly tree: ChildTree;
 
   constructor(private readonly d: NestEngineDeps) {
     this.hooks = d.hooks ?? PHASE_HOOKS;
+    this.tree = new ChildTree({ self: d.self, journal: d.journal, clock: d.clock });
   }
 
   /** The budget of a phase; nest's 0 means the sum of every other budget per level below. */
@@ -65,47 +76,27 @@ export class NestEngine {
   }
 
   /** The provider's preflight checks alone (hsctl doctor); repairs what is safe to repair. */
-  preflight(provider: ProviderName, isolation: IsolationMode, signal: AbortSignal) {
-    return this.d.providers(provider, isolation).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
+  preflight(provider: ProviderName, options: ProviderOptions, signal: AbortSignal) {
+    return this.d.providers(provider, options).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
   }
 
-  /**
-   * Builds opts.depth levels below this one: opts.width children here, each
-   * recursing. `reposReady` settles when this level's exports may be served:
-   * a child's phases run meanwhile, and those that read the exports (hooks
-   * marked readsExports: sync) wait for it (and fail with its error).
-   */
-  async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal, reposReady: Promise<void> = Promise.resolve()): Promise<void> {
+  /** Builds opts.depth levels below this one: opts.width children here, each recursing. */
+  async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
     if (opts.depth <= 0) return;
-    const self = this.d.self();
-    const names = childNames(self.depth, opts.width);
-    const failures: unknown[] = [];
-    let next = 0;
-    const worker = async () => {
-      while (next < names.length) {
-        const i = next++;
-        try {
-          await this.buildChild(names[i]!, i, opts, sink, signal, reposReady);
-        } catch (err) {
-          failures.push(err); // siblings go on: one child's failure is its subtree's only
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.d.config.nest.maxParallel, names.length) }, worker));
-    if (failures.length > 0) throw failures[0];
+    const names = childNames(this.d.self().depth, opts.width).map((name, index) => ({ name, index }));
+    valuesOrFirstFailure(await this.tree.walk(names, sink, { concurrency: this.d.config.nest.maxParallel },
+      (c, at) => this.buildChild(c.index, opts, at, signal)));
   }
 
-  private async buildChild(name: string, index: number, opts: NestOptions, sink: EventSink, signal: AbortSignal, reposReady: Promise<void>): Promise<void> {
+  private async buildChild(index: number, opts: NestOptions, at: ChildScope, signal: AbortSignal): Promise<void> {
     const self = this.d.self();
-    const path = [self.name, name];
+    const { name, path, emit } = at;
     const log = this.d.log.child({ child: name });
-    const emit = (ev: Omit<LevelEvent, "levelPath" | "time">) => sink({ ...ev, levelPath: path, time: this.d.clock.now() });
-    const relay = relayUnder(self.name, sink);
 
     let rec = this.d.journal.child(name) ?? {
-      name, index, provider: opts.provider, isolation: opts.isolation, state: "building", phases: {},
+      name, index, provider: opts.provider, options: opts.options, state: "building", phases: {},
     } satisfies ChildRecord;
-    const provider = this.d.providers(rec.provider, rec.isolation);
+    const provider = this.d.providers(rec.provider, rec.options);
     rec = await this.checkResume(rec, provider, log);
     rec.state = "building";
     await this.save(rec);
@@ -129,8 +120,8 @@ export class NestEngine {
           }),
           async (phaseSignal) => {
             // Level 0 may still be refreshing its exports while children boot.
-            if (hook.readsExports) await reposReady;
-            return hook.run(this.phaseRun(hook, rec, opts, provider, self, phaseSignal, log, budgetMs, emit, relay));
+            if (hook.readsExports && this.d.exportsReady) await this.d.exportsReady();
+            return hook.run(this.phaseRun(hook, rec, opts, provider, self, phaseSignal, log, budgetMs, at));
           },
           signal,
         );
@@ -156,18 +147,18 @@ export class NestEngine {
 
   private phaseRun(
     hook: PhaseHook, rec: ChildRecord, request: NestOptions, provider: Provider, self: SelfInfo, signal: AbortSignal,
-    log: Logger, budgetMs: number, emit: (ev: Omit<LevelEvent, "levelPath" | "time">) => void, relay: EventSink,
+    log: Logger, budgetMs: number, at: ChildScope,
   ): PhaseRun {
     const phase = hook.name;
     return {
-      phase, rec, request, provider, self, signal, budgetMs, relay,
+      phase, rec, request, provider, self, signal, budgetMs, relay: at.relay,
       config: this.d.config,
       access: this.d.access,
       readSecrets: this.d.readSecrets,
       readSite: this.d.readSite ?? (async () => undefined),
       log: log.child({ phase }),
       link: () => this.d.links.get(rec.name, rec.endpoint!, signal),
-      emit: (ev) => emit({ phase, ...ev }),
+      emit: (ev) => at.emit({ phase, ...ev }),
     };
   }
 
@@ -202,36 +193,33 @@ export class NestEngine {
 
   /** Tears down every child, deepest first. Idempotent: no children is a no-op. */
   async destroy(sink: EventSink, signal: AbortSignal): Promise<void> {
-    const self = this.d.self();
-    const errors: unknown[] = [];
-    for (const rec of this.d.journal.children().reverse()) {
-      const path = [self.name, rec.name];
-      const started = this.d.clock.now();
-      const emit = (ev: Omit<LevelEvent, "levelPath" | "time" | "phase">) =>
-        sink({ ...ev, phase: "teardown", levelPath: path, time: this.d.clock.now() });
-      emit({ kind: "started" });
-      const provider = this.d.providers(rec.provider, rec.isolation);
-      const log = this.d.log.child({ child: rec.name, phase: "teardown" });
-      try {
-        // Let a live child tear down its own subtree first; a dead one is
-        // cleaned up by its provider, which knows how to find its descendants.
-        if (rec.endpoint && rec.handle && (await provider.alive(rec.handle).catch(() => false))) {
-          await withTimeout(this.d.config.timeouts.commandMs, () => new PhaseTimeoutError(`teardown of ${path.join("/")} timed out`), async (sig) => {
-            const link = await this.d.links.get(rec.name, rec.endpoint!, sig);
-            await link.destroy({ self: false }, relayUnder(self.name, sink), sig);
-          }, signal).catch((err) => log.warn({ code: errorCode(err) }, "child could not tear down its subtree; its provider will"));
-        }
-        await this.d.links.drop(rec.name);
-        if (rec.handle) await provider.destroy(rec.handle, { signal, log, emit: (ev) => emit(ev) });
-        if (rec.publicKey) await this.d.access.removeKey({ publicKey: rec.publicKey }).catch(() => false);
-        await this.d.journal.update((j) => { delete j.children[rec.name]; });
-        emit({ kind: "finished", durationMs: this.d.clock.now() - started });
-      } catch (err) {
-        errors.push(err);
-        emit({ kind: "failed", durationMs: this.d.clock.now() - started, failure: toFailure(err) });
+    valuesOrFirstFailure(await this.tree.walk(this.tree.teardownOrder(), sink, ONE_AT_A_TIME, (rec, at) => this.teardownChild(rec, at, signal)));
+  }
+
+  private async teardownChild(rec: ChildRecord, at: ChildScope, signal: AbortSignal): Promise<void> {
+    const started = this.d.clock.now();
+    const emit = (ev: Omit<LocalEvent, "phase">) => at.emit({ ...ev, phase: "teardown" });
+    emit({ kind: "started" });
+    const provider = this.d.providers(rec.provider, rec.options);
+    const log = this.d.log.child({ child: rec.name, phase: "teardown" });
+    try {
+      // Let a live child tear down its own subtree first; a dead one is
+      // cleaned up by its provider, which knows how to find its descendants.
+      if (rec.endpoint && rec.handle && (await provider.alive(rec.handle).catch(() => false))) {
+        await withTimeout(this.d.config.timeouts.commandMs, () => new PhaseTimeoutError(`teardown of ${at.path.join("/")} timed out`), async (sig) => {
+          const link = await this.d.links.get(rec.name, rec.endpoint!, sig);
+          await link.destroy({ self: false }, at.relay, sig);
+        }, signal).catch((err) => log.warn({ code: errorCode(err) }, "child could not tear down its subtree; its provider will"));
       }
+      await this.d.links.drop(rec.name);
+      if (rec.handle) await provider.destroy(rec.handle, { signal, log, emit: (ev) => emit(ev) });
+      if (rec.publicKey) await this.d.access.removeKey({ publicKey: rec.publicKey }).catch(() => false);
+      await this.d.journal.update((j) => { delete j.children[rec.name]; });
+      emit({ kind: "finished", durationMs: this.d.clock.now() - started });
+    } catch (err) {
+      emit({ kind: "failed", durationMs: this.d.clock.now() - started, failure: toFailure(err) });
+      throw err;
     }
-    if (errors.length > 0) throw errors[0];
   }
 }
 

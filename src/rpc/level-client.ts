@@ -7,7 +7,7 @@ import { AccessService, Isolation, NestService } from "../gen/homestak/nest/v1/n
 import type { CheckResult } from "../domain/checks.js";
 import type { LevelEvent } from "../domain/events.js";
 import type { AuthorizedKey, Identity, KeyRole, LevelStatus } from "../domain/level-api.js";
-import type { IsolationMode } from "../domain/providers.js";
+import type { ProviderOptions } from "../domain/providers.js";
 import { createClient, type CallOpts, type ClientOptions } from "./client.js";
 import { fromProtoCheck, fromProtoEvent, fromProtoIdentity, fromProtoKey, fromProtoStatus, toProtoRole } from "./convert.js";
 
@@ -18,7 +18,8 @@ export interface NestRequest {
   readonly depth: number;
   readonly width: number;
   readonly provider?: string;
-  readonly isolation?: IsolationMode;
+  /** The provider's options (the proto carries the local provider's isolation). */
+  readonly options?: ProviderOptions;
 }
 
 export interface NestClient {
@@ -30,7 +31,7 @@ export interface NestClient {
   sync(req: { recursive: boolean; configure?: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   destroy(req: { self: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   configure(o?: LevelCallOpts): AsyncIterable<LevelEvent>;
-  doctor(req: { provider?: string; isolation?: IsolationMode }, o?: LevelCallOpts): Promise<CheckResult[]>;
+  doctor(req: { provider?: string; options?: ProviderOptions }, o?: LevelCallOpts): Promise<CheckResult[]>;
   close(): void;
 }
 
@@ -41,8 +42,8 @@ export interface AccessClient {
   close(): void;
 }
 
-const toIsolation = (m: IsolationMode | undefined): Isolation =>
-  m === "netns" ? Isolation.NETNS : m === "process" ? Isolation.PROCESS : Isolation.UNSPECIFIED;
+const toIsolation = (o: ProviderOptions | undefined): Isolation =>
+  o?.isolation === "netns" ? Isolation.NETNS : o?.isolation === "process" ? Isolation.PROCESS : Isolation.UNSPECIFIED;
 
 async function* events(stream: AsyncIterable<{ event?: Parameters<typeof fromProtoEvent>[0] }>): AsyncIterable<LevelEvent> {
   for await (const m of stream) if (m.event) yield fromProtoEvent(m.event);
@@ -58,13 +59,13 @@ export function nestClient(target: string, opts?: ClientOptions): NestClient {
     },
     async putSecrets(yaml, o) { return (await c.putSecrets({ yaml }, o)).keys; },
     nest(req, o) {
-      return events(c.nest({ depth: req.depth, width: req.width, provider: req.provider ?? "", isolation: toIsolation(req.isolation) }, o));
+      return events(c.nest({ depth: req.depth, width: req.width, provider: req.provider ?? "", isolation: toIsolation(req.options) }, o));
     },
     sync(req, o) { return events(c.sync({ recursive: req.recursive, configure: req.configure ?? false }, o)); },
     destroy(req, o) { return events(c.destroy({ self: req.self }, o)); },
     configure(o) { return events(c.configure({}, o)); },
     async doctor(req, o) {
-      const r = await c.doctor({ provider: req.provider ?? "", isolation: toIsolation(req.isolation) }, o);
+      const r = await c.doctor({ provider: req.provider ?? "", isolation: toIsolation(req.options) }, o);
       return r.checks.map(fromProtoCheck);
     },
     close() { c.close(); },

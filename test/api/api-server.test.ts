@@ -2,6 +2,8 @@
 // request validation, event streaming (order, no loss, failure after flush),
 // cancellation into the LevelApi, graceful close, and domain<->proto conversion.
 
+import { parseConfig } from "../../src/config/load-config.js";
+import { PROVIDER_CONFIGS, providerOptions } from "../../src/providers/registry.js";
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, rm, access as fsAccess } from "node:fs/promises";
@@ -23,7 +25,8 @@ const ev = (i: number, extra: Partial<LevelEvent> = {}): LevelEvent => ({ levelP
 let dir: string;
 let server: ApiServer;
 let socket: string;
-const seen: { nest?: NestOptions; secrets?: string; nestSignal?: AbortSignal } = {};
+const seen: { nest?: Record<string, unknown>; secrets?: string; nestSignal?: AbortSignal } = {};
+const defaults = parseConfig("", "<defaults>", { root: "/srv/level", providers: PROVIDER_CONFIGS });
 let nestStarted!: () => void;
 let nestStartedP: Promise<void>;
 
@@ -40,7 +43,8 @@ const status: LevelStatus = {
 
 const level: LevelApi = {
   async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal) {
-    seen.nest = opts;
+    // What reached the level: the request's fields and its provider options.
+    seen.nest = { depth: opts.depth, width: opts.width, provider: opts.provider, ...opts.options };
     seen.nestSignal = signal;
     if (opts.depth === 7) {
       // Runs until cancelled.
@@ -71,7 +75,7 @@ before(async () => {
   socket = join(dir, "run/hsd.sock");
   nestStartedP = new Promise((r) => { nestStarted = r; });
   server = await startApiServer({ socketPath: socket, level, access: keys, log: silentLogger(),
-    limits: { maxDepth: 8, maxWidth: 4, provider: "local", isolation: "process" } });
+    limits: { maxDepth: 8, maxWidth: 4, provider: "local", providerOptions: (p, req) => providerOptions(defaults, p, req) } });
 });
 after(async () => {
   await server?.close(1000);

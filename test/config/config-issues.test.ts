@@ -8,13 +8,14 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config/load-config.js";
+import { PROVIDER_CONFIGS } from "../../src/providers/registry.js";
 import { configIssuesOf, type ConfigIssue } from "../../src/config/config-issues.js";
 import { ConfigError } from "../../src/domain/errors.js";
 import { startHsd } from "../daemon/daemon-process.js";
 
 function issuesOf(text: string): ConfigIssue[] {
   try {
-    parseConfig(text, "hsd.yaml", { root: "/srv/level" });
+    parseConfig(text, "hsd.yaml", { root: "/srv/level", providers: PROVIDER_CONFIGS });
   } catch (err) {
     assert.ok(err instanceof ConfigError, String(err));
     assert.equal(err.code, "ConfigInvalid");

@@ -7,8 +7,9 @@ import { readFile } from "node:fs/promises";
 import { parseConfig } from "../../src/config/load-config.js";
 import { configDocument, configYaml, inheritedConfig } from "../../src/config/write-config.js";
 import type { HsdConfig } from "../../src/config/config.js";
+import { PROVIDER_CONFIGS } from "../../src/providers/registry.js";
 
-const opts = { root: "/srv/level" };
+const opts = { root: "/srv/level", providers: PROVIDER_CONFIGS };
 const roundTrip = (c: HsdConfig) => parseConfig(configYaml(configDocument(c), "round trip"), "round-trip.yaml", opts);
 const withoutSource = (c: HsdConfig) => ({ ...c, source: "" });
 
@@ -41,7 +42,7 @@ test("a child level's config with parent, pve and odd values survives write then
 });
 
 test("an unset ssh.port on a user root stays unset (a free port, kept across restarts)", () => {
-  const user = { root: "/srv/level", freeSshPort: true };
+  const user = { root: "/srv/level", freeSshPort: true, providers: PROVIDER_CONFIGS };
   const c = parseConfig("log: { level: warn }", "user.yaml", user);
   const back = parseConfig(configYaml(configDocument(c), "round trip"), "round-trip.yaml", user);
   assert.equal(back.ssh.reuseLastPort, true);

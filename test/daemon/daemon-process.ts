@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import { withFaultPreload } from "../helpers/fault-env.js";
 
 export const REPO = fileURLToPath(new URL("../..", import.meta.url));
 export const HSD = join(REPO, "dist/daemon/hsd.js");
@@ -47,7 +48,7 @@ export function startHsd(args: string[], env: NodeJS.ProcessEnv = {}): HsdProces
   defaultTestConfig(args);
   const proc = spawn(process.execPath, [HSD, ...args], {
     stdio: ["ignore", "pipe", "pipe", "pipe"],
-    env: { ...process.env, HSD_READY_FD: "3", ...env },
+    env: withFaultPreload({ ...process.env, HSD_READY_FD: "3", ...env }),
   });
   let out = "";
   let err = "";

@@ -6,12 +6,13 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config/load-config.js";
+import { PROVIDER_CONFIGS } from "../../src/providers/registry.js";
 import { REPO } from "./daemon-process.js";
 
 test("hsd.example.yaml parses to the defaults", async () => {
   const text = await readFile(join(REPO, "daemon/hsd.example.yaml"), "utf8");
-  const fromExample = parseConfig(text, "hsd.example.yaml", { root: "/srv/level" });
-  const defaults = parseConfig("", "<defaults>", { root: "/srv/level" });
+  const fromExample = parseConfig(text, "hsd.example.yaml", { root: "/srv/level", providers: PROVIDER_CONFIGS });
+  const defaults = parseConfig("", "<defaults>", { root: "/srv/level", providers: PROVIDER_CONFIGS });
   assert.deepEqual({ ...fromExample, source: "" }, { ...defaults, source: "" });
 });
 

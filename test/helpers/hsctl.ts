@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { withFaultPreload } from "./fault-env.js";
 
 export const REPO = fileURLToPath(new URL("../..", import.meta.url));
 export const HSCTL = join(REPO, "dist/cli/hsctl.js");
@@ -14,7 +15,7 @@ export interface RunResult { code: number | null; stdout: string; stderr: string
 /** Runs hsctl with `args`; resolves when it exits or after timeoutMs (then killed, code null). */
 export function hsctl(args: string[], env: Record<string, string>, timeoutMs = 120_000, onLine?: (line: string, kill: () => void) => void): Promise<RunResult> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [HSCTL, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn(process.execPath, [HSCTL, ...args], { env: withFaultPreload({ ...process.env, ...env }), stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     let buf = "";

@@ -18,7 +18,7 @@ import { decodeLevelFiles } from "../../src/homestak/site-config.js";
 
 interface Harness { dir: string; engine: NestEngine; journal: Journal; events: LevelEvent[]; keys: AuthorizedKey[]; calls: string[]; alive: Set<string> }
 
-async function harness(opts: { yaml?: string; link?: (name: string) => Partial<ChildLink>; aliveAfterInstall?: boolean } = {}): Promise<Harness> {
+async function harness(opts: { yaml?: string; link?: (name: string) => Partial<ChildLink>; aliveAfterInstall?: boolean; exportsReady?: () => Promise<void> } = {}): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), "hsd-engine-"));
   const config = parseConfig(opts.yaml ?? "", "test.yaml", { root: dir });
   const journal = new Journal(join(dir, "journal.json"));
@@ -61,12 +61,13 @@ async function harness(opts: { yaml?: string; link?: (name: string) => Partial<C
       ssh_keys: { operator: "ssh-ed25519 AAAAop op", self: "ssh-ed25519 AAAAparent" },
     }),
     readSite: async () => "defaults:\n  domain: d\n",
+    ...(opts.exportsReady ? { exportsReady: opts.exportsReady } : {}),
   });
   await journal.load();
   return { dir, engine, journal, events: [], keys, calls, alive };
 }
 
-const opts = { depth: 2, width: 1, provider: "local" as const, isolation: "process" as const };
+const opts = { depth: 2, width: 1, provider: "local" as const, options: { isolation: "process" } };
 
 test("builds a child through every phase in order, relaying deeper events with the level path", async () => {
   const h = await harness();
@@ -171,16 +172,16 @@ test("destroy tears children down and is idempotent", async () => {
 
 test("a child's phases before sync run while this level's repos are readied; its sync waits and fails with their error", async () => {
   let syncCalls = 0;
-  const h = await harness({ link: () => ({ async sync() { syncCalls++; } }) });
+  let fail!: (e: unknown) => void;
+  const reposReady = new Promise<void>((_res, rej) => { fail = rej; });
+  const h = await harness({ link: () => ({ async sync() { syncCalls++; } }), exportsReady: () => reposReady });
   try {
-    let fail!: (e: unknown) => void;
-    const reposReady = new Promise<void>((_res, rej) => { fail = rej; });
     let atSync!: () => void;
     const reachedSync = new Promise<void>((res) => { atSync = res; });
     const run = h.engine.nest(opts, (e) => {
       h.events.push(e);
       if (e.phase === "sync" && e.kind === "started") atSync();
-    }, new AbortController().signal, reposReady);
+    }, new AbortController().signal);
     await reachedSync;
     assert.equal(syncCalls, 0, "sync must not reach the child before the repos are ready");
     const finished = h.events.filter((e) => e.kind === "finished").map((e) => e.phase);

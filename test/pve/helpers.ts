@@ -24,7 +24,7 @@ import { PveProvider, type PveProviderOptions } from "../../src/providers/pve/pv
 import { simCommandRunner, type SimCommandRunner } from "../pve-sim/sim-commands.js";
 import type { PhaseContext } from "../../src/providers/provider.js";
 import { silentLogger } from "../../src/log/logger.js";
-import type { PveConfig } from "../../src/config/config.js";
+import type { PveConfig } from "../../src/providers/pve/pve-config.js";
 
 export const TEST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh+b/Q=test hsd@l0";
 

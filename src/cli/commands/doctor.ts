@@ -5,7 +5,8 @@
 import { InvalidArgumentError } from "../../domain/errors.js";
 import type { Command } from "../command.js";
 import { ensureDaemon } from "./ensure-daemon.js";
-import { ISOLATION_MODES, isIsolationMode, isProviderName, PROVIDER_NAMES } from "../../domain/providers.js";
+import { isProviderName, PROVIDER_NAMES } from "../../domain/providers.js";
+import { ISOLATION_MODES, isIsolationMode } from "../../providers/local/local-options.js";
 
 const MARK = { ok: "ok      ", repaired: "repaired", failed: "FAILED  " } as const;
 
@@ -36,7 +37,7 @@ Examples:
     const iso = args.values.isolation as string | undefined;
     if (iso !== undefined && !isIsolationMode(iso)) throw new InvalidArgumentError(`--isolation must be ${ISOLATION_MODES.join(" or ")}, got ${JSON.stringify(iso)}`);
     const conn = await ensureDaemon(args, io, { start: false });
-    const checks = await conn.nest.doctor({ provider, isolation: iso }, { signal: io.signal, deadlineMs: 120_000 });
+    const checks = await conn.nest.doctor({ provider, ...(iso !== undefined ? { options: { isolation: iso } } : {}) }, { signal: io.signal, deadlineMs: 120_000 });
     if (args.values.json) io.out(`${JSON.stringify(checks)}\n`);
     else {
       for (const c of checks) {

@@ -7,7 +7,8 @@ import { InvalidArgumentError } from "../../domain/errors.js";
 import type { Command } from "../command.js";
 import { streamEvents } from "./stream-events.js";
 import { ensureDaemon } from "./ensure-daemon.js";
-import { ISOLATION_MODES, isIsolationMode, isProviderName, PROVIDER_NAMES } from "../../domain/providers.js";
+import { isProviderName, PROVIDER_NAMES } from "../../domain/providers.js";
+import { ISOLATION_MODES, isIsolationMode } from "../../providers/local/local-options.js";
 
 function intOpt(v: unknown, name: string, def: number, min: number, max: number): number {
   if (v === undefined) return def;
@@ -63,7 +64,7 @@ Examples:
     if (!isIsolationMode(iso)) throw new InvalidArgumentError(`--isolation must be ${ISOLATION_MODES.join(" or ")}, got ${JSON.stringify(iso)}`);
     const conn = await ensureDaemon(args, io, { start: true });
     const stream = conn.nest.nest({
-      depth, width, provider, isolation: iso,
+      depth, width, provider, options: { isolation: iso },
     }, { signal: io.signal });
     return (await streamEvents(stream, io, Boolean(args.values.json), "nest")).code;
   },

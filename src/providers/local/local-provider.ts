@@ -17,7 +17,7 @@ import { levelPaths } from "../../config/level-layout.js";
 import { readLogTail, readyFromPipe, type ReadyInfo } from "../../util/ready-pipe.js";
 import { killLevelTree, pidAlive } from "./level-process.js";
 import type { NetnsOps } from "./netns-ops.js";
-import type { IsolationMode } from "../../domain/providers.js";
+import type { IsolationMode } from "./local-options.js";
 import { STEP_HINTS } from "../../domain/hints.js";
 import { withoutSystemdEnv } from "../../util/systemd-env.js";
 

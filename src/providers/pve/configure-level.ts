@@ -6,13 +6,13 @@
 
 import { hostname as osHostname } from "node:os";
 import { lookup } from "node:dns/promises";
-import type { PveConfig } from "../../config/config.js";
+import type { PveConfig } from "./pve-config.js";
 import { CommandFailedError, PreflightError, PveTokenExistsError } from "../../domain/errors.js";
 import { firstLine, missingAs127, type CommandRunner } from "../../util/command-runner.js";
 import type { CheckResult } from "../../domain/checks.js";
 import { PveClient, defaultSleep, type PveClientOptions, type Sleep } from "./pve-client.js";
 import { apiHealth, certInfo, hostnameResolution, proxyCertificate, snippetsContent, type PreflightDeps } from "./preflight.js";
-import { STEP_HINTS } from "../../domain/hints.js";
+import { STEP_HINTS, VALUE_HINTS } from "../../domain/hints.js";
 
 export interface ConfigurePveLevelOptions {
   /** Host commands (pveum, pvecm, sysctl, systemctl, ip), run as root on this node. */
@@ -102,7 +102,7 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
   let created = false;
   if (existing && !secret) {
     throw new PveTokenExistsError(`token ${tokenId} exists but this level's secrets.yaml has no pve.token_secret for it`, {
-      details: { step: "token", tokenId, hint: `if nothing uses it: pveum user token remove ${user} ${id}; otherwise put its secret in secrets.yaml as pve.token_secret` },
+      details: { step: "token", tokenId, hint: VALUE_HINTS.staleToken(user, id) },
     });
   }
   if (!existing) {

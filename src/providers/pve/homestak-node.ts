@@ -4,7 +4,7 @@
 // config/nodes/<name>.yaml as homestak's generate_node_config writes it
 // (node, host, api_endpoint on localhost, api_token = the key into api_tokens,
 // datastore, ip). hsd's private copy of the secret stays in its state.
-// Imported by: src/providers/pve.
+// Imported by: src/providers.
 
 import { stringify } from "yaml";
 import type { CommandRunner } from "../../util/command-runner.js";

@@ -5,7 +5,7 @@
 
 import { readFile } from "node:fs/promises";
 import { packageRoot } from "../../util/package-root.js";
-import type { PveConfig } from "../../config/config.js";
+import type { PveConfig } from "./pve-config.js";
 import { ProviderError } from "../../domain/errors.js";
 import { childConfigYaml } from "../child-config.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext } from "../provider.js";

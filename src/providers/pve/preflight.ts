@@ -7,14 +7,14 @@
 import { readFile } from "node:fs/promises";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
-import type { PveConfig } from "../../config/config.js";
+import type { PveConfig } from "./pve-config.js";
 import type { CheckResult } from "../../domain/checks.js";
 import { errorCode, HsError } from "../../domain/errors.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
 import type { CommandRunner } from "../../util/command-runner.js";
 import type { PveClient, Sleep } from "./pve-client.js";
 import { isPveError } from "./pve-client.js";
-import { STEP_HINTS } from "../../domain/hints.js";
+import { STEP_HINTS, VALUE_HINTS } from "../../domain/hints.js";
 import { PVE_MAX_TESTED_MAJOR, PVE_MIN_MAJOR, pveVersionSupport } from "./pve-version.js";
 
 export interface PreflightDeps {
@@ -74,7 +74,7 @@ async function nestedVirt(d: PreflightDeps): Promise<Check> {
     try { v = (await readFile(file, "utf8")).trim(); } catch { continue; }
     if (v === "Y" || v === "1") return ok("nested-virt", `${mod} nested=${v}`);
     return failed("nested-virt", `${mod} nested=${v}: child VMs cannot run KVM`,
-      `echo 'options ${mod} nested=1' > /etc/modprobe.d/kvm-nested.conf, stop all VMs, then modprobe -r ${mod} && modprobe ${mod}`);
+      VALUE_HINTS.nestedVirtOff(mod));
   }
   return failed("nested-virt", "neither kvm_intel nor kvm_amd is loaded", STEP_HINTS.noKvm);
 }
@@ -104,7 +104,7 @@ export async function hostnameResolution(d: PreflightDeps): Promise<Check> {
   const ipv4 = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(r.stdout)?.[1];
   if (r.code !== 0 || !ipv4) {
     return failed(name, `${d.hostname} resolves to ${first ?? "nothing"} and ${d.config.bridge} has no IPv4 address`,
-      `add "<ipv4> <fqdn> ${d.hostname}" to ${d.hostsFile}`);
+      VALUE_HINTS.hostsEntry(d.hostname, d.hostsFile));
   }
   const fqdn = d.fqdn ?? mine.flatMap((e) => e.names).find((n) => n.startsWith(`${d.hostname}.`));
   const entry = `${ipv4} ${fqdn ? `${fqdn} ` : ""}${d.hostname}`;
@@ -173,7 +173,7 @@ export async function apiHealth(d: PreflightDeps, attempts: number): Promise<Che
       const code = errorCode(e);
       if (code === "PveAuth") {
         return failed("api", `token ${d.client.tokenId} was refused (401)`,
-          `check pve.token_id and pve.token_secret in secrets.yaml; create one with: pveum user token add ${d.client.tokenId.replace("!", " ")} --privsep 0`);
+          VALUE_HINTS.tokenRefused(d.client.tokenId));
       }
       if (code === "PveUnreachable" && i < attempts) { await d.sleep(500 * i, d.signal); continue; }
       const msg = e instanceof HsError ? e.message : String(e);
@@ -214,7 +214,7 @@ export async function snippetsContent(d: PreflightDeps): Promise<Check> {
   await d.client.api("PUT /storage/{storage}", { storage: id, content: full, digest: s.digest }, { signal: d.signal });
   const again = storageFields(await d.client.api("GET /storage/{storage}", { storage: id }, { signal: d.signal }));
   if (!again.content.split(",").includes("snippets")) {
-    return failed("snippets", `storage ${id} still lacks snippets after the update`, `pvesm set ${id} --content ${full}`);
+    return failed("snippets", `storage ${id} still lacks snippets after the update`, VALUE_HINTS.snippetsContent(id, full));
   }
   return repaired("snippets", `storage ${id} content was "${content.join(",")}"; now "${full}"`);
 }
@@ -223,7 +223,7 @@ async function templateExists(d: PreflightDeps): Promise<Check> {
   const t = d.config.template;
   try {
     const c = await d.client.api("GET /nodes/{node}/qemu/{vmid}/config", { node: d.config.node, vmid: t }, { signal: d.signal });
-    if (String(c.template ?? "") !== "1") return failed("template", `VM ${t} exists but is not a template`, `qm template ${t}`);
+    if (String(c.template ?? "") !== "1") return failed("template", `VM ${t} exists but is not a template`, VALUE_HINTS.makeTemplate(t));
     return ok("template", `template ${t} (${String(c.name ?? "")}) exists`);
   } catch (e) {
     if (isPveError(e, 500, /does not exist/)) return failed("template", `VM ${t} does not exist on ${d.config.node}`, STEP_HINTS.noTemplate);
@@ -242,7 +242,7 @@ async function diskSpace(d: PreflightDeps): Promise<Check> {
   const id = d.config.storage;
   const r = await d.commands(["pvesm", "status", "--storage", id], { signal: d.signal });
   const row = r.stdout.split("\n").map((l) => l.trim().split(/\s+/)).find((c) => c[0] === id);
-  if (r.code !== 0 || !row || row.length < 6) return failed("disk-space", `pvesm status for ${id} failed: ${r.stderr.trim().split("\n")[0]}`, `pvesm status --storage ${id}`);
+  if (r.code !== 0 || !row || row.length < 6) return failed("disk-space", `pvesm status for ${id} failed: ${r.stderr.trim().split("\n")[0]}`, VALUE_HINTS.storageStatus(id));
   const availKiB = Number(row[5]);
   const gib = (availKiB / 1024 / 1024).toFixed(1);
   if (!(availKiB >= d.minFreeKiB)) {

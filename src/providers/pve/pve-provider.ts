@@ -9,7 +9,7 @@ import { lookup } from "node:dns/promises";
 import { join } from "node:path";
 import { rm } from "node:fs/promises";
 import { stringify } from "yaml";
-import type { PveConfig } from "../../config/config.js";
+import type { PveConfig } from "./pve-config.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, Provider } from "../provider.js";
 import type { CheckResult } from "../../domain/checks.js";
 import { PhaseTimeoutError, ProviderError } from "../../domain/errors.js";

@@ -16,7 +16,8 @@ import { runCommand } from "../../util/command-runner.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
 import { ProviderError } from "../../domain/errors.js";
 import { isTree, type SecretsStore } from "../../secrets/secrets-store.js";
-import type { EventSink } from "../../domain/events.js";
+import type { LocalEvent } from "../../domain/events.js";
+import { pveConfigOf } from "./pve-config.js";
 import { STEP_HINTS } from "../../domain/hints.js";
 
 interface PveState { fingerprint?: string }
@@ -42,15 +43,16 @@ export function lazyPveProvider(o: {
   let made: Promise<Provider> | undefined;
   const get = (): Promise<Provider> => {
     made ??= (async () => {
-      if (!o.config.pve) throw new ProviderError("no pve: section in hsd.yaml", { details: { hint: STEP_HINTS.noPveSection } });
+      const pve = pveConfigOf(o.config);
+      if (!pve) throw new ProviderError("no pve: section in hsd.yaml", { details: { hint: STEP_HINTS.noPveSection } });
       const st = await readPveState(o.stateDir);
       return new PveProvider({
-        config: { ...o.config.pve, ...(st.fingerprint && !o.config.pve.fingerprint ? { fingerprint: st.fingerprint } : {}) },
+        config: { ...pve, ...(st.fingerprint && !pve.fingerprint ? { fingerprint: st.fingerprint } : {}) },
         tokenSecret: await tokenSecret(o.secrets),
         sshPublicKeys: [o.publicKey],
         sshPrivateKeyPath: o.userKeyPath,
         connectTimeoutMs: o.config.timeouts.connectMs,
-        ...(o.config.pve.bundle ? { bundlePath: o.config.pve.bundle } : {}),
+        ...(pve.bundle ? { bundlePath: pve.bundle } : {}),
       });
     })();
     made.catch(() => { made = undefined; });
@@ -69,13 +71,13 @@ export function lazyPveProvider(o: {
 
 /** The configure step of a level that runs on a PVE node: token, snippets, certificate. */
 export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stateDir: string; homestakFiles?: HomestakNodeFiles }) {
-  return async (emit: EventSink, signal: AbortSignal, levelPath: string[]): Promise<void> => {
-    const pve = o.config.pve!;
+  return async (emit: (ev: LocalEvent) => void, signal: AbortSignal): Promise<void> => {
+    const pve = pveConfigOf(o.config)!;
     const r = await configurePveLevel({
       commands: runCommand, tokenId: pve.tokenId, tokenSecret: (await tokenSecret(o.secrets)) || undefined,
       saveTokenSecret: async (s) => { await o.secrets.merge({ pve: { token_secret: s } }); },
       node: pve.node, snippetStorage: pve.snippetStorage, bridge: pve.bridge, signal,
-      log: (message: string) => emit({ levelPath, phase: "configure", kind: "log", time: Date.now(), message }),
+      log: (message: string) => emit({ phase: "configure", kind: "log", message }),
     });
     await writeFileAtomic(join(o.stateDir, "pve.json"), JSON.stringify({ fingerprint: r.fingerprint }), { mode: 0o600 });
     // homestak's tools find this node through its site-config: its token and nodes/<name>.yaml.
@@ -85,7 +87,7 @@ export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stat
         files: o.homestakFiles, name, node: pve.node, tokenId: r.tokenId, tokenSecret: await tokenSecret(o.secrets),
         datastore: pve.storage, bridge: pve.bridge, commands: runCommand, signal,
       });
-      emit({ levelPath, phase: "configure", kind: "log", time: Date.now(), message: `homestak: api_tokens.${name} and nodes/${name}.yaml written (ip ${ip || "none"})` });
+      emit({ phase: "configure", kind: "log", message: `homestak: api_tokens.${name} and nodes/${name}.yaml written (ip ${ip || "none"})` });
     }
   };
 }

@@ -11,6 +11,7 @@ import { parseExecCommand } from "../../../src/ssh/exec-command.js";
 import { FetchSession, sshRemoteUrl } from "../../../src/git/ssh-http-plugin.js";
 import type { ParentConnection } from "../../../src/ssh/parent-connection.js";
 import { parseConfig } from "../../../src/config/load-config.js";
+import { PROVIDER_CONFIGS } from "../../../src/providers/registry.js";
 import { createLogger } from "../../../src/log/logger.js";
 import type { Rng } from "../lib/prng.js";
 
@@ -222,7 +223,7 @@ export function fuzzConfig(rng: Rng, n: number): FuzzResult {
     res.cases++;
     const text = rng.chance(0.15) ? rng.mutate(Buffer.from(genConfigYaml(rng))).toString("utf8") : rng.chance(0.05) ? rng.str(rng.len(512)) : genConfigYaml(rng);
     try {
-      const cfg = parseConfig(text, "fuzz.yaml", { root: "/tmp/hsd-fuzz-root" });
+      const cfg = parseConfig(text, "fuzz.yaml", { root: "/tmp/hsd-fuzz-root", providers: PROVIDER_CONFIGS });
       res.accepted++;
       if (!Object.isFrozen(cfg) || cfg.timeouts.connectMs > 30_000 || !Number.isFinite(cfg.timeouts.commandMs)) {
         record(res, text, new Error("accepted config breaks an invariant (frozen, connect <= 30 s, finite durations)"));
