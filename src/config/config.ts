@@ -124,6 +124,11 @@ export interface HsdConfig {
     readonly root: string;
     /** repo name -> path relative to root. */
     readonly layout: Readonly<Record<string, string>>;
+    /**
+     * The local user that owns the trees and the site-config files (homestak's
+     * tools run as it); null: whoever runs hsd owns them (a --root level).
+     */
+    readonly user: string | null;
   };
   readonly configure: { readonly steps: readonly ConfigureStep[] };
   /** Each provider's own settings, by name (only providers the loader was given). */

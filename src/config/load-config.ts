@@ -18,6 +18,7 @@ import { levelPaths } from "./level-layout.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";
 import { PROVIDER_NAMES, type ProviderName } from "../domain/providers.js";
 import { checkLayout, parseConfigureSteps, parseHomestak } from "./homestak-config.js";
+import { lookupUser } from "../util/passwd.js";
 
 export interface LoadOptions {
   /** The level's root directory; relative paths in the file resolve against it. */
@@ -26,6 +27,11 @@ export interface LoadOptions {
   socket?: string;
   /** The homestak user's home on an installed system: the default homestak.root there. */
   homestakHome?: string;
+  /** The default homestak.user (an installed system whose `homestak` user exists); none on a --root level. */
+  homestakUser?: string;
+  /** Local user lookup for homestak.user (default /etc/passwd) and hsd's uid (default the process's). */
+  lookupUser?: (name: string) => { uid: number } | undefined;
+  uid?: number;
   /**
    * An unset ssh.port means a free port rather than 2222: a level under a
    * user's root must never collide with the system hsd or another user's.
@@ -162,7 +168,11 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     providers: readProviders(r, specs, top, nest),
     log: Object.freeze({ level: r.str(logc.level, ["log", "level"], DEFAULTS.logLevel, /^(trace|debug|info|warn|error|fatal|silent)$/) }),
   };
-  const homestak = parseHomestak(r, top, root, opts.homestakHome);
+  const lookup = opts.lookupUser ?? lookupUser;
+  const homestak = parseHomestak(r, top, root, {
+    ...(opts.homestakHome ? { home: opts.homestakHome } : {}), ...(opts.homestakUser ? { defaultUser: opts.homestakUser } : {}),
+    userExists: (n) => lookup(n) !== undefined, uidOf: (n) => lookup(n)?.uid, uid: opts.uid ?? process.getuid?.() ?? 0,
+  });
   checkLayout(r, homestak.layout, cfg.repoNames);
   const withHomestak: HsdConfig = {
     ...cfg, homestak,

@@ -26,7 +26,7 @@ export function configDocument(c: HsdConfig): Record<string, unknown> {
     sync: { mode: c.sync.mode, debounce: ms(c.sync.debounceMs) },
   };
   // $HOMESTAK_ROOT is the level's own (never inherited): written only in the whole document.
-  doc.homestak = { root: c.homestak.root, ...(doc.homestak as object) };
+  doc.homestak = { root: c.homestak.root, ...(doc.homestak as object), ...(c.homestak.user ? { user: c.homestak.user } : {}) };
   const options = Object.values(c.providers).map((p) => p.options);
   doc.nest = { provider: c.nest.provider, ...Object.assign({}, ...options), ...(doc.nest as object) };
   if (c.parent) {
@@ -56,7 +56,8 @@ export function inheritedConfig(c: HsdConfig): Record<string, unknown> {
     },
     log: { level: c.log.level },
     // The operator defines the steps and the layout once, at level 0; every level runs them on its own trees.
-    homestak: { layout: { ...c.homestak.layout } },
+    // A local child shares this host's users, so it hands its trees to the same one; another host picks its own.
+    homestak: { layout: { ...c.homestak.layout }, ...(c.homestak.user && c.nest.provider === "local" ? { user: c.homestak.user } : {}) },
     configure: { steps: stepsToYaml(c.configure.steps) },
   };
 }

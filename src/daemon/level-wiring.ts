@@ -33,6 +33,7 @@ import { SiteConfigFiles } from "../homestak/site-config.js";
 import { ageIdentityFiles } from "../homestak/sops-decrypt.js";
 import { memoryStepJournal, StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
 import type { ConfigureLeaf } from "../nest/phase-hook.js";
+import { treeOwner } from "../homestak/tree-owner.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { NO_CHECKPOINTS, type Checkpoints } from "./checkpoints.js";
@@ -204,12 +205,13 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     // (Not as a user's unit: PID 1 would refuse a non-root systemd-run --scope.)
     childScopes: !!manager.invocationId && manager.booted && process.getuid?.() === 0,
   });
-  const configureLevel = PROVIDERS[config.nest.provider].configureLevel?.({ config, secrets: parts.secrets, stateDir: paths.stateDir });
   const layout = homestakLayout(config, parts.repos);
+  const owner = treeOwner(config.homestak.user);
   const siteConfig = new SiteConfigFiles({
-    layout, self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
+    layout, ...(owner ? { owner } : {}), self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
     beforeRename: checkpoints.beforeRename("secrets-write"),
   });
+  const configureLevel = PROVIDERS[config.nest.provider].configureLevel?.({ config, secrets: parts.secrets, stateDir: paths.stateDir, homestakFiles: siteConfig });
   const steps = new StepRunner({
     config, layout, journal: parts.journal, log: log.child({ sub: "steps" }), levelPath, now: () => Date.now(),
     baseEnv: stepBaseEnv(env), killGraceMs: config.timeouts.shutdownMs,
@@ -245,7 +247,10 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   const level = new Level({
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown, siteConfig, steps,
-    repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }) }),
+    repos: gitRepoOps({
+      config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, log: log.child({ sub: "git" }),
+      ...(owner && config.parent ? { owner } : {}),
+    }),
     ...(checkpoints.active ? { checkpoint: checkpoints.at } : {}),
     // A level that is itself a node of its provider (a PVE node) sets itself up as one.
     ...(configureLevel ? { configureHook: configureLevel } : {}),

@@ -68,10 +68,11 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // A bad config throws here, before anything listens or is written.
   // On an installed system the homestak trees live in the homestak user's home, as homestak's bootstrap lays them out.
   const homestakHome = o.root === undefined ? lookupUser("homestak")?.home : undefined;
+  // ... and belong to that user: homestak.user defaults to it there (a --root level names one or has none).
   // A level under a user's root takes a free SSH port unless hsd.yaml names one: never the system hsd's 2222.
   const config = withDemoSteps(await loadConfig(p.configFile, {
     providers: PROVIDER_CONFIGS,
-    root: p.root, ...(p.socket ? { socket: p.socket } : { freeSshPort: true }), ...(homestakHome ? { homestakHome } : {}),
+    root: p.root, ...(p.socket ? { socket: p.socket } : { freeSshPort: true }), ...(homestakHome ? { homestakHome, homestakUser: "homestak" } : {}),
   }));
   const destination = o.logDestination
     ? (o.logDestination as unknown as import("pino").DestinationStream)
