@@ -13,6 +13,8 @@ import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
 import { toProtoCheck, toProtoEvent, toProtoIdentity, toProtoStatus } from "../rpc/convert.js";
 import { eventStream } from "./event-stream.js";
 import { isProviderName, PROVIDER_NAMES, type ProviderName, type ProviderOptions } from "../domain/providers.js";
+import { heightOf, isNodeName, type BuildPlan } from "../domain/plan.js";
+import { fromProtoPlan } from "../rpc/convert-plan.js";
 
 /** Secrets for one child are a handful of tokens and keys; anything bigger is a mistake. */
 export const MAX_SECRETS_YAML_BYTES = 64 * 1024;
@@ -27,6 +29,9 @@ export type NestLimits = Pick<HsdConfig["nest"], "maxDepth" | "maxWidth" | "prov
 };
 
 type Handlers = ServiceHandlers<MethodsOf<typeof NestService>>;
+
+/** Loads and validates a manifest the request names (level 0's site-config); absent: this level takes none. */
+export type ManifestLoader = (req: { name?: string; text?: string; file?: string }) => Promise<BuildPlan>;
 
 export function validateNest(req: { depth: number; width: number; provider: string; isolation: Isolation }, limits: NestLimits): NestOptions {
   if (req.depth > limits.maxDepth) {
@@ -75,7 +80,7 @@ export function validateSecretsYaml(yaml: string): void {
   }
 }
 
-export function nestHandlers(level: LevelApi, limits: NestLimits): Handlers {
+export function nestHandlers(level: LevelApi, limits: NestLimits, loadManifest?: ManifestLoader): Handlers {
   const events = (run: (sink: EventSink) => Promise<void>) => (async function* () {
     for await (const ev of eventStream(run)) yield { event: toProtoEvent(ev) };
   })();
@@ -83,13 +88,25 @@ export function nestHandlers(level: LevelApi, limits: NestLimits): Handlers {
     nest(req, ctx) {
       // Validate before the stream starts so a bad request fails without any event.
       const opts = validateNest(req, limits);
-      return events((sink) => level.nest(opts, sink, ctx.signal));
+      const plan = fromProtoPlan(req);
+      if (plan) return events((sink) => level.nest({ ...opts, plan, depth: heightOf(plan.nodes) }, sink, ctx.signal));
+      if (req.manifestName === "" && req.manifestYaml === "") return events((sink) => level.nest(opts, sink, ctx.signal));
+      if (!loadManifest) throw new InvalidArgumentError("this level builds no manifest of its own (level 0 does)", { details: { field: "manifest_name" } });
+      // The manifest is checked in full before the first event: a bad one builds nothing.
+      return (async function* () {
+        const plan = await loadManifest(req.manifestName ? { name: req.manifestName } : { text: req.manifestYaml, file: req.manifestFile });
+        const loaded = req.prune ? { ...plan, prune: true } : plan;
+        yield* events((sink) => level.nest({ ...opts, plan: loaded, depth: heightOf(loaded.nodes) }, sink, ctx.signal));
+      })();
     },
     async status(_req, ctx) {
       return { root: toProtoStatus(await level.status(ctx.signal)) };
     },
     destroy(req, ctx) {
-      return events((sink) => level.destroy({ self: req.self }, sink, ctx.signal));
+      const scoped = req.manifest !== "" || req.names.length > 0;
+      if (req.names.some((n) => !isNodeName(n))) throw new InvalidArgumentError("destroy: names must be level names", { details: { field: "names" } });
+      // A scoped destroy never stops the serving level: the rest of its tree lives on.
+      return events((sink) => level.destroy({ self: req.self && !scoped, ...(req.manifest ? { manifest: req.manifest } : {}), ...(req.names.length ? { names: req.names } : {}) }, sink, ctx.signal));
     },
     sync(req, ctx) {
       return events((sink) => level.sync({ recursive: req.recursive, configure: req.configure }, sink, ctx.signal));

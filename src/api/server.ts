@@ -18,7 +18,7 @@ import { withTimeout } from "../util/timeout.js";
 import { reachableSocketPath } from "../util/unix-socket-path.js";
 import { accessHandlers } from "./access-service.js";
 import { HealthService } from "./health-service.js";
-import { nestHandlers, type NestLimits } from "./nest-service.js";
+import { nestHandlers, type ManifestLoader, type NestLimits } from "./nest-service.js";
 import { addReflection } from "./reflection.js";
 
 export interface ApiServerOptions {
@@ -28,6 +28,8 @@ export interface ApiServerOptions {
   log: Logger;
   /** Request limits (config.nest); defaults when absent. */
   limits?: NestLimits;
+  /** Level 0: loads and checks a manifest a Nest request names. */
+  loadManifest?: ManifestLoader;
 }
 
 export interface ApiServer {
@@ -81,7 +83,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     maxDepth: DEFAULTS.maxDepth, maxWidth: DEFAULTS.maxWidth, provider: DEFAULTS.provider,
   };
   server.addService(toServiceDefinition(NestService, { log }),
-    toServiceImpl(NestService, nestHandlers(opts.level, limits), { log, shutdown: shutdown.signal }));
+    toServiceImpl(NestService, nestHandlers(opts.level, limits, opts.loadManifest), { log, shutdown: shutdown.signal }));
   server.addService(toServiceDefinition(AccessService, { log }),
     toServiceImpl(AccessService, accessHandlers(opts.access), { log, shutdown: shutdown.signal }));
   const health = new HealthService({ "": "NOT_SERVING", [NEST_SERVICE]: "NOT_SERVING" });

@@ -7,6 +7,8 @@ import type { Connection } from "./connect.js";
 
 export interface CliIo {
   out(text: string): void;
+  /** Resolves once stdout has room again (a slow reader of a piped hsctl holds the stream back instead of growing a buffer). */
+  outReady?(): Promise<void>;
   err(text: string): void;
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;

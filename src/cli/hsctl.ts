@@ -62,6 +62,15 @@ function splitGlobal(argv: string[]): { globals: { socket?: string; root?: strin
   return { globals, cmd: argv[i], rest: argv.slice(i + 1) };
 }
 
+/** Waits for 'drain' when stdout's buffer is full; a closed or broken stdout releases the wait too. */
+function stdoutReady(out: NodeJS.WriteStream): Promise<void> {
+  if (!out.writableNeedDrain) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { out.off("drain", done); out.off("close", done); out.off("error", done); resolve(); };
+    out.once("drain", done); out.once("close", done); out.once("error", done);
+  });
+}
+
 async function main(argv: string[]): Promise<number> {
   const ac = new AbortController();
   let interrupted = false;
@@ -70,6 +79,7 @@ async function main(argv: string[]): Promise<number> {
   process.once("SIGTERM", onSignal);
   const io: CliIo = {
     out: (t) => process.stdout.write(t),
+    outReady: () => stdoutReady(process.stdout),
     err: (t) => process.stderr.write(t),
     env: process.env,
     cwd: process.cwd(),

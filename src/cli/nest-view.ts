@@ -56,7 +56,8 @@ export class NestView {
   private drawn = 0;
   private timer: NodeJS.Timeout | undefined;
   private frame = 0;
-  readonly failures: LevelEvent[] = [];
+  /** The latest failed event per level: bounded by the tree's size, never by the stream's length. */
+  private readonly failedByLevel = new Map<string, LevelEvent>();
   /** Plain mode's progress/log lines, one per level per interval; the rest are dropped (--json keeps them). */
   private readonly notes: ProgressThrottle<LevelEvent>;
 
@@ -81,13 +82,18 @@ export class NestView {
       row.phase = ev.phase; row.kind = ev.kind;
       row.durations.set(ev.phase, { ms: ev.durationMs ?? 0, kind: ev.kind, budgetMs: ev.budgetMs });
     }
-    if (ev.kind === "failed") { row.failure = ev.failure; this.failures.push(ev); }
+    if (ev.kind === "failed") { row.failure = ev.failure; this.failedByLevel.set(path, ev); }
     if (this.mode === "json") this.out.write(`${JSON.stringify(eventJson(ev))}\n`);
     else if (this.mode === "plain") {
       if (ev.kind === "progress" || ev.kind === "log") this.notes(ev);
       else this.out.write(`${plainLine(ev)}\n`);
     }
     else this.redraw();
+  }
+
+  /** One failed event per level that failed (its latest), for the closing summary. */
+  get failures(): LevelEvent[] {
+    return [...this.failedByLevel.values()];
   }
 
   private redraw(): void {

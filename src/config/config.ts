@@ -77,7 +77,8 @@ export interface HsdConfig {
   readonly source: string;
   /** Everything this level owns lives under root. */
   readonly root: string;
-  readonly level: { readonly name: string; readonly depth: number };
+  /** spec and manifest: what a manifest made this level (its node's spec); "" otherwise. */
+  readonly level: { readonly name: string; readonly depth: number; readonly spec: string; readonly manifest: string };
   readonly api: { readonly socket: string };
   readonly ssh: {
     readonly host: string;
@@ -133,6 +134,11 @@ export interface HsdConfig {
     readonly root: string;
     /** repo name -> path relative to root. */
     readonly layout: Readonly<Record<string, string>>;
+    /**
+     * The local user that owns the trees and the site-config files (homestak's
+     * tools run as it); null: whoever runs hsd owns them (a --root level).
+     */
+    readonly user: string | null;
   };
   readonly configure: { readonly steps: readonly ConfigureStep[] };
   /** Each provider's own settings, by name (only providers the loader was given). */

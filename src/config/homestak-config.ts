@@ -37,10 +37,23 @@ function underRoot(p: string): string {
   return n === "" ? "." : n;
 }
 
+/** What the loader knows of the host for homestak.user: its users and whether hsd can act as another one. */
+export interface HomestakHost {
+  /** The homestak user's home on an installed system: the default homestak.root there. */
+  readonly home?: string;
+  /** The default homestak.user (an installed system whose `homestak` user exists). */
+  readonly defaultUser?: string;
+  readonly userExists: (name: string) => boolean;
+  /** hsd's own uid (only root can hand files to another user). */
+  readonly uid: number;
+  readonly uidOf: (name: string) => number | undefined;
+}
+
 export function parseHomestak(
-  r: Reader, top: Raw, levelRoot: string, homestakHome: string | undefined,
+  r: Reader, top: Raw, levelRoot: string, host: HomestakHost,
 ): HsdConfig["homestak"] {
-  const h = r.map(top.homestak, ["homestak"], ["root", "layout"]);
+  const homestakHome = host.home;
+  const h = r.map(top.homestak, ["homestak"], ["root", "layout", "user"]);
   const rootStr = r.str(h.root, ["homestak", "root"], "");
   const root = rootStr ? (isAbsolute(rootStr) ? rootStr : resolve(levelRoot, rootStr)) : homestakHome ?? resolve(levelRoot, DEFAULTS.homestakDir);
   const layoutRaw = r.map(h.layout, ["homestak", "layout"], Object.keys((h.layout as Raw | undefined) ?? {}));
@@ -50,7 +63,13 @@ export function parseHomestak(
     if (!p || p === ".") { r.fail(["homestak", "layout", repo], "must be a relative path under the homestak root"); continue; }
     layout[repo] = p;
   }
-  return Object.freeze({ root, layout: Object.freeze(layout) });
+  const user = r.str(h.user, ["homestak", "user"], host.defaultUser ?? "", USER_RE) || null;
+  if (user !== null && h.user !== undefined) {
+    // Only a named user is checked here; the default is chosen only when it exists.
+    if (!host.userExists(user)) r.fail(["homestak", "user"], `no local user ${user} on this host`);
+    else if (host.uid !== 0 && host.uidOf(user) !== host.uid) r.fail(["homestak", "user"], `handing the trees to ${user} needs hsd to run as root`);
+  }
+  return Object.freeze({ root, layout: Object.freeze(layout), user });
 }
 
 /** Checks that the repos this level fetches get distinct, non-nested working trees. */

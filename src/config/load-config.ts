@@ -19,6 +19,7 @@ import { PHASES, type PhaseName } from "../domain/phases.js";
 import { PROVIDER_NAMES, type ProviderName } from "../domain/providers.js";
 import { parseImages } from "./images-config.js";
 import { checkLayout, parseConfigureSteps, parseHomestak } from "./homestak-config.js";
+import { lookupUser } from "../util/passwd.js";
 
 export interface LoadOptions {
   /** The level's root directory; relative paths in the file resolve against it. */
@@ -27,6 +28,11 @@ export interface LoadOptions {
   socket?: string;
   /** The homestak user's home on an installed system: the default homestak.root there. */
   homestakHome?: string;
+  /** The default homestak.user (an installed system whose `homestak` user exists); none on a --root level. */
+  homestakUser?: string;
+  /** Local user lookup for homestak.user (default /etc/passwd) and hsd's uid (default the process's). */
+  lookupUser?: (name: string) => { uid: number } | undefined;
+  uid?: number;
   /**
    * An unset ssh.port means a free port rather than 2222: a level under a
    * user's root must never collide with the system hsd or another user's.
@@ -77,7 +83,7 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
   const paths = levelPaths(root);
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(root, p));
 
-  const level = r.map(top.level, ["level"], ["name", "depth"]);
+  const level = r.map(top.level, ["level"], ["name", "depth", "spec", "manifest"]);
   const api = r.map(top.api, ["api"], ["socket"]);
   const ssh = r.map(top.ssh, ["ssh"], [
     "host", "port", "advertise_host", "max_upload_packs", "queue_timeout", "upload_pack_timeout", "auth_failure_delay", "max_image_transfers",
@@ -120,6 +126,8 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     level: Object.freeze({
       name: r.str(level.name, ["level", "name"], DEFAULTS.levelName, NAME_RE),
       depth: r.int(level.depth, ["level", "depth"], 0, 0, 64),
+      spec: r.str(level.spec, ["level", "spec"], "", NAME_RE),
+      manifest: r.str(level.manifest, ["level", "manifest"], ""),
     }),
     api: Object.freeze({ socket: opts.socket ?? abs(r.str(api.socket, ["api", "socket"], paths.socket)) }),
     ssh: Object.freeze({
@@ -163,7 +171,11 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
     images: parseImages(r, top, root, ssh.max_image_transfers),
     log: Object.freeze({ level: r.str(logc.level, ["log", "level"], DEFAULTS.logLevel, /^(trace|debug|info|warn|error|fatal|silent)$/) }),
   };
-  const homestak = parseHomestak(r, top, root, opts.homestakHome);
+  const lookup = opts.lookupUser ?? lookupUser;
+  const homestak = parseHomestak(r, top, root, {
+    ...(opts.homestakHome ? { home: opts.homestakHome } : {}), ...(opts.homestakUser ? { defaultUser: opts.homestakUser } : {}),
+    userExists: (n) => lookup(n) !== undefined, uidOf: (n) => lookup(n)?.uid, uid: opts.uid ?? process.getuid?.() ?? 0,
+  });
   checkLayout(r, homestak.layout, cfg.repoNames);
   const withHomestak: HsdConfig = {
     ...cfg, homestak,

@@ -13,7 +13,7 @@ const ms = (v: number) => `${v}ms`;
 /** Every setting of `c` as hsd.yaml keys (parseConfig of its YAML gives `c` back). */
 export function configDocument(c: HsdConfig): Record<string, unknown> {
   const doc: Record<string, unknown> = {
-    level: { name: c.level.name, depth: c.level.depth },
+    level: { name: c.level.name, depth: c.level.depth, ...(c.level.spec ? { spec: c.level.spec } : {}), ...(c.level.manifest ? { manifest: c.level.manifest } : {}) },
     api: { socket: c.api.socket },
     ssh: {
       // An unset port stays unset: it means "a free port, kept across restarts" (reuseLastPort).
@@ -30,7 +30,7 @@ export function configDocument(c: HsdConfig): Record<string, unknown> {
   };
   // $HOMESTAK_ROOT is the level's own (never inherited): written only in the whole document.
   doc.images = imagesToYaml(c.images);
-  doc.homestak = { root: c.homestak.root, ...(doc.homestak as object) };
+  doc.homestak = { root: c.homestak.root, ...(doc.homestak as object), ...(c.homestak.user ? { user: c.homestak.user } : {}) };
   const options = Object.values(c.providers).map((p) => p.options);
   doc.nest = { provider: c.nest.provider, ...Object.assign({}, ...options), ...(doc.nest as object) };
   if (c.parent) {
@@ -60,7 +60,8 @@ export function inheritedConfig(c: HsdConfig): Record<string, unknown> {
     },
     log: { level: c.log.level },
     // The operator defines the steps and the layout once, at level 0; every level runs them on its own trees.
-    homestak: { layout: { ...c.homestak.layout } },
+    // A local child shares this host's users, so it hands its trees to the same one; another host picks its own.
+    homestak: { layout: { ...c.homestak.layout }, ...(c.homestak.user && c.nest.provider === "local" ? { user: c.homestak.user } : {}) },
     configure: { steps: stepsToYaml(c.configure.steps) },
     // A level serves its children the images its parent served it: the names flow down, the files are fetched at sync.
     images: imagesForChild(c.images),

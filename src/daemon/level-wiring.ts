@@ -34,7 +34,9 @@ import { Level } from "../level/level.js";
 import { homestakLayout } from "../homestak/layout.js";
 import { SiteConfigFiles } from "../homestak/site-config.js";
 import { ageIdentityFiles } from "../homestak/sops-decrypt.js";
-import { StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
+import { memoryStepJournal, StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
+import type { ConfigureLeaf } from "../nest/phase-hook.js";
+import { treeOwner } from "../homestak/tree-owner.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { NO_CHECKPOINTS, type Checkpoints } from "./checkpoints.js";
@@ -210,18 +212,31 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     // (Not as a user's unit: PID 1 would refuse a non-root systemd-run --scope.)
     childScopes: !!manager.invocationId && manager.booted && process.getuid?.() === 0,
   });
-  const configureLevel = PROVIDERS[config.nest.provider].configureLevel?.({ config, secrets: parts.secrets, stateDir: paths.stateDir, digests: parts.digests });
   const layout = homestakLayout(config, parts.repos);
+  const owner = treeOwner(config.homestak.user);
   const siteConfig = new SiteConfigFiles({
-    layout, self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
+    layout, ...(owner ? { owner } : {}), self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
     beforeRename: checkpoints.beforeRename("secrets-write"),
   });
+  const configureLevel = PROVIDERS[config.nest.provider].configureLevel?.({ config, secrets: parts.secrets, stateDir: paths.stateDir, digests: parts.digests, homestakFiles: siteConfig });
   const steps = new StepRunner({
     config, layout, journal: parts.journal, log: log.child({ sub: "steps" }), levelPath, now: () => Date.now(),
     baseEnv: stepBaseEnv(env), killGraceMs: config.timeouts.shutdownMs,
   });
+  // A leaf (manifest type vm) has no hsd: this level runs its own steps, from its own trees, against it.
+  const configureLeaf: ConfigureLeaf = (leaf, emit, signal) => new StepRunner({
+    config: { ...config, level: { name: leaf.name, depth: config.level.depth + 1, spec: leaf.spec, manifest: leaf.manifest } },
+    layout, journal: memoryStepJournal(), log: log.child({ sub: "steps", leaf: leaf.name }), levelPath: [...levelPath, leaf.name],
+    now: () => Date.now(), baseEnv: stepBaseEnv(env), killGraceMs: config.timeouts.shutdownMs,
+    extraEnv: {
+      HSD_LEAF: "1", HSD_TARGET: leaf.address,
+      HSD_PARENT_ADDRESS: `${config.ssh.advertiseHost}:${ctx.identity().sshAddress.split(":").pop() ?? ""}`,
+      // The local provider's leaf is a directory (no machine): the steps are told where it is.
+      ...(typeof leaf.handle.data.dir === "string" ? { HSD_TARGET_ROOT: leaf.handle.data.dir } : {}),
+    },
+  }).run({ fresh: false }, emit, signal);
   const engine = new NestEngine({
-    config, journal: parts.journal, links, access: parts.access, log: log.child({ sub: "nest" }), clock: { now: () => Date.now() },
+    config, journal: parts.journal, configureLeaf, links, access: parts.access, log: log.child({ sub: "nest" }), clock: { now: () => Date.now() },
     providers: providerFor,
     // What this level passes down is homestak's own: config/secrets.yaml and config/site.yaml.
     readSecrets: () => siteConfig.readSecrets(),
@@ -240,7 +255,10 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   const level = new Level({
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown, siteConfig, steps,
-    repos: gitRepoOps({ config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, digests: parts.digests, log: log.child({ sub: "git" }) }),
+    repos: gitRepoOps({
+      config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, digests: parts.digests, log: log.child({ sub: "git" }),
+      ...(owner && config.parent ? { owner } : {}),
+    }),
     ...(checkpoints.active ? { checkpoint: checkpoints.at } : {}),
     // A level that is itself a node of its provider (a PVE node) sets itself up as one.
     ...(configureLevel ? { configureHook: configureLevel } : {}),

@@ -22,6 +22,9 @@ import { HSD_VERSION } from "./version.js";
 import type { IdentityParts, SshHandle, WiringContext } from "./wiring-context.js";
 import { serviceManagerFrom, type ServiceManager } from "../util/systemd-env.js";
 import { sdNotifier } from "./sd-notify.js";
+import { homestakLayout } from "../homestak/layout.js";
+import { HOMESTAK_IMAGES, ManifestSource } from "../manifest/manifest-source.js";
+import { manifestPlan } from "../manifest/manifest.js";
 import { levelCheckpoints } from "./checkpoints.js";
 
 export interface DaemonOptions {
@@ -65,10 +68,11 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // A bad config throws here, before anything listens or is written.
   // On an installed system the homestak trees live in the homestak user's home, as homestak's bootstrap lays them out.
   const homestakHome = o.root === undefined ? lookupUser("homestak")?.home : undefined;
+  // ... and belong to that user: homestak.user defaults to it there (a --root level names one or has none).
   // A level under a user's root takes a free SSH port unless hsd.yaml names one: never the system hsd's 2222.
   const config = withDemoSteps(await loadConfig(p.configFile, {
     providers: PROVIDER_CONFIGS,
-    root: p.root, ...(p.socket ? { socket: p.socket } : { freeSshPort: true }), ...(homestakHome ? { homestakHome } : {}),
+    root: p.root, ...(p.socket ? { socket: p.socket } : { freeSshPort: true }), ...(homestakHome ? { homestakHome, homestakUser: "homestak" } : {}),
   }));
   const destination = o.logDestination
     ? (o.logDestination as unknown as import("pino").DestinationStream)
@@ -116,9 +120,19 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
 
   let api: ApiServer | undefined;
   try {
-    api = await startApiServer({ socketPath: config.api.socket, level, access, log, limits: {
-      ...config.nest, providerOptions: (provider, requested) => providerOptions(config, provider, requested),
-    } });
+    // Level 0 builds manifests from its own site-config checkout; levels below get plans from their parent.
+    const layout = parts && config.parent === null ? homestakLayout(config, parts.repos) : undefined;
+    // A demo site-config is generated after start: a manifest is read once its checkout exists.
+    const siteConfigReady = layout?.configRepo ? parts?.repoPrepared[layout.configRepo] : undefined;
+    const manifests = layout
+      ? new ManifestSource({ siteConfigDir: layout.configDir, images: () => HOMESTAK_IMAGES, ready: () => siteConfigReady ?? Promise.resolve() })
+      : undefined;
+    api = await startApiServer({
+      socketPath: config.api.socket, level, access, log, limits: {
+        ...config.nest, providerOptions: (provider, requested) => providerOptions(config, provider, requested),
+      },
+      ...(manifests ? { loadManifest: async (req) => manifestPlan(await manifests.load(req)) } : {}),
+    });
     // Readiness waits for the SSH endpoint: a parent dials it right after.
     if (startSsh) ssh = await startSsh(ctx);
   } catch (err) {

@@ -13,19 +13,56 @@ export interface FixedFile { readonly mode: "100644" | "100755"; readonly text: 
 const f = (text: string, mode: FixedFile["mode"] = "100644"): FixedFile => ({ mode, text });
 
 const PRESETS: Record<string, [number, number, number]> = {
-  "vm-xsmall": [1, 1024, 8], "vm-small": [2, 2048, 16], "vm-medium": [2, 4096, 32], "vm-large": [4, 8192, 64], "vm-xlarge": [8, 16384, 128],
+  "vm-xsmall": [1, 1024, 8], "vm-small": [2, 2048, 10], "vm-medium": [2, 4096, 20], "vm-large": [4, 8192, 40], "vm-xlarge": [8, 16384, 80],
 };
 
 const MANIFESTS: Record<string, string> = {
-  "n1-push": "pattern: flat\nexecution: { default_mode: push }\nnodes:\n  - { name: edge, type: vm, spec: base, preset: vm-small, image: debian-12, vmid: 99101 }\n",
-  "n1-pull": "pattern: flat\nexecution: { default_mode: pull }\nnodes:\n  - { name: edge, type: vm, spec: base, preset: vm-small, image: debian-12, vmid: 99102 }\n",
-  "n2-push": "pattern: tiered\nexecution: { default_mode: push }\nnodes:\n  - { name: root-pve, type: pve, spec: pve, preset: vm-large, image: pve-9, vmid: 99201 }\n  - { name: edge, type: vm, spec: base, preset: vm-small, image: debian-12, vmid: 99202, parent: root-pve }\n",
-  "n2-pull": "pattern: tiered\nexecution: { default_mode: pull }\nnodes:\n  - { name: root-pve, type: pve, spec: pve, preset: vm-large, image: pve-9, vmid: 99211 }\n  - { name: edge, type: vm, spec: base, preset: vm-small, image: debian-12, vmid: 99212, parent: root-pve }\n",
-  "n3-deep": "pattern: tiered\nnodes:\n  - { name: root-pve, type: pve, spec: pve, preset: vm-large, image: pve-9, vmid: 99011 }\n  - { name: leaf-pve, type: pve, spec: pve, preset: vm-medium, image: pve-9, vmid: 99021, parent: root-pve }\n  - { name: edge, type: vm, spec: base, preset: vm-small, image: debian-12, vmid: 99031, parent: leaf-pve }\n",
+  "n1-push": "pattern: flat\nexecution: { default_mode: push }\nnodes:\n  - { name: edge, type: vm, spec: base, preset: vm-small, image: debian-12, vmid: 99001 }\n",
+  "n1-pull": "pattern: flat\nnodes:\n  - { name: edge, type: vm, spec: base, preset: vm-small, image: debian-12, vmid: 99950, execution: { mode: pull } }\n",
+  "n2-push": "pattern: tiered\nnodes:\n  - { name: root-pve, type: pve, spec: pve, preset: vm-large, image: pve-9, vmid: 99011, disk: 64 }\n  - { name: edge, type: vm, spec: base, preset: vm-small, image: debian-12, vmid: 99021, parent: root-pve }\n",
+  "n2-pull": "pattern: tiered\nexecution: { default_mode: push }\nnodes:\n  - { name: root-pve, type: pve, spec: pve, preset: vm-large, image: pve-9, vmid: 99011, disk: 64 }\n  - { name: edge, type: vm, spec: base, preset: vm-small, image: debian-12, vmid: 99021, parent: root-pve, execution: { mode: pull } }\n",
+  "n3-deep": "pattern: tiered\nnodes:\n  - { name: root-pve, type: pve, spec: pve, preset: vm-large, image: pve-9, vmid: 99011, disk: 64 }\n  - { name: leaf-pve, type: pve, spec: pve, preset: vm-medium, image: pve-9, vmid: 99021, parent: root-pve }\n  - { name: edge, type: vm, spec: base, preset: vm-small, image: debian-12, vmid: 99031, parent: leaf-pve }\n",
 };
 
 const schema = (title: string, required: string[]) => `${JSON.stringify({
   $schema: "https://json-schema.org/draft/2020-12/schema", title, type: "object", required,
+}, null, 2)}\n`;
+
+const str = { type: "string" };
+const mode = { type: "string", enum: ["push", "pull"] };
+/** The shape of homestak's manifest schema v2 (same constraints as site-config's defs/manifest.schema.json). */
+const MANIFEST_SCHEMA = `${JSON.stringify({
+  $schema: "https://json-schema.org/draft/2020-12/schema",
+  title: "manifest (schema_version 2)",
+  type: "object",
+  required: ["schema_version", "name", "nodes"],
+  additionalProperties: false,
+  properties: {
+    schema_version: { type: "integer", const: 2 },
+    name: str,
+    description: str,
+    pattern: { type: "string", enum: ["flat", "tiered"] },
+    execution: { type: "object", additionalProperties: false, properties: { default_mode: mode } },
+    settings: {
+      type: "object", additionalProperties: false,
+      properties: {
+        verify_ssh: { type: "boolean" }, cleanup_on_failure: { type: "boolean" }, timeout_buffer: { type: "integer" },
+        on_error: { type: "string", enum: ["stop", "rollback", "continue"] },
+      },
+    },
+    nodes: {
+      type: "array", minItems: 1,
+      items: {
+        type: "object", required: ["name", "type"], additionalProperties: false,
+        properties: {
+          name: str, type: { type: "string", enum: ["vm", "ct", "pve"] }, spec: str, preset: str, image: str,
+          vmid: { type: "integer", minimum: 100 }, disk: { type: "integer", minimum: 1 },
+          parent: { type: ["string", "null"] },
+          execution: { type: "object", additionalProperties: false, properties: { mode } },
+        },
+      },
+    },
+  },
 }, null, 2)}\n`;
 
 /** A small POSIX sh stand-in for iac-driver's run.sh: checks the layout, reads config/, prints what it would do. */
@@ -34,6 +71,13 @@ const RUN_SH = `#!/bin/sh
 # that the homestak layout is around it, reads the level's site-config and
 # prints what a pve-config run would do. It never prints a secret value.
 set -eu
+if [ -n "\${HSD_LEAF:-}" ]; then
+  # A leaf VM has no homestak install: its parent pushes its config to it (config-apply).
+  echo "iac-driver (demo) $* for leaf \${HSD_LEVEL_NAME:-?}"
+  echo "spec: \${HSD_SPEC:-none} (manifest \${HSD_MANIFEST:-?})"
+  echo "leaf: configured from \${HSD_PARENT_ADDRESS:-?} against \${HSD_TARGET:-?}"
+  exit 0
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 root=\${HOMESTAK_ROOT:-$(cd "$here/../.." && pwd)}
 fail() { echo "run.sh: $*" >&2; exit 2; }
@@ -51,6 +95,7 @@ keys=$(sed -n 's/^\\([a-z_][a-z_]*\\):.*/\\1/p' "$root/config/secrets.yaml" | so
 playbook=$(sed -n 's/^# version: *//p' "$here/../ansible/playbooks/pve-setup.yml" | head -n 1)
 echo "iac-driver (demo) $* on \${HSD_LEVEL_NAME:-$(hostname)}"
 echo "layout: root=$root, ansible and tofu next to iac-driver"
+[ -z "\${HSD_SPEC:-}" ] || echo "spec: $HSD_SPEC (manifest \${HSD_MANIFEST:-?})"
 echo "site.yaml: domain=$domain"
 echo "secrets.yaml: 0600, keys: $keys(values not shown)"
 echo "playbook pve-setup.yml: version $playbook"
@@ -71,7 +116,7 @@ export function homestakShapedFiles(repo: string): Record<string, FixedFile> {
         "secrets.yaml.example": f("api_tokens: {}\npasswords:\n  vm_root: CHANGE-ME\nssh_keys: {}\nauth:\n  signing_key: CHANGE-ME\n"),
         "specs/base.yaml": f("name: base\npackages: [qemu-guest-agent]\n"),
         "specs/pve.yaml": f("name: pve\nextends: base\npackages: [proxmox-ve]\n"),
-        "defs/manifest.schema.json": f(schema("manifest", ["schema_version", "name", "nodes"])),
+        "defs/manifest.schema.json": f(MANIFEST_SCHEMA),
         "defs/posture.schema.json": f(schema("posture", ["name"])),
         "defs/spec.schema.json": f(schema("spec", ["name"])),
         "hosts/.keep": f(""),

@@ -47,7 +47,10 @@ export type ErrorCode =
   | "StepFailed"
   | "ImageNotFound"
   | "ImageChecksumMismatch"
-  | "ImageTransfer";
+  | "ImageTransfer"
+
+  | "ManifestInvalid"
+  | "VmidTaken";
 
 export interface HsErrorOptions {
   /** Structured, secret-free context (repo name, level path, phase, file:line). */
@@ -170,3 +173,11 @@ export class ImageNotFoundError extends HsError { static override code = "ImageN
 export class ImageChecksumMismatchError extends HsError { static override code = "ImageChecksumMismatch" as const; }
 /** The parent's image stream broke its framing or ended short (details: image, bytes, size). */
 export class ImageTransferError extends HsError { static override code = "ImageTransfer" as const; }
+// --- homestak manifests (issue 14) ---
+/**
+ * A manifest failed validation. details.errors lists every problem at once,
+ * each {file, node, field, message}; nothing was created.
+ */
+export class ManifestInvalidError extends HsError { static override code = "ManifestInvalid" as const; }
+/** A manifest's fixed vmid is already a VM on the node: never silently renumbered. */
+export class VmidTakenError extends HsError { static override code = "VmidTaken" as const; }

@@ -7,6 +7,8 @@ import type { ErrorCode } from "./errors.js";
 
 /** Keyed by the closed ErrorCode union: a code without a hint does not compile. */
 const HINTS: Readonly<Record<ErrorCode, string>> = {
+  ManifestInvalid: "fix each listed node and field of the manifest (site-config defs/manifest.schema.json says what a node may hold), then re-run; nothing was created",
+  VmidTaken: "the manifest's vmid is already a VM on that node: remove that VM (qm destroy VMID) or give the node another vmid",
   InvalidArgument: "check the command's --help for accepted values",
   ConfigInvalid: "fix each named line of the config file (see daemon/hsd.example.yaml for every key)",
   DaemonRunning: "an hsd already serves this root; use `hsctl status`, or stop it (systemctl stop hsd / kill its pid from run/ready.json)",

@@ -7,6 +7,7 @@ import type { CheckResult } from "./checks.js";
 import type { EventKind, EventPhase, EventSink, RepoState } from "./events.js";
 import type { Failure } from "./failure.js";
 import type { ProviderName, ProviderOptions } from "./providers.js";
+import type { BuildPlan } from "./plan.js";
 
 export type LevelStateName = "building" | "ready" | "failed" | "unreachable" | "destroyed";
 
@@ -31,6 +32,10 @@ export interface LevelStatus {
   readonly children: readonly LevelStatus[];
   readonly outOfSync: boolean;
   readonly failure?: Failure;
+  /** A manifest leaf (type vm): no hsd; its parent reports it. */
+  readonly leaf?: boolean;
+  /** The manifest that built this level ("" / absent: none). */
+  readonly manifest?: string;
 }
 
 export interface Identity {
@@ -53,6 +58,17 @@ export interface NestOptions {
   readonly provider: ProviderName;
   /** The provider's own options (validated by its registry entry); nothing else reads them. */
   readonly options: ProviderOptions;
+  /** A manifest's nodes to build instead of a uniform tree (depth/width then follow from it). */
+  readonly plan?: BuildPlan;
+}
+
+export interface DestroyOptions {
+  /** Also stop the serving level (a level 0 hsctl started). */
+  readonly self: boolean;
+  /** Only children this manifest built (with their subtrees). */
+  readonly manifest?: string;
+  /** Only these children (with their subtrees). */
+  readonly names?: readonly string[];
 }
 
 export interface DoctorOptions {
@@ -75,7 +91,7 @@ export interface AuthorizedKey {
 export interface ChildApi {
   nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void>;
   status(signal: AbortSignal): Promise<LevelStatus>;
-  destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void>;
+  destroy(opts: DestroyOptions, sink: EventSink, signal: AbortSignal): Promise<void>;
   /** configure: each level below 0 re-runs its configure steps after its sync (hsctl sync --configure). */
   sync(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void>;
   identify(): Promise<Identity>;

@@ -20,6 +20,19 @@ export interface RunGitOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * git's environment for hsd's own calls in a working tree it checked out: no
+ * user or system config, and that one path trusted for this call only
+ * (command-scope safe.directory) because it may belong to the homestak user
+ * while hsd runs as root. git stays strict everywhere else.
+ */
+export function worktreeGitEnv(worktree: string): Record<string, string> {
+  return {
+    GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1",
+    GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: worktree,
+  };
+}
+
 export interface RunGitResult { code: number; stdout: Buffer; stderr: string }
 
 /** The caller's environment without GIT_* (a hook or a parent git could have set GIT_DIR, GIT_INDEX_FILE, ...). */

@@ -10,7 +10,7 @@ import { existsSync, lstatSync } from "node:fs";
 import { mkdir, writeFile, readFile, readdir, rename } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import type { Logger } from "../log/logger.js";
-import { runGit, gitList } from "./run-git.js";
+import { runGit, gitList, worktreeGitEnv } from "./run-git.js";
 import { initRepo } from "./init-repo.js";
 
 export interface WorktreeResult {
@@ -24,7 +24,6 @@ export interface WorktreeResult {
   readonly held: boolean;
 }
 
-const ENV = { GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" };
 
 /**
  * lstat, synchronously on purpose: the scan does one per added path, and
@@ -101,6 +100,7 @@ export async function checkoutWorktree(opts: { worktree: string; exportGitDir: s
   const { worktree, commit } = opts;
   const t0 = performance.now();
   const gitDir = join(worktree, ".git");
+  const ENV = worktreeGitEnv(worktree);
   const g = (args: string[], allowFail = false) => runGit(args, { cwd: worktree, env: ENV, allowFail });
   if (!existsSync(join(gitDir, "HEAD"))) {
     await mkdir(worktree, { recursive: true });

@@ -7,7 +7,8 @@
 // Imported by: src/nest/phases, src/level, src/daemon.
 
 import { existsSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { chmod, chown, mkdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { decryptSopsYaml, type AgeDecrypt } from "./sops-decrypt.js";
 import { stringify } from "yaml";
 import { writeFileAtomic } from "../util/atomic-write.js";
@@ -16,6 +17,7 @@ import { SerialQueue } from "../util/serial-queue.js";
 import { InvalidArgumentError, SecretsEncryptedError, StateCorruptError } from "../domain/errors.js";
 import { isTree, parseSecretsYaml, type SecretTree, type SecretValue } from "../secrets/secrets-store.js";
 import type { HomestakLayout } from "./layout.js";
+import type { TreeOwner } from "./tree-owner.js";
 
 /** Never passed down, whatever secrets.pass_down says: a token stays on the node it belongs to. */
 const NEVER_PASSED = new Set(["api_tokens"]);
@@ -83,6 +85,8 @@ export interface SiteConfigDeps {
   /** The operator's age identity files (sops' own lookup); used only when secrets.yaml.enc is all there is. */
   readonly ageIdentityFiles?: readonly string[];
   readonly age?: AgeDecrypt;
+  /** homestak.user: owns config/ and the files written here (homestak's tools read them as it). */
+  readonly owner?: TreeOwner;
 }
 
 /** The level's config/site.yaml and config/secrets.yaml. hsd never writes level 0's. */
@@ -123,8 +127,8 @@ export class SiteConfigFiles {
    */
   put(files: LevelFiles): Promise<string[]> {
     return this.queue.run(async () => {
-      await mkdir(this.d.layout.configDir, { recursive: true });
-      if (files.site !== undefined) await writeFileAtomic(this.d.layout.siteYaml, files.site, { mode: 0o644 });
+      await this.ensureConfigDir();
+      if (files.site !== undefined) await writeFileAtomic(this.d.layout.siteYaml, files.site, { mode: 0o644, ...this.ownerOpt() });
       const cur = await this.readSecrets().catch(() => ({} as SecretTree));
       const next: SecretTree = structuredClone(files.secrets);
       // A level's own token (written by its own configure) survives a re-delivery; nobody else's is accepted.
@@ -134,8 +138,48 @@ export class SiteConfigFiles {
       const keys: SecretTree = isTree(next.ssh_keys) ? next.ssh_keys : {};
       keys.self = me.publicKey;
       next.ssh_keys = keys;
-      await writeFileAtomic(this.d.layout.secretsYaml, stringify(next, { lineWidth: 0 }), { mode: 0o600, beforeRename: this.d.beforeRename });
+      await this.writeSecrets(next);
       return Object.keys(next).sort();
     });
+  }
+
+  /**
+   * Sets this level's own API token (homestak's api_tokens.<name>, the value
+   * `user@realm!tokenid=<secret>`), written by the level's own PVE configure.
+   * api_tokens then holds exactly that one entry: no other node's token lives here.
+   */
+  putOwnApiToken(name: string, value: string): Promise<void> {
+    return this.queue.run(async () => {
+      await this.ensureConfigDir();
+      const next = await this.readSecrets();
+      next.api_tokens = { [name]: value };
+      await this.writeSecrets(next);
+    });
+  }
+
+  /** A file under config/ that is not a secret (nodes/<name>.yaml), atomic, owned like the rest. */
+  putConfigFile(relPath: string, text: string): Promise<void> {
+    return this.queue.run(async () => {
+      await this.ensureConfigDir();
+      const path = join(this.d.layout.configDir, relPath);
+      const dir = dirname(path);
+      await mkdir(dir, { recursive: true });
+      if (this.d.owner) await chown(dir, this.d.owner.uid, this.d.owner.gid);
+      await chmod(dir, 0o755);
+      await writeFileAtomic(path, text, { mode: 0o644, ...this.ownerOpt() });
+    });
+  }
+
+  private ownerOpt(): { owner?: TreeOwner } {
+    return this.d.owner ? { owner: this.d.owner } : {};
+  }
+
+  private async ensureConfigDir(): Promise<void> {
+    await mkdir(this.d.layout.configDir, { recursive: true });
+    if (this.d.owner) await chown(this.d.layout.configDir, this.d.owner.uid, this.d.owner.gid);
+  }
+
+  private writeSecrets(tree: SecretTree): Promise<void> {
+    return writeFileAtomic(this.d.layout.secretsYaml, stringify(tree, { lineWidth: 0 }), { mode: 0o600, beforeRename: this.d.beforeRename, ...this.ownerOpt() });
   }
 }

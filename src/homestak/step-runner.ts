@@ -45,6 +45,14 @@ export interface StepRunnerDeps {
   readonly baseEnv: Readonly<Record<string, string>>;
   /** Grace between SIGTERM and SIGKILL of a step's process group. */
   readonly killGraceMs: number;
+  /** Set last (a leaf's steps: where the leaf is, who configures it). */
+  readonly extraEnv?: Readonly<Record<string, string>>;
+}
+
+/** Step results kept in memory (a leaf's steps: its record in the parent's journal says whether configure finished). */
+export function memoryStepJournal(): StepJournal {
+  const steps: Record<string, StepRecord> = {};
+  return { steps: () => steps, updateSteps: async (fn) => fn(steps) };
 }
 
 /** Only these of hsd's environment reach a step: nothing else could be a secret. */
@@ -120,8 +128,12 @@ export class StepRunner {
       HSD_LEVEL_NAME: c.level.name,
       HSD_LEVEL_PATH: this.pathText,
       HSD_LEVEL_DEPTH: String(c.level.depth),
+      // What the level's manifest node says it should become (site-config specs/<spec>.yaml); "" outside a manifest.
+      HSD_SPEC: c.level.spec,
+      HSD_MANIFEST: c.level.manifest,
       HSD_PARENT_ADDRESS: c.parent ? `${c.parent.host}:${c.parent.port}` : "",
       HSD_STEP: step.name,
+      ...this.d.extraEnv,
     };
   }
 

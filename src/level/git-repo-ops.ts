@@ -11,7 +11,8 @@ import { levelPaths } from "../config/level-layout.js";
 import type { Logger } from "../log/logger.js";
 import type { RepoState, RepoSyncState } from "../domain/events.js";
 import { exportPath, exportedRepoState, refreshExports } from "../git/export-repos.js";
-import { runGit } from "../git/run-git.js";
+import { runGit, worktreeGitEnv } from "../git/run-git.js";
+import { ownTree, type TreeOwner } from "../homestak/tree-owner.js";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { syncFromParent } from "../git/sync-from-parent.js";
@@ -30,6 +31,8 @@ export function gitRepoOps(o: {
   /** Digests of this level's images (received ones are recorded, so a re-sync does not re-hash them). */
   digests?: ImageDigests;
   log: Logger;
+  /** homestak.user: gets the trees after every sync (hsd writes them as root). */
+  owner?: TreeOwner;
 }): RepoOps {
   const repoReady = (name: string) => o.prepared?.[name] ?? Promise.resolve();
   const allReady = () => Promise.all(Object.values(o.prepared ?? {}));
@@ -84,6 +87,10 @@ export function gitRepoOps(o: {
             }),
           });
           for (const x of Object.values(got)) imageBytes += x.bytes;
+        }
+        if (o.owner) {
+          const changed = await ownTree(layout.root, o.owner);
+          o.log.debug({ owner: o.owner.name, changed }, "homestak trees handed to their owner");
         }
         return { repos: last, bytes: r.bytes + imageBytes };
       } catch (err) {
@@ -150,7 +157,10 @@ async function worktreeState(worktree: string): Promise<Pick<RepoState, "worktre
   if (!/^[0-9a-f]{40}$/.test(head)) return { worktreeCommit: "", dirty: false, dirtyFiles: [] };
   // Untracked files (the level's own notes, build output) are not local edits
   // of synced code; only tracked-file changes block a checkout.
-  const st = await runGit(["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"], { cwd: worktree, env: ENV, allowFail: true });
+  const st = await runGit(["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"], {
+    // A status read between syncs must not rewrite the index as root (its opportunistic refresh) in a tree another user owns.
+    cwd: worktree, env: { ...worktreeGitEnv(worktree), GIT_OPTIONAL_LOCKS: "0" }, allowFail: true,
+  });
   const dirtyFiles = st.code === 0 ? st.stdout.toString("utf8").split("\0").filter(Boolean).map((rec) => rec.slice(3)) : [];
   return { worktreeCommit: head, dirty: dirtyFiles.length > 0, dirtyFiles };
 }

@@ -19,6 +19,7 @@ export function childStatusFromRecord(rec: ChildRecord, state: LevelStateName): 
     name: rec.name, depth: 0, state, address: rec.endpoint ? `${rec.endpoint.host}:${rec.endpoint.port}` : rec.address ?? "",
     hsdVersion: rec.hsdVersion ?? "", hostKeyFingerprint: rec.endpoint?.hostKeyFingerprint ?? "", provider: rec.provider,
     repos: rec.repos ?? [], phases, children: [], outOfSync: false,
+    ...(rec.node?.type === "vm" ? { leaf: true } : {}), ...(rec.manifest ? { manifest: rec.manifest } : {}),
   };
 }
 

@@ -9,8 +9,8 @@ import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
 import type { CheckResult } from "../domain/checks.js";
 import type { EventSink, LevelEvent, LocalEvent, RepoState, RepoSyncState } from "../domain/events.js";
-import type { Identity, LevelApi, LevelStatus, NestOptions } from "../domain/level-api.js";
-import type { Journal } from "../nest/journal.js";
+import type { DestroyOptions, Identity, LevelApi, LevelStatus, NestOptions } from "../domain/level-api.js";
+import type { ChildRecord, Journal } from "../nest/journal.js";
 import { type Clock, type NestEngine } from "../nest/nest-engine.js";
 import { ALL_AT_ONCE, valuesOrFirstFailure, type ChildTree } from "../nest/child-tree.js";
 import { toFailure } from "../domain/failure.js";
@@ -114,9 +114,12 @@ export class Level implements LevelApi {
 
   private refreshing: Promise<void> = Promise.resolve();
 
-  async destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+  async destroy(opts: DestroyOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+    const select = opts.manifest || opts.names?.length
+      ? (rec: ChildRecord) => (!opts.manifest || rec.manifest === opts.manifest) && (!opts.names?.length || opts.names.includes(rec.name))
+      : undefined;
     try {
-      await this.d.engine.destroy(sink, signal);
+      await this.d.engine.destroy(sink, signal, select);
     } finally {
       if (opts.self) setImmediate(() => this.d.requestShutdown());
     }
@@ -232,6 +235,8 @@ export class Level implements LevelApi {
       });
     }
     if (opts.configure && result && this.d.config.parent) await this.reconfigure(sink, signal);
+    // Leaves have no hsd to sync: this level configures them again from the trees it just synced.
+    if (opts.configure && opts.recursive && result) await this.d.engine.reconfigureLeaves(sink, signal);
     if (!opts.recursive) return;
     await this.tree.walk(this.tree.live(), sink, ALL_AT_ONCE, async (rec, at) => {
       let reported: RepoState[] | undefined;
@@ -286,12 +291,14 @@ export class Level implements LevelApi {
     const id = this.d.identity();
     const repos = await this.d.repos.state().catch(() => []);
     const children = valuesOrFirstFailure(await this.tree.walk(this.tree.children(), () => {}, ALL_AT_ONCE, async (rec): Promise<LevelStatus> => {
+      // A leaf has no hsd to ask: its record is all there is.
+      if (rec.node?.type === "vm") return childStatusFromRecord(rec, rec.state);
       if (!rec.endpoint || rec.state === "destroyed") return childStatusFromRecord(rec, "building");
       try {
         return await withTimeout(this.d.config.timeouts.connectMs, () => new PeerGoneError(`level ${rec.name} did not answer in time`), async (sig) => {
           const link = await this.d.links.get(rec.name, rec.endpoint!, sig);
           const st = await link.status(sig);
-          return { ...st, state: rec.state === "failed" ? "failed" : st.state, phases: childStatusFromRecord(rec, rec.state).phases };
+          return { ...st, state: rec.state === "failed" ? "failed" : st.state, phases: childStatusFromRecord(rec, rec.state).phases, ...(rec.manifest ? { manifest: rec.manifest } : {}) };
         }, signal);
       } catch (err) {
         await this.d.links.drop(rec.name);
@@ -301,7 +308,7 @@ export class Level implements LevelApi {
     return {
       name: c.level.name, depth: c.level.depth, state: "ready", address: id.sshAddress, hsdVersion: this.d.version,
       hostKeyFingerprint: id.hostKeyFingerprint, provider: c.nest.provider, repos, phases: [],
-      children: await Promise.all(children.map((ch) => attestChild(ch, repos, this.d.repos.compare?.bind(this.d.repos)))), outOfSync: false,
+      children: await Promise.all(children.map((ch) => ch.leaf ? ch : attestChild(ch, repos, this.d.repos.compare?.bind(this.d.repos)))), outOfSync: false,
     };
   }
 

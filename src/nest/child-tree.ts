@@ -31,6 +31,8 @@ export interface ChildTreeDeps {
 /** How a walk visits children: at most `concurrency` at a time, started in the given order. */
 export interface WalkOrder {
   readonly concurrency: number;
+  /** No child starts after a visit failed (those under way finish): a manifest's on_error stop. */
+  readonly stopAfterFailure?: boolean;
 }
 
 /** Every child at once (sync wave, status). */
@@ -49,6 +51,11 @@ export class ChildTree {
   /** Children with an hsd to ask (an endpoint, not destroyed): sync waves. */
   live(): ChildRecord[] {
     return this.children().filter((c) => c.endpoint && c.state !== "destroyed");
+  }
+
+  /** Leaves (type vm, no hsd) that are ready: the parent configures them again after a sync. */
+  readyLeaves(): ChildRecord[] {
+    return this.children().filter((c) => c.node?.type === "vm" && c.state === "ready" && c.handle);
   }
 
   /** Teardown order: the last built goes first. */
@@ -85,6 +92,7 @@ export class ChildTree {
     let next = 0;
     const worker = async () => {
       while (next < children.length) {
+        if (order.stopAfterFailure && failures.length > 0) return;
         const i = next++;
         const child = children[i]!;
         try {
@@ -101,14 +109,18 @@ export class ChildTree {
   }
 }
 
-/** What a walk gives back: each child's outcome (children's order) and the failures as they happened. */
+/**
+ * What a walk gives back: each child's outcome (children's order) and the
+ * failures as they happened. A child a stopAfterFailure walk never started has no outcome.
+ */
 export interface Walked<R> {
-  readonly outcomes: readonly PromiseSettledResult<R>[];
+  readonly outcomes: readonly (PromiseSettledResult<R> | undefined)[];
   readonly failures: readonly unknown[];
 }
 
 /** The values of a walk, or the failure that happened first. */
 export function valuesOrFirstFailure<R>(w: Walked<R>): R[] {
   if (w.failures.length > 0) throw w.failures[0];
+  // No failure: every child was visited and fulfilled.
   return w.outcomes.map((r) => (r as PromiseFulfilledResult<R>).value);
 }

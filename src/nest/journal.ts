@@ -15,6 +15,7 @@ import type { Failure } from "../domain/failure.js";
 import type { LevelStateName } from "../domain/level-api.js";
 import type { RepoState } from "../domain/events.js";
 import type { ProviderName, ProviderOptions } from "../domain/providers.js";
+import type { PlannedNode } from "../domain/plan.js";
 
 export interface PhaseRecord {
   readonly kind: "finished" | "failed";
@@ -41,6 +42,9 @@ export interface ChildRecord {
   hsdVersion?: string;
   repos?: RepoState[];
   phases: Partial<Record<PhaseName, PhaseRecord>>;
+  /** A manifest's node: which manifest built it (destroy -M) and what it is. */
+  manifest?: string;
+  node?: PlannedNode;
 }
 
 export interface JournalData {

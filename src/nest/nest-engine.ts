@@ -6,7 +6,7 @@
 import { type HsdConfig } from "../config/config.js";
 import type { CheckResult } from "../domain/checks.js";
 import { PHASES, type PhaseName } from "../domain/phases.js";
-import { CancelledError, HsError, PhaseTimeoutError, errorCode } from "../domain/errors.js";
+import { CancelledError, HsError, ManifestInvalidError, NotImplementedError, PhaseTimeoutError, errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { Provider } from "../providers/provider.js";
 import type { SecretTree } from "../secrets/secrets-store.js";
@@ -16,10 +16,11 @@ import type { AccessApi, NestOptions } from "../domain/level-api.js";
 import type { EventSink } from "../domain/events.js";
 import { toFailure, type Failure } from "../domain/failure.js";
 import type { ChildRecord, Journal } from "./journal.js";
-import type { PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
-import { PHASE_HOOKS } from "./phases/index.js";
+import type { ConfigureLeaf, PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
+import { LEAF_HOOKS, PHASE_HOOKS } from "./phases/index.js";
 import { ChildTree, ONE_AT_A_TIME, valuesOrFirstFailure, type ChildScope, type LocalEvent } from "./child-tree.js";
 import type { ProviderName, ProviderOptions } from "../domain/providers.js";
+import { heightOf, rootsOf, subtreeOf, type BuildPlan, type PlannedNode } from "../domain/plan.js";
 
 export interface Clock {
   now(): number;
@@ -47,6 +48,9 @@ export interface NestEngineDeps {
    * its exports while its children boot; below, they are ready before a nest.
    */
   readonly exportsReady?: () => Promise<void>;
+  readonly leafHooks?: readonly PhaseHook[];
+  /** Runs this level's configure steps against a leaf; absent: leaves cannot be built here. */
+  readonly configureLeaf?: ConfigureLeaf;
 }
 
 /** Phases after `from` (inclusive) are forgotten when a child must be restarted. */
@@ -62,11 +66,13 @@ export function childNames(parentDepth: number, width: number): string[] {
 /** The failure a thrown value becomes in an event: code and a secret-free message. */
 export class NestEngine {
   private readonly hooks: readonly PhaseHook[];
+  private readonly leafHooks: readonly PhaseHook[];
   /** This level's children: the engine's walks and the level's (sync, status) go through it. */
   readonly tree: ChildTree;
 
   constructor(private readonly d: NestEngineDeps) {
     this.hooks = d.hooks ?? PHASE_HOOKS;
+    this.leafHooks = d.leafHooks ?? LEAF_HOOKS;
     this.tree = new ChildTree({ self: d.self, journal: d.journal, clock: d.clock });
   }
 
@@ -83,28 +89,116 @@ export class NestEngine {
     return this.d.providers(provider, options).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
   }
 
-  /** Builds opts.depth levels below this one: opts.width children here, each recursing. */
+  /**
+   * Builds opts.depth levels below this one: opts.width children here (or a
+   * manifest plan's roots), each recursing.
+   */
   async nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+    const plan = opts.plan;
+    if (plan) {
+      this.checkOwnership(plan);
+      if (plan.prune) await this.prune(plan, sink, signal);
+    }
     if (opts.depth <= 0) return;
-    const names = childNames(this.d.self().depth, opts.width).map((name, index) => ({ name, index }));
-    valuesOrFirstFailure(await this.tree.walk(names, sink, { concurrency: this.d.config.nest.maxParallel },
-      (c, at) => this.buildChild(c.index, opts, at, signal)));
+    const names = plan
+      ? this.manifestIndices(rootsOf(plan.nodes).map((n) => n.name))
+      : childNames(this.d.self().depth, opts.width).map((name, index) => ({ name, index }));
+    const existed = new Set(this.tree.children().map((c) => c.name));
+    // on_error stop: no sibling starts after a failure (those under way finish); siblings go on otherwise.
+    const walked = await this.tree.walk(names, sink, { concurrency: this.d.config.nest.maxParallel, stopAfterFailure: plan?.onError === "stop" },
+      (c, at) => this.buildChild(c.index, childRequest(opts, c.name), at, signal));
+    if (walked.failures.length > 0 && plan?.onError === "rollback") {
+      // Deeper levels rolled back their own new children before failing up to here.
+      const created = names.map((n) => n.name).filter((n) => !existed.has(n) && this.d.journal.child(n));
+      this.d.log.warn({ manifest: plan.manifest, created }, "on_error rollback: destroying the levels this run created");
+      await this.destroy(sink, signal, (rec) => created.includes(rec.name)).catch((err) => this.d.log.error({ code: errorCode(err) }, "rollback incomplete"));
+    }
+    valuesOrFirstFailure(walked);
   }
 
-  private async buildChild(index: number, opts: NestOptions, at: ChildScope, signal: AbortSignal): Promise<void> {
+  /**
+   * hsctl sync --configure: this level re-runs its configure steps against
+   * each ready leaf (leaves have no hsd to sync). Failures are events; the wave goes on.
+   */
+  async reconfigureLeaves(sink: EventSink, signal: AbortSignal): Promise<void> {
+    const budgetMs = this.d.config.budgets.configure;
+    await this.tree.walk(this.tree.readyLeaves(), sink, ONE_AT_A_TIME, async (rec, at) => {
+      const emit = (ev: Omit<LocalEvent, "phase">) => at.emit({ ...ev, phase: "configure" });
+      const started = this.d.clock.now();
+      emit({ kind: "started", budgetMs });
+      try {
+        if (!this.d.configureLeaf) throw new NotImplementedError("this level cannot configure leaves", { details: { level: rec.name } });
+        const configure = this.d.configureLeaf;
+        await withTimeout(budgetMs, () => new PhaseTimeoutError(`configure of leaf ${at.path.join("/")} overran its budget`, {
+          details: { level: at.path.join("/"), phase: "configure", budgetMs },
+        }), (sig) => configure({
+          name: rec.name, address: rec.address ?? "", spec: rec.node?.spec ?? "", manifest: rec.manifest ?? "", handle: rec.handle!,
+        }, (ev) => emit(ev), sig), signal);
+        emit({ kind: "finished", durationMs: this.d.clock.now() - started, budgetMs });
+      } catch (err) {
+        this.d.log.warn({ child: rec.name, code: errorCode(err) }, "leaf configure after sync failed");
+        emit({ kind: "failed", durationMs: this.d.clock.now() - started, budgetMs, failure: toFailure(err) });
+      }
+    });
+  }
+
+  /** A manifest root must not be a level another manifest (or a uniform nest) built here. */
+  private checkOwnership(plan: BuildPlan): void {
+    const errors = rootsOf(plan.nodes).flatMap((n) => {
+      const rec = this.d.journal.child(n.name);
+      if (!rec || rec.manifest === plan.manifest) return [];
+      const owner = rec.manifest ? `manifest ${rec.manifest}` : "hsctl nest --depth";
+      return [{ file: plan.manifest, node: n.name, field: "name", message: `a level ${n.name} already exists here, built by ${owner}` }];
+    });
+    if (errors.length > 0) {
+      throw new ManifestInvalidError(`${plan.manifest}: ${errors.map((e) => `node ${e.node}: ${e.message}`).join("; ")}`, { details: { file: plan.manifest, errors } });
+    }
+  }
+
+  /** --prune: children this manifest built that it no longer names go, with their subtrees. */
+  private async prune(plan: BuildPlan, sink: EventSink, signal: AbortSignal): Promise<void> {
+    const keep = new Set(rootsOf(plan.nodes).map((n) => n.name));
+    const gone = this.tree.children().filter((c) => c.manifest === plan.manifest && !keep.has(c.name)).map((c) => c.name);
+    if (gone.length === 0) return;
+    this.d.log.info({ manifest: plan.manifest, gone }, "pruning levels the manifest no longer names");
+    await this.destroy(sink, signal, (rec) => gone.includes(rec.name));
+  }
+
+  /**
+   * A manifest child keeps its index across runs; each new one takes the
+   * lowest index still free (netns /30s derive from it), so siblings started
+   * together never share one.
+   */
+  private manifestIndices(names: readonly string[]): { name: string; index: number }[] {
+    const used = new Set(this.tree.children().map((c) => c.index));
+    let free = 0;
+    return names.map((name) => {
+      const existing = this.d.journal.child(name);
+      if (existing) return { name, index: existing.index };
+      while (used.has(free)) free++;
+      used.add(free);
+      return { name, index: free };
+    });
+  }
+
+  private async buildChild(index: number, opts: NestOptions & { node?: PlannedNode }, at: ChildScope, signal: AbortSignal): Promise<void> {
     const self = this.d.self();
     const { name, path, emit } = at;
     const log = this.d.log.child({ child: name });
 
     let rec = this.d.journal.child(name) ?? {
       name, index, provider: opts.provider, options: opts.options, state: "building", phases: {},
+      ...(opts.plan ? { manifest: opts.plan.manifest } : {}),
     } satisfies ChildRecord;
+    const node = opts.plan && opts.node;
+    if (node) rec.node = node;
     const provider = this.d.providers(rec.provider, rec.options);
     rec = await this.checkResume(rec, provider, log);
     rec.state = "building";
     await this.save(rec);
 
-    for (const hook of this.hooks) {
+    const hooks = rec.node?.type === "vm" ? this.leafHooks : this.hooks;
+    for (const hook of hooks) {
       const phase = hook.name;
       const budgetMs = this.budgetOf(phase, opts.depth - 1);
       const done = rec.phases[phase];
@@ -130,7 +224,7 @@ export class NestEngine {
         );
         const durationMs = this.d.clock.now() - started;
         rec.phases[phase] = { kind: "finished", durationMs, budgetMs, at: this.d.clock.now() };
-        if (phase === "nest") rec.state = "ready";
+        if (hook === hooks[hooks.length - 1]) rec.state = "ready";
         await this.save(rec);
         emit({ phase, kind: "finished", durationMs, budgetMs });
       } catch (raw) {
@@ -162,6 +256,9 @@ export class NestEngine {
       levelChecks: this.d.levelChecks ?? (async () => []),
       log: log.child({ phase }),
       link: () => this.d.links.get(rec.name, rec.endpoint!, signal),
+      configureLeaf: this.d.configureLeaf ?? (async () => {
+        throw new NotImplementedError("this level cannot configure leaves (no configure steps wired)", { details: { level: rec.name } });
+      }),
       emit: (ev) => at.emit({ phase, ...ev }),
     };
   }
@@ -195,9 +292,9 @@ export class NestEngine {
     return this.d.journal.update((j) => { j.children[rec.name] = structuredClone(rec); });
   }
 
-  /** Tears down every child, deepest first. Idempotent: no children is a no-op. */
-  async destroy(sink: EventSink, signal: AbortSignal): Promise<void> {
-    valuesOrFirstFailure(await this.tree.walk(this.tree.teardownOrder(), sink, ONE_AT_A_TIME, (rec, at) => this.teardownChild(rec, at, signal)));
+  /** Tears down every child (or those `select` picks), deepest first. Idempotent: no children is a no-op. */
+  async destroy(sink: EventSink, signal: AbortSignal, select: (rec: ChildRecord) => boolean = () => true): Promise<void> {
+    valuesOrFirstFailure(await this.tree.walk(this.tree.teardownOrder().filter(select), sink, ONE_AT_A_TIME, (rec, at) => this.teardownChild(rec, at, signal)));
   }
 
   private async teardownChild(rec: ChildRecord, at: ChildScope, signal: AbortSignal): Promise<void> {
@@ -225,6 +322,17 @@ export class NestEngine {
       throw err;
     }
   }
+}
+
+/**
+ * What a child is asked to build: the uniform tree's remaining depth, or its
+ * own manifest subtree (depth = the child itself plus the subtree's height).
+ */
+function childRequest(opts: NestOptions, name: string): NestOptions & { node?: PlannedNode } {
+  if (!opts.plan) return opts;
+  const nodes = subtreeOf(opts.plan.nodes, name);
+  const node = opts.plan.nodes.find((n) => n.name === name);
+  return { ...opts, depth: 1 + heightOf(nodes), plan: { ...opts.plan, nodes }, ...(node ? { node } : {}) };
 }
 
 function fmtMs(ms: number): string {

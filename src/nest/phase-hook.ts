@@ -1,11 +1,11 @@
 // The contract of one build phase (one hook per file under ./phases, in the
 // manner of nomad's client lifecycle hooks). Only the nest engine runs hooks.
-// Imported by: src/nest.
+// Imported by: src/nest, src/daemon.
 
 import type { HsdConfig } from "../config/config.js";
 import type { PhaseName } from "../domain/phases.js";
 import type { Logger } from "../log/logger.js";
-import type { Provider } from "../providers/provider.js";
+import type { ChildHandle, Provider } from "../providers/provider.js";
 import type { ChildRecord } from "./journal.js";
 import type { ChildLink } from "./child-link.js";
 import type { AccessApi, NestOptions } from "../domain/level-api.js";
@@ -48,7 +48,20 @@ export interface PhaseRun {
   readonly emit: (ev: { kind: "progress" | "log"; message?: string; progress?: { unit: string; done: number; total: number }; bytes?: number }) => void;
   /** Relays an event from the child, prefixing this level's name. */
   readonly relay: EventSink;
+  /** Runs this level's configure steps against a leaf (no hsd there). */
+  readonly configureLeaf: ConfigureLeaf;
 }
+
+/** A leaf as this level's configure steps see it. */
+export interface LeafTarget {
+  readonly name: string;
+  readonly address: string;
+  readonly spec: string;
+  readonly manifest: string;
+  readonly handle: ChildHandle;
+}
+
+export type ConfigureLeaf = (leaf: LeafTarget, emit: PhaseRun["emit"], signal: AbortSignal) => Promise<void>;
 
 export interface PhaseHook {
   readonly name: PhaseName;

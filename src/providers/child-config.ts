@@ -18,7 +18,7 @@ export interface ChildNetwork {
 
 export function childConfigYaml(spec: ChildInstallSpec, net: ChildNetwork, nest: Record<string, unknown>, sshPort = 0): string {
   const config = {
-    level: { name: spec.name, depth: spec.depth },
+    level: { name: spec.name, depth: spec.depth, ...(spec.node ? { spec: spec.node.spec, manifest: spec.node.manifest } : {}) },
     ssh: { host: net.sshHost, port: sshPort, advertise_host: net.advertiseHost },
     parent: {
       host: net.parentHost,

@@ -3,6 +3,7 @@
 // types.
 // Imported by: src/daemon, src/nest, src/providers.
 
+import type { PlannedNode } from "../domain/plan.js";
 import type { CheckResult } from "../domain/checks.js";
 import type { EventSink } from "../domain/events.js";
 import type { Logger } from "../log/logger.js";
@@ -29,6 +30,8 @@ export interface ChildInstallSpec {
   readonly repoNames: readonly string[];
   /** Extra YAML config keys for the child (budgets, timeouts...). */
   readonly extraConfig: Readonly<Record<string, unknown>>;
+  /** The manifest node this child is (its spec reaches its configure steps). */
+  readonly node?: { readonly spec: string; readonly manifest: string };
 }
 
 /** How the parent reaches a running child's SSH endpoint. */
@@ -50,7 +53,8 @@ export interface Provider {
   /** Checks (and safely repairs) the host before building children. */
   preflight(ctx: PhaseContext): Promise<CheckResult[]>;
   /** Creates the child machine (not started). Idempotent for the same name. */
-  provision(name: string, depth: number, ctx: PhaseContext): Promise<ChildHandle>;
+  /** `node`: a manifest node's size and fixed vmid (a taken vmid is VmidTaken, never another one). */
+  provision(name: string, depth: number, ctx: PhaseContext, node?: PlannedNode): Promise<ChildHandle>;
   /** Starts it and waits until it has an address the parent can route to. */
   boot(child: ChildHandle, ctx: PhaseContext): Promise<ChildHandle & { readonly address: string }>;
   /** Puts hsd and its config on the child, starts it, resolves when it reports ready. */

@@ -20,6 +20,7 @@ import { isolationOf, LOCAL_OPTIONS } from "./local/local-options.js";
 import type { Provider } from "./provider.js";
 import { PVE_CONFIG, pveConfigOf } from "./pve/pve-config.js";
 import { lazyPveProvider, pveConfigure } from "./pve/pve-wiring.js";
+import type { HomestakNodeFiles } from "./pve/homestak-node.js";
 
 /** What any provider may be built from; each factory takes what it needs. */
 export interface ProviderDeps {
@@ -50,7 +51,7 @@ export interface ProviderEntry {
   /** Its hsd.yaml share: request options (nest.<option>) and section. */
   readonly config: ProviderConfigSpec;
   /** When a level whose nest.provider is this one configures itself; undefined when there is nothing to set up. */
-  configureLevel?(deps: Pick<ProviderDeps, "config" | "secrets" | "stateDir" | "digests">): ConfigureLevel | undefined;
+  configureLevel?(deps: Pick<ProviderDeps, "config" | "secrets" | "stateDir" | "digests"> & { homestakFiles?: HomestakNodeFiles }): ConfigureLevel | undefined;
 }
 
 export const PROVIDERS: Readonly<Record<ProviderName, ProviderEntry>> = Object.freeze({

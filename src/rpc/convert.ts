@@ -140,6 +140,7 @@ export function toProtoStatus(s: LevelStatus): PLevelStatus {
     name: s.name, depth: s.depth, state: toProtoLevelState(s.state), address: s.address, hsdVersion: s.hsdVersion,
     hostKeyFingerprint: s.hostKeyFingerprint, provider: s.provider, repos: s.repos.map(toProtoRepo),
     phases: s.phases.map(toProtoPhaseResult), children: s.children.map(toProtoStatus), outOfSync: s.outOfSync,
+    leaf: s.leaf ?? false, manifest: s.manifest ?? "",
     failure: s.failure ? toProtoFailure(s.failure) : undefined,
   });
 }
@@ -149,6 +150,7 @@ export function fromProtoStatus(p: PLevelStatus): LevelStatus {
     name: p.name, depth: p.depth, state: fromProtoLevelState(p.state), address: p.address, hsdVersion: p.hsdVersion,
     hostKeyFingerprint: p.hostKeyFingerprint, provider: p.provider, repos: p.repos.map(fromProtoRepo),
     phases: p.phases.map(fromProtoPhaseResult), children: p.children.map(fromProtoStatus), outOfSync: p.outOfSync,
+    ...(p.leaf ? { leaf: true } : {}), ...(p.manifest ? { manifest: p.manifest } : {}),
     ...(p.failure ? { failure: fromProtoFailure(p.failure) } : {}),
   };
 }

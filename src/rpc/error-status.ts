@@ -7,9 +7,14 @@ import * as grpc from "@grpc/grpc-js";
 import { CancelledError, DaemonUnreachableError, DeadlineExceededError, HsError, NotImplementedError, PeerGoneError, RemoteError } from "../domain/errors.js";
 
 export const HS_CODE_KEY = "hs-code";
+/** JSON list of an error's secret-free problems (details.errors: e.g. a manifest's file/node/field/message). */
+export const HS_ERRORS_KEY = "hs-errors";
+const MAX_ERRORS_JSON = 16 * 1024;
 
 const BY_CODE: Readonly<Record<string, grpc.status>> = {
   InvalidArgument: grpc.status.INVALID_ARGUMENT,
+  ManifestInvalid: grpc.status.INVALID_ARGUMENT,
+  VmidTaken: grpc.status.ALREADY_EXISTS,
   ConfigInvalid: grpc.status.INVALID_ARGUMENT,
   NotFound: grpc.status.NOT_FOUND,
   RepoNotFound: grpc.status.NOT_FOUND,
@@ -42,6 +47,10 @@ export function toWireStatus(err: unknown): WireStatus {
   const metadata = new grpc.Metadata();
   if (err instanceof HsError) {
     metadata.set(HS_CODE_KEY, err.code);
+    if (Array.isArray(err.details.errors)) {
+      const json = JSON.stringify(err.details.errors);
+      if (json.length <= MAX_ERRORS_JSON) metadata.set(HS_ERRORS_KEY, json);
+    }
     return { code: BY_CODE[err.code] ?? grpc.status.UNKNOWN, details: err.message, metadata };
   }
   metadata.set(HS_CODE_KEY, "Internal");
@@ -56,7 +65,8 @@ export function fromServiceError(err: grpc.ServiceError, target: string, gotResp
   const remote = err.metadata?.get(HS_CODE_KEY)[0];
   const details = err.details || err.message;
   if (typeof remote === "string" && remote !== "") {
-    return new RemoteError(remote, details, { details: { target, grpcStatus: err.code } });
+    const errors = parseErrors(err.metadata.get(HS_ERRORS_KEY)[0]);
+    return new RemoteError(remote, details, { details: { target, grpcStatus: err.code, ...(errors ? { errors } : {}) } });
   }
   switch (err.code) {
     case grpc.status.UNAVAILABLE:
@@ -74,5 +84,15 @@ export function fromServiceError(err: grpc.ServiceError, target: string, gotResp
       return new NotImplementedError(`${target}: ${details}`, { details: { target } });
     default:
       return new RemoteError(RemoteError.code, details, { details: { target, grpcStatus: err.code } });
+  }
+}
+
+function parseErrors(v: unknown): unknown[] | undefined {
+  if (typeof v !== "string") return undefined;
+  try {
+    const list = JSON.parse(v) as unknown;
+    return Array.isArray(list) ? list : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -5,7 +5,7 @@
 
 import type { ChildLink } from "../nest/child-link.js";
 import type { EventSink, LevelEvent } from "../domain/events.js";
-import type { Identity, LevelStatus, NestOptions } from "../domain/level-api.js";
+import type { DestroyOptions, Identity, LevelStatus, NestOptions } from "../domain/level-api.js";
 import { nestClient } from "./level-client.js";
 
 export interface GrpcChildLinkOptions {
@@ -40,7 +40,7 @@ export function grpcChildLink(o: GrpcChildLinkOptions): ChildLink {
     sync(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
       return drain(client.sync(opts, { signal }), sink);
     },
-    destroy(opts: { self: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+    destroy(opts: DestroyOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
       return drain(client.destroy(opts, { signal }), sink);
     },
     configure(sink: EventSink, signal: AbortSignal): Promise<void> {

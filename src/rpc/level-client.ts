@@ -6,9 +6,11 @@
 import { AccessService, Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
 import type { CheckResult } from "../domain/checks.js";
 import type { LevelEvent } from "../domain/events.js";
-import type { AuthorizedKey, Identity, KeyRole, LevelStatus } from "../domain/level-api.js";
+import type { AuthorizedKey, DestroyOptions, Identity, KeyRole, LevelStatus } from "../domain/level-api.js";
 import type { ProviderOptions } from "../domain/providers.js";
 import { createClient, type CallOpts, type ClientOptions } from "./client.js";
+import type { BuildPlan } from "../domain/plan.js";
+import { toProtoPlan } from "./convert-plan.js";
 import { fromProtoCheck, fromProtoEvent, fromProtoIdentity, fromProtoKey, fromProtoStatus, toProtoRole } from "./convert.js";
 
 export type LevelCallOpts = Pick<CallOpts, "signal" | "deadlineMs">;
@@ -20,6 +22,10 @@ export interface NestRequest {
   readonly provider?: string;
   /** The provider's options (the proto carries the local provider's isolation). */
   readonly options?: ProviderOptions;
+  /** A manifest for the serving level (level 0) to load and validate. */
+  readonly manifest?: { readonly name?: string; readonly yaml?: string; readonly file?: string; readonly prune?: boolean };
+  /** A parent's plan for the serving level's subtree. */
+  readonly plan?: BuildPlan;
 }
 
 export interface NestClient {
@@ -29,7 +35,7 @@ export interface NestClient {
   putSecrets(yaml: string, o?: LevelCallOpts): Promise<string[]>;
   nest(req: NestRequest, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   sync(req: { recursive: boolean; configure?: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
-  destroy(req: { self: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
+  destroy(req: DestroyOptions, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   configure(o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   doctor(req: { provider?: string; options?: ProviderOptions }, o?: LevelCallOpts): Promise<CheckResult[]>;
   close(): void;
@@ -59,10 +65,14 @@ export function nestClient(target: string, opts?: ClientOptions): NestClient {
     },
     async putSecrets(yaml, o) { return (await c.putSecrets({ yaml }, o)).keys; },
     nest(req, o) {
-      return events(c.nest({ depth: req.depth, width: req.width, provider: req.provider ?? "", isolation: toIsolation(req.options) }, o));
+      return events(c.nest({
+        depth: req.depth, width: req.width, provider: req.provider ?? "", isolation: toIsolation(req.options),
+        manifestName: req.manifest?.name ?? "", manifestYaml: req.manifest?.yaml ?? "", manifestFile: req.manifest?.file ?? "", prune: req.manifest?.prune ?? false,
+        ...(req.plan ? toProtoPlan(req.plan) : {}),
+      }, o));
     },
     sync(req, o) { return events(c.sync({ recursive: req.recursive, configure: req.configure ?? false }, o)); },
-    destroy(req, o) { return events(c.destroy({ self: req.self }, o)); },
+    destroy(req, o) { return events(c.destroy({ self: req.self, manifest: req.manifest ?? "", names: [...(req.names ?? [])] }, o)); },
     configure(o) { return events(c.configure({}, o)); },
     async doctor(req, o) {
       const r = await c.doctor({ provider: req.provider ?? "", isolation: toIsolation(req.options) }, o);

@@ -12,6 +12,8 @@ import { DiskFullError } from "../domain/errors.js";
 export interface AtomicWriteOptions {
   /** File mode; state and secrets are 0600 by default. */
   mode?: number;
+  /** Owner of the new file, set on the temp file so the name never points at a file of the wrong owner. */
+  owner?: { uid: number; gid: number };
   /** Test hook, called after the temp file is synced and before the rename. */
   beforeRename?: (tmpPath: string) => Promise<void> | void;
 }
@@ -49,6 +51,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, o
     fh = await open(tmp, "wx", mode);
     await fh.writeFile(data);
     await fh.chmod(mode); // umask may have narrowed or widened it
+    if (opts.owner) await fh.chown(opts.owner.uid, opts.owner.gid);
     await fh.sync();
     await fh.close();
     fh = undefined;

@@ -92,3 +92,28 @@ test("repos named like Object.prototype members load and lay out under their own
   assert.ok(Object.isFrozen(cfg));
   assert.equal(Object.hasOwn(cfg.homestak.layout, "constructor"), false);
 });
+
+test("homestak.user: a named user must exist and hsd must be able to hand files to it; none by default under --root", () => {
+  const users: Record<string, { uid: number }> = { homestak: { uid: 990 }, alice: { uid: 1000 } };
+  const withUsers = (text: string, uid: number, extra: Record<string, unknown> = {}) =>
+    parseConfig(text, "/etc/homestak/hsd.yaml", { root: "/srv/level", lookupUser: (n) => users[n], uid, ...extra });
+  assert.equal(withUsers("", 0).homestak.user, null);
+  assert.equal(withUsers("homestak: { user: homestak }\n", 0).homestak.user, "homestak");
+  // An installed system's default is the homestak user (the daemon passes it only when that user exists).
+  assert.equal(withUsers("", 0, { homestakUser: "homestak" }).homestak.user, "homestak");
+  const bad = (text: string, uid: number) => {
+    try { withUsers(text, uid); } catch (err) {
+      assert.ok(err instanceof HsError);
+      assert.equal(err.code, "ConfigInvalid");
+      assert.equal(err.details.key, "homestak.user");
+      assert.equal(err.details.line, 1);
+      return;
+    }
+    assert.fail(`loaded: ${text}`);
+  };
+  bad("homestak: { user: nosuchuser }\n", 0);
+  bad("homestak: { user: \"Bad User\" }\n", 0);
+  // Not root: only its own user is possible.
+  bad("homestak: { user: homestak }\n", 1000);
+  assert.equal(withUsers("homestak: { user: alice }\n", 1000).homestak.user, "alice");
+});

@@ -64,6 +64,20 @@ test("a child writes site.yaml as given and secrets.yaml 0600 with its own key a
   } finally { await rm(dir, { recursive: true, force: true }); }
 });
 
+test("putOwnApiToken leaves api_tokens holding only this level's entry, keeps the other keys, 0600; putConfigFile writes under config/", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "hsd-siteconfig-"));
+  try {
+    const { layout, files } = await child(dir);
+    await writeFile(layout.secretsYaml, "passwords: { vm_root: h }\napi_tokens: { l1: stray }\n", { mode: 0o644 });
+    await files.putOwnApiToken("l2", "root@pam!hsd=uuid-2");
+    assert.equal((await stat(layout.secretsYaml)).mode & 0o777, 0o600);
+    assert.deepEqual(parse(await readFile(layout.secretsYaml, "utf8")), { passwords: { vm_root: "h" }, api_tokens: { l2: "root@pam!hsd=uuid-2" } });
+    await files.putConfigFile("nodes/l2.yaml", "node: l2\n");
+    assert.equal(await readFile(join(layout.configDir, "nodes", "l2.yaml"), "utf8"), "node: l2\n");
+    assert.equal((await stat(join(layout.configDir, "nodes", "l2.yaml"))).mode & 0o777, 0o644);
+  } finally { await rm(dir, { recursive: true, force: true }); }
+});
+
 test("only secrets.yaml.enc and no plaintext: SecretsEncrypted, naming no value", async () => {
   const dir = await mkdtemp(join(tmpdir(), "hsd-siteconfig-"));
   try {

@@ -26,8 +26,8 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtemp, mkdir, writeFile, readFile, rm, copyFile, access, open } from "node:fs/promises";
+import { spawn, spawnSync, execFileSync, type ChildProcess } from "node:child_process";
+import { mkdtemp, mkdir, writeFile, readFile, rm, copyFile, access, open, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -177,6 +177,27 @@ test("nest --depth 2 --provider pve: two nested VMs with the bundled hsd, task l
   assert.equal(cfg1.pve.node, "l1");
   const sec1 = parse(await readFile(join(up1, "var/lib/hsd/secrets.yaml"), "utf8")) as Record<string, any>;
   assert.equal(sec1.pve.token_secret, simL1.tokens.get("root@pam!hsd"));
+  // homestak's tools find each PVE level through its own site-config: exactly its own token under
+  // api_tokens.<name> (0600) and nodes/<name>.yaml as homestak's generate_node_config writes it.
+  const tokenOf = { l1: simL1.tokens.get("root@pam!hsd")!, l2: simL2.tokens.get("root@pam!hsd")! };
+  for (const [sim, vm, name] of [[sim0, vm1, "l1"], [simL1, vm2, "l2"]] as const) {
+    const up = join(sim.guestRoot(vm.vmid), "upper");
+    const cfgDir = join(up, "var/lib/hsd/homestak/config");
+    const cfg = parse(await readFile(join(up, "etc/homestak/hsd.yaml"), "utf8")) as Record<string, any>;
+    assert.equal((await stat(join(cfgDir, "secrets.yaml"))).mode & 0o777, 0o600, name);
+    const sec = parse(await readFile(join(cfgDir, "secrets.yaml"), "utf8")) as Record<string, any>;
+    assert.deepEqual(sec.api_tokens, { [name]: `root@pam!hsd=${tokenOf[name]}` }, name);
+    const node = parse(await readFile(join(cfgDir, "nodes", `${name}.yaml`), "utf8")) as Record<string, any>;
+    assert.deepEqual(node, {
+      node: name, host: name, api_endpoint: "https://localhost:8006", api_token: name, datastore: cfg.pve.storage, ip: await sim.agentAddress(vm.vmid),
+    }, name);
+    // No other level's token anywhere on this level's disk (level 0's included).
+    const others = [sim0.tokenSecret, ...Object.entries(tokenOf).filter(([n]) => n !== name).map(([, t]) => t)];
+    for (const t of others) {
+      const hits = spawnSync("grep", ["-rlF", "--", t, up], { encoding: "utf8" });
+      assert.equal(hits.stdout, "", `${name} holds another level's token in ${hits.stdout}`);
+    }
+  }
   for (const [sim, vm] of [[sim0, vm1], [simL1, vm2]] as const) {
     const rd = JSON.parse(await readFile(join(sim.guestRoot(vm.vmid), "upper/var/lib/hsd/run/ready.json"), "utf8")) as { pid: number };
     assert.ok(alive(rd.pid), `hsd in VM ${vm.config.name}`);

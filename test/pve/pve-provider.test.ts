@@ -122,3 +122,22 @@ test("pickGuestAddress skips lo, loopback and link-local", () => {
     { name: "eth0", "ip-addresses": [{ "ip-address": "2001:db8::5", "ip-address-type": "ipv6" }, { "ip-address": "10.1.2.3", "ip-address-type": "ipv4" }] },
   ]), "10.1.2.3");
 });
+
+test("a manifest node's fixed vmid and preset size the VM; a taken vmid is VmidTaken, never renumbered", () => withSim({}, async (sim) => {
+  const { provider } = providerFor(sim);
+  const ctx = phaseCtx([]);
+  const node = { name: "root-pve", type: "pve" as const, spec: "pve", preset: "vm-large", image: "pve-9", vmid: 99011, cores: 4, memoryMb: 8192, diskGb: 64 };
+  const h = await provider.provision("root-pve", 1, ctx, node);
+  assert.equal(Number(h.data.vmid), 99011);
+  const cfg = sim.vms.get(99011)!.config;
+  assert.equal(cfg.cores, "4");
+  assert.equal(cfg.memory, "8192");
+  const before = [...sim.vms.keys()].sort();
+  const n = sim.requests.length;
+  const err = await rejection(provider.provision("other", 1, ctx, { ...node, name: "other" }));
+  assert.ok(err instanceof HsError);
+  assert.equal(err.code, "VmidTaken");
+  assert.deepEqual([...sim.vms.keys()].sort(), before);
+  assert.ok(!sim.requests.slice(n).some((r) => r.template === "/cluster/nextid" || r.template.endsWith("/clone")), "no other vmid was tried");
+  assert.deepEqual(schemaViolations(sim.requests), []);
+}));

@@ -6,14 +6,14 @@
 import type { Command } from "../command.js";
 import { streamEvents } from "./stream-events.js";
 import { ensureDaemon, offlineTeardown } from "./ensure-daemon.js";
-import { DaemonUnreachableError } from "../../domain/errors.js";
+import { DaemonUnreachableError, InvalidArgumentError } from "../../domain/errors.js";
 import { DEFAULTS } from "../../config/config.js";
 import { defaultUserRoot, userLevelZeroPid, waitForExit } from "../level-zero.js";
 
 export const destroyCommand: Command = {
   name: "destroy",
   summary: "tear down every level below this one",
-  help: `Usage: hsctl destroy [--json]
+  help: `Usage: hsctl destroy [-M NAME] [--json]
 
 Tears down the tree below the local hsd, deepest level first: each level's
 hsd is stopped, its network namespace and directory removed. A level-0 hsd
@@ -21,14 +21,25 @@ that hsctl started for you (under $HSD_ROOT, default ./.hsd) is stopped too.
 Running it again is a no-op that exits 0. If that hsd is not running, its
 levels are found from the journals on disk and stopped all the same.
 
+With -M NAME, only the levels manifest NAME built are torn down (each with
+everything below it); other trees and level 0 keep running.
+
 Options:
-  --json   one JSON object per event (JSON Lines)
+  -M, --manifest-name NAME   only the tree manifest NAME built
+  --json                     one JSON object per event (JSON Lines)
 
 Examples:
   hsctl destroy
+  hsctl destroy -M n3-deep
 `,
-  options: { json: { type: "boolean" } },
+  options: { json: { type: "boolean" }, "manifest-name": { type: "string", short: "M" } },
   async run(args, io) {
+    const manifest = args.values["manifest-name"] as string | undefined;
+    if (manifest !== undefined) {
+      if (manifest === "") throw new InvalidArgumentError("-M needs a manifest name", { details: { field: "manifest-name" } });
+      const conn = await ensureDaemon(args, io, { start: false });
+      return (await streamEvents(conn.nest.destroy({ self: false, manifest }, { signal: io.signal }), io, Boolean(args.values.json), "destroy")).code;
+    }
     let conn;
     try {
       conn = await ensureDaemon(args, io, { start: false });

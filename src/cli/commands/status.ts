@@ -14,6 +14,7 @@ import type { Command } from "../command.js";
  */
 export function syncSummary(s: LevelStatus, isRoot: boolean): string {
   if (isRoot) return "source";
+  if (s.leaf) return "leaf: configured by its parent";
   let verdict = "in sync";
   const behind = s.repos.reduce((n, r) => n + (r.syncState === "behind" ? Math.max(1, r.behind ?? 0) : 0), 0);
   if (s.repos.some((r) => r.syncState === "diverged")) verdict = "diverged";
@@ -38,10 +39,12 @@ export function renderStatus(root: LevelStatus): string {
   const lines: string[] = [];
   const walk = (s: LevelStatus, prefix: string, childPrefix: string, isRoot: boolean) => {
     const dirty = s.repos.some((r) => r.dirty) ? ", dirty" : "";
-    const parts = [s.name, s.state, `[${syncSummary(s, isRoot)}${dirty}]`, s.address || "-", s.hsdVersion ? `hsd ${s.hsdVersion}` : "hsd ?", s.hostKeyFingerprint || "-"];
+    const parts = s.leaf
+      ? [s.name, s.state, "[vm leaf, no hsd]", s.address || "-"]
+      : [s.name, s.state, `[${syncSummary(s, isRoot)}${dirty}]`, s.address || "-", s.hsdVersion ? `hsd ${s.hsdVersion}` : "hsd ?", s.hostKeyFingerprint || "-"];
     lines.push(`${prefix}${parts.join("  ")}`);
     if (s.failure) lines.push(`${childPrefix}  ${s.failure.code}: ${s.failure.message}`);
-    lines.push(`${childPrefix}  repos: ${s.repos.length > 0 ? s.repos.map((r) => repoCell(r, isRoot)).join(" ") : "none"}`);
+    if (!s.leaf) lines.push(`${childPrefix}  repos: ${s.repos.length > 0 ? s.repos.map((r) => repoCell(r, isRoot)).join(" ") : "none"}`);
     for (const r of s.repos.filter((x) => x.dirty)) {
       lines.push(`${childPrefix}  local edits in ${r.name}: ${r.dirtyFiles.slice(0, 8).join(", ")}${r.dirtyFiles.length > 8 ? ", ..." : ""}`);
     }

@@ -11,8 +11,12 @@ import { syncPhase } from "./sync.js";
 import { secretsPhase } from "./secrets.js";
 import { configurePhase } from "./configure.js";
 import { nestPhase } from "./nest.js";
+import { leafConfigurePhase } from "./leaf-configure.js";
 
 export const PHASE_HOOKS: readonly PhaseHook[] = Object.freeze([
   preflightPhase, provisionPhase, bootPhase, installPhase, handshakePhase,
   syncPhase, secretsPhase, configurePhase, nestPhase,
 ]);
+
+/** A leaf (manifest `type: vm`) gets no hsd: created, booted, then configured by this level. */
+export const LEAF_HOOKS: readonly PhaseHook[] = Object.freeze([preflightPhase, provisionPhase, bootPhase, leafConfigurePhase]);

@@ -17,6 +17,7 @@ export const installPhase: PhaseHook = {
       parentPublicKey: r.self.publicKey,
       repoNames: r.config.repoNames,
       extraConfig: inheritedConfig(r.config),
+      ...(r.rec.node && r.rec.manifest ? { node: { spec: r.rec.node.spec, manifest: r.rec.manifest } } : {}),
     }, { signal: r.signal, log: r.log, emit: r.emit });
     r.rec.handle = handle;
     r.rec.endpoint = endpoint;

@@ -12,7 +12,8 @@ import { stringify } from "yaml";
 import type { PveConfig } from "./pve-config.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, Provider } from "../provider.js";
 import type { CheckResult } from "../../domain/checks.js";
-import { PhaseTimeoutError, ProviderError } from "../../domain/errors.js";
+import { PhaseTimeoutError, ProviderError, VmidTakenError } from "../../domain/errors.js";
+import type { PlannedNode } from "../../domain/plan.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
 import { withTimeout } from "../../util/timeout.js";
 import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
@@ -113,7 +114,7 @@ export class PveProvider implements Provider {
     return checks;
   }
 
-  async provision(name: string, _depth: number, ctx: PhaseContext): Promise<ChildHandle> {
+  async provision(name: string, _depth: number, ctx: PhaseContext, want?: PlannedNode): Promise<ChildHandle> {
     const known = this.byName.get(name);
     if (known && await this.alive(known)) return known;
     const { node, template } = this.cfg;
@@ -121,7 +122,16 @@ export class PveProvider implements Provider {
     let vmid = 0;
     let upid = "";
     const attempts = this.opts.nextidAttempts ?? 5;
-    for (let i = 1; ; i++) {
+    if (want?.vmid) {
+      vmid = want.vmid;
+      const taken = () => new VmidTakenError(`vmid ${vmid} of node ${name} is already a VM on ${node}`, { details: { level: name, vmid, node } });
+      const exists = await this.client.api("GET /nodes/{node}/qemu/{vmid}/status/current", { node, vmid }, { signal: ctx.signal })
+        .then(() => true, (e: unknown) => { if (isPveError(e, 500, /does not exist/)) return false; throw e; });
+      if (exists) throw taken();
+      upid = await this.client.api("POST /nodes/{node}/qemu/{vmid}/clone", { node, vmid: template, newid: vmid, name: vmName(name) }, { signal: ctx.signal })
+        .catch((e: unknown) => { throw isPveError(e, 500, /already exists/) || isPveError(e, 400, /already exists/) ? taken() : e; });
+    }
+    for (let i = 1; !upid; i++) {
       // The schema says integer; PVE sends it as a JSON string ("100").
       vmid = Number(await this.client.api("GET /cluster/nextid", {}, { signal: ctx.signal }));
       try {
@@ -146,7 +156,7 @@ export class PveProvider implements Provider {
       step(2, `configuring VM ${vmid}`);
       // memory is an integer up to PVE 8.0 and a property string ([current=]<MiB>) since 8.1: digits fit both.
       const cfgUpid = await this.client.api("POST /nodes/{node}/qemu/{vmid}/config", {
-        node, vmid, cpu: "host", cores: this.cfg.cores, memory: String(this.cfg.memoryMiB), net0: `virtio,bridge=${this.cfg.bridge}`,
+        node, vmid, cpu: "host", cores: want?.cores || this.cfg.cores, memory: String(want?.memoryMb || this.cfg.memoryMiB), net0: `virtio,bridge=${this.cfg.bridge}`,
         agent: "1", ciupgrade: 0, ide2: `${this.cfg.storage}:cloudinit`, ipconfig0: "ip=dhcp",
         sshkeys: encodeSshKeys(this.opts.sshPublicKeys), cicustom: `user=${vol}`,
       }, { signal: ctx.signal });

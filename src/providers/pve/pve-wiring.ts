@@ -11,6 +11,7 @@ import type { Logger } from "../../log/logger.js";
 import type { Provider } from "../provider.js";
 import { PveProvider } from "./pve-provider.js";
 import { configurePveLevel } from "./configure-level.js";
+import { recordHomestakNode, type HomestakNodeFiles } from "./homestak-node.js";
 import { runCommand } from "../../util/command-runner.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
 import { ProviderError } from "../../domain/errors.js";
@@ -74,7 +75,7 @@ export function lazyPveProvider(o: {
 const LOCAL_STORAGE_PATH = "/var/lib/vz";
 
 /** The configure step of a level that runs on a PVE node: token, snippets, certificate, then its template. */
-export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stateDir: string; digests: ImageDigests }) {
+export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stateDir: string; digests: ImageDigests; homestakFiles?: HomestakNodeFiles }) {
   return async (emit: (ev: LocalEvent) => void, signal: AbortSignal): Promise<void> => {
     const pve = pveConfigOf(o.config)!;
     const r = await configurePveLevel({
@@ -96,6 +97,15 @@ export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stat
         task: { signal, timeoutMs: o.config.budgets.configure }, signal,
         log: (message: string) => emit({ phase: "configure", kind: "log", message }),
       });
+    }
+    // homestak's tools find this node through its site-config: its token and nodes/<name>.yaml.
+    if (o.homestakFiles) {
+      const name = o.config.level.name;
+      const { ip } = await recordHomestakNode({
+        files: o.homestakFiles, name, node: pve.node, tokenId: r.tokenId, tokenSecret: await tokenSecret(o.secrets),
+        datastore: pve.storage, bridge: pve.bridge, commands: runCommand, signal,
+      });
+      emit({ phase: "configure", kind: "log", message: `homestak: api_tokens.${name} and nodes/${name}.yaml written (ip ${ip || "none"})` });
     }
   };
 }

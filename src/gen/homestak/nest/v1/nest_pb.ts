@@ -22,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file homestak/nest/v1/nest.proto.
  */
 export const file_homestak_nest_v1_nest: GenFile = /*@__PURE__*/
-  fileDesc("Chtob21lc3Rhay9uZXN0L3YxL25lc3QucHJvdG8SEGhvbWVzdGFrLm5lc3QudjEilgMKBUV2ZW50EhIKCmxldmVsX3BhdGgYASADKAkSJgoFcGhhc2UYAiABKA4yFy5ob21lc3Rhay5uZXN0LnYxLlBoYXNlEikKBGtpbmQYAyABKA4yGy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50S2luZBIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgZidWRnZXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHZmFpbHVyZRgHIAEoCzIZLmhvbWVzdGFrLm5lc3QudjEuRmFpbHVyZRIPCgdtZXNzYWdlGAggASgJEiwKCHByb2dyZXNzGAkgASgLMhouaG9tZXN0YWsubmVzdC52MS5Qcm9ncmVzcxIqCgVyZXBvcxgKIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlEg0KBWJ5dGVzGAsgASgEIjYKB0ZhaWx1cmUSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEgwKBGhpbnQYAyABKAkiNQoIUHJvZ3Jlc3MSDAoEdW5pdBgBIAEoCRIMCgRkb25lGAIgASgEEg0KBXRvdGFsGAMgASgEIm0KC05lc3RSZXF1ZXN0Eg0KBWRlcHRoGAEgASgNEg0KBXdpZHRoGAIgASgNEhAKCHByb3ZpZGVyGAMgASgJEi4KCWlzb2xhdGlvbhgEIAEoDjIbLmhvbWVzdGFrLm5lc3QudjEuSXNvbGF0aW9uIjYKDE5lc3RSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQiDwoNU3RhdHVzUmVxdWVzdCI9Cg5TdGF0dXNSZXNwb25zZRIrCgRyb290GAEgASgLMh0uaG9tZXN0YWsubmVzdC52MS5MZXZlbFN0YXR1cyL6AgoLTGV2ZWxTdGF0dXMSDAoEbmFtZRgBIAEoCRINCgVkZXB0aBgCIAEoDRIrCgVzdGF0ZRgDIAEoDjIcLmhvbWVzdGFrLm5lc3QudjEuTGV2ZWxTdGF0ZRIPCgdhZGRyZXNzGAQgASgJEhMKC2hzZF92ZXJzaW9uGAUgASgJEhwKFGhvc3Rfa2V5X2ZpbmdlcnByaW50GAYgASgJEhAKCHByb3ZpZGVyGAcgASgJEioKBXJlcG9zGAggAygLMhsuaG9tZXN0YWsubmVzdC52MS5SZXBvU3RhdGUSLQoGcGhhc2VzGAkgAygLMh0uaG9tZXN0YWsubmVzdC52MS5QaGFzZVJlc3VsdBIvCghjaGlsZHJlbhgKIAMoCzIdLmhvbWVzdGFrLm5lc3QudjEuTGV2ZWxTdGF0dXMSEwoLb3V0X29mX3N5bmMYCyABKAgSKgoHZmFpbHVyZRgMIAEoCzIZLmhvbWVzdGFrLm5lc3QudjEuRmFpbHVyZSLaAQoJUmVwb1N0YXRlEgwKBG5hbWUYASABKAkSFQoNc2VydmVkX2NvbW1pdBgCIAEoCRIXCg93b3JrdHJlZV9jb21taXQYAyABKAkSDQoFZGlydHkYBCABKAgSEwoLZGlydHlfZmlsZXMYBSADKAkSFwoPcHJldmlvdXNfY29tbWl0GAYgASgJEjMKCnN5bmNfc3RhdGUYByABKA4yHy5ob21lc3Rhay5uZXN0LnYxLlJlcG9TeW5jU3RhdGUSDgoGYmVoaW5kGAggASgNEg0KBWJ5dGVzGAkgASgEIuQBCgtQaGFzZVJlc3VsdBImCgVwaGFzZRgBIAEoDjIXLmhvbWVzdGFrLm5lc3QudjEuUGhhc2USKQoEa2luZBgCIAEoDjIbLmhvbWVzdGFrLm5lc3QudjEuRXZlbnRLaW5kEisKCGR1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEikKBmJ1ZGdldBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdmYWlsdXJlGAUgASgLMhkuaG9tZXN0YWsubmVzdC52MS5GYWlsdXJlIh4KDkRlc3Ryb3lSZXF1ZXN0EgwKBHNlbGYYASABKAgiOQoPRGVzdHJveVJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuaG9tZXN0YWsubmVzdC52MS5FdmVudCIzCgtTeW5jUmVxdWVzdBIRCglyZWN1cnNpdmUYASABKAgSEQoJY29uZmlndXJlGAIgASgIIjYKDFN5bmNSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQiEQoPSWRlbnRpZnlSZXF1ZXN0IrcBChBJZGVudGlmeVJlc3BvbnNlEgwKBG5hbWUYASABKAkSDQoFZGVwdGgYAiABKA0SEwoLaHNkX3ZlcnNpb24YAyABKAkSEgoKcHVibGljX2tleRgEIAEoCRIcChRob3N0X2tleV9maW5nZXJwcmludBgFIAEoCRITCgtzc2hfYWRkcmVzcxgGIAEoCRIqCgVyZXBvcxgHIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlIiEKEVB1dFNlY3JldHNSZXF1ZXN0EgwKBHlhbWwYASABKAkiIgoSUHV0U2VjcmV0c1Jlc3BvbnNlEgwKBGtleXMYASADKAkiEgoQQ29uZmlndXJlUmVxdWVzdCI7ChFDb25maWd1cmVSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQicgoNQXV0aG9yaXplZEtleRISCgpwdWJsaWNfa2V5GAEgASgJEicKBHJvbGUYAiABKA4yGS5ob21lc3Rhay5uZXN0LnYxLktleVJvbGUSEwoLZmluZ2VycHJpbnQYAyABKAkSDwoHY29tbWVudBgEIAEoCSI9Cg1BZGRLZXlSZXF1ZXN0EiwKA2tleRgBIAEoCzIfLmhvbWVzdGFrLm5lc3QudjEuQXV0aG9yaXplZEtleSI+Cg5BZGRLZXlSZXNwb25zZRIsCgNrZXkYASABKAsyHy5ob21lc3Rhay5uZXN0LnYxLkF1dGhvcml6ZWRLZXkiOwoQUmVtb3ZlS2V5UmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgJEhMKC2ZpbmdlcnByaW50GAIgASgJIiQKEVJlbW92ZUtleVJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAgiEQoPTGlzdEtleXNSZXF1ZXN0IkEKEExpc3RLZXlzUmVzcG9uc2USLQoEa2V5cxgBIAMoCzIfLmhvbWVzdGFrLm5lc3QudjEuQXV0aG9yaXplZEtleSJRCg1Eb2N0b3JSZXF1ZXN0EhAKCHByb3ZpZGVyGAEgASgJEi4KCWlzb2xhdGlvbhgCIAEoDjIbLmhvbWVzdGFrLm5lc3QudjEuSXNvbGF0aW9uImIKBUNoZWNrEgwKBG5hbWUYASABKAkSLQoGcmVzdWx0GAIgASgOMh0uaG9tZXN0YWsubmVzdC52MS5DaGVja1Jlc3VsdBIOCgZkZXRhaWwYAyABKAkSDAoEaGludBgEIAEoCSI5Cg5Eb2N0b3JSZXNwb25zZRInCgZjaGVja3MYASADKAsyFy5ob21lc3Rhay5uZXN0LnYxLkNoZWNrKtwBCgVQaGFzZRIVChFQSEFTRV9VTlNQRUNJRklFRBAAEhMKD1BIQVNFX1BSRUZMSUdIVBABEhMKD1BIQVNFX1BST1ZJU0lPThACEg4KClBIQVNFX0JPT1QQAxIRCg1QSEFTRV9JTlNUQUxMEAQSEwoPUEhBU0VfSEFORFNIQUtFEAUSDgoKUEhBU0VfU1lOQxAGEhEKDVBIQVNFX1NFQ1JFVFMQBxITCg9QSEFTRV9DT05GSUdVUkUQCBIOCgpQSEFTRV9ORVNUEAkSEgoOUEhBU0VfVEVBUkRPV04QCiq0AQoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIWChJFVkVOVF9LSU5EX1NUQVJURUQQARIXChNFVkVOVF9LSU5EX1BST0dSRVNTEAISFwoTRVZFTlRfS0lORF9GSU5JU0hFRBADEhYKEkVWRU5UX0tJTkRfU0tJUFBFRBAEEhUKEUVWRU5UX0tJTkRfRkFJTEVEEAUSEgoORVZFTlRfS0lORF9MT0cQBipSCglJc29sYXRpb24SGQoVSVNPTEFUSU9OX1VOU1BFQ0lGSUVEEAASFQoRSVNPTEFUSU9OX1BST0NFU1MQARITCg9JU09MQVRJT05fTkVUTlMQAiqqAQoKTGV2ZWxTdGF0ZRIbChdMRVZFTF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFExFVkVMX1NUQVRFX0JVSUxESU5HEAESFQoRTEVWRUxfU1RBVEVfUkVBRFkQAhIWChJMRVZFTF9TVEFURV9GQUlMRUQQAxIbChdMRVZFTF9TVEFURV9VTlJFQUNIQUJMRRAEEhkKFUxFVkVMX1NUQVRFX0RFU1RST1lFRBAFKocBCg1SZXBvU3luY1N0YXRlEh8KG1JFUE9fU1lOQ19TVEFURV9VTlNQRUNJRklFRBAAEhsKF1JFUE9fU1lOQ19TVEFURV9JTl9TWU5DEAESGgoWUkVQT19TWU5DX1NUQVRFX0JFSElORBACEhwKGFJFUE9fU1lOQ19TVEFURV9ESVZFUkdFRBADKlEKB0tleVJvbGUSGAoUS0VZX1JPTEVfVU5TUEVDSUZJRUQQABITCg9LRVlfUk9MRV9SRUFERVIQARIXChNLRVlfUk9MRV9DT05UUk9MTEVSEAIqdAoLQ2hlY2tSZXN1bHQSHAoYQ0hFQ0tfUkVTVUxUX1VOU1BFQ0lGSUVEEAASEwoPQ0hFQ0tfUkVTVUxUX09LEAESGQoVQ0hFQ0tfUkVTVUxUX1JFUEFJUkVEEAISFwoTQ0hFQ0tfUkVTVUxUX0ZBSUxFRBADMo8FCgtOZXN0U2VydmljZRJHCgROZXN0Eh0uaG9tZXN0YWsubmVzdC52MS5OZXN0UmVxdWVzdBoeLmhvbWVzdGFrLm5lc3QudjEuTmVzdFJlc3BvbnNlMAESSwoGU3RhdHVzEh8uaG9tZXN0YWsubmVzdC52MS5TdGF0dXNSZXF1ZXN0GiAuaG9tZXN0YWsubmVzdC52MS5TdGF0dXNSZXNwb25zZRJQCgdEZXN0cm95EiAuaG9tZXN0YWsubmVzdC52MS5EZXN0cm95UmVxdWVzdBohLmhvbWVzdGFrLm5lc3QudjEuRGVzdHJveVJlc3BvbnNlMAESRwoEU3luYxIdLmhvbWVzdGFrLm5lc3QudjEuU3luY1JlcXVlc3QaHi5ob21lc3Rhay5uZXN0LnYxLlN5bmNSZXNwb25zZTABElEKCElkZW50aWZ5EiEuaG9tZXN0YWsubmVzdC52MS5JZGVudGlmeVJlcXVlc3QaIi5ob21lc3Rhay5uZXN0LnYxLklkZW50aWZ5UmVzcG9uc2USVwoKUHV0U2VjcmV0cxIjLmhvbWVzdGFrLm5lc3QudjEuUHV0U2VjcmV0c1JlcXVlc3QaJC5ob21lc3Rhay5uZXN0LnYxLlB1dFNlY3JldHNSZXNwb25zZRJWCglDb25maWd1cmUSIi5ob21lc3Rhay5uZXN0LnYxLkNvbmZpZ3VyZVJlcXVlc3QaIy5ob21lc3Rhay5uZXN0LnYxLkNvbmZpZ3VyZVJlc3BvbnNlMAESSwoGRG9jdG9yEh8uaG9tZXN0YWsubmVzdC52MS5Eb2N0b3JSZXF1ZXN0GiAuaG9tZXN0YWsubmVzdC52MS5Eb2N0b3JSZXNwb25zZTKFAgoNQWNjZXNzU2VydmljZRJLCgZBZGRLZXkSHy5ob21lc3Rhay5uZXN0LnYxLkFkZEtleVJlcXVlc3QaIC5ob21lc3Rhay5uZXN0LnYxLkFkZEtleVJlc3BvbnNlElQKCVJlbW92ZUtleRIiLmhvbWVzdGFrLm5lc3QudjEuUmVtb3ZlS2V5UmVxdWVzdBojLmhvbWVzdGFrLm5lc3QudjEuUmVtb3ZlS2V5UmVzcG9uc2USUQoITGlzdEtleXMSIS5ob21lc3Rhay5uZXN0LnYxLkxpc3RLZXlzUmVxdWVzdBoiLmhvbWVzdGFrLm5lc3QudjEuTGlzdEtleXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chtob21lc3Rhay9uZXN0L3YxL25lc3QucHJvdG8SEGhvbWVzdGFrLm5lc3QudjEilgMKBUV2ZW50EhIKCmxldmVsX3BhdGgYASADKAkSJgoFcGhhc2UYAiABKA4yFy5ob21lc3Rhay5uZXN0LnYxLlBoYXNlEikKBGtpbmQYAyABKA4yGy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50S2luZBIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgZidWRnZXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHZmFpbHVyZRgHIAEoCzIZLmhvbWVzdGFrLm5lc3QudjEuRmFpbHVyZRIPCgdtZXNzYWdlGAggASgJEiwKCHByb2dyZXNzGAkgASgLMhouaG9tZXN0YWsubmVzdC52MS5Qcm9ncmVzcxIqCgVyZXBvcxgKIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlEg0KBWJ5dGVzGAsgASgEIjYKB0ZhaWx1cmUSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEgwKBGhpbnQYAyABKAkiNQoIUHJvZ3Jlc3MSDAoEdW5pdBgBIAEoCRIMCgRkb25lGAIgASgEEg0KBXRvdGFsGAMgASgEIpMCCgtOZXN0UmVxdWVzdBINCgVkZXB0aBgBIAEoDRINCgV3aWR0aBgCIAEoDRIQCghwcm92aWRlchgDIAEoCRIuCglpc29sYXRpb24YBCABKA4yGy5ob21lc3Rhay5uZXN0LnYxLklzb2xhdGlvbhIVCg1tYW5pZmVzdF9uYW1lGAUgASgJEhUKDW1hbmlmZXN0X3lhbWwYBiABKAkSFQoNbWFuaWZlc3RfZmlsZRgHIAEoCRIsCgVub2RlcxgIIAMoCzIdLmhvbWVzdGFrLm5lc3QudjEuUGxhbm5lZE5vZGUSEAoIbWFuaWZlc3QYCSABKAkSEAoIb25fZXJyb3IYCiABKAkSDQoFcHJ1bmUYCyABKAgipwEKC1BsYW5uZWROb2RlEgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIOCgZwYXJlbnQYAyABKAkSDAoEc3BlYxgEIAEoCRIOCgZwcmVzZXQYBSABKAkSDQoFaW1hZ2UYBiABKAkSDAoEdm1pZBgHIAEoDRINCgVjb3JlcxgIIAEoDRIRCgltZW1vcnlfbWIYCSABKA0SDwoHZGlza19nYhgKIAEoDSI2CgxOZXN0UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50Ig8KDVN0YXR1c1JlcXVlc3QiPQoOU3RhdHVzUmVzcG9uc2USKwoEcm9vdBgBIAEoCzIdLmhvbWVzdGFrLm5lc3QudjEuTGV2ZWxTdGF0dXMimgMKC0xldmVsU3RhdHVzEgwKBG5hbWUYASABKAkSDQoFZGVwdGgYAiABKA0SKwoFc3RhdGUYAyABKA4yHC5ob21lc3Rhay5uZXN0LnYxLkxldmVsU3RhdGUSDwoHYWRkcmVzcxgEIAEoCRITCgtoc2RfdmVyc2lvbhgFIAEoCRIcChRob3N0X2tleV9maW5nZXJwcmludBgGIAEoCRIQCghwcm92aWRlchgHIAEoCRIqCgVyZXBvcxgIIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlEi0KBnBoYXNlcxgJIAMoCzIdLmhvbWVzdGFrLm5lc3QudjEuUGhhc2VSZXN1bHQSLwoIY2hpbGRyZW4YCiADKAsyHS5ob21lc3Rhay5uZXN0LnYxLkxldmVsU3RhdHVzEhMKC291dF9vZl9zeW5jGAsgASgIEioKB2ZhaWx1cmUYDCABKAsyGS5ob21lc3Rhay5uZXN0LnYxLkZhaWx1cmUSDAoEbGVhZhgNIAEoCBIQCghtYW5pZmVzdBgOIAEoCSLaAQoJUmVwb1N0YXRlEgwKBG5hbWUYASABKAkSFQoNc2VydmVkX2NvbW1pdBgCIAEoCRIXCg93b3JrdHJlZV9jb21taXQYAyABKAkSDQoFZGlydHkYBCABKAgSEwoLZGlydHlfZmlsZXMYBSADKAkSFwoPcHJldmlvdXNfY29tbWl0GAYgASgJEjMKCnN5bmNfc3RhdGUYByABKA4yHy5ob21lc3Rhay5uZXN0LnYxLlJlcG9TeW5jU3RhdGUSDgoGYmVoaW5kGAggASgNEg0KBWJ5dGVzGAkgASgEIuQBCgtQaGFzZVJlc3VsdBImCgVwaGFzZRgBIAEoDjIXLmhvbWVzdGFrLm5lc3QudjEuUGhhc2USKQoEa2luZBgCIAEoDjIbLmhvbWVzdGFrLm5lc3QudjEuRXZlbnRLaW5kEisKCGR1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEikKBmJ1ZGdldBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdmYWlsdXJlGAUgASgLMhkuaG9tZXN0YWsubmVzdC52MS5GYWlsdXJlIj8KDkRlc3Ryb3lSZXF1ZXN0EgwKBHNlbGYYASABKAgSEAoIbWFuaWZlc3QYAiABKAkSDQoFbmFtZXMYAyADKAkiOQoPRGVzdHJveVJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuaG9tZXN0YWsubmVzdC52MS5FdmVudCIzCgtTeW5jUmVxdWVzdBIRCglyZWN1cnNpdmUYASABKAgSEQoJY29uZmlndXJlGAIgASgIIjYKDFN5bmNSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQiEQoPSWRlbnRpZnlSZXF1ZXN0IrcBChBJZGVudGlmeVJlc3BvbnNlEgwKBG5hbWUYASABKAkSDQoFZGVwdGgYAiABKA0SEwoLaHNkX3ZlcnNpb24YAyABKAkSEgoKcHVibGljX2tleRgEIAEoCRIcChRob3N0X2tleV9maW5nZXJwcmludBgFIAEoCRITCgtzc2hfYWRkcmVzcxgGIAEoCRIqCgVyZXBvcxgHIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlIiEKEVB1dFNlY3JldHNSZXF1ZXN0EgwKBHlhbWwYASABKAkiIgoSUHV0U2VjcmV0c1Jlc3BvbnNlEgwKBGtleXMYASADKAkiEgoQQ29uZmlndXJlUmVxdWVzdCI7ChFDb25maWd1cmVSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQicgoNQXV0aG9yaXplZEtleRISCgpwdWJsaWNfa2V5GAEgASgJEicKBHJvbGUYAiABKA4yGS5ob21lc3Rhay5uZXN0LnYxLktleVJvbGUSEwoLZmluZ2VycHJpbnQYAyABKAkSDwoHY29tbWVudBgEIAEoCSI9Cg1BZGRLZXlSZXF1ZXN0EiwKA2tleRgBIAEoCzIfLmhvbWVzdGFrLm5lc3QudjEuQXV0aG9yaXplZEtleSI+Cg5BZGRLZXlSZXNwb25zZRIsCgNrZXkYASABKAsyHy5ob21lc3Rhay5uZXN0LnYxLkF1dGhvcml6ZWRLZXkiOwoQUmVtb3ZlS2V5UmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgJEhMKC2ZpbmdlcnByaW50GAIgASgJIiQKEVJlbW92ZUtleVJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAgiEQoPTGlzdEtleXNSZXF1ZXN0IkEKEExpc3RLZXlzUmVzcG9uc2USLQoEa2V5cxgBIAMoCzIfLmhvbWVzdGFrLm5lc3QudjEuQXV0aG9yaXplZEtleSJRCg1Eb2N0b3JSZXF1ZXN0EhAKCHByb3ZpZGVyGAEgASgJEi4KCWlzb2xhdGlvbhgCIAEoDjIbLmhvbWVzdGFrLm5lc3QudjEuSXNvbGF0aW9uImIKBUNoZWNrEgwKBG5hbWUYASABKAkSLQoGcmVzdWx0GAIgASgOMh0uaG9tZXN0YWsubmVzdC52MS5DaGVja1Jlc3VsdBIOCgZkZXRhaWwYAyABKAkSDAoEaGludBgEIAEoCSI5Cg5Eb2N0b3JSZXNwb25zZRInCgZjaGVja3MYASADKAsyFy5ob21lc3Rhay5uZXN0LnYxLkNoZWNrKtwBCgVQaGFzZRIVChFQSEFTRV9VTlNQRUNJRklFRBAAEhMKD1BIQVNFX1BSRUZMSUdIVBABEhMKD1BIQVNFX1BST1ZJU0lPThACEg4KClBIQVNFX0JPT1QQAxIRCg1QSEFTRV9JTlNUQUxMEAQSEwoPUEhBU0VfSEFORFNIQUtFEAUSDgoKUEhBU0VfU1lOQxAGEhEKDVBIQVNFX1NFQ1JFVFMQBxITCg9QSEFTRV9DT05GSUdVUkUQCBIOCgpQSEFTRV9ORVNUEAkSEgoOUEhBU0VfVEVBUkRPV04QCiq0AQoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIWChJFVkVOVF9LSU5EX1NUQVJURUQQARIXChNFVkVOVF9LSU5EX1BST0dSRVNTEAISFwoTRVZFTlRfS0lORF9GSU5JU0hFRBADEhYKEkVWRU5UX0tJTkRfU0tJUFBFRBAEEhUKEUVWRU5UX0tJTkRfRkFJTEVEEAUSEgoORVZFTlRfS0lORF9MT0cQBipSCglJc29sYXRpb24SGQoVSVNPTEFUSU9OX1VOU1BFQ0lGSUVEEAASFQoRSVNPTEFUSU9OX1BST0NFU1MQARITCg9JU09MQVRJT05fTkVUTlMQAiqqAQoKTGV2ZWxTdGF0ZRIbChdMRVZFTF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFExFVkVMX1NUQVRFX0JVSUxESU5HEAESFQoRTEVWRUxfU1RBVEVfUkVBRFkQAhIWChJMRVZFTF9TVEFURV9GQUlMRUQQAxIbChdMRVZFTF9TVEFURV9VTlJFQUNIQUJMRRAEEhkKFUxFVkVMX1NUQVRFX0RFU1RST1lFRBAFKocBCg1SZXBvU3luY1N0YXRlEh8KG1JFUE9fU1lOQ19TVEFURV9VTlNQRUNJRklFRBAAEhsKF1JFUE9fU1lOQ19TVEFURV9JTl9TWU5DEAESGgoWUkVQT19TWU5DX1NUQVRFX0JFSElORBACEhwKGFJFUE9fU1lOQ19TVEFURV9ESVZFUkdFRBADKlEKB0tleVJvbGUSGAoUS0VZX1JPTEVfVU5TUEVDSUZJRUQQABITCg9LRVlfUk9MRV9SRUFERVIQARIXChNLRVlfUk9MRV9DT05UUk9MTEVSEAIqdAoLQ2hlY2tSZXN1bHQSHAoYQ0hFQ0tfUkVTVUxUX1VOU1BFQ0lGSUVEEAASEwoPQ0hFQ0tfUkVTVUxUX09LEAESGQoVQ0hFQ0tfUkVTVUxUX1JFUEFJUkVEEAISFwoTQ0hFQ0tfUkVTVUxUX0ZBSUxFRBADMo8FCgtOZXN0U2VydmljZRJHCgROZXN0Eh0uaG9tZXN0YWsubmVzdC52MS5OZXN0UmVxdWVzdBoeLmhvbWVzdGFrLm5lc3QudjEuTmVzdFJlc3BvbnNlMAESSwoGU3RhdHVzEh8uaG9tZXN0YWsubmVzdC52MS5TdGF0dXNSZXF1ZXN0GiAuaG9tZXN0YWsubmVzdC52MS5TdGF0dXNSZXNwb25zZRJQCgdEZXN0cm95EiAuaG9tZXN0YWsubmVzdC52MS5EZXN0cm95UmVxdWVzdBohLmhvbWVzdGFrLm5lc3QudjEuRGVzdHJveVJlc3BvbnNlMAESRwoEU3luYxIdLmhvbWVzdGFrLm5lc3QudjEuU3luY1JlcXVlc3QaHi5ob21lc3Rhay5uZXN0LnYxLlN5bmNSZXNwb25zZTABElEKCElkZW50aWZ5EiEuaG9tZXN0YWsubmVzdC52MS5JZGVudGlmeVJlcXVlc3QaIi5ob21lc3Rhay5uZXN0LnYxLklkZW50aWZ5UmVzcG9uc2USVwoKUHV0U2VjcmV0cxIjLmhvbWVzdGFrLm5lc3QudjEuUHV0U2VjcmV0c1JlcXVlc3QaJC5ob21lc3Rhay5uZXN0LnYxLlB1dFNlY3JldHNSZXNwb25zZRJWCglDb25maWd1cmUSIi5ob21lc3Rhay5uZXN0LnYxLkNvbmZpZ3VyZVJlcXVlc3QaIy5ob21lc3Rhay5uZXN0LnYxLkNvbmZpZ3VyZVJlc3BvbnNlMAESSwoGRG9jdG9yEh8uaG9tZXN0YWsubmVzdC52MS5Eb2N0b3JSZXF1ZXN0GiAuaG9tZXN0YWsubmVzdC52MS5Eb2N0b3JSZXNwb25zZTKFAgoNQWNjZXNzU2VydmljZRJLCgZBZGRLZXkSHy5ob21lc3Rhay5uZXN0LnYxLkFkZEtleVJlcXVlc3QaIC5ob21lc3Rhay5uZXN0LnYxLkFkZEtleVJlc3BvbnNlElQKCVJlbW92ZUtleRIiLmhvbWVzdGFrLm5lc3QudjEuUmVtb3ZlS2V5UmVxdWVzdBojLmhvbWVzdGFrLm5lc3QudjEuUmVtb3ZlS2V5UmVzcG9uc2USUQoITGlzdEtleXMSIS5ob21lc3Rhay5uZXN0LnYxLkxpc3RLZXlzUmVxdWVzdBoiLmhvbWVzdGFrLm5lc3QudjEuTGlzdEtleXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Event is one thing that happened at one level.
@@ -205,6 +205,55 @@ export type NestRequest = Message<"homestak.nest.v1.NestRequest"> & {
    * @generated from field: homestak.nest.v1.Isolation isolation = 4;
    */
   isolation: Isolation;
+
+  /**
+   * A homestak manifest to build instead of a uniform tree (level 0 only):
+   * site-config's manifests/<manifest_name>.yaml, or manifest_yaml read from
+   * manifest_file by the caller. The serving level validates it before
+   * anything is built; depth and width are then ignored.
+   *
+   * @generated from field: string manifest_name = 5;
+   */
+  manifestName: string;
+
+  /**
+   * @generated from field: string manifest_yaml = 6;
+   */
+  manifestYaml: string;
+
+  /**
+   * @generated from field: string manifest_file = 7;
+   */
+  manifestFile: string;
+
+  /**
+   * Set by a parent building a manifest: the nodes this level builds (those
+   * whose parent is not in the list) and everything below them.
+   *
+   * @generated from field: repeated homestak.nest.v1.PlannedNode nodes = 8;
+   */
+  nodes: PlannedNode[];
+
+  /**
+   * The manifest the nodes come from, and its settings.on_error:
+   * "stop" (default), "continue" or "rollback".
+   *
+   * @generated from field: string manifest = 9;
+   */
+  manifest: string;
+
+  /**
+   * @generated from field: string on_error = 10;
+   */
+  onError: string;
+
+  /**
+   * Reconcile: destroy the levels the manifest built that it no longer names
+   * (hsctl nest -M NAME --prune). Without it they are left alone.
+   *
+   * @generated from field: bool prune = 11;
+   */
+  prune: boolean;
 };
 
 /**
@@ -213,6 +262,78 @@ export type NestRequest = Message<"homestak.nest.v1.NestRequest"> & {
  */
 export const NestRequestSchema: GenMessage<NestRequest> = /*@__PURE__*/
   messageDesc(file_homestak_nest_v1_nest, 3);
+
+/**
+ * PlannedNode is one manifest node, sized from its site-config preset.
+ *
+ * @generated from message homestak.nest.v1.PlannedNode
+ */
+export type PlannedNode = Message<"homestak.nest.v1.PlannedNode"> & {
+  /**
+   * DNS label: the level's name, hostname, nodes/<name>.yaml and api_tokens key.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * "pve" (a level with its own hsd) or "vm" (a leaf its parent configures).
+   *
+   * @generated from field: string type = 2;
+   */
+  type: string;
+
+  /**
+   * Empty for a node the receiving level builds itself.
+   *
+   * @generated from field: string parent = 3;
+   */
+  parent: string;
+
+  /**
+   * @generated from field: string spec = 4;
+   */
+  spec: string;
+
+  /**
+   * @generated from field: string preset = 5;
+   */
+  preset: string;
+
+  /**
+   * @generated from field: string image = 6;
+   */
+  image: string;
+
+  /**
+   * 0: the provider picks one.
+   *
+   * @generated from field: uint32 vmid = 7;
+   */
+  vmid: number;
+
+  /**
+   * @generated from field: uint32 cores = 8;
+   */
+  cores: number;
+
+  /**
+   * @generated from field: uint32 memory_mb = 9;
+   */
+  memoryMb: number;
+
+  /**
+   * @generated from field: uint32 disk_gb = 10;
+   */
+  diskGb: number;
+};
+
+/**
+ * Describes the message homestak.nest.v1.PlannedNode.
+ * Use `create(PlannedNodeSchema)` to create a new message.
+ */
+export const PlannedNodeSchema: GenMessage<PlannedNode> = /*@__PURE__*/
+  messageDesc(file_homestak_nest_v1_nest, 4);
 
 /**
  * NestResponse carries one event of a build.
@@ -231,7 +352,7 @@ export type NestResponse = Message<"homestak.nest.v1.NestResponse"> & {
  * Use `create(NestResponseSchema)` to create a new message.
  */
 export const NestResponseSchema: GenMessage<NestResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 4);
+  messageDesc(file_homestak_nest_v1_nest, 5);
 
 /**
  * StatusRequest asks for the tree below the serving level.
@@ -246,7 +367,7 @@ export type StatusRequest = Message<"homestak.nest.v1.StatusRequest"> & {
  * Use `create(StatusRequestSchema)` to create a new message.
  */
 export const StatusRequestSchema: GenMessage<StatusRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 5);
+  messageDesc(file_homestak_nest_v1_nest, 6);
 
 /**
  * StatusResponse is the tree rooted at the serving level.
@@ -265,7 +386,7 @@ export type StatusResponse = Message<"homestak.nest.v1.StatusResponse"> & {
  * Use `create(StatusResponseSchema)` to create a new message.
  */
 export const StatusResponseSchema: GenMessage<StatusResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 6);
+  messageDesc(file_homestak_nest_v1_nest, 7);
 
 /**
  * LevelStatus is one level and its children.
@@ -340,6 +461,21 @@ export type LevelStatus = Message<"homestak.nest.v1.LevelStatus"> & {
    * @generated from field: homestak.nest.v1.Failure failure = 12;
    */
   failure?: Failure | undefined;
+
+  /**
+   * A manifest's type: vm leaf: no hsd runs there; its parent built and
+   * configured it, and reports it from its own records.
+   *
+   * @generated from field: bool leaf = 13;
+   */
+  leaf: boolean;
+
+  /**
+   * The manifest that built this level, if one did.
+   *
+   * @generated from field: string manifest = 14;
+   */
+  manifest: string;
 };
 
 /**
@@ -347,7 +483,7 @@ export type LevelStatus = Message<"homestak.nest.v1.LevelStatus"> & {
  * Use `create(LevelStatusSchema)` to create a new message.
  */
 export const LevelStatusSchema: GenMessage<LevelStatus> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 7);
+  messageDesc(file_homestak_nest_v1_nest, 8);
 
 /**
  * RepoState is what a level holds of one repo.
@@ -426,7 +562,7 @@ export type RepoState = Message<"homestak.nest.v1.RepoState"> & {
  * Use `create(RepoStateSchema)` to create a new message.
  */
 export const RepoStateSchema: GenMessage<RepoState> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 8);
+  messageDesc(file_homestak_nest_v1_nest, 9);
 
 /**
  * PhaseResult is the recorded outcome of one phase.
@@ -465,7 +601,7 @@ export type PhaseResult = Message<"homestak.nest.v1.PhaseResult"> & {
  * Use `create(PhaseResultSchema)` to create a new message.
  */
 export const PhaseResultSchema: GenMessage<PhaseResult> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 9);
+  messageDesc(file_homestak_nest_v1_nest, 10);
 
 /**
  * DestroyRequest asks a level to tear down everything below it.
@@ -480,6 +616,21 @@ export type DestroyRequest = Message<"homestak.nest.v1.DestroyRequest"> & {
    * @generated from field: bool self = 1;
    */
   self: boolean;
+
+  /**
+   * Only the children a manifest of this name built (and their subtrees);
+   * empty: every child. A level never stops itself for a manifest destroy.
+   *
+   * @generated from field: string manifest = 2;
+   */
+  manifest: string;
+
+  /**
+   * Only these children (and their subtrees); empty: as above.
+   *
+   * @generated from field: repeated string names = 3;
+   */
+  names: string[];
 };
 
 /**
@@ -487,7 +638,7 @@ export type DestroyRequest = Message<"homestak.nest.v1.DestroyRequest"> & {
  * Use `create(DestroyRequestSchema)` to create a new message.
  */
 export const DestroyRequestSchema: GenMessage<DestroyRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 10);
+  messageDesc(file_homestak_nest_v1_nest, 11);
 
 /**
  * DestroyResponse carries one teardown event.
@@ -506,7 +657,7 @@ export type DestroyResponse = Message<"homestak.nest.v1.DestroyResponse"> & {
  * Use `create(DestroyResponseSchema)` to create a new message.
  */
 export const DestroyResponseSchema: GenMessage<DestroyResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 11);
+  messageDesc(file_homestak_nest_v1_nest, 12);
 
 /**
  * SyncRequest refreshes repos.
@@ -535,7 +686,7 @@ export type SyncRequest = Message<"homestak.nest.v1.SyncRequest"> & {
  * Use `create(SyncRequestSchema)` to create a new message.
  */
 export const SyncRequestSchema: GenMessage<SyncRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 12);
+  messageDesc(file_homestak_nest_v1_nest, 13);
 
 /**
  * SyncResponse carries one sync event.
@@ -554,7 +705,7 @@ export type SyncResponse = Message<"homestak.nest.v1.SyncResponse"> & {
  * Use `create(SyncResponseSchema)` to create a new message.
  */
 export const SyncResponseSchema: GenMessage<SyncResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 13);
+  messageDesc(file_homestak_nest_v1_nest, 14);
 
 /**
  * IdentifyRequest asks a level who it is.
@@ -569,7 +720,7 @@ export type IdentifyRequest = Message<"homestak.nest.v1.IdentifyRequest"> & {
  * Use `create(IdentifyRequestSchema)` to create a new message.
  */
 export const IdentifyRequestSchema: GenMessage<IdentifyRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 14);
+  messageDesc(file_homestak_nest_v1_nest, 15);
 
 /**
  * IdentifyResponse names a level.
@@ -627,7 +778,7 @@ export type IdentifyResponse = Message<"homestak.nest.v1.IdentifyResponse"> & {
  * Use `create(IdentifyResponseSchema)` to create a new message.
  */
 export const IdentifyResponseSchema: GenMessage<IdentifyResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 15);
+  messageDesc(file_homestak_nest_v1_nest, 16);
 
 /**
  * PutSecretsRequest hands a child its scoped secrets.
@@ -648,7 +799,7 @@ export type PutSecretsRequest = Message<"homestak.nest.v1.PutSecretsRequest"> & 
  * Use `create(PutSecretsRequestSchema)` to create a new message.
  */
 export const PutSecretsRequestSchema: GenMessage<PutSecretsRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 16);
+  messageDesc(file_homestak_nest_v1_nest, 17);
 
 /**
  * PutSecretsResponse confirms which keys were stored (names only).
@@ -667,7 +818,7 @@ export type PutSecretsResponse = Message<"homestak.nest.v1.PutSecretsResponse"> 
  * Use `create(PutSecretsResponseSchema)` to create a new message.
  */
 export const PutSecretsResponseSchema: GenMessage<PutSecretsResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 17);
+  messageDesc(file_homestak_nest_v1_nest, 18);
 
 /**
  * ConfigureRequest asks a level to configure itself.
@@ -682,7 +833,7 @@ export type ConfigureRequest = Message<"homestak.nest.v1.ConfigureRequest"> & {
  * Use `create(ConfigureRequestSchema)` to create a new message.
  */
 export const ConfigureRequestSchema: GenMessage<ConfigureRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 18);
+  messageDesc(file_homestak_nest_v1_nest, 19);
 
 /**
  * ConfigureResponse carries one configure event.
@@ -701,7 +852,7 @@ export type ConfigureResponse = Message<"homestak.nest.v1.ConfigureResponse"> & 
  * Use `create(ConfigureResponseSchema)` to create a new message.
  */
 export const ConfigureResponseSchema: GenMessage<ConfigureResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 19);
+  messageDesc(file_homestak_nest_v1_nest, 20);
 
 /**
  * AuthorizedKey is one key allowed on the SSH endpoint.
@@ -737,7 +888,7 @@ export type AuthorizedKey = Message<"homestak.nest.v1.AuthorizedKey"> & {
  * Use `create(AuthorizedKeySchema)` to create a new message.
  */
 export const AuthorizedKeySchema: GenMessage<AuthorizedKey> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 20);
+  messageDesc(file_homestak_nest_v1_nest, 21);
 
 /**
  * AddKeyRequest authorizes a key.
@@ -756,7 +907,7 @@ export type AddKeyRequest = Message<"homestak.nest.v1.AddKeyRequest"> & {
  * Use `create(AddKeyRequestSchema)` to create a new message.
  */
 export const AddKeyRequestSchema: GenMessage<AddKeyRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 21);
+  messageDesc(file_homestak_nest_v1_nest, 22);
 
 /**
  * AddKeyResponse echoes the stored key.
@@ -775,7 +926,7 @@ export type AddKeyResponse = Message<"homestak.nest.v1.AddKeyResponse"> & {
  * Use `create(AddKeyResponseSchema)` to create a new message.
  */
 export const AddKeyResponseSchema: GenMessage<AddKeyResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 22);
+  messageDesc(file_homestak_nest_v1_nest, 23);
 
 /**
  * RemoveKeyRequest revokes a key by public key or fingerprint.
@@ -799,7 +950,7 @@ export type RemoveKeyRequest = Message<"homestak.nest.v1.RemoveKeyRequest"> & {
  * Use `create(RemoveKeyRequestSchema)` to create a new message.
  */
 export const RemoveKeyRequestSchema: GenMessage<RemoveKeyRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 23);
+  messageDesc(file_homestak_nest_v1_nest, 24);
 
 /**
  * RemoveKeyResponse says whether anything was removed.
@@ -818,7 +969,7 @@ export type RemoveKeyResponse = Message<"homestak.nest.v1.RemoveKeyResponse"> & 
  * Use `create(RemoveKeyResponseSchema)` to create a new message.
  */
 export const RemoveKeyResponseSchema: GenMessage<RemoveKeyResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 24);
+  messageDesc(file_homestak_nest_v1_nest, 25);
 
 /**
  * ListKeysRequest lists the authorized keys.
@@ -833,7 +984,7 @@ export type ListKeysRequest = Message<"homestak.nest.v1.ListKeysRequest"> & {
  * Use `create(ListKeysRequestSchema)` to create a new message.
  */
 export const ListKeysRequestSchema: GenMessage<ListKeysRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 25);
+  messageDesc(file_homestak_nest_v1_nest, 26);
 
 /**
  * ListKeysResponse is the authorized keys.
@@ -852,7 +1003,7 @@ export type ListKeysResponse = Message<"homestak.nest.v1.ListKeysResponse"> & {
  * Use `create(ListKeysResponseSchema)` to create a new message.
  */
 export const ListKeysResponseSchema: GenMessage<ListKeysResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 26);
+  messageDesc(file_homestak_nest_v1_nest, 27);
 
 /**
  * DoctorRequest names the provider whose checks to run.
@@ -878,7 +1029,7 @@ export type DoctorRequest = Message<"homestak.nest.v1.DoctorRequest"> & {
  * Use `create(DoctorRequestSchema)` to create a new message.
  */
 export const DoctorRequestSchema: GenMessage<DoctorRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 27);
+  messageDesc(file_homestak_nest_v1_nest, 28);
 
 /**
  * Check is one preflight check.
@@ -912,7 +1063,7 @@ export type Check = Message<"homestak.nest.v1.Check"> & {
  * Use `create(CheckSchema)` to create a new message.
  */
 export const CheckSchema: GenMessage<Check> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 28);
+  messageDesc(file_homestak_nest_v1_nest, 29);
 
 /**
  * DoctorResponse lists every check.
@@ -931,7 +1082,7 @@ export type DoctorResponse = Message<"homestak.nest.v1.DoctorResponse"> & {
  * Use `create(DoctorResponseSchema)` to create a new message.
  */
 export const DoctorResponseSchema: GenMessage<DoctorResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 29);
+  messageDesc(file_homestak_nest_v1_nest, 30);
 
 /**
  * Phase names a step of building one level. The names are API: they appear
