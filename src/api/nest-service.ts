@@ -8,13 +8,30 @@ import type { HsdConfig } from "../config/config.js";
 import { InvalidArgumentError } from "../domain/errors.js";
 import { Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
 import type { EventSink } from "../domain/events.js";
-import type { LevelApi, NestOptions } from "../domain/level-api.js";
+import type { LevelApi, LevelPath, NestOptions } from "../domain/level-api.js";
+import { durationMs } from "@bufbuild/protobuf/wkt";
 import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
-import { toProtoCheck, toProtoEvent, toProtoIdentity, toProtoStatus } from "../rpc/convert.js";
+import { fromProtoPhase, toProtoCheck, toProtoEvent, toProtoIdentity, toProtoLogLine, toProtoStatus } from "../rpc/convert.js";
 import { eventStream } from "./event-stream.js";
 import { isProviderName, PROVIDER_NAMES, type ProviderName, type ProviderOptions } from "../domain/providers.js";
 import { heightOf, isNodeName, type BuildPlan } from "../domain/plan.js";
 import { fromProtoPlan } from "../rpc/convert-plan.js";
+import { Phase } from "../gen/homestak/nest/v1/nest_pb.js";
+
+/** Deeper than any tree a level allows (nest.max_depth is far less); bounds a relayed path. */
+export const MAX_LEVEL_PATH = 32;
+const LEVEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/** A level path as a request carries it: level names, bounded; the levels themselves check that they exist. */
+export function validateLevelPath(path: readonly string[]): LevelPath {
+  if (path.length > MAX_LEVEL_PATH) {
+    throw new InvalidArgumentError(`level path has ${path.length} names; at most ${MAX_LEVEL_PATH}`, { details: { field: "level_path" } });
+  }
+  for (const n of path) {
+    if (!LEVEL_NAME.test(n)) throw new InvalidArgumentError(`level path holds ${JSON.stringify(n.slice(0, 64))}, not a level name`, { details: { field: "level_path" } });
+  }
+  return path;
+}
 
 /** Secrets for one child are a handful of tokens and keys; anything bigger is a mistake. */
 export const MAX_SECRETS_YAML_BYTES = 64 * 1024;
@@ -99,17 +116,33 @@ export function nestHandlers(level: LevelApi, limits: NestLimits, loadManifest?:
         yield* events((sink) => level.nest({ ...opts, plan: loaded, depth: heightOf(loaded.nodes) }, sink, ctx.signal));
       })();
     },
-    async status(_req, ctx) {
-      return { root: toProtoStatus(await level.status(ctx.signal)) };
+    async status(req, ctx) {
+      return { root: toProtoStatus(await level.status(ctx.signal, validateLevelPath(req.levelPath))) };
     },
     destroy(req, ctx) {
+      const levelPath = validateLevelPath(req.levelPath);
       const scoped = req.manifest !== "" || req.names.length > 0;
       if (req.names.some((n) => !isNodeName(n))) throw new InvalidArgumentError("destroy: names must be level names", { details: { field: "names" } });
       // A scoped destroy never stops the serving level: the rest of its tree lives on.
-      return events((sink) => level.destroy({ self: req.self && !scoped, ...(req.manifest ? { manifest: req.manifest } : {}), ...(req.names.length ? { names: req.names } : {}) }, sink, ctx.signal));
+      return events((sink) => level.destroy({ self: req.self && !scoped, ...(req.manifest ? { manifest: req.manifest } : {}), ...(req.names.length ? { names: req.names } : {}), levelPath }, sink, ctx.signal));
     },
     sync(req, ctx) {
-      return events((sink) => level.sync({ recursive: req.recursive, configure: req.configure }, sink, ctx.signal));
+      const levelPath = validateLevelPath(req.levelPath);
+      return events((sink) => level.sync({ recursive: req.recursive, configure: req.configure, levelPath }, sink, ctx.signal));
+    },
+    async *logs(req, ctx) {
+      const levelPath = validateLevelPath(req.levelPath);
+      const since = req.since ? durationMs(req.since) : undefined;
+      if (since !== undefined && !(since >= 0)) throw new InvalidArgumentError("since must not be negative", { details: { field: "since" } });
+      if (req.phase !== Phase.UNSPECIFIED && !Object.values(Phase).includes(req.phase)) {
+        throw new InvalidArgumentError(`unknown phase ${req.phase}`, { details: { field: "phase" } });
+      }
+      const opts = {
+        follow: req.follow, levelPath,
+        ...(since !== undefined ? { sinceMs: Date.now() - since } : {}),
+        ...(req.phase !== Phase.UNSPECIFIED ? { phase: fromProtoPhase(req.phase) } : {}),
+      };
+      for await (const l of level.logs(opts, ctx.signal)) yield toProtoLogLine(l);
     },
     async identify() {
       return toProtoIdentity(await level.identify());
@@ -122,8 +155,15 @@ export function nestHandlers(level: LevelApi, limits: NestLimits, loadManifest?:
       return events((sink) => level.configure(sink, ctx.signal));
     },
     async doctor(req, ctx) {
+      const levelPath = validateLevelPath(req.levelPath);
       const { provider, options } = validateNest({ depth: 0, width: 1, provider: req.provider, isolation: req.isolation }, limits);
-      const checks = await level.doctor({ provider, options }, ctx.signal);
+      // For a level below, unset provider/isolation stay unset: that level's own handler fills in its defaults.
+      const below = levelPath.length > 1;
+      const checks = await level.doctor(below ? {
+        levelPath,
+        ...(req.provider !== "" ? { provider } : {}),
+        ...(req.isolation !== Isolation.UNSPECIFIED ? { options: { isolation: req.isolation === Isolation.NETNS ? "netns" : "process" } } : {}),
+      } : { provider, options, levelPath }, ctx.signal);
       return { checks: checks.map(toProtoCheck) };
     },
   };

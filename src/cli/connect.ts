@@ -1,10 +1,15 @@
-// Finds the local hsd's socket and opens typed clients to it. Resolution order:
-// --socket PATH, --root DIR (its hsd.yaml's api.socket), HSD_SOCKET,
+// Finds the hsd to talk to and opens typed clients to it. --host URL (or
+// HSD_HOST) reaches a remote level through its SSH endpoint; else the local
+// socket: --socket PATH, --root DIR (its hsd.yaml's api.socket), HSD_SOCKET,
 // $HSD_ROOT/run/hsd.sock (default ./.hsd) if it exists, else /run/hsd/hsd.sock.
 // Imported by: src/cli.
 
 import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { mkdtemp, rm } from "node:fs/promises";
+import { homedir, tmpdir, userInfo } from "node:os";
+import { join, resolve } from "node:path";
+import { silentLogger } from "../log/logger.js";
+import { openOperatorTunnel, parseSshUrl } from "../ssh/operator-connection.js";
 import { DEFAULTS } from "../config/config.js";
 import { levelPaths, SYSTEM_PATHS } from "../config/level-layout.js";
 import { loadConfig } from "../config/load-config.js";
@@ -41,7 +46,49 @@ export interface Connection {
   readonly access: AccessClient;
   /** Deadline for one unary call from hsctl: a connect-sized bound, never a phase budget. */
   readonly unaryDeadlineMs: number;
-  close(): void;
+  close(): void | Promise<void>;
+}
+
+/**
+ * Deadline of one unary call through --host: a command timeout, larger than
+ * the SSH connect timeout (DEFAULTS.connectMs) because the call may be
+ * relayed down several levels, each with its own connect timeout.
+ */
+export const REMOTE_COMMAND_MS = 60_000;
+
+export interface HostOptions {
+  /** ssh://user@host[:port] */
+  readonly host: string;
+  /** -i FILE */
+  readonly identity?: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd: string;
+  readonly signal?: AbortSignal;
+}
+
+/** A connection to a remote level's hsd through its SSH endpoint (hsctl --host). */
+export async function connectHost(o: HostOptions): Promise<Connection> {
+  const home = o.env.HOME || homedir();
+  const target = parseSshUrl(o.host, o.env.USER || userInfo().username);
+  const dir = await mkdtemp(join(tmpdir(), "hsctl-"));
+  try {
+    const tunnel = await openOperatorTunnel({
+      target, knownHostsPath: join(home, ".ssh", "known_hosts"),
+      ...(o.identity ? { identityFile: resolve(o.cwd, o.identity) } : { defaultIdentityFile: join(home, ".ssh", "id_ed25519") }),
+      ...(o.env.SSH_AUTH_SOCK ? { agentSocket: o.env.SSH_AUTH_SOCK } : {}),
+      connectTimeoutMs: DEFAULTS.connectMs, socketDir: dir, log: silentLogger(), ...(o.signal ? { signal: o.signal } : {}),
+    });
+    const own = { channelOptions: { "grpc.use_local_subchannel_pool": 1 } };
+    const nest = nestClient(tunnel.target, own);
+    const access = accessClient(tunnel.target, own);
+    return {
+      socket: o.host, nest, access, unaryDeadlineMs: REMOTE_COMMAND_MS,
+      async close() { nest.close(); access.close(); await tunnel.close(); await rm(dir, { recursive: true, force: true }); },
+    };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
 }
 
 export async function connect(o: ConnectOptions): Promise<Connection> {

@@ -11,22 +11,35 @@ import { DaemonUnreachableError, HsError, InvalidArgumentError } from "../domain
 import { HSD_VERSION } from "../daemon/version.js";
 import type { CliIo, Command, CommandArgs } from "./command.js";
 import { COMMANDS } from "./commands/index.js";
-import { connect, connectSocket, resolveSocket, type Connection } from "./connect.js";
+import { connect, connectHost, connectSocket, resolveSocket, type Connection } from "./connect.js";
 import { formatError, hintFor } from "../domain/hints.js";
 
 const GLOBAL_HELP = () => `hsctl ${HSD_VERSION}: drive hsd, the homestak recursive nesting daemon
 
-Usage: hsctl [--socket PATH | --root DIR] COMMAND [options]
+Usage: hsctl [--host ssh://USER@HOST[:PORT] [-i KEY] | --socket PATH | --root DIR] COMMAND [options]
 
 Commands:
 ${COMMANDS.map((c) => `  ${c.name.padEnd(10)}${c.summary}`).join("\n")}
 
-Which hsd: --socket PATH, else --root DIR (a level directory, e.g. ./.hsd),
-else $HSD_SOCKET, else $HSD_ROOT/run/hsd.sock (default ./.hsd) if it exists,
-else the system daemon at /run/hsd/hsd.sock. Options may also follow the command.
+Which hsd: --host ssh://USER@HOST[:PORT] (or $HSD_HOST), a remote level
+reached through its SSH endpoint, as with \`docker -H ssh://\`; else
+--socket PATH, else --root DIR (a level directory, e.g. ./.hsd), else
+$HSD_SOCKET, else $HSD_ROOT/run/hsd.sock (default ./.hsd) if it exists, else
+the system daemon at /run/hsd/hsd.sock. Options may also follow the command.
+
+Remote (--host): the host key must be in ~/.ssh/known_hosts (hsctl never
+trusts an unknown key: it prints the fingerprint and how to add it); your
+key comes from -i KEY, else ssh-agent ($SSH_AUTH_SOCK) and ~/.ssh/id_ed25519,
+and must be a controller key on that level (there: hsctl access add --role
+controller KEY.pub). The connect timeout is 10 s; a call's own is 60 s.
+
+Any level: status, sync, destroy, doctor and logs take --level PATH, e.g.
+--level l0/l1/l2, relayed down the tree: only the top needs to be reachable.
 
 Examples:
   hsctl status
+  hsctl --host ssh://root@pve1 status
+  HSD_HOST=ssh://root@pve1:2222 hsctl logs --level l0/l1 -f
   hsctl --root ./.hsd status --json
   hsctl access add --role controller ~/.ssh/id_ed25519.pub
 
@@ -36,26 +49,29 @@ Run \`hsctl COMMAND --help\` for a command's options and examples.
 const CONNECT_OPTIONS = {
   socket: { type: "string" },
   root: { type: "string" },
+  host: { type: "string" },
+  identity: { type: "string", short: "i" },
   help: { type: "boolean", short: "h" },
 } as const;
 
 class UsageError extends InvalidArgumentError {}
 
 /** Splits global options (before the command) from the command and its args. */
-function splitGlobal(argv: string[]): { globals: { socket?: string; root?: string; help?: boolean }; cmd?: string; rest: string[] } {
-  const globals: { socket?: string; root?: string; help?: boolean } = {};
+type Globals = { socket?: string; root?: string; host?: string; identity?: string; help?: boolean };
+const GLOBAL_VALUED = ["socket", "root", "host", "identity"] as const;
+
+function splitGlobal(argv: string[]): { globals: Globals; cmd?: string; rest: string[] } {
+  const globals: Globals = {};
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i]!;
+    const name = a === "-i" ? "identity" : a.startsWith("--") ? a.slice(2).split("=")[0] : undefined;
     if (a === "--help" || a === "-h") globals.help = true;
     else if (a === "--version") return { globals, cmd: "version", rest: [] };
-    else if (a === "--socket" || a === "--root") {
-      const v = argv[++i];
+    else if (name && (GLOBAL_VALUED as readonly string[]).includes(name)) {
+      const v = a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i];
       if (v === undefined) throw new UsageError(`${a} needs a value`);
-      globals[a.slice(2) as "socket" | "root"] = v;
-    } else if (a.startsWith("--socket=") || a.startsWith("--root=")) {
-      const [k, v] = [a.slice(2, a.indexOf("=")), a.slice(a.indexOf("=") + 1)];
-      globals[k as "socket" | "root"] = v;
+      globals[name as (typeof GLOBAL_VALUED)[number]] = v;
     } else if (a.startsWith("-")) throw new UsageError(`unknown option ${a}`);
     else break;
   }
@@ -118,10 +134,19 @@ async function main(argv: string[]): Promise<number> {
     const socket = (parsed.values.socket as string | undefined) ?? globals.socket;
     const root = (parsed.values.root as string | undefined) ?? globals.root;
     const copts = { env: io.env, cwd: io.cwd, ...(socket ? { socket } : {}), ...(root ? { root } : {}) };
+    // --host (or HSD_HOST, unless a local socket or root was named) reaches a remote level.
+    const host = (parsed.values.host as string | undefined) ?? globals.host ?? (socket || root ? undefined : io.env.HSD_HOST || undefined);
+    const identity = (parsed.values.identity as string | undefined) ?? globals.identity;
+    if (identity && !host) throw new UsageError("-i/--identity goes with --host (or HSD_HOST)");
     const args: CommandArgs = {
       values: parsed.values,
       positionals: parsed.positionals,
       async connect() {
+        if (host) {
+          socketForErrors = host;
+          if (!conn) { conn = await connectHost({ host, env: io.env, cwd: io.cwd, signal: io.signal, ...(identity ? { identity } : {}) }); conns.push(conn); }
+          return conn;
+        }
         socketForErrors ??= await resolveSocket(copts);
         if (!conn) { conn = await connect(copts); conns.push(conn); }
         return conn;
@@ -132,7 +157,7 @@ async function main(argv: string[]): Promise<number> {
         conns.push(c);
         return c;
       },
-      explicitTarget: Boolean(socket || root || io.env.HSD_SOCKET),
+      explicitTarget: Boolean(host || socket || root || io.env.HSD_SOCKET),
     };
     return await command.run(args, io);
   } catch (err) {
@@ -158,7 +183,7 @@ async function main(argv: string[]): Promise<number> {
     io.err(`hsctl: unexpected failure: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
     return 1;
   } finally {
-    for (const c of conns) c.close();
+    await Promise.all(conns.map(async (c) => { try { await c.close(); } catch { /* exiting anyway */ } }));
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
   }

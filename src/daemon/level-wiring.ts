@@ -260,6 +260,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
       ...(owner && config.parent ? { owner } : {}),
     }),
     ...(checkpoints.active ? { checkpoint: checkpoints.at } : {}),
+    ...(ctx.logRing ? { logLines: ctx.logRing } : {}),
     // A level that is itself a node of its provider (a PVE node) sets itself up as one.
     ...(configureLevel ? { configureHook: configureLevel } : {}),
   });

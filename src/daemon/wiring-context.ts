@@ -5,6 +5,7 @@
 import type { HsdConfig } from "../config/config.js";
 import type { AccessApi } from "../domain/level-api.js";
 import type { Logger } from "../log/logger.js";
+import type { LogRing } from "../log/log-ring.js";
 
 /** Who this level is, as far as the SSH endpoint knows (empty until it listens). */
 export interface IdentityParts { publicKey: string; hostKeyFingerprint: string; sshAddress: string }
@@ -28,4 +29,6 @@ export interface WiringContext {
   readonly identity: () => IdentityParts;
   /** Asks the daemon to stop gracefully (Destroy{self}). */
   readonly requestShutdown: () => void;
+  /** The recent lines of this daemon's own log (hsctl logs). */
+  readonly logRing?: LogRing;
 }

@@ -14,7 +14,9 @@ import { PROVIDER_CONFIGS, providerOptions } from "../providers/registry.js";
 import { lookupUser } from "../util/passwd.js";
 import { withDemoSteps } from "../demo/demo-steps.js";
 import { startApiServer, type ApiServer } from "../api/server.js";
-import { createLogger, prettyDestination, type Logger } from "../log/logger.js";
+import { createLogger, prettyDestination, teeDestination, type Logger } from "../log/logger.js";
+import { LogRing } from "../log/log-ring.js";
+import { destination as pinoDestination } from "pino";
 import type { AccessApi, LevelApi } from "../domain/level-api.js";
 import { buildLevel, prepareLevel, startLevelSsh, type LevelParts } from "./level-wiring.js";
 import { announceReady, removeReadyFile, type ReadyInfo } from "./ready.js";
@@ -76,11 +78,13 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   }));
   const destination = o.logDestination
     ? (o.logDestination as unknown as import("pino").DestinationStream)
-    : o.env.HSD_LOG_PRETTY === "1" ? await prettyDestination() : undefined;
+    : o.env.HSD_LOG_PRETTY === "1" ? await prettyDestination() : pinoDestination({ dest: 1, sync: true });
+  // Every line also goes to the ring `hsctl logs` reads, in JSON whatever stdout gets.
+  const logRing = new LogRing();
   const log = createLogger({
     level: config.log.level,
     base: { pid: process.pid, lvl: config.level.name },
-    ...(destination ? { destination } : {}),
+    destination: teeDestination(destination, logRing.stream() as unknown as import("pino").DestinationStream),
   });
   const paths = levelPaths(config.root);
   // Named points a test may hold or kill at (nothing listens outside tests).
@@ -109,6 +113,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const ctx: WiringContext = {
     config, log, version: HSD_VERSION, access, identity,
     requestShutdown: () => stopRequested("requested over the API"),
+    logRing,
   };
   const level = (o.buildLevel ?? ((c: WiringContext) => {
     const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, manager, checkpoints);

@@ -50,7 +50,10 @@ export type ErrorCode =
   | "ImageTransfer"
 
   | "ManifestInvalid"
-  | "VmidTaken";
+  | "VmidTaken"
+  | "LevelNotFound"
+  | "HostKeyUnknown"
+  | "NotController";
 
 export interface HsErrorOptions {
   /** Structured, secret-free context (repo name, level path, phase, file:line). */
@@ -181,3 +184,11 @@ export class ImageTransferError extends HsError { static override code = "ImageT
 export class ManifestInvalidError extends HsError { static override code = "ManifestInvalid" as const; }
 /** A manifest's fixed vmid is already a VM on the node: never silently renumbered. */
 export class VmidTakenError extends HsError { static override code = "VmidTaken" as const; }
+
+// --- appended by issue 15 (operator reach) ---
+/** A --level path names no level of this tree (details: levelPath, at, known). */
+export class LevelNotFoundError extends HsError { static override code = "LevelNotFound" as const; }
+/** The remote endpoint's host key is not in known_hosts (details: host, port, fingerprint, hint). */
+export class HostKeyUnknownError extends HsError { static override code = "HostKeyUnknown" as const; }
+/** The remote endpoint accepted the operator's key, but not as a controller (no API tunnel). */
+export class NotControllerError extends HsError { static override code = "NotController" as const; }

@@ -50,6 +50,9 @@ const HINTS: Readonly<Record<ErrorCode, string>> = {
   ImageNotFound: "list the image under `images:` in level 0's hsd.yaml, with a file at its path (default /var/lib/vz/template/iso/<name>.img)",
   ImageChecksumMismatch: "the image changed or was damaged in transit: re-run (the bad partial file was removed); if the file at level 0 is right, fix or drop its sha256 in hsd.yaml",
   ImageTransfer: "the image transfer was cut or malformed; re-run: it resumes from the bytes already received",
+  LevelNotFound: "`hsctl status` shows the tree; a path starts at the level hsctl talks to, e.g. l0/l1/l2",
+  HostKeyUnknown: "if the fingerprint is the one the level shows (`hsctl status` on that host), add it: ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts",
+  NotController: "on that level: `hsctl access add --role controller YOUR_KEY.pub`",
   Internal: "this is a bug in hsd; the daemon log has the details",
 };
 

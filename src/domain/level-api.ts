@@ -69,11 +69,43 @@ export interface DestroyOptions {
   readonly manifest?: string;
   /** Only these children (with their subtrees). */
   readonly names?: readonly string[];
+  /** That level and its subtree only (torn down by its parent). */
+  readonly levelPath?: LevelPath;
 }
 
 export interface DoctorOptions {
-  readonly provider: ProviderName;
-  readonly options: ProviderOptions;
+  /** Absent (a request for a level below): that level's own default. */
+  readonly provider?: ProviderName;
+  readonly options?: ProviderOptions;
+  readonly levelPath?: LevelPath;
+}
+
+/**
+ * Which level a request is for: names from the serving level down, e.g.
+ * ["l0", "l1", "l2"]; empty or absent = the serving level. Each level checks
+ * its own name and relays the rest to the named child.
+ */
+export type LevelPath = readonly string[];
+
+export interface LogsOptions {
+  readonly follow: boolean;
+  /** Only lines written at or after this epoch ms (the asking level's clock). */
+  readonly sinceMs?: number;
+  /** Only lines about this phase. */
+  readonly phase?: EventPhase;
+  readonly levelPath?: LevelPath;
+}
+
+/** One line of a level's hsd log, already redacted where it was written. */
+export interface LogLine {
+  /** From the receiving level down to the level that wrote it. */
+  readonly levelPath: readonly string[];
+  /** Epoch ms on the writing level's clock. */
+  readonly time: number;
+  /** The JSON object the level's logger wrote. */
+  readonly json: string;
+  /** Lines skipped before this one because the reader fell behind. */
+  readonly dropped: number;
 }
 
 export type KeyRole = "reader" | "controller";
@@ -90,10 +122,15 @@ export interface AuthorizedKey {
 /** What a parent asks of a child: the tree operations a child link forwards. */
 export interface ChildApi {
   nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void>;
-  status(signal: AbortSignal): Promise<LevelStatus>;
+  status(signal: AbortSignal, levelPath?: LevelPath): Promise<LevelStatus>;
+  /** With a levelPath: that level and its subtree only (torn down by its parent). */
   destroy(opts: DestroyOptions, sink: EventSink, signal: AbortSignal): Promise<void>;
   /** configure: each level below 0 re-runs its configure steps after its sync (hsctl sync --configure). */
-  sync(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void>;
+  sync(opts: { recursive: boolean; configure?: boolean; levelPath?: LevelPath }, sink: EventSink, signal: AbortSignal): Promise<void>;
+  /** The provider's preflight checks only (hsctl doctor). */
+  doctor(opts: DoctorOptions, signal: AbortSignal): Promise<CheckResult[]>;
+  /** The level's log lines; pulled, so a slow reader slows the stream, never grows a buffer. */
+  logs(opts: LogsOptions, signal: AbortSignal): AsyncIterable<LogLine>;
   identify(): Promise<Identity>;
   /** Merges scoped secrets (YAML mapping) into this level's file; returns key names. */
   putSecrets(yaml: string): Promise<string[]>;
@@ -101,10 +138,7 @@ export interface ChildApi {
 }
 
 /** What the NestService gRPC handlers call. Implemented by the daemon's level. */
-export interface LevelApi extends ChildApi {
-  /** The provider's preflight checks only (hsctl doctor). */
-  doctor(opts: DoctorOptions, signal: AbortSignal): Promise<CheckResult[]>;
-}
+export type LevelApi = ChildApi;
 
 /** What the AccessService gRPC handlers call. */
 export interface AccessApi {

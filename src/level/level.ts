@@ -8,8 +8,8 @@ import { errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
 import type { CheckResult } from "../domain/checks.js";
-import type { EventSink, LevelEvent, LocalEvent, RepoState, RepoSyncState } from "../domain/events.js";
-import type { DestroyOptions, Identity, LevelApi, LevelStatus, NestOptions } from "../domain/level-api.js";
+import { relayUnder, type EventSink, type LevelEvent, type LocalEvent, type RepoState, type RepoSyncState } from "../domain/events.js";
+import type { DestroyOptions, Identity, LevelApi, LevelPath, LevelStatus, LogLine, LogsOptions, NestOptions } from "../domain/level-api.js";
 import type { ChildRecord, Journal } from "../nest/journal.js";
 import { type Clock, type NestEngine } from "../nest/nest-engine.js";
 import { ALL_AT_ONCE, valuesOrFirstFailure, type ChildTree } from "../nest/child-tree.js";
@@ -22,6 +22,10 @@ import { DirtyWorktreeError, HsError, InvalidArgumentError, PeerGoneError, Phase
 import { attestChild, childStatusFromRecord, describeChanges } from "./level-status.js";
 import { progressThrottle } from "../util/progress-throttle.js";
 import type { DoctorOptions } from "../domain/level-api.js";
+import type { ChildLink } from "../nest/child-link.js";
+import type { RingLine } from "../log/log-ring.js";
+import { redactValues, secretValues } from "./redact-values.js";
+import { routeLevel } from "./level-route.js";
 
 /**
  * Sync progress per repo and git phase goes up the tree at most this often:
@@ -81,6 +85,8 @@ export interface LevelDeps {
   readonly siteConfig?: SiteConfigFiles;
   /** This level's configure steps (configure.steps). */
   readonly steps?: StepRunner;
+  /** This hsd's recent log lines (src/log/log-ring.ts); absent = no lines to serve. */
+  readonly logLines?: { read(opts: { sinceMs?: number; follow: boolean }, signal: AbortSignal): AsyncIterable<RingLine & { dropped: number }> };
 }
 
 export class Level implements LevelApi {
@@ -114,7 +120,31 @@ export class Level implements LevelApi {
 
   private refreshing: Promise<void> = Promise.resolve();
 
+  /**
+   * The child link a path beyond this level goes through, or undefined when
+   * the path is this level. A path of exactly [this, child] is that child.
+   */
+  private async via(levelPath: LevelPath | undefined, signal: AbortSignal): Promise<{ link: ChildLink; rest: LevelPath } | undefined> {
+    const r = routeLevel(this.name, levelPath, this.tree.live().map((c) => c.name));
+    if (!r) return undefined;
+    const rec = this.d.journal.child(r.child)!;
+    try {
+      return { link: await this.d.links.get(rec.name, rec.endpoint!, signal), rest: r.rest };
+    } catch (err) {
+      await this.d.links.drop(rec.name);
+      throw err;
+    }
+  }
+
   async destroy(opts: DestroyOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
+    if (opts.levelPath && opts.levelPath.length > 0) {
+      const r = routeLevel(this.name, opts.levelPath, this.tree.children().map((c) => c.name));
+      if (!r) throw new InvalidArgumentError("destroy --level names the level hsctl talks to; to tear down the whole tree below it, leave --level out");
+      // This level is the parent of the target: it tears that child (and its subtree) down itself.
+      if (r.rest.length === 1) return this.destroy({ self: false, names: [r.child] }, sink, signal);
+      const v = await this.via(opts.levelPath, signal);
+      return v!.link.destroy({ self: false, levelPath: v!.rest }, relayUnder(this.name, sink), signal);
+    }
     const select = opts.manifest || opts.names?.length
       ? (rec: ChildRecord) => (!opts.manifest || rec.manifest === opts.manifest) && (!opts.names?.length || opts.names.includes(rec.name))
       : undefined;
@@ -125,8 +155,30 @@ export class Level implements LevelApi {
     }
   }
 
-  doctor(opts: DoctorOptions, signal: AbortSignal): Promise<CheckResult[]> {
-    return this.d.engine.preflight(opts.provider, opts.options, signal);
+  async doctor(opts: DoctorOptions, signal: AbortSignal): Promise<CheckResult[]> {
+    const v = await this.via(opts.levelPath, signal);
+    if (v) return v.link.doctor({ ...opts, levelPath: v.rest }, signal);
+    const n = this.d.config.nest;
+    return this.d.engine.preflight(opts.provider ?? n.provider, opts.options ?? {}, signal);
+  }
+
+  /**
+   * This level's log lines (or, by path, a level below, relayed). Before a
+   * line leaves this level, any value of its secrets file is masked as well:
+   * the logger's redaction is by field name, this is by value.
+   */
+  async *logs(opts: LogsOptions, signal: AbortSignal): AsyncIterable<LogLine> {
+    const v = await this.via(opts.levelPath, signal);
+    if (v) {
+      for await (const l of v.link.logs({ ...opts, levelPath: v.rest }, signal)) yield { ...l, levelPath: [this.name, ...l.levelPath] };
+      return;
+    }
+    if (!this.d.logLines) return;
+    const values = secretValues(await this.d.secrets.read().catch(() => ({})));
+    for await (const l of this.d.logLines.read({ follow: opts.follow, ...(opts.sinceMs !== undefined ? { sinceMs: opts.sinceMs } : {}) }, signal)) {
+      if (opts.phase && !l.json.includes(`"phase":"${opts.phase}"`)) continue;
+      yield { levelPath: [this.name], time: l.time, json: redactValues(l.json, values), dropped: l.dropped };
+    }
   }
 
   async identify(): Promise<Identity> {
@@ -172,7 +224,13 @@ export class Level implements LevelApi {
    * tree still lets the wave go on (the export was updated; only the checkout
    * was held), any other failure marks the subtree stale.
    */
-  sync(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+  async sync(opts: { recursive: boolean; configure?: boolean; levelPath?: LevelPath }, sink: EventSink, signal: AbortSignal): Promise<void> {
+    const v = await this.via(opts.levelPath, signal);
+    if (v) return v.link.sync({ recursive: opts.recursive, ...(opts.configure ? { configure: true } : {}), levelPath: v.rest }, relayUnder(this.name, sink), signal);
+    return this.syncHere(opts, sink, signal);
+  }
+
+  private syncHere(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
     // One sync at a time per level: watch mode and an operator's `hsctl sync`
     // must not refresh the same exports concurrently.
     const run = this.syncChain.then(() => this.syncOnce(opts, sink, signal));
@@ -286,7 +344,9 @@ export class Level implements LevelApi {
     return this.d.engine.tree;
   }
 
-  async status(signal: AbortSignal): Promise<LevelStatus> {
+  async status(signal: AbortSignal, levelPath?: LevelPath): Promise<LevelStatus> {
+    const v = await this.via(levelPath, signal);
+    if (v) return v.link.status(signal, v.rest);
     const c = this.d.config;
     const id = this.d.identity();
     const repos = await this.d.repos.state().catch(() => []);

@@ -32,6 +32,14 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
 }
 
 /**
+ * One destination that writes every line (already redacted) to each of
+ * `streams`: the daemon's stdout or pretty stream, and its log ring.
+ */
+export function teeDestination(...streams: DestinationStream[]): DestinationStream {
+  return pino.multistream(streams.map((stream) => ({ stream, level: "trace" as const })));
+}
+
+/**
  * Human-readable output on stdout (HSD_LOG_PRETTY=1). pino-pretty runs in
  * this thread as a stream, not as a pino transport: a transport's worker file
  * is resolved from pino's own directory, which the bundled hsd does not have.

@@ -12,9 +12,9 @@ import {
   LevelState as PLevelState, LevelStatusSchema, Phase as PPhase, PhaseResultSchema, RepoStateSchema, RepoSyncState as PRepoSyncState,
   type AuthorizedKey as PAuthorizedKey, type Event as PEvent, type Failure as PFailure, type IdentifyResponse,
   type LevelStatus as PLevelStatus, type PhaseResult as PPhaseResult, type RepoState as PRepoState,
-  CheckResult as PCheckResult, type CheckSchema, type Check as PCheck,
+  CheckResult as PCheckResult, type CheckSchema, type Check as PCheck, type LogsResponseSchema, type LogsResponse,
 } from "../gen/homestak/nest/v1/nest_pb.js";
-import type { AuthorizedKey, Identity, KeyRole, LevelStateName, LevelStatus, PhaseResult } from "../domain/level-api.js";
+import type { AuthorizedKey, Identity, KeyRole, LevelStateName, LevelStatus, LogLine, PhaseResult } from "../domain/level-api.js";
 import type { CheckResult } from "../domain/checks.js";
 import type { EventKind, EventPhase, LevelEvent, RepoState, RepoSyncState } from "../domain/events.js";
 import type { Failure } from "../domain/failure.js";
@@ -187,4 +187,12 @@ export function toProtoCheck(c: CheckResult): MessageInitShape<typeof CheckSchem
 export function fromProtoCheck(c: PCheck): CheckResult {
   const result = c.result === PCheckResult.OK ? "ok" : c.result === PCheckResult.REPAIRED ? "repaired" : "failed";
   return { name: c.name, result, detail: c.detail, ...(c.hint ? { hint: c.hint } : {}) };
+}
+
+export function toProtoLogLine(l: LogLine): MessageInitShape<typeof LogsResponseSchema> {
+  return { levelPath: [...l.levelPath], time: timestampFromMs(Math.round(l.time)), json: l.json, dropped: BigInt(Math.max(0, l.dropped)) };
+}
+
+export function fromProtoLogLine(p: LogsResponse): LogLine {
+  return { levelPath: [...p.levelPath], time: p.time ? timestampMs(p.time) : Date.now(), json: p.json, dropped: Number(p.dropped) };
 }

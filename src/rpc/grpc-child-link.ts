@@ -5,7 +5,8 @@
 
 import type { ChildLink } from "../nest/child-link.js";
 import type { EventSink, LevelEvent } from "../domain/events.js";
-import type { DestroyOptions, Identity, LevelStatus, NestOptions } from "../domain/level-api.js";
+import type { DestroyOptions, DoctorOptions, Identity, LevelPath, LevelStatus, LogLine, LogsOptions, NestOptions } from "../domain/level-api.js";
+import type { CheckResult } from "../domain/checks.js";
 import { nestClient } from "./level-client.js";
 
 export interface GrpcChildLinkOptions {
@@ -26,8 +27,8 @@ export function grpcChildLink(o: GrpcChildLinkOptions): ChildLink {
     identify(): Promise<Identity> {
       return client.identify({ deadlineMs: o.commandMs });
     },
-    async status(signal: AbortSignal): Promise<LevelStatus> {
-      const r = await client.status({ signal, deadlineMs: o.commandMs });
+    async status(signal: AbortSignal, levelPath?: LevelPath): Promise<LevelStatus> {
+      const r = await client.status({ signal, deadlineMs: o.commandMs }, levelPath);
       if (!r) throw new Error("child status without a root");
       return r;
     },
@@ -37,7 +38,7 @@ export function grpcChildLink(o: GrpcChildLinkOptions): ChildLink {
     nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
       return drain(client.nest(opts, { signal }), sink);
     },
-    sync(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+    sync(opts: { recursive: boolean; configure?: boolean; levelPath?: LevelPath }, sink: EventSink, signal: AbortSignal): Promise<void> {
       return drain(client.sync(opts, { signal }), sink);
     },
     destroy(opts: DestroyOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
@@ -45,6 +46,14 @@ export function grpcChildLink(o: GrpcChildLinkOptions): ChildLink {
     },
     configure(sink: EventSink, signal: AbortSignal): Promise<void> {
       return drain(client.configure({ signal }), sink);
+    },
+    doctor(opts: DoctorOptions, signal: AbortSignal): Promise<CheckResult[]> {
+      return client.doctor(opts, { signal, deadlineMs: o.commandMs });
+    },
+    logs(opts: LogsOptions, signal: AbortSignal): AsyncIterable<LogLine> {
+      const { sinceMs, ...rest } = opts;
+      // A duration, not an instant: the child's clock need not agree with ours.
+      return client.logs({ ...rest, ...(sinceMs !== undefined ? { sinceAgoMs: Math.max(0, Date.now() - sinceMs) } : {}) }, { signal });
     },
     async close(): Promise<void> {
       client.close();

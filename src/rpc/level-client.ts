@@ -6,12 +6,13 @@
 import { AccessService, Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
 import type { CheckResult } from "../domain/checks.js";
 import type { LevelEvent } from "../domain/events.js";
-import type { AuthorizedKey, DestroyOptions, Identity, KeyRole, LevelStatus } from "../domain/level-api.js";
+import type { AuthorizedKey, DestroyOptions, Identity, KeyRole, LevelPath, LevelStatus, LogLine, LogsOptions } from "../domain/level-api.js";
 import type { ProviderOptions } from "../domain/providers.js";
 import { createClient, type CallOpts, type ClientOptions } from "./client.js";
 import type { BuildPlan } from "../domain/plan.js";
 import { toProtoPlan } from "./convert-plan.js";
-import { fromProtoCheck, fromProtoEvent, fromProtoIdentity, fromProtoKey, fromProtoStatus, toProtoRole } from "./convert.js";
+import { fromProtoCheck, fromProtoEvent, fromProtoIdentity, fromProtoKey, fromProtoLogLine, fromProtoStatus, toProtoPhase, toProtoRole } from "./convert.js";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 
 export type LevelCallOpts = Pick<CallOpts, "signal" | "deadlineMs">;
 
@@ -31,13 +32,15 @@ export interface NestRequest {
 export interface NestClient {
   identify(o?: LevelCallOpts): Promise<Identity>;
   /** The level's status tree; undefined when the level answered without one. */
-  status(o?: LevelCallOpts): Promise<LevelStatus | undefined>;
+  status(o?: LevelCallOpts, levelPath?: LevelPath): Promise<LevelStatus | undefined>;
   putSecrets(yaml: string, o?: LevelCallOpts): Promise<string[]>;
   nest(req: NestRequest, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
-  sync(req: { recursive: boolean; configure?: boolean }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
+  sync(req: { recursive: boolean; configure?: boolean; levelPath?: LevelPath }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   destroy(req: DestroyOptions, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   configure(o?: LevelCallOpts): AsyncIterable<LevelEvent>;
-  doctor(req: { provider?: string; options?: ProviderOptions }, o?: LevelCallOpts): Promise<CheckResult[]>;
+  doctor(req: { provider?: string; options?: ProviderOptions; levelPath?: LevelPath }, o?: LevelCallOpts): Promise<CheckResult[]>;
+  /** Log lines of the level (sinceMs: the lines at most that old, on the caller's clock: sent as a duration). */
+  logs(req: Omit<LogsOptions, "sinceMs"> & { sinceAgoMs?: number }, o?: LevelCallOpts): AsyncIterable<LogLine>;
   close(): void;
 }
 
@@ -59,8 +62,8 @@ export function nestClient(target: string, opts?: ClientOptions): NestClient {
   const c = createClient(NestService, target, opts);
   return {
     async identify(o) { return fromProtoIdentity(await c.identify({}, o)); },
-    async status(o) {
-      const r = await c.status({}, o);
+    async status(o, levelPath) {
+      const r = await c.status({ levelPath: [...(levelPath ?? [])] }, o);
       return r.root ? fromProtoStatus(r.root) : undefined;
     },
     async putSecrets(yaml, o) { return (await c.putSecrets({ yaml }, o)).keys; },
@@ -71,12 +74,20 @@ export function nestClient(target: string, opts?: ClientOptions): NestClient {
         ...(req.plan ? toProtoPlan(req.plan) : {}),
       }, o));
     },
-    sync(req, o) { return events(c.sync({ recursive: req.recursive, configure: req.configure ?? false }, o)); },
-    destroy(req, o) { return events(c.destroy({ self: req.self, manifest: req.manifest ?? "", names: [...(req.names ?? [])] }, o)); },
+    sync(req, o) { return events(c.sync({ recursive: req.recursive, configure: req.configure ?? false, levelPath: [...(req.levelPath ?? [])] }, o)); },
+    destroy(req, o) { return events(c.destroy({ self: req.self, manifest: req.manifest ?? "", names: [...(req.names ?? [])], levelPath: [...(req.levelPath ?? [])] }, o)); },
     configure(o) { return events(c.configure({}, o)); },
     async doctor(req, o) {
-      const r = await c.doctor({ provider: req.provider ?? "", isolation: toIsolation(req.options) }, o);
+      const r = await c.doctor({ provider: req.provider ?? "", isolation: toIsolation(req.options), levelPath: [...(req.levelPath ?? [])] }, o);
       return r.checks.map(fromProtoCheck);
+    },
+    async *logs(req, o) {
+      const stream = c.logs({
+        levelPath: [...(req.levelPath ?? [])], follow: req.follow,
+        ...(req.sinceAgoMs !== undefined ? { since: durationFromMs(Math.round(req.sinceAgoMs)) } : {}),
+        ...(req.phase ? { phase: toProtoPhase(req.phase) } : {}),
+      }, o);
+      for await (const m of stream) yield fromProtoLogLine(m);
     },
     close() { c.close(); },
   };

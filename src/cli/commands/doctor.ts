@@ -7,13 +7,14 @@ import type { Command } from "../command.js";
 import { ensureDaemon } from "./ensure-daemon.js";
 import { isProviderName, PROVIDER_NAMES } from "../../domain/providers.js";
 import { ISOLATION_MODES, isIsolationMode } from "../../providers/local/local-options.js";
+import { LEVEL_HELP, LEVEL_OPTION, levelOption } from "../level-option.js";
 
 const MARK = { ok: "ok      ", repaired: "repaired", failed: "FAILED  " } as const;
 
 export const doctorCommand: Command = {
   name: "doctor",
   summary: "run the preflight checks (and safe repairs) only",
-  help: `Usage: hsctl doctor [--provider local|pve] [--isolation process|netns] [--json]
+  help: `Usage: hsctl doctor [--level PATH] [--provider local|pve] [--isolation process|netns] [--json]
 
 Runs the checks a build's preflight phase runs, on the level the local hsd
 serves, and prints each as ok, repaired or FAILED with a hint. Safe repairs
@@ -21,6 +22,7 @@ are made (on PVE: snippets content on the storage, the pveproxy certificate);
 nothing is built. Exit 1 if any check failed.
 
 Options:
+${LEVEL_HELP}
   --provider NAME    local or pve (default: the level's configured provider)
   --isolation MODE   process or netns (netns adds the namespace checks)
   --json             the checks as a JSON array
@@ -29,15 +31,17 @@ Examples:
   hsctl doctor
   sudo hsctl doctor --isolation netns
   hsctl doctor --provider pve --json
+  hsctl doctor --level l0/l1
 `,
-  options: { provider: { type: "string" }, isolation: { type: "string" }, json: { type: "boolean" } },
+  options: { provider: { type: "string" }, isolation: { type: "string" }, json: { type: "boolean" }, ...LEVEL_OPTION },
   async run(args, io) {
+    const levelPath = levelOption(args.values);
     const provider = (args.values.provider as string | undefined) ?? "";
     if (provider && !isProviderName(provider)) throw new InvalidArgumentError(`--provider must be ${PROVIDER_NAMES.join(" or ")}, got ${JSON.stringify(provider)}`);
     const iso = args.values.isolation as string | undefined;
     if (iso !== undefined && !isIsolationMode(iso)) throw new InvalidArgumentError(`--isolation must be ${ISOLATION_MODES.join(" or ")}, got ${JSON.stringify(iso)}`);
     const conn = await ensureDaemon(args, io, { start: false });
-    const checks = await conn.nest.doctor({ provider, ...(iso !== undefined ? { options: { isolation: iso } } : {}) }, { signal: io.signal, deadlineMs: 120_000 });
+    const checks = await conn.nest.doctor({ provider, ...(iso !== undefined ? { options: { isolation: iso } } : {}), ...(levelPath ? { levelPath } : {}) }, { signal: io.signal, deadlineMs: 120_000 });
     if (args.values.json) io.out(`${JSON.stringify(checks)}\n`);
     else {
       for (const c of checks) {

@@ -7,6 +7,7 @@ import { nestCommand } from "./nest.js";
 import { syncCommand } from "./sync.js";
 import { destroyCommand } from "./destroy.js";
 import { doctorCommand } from "./doctor.js";
+import { logsCommand } from "./logs.js";
 import { accessCommand } from "./access.js";
 import { versionCommand } from "./version.js";
 
@@ -16,6 +17,7 @@ export const COMMANDS: readonly Command[] = [
   syncCommand,
   destroyCommand,
   doctorCommand,
+  logsCommand,
   accessCommand,
   versionCommand,
 ];

@@ -6,6 +6,8 @@ import { HsError } from "../../domain/errors.js";
 import type { LevelStatus } from "../../domain/level-api.js";
 import type { RepoState } from "../../domain/events.js";
 import type { Command } from "../command.js";
+import { LEVEL_HELP, LEVEL_OPTION, levelOption } from "../level-option.js";
+import { LevelNotFoundError } from "../../domain/errors.js";
 
 /**
  * A level against its parent, from the parent's per-repo attestation:
@@ -35,7 +37,7 @@ function repoCell(r: RepoState, isRoot: boolean): string {
 }
 
 /** One line per level plus indented repo lines, children nested below with tree glyphs. */
-export function renderStatus(root: LevelStatus): string {
+export function renderStatus(root: LevelStatus, rootIsSource = true): string {
   const lines: string[] = [];
   const walk = (s: LevelStatus, prefix: string, childPrefix: string, isRoot: boolean) => {
     const dirty = s.repos.some((r) => r.dirty) ? ", dirty" : "";
@@ -53,19 +55,19 @@ export function renderStatus(root: LevelStatus): string {
       walk(c, `${childPrefix}${last ? "└─ " : "├─ "}`, `${childPrefix}${last ? "   " : "│  "}`, false);
     });
   };
-  walk(root, "", "", true);
+  walk(root, "", "", rootIsSource);
   return `${lines.join("\n")}\n`;
 }
 
 /** The JSON form: the domain tree plus each level's summary (stable field `sync`). */
-function statusJson(s: LevelStatus, isRoot = true): Record<string, unknown> {
+function statusJson(s: LevelStatus, isRoot: boolean): Record<string, unknown> {
   return { ...s, sync: syncSummary(s, isRoot), dirty: s.repos.some((r) => r.dirty), children: s.children.map((c) => statusJson(c, false)) };
 }
 
 export const statusCommand: Command = {
   name: "status",
   summary: "show this level and every level below it",
-  help: `Usage: hsctl status [--json]
+  help: `Usage: hsctl status [--level PATH] [--json]
 
 Shows the level served by the local hsd and the tree of levels below it:
 name, state, how it compares with its parent ([in sync], [behind (N commits)]
@@ -75,19 +77,29 @@ fingerprint and the commit each repo serves (* = local edits, (-N) = N
 commits behind, wt@ = the working tree held at an older commit). Children
 are indented under their parent.
 
+With --level, the tree starts at that level, compared with its parent.
+
 Options:
-  --json    print the status tree as JSON (for scripts)
+${LEVEL_HELP}
+  --json         print the status tree as JSON (for scripts)
 
 Examples:
   hsctl status
-  hsctl --root ./.hsd status --json | jq '.children[].state'
+  hsctl status --level l0/l1/l2
+  hsctl --host ssh://root@pve1 status --json | jq '.children[].state'
 `,
-  options: { json: { type: "boolean" } },
+  options: { json: { type: "boolean" }, ...LEVEL_OPTION },
   async run(args, io) {
+    const path = levelOption(args.values);
     const conn = await args.connect();
-    const status = await conn.nest.status({ deadlineMs: conn.unaryDeadlineMs, signal: io.signal });
-    if (!status) throw new HsError("hsd answered without a status tree");
-    io.out(args.values.json ? `${JSON.stringify(statusJson(status))}\n` : renderStatus(status));
+    // A level below is asked of its parent, which attests its sync state.
+    const asked = path && path.length > 1 ? path.slice(0, -1) : path;
+    const tree = await conn.nest.status({ deadlineMs: conn.unaryDeadlineMs, signal: io.signal }, asked);
+    if (!tree) throw new HsError("hsd answered without a status tree");
+    const status = path && path.length > 1 ? tree.children.find((c) => c.name === path[path.length - 1]) : tree;
+    if (!status) throw new LevelNotFoundError(`no level ${path!.join("/")}`, { details: { levelPath: path!.join("/") } });
+    const isRoot = !path || path.length === 1;
+    io.out(args.values.json ? `${JSON.stringify(statusJson(status, isRoot))}\n` : renderStatus(status, isRoot));
     return 0;
   },
 };

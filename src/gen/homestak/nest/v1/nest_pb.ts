@@ -22,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file homestak/nest/v1/nest.proto.
  */
 export const file_homestak_nest_v1_nest: GenFile = /*@__PURE__*/
-  fileDesc("Chtob21lc3Rhay9uZXN0L3YxL25lc3QucHJvdG8SEGhvbWVzdGFrLm5lc3QudjEilgMKBUV2ZW50EhIKCmxldmVsX3BhdGgYASADKAkSJgoFcGhhc2UYAiABKA4yFy5ob21lc3Rhay5uZXN0LnYxLlBoYXNlEikKBGtpbmQYAyABKA4yGy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50S2luZBIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgZidWRnZXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHZmFpbHVyZRgHIAEoCzIZLmhvbWVzdGFrLm5lc3QudjEuRmFpbHVyZRIPCgdtZXNzYWdlGAggASgJEiwKCHByb2dyZXNzGAkgASgLMhouaG9tZXN0YWsubmVzdC52MS5Qcm9ncmVzcxIqCgVyZXBvcxgKIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlEg0KBWJ5dGVzGAsgASgEIjYKB0ZhaWx1cmUSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEgwKBGhpbnQYAyABKAkiNQoIUHJvZ3Jlc3MSDAoEdW5pdBgBIAEoCRIMCgRkb25lGAIgASgEEg0KBXRvdGFsGAMgASgEIpMCCgtOZXN0UmVxdWVzdBINCgVkZXB0aBgBIAEoDRINCgV3aWR0aBgCIAEoDRIQCghwcm92aWRlchgDIAEoCRIuCglpc29sYXRpb24YBCABKA4yGy5ob21lc3Rhay5uZXN0LnYxLklzb2xhdGlvbhIVCg1tYW5pZmVzdF9uYW1lGAUgASgJEhUKDW1hbmlmZXN0X3lhbWwYBiABKAkSFQoNbWFuaWZlc3RfZmlsZRgHIAEoCRIsCgVub2RlcxgIIAMoCzIdLmhvbWVzdGFrLm5lc3QudjEuUGxhbm5lZE5vZGUSEAoIbWFuaWZlc3QYCSABKAkSEAoIb25fZXJyb3IYCiABKAkSDQoFcHJ1bmUYCyABKAgipwEKC1BsYW5uZWROb2RlEgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIOCgZwYXJlbnQYAyABKAkSDAoEc3BlYxgEIAEoCRIOCgZwcmVzZXQYBSABKAkSDQoFaW1hZ2UYBiABKAkSDAoEdm1pZBgHIAEoDRINCgVjb3JlcxgIIAEoDRIRCgltZW1vcnlfbWIYCSABKA0SDwoHZGlza19nYhgKIAEoDSI2CgxOZXN0UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50Ig8KDVN0YXR1c1JlcXVlc3QiPQoOU3RhdHVzUmVzcG9uc2USKwoEcm9vdBgBIAEoCzIdLmhvbWVzdGFrLm5lc3QudjEuTGV2ZWxTdGF0dXMimgMKC0xldmVsU3RhdHVzEgwKBG5hbWUYASABKAkSDQoFZGVwdGgYAiABKA0SKwoFc3RhdGUYAyABKA4yHC5ob21lc3Rhay5uZXN0LnYxLkxldmVsU3RhdGUSDwoHYWRkcmVzcxgEIAEoCRITCgtoc2RfdmVyc2lvbhgFIAEoCRIcChRob3N0X2tleV9maW5nZXJwcmludBgGIAEoCRIQCghwcm92aWRlchgHIAEoCRIqCgVyZXBvcxgIIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlEi0KBnBoYXNlcxgJIAMoCzIdLmhvbWVzdGFrLm5lc3QudjEuUGhhc2VSZXN1bHQSLwoIY2hpbGRyZW4YCiADKAsyHS5ob21lc3Rhay5uZXN0LnYxLkxldmVsU3RhdHVzEhMKC291dF9vZl9zeW5jGAsgASgIEioKB2ZhaWx1cmUYDCABKAsyGS5ob21lc3Rhay5uZXN0LnYxLkZhaWx1cmUSDAoEbGVhZhgNIAEoCBIQCghtYW5pZmVzdBgOIAEoCSLaAQoJUmVwb1N0YXRlEgwKBG5hbWUYASABKAkSFQoNc2VydmVkX2NvbW1pdBgCIAEoCRIXCg93b3JrdHJlZV9jb21taXQYAyABKAkSDQoFZGlydHkYBCABKAgSEwoLZGlydHlfZmlsZXMYBSADKAkSFwoPcHJldmlvdXNfY29tbWl0GAYgASgJEjMKCnN5bmNfc3RhdGUYByABKA4yHy5ob21lc3Rhay5uZXN0LnYxLlJlcG9TeW5jU3RhdGUSDgoGYmVoaW5kGAggASgNEg0KBWJ5dGVzGAkgASgEIuQBCgtQaGFzZVJlc3VsdBImCgVwaGFzZRgBIAEoDjIXLmhvbWVzdGFrLm5lc3QudjEuUGhhc2USKQoEa2luZBgCIAEoDjIbLmhvbWVzdGFrLm5lc3QudjEuRXZlbnRLaW5kEisKCGR1cmF0aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEikKBmJ1ZGdldBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdmYWlsdXJlGAUgASgLMhkuaG9tZXN0YWsubmVzdC52MS5GYWlsdXJlIj8KDkRlc3Ryb3lSZXF1ZXN0EgwKBHNlbGYYASABKAgSEAoIbWFuaWZlc3QYAiABKAkSDQoFbmFtZXMYAyADKAkiOQoPRGVzdHJveVJlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuaG9tZXN0YWsubmVzdC52MS5FdmVudCIzCgtTeW5jUmVxdWVzdBIRCglyZWN1cnNpdmUYASABKAgSEQoJY29uZmlndXJlGAIgASgIIjYKDFN5bmNSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQiEQoPSWRlbnRpZnlSZXF1ZXN0IrcBChBJZGVudGlmeVJlc3BvbnNlEgwKBG5hbWUYASABKAkSDQoFZGVwdGgYAiABKA0SEwoLaHNkX3ZlcnNpb24YAyABKAkSEgoKcHVibGljX2tleRgEIAEoCRIcChRob3N0X2tleV9maW5nZXJwcmludBgFIAEoCRITCgtzc2hfYWRkcmVzcxgGIAEoCRIqCgVyZXBvcxgHIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlIiEKEVB1dFNlY3JldHNSZXF1ZXN0EgwKBHlhbWwYASABKAkiIgoSUHV0U2VjcmV0c1Jlc3BvbnNlEgwKBGtleXMYASADKAkiEgoQQ29uZmlndXJlUmVxdWVzdCI7ChFDb25maWd1cmVSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQicgoNQXV0aG9yaXplZEtleRISCgpwdWJsaWNfa2V5GAEgASgJEicKBHJvbGUYAiABKA4yGS5ob21lc3Rhay5uZXN0LnYxLktleVJvbGUSEwoLZmluZ2VycHJpbnQYAyABKAkSDwoHY29tbWVudBgEIAEoCSI9Cg1BZGRLZXlSZXF1ZXN0EiwKA2tleRgBIAEoCzIfLmhvbWVzdGFrLm5lc3QudjEuQXV0aG9yaXplZEtleSI+Cg5BZGRLZXlSZXNwb25zZRIsCgNrZXkYASABKAsyHy5ob21lc3Rhay5uZXN0LnYxLkF1dGhvcml6ZWRLZXkiOwoQUmVtb3ZlS2V5UmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgJEhMKC2ZpbmdlcnByaW50GAIgASgJIiQKEVJlbW92ZUtleVJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAgiEQoPTGlzdEtleXNSZXF1ZXN0IkEKEExpc3RLZXlzUmVzcG9uc2USLQoEa2V5cxgBIAMoCzIfLmhvbWVzdGFrLm5lc3QudjEuQXV0aG9yaXplZEtleSJRCg1Eb2N0b3JSZXF1ZXN0EhAKCHByb3ZpZGVyGAEgASgJEi4KCWlzb2xhdGlvbhgCIAEoDjIbLmhvbWVzdGFrLm5lc3QudjEuSXNvbGF0aW9uImIKBUNoZWNrEgwKBG5hbWUYASABKAkSLQoGcmVzdWx0GAIgASgOMh0uaG9tZXN0YWsubmVzdC52MS5DaGVja1Jlc3VsdBIOCgZkZXRhaWwYAyABKAkSDAoEaGludBgEIAEoCSI5Cg5Eb2N0b3JSZXNwb25zZRInCgZjaGVja3MYASADKAsyFy5ob21lc3Rhay5uZXN0LnYxLkNoZWNrKtwBCgVQaGFzZRIVChFQSEFTRV9VTlNQRUNJRklFRBAAEhMKD1BIQVNFX1BSRUZMSUdIVBABEhMKD1BIQVNFX1BST1ZJU0lPThACEg4KClBIQVNFX0JPT1QQAxIRCg1QSEFTRV9JTlNUQUxMEAQSEwoPUEhBU0VfSEFORFNIQUtFEAUSDgoKUEhBU0VfU1lOQxAGEhEKDVBIQVNFX1NFQ1JFVFMQBxITCg9QSEFTRV9DT05GSUdVUkUQCBIOCgpQSEFTRV9ORVNUEAkSEgoOUEhBU0VfVEVBUkRPV04QCiq0AQoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIWChJFVkVOVF9LSU5EX1NUQVJURUQQARIXChNFVkVOVF9LSU5EX1BST0dSRVNTEAISFwoTRVZFTlRfS0lORF9GSU5JU0hFRBADEhYKEkVWRU5UX0tJTkRfU0tJUFBFRBAEEhUKEUVWRU5UX0tJTkRfRkFJTEVEEAUSEgoORVZFTlRfS0lORF9MT0cQBipSCglJc29sYXRpb24SGQoVSVNPTEFUSU9OX1VOU1BFQ0lGSUVEEAASFQoRSVNPTEFUSU9OX1BST0NFU1MQARITCg9JU09MQVRJT05fTkVUTlMQAiqqAQoKTGV2ZWxTdGF0ZRIbChdMRVZFTF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFExFVkVMX1NUQVRFX0JVSUxESU5HEAESFQoRTEVWRUxfU1RBVEVfUkVBRFkQAhIWChJMRVZFTF9TVEFURV9GQUlMRUQQAxIbChdMRVZFTF9TVEFURV9VTlJFQUNIQUJMRRAEEhkKFUxFVkVMX1NUQVRFX0RFU1RST1lFRBAFKocBCg1SZXBvU3luY1N0YXRlEh8KG1JFUE9fU1lOQ19TVEFURV9VTlNQRUNJRklFRBAAEhsKF1JFUE9fU1lOQ19TVEFURV9JTl9TWU5DEAESGgoWUkVQT19TWU5DX1NUQVRFX0JFSElORBACEhwKGFJFUE9fU1lOQ19TVEFURV9ESVZFUkdFRBADKlEKB0tleVJvbGUSGAoUS0VZX1JPTEVfVU5TUEVDSUZJRUQQABITCg9LRVlfUk9MRV9SRUFERVIQARIXChNLRVlfUk9MRV9DT05UUk9MTEVSEAIqdAoLQ2hlY2tSZXN1bHQSHAoYQ0hFQ0tfUkVTVUxUX1VOU1BFQ0lGSUVEEAASEwoPQ0hFQ0tfUkVTVUxUX09LEAESGQoVQ0hFQ0tfUkVTVUxUX1JFUEFJUkVEEAISFwoTQ0hFQ0tfUkVTVUxUX0ZBSUxFRBADMo8FCgtOZXN0U2VydmljZRJHCgROZXN0Eh0uaG9tZXN0YWsubmVzdC52MS5OZXN0UmVxdWVzdBoeLmhvbWVzdGFrLm5lc3QudjEuTmVzdFJlc3BvbnNlMAESSwoGU3RhdHVzEh8uaG9tZXN0YWsubmVzdC52MS5TdGF0dXNSZXF1ZXN0GiAuaG9tZXN0YWsubmVzdC52MS5TdGF0dXNSZXNwb25zZRJQCgdEZXN0cm95EiAuaG9tZXN0YWsubmVzdC52MS5EZXN0cm95UmVxdWVzdBohLmhvbWVzdGFrLm5lc3QudjEuRGVzdHJveVJlc3BvbnNlMAESRwoEU3luYxIdLmhvbWVzdGFrLm5lc3QudjEuU3luY1JlcXVlc3QaHi5ob21lc3Rhay5uZXN0LnYxLlN5bmNSZXNwb25zZTABElEKCElkZW50aWZ5EiEuaG9tZXN0YWsubmVzdC52MS5JZGVudGlmeVJlcXVlc3QaIi5ob21lc3Rhay5uZXN0LnYxLklkZW50aWZ5UmVzcG9uc2USVwoKUHV0U2VjcmV0cxIjLmhvbWVzdGFrLm5lc3QudjEuUHV0U2VjcmV0c1JlcXVlc3QaJC5ob21lc3Rhay5uZXN0LnYxLlB1dFNlY3JldHNSZXNwb25zZRJWCglDb25maWd1cmUSIi5ob21lc3Rhay5uZXN0LnYxLkNvbmZpZ3VyZVJlcXVlc3QaIy5ob21lc3Rhay5uZXN0LnYxLkNvbmZpZ3VyZVJlc3BvbnNlMAESSwoGRG9jdG9yEh8uaG9tZXN0YWsubmVzdC52MS5Eb2N0b3JSZXF1ZXN0GiAuaG9tZXN0YWsubmVzdC52MS5Eb2N0b3JSZXNwb25zZTKFAgoNQWNjZXNzU2VydmljZRJLCgZBZGRLZXkSHy5ob21lc3Rhay5uZXN0LnYxLkFkZEtleVJlcXVlc3QaIC5ob21lc3Rhay5uZXN0LnYxLkFkZEtleVJlc3BvbnNlElQKCVJlbW92ZUtleRIiLmhvbWVzdGFrLm5lc3QudjEuUmVtb3ZlS2V5UmVxdWVzdBojLmhvbWVzdGFrLm5lc3QudjEuUmVtb3ZlS2V5UmVzcG9uc2USUQoITGlzdEtleXMSIS5ob21lc3Rhay5uZXN0LnYxLkxpc3RLZXlzUmVxdWVzdBoiLmhvbWVzdGFrLm5lc3QudjEuTGlzdEtleXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chtob21lc3Rhay9uZXN0L3YxL25lc3QucHJvdG8SEGhvbWVzdGFrLm5lc3QudjEilgMKBUV2ZW50EhIKCmxldmVsX3BhdGgYASADKAkSJgoFcGhhc2UYAiABKA4yFy5ob21lc3Rhay5uZXN0LnYxLlBoYXNlEikKBGtpbmQYAyABKA4yGy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50S2luZBIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgZidWRnZXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHZmFpbHVyZRgHIAEoCzIZLmhvbWVzdGFrLm5lc3QudjEuRmFpbHVyZRIPCgdtZXNzYWdlGAggASgJEiwKCHByb2dyZXNzGAkgASgLMhouaG9tZXN0YWsubmVzdC52MS5Qcm9ncmVzcxIqCgVyZXBvcxgKIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlEg0KBWJ5dGVzGAsgASgEIjYKB0ZhaWx1cmUSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEgwKBGhpbnQYAyABKAkiNQoIUHJvZ3Jlc3MSDAoEdW5pdBgBIAEoCRIMCgRkb25lGAIgASgEEg0KBXRvdGFsGAMgASgEIpMCCgtOZXN0UmVxdWVzdBINCgVkZXB0aBgBIAEoDRINCgV3aWR0aBgCIAEoDRIQCghwcm92aWRlchgDIAEoCRIuCglpc29sYXRpb24YBCABKA4yGy5ob21lc3Rhay5uZXN0LnYxLklzb2xhdGlvbhIVCg1tYW5pZmVzdF9uYW1lGAUgASgJEhUKDW1hbmlmZXN0X3lhbWwYBiABKAkSFQoNbWFuaWZlc3RfZmlsZRgHIAEoCRIsCgVub2RlcxgIIAMoCzIdLmhvbWVzdGFrLm5lc3QudjEuUGxhbm5lZE5vZGUSEAoIbWFuaWZlc3QYCSABKAkSEAoIb25fZXJyb3IYCiABKAkSDQoFcHJ1bmUYCyABKAgipwEKC1BsYW5uZWROb2RlEgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIOCgZwYXJlbnQYAyABKAkSDAoEc3BlYxgEIAEoCRIOCgZwcmVzZXQYBSABKAkSDQoFaW1hZ2UYBiABKAkSDAoEdm1pZBgHIAEoDRINCgVjb3JlcxgIIAEoDRIRCgltZW1vcnlfbWIYCSABKA0SDwoHZGlza19nYhgKIAEoDSI2CgxOZXN0UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50IiMKDVN0YXR1c1JlcXVlc3QSEgoKbGV2ZWxfcGF0aBgBIAMoCSI9Cg5TdGF0dXNSZXNwb25zZRIrCgRyb290GAEgASgLMh0uaG9tZXN0YWsubmVzdC52MS5MZXZlbFN0YXR1cyKaAwoLTGV2ZWxTdGF0dXMSDAoEbmFtZRgBIAEoCRINCgVkZXB0aBgCIAEoDRIrCgVzdGF0ZRgDIAEoDjIcLmhvbWVzdGFrLm5lc3QudjEuTGV2ZWxTdGF0ZRIPCgdhZGRyZXNzGAQgASgJEhMKC2hzZF92ZXJzaW9uGAUgASgJEhwKFGhvc3Rfa2V5X2ZpbmdlcnByaW50GAYgASgJEhAKCHByb3ZpZGVyGAcgASgJEioKBXJlcG9zGAggAygLMhsuaG9tZXN0YWsubmVzdC52MS5SZXBvU3RhdGUSLQoGcGhhc2VzGAkgAygLMh0uaG9tZXN0YWsubmVzdC52MS5QaGFzZVJlc3VsdBIvCghjaGlsZHJlbhgKIAMoCzIdLmhvbWVzdGFrLm5lc3QudjEuTGV2ZWxTdGF0dXMSEwoLb3V0X29mX3N5bmMYCyABKAgSKgoHZmFpbHVyZRgMIAEoCzIZLmhvbWVzdGFrLm5lc3QudjEuRmFpbHVyZRIMCgRsZWFmGA0gASgIEhAKCG1hbmlmZXN0GA4gASgJItoBCglSZXBvU3RhdGUSDAoEbmFtZRgBIAEoCRIVCg1zZXJ2ZWRfY29tbWl0GAIgASgJEhcKD3dvcmt0cmVlX2NvbW1pdBgDIAEoCRINCgVkaXJ0eRgEIAEoCBITCgtkaXJ0eV9maWxlcxgFIAMoCRIXCg9wcmV2aW91c19jb21taXQYBiABKAkSMwoKc3luY19zdGF0ZRgHIAEoDjIfLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N5bmNTdGF0ZRIOCgZiZWhpbmQYCCABKA0SDQoFYnl0ZXMYCSABKAQi5AEKC1BoYXNlUmVzdWx0EiYKBXBoYXNlGAEgASgOMhcuaG9tZXN0YWsubmVzdC52MS5QaGFzZRIpCgRraW5kGAIgASgOMhsuaG9tZXN0YWsubmVzdC52MS5FdmVudEtpbmQSKwoIZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKQoGYnVkZ2V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKB2ZhaWx1cmUYBSABKAsyGS5ob21lc3Rhay5uZXN0LnYxLkZhaWx1cmUiUwoORGVzdHJveVJlcXVlc3QSDAoEc2VsZhgBIAEoCBIQCghtYW5pZmVzdBgCIAEoCRINCgVuYW1lcxgDIAMoCRISCgpsZXZlbF9wYXRoGAQgAygJIjkKD0Rlc3Ryb3lSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQiRwoLU3luY1JlcXVlc3QSEQoJcmVjdXJzaXZlGAEgASgIEhEKCWNvbmZpZ3VyZRgCIAEoCBISCgpsZXZlbF9wYXRoGAMgAygJIjYKDFN5bmNSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQiEQoPSWRlbnRpZnlSZXF1ZXN0IrcBChBJZGVudGlmeVJlc3BvbnNlEgwKBG5hbWUYASABKAkSDQoFZGVwdGgYAiABKA0SEwoLaHNkX3ZlcnNpb24YAyABKAkSEgoKcHVibGljX2tleRgEIAEoCRIcChRob3N0X2tleV9maW5nZXJwcmludBgFIAEoCRITCgtzc2hfYWRkcmVzcxgGIAEoCRIqCgVyZXBvcxgHIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlIiEKEVB1dFNlY3JldHNSZXF1ZXN0EgwKBHlhbWwYASABKAkiIgoSUHV0U2VjcmV0c1Jlc3BvbnNlEgwKBGtleXMYASADKAkiEgoQQ29uZmlndXJlUmVxdWVzdCI7ChFDb25maWd1cmVSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQicgoNQXV0aG9yaXplZEtleRISCgpwdWJsaWNfa2V5GAEgASgJEicKBHJvbGUYAiABKA4yGS5ob21lc3Rhay5uZXN0LnYxLktleVJvbGUSEwoLZmluZ2VycHJpbnQYAyABKAkSDwoHY29tbWVudBgEIAEoCSI9Cg1BZGRLZXlSZXF1ZXN0EiwKA2tleRgBIAEoCzIfLmhvbWVzdGFrLm5lc3QudjEuQXV0aG9yaXplZEtleSI+Cg5BZGRLZXlSZXNwb25zZRIsCgNrZXkYASABKAsyHy5ob21lc3Rhay5uZXN0LnYxLkF1dGhvcml6ZWRLZXkiOwoQUmVtb3ZlS2V5UmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgJEhMKC2ZpbmdlcnByaW50GAIgASgJIiQKEVJlbW92ZUtleVJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAgiEQoPTGlzdEtleXNSZXF1ZXN0IkEKEExpc3RLZXlzUmVzcG9uc2USLQoEa2V5cxgBIAMoCzIfLmhvbWVzdGFrLm5lc3QudjEuQXV0aG9yaXplZEtleSJlCg1Eb2N0b3JSZXF1ZXN0EhAKCHByb3ZpZGVyGAEgASgJEi4KCWlzb2xhdGlvbhgCIAEoDjIbLmhvbWVzdGFrLm5lc3QudjEuSXNvbGF0aW9uEhIKCmxldmVsX3BhdGgYAyADKAkiYgoFQ2hlY2sSDAoEbmFtZRgBIAEoCRItCgZyZXN1bHQYAiABKA4yHS5ob21lc3Rhay5uZXN0LnYxLkNoZWNrUmVzdWx0Eg4KBmRldGFpbBgDIAEoCRIMCgRoaW50GAQgASgJIjkKDkRvY3RvclJlc3BvbnNlEicKBmNoZWNrcxgBIAMoCzIXLmhvbWVzdGFrLm5lc3QudjEuQ2hlY2sigwEKC0xvZ3NSZXF1ZXN0EhIKCmxldmVsX3BhdGgYASADKAkSDgoGZm9sbG93GAIgASgIEigKBXNpbmNlGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiYKBXBoYXNlGAQgASgOMhcuaG9tZXN0YWsubmVzdC52MS5QaGFzZSJrCgxMb2dzUmVzcG9uc2USEgoKbGV2ZWxfcGF0aBgBIAMoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRqc29uGAMgASgJEg8KB2Ryb3BwZWQYBCABKAQq3AEKBVBoYXNlEhUKEVBIQVNFX1VOU1BFQ0lGSUVEEAASEwoPUEhBU0VfUFJFRkxJR0hUEAESEwoPUEhBU0VfUFJPVklTSU9OEAISDgoKUEhBU0VfQk9PVBADEhEKDVBIQVNFX0lOU1RBTEwQBBITCg9QSEFTRV9IQU5EU0hBS0UQBRIOCgpQSEFTRV9TWU5DEAYSEQoNUEhBU0VfU0VDUkVUUxAHEhMKD1BIQVNFX0NPTkZJR1VSRRAIEg4KClBIQVNFX05FU1QQCRISCg5QSEFTRV9URUFSRE9XThAKKrQBCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhYKEkVWRU5UX0tJTkRfU1RBUlRFRBABEhcKE0VWRU5UX0tJTkRfUFJPR1JFU1MQAhIXChNFVkVOVF9LSU5EX0ZJTklTSEVEEAMSFgoSRVZFTlRfS0lORF9TS0lQUEVEEAQSFQoRRVZFTlRfS0lORF9GQUlMRUQQBRISCg5FVkVOVF9LSU5EX0xPRxAGKlIKCUlzb2xhdGlvbhIZChVJU09MQVRJT05fVU5TUEVDSUZJRUQQABIVChFJU09MQVRJT05fUFJPQ0VTUxABEhMKD0lTT0xBVElPTl9ORVROUxACKqoBCgpMZXZlbFN0YXRlEhsKF0xFVkVMX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUTEVWRUxfU1RBVEVfQlVJTERJTkcQARIVChFMRVZFTF9TVEFURV9SRUFEWRACEhYKEkxFVkVMX1NUQVRFX0ZBSUxFRBADEhsKF0xFVkVMX1NUQVRFX1VOUkVBQ0hBQkxFEAQSGQoVTEVWRUxfU1RBVEVfREVTVFJPWUVEEAUqhwEKDVJlcG9TeW5jU3RhdGUSHwobUkVQT19TWU5DX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXUkVQT19TWU5DX1NUQVRFX0lOX1NZTkMQARIaChZSRVBPX1NZTkNfU1RBVEVfQkVISU5EEAISHAoYUkVQT19TWU5DX1NUQVRFX0RJVkVSR0VEEAMqUQoHS2V5Um9sZRIYChRLRVlfUk9MRV9VTlNQRUNJRklFRBAAEhMKD0tFWV9ST0xFX1JFQURFUhABEhcKE0tFWV9ST0xFX0NPTlRST0xMRVIQAip0CgtDaGVja1Jlc3VsdBIcChhDSEVDS19SRVNVTFRfVU5TUEVDSUZJRUQQABITCg9DSEVDS19SRVNVTFRfT0sQARIZChVDSEVDS19SRVNVTFRfUkVQQUlSRUQQAhIXChNDSEVDS19SRVNVTFRfRkFJTEVEEAMy2AUKC05lc3RTZXJ2aWNlEkcKBE5lc3QSHS5ob21lc3Rhay5uZXN0LnYxLk5lc3RSZXF1ZXN0Gh4uaG9tZXN0YWsubmVzdC52MS5OZXN0UmVzcG9uc2UwARJLCgZTdGF0dXMSHy5ob21lc3Rhay5uZXN0LnYxLlN0YXR1c1JlcXVlc3QaIC5ob21lc3Rhay5uZXN0LnYxLlN0YXR1c1Jlc3BvbnNlElAKB0Rlc3Ryb3kSIC5ob21lc3Rhay5uZXN0LnYxLkRlc3Ryb3lSZXF1ZXN0GiEuaG9tZXN0YWsubmVzdC52MS5EZXN0cm95UmVzcG9uc2UwARJHCgRTeW5jEh0uaG9tZXN0YWsubmVzdC52MS5TeW5jUmVxdWVzdBoeLmhvbWVzdGFrLm5lc3QudjEuU3luY1Jlc3BvbnNlMAESUQoISWRlbnRpZnkSIS5ob21lc3Rhay5uZXN0LnYxLklkZW50aWZ5UmVxdWVzdBoiLmhvbWVzdGFrLm5lc3QudjEuSWRlbnRpZnlSZXNwb25zZRJXCgpQdXRTZWNyZXRzEiMuaG9tZXN0YWsubmVzdC52MS5QdXRTZWNyZXRzUmVxdWVzdBokLmhvbWVzdGFrLm5lc3QudjEuUHV0U2VjcmV0c1Jlc3BvbnNlElYKCUNvbmZpZ3VyZRIiLmhvbWVzdGFrLm5lc3QudjEuQ29uZmlndXJlUmVxdWVzdBojLmhvbWVzdGFrLm5lc3QudjEuQ29uZmlndXJlUmVzcG9uc2UwARJLCgZEb2N0b3ISHy5ob21lc3Rhay5uZXN0LnYxLkRvY3RvclJlcXVlc3QaIC5ob21lc3Rhay5uZXN0LnYxLkRvY3RvclJlc3BvbnNlEkcKBExvZ3MSHS5ob21lc3Rhay5uZXN0LnYxLkxvZ3NSZXF1ZXN0Gh4uaG9tZXN0YWsubmVzdC52MS5Mb2dzUmVzcG9uc2UwATKFAgoNQWNjZXNzU2VydmljZRJLCgZBZGRLZXkSHy5ob21lc3Rhay5uZXN0LnYxLkFkZEtleVJlcXVlc3QaIC5ob21lc3Rhay5uZXN0LnYxLkFkZEtleVJlc3BvbnNlElQKCVJlbW92ZUtleRIiLmhvbWVzdGFrLm5lc3QudjEuUmVtb3ZlS2V5UmVxdWVzdBojLmhvbWVzdGFrLm5lc3QudjEuUmVtb3ZlS2V5UmVzcG9uc2USUQoITGlzdEtleXMSIS5ob21lc3Rhay5uZXN0LnYxLkxpc3RLZXlzUmVxdWVzdBoiLmhvbWVzdGFrLm5lc3QudjEuTGlzdEtleXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Event is one thing that happened at one level.
@@ -355,11 +355,20 @@ export const NestResponseSchema: GenMessage<NestResponse> = /*@__PURE__*/
   messageDesc(file_homestak_nest_v1_nest, 5);
 
 /**
- * StatusRequest asks for the tree below the serving level.
+ * StatusRequest asks for the tree below the serving level (or below
+ * level_path).
  *
  * @generated from message homestak.nest.v1.StatusRequest
  */
 export type StatusRequest = Message<"homestak.nest.v1.StatusRequest"> & {
+  /**
+   * The level the request is for, as names from the serving level down
+   * (e.g. ["l0", "l1", "l2"]); empty means the serving level. Each level
+   * checks its own name and relays the rest to the named child.
+   *
+   * @generated from field: repeated string level_path = 1;
+   */
+  levelPath: string[];
 };
 
 /**
@@ -631,6 +640,17 @@ export type DestroyRequest = Message<"homestak.nest.v1.DestroyRequest"> & {
    * @generated from field: repeated string names = 3;
    */
   names: string[];
+
+  /**
+   * With a path: tear down that level and its subtree (its parent does),
+   * nothing else.
+   * The level the request is for, as names from the serving level down
+   * (e.g. ["l0", "l1", "l2"]); empty means the serving level. Each level
+   * checks its own name and relays the rest to the named child.
+   *
+   * @generated from field: repeated string level_path = 4;
+   */
+  levelPath: string[];
 };
 
 /**
@@ -679,6 +699,15 @@ export type SyncRequest = Message<"homestak.nest.v1.SyncRequest"> & {
    * @generated from field: bool configure = 2;
    */
   configure: boolean;
+
+  /**
+   * The level the request is for, as names from the serving level down
+   * (e.g. ["l0", "l1", "l2"]); empty means the serving level. Each level
+   * checks its own name and relays the rest to the named child.
+   *
+   * @generated from field: repeated string level_path = 3;
+   */
+  levelPath: string[];
 };
 
 /**
@@ -1022,6 +1051,15 @@ export type DoctorRequest = Message<"homestak.nest.v1.DoctorRequest"> & {
    * @generated from field: homestak.nest.v1.Isolation isolation = 2;
    */
   isolation: Isolation;
+
+  /**
+   * The level the request is for, as names from the serving level down
+   * (e.g. ["l0", "l1", "l2"]); empty means the serving level. Each level
+   * checks its own name and relays the rest to the named child.
+   *
+   * @generated from field: repeated string level_path = 3;
+   */
+  levelPath: string[];
 };
 
 /**
@@ -1083,6 +1121,93 @@ export type DoctorResponse = Message<"homestak.nest.v1.DoctorResponse"> & {
  */
 export const DoctorResponseSchema: GenMessage<DoctorResponse> = /*@__PURE__*/
   messageDesc(file_homestak_nest_v1_nest, 30);
+
+/**
+ * LogsRequest selects log lines of one level.
+ *
+ * @generated from message homestak.nest.v1.LogsRequest
+ */
+export type LogsRequest = Message<"homestak.nest.v1.LogsRequest"> & {
+  /**
+   * The level the request is for, as names from the serving level down
+   * (e.g. ["l0", "l1", "l2"]); empty means the serving level. Each level
+   * checks its own name and relays the rest to the named child.
+   *
+   * @generated from field: repeated string level_path = 1;
+   */
+  levelPath: string[];
+
+  /**
+   * Keep streaming new lines until the caller cancels.
+   *
+   * @generated from field: bool follow = 2;
+   */
+  follow: boolean;
+
+  /**
+   * Only lines written at most this long ago; unset means every line the
+   * level still holds.
+   *
+   * @generated from field: google.protobuf.Duration since = 3;
+   */
+  since?: Duration | undefined;
+
+  /**
+   * Only lines about this phase; unspecified means all.
+   *
+   * @generated from field: homestak.nest.v1.Phase phase = 4;
+   */
+  phase: Phase;
+};
+
+/**
+ * Describes the message homestak.nest.v1.LogsRequest.
+ * Use `create(LogsRequestSchema)` to create a new message.
+ */
+export const LogsRequestSchema: GenMessage<LogsRequest> = /*@__PURE__*/
+  messageDesc(file_homestak_nest_v1_nest, 31);
+
+/**
+ * LogsResponse carries one log line.
+ *
+ * @generated from message homestak.nest.v1.LogsResponse
+ */
+export type LogsResponse = Message<"homestak.nest.v1.LogsResponse"> & {
+  /**
+   * The level that wrote the line, from the serving level down.
+   *
+   * @generated from field: repeated string level_path = 1;
+   */
+  levelPath: string[];
+
+  /**
+   * When the line was written, on that level's clock.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * The line as the level wrote it: one JSON object, already redacted.
+   *
+   * @generated from field: string json = 3;
+   */
+  json: string;
+
+  /**
+   * Lines the level skipped before this one because the reader fell behind.
+   *
+   * @generated from field: uint64 dropped = 4;
+   */
+  dropped: bigint;
+};
+
+/**
+ * Describes the message homestak.nest.v1.LogsResponse.
+ * Use `create(LogsResponseSchema)` to create a new message.
+ */
+export const LogsResponseSchema: GenMessage<LogsResponse> = /*@__PURE__*/
+  messageDesc(file_homestak_nest_v1_nest, 32);
 
 /**
  * Phase names a step of building one level. The names are API: they appear
@@ -1477,6 +1602,18 @@ export const NestService: GenService<{
     methodKind: "unary";
     input: typeof DoctorRequestSchema;
     output: typeof DoctorResponseSchema;
+  },
+  /**
+   * Logs streams the hsd log of this level (or of the level level_path
+   * names, relayed down the tree), redacted as it was written, then, with
+   * follow, every new line until the caller cancels.
+   *
+   * @generated from rpc homestak.nest.v1.NestService.Logs
+   */
+  logs: {
+    methodKind: "server_streaming";
+    input: typeof LogsRequestSchema;
+    output: typeof LogsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_homestak_nest_v1_nest, 0);
