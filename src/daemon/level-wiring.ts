@@ -256,7 +256,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown, siteConfig, steps,
     repos: gitRepoOps({
-      config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, digests: parts.digests, log: log.child({ sub: "git" }),
+      config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, digests: parts.digests, log: log.child({ sub: "git", phase: "sync" }),
       ...(owner && config.parent ? { owner } : {}),
     }),
     ...(checkpoints.active ? { checkpoint: checkpoints.at } : {}),

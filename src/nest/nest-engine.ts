@@ -207,6 +207,8 @@ export class NestEngine {
         continue;
       }
       const started = this.d.clock.now();
+      // Each phase change in the level's own log too: `hsctl logs --phase P` finds it there.
+      log.info({ phase, budgetMs }, "phase started");
       emit({ phase, kind: "started", budgetMs });
       try {
         if (signal.aborted) throw new CancelledError("build cancelled", { details: { level: path.join("/"), phase } });
@@ -226,6 +228,7 @@ export class NestEngine {
         rec.phases[phase] = { kind: "finished", durationMs, budgetMs, at: this.d.clock.now() };
         if (hook === hooks[hooks.length - 1]) rec.state = "ready";
         await this.save(rec);
+        log.info({ phase, durationMs }, "phase finished");
         emit({ phase, kind: "finished", durationMs, budgetMs });
       } catch (raw) {
         const err = signal.aborted && !(raw instanceof HsError) ? new CancelledError("build cancelled", { cause: raw }) : raw;
