@@ -22,6 +22,7 @@ import { joinChannel } from "./channel-stream.js";
 import { privateKeyFingerprint } from "./key-fingerprint.js";
 import { KEEPALIVE_COUNT_MAX } from "./parent-connection.js";
 import { reachableSocketPath } from "../util/unix-socket-path.js";
+import { ENDPOINT_CIPHERS } from "./ciphers.js";
 
 /** Maps an allow-listed repo name to its absolute bare repo path, or undefined (may wait: level 0 exporting at start). */
 export type RepoResolver = (name: string) => string | undefined | Promise<string | undefined>;
@@ -90,7 +91,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
 
   const keepalive = opts.keepaliveIntervalMs && opts.keepaliveIntervalMs > 0
     ? { keepaliveInterval: opts.keepaliveIntervalMs, keepaliveCountMax: KEEPALIVE_COUNT_MAX } : {};
-  const server = new Server({ hostKeys, ident: "hsd", ...keepalive }, (client, info) => {
+  const server = new Server({ hostKeys, ident: "hsd", algorithms: { cipher: [...ENDPOINT_CIPHERS] as ssh2.CipherAlgorithm[] }, ...keepalive }, (client, info) => {
     // ssh2 leaves Nagle on; small pkt-line round trips then cost ~40 ms each.
     (client as Connection & { setNoDelay(on: boolean): void }).setNoDelay(true);
     clients.add(client);
