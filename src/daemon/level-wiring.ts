@@ -41,6 +41,7 @@ import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { NO_CHECKPOINTS, type Checkpoints } from "./checkpoints.js";
 import { cleanStaleTemps } from "../util/atomic-write.js";
+import { HSD_NODE_FLAGS } from "./node-flags.js";
 import { SerialQueue } from "../util/serial-queue.js";
 import type { SshHandle, WiringContext } from "./wiring-context.js";
 import { gitUploadPack } from "../git/upload-pack.js";
@@ -207,7 +208,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   });
   const providerFor = providerCache({
     config, secrets: parts.secrets, publicKey: parts.keys.publicKey, userKeyPath: parts.keys.userKeyPath, stateDir: paths.stateDir,
-    hsdCommand: [process.execPath, hsdEntry], levelPath, isRoot: process.getuid?.() === 0, digests: parts.digests, log,
+    hsdCommand: [process.execPath, ...HSD_NODE_FLAGS, hsdEntry], levelPath, isRoot: process.getuid?.() === 0, digests: parts.digests, log,
     // As a system unit, children go in scopes of their own: the service's stop must not reach them.
     // (Not as a user's unit: PID 1 would refuse a non-root systemd-run --scope.)
     childScopes: !!manager.invocationId && manager.booted && process.getuid?.() === 0,

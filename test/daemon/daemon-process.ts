@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { withFaultPreload } from "../helpers/fault-env.js";
+import { HSD_NODE_FLAGS } from "../../src/daemon/node-flags.js";
 
 export const REPO = fileURLToPath(new URL("../..", import.meta.url));
 export const HSD = join(REPO, "dist/daemon/hsd.js");
@@ -46,7 +47,8 @@ function defaultTestConfig(args: string[]): void {
 
 export function startHsd(args: string[], env: NodeJS.ProcessEnv = {}): HsdProcess {
   defaultTestConfig(args);
-  const proc = spawn(process.execPath, [HSD, ...args], {
+  // Started as hsd is started for real (a parent, hsctl, the service): with its V8 flags.
+  const proc = spawn(process.execPath, [...HSD_NODE_FLAGS, HSD, ...args], {
     stdio: ["ignore", "pipe", "pipe", "pipe"],
     env: withFaultPreload({ ...process.env, HSD_READY_FD: "3", ...env }),
   });
