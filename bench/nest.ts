@@ -133,6 +133,7 @@ async function main(): Promise<void> {
     console.log(`  max per-level overhead ${maxOverhead} ms (goal <= 2000 ms); max readiness latency ${Math.max(...latencies).toFixed(0)} ms (goal <= 100 ms)`);
     console.log(`  baseline: ${DEPTH} x (bare hsd start ${startMs.toFixed(0)} ms + git CLI clone of the set ${cloneMs.toFixed(0)} ms) = ${(baseline / 1000).toFixed(2)} s`);
     console.log(`  ratio wall (median) / baseline = ${(median / baseline).toFixed(2)}x`);
+    console.log(`goal ${median <= 1.5 * baseline ? "MET " : "MISS"}: nest --depth ${DEPTH} cold <= 1.5x its same-run baseline (${(median / baseline).toFixed(2)}x)`);
   } finally {
     run(["destroy"], env);
     await rm(root, { recursive: true, force: true });
