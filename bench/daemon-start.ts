@@ -59,4 +59,4 @@ console.log(`spawn -> ready line (health SERVING set) ms: ${stats(readyMs)}`);
 console.log(`spawn -> health check answered SERVING ms: ${stats(servingMs)}`);
 console.log(`idle RSS after ${IDLE_MS / 1000}s, MiB: ${stats(rss.map((k) => k / 1024))}  (raw KiB: ${rss.join(", ")})`);
 const rssMedian = [...rss].sort((a, b) => a - b)[Math.floor(rss.length / 2)]! / 1024;
-console.log(`goal ${rssMedian <= 80 ? "MET " : "MISS"}: idle RSS of an hsd <= 80 MiB (median ${rssMedian.toFixed(1)} MiB; started with its V8 flags, src/daemon/node-flags.ts)`);
+console.log(`goal ${rssMedian <= 80 ? "MET " : "MISS"}: idle RSS of an hsd <= 80 MiB (median ${rssMedian.toFixed(1)} MiB; started with its V8 flags, src/config/node-flags.ts)`);

@@ -14,7 +14,7 @@ import { readLogTail, readyFromPipe, type StartFailure } from "../util/ready-pip
 import { withTimeout } from "../util/timeout.js";
 import { DaemonStartError, ProviderError } from "../domain/errors.js";
 import { hintFor } from "../domain/hints.js";
-import { HSD_NODE_FLAGS } from "../daemon/node-flags.js";
+import { HSD_NODE_FLAGS } from "../config/node-flags.js";
 
 /** The root hsctl uses when nothing else names one. */
 export function defaultUserRoot(env: NodeJS.ProcessEnv = process.env): string {

@@ -41,7 +41,7 @@ import { gitRepoOps } from "../level/git-repo-ops.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { NO_CHECKPOINTS, type Checkpoints } from "./checkpoints.js";
 import { cleanStaleTemps } from "../util/atomic-write.js";
-import { HSD_NODE_FLAGS } from "./node-flags.js";
+import { HSD_NODE_FLAGS } from "../config/node-flags.js";
 import { SerialQueue } from "../util/serial-queue.js";
 import type { SshHandle, WiringContext } from "./wiring-context.js";
 import { gitUploadPack } from "../git/upload-pack.js";

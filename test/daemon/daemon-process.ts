@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { withFaultPreload } from "../helpers/fault-env.js";
-import { HSD_NODE_FLAGS } from "../../src/daemon/node-flags.js";
+import { HSD_NODE_FLAGS } from "../../src/config/node-flags.js";
 
 export const REPO = fileURLToPath(new URL("../..", import.meta.url));
 export const HSD = join(REPO, "dist/daemon/hsd.js");

@@ -5,6 +5,7 @@
 // systemctl as a real hsd process; install returns what its ready.json says.
 
 import { test, before, after } from "node:test";
+import { HSD_NODE_FLAGS } from "../../src/config/node-flags.js";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
@@ -88,7 +89,7 @@ test("install: bundle, config, unit and a running hsd on the VM; endpoint from i
     assert.equal(cfg.pve.node, "l1");
     assert.equal(cfg.log.level, "debug");
     assert.equal(await readFile(join(root, "etc/systemd/system/hsd.service"), "utf8"), await readFile(new URL("../../daemon/hsd.service", import.meta.url), "utf8"));
-    assert.match(await readFile(join(root, "usr/local/bin/hsd"), "utf8"), new RegExp(`exec ${root}/opt/hsd/bin/node ${root}/opt/hsd/bin/hsd.js`));
+    assert.match(await readFile(join(root, "usr/local/bin/hsd"), "utf8"), new RegExp(`exec ${root}/opt/hsd/bin/node ${HSD_NODE_FLAGS.join(" ")} ${root}/opt/hsd/bin/hsd.js`));
     assert.ok((await stat(join(root, "opt/hsd/hsd-bundle.tar.gz"))).size > 0, "the child keeps the bundle for its own children");
     assert.ok((await stat(join(root, "opt/hsd/dist/daemon/hsd.js"))).isFile());
     assert.ok((await stat(join(root, "opt/hsd/node_modules/ssh2/package.json"))).isFile());

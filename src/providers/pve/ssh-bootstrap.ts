@@ -6,6 +6,7 @@
 // Imported by: src/providers/pve.
 
 import { CommandTimeoutError, ProviderError } from "../../domain/errors.js";
+import { HSD_NODE_FLAGS } from "../../config/node-flags.js";
 import { withTimeout } from "../../util/timeout.js";
 import type { ReadyInfo } from "../../util/ready-pipe.js";
 import { defaultSleep, type Sleep } from "./pve-client.js";
@@ -121,7 +122,7 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
     must(`write ${path}`, `(umask 022; mkdir -p "$(dirname ${q(path)})") && umask 077 && cat > ${q(path)}.tmp && chmod ${mode} ${q(path)}.tmp && mv ${q(path)}.tmp ${q(path)}`, cmdMs, text);
   // Launchers that work whether node came with the bundle or from the child.
   for (const cmd of ["hsd", "hsctl"]) {
-    await put(`${p.binDir}/${cmd}`, "755", `#!/bin/sh\nexec ${p.installDir}/bin/node ${p.installDir}/bin/${cmd}.js "$@"\n`);
+    await put(`${p.binDir}/${cmd}`, "755", `#!/bin/sh\nexec ${p.installDir}/bin/node ${cmd === "hsd" ? `${HSD_NODE_FLAGS.join(" ")} ` : ""}${p.installDir}/bin/${cmd}.js "$@"\n`);
   }
   await put(p.configPath, "600", o.configYaml);
   await put(p.unitPath, "644", o.unitText);
