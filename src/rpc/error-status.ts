@@ -18,6 +18,7 @@ const BY_CODE: Readonly<Record<string, grpc.status>> = {
   ConfigInvalid: grpc.status.INVALID_ARGUMENT,
   NotFound: grpc.status.NOT_FOUND,
   RepoNotFound: grpc.status.NOT_FOUND,
+  LevelNotFound: grpc.status.NOT_FOUND,
   AccessDenied: grpc.status.PERMISSION_DENIED,
   PveAuth: grpc.status.PERMISSION_DENIED,
   ConnectTimeout: grpc.status.DEADLINE_EXCEEDED,

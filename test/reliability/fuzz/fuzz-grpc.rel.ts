@@ -109,6 +109,11 @@ test("random and hostile gRPC requests: typed rejections only, daemon still serv
         payload = name === "Nest" ? Buffer.concat([payload, Buffer.from([0x08, 0x09])]) : Buffer.concat([payload, Buffer.from([0x00])]);
         rewritten.n++;
       } else if (work) costly.set(name, (costly.get(name) ?? 0) + 1);
+      if (name === "Logs" && msg.follow === true) {
+        // A follow streams until cancelled, by design: give it a level path that must be rejected instead.
+        payload = Buffer.concat([payload, Buffer.from([0x0a, 0x01, 0x21])]);
+        rewritten.n++;
+      }
     }
     const out = await call(client, `/${m.parent.typeName}/${m.name}`, m.methodKind === "server_streaming", payload);
     const key = `${grpc.status[out.code]}/${out.hsCode ?? "-"}`;
