@@ -1,11 +1,11 @@
 // Renders a stream of build events for the operator: a live tree on a terminal,
-// plain lines when piped (every phase change, at most one progress or log line
-// per level per second), JSON Lines with --json (every event), and a closing
+// plain lines when piped (every phase change and every configure step output
+// line; at most one other progress or log line per level per second), JSON Lines with --json (every event), and a closing
 // level × phase timing table (actual against budget), as in the seed's
 // "Timing Analysis".
 // Imported by: src/cli/commands.
 
-import type { LevelEvent } from "../domain/events.js";
+import { isStepOutput, type LevelEvent } from "../domain/events.js";
 import { PHASES } from "../domain/phases.js";
 import { hintFor } from "../domain/hints.js";
 import { progressThrottle, type ProgressThrottle } from "../util/progress-throttle.js";
@@ -85,7 +85,8 @@ export class NestView {
     if (ev.kind === "failed") { row.failure = ev.failure; this.failedByLevel.set(path, ev); }
     if (this.mode === "json") this.out.write(`${JSON.stringify(eventJson(ev))}\n`);
     else if (this.mode === "plain") {
-      if (ev.kind === "progress" || ev.kind === "log") this.notes(ev);
+      // A configure step's own output always prints; hsd's progress and notes are thinned.
+      if (ev.kind === "progress" || (ev.kind === "log" && !isStepOutput(ev))) this.notes(ev);
       else this.out.write(`${plainLine(ev)}\n`);
     }
     else this.redraw();

@@ -57,3 +57,19 @@ export type EventSink = (ev: LevelEvent) => void;
 export function relayUnder(name: string, sink: EventSink): EventSink {
   return (ev) => sink({ ...ev, levelPath: [name, ...ev.levelPath] });
 }
+
+/**
+ * A configure step's output: one log event per batch, each line reading
+ * `<step>| <line>`. The step runner writes it; a view uses isStepOutput to
+ * show every such line (it is the operator's own code talking) while it
+ * thins hsd's own notes.
+ */
+export function stepOutputMessage(step: string, lines: readonly string[]): string {
+  return lines.map((l) => `${step}| ${l}`).join("\n");
+}
+
+const STEP_LINE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\| /;
+
+export function isStepOutput(ev: Pick<LevelEvent, "kind" | "phase" | "message">): boolean {
+  return ev.kind === "log" && ev.phase === "configure" && !!ev.message && STEP_LINE.test(ev.message);
+}

@@ -13,6 +13,7 @@ import { constants } from "node:os";
 import type { ConfigureStep, HsdConfig } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
 import { CancelledError, PhaseTimeoutError, StepFailedError } from "../domain/errors.js";
+import { stepOutputMessage } from "../domain/events.js";
 import type { HomestakLayout } from "./layout.js";
 import { STEP_OUTPUT_DEFAULTS, StepOutput } from "./step-output.js";
 
@@ -153,7 +154,7 @@ export class StepRunner {
     const log = this.d.log.child({ step: step.name });
     const out = new StepOutput({
       ...STEP_OUTPUT_DEFAULTS,
-      emit: (lines) => emit({ kind: "log", message: lines.map((l) => `${step.name}| ${l}`).join("\n") }),
+      emit: (lines) => emit({ kind: "log", message: stepOutputMessage(step.name, lines) }),
     });
     const proc = spawn(step.run[0]!, step.run.slice(1), {
       cwd, env: this.env(step, user), detached: true, stdio: ["ignore", "pipe", "pipe"],

@@ -89,3 +89,17 @@ test("on a terminal: the running level's row shows the step's latest line, and a
   assert.ok(!rows.includes("boom"), "the failure's last lines broke the row");
   v.finish();
 });
+
+test("piped: a configure step's output prints whole even within a second, while hsd's own notes stay thinned", () => {
+  const s = sink();
+  let clock = 0;
+  const v = new NestView("plain", s.out, () => clock);
+  v.onEvent(ev({ message: "bootstrap at 0123456789ab", time: 0 }));
+  clock = 10; v.onEvent(ev({ message: "ansible at 0123456789ab", time: 10 }));
+  clock = 20; v.onEvent(ev({ message: "pve-config| layout ok\npve-config| site.yaml read", time: 20 }));
+  clock = 30; v.onEvent(ev({ message: "pve-config| done", time: 30 }));
+  const text = s.text();
+  assert.match(text, /bootstrap at/);
+  assert.doesNotMatch(text, /ansible at/, "hsd's second note within the second was not thinned");
+  for (const w of ["layout ok", "site.yaml read", "done"]) assert.match(text, new RegExp(`pve-config\\| ${w}`));
+});
