@@ -5,19 +5,11 @@
 
 import { join } from "node:path";
 import type { HsdConfig } from "../config/config.js";
-import type { Logger } from "../log/logger.js";
-import type { ChannelOpener } from "../ssh/channel-stream.js";
-import { fetchImage, type FetchImageResult, type ImageProgress } from "./fetch-image.js";
-import type { ImageDigests } from "./image-digest.js";
+import { fetchImage, type FetchImageOptions, type FetchImageResult, type ImageProgress } from "./fetch-image.js";
 
-export interface FetchImagesOptions {
+/** One image's options, less what each configured entry supplies itself. */
+export interface FetchImagesOptions extends Pick<FetchImageOptions, "conn" | "digests" | "log" | "now" | "signal" | "onProgress"> {
   readonly config: HsdConfig;
-  readonly conn: ChannelOpener;
-  readonly digests: ImageDigests;
-  readonly log: Logger;
-  readonly now: () => number;
-  readonly signal?: AbortSignal;
-  readonly onProgress?: (p: ImageProgress) => void;
 }
 
 export async function fetchImages(o: FetchImagesOptions): Promise<Record<string, FetchImageResult>> {
