@@ -23,10 +23,19 @@
 #     (no key is baked into the image; cloud-init, if added, can do the same from a NoCloud seed).
 #   - systemd-networkd takes DHCP on every en*/eth* link (QEMU user networking gives 10.0.2.15).
 #   - sshd allows root by key only. A fresh ed25519 host key is generated on every boot (snapshot=on).
+#   - cloud-init reads a NoCloud seed only (a disk labelled cidata, as PVE's cloud-init drive);
+#     without one it stays disabled. qemu-guest-agent starts when its virtio-serial port
+#     (org.qemu.guest_agent.0) appears.
+#   - apt's only source is an empty local repository: `apt-get update` and installing what the
+#     image already has succeed offline (cloud-init's `packages:` as hsd's snippet asks), the rest fails.
+#   - cmdline word hsd.pvenode: a disk labelled hsdpvenode is mounted on /run/hsd-pvenode and its
+#     `setup` run once before sshd starts (the PVE simulator's stand-in for "PVE is installed here").
 set -euo pipefail
 
 SUITE=bookworm
-BASE_PACKAGES="systemd-sysv udev dbus openssh-server iproute2 procps git linux-image-cloud-amd64 ca-certificates"
+# cloud-init (+ python3-cffi-backend, a dependency debootstrap's resolver misses), the guest agent and
+# psmisc (fuser: the install phase's apt/dpkg lock check) make it a PVE-style guest (issue 18).
+BASE_PACKAGES="systemd-sysv udev dbus openssh-server iproute2 procps git linux-image-cloud-amd64 ca-certificates cloud-init python3-cffi-backend qemu-guest-agent psmisc"
 extra=""
 cache="${HSD_GUEST_CACHE:-/var/cache/hsd-guest}"
 mirror="${HSD_GUEST_MIRROR:-http://deb.debian.org/debian}"
@@ -79,6 +88,12 @@ PasswordAuthentication no
 UseDNS no
 SSHD
 rm -f "$root"/etc/ssh/ssh_host_*
+# NoCloud only: no probing of cloud metadata services that do not exist here. ed25519 host keys
+# only: cloud-init's default RSA key takes ~30 s under TCG.
+cat > "$root/etc/cloud/cloud.cfg.d/90-hsd-guest.cfg" <<'CLOUD'
+datasource_list: [NoCloud]
+ssh_genkeytypes: [ed25519]
+CLOUD
 cat > "$root/usr/local/sbin/hsd-guest-key" <<'KEY'
 #!/bin/sh
 # hsd.ssh_key=<base64 public key> on the kernel cmdline -> root's authorized_keys.
@@ -105,6 +120,31 @@ UNIT
 chroot "$root" systemctl enable systemd-networkd.service hsd-guest-key.service >&2
 # No getty on the serial console or tty1 to wait for; nothing needs time sync.
 chroot "$root" systemctl mask getty@tty1.service serial-getty@ttyS0.service systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scrub_reap.service e2scrub_all.timer fstrim.timer man-db.timer >&2 || true
+# Offline apt: one empty, trusted flat repository (no mirror is reachable from a test guest).
+mkdir -p "$root/var/lib/hsd-guest-repo"
+: > "$root/var/lib/hsd-guest-repo/Packages"
+echo 'deb [trusted=yes] file:/var/lib/hsd-guest-repo ./' > "$root/etc/apt/sources.list"
+rm -f "$root"/etc/apt/sources.list.d/*
+# Early, before networkd, cloud-init's network stage and sshd: the setup may reshape the network
+# (a PVE node's bridge) and must be done before anyone logs in. After cloud-init-local (it
+# writes the seed's network config, which the setup's files override).
+cat > "$root/etc/systemd/system/hsd-pvenode.service" <<'UNIT'
+[Unit]
+Description=the PVE simulator's node set-up (disk labelled hsdpvenode)
+ConditionKernelCommandLine=hsd.pvenode
+DefaultDependencies=no
+After=systemd-udevd.service local-fs.target cloud-init-local.service
+Before=systemd-networkd.service cloud-init.service ssh.service shutdown.target
+Conflicts=shutdown.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+# Waits for the disk itself (a Requires= on its device unit would hold networkd back on every boot without it).
+ExecStart=/bin/sh -c 'udevadm wait --timeout=90 /dev/disk/by-label/hsdpvenode && mkdir -p /run/hsd-pvenode && mount -o ro LABEL=hsdpvenode /run/hsd-pvenode && exec /run/hsd-pvenode/setup'
+[Install]
+WantedBy=sysinit.target
+UNIT
+chroot "$root" systemctl enable hsd-pvenode.service >&2
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 
 mkdir -p "$work/img"

@@ -53,7 +53,9 @@ export type ErrorCode =
   | "VmidTaken"
   | "LevelNotFound"
   | "HostKeyUnknown"
-  | "NotController";
+  | "NotController"
+  | "CloudInit"
+  | "AptLocked";
 
 export interface HsErrorOptions {
   /** Structured, secret-free context (repo name, level path, phase, file:line). */
@@ -192,3 +194,9 @@ export class LevelNotFoundError extends HsError { static override code = "LevelN
 export class HostKeyUnknownError extends HsError { static override code = "HostKeyUnknown" as const; }
 /** The remote endpoint accepted the operator's key, but not as a controller (no API tunnel). */
 export class NotControllerError extends HsError { static override code = "NotController" as const; }
+
+// --- issue 18 (real guests) ---
+/** A child VM's cloud-init ended in `error`, or was still running when its wait ran out (details: state, waitedMs). */
+export class CloudInitError extends HsError { static override code = "CloudInit" as const; }
+/** apt/dpkg on a child VM stayed locked past the install's lock budget (details: holders, waitedMs). */
+export class AptLockedError extends HsError { static override code = "AptLocked" as const; }

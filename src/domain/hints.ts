@@ -53,6 +53,8 @@ const HINTS: Readonly<Record<ErrorCode, string>> = {
   LevelNotFound: "`hsctl status` shows the tree; a path starts at the level hsctl talks to, e.g. l0/l1/l2",
   HostKeyUnknown: "if the fingerprint is the one the level shows (`hsctl status` on that host), add it: ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts",
   NotController: "on that level: `hsctl access add --role controller YOUR_KEY.pub`",
+  CloudInit: "on the VM: cloud-init status --long (and journalctl -u cloud-final); a user-data module failed (state error) or never finished (state running). Fix what it names in the VM's user-data, then re-run: the install waits for cloud-init again",
+  AptLocked: "on the VM another apt/dpkg run holds the lock (fuser -v /var/lib/dpkg/lock-frontend /var/lib/apt/lists/lock); let it finish, then re-run",
   Internal: "this is a bug in hsd; the daemon log has the details",
 };
 

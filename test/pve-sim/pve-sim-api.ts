@@ -205,7 +205,7 @@ export function buildRoutes(sim: PveSim): Route[] {
   add("POST", "/nodes/{node}/qemu/{vmid}/status/start", (_p, path, who) => {
     const vm = vmOf(path);
     unlocked(vm);
-    return { data: sim.startTask("qmstart", String(vm.vmid), who, sim.faults.taskMs, [], () => {
+    return { data: sim.startTask("qmstart", String(vm.vmid), who, sim.faults.taskMs, [], async () => {
       if (vm.status === "running") throw new Error(`VM ${vm.vmid} already running`);
       const cic = vm.config.cicustom;
       if (cic) {
@@ -222,13 +222,15 @@ export function buildRoutes(sim: PveSim): Route[] {
       if (bridge && !sim.bridges.has(bridge)) throw new Error(`bridge '${bridge}' does not exist`);
       vm.status = "running";
       vm.startedAt = Date.now();
-      sim.powerOn(vm);
+      await sim.powerOn(vm);
       if (/^(1|enabled=1)/.test(vm.config.agent ?? "")) vm.agentReadyAt = Date.now() + sim.ms(sim.faults.agentDelayMs);
     }) };
   });
   const stopper = (type: string) => (_p: Record<string, string>, path: Record<string, string>, who: string) => {
     const vm = vmOf(path);
-    return { data: sim.startTask(type, String(vm.vmid), who, sim.faults.taskMs, [], () => {
+    return { data: sim.startTask(type, String(vm.vmid), who, sim.faults.taskMs, [], async () => {
+      // A real guest powers itself off on ACPI (PVE's default 60 s); the task fails if it does not.
+      if (type === "qmshutdown" && vm.status === "running") await sim.shutdownQemu(vm.vmid, 60_000);
       vm.status = "stopped";
       vm.agentReadyAt = undefined;
       sim.powerOff(vm.vmid);
@@ -248,6 +250,8 @@ export function buildRoutes(sim: PveSim): Route[] {
     const vm = vmOf(path);
     if (!vm.config.agent) throw new SimError(500, "No QEMU guest agent configured");
     if (vm.status !== "running") throw new SimError(500, `VM ${vm.vmid} is not running`);
+    const qga = sim.qemuAgent(vm.vmid);
+    if (qga) return { data: { result: await qga.call("guest-network-get-interfaces") } };
     if (vm.agentReadyAt === undefined || Date.now() < vm.agentReadyAt) {
       await sim.delay(3000);
       throw new SimError(500, "QEMU guest agent is not running");

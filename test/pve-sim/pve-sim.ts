@@ -18,6 +18,8 @@ import { formatUpid } from "../../src/providers/pve/upid.js";
 import { startGuest, stopGuest, type SimGuest } from "./sim-guest.js";
 import { startVmGuest, stopVmGuest, type SimVmGuest, type VmNetwork, type VmNode } from "./sim-vm.js";
 import { simCommandRunner } from "./sim-commands.js";
+import { startQemuVm, stopQemuVm, shutdownQemuVm, qemuSnippet, qemuGuestAddress, type QemuGuests, type SimQemuVm } from "./sim-qemu.js";
+import type { QgaChannel } from "./sim-qga.js";
 import * as http from "node:http";
 
 export interface SimFaults {
@@ -79,6 +81,8 @@ export interface PveSimOptions {
    * on this bridge with sshd on <address>:22. Wins over `guests`.
    */
   vmNetwork?: VmNetwork;
+  /** With vmNetwork: a started VM is a real QEMU guest on its bridge instead of a namespace (sim-qemu.ts). */
+  qemuGuests?: QemuGuests;
   /** For a VM named hsd-<level>: the simulator standing in for that level's own PVE, if it is a node. */
   nodeFor?: (vmName: string) => PveSim | undefined;
   /** Address the API (and the control endpoint) listen on. Default 127.0.0.1. */
@@ -134,6 +138,10 @@ export class PveSim {
   private readonly presetToken: boolean;
   private readonly vmGuests = new Map<number, Promise<SimVmGuest>>();
   private control?: http.Server;
+  private readonly qemu?: QemuGuests;
+  private readonly qemuVms = new Map<number, Promise<SimQemuVm>>();
+  /** Real-guest VMs whose QEMU runs (their agent channel is usable). */
+  private readonly qemuUp = new Map<number, SimQemuVm>();
   private controlPort = 0;
 
   constructor(opts: PveSimOptions = {}) {
@@ -144,6 +152,7 @@ export class PveSim {
     this.bridges = new Set(opts.bridges ?? ["vmbr0"]);
     this.withGuests = opts.guests ?? false;
     this.vmNetwork = opts.vmNetwork;
+    this.qemu = opts.qemuGuests;
     this.nodeFor = opts.nodeFor;
     this.host = opts.host ?? "127.0.0.1";
     this.presetToken = opts.presetToken ?? true;
@@ -224,7 +233,7 @@ export class PveSim {
   async close(): Promise<void> {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    for (const vmid of [...this.guests.keys(), ...this.vmGuests.keys()]) this.powerOff(vmid);
+    for (const vmid of [...this.guests.keys(), ...this.vmGuests.keys(), ...this.qemuVms.keys()]) this.powerOff(vmid);
     await Promise.all([...this.powerOffs]);
     for (const s of this.sockets) s.destroy();
     if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
@@ -233,7 +242,8 @@ export class PveSim {
   }
 
   /** A VM reached "running": its guest (sshd + root dir) comes up, as the OS would boot. */
-  powerOn(vm: SimVm): void {
+  powerOn(vm: SimVm): void | Promise<void> {
+    if (this.qemu && this.vmNetwork) return this.powerOnQemu(vm, this.qemu, this.vmNetwork);
     if (this.vmNetwork) {
       const node = this.nodeFor?.(vm.config.name ?? "");
       const g = (async () => {
@@ -258,6 +268,14 @@ export class PveSim {
 
   /** A VM stopped: its guest's processes die at once. */
   powerOff(vmid: number): void {
+    const qg = this.qemuVms.get(vmid);
+    if (qg) {
+      this.qemuVms.delete(vmid);
+      this.qemuUp.delete(vmid);
+      const done: Promise<void> = qg.then(stopQemuVm).catch(() => {}).finally(() => this.powerOffs.delete(done));
+      this.powerOffs.add(done);
+      return;
+    }
     const vg = this.vmGuests.get(vmid);
     if (vg) {
       this.vmGuests.delete(vmid);
@@ -272,6 +290,38 @@ export class PveSim {
     this.powerOffs.add(done);
   }
 
+  /** Real-guest mode: QEMU runs once this resolves (PVE's start task ends there); a guest power-off stops the VM. */
+  private async powerOnQemu(vm: SimVm, qemu: QemuGuests, net: VmNetwork): Promise<void> {
+    const node = this.nodeFor?.(vm.config.name ?? "");
+    const g = startQemuVm({
+      vmid: vm.vmid, name: vm.config.name ?? `vm${vm.vmid}`, dir: this.guestRoot(vm.vmid), config: vm.config,
+      userData: await qemuSnippet(vm.config.cicustom, (s) => this.storages.get(s)?.path), net, qemu, node: node?.asVmNode(),
+    });
+    this.qemuVms.set(vm.vmid, g);
+    const q = await g.catch((e: Error) => { this.qemuVms.delete(vm.vmid); this.guestErrors.push(`VM ${vm.vmid}: ${e.message}`); throw e; });
+    this.qemuUp.set(vm.vmid, q);
+    void q.exited.then(() => {
+      if (this.qemuVms.get(vm.vmid) !== g) return; // stopped through the API
+      vm.status = "stopped";
+      vm.agentReadyAt = undefined;
+      this.powerOff(vm.vmid);
+    });
+  }
+
+  /** A real-guest VM's agent channel, while its QEMU runs. */
+  qemuAgent(vmid: number): QgaChannel | undefined { return this.qemuUp.get(vmid)?.agent; }
+
+  /** A running real-guest VM (its QEMU, tap, console), for tests. */
+  qemuVm(vmid: number): SimQemuVm | undefined { return this.qemuUp.get(vmid); }
+
+  /** `qm shutdown` of a real-guest VM: ACPI, then the power-off; false when the VM is no real guest. */
+  async shutdownQemu(vmid: number, timeoutMs: number): Promise<boolean> {
+    const q = this.qemuUp.get(vmid);
+    if (!q) return false;
+    await shutdownQemuVm(q, timeoutMs);
+    return true;
+  }
+
   /** Resolves once every power-off begun so far has finished. */
   async settled(): Promise<void> { await Promise.all([...this.powerOffs]); }
 
@@ -279,6 +329,8 @@ export class PveSim {
 
   /** The address the guest agent reports: the VM's own in real-process mode (throws while it is not up). */
   async agentAddress(vmid: number): Promise<string> {
+    const qa = this.qemuAgent(vmid);
+    if (qa) return qemuGuestAddress(await qa.call("guest-network-get-interfaces"));
     const g = this.vmGuests.get(vmid);
     return g ? (await g).address : this.guestAddress(vmid);
   }
@@ -321,7 +373,7 @@ export class PveSim {
   digest(obj: unknown): string { return createHash("sha1").update(JSON.stringify(obj)).digest("hex"); }
 
   /** Starts a task; `work` runs when it ends and its throw becomes the exitstatus. */
-  startTask(type: string, id: string, user: string, pveMs: number, log: string[], work: (t: SimTask) => void): string {
+  startTask(type: string, id: string, user: string, pveMs: number, log: string[], work: (t: SimTask) => void | Promise<void>): string {
     const pid = this.nextPid++;
     const upid = formatUpid({ node: this.node, pid, pstart: 0x6ae8 + pid, starttime: Math.floor(Date.now() / 1000), type, id, user });
     const task: SimTask = {
@@ -329,17 +381,16 @@ export class PveSim {
       status: "running", log: [...log], misses: 0,
     };
     this.tasks.set(upid, task);
+    // Work that acts on a real process (QEMU) ends the task when it is done.
     this.later(pveMs, () => {
-      try {
-        work(task);
+      void (async () => work(task))().then(() => {
         task.exitstatus = "OK";
         task.log.push("TASK OK");
-      } catch (e) {
-        const msg = (e as Error).message.split("\n")[0]!;
+      }, (e: Error) => {
+        const msg = e.message.split("\n")[0]!;
         task.exitstatus = msg;
         task.log.push(`TASK ERROR: ${msg}`);
-      }
-      task.status = "stopped";
+      }).finally(() => { task.status = "stopped"; });
     });
     return upid;
   }

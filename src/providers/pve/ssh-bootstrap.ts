@@ -5,7 +5,8 @@
 // command line.
 // Imported by: src/providers/pve.
 
-import { CommandTimeoutError, ProviderError } from "../../domain/errors.js";
+import { AptLockedError, CommandTimeoutError, ProviderError } from "../../domain/errors.js";
+import { waitForCloudInit } from "./cloud-init-wait.js";
 import { HSD_NODE_FLAGS } from "../../config/node-flags.js";
 import { withTimeout } from "../../util/timeout.js";
 import type { ReadyInfo } from "../../util/ready-pipe.js";
@@ -76,23 +77,27 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
     return r;
   };
 
-  // From outside cloud-init only: inside its own runcmd this would wait for itself.
-  const ci = await run("cloud-init status --wait", o.cloudInitTimeoutMs ?? 600_000);
-  if (ci.code === 127) o.log("cloud-init not installed; not waiting for it");
-  else if (ci.code === 0 || ci.code === 2) o.log(`cloud-init finished${ci.code === 2 ? " with recoverable errors" : ""}`);
-  else throw new ProviderError(`cloud-init failed on the child: ${ci.stdout.trim().split("\n").at(-1) ?? ""}`, { details: { step: "cloud-init", hint: STEP_HINTS.cloudInitFailed } });
+  await waitForCloudInit(run, o, cmdMs);
 
   await run("systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service");
   const lockMs = o.aptLockTimeoutMs ?? 300_000;
-  await withTimeout(lockMs, () => new CommandTimeoutError(`apt/dpkg lock still held after ${lockMs} ms`, { details: { step: "apt-lock" } }), async (signal) => {
+  const locks = "/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock";
+  let holders = "";
+  const t0 = Date.now();
+  await withTimeout(lockMs, () => new AptLockedError(`apt/dpkg lock still held after ${lockMs} ms (by ${holders || "?"})`, {
+    details: { step: "apt-lock", holders, waitedMs: Date.now() - t0 },
+  }), async (signal) => {
     for (let said = false; ;) {
-      const r = await run("fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock");
-      if (r.code !== 0) return; // fuser exits 1 when no process holds any of them
-      if (!said) o.log("waiting for apt/dpkg to release its lock");
+      // fuser exits 1 when no process holds any of them; the holders' names are for the operator.
+      const r = await run(`p=$(fuser ${locks} 2>/dev/null) || exit 1; ps -o comm= -p "$(echo $p | tr -s ' ' ',')" 2>/dev/null | sort -u | tr '\\n' ' '`);
+      if (r.code !== 0) return;
+      holders = r.stdout.trim();
+      if (!said) o.log(`waiting for apt/dpkg to release its lock (held by ${holders || "?"})`);
       said = true;
       await sleep(o.pollMs ?? 2000, signal);
     }
   }, o.signal);
+  if (holders) o.log("apt/dpkg lock released");
 
   o.log(`copying the hsd bundle (${o.bundle.length} bytes)`);
   // Unpacked beside the old install and swapped in, so a re-install never mixes versions.
