@@ -34,8 +34,9 @@ set -euo pipefail
 
 SUITE=bookworm
 # cloud-init (+ python3-cffi-backend, a dependency debootstrap's resolver misses), the guest agent and
-# psmisc (fuser: the install phase's apt/dpkg lock check) make it a PVE-style guest (issue 18).
-BASE_PACKAGES="systemd-sysv udev dbus openssh-server iproute2 procps git linux-image-cloud-amd64 ca-certificates cloud-init python3-cffi-backend qemu-guest-agent psmisc"
+# psmisc (fuser: the install phase's apt/dpkg lock check) make it a PVE-style guest (issue 18);
+# locales as Debian's cloud images have it (cloud-init's locale module runs update-locale).
+BASE_PACKAGES="systemd-sysv udev dbus openssh-server iproute2 procps git linux-image-cloud-amd64 ca-certificates cloud-init python3-cffi-backend qemu-guest-agent psmisc locales"
 extra=""
 cache="${HSD_GUEST_CACHE:-/var/cache/hsd-guest}"
 mirror="${HSD_GUEST_MIRROR:-http://deb.debian.org/debian}"

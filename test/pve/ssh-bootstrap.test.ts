@@ -146,3 +146,33 @@ test("bootstrap: a service that fails before ready ends the wait at once; one th
     assert.equal(slow.details.step, "ready");
   } finally { ssh.close(); }
 });
+
+test("bootstrap: cloud-init ended in error fails typed with its state and what failed; still running past the budget fails typed as running", async () => {
+  await fake("fuser", "exit 1");
+  await fake("systemctl", "exit 0");
+  await fake("cloud-init", `case "$*" in
+  status) echo "status: error" ;;
+  "status --wait") echo "status: error"; exit 1 ;;
+  "status --long") printf 'status: error\\ntime: Mon, 30 Nov 2026 12:00:00 +0000\\ndetail:\\n(scripts_user, RuntimeError(runparts: 1 failed))\\n'; exit 1 ;;
+esac`);
+  const ssh = await connect();
+  try {
+    const opts = { bundle: await tinyBundle("b4", true), paths: guestPaths(join(sshd.dir, "vm4")), configYaml: "x: 1\n", unitText: "", pathPrefix: sshd.binDir };
+    const logs: string[] = [];
+    const failed = await rejection(bootstrapHsd(ssh, { ...opts, signal: AbortSignal.timeout(60_000), log: (m) => logs.push(m) }));
+    assert.equal(failed.code, "CloudInit");
+    assert.equal(failed.details.state, "error");
+    assert.match(failed.message, /scripts_user/);
+    assert.deepEqual(logs, ["cloud-init is error"]);
+
+    await fake("cloud-init", `case "$*" in
+  "status --wait") sleep 30 ;;
+  *) echo "status: running" ;;
+esac`);
+    logs.length = 0;
+    const running = await rejection(bootstrapHsd(ssh, { ...opts, cloudInitTimeoutMs: 1000, signal: AbortSignal.timeout(60_000), log: (m) => logs.push(m) }));
+    assert.equal(running.code, "CloudInit");
+    assert.equal(running.details.state, "running");
+    assert.match(logs[0] ?? "", /^cloud-init is running; waiting for it/);
+  } finally { ssh.close(); }
+});
