@@ -132,29 +132,40 @@ test("real guest: provision, boot (the agent's address), install hsd into Debian
 
 test("real guest: install waits while a real apt process holds the apt lock, and fails typed when it outlasts the budget (lesson 7)", { timeout: 1_200_000 }, async () => {
   assert.ok(vm1 && ssh1, "needs the first test's guest");
-  // A real apt-get holding /var/lib/apt/lists/lock: its update pre-invoke hook runs under the lock.
-  const holdLock = (seconds: number) => sh(ssh1!, `setsid apt-get -q -o 'APT::Update::Pre-Invoke::=sleep ${seconds}' update </dev/null >/tmp/apt-${seconds}.log 2>&1 &
-for i in $(seq 100); do fuser /var/lib/apt/lists/lock >/dev/null 2>&1 && exit 0; sleep 0.2; done; exit 1`);
+  // A real apt-get holding /var/lib/apt/lists/lock: its update pre-invoke hook runs under the lock,
+  // until the test releases it (a file appears) or 10 minutes pass.
+  const holdLock = (tag: string) => sh(ssh1!, `rm -f /tmp/release-${tag}
+setsid apt-get -q -o 'APT::Update::Pre-Invoke::=timeout 600 sh -c "until [ -e /tmp/release-${tag} ]; do sleep 0.2; done"' update </dev/null >/tmp/apt-${tag}.log 2>&1 &
+for i in $(seq 300); do fuser /var/lib/apt/lists/lock >/dev/null 2>&1 && exit 0; sleep 0.2; done; exit 1`);
+  const released = (tag: string) => sh(ssh1!, `touch /tmp/release-${tag}; for i in $(seq 300); do pgrep -x apt-get >/dev/null || exit 0; sleep 0.2; done; exit 1`);
 
-  await holdLock(3600);
+  await holdLock("short");
   const short = await rejection(provider({ aptLockTimeoutMs: 5000 }).install(vm1, spec(), ctx()));
   assert.equal(short.code, "AptLocked");
   assert.match(String(short.details.holders), /apt-get/);
-  await sh(ssh1, "pkill -x apt-get; for i in $(seq 100); do fuser /var/lib/apt/lists/lock >/dev/null 2>&1 || exit 0; sleep 0.2; done; exit 1");
+  await released("short");
 
-  await holdLock(20);
+  await holdLock("long");
   const events: Emitted[] = [];
+  const c = ctx();
+  // apt finishes on its own once install is seen waiting for it.
+  let release: Promise<string> | undefined;
+  const watching = { ...c, emit: (ev: Emitted) => {
+    events.push(ev);
+    if (!release && ev.kind === "log" && String((ev as { message?: unknown }).message).startsWith("waiting for apt/dpkg")) release = released("long");
+  } };
   const t = Date.now();
-  const r = await provider().install(vm1, spec(), ctx(events));
+  const r = await provider().install(vm1, spec(), watching);
   timings.installWaitingForAptS = (Date.now() - t) / 1000;
+  await release;
   assert.equal(r.endpoint.port, 2222);
   const l = logs(events);
   const waited = l.findIndex((m) => /^waiting for apt\/dpkg to release its lock \(held by .*apt-get/.test(m));
-  const released = l.indexOf("apt/dpkg lock released");
+  const freed = l.indexOf("apt/dpkg lock released");
   const copied = l.findIndex((m) => m.startsWith("copying the hsd bundle"));
-  assert.ok(waited >= 0 && waited < released && released < copied, l.join("\n"));
-  // The apt run finished on its own (the install never killed it) and left its lists updated.
-  assert.match(await sh(ssh1, "cat /tmp/apt-20.log"), /Reading package lists/);
+  assert.ok(waited >= 0 && waited < freed && freed < copied, l.join("\n"));
+  // The apt run ended on its own (the install never killed it).
+  assert.match(await sh(ssh1, "cat /tmp/apt-long.log"), /Reading package lists/);
   assert.equal(await sh(ssh1, "systemctl is-active hsd"), "active");
 });
 
