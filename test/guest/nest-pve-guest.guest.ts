@@ -119,8 +119,16 @@ after(async () => {
 async function failureContext(): Promise<string> {
   const vm = [...sim0.vms.values()].find((v) => v.config.name === "hsd-l1");
   const q0 = vm ? sim0.qemuVm(vm.vmid) : undefined;
+  let journal = "(no guest session)";
+  if (vm && q0) {
+    // Level 1's own log, from its journal, over the guest's sshd with level 0's key.
+    const ssh = await GuestSsh.connect({ host: await sim0.agentAddress(vm.vmid), privateKey: await readFile(join(l0, "keys/id_ed25519")), connectTimeoutMs: 20_000 }).catch(() => undefined);
+    const r = await ssh?.exec("journalctl -u hsd -u hsd-pvenode --no-pager -n 80 -o cat", { timeoutMs: 60_000 }).catch((e: Error) => ({ stdout: e.message, stderr: "" }));
+    ssh?.close();
+    journal = r ? `${r.stdout}${r.stderr}` : journal;
+  }
   return [sims.flatMap((s) => s.guestErrors).join("\n"), "--- level 0 log ---", (await readFile(join(l0, "hsd.log"), "utf8").catch(() => "")).slice(-3000),
-    "--- l1 console ---", q0 ? (await qemuConsole(q0)).slice(-3000) : "(no QEMU)"].join("\n");
+    "--- level 1 journal ---", journal.slice(-6000), "--- l1 console ---", q0 ? (await qemuConsole(q0)).slice(-2000) : "(no QEMU)"].join("\n");
 }
 
 type Status = { name: string; state: string; address: string; children: Status[] };
