@@ -35,7 +35,8 @@ set -euo pipefail
 SUITE=bookworm
 # cloud-init (+ python3-cffi-backend, a dependency debootstrap's resolver misses), the guest agent and
 # psmisc (fuser: the install phase's apt/dpkg lock check) make it a PVE-style guest (issue 18);
-# locales as Debian's cloud images have it (cloud-init's locale module runs update-locale).
+# locales with en_US.UTF-8 generated: cloud-init's locale module sets it (update-locale refuses a
+# locale that is not generated).
 BASE_PACKAGES="systemd-sysv udev dbus openssh-server iproute2 procps git linux-image-cloud-amd64 ca-certificates cloud-init python3-cffi-backend qemu-guest-agent psmisc locales"
 extra=""
 cache="${HSD_GUEST_CACHE:-/var/cache/hsd-guest}"
@@ -89,6 +90,8 @@ PasswordAuthentication no
 UseDNS no
 SSHD
 rm -f "$root"/etc/ssh/ssh_host_*
+sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' "$root/etc/locale.gen"
+chroot "$root" locale-gen >&2
 # NoCloud only: no probing of cloud metadata services that do not exist here. ed25519 host keys
 # only: cloud-init's default RSA key takes ~30 s under TCG.
 cat > "$root/etc/cloud/cloud.cfg.d/90-hsd-guest.cfg" <<'CLOUD'
