@@ -298,7 +298,13 @@ export class PveSim {
       userData: await qemuSnippet(vm.config.cicustom, (s) => this.storages.get(s)?.path), net, qemu, node: node?.asVmNode(),
     });
     this.qemuVms.set(vm.vmid, g);
-    const q = await g.catch((e: Error) => { this.qemuVms.delete(vm.vmid); this.guestErrors.push(`VM ${vm.vmid}: ${e.message}`); throw e; });
+    // A QEMU that does not start fails the start task and leaves the VM stopped, as PVE does.
+    const q = await g.catch((e: Error) => {
+      this.qemuVms.delete(vm.vmid);
+      vm.status = "stopped";
+      this.guestErrors.push(`VM ${vm.vmid}: ${e.message}`);
+      throw e;
+    });
     this.qemuUp.set(vm.vmid, q);
     void q.exited.then(() => {
       if (this.qemuVms.get(vm.vmid) !== g) return; // stopped through the API
