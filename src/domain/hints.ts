@@ -119,6 +119,9 @@ export const VALUE_HINTS = Object.freeze({
   snippetsContent: (storage: string, content: string) => `pvesm set ${storage} --content ${content}`,
   storageStatus: (storage: string) => `pvesm status --storage ${storage}`,
   makeTemplate: (vmid: number | string) => `qm template ${vmid}`,
+  imageRoom: (dir: string) => `free space on the filesystem of ${dir}, or set image_dir to a larger one, then re-run`,
+  templateSlot: (vmid: number | string) =>
+    `set pve.template to a free vmid (the level's children inherit it), or remove VM ${vmid} on this level (qm destroy ${vmid}) if nothing needs it`,
   staleToken: (user: string, id: string) =>
     `if nothing uses it: pveum user token remove ${user} ${id}; otherwise put its secret in secrets.yaml as pve.token_secret`,
 });

@@ -5,8 +5,9 @@
 //   its template 9000 is the operator's, and nothing below level 0 has one;
 // - each level received both images from its parent over hsd's SSH endpoint
 //   into its VM's /var/lib/vz/template/iso, which is its PVE's `local` storage;
-// - each level created template 9000 from its pve.image in configure
-//   (import-from a volume of its own storage), and cloned its child from it;
+// - each level ran its own preflight (template vmid free, room for the
+//   template and a clone), created template 9000 from its pve.image in
+//   configure (import-from a volume of its own storage), and cloned its child from it;
 // - no node was asked to download anything, and every call fits PVE's schema;
 // - destroy leaves no VM and no hsd-made template; level 0's template is untouched.
 // Needs root.
@@ -90,6 +91,10 @@ test("nest --depth 3 --provider pve: each level gets its images from its parent,
     assert.equal(t.config.serial0, "socket");
     assert.match(t.config.ide2 ?? "", /cloudinit/);
     assert.deepEqual(sim.imports, [{ vmid: TEMPLATE, file: `/var/lib/vz/import/${image}.raw` }], sim.node);
+    // Its own preflight ran first: the vmid free, and room for the template and a clone.
+    for (const check of ["template-slot", "storage-room"]) {
+      assert.ok(events.some((e) => e.level === path && e.phase === "configure" && (e.message ?? "").startsWith(`${check}: ok`)), `${path}: ${check}`);
+    }
     assert.ok(events.some((e) => e.level === path && e.phase === "configure" && new RegExp(`^creating template ${TEMPLATE} from image ${image}`).test(e.message ?? "")),
       `${path} created its template in configure`);
     madeTemplates.set(sim.node, { ...t, config: { ...t.config } });

@@ -14,14 +14,11 @@
 import { copyFile, link, mkdir, open, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { PreflightError } from "../../domain/errors.js";
-import { isPveError, type PveClient, type WaitTaskOptions } from "./pve-client.js";
+import type { PveClient, WaitTaskOptions } from "./pve-client.js";
+import { templateMarker, templateSlot, type TemplateImage } from "./child-preflight.js";
+import { VALUE_HINTS } from "../../domain/hints.js";
 
-export interface TemplateImage {
-  readonly name: string;
-  /** The image file on this node (e.g. /var/lib/vz/template/iso/pve-9.img). */
-  readonly path: string;
-  readonly sha256: string;
-}
+export type { TemplateImage } from "./child-preflight.js";
 
 export interface EnsureTemplateOptions {
   readonly client: PveClient;
@@ -38,25 +35,16 @@ export interface EnsureTemplateOptions {
   readonly log: (message: string) => void;
 }
 
-/** The template's description names the image it was made from: how a match is recognised. */
-export function templateMarker(image: TemplateImage): string {
-  return `hsd-image=${image.name}@${image.sha256}`;
-}
-
 export async function ensureTemplate(o: EnsureTemplateOptions): Promise<"kept" | "created"> {
   const { client, node, vmid, signal } = o;
-  const existing = await client.api("GET /nodes/{node}/qemu/{vmid}/config", { node, vmid }, { signal }).catch((e: unknown) => {
-    if (isPveError(e, 500, /does not exist/)) return undefined;
-    throw e;
-  });
-  if (existing) {
-    const cfg = existing as Record<string, unknown>;
-    if (String(cfg.template) === "1" && String(cfg.description ?? "").includes(templateMarker(o.image))) {
-      o.log(`template ${vmid} from image ${o.image.name} is in place; kept`);
-      return "kept";
-    }
-    throw new PreflightError(`VM ${vmid} exists and is not the template of image ${o.image.name}; hsd will not touch it`, {
-      details: { vmid, image: o.image.name, hint: "set pve.template to a free vmid, or remove that VM" },
+  const slot = await templateSlot(client, node, vmid, o.image, signal);
+  if (slot.state === "match") {
+    o.log(`template ${vmid} from image ${o.image.name} is in place; kept`);
+    return "kept";
+  }
+  if (slot.state === "other") {
+    throw new PreflightError(`${slot.detail}; hsd will not touch it`, {
+      details: { vmid, image: o.image.name, hint: VALUE_HINTS.templateSlot(vmid) },
     });
   }
   await ensureImportContent(o);

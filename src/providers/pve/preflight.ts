@@ -238,12 +238,20 @@ async function bridgeExists(d: PreflightDeps): Promise<Check> {
   return failed("bridge", `bridge ${d.config.bridge} not found: ${r.stderr.trim().split("\n")[0]}`, STEP_HINTS.noBridge);
 }
 
+/** Available KiB on a storage (`pvesm status`), or why pvesm could not say. */
+export async function storageAvailKiB(commands: CommandRunner, id: string, signal: AbortSignal): Promise<{ kib: number } | { error: string }> {
+  const r = await commands(["pvesm", "status", "--storage", id], { signal });
+  const row = r.stdout.split("\n").map((l) => l.trim().split(/\s+/)).find((c) => c[0] === id);
+  const kib = Number(row?.[5]);
+  if (r.code !== 0 || !row || row.length < 6 || !Number.isFinite(kib)) return { error: `pvesm status for ${id} failed: ${r.stderr.trim().split("\n")[0]}` };
+  return { kib };
+}
+
 async function diskSpace(d: PreflightDeps): Promise<Check> {
   const id = d.config.storage;
-  const r = await d.commands(["pvesm", "status", "--storage", id], { signal: d.signal });
-  const row = r.stdout.split("\n").map((l) => l.trim().split(/\s+/)).find((c) => c[0] === id);
-  if (r.code !== 0 || !row || row.length < 6) return failed("disk-space", `pvesm status for ${id} failed: ${r.stderr.trim().split("\n")[0]}`, VALUE_HINTS.storageStatus(id));
-  const availKiB = Number(row[5]);
+  const st = await storageAvailKiB(d.commands, id, d.signal);
+  if ("error" in st) return failed("disk-space", st.error, VALUE_HINTS.storageStatus(id));
+  const availKiB = st.kib;
   const gib = (availKiB / 1024 / 1024).toFixed(1);
   if (!(availKiB >= d.minFreeKiB)) {
     return failed("disk-space", `storage ${id} has ${gib} GiB free; need ${(d.minFreeKiB / 1024 / 1024).toFixed(1)} GiB`, STEP_HINTS.lowDisk);

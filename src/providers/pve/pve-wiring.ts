@@ -20,6 +20,8 @@ import type { LocalEvent } from "../../domain/events.js";
 import { pveConfigOf } from "./pve-config.js";
 import { STEP_HINTS } from "../../domain/hints.js";
 import { ensureTemplate } from "./ensure-template.js";
+import { childPreflight } from "./child-preflight.js";
+import { failedChecksError } from "../../domain/checks.js";
 import type { ImageDigests } from "../../images/image-digest.js";
 
 interface PveState { fingerprint?: string }
@@ -91,8 +93,14 @@ export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stat
     const entry = Object.hasOwn(o.config.images.entries, pve.image) ? o.config.images.entries[pve.image] : undefined;
     if (entry) {
       const d = await o.digests.digest(entry.path);
+      const image = { name: pve.image, path: entry.path, sha256: d.sha256 };
+      // Its own preflight first: the template's vmid and the room for it and a clone.
+      const checks = await childPreflight({ client: r.client, commands: runCommand, node: pve.node, vmid: pve.template, image, storage: pve.storage, signal });
+      for (const c of checks) emit({ phase: "configure", kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
+      const failed = failedChecksError(checks, "this level cannot hold its template", { step: "template" });
+      if (failed) throw failed;
       await ensureTemplate({
-        client: r.client, node: pve.node, vmid: pve.template, image: { name: pve.image, path: entry.path, sha256: d.sha256 },
+        client: r.client, node: pve.node, vmid: pve.template, image,
         storage: pve.storage, bridge: pve.bridge, importStorage: { id: "local", path: LOCAL_STORAGE_PATH },
         task: { signal, timeoutMs: o.config.budgets.configure }, signal,
         log: (message: string) => emit({ phase: "configure", kind: "log", message }),
