@@ -39,7 +39,7 @@ test("a free vmid needs room for two disks (template and clone, a qcow2 by its v
     assert.deepEqual(results(checks), { "template-slot": "ok", "storage-room": "failed" });
     assert.match(checks[1]!.detail, /24\.0 GiB/);
     assert.match(checks[1]!.hint ?? "", /pve.storage/);
-    await ensureTemplate({ ...d, bridge: "vmbr0", importStorage: { id: "local", path: sim.paths.vz }, task: FAST_POLL, log: () => {} });
+    await ensureTemplate({ ...d, bridge: "vmbr0", importStorage: "local", task: FAST_POLL, log: () => {} });
     checks = await childPreflight(d);
     assert.deepEqual(results(checks), { "template-slot": "ok", "storage-room": "ok" });
     assert.match(checks[0]!.detail, /already is the template of image pve-9/);

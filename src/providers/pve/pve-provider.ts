@@ -22,6 +22,7 @@ import { runPreflight, isUnroutable, storageFields } from "./preflight.js";
 import { parseUpid } from "./upid.js";
 import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
 import { STEP_HINTS } from "../../domain/hints.js";
+import { buildTemplate, type TemplateImage } from "./ensure-template.js";
 
 export interface PveProviderOptions extends InstallOptions {
   readonly config: PveConfig;
@@ -51,6 +52,11 @@ export interface PveProviderOptions extends InstallOptions {
   /** Hard bound on boot's wait for an address besides the phase signal. Default 5 min. */
   readonly bootTimeoutMs?: number;
   readonly nextidAttempts?: number;
+  /**
+   * The image pve.image names (level 0 only): preflight makes the template at
+   * pve.template from it when that vmid is free. Undefined: the template must exist.
+   */
+  readonly templateImage?: () => Promise<TemplateImage | undefined>;
   /** cloud-init user-data for the child (default: hostname, keys, guest agent). */
   readonly userData?: (child: { vmid: number; name: string; keys: readonly string[] }) => string;
 }
@@ -109,9 +115,22 @@ export class PveProvider implements Provider {
       hostname: this.opts.hostname ?? osHostname().split(".")[0]!, fqdn: this.opts.fqdn,
       resolveHost: this.opts.resolveHost ?? (async (n) => (await lookup(n, { all: true })).map((a) => a.address)),
       minFreeKiB: this.opts.minFreeKiB ?? 20 * 1024 * 1024, sleep: this.sleep, signal: ctx.signal,
+      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplate(ctx) } : {}),
     });
     for (const c of checks) ctx.emit({ kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
     return checks;
+  }
+
+  /** Level 0's template from its image, with the same checks a child runs (child-preflight.ts). */
+  private async makeTemplate(ctx: PhaseContext): Promise<CheckResult[]> {
+    const image = await this.opts.templateImage!();
+    if (!image) return [{ name: "template", result: "failed", detail: `VM ${this.cfg.template} does not exist on ${this.cfg.node}, and image ${this.cfg.image} is not under images:`, hint: STEP_HINTS.noTemplate }];
+    return buildTemplate({
+      client: this.client, commands: this.commands, node: this.cfg.node, vmid: this.cfg.template, image,
+      storage: this.cfg.storage, bridge: this.cfg.bridge, importStorage: "local",
+      task: { signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs }, signal: ctx.signal,
+      log: (message) => ctx.emit({ kind: "log", message }),
+    });
   }
 
   async provision(name: string, _depth: number, ctx: PhaseContext, want?: PlannedNode): Promise<ChildHandle> {
