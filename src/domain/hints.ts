@@ -99,6 +99,7 @@ export const STEP_HINTS = Object.freeze({
   nodeOffline: "wait for pve-cluster/pvestatd after boot, then retry",
   snippetStorageNotDir: "set pve.snippet_storage to a dir storage such as local",
   noTemplate: "list pve.image's file under images: (hsd then makes the template at pve.template), or make one there yourself (docs/proxmox.md)",
+  noImportContent: "upgrade the node to PVE 8.2 or later, or make the template at pve.template yourself (docs/proxmox.md)",
   importStorageNotDir: "the `local` storage must be a directory storage (PVE's default, /var/lib/vz): import volumes live in it",
   noBridge: "create it in /etc/network/interfaces or set pve.bridge",
   lowDisk: "free space or set pve.storage to a larger storage",

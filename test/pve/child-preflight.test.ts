@@ -64,3 +64,15 @@ test("pvesm failing is a failed storage check naming the command to run, not a c
     assert.equal(results(checks)["storage-room"], "failed");
     assert.match(checks[1]!.hint ?? "", /pvesm status --storage no-such-storage/);
   }));
+
+test("a free vmid on PVE older than 8.2 (no `import` content type): the check fails with the upgrade hint before anything is changed", () =>
+  withSim({ release: "8.1.4" }, async (sim) => {
+    const d = await deps(sim, randomBytes(1024));
+    const checks = await childPreflight(d);
+    assert.equal(results(checks)["template-slot"], "failed");
+    assert.match(checks[0]!.hint ?? "", /8\.2/);
+    assert.equal(sim.requests.filter((r) => r.method !== "GET").length, 0);
+    // The simulator refuses the content type as that release would.
+    const put = await clientFor(sim).api("PUT /storage/{storage}", { storage: "local", content: "iso,import" }).then(() => 0, (e: { code?: string }) => e.code);
+    assert.equal(put, "PveApi");
+  }));

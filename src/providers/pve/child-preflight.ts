@@ -1,8 +1,7 @@
-// A PVE child's own preflight, run in its configure phase before it builds
-// the template its children are cloned from: the template vmid is free or
-// already holds this image's template (ensure-template's marker rule), and
-// pve.storage has room for that template's disk plus one clone of it. (Room
-// for the images themselves is checked as each one arrives, at sync.)
+// A PVE level's checks before it makes its template (a child in configure,
+// level 0 in preflight): the template vmid is free or already this image's
+// template (the marker rule), the node can import (PVE 8.2+), and pve.storage
+// has room for the template's disk plus a clone (images: checked at sync).
 // Imported by: src/providers/pve.
 
 import { open, stat } from "node:fs/promises";
@@ -11,6 +10,7 @@ import { STEP_HINTS, VALUE_HINTS } from "../../domain/hints.js";
 import type { CommandRunner } from "../../util/command-runner.js";
 import { isPveError, type PveClient } from "./pve-client.js";
 import { storageAvailKiB } from "./preflight.js";
+import { canImportImages } from "./pve-version.js";
 
 export interface TemplateImage {
   readonly name: string;
@@ -75,6 +75,9 @@ export async function childPreflight(d: ChildPreflightDeps): Promise<CheckResult
   const slot = await templateSlot(d.client, d.node, d.vmid, d.image, d.signal);
   if (slot.state === "other") {
     out.push({ name: "template-slot", result: "failed", detail: `${slot.detail}; hsd will not touch it`, hint: VALUE_HINTS.templateSlot(d.vmid) });
+  } else if (slot.state === "free" && !canImportImages(String((await d.client.api("GET /version", {}, { signal: d.signal })).version))) {
+    out.push({ name: "template-slot", result: "failed", detail: `VM ${d.vmid} is free, but this PVE has no \`import\` content type (8.2 or later) to make the template of image ${d.image.name} with`,
+      hint: STEP_HINTS.noImportContent });
   } else {
     out.push({ name: "template-slot", result: "ok", detail: slot.state === "free"
       ? `VM ${d.vmid} is free for the template of image ${d.image.name}`
