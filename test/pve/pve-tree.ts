@@ -58,6 +58,8 @@ export interface PveTreeOptions {
   readonly presetTemplates?: "all" | "level0" | "none";
   /** Temp dir prefix. */
   readonly prefix: string;
+  /** The simulators' PVE-time multiplier (default theirs, 0.01; 1 plays PVE's own durations). */
+  readonly timeScale?: number;
 }
 
 export interface PveTree {
@@ -125,6 +127,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
       const child = below;
       const sim = new PveSim({
         node: n === 0 ? "pve1" : `l${n}`, host: gateway, bridges: [bridge], vmNetwork: net(),
+        ...(o.timeScale !== undefined ? { timeScale: o.timeScale } : {}),
         nodeFor: (name) => (child && name === `hsd-l${n + 1}` ? child : undefined),
         presetTemplate: (o.presetTemplates ?? "all") === "all" || (n === 0 && o.presetTemplates === "level0"),
         ...(n > 0 ? { presetToken: false, vmFs: true } : {}),
