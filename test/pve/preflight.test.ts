@@ -92,13 +92,17 @@ test("level 0 with its image and a free pve.template: preflight makes the templa
     await writeFile(path, bytes);
     const image = { name: "pve-9", path, sha256: createHash("sha256").update(bytes).digest("hex") };
     const { provider } = providerFor(sim, { templateImage: async () => image });
-    const first = byName(await provider.preflight(phaseCtx()));
+    // Two children's preflights at once: one template is made, both see it.
+    const [first, second] = (await Promise.all([provider.preflight(phaseCtx()), provider.preflight(phaseCtx())])).map(byName);
+    assert.deepEqual(second!.template!.result, "repaired");
     assert.deepEqual(["template-slot", "storage-room", "template"].map((n) => first[n]?.result), ["ok", "ok", "repaired"]);
     const t = sim.vms.get(sim.templateVmid)!;
     assert.equal(t.config.template, "1");
     assert.match(t.config.description ?? "", new RegExp(`hsd-image=pve-9@${image.sha256}`));
     assert.deepEqual(sim.imports.map((i) => i.file), [join(sim.paths.vz, "import", "pve-9.raw")]);
-    // The next preflight finds it and makes nothing.
+    // The next preflights (two at once, as for two children) find it and make nothing.
+    const [a, b] = await Promise.all([provider.preflight(phaseCtx()), provider.preflight(phaseCtx())]);
+    assert.deepEqual([byName(a).template!.result, byName(b).template!.result], ["ok", "ok"]);
     assert.equal(byName(await provider.preflight(phaseCtx())).template!.result, "ok");
     assert.equal(sim.imports.length, 1);
   }));

@@ -95,6 +95,7 @@ export class PveProvider implements Provider {
   private readonly commands: CommandRunner;
   private readonly sleep: Sleep;
   private readonly byName = new Map<string, ChildHandle>();
+  private makingTemplate?: Promise<CheckResult[]>;
 
   constructor(private readonly opts: PveProviderOptions) {
     this.cfg = opts.config;
@@ -115,10 +116,16 @@ export class PveProvider implements Provider {
       hostname: this.opts.hostname ?? osHostname().split(".")[0]!, fqdn: this.opts.fqdn,
       resolveHost: this.opts.resolveHost ?? (async (n) => (await lookup(n, { all: true })).map((a) => a.address)),
       minFreeKiB: this.opts.minFreeKiB ?? 20 * 1024 * 1024, sleep: this.sleep, signal: ctx.signal,
-      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplate(ctx) } : {}),
+      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplateOnce(ctx) } : {}),
     });
     for (const c of checks) ctx.emit({ kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
     return checks;
+  }
+
+  /** Children's preflights can run side by side: one template making at a time, the others share its outcome. */
+  private makeTemplateOnce(ctx: PhaseContext): Promise<CheckResult[]> {
+    this.makingTemplate ??= this.makeTemplate(ctx).finally(() => { this.makingTemplate = undefined; });
+    return this.makingTemplate;
   }
 
   /** Level 0's template from its image, with the same checks a child runs (child-preflight.ts). */
