@@ -119,6 +119,9 @@ export const VALUE_HINTS = Object.freeze({
   snippetsContent: (storage: string, content: string) => `pvesm set ${storage} --content ${content}`,
   storageStatus: (storage: string) => `pvesm status --storage ${storage}`,
   makeTemplate: (vmid: number | string) => `qm template ${vmid}`,
+  imageNotHeld: (image: string) => `add ${image} to images: at level 0 (a level below holds the images its parent passed down for its subtree)`,
+  diskTooSmall: (node: string, gib: number) => `give node ${node} a disk (or a preset) of at least ${gib} GiB, or make its image's template smaller`,
+  templateBlockFull: (from: number, to: number) => `free a vmid in ${from}-${to} (hsd's template block), or set pve.template to the start of a free block of 100`,
   staleToken: (user: string, id: string) =>
     `if nothing uses it: pveum user token remove ${user} ${id}; otherwise put its secret in secrets.yaml as pve.token_secret`,
 });

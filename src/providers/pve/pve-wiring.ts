@@ -40,7 +40,7 @@ async function tokenSecret(secrets: SecretsStore): Promise<string> {
 
 /** A Provider whose real instance is made on first use (and remade after a failure to make it). */
 export function lazyPveProvider(o: {
-  config: HsdConfig; secrets: SecretsStore; stateDir: string; publicKey: string; userKeyPath: string; log: Logger;
+  config: HsdConfig; secrets: SecretsStore; stateDir: string; publicKey: string; userKeyPath: string; digests: ImageDigests; log: Logger;
 }): Provider {
   let made: Promise<Provider> | undefined;
   const get = (): Promise<Provider> => {
@@ -55,6 +55,7 @@ export function lazyPveProvider(o: {
         sshPrivateKeyPath: o.userKeyPath,
         connectTimeoutMs: o.config.timeouts.connectMs,
         ...(pve.bundle ? { bundlePath: pve.bundle } : {}),
+        images: { entries: o.config.images.entries, sha256: async (path) => (await o.digests.digest(path)).sha256 },
       });
     })();
     made.catch(() => { made = undefined; });
@@ -63,7 +64,7 @@ export function lazyPveProvider(o: {
   return {
     name: "pve",
     preflight: async (ctx) => (await get()).preflight(ctx),
-    provision: async (name, depth, ctx) => (await get()).provision(name, depth, ctx),
+    provision: async (name, depth, ctx, node) => (await get()).provision(name, depth, ctx, node),
     boot: async (child, ctx) => (await get()).boot(child, ctx),
     install: async (child, spec, ctx) => (await get()).install(child, spec, ctx),
     alive: async (child) => (await get()).alive(child),
