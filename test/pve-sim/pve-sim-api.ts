@@ -116,10 +116,10 @@ export function buildRoutes(sim: PveSim): Route[] {
         if (vm[2] !== "import" && vm[2] !== "images") throw new SimError(500, `${k}: '${src}' has wrong type '${vm[2]}' - needs to be 'images' or 'import'`);
         if (!st.path || !st.content.split(",").includes(vm[2]!)) throw new SimError(500, `storage '${vm[1]}' does not support content-type '${vm[2]}'`);
         const file = join(st.path, vm[2]!, vm[3]!);
-        if (!existsSync(file)) throw new SimError(500, `${k}: volume '${src}' does not exist`);
+        if (!existsSync(sim.fs.hostPath(file))) throw new SimError(500, `${k}: volume '${src}' does not exist`);
         storageOf(target);
         importedFrom = file;
-        const size = statSync(file).size;
+        const size = statSync(sim.fs.hostPath(file)).size;
         config[k] = `${target}:vm-${vmid}-disk-0,size=${Math.max(1, Math.ceil(size / (1 << 20)))}M${rest ?? ""}`;
         log.push(`importing disk '${src}' to VM ${vmid} ...`, `transferred ${size} bytes`, `${k}: successfully created disk '${config[k]}'`);
         continue;
@@ -211,7 +211,7 @@ export function buildRoutes(sim: PveSim): Route[] {
           const st = sim.storages.get(store!);
           if (!st) throw new Error(`storage '${store}' does not exist`);
           if (!st.content.split(",").includes("snippets")) throw new Error(`storage '${store}' does not support content-type 'snippets'`);
-          if (!st.path || !existsSync(join(st.path, rel!))) throw new Error(`volume '${vol}' does not exist`);
+          if (!st.path || !existsSync(sim.fs.hostPath(join(st.path, rel!)))) throw new Error(`volume '${vol}' does not exist`);
         }
       }
       const bridge = /bridge=([^,]+)/.exec(vm.config.net0 ?? "")?.[1];
@@ -262,6 +262,7 @@ export function buildRoutes(sim: PveSim): Route[] {
     if (vm.status === "running") throw new SimError(500, `VM ${vm.vmid} is running - destroy failed`);
     return { data: sim.startTask("qmdestroy", String(vm.vmid), who, sim.faults.taskMs, [`Removing image: 100% complete...done.`], () => {
       sim.vms.delete(vm.vmid);
+      sim.nodeOf(vm)?.wipe();
     }) };
   });
 
@@ -304,7 +305,7 @@ export function buildRoutes(sim: PveSim): Route[] {
     checkNode(path.node!);
     const s = storageOf(path.storage!);
     if (p.content !== "snippets" || !s.path || !s.content.split(",").includes("snippets")) return { data: [] };
-    const dir = join(s.path, "snippets");
+    const dir = sim.fs.hostPath(join(s.path, "snippets"));
     const files = existsSync(dir) ? readdirSync(dir) : [];
     return { data: files.map((f) => {
       const st = statSync(join(dir, f));
