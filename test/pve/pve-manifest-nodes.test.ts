@@ -15,6 +15,7 @@ import type { PveSim } from "../pve-sim/pve-sim.js";
 import { templateForImage, TEMPLATE_SLOTS, type HeldImages } from "../../src/providers/pve/image-template.js";
 import { templateMarker } from "../../src/providers/pve/ensure-template.js";
 import { bootDisk, driveBytes } from "../../src/providers/pve/node-disk.js";
+import { childPveImage } from "../../src/providers/pve/install-child.js";
 import type { PlannedNode } from "../../src/domain/plan.js";
 import { parseConfig } from "../../src/config/load-config.js";
 import { NestEngine } from "../../src/nest/nest-engine.js";
@@ -69,20 +70,21 @@ test("templates per image: found by marker in the block from pve.template, made 
 
 test("a manifest node on PVE: its image's template, fixed vmid, preset size, disk grown with resize; pve.image clones pve.template", () =>
   withSim({}, async (sim) => {
-    const [pve9, deb] = [await image(sim, "pve-9"), await image(sim, "debian-12")];
-    const { provider } = providerFor(sim, { images: held(pve9, deb) }, { image: "pve-9" });
+    const [pve9, deb, deb13] = [await image(sim, "pve-9"), await image(sim, "debian-12"), await image(sim, "debian-13")];
+    const { provider } = providerFor(sim, { images: held(pve9, deb, deb13) }, { image: "pve-9" });
     const events: Emitted[] = [];
     const ctx = phaseCtx(events);
-    // Two siblings of one image at once share one template.
+    // Siblings at once: two of one image share one template; another image gets its own vmid.
     const [a, b] = await Promise.all([
       provider.provision("edge", 1, ctx, node({ name: "edge", type: "vm", spec: "base", image: "debian-12", vmid: 99031, cores: 1, memoryMb: 1024, diskGb: 10 })),
       provider.provision("edge2", 1, ctx, node({ name: "edge2", type: "vm", image: "debian-12", vmid: 99032, diskGb: 10 })),
+      provider.provision("edge3", 1, ctx, node({ name: "edge3", type: "vm", image: "debian-13", vmid: 99033 })),
     ]);
-    const templates = [...sim.vms.values()].filter((v) => v.config.template === "1" && v.vmid !== 9000);
-    assert.deepEqual(templates.map((t) => [t.vmid, t.config.name]), [[9001, "hsd-debian-12"]]);
-    assert.equal(sim.imports.length, 1);
+    const templates = [...sim.vms.values()].filter((v) => v.config.template === "1" && v.vmid !== 9000).sort((x, y) => x.vmid - y.vmid);
+    assert.deepEqual(templates.map((t) => [t.vmid, t.config.name]), [[9001, "hsd-debian-12"], [9002, "hsd-debian-13"]]);
+    assert.equal(sim.imports.length, 2);
     const clones = sim.requests.filter((r) => r.method === "POST" && r.template === "/nodes/{node}/qemu/{vmid}/clone" && r.status === 200).map((r) => `${r.params!.vmid}->${r.params!.newid}`);
-    assert.deepEqual(clones.sort(), ["9001->99031", "9001->99032"]);
+    assert.deepEqual(clones.sort(), ["9001->99031", "9001->99032", "9002->99033"]);
     assert.deepEqual([a.data.vmid, b.data.vmid], [99031, 99032]);
     const edge = sim.vms.get(99031)!.config;
     assert.deepEqual([edge.cores, edge.memory, edge.name], ["1", "1024", "hsd-edge"]);
@@ -193,3 +195,10 @@ test("PVE leaves through the nest engine: created and booted here, configured by
       await rm(dir, { recursive: true, force: true });
     }
   }));
+
+test("a child's pve.image: its parent's when it holds it (or holds nothing), else the first image it holds", () => {
+  assert.equal(childPveImage("pve-9", { "pve-9": {}, "debian-12": {} }), "pve-9");
+  assert.equal(childPveImage("pve-9", { "debian-13": {}, "debian-12": {} }), "debian-12");
+  assert.equal(childPveImage("pve-9", {}), "pve-9");
+  assert.equal(childPveImage("pve-9", undefined), "pve-9");
+});

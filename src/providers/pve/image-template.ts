@@ -57,17 +57,20 @@ function isTrue(v: unknown): boolean {
 }
 
 /**
- * Serializes template making per image on one node: siblings provisioned at
- * once from the same image share one template instead of racing to make two.
+ * Template lookups on one node, one at a time: siblings provisioned at once
+ * from the same image share one template instead of racing to make two, and
+ * two images never pick the same free vmid.
  */
 export class TemplateLocks {
   private readonly running = new Map<string, Promise<number>>();
+  private chain: Promise<unknown> = Promise.resolve();
 
   get(image: TemplateImage, make: () => Promise<number>): Promise<number> {
     const key = `${image.name}@${image.sha256}`;
     let p = this.running.get(key);
     if (!p) {
-      p = make().finally(() => this.running.delete(key));
+      p = this.chain.catch(() => undefined).then(make).finally(() => this.running.delete(key));
+      this.chain = p;
       this.running.set(key, p);
     }
     return p;
