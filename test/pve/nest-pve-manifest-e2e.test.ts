@@ -10,8 +10,11 @@
 // - each VM has its vmid, its preset's cores and memory and its disk;
 // - edge gets no hsd: leaf-pve boots it and runs its configure step against it
 //   over SSH with its own key (the step writes a file on edge);
-// - status shows every node at its place; destroy -M removes exactly that
-//   tree and level 0 keeps running. Needs root.
+// - status shows every node at its place; sync --configure reaches the leaf;
+// - n1-push beside it: level 0 makes debian-12's template in its template
+//   block (9001; 9000 is the operator's) and its own leaf edge from it;
+// - destroy -M n3-deep removes exactly that tree: n1-push's edge, level 0's
+//   templates and level 0 itself stay. Needs root.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -33,7 +36,9 @@ const GiB = (n: number) => new RegExp(`,size=${n}G(,|$)`);
  */
 const STEP = [
   "if [ \"$HSD_LEAF\" = 1 ]; then",
-  "  ssh -i /var/lib/hsd/keys/id_ed25519 -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 \\",
+  // The level's own key: under level 0's root (next to its homestak root), or a PVE level's system path.
+  "  k=\"$(dirname \"$HOMESTAK_ROOT\")/keys/id_ed25519\"; [ -r \"$k\" ] || k=/var/lib/hsd/keys/id_ed25519",
+  "  ssh -i \"$k\" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 \\",
   "    root@\"$HSD_TARGET\" \"mkdir -p /var/lib/leaf && echo $HSD_LEVEL_PATH $HSD_SPEC $HSD_MANIFEST >> /var/lib/leaf/configured\"",
   "  echo \"leaf $HSD_LEVEL_NAME configured at $HSD_TARGET\"",
   "else echo \"level $HSD_LEVEL_NAME spec $HSD_SPEC\"; fi",
@@ -47,7 +52,7 @@ before(async () => {
   tree = await startPveTree({
     depth: 2, names: ["root-pve", "leaf-pve"], prefix: "hsd-pve-n3-", childTemplates: false, image: "pve-9",
     images: [{ name: "pve-9", bytes: 2 << 20, pinSha256: true }, { name: "debian-12", bytes: 1 << 20 }],
-    extraConfig: { configure: { steps: [{ name: "apply", run: ["sh", "-c", STEP] }] } },
+    extraConfig: { configure: { steps: [{ name: "apply", run: ["sh", "-c", STEP], cwd: "iac-driver" }] } },
   });
   sims = tree.sims;
 });
@@ -118,8 +123,31 @@ test("nest -M n3-deep on PVE: every node on its parent's node with its image's t
   built = true;
 });
 
-test("sync --configure runs leaf-pve's step against edge again", async () => {
+let beside = false;
+test("nest -M n1-push beside it: a leaf of level 0 from debian-12's template, made in level 0's template block", async () => {
   assert.ok(built, "the tree test ran");
+  const pve1 = sims[0]!;
+  const operator = structuredClone(pve1.vms.get(TEMPLATE)!.config);
+  const r = await hsctl(["nest", "-M", "n1-push", "--json"], tree.env, 240_000);
+  assert.equal(r.code, 0, `${r.stderr}\n${r.stdout.slice(-3000)}`);
+  // pve.image (pve-9) is level 0's template 9000; debian-12's goes to the block's lowest free vmid, 9001.
+  const t = pve1.vms.get(TEMPLATE + 1)!;
+  assert.deepEqual([t.config.template, t.config.name], ["1", "hsd-debian-12"]);
+  assert.match(t.config.description!, new RegExp(`hsd-image=debian-12@${tree.images.get("debian-12")!.sha256}`));
+  assert.deepEqual(pve1.imports.map((i) => i.file), [join(pve1.paths.vz, "import", "debian-12.raw")]);
+  assert.deepEqual(pve1.vms.get(TEMPLATE)!.config, operator, "level 0's own template untouched");
+  const edge = pve1.vms.get(99001)!;
+  assert.deepEqual([edge.config.name, edge.status], ["hsd-edge", "running"]);
+  assert.match(edge.config.scsi0!, new RegExp(`^local-lvm:base-${TEMPLATE + 1}-disk-0/vm-99001-disk-0,.*size=10G`));
+  assert.equal((await readFile(join(pve1.guestRoot(99001), "upper/var/lib/leaf/configured"), "utf8")).trim(), "l0/edge base n1-push");
+  const s = await hsctl(["status", "--json"], tree.env, 30_000);
+  const top = (JSON.parse(s.stdout) as Status).children.map((c) => `${c.name}:${c.manifest}:${c.state}${c.leaf ? ":leaf" : ""}`).sort();
+  assert.deepEqual(top, ["edge:n1-push:ready:leaf", "root-pve:n3-deep:ready"]);
+  beside = true;
+});
+
+test("sync --configure runs each level's step against its leaves again (leaf-pve's edge, level 0's edge)", async () => {
+  assert.ok(built && beside, "the tree tests ran");
   // Read from the host through the VM's overlay upper dir (never written from here: the overlay is mounted).
   const marker = join(sims[2]!.guestRoot(99031), "upper/var/lib/leaf/configured");
   const r = await hsctl(["sync", "--configure", "--json"], tree.env, 240_000);
@@ -127,20 +155,23 @@ test("sync --configure runs leaf-pve's step against edge again", async () => {
   const edge = jsonLines(r.stdout).filter((e) => e.level === "l0/root-pve/leaf-pve/edge" && e.phase === "configure");
   assert.deepEqual(edge.filter((e) => e.kind !== "log" && e.kind !== "progress").map((e) => e.kind), ["started", "finished"], JSON.stringify(jsonLines(r.stdout).slice(-30)));
   assert.deepEqual((await readFile(marker, "utf8")).trim().split("\n"), ["leaf-pve/edge base n3-deep", "leaf-pve/edge base n3-deep"]);
+  assert.deepEqual((await readFile(join(sims[0]!.guestRoot(99001), "upper/var/lib/leaf/configured"), "utf8")).trim().split("\n"), ["l0/edge base n1-push", "l0/edge base n1-push"]);
 });
 
-test("destroy -M n3-deep removes exactly that tree; level 0 keeps running; every call fits PVE's schema", async () => {
-  assert.ok(built, "the tree test ran");
+test("destroy -M n3-deep removes exactly that tree; n1-push's leaf and level 0 stay; every call fits PVE's schema", async () => {
+  assert.ok(built && beside, "the tree tests ran");
   const d = await hsctl(["destroy", "-M", "n3-deep", "--json"], tree.env, 240_000);
   assert.equal(d.code, 0, `${d.stderr}\n${d.stdout.slice(-3000)}`);
   await Promise.all(sims.map((s) => s.settled()));
-  assert.deepEqual([...sims[0]!.vms.keys()], [TEMPLATE], "only level 0's own template is left on pve1");
+  // n1-push's edge and level 0's templates stay; root-pve (and with it everything below) is gone.
+  assert.deepEqual([...sims[0]!.vms.keys()].sort(), [TEMPLATE, TEMPLATE + 1, 99001]);
+  assert.equal(sims[0]!.vms.get(99001)!.status, "running");
   for (const sim of sims.slice(1)) assert.deepEqual([...sim.vms.values()].filter((v) => v.config.template !== "1").map((v) => v.vmid), [], sim.node);
-  assert.deepEqual(runNetns(tree.tag), []);
+  assert.equal(runNetns(tree.tag).length, 1, "only n1-push's edge still has a VM namespace");
   assert.deepEqual(tree.hsdPids.slice(1).filter(alive), []);
   assert.equal(tree.level0.exitCode, null, "level 0 is still running");
   const s = await hsctl(["status", "--json"], tree.env, 30_000);
-  assert.deepEqual((JSON.parse(s.stdout) as Status).children, []);
+  assert.deepEqual((JSON.parse(s.stdout) as Status).children.map((c) => `${c.name}:${c.manifest}`), ["edge:n1-push"]);
   assert.deepEqual((await hsdProcessesUnder(tree.root)).filter((p) => p !== tree.hsdPids[0]), []);
   assert.deepEqual(schemaViolations(sims.flatMap((x) => x.requests)), []);
 });
