@@ -84,9 +84,10 @@ export class NestEngine {
     return Math.max(1, levelsBelowChild) * perLevel;
   }
 
-  /** The provider's preflight checks alone (hsctl doctor); repairs what is safe to repair. */
-  preflight(provider: ProviderName, options: ProviderOptions, signal: AbortSignal) {
-    return this.d.providers(provider, options).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
+  /** The checks a build's preflight runs, and nothing else (hsctl doctor): this level's own, then the provider's, with safe repairs. */
+  async preflight(provider: ProviderName, options: ProviderOptions, signal: AbortSignal): Promise<CheckResult[]> {
+    const own = await (this.d.levelChecks ?? (async () => []))();
+    return [...own, ...await this.d.providers(provider, options).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} })];
   }
 
   /**

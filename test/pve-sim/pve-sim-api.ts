@@ -295,7 +295,9 @@ export function buildRoutes(sim: PveSim): Route[] {
     const s = storageOf(path.storage!);
     if (p.digest !== undefined && p.digest !== sim.digest(s)) throw new SimError(500, "detected modified configuration - file changed by other user? Try again.");
     if (p.content !== undefined) {
-      const bad = p.content.split(",").filter((c) => !(STORAGE_CONTENT[s.type] ?? []).includes(c));
+      // `import` content exists from pve-storage 8.2 on.
+      const old = /^([0-7]\.|8\.[01]\.)/.test(sim.release);
+      const bad = p.content.split(",").filter((c) => !(STORAGE_CONTENT[s.type] ?? []).includes(c) || (old && c === "import"));
       if (bad.length) throw param400({ content: `storage does not support content type '${bad[0]}'` });
       s.content = p.content; // replaces the whole set
     }

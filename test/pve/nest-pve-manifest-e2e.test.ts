@@ -50,7 +50,7 @@ let built = false;
 
 before(async () => {
   tree = await startPveTree({
-    depth: 2, names: ["root-pve", "leaf-pve"], prefix: "hsd-pve-n3-", childTemplates: false, image: "pve-9",
+    depth: 2, names: ["root-pve", "leaf-pve"], prefix: "hsd-pve-n3-", presetTemplates: "level0", image: "pve-9",
     images: [{ name: "pve-9", bytes: 2 << 20, pinSha256: true }, { name: "debian-12", bytes: 1 << 20 }],
     extraConfig: { configure: { steps: [{ name: "apply", run: ["sh", "-c", STEP], cwd: "iac-driver" }] } },
   });

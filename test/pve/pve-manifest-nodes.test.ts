@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { withSim, clientFor, FAST_POLL, providerFor, phaseCtx, rejection, schemaViolations, type Emitted } from "./helpers.js";
 import type { PveSim } from "../pve-sim/pve-sim.js";
 import { templateForImage, TEMPLATE_SLOTS, type HeldImages } from "../../src/providers/pve/image-template.js";
-import { templateMarker } from "../../src/providers/pve/ensure-template.js";
+import { templateMarker } from "../../src/providers/pve/child-preflight.js";
 import { bootDisk, driveBytes } from "../../src/providers/pve/node-disk.js";
 import { childPveImage } from "../../src/providers/pve/install-child.js";
 import type { PlannedNode } from "../../src/domain/plan.js";
@@ -51,7 +51,7 @@ test("templates per image: found by marker in the block from pve.template, made 
     const before = structuredClone([sim.vms.get(9000)!.config, sim.vms.get(9001)!.config]);
     const opts = {
       client, node: sim.node, base: 9000, image: deb, storage: "local-lvm", bridge: "vmbr0",
-      importStorage: { id: "local", path: sim.paths.vz }, task: FAST_POLL, log: () => {},
+      importStorage: "local", task: FAST_POLL, log: () => {},
     };
     assert.deepEqual(await templateForImage(opts), { vmid: 9002, made: "created" });
     assert.match(sim.vms.get(9002)!.config.description!, new RegExp(templateMarker(deb)));

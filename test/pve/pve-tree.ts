@@ -51,10 +51,11 @@ export interface PveTreeOptions {
   /** Level 0's pve.image (what its children, and theirs, are made from). */
   readonly image?: string;
   /**
-   * The simulators below level 0 start with the operator's template in place
-   * (a tree without images). Default true; false: a level has only what its hsd made.
+   * Which nodes start with an operator's template at 9000: every node ("all",
+   * the default: a tree without images), node pve1 only ("level0"), or none
+   * (level 0 makes its own from pve.image). A node without one has only what hsd made.
    */
-  readonly childTemplates?: boolean;
+  readonly presetTemplates?: "all" | "level0" | "none";
   /** Temp dir prefix. */
   readonly prefix: string;
   /** The names of the levels below 0, top down (a manifest's PVE nodes); default l1, l2, ... */
@@ -130,7 +131,8 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
       const sim = new PveSim({
         node: n === 0 ? "pve1" : levelName(n), host: gateway, bridges: [bridge], vmNetwork: net(),
         nodeFor: (name) => (child && name === `hsd-${levelName(n + 1)}` ? child : undefined),
-        ...(n > 0 ? { presetToken: false, vmFs: true, presetTemplate: o.childTemplates ?? true } : {}),
+        presetTemplate: (o.presetTemplates ?? "all") === "all" || (n === 0 && o.presetTemplates === "level0"),
+        ...(n > 0 ? { presetToken: false, vmFs: true } : {}),
       });
       await sim.start();
       sims.unshift(sim);

@@ -12,7 +12,8 @@
 
 import { PreflightError } from "../../domain/errors.js";
 import { VALUE_HINTS } from "../../domain/hints.js";
-import { ensureTemplate, templateMarker, templateVmName, type EnsureTemplateOptions, type TemplateImage } from "./ensure-template.js";
+import { ensureTemplate, templateVmName, type EnsureTemplateOptions } from "./ensure-template.js";
+import { templateMarker, type TemplateImage } from "./child-preflight.js";
 
 /** How many vmids from pve.template on are hsd's template block (9000-9099 by default). */
 export const TEMPLATE_SLOTS = 100;
@@ -84,11 +85,9 @@ export interface HeldImages {
   readonly sha256: (path: string) => Promise<string>;
 }
 
-export interface PickTemplateOptions extends Omit<TemplateForImageOptions, "image" | "importStorage" | "base"> {
+export interface PickTemplateOptions extends Omit<TemplateForImageOptions, "image" | "base"> {
   readonly held: HeldImages | undefined;
   readonly config: { readonly image: string; readonly template: number };
-  /** The dir storage import volumes go to; its path is read from the API. */
-  readonly importStorageId: string;
   readonly locks: TemplateLocks;
 }
 
@@ -109,9 +108,6 @@ export async function pickTemplate(image: string | undefined, o: PickTemplateOpt
       details: { image: name, held: Object.keys(o.held?.entries ?? {}), hint: VALUE_HINTS.imageNotHeld(name) },
     });
   }
-  const st = await o.client.api("GET /storage/{storage}", { storage: o.importStorageId }, { signal: o.signal }) as Record<string, unknown>;
-  const path = typeof st.path === "string" ? st.path : "";
-  if (!path) throw new PreflightError(`storage ${o.importStorageId} has no directory to import image ${name} from`, { details: { storage: o.importStorageId } });
   const img: TemplateImage = { name, path: entry.path, sha256: await o.held!.sha256(entry.path) };
-  return o.locks.get(img, async () => (await templateForImage({ ...o, image: img, base: o.config.template, importStorage: { id: o.importStorageId, path } })).vmid);
+  return o.locks.get(img, async () => (await templateForImage({ ...o, image: img, base: o.config.template })).vmid);
 }

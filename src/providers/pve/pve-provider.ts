@@ -27,6 +27,7 @@ import { resizeBootDisk } from "./node-disk.js";
 
 /** The dir storage an image is imported from when this level makes a template (PVE's `local`). */
 const IMPORT_STORAGE = "local";
+import { buildTemplate, type TemplateImage } from "./ensure-template.js";
 
 export interface PveProviderOptions extends InstallOptions {
   readonly config: PveConfig;
@@ -58,6 +59,11 @@ export interface PveProviderOptions extends InstallOptions {
   readonly nextidAttempts?: number;
   /** The images this level holds: a manifest node's image picks the template it is cloned from (image-template.ts). */
   readonly images?: HeldImages;
+  /**
+   * The image pve.image names (level 0 only): preflight makes the template at
+   * pve.template from it when that vmid is free. Undefined: the template must exist.
+   */
+  readonly templateImage?: () => Promise<TemplateImage | undefined>;
   /** cloud-init user-data for the child (default: hostname, keys, guest agent). */
   readonly userData?: (child: { vmid: number; name: string; keys: readonly string[] }) => string;
 }
@@ -117,9 +123,22 @@ export class PveProvider implements Provider {
       hostname: this.opts.hostname ?? osHostname().split(".")[0]!, fqdn: this.opts.fqdn,
       resolveHost: this.opts.resolveHost ?? (async (n) => (await lookup(n, { all: true })).map((a) => a.address)),
       minFreeKiB: this.opts.minFreeKiB ?? 20 * 1024 * 1024, sleep: this.sleep, signal: ctx.signal,
+      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplate(ctx) } : {}),
     });
     for (const c of checks) ctx.emit({ kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
     return checks;
+  }
+
+  /** Level 0's template from its image, with the same checks a child runs (child-preflight.ts). */
+  private async makeTemplate(ctx: PhaseContext): Promise<CheckResult[]> {
+    const image = await this.opts.templateImage!();
+    if (!image) return [{ name: "template", result: "failed", detail: `VM ${this.cfg.template} does not exist on ${this.cfg.node}, and image ${this.cfg.image} is not under images:`, hint: STEP_HINTS.noTemplate }];
+    return buildTemplate({
+      client: this.client, commands: this.commands, node: this.cfg.node, vmid: this.cfg.template, image,
+      storage: this.cfg.storage, bridge: this.cfg.bridge, importStorage: IMPORT_STORAGE,
+      task: { signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs }, signal: ctx.signal,
+      log: (message) => ctx.emit({ kind: "log", message }),
+    });
   }
 
   async provision(name: string, _depth: number, ctx: PhaseContext, want?: PlannedNode): Promise<ChildHandle> {
@@ -129,7 +148,7 @@ export class PveProvider implements Provider {
     const step = (done: number, message: string) => ctx.emit({ kind: "progress", message, progress: { unit: "step", done, total: 3 } });
     // A manifest node's image picks the template (made here on first use); a uniform tree clones pve.template.
     const template = await pickTemplate(want?.image, {
-      client: this.client, node, held: this.opts.images, config: this.cfg, importStorageId: IMPORT_STORAGE, locks: this.templateLocks,
+      client: this.client, node, held: this.opts.images, config: this.cfg, importStorage: IMPORT_STORAGE, locks: this.templateLocks,
       storage: this.cfg.storage, bridge: this.cfg.bridge, signal: ctx.signal,
       task: { signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs },
       log: (message) => ctx.emit({ kind: "log", message }),
