@@ -57,6 +57,8 @@ export interface SimStorage { storage: string; type: string; path?: string; cont
 export interface SimTask {
   upid: string; node: string; type: string; id: string; user: string; pid: number; pstart: number; starttime: number;
   status: "running" | "stopped"; exitstatus?: string; log: string[]; misses: number;
+  /** Wall-clock ms (Date.now()) the task ran from and to: what a caller waited on PVE for (benches). */
+  startedMs: number; endedMs?: number;
 }
 
 export interface RecordedRequest {
@@ -347,7 +349,7 @@ export class PveSim {
     const upid = formatUpid({ node: this.node, pid, pstart: 0x6ae8 + pid, starttime: Math.floor(Date.now() / 1000), type, id, user });
     const task: SimTask = {
       upid, node: this.node, type, id, user, pid, pstart: 0x6ae8 + pid, starttime: Math.floor(Date.now() / 1000),
-      status: "running", log: [...log], misses: 0,
+      status: "running", log: [...log], misses: 0, startedMs: Date.now(),
     };
     this.tasks.set(upid, task);
     this.later(pveMs, () => {
@@ -361,6 +363,7 @@ export class PveSim {
         task.log.push(`TASK ERROR: ${msg}`);
       }
       task.status = "stopped";
+      task.endedMs = Date.now();
     });
     return upid;
   }

@@ -62,6 +62,8 @@ export interface PveTreeOptions {
   readonly names?: readonly string[];
   /** More keys for level 0's hsd.yaml (configure steps, ...). */
   readonly extraConfig?: Readonly<Record<string, unknown>>;
+  /** The simulators' PVE-time multiplier (default theirs, 0.01; 1 plays PVE's own durations). */
+  readonly timeScale?: number;
 }
 
 export interface PveTree {
@@ -130,6 +132,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
       const child = below;
       const sim = new PveSim({
         node: n === 0 ? "pve1" : levelName(n), host: gateway, bridges: [bridge], vmNetwork: net(),
+        ...(o.timeScale !== undefined ? { timeScale: o.timeScale } : {}),
         nodeFor: (name) => (child && name === `hsd-${levelName(n + 1)}` ? child : undefined),
         presetTemplate: (o.presetTemplates ?? "all") === "all" || (n === 0 && o.presetTemplates === "level0"),
         ...(n > 0 ? { presetToken: false, vmFs: true } : {}),
