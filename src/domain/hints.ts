@@ -121,6 +121,9 @@ export const VALUE_HINTS = Object.freeze({
   snippetsContent: (storage: string, content: string) => `pvesm set ${storage} --content ${content}`,
   storageStatus: (storage: string) => `pvesm status --storage ${storage}`,
   makeTemplate: (vmid: number | string) => `qm template ${vmid}`,
+  imageNotHeld: (image: string) => `add ${image} to images: at level 0 (a level below holds the images its parent passed down for its subtree)`,
+  diskTooSmall: (node: string, gib: number) => `give node ${node} a disk (or a preset) of at least ${gib} GiB, or make its image's template smaller`,
+  templateBlockFull: (from: number, to: number) => `free a vmid in ${from}-${to} (hsd's template block), or set pve.template to the start of a free block of 100`,
   imageRoom: (dir: string) => `free space on the filesystem of ${dir}, or set image_dir to a larger one, then re-run`,
   templateSlot: (vmid: number | string) =>
     `set pve.template to a free vmid (the level's children inherit it), or remove VM ${vmid} on this level (qm destroy ${vmid}) if nothing needs it`,

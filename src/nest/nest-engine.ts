@@ -20,7 +20,7 @@ import type { ConfigureLeaf, PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.
 import { LEAF_HOOKS, PHASE_HOOKS } from "./phases/index.js";
 import { ChildTree, ONE_AT_A_TIME, valuesOrFirstFailure, type ChildScope, type LocalEvent } from "./child-tree.js";
 import type { ProviderName, ProviderOptions } from "../domain/providers.js";
-import { heightOf, rootsOf, subtreeOf, type BuildPlan, type PlannedNode } from "../domain/plan.js";
+import { heightOf, rootsOf, subtreeOf, unheldImages, type BuildPlan, type PlannedNode } from "../domain/plan.js";
 
 export interface Clock {
   now(): number;
@@ -143,14 +143,18 @@ export class NestEngine {
     });
   }
 
-  /** A manifest root must not be a level another manifest (or a uniform nest) built here. */
+  /**
+   * A manifest root must not be a level another manifest (or a uniform nest)
+   * built here, and must be made from an image this level holds (below level 0:
+   * one its parent passed down).
+   */
   private checkOwnership(plan: BuildPlan): void {
     const errors = rootsOf(plan.nodes).flatMap((n) => {
       const rec = this.d.journal.child(n.name);
       if (!rec || rec.manifest === plan.manifest) return [];
       const owner = rec.manifest ? `manifest ${rec.manifest}` : "hsctl nest --depth";
       return [{ file: plan.manifest, node: n.name, field: "name", message: `a level ${n.name} already exists here, built by ${owner}` }];
-    });
+    }).concat(unheldImages(plan, Object.keys(this.d.config.images.entries)).map((e) => ({ file: plan.manifest, ...e })));
     if (errors.length > 0) {
       throw new ManifestInvalidError(`${plan.manifest}: ${errors.map((e) => `node ${e.node}: ${e.message}`).join("; ")}`, { details: { file: plan.manifest, errors } });
     }

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { SimError, type PveSim, type SimVm } from "./pve-sim.js";
 import { endpointSpec } from "./pve-schema-check.js";
+import { diskRoutes } from "./sim-disk-routes.js";
 
 type Out = { data?: unknown; extra?: Record<string, unknown> };
 export interface Route {
@@ -194,13 +195,8 @@ export function buildRoutes(sim: PveSim): Route[] {
     applyConfig(vm, validateConfig(vm, p), p.delete);
     return { data: null };
   });
-  add("PUT", "/nodes/{node}/qemu/{vmid}/resize", (p, path, who) => {
-    const vm = vmOf(path);
-    unlocked(vm);
-    if (!p.disk || !vm.config[p.disk]) throw new SimError(500, `disk '${p.disk}' does not exist`);
-    if (!/^\+/.test(p.size ?? "")) throw new SimError(500, "shrinking disks is not supported");
-    return { data: sim.startTask("resize", String(vm.vmid), who, sim.faults.taskMs, [], () => {}) };
-  });
+  // The VM list and resize (sim-disk-routes.ts).
+  for (const r of diskRoutes(sim, checkNode, vmOf)) add(r.method, r.template, r.handler);
 
   add("POST", "/nodes/{node}/qemu/{vmid}/status/start", (_p, path, who) => {
     const vm = vmOf(path);

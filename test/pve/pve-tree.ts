@@ -1,7 +1,7 @@
 // A tree of simulated PVE nodes run by real processes, for the pve e2e tests
-// (nest-pve-e2e.test.ts, nest-pve-images-e2e.test.ts): one host bridge, one
+// (nest-pve-e2e.test.ts, nest-pve-images-e2e.test.ts, nest-pve-manifest-e2e.test.ts): one host bridge, one
 // simulator per level (level 0's node "pve1", then "l1", "l2", ... each the
-// node of VM hsd-l<N> on the level above), and level 0's `hsd run` on its
+// node of VM hsd-l<N> on the level above; or named as a manifest's nodes), and level 0's `hsd run` on its
 // "PVE node". Test-only: imported by test/pve/*.test.ts.
 //
 // Why it keeps the provider honest (it runs on its defaults: the guest agent's
@@ -58,6 +58,10 @@ export interface PveTreeOptions {
   readonly presetTemplates?: "all" | "level0" | "none";
   /** Temp dir prefix. */
   readonly prefix: string;
+  /** The names of the levels below 0, top down (a manifest's PVE nodes); default l1, l2, ... */
+  readonly names?: readonly string[];
+  /** More keys for level 0's hsd.yaml (configure steps, ...). */
+  readonly extraConfig?: Readonly<Record<string, unknown>>;
   /** The simulators' PVE-time multiplier (default theirs, 0.01; 1 plays PVE's own durations). */
   readonly timeScale?: number;
 }
@@ -123,12 +127,13 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
     execFileSync("ip", ["link", "set", bridge, "up"]);
     // Deepest first: a VM learns its node's address and certificate when it starts.
     let below: PveSim | undefined;
+    const levelName = (n: number) => o.names?.[n - 1] ?? `l${n}`;
     for (let n = o.depth; n >= 0; n--) {
       const child = below;
       const sim = new PveSim({
-        node: n === 0 ? "pve1" : `l${n}`, host: gateway, bridges: [bridge], vmNetwork: net(),
+        node: n === 0 ? "pve1" : levelName(n), host: gateway, bridges: [bridge], vmNetwork: net(),
         ...(o.timeScale !== undefined ? { timeScale: o.timeScale } : {}),
-        nodeFor: (name) => (child && name === `hsd-l${n + 1}` ? child : undefined),
+        nodeFor: (name) => (child && name === `hsd-${levelName(n + 1)}` ? child : undefined),
         presetTemplate: (o.presetTemplates ?? "all") === "all" || (n === 0 && o.presetTemplates === "level0"),
         ...(n > 0 ? { presetToken: false, vmFs: true } : {}),
       });
@@ -148,7 +153,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
       images: Object.fromEntries(o.images.map((i) => [i.name, i.pinSha256 ? { sha256: images.get(i.name)!.sha256 } : {}])),
     } : {};
     const started = await startLevel0({
-      root, l0, sim: sim0, gateway, bridge, bundlePath: bundle.path, extra: imagesYaml, image: o.image,
+      root, l0, sim: sim0, gateway, bridge, bundlePath: bundle.path, extra: { ...imagesYaml, ...o.extraConfig }, image: o.image,
     });
     level0 = started.proc;
     hsdPids.push(started.pid);

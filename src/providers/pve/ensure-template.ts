@@ -52,6 +52,11 @@ export async function buildTemplate(o: EnsureTemplateOptions & { readonly comman
   }];
 }
 
+/** The template VM's name: how a list of the node's VMs points at it before its description is read. */
+export function templateVmName(image: string): string {
+  return `hsd-${image}`.replace(/[^A-Za-z0-9.-]/g, "-").slice(0, 63);
+}
+
 export async function ensureTemplate(o: EnsureTemplateOptions): Promise<"kept" | "created"> {
   const { client, node, vmid, signal } = o;
   const slot = await templateSlot(client, node, vmid, o.image, signal);
@@ -68,7 +73,7 @@ export async function ensureTemplate(o: EnsureTemplateOptions): Promise<"kept" |
   const file = await linkForImport(o, dir);
   o.log(`creating template ${vmid} from image ${o.image.name} (${o.importStorage}:import/${file})`);
   const create = await client.api("POST /nodes/{node}/qemu", {
-    node, vmid, name: `hsd-${o.image.name}`.replace(/[^A-Za-z0-9.-]/g, "-").slice(0, 63),
+    node, vmid, name: templateVmName(o.image.name),
     description: templateMarker(o.image), ostype: "l26", memory: "2048", cores: 1, scsihw: "virtio-scsi-pci",
     scsi0: `${o.storage}:0,import-from=${o.importStorage}:import/${file}`, ide2: `${o.storage}:cloudinit`,
     agent: "1", serial0: "socket", vga: "serial0", boot: "order=scsi0", net0: `virtio,bridge=${o.bridge}`,

@@ -64,6 +64,7 @@ export function lazyPveProvider(o: {
         sshPrivateKeyPath: o.userKeyPath,
         connectTimeoutMs: o.config.timeouts.connectMs,
         ...(pve.bundle ? { bundlePath: pve.bundle } : {}),
+        images: { entries: o.config.images.entries, sha256: async (path) => (await o.digests.digest(path)).sha256 },
         // Level 0 makes its template from its image when pve.template is free; below, configure does.
         ...(o.config.parent ? {} : { templateImage: () => templateImageOf(o.config, o.digests) }),
       });
@@ -74,7 +75,7 @@ export function lazyPveProvider(o: {
   return {
     name: "pve",
     preflight: async (ctx) => (await get()).preflight(ctx),
-    provision: async (name, depth, ctx) => (await get()).provision(name, depth, ctx),
+    provision: async (name, depth, ctx, node) => (await get()).provision(name, depth, ctx, node),
     boot: async (child, ctx) => (await get()).boot(child, ctx),
     install: async (child, spec, ctx) => (await get()).install(child, spec, ctx),
     alive: async (child) => (await get()).alive(child),
