@@ -12,14 +12,15 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 
 export interface BundleFixture { readonly path: string; readonly dir: string; close(): Promise<void> }
 
-export async function buildBundle(): Promise<BundleFixture> {
+/** withNode: the bundle carries this node binary (a real Debian guest has none). */
+export async function buildBundle(o: { withNode?: boolean } = {}): Promise<BundleFixture> {
   const dir = await mkdtemp(join(tmpdir(), "hsd-bundle-test-"));
   try {
     const dist = join(dir, "dist");
     const tsc = spawnSync(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", join(ROOT, "tsconfig.json"), "--outDir", dist, "--sourceMap", "false"], { encoding: "utf8", timeout: 120_000 });
     if (!existsSync(join(dist, "daemon/hsd.js"))) throw new Error(`tsc emitted no daemon: ${tsc.stdout}${tsc.stderr}`);
     const path = join(dir, "hsd-bundle.tar.gz");
-    execFileSync(process.execPath, [join(ROOT, "scripts/bundle.mjs"), "--dist", dist, "--out", path], { timeout: 120_000, stdio: "ignore" });
+    execFileSync(process.execPath, [join(ROOT, "scripts/bundle.mjs"), "--dist", dist, "--out", path, ...(o.withNode ? ["--with-node"] : [])], { timeout: 180_000, stdio: "ignore" });
     return { path, dir, close: () => rm(dir, { recursive: true, force: true }) };
   } catch (e) {
     await rm(dir, { recursive: true, force: true });

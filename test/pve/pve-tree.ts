@@ -2,7 +2,7 @@
 // (nest-pve-e2e.test.ts, nest-pve-images-e2e.test.ts, nest-pve-manifest-e2e.test.ts): one host bridge, one
 // simulator per level (level 0's node "pve1", then "l1", "l2", ... each the
 // node of VM hsd-l<N> on the level above; or named as a manifest's nodes), and level 0's `hsd run` on its
-// "PVE node". Test-only: imported by test/pve/*.test.ts.
+// "PVE node". Test-only: imported by test/pve/*.test.ts, test/guest/nest-pve-guest.guest.ts.
 //
 // Why it keeps the provider honest (it runs on its defaults: the guest agent's
 // address, SSH port 22, system paths at "/"):
@@ -34,6 +34,8 @@ import { stringify } from "yaml";
 import { PveSim } from "../pve-sim/pve-sim.js";
 import { runNetns, type VmNetwork } from "../pve-sim/sim-vm.js";
 import { buildBundle, type BundleFixture } from "./bundle-fixture.js";
+import type { QemuGuests } from "../pve-sim/sim-qemu.js";
+import { startDhcp, type Dhcp } from "../guest/guest-lan.js";
 import { hsctl, hsdProcessesUnder, HSD } from "../helpers/hsctl.js";
 import { readyFromPipe } from "../../src/util/ready-pipe.js";
 
@@ -64,6 +66,11 @@ export interface PveTreeOptions {
   readonly extraConfig?: Readonly<Record<string, unknown>>;
   /** The simulators' PVE-time multiplier (default theirs, 0.01; 1 plays PVE's own durations). */
   readonly timeScale?: number;
+  /**
+   * Level 0's VMs are real QEMU guests (test/pve-sim/sim-qemu.ts, issue 18): the bridge
+   * gets a DHCP server (hsd asks ipconfig0=ip=dhcp) and the bundle carries node.
+   */
+  readonly qemuGuests?: QemuGuests;
 }
 
 export interface PveTree {
@@ -81,6 +88,8 @@ export interface PveTree {
   readonly hsdPids: number[];
   /** Destroys what is left, kills every process, removes namespaces, the bridge and the temp dirs. */
   close(): Promise<void>;
+  /** The DHCP server's log (qemuGuests), for failure messages. */
+  dhcpLog(): Promise<string>;
 }
 
 export function alive(pid: number): boolean {
@@ -103,6 +112,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
   const hsdPids: number[] = [];
   let bundle: BundleFixture | undefined;
   let bridgeMade = false;
+  let dhcp: Dhcp | undefined;
   let level0: ChildProcess | undefined;
   const images = new Map<string, { data: Buffer; sha256: string }>();
 
@@ -114,17 +124,19 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
     for (const ns of runNetns(tag)) {
       try { execFileSync("ip", ["netns", "del", ns]); } catch { /* gone */ }
     }
+    await dhcp?.close();
     if (bridgeMade) { try { execFileSync("ip", ["link", "del", bridge]); } catch { /* gone */ } }
     await bundle?.close();
     await rm(root, { recursive: true, force: true });
   };
 
   try {
-    bundle = await buildBundle();
+    bundle = await buildBundle({ withNode: !!o.qemuGuests });
     execFileSync("ip", ["link", "add", bridge, "type", "bridge"]);
     bridgeMade = true;
     execFileSync("ip", ["addr", "add", `${gateway}/24`, "dev", bridge]);
     execFileSync("ip", ["link", "set", bridge, "up"]);
+    if (o.qemuGuests) dhcp = await startDhcp(bridge, prefix);
     // Deepest first: a VM learns its node's address and certificate when it starts.
     let below: PveSim | undefined;
     const levelName = (n: number) => o.names?.[n - 1] ?? `l${n}`;
@@ -135,6 +147,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
         ...(o.timeScale !== undefined ? { timeScale: o.timeScale } : {}),
         nodeFor: (name) => (child && name === `hsd-${levelName(n + 1)}` ? child : undefined),
         presetTemplate: (o.presetTemplates ?? "all") === "all" || (n === 0 && o.presetTemplates === "level0"),
+        ...(n === 0 && o.qemuGuests ? { qemuGuests: o.qemuGuests } : {}),
         ...(n > 0 ? { presetToken: false, vmFs: true } : {}),
       });
       await sim.start();
@@ -161,7 +174,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
     await close();
     throw e;
   }
-  return { root, l0, env: { HSD_ROOT: l0 }, sims, tag, level0: level0!, images, hsdPids, close };
+  return { root, l0, env: { HSD_ROOT: l0 }, sims, tag, level0: level0!, images, hsdPids, close, dhcpLog: () => dhcp?.log() ?? Promise.resolve("") };
 }
 
 /** Level 0 on its "PVE node": see the header. Resolves once it is ready (its readiness pipe). */
