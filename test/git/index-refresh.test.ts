@@ -13,7 +13,7 @@ import { checkoutWorktree } from "../../src/git/worktree-checkout.js";
 import { IndexRefresher } from "../../src/git/index-refresh.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { generateLargeRepo } from "../helpers/large-repo.js";
-import { git } from "../helpers/git-fixtures.js";
+import { git, run } from "../helpers/git-fixtures.js";
 
 const root = await mkdtemp(join(tmpdir(), "hsd-index-refresh-"));
 after(() => rm(root, { recursive: true, force: true }));
@@ -88,4 +88,16 @@ test("a small checkout is not worth a refresh: nothing is scheduled below minByt
   const refresher = new IndexRefresher(silentLogger(), { minBytes: 1 << 30 });
   await refresher.schedule(worktree, 6 << 20);
   assert.equal((await stat(join(worktree, ".git", "index"))).ino, before.ino);
+});
+
+test("in a tree handed to another user (hsd runs as root), the refreshed index stays that user's", { skip: process.getuid?.() !== 0 ? "needs root, as hsd with homestak.user does" : false }, async () => {
+  const worktree = await freshCheckout("owned");
+  const uid = 65534; // nobody: any user other than root
+  await run("chown", ["-R", `${uid}:${uid}`, worktree]);
+  const refresher = new IndexRefresher(silentLogger(), { minBytes: 1 });
+  await refresher.schedule(worktree, 6 << 20);
+  const st = await stat(join(worktree, ".git", "index"));
+  assert.equal(st.uid, uid);
+  assert.equal(st.gid, uid);
+  assert.equal(await racyFiles(worktree), 0);
 });
