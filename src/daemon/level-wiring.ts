@@ -225,6 +225,7 @@ export function buildLevel(
     beforeRename: checkpoints.beforeRename("secrets-write"),
   });
   const configureLevel = PROVIDERS[config.nest.provider].configureLevel?.({ config, secrets: parts.secrets, stateDir: paths.stateDir, digests: parts.digests, homestakFiles: siteConfig });
+  const systemInstall = PROVIDERS[config.nest.provider].systemInstall?.(config);
   // A level below 0 may reboot its machine when a configure step asks (a PVE install's new kernel).
   const reboot = config.parent ? levelRebooter({
     root: mode.systemInstall ? undefined : config.root, hsdCommand: [process.execPath, ...HSD_NODE_FLAGS, hsdEntry], commands: runCommand,
@@ -276,6 +277,7 @@ export function buildLevel(
     // A level that is itself a node of its provider (a PVE node) sets itself up as one.
     ...(configureLevel ? { configureHook: configureLevel } : {}),
     ...(reboot ? { reboot } : {}),
+    ...(systemInstall ? { systemInstall } : {}),
   });
   // Watch mode is level 0's alone: below it, a level syncs when its parent tells it to.
   // Checkouts can only be watched once they exist (the demo set may still be generating).

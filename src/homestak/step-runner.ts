@@ -102,8 +102,9 @@ export class StepRunner {
    * forgets earlier results and runs them all; otherwise finished steps are
    * skipped. Throws StepFailed, PhaseTimeout (a step's budget) or Cancelled.
    */
-  async run(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal): Promise<StepsOutcome> {
-    const steps = this.applicable();
+  async run(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal, first: readonly ConfigureStep[] = []): Promise<StepsOutcome> {
+    // `first`: steps the level itself needs before the operator's (a PVE install).
+    const steps = [...first, ...this.applicable()];
     if (opts.fresh) await this.d.journal.updateSteps((s) => { for (const k of Object.keys(s)) delete s[k]; });
     const done = this.d.journal.steps();
     for (const step of steps) {

@@ -3,7 +3,7 @@
 // child links; the gRPC handlers in src/api call it.
 // Imported by: src/daemon, src/level.
 
-import type { HsdConfig } from "../config/config.js";
+import type { ConfigureStep, HsdConfig } from "../config/config.js";
 import { errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
@@ -86,6 +86,11 @@ export interface LevelDeps {
   readonly siteConfig?: SiteConfigFiles;
   /** This level's configure steps (configure.steps). */
   readonly steps?: StepRunner;
+  /**
+   * What this level installs before anything else when its image lacks it
+   * (a PVE level on plain Debian: Proxmox VE); the provider set-up waits for it.
+   */
+  readonly systemInstall?: { needed(signal: AbortSignal): Promise<boolean>; readonly step: ConfigureStep };
   /**
    * Reboots the machine this level runs on (a configure step asked for it);
    * the level's hsd is started again at boot. Absent: this level cannot reboot.
@@ -267,12 +272,16 @@ export class Level implements LevelApi {
     for (const r of repos) {
       this.emit(sink, { phase: "configure", kind: "log", message: `${r.name} at ${r.worktreeCommit.slice(0, 12)}${r.dirty ? " (dirty)" : ""}` });
     }
+    // An image without the node's software (PVE on plain Debian): its install is the first step, the set-up comes after it.
+    const install = this.d.systemInstall && this.d.steps && this.d.config.parent && await this.d.systemInstall.needed(signal) ? this.d.systemInstall.step : undefined;
+    if (install) this.emit(sink, { phase: "configure", kind: "log", message: `${install.name}: this level's image lacks its node software; installing it first` });
     // Provider-specific setup of this level (a PVE node: token, snippets, certificate).
-    if (this.d.configureHook) await this.d.configureHook((ev) => this.emit(sink, ev), signal);
+    if (this.d.configureHook && !install) await this.d.configureHook((ev) => this.emit(sink, ev), signal);
     if (this.d.steps && this.d.config.parent) {
-      const outcome = await this.d.steps.run(opts, (ev) => this.emit(sink, { phase: "configure", ...ev }), signal);
+      const outcome = await this.d.steps.run(opts, (ev) => this.emit(sink, { phase: "configure", ...ev }), signal, install ? [install] : []);
       if (outcome.reboot) return outcome;
     }
+    if (this.d.configureHook && install) await this.d.configureHook((ev) => this.emit(sink, ev), signal);
     await this.d.journal.update((j) => {
       j.configured = { kind: "finished", durationMs: this.d.clock.now() - started, budgetMs: this.d.config.budgets.configure, at: this.d.clock.now() };
     });

@@ -2,8 +2,9 @@
 // back with hsd enabled in systemd. At install the local provider writes the
 // child's boot unit (the argv it started hsd with, as a unit's ExecStart); a
 // reboot stops everything the level runs (its hsd's process group, and every
-// process carrying its level path: the steps it started in groups of their
-// own), keeps its directory (the disk), and starts hsd from the unit again.
+// process started from its directory: hsd processes rooted under it, and the
+// steps it started in groups of their own, whose HOMESTAK_ROOT lies under it),
+// keeps its directory (the disk), and starts hsd from the unit again.
 // The level's hsd runs it as `hsd reboot-level --root DIR`, detached, so it
 // outlives what it stops.
 // Imported by: src/daemon, src/providers/local.
@@ -19,7 +20,7 @@ import { killLevelTree } from "./level-process.js";
 export interface BootUnit {
   /** The command line the parent started the child's hsd with (netns and scope prefixes included). */
   readonly argv: readonly string[];
-  /** The level's path from the top: every process of the level carries it as HSD_LEVEL_PATH. */
+  /** The level's path from the top (its hsd's HSD_LEVEL_PATH). */
   readonly levelPath: string;
 }
 
@@ -39,14 +40,14 @@ export async function readBootUnit(dir: string): Promise<BootUnit> {
 
 /**
  * Reboots the local level in `dir`: stops its hsd (SIGTERM, then SIGKILL after
- * `graceMs`, as systemd's shutdown does), then every process left with its level
- * path, then starts hsd again from the boot unit with the environment this
+ * `graceMs`, as systemd's shutdown does), then every process left that was
+ * started from its directory, then starts hsd again from the boot unit with the environment this
  * process was given (the level's, minus the parent's readiness pipe).
  */
 export async function rebootLocalLevel(dir: string, o: { graceMs: number; log: Logger; env: NodeJS.ProcessEnv }): Promise<number> {
   const unit = await readBootUnit(dir);
   await killLevelTree(dir, o.graceMs, null, o.log, { keepDir: true });
-  for (const pid of await levelProcesses(unit.levelPath)) {
+  for (const pid of await levelProcesses(dir)) {
     try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
   }
   const env: Record<string, string> = {};
@@ -62,15 +63,21 @@ export async function rebootLocalLevel(dir: string, o: { graceMs: number; log: L
   return proc.pid;
 }
 
-/** Processes (other than this one) whose environment names `levelPath` or a level below it. */
-async function levelProcesses(levelPath: string): Promise<number[]> {
+/**
+ * Processes (other than this one) of the level in `dir` and below: an hsd whose
+ * command line names a root under it, or a step whose HOMESTAK_ROOT is under it.
+ * Level paths repeat across trees on one host; directories do not.
+ */
+async function levelProcesses(dir: string): Promise<number[]> {
   const out: number[] = [];
-  const own = `HSD_LEVEL_PATH=${levelPath}`;
+  const under = `${dir.replace(/\/+$/, "")}/`;
   for (const name of await readdir("/proc")) {
     const pid = Number(name);
     if (!Number.isInteger(pid) || pid === process.pid) continue;
-    const environ = await readFile(`/proc/${name}/environ`, "latin1").catch(() => "");
-    if (environ.split("\0").some((e) => e === own || e.startsWith(`${own}/`))) out.push(pid);
+    const cmdline = await readFile(`/proc/${name}/cmdline`, "latin1").catch(() => "");
+    const hsdHere = cmdline.split("\0").some((a) => a === dir || a.startsWith(under)) && cmdline.includes("hsd");
+    const environ = hsdHere ? "" : await readFile(`/proc/${name}/environ`, "latin1").catch(() => "");
+    if (hsdHere || environ.split("\0").some((e) => e.startsWith(`HOMESTAK_ROOT=${under}`))) out.push(pid);
   }
   return out;
 }
