@@ -48,7 +48,7 @@ configure:
 `);
 
 /** Alive and not a zombie. */
-const running = async (pid: number) => /^State:\s*[^Z]/m.test(await readFile(`/proc/${pid}/status`, "utf8").catch(() => ""));
+const running = async (pid: number) => (/^State:\s+([A-Z])/m.exec(await readFile(`/proc/${pid}/status`, "utf8").catch(() => ""))?.[1] ?? "Z") !== "Z";
 const lines = async (p: string) => (await readFile(p, "utf8")).split("\n").filter(Boolean).length;
 
 test("a step's reboot at l2 of nest --depth 3: l2 resumes that step after its hsd comes back, l1 re-attaches, the nest completes", async () => {

@@ -18,6 +18,7 @@ import { formatUpid } from "../../src/providers/pve/upid.js";
 import { startGuest, stopGuest, type SimGuest } from "./sim-guest.js";
 import { startVmGuest, stopVmGuest, type SimVmGuest, type VmNetwork, type VmNode } from "./sim-vm.js";
 import { simCommandRunner } from "./sim-commands.js";
+import { bootVm, shutdownVm, vmImage } from "./sim-reboot.js";
 import * as http from "node:http";
 
 export interface SimFaults {
@@ -87,6 +88,10 @@ export interface PveSimOptions {
   presetToken?: boolean;
   /** The PVE release answered by GET /version; parameters newer than it are refused. Default 8.3.2. */
   release?: string;
+  /** Images (by name) without PVE: a node VM made from one serves no PVE API until its install (sim-reboot.ts). Default none. */
+  imagesWithoutPve?: readonly string[];
+  /** Name of the preset template (its image: the name without -tmpl). Default debian-12-tmpl. */
+  templateName?: string;
 }
 
 export class SimError extends Error {
@@ -135,6 +140,10 @@ export class PveSim {
   private readonly vmGuests = new Map<number, Promise<SimVmGuest>>();
   private control?: http.Server;
   private controlPort = 0;
+  private readonly imagesWithoutPve: readonly string[];
+  private readonly templateName: string;
+  /** vmid -> reboots the VM went through (`systemctl reboot` in it). */
+  readonly reboots = new Map<number, number>();
 
   constructor(opts: PveSimOptions = {}) {
     this.node = opts.node ?? "pve1";
@@ -147,6 +156,8 @@ export class PveSim {
     this.nodeFor = opts.nodeFor;
     this.host = opts.host ?? "127.0.0.1";
     this.presetToken = opts.presetToken ?? true;
+    this.imagesWithoutPve = opts.imagesWithoutPve ?? [];
+    this.templateName = opts.templateName ?? "debian-12-tmpl";
     this.faults = {
       snippetsDisabled: false, agentDelayMs: 20_000, cloneMs: 5_000, taskMs: 1_000, slowSync: {},
       nextidCollisions: 0, certZoneId: false, freshTaskMisses: 1, nested: "Y", diskFreeKiB: 80_000_000,
@@ -186,7 +197,7 @@ export class PveSim {
     this.vms.set(this.templateVmid, {
       vmid: this.templateVmid, status: "stopped",
       config: {
-        name: "debian-12-tmpl", template: "1", memory: "2048", cores: "1", ostype: "l26", scsihw: "virtio-scsi-pci",
+        name: this.templateName, template: "1", memory: "2048", cores: "1", ostype: "l26", scsihw: "virtio-scsi-pci",
         scsi0: `local-lvm:base-${this.templateVmid}-disk-0,size=3G`, boot: "order=scsi0", serial0: "socket", vga: "serial0",
       },
     });
@@ -210,7 +221,9 @@ export class PveSim {
       req.setEncoding("utf8").on("data", (d: string) => { body += d; }).on("end", () => {
         void (async () => {
           const { argv } = JSON.parse(body || "{}") as { argv?: string[] };
-          const r = argv?.length ? await commands(argv) : { code: 2, stdout: "", stderr: "no argv\n" };
+          // A VM's `systemctl reboot` (sim-reboot.ts): queued, as systemd queues the job and returns.
+          const r = argv?.[0] === "sim-vm-reboot" ? this.reboot(Number(argv[1]))
+            : argv?.length ? await commands(argv) : { code: 2, stdout: "", stderr: "no argv\n" };
           res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(r));
         })().catch((e: Error) => { res.writeHead(500).end(JSON.stringify({ code: 1, stdout: "", stderr: `${e.message}\n` })); });
       });
@@ -239,7 +252,8 @@ export class PveSim {
       const g = (async () => {
         const guest = await startVmGuest({
           vmid: vm.vmid, name: vm.config.name ?? `vm${vm.vmid}`, root: this.guestRoot(vm.vmid), sshkeys: vm.config.sshkeys ?? "",
-          net: this.vmNetwork!, node: node?.asVmNode(),
+          net: this.vmNetwork!, node: node?.asVmNode(), owner: { controlUrl: this.controlUrl },
+          pveAbsent: !!node && this.imagesWithoutPve.includes(vmImage(vm, this)),
         });
         // That node's own VMs plug into the bridge inside this VM (nested networking).
         if (node?.vmNetwork) node.vmNetwork.netns = guest.netns;
@@ -254,6 +268,21 @@ export class PveSim {
     const g = startGuest(vm.vmid, this.guestRoot(vm.vmid), vm.config.sshkeys ?? "");
     g.catch(() => { /* reported by guestAccess */ });
     this.guests.set(vm.vmid, g);
+  }
+
+  /** A reboot of a running real-process VM: its processes stop, its disk and NIC stay, it boots again. */
+  private reboot(vmid: number): { code: number; stdout: string; stderr: string } {
+    const g = this.vmGuests.get(vmid);
+    if (!g) return { code: 1, stdout: "", stderr: `VM ${vmid} is not running\n` };
+    this.reboots.set(vmid, (this.reboots.get(vmid) ?? 0) + 1);
+    const next = g.then(async (guest) => {
+      await new Promise((r) => setImmediate(r)); // the caller's `systemctl reboot` returns first
+      await shutdownVm(guest.netns);
+      return { ...guest, sshd: await bootVm(guest.netns, guest.bootScript, vmid) };
+    });
+    next.catch((e: Error) => { this.guestErrors.push(`VM ${vmid} reboot: ${e.message}`); });
+    this.vmGuests.set(vmid, next);
+    return { code: 0, stdout: "", stderr: "" };
   }
 
   /** A VM stopped: its guest's processes die at once. */
