@@ -45,11 +45,13 @@ export class ConfigureRun {
       };
       if (signal.aborted) return onAbort();
       signal.addEventListener("abort", onAbort, { once: true });
-      this.done.then(resolve, reject).finally(() => {
+      // Claimed before this caller hears the end: a configure call right after must not attach to it again.
+      const settle = () => {
         signal.removeEventListener("abort", onAbort);
         this.sinks.delete(sink);
         if (!signal.aborted) this.claimed = true;
-      });
+      };
+      this.done.then(() => { settle(); resolve(); }, (err: unknown) => { settle(); reject(err); });
     });
   }
 
