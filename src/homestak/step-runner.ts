@@ -18,7 +18,7 @@ import { CancelledError, PhaseTimeoutError, StepFailedError } from "../domain/er
 import { stepOutputMessage } from "../domain/events.js";
 import type { HomestakLayout } from "./layout.js";
 import { STEP_OUTPUT_DEFAULTS, StepOutput } from "./step-output.js";
-import { MAX_REBOOTS_PER_STEP, REBOOT_REQUEST_ENV, STEP_REBOOTS_ENV, clearRebootRequest, takeRebootRequest } from "./step-reboot.js";
+import { MAX_REBOOTS_PER_STEP, REBOOT_REQUEST_ENV, STEP_REBOOTS_ENV, rebootRequestFor, takeRebootRequest } from "./step-reboot.js";
 
 /** What a step reports as it runs (the level turns these into configure events). */
 export type StepEmit = (ev: { kind: "log" | "rebooting"; message: string }) => void;
@@ -155,7 +155,7 @@ export class StepRunner {
     return this.d.journal.updateSteps((s) => { s[name] = rec; });
   }
 
-  private env(step: ConfigureStep, user: PasswdEntry | undefined, reboots: number): Record<string, string> {
+  private env(step: ConfigureStep, user: PasswdEntry | undefined, reboots: number, requestPath: string | undefined): Record<string, string> {
     const c = this.d.config;
     return {
       ...this.d.baseEnv,
@@ -171,7 +171,7 @@ export class StepRunner {
       HSD_PARENT_ADDRESS: c.parent ? `${c.parent.host}:${c.parent.port}` : "",
       HSD_STEP: step.name,
       [STEP_REBOOTS_ENV]: String(reboots),
-      ...(this.d.rebootRequestPath ? { [REBOOT_REQUEST_ENV]: this.d.rebootRequestPath } : {}),
+      ...(requestPath ? { [REBOOT_REQUEST_ENV]: requestPath } : {}),
       ...this.d.extraEnv,
     };
   }
@@ -190,15 +190,26 @@ export class StepRunner {
       throw fail(`step ${step.name} of ${level}: running as ${step.user} needs hsd to run as root`, -1);
     }
     emit({ kind: "log", message: `step ${step.name}: ${step.run.join(" ")} (in ${cwd})` });
-    const requestPath = this.d.rebootRequestPath;
-    if (requestPath) await clearRebootRequest(requestPath);
+    const request = this.d.rebootRequestPath ? await rebootRequestFor(this.d.rebootRequestPath, user) : undefined;
+    try {
+      return await this.spawnStep(step, user, cwd, reboots, request?.path, emit, signal, fail);
+    } finally {
+      await request?.done();
+    }
+  }
+
+  private async spawnStep(
+    step: ConfigureStep, user: PasswdEntry | undefined, cwd: string, reboots: number, requestPath: string | undefined, emit: StepEmit, signal: AbortSignal,
+    fail: (message: string, exitCode: number, lastLines?: string[]) => StepFailedError,
+  ): Promise<string | undefined> {
+    const level = this.pathText;
     const log = this.d.log.child({ step: step.name });
     const out = new StepOutput({
       ...STEP_OUTPUT_DEFAULTS,
       emit: (lines) => emit({ kind: "log", message: stepOutputMessage(step.name, lines) }),
     });
     const proc = spawn(step.run[0]!, step.run.slice(1), {
-      cwd, env: this.env(step, user, reboots), detached: true, stdio: ["ignore", "pipe", "pipe"],
+      cwd, env: this.env(step, user, reboots, requestPath), detached: true, stdio: ["ignore", "pipe", "pipe"],
       ...(user ? { uid: user.uid, gid: user.gid } : {}),
     });
     const pgid = proc.pid;
@@ -241,7 +252,7 @@ export class StepRunner {
     }
     const code = exit.code ?? 128 + (exit.sig ? constants.signals[exit.sig] ?? 0 : 0);
     if (code !== 0) {
-      if (requestPath) await clearRebootRequest(requestPath);
+      if (requestPath) await takeRebootRequest(requestPath); // void: the step failed
       const last = out.lastLines();
       throw fail(`step ${step.name} of ${level} exited ${code}${last.length ? `; last lines:\n${last.join("\n")}` : ""}`, code, last);
     }

@@ -3,11 +3,12 @@
 // rebooting (the steps after it wait), the next run resumes that step with
 // HSD_STEP_REBOOTS=1 and skips the ones before; a failing step's request is
 // void; a step that asks past the limit fails as StepFailed; a level that
-// cannot reboot offers no request file.
+// cannot reboot offers no request file; a step run as another user asks through
+// a file of its own, and a symlink there is never followed.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, mkdir, readFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm, mkdir, readFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -115,4 +116,34 @@ test("a failing step's request is void; a step asking past the limit fails as St
     assert.deepEqual(await r.runner.run({ fresh: false }, none.emit, new AbortController().signal), {});
     assert.equal((await readFile(join(none.dir, "seen"), "utf8")).trim(), "[unset]");
   } finally { await none.cleanup(); }
+});
+
+test("a step run as another user asks through a file of its own; a symlink put there is not followed", async () => {
+  const h = await harness((d) => `configure:
+  steps:
+    - name: as-nobody
+      run: [sh, -c, 'id -un > ${d}/who; echo "from nobody" > "$HSD_REBOOT_REQUEST"']
+      user: nobody
+`);
+  try {
+    await chmod(h.dir, 0o777); // the step's cwd and its mark, reachable by nobody
+    const r = await h.runner();
+    const out = await r.runner.run({ fresh: false }, h.emit, new AbortController().signal);
+    assert.equal((await readFile(join(h.dir, "who"), "utf8")).trim(), "nobody");
+    assert.deepEqual(out.reboot, { step: "as-nobody", reason: "from nobody", reboots: 1 });
+  } finally { await h.cleanup(); }
+
+  const link = await harness(() => `configure:
+  steps:
+    - name: sneaky
+      run: [sh, -c, 'ln -s /etc/passwd "$HSD_REBOOT_REQUEST"']
+      user: nobody
+`);
+  try {
+    await chmod(link.dir, 0o777);
+    const r = await link.runner();
+    const out = await r.runner.run({ fresh: false }, link.emit, new AbortController().signal);
+    // Still a request (the step made the name), but nothing of the file it points at.
+    assert.equal(out.reboot?.reason, "reboot requested");
+  } finally { await link.cleanup(); }
 });
