@@ -69,6 +69,9 @@ test("a step's reboot at l2 of nest --depth 3: l2 resumes that step after its hs
   assert.ok(iBack > iReboot, c.map((e) => e.message).join("\n"));
   assert.ok(c.findIndex((e) => /install\| packages installed after reboot 1/.test(e.message ?? "")) > iBack, "the resumed step's output reached the stream");
   assert.equal(kinds.at(-1), "finished");
+  // No phase of l2 ran twice: the reboot did not restart the phase list.
+  const started = ev.filter((e) => e.level === "l0/l1/l2" && e.kind === "started").map((e) => e.phase);
+  assert.deepEqual(started, ["preflight", "provision", "boot", "install", "handshake", "sync", "secrets", "configure", "nest"]);
   assert.ok(!ev.some((e) => e.kind === "failed"), "something failed");
 
   // The step before ran once, the step after once, the install twice (before and after the boot).
