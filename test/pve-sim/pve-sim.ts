@@ -18,7 +18,7 @@ import { formatUpid } from "../../src/providers/pve/upid.js";
 import { startGuest, stopGuest, type SimGuest } from "./sim-guest.js";
 import { startVmGuest, stopVmGuest, type SimVmGuest, type VmNetwork, type VmNode } from "./sim-vm.js";
 import { simCommandRunner } from "./sim-commands.js";
-import { bootVm, shutdownVm, vmImage } from "./sim-reboot.js";
+import { bootScripts, bootVm, shutdownVm, vmImage } from "./sim-reboot.js";
 import * as http from "node:http";
 
 export interface SimFaults {
@@ -73,6 +73,10 @@ export interface PveSimOptions {
   faults?: Partial<SimFaults>;
   template?: number;
   bridges?: string[];
+  /** Images (by name) without PVE: a node VM made from one serves no PVE API until its install (sim-reboot.ts). Default none. */
+  imagesWithoutPve?: readonly string[];
+  /** Name of the preset template (its image: the name without -tmpl). Default debian-12-tmpl. */
+  templateName?: string;
   /** A started VM gets a real sshd and a root directory (sim-guest.ts). */
   guests?: boolean;
   /**
@@ -88,10 +92,6 @@ export interface PveSimOptions {
   presetToken?: boolean;
   /** The PVE release answered by GET /version; parameters newer than it are refused. Default 8.3.2. */
   release?: string;
-  /** Images (by name) without PVE: a node VM made from one serves no PVE API until its install (sim-reboot.ts). Default none. */
-  imagesWithoutPve?: readonly string[];
-  /** Name of the preset template (its image: the name without -tmpl). Default debian-12-tmpl. */
-  templateName?: string;
 }
 
 export class SimError extends Error {
@@ -111,6 +111,10 @@ export class PveSim {
   readonly tasks = new Map<string, SimTask>();
   readonly bridges: Set<string>;
   readonly requests: RecordedRequest[] = [];
+  private readonly imagesWithoutPve: readonly string[];
+  private readonly templateName: string;
+  /** vmid -> reboots the VM went through (`systemctl reboot` in it). */
+  readonly reboots = new Map<number, number>();
   readonly guestAddress = (vmid: number) => `10.0.0.${vmid % 200 + 10}`;
   /** The node's own bridge address (what `ip -4 addr` reports). */
   readonly nodeAddress = "10.0.0.2";
@@ -140,10 +144,6 @@ export class PveSim {
   private readonly vmGuests = new Map<number, Promise<SimVmGuest>>();
   private control?: http.Server;
   private controlPort = 0;
-  private readonly imagesWithoutPve: readonly string[];
-  private readonly templateName: string;
-  /** vmid -> reboots the VM went through (`systemctl reboot` in it). */
-  readonly reboots = new Map<number, number>();
 
   constructor(opts: PveSimOptions = {}) {
     this.node = opts.node ?? "pve1";
@@ -151,13 +151,13 @@ export class PveSim {
     this.timeScale = opts.timeScale ?? 0.01;
     this.templateVmid = opts.template ?? 9000;
     this.bridges = new Set(opts.bridges ?? ["vmbr0"]);
+    this.imagesWithoutPve = opts.imagesWithoutPve ?? [];
+    this.templateName = opts.templateName ?? "debian-12-tmpl";
     this.withGuests = opts.guests ?? false;
     this.vmNetwork = opts.vmNetwork;
     this.nodeFor = opts.nodeFor;
     this.host = opts.host ?? "127.0.0.1";
     this.presetToken = opts.presetToken ?? true;
-    this.imagesWithoutPve = opts.imagesWithoutPve ?? [];
-    this.templateName = opts.templateName ?? "debian-12-tmpl";
     this.faults = {
       snippetsDisabled: false, agentDelayMs: 20_000, cloneMs: 5_000, taskMs: 1_000, slowSync: {},
       nextidCollisions: 0, certZoneId: false, freshTaskMisses: 1, nested: "Y", diskFreeKiB: 80_000_000,
@@ -277,8 +277,11 @@ export class PveSim {
     this.reboots.set(vmid, (this.reboots.get(vmid) ?? 0) + 1);
     const next = g.then(async (guest) => {
       await new Promise((r) => setImmediate(r)); // the caller's `systemctl reboot` returns first
+      const script = bootScripts.get(guest)!;
       await shutdownVm(guest.netns);
-      return { ...guest, sshd: await bootVm(guest.netns, guest.bootScript, vmid) };
+      const booted = { ...guest, sshd: await bootVm(guest.netns, script, vmid) };
+      bootScripts.set(booted, script);
+      return booted;
     });
     next.catch((e: Error) => { this.guestErrors.push(`VM ${vmid} reboot: ${e.message}`); });
     this.vmGuests.set(vmid, next);

@@ -92,11 +92,25 @@ export async function shutdownVm(netns: string, stopMs = 10_000): Promise<void> 
   }
 }
 
+/** What each running VM runs at boot (set by startVmGuest; a reboot runs it again). */
+export const bootScripts = new WeakMap<object, string>();
+
 /** Boots the VM's namespaces with `script` (ends in exec sshd); resolves once sshd listens. */
 export async function bootVm(netns: string, script: string, vmid: number): Promise<ChildProcess> {
   const sshd = spawn("ip", ["netns", "exec", netns, "unshare", "-m", "-u", "--propagation", "private", "sh", "-c", script], {
     stdio: ["ignore", "ignore", "pipe"],
   });
+  try {
+    await waitSshd(sshd, vmid);
+  } catch (e) {
+    sshd.kill("SIGKILL");
+    throw e;
+  }
+  return sshd;
+}
+
+/** Resolves once the VM's sshd (its boot's last exec) says it listens; bounded. */
+export async function waitSshd(sshd: ChildProcess, vmid: number): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     let err = "";
     const t = setTimeout(() => reject(new Error(`VM ${vmid} sshd did not start: ${err}`)), 20_000);
@@ -108,7 +122,6 @@ export async function bootVm(netns: string, script: string, vmid: number): Promi
   });
   sshd.removeAllListeners("exit");
   sshd.stderr!.resume();
-  return sshd;
 }
 
 /** Which image a VM was made from: its clone source's imported image, else that template's name without -tmpl. */

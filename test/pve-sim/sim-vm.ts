@@ -14,13 +14,13 @@
 // A VM whose image lacks PVE gets these only from its install, and a VM whose
 // simulator can reboot it restarts as a machine does (sim-reboot.ts).
 
-import { execFile, execFileSync, type ChildProcess } from "node:child_process";
+import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
 import { promisify } from "node:util";
 import { mkdir, readFile, writeFile, chmod, copyFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { fakeSystemctlScript, shq as q } from "./fake-systemctl.js";
-import { bootLines, bootVm, stagePveInstall, systemctlCases } from "./sim-reboot.js";
+import { bootLines, bootScripts, stagePveInstall, systemctlCases, waitSshd } from "./sim-reboot.js";
 
 const run = promisify(execFile);
 const SHIM = fileURLToPath(new URL("./sim-shim.mjs", import.meta.url));
@@ -58,8 +58,6 @@ export interface SimVmGuest {
   readonly hostLink: string;
   readonly hostLinkNetns?: string;
   readonly sshd: ChildProcess;
-  /** What the VM runs at each boot (sim-reboot.ts reboots it with it). */
-  readonly bootScript: string;
 }
 
 const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -167,17 +165,22 @@ export async function startVmGuest(o: {
     ...bootLines(relayCmd),
     `exec /usr/sbin/sshd -D -e -f ${q(join(sshDir, "sshd_config"))}`,
   ].join("\n");
-  const base = { vmid: o.vmid, root, netns: ns, address, hostLink, hostLinkNetns: net.netns, bootScript: script };
+  const sshd = spawn("ip", ["netns", "exec", ns, "unshare", "-m", "-u", "--propagation", "private", "sh", "-c", script], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const guest: SimVmGuest = { vmid: o.vmid, root, netns: ns, address, hostLink, hostLinkNetns: net.netns, sshd };
   try {
-    return { ...base, sshd: await bootVm(ns, script, o.vmid) };
+    await waitSshd(sshd, o.vmid);
   } catch (e) {
-    await stopVmGuest(base);
+    await stopVmGuest(guest);
     throw e;
   }
+  bootScripts.set(guest, script);
+  return guest;
 }
 
 /** Power-off: every process in the VM dies at once, its NIC and namespace go. */
-export async function stopVmGuest(g: Omit<SimVmGuest, "sshd">): Promise<void> {
+export async function stopVmGuest(g: SimVmGuest): Promise<void> {
   for (let i = 0; i < 50; i++) {
     const pids = (await run("ip", ["netns", "pids", g.netns]).then((r) => r.stdout, () => "")).split(/\s+/).filter(Boolean).map(Number);
     if (pids.length === 0) break;
