@@ -12,13 +12,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID, createHash } from "node:crypto";
 import { makeSimCert, type SimCert } from "./sim-cert.js";
+import { bootScripts, bootVm, shutdownVm, vmImage } from "./sim-reboot.js";
 import { buildRoutes, type Route } from "./pve-sim-api.js";
 import { validateRequest } from "./pve-schema-check.js";
 import { formatUpid } from "../../src/providers/pve/upid.js";
 import { startGuest, stopGuest, type SimGuest } from "./sim-guest.js";
 import { startVmGuest, stopVmGuest, type SimVmGuest, type VmNetwork, type VmNode } from "./sim-vm.js";
 import { simCommandRunner } from "./sim-commands.js";
-import { bootScripts, bootVm, shutdownVm, vmImage } from "./sim-reboot.js";
 import * as http from "node:http";
 
 export interface SimFaults {
