@@ -7,7 +7,7 @@
 // path before divert-pack.ts), HSD_BENCH_LOG=debug logs per-repo timings.
 
 import { mkdtemp, rm, mkdir } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { tmpdir, loadavg } from "node:os";
 import { join } from "node:path";
 import { generateDemoRepos, addCommit } from "../src/demo/demo-repos.js";
 import { refreshExports } from "../src/git/export-repos.js";
@@ -71,6 +71,7 @@ async function main(): Promise<void> {
     row("no-op re-sync", noopIso);
     console.log("(fetcher: one long-lived process like the hsd daemon; endpoint: its own process; git CLI: 6 clones/pulls in parallel;");
     console.log(" fetcher CPU: user+sys of that process during the sync, excluding the git children it spawns; wall times on a loaded host are noisy, CPU less so)");
+    console.log(` git processes the fetcher ran (index-pack, status, read-tree), CPU: full ${fullIso.gitCpuMs.toFixed(0)} ms, incremental ${incIso.gitCpuMs.toFixed(0)} ms, no-op ${noopIso.gitCpuMs.toFixed(0)} ms; load ${loadavg().map((l) => l.toFixed(1)).join(" ")}`);
     const goals = [
       [`full <= 1.5x git CLI`, fullIso.ms <= 1.5 * fullCli.ms],
       [`incremental <= 250 ms`, incIso.ms <= 250],

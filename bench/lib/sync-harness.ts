@@ -15,16 +15,19 @@ import ssh2 from "ssh2";
 import { resolverFor } from "../../src/git/export-repos.js";
 import { gitUploadPack } from "../../src/git/upload-pack.js";
 import { syncFromParent } from "../../src/git/sync-from-parent.js";
+import { IndexRefresher } from "../../src/git/index-refresh.js";
 import { startSshEndpoint } from "../../src/ssh/ssh-endpoint.js";
 import { AuthorizedKeyStore } from "../../src/ssh/authorized-key-store.js";
 import { loadOrCreateLevelKeys } from "../../src/ssh/level-keys.js";
 import { levelPaths } from "../../src/config/level-layout.js";
 import { silentLogger, createLogger } from "../../src/log/logger.js";
+import { procTimes } from "./proc-cpu.js";
 
 const self = fileURLToPath(import.meta.url);
 
 export interface ChildArgs { host: string; port: number; fp: string; key: string; names: string[]; root: string; divertMinObjects?: number }
-export interface ChildResult { ms: number; cpuMs: number; bytes: number; maxRssMiB: number }
+/** cpuMs: the fetcher's own user+sys; gitCpuMs: that of the git processes it ran for the sync (index-pack, status, read-tree). */
+export interface ChildResult { ms: number; cpuMs: number; gitCpuMs: number; bytes: number; maxRssMiB: number }
 
 /**
  * The fetching level, as a long-lived process like the hsd daemon: one sync
@@ -35,21 +38,25 @@ async function child(args: ChildArgs): Promise<void> {
   const p = levelPaths(args.root);
   const log = process.env.HSD_BENCH_LOG ? createLogger({ level: process.env.HSD_BENCH_LOG, destination: pino.destination(2) }) : silentLogger();
   const { createInterface } = await import("node:readline");
+  // As the daemon does (src/level/git-repo-ops.ts).
+  const refresher = new IndexRefresher(log);
   for await (const line of createInterface({ input: process.stdin })) {
     if (line.trim() !== "sync") continue;
     const t0 = performance.now();
     const c0 = process.cpuUsage();
+    const g0 = procTimes("self").childrenMs;
     const res = await syncFromParent({
       parent: { host: args.host, port: args.port, hostKeyFingerprint: args.fp }, userKeyPath: args.key,
       repoNames: args.names, exportsDir: p.reposDir, workDir: p.workDir, connectTimeoutMs: 10_000,
-      commandTimeoutMs: 300_000, log,
+      commandTimeoutMs: 300_000, log, refresher,
       ...(args.divertMinObjects !== undefined ? { divertMinObjects: args.divertMinObjects } : {}),
     });
     const ms = performance.now() - t0;
     const c = process.cpuUsage(c0);
-    const out: ChildResult = { ms, cpuMs: (c.user + c.system) / 1000, bytes: res.bytes, maxRssMiB: process.resourceUsage().maxRSS / 1024 };
+    const out: ChildResult = { ms, cpuMs: (c.user + c.system) / 1000, gitCpuMs: procTimes("self").childrenMs - g0, bytes: res.bytes, maxRssMiB: process.resourceUsage().maxRSS / 1024 };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   }
+  await refresher.settleAll();
 }
 
 /**

@@ -45,11 +45,12 @@ export function imagesToYaml(images: HsdConfig["images"]): Record<string, unknow
 }
 
 /**
- * What a child is told about images: every name its parent serves, with the
- * sha256 when the parent knows it. No path: the child keeps them in its own image_dir.
+ * What a child is told about images: the names its parent serves (`only`: just
+ * those, the images a manifest child's subtree uses; absent: all of them), with
+ * the sha256 when the parent knows it. No path: the child keeps them in its own image_dir.
  */
-export function imagesForChild(images: HsdConfig["images"]): Record<string, unknown> {
+export function imagesForChild(images: HsdConfig["images"], only?: ReadonlySet<string>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [name, e] of Object.entries(images.entries)) out[name] = e.sha256 ? { sha256: e.sha256 } : {};
+  for (const [name, e] of Object.entries(images.entries)) if (!only || only.has(name)) out[name] = e.sha256 ? { sha256: e.sha256 } : {};
   return out;
 }

@@ -43,8 +43,11 @@ export function configDocument(c: HsdConfig): Record<string, unknown> {
   return doc;
 }
 
-/** The settings a child inherits from its parent, as hsd.yaml keys. */
-export function inheritedConfig(c: HsdConfig): Record<string, unknown> {
+/**
+ * The settings a child inherits from its parent, as hsd.yaml keys. `images`:
+ * the names the child's subtree needs (a manifest child); absent: every image this level serves.
+ */
+export function inheritedConfig(c: HsdConfig, images?: ReadonlySet<string>): Record<string, unknown> {
   const budgets: Record<string, string> = {};
   for (const [k, v] of Object.entries(c.budgets)) budgets[k] = ms(v);
   return {
@@ -64,7 +67,7 @@ export function inheritedConfig(c: HsdConfig): Record<string, unknown> {
     homestak: { layout: { ...c.homestak.layout }, ...(c.homestak.user && c.nest.provider === "local" ? { user: c.homestak.user } : {}) },
     configure: { steps: stepsToYaml(c.configure.steps) },
     // A level serves its children the images its parent served it: the names flow down, the files are fetched at sync.
-    images: imagesForChild(c.images),
+    images: imagesForChild(c.images, images),
   };
 }
 

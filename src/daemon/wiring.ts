@@ -25,7 +25,7 @@ import type { IdentityParts, SshHandle, WiringContext } from "./wiring-context.j
 import { serviceManagerFrom, type ServiceManager } from "../util/systemd-env.js";
 import { sdNotifier } from "./sd-notify.js";
 import { homestakLayout } from "../homestak/layout.js";
-import { HOMESTAK_IMAGES, ManifestSource } from "../manifest/manifest-source.js";
+import { ManifestSource, manifestImages } from "../manifest/manifest-source.js";
 import { manifestPlan } from "../manifest/manifest.js";
 import { levelCheckpoints } from "./checkpoints.js";
 
@@ -132,7 +132,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     // A demo site-config is generated after start: a manifest is read once its checkout exists.
     const siteConfigReady = layout?.configRepo ? parts?.repoPrepared[layout.configRepo] : undefined;
     const manifests = layout
-      ? new ManifestSource({ siteConfigDir: layout.configDir, images: () => HOMESTAK_IMAGES, ready: () => siteConfigReady ?? Promise.resolve() })
+      ? new ManifestSource({ siteConfigDir: layout.configDir, images: () => manifestImages(config), ready: () => siteConfigReady ?? Promise.resolve() })
       : undefined;
     api = await startApiServer({
       socketPath: config.api.socket, level, access, log, limits: {

@@ -98,7 +98,9 @@ export const STEP_HINTS = Object.freeze({
   unknownNode: "set pve.node",
   nodeOffline: "wait for pve-cluster/pvestatd after boot, then retry",
   snippetStorageNotDir: "set pve.snippet_storage to a dir storage such as local",
-  noTemplate: "build the template (packer) or set pve.template",
+  noTemplate: "list pve.image's file under images: (hsd then makes the template at pve.template), or make one there yourself (docs/proxmox.md)",
+  noImportContent: "upgrade the node to PVE 8.2 or later, or make the template at pve.template yourself (docs/proxmox.md)",
+  importStorageNotDir: "the `local` storage must be a directory storage (PVE's default, /var/lib/vz): import volumes live in it",
   noBridge: "create it in /etc/network/interfaces or set pve.bridge",
   lowDisk: "free space or set pve.storage to a larger storage",
   pveNotPinned:
@@ -119,6 +121,12 @@ export const VALUE_HINTS = Object.freeze({
   snippetsContent: (storage: string, content: string) => `pvesm set ${storage} --content ${content}`,
   storageStatus: (storage: string) => `pvesm status --storage ${storage}`,
   makeTemplate: (vmid: number | string) => `qm template ${vmid}`,
+  imageNotHeld: (image: string) => `add ${image} to images: at level 0 (a level below holds the images its parent passed down for its subtree)`,
+  diskTooSmall: (node: string, gib: number) => `give node ${node} a disk (or a preset) of at least ${gib} GiB, or make its image's template smaller`,
+  templateBlockFull: (from: number, to: number) => `free a vmid in ${from}-${to} (hsd's template block), or set pve.template to the start of a free block of 100`,
+  imageRoom: (dir: string) => `free space on the filesystem of ${dir}, or set image_dir to a larger one, then re-run`,
+  templateSlot: (vmid: number | string) =>
+    `set pve.template to a free vmid (the level's children inherit it), or remove VM ${vmid} on this level (qm destroy ${vmid}) if nothing needs it`,
   staleToken: (user: string, id: string) =>
     `if nothing uses it: pveum user token remove ${user} ${id}; otherwise put its secret in secrets.yaml as pve.token_secret`,
 });

@@ -66,3 +66,21 @@ export function heightOf(nodes: readonly PlannedNode[]): number {
   }
   return max;
 }
+
+/** The image names `nodes` are made from. */
+export function imagesOf(nodes: readonly PlannedNode[]): Set<string> {
+  return new Set(nodes.map((n) => n.image));
+}
+
+/**
+ * The nodes a level builds itself must be made from images it holds
+ * (`held`: its images: names). A level holding none makes every child from its
+ * provider's default (pve: the operator's pve.template), so nothing is checked.
+ */
+export function unheldImages(plan: BuildPlan, held: readonly string[]): { node: string; field: "image"; message: string }[] {
+  if (held.length === 0) return [];
+  return rootsOf(plan.nodes).filter((n) => !held.includes(n.image)).map((n) => ({
+    node: n.name, field: "image" as const,
+    message: `image ${JSON.stringify(n.image)} is not one this level holds (images: ${[...held].sort().join(", ")})`,
+  }));
+}

@@ -73,6 +73,12 @@ interface CheckoutStatus {
   branchRef: string;
   /** Paths HEAD has and the index no longer does (staged deletions). */
   stagedGone: string[];
+  /**
+   * Status reported nothing: the index is HEAD's tree, every tracked file
+   * matches it, and there is no untracked, non-ignored file. The snapshot
+   * `add -A` would take is then HEAD's own tree.
+   */
+  clean: boolean;
   fingerprint: string;
 }
 
@@ -93,7 +99,9 @@ async function checkoutStatus(checkout: string, patterns: readonly string[]): Pr
   let branchRef = "";
   const stagedGone: string[] = [];
   const paths: string[] = [];
+  let clean = true;
   for (const rec of raw.split("\0")) {
+    if (rec !== "" && !rec.startsWith("# ")) clean = false;
     if (rec.startsWith("# branch.oid ")) { const v = rec.slice(13); head = v === "(initial)" ? "" : v; continue; }
     if (rec.startsWith("# branch.head ")) { const v = rec.slice(14); branchRef = v === "(detached)" ? "" : `refs/heads/${v}`; continue; }
     if (rec.startsWith("1 ")) {
@@ -109,7 +117,7 @@ async function checkoutStatus(checkout: string, patterns: readonly string[]): Pr
     (st) => `${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.ino}:${st.mode}`, () => "-",
   )));
   h.update(JSON.stringify(stats));
-  return { head, branchRef, stagedGone, fingerprint: h.digest("hex") };
+  return { head, branchRef, stagedGone, clean, fingerprint: h.digest("hex") };
 }
 
 async function readStamp(exp: string): Promise<ExportStamp | undefined> {
@@ -168,9 +176,11 @@ function ignoreExists(err: NodeJS.ErrnoException): void {
 
 /**
  * Spawns per repo (each blocks the daemon's event loop for its fork): an
- * unchanged checkout 1 (status); a changed one about 9 (was 19 before the
- * status-derived HEAD/branch, the merged ls-files, the skipped fetch,
- * cat-file --batch-check for four lookups and one update-ref transaction).
+ * unchanged checkout 1 (status); a clean one at a new commit 5-6 (a first
+ * export of a fresh clone, or level 0's demo set: no snapshot index); one
+ * with uncommitted work about 9 (was 19 before the status-derived
+ * HEAD/branch, the merged ls-files, the skipped fetch, cat-file
+ * --batch-check for four lookups and one update-ref transaction).
  */
 async function refreshOne(name: string, checkout: string, opts: RefreshExportsOptions, isSecret: (p: string) => boolean): Promise<RepoState> {
   const log = opts.log.child({ repo: name });
@@ -217,9 +227,48 @@ async function refreshOne(name: string, checkout: string, opts: RefreshExportsOp
     await ex(["fetch", "-q", "--no-tags", "--no-write-fetch-head", checkout, `+${branchRef}:${branchRef}`]);
   }
 
-  // Snapshot through a throwaway index copied from the operator's (cached stat
-  // info keeps `add -A` cheap); objects go to the export, with the checkout's
-  // objects as read-only alternates, so the operator's repo is never written.
+  const { prev, working } = st.clean && head
+    ? await cleanSnapshot(exp, head)
+    : await snapshotCommit({ name, checkout, gitDir, objectsDir, exp, head, isSecret, ex });
+  const refs = (await ex(["for-each-ref", "--format=%(refname)", "refs/"])).stdout.toString().split("\n").filter(Boolean);
+  const tx = [
+    ...(working !== prev ? [`update ${WORKING_REF} ${working}`] : []),
+    ...refs.filter((r) => r !== WORKING_REF && r !== branchRef).map((r) => `delete ${r}`),
+  ];
+  if (tx.length > 0) await ex(["update-ref", "--stdin"], { input: `${tx.join("\n")}\n` });
+  if ((await readFile(join(exp, "HEAD"), "utf8").catch(() => "")).trim() !== `ref: ${WORKING_REF}`) await ex(["symbolic-ref", "HEAD", WORKING_REF]);
+  const stamp: ExportStamp = { fingerprint: st.fingerprint, working, head, branchRef };
+  const stampTmp = join(exp, `${STAMP_FILE}.${process.pid}.tmp`);
+  await writeFile(stampTmp, JSON.stringify(stamp));
+  await rename(stampTmp, join(exp, STAMP_FILE));
+  log.debug({ commit: working, previous: prev || undefined }, "export refreshed");
+  return {
+    name, servedCommit: working, worktreeCommit: "", dirty: false, dirtyFiles: [],
+    ...(prev && prev !== working ? { previousCommit: prev } : {}),
+  };
+}
+
+/**
+ * A clean checkout's snapshot is HEAD itself (what `add -A` and write-tree
+ * would find is HEAD's tree): no throwaway index, no spawn. Only the last
+ * snapshot is looked up, to know whether the ref moves.
+ */
+async function cleanSnapshot(exp: string, head: string): Promise<{ prev: string; working: string }> {
+  return { prev: await exportRef(exp, WORKING_REF), working: head };
+}
+
+/**
+ * The `_working` commit of a checkout with changes: its tree through a
+ * throwaway index copied from the operator's (cached stat info keeps `add -A`
+ * cheap); objects go to the export, with the checkout's objects as read-only
+ * alternates, so the operator's repo is never written.
+ */
+async function snapshotCommit(o: {
+  name: string; checkout: string; gitDir: string; objectsDir: string; exp: string; head: string;
+  isSecret: (p: string) => boolean;
+  ex: (args: string[], o?: { allowFail?: boolean; env?: Record<string, string>; input?: string }) => Promise<{ stdout: Buffer }>;
+}): Promise<{ prev: string; working: string }> {
+  const { name, checkout, gitDir, objectsDir, exp, head, isSecret, ex } = o;
   const tmp = await mkdtemp(join(tmpdir(), "hsd-snap-"));
   let tree: string;
   try {
@@ -255,23 +304,7 @@ async function refreshOne(name: string, checkout: string, opts: RefreshExportsOp
     const args = ["commit-tree", tree, ...(head ? ["-p", head] : []), "-m", `hsd snapshot of uncommitted work in ${name}`];
     working = (await ex(args, { env: SNAPSHOT_IDENTITY })).stdout.toString().trim();
   }
-  // The export holds exactly the operator's current branch and the snapshot: one transaction.
-  const refs = (await ex(["for-each-ref", "--format=%(refname)", "refs/"])).stdout.toString().split("\n").filter(Boolean);
-  const tx = [
-    ...(working !== prev ? [`update ${WORKING_REF} ${working}`] : []),
-    ...refs.filter((r) => r !== WORKING_REF && r !== branchRef).map((r) => `delete ${r}`),
-  ];
-  if (tx.length > 0) await ex(["update-ref", "--stdin"], { input: `${tx.join("\n")}\n` });
-  if ((await readFile(join(exp, "HEAD"), "utf8").catch(() => "")).trim() !== `ref: ${WORKING_REF}`) await ex(["symbolic-ref", "HEAD", WORKING_REF]);
-  const stamp: ExportStamp = { fingerprint: st.fingerprint, working, head, branchRef };
-  const stampTmp = join(exp, `${STAMP_FILE}.${process.pid}.tmp`);
-  await writeFile(stampTmp, JSON.stringify(stamp));
-  await rename(stampTmp, join(exp, STAMP_FILE));
-  log.debug({ commit: working, previous: prev || undefined }, "export refreshed");
-  return {
-    name, servedCommit: working, worktreeCommit: "", dirty: false, dirtyFiles: [],
-    ...(prev && prev !== working ? { previousCommit: prev } : {}),
-  };
+  return { prev, working };
 }
 
 /**

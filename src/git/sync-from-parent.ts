@@ -14,6 +14,7 @@ import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
 import type { RefAdvertisement } from "./pkt-line.js";
 import { ensureBareRepo, exportPath } from "./export-repos.js";
 import { checkoutWorktree } from "./worktree-checkout.js";
+import type { IndexRefresher } from "./index-refresh.js";
 import { join } from "node:path";
 
 export interface SyncFromParentOptions {
@@ -38,6 +39,8 @@ export interface SyncFromParentOptions {
   concurrency?: number;
   /** Smallest pack indexed by `git index-pack` rather than isomorphic-git (divert-pack.ts); Infinity = never (benches compare). */
   divertMinObjects?: number;
+  /** Refreshes a large checkout's index after the fact (index-refresh.ts); absent: the next status re-hashes instead. */
+  refresher?: IndexRefresher;
 }
 
 export interface SyncResult { repos: RepoState[]; bytes: number; bytesByRepo: Record<string, number> }
@@ -185,10 +188,13 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
       const previousServed = await git.resolveRef({ fs, gitdir: exportPath(opts.exportsDir, name), ref: "HEAD" }).catch(() => "");
       const f = await fetchInto(name, opts, conn);
       const t1 = performance.now();
+      const worktree = opts.worktreeOf ? opts.worktreeOf(name) : join(opts.workDir, name);
+      await opts.refresher?.settle(worktree);
       const wt = await checkoutWorktree({
-        worktree: opts.worktreeOf ? opts.worktreeOf(name) : join(opts.workDir, name), exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
+        worktree, exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
         log: opts.log.child({ repo: name }),
       });
+      if (!wt.held && wt.commit !== wt.previous) opts.refresher?.schedule(worktree, f.bytes);
       opts.log.debug({ repo: name, fetchMs: Math.round(t1 - t0), checkoutMs: Math.round(performance.now() - t1), bytes: f.bytes }, "repo synced");
       const state: RepoState = {
         name, servedCommit: f.head, worktreeCommit: wt.commit, dirty: wt.dirty || wt.held,

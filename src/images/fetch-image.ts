@@ -4,11 +4,11 @@
 // place atomically. An image already here with the right sha256 never moves.
 // Imported by: src/images, src/level.
 
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Logger } from "../log/logger.js";
 import {
-  CancelledError, CommandTimeoutError, HsError, ImageChecksumMismatchError, ImageNotFoundError, ImageTransferError,
+  CancelledError, CommandTimeoutError, DiskFullError, HsError, ImageChecksumMismatchError, ImageNotFoundError, ImageTransferError,
   PeerGoneError, QueueTimeoutError,
 } from "../domain/errors.js";
 import { ChannelStream, type ChannelOpener } from "../ssh/channel-stream.js";
@@ -16,6 +16,7 @@ import { imageCommand } from "../ssh/exec-command.js";
 import { IMAGE_HEADER } from "./image-server.js";
 import type { ImageDigests } from "./image-digest.js";
 import { FileHasher } from "./file-hasher.js";
+import { VALUE_HINTS } from "../domain/hints.js";
 
 export interface ImageProgress {
   readonly image: string;
@@ -44,6 +45,8 @@ export interface FetchImageOptions {
   /** Called at most every progressIntervalMs, and once at the end. */
   readonly onProgress?: (p: ImageProgress) => void;
   readonly progressIntervalMs?: number;
+  /** Free bytes for unprivileged writes on the filesystem holding a directory (default: statfs). */
+  readonly freeBytes?: (dir: string) => Promise<number>;
 }
 
 export interface FetchImageResult {
@@ -98,6 +101,13 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
         await rm(partial, { force: true });
         continue;
       }
+      // This level's preflight for the image: room for the rest of it, before a byte lands.
+      const free = await (o.freeBytes ?? freeBytesAt)(dirname(o.dest));
+      if (free < head.size - partialSize) {
+        throw new DiskFullError(`no room for image ${o.name}: ${head.size - partialSize} more bytes needed, ${free} free in ${dirname(o.dest)}`, {
+          details: { image: o.name, needBytes: head.size - partialSize, freeBytes: free, dir: dirname(o.dest), hint: VALUE_HINTS.imageRoom(dirname(o.dest)) },
+        });
+      }
       if (partialSize === 0) await writeFile(sidecar, `${head.sha256}\n`, { mode: 0o600 });
       // The partial's bytes and the new ones are hashed from disk by a worker as they land.
       const hasher = new FileHasher(partial);
@@ -137,6 +147,11 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
     }
   }
   throw new ImageTransferError(`image ${o.name} kept changing while it was fetched`, { details: { image: o.name } });
+}
+
+async function freeBytesAt(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
 }
 
 /** Reads `HSDIMG1 <size> <sha256>\n`; a refusal (exit status, [Code] on stderr) becomes its typed error. */

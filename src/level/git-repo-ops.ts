@@ -16,6 +16,7 @@ import { ownTree, type TreeOwner } from "../homestak/tree-owner.js";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { syncFromParent } from "../git/sync-from-parent.js";
+import { IndexRefresher } from "../git/index-refresh.js";
 import { ParentConnection } from "../ssh/parent-connection.js";
 import type { RepoOps } from "./level.js";
 import { homestakLayout } from "../homestak/layout.js";
@@ -44,6 +45,8 @@ export function gitRepoOps(o: {
   const names = config.parent ? config.repoNames : Object.keys(o.repos);
   const layout = homestakLayout(config, o.repos);
   let last: RepoState[] | undefined;
+  // A large checkout's racy index is refreshed after the sync, not by the next one's status.
+  const refresher = config.parent ? new IndexRefresher(o.log) : undefined;
   // One SSH connection to the parent, kept across syncs (reconnects if it drops).
   const parentConn = config.parent
     ? new ParentConnection({ parent: config.parent, userKeyPath: o.userKeyPath, connectTimeoutMs: config.timeouts.connectMs, log: o.log })
@@ -75,7 +78,7 @@ export function gitRepoOps(o: {
         const r = await syncFromParent({
           parent: config.parent, userKeyPath: o.userKeyPath, repoNames: names, exportsDir: paths.reposDir, workDir: paths.workDir, worktreeOf: layout.worktree,
           connectTimeoutMs: config.timeouts.connectMs, commandTimeoutMs: config.timeouts.commandMs, log: o.log,
-          onProgress, signal, connection: parentConn,
+          onProgress, signal, connection: parentConn, refresher,
         });
         last = r.repos.map((x) => ({ ...x, bytes: r.bytesByRepo[x.name] ?? 0 }));
         let imageBytes = 0;

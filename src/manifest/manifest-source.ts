@@ -8,11 +8,23 @@ import { readdir, readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { parse } from "yaml";
 import { ManifestInvalidError } from "../domain/errors.js";
+import type { HsdConfig } from "../config/config.js";
 import { readTextIfExists } from "../util/read-if-exists.js";
 import { validateManifest, type Manifest, type Preset } from "./manifest.js";
 
 /** homestak's packer images, used when the level's config names none. */
 export const HOMESTAK_IMAGES: readonly string[] = ["debian-12", "debian-13", "pve-9"];
+
+/**
+ * The images a manifest's nodes may name: level 0's images: (what it can make
+ * nodes from and pass down). A level 0 with no images: at all (the demo; a PVE
+ * level cloning every child from the operator's pve.template) accepts
+ * homestak's own image names, which then name nothing hsd makes.
+ */
+export function manifestImages(config: Pick<HsdConfig, "images">): readonly string[] {
+  const names = Object.keys(config.images.entries);
+  return names.length > 0 ? names : HOMESTAK_IMAGES;
+}
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 

@@ -20,7 +20,7 @@ import type { ConfigureLeaf, PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.
 import { LEAF_HOOKS, PHASE_HOOKS } from "./phases/index.js";
 import { ChildTree, ONE_AT_A_TIME, valuesOrFirstFailure, type ChildScope, type LocalEvent } from "./child-tree.js";
 import type { ProviderName, ProviderOptions } from "../domain/providers.js";
-import { heightOf, rootsOf, subtreeOf, type BuildPlan, type PlannedNode } from "../domain/plan.js";
+import { heightOf, rootsOf, subtreeOf, unheldImages, type BuildPlan, type PlannedNode } from "../domain/plan.js";
 
 export interface Clock {
   now(): number;
@@ -84,9 +84,10 @@ export class NestEngine {
     return Math.max(1, levelsBelowChild) * perLevel;
   }
 
-  /** The provider's preflight checks alone (hsctl doctor); repairs what is safe to repair. */
-  preflight(provider: ProviderName, options: ProviderOptions, signal: AbortSignal) {
-    return this.d.providers(provider, options).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} });
+  /** The checks a build's preflight runs, and nothing else (hsctl doctor): this level's own, then the provider's, with safe repairs. */
+  async preflight(provider: ProviderName, options: ProviderOptions, signal: AbortSignal): Promise<CheckResult[]> {
+    const own = await (this.d.levelChecks ?? (async () => []))();
+    return [...own, ...await this.d.providers(provider, options).preflight({ signal, log: this.d.log.child({ phase: "preflight" }), emit: () => {} })];
   }
 
   /**
@@ -142,14 +143,18 @@ export class NestEngine {
     });
   }
 
-  /** A manifest root must not be a level another manifest (or a uniform nest) built here. */
+  /**
+   * A manifest root must not be a level another manifest (or a uniform nest)
+   * built here, and must be made from an image this level holds (below level 0:
+   * one its parent passed down).
+   */
   private checkOwnership(plan: BuildPlan): void {
     const errors = rootsOf(plan.nodes).flatMap((n) => {
       const rec = this.d.journal.child(n.name);
       if (!rec || rec.manifest === plan.manifest) return [];
       const owner = rec.manifest ? `manifest ${rec.manifest}` : "hsctl nest --depth";
       return [{ file: plan.manifest, node: n.name, field: "name", message: `a level ${n.name} already exists here, built by ${owner}` }];
-    });
+    }).concat(unheldImages(plan, Object.keys(this.d.config.images.entries)).map((e) => ({ file: plan.manifest, ...e })));
     if (errors.length > 0) {
       throw new ManifestInvalidError(`${plan.manifest}: ${errors.map((e) => `node ${e.node}: ${e.message}`).join("; ")}`, { details: { file: plan.manifest, errors } });
     }

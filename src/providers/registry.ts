@@ -71,7 +71,7 @@ export const PROVIDERS: Readonly<Record<ProviderName, ProviderEntry>> = Object.f
     config: PVE_CONFIG,
     build: (d) => lazyPveProvider({
       config: d.config, secrets: d.secrets, stateDir: d.stateDir, publicKey: d.publicKey, userKeyPath: d.userKeyPath,
-      log: d.log.child({ provider: "pve" }),
+      log: d.log.child({ provider: "pve" }), digests: d.digests,
     }),
     // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
     configureLevel: (d) => (d.config.parent && pveConfigOf(d.config) ? pveConfigure(d) : undefined),

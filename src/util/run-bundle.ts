@@ -29,21 +29,33 @@ function readCache(cacheFile: string, expected: string): Buffer | undefined {
 }
 
 /**
- * Evaluates the CommonJS bundle as the main program. With
- * HSD_WRITE_CODE_CACHE=1 (the build does this once) the code compiled by the
- * time the process exits is written to the cache.
+ * The bundle compiled as one function, with its code cache when the cache
+ * matches. `cacheRejected`: V8 refused the cache (it also checks the V8
+ * flags: a cache written by a process started with other flags than this
+ * one, --max-semi-space-size included, is rejected and the 3 MB are parsed).
  */
-export function runBundle(bundleUrl: URL): void {
-  const filename = fileURLToPath(bundleUrl);
-  const cacheFile = `${filename}.cache`;
+export function compileBundle(filename: string): { script: Script; expected: string; cacheRejected: boolean } {
   const expected = stamp(filename);
   const source = readFileSync(filename, "utf8");
-  const cachedData = readCache(cacheFile, expected);
+  const cachedData = readCache(`${filename}.cache`, expected);
   const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
     filename, ...(cachedData ? { cachedData } : {}),
     // A dynamic import() left in the bundle (of a node: builtin, say) loads as it would in a module.
     importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
   });
+  return { script, expected, cacheRejected: !cachedData || script.cachedDataRejected === true };
+}
+
+/**
+ * Evaluates the CommonJS bundle as the main program. With
+ * HSD_WRITE_CODE_CACHE=1 (the build does this once, with the V8 flags the
+ * program always runs with) the code compiled by the time the process exits
+ * is written to the cache.
+ */
+export function runBundle(bundleUrl: URL): void {
+  const filename = fileURLToPath(bundleUrl);
+  const cacheFile = `${filename}.cache`;
+  const { script, expected } = compileBundle(filename);
   if (process.env.HSD_WRITE_CODE_CACHE === "1") {
     process.on("exit", () => {
       const tmp = `${cacheFile}.${process.pid}.tmp`;

@@ -2,7 +2,7 @@
 // serves two images from files the operator named, every level below fetches
 // them from its parent at sync into its own level directory (sha256-verified)
 // and serves them on; a second sync moves nothing. A missing image stops the
-// nest in preflight.
+// nest in preflight, and `hsctl doctor` reports it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
@@ -34,6 +34,13 @@ test("an image missing at level 0 fails the nest in preflight, naming it; nothin
     const failed = jsonLines(r.stdout).filter((e) => e.kind === "failed");
     assert.deepEqual(failed.map((e) => [e.level, e.phase, e.failure.code]), [["l0/l1", "preflight", "PreflightFailed"]]);
     assert.match(failed[0]!.failure.message, /image pve-9/);
+    // hsctl doctor runs the same image checks, with their hints, and builds nothing.
+    const d = await hsctl(["doctor", "--json"], env, 60_000);
+    assert.equal(d.code, 1, d.stderr);
+    const checks = JSON.parse(d.stdout) as { name: string; result: string; hint?: string }[];
+    const images = checks.filter((c) => c.name.startsWith("image "));
+    assert.deepEqual(images.map((c) => [c.name, c.result]), [["image pve-9", "failed"], ["image debian-13", "ok"]]);
+    assert.ok(images[0]!.hint, "the failed image check carries a hint");
   } finally {
     await rename(join(l0, "iso", "moved-away"), join(l0, "iso", "pve-9.img"));
   }

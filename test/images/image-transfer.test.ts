@@ -147,6 +147,23 @@ test("a wrong sha256 in config, at level 0 or passed to the child: ImageChecksum
   }
 });
 
+test("no room for the rest of an image: DiskFull before a byte lands, naming the image; the next run with room moves it whole", async () => {
+  const c = child();
+  const asked: string[] = [];
+  try {
+    const err = await fetchImage(c.opts({ freeBytes: async (dir) => { asked.push(dir); return SIZE - 1; } })).then(() => undefined, (e: { code?: string; details?: Record<string, unknown> }) => e);
+    assert.equal(err?.code, "DiskFull");
+    assert.equal(err.details?.image, "pve-9");
+    assert.deepEqual(asked, [join(c.dir, "images")]);
+    assert.equal(existsSync(c.dest), false);
+    assert.equal(existsSync(`${c.dest}.partial`), false);
+    const r = await fetchImage(c.opts({ freeBytes: async () => SIZE }));
+    assert.equal(r.sha256, sha);
+  } finally {
+    c.conn.close();
+  }
+});
+
 test("readers get configured names only: unknown names and paths are ImageNotFound; a controller key runs nothing", async () => {
   const c = child();
   try {

@@ -7,8 +7,11 @@ import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { homestakShapedFiles } from "../../src/demo/demo-homestak-files.js";
-import { HOMESTAK_IMAGES, ManifestSource } from "../../src/manifest/manifest-source.js";
-import { heightOf, rootsOf, subtreeOf } from "../../src/domain/plan.js";
+import { HOMESTAK_IMAGES, ManifestSource, manifestImages } from "../../src/manifest/manifest-source.js";
+import { manifestPlan } from "../../src/manifest/manifest.js";
+import { parseConfig } from "../../src/config/load-config.js";
+import { inheritedConfig } from "../../src/config/write-config.js";
+import { heightOf, imagesOf, rootsOf, subtreeOf, unheldImages, type BuildPlan } from "../../src/domain/plan.js";
 import { HsError } from "../../src/domain/errors.js";
 
 let dir: string;
@@ -99,6 +102,30 @@ test("unknown preset, spec or image; bad names; ct; every problem in one error",
   const err = await images.load({ name: "n3-deep" }).catch((e: HsError) => e) as HsError;
   assert.deepEqual((err.details.errors as Problem[]).map((p) => [p.node, p.field]), [["root-pve", "image"], ["leaf-pve", "image"]]);
 });
+
+test("images are level 0's images: (homestak's names only when it has none); each child is passed exactly its subtree's", async () => {
+  const withImages = parseConfig("images:\n  pve-9: /x/pve-9.img\n  debian-12: { path: /x/d.img, sha256: " + "a".repeat(64) + " }\n  debian-13: /x/d13.img\n", "t.yaml", { root: dir });
+  assert.deepEqual([...manifestImages(withImages)].sort(), ["debian-12", "debian-13", "pve-9"]);
+  assert.deepEqual(manifestImages(parseConfig("", "t.yaml", { root: dir })), HOMESTAK_IMAGES);
+  const only = parseConfig("images:\n  debian-12: /x/d.img\n", "t.yaml", { root: dir });
+  const err = await new ManifestSource({ siteConfigDir: dir, images: () => manifestImages(only) }).load({ name: "n3-deep" }).catch((e: HsError) => e) as HsError;
+  assert.equal(err.code, "ManifestInvalid");
+  assert.deepEqual((err.details.errors as Problem[]).map((p) => [p.node, p.field]), [["root-pve", "image"], ["leaf-pve", "image"]]);
+  // n3-deep: root-pve's subtree is leaf-pve (pve-9) and edge (debian-12); leaf-pve's is edge alone.
+  const plan = manifestPlan(await src.load({ name: "n3-deep" }));
+  const passed = (child: string) => inheritedConfig(withImages, imagesOf(subtreeOf(plan.nodes, child))).images;
+  assert.deepEqual(passed("root-pve"), { "pve-9": {}, "debian-12": { sha256: "a".repeat(64) } });
+  assert.deepEqual(passed("leaf-pve"), { "debian-12": { sha256: "a".repeat(64) } });
+  assert.deepEqual(passed("edge"), {});
+  // A uniform tree still passes every image down.
+  assert.deepEqual(Object.keys(inheritedConfig(withImages).images as object).sort(), ["debian-12", "debian-13", "pve-9"]);
+  // A level checks the nodes it builds against what it holds (a level holding none checks nothing).
+  assert.deepEqual(unheldImages(subtreePlan(plan, "leaf-pve"), ["pve-9"]).map((p) => [p.node, p.field]), [["edge", "image"]]);
+  assert.deepEqual(unheldImages(subtreePlan(plan, "leaf-pve"), ["debian-12"]), []);
+  assert.deepEqual(unheldImages(subtreePlan(plan, "leaf-pve"), []), []);
+});
+
+const subtreePlan = (plan: BuildPlan, root: string): BuildPlan => ({ ...plan, nodes: subtreeOf(plan.nodes, root) });
 
 test("settings.on_error is read", async () => {
   for (const v of ["stop", "continue", "rollback"]) {

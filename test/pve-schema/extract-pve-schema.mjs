@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs";
 /** The endpoints hsd calls or its simulator serves; keep in step with test/pve-sim/pve-sim-api.ts. */
 const ENDPOINTS = [
   "GET /version", "GET /nodes", "GET /cluster/nextid",
-  "POST /nodes/{node}/qemu", "DELETE /nodes/{node}/qemu/{vmid}",
+  "GET /nodes/{node}/qemu", "POST /nodes/{node}/qemu", "DELETE /nodes/{node}/qemu/{vmid}",
   "POST /nodes/{node}/qemu/{vmid}/clone", "POST /nodes/{node}/qemu/{vmid}/template",
   "GET /nodes/{node}/qemu/{vmid}/config", "POST /nodes/{node}/qemu/{vmid}/config", "PUT /nodes/{node}/qemu/{vmid}/config",
   "PUT /nodes/{node}/qemu/{vmid}/resize",

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { SimError, type PveSim, type SimVm } from "./pve-sim.js";
 import { endpointSpec } from "./pve-schema-check.js";
+import { diskRoutes } from "./sim-disk-routes.js";
 
 type Out = { data?: unknown; extra?: Record<string, unknown> };
 export interface Route {
@@ -115,10 +116,10 @@ export function buildRoutes(sim: PveSim): Route[] {
         if (vm[2] !== "import" && vm[2] !== "images") throw new SimError(500, `${k}: '${src}' has wrong type '${vm[2]}' - needs to be 'images' or 'import'`);
         if (!st.path || !st.content.split(",").includes(vm[2]!)) throw new SimError(500, `storage '${vm[1]}' does not support content-type '${vm[2]}'`);
         const file = join(st.path, vm[2]!, vm[3]!);
-        if (!existsSync(file)) throw new SimError(500, `${k}: volume '${src}' does not exist`);
+        if (!existsSync(sim.fs.hostPath(file))) throw new SimError(500, `${k}: volume '${src}' does not exist`);
         storageOf(target);
         importedFrom = file;
-        const size = statSync(file).size;
+        const size = statSync(sim.fs.hostPath(file)).size;
         config[k] = `${target}:vm-${vmid}-disk-0,size=${Math.max(1, Math.ceil(size / (1 << 20)))}M${rest ?? ""}`;
         log.push(`importing disk '${src}' to VM ${vmid} ...`, `transferred ${size} bytes`, `${k}: successfully created disk '${config[k]}'`);
         continue;
@@ -194,13 +195,8 @@ export function buildRoutes(sim: PveSim): Route[] {
     applyConfig(vm, validateConfig(vm, p), p.delete);
     return { data: null };
   });
-  add("PUT", "/nodes/{node}/qemu/{vmid}/resize", (p, path, who) => {
-    const vm = vmOf(path);
-    unlocked(vm);
-    if (!p.disk || !vm.config[p.disk]) throw new SimError(500, `disk '${p.disk}' does not exist`);
-    if (!/^\+/.test(p.size ?? "")) throw new SimError(500, "shrinking disks is not supported");
-    return { data: sim.startTask("resize", String(vm.vmid), who, sim.faults.taskMs, [], () => {}) };
-  });
+  // The VM list and resize (sim-disk-routes.ts).
+  for (const r of diskRoutes(sim, checkNode, vmOf)) add(r.method, r.template, r.handler);
 
   add("POST", "/nodes/{node}/qemu/{vmid}/status/start", (_p, path, who) => {
     const vm = vmOf(path);
@@ -215,7 +211,7 @@ export function buildRoutes(sim: PveSim): Route[] {
           const st = sim.storages.get(store!);
           if (!st) throw new Error(`storage '${store}' does not exist`);
           if (!st.content.split(",").includes("snippets")) throw new Error(`storage '${store}' does not support content-type 'snippets'`);
-          if (!st.path || !existsSync(join(st.path, rel!))) throw new Error(`volume '${vol}' does not exist`);
+          if (!st.path || !existsSync(sim.fs.hostPath(join(st.path, rel!)))) throw new Error(`volume '${vol}' does not exist`);
         }
       }
       const bridge = /bridge=([^,]+)/.exec(vm.config.net0 ?? "")?.[1];
@@ -266,6 +262,7 @@ export function buildRoutes(sim: PveSim): Route[] {
     if (vm.status === "running") throw new SimError(500, `VM ${vm.vmid} is running - destroy failed`);
     return { data: sim.startTask("qmdestroy", String(vm.vmid), who, sim.faults.taskMs, [`Removing image: 100% complete...done.`], () => {
       sim.vms.delete(vm.vmid);
+      sim.nodeOf(vm)?.wipe();
     }) };
   });
 
@@ -298,7 +295,9 @@ export function buildRoutes(sim: PveSim): Route[] {
     const s = storageOf(path.storage!);
     if (p.digest !== undefined && p.digest !== sim.digest(s)) throw new SimError(500, "detected modified configuration - file changed by other user? Try again.");
     if (p.content !== undefined) {
-      const bad = p.content.split(",").filter((c) => !(STORAGE_CONTENT[s.type] ?? []).includes(c));
+      // `import` content exists from pve-storage 8.2 on.
+      const old = /^([0-7]\.|8\.[01]\.)/.test(sim.release);
+      const bad = p.content.split(",").filter((c) => !(STORAGE_CONTENT[s.type] ?? []).includes(c) || (old && c === "import"));
       if (bad.length) throw param400({ content: `storage does not support content type '${bad[0]}'` });
       s.content = p.content; // replaces the whole set
     }
@@ -308,7 +307,7 @@ export function buildRoutes(sim: PveSim): Route[] {
     checkNode(path.node!);
     const s = storageOf(path.storage!);
     if (p.content !== "snippets" || !s.path || !s.content.split(",").includes("snippets")) return { data: [] };
-    const dir = join(s.path, "snippets");
+    const dir = sim.fs.hostPath(join(s.path, "snippets"));
     const files = existsSync(dir) ? readdirSync(dir) : [];
     return { data: files.map((f) => {
       const st = statSync(join(dir, f));

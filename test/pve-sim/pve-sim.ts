@@ -20,6 +20,7 @@ import { startGuest, stopGuest, type SimGuest } from "./sim-guest.js";
 import { startVmGuest, stopVmGuest, type SimVmGuest, type VmNetwork, type VmNode } from "./sim-vm.js";
 import { simCommandRunner } from "./sim-commands.js";
 import * as http from "node:http";
+import { SimNodeFs, VM_VZ } from "./sim-node-fs.js";
 
 export interface SimFaults {
   /** Storage `local` starts without `snippets` in its content list. */
@@ -57,6 +58,8 @@ export interface SimStorage { storage: string; type: string; path?: string; cont
 export interface SimTask {
   upid: string; node: string; type: string; id: string; user: string; pid: number; pstart: number; starttime: number;
   status: "running" | "stopped"; exitstatus?: string; log: string[]; misses: number;
+  /** Wall-clock ms (Date.now()) the task ran from and to: what a caller waited on PVE for (benches). */
+  startedMs: number; endedMs?: number;
 }
 
 export interface RecordedRequest {
@@ -92,6 +95,13 @@ export interface PveSimOptions {
   presetToken?: boolean;
   /** The PVE release answered by GET /version; parameters newer than it are refused. Default 8.3.2. */
   release?: string;
+  /** Start with the operator's template at `template` (a node hsd did not build). Default true. */
+  presetTemplate?: boolean;
+  /**
+   * This node is itself a VM (its parent's nodeFor): `local` is the guest's
+   * /var/lib/vz, read through the VM's root once it runs (sim-node-fs.ts).
+   */
+  vmFs?: boolean;
 }
 
 export class SimError extends Error {
@@ -106,7 +116,7 @@ export class PveSim {
   readonly tokens = new Map<string, string>();
   readonly vms = new Map<number, SimVm>();
   readonly storages = new Map<string, SimStorage>();
-  /** Every disk import this node did (import-from): the file, always under one of its own storages. */
+  /** Every disk import this node did (import-from): the file (a path on this node), always under one of its own storages. */
   readonly imports: { vmid: number; file: string }[] = [];
   readonly tasks = new Map<string, SimTask>();
   readonly bridges: Set<string>;
@@ -144,6 +154,9 @@ export class PveSim {
   private readonly vmGuests = new Map<number, Promise<SimVmGuest>>();
   private control?: http.Server;
   private controlPort = 0;
+  private readonly presetTemplate: boolean;
+  /** Where this node's own paths are on the host: the VM's root when it is a VM (sim-node-fs.ts). */
+  readonly fs: SimNodeFs;
 
   constructor(opts: PveSimOptions = {}) {
     this.node = opts.node ?? "pve1";
@@ -158,6 +171,8 @@ export class PveSim {
     this.nodeFor = opts.nodeFor;
     this.host = opts.host ?? "127.0.0.1";
     this.presetToken = opts.presetToken ?? true;
+    this.presetTemplate = opts.presetTemplate ?? true;
+    this.fs = new SimNodeFs(opts.vmFs ?? false);
     this.faults = {
       snippetsDisabled: false, agentDelayMs: 20_000, cloneMs: 5_000, taskMs: 1_000, slowSync: {},
       nextidCollisions: 0, certZoneId: false, freshTaskMisses: 1, nested: "Y", diskFreeKiB: 80_000_000,
@@ -190,11 +205,11 @@ export class PveSim {
     await writeFile(p.hostsFile, `127.0.0.1 localhost\n${hostLine}\n`);
     if (this.presetToken) this.tokens.set(this.tokenId, this.tokenSecret);
     this.storages.set("local", {
-      storage: "local", type: "dir", path: p.vz,
+      storage: "local", type: "dir", path: this.fs.isVm ? VM_VZ : p.vz,
       content: this.faults.snippetsDisabled ? "iso,vztmpl,backup" : "iso,vztmpl,backup,snippets",
     });
     this.storages.set("local-lvm", { storage: "local-lvm", type: "lvmthin", content: "images,rootdir" });
-    this.vms.set(this.templateVmid, {
+    if (this.presetTemplate) this.vms.set(this.templateVmid, {
       vmid: this.templateVmid, status: "stopped",
       config: {
         name: this.templateName, template: "1", memory: "2048", cores: "1", ostype: "l26", scsihw: "virtio-scsi-pci",
@@ -255,8 +270,10 @@ export class PveSim {
           net: this.vmNetwork!, node: node?.asVmNode(), owner: { controlUrl: this.controlUrl },
           pveAbsent: !!node && this.imagesWithoutPve.includes(vmImage(vm, this)),
         });
-        // That node's own VMs plug into the bridge inside this VM (nested networking).
+        // That node's own VMs plug into the bridge inside this VM (nested networking),
+        // and its storage paths are this VM's files.
         if (node?.vmNetwork) node.vmNetwork.netns = guest.netns;
+        node?.fs.attach(guest.fsRoot);
         return guest;
       })();
       // The agent never answers (boot reports it); the reason is kept for the test's failure message.
@@ -306,6 +323,12 @@ export class PveSim {
 
   /** Resolves once every power-off begun so far has finished. */
   async settled(): Promise<void> { await Promise.all([...this.powerOffs]); }
+
+  /** The simulator standing for the node a VM of this one is (nodeFor), if any. */
+  nodeOf(vm: SimVm): PveSim | undefined { return this.nodeFor?.(vm.config.name ?? ""); }
+
+  /** The VM standing for this node was destroyed: what was on its disk (VMs, templates, files) is gone. */
+  wipe(): void { this.vms.clear(); this.fs.detach(); }
 
   guestRoot(vmid: number): string { return join(this.root, "guests", String(vmid)); }
 
@@ -358,7 +381,7 @@ export class PveSim {
     const upid = formatUpid({ node: this.node, pid, pstart: 0x6ae8 + pid, starttime: Math.floor(Date.now() / 1000), type, id, user });
     const task: SimTask = {
       upid, node: this.node, type, id, user, pid, pstart: 0x6ae8 + pid, starttime: Math.floor(Date.now() / 1000),
-      status: "running", log: [...log], misses: 0,
+      status: "running", log: [...log], misses: 0, startedMs: Date.now(),
     };
     this.tasks.set(upid, task);
     this.later(pveMs, () => {
@@ -372,6 +395,7 @@ export class PveSim {
         task.log.push(`TASK ERROR: ${msg}`);
       }
       task.status = "stopped";
+      task.endedMs = Date.now();
     });
     return upid;
   }

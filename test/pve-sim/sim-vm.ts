@@ -58,6 +58,8 @@ export interface SimVmGuest {
   readonly hostLink: string;
   readonly hostLinkNetns?: string;
   readonly sshd: ChildProcess;
+  /** The VM's "/" as the host sees it (its mount namespace's root, through /proc). */
+  readonly fsRoot: string;
 }
 
 const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -129,6 +131,8 @@ export async function startVmGuest(o: {
   } else if (o.node) {
     await mkdir(join(up("etc"), "pve/local"), { recursive: true });
     await copyFile(o.node.certFile, join(up("etc"), "pve/local/pve-ssl.pem"));
+    // What a PVE install leaves in `local` (/var/lib/vz): its snippets and iso directories.
+    for (const d of ["snippets", "template/iso"]) await mkdir(join(up("var/lib"), "vz", d), { recursive: true });
     for (const cmd of ["pveum", "pvesm", "pvecm", "qm"]) {
       await writeFile(join(sbin, cmd), `#!/bin/sh\nexec ${q(process.execPath)} ${q(SHIM)} ${q(o.node.controlUrl)} ${cmd} "$@"\n`, { mode: 0o755 });
     }
@@ -168,7 +172,8 @@ export async function startVmGuest(o: {
   const sshd = spawn("ip", ["netns", "exec", ns, "unshare", "-m", "-u", "--propagation", "private", "sh", "-c", script], {
     stdio: ["ignore", "ignore", "pipe"],
   });
-  const guest: SimVmGuest = { vmid: o.vmid, root, netns: ns, address, hostLink, hostLinkNetns: net.netns, sshd };
+  // ip netns exec, unshare and sh all exec in place: sshd's pid lives in the VM's mount namespace.
+  const guest: SimVmGuest = { vmid: o.vmid, root, netns: ns, address, hostLink, hostLinkNetns: net.netns, sshd, fsRoot: `/proc/${sshd.pid}/root` };
   try {
     await waitSshd(sshd, o.vmid);
   } catch (e) {

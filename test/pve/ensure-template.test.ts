@@ -19,7 +19,7 @@ async function setup(sim: PveSim, name = "pve-9") {
   const image = { name, path, sha256: createHash("sha256").update(bytes).digest("hex") };
   const opts: EnsureTemplateOptions = {
     client: clientFor(sim), node: sim.node, vmid: 9100, image, storage: "local-lvm", bridge: "vmbr0",
-    importStorage: { id: "local", path: sim.paths.vz }, task: FAST_POLL, log: () => {},
+    importStorage: "local", task: FAST_POLL, log: () => {},
   };
   return { image, opts };
 }

@@ -3,7 +3,9 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { join } from "node:path";
 import { startSim, providerFor, phaseCtx, withSim } from "./helpers.js";
 import type { PveSim } from "../pve-sim/pve-sim.js";
 import type { CheckResult as PreflightCheck } from "../../src/domain/checks.js";
@@ -82,3 +84,42 @@ test("no fingerprint configured: api check refuses with the pin hint, nothing se
   assert.match(checks.api!.hint ?? "", /fingerprint/);
   assert.equal(sim.requests.length, 0);
 }));
+
+test("level 0 with its image and a free pve.template: preflight makes the template from the image (its own checks first), then finds it", () =>
+  withSim({ presetTemplate: false }, async (sim) => {
+    const bytes = randomBytes(256 * 1024);
+    const path = join(sim.paths.vz, "template", "iso", "pve-9.img");
+    await writeFile(path, bytes);
+    const image = { name: "pve-9", path, sha256: createHash("sha256").update(bytes).digest("hex") };
+    const { provider } = providerFor(sim, { templateImage: async () => image });
+    // Two children's preflights at once: one template is made, both see it.
+    const [first, second] = (await Promise.all([provider.preflight(phaseCtx()), provider.preflight(phaseCtx())])).map(byName);
+    assert.deepEqual(second!.template!.result, "repaired");
+    assert.deepEqual(["template-slot", "storage-room", "template"].map((n) => first[n]?.result), ["ok", "ok", "repaired"]);
+    const t = sim.vms.get(sim.templateVmid)!;
+    assert.equal(t.config.template, "1");
+    assert.match(t.config.description ?? "", new RegExp(`hsd-image=pve-9@${image.sha256}`));
+    assert.deepEqual(sim.imports.map((i) => i.file), [join(sim.paths.vz, "import", "pve-9.raw")]);
+    // The next preflights (two at once, as for two children) find it and make nothing.
+    const [a, b] = await Promise.all([provider.preflight(phaseCtx()), provider.preflight(phaseCtx())]);
+    assert.deepEqual([byName(a).template!.result, byName(b).template!.result], ["ok", "ok"]);
+    assert.equal(byName(await provider.preflight(phaseCtx())).template!.result, "ok");
+    assert.equal(sim.imports.length, 1);
+  }));
+
+test("no template and no image to make one from: the template check fails with its hint, nothing is created", () =>
+  withSim({ presetTemplate: false }, async (sim) => {
+    const { provider } = providerFor(sim);
+    const t = byName(await provider.preflight(phaseCtx())).template!;
+    assert.equal(t.result, "failed");
+    assert.match(t.hint ?? "", /images:/);
+    assert.equal(sim.vms.size, 0);
+  }));
+
+test("an operator's template at pve.template is used as it is, even when level 0 holds an image", () =>
+  withSim({}, async (sim) => {
+    const before = { ...sim.vms.get(sim.templateVmid)!.config };
+    const { provider } = providerFor(sim, { templateImage: async () => assert.fail("no image is needed when the template exists") });
+    assert.equal(byName(await provider.preflight(phaseCtx())).template!.result, "ok");
+    assert.deepEqual(sim.vms.get(sim.templateVmid)!.config, before);
+  }));

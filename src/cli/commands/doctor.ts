@@ -1,5 +1,5 @@
-// `hsctl doctor`: the provider's preflight checks, with safe repairs, and
-// nothing else. Registered in commands/index.ts.
+// `hsctl doctor`: a build's preflight checks (the level's images, then the
+// provider's, with safe repairs), and nothing else. Registered in commands/index.ts.
 // Imported by: src/cli/commands.
 
 import { InvalidArgumentError } from "../../domain/errors.js";
@@ -17,7 +17,8 @@ export const doctorCommand: Command = {
   help: `Usage: hsctl doctor [--level PATH] [--provider local|pve] [--isolation process|netns] [--json]
 
 Runs the checks a build's preflight phase runs, on the level the local hsd
-serves, and prints each as ok, repaired or FAILED with a hint. Safe repairs
+serves: each image under images: (present, readable, its sha256), then the
+provider's. Prints each as ok, repaired or FAILED with a hint. Safe repairs
 are made (on PVE: snippets content on the storage, the pveproxy certificate);
 nothing is built. Exit 1 if any check failed.
 

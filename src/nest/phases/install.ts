@@ -4,6 +4,7 @@
 
 import { inheritedConfig } from "../../config/write-config.js";
 import type { PhaseHook } from "../phase-hook.js";
+import { imagesOf } from "../../domain/plan.js";
 
 export const installPhase: PhaseHook = {
   name: "install",
@@ -16,7 +17,8 @@ export const installPhase: PhaseHook = {
       parentHostKeyFingerprint: r.self.hostKeyFingerprint,
       parentPublicKey: r.self.publicKey,
       repoNames: r.config.repoNames,
-      extraConfig: inheritedConfig(r.config),
+      // A manifest child holds exactly the images of the nodes below it (it makes its children from them and passes them on).
+      extraConfig: inheritedConfig(r.config, r.request.plan && r.rec.node ? imagesOf(r.request.plan.nodes) : undefined),
       ...(r.rec.node && r.rec.manifest ? { node: { spec: r.rec.node.spec, manifest: r.rec.manifest } } : {}),
     }, { signal: r.signal, log: r.log, emit: r.emit });
     r.rec.handle = handle;

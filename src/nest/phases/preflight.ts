@@ -2,7 +2,7 @@
 // provider's host checks (with safe repairs) before a child is built.
 // Imported by: src/nest/phases.
 
-import { PreflightError } from "../../domain/errors.js";
+import { failedChecksError } from "../../domain/checks.js";
 import type { PhaseHook } from "../phase-hook.js";
 
 export const preflightPhase: PhaseHook = {
@@ -10,11 +10,7 @@ export const preflightPhase: PhaseHook = {
   async run(r) {
     const checks = [...await r.levelChecks(), ...await r.provider.preflight({ signal: r.signal, log: r.log, emit: r.emit })];
     for (const c of checks) r.emit({ kind: "log", message: `${c.name}: ${c.result}${c.detail ? ` (${c.detail})` : ""}` });
-    const failed = checks.filter((c) => c.result === "failed");
-    if (failed.length > 0) {
-      throw new PreflightError(`preflight failed: ${failed.map((c) => `${c.name}: ${c.detail}`).join("; ")}`, {
-        details: { checks: failed.map((c) => c.name), hint: failed[0]!.hint },
-      });
-    }
+    const err = failedChecksError(checks, "preflight failed");
+    if (err) throw err;
   },
 };

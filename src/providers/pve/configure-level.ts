@@ -9,7 +9,7 @@ import { lookup } from "node:dns/promises";
 import { DEFAULT_PVE_IMAGE, type PveConfig } from "./pve-config.js";
 import { CommandFailedError, PreflightError, PveTokenExistsError } from "../../domain/errors.js";
 import { firstLine, missingAs127, type CommandRunner } from "../../util/command-runner.js";
-import type { CheckResult } from "../../domain/checks.js";
+import { failedChecksError, type CheckResult } from "../../domain/checks.js";
 import { PveClient, defaultSleep, type PveClientOptions, type Sleep } from "./pve-client.js";
 import { apiHealth, certInfo, hostnameResolution, proxyCertificate, snippetsContent, type PreflightDeps } from "./preflight.js";
 import { STEP_HINTS, VALUE_HINTS } from "../../domain/hints.js";
@@ -124,11 +124,7 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
   const api = note(await apiHealth(deps(client), certCheck.result === "repaired" ? 10 : 3));
   if (api.result !== "failed") note(await snippetsContent(deps(client)));
 
-  const failed = checks.filter((c) => c.result === "failed");
-  if (failed.length > 0) {
-    throw new PreflightError(`PVE setup of this level failed: ${failed.map((c) => `${c.name} (${c.detail})`).join("; ")}`, {
-      details: { step: "configure", failed: failed.map((c) => c.name), hint: failed[0]!.hint },
-    });
-  }
+  const err = failedChecksError(checks, "PVE setup of this level failed", { step: "configure" });
+  if (err) throw err;
   return { checks, tokenId, tokenCreated: created, fingerprint: client.fingerprint, client };
 }

@@ -14,14 +14,14 @@
 import { copyFile, link, mkdir, open, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { PreflightError } from "../../domain/errors.js";
-import { isPveError, type PveClient, type WaitTaskOptions } from "./pve-client.js";
+import type { PveClient, WaitTaskOptions } from "./pve-client.js";
+import { childPreflight, templateMarker, templateSlot, type TemplateImage } from "./child-preflight.js";
+import type { CheckResult } from "../../domain/checks.js";
+import type { CommandRunner } from "../../util/command-runner.js";
+import { STEP_HINTS, VALUE_HINTS } from "../../domain/hints.js";
+import { storageFields } from "./preflight.js";
 
-export interface TemplateImage {
-  readonly name: string;
-  /** The image file on this node (e.g. /var/lib/vz/template/iso/pve-9.img). */
-  readonly path: string;
-  readonly sha256: string;
-}
+export type { TemplateImage } from "./child-preflight.js";
 
 export interface EnsureTemplateOptions {
   readonly client: PveClient;
@@ -31,41 +31,51 @@ export interface EnsureTemplateOptions {
   /** Where the disk and the cloud-init drive go (pve.storage). */
   readonly storage: string;
   readonly bridge: string;
-  /** A dir storage that can hold `import` content, and its path on this node. */
-  readonly importStorage: { readonly id: string; readonly path: string };
+  /** A dir storage that can hold `import` content (its path on this node comes from the API). */
+  readonly importStorage: string;
   readonly task: WaitTaskOptions;
   readonly signal?: AbortSignal;
   readonly log: (message: string) => void;
 }
 
-/** The template's description names the image it was made from: how a match is recognised. */
-export function templateMarker(image: TemplateImage): string {
-  return `hsd-image=${image.name}@${image.sha256}`;
+/**
+ * The level's own checks (child-preflight.ts), then the template when they
+ * pass: every outcome as a check, the template's last ("repaired" when made).
+ */
+export async function buildTemplate(o: EnsureTemplateOptions & { readonly commands: CommandRunner; readonly signal: AbortSignal }): Promise<CheckResult[]> {
+  const checks = await childPreflight({ client: o.client, commands: o.commands, node: o.node, vmid: o.vmid, image: o.image, storage: o.storage, signal: o.signal });
+  if (checks.some((c) => c.result === "failed")) return checks;
+  const r = await ensureTemplate(o);
+  return [...checks, {
+    name: "template", result: r === "created" ? "repaired" : "ok",
+    detail: r === "created" ? `made template ${o.vmid} from image ${o.image.name}` : `template ${o.vmid} from image ${o.image.name} is in place`,
+  }];
+}
+
+/** The template VM's name: how a list of the node's VMs points at it before its description is read. */
+export function templateVmName(image: string): string {
+  return `hsd-${image}`.replace(/[^A-Za-z0-9.-]/g, "-").slice(0, 63);
 }
 
 export async function ensureTemplate(o: EnsureTemplateOptions): Promise<"kept" | "created"> {
   const { client, node, vmid, signal } = o;
-  const existing = await client.api("GET /nodes/{node}/qemu/{vmid}/config", { node, vmid }, { signal }).catch((e: unknown) => {
-    if (isPveError(e, 500, /does not exist/)) return undefined;
-    throw e;
-  });
-  if (existing) {
-    const cfg = existing as Record<string, unknown>;
-    if (String(cfg.template) === "1" && String(cfg.description ?? "").includes(templateMarker(o.image))) {
-      o.log(`template ${vmid} from image ${o.image.name} is in place; kept`);
-      return "kept";
-    }
-    throw new PreflightError(`VM ${vmid} exists and is not the template of image ${o.image.name}; hsd will not touch it`, {
-      details: { vmid, image: o.image.name, hint: "set pve.template to a free vmid, or remove that VM" },
+  const slot = await templateSlot(client, node, vmid, o.image, signal);
+  if (slot.state === "match") {
+    o.log(`template ${vmid} from image ${o.image.name} is in place; kept`);
+    return "kept";
+  }
+  if (slot.state === "other") {
+    throw new PreflightError(`${slot.detail}; hsd will not touch it`, {
+      details: { vmid, image: o.image.name, hint: VALUE_HINTS.templateSlot(vmid) },
     });
   }
-  await ensureImportContent(o);
-  const file = await linkForImport(o);
-  o.log(`creating template ${vmid} from image ${o.image.name} (${o.importStorage.id}:import/${file})`);
+  const dir = await ensureImportContent(o);
+  const file = await linkForImport(o, dir);
+  o.log(`creating template ${vmid} from image ${o.image.name} (${o.importStorage}:import/${file})`);
   const create = await client.api("POST /nodes/{node}/qemu", {
-    node, vmid, name: `hsd-${o.image.name}`.replace(/[^A-Za-z0-9.-]/g, "-").slice(0, 63),
+    node, vmid, name: templateVmName(o.image.name),
     description: templateMarker(o.image), ostype: "l26", memory: "2048", cores: 1, scsihw: "virtio-scsi-pci",
-    scsi0: `${o.storage}:0,import-from=${o.importStorage.id}:import/${file}`, ide2: `${o.storage}:cloudinit`,
+    scsi0: `${o.storage}:0,import-from=${o.importStorage}:import/${file}`, ide2: `${o.storage}:cloudinit`,
     agent: "1", serial0: "socket", vga: "serial0", boot: "order=scsi0", net0: `virtio,bridge=${o.bridge}`,
   }, { signal });
   await client.waitTask(create, o.task);
@@ -74,25 +84,33 @@ export async function ensureTemplate(o: EnsureTemplateOptions): Promise<"kept" |
   return "created";
 }
 
-/** Adds `import` to the storage's content list (the list replaces the old one: keep what is there). */
-async function ensureImportContent(o: EnsureTemplateOptions): Promise<void> {
-  const st = await o.client.api("GET /storage/{storage}", { storage: o.importStorage.id }, { signal: o.signal }) as Record<string, unknown>;
-  const content = String(st.content ?? "").split(",").filter(Boolean);
-  if (content.includes("import")) return;
-  o.log(`enabling content 'import' on storage ${o.importStorage.id}`);
+/**
+ * Adds `import` to the storage's content list (the list replaces the old one:
+ * keep what is there); returns the storage's directory on this node.
+ */
+async function ensureImportContent(o: EnsureTemplateOptions): Promise<string> {
+  const id = o.importStorage;
+  const st = storageFields(await o.client.api("GET /storage/{storage}", { storage: id }, { signal: o.signal }));
+  if (!st.path) {
+    throw new PreflightError(`storage ${id} has no directory for import volumes`, { details: { storage: id, hint: STEP_HINTS.importStorageNotDir } });
+  }
+  const content = st.content.split(",").filter(Boolean);
+  if (content.includes("import")) return st.path;
+  o.log(`enabling content 'import' on storage ${id}`);
   await o.client.api("PUT /storage/{storage}", {
-    storage: o.importStorage.id, content: [...content, "import"].join(","), ...(st.digest ? { digest: String(st.digest) } : {}),
+    storage: id, content: [...content, "import"].join(","), ...(st.digest ? { digest: st.digest } : {}),
   }, { signal: o.signal });
+  return st.path;
 }
 
 /** The image under <storage>/import/ with the extension PVE imports by (its format's, from the magic). */
-async function linkForImport(o: EnsureTemplateOptions): Promise<string> {
+async function linkForImport(o: EnsureTemplateOptions, storagePath: string): Promise<string> {
   const fh = await open(o.image.path, "r");
   const magic = Buffer.alloc(4);
   try { await fh.read(magic, 0, 4, 0); } finally { await fh.close(); }
   const ext = magic.equals(Buffer.from([0x51, 0x46, 0x49, 0xfb])) ? "qcow2" : "raw";
   const file = `${o.image.name}.${ext}`;
-  const dir = join(o.importStorage.path, "import");
+  const dir = join(storagePath, "import");
   const dest = join(dir, file);
   await mkdir(dir, { recursive: true });
   const [src, have] = await Promise.all([stat(o.image.path), stat(dest).catch(() => undefined)]);

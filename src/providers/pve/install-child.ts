@@ -79,6 +79,16 @@ export function guestHostname(level: string): string {
   return level.toLowerCase().replace(/[^a-z0-9-]/g, "-").replace(/^-+|-+$/g, "").slice(0, 63) || "hsd";
 }
 
+/**
+ * The child's pve.image (what its configure step makes pve.template from): this
+ * level's, unless the child does not hold it (a manifest child is passed only
+ * its subtree's images), then the first image it holds.
+ */
+export function childPveImage(own: string, childImages: unknown): string {
+  const held = Object.keys(typeof childImages === "object" && childImages !== null ? childImages : {}).sort();
+  return held.length === 0 || held.includes(own) ? own : held[0]!;
+}
+
 export interface InstallDeps {
   readonly options: InstallOptions;
   readonly config: PveConfig;
@@ -120,7 +130,7 @@ export async function installChild(d: InstallDeps, child: ChildHandle, spec: Chi
     const childPve = {
       url: "https://127.0.0.1:8006", node: guestHostname(child.name), token_id: d.config.tokenId, fingerprint: "",
       storage: d.config.storage, snippet_storage: d.config.snippetStorage, template: d.config.template,
-      bridge: d.config.bridge, cores: d.config.cores, memory: d.config.memoryMiB, image: d.config.image,
+      bridge: d.config.bridge, cores: d.config.cores, memory: d.config.memoryMiB, image: childPveImage(d.config.image, spec.extraConfig.images),
     };
     const yaml = childConfigYaml({ ...spec, extraConfig: { pve: childPve, ...spec.extraConfig } },
       { sshHost: "0.0.0.0", advertiseHost: address, parentHost: spec.parentHost }, { provider: "pve" }, o.childSshPort ?? 2222);

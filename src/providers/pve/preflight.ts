@@ -36,6 +36,8 @@ export interface PreflightDeps {
   readonly minFreeKiB: number;
   readonly sleep: Sleep;
   readonly signal: AbortSignal;
+  /** Makes the template when pve.template's vmid is free (level 0 with its image); its checks replace "template". */
+  readonly makeTemplate?: () => Promise<CheckResult[]>;
 }
 
 type Check = CheckResult;
@@ -55,7 +57,7 @@ export async function runPreflight(d: PreflightDeps): Promise<Check[]> {
   const skip = (name: string) => failed(name, "not checked: the PVE API check failed", STEP_HINTS.apiCheckFirst);
   out.push(apiUp ? await guard("node", () => nodeOnline(d)) : skip("node"));
   out.push(apiUp ? await guard("snippets", () => snippetsContent(d)) : skip("snippets"));
-  out.push(apiUp ? await guard("template", () => templateExists(d)) : skip("template"));
+  out.push(...(apiUp ? await templateChecks(d) : [skip("template")]));
   out.push(await guard("bridge", () => bridgeExists(d)));
   out.push(await guard("disk-space", () => diskSpace(d)));
   return out;
@@ -219,15 +221,21 @@ export async function snippetsContent(d: PreflightDeps): Promise<Check> {
   return repaired("snippets", `storage ${id} content was "${content.join(",")}"; now "${full}"`);
 }
 
-async function templateExists(d: PreflightDeps): Promise<Check> {
+/** The template at pve.template: it exists (yours or one hsd made), or level 0 makes it from its image. */
+async function templateChecks(d: PreflightDeps): Promise<Check[]> {
   const t = d.config.template;
   try {
-    const c = await d.client.api("GET /nodes/{node}/qemu/{vmid}/config", { node: d.config.node, vmid: t }, { signal: d.signal });
-    if (String(c.template ?? "") !== "1") return failed("template", `VM ${t} exists but is not a template`, VALUE_HINTS.makeTemplate(t));
-    return ok("template", `template ${t} (${String(c.name ?? "")}) exists`);
+    const c = await d.client.api("GET /nodes/{node}/qemu/{vmid}/config", { node: d.config.node, vmid: t }, { signal: d.signal }).catch((e: unknown) => {
+      if (isPveError(e, 500, /does not exist/)) return undefined;
+      throw e;
+    });
+    if (!c && d.makeTemplate) return await d.makeTemplate();
+    if (!c) return [failed("template", `VM ${t} does not exist on ${d.config.node}`, STEP_HINTS.noTemplate)];
+    if (String(c.template ?? "") !== "1") return [failed("template", `VM ${t} exists but is not a template`, VALUE_HINTS.makeTemplate(t))];
+    return [ok("template", `template ${t} (${String(c.name ?? "")}) exists`)];
   } catch (e) {
-    if (isPveError(e, 500, /does not exist/)) return failed("template", `VM ${t} does not exist on ${d.config.node}`, STEP_HINTS.noTemplate);
-    throw e;
+    return [failed("template", `${errorCode(e)}: ${e instanceof Error ? e.message : String(e)}`,
+      e instanceof HsError && typeof e.details.hint === "string" ? e.details.hint : STEP_HINTS.seeErrorCode)];
   }
 }
 
@@ -238,12 +246,20 @@ async function bridgeExists(d: PreflightDeps): Promise<Check> {
   return failed("bridge", `bridge ${d.config.bridge} not found: ${r.stderr.trim().split("\n")[0]}`, STEP_HINTS.noBridge);
 }
 
+/** Available KiB on a storage (`pvesm status`), or why pvesm could not say. */
+export async function storageAvailKiB(commands: CommandRunner, id: string, signal: AbortSignal): Promise<{ kib: number } | { error: string }> {
+  const r = await commands(["pvesm", "status", "--storage", id], { signal });
+  const row = r.stdout.split("\n").map((l) => l.trim().split(/\s+/)).find((c) => c[0] === id);
+  const kib = Number(row?.[5]);
+  if (r.code !== 0 || !row || row.length < 6 || !Number.isFinite(kib)) return { error: `pvesm status for ${id} failed: ${r.stderr.trim().split("\n")[0]}` };
+  return { kib };
+}
+
 async function diskSpace(d: PreflightDeps): Promise<Check> {
   const id = d.config.storage;
-  const r = await d.commands(["pvesm", "status", "--storage", id], { signal: d.signal });
-  const row = r.stdout.split("\n").map((l) => l.trim().split(/\s+/)).find((c) => c[0] === id);
-  if (r.code !== 0 || !row || row.length < 6) return failed("disk-space", `pvesm status for ${id} failed: ${r.stderr.trim().split("\n")[0]}`, VALUE_HINTS.storageStatus(id));
-  const availKiB = Number(row[5]);
+  const st = await storageAvailKiB(d.commands, id, d.signal);
+  if ("error" in st) return failed("disk-space", st.error, VALUE_HINTS.storageStatus(id));
+  const availKiB = st.kib;
   const gib = (availKiB / 1024 / 1024).toFixed(1);
   if (!(availKiB >= d.minFreeKiB)) {
     return failed("disk-space", `storage ${id} has ${gib} GiB free; need ${(d.minFreeKiB / 1024 / 1024).toFixed(1)} GiB`, STEP_HINTS.lowDisk);

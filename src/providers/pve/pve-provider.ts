@@ -22,6 +22,12 @@ import { runPreflight, isUnroutable, storageFields } from "./preflight.js";
 import { parseUpid } from "./upid.js";
 import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
 import { STEP_HINTS } from "../../domain/hints.js";
+import { pickTemplate, TemplateLocks, type HeldImages } from "./image-template.js";
+import { resizeBootDisk } from "./node-disk.js";
+
+/** The dir storage an image is imported from when this level makes a template (PVE's `local`). */
+const IMPORT_STORAGE = "local";
+import { buildTemplate, type TemplateImage } from "./ensure-template.js";
 
 export interface PveProviderOptions extends InstallOptions {
   readonly config: PveConfig;
@@ -51,6 +57,13 @@ export interface PveProviderOptions extends InstallOptions {
   /** Hard bound on boot's wait for an address besides the phase signal. Default 5 min. */
   readonly bootTimeoutMs?: number;
   readonly nextidAttempts?: number;
+  /** The images this level holds: a manifest node's image picks the template it is cloned from (image-template.ts). */
+  readonly images?: HeldImages;
+  /**
+   * The image pve.image names (level 0 only): preflight makes the template at
+   * pve.template from it when that vmid is free. Undefined: the template must exist.
+   */
+  readonly templateImage?: () => Promise<TemplateImage | undefined>;
   /** cloud-init user-data for the child (default: hostname, keys, guest agent). */
   readonly userData?: (child: { vmid: number; name: string; keys: readonly string[] }) => string;
 }
@@ -89,6 +102,8 @@ export class PveProvider implements Provider {
   private readonly commands: CommandRunner;
   private readonly sleep: Sleep;
   private readonly byName = new Map<string, ChildHandle>();
+  private makingTemplate?: Promise<CheckResult[]>;
+  private readonly templateLocks = new TemplateLocks();
 
   constructor(private readonly opts: PveProviderOptions) {
     this.cfg = opts.config;
@@ -109,16 +124,42 @@ export class PveProvider implements Provider {
       hostname: this.opts.hostname ?? osHostname().split(".")[0]!, fqdn: this.opts.fqdn,
       resolveHost: this.opts.resolveHost ?? (async (n) => (await lookup(n, { all: true })).map((a) => a.address)),
       minFreeKiB: this.opts.minFreeKiB ?? 20 * 1024 * 1024, sleep: this.sleep, signal: ctx.signal,
+      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplateOnce(ctx) } : {}),
     });
     for (const c of checks) ctx.emit({ kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
     return checks;
   }
 
+  /** Children's preflights can run side by side: one template making at a time, the others share its outcome. */
+  private makeTemplateOnce(ctx: PhaseContext): Promise<CheckResult[]> {
+    this.makingTemplate ??= this.makeTemplate(ctx).finally(() => { this.makingTemplate = undefined; });
+    return this.makingTemplate;
+  }
+
+  /** Level 0's template from its image, with the same checks a child runs (child-preflight.ts). */
+  private async makeTemplate(ctx: PhaseContext): Promise<CheckResult[]> {
+    const image = await this.opts.templateImage!();
+    if (!image) return [{ name: "template", result: "failed", detail: `VM ${this.cfg.template} does not exist on ${this.cfg.node}, and image ${this.cfg.image} is not under images:`, hint: STEP_HINTS.noTemplate }];
+    return buildTemplate({
+      client: this.client, commands: this.commands, node: this.cfg.node, vmid: this.cfg.template, image,
+      storage: this.cfg.storage, bridge: this.cfg.bridge, importStorage: IMPORT_STORAGE,
+      task: { signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs }, signal: ctx.signal,
+      log: (message) => ctx.emit({ kind: "log", message }),
+    });
+  }
+
   async provision(name: string, _depth: number, ctx: PhaseContext, want?: PlannedNode): Promise<ChildHandle> {
     const known = this.byName.get(name);
     if (known && await this.alive(known)) return known;
-    const { node, template } = this.cfg;
+    const { node } = this.cfg;
     const step = (done: number, message: string) => ctx.emit({ kind: "progress", message, progress: { unit: "step", done, total: 3 } });
+    // A manifest node's image picks the template (made here on first use); a uniform tree clones pve.template.
+    const template = await pickTemplate(want?.image, {
+      client: this.client, node, held: this.opts.images, config: this.cfg, importStorage: IMPORT_STORAGE, locks: this.templateLocks,
+      storage: this.cfg.storage, bridge: this.cfg.bridge, signal: ctx.signal,
+      task: { signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs },
+      log: (message) => ctx.emit({ kind: "log", message }),
+    });
     let vmid = 0;
     let upid = "";
     const attempts = this.opts.nextidAttempts ?? 5;
@@ -161,6 +202,12 @@ export class PveProvider implements Provider {
         sshkeys: encodeSshKeys(this.opts.sshPublicKeys), cicustom: `user=${vol}`,
       }, { signal: ctx.signal });
       await this.client.waitTask(cfgUpid, this.taskOpts(ctx, cfgUpid));
+      if (want?.diskGb) {
+        await resizeBootDisk({
+          client: this.client, node, vmid, diskGb: want.diskGb, level: name, signal: ctx.signal, task: (u) => this.taskOpts(ctx, u),
+          log: (message) => ctx.emit({ kind: "log", message }),
+        });
+      }
       step(3, `VM ${vmid} ready to boot`);
       const done: ChildHandle = { name, data: { ...handle.data, snippet: snippet.path } };
       this.byName.set(name, done);

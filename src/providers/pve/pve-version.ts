@@ -24,3 +24,12 @@ export function pveVersionSupport(raw: string): { supported: boolean; note?: str
   if (v.major > PVE_MAX_TESTED_MAJOR) return { supported: true, note: `PVE ${raw} is newer than the ${PVE_MAX_TESTED_MAJOR}.x hsd was checked against` };
   return { supported: true };
 }
+
+/** The first release whose directory storages hold `import` content, which a token's import-from needs (pve-storage 8.2). */
+export const PVE_IMPORT_CONTENT = { major: 8, minor: 2 } as const;
+
+/** Whether hsd can make a template from an image on that release (an unreadable version counts as no). */
+export function canImportImages(raw: string): boolean {
+  const v = parsePveVersion(raw);
+  return !!v && (v.major > PVE_IMPORT_CONTENT.major || (v.major === PVE_IMPORT_CONTENT.major && v.minor >= PVE_IMPORT_CONTENT.minor));
+}

@@ -19,7 +19,8 @@ import { isTree, type SecretsStore } from "../../secrets/secrets-store.js";
 import type { LocalEvent } from "../../domain/events.js";
 import { pveConfigOf } from "./pve-config.js";
 import { STEP_HINTS } from "../../domain/hints.js";
-import { ensureTemplate } from "./ensure-template.js";
+import { buildTemplate, type TemplateImage } from "./ensure-template.js";
+import { failedChecksError } from "../../domain/checks.js";
 import type { ImageDigests } from "../../images/image-digest.js";
 
 interface PveState { fingerprint?: string }
@@ -38,9 +39,17 @@ async function tokenSecret(secrets: SecretsStore): Promise<string> {
   return typeof s === "string" ? s : "";
 }
 
+/** The image pve.image names, with its sha256, when this level holds it (images:). */
+async function templateImageOf(config: HsdConfig, digests: ImageDigests): Promise<TemplateImage | undefined> {
+  const name = pveConfigOf(config)?.image ?? "";
+  const entry = Object.hasOwn(config.images.entries, name) ? config.images.entries[name] : undefined;
+  if (!entry) return undefined;
+  return { name, path: entry.path, sha256: (await digests.digest(entry.path)).sha256 };
+}
+
 /** A Provider whose real instance is made on first use (and remade after a failure to make it). */
 export function lazyPveProvider(o: {
-  config: HsdConfig; secrets: SecretsStore; stateDir: string; publicKey: string; userKeyPath: string; log: Logger;
+  config: HsdConfig; secrets: SecretsStore; stateDir: string; publicKey: string; userKeyPath: string; log: Logger; digests: ImageDigests;
 }): Provider {
   let made: Promise<Provider> | undefined;
   const get = (): Promise<Provider> => {
@@ -55,6 +64,9 @@ export function lazyPveProvider(o: {
         sshPrivateKeyPath: o.userKeyPath,
         connectTimeoutMs: o.config.timeouts.connectMs,
         ...(pve.bundle ? { bundlePath: pve.bundle } : {}),
+        images: { entries: o.config.images.entries, sha256: async (path) => (await o.digests.digest(path)).sha256 },
+        // Level 0 makes its template from its image when pve.template is free; below, configure does.
+        ...(o.config.parent ? {} : { templateImage: () => templateImageOf(o.config, o.digests) }),
       });
     })();
     made.catch(() => { made = undefined; });
@@ -63,7 +75,7 @@ export function lazyPveProvider(o: {
   return {
     name: "pve",
     preflight: async (ctx) => (await get()).preflight(ctx),
-    provision: async (name, depth, ctx) => (await get()).provision(name, depth, ctx),
+    provision: async (name, depth, ctx, node) => (await get()).provision(name, depth, ctx, node),
     boot: async (child, ctx) => (await get()).boot(child, ctx),
     install: async (child, spec, ctx) => (await get()).install(child, spec, ctx),
     alive: async (child) => (await get()).alive(child),
@@ -71,8 +83,8 @@ export function lazyPveProvider(o: {
   };
 }
 
-/** The `local` dir storage's path on a PVE node (import volumes live under it). */
-const LOCAL_STORAGE_PATH = "/var/lib/vz";
+/** The dir storage import volumes live in: PVE's `local` (/var/lib/vz), where the iso directory is too. */
+const IMPORT_STORAGE = "local";
 
 /** The configure step of a level that runs on a PVE node: token, snippets, certificate, then its template. */
 export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stateDir: string; digests: ImageDigests; homestakFiles?: HomestakNodeFiles }) {
@@ -88,15 +100,18 @@ export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stat
     // The template this level's children are cloned from, made from the image its
     // parent sent it (fetched at sync, before configure). Without images: the
     // operator's template at pve.template, as before.
-    const entry = Object.hasOwn(o.config.images.entries, pve.image) ? o.config.images.entries[pve.image] : undefined;
-    if (entry) {
-      const d = await o.digests.digest(entry.path);
-      await ensureTemplate({
-        client: r.client, node: pve.node, vmid: pve.template, image: { name: pve.image, path: entry.path, sha256: d.sha256 },
-        storage: pve.storage, bridge: pve.bridge, importStorage: { id: "local", path: LOCAL_STORAGE_PATH },
+    const image = await templateImageOf(o.config, o.digests);
+    if (image) {
+      // Its own preflight first (the template's vmid, room for it and a clone), then the template.
+      const checks = await buildTemplate({
+        client: r.client, commands: runCommand, node: pve.node, vmid: pve.template, image,
+        storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE,
         task: { signal, timeoutMs: o.config.budgets.configure }, signal,
         log: (message: string) => emit({ phase: "configure", kind: "log", message }),
       });
+      for (const c of checks) emit({ phase: "configure", kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
+      const failed = failedChecksError(checks, "this level cannot hold its template", { step: "template" });
+      if (failed) throw failed;
     }
     // homestak's tools find this node through its site-config: its token and nodes/<name>.yaml.
     if (o.homestakFiles) {

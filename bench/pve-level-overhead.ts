@@ -1,0 +1,77 @@
+// PVE per-level overhead on the simulator: `hsctl nest --depth 2 --provider pve`
+// over the real-process simulated tree (test/pve/pve-tree.ts) with PVE's own
+// task durations (timeScale 1: clone 5 s, other tasks 1 s, guest agent 20 s
+// after start), level 0 holding the image every level makes its template from.
+// Per level and phase it prints the wall time, the time hsd waited on PVE (the
+// simulator's task run times and the guest agent's boot delay: the baseline,
+// measured in the same run) and hsd's own time (the rest), and the goal:
+// hsd's own time beyond the provider's task time <= 2% per level. Needs root.
+// The wall times are only as quiet as the machine: run it on an idle one.
+
+import { startPveTree, vmNamed } from "../test/pve/pve-tree.js";
+import { hsctl, jsonLines } from "../test/helpers/hsctl.js";
+import type { PveSim } from "../test/pve-sim/pve-sim.js";
+
+const DEPTH = 2;
+const PHASES = ["preflight", "provision", "boot", "install", "sync", "configure"] as const;
+type Phase = (typeof PHASES)[number];
+/** Which phase waits for each kind of PVE task (the level's VM on its parent's node; its template on its own node). */
+const PARENT_TASKS: Record<string, Phase> = { qmclone: "provision", qmconfig: "provision", qmstart: "boot" };
+const OWN_TASKS: Record<string, Phase> = { qmcreate: "configure", qmtemplate: "configure" };
+
+const tasksMs = (sim: PveSim, types: Record<string, Phase>, into: Record<Phase, number>, as?: Phase) => {
+  for (const t of sim.tasks.values()) {
+    const phase = types[t.type];
+    if (phase && t.endedMs !== undefined) into[as ?? phase] += t.endedMs - t.startedMs;
+  }
+};
+
+const tree = await startPveTree({
+  depth: DEPTH, prefix: "hsd-bench-pve-", images: [{ name: "pve-9", bytes: 8 << 20, pinSha256: true }], image: "pve-9",
+  presetTemplates: "none", timeScale: 1,
+});
+let failed = false;
+try {
+  const r = await hsctl(["nest", "--depth", String(DEPTH), "--provider", "pve", "--json"], tree.env, 900_000);
+  if (r.code !== 0) throw new Error(`nest failed: ${r.stderr}\n${r.stdout.slice(-3000)}`);
+  const events = jsonLines(r.stdout);
+  console.log("per level, seconds: wall | waiting on PVE (tasks, guest agent) | hsd's own");
+  let worst = 0;
+  for (let n = 1; n <= DEPTH; n++) {
+    const path = ["l0", ...Array.from({ length: n }, (_, i) => `l${i + 1}`)].join("/");
+    const wall = Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<Phase, number>;
+    for (const e of events) {
+      if (e.level === path && e.kind === "finished" && (PHASES as readonly string[]).includes(e.phase)) wall[e.phase as Phase] += Number(e.durationMs ?? 0);
+    }
+    const pve = Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<Phase, number>;
+    const parent = tree.sims[n - 1]!;
+    tasksMs(parent, PARENT_TASKS, pve);
+    const vm = vmNamed(parent, `l${n}`);
+    if (vm?.agentReadyAt !== undefined && vm.startedAt !== undefined) pve.boot += vm.agentReadyAt - vm.startedAt;
+    tasksMs(tree.sims[n]!, OWN_TASKS, pve);
+    // Level 0 makes its template in the preflight of its first child.
+    if (n === 1) tasksMs(parent, OWN_TASKS, pve, "preflight");
+    const s = (ms: number) => (ms / 1000).toFixed(1).padStart(6);
+    let wallSum = 0;
+    let pveSum = 0;
+    for (const p of PHASES) {
+      wallSum += wall[p];
+      pveSum += pve[p];
+      console.log(`  ${path.padEnd(10)} ${p.padEnd(10)} ${s(wall[p])} | ${s(pve[p])} | ${s(wall[p] - pve[p])}`);
+    }
+    // Where install's time goes: the longest waits between its consecutive lines.
+    const inst = events.filter((e) => e.level === path && e.phase === "install").map((e) => ({ t: Date.parse(String(e.time)) || Number(e.time), m: String(e.message ?? e.kind) }));
+    const gaps = inst.slice(1).map((e, i) => ({ ms: e.t - inst[i]!.t, m: `${inst[i]!.m.slice(0, 60)} -> ${e.m.slice(0, 60)}` })).sort((a, b) => b.ms - a.ms).slice(0, 4);
+    for (const g of gaps) console.log(`  ${path.padEnd(10)}   install gap ${s(g.ms)}: ${g.m}`);
+    const ratio = (wallSum - pveSum) / pveSum;
+    worst = Math.max(worst, ratio);
+    console.log(`  ${path.padEnd(10)} ${"total".padEnd(10)} ${s(wallSum)} | ${s(pveSum)} | ${s(wallSum - pveSum)}   own/PVE = ${(ratio * 100).toFixed(1)}%`);
+  }
+  console.log(`goal: hsd's own time per level <= 2% of the time it waits on PVE: ${worst <= 0.02 ? "MET" : "MISS"} (worst level ${(worst * 100).toFixed(1)}%)`);
+} catch (e) {
+  failed = true;
+  console.error(e);
+} finally {
+  await tree.close();
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,101 @@
+// A PVE level's checks before it makes its template (a child in configure,
+// level 0 in preflight): the template vmid is free or already this image's
+// template (the marker rule), the node can import (PVE 8.2+), and pve.storage
+// has room for the template's disk plus a clone (images: checked at sync).
+// Imported by: src/providers/pve.
+
+import { open, stat } from "node:fs/promises";
+import type { CheckResult } from "../../domain/checks.js";
+import { STEP_HINTS, VALUE_HINTS } from "../../domain/hints.js";
+import type { CommandRunner } from "../../util/command-runner.js";
+import { isPveError, type PveClient } from "./pve-client.js";
+import { storageAvailKiB } from "./preflight.js";
+import { canImportImages } from "./pve-version.js";
+
+export interface TemplateImage {
+  readonly name: string;
+  /** The image file on this node (e.g. /var/lib/vz/template/iso/pve-9.img). */
+  readonly path: string;
+  readonly sha256: string;
+}
+
+/** The template's description names the image it was made from: how a match is recognised. */
+export function templateMarker(image: TemplateImage): string {
+  return `hsd-image=${image.name}@${image.sha256}`;
+}
+
+export type TemplateSlot =
+  | { readonly state: "free" }
+  | { readonly state: "match" }
+  | { readonly state: "other"; readonly detail: string };
+
+/** What the vmid holds: nothing, this image's template, or anything else (never to be touched). */
+export async function templateSlot(client: PveClient, node: string, vmid: number, image: TemplateImage, signal?: AbortSignal): Promise<TemplateSlot> {
+  const cfg = await client.api("GET /nodes/{node}/qemu/{vmid}/config", { node, vmid }, { signal }).catch((e: unknown) => {
+    if (isPveError(e, 500, /does not exist/)) return undefined;
+    throw e;
+  }) as Record<string, unknown> | undefined;
+  if (!cfg) return { state: "free" };
+  const isTemplate = String(cfg.template ?? "") === "1";
+  if (isTemplate && String(cfg.description ?? "").includes(templateMarker(image))) return { state: "match" };
+  const what = isTemplate ? `a template not made from image ${image.name}@${image.sha256.slice(0, 12)}` : "a VM, not a template";
+  return { state: "other", detail: `VM ${vmid} (${String(cfg.name ?? "unnamed")}) is ${what}` };
+}
+
+/** The disk a VM made from this image gets: a qcow2's virtual size (its header), else the file's size. */
+export async function imageDiskBytes(path: string): Promise<number> {
+  const fh = await open(path, "r");
+  try {
+    const head = Buffer.alloc(32);
+    const { bytesRead } = await fh.read(head, 0, 32, 0);
+    if (bytesRead === 32 && head.readUInt32BE(0) === 0x514649fb) return Number(head.readBigUInt64BE(24));
+    return (await stat(path)).size;
+  } finally {
+    await fh.close();
+  }
+}
+
+export interface ChildPreflightDeps {
+  readonly client: PveClient;
+  readonly commands: CommandRunner;
+  readonly node: string;
+  /** pve.template: where this level's template goes. */
+  readonly vmid: number;
+  readonly image: TemplateImage;
+  /** pve.storage: the template's disk and its clones' disks. */
+  readonly storage: string;
+  readonly signal: AbortSignal;
+}
+
+const KiB = 1024;
+const gib = (kib: number) => (kib / KiB / KiB).toFixed(1);
+
+export async function childPreflight(d: ChildPreflightDeps): Promise<CheckResult[]> {
+  const out: CheckResult[] = [];
+  const slot = await templateSlot(d.client, d.node, d.vmid, d.image, d.signal);
+  if (slot.state === "other") {
+    out.push({ name: "template-slot", result: "failed", detail: `${slot.detail}; hsd will not touch it`, hint: VALUE_HINTS.templateSlot(d.vmid) });
+  } else if (slot.state === "free" && !canImportImages(String((await d.client.api("GET /version", {}, { signal: d.signal })).version))) {
+    out.push({ name: "template-slot", result: "failed", detail: `VM ${d.vmid} is free, but this PVE has no \`import\` content type (8.2 or later) to make the template of image ${d.image.name} with`,
+      hint: STEP_HINTS.noImportContent });
+  } else {
+    out.push({ name: "template-slot", result: "ok", detail: slot.state === "free"
+      ? `VM ${d.vmid} is free for the template of image ${d.image.name}`
+      : `VM ${d.vmid} already is the template of image ${d.image.name}; kept` });
+  }
+  // A linked clone shares the template's base volume and grows up to the disk's size: one disk for
+  // the template (unless it is already there) and one for a clone is what this level needs.
+  const diskKiB = Math.ceil(await imageDiskBytes(d.image.path) / KiB);
+  const needKiB = diskKiB * (slot.state === "match" ? 1 : 2);
+  const st = await storageAvailKiB(d.commands, d.storage, d.signal);
+  const avail = "kib" in st ? st.kib : 0;
+  if ("error" in st) {
+    out.push({ name: "storage-room", result: "failed", detail: st.error, hint: VALUE_HINTS.storageStatus(d.storage) });
+  } else if (avail < needKiB) {
+    out.push({ name: "storage-room", result: "failed",
+      detail: `storage ${d.storage} has ${gib(avail)} GiB free; the template of ${d.image.name} and a clone need ${gib(needKiB)} GiB`, hint: STEP_HINTS.lowDisk });
+  } else {
+    out.push({ name: "storage-room", result: "ok", detail: `storage ${d.storage} has ${gib(avail)} GiB free; ${gib(needKiB)} GiB needed for the template and a clone` });
+  }
+  return out;
+}
