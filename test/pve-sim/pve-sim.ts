@@ -296,8 +296,12 @@ export class PveSim {
       await new Promise((r) => setImmediate(r)); // the caller's `systemctl reboot` returns first
       const script = bootScripts.get(guest)!;
       await shutdownVm(guest.netns);
-      const booted = { ...guest, sshd: await bootVm(guest.netns, script, vmid) };
+      const sshd = await bootVm(guest.netns, script, vmid);
+      // The VM's "/" is the new boot's (sim-vm.ts: through sshd's /proc root); the node it is reads its files there.
+      const booted = { ...guest, sshd, fsRoot: `/proc/${sshd.pid}/root` };
       bootScripts.set(booted, script);
+      const vm = this.vms.get(vmid);
+      if (vm) this.nodeOf(vm)?.fs.attach(booted.fsRoot);
       return booted;
     });
     next.catch((e: Error) => { this.guestErrors.push(`VM ${vmid} reboot: ${e.message}`); });

@@ -62,6 +62,7 @@ case " $* " in
   *" install "*"proxmox-ve"*)
     [ "$(cat /run/sim-kernel 2>/dev/null)" = pve ] || { echo "E: proxmox-ve: the running kernel is not the PVE kernel (reboot into it first)" >&2; exit 100; }
     mkdir -p /etc/pve/local && cp ${q(join(s, "pve-ssl.pem"))} /etc/pve/local/pve-ssl.pem
+    mkdir -p /var/lib/vz/snippets /var/lib/vz/template/iso
     cp ${q(join(s, "sbin"))}/* /usr/local/sbin/
     setsid ${o.relayCmd} </dev/null >/dev/null 2>&1 &
     echo "Setting up proxmox-ve: pveproxy started" ;;

@@ -1,6 +1,6 @@
 // End to end on the pve provider: a level made from an image WITHOUT Proxmox VE
 // (debian-13) becomes a PVE node. `hsctl nest --depth 2 --provider pve` against
-// the simulators with real processes (setup as in nest-pve-e2e.test.ts): l1 is
+// the simulators with real processes (the tree of pve-tree.ts): l1 is
 // cloned from a PVE template; l2, on l1, from l1's debian-13 template. l2's VM
 // boots with no pveproxy, no /etc/pve/local certificate and no pveum; its
 // configure runs the PVE install first (homestak's pve-config scenario, here the
@@ -11,76 +11,32 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, type ChildProcess } from "node:child_process";
-import { lstat, mkdtemp, readFile, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { lstat, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
 import { parse } from "yaml";
-import { PveSim } from "../pve-sim/pve-sim.js";
-import { runNetns, type VmNetwork } from "../pve-sim/sim-vm.js";
-import { buildBundle, type BundleFixture } from "./bundle-fixture.js";
-import { hsctl, jsonLines, hsdProcessesUnder } from "../helpers/hsctl.js";
-import { startPveLevel0 } from "./pve-level0.js";
+import type { PveSim } from "../pve-sim/pve-sim.js";
+import { runNetns } from "../pve-sim/sim-vm.js";
+import { hsctl, jsonLines } from "../helpers/hsctl.js";
+import { alive, level0Exited, startPveTree, vmNamed, type PveTree } from "./pve-tree.js";
 
-const tag = `hr${randomBytes(2).toString("hex")}`;
-const bridge = `${tag}br`;
-const prefix = `10.78.${randomBytes(1)[0]! % 250}`;
-const gateway = `${prefix}.1`;
-const alloc = { next: 10 };
-const net = (): VmNetwork => ({ bridge, prefix, gateway, alloc, tag });
-
-let root = "";
-let l0 = "";
+let tree: PveTree;
 let env: Record<string, string> = {};
-let bundle: BundleFixture | undefined;
-let bridgeMade = false;
-const sims: PveSim[] = [];
+let sims: readonly PveSim[] = [];
 let sim0: PveSim;
 let simL1: PveSim;
 let simL2: PveSim;
-let level0: ChildProcess | undefined;
-const hsdPids: number[] = [];
-
-const alive = async (pid: number) => (/^State:\s+([A-Z])/m.exec(await readFile(`/proc/${pid}/status`, "utf8").catch(() => ""))?.[1] ?? "Z") !== "Z";
 
 before(async () => {
-  root = await mkdtemp(join(tmpdir(), "hsd-pve-install-"));
-  l0 = join(root, "l0");
-  env = { HSD_ROOT: l0 };
-  bundle = await buildBundle();
-  execFileSync("ip", ["link", "add", bridge, "type", "bridge"]);
-  bridgeMade = true;
-  execFileSync("ip", ["addr", "add", `${gateway}/24`, "dev", bridge]);
-  execFileSync("ip", ["link", "set", bridge, "up"]);
-  simL2 = new PveSim({ node: "l2", host: gateway, presetToken: false, bridges: [bridge], vmNetwork: net() });
   // l1's template is plain Debian 13: its clones have no PVE until they install it.
-  simL1 = new PveSim({
-    node: "l1", host: gateway, presetToken: false, bridges: [bridge], vmNetwork: net(), templateName: "debian-13-tmpl", imagesWithoutPve: ["debian-13"],
-    nodeFor: (n) => (n === "hsd-l2" ? simL2 : undefined),
+  tree = await startPveTree({
+    depth: 2, prefix: "hsd-pve-install-",
+    simOptions: (n) => (n === 1 ? { templateName: "debian-13-tmpl", imagesWithoutPve: ["debian-13"] } : {}),
   });
-  sim0 = new PveSim({
-    node: "pve1", host: gateway, bridges: [bridge], vmNetwork: net(), templateName: "pve-9-tmpl", imagesWithoutPve: ["debian-13"],
-    nodeFor: (n) => (n === "hsd-l1" ? simL1 : undefined),
-  });
-  for (const s of [simL2, simL1, sim0]) { sims.push(s); await s.start(); }
-  const l = await startPveLevel0({ root, l0, sim: sim0, bridge, gateway, bundle: bundle.path });
-  level0 = l.proc;
-  hsdPids.push(l.pid);
+  ({ env, sims } = tree);
+  [sim0, simL1, simL2] = sims as [PveSim, PveSim, PveSim];
 });
 
-after(async () => {
-  if (level0?.exitCode === null) await hsctl(["destroy", "--json"], env, 90_000).catch(() => undefined);
-  for (const pid of [...hsdPids, ...(root ? await hsdProcessesUnder(root) : [])]) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
-  if (level0 && level0.exitCode === null && level0.signalCode === null) level0.kill("SIGKILL");
-  for (const s of sims.reverse()) await s.close().catch(() => undefined);
-  for (const ns of runNetns(tag)) {
-    try { execFileSync("ip", ["netns", "del", ns]); } catch { /* gone */ }
-  }
-  if (bridgeMade) { try { execFileSync("ip", ["link", "del", bridge]); } catch { /* gone */ } }
-  await bundle?.close();
-  if (root) await rm(root, { recursive: true, force: true });
-});
+after(async () => { await tree?.close(); });
 
 test("nest --depth 2 --provider pve, l2 from debian-13: l2 installs PVE with a reboot inside configure and ends a PVE node", async () => {
   const r = await hsctl(["nest", "--depth", "2", "--provider", "pve", "--json"], env, 400_000);
@@ -108,8 +64,8 @@ test("nest --depth 2 --provider pve, l2 from debian-13: l2 installs PVE with a r
   assert.equal(c.filter((e) => e.kind === "started").length, 1);
   assert.equal(c.at(-1)!.kind, "finished");
 
-  const vm1 = [...sim0.vms.values()].find((v) => v.config.name === "hsd-l1")!;
-  const vm2 = [...simL1.vms.values()].find((v) => v.config.name === "hsd-l2")!;
+  const vm1 = vmNamed(sim0, "l1")!;
+  const vm2 = vmNamed(simL1, "l2")!;
   assert.equal(vm2.status, "running");
   assert.equal(simL1.reboots.get(vm2.vmid), 1, "l2's VM rebooted once");
   assert.equal(sim0.reboots.get(vm1.vmid), undefined, "l1's VM did not reboot");
@@ -138,13 +94,13 @@ test("nest --depth 2 --provider pve, l2 from debian-13: l2 installs PVE with a r
 
   // The hsd serving l2 now is the one its boot started (the bundle, system paths), pinned key unchanged.
   const rd = JSON.parse(await readFile(join(up, "var/lib/hsd/run/ready.json"), "utf8")) as { pid: number; hostKeyFingerprint: string };
-  assert.ok(await alive(rd.pid));
+  assert.ok(alive(rd.pid));
   assert.match(await readFile(`/proc/${rd.pid}/cmdline`, "utf8"), /\/opt\/hsd\/bin\/hsd\.js\0run/);
-  hsdPids.push(rd.pid);
+  tree.hsdPids.push(rd.pid);
   const l1journal = JSON.parse(await readFile(join(sim0.guestRoot(vm1.vmid), "upper/var/lib/hsd/state/journal.json"), "utf8"));
   assert.equal(l1journal.children.l2.endpoint.hostKeyFingerprint, rd.hostKeyFingerprint);
   const rd1 = JSON.parse(await readFile(join(sim0.guestRoot(vm1.vmid), "upper/var/lib/hsd/run/ready.json"), "utf8")) as { pid: number };
-  hsdPids.push(rd1.pid);
+  tree.hsdPids.push(rd1.pid);
 
   const s = await hsctl(["status", "--json"], env, 30_000);
   assert.equal(s.code, 0, s.stderr);
@@ -156,10 +112,10 @@ test("destroy removes both VMs, their namespaces and every hsd process", async (
   const d = await hsctl(["destroy", "--json"], env, 120_000);
   assert.equal(d.code, 0, `${d.stderr}\n${d.stdout.slice(-3000)}`);
   await Promise.all(sims.map((s) => s.settled()));
-  for (const sim of [sim0, simL1]) assert.deepEqual([...sim.vms.keys()], [sim.templateVmid], sim.node);
-  assert.deepEqual(runNetns(tag), []);
-  // The VM's hsd (level 0's own stops after the stream; after() reaps it).
-  const left = [];
-  for (const p of hsdPids.slice(1)) if (await alive(p)) left.push(p);
-  assert.deepEqual(left, []);
+  await level0Exited(tree);
+  assert.deepEqual([...sim0.vms.keys()], [sim0.templateVmid]);
+  // Level 1's node was VM hsd-l1: what level 1 made on it went with that VM.
+  assert.deepEqual([...simL1.vms.keys()], []);
+  assert.deepEqual(runNetns(tree.tag), []);
+  assert.deepEqual(tree.hsdPids.filter(alive), []);
 });

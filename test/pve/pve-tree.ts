@@ -31,7 +31,7 @@ import { join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { PveSim } from "../pve-sim/pve-sim.js";
+import { PveSim, type PveSimOptions } from "../pve-sim/pve-sim.js";
 import { runNetns, type VmNetwork } from "../pve-sim/sim-vm.js";
 import { buildBundle, type BundleFixture } from "./bundle-fixture.js";
 import { hsctl, hsdProcessesUnder, HSD } from "../helpers/hsctl.js";
@@ -64,6 +64,8 @@ export interface PveTreeOptions {
   readonly extraConfig?: Readonly<Record<string, unknown>>;
   /** The simulators' PVE-time multiplier (default theirs, 0.01; 1 plays PVE's own durations). */
   readonly timeScale?: number;
+  /** More options for the simulator of level n (0: pve1), e.g. which of its templates' images lack PVE (sim-reboot.ts). */
+  readonly simOptions?: (level: number) => Partial<PveSimOptions>;
 }
 
 export interface PveTree {
@@ -136,6 +138,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
         nodeFor: (name) => (child && name === `hsd-${levelName(n + 1)}` ? child : undefined),
         presetTemplate: (o.presetTemplates ?? "all") === "all" || (n === 0 && o.presetTemplates === "level0"),
         ...(n > 0 ? { presetToken: false, vmFs: true } : {}),
+        ...o.simOptions?.(n),
       });
       await sim.start();
       sims.unshift(sim);
