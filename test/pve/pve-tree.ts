@@ -25,7 +25,8 @@
 // Product seam used: hsd.yaml pve.bundle (where the bundle comes from).
 
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtemp, mkdir, writeFile, readFile, rm, copyFile, open } from "node:fs/promises";
+import { access, mkdtemp, mkdir, writeFile, readFile, rm, copyFile, open } from "node:fs/promises";
+import assert from "node:assert/strict";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
@@ -236,4 +237,22 @@ export async function vmHsdPid(t: PveTree, sim: PveSim, vmid: number): Promise<n
   const rd = JSON.parse(await readFile(join(sim.guestRoot(vmid), "upper/var/lib/hsd/run/ready.json"), "utf8")) as { pid: number };
   t.hsdPids.push(rd.pid);
   return rd.pid;
+}
+
+/**
+ * `hsctl destroy` of the whole tree, then what every pve e2e expects of it:
+ * the stream ends well, every power-off is done, level 0 has exited, and no
+ * VM namespace, hsd process or API socket is left. (Which VMs and templates
+ * each node keeps is the caller's to check.)
+ */
+export async function destroyTree(t: PveTree): Promise<void> {
+  const d = await hsctl(["destroy", "--json"], t.env, 120_000);
+  assert.equal(d.code, 0, `${d.stderr}\n${d.stdout.slice(-3000)}`);
+  await Promise.all(t.sims.map((s) => s.settled()));
+  // Level 0 stops itself once the destroy stream has ended: wait for its exit, bounded.
+  await level0Exited(t);
+  assert.deepEqual(runNetns(t.tag), []);
+  assert.deepEqual(t.hsdPids.filter(alive).map((p) => `${p}: ${execFileSync("cat", [`/proc/${p}/cmdline`], { encoding: "utf8" })}`), []);
+  assert.deepEqual(await hsdProcessesUnder(t.root), []);
+  await assert.rejects(access(join(t.l0, "run", "hsd.sock")));
 }
