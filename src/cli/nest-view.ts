@@ -78,6 +78,8 @@ export class NestView {
     if (!row) { row = { path, durations: new Map() }; this.rows.set(path, row); }
     if (ev.kind === "started") { row.phase = ev.phase; row.kind = "running"; row.phaseStarted = this.now(); row.last = undefined; }
     if (ev.kind === "log" && ev.message) row.last = ev.message.split("\n").pop();
+    // A level's own reboot is part of its running phase: the row stays on it, saying so.
+    if (ev.kind === "rebooting") row.last = `rebooting: ${ev.message ?? ""}`;
     if (ev.kind === "finished" || ev.kind === "skipped" || ev.kind === "failed") {
       row.phase = ev.phase; row.kind = ev.kind;
       row.durations.set(ev.phase, { ms: ev.durationMs ?? 0, kind: ev.kind, budgetMs: ev.budgetMs });

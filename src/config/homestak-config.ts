@@ -26,6 +26,8 @@ const SECRET_ENV_RE = /secret|token|passw|private|api_?key|signing/i;
 /** Set by hsd for every step; a step may not override them. */
 export const RESERVED_STEP_ENV: readonly string[] = Object.freeze([
   "HOMESTAK_ROOT", "HSD_LEVEL_NAME", "HSD_LEVEL_PATH", "HSD_LEVEL_DEPTH", "HSD_PARENT_ADDRESS", "HSD_STEP",
+  // The reboot protocol (src/homestak/step-reboot.ts).
+  "HSD_REBOOT_REQUEST", "HSD_STEP_REBOOTS",
 ]);
 const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 

@@ -24,6 +24,10 @@ export function levelPaths(root: string) {
     /** The SSH port this level bound last (kept when ssh.port is unset, see HsdConfig.ssh.reuseLastPort). */
     sshPort: `${root}/state/ssh-port`,
     log: `${root}/hsd.log`,
+    /** A local child's "unit": how its parent started it, so its reboot starts it the same way (providers/local/local-reboot.ts). */
+    bootUnit: `${root}/boot-unit.json`,
+    /** Where a configure step writes a reboot request (src/homestak/step-reboot.ts). */
+    rebootRequest: `${root}/run/reboot-request`,
   });
 }
 

@@ -14,6 +14,8 @@ import { announceFailure } from "./ready.js";
 import { HSD_VERSION } from "./version.js";
 import { startDaemon, type Daemon } from "./wiring.js";
 import { takeServiceManager } from "../util/systemd-env.js";
+import { rebootLocalLevel } from "../providers/local/local-reboot.js";
+import { createLogger } from "../log/logger.js";
 
 const HELP = `hsd ${HSD_VERSION}: the homestak recursive nesting daemon
 
@@ -24,6 +26,10 @@ below it when asked. Talk to it with hsctl.
 Usage:
   hsd run [--root DIR] [--config FILE]   serve until SIGTERM/SIGINT
   hsd version                            print the version
+  hsd reboot-level --root DIR [--grace-ms N]
+                                         reboot a local child level: stop all it
+                                         runs, start its hsd again (what its
+                                         configure runs when a step asks for a reboot)
   hsd --help                             this text
 
 Modes:
@@ -126,10 +132,26 @@ async function run(args: string[]): Promise<void> {
   process.exit(0);
 }
 
+/** A local level's machine reboot (src/providers/local/local-reboot.ts); its hsd starts this detached. */
+async function rebootLevel(args: string[]): Promise<void> {
+  let values: { root?: string; "grace-ms"?: string };
+  try {
+    ({ values } = parseArgs({ args, allowPositionals: false, strict: true, options: { root: { type: "string" }, "grace-ms": { type: "string" } } }));
+  } catch (err) {
+    usage((err as Error).message);
+  }
+  if (!values.root) usage("reboot-level needs --root DIR");
+  const graceMs = Number(values["grace-ms"] ?? "4000");
+  if (!Number.isInteger(graceMs) || graceMs < 0) usage("--grace-ms takes a whole number of milliseconds");
+  const log = createLogger({ base: { pid: process.pid, sub: "reboot-level" } });
+  await rebootLocalLevel(values.root, { graceMs, log, env: process.env });
+}
+
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case "run": return run(rest);
+    case "reboot-level": return rebootLevel(rest);
     case "version": case "--version": case "-v":
       process.stdout.write(`hsd ${HSD_VERSION}\n`);
       return;

@@ -45,6 +45,8 @@ import { HSD_NODE_FLAGS } from "../config/node-flags.js";
 import { SerialQueue } from "../util/serial-queue.js";
 import type { SshHandle, WiringContext } from "./wiring-context.js";
 import { gitUploadPack } from "../git/upload-pack.js";
+import { levelRebooter } from "./level-reboot.js";
+import { runCommand } from "../util/command-runner.js";
 
 export interface LevelParts {
   readonly keys: LevelKeys;
@@ -191,7 +193,10 @@ export interface BuiltLevel {
   close(): Promise<void>;
 }
 
-export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, manager: ServiceManager, checkpoints: Checkpoints = NO_CHECKPOINTS): BuiltLevel {
+export function buildLevel(
+  ctx: WiringContext, parts: LevelParts, env: NodeJS.ProcessEnv, manager: ServiceManager, checkpoints: Checkpoints = NO_CHECKPOINTS,
+  mode: { systemInstall: boolean } = { systemInstall: false },
+): BuiltLevel {
   const { config, log } = ctx;
   const paths = levelPaths(config.root);
   const hsdEntry = fileURLToPath(new URL("./hsd.js", import.meta.url));
@@ -220,9 +225,16 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     beforeRename: checkpoints.beforeRename("secrets-write"),
   });
   const configureLevel = PROVIDERS[config.nest.provider].configureLevel?.({ config, secrets: parts.secrets, stateDir: paths.stateDir, digests: parts.digests, homestakFiles: siteConfig });
+  const systemInstall = PROVIDERS[config.nest.provider].systemInstall?.(config);
+  // A level below 0 may reboot its machine when a configure step asks (a PVE install's new kernel).
+  const reboot = config.parent ? levelRebooter({
+    root: mode.systemInstall ? undefined : config.root, hsdCommand: [process.execPath, ...HSD_NODE_FLAGS, hsdEntry], commands: runCommand,
+    graceMs: config.timeouts.shutdownMs + 1000, log: log.child({ sub: "reboot" }),
+  }) : undefined;
   const steps = new StepRunner({
     config, layout, journal: parts.journal, log: log.child({ sub: "steps" }), levelPath, now: () => Date.now(),
     baseEnv: stepBaseEnv(env), killGraceMs: config.timeouts.shutdownMs,
+    ...(reboot ? { rebootRequestPath: paths.rebootRequest } : {}),
   });
   // A leaf (manifest type vm) has no hsd: this level runs its own steps, from its own trees, against it.
   const configureLeaf: ConfigureLeaf = (leaf, emit, signal) => new StepRunner({
@@ -235,7 +247,7 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
       // The local provider's leaf is a directory (no machine): the steps are told where it is.
       ...(typeof leaf.handle.data.dir === "string" ? { HSD_TARGET_ROOT: leaf.handle.data.dir } : {}),
     },
-  }).run({ fresh: false }, emit, signal);
+  }).run({ fresh: false }, (ev) => emit({ kind: "log", message: ev.message }), signal).then(() => undefined);
   const engine = new NestEngine({
     config, journal: parts.journal, configureLeaf, links, access: parts.access, log: log.child({ sub: "nest" }), clock: { now: () => Date.now() },
     providers: providerFor,
@@ -264,6 +276,8 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     ...(ctx.logRing ? { logLines: ctx.logRing } : {}),
     // A level that is itself a node of its provider (a PVE node) sets itself up as one.
     ...(configureLevel ? { configureHook: configureLevel } : {}),
+    ...(reboot ? { reboot } : {}),
+    ...(systemInstall ? { systemInstall } : {}),
   });
   // Watch mode is level 0's alone: below it, a level syncs when its parent tells it to.
   // Checkouts can only be watched once they exist (the demo set may still be generating).
@@ -274,6 +288,8 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
     : undefined;
   const stopExport = new AbortController();
   const start = () => {
+    // Back from a reboot a configure step asked for: that configure goes on (its parent attaches when it reconnects).
+    level.resumeAfterReboot();
     if (config.parent) return;
     level.exportAtStart(stopExport.signal)
       .catch((err: unknown) => { if (!stopExport.signal.aborted) log.warn({ err }, "exporting the repos at start failed; a sync or nest retries"); })
@@ -281,6 +297,6 @@ export function buildLevel(ctx: WiringContext, parts: LevelParts, env: NodeJS.Pr
   };
   return {
     level, start,
-    close: async () => { stopExport.abort(); steps.killAll(); await (await watcher)?.close(); await links.closeAll(); },
+    close: async () => { stopExport.abort(); level.close(); steps.killAll(); await (await watcher)?.close(); await links.closeAll(); },
   };
 }

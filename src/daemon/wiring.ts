@@ -116,7 +116,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
     logRing,
   };
   const level = (o.buildLevel ?? ((c: WiringContext) => {
-    const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, manager, checkpoints);
+    const built = buildLevel(c, parts ?? (() => { throw new Error("buildLevel needs the default buildAccess"); })(), o.env, manager, checkpoints, {
+      systemInstall: o.root === undefined,
+    });
     closeLevel = built.close;
     startLevel = built.start;
     return built.level;

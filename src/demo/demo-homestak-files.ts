@@ -101,6 +101,19 @@ echo "secrets.yaml: 0600, keys: $keys(values not shown)"
 echo "playbook pve-setup.yml: version $playbook"
 case " $* " in
   *" --dry-run "*) for p in ensure_pve setup_pve configure_bridge generate_node_config create_api_token inject_self_ssh_key write_marker; do echo "  would run $p"; done ;;
+  *" pve-config "*)
+    # ensure_pve as homestak's scenario does it: skip if pveproxy runs; else the
+    # PVE kernel, a reboot (hsd's protocol: the request file), then the packages.
+    if [ -e /etc/pve/local/pve-ssl.pem ]; then echo "ensure_pve: skipped (Proxmox VE is installed)"
+    elif [ "\${HSD_STEP_REBOOTS:-0}" = 0 ]; then
+      [ -n "\${HSD_REBOOT_REQUEST:-}" ] || fail "ensure_pve needs a reboot and this level cannot reboot"
+      apt-get install -y proxmox-default-kernel || fail "installing the PVE kernel failed"
+      echo "ensure_pve: PVE kernel installed; rebooting into it"
+      echo "ensure_pve: boot the PVE kernel" > "$HSD_REBOOT_REQUEST"
+    else
+      apt-get install -y proxmox-ve || fail "installing proxmox-ve failed"
+      echo "ensure_pve: proxmox-ve installed after reboot $HSD_STEP_REBOOTS"
+    fi ;;
   *) echo "demo: nothing to apply without --dry-run" ;;
 esac
 `;

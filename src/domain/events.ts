@@ -7,7 +7,8 @@ import type { Failure } from "./failure.js";
 import type { PhaseName } from "./phases.js";
 
 export type EventPhase = PhaseName | "teardown";
-export type EventKind = "started" | "progress" | "finished" | "skipped" | "failed" | "log";
+/** rebooting: the level announced its own reboot inside the phase (a configure step asked for it). */
+export type EventKind = "started" | "progress" | "finished" | "skipped" | "failed" | "log" | "rebooting";
 
 export interface RepoState {
   readonly name: string;

@@ -2,6 +2,8 @@
 // each step is an argv (no shell) in its own process group, with a budget,
 // its output streamed as batched log events, and a journal record per step
 // so a re-run skips finished steps and re-runs the failed or interrupted one.
+// A step may ask for a reboot (step-reboot.ts): it is journaled as rebooting
+// and run again after the boot, the steps before it are not.
 // A step's environment names the level and never holds a secret. Built by the
 // daemon wiring; the level calls run().
 // Imported by: src/daemon, src/level, src/nest.
@@ -16,15 +18,31 @@ import { CancelledError, PhaseTimeoutError, StepFailedError } from "../domain/er
 import { stepOutputMessage } from "../domain/events.js";
 import type { HomestakLayout } from "./layout.js";
 import { STEP_OUTPUT_DEFAULTS, StepOutput } from "./step-output.js";
+import { MAX_REBOOTS_PER_STEP, REBOOT_REQUEST_ENV, STEP_REBOOTS_ENV, rebootRequestFor, takeRebootRequest } from "./step-reboot.js";
 
 /** What a step reports as it runs (the level turns these into configure events). */
-export type StepEmit = (ev: { kind: "log"; message: string }) => void;
+export type StepEmit = (ev: { kind: "log" | "rebooting"; message: string }) => void;
 
-/** One configure step of this level (running = started and not known to have ended: re-run it). */
+/**
+ * One configure step of this level (running = started and not known to have
+ * ended: re-run it; rebooting = it asked for a reboot: run it again after the boot).
+ */
 export interface StepRecord {
-  readonly kind: "running" | "finished" | "failed";
+  readonly kind: "running" | "finished" | "failed" | "rebooting";
   readonly at: number;
   readonly durationMs?: number;
+  /** Reboots this step has been through (kept across its runs until it finishes). */
+  readonly reboots?: number;
+  /** rebooting: the step's own reason. */
+  readonly reason?: string;
+}
+
+/** How a run of the steps ended when it did not throw: all done, or a step asked for a reboot. */
+export type StepsOutcome = { readonly reboot?: undefined } | { readonly reboot: { readonly step: string; readonly reason: string; readonly reboots: number } };
+
+/** Did an earlier run stop for a reboot (this boot must resume it)? */
+export function rebootPendingIn(steps: Readonly<Record<string, StepRecord>>): boolean {
+  return Object.values(steps).some((s) => s.kind === "rebooting");
 }
 
 /** Where step results persist (the level's journal). */
@@ -48,6 +66,8 @@ export interface StepRunnerDeps {
   readonly killGraceMs: number;
   /** Set last (a leaf's steps: where the leaf is, who configures it). */
   readonly extraEnv?: Readonly<Record<string, string>>;
+  /** Where a step writes a reboot request; absent: this level cannot reboot (the variable is not set). */
+  readonly rebootRequestPath?: string;
 }
 
 /** Step results kept in memory (a leaf's steps: its record in the parent's journal says whether configure finished). */
@@ -82,8 +102,9 @@ export class StepRunner {
    * forgets earlier results and runs them all; otherwise finished steps are
    * skipped. Throws StepFailed, PhaseTimeout (a step's budget) or Cancelled.
    */
-  async run(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal): Promise<void> {
-    const steps = this.applicable();
+  async run(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal, first: readonly ConfigureStep[] = []): Promise<StepsOutcome> {
+    // `first`: steps the level itself needs before the operator's (a PVE install).
+    const steps = [...first, ...this.applicable()];
     if (opts.fresh) await this.d.journal.updateSteps((s) => { for (const k of Object.keys(s)) delete s[k]; });
     const done = this.d.journal.steps();
     for (const step of steps) {
@@ -93,17 +114,32 @@ export class StepRunner {
       }
       if (signal.aborted) throw new CancelledError("configure cancelled", { details: { level: this.pathText, step: step.name } });
       const started = this.d.now();
-      await this.record(step.name, { kind: "running", at: started });
+      const reboots = done[step.name]?.reboots ?? 0;
+      if (done[step.name]?.kind === "rebooting") emit({ kind: "log", message: `step ${step.name}: resumed after reboot ${reboots}` });
+      await this.record(step.name, { kind: "running", at: started, ...(reboots ? { reboots } : {}) });
+      let reason: string | undefined;
       try {
-        await this.runOne(step, emit, signal);
+        reason = await this.runOne(step, reboots, emit, signal);
+        if (reason !== undefined && reboots >= MAX_REBOOTS_PER_STEP) {
+          throw new StepFailedError(`step ${step.name} of ${this.pathText} asked for reboot ${reboots + 1}; at most ${MAX_REBOOTS_PER_STEP} are allowed`, {
+            details: { level: this.pathText, phase: "configure", step: step.name, exitCode: 0, lastLines: [reason] },
+          });
+        }
       } catch (err) {
         await this.record(step.name, { kind: "failed", at: this.d.now(), durationMs: this.d.now() - started });
         throw err;
       }
+      if (reason !== undefined) {
+        // Journaled before anyone hears of it: the boot resumes this step whatever happens next.
+        await this.record(step.name, { kind: "rebooting", at: this.d.now(), reboots: reboots + 1, reason });
+        emit({ kind: "rebooting", message: `step ${step.name}: ${reason}` });
+        return { reboot: { step: step.name, reason, reboots: reboots + 1 } };
+      }
       const durationMs = this.d.now() - started;
-      await this.record(step.name, { kind: "finished", at: this.d.now(), durationMs });
+      await this.record(step.name, { kind: "finished", at: this.d.now(), durationMs, ...(reboots ? { reboots } : {}) });
       emit({ kind: "log", message: `step ${step.name}: finished in ${durationMs} ms` });
     }
+    return {};
   }
 
   /** Kills every running step's process group (daemon shutdown). */
@@ -119,7 +155,7 @@ export class StepRunner {
     return this.d.journal.updateSteps((s) => { s[name] = rec; });
   }
 
-  private env(step: ConfigureStep, user: PasswdEntry | undefined): Record<string, string> {
+  private env(step: ConfigureStep, user: PasswdEntry | undefined, reboots: number, requestPath: string | undefined): Record<string, string> {
     const c = this.d.config;
     return {
       ...this.d.baseEnv,
@@ -134,11 +170,14 @@ export class StepRunner {
       HSD_MANIFEST: c.level.manifest,
       HSD_PARENT_ADDRESS: c.parent ? `${c.parent.host}:${c.parent.port}` : "",
       HSD_STEP: step.name,
+      [STEP_REBOOTS_ENV]: String(reboots),
+      ...(requestPath ? { [REBOOT_REQUEST_ENV]: requestPath } : {}),
       ...this.d.extraEnv,
     };
   }
 
-  private async runOne(step: ConfigureStep, emit: StepEmit, signal: AbortSignal): Promise<void> {
+  /** Runs one step; resolves with its reboot reason when it asked for one. */
+  private async runOne(step: ConfigureStep, reboots: number, emit: StepEmit, signal: AbortSignal): Promise<string | undefined> {
     const level = this.pathText;
     const cwd = this.d.layout.stepCwd(step);
     const fail = (message: string, exitCode: number, lastLines: string[] = []) => new StepFailedError(message, {
@@ -151,13 +190,26 @@ export class StepRunner {
       throw fail(`step ${step.name} of ${level}: running as ${step.user} needs hsd to run as root`, -1);
     }
     emit({ kind: "log", message: `step ${step.name}: ${step.run.join(" ")} (in ${cwd})` });
+    const request = this.d.rebootRequestPath ? await rebootRequestFor(this.d.rebootRequestPath, user) : undefined;
+    try {
+      return await this.spawnStep(step, user, cwd, reboots, request?.path, emit, signal, fail);
+    } finally {
+      await request?.done();
+    }
+  }
+
+  private async spawnStep(
+    step: ConfigureStep, user: PasswdEntry | undefined, cwd: string, reboots: number, requestPath: string | undefined, emit: StepEmit, signal: AbortSignal,
+    fail: (message: string, exitCode: number, lastLines?: string[]) => StepFailedError,
+  ): Promise<string | undefined> {
+    const level = this.pathText;
     const log = this.d.log.child({ step: step.name });
     const out = new StepOutput({
       ...STEP_OUTPUT_DEFAULTS,
       emit: (lines) => emit({ kind: "log", message: stepOutputMessage(step.name, lines) }),
     });
     const proc = spawn(step.run[0]!, step.run.slice(1), {
-      cwd, env: this.env(step, user), detached: true, stdio: ["ignore", "pipe", "pipe"],
+      cwd, env: this.env(step, user, reboots, requestPath), detached: true, stdio: ["ignore", "pipe", "pipe"],
       ...(user ? { uid: user.uid, gid: user.gid } : {}),
     });
     const pgid = proc.pid;
@@ -200,9 +252,11 @@ export class StepRunner {
     }
     const code = exit.code ?? 128 + (exit.sig ? constants.signals[exit.sig] ?? 0 : 0);
     if (code !== 0) {
+      if (requestPath) await takeRebootRequest(requestPath); // void: the step failed
       const last = out.lastLines();
       throw fail(`step ${step.name} of ${level} exited ${code}${last.length ? `; last lines:\n${last.join("\n")}` : ""}`, code, last);
     }
+    return requestPath ? takeRebootRequest(requestPath) : undefined;
   }
 }
 

@@ -264,6 +264,8 @@ export class NestEngine {
       levelChecks: this.d.levelChecks ?? (async () => []),
       log: log.child({ phase }),
       link: () => this.d.links.get(rec.name, rec.endpoint!, signal),
+      dropLink: () => this.d.links.drop(rec.name),
+      now: () => this.d.clock.now(),
       configureLeaf: this.d.configureLeaf ?? (async () => {
         throw new NotImplementedError("this level cannot configure leaves (no configure steps wired)", { details: { level: rec.name } });
       }),

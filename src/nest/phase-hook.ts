@@ -44,6 +44,10 @@ export interface PhaseRun {
   readonly budgetMs: number;
   /** Opens (or reuses) the tunnel link to the child. */
   readonly link: () => Promise<ChildLink>;
+  /** Closes and forgets the link: the next link() dials again (a child back from its reboot). */
+  readonly dropLink: () => Promise<void>;
+  /** The engine's clock. */
+  readonly now: () => number;
   /** Emits progress/log for this phase (path and phase filled in). */
   readonly emit: (ev: { kind: "progress" | "log"; message?: string; progress?: { unit: string; done: number; total: number }; bytes?: number }) => void;
   /** Relays an event from the child, prefixing this level's name. */

@@ -16,10 +16,11 @@ export interface ChildNetwork {
   readonly imageDir?: string;
 }
 
-export function childConfigYaml(spec: ChildInstallSpec, net: ChildNetwork, nest: Record<string, unknown>, sshPort = 0): string {
+/** `sshPort` null: none in the file (a free port, kept across the child's restarts). */
+export function childConfigYaml(spec: ChildInstallSpec, net: ChildNetwork, nest: Record<string, unknown>, sshPort: number | null = 0): string {
   const config = {
     level: { name: spec.name, depth: spec.depth, ...(spec.node ? { spec: spec.node.spec, manifest: spec.node.manifest } : {}) },
-    ssh: { host: net.sshHost, port: sshPort, advertise_host: net.advertiseHost },
+    ssh: { host: net.sshHost, ...(sshPort === null ? {} : { port: sshPort }), advertise_host: net.advertiseHost },
     parent: {
       host: net.parentHost,
       port: spec.parentPort,

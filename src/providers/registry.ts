@@ -21,6 +21,7 @@ import type { Provider } from "./provider.js";
 import { PVE_CONFIG, pveConfigOf } from "./pve/pve-config.js";
 import { lazyPveProvider, pveConfigure } from "./pve/pve-wiring.js";
 import type { HomestakNodeFiles } from "./pve/homestak-node.js";
+import { pveSystemInstall, type SystemInstall } from "./pve/pve-install-step.js";
 
 /** What any provider may be built from; each factory takes what it needs. */
 export interface ProviderDeps {
@@ -52,6 +53,8 @@ export interface ProviderEntry {
   readonly config: ProviderConfigSpec;
   /** When a level whose nest.provider is this one configures itself; undefined when there is nothing to set up. */
   configureLevel?(deps: Pick<ProviderDeps, "config" | "secrets" | "stateDir" | "digests"> & { homestakFiles?: HomestakNodeFiles }): ConfigureLevel | undefined;
+  /** What such a level installs first when its image lacks it (pve: Proxmox VE itself, a step that reboots). */
+  systemInstall?(config: HsdConfig): SystemInstall | undefined;
 }
 
 export const PROVIDERS: Readonly<Record<ProviderName, ProviderEntry>> = Object.freeze({
@@ -72,6 +75,7 @@ export const PROVIDERS: Readonly<Record<ProviderName, ProviderEntry>> = Object.f
     }),
     // A level that is itself a PVE node (its parent built it with the pve provider) sets up its own API.
     configureLevel: (d) => (d.config.parent && pveConfigOf(d.config) ? pveConfigure(d) : undefined),
+    systemInstall: pveSystemInstall,
   },
 });
 

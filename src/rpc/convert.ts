@@ -26,7 +26,7 @@ const PHASE_TO: Record<EventPhase, PPhase> = {
 };
 const KIND_TO: Record<EventKind, PEventKind> = {
   started: PEventKind.STARTED, progress: PEventKind.PROGRESS, finished: PEventKind.FINISHED,
-  skipped: PEventKind.SKIPPED, failed: PEventKind.FAILED, log: PEventKind.LOG,
+  skipped: PEventKind.SKIPPED, failed: PEventKind.FAILED, log: PEventKind.LOG, rebooting: PEventKind.REBOOTING,
 };
 const STATE_TO: Record<LevelStateName, PLevelState> = {
   building: PLevelState.BUILDING, ready: PLevelState.READY, failed: PLevelState.FAILED,

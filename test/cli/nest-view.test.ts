@@ -103,3 +103,21 @@ test("piped: a configure step's output prints whole even within a second, while 
   assert.doesNotMatch(text, /ansible at/, "hsd's second note within the second was not thinned");
   for (const w of ["layout ok", "site.yaml read", "done"]) assert.match(text, new RegExp(`pve-config\\| ${w}`));
 });
+
+test("a level's reboot shows inside its configure: piped it is always a line, on a terminal the level's row says so while configure runs", () => {
+  const l2 = ["l0", "l1", "l2"];
+  const evs: LevelEvent[] = [
+    { levelPath: l2, phase: "configure", kind: "started", time: 0, budgetMs: 60_000 },
+    { levelPath: l2, phase: "configure", kind: "log", time: 10, message: "note one" },
+    { levelPath: l2, phase: "configure", kind: "rebooting", time: 20, message: "step install: new kernel" },
+    { levelPath: l2, phase: "configure", kind: "finished", time: 900, durationMs: 900 },
+  ];
+  const plain = run("plain", evs);
+  assert.ok(plain.some((l) => /^l0\/l1\/l2\s+configure\s+rebooting\s+step install: new kernel$/.test(l)), plain.join("\n"));
+  const c = capture();
+  const view = new NestView("tty", c.out, () => 20);
+  for (const ev of evs.slice(0, 3)) view.onEvent(ev);
+  const last = c.lines().at(-1)!;
+  assert.match(last, /l2\s+\S+ configure .*rebooting: step install: new kernel/);
+  view.finish();
+});

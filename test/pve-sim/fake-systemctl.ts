@@ -13,6 +13,8 @@ export interface FakeSystemctl {
   readonly logFile: string;
   /** Body of start_hsd after the unit check; must write the new pid to "$pidf". */
   readonly start: string;
+  /** case arms tried before the standard ones (a rebootable VM's enable and reboot: sim-reboot.ts). */
+  readonly extraCases?: string;
 }
 
 export function fakeSystemctlScript(o: FakeSystemctl): string {
@@ -41,7 +43,7 @@ ${o.start}
 }
 svc="$2"
 case "$1" in
-  daemon-reload|enable|disable) exit 0 ;;
+${o.extraCases ?? ""}  daemon-reload|enable|disable) exit 0 ;;
   stop) [ "$svc" = hsd ] && stop_hsd; exit 0 ;;
   start) [ "$svc" = hsd ] && { running || start_hsd; }; exit 0 ;;
   restart) [ "$svc" = hsd ] && { stop_hsd; start_hsd; }; exit 0 ;;

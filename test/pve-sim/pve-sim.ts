@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID, createHash } from "node:crypto";
 import { makeSimCert, type SimCert } from "./sim-cert.js";
+import { bootScripts, bootVm, shutdownVm, vmImage } from "./sim-reboot.js";
 import { buildRoutes, type Route } from "./pve-sim-api.js";
 import { validateRequest } from "./pve-schema-check.js";
 import { formatUpid } from "../../src/providers/pve/upid.js";
@@ -77,6 +78,10 @@ export interface PveSimOptions {
   faults?: Partial<SimFaults>;
   template?: number;
   bridges?: string[];
+  /** Images (by name) without PVE: a node VM made from one serves no PVE API until its install (sim-reboot.ts). Default none. */
+  imagesWithoutPve?: readonly string[];
+  /** Name of the preset template (its image: the name without -tmpl). Default debian-12-tmpl. */
+  templateName?: string;
   /** A started VM gets a real sshd and a root directory (sim-guest.ts). */
   guests?: boolean;
   /**
@@ -120,6 +125,10 @@ export class PveSim {
   readonly tasks = new Map<string, SimTask>();
   readonly bridges: Set<string>;
   readonly requests: RecordedRequest[] = [];
+  private readonly imagesWithoutPve: readonly string[];
+  private readonly templateName: string;
+  /** vmid -> reboots the VM went through (`systemctl reboot` in it). */
+  readonly reboots = new Map<number, number>();
   readonly guestAddress = (vmid: number) => `10.0.0.${vmid % 200 + 10}`;
   /** The node's own bridge address (what `ip -4 addr` reports). */
   readonly nodeAddress = "10.0.0.2";
@@ -163,6 +172,8 @@ export class PveSim {
     this.timeScale = opts.timeScale ?? 0.01;
     this.templateVmid = opts.template ?? 9000;
     this.bridges = new Set(opts.bridges ?? ["vmbr0"]);
+    this.imagesWithoutPve = opts.imagesWithoutPve ?? [];
+    this.templateName = opts.templateName ?? "debian-12-tmpl";
     this.withGuests = opts.guests ?? false;
     this.vmNetwork = opts.vmNetwork;
     this.qemu = opts.qemuGuests;
@@ -210,7 +221,7 @@ export class PveSim {
     if (this.presetTemplate) this.vms.set(this.templateVmid, {
       vmid: this.templateVmid, status: "stopped",
       config: {
-        name: "debian-12-tmpl", template: "1", memory: "2048", cores: "1", ostype: "l26", scsihw: "virtio-scsi-pci",
+        name: this.templateName, template: "1", memory: "2048", cores: "1", ostype: "l26", scsihw: "virtio-scsi-pci",
         scsi0: `local-lvm:base-${this.templateVmid}-disk-0,size=3G`, boot: "order=scsi0", serial0: "socket", vga: "serial0",
       },
     });
@@ -234,7 +245,9 @@ export class PveSim {
       req.setEncoding("utf8").on("data", (d: string) => { body += d; }).on("end", () => {
         void (async () => {
           const { argv } = JSON.parse(body || "{}") as { argv?: string[] };
-          const r = argv?.length ? await commands(argv) : { code: 2, stdout: "", stderr: "no argv\n" };
+          // A VM's `systemctl reboot` (sim-reboot.ts): queued, as systemd queues the job and returns.
+          const r = argv?.[0] === "sim-vm-reboot" ? this.reboot(Number(argv[1]))
+            : argv?.length ? await commands(argv) : { code: 2, stdout: "", stderr: "no argv\n" };
           res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(r));
         })().catch((e: Error) => { res.writeHead(500).end(JSON.stringify({ code: 1, stdout: "", stderr: `${e.message}\n` })); });
       });
@@ -264,7 +277,8 @@ export class PveSim {
       const g = (async () => {
         const guest = await startVmGuest({
           vmid: vm.vmid, name: vm.config.name ?? `vm${vm.vmid}`, root: this.guestRoot(vm.vmid), sshkeys: vm.config.sshkeys ?? "",
-          net: this.vmNetwork!, node: node?.asVmNode(),
+          net: this.vmNetwork!, node: node?.asVmNode(), owner: { controlUrl: this.controlUrl },
+          pveAbsent: !!node && this.imagesWithoutPve.includes(vmImage(vm, this)),
         });
         // That node's own VMs plug into the bridge inside this VM (nested networking),
         // and its storage paths are this VM's files.
@@ -281,6 +295,28 @@ export class PveSim {
     const g = startGuest(vm.vmid, this.guestRoot(vm.vmid), vm.config.sshkeys ?? "");
     g.catch(() => { /* reported by guestAccess */ });
     this.guests.set(vm.vmid, g);
+  }
+
+  /** A reboot of a running real-process VM: its processes stop, its disk and NIC stay, it boots again. */
+  private reboot(vmid: number): { code: number; stdout: string; stderr: string } {
+    const g = this.vmGuests.get(vmid);
+    if (!g) return { code: 1, stdout: "", stderr: `VM ${vmid} is not running\n` };
+    this.reboots.set(vmid, (this.reboots.get(vmid) ?? 0) + 1);
+    const next = g.then(async (guest) => {
+      await new Promise((r) => setImmediate(r)); // the caller's `systemctl reboot` returns first
+      const script = bootScripts.get(guest)!;
+      await shutdownVm(guest.netns);
+      const sshd = await bootVm(guest.netns, script, vmid);
+      // The VM's "/" is the new boot's (sim-vm.ts: through sshd's /proc root); the node it is reads its files there.
+      const booted = { ...guest, sshd, fsRoot: `/proc/${sshd.pid}/root` };
+      bootScripts.set(booted, script);
+      const vm = this.vms.get(vmid);
+      if (vm) this.nodeOf(vm)?.fs.attach(booted.fsRoot);
+      return booted;
+    });
+    next.catch((e: Error) => { this.guestErrors.push(`VM ${vmid} reboot: ${e.message}`); });
+    this.vmGuests.set(vmid, next);
+    return { code: 0, stdout: "", stderr: "" };
   }
 
   /** A VM stopped: its guest's processes die at once. */

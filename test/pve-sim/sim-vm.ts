@@ -11,6 +11,8 @@
 // PVE), the VM also gets what a PVE install would leave: /etc/pve/local/pve-ssl.pem,
 // /etc/hosts naming it, pveum/pvesm/pvecm/qm (shims to that simulator) in
 // /usr/local/sbin, and its API on 127.0.0.1:8006 (a TCP relay to the simulator).
+// A VM whose image lacks PVE gets these only from its install, and a VM whose
+// simulator can reboot it restarts as a machine does (sim-reboot.ts).
 
 import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
 import { promisify } from "node:util";
@@ -18,6 +20,7 @@ import { mkdir, readFile, writeFile, chmod, copyFile, rm } from "node:fs/promise
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { fakeSystemctlScript, shq as q } from "./fake-systemctl.js";
+import { bootLines, bootScripts, stagePveInstall, systemctlCases, waitSshd } from "./sim-reboot.js";
 
 const run = promisify(execFile);
 const SHIM = fileURLToPath(new URL("./sim-shim.mjs", import.meta.url));
@@ -62,8 +65,9 @@ export interface SimVmGuest {
 const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** systemctl of a simulated VM: hsd.service's ExecStart as a background process, as systemd would run it. */
-function fakeSystemctl(root: string): string {
+function fakeSystemctl(root: string, extraCases?: string): string {
   return fakeSystemctlScript({
+    ...(extraCases ? { extraCases } : {}),
     setup: "unit=/etc/systemd/system/hsd.service\npidf=/run/hsd-service.pid",
     logFile: q(join(root, "systemctl.log")),
     start: `  cmd=$(sed -n 's/^ExecStart=//p' "$unit")
@@ -85,6 +89,10 @@ async function ip(args: string[]): Promise<void> {
 
 export async function startVmGuest(o: {
   vmid: number; name: string; root: string; sshkeys: string; net: VmNetwork; node?: VmNode;
+  /** Its image has no PVE: `node` is what its install makes of it (sim-reboot.ts). */
+  pveAbsent?: boolean;
+  /** The owning simulator's control endpoint: `systemctl reboot` in the VM reboots it. */
+  owner?: { controlUrl: string };
 }): Promise<SimVmGuest> {
   const { root, net } = o;
   const hostname = o.name.replace(/^hsd-/, "").replace(/[^a-z0-9-]/g, "-") || "vm";
@@ -114,10 +122,13 @@ export async function startVmGuest(o: {
   await writeFile(join(up("etc"), "hosts"), `${hosts.replace(/\n?$/, "\n")}${address} ${hostname}.${domain} ${hostname}\n`);
   const sbin = join(up("usr/local"), "sbin");
   await mkdir(sbin, { recursive: true });
-  await writeFile(join(sbin, "systemctl"), fakeSystemctl(root), { mode: 0o755 });
+  await writeFile(join(sbin, "systemctl"), fakeSystemctl(root, o.owner ? systemctlCases({ controlUrl: o.owner.controlUrl, vmid: o.vmid }) : undefined), { mode: 0o755 });
   await writeFile(join(sbin, "cloud-init"), "#!/bin/sh\necho 'status: done'\n", { mode: 0o755 });
   await writeFile(join(sbin, "fuser"), "#!/bin/sh\nexit 1\n", { mode: 0o755 });
-  if (o.node) {
+  const relayCmd = o.node ? `${q(process.execPath)} -e ${q(RELAY)} ${q(o.node.apiHost)} ${String(o.node.apiPort)}` : undefined;
+  if (o.node && o.pveAbsent) {
+    await stagePveInstall({ root, sbin, certFile: o.node.certFile, controlUrl: o.node.controlUrl, relayCmd: relayCmd! });
+  } else if (o.node) {
     await mkdir(join(up("etc"), "pve/local"), { recursive: true });
     await copyFile(o.node.certFile, join(up("etc"), "pve/local/pve-ssl.pem"));
     // What a PVE install leaves in `local` (/var/lib/vz): its snippets and iso directories.
@@ -154,7 +165,8 @@ export async function startVmGuest(o: {
     ...overlays,
     "mount -t tmpfs -o mode=0755 tmpfs /run", "mkdir -p /run/sshd",
     "mount -t tmpfs tmpfs /sys/module", "mkdir -p /sys/module/kvm_intel/parameters", "echo Y > /sys/module/kvm_intel/parameters/nested",
-    ...(o.node ? [`setsid ${q(process.execPath)} -e ${q(RELAY)} ${q(o.node.apiHost)} ${String(o.node.apiPort)} </dev/null >/dev/null 2>&1 &`] : []),
+    // pveproxy when PVE is installed, hsd when enabled (a first boot has neither enabled yet).
+    ...bootLines(relayCmd),
     `exec /usr/sbin/sshd -D -e -f ${q(join(sshDir, "sshd_config"))}`,
   ].join("\n");
   const sshd = spawn("ip", ["netns", "exec", ns, "unshare", "-m", "-u", "--propagation", "private", "sh", "-c", script], {
@@ -163,21 +175,12 @@ export async function startVmGuest(o: {
   // ip netns exec, unshare and sh all exec in place: sshd's pid lives in the VM's mount namespace.
   const guest: SimVmGuest = { vmid: o.vmid, root, netns: ns, address, hostLink, hostLinkNetns: net.netns, sshd, fsRoot: `/proc/${sshd.pid}/root` };
   try {
-    await new Promise<void>((resolve, reject) => {
-      let err = "";
-      const t = setTimeout(() => reject(new Error(`VM ${o.vmid} sshd did not start: ${err}`)), 20_000);
-      sshd.stderr!.setEncoding("utf8").on("data", (d: string) => {
-        err += d;
-        if (err.includes("Server listening")) { clearTimeout(t); resolve(); }
-      });
-      sshd.on("exit", (c) => { clearTimeout(t); reject(new Error(`VM ${o.vmid} sshd exited ${c}: ${err}`)); });
-    });
-    sshd.removeAllListeners("exit");
-    sshd.stderr!.resume();
+    await waitSshd(sshd, o.vmid);
   } catch (e) {
     await stopVmGuest(guest);
     throw e;
   }
+  bootScripts.set(guest, script);
   return guest;
 }
 

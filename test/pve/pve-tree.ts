@@ -25,13 +25,14 @@
 // Product seam used: hsd.yaml pve.bundle (where the bundle comes from).
 
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtemp, mkdir, writeFile, readFile, rm, copyFile, open } from "node:fs/promises";
+import { access, mkdtemp, mkdir, writeFile, readFile, rm, copyFile, open } from "node:fs/promises";
+import assert from "node:assert/strict";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { PveSim } from "../pve-sim/pve-sim.js";
+import { PveSim, type PveSimOptions } from "../pve-sim/pve-sim.js";
 import { runNetns, type VmNetwork } from "../pve-sim/sim-vm.js";
 import { buildBundle, type BundleFixture } from "./bundle-fixture.js";
 import type { QemuGuests } from "../pve-sim/sim-qemu.js";
@@ -71,6 +72,8 @@ export interface PveTreeOptions {
    * gets a DHCP server (hsd asks ipconfig0=ip=dhcp) and the bundle carries node.
    */
   readonly qemuGuests?: QemuGuests;
+  /** More options for the simulator of level n (0: pve1), e.g. which of its templates' images lack PVE (sim-reboot.ts). */
+  readonly simOptions?: (level: number) => Partial<PveSimOptions>;
 }
 
 export interface PveTree {
@@ -149,6 +152,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
         presetTemplate: (o.presetTemplates ?? "all") === "all" || (n === 0 && o.presetTemplates === "level0"),
         ...(n === 0 && o.qemuGuests ? { qemuGuests: o.qemuGuests } : {}),
         ...(n > 0 ? { presetToken: false, vmFs: true } : {}),
+        ...o.simOptions?.(n),
       });
       await sim.start();
       sims.unshift(sim);
@@ -246,4 +250,22 @@ export async function vmHsdPid(t: PveTree, sim: PveSim, vmid: number): Promise<n
   const rd = JSON.parse(await readFile(join(sim.guestRoot(vmid), "upper/var/lib/hsd/run/ready.json"), "utf8")) as { pid: number };
   t.hsdPids.push(rd.pid);
   return rd.pid;
+}
+
+/**
+ * `hsctl destroy` of the whole tree, then what every pve e2e expects of it:
+ * the stream ends well, every power-off is done, level 0 has exited, and no
+ * VM namespace, hsd process or API socket is left. (Which VMs and templates
+ * each node keeps is the caller's to check.)
+ */
+export async function destroyTree(t: PveTree): Promise<void> {
+  const d = await hsctl(["destroy", "--json"], t.env, 120_000);
+  assert.equal(d.code, 0, `${d.stderr}\n${d.stdout.slice(-3000)}`);
+  await Promise.all(t.sims.map((s) => s.settled()));
+  // Level 0 stops itself once the destroy stream has ended: wait for its exit, bounded.
+  await level0Exited(t);
+  assert.deepEqual(runNetns(t.tag), []);
+  assert.deepEqual(t.hsdPids.filter(alive).map((p) => `${p}: ${execFileSync("cat", [`/proc/${p}/cmdline`], { encoding: "utf8" })}`), []);
+  assert.deepEqual(await hsdProcessesUnder(t.root), []);
+  await assert.rejects(access(join(t.l0, "run", "hsd.sock")));
 }

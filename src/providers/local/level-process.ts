@@ -47,7 +47,8 @@ async function waitGone(pid: number, dir: string, ms: number): Promise<boolean> 
   return !pidAlive(pid, dir);
 }
 
-async function pidOf(dir: string): Promise<number | undefined> {
+/** The pid the level's hsd wrote in its ready.json (it changes when the level restarts). */
+export async function pidOf(dir: string): Promise<number | undefined> {
   try {
     const r = JSON.parse(await readFile(levelPaths(dir).ready, "utf8")) as { pid?: number };
     return r.pid;

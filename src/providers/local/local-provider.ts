@@ -15,7 +15,8 @@ import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, Provid
 import type { CheckResult } from "../../domain/checks.js";
 import { levelPaths } from "../../config/level-layout.js";
 import { readLogTail, readyFromPipe, type ReadyInfo } from "../../util/ready-pipe.js";
-import { killLevelTree, pidAlive } from "./level-process.js";
+import { killLevelTree, pidAlive, pidOf } from "./level-process.js";
+import { writeBootUnit } from "./local-reboot.js";
 import type { NetnsOps } from "./netns-ops.js";
 import type { IsolationMode } from "./local-options.js";
 import { STEP_HINTS } from "../../domain/hints.js";
@@ -98,7 +99,8 @@ export class LocalProvider implements Provider {
       parentHost: data.netns ? data.netns.parentAddr : spec.parentHost,
       // A local child is a directory, not a node: its images live in it.
       imageDir: join(data.dir, "images"),
-    }, { provider: "local", isolation: this.o.isolation });
+      // No fixed port: a free one, kept across the child's restarts (its reboot), so the parent's endpoint stays right.
+    }, { provider: "local", isolation: this.o.isolation }, null);
     const paths = levelPaths(data.dir);
     await mkdir(paths.runDir, { recursive: true, mode: 0o700 });
     await writeFileAtomic(paths.config, yaml, { mode: 0o600 });
@@ -108,6 +110,8 @@ export class LocalProvider implements Provider {
       ...(this.o.scopePrefix?.(childPath) ?? []),
       ...(data.netns ? this.o.netns!.execPrefix(data.netns.nsName) : []), ...this.o.hsdCommand, "run", "--root", data.dir,
     ];
+    // Its "unit": a reboot of the child starts hsd again exactly so (local-reboot.ts).
+    await writeBootUnit(data.dir, { argv, levelPath: childPath.join("/") });
     const logFh = await open(paths.log, "a", 0o600);
     ctx.emit({ kind: "log", message: `starting hsd for ${spec.name}` });
     const proc = spawn(argv[0]!, argv.slice(1), {
@@ -135,7 +139,9 @@ export class LocalProvider implements Provider {
 
   async alive(child: ChildHandle): Promise<boolean> {
     const data = child.data as unknown as LocalData;
-    return data.pid !== undefined && pidAlive(data.pid, data.dir);
+    // A child that rebooted runs under a new pid: its ready.json has it.
+    const pid = (await pidOf(data.dir)) ?? data.pid;
+    return pid !== undefined && pidAlive(pid, data.dir);
   }
 
   async destroy(child: ChildHandle, _ctx: PhaseContext): Promise<void> {

@@ -1,0 +1,112 @@
+// A level's own reboot inside configure, end to end on the local provider with
+// real hsd processes: at l2 of `nest --depth 3` a step asks for a reboot (as
+// homestak's PVE install does after its kernel); l2's hsd and everything it
+// started die and hsd comes back from its boot unit; l2 resumes that step (not
+// the ones before it), l1 re-attaches to l2's configure, and the operator's
+// stream shows the reboot inside one configure. Then an unannounced kill of
+// l2's hsd during configure is PeerGone.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { e2eTree, hsctl, jsonLines, levelRoots } from "../helpers/hsctl.js";
+
+const { root, l0, env } = await e2eTree("hsd-reboot-");
+const marks = join(root, "marks");
+await mkdir(marks, { recursive: true });
+
+// before: counts its runs. install: first run leaves a process behind (it must
+// die with the reboot), records its pid and asks for a reboot; after the boot
+// it checks that process is gone and finishes. after: counts its runs.
+const INSTALL = [
+  `if [ "$HSD_STEP_REBOOTS" = 0 ]; then`,
+  `  echo "kernel installed"`,
+  `  sleep 600 >/dev/null 2>&1 & echo $! > "${marks}/leftover.pid"`,
+  `  echo $PPID > "${marks}/hsd-before.pid"`,
+  `  echo "new kernel needs a reboot" > "$HSD_REBOOT_REQUEST"`,
+  `  exit 0`,
+  `fi`,
+    // Dead, or a zombie nobody reaped yet (its parent is gone): state Z.
+  `state=$(sed -n 's/^State:[[:space:]]*\\([A-Z]\\).*/\\1/p' "/proc/$(cat "${marks}/leftover.pid")/status" 2>/dev/null)`,
+  `[ -n "$state" ] && [ "$state" != Z ] && { echo "leftover survived the reboot"; exit 9; }`,
+  `echo "packages installed after reboot $HSD_STEP_REBOOTS"`,
+  `echo $PPID > "${marks}/hsd-after.pid"`,
+].join("\n");
+
+await mkdir(l0, { recursive: true });
+await writeFile(join(l0, "hsd.yaml"), `level: { name: l0 }
+ssh: { host: 127.0.0.1, port: 0 }
+configure:
+  steps:
+    - name: before
+      run: [sh, -c, 'echo run >> "${marks}/before-$HSD_LEVEL_NAME"']
+    - name: install
+      run: [sh, -c, ${JSON.stringify(INSTALL)}]
+      when: { min_depth: 2, max_depth: 2 }
+    - name: after
+      run: [sh, -c, 'echo run >> "${marks}/after-$HSD_LEVEL_NAME"']
+`);
+
+/** Alive and not a zombie. */
+const running = async (pid: number) => (/^State:\s+([A-Z])/m.exec(await readFile(`/proc/${pid}/status`, "utf8").catch(() => ""))?.[1] ?? "Z") !== "Z";
+const lines = async (p: string) => (await readFile(p, "utf8")).split("\n").filter(Boolean).length;
+
+test("a step's reboot at l2 of nest --depth 3: l2 resumes that step after its hsd comes back, l1 re-attaches, the nest completes", async () => {
+  const r = await hsctl(["nest", "--depth", "3", "--json"], env, 300_000);
+  assert.equal(r.code, 0, `nest failed: ${r.stderr}\n${r.stdout.slice(-4000)}`);
+  const ev = jsonLines(r.stdout);
+  const ready = ev.filter((e) => e.phase === "nest" && e.kind === "finished").map((e) => e.level).sort();
+  assert.deepEqual(ready, ["l0/l1", "l0/l1/l2", "l0/l1/l2/l3"]);
+
+  // One configure of l2, with the reboot inside it: started once, rebooting, back, finished.
+  const c = ev.filter((e) => e.level === "l0/l1/l2" && e.phase === "configure");
+  const kinds = c.map((e) => e.kind);
+  assert.equal(kinds.filter((k) => k === "started").length, 1, kinds.join(","));
+  const iReboot = kinds.indexOf("rebooting");
+  assert.ok(iReboot > 0, `no rebooting event: ${kinds.join(",")}`);
+  assert.match(c[iReboot]!.message, /install: new kernel needs a reboot/);
+  const iBack = c.findIndex((e) => /is back after .* re-attaching to its configure/.test(e.message ?? ""));
+  assert.ok(iBack > iReboot, c.map((e) => e.message).join("\n"));
+  assert.ok(c.findIndex((e) => /install\| packages installed after reboot 1/.test(e.message ?? "")) > iBack, "the resumed step's output reached the stream");
+  assert.equal(kinds.at(-1), "finished");
+  // No phase of l2 ran twice: the reboot did not restart the phase list.
+  const started = ev.filter((e) => e.level === "l0/l1/l2" && e.kind === "started").map((e) => e.phase);
+  assert.deepEqual(started, ["preflight", "provision", "boot", "install", "handshake", "sync", "secrets", "configure", "nest"]);
+  assert.ok(!ev.some((e) => e.kind === "failed"), "something failed");
+
+  // The step before ran once, the step after once, the install twice (before and after the boot).
+  assert.equal(await lines(join(marks, "before-l2")), 1, "the step before the reboot ran again");
+  assert.equal(await lines(join(marks, "after-l2")), 1);
+  const l2 = (await levelRoots(l0))[2]!;
+  const journal = JSON.parse(await readFile(join(l2, "state", "journal.json"), "utf8"));
+  assert.equal(journal.steps.install.kind, "finished");
+  assert.equal(journal.steps.install.reboots, 1);
+  assert.equal(journal.steps.before.kind, "finished");
+  assert.equal(journal.configured.kind, "finished");
+  // A new hsd ran the resumed step (the old one and what its step left behind are gone).
+  const before = Number(await readFile(join(marks, "hsd-before.pid"), "utf8"));
+  const after = Number(await readFile(join(marks, "hsd-after.pid"), "utf8"));
+  assert.notEqual(before, after);
+  assert.ok(!(await running(before)), "the hsd from before the reboot still runs");
+
+  // The tree is whole and l2 answers at the endpoint its parent pinned.
+  const s = await hsctl(["status", "--json"], env, 30_000);
+  assert.equal(s.code, 0, s.stderr);
+  type St = { name: string; state: string; children: St[] };
+  const chain: St[] = [];
+  for (let n: St | undefined = JSON.parse(s.stdout) as St; n; n = n.children[0]) chain.push(n);
+  assert.deepEqual(chain.map((n) => `${n.name}:${n.state}`), ["l0:ready", "l1:ready", "l2:ready", "l3:ready"]);
+});
+
+test("an unannounced kill of l2's hsd during configure is PeerGone", async () => {
+  const r2 = await e2eTree("hsd-reboot-kill-", { HSD_FAULTS: "l2:configure:kill" });
+  await mkdir(r2.l0, { recursive: true });
+  await writeFile(join(r2.l0, "hsd.yaml"), "level: { name: l0 }\nssh: { host: 127.0.0.1, port: 0 }\n");
+  const r = await hsctl(["nest", "--depth", "2", "--json"], r2.env, 180_000);
+  assert.notEqual(r.code, 0, r.stdout.slice(-2000));
+  const failed = jsonLines(r.stdout).filter((e) => e.kind === "failed" && e.level === "l0/l1/l2");
+  assert.equal(failed.length, 1, r.stdout.slice(-2000));
+  assert.equal(failed[0]!.phase, "configure");
+  assert.equal(failed[0]!.failure.code, "PeerGone");
+  assert.ok(!jsonLines(r.stdout).some((e) => e.kind === "rebooting"));
+});
