@@ -5,7 +5,6 @@
 // each request against it before a handler runs, so handlers only add the
 // semantic errors PVE raises after validation.
 
-import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { SimError, type PveSim, type SimVm } from "./pve-sim.js";
@@ -97,7 +96,7 @@ export function buildRoutes(sim: PveSim): Route[] {
   // password only), iso content is no import source, and only a dir storage
   // with content `import` holds import volumes. Nothing comes from elsewhere:
   // every accepted source is a file in this node's own storage, recorded in sim.imports.
-  add("POST", "/nodes/{node}/qemu", (p, path, who) => {
+  add("POST", "/nodes/{node}/qemu", async (p, path, who) => {
     checkNode(path.node!);
     const vmid = Number(p.vmid);
     if (sim.vms.has(vmid)) throw new SimError(500, `unable to create VM ${vmid} - VM ${vmid} already exists on node '${sim.node}'`);
@@ -116,10 +115,10 @@ export function buildRoutes(sim: PveSim): Route[] {
         if (vm[2] !== "import" && vm[2] !== "images") throw new SimError(500, `${k}: '${src}' has wrong type '${vm[2]}' - needs to be 'images' or 'import'`);
         if (!st.path || !st.content.split(",").includes(vm[2]!)) throw new SimError(500, `storage '${vm[1]}' does not support content-type '${vm[2]}'`);
         const file = join(st.path, vm[2]!, vm[3]!);
-        if (!existsSync(sim.fs.hostPath(file))) throw new SimError(500, `${k}: volume '${src}' does not exist`);
+        if (!await sim.fs.exists(file)) throw new SimError(500, `${k}: volume '${src}' does not exist`);
         storageOf(target);
         importedFrom = file;
-        const size = statSync(sim.fs.hostPath(file)).size;
+        const size = await sim.fs.size(file);
         config[k] = `${target}:vm-${vmid}-disk-0,size=${Math.max(1, Math.ceil(size / (1 << 20)))}M${rest ?? ""}`;
         log.push(`importing disk '${src}' to VM ${vmid} ...`, `transferred ${size} bytes`, `${k}: successfully created disk '${config[k]}'`);
         continue;
@@ -211,7 +210,7 @@ export function buildRoutes(sim: PveSim): Route[] {
           const st = sim.storages.get(store!);
           if (!st) throw new Error(`storage '${store}' does not exist`);
           if (!st.content.split(",").includes("snippets")) throw new Error(`storage '${store}' does not support content-type 'snippets'`);
-          if (!st.path || !existsSync(sim.fs.hostPath(join(st.path, rel!)))) throw new Error(`volume '${vol}' does not exist`);
+          if (!st.path || !await sim.fs.exists(join(st.path, rel!))) throw new Error(`volume '${vol}' does not exist`);
         }
       }
       const bridge = /bridge=([^,]+)/.exec(vm.config.net0 ?? "")?.[1];
@@ -307,16 +306,14 @@ export function buildRoutes(sim: PveSim): Route[] {
     }
     return { data: null };
   });
-  add("GET", "/nodes/{node}/storage/{storage}/content", (p, path) => {
+  add("GET", "/nodes/{node}/storage/{storage}/content", async (p, path) => {
     checkNode(path.node!);
     const s = storageOf(path.storage!);
     if (p.content !== "snippets" || !s.path || !s.content.split(",").includes("snippets")) return { data: [] };
-    const dir = sim.fs.hostPath(join(s.path, "snippets"));
-    const files = existsSync(dir) ? readdirSync(dir) : [];
-    return { data: files.map((f) => {
-      const st = statSync(join(dir, f));
-      return { volid: `${s.storage}:snippets/${f}`, format: "snippet", content: "snippets", size: st.size, ctime: Math.floor(st.ctimeMs / 1000) };
-    }) };
+    const files = await sim.fs.list(join(s.path, "snippets"));
+    return { data: files.map((f) => (
+      { volid: `${s.storage}:snippets/${f.name}`, format: "snippet", content: "snippets", size: f.size, ctime: Math.floor(f.ctimeMs / 1000) }
+    )) };
   });
 
   add("POST", "/access/users/{userid}/token/{tokenid}", (p, path) => {

@@ -348,10 +348,7 @@ export class PveSim {
     const node = this.nodeFor?.(vm.config.name ?? "");
     const g = startQemuVm({
       vmid: vm.vmid, name: vm.config.name ?? `vm${vm.vmid}`, dir: this.guestRoot(vm.vmid), config: vm.config,
-      userData: await qemuSnippet(vm.config.cicustom, (s) => {
-        const path = this.storages.get(s)?.path;
-        return path === undefined ? undefined : this.fs.hostPath(path);
-      }), net, qemu, node: node?.asVmNode(),
+      userData: await qemuSnippet(vm.config.cicustom, (s) => this.storages.get(s)?.path, this.fs), net, qemu, node: node?.asVmNode(),
     });
     this.qemuVms.set(vm.vmid, g);
     // A QEMU that does not start fails the start task and leaves the VM stopped, as PVE does.
@@ -362,6 +359,8 @@ export class PveSim {
       throw e;
     });
     this.qemuUp.set(vm.vmid, q);
+    // The node this VM is reads its /var/lib/vz through the guest's agent (sim-node-fs.ts).
+    node?.fs.attachAgent((cmd, args) => q.agent.call(cmd, args));
     void q.exited.then(() => {
       if (this.qemuVms.get(vm.vmid) !== g) return; // stopped through the API
       vm.status = "stopped";

@@ -17,6 +17,7 @@ import type { VmNetwork, VmNode } from "./sim-vm.js";
 import { buildSeedIso, vmMac } from "./sim-qemu-seed.js";
 import { buildNodeDisk } from "./sim-qemu-node.js";
 import { QgaChannel, qmpCommand } from "./sim-qga.js";
+import type { SimNodeFs } from "./sim-node-fs.js";
 
 const run = promisify(execFile);
 
@@ -146,13 +147,13 @@ export function qemuConsole(vm: SimQemuVm): Promise<string> {
 }
 
 /** The text of the cicustom user= snippet (PVE passes it as the user-data unchanged); undefined without one. */
-export async function qemuSnippet(cicustom: string | undefined, storagePath: (storage: string) => string | undefined): Promise<string | undefined> {
+export async function qemuSnippet(cicustom: string | undefined, storagePath: (storage: string) => string | undefined, fs: SimNodeFs): Promise<string | undefined> {
   const vol = /(?:^|,)user=([^,]+)/.exec(cicustom ?? "")?.[1];
   if (!vol) return undefined;
   const [store, rel] = vol.split(":") as [string, string];
   const base = storagePath(store);
   if (!base) throw new Error(`storage '${store}' does not exist`);
-  return readFile(join(base, rel), "utf8");
+  return (await fs.readFile(join(base, rel))).toString("utf8");
 }
 
 /** The guest's IPv4 address from the agent's guest-network-get-interfaces (not lo); throws while none. */
