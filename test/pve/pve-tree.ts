@@ -68,7 +68,8 @@ export interface PveTreeOptions {
   /** The simulators' PVE-time multiplier (default theirs, 0.01; 1 plays PVE's own durations). */
   readonly timeScale?: number;
   /**
-   * Level 0's VMs are real QEMU guests (test/pve-sim/sim-qemu.ts, issue 18): the bridge
+   * Every level's VMs are real QEMU guests (test/pve-sim/sim-qemu.ts, issue 18), all with
+   * a tap on the one host bridge (a nested VM as one bridged to its node's LAN); the bridge
    * gets a DHCP server (hsd asks ipconfig0=ip=dhcp) and the bundle carries node.
    */
   readonly qemuGuests?: QemuGuests;
@@ -150,7 +151,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
         ...(o.timeScale !== undefined ? { timeScale: o.timeScale } : {}),
         nodeFor: (name) => (child && name === `hsd-${levelName(n + 1)}` ? child : undefined),
         presetTemplate: (o.presetTemplates ?? "all") === "all" || (n === 0 && o.presetTemplates === "level0"),
-        ...(n === 0 && o.qemuGuests ? { qemuGuests: o.qemuGuests } : {}),
+        ...(o.qemuGuests ? { qemuGuests: o.qemuGuests } : {}),
         ...(n > 0 ? { presetToken: false, vmFs: true } : {}),
         ...o.simOptions?.(n),
       });
