@@ -83,7 +83,7 @@ test("nest --depth 3 --provider pve, l1/l2/l3 from pve-9/debian-13/pve-9: each l
     const path = pathOf(n);
     const parentSim = sims[n]!;
     const sim = sims[n + 1]!;
-    const vm = vmNamed(parentSim, level);
+    const vm = vmNamed(parentSim, level)!;
     assert.equal(vm?.status, "running", `${level} runs on ${parentSim.node}`);
     // Its VM is a clone of its parent's template of the image it is made from.
     assert.match(parentSim.vms.get(TEMPLATE)?.config.description ?? "", new RegExp(`hsd-image=${MADE_FROM[level]}@`), `${level} made from ${MADE_FROM[level]}`);
@@ -93,7 +93,7 @@ test("nest --depth 3 --provider pve, l1/l2/l3 from pve-9/debian-13/pve-9: each l
       const done = events.filter((e) => e.level === path && e.phase === "sync" && e.kind === "progress"
         && new RegExp(`^${img.name}: (\\d+\\.\\d) of \\1 MiB`).test(e.message ?? ""));
       assert.ok(done.length >= 1, `${path} reported no finished ${img.name} transfer`);
-      const got = await readFile(join(parentSim.guestRoot(vm.vmid), "upper/var/lib/vz/template/iso", `${img.name}.img`));
+      const got: Buffer = await readFile(join(parentSim.guestRoot(vm.vmid), "upper/var/lib/vz/template/iso", `${img.name}.img`));
       assert.equal(sha256(got), tree.images.get(img.name)!.sha256, `${level}: ${img.name}`);
     }
 
