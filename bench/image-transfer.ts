@@ -87,7 +87,7 @@ async function writeImage(path: string, bytes: number): Promise<string> {
     // Vary each block so nothing compresses or dedups.
     b.writeUInt32LE(left, 0);
     h.update(b);
-    if (!out.write(b)) await new Promise((r) => out.once("drain", r));
+    if (!out.write(b)) await new Promise<void>((r) => out.once("drain", () => r()));
   }
   await new Promise<void>((r, j) => out.end((e?: Error) => (e ? j(e) : r())));
   return h.digest("hex");

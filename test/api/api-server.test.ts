@@ -63,6 +63,8 @@ const level: LevelApi = {
   async identify() { return { name: "l0", depth: 0, hsdVersion: "0.1.0", publicKey: "", hostKeyFingerprint: "", sshAddress: "", repos: [] }; },
   async putSecrets(yaml: string) { seen.secrets = yaml; return ["site"]; },
   async configure() {},
+  async doctor() { return []; },
+  async *logs() { /* no lines */ },
 };
 const keys: AccessApi = {
   async addKey(k) { return { publicKey: k.publicKey, role: k.role, fingerprint: "SHA256:fp", comment: k.comment ?? "" }; },

@@ -7,7 +7,8 @@ import { parseConfig } from "../../src/config/load-config.js";
 import { configDocument, configYaml, inheritedConfig } from "../../src/config/write-config.js";
 import { configIssuesOf } from "../../src/config/config-issues.js";
 import { PROVIDER_CONFIGS } from "../../src/providers/registry.js";
-import { pveConfigOf } from "../../src/providers/pve/pve-config.js";
+import { childImageValue, pveConfigOf } from "../../src/providers/pve/pve-config.js";
+import { childPveImage } from "../../src/providers/pve/install-child.js";
 
 const opts = { root: "/srv/level", providers: PROVIDER_CONFIGS };
 const SHA = "a".repeat(64);
@@ -48,4 +49,38 @@ test("images survive write then load; a child is told the names and known sha256
     "pve-9": { path: "/child/images/pve-9.img", sha256: SHA },
     d13: { path: "/child/images/d13.img", sha256: "" },
   });
+});
+
+test("pve.image as a list gives each depth its image: the head for this level's children, the rest passed down, the last going on", () => {
+  const c = parseConfig(`images:\n  pve-9: {}\n  debian-13: {}\npve: { image: [pve-9, debian-13, pve-9] }\n`, "hsd.yaml", opts);
+  const pve = pveConfigOf(c)!;
+  assert.deepEqual([pve.image, pve.imagesBelow], ["pve-9", ["debian-13", "pve-9"]]);
+  const back = parseConfig(configYaml(configDocument(c), "rt"), "rt.yaml", opts);
+  assert.deepEqual({ ...back, source: "" }, { ...c, source: "" });
+  // Down the tree: l1 gets [debian-13, pve-9], l2 gets pve-9, and so does every level below.
+  const walk: unknown[] = [];
+  let cur = c;
+  for (let d = 0; d < 3; d++) {
+    const value = childImageValue(pveConfigOf(cur)!);
+    walk.push(value);
+    cur = parseConfig(configYaml({ images: { "pve-9": {}, "debian-13": {} }, pve: { image: value } }, "child"), "child.yaml", opts);
+  }
+  assert.deepEqual(walk, [["debian-13", "pve-9"], "pve-9", "pve-9"]);
+  assert.deepEqual(pveConfigOf(parseConfig("pve: { image: [debian-13] }\n", "hsd.yaml", opts)), pveConfigOf(parseConfig("pve: { image: debian-13 }\n", "hsd.yaml", opts)));
+  // A manifest child that does not hold the list's head takes the first image it holds.
+  assert.deepEqual(childPveImage(["debian-13", "pve-9"], { "debian-13": {}, "pve-9": {} }), ["debian-13", "pve-9"]);
+  assert.equal(childPveImage(["debian-13", "pve-9"], { "pve-9": {} }), "pve-9");
+});
+
+test("pve.image as a list: every entry is checked (name, under images:), and an empty list is refused", () => {
+  const issues = (yaml: string) => {
+    try { parseConfig(yaml, "hsd.yaml", opts); } catch (e) {
+      assert.equal((e as { code?: string }).code, "ConfigInvalid");
+      return configIssuesOf(e as never).map((i) => i.key).sort();
+    }
+    return [];
+  };
+  assert.deepEqual(issues("images: { pve-9: {} }\npve: { image: [pve-9, debian-13, ../x] }\n"), ["pve.image.1", "pve.image.2"]);
+  assert.deepEqual(issues("pve: { image: [] }\n"), ["pve.image"]);
+  assert.deepEqual(issues("pve: { image: [pve-9, { a: 1 }] }\n"), ["pve.image.1"]);
 });

@@ -43,6 +43,8 @@ async function harness(opts: { yaml?: string; link?: (name: string) => Partial<C
       async configure(sink) { sink({ levelPath: [name], phase: "configure", kind: "log", time: 0, message: "ok" }); },
       async nest(o, sink) { sink({ levelPath: [name, `deep${o.depth}`], phase: "provision", kind: "finished", time: 0 }); },
       async status() { throw new Error("unused"); },
+      async doctor() { throw new Error("unused"); },
+      logs() { throw new Error("unused"); },
       async destroy() {},
       async close() {},
     };

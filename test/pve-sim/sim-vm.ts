@@ -38,6 +38,8 @@ export interface VmNetwork {
   readonly alloc: { next: number };
   /** Unique per test run: prefix of namespace and link names. */
   readonly tag: string;
+  /** No default route in the VMs: they reach the bridge's /24 and nothing else (no internet, no host address outside it). */
+  readonly isolated?: boolean;
 }
 
 /** What a VM that is itself a PVE node needs from the simulator standing in for its PVE. */
@@ -148,7 +150,8 @@ export async function startVmGuest(o: {
     await ip([...at, "link", "set", hostLink, "master", net.bridge, "up"]);
     for (const a of [
       ["link", "set", "lo", "up"], ["link", "add", net.bridge, "type", "bridge"], ["link", "set", "eth0", "master", net.bridge, "up"],
-      ["addr", "add", `${address}/24`, "dev", net.bridge], ["link", "set", net.bridge, "up"], ["route", "add", "default", "via", net.gateway],
+      ["addr", "add", `${address}/24`, "dev", net.bridge], ["link", "set", net.bridge, "up"],
+      ...(net.isolated ? [] : [["route", "add", "default", "via", net.gateway]]),
     ]) await ip(["-n", ns, ...a]);
   } catch (e) {
     await ip([...(net.netns ? ["-n", net.netns] : []), "link", "del", hostLink]).catch(() => {});

@@ -24,7 +24,7 @@ import { PveProvider, type PveProviderOptions } from "../../src/providers/pve/pv
 import { simCommandRunner, type SimCommandRunner } from "../pve-sim/sim-commands.js";
 import type { PhaseContext } from "../../src/providers/provider.js";
 import { silentLogger } from "../../src/log/logger.js";
-import type { PveConfig } from "../../src/providers/pve/pve-config.js";
+import { DEFAULT_PVE_IMAGE, type PveConfig } from "../../src/providers/pve/pve-config.js";
 
 export const TEST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh+b/Q=test hsd@l0";
 
@@ -33,7 +33,7 @@ export function providerFor(sim: PveSim, over: Partial<PveProviderOptions> = {},
   const provider = new PveProvider({
     config: {
       url: sim.url, node: sim.node, tokenId: sim.tokenId, fingerprint: sim.fingerprint, storage: "local-lvm",
-      snippetStorage: "local", template: sim.templateVmid, bridge: "vmbr0", cores: 2, memoryMiB: 2048, ...pveOver,
+      snippetStorage: "local", template: sim.templateVmid, bridge: "vmbr0", cores: 2, memoryMiB: 2048, ...pveOver, image: pveOver.image ?? DEFAULT_PVE_IMAGE,
     },
     tokenSecret: sim.tokenSecret, sshPublicKeys: [TEST_KEY], commands,
     sysRoot: sim.paths.sysRoot, hostsFile: sim.paths.hostsFile, pveCertFile: sim.paths.certFile,

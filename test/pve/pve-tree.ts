@@ -51,8 +51,8 @@ export interface PveTreeOptions {
   readonly depth: number;
   /** Level 0's images (images: in its hsd.yaml, files in node pve1's iso directory). None: no images: section. */
   readonly images?: readonly TreeImage[];
-  /** Level 0's pve.image (what its children, and theirs, are made from). */
-  readonly image?: string;
+  /** Level 0's pve.image (what its children, and theirs, are made from; a list: one per depth below). */
+  readonly image?: string | readonly string[];
   /**
    * Which nodes start with an operator's template at 9000: every node ("all",
    * the default: a tree without images), node pve1 only ("level0"), or none
@@ -73,6 +73,8 @@ export interface PveTreeOptions {
    * gets a DHCP server (hsd asks ipconfig0=ip=dhcp) and the bundle carries node.
    */
   readonly qemuGuests?: QemuGuests;
+  /** The VMs get no default route (sim-vm.ts VmNetwork.isolated): nothing outside the bridge's /24 is reachable. */
+  readonly isolatedVms?: boolean;
   /** More options for the simulator of level n (0: pve1), e.g. which of its templates' images lack PVE (sim-reboot.ts). */
   readonly simOptions?: (level: number) => Partial<PveSimOptions>;
 }
@@ -109,7 +111,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
   const prefix = `10.79.${randomBytes(1)[0]! % 250}`;
   const gateway = `${prefix}.1`;
   const alloc = { next: 10 };
-  const net = (): VmNetwork => ({ bridge, prefix, gateway, alloc, tag });
+  const net = (): VmNetwork => ({ bridge, prefix, gateway, alloc, tag, ...(o.isolatedVms ? { isolated: true } : {}) });
   const root = await mkdtemp(join(tmpdir(), o.prefix));
   const l0 = join(root, "l0");
   const sims: PveSim[] = [];
@@ -184,7 +186,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
 
 /** Level 0 on its "PVE node": see the header. Resolves once it is ready (its readiness pipe). */
 async function startLevel0(o: {
-  root: string; l0: string; sim: PveSim; gateway: string; bridge: string; bundlePath: string; extra: Record<string, unknown>; image?: string;
+  root: string; l0: string; sim: PveSim; gateway: string; bridge: string; bundlePath: string; extra: Record<string, unknown>; image?: string | readonly string[];
 }): Promise<{ proc: ChildProcess; pid: number }> {
   const { root, l0, sim } = o;
   const etc = join(root, "node0", "etc");
@@ -259,8 +261,8 @@ export async function vmHsdPid(t: PveTree, sim: PveSim, vmid: number): Promise<n
  * VM namespace, hsd process or API socket is left. (Which VMs and templates
  * each node keeps is the caller's to check.)
  */
-export async function destroyTree(t: PveTree): Promise<void> {
-  const d = await hsctl(["destroy", "--json"], t.env, 120_000);
+export async function destroyTree(t: PveTree, timeoutMs = 120_000): Promise<void> {
+  const d = await hsctl(["destroy", "--json"], t.env, timeoutMs);
   assert.equal(d.code, 0, `${d.stderr}\n${d.stdout.slice(-3000)}`);
   await Promise.all(t.sims.map((s) => s.settled()));
   // Level 0 stops itself once the destroy stream has ended: wait for its exit, bounded.

@@ -16,7 +16,7 @@ const plan: BuildPlan = {
 
 test("a plan round-trips through its proto form", () => {
   assert.deepEqual(fromProtoPlan(toProtoPlan(plan)), plan);
-  assert.equal(fromProtoPlan({ nodes: [], manifest: "", onError: "" }), undefined);
+  assert.equal(fromProtoPlan({ nodes: [], manifest: "", onError: "", prune: false }), undefined);
 });
 
 test("a malformed plan is InvalidArgument", () => {

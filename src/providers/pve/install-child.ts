@@ -5,7 +5,7 @@
 
 import { readFile } from "node:fs/promises";
 import { packageRoot } from "../../util/package-root.js";
-import type { PveConfig } from "./pve-config.js";
+import { childImageValue, type PveConfig } from "./pve-config.js";
 import { ProviderError } from "../../domain/errors.js";
 import { childConfigYaml } from "../child-config.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext } from "../provider.js";
@@ -80,13 +80,15 @@ export function guestHostname(level: string): string {
 }
 
 /**
- * The child's pve.image (what its configure step makes pve.template from): this
- * level's, unless the child does not hold it (a manifest child is passed only
+ * The child's pve.image (what its configure step makes pve.template from): the
+ * rest of this level's list (pve.image given per depth), else this level's
+ * image; unless the child does not hold it (a manifest child is passed only
  * its subtree's images), then the first image it holds.
  */
-export function childPveImage(own: string, childImages: unknown): string {
+export function childPveImage(own: string | readonly string[], childImages: unknown): string | readonly string[] {
   const held = Object.keys(typeof childImages === "object" && childImages !== null ? childImages : {}).sort();
-  return held.length === 0 || held.includes(own) ? own : held[0]!;
+  const first = typeof own === "string" ? own : own[0]!;
+  return held.length === 0 || held.includes(first) ? own : held[0]!;
 }
 
 export interface InstallDeps {
@@ -130,7 +132,7 @@ export async function installChild(d: InstallDeps, child: ChildHandle, spec: Chi
     const childPve = {
       url: "https://127.0.0.1:8006", node: guestHostname(child.name), token_id: d.config.tokenId, fingerprint: "",
       storage: d.config.storage, snippet_storage: d.config.snippetStorage, template: d.config.template,
-      bridge: d.config.bridge, cores: d.config.cores, memory: d.config.memoryMiB, image: childPveImage(d.config.image, spec.extraConfig.images),
+      bridge: d.config.bridge, cores: d.config.cores, memory: d.config.memoryMiB, image: childPveImage(childImageValue(d.config), spec.extraConfig.images),
     };
     const yaml = childConfigYaml({ ...spec, extraConfig: { pve: childPve, ...spec.extraConfig } },
       { sshHost: "0.0.0.0", advertiseHost: address, parentHost: spec.parentHost }, { provider: "pve" }, o.childSshPort ?? 2222);

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
 import * as grpc from "@grpc/grpc-js";
-import { createClient } from "../../../src/rpc/client.js";
+import { createClient, type Client } from "../../../src/rpc/client.js";
 import { NestService } from "../../../src/gen/homestak/nest/v1/nest_pb.js";
 import { HsError } from "../../../src/domain/errors.js";
 import { Rng, seed, LONG } from "../lib/prng.js";
@@ -101,7 +101,7 @@ for (const kind of ["journal", "secrets"] as const) {
 // secrets, written to its homestak config/secrets.yaml.
 const CHILD_YAML = "level: { name: l1, depth: 1 }\nparent: { host: 127.0.0.1, port: 9, host_key_fingerprint: \"SHA256:AAAA\", "
   + "public_key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl parent\" }\n";
-const put = (c: ReturnType<typeof createClient<typeof NestService>>, secrets: Record<string, string>) => c.putSecrets({ yaml: encodeLevelFiles({ secrets }) });
+const put = (c: Client<typeof NestService.method>, secrets: Record<string, string>) => c.putSecrets({ yaml: encodeLevelFiles({ secrets }) });
 
 test("a real hsd SIGKILLed inside a secrets write keeps the old secrets file; restarted, it writes the new one", async () => {
   const lroot = join(root, "kill-l1");

@@ -85,8 +85,9 @@ export function fuzzExecCommand(rng: Rng, n: number): FuzzResult {
     try {
       const cmd = parseExecCommand(input);
       res.accepted++;
-      // Accepted names must be plain: no path, quote, shell or option syntax.
-      if (!REPO.test(cmd.repo) || cmd.repo.includes("..") || cmd.repo.length > 64) record(res, input, new Error(`accepted unsafe repo ${JSON.stringify(cmd.repo)}`));
+      // Accepted names must be plain: no path, quote, shell or option syntax (an image name as much as a repo's).
+      const name = cmd.service === "hsd-image" ? cmd.image : cmd.repo;
+      if (!REPO.test(name) || name.includes("..") || name.length > 64) record(res, input, new Error(`accepted unsafe name ${JSON.stringify(name)}`));
     } catch (e) {
       if (!(e instanceof HsError && (e.code === "AccessDenied" || e.code === "RepoNotFound"))) record(res, input, e);
     }
