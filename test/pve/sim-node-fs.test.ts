@@ -75,7 +75,7 @@ test("through the agent: a missing file does not exist, its size and contents fa
 
 test("through the agent: the listing is the directory's regular files with the host's sizes and ctimes", async () => {
   const snippets = join(dir, "vz/snippets");
-  const byName = (xs: { name: string }[]) => [...xs].sort((x, y) => x.name.localeCompare(y.name));
+  const byName = <T extends { name: string }>(xs: T[]) => [...xs].sort((x, y) => x.name.localeCompare(y.name));
   const got = byName(await agent().list(snippets));
   const want = byName(await hostBackend("").list(snippets));
   assert.deepEqual(got.map((e) => [e.name, e.size]), [["big.img", big.length], ["empty", 0], ["hsd-l2.yaml", SNIPPET.length]]);
