@@ -96,10 +96,11 @@ export function buildRoutes(sim: PveSim): Route[] {
   // password only), iso content is no import source, and only a dir storage
   // with content `import` holds import volumes. Nothing comes from elsewhere:
   // every accepted source is a file in this node's own storage, recorded in sim.imports.
+  const alreadyExists = (vmid: number) => new SimError(500, `unable to create VM ${vmid} - VM ${vmid} already exists on node '${sim.node}'`);
   add("POST", "/nodes/{node}/qemu", async (p, path, who) => {
     checkNode(path.node!);
     const vmid = Number(p.vmid);
-    if (sim.vms.has(vmid)) throw new SimError(500, `unable to create VM ${vmid} - VM ${vmid} already exists on node '${sim.node}'`);
+    if (sim.vms.has(vmid)) throw alreadyExists(vmid);
     const config: Record<string, string> = {};
     const log: string[] = [];
     let importedFrom: string | undefined;
@@ -127,6 +128,8 @@ export function buildRoutes(sim: PveSim): Route[] {
       if (/^net\d+$/.test(k) && /^virtio(,|$)/.test(v)) { config[k] = v.replace(/^virtio/, "virtio=BC:24:11:00:00:99"); continue; }
       config[k] = v;
     }
+    // The volume checks above wait on the node's files: a create of the same vmid may have won meanwhile.
+    if (sim.vms.has(vmid)) throw alreadyExists(vmid);
     const vm: SimVm = { vmid, status: "stopped", config: { ...config, lock: "create" } };
     sim.vms.set(vmid, vm);
     return { data: sim.startTask("qmcreate", String(vmid), who, sim.faults.taskMs, log, () => {
