@@ -3,7 +3,7 @@
 // child links; the gRPC handlers in src/api call it.
 // Imported by: src/daemon, src/level.
 
-import type { ConfigureStep, HsdConfig } from "../config/config.js";
+import type { HsdConfig } from "../config/config.js";
 import { errorCode } from "../domain/errors.js";
 import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
@@ -16,10 +16,9 @@ import { ALL_AT_ONCE, valuesOrFirstFailure, type ChildTree } from "../nest/child
 import { toFailure } from "../domain/failure.js";
 import type { SecretsStore } from "../secrets/secrets-store.js";
 import { decodeLevelFiles, type SiteConfigFiles } from "../homestak/site-config.js";
-import { rebootPendingIn, type StepRunner, type StepsOutcome } from "../homestak/step-runner.js";
-import { ConfigureRun } from "./configure-run.js";
+import { LevelConfigure, type ConfigureDeps } from "./level-configure.js";
 import { withTimeout } from "../util/timeout.js";
-import { CancelledError, DirtyWorktreeError, HsError, InvalidArgumentError, PeerGoneError, PhaseTimeoutError } from "../domain/errors.js";
+import { DirtyWorktreeError, HsError, InvalidArgumentError, PeerGoneError, PhaseTimeoutError } from "../domain/errors.js";
 import { attestChild, childStatusFromRecord, describeChanges } from "./level-status.js";
 import { progressThrottle } from "../util/progress-throttle.js";
 import type { DoctorOptions } from "../domain/level-api.js";
@@ -62,7 +61,7 @@ export interface RepoOps {
 /** A named point in a handler the wiring may hook (src/daemon/checkpoints.ts: where tests hold a level). */
 export type Checkpoint = (point: string, announce: (message: string) => void, signal: AbortSignal) => Promise<void>;
 
-export interface LevelDeps {
+export interface LevelDeps extends ConfigureDeps {
   readonly config: HsdConfig;
   readonly log: Logger;
   readonly version: string;
@@ -80,28 +79,16 @@ export interface LevelDeps {
    * the daemon's wiring passes its checkpoints here when a test listens.
    */
   readonly checkpoint?: Checkpoint;
-  /** Provider-specific setup of this level (on PVE: token, snippets, certificate). */
-  readonly configureHook?: (emit: (ev: LocalEvent) => void, signal: AbortSignal) => Promise<void>;
   /** This level's config/site.yaml and config/secrets.yaml (written when the parent delivers them). */
   readonly siteConfig?: SiteConfigFiles;
-  /** This level's configure steps (configure.steps). */
-  readonly steps?: StepRunner;
-  /**
-   * What this level installs before anything else when its image lacks it
-   * (a PVE level on plain Debian: Proxmox VE); the provider set-up waits for it.
-   */
-  readonly systemInstall?: { needed(signal: AbortSignal): Promise<boolean>; readonly step: ConfigureStep };
-  /**
-   * Reboots the machine this level runs on (a configure step asked for it);
-   * the level's hsd is started again at boot. Absent: this level cannot reboot.
-   */
-  readonly reboot?: (reason: string) => Promise<void>;
   /** This hsd's recent log lines (src/log/log-ring.ts); absent = no lines to serve. */
   readonly logLines?: { read(opts: { sinceMs?: number; follow: boolean }, signal: AbortSignal): AsyncIterable<RingLine & { dropped: number }> };
 }
 
 export class Level implements LevelApi {
-  constructor(private readonly d: LevelDeps) {}
+  constructor(private readonly d: LevelDeps) {
+    this.configuring = new LevelConfigure(d, (sink, ev) => this.emit(sink, ev));
+  }
 
   private get name(): string {
     return this.d.config.level.name;
@@ -210,82 +197,21 @@ export class Level implements LevelApi {
     return this.d.siteConfig.put(files);
   }
 
-  /** Aborted when the daemon stops: work nobody asked for (a resumed configure) ends with it. */
-  private readonly lifetime = new AbortController();
+  /** This level's configure: its steps, the provider set-up, and the resume after its own reboot. */
+  private readonly configuring: LevelConfigure;
 
   close(): void {
-    this.lifetime.abort(new CancelledError("hsd is stopping"));
+    this.configuring.close();
   }
-
-  /** The configure this level resumed at boot, until a caller has heard its end. */
-  private resumed: ConfigureRun | undefined;
-  /** Set once a step's reboot is decided: this hsd is going away. */
-  private rebootUnderWay: string | undefined;
 
   async configure(sink: EventSink, signal: AbortSignal, opts: { fresh: boolean } = { fresh: false }): Promise<void> {
     await this.fault("configure", sink, "configure", signal);
-    // The parent re-attaching after this level's reboot: to the configure the boot resumed
-    // (started here if the call came before the daemon's start did it).
-    this.resumeAfterReboot();
-    if (this.resumed && !this.resumed.claimed) return this.resumed.attach(sink, signal);
-    if (this.rebootUnderWay !== undefined) {
-      // The old boot, still draining: the parent must wait for the new one.
-      this.emit(sink, { phase: "configure", kind: "rebooting", message: `reboot under way (${this.rebootUnderWay})` });
-      return;
-    }
-    await this.afterConfigure(await this.configureHere(sink, signal, opts));
+    await this.configuring.run(sink, signal, opts);
   }
 
-  /**
-   * At boot: when a configure step asked for the reboot that just happened,
-   * its configure goes on (that step first, none before it again), bounded by
-   * the configure budget; the parent attaches to it when it reconnects.
-   */
+  /** At boot: goes on with the configure whose step asked for the reboot that just happened (level-configure.ts). */
   resumeAfterReboot(): void {
-    if (this.resumed || this.rebootUnderWay !== undefined || !this.d.config.parent || !rebootPendingIn(this.d.journal.steps())) return;
-    const signal = this.lifetime.signal;
-    const budgetMs = this.d.config.budgets.configure;
-    this.d.log.info({ phase: "configure", budgetMs }, "resuming configure after this level's reboot");
-    this.resumed = new ConfigureRun(async (sink) => {
-      const outcome = await withTimeout(budgetMs, () => new PhaseTimeoutError(`configure of ${this.name} overran its budget after a reboot`, {
-        details: { level: this.name, phase: "configure", budgetMs },
-      }), (sig) => this.configureHere(sink, sig, { fresh: false }), signal);
-      await this.afterConfigure(outcome);
-    });
-  }
-
-  /** A step asked for a reboot: the configure call ends first (its stream drains on the way down), then the machine reboots. */
-  private async afterConfigure(outcome: StepsOutcome): Promise<void> {
-    if (!outcome.reboot) return;
-    const { reason } = outcome.reboot;
-    this.rebootUnderWay = reason;
-    this.d.log.warn({ phase: "configure", step: outcome.reboot.step, reboots: outcome.reboot.reboots }, "configure step asked for a reboot; rebooting");
-    const reboot = this.d.reboot;
-    setImmediate(() => {
-      reboot?.(reason).catch((err: unknown) => this.d.log.error({ err, code: errorCode(err) }, "reboot failed"));
-    });
-  }
-
-  private async configureHere(sink: EventSink, signal: AbortSignal, opts: { fresh: boolean }): Promise<StepsOutcome> {
-    const started = this.d.clock.now();
-    const repos = await this.d.repos.verify();
-    for (const r of repos) {
-      this.emit(sink, { phase: "configure", kind: "log", message: `${r.name} at ${r.worktreeCommit.slice(0, 12)}${r.dirty ? " (dirty)" : ""}` });
-    }
-    // An image without the node's software (PVE on plain Debian): its install is the first step, the set-up comes after it.
-    const install = this.d.systemInstall && this.d.steps && this.d.config.parent && await this.d.systemInstall.needed(signal) ? this.d.systemInstall.step : undefined;
-    if (install) this.emit(sink, { phase: "configure", kind: "log", message: `${install.name}: this level's image lacks its node software; installing it first` });
-    // Provider-specific setup of this level (a PVE node: token, snippets, certificate).
-    if (this.d.configureHook && !install) await this.d.configureHook((ev) => this.emit(sink, ev), signal);
-    if (this.d.steps && this.d.config.parent) {
-      const outcome = await this.d.steps.run(opts, (ev) => this.emit(sink, { phase: "configure", ...ev }), signal, install ? [install] : []);
-      if (outcome.reboot) return outcome;
-    }
-    if (this.d.configureHook && install) await this.d.configureHook((ev) => this.emit(sink, ev), signal);
-    await this.d.journal.update((j) => {
-      j.configured = { kind: "finished", durationMs: this.d.clock.now() - started, budgetMs: this.d.config.budgets.configure, at: this.d.clock.now() };
-    });
-    return {};
+    this.configuring.resumeAfterReboot();
   }
 
   /**
