@@ -23,8 +23,9 @@ const big = randomBytes((2 << 20) + 12_345); // more than two of the backend's 1
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), "hsd-node-fs-"));
   const sock = join(dir, "qga.sock");
-  ga = spawn("/usr/sbin/qemu-ga", ["-m", "unix-listen", "-p", sock, "-t", join(dir, "state"), "-f", join(dir, "qga.pid")], { stdio: "ignore" });
+  // qemu-ga writes its state file at start-up and exits (status 0) if the directory is missing.
   await mkdir(join(dir, "state"));
+  ga = spawn("/usr/sbin/qemu-ga", ["-m", "unix-listen", "-p", sock, "-t", join(dir, "state"), "-f", join(dir, "qga.pid")], { stdio: "ignore" });
   channel = new QgaChannel(sock, 100);
   const deadline = Date.now() + 20_000;
   for (;;) {
