@@ -1,13 +1,13 @@
 // Clears a worktree index's "racily clean" entries without git's re-hash: the
-// files written in the index's own second are hashed here (OpenSSL SHA-1 on
-// libuv's threadpool, several at once, about 4x git's single-threaded sha1dc
-// on this class of machine), and when every one still matches its blob the
+// files written in the index's own second are hashed here (OpenSSL SHA-1,
+// about 3x git's sha1dc on this class of machine), and when every one still matches its blob the
 // index's mtime is moved past that second, so git no longer treats them as racy.
 // Anything this does not fully understand is left to git (`fallback`).
 // Imported by: src/git/index-refresh.ts.
 
-import { open, readFile, readlink, lstat, utimes, unlink, stat } from "node:fs/promises";
-import { createHash, webcrypto } from "node:crypto";
+import { open, readFile, utimes, unlink, stat } from "node:fs/promises";
+import { closeSync, lstatSync, openSync, readlinkSync, readSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 
 /** What happened: `cleared` the racy entries were verified and the index moved on; `none` there were none. */
@@ -19,10 +19,8 @@ export type ClearRacyResult = "cleared" | "none" | "early" | "busy" | "fallback"
  * hashing starts only this long after the index's second has ended.
  */
 export const CLOCK_MARGIN_MS = 50;
-/** Files hashed at once; each holds one file in memory (see STREAM_ABOVE). */
-const PARALLEL = 4;
-/** Bigger files are hashed as a stream on the main thread, so memory stays bounded. */
-const STREAM_ABOVE = 8 << 20;
+/** Longest stretch the hashing holds the event loop. */
+const SLICE_MS = 10;
 
 interface Entry { name: string; mtimeSec: number; ctimeSec: number; ino: number; mode: number; uid: number; gid: number; size: number; oid: string }
 
@@ -76,32 +74,45 @@ function statMatches(e: Entry, st: import("node:fs").Stats): boolean {
     && u32(st.ino) === e.ino && u32(st.uid) === e.uid && u32(st.gid) === e.gid && u32(st.size) === e.size;
 }
 
-/** The blob name of what is at `path` now, as git computes it with no conversion configured. */
-async function blobOid(path: string, e: Entry): Promise<string> {
-  if ((e.mode & 0o170000) === 0o120000) {
-    const target = Buffer.from(await readlink(path, "buffer"));
-    return createHash("sha1").update(`blob ${target.length}\0`).update(target).digest("hex");
+/**
+ * Hashes files as git names blobs, on the calling thread with one reused
+ * buffer (sync reads and OpenSSL's SHA-1 run at about 1.6 GB/s here; the
+ * threadpool's per-file hops cost more than they gained), yielding to the
+ * event loop every SLICE_MS so a daemon keeps serving meanwhile.
+ */
+class BlobHasher {
+  private readonly buf = Buffer.allocUnsafe(1 << 20);
+  private sliceStart = performance.now();
+
+  private async yieldIfDue(): Promise<void> {
+    if (performance.now() - this.sliceStart < SLICE_MS) return;
+    await new Promise((r) => setImmediate(r));
+    this.sliceStart = performance.now();
   }
-  const header = Buffer.from(`blob ${e.size}\0`);
-  if (e.size > STREAM_ABOVE) {
-    const h = createHash("sha1").update(header);
-    const fh = await open(path, "r");
-    try { for await (const chunk of fh.createReadStream({ highWaterMark: 1 << 20 })) h.update(chunk as Buffer); } finally { await fh.close().catch(() => {}); }
+
+  /** The blob name of what is at `path` now, with no conversion; "" when it cannot be read whole. */
+  async oid(path: string, e: Entry): Promise<string> {
+    await this.yieldIfDue();
+    if ((e.mode & 0o170000) === 0o120000) {
+      const target = readlinkSync(path, "buffer");
+      return createHash("sha1").update(`blob ${target.length}\0`).update(target).digest("hex");
+    }
+    const h = createHash("sha1").update(`blob ${e.size}\0`);
+    const fd = openSync(path, "r");
+    try {
+      let got = 0;
+      for (;;) {
+        const n = readSync(fd, this.buf, 0, this.buf.length, null);
+        if (n === 0) break;
+        h.update(this.buf.subarray(0, n));
+        got += n;
+        if (got > e.size) return "";
+        await this.yieldIfDue();
+      }
+      if (got !== e.size) return ""; // changed under us: not the blob
+    } finally { closeSync(fd); }
     return h.digest("hex");
   }
-  const buf = Buffer.allocUnsafe(header.length + e.size);
-  header.copy(buf);
-  const fh = await open(path, "r");
-  try {
-    let got = 0;
-    while (got < e.size) {
-      const { bytesRead } = await fh.read(buf, header.length + got, e.size - got, got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    if (got !== e.size) return ""; // shrank under us: not the blob
-  } finally { await fh.close(); }
-  return Buffer.from(await webcrypto.subtle.digest("SHA-1", buf)).toString("hex");
 }
 
 /**
@@ -116,6 +127,16 @@ async function conversionPossible(gitDir: string, entries: readonly Entry[]): Pr
   if (/autocrlf|\beol\b|filter|objectformat|checkstat|(filemode|symlinks|trustctime)\s*=\s*false|(ignorecase|precomposeunicode)\s*=\s*true/i.test(config)) return true;
   if (await stat(join(gitDir, "info", "attributes")).then(() => true, () => false)) return true;
   return entries.some((e) => e.name === ".gitattributes" || e.name.endsWith("/.gitattributes"));
+}
+
+/** Bytes of the files git would re-hash as racily clean in `worktree`'s index now; 0 when unknown. */
+export async function racyBytes(worktree: string): Promise<number> {
+  const index = join(worktree, ".git", "index");
+  const [st, buf] = await Promise.all([stat(index).catch(() => undefined), readFile(index).catch(() => undefined)]);
+  const entries = buf && parseIndex(buf);
+  if (!st || !entries) return 0;
+  const sec = Math.floor(st.mtimeMs / 1000);
+  return entries.reduce((n, e) => (e.mtimeSec >= sec ? n + e.size : n), 0);
 }
 
 /**
@@ -142,18 +163,13 @@ export async function clearRacyEntries(worktree: string, now: () => number = Dat
     if (racy.length === 0) return "none";
     if (now() < (sec + 1) * 1000 + CLOCK_MARGIN_MS) return "early";
     if (await conversionPossible(gitDir, entries)) return "fallback";
-    let bad = false;
-    let next = 0;
-    const worker = async () => {
-      while (!bad && next < racy.length) {
-        const e = racy[next++]!;
-        const path = join(worktree, e.name);
-        const st = await lstat(path).catch(() => undefined);
-        if (!st || !statMatches(e, st) || await blobOid(path, e).catch(() => "") !== e.oid) bad = true;
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(PARALLEL, racy.length) }, worker));
-    if (bad) return "fallback";
+    const hasher = new BlobHasher();
+    for (const e of racy) {
+      const path = join(worktree, e.name);
+      let st;
+      try { st = lstatSync(path); } catch { return "fallback"; }
+      if (!statMatches(e, st) || await hasher.oid(path, e).catch(() => "") !== e.oid) return "fallback";
+    }
     const st1 = await stat(index).catch(() => undefined);
     if (!st1 || st1.mtimeMs !== st0.mtimeMs || st1.ino !== st0.ino || st1.size !== st0.size) return "fallback";
     const t = now() / 1000;

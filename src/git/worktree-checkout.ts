@@ -120,6 +120,7 @@ export async function checkoutWorktree(opts: { worktree: string; exportGitDir: s
     const st = await gitList(["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"], { cwd: worktree, env: ENV });
     dirtyFiles = st.map((rec) => rec.slice(3));
   }
+  const tStatus = performance.now();
   const base = { commit, previous, dirty: dirtyFiles.length > 0, dirtyFiles };
   if (previous === commit) return { ...base, blockedBy: [], held: false };
   if (dirtyFiles.length > 0) return { ...base, commit: previous, blockedBy: [], held: true };
@@ -155,6 +156,6 @@ export async function checkoutWorktree(opts: { worktree: string; exportGitDir: s
     return { ...base, commit: previous, blockedBy: ["(git refused: see log)"], held: true };
   }
   await writeDetachedHead(gitDir, commit);
-  opts.log.debug({ listMs: Math.round(tList - t0), scanMs: Math.round(tScan - tList), readTreeMs: Math.round(performance.now() - tScan), paths: added.length }, "worktree moved");
+  opts.log.debug({ statusMs: Math.round(tStatus - t0), listMs: Math.round(tList - tStatus), scanMs: Math.round(tScan - tList), readTreeMs: Math.round(performance.now() - tScan), paths: added.length }, "worktree moved");
   return { ...base, blockedBy: [], held: false };
 }

@@ -102,3 +102,21 @@ test("in a tree handed to another user (hsd runs as root), the refreshed index s
   assert.equal(st.gid, uid);
   assert.equal(await racyFiles(worktree), 0);
 });
+
+test("a checkout arriving once the index's second is over runs the refresh at once rather than cancel it", async () => {
+  const worktree = await freshCheckout("run-now");
+  const index = join(worktree, ".git", "index");
+  // Stamp the index in the second of the checkout's files, so some are racy whatever the clock did.
+  const { utimes } = await import("node:fs/promises");
+  const sec = Math.floor((await stat(join(worktree, (await git(["ls-files"], { cwd: worktree })).split("\n")[0]!))).mtimeMs / 1000);
+  await utimes(index, sec, sec + 0.9);
+  assert.ok(await racyFiles(worktree) > 0);
+  let skew = 0;
+  const refresher = new IndexRefresher(silentLogger(), { minBytes: 1, now: () => Date.now() + skew });
+  const done = refresher.schedule(worktree, 6 << 20);
+  skew = 5000; // the timer has not fired, but its time has come
+  await refresher.settle(worktree);
+  assert.equal(await racyFiles(worktree), 0, "the refresh ran before settle returned");
+  await done;
+  assert.equal(await git(["status", "--porcelain"], { cwd: worktree }), "");
+});
