@@ -2,7 +2,7 @@
 // root and the repo -> path layout) and `configure.steps`. Every error names
 // file:line and key through the loader's Reader (passed in, typed here by
 // the methods used, so this module does not import the loader).
-// Imported by: src/config.
+// Imported by: src/config, src/providers/pve/pve-install-step.ts.
 
 import { isAbsolute, normalize, resolve } from "node:path";
 import { DEFAULTS, DEFAULT_LAYOUT, type ConfigureStep, type HsdConfig } from "./config.js";
@@ -21,6 +21,10 @@ type Raw = Record<string, unknown>;
 
 const STEP_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+/** Steps hsd adds itself (a PVE level's install, src/providers/pve/pve-install-step.ts): an operator's step may not take their names. */
+export const PVE_INSTALL_STEP_NAME = "pve-install";
+export const RESERVED_STEP_NAMES: readonly string[] = Object.freeze([PVE_INSTALL_STEP_NAME]);
+
 /** Env names that would carry a secret: secrets belong in config/secrets.yaml, never in a step's environment. */
 const SECRET_ENV_RE = /secret|token|passw|private|api_?key|signing/i;
 /** Set by hsd for every step; a step may not override them. */
@@ -105,6 +109,7 @@ export function parseConfigureSteps(
     const name = r.str(s.name, [...at, "name"], "", STEP_NAME_RE);
     if (!name) r.fail([...at, "name"], "is required");
     if (names.has(name)) r.fail([...at, "name"], `duplicate step name ${JSON.stringify(name)}`);
+    else if (RESERVED_STEP_NAMES.includes(name)) r.fail([...at, "name"], `${JSON.stringify(name)} is the name of hsd's own step (the journal keeps one record per name): choose another`);
     names.add(name);
     if (!Array.isArray(s.run) || s.run.length === 0) r.fail([...at, "run"], "must be a non-empty list (argv; use [sh, -c, \"...\"] for a shell)");
     const run = (Array.isArray(s.run) ? s.run as unknown[] : []).map((a, k) => {

@@ -39,6 +39,10 @@ test("duplicate step names fail at load on the second one", () => {
   rejects("configure:\n  steps:\n    - name: a\n      run: [true]\n    - name: a\n      run: [false]\n", "configure.steps.1.name", 5);
 });
 
+test("a step may not take the name of hsd's own PVE install step, whose journal record it would share", () => {
+  rejects(step("      run: [true]\n").replace("name: bad", "name: pve-install"), "configure.steps.1.name", 5);
+});
+
 test("a bad when fails at load: unknown provider, min above max, depth 0, unknown key", () => {
   rejects(step("      run: [true]\n      when: { provider: vmware }\n"), "configure.steps.1.when.provider", 7);
   rejects(step("      run: [true]\n      when:\n        min_depth: 3\n        max_depth: 2\n"), "configure.steps.1.when.min_depth", 8);

@@ -10,9 +10,8 @@
 import { connect } from "node:net";
 import type { ConfigureStep, HsdConfig } from "../../config/config.js";
 import { pveConfigOf } from "./pve-config.js";
+import { PVE_INSTALL_STEP_NAME } from "../../config/homestak-config.js";
 
-/** The step's name in the journal (an operator's step of the same name would share its record: do not name one so). */
-export const PVE_INSTALL_STEP_NAME = "pve-install";
 
 /** How long "does pveproxy answer" may take: a local connect, refused at once when nothing listens. */
 const PROBE_MS = 3_000;
