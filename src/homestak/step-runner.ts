@@ -271,6 +271,8 @@ export class StepRunner {
       setTimeout(() => killGroup(pgid, "SIGKILL"), graceMs).unref();
     };
     if (pgid) this.running.set(pgid, stop);
+    // Started while hsd's stop was deciding (it stops only the steps it saw): the reboot takes this one too.
+    if (this.d.goingDown?.isKnown) stop("system", Math.min(this.d.killGraceMs, SETTLE_MARGIN_MS));
     const budget = setTimeout(() => stop("budget"), step.budgetMs);
     const onAbort = () => stop("cancel");
     signal.addEventListener("abort", onAbort, { once: true });
