@@ -47,7 +47,11 @@ test("a step that reboots l2 itself (unannounced) at nest --depth 2: l2's hsd jo
   // The step ran again once after the restart, in a new hsd; the one before it did not.
   assert.deepEqual(await fileLines(join(marks, "install-l2")), ["install 0", "install 1"]);
   const l2 = (await levelRoots(l0))[2]!;
-  const { before } = await assertStepResumedOnce(marks, l2, "l2");
+  const { before, after } = await assertStepResumedOnce(marks, l2, "l2");
+  // The new hsd has its unit's environment (what the old one was started with), not the step's that ran reboot-level.
+  const environ = (await readFile(`/proc/${after}/environ`, "utf8")).split("\0");
+  assert.ok(environ.includes("HSD_LEVEL_PATH=l0/l1/l2"), environ.join(" "));
+  assert.ok(!environ.some((e) => /^(HSD_STEP|HOMESTAK_ROOT|HSD_REBOOT_REQUEST)=/.test(e)), environ.join(" "));
   // The old hsd stopped by itself, cleanly, after ending the step as the machine's reboot.
   const oldLog = (await fileLines(join(l2, "hsd.log"))).filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { pid: number; msg: string });
   const oldMsgs = oldLog.filter((l) => l.pid === before).map((l) => l.msg);
