@@ -29,7 +29,9 @@ Usage:
   hsd reboot-level --root DIR [--grace-ms N]
                                          reboot a local child level: stop all it
                                          runs, start its hsd again (what its
-                                         configure runs when a step asks for a reboot)
+                                         configure runs when a step asks for a
+                                         reboot; a step may run it to reboot
+                                         its level itself, as systemctl reboot)
   hsd --help                             this text
 
 Modes:

@@ -46,6 +46,8 @@ import { SerialQueue } from "../util/serial-queue.js";
 import type { SshHandle, WiringContext } from "./wiring-context.js";
 import { gitUploadPack } from "../git/upload-pack.js";
 import { levelRebooter } from "./level-reboot.js";
+import { localLevelGoingDown, systemdGoingDown } from "./going-down-probe.js";
+import { GoingDown } from "../homestak/going-down.js";
 import { runCommand } from "../util/command-runner.js";
 
 export interface LevelParts {
@@ -76,6 +78,8 @@ export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: 
     const removed = await cleanStaleTemps(dir);
     if (removed.length > 0) log.info({ dir, removed }, "removed temp files of interrupted writes");
   }
+  // A local reboot's marker outlives it only if that reboot died half way; this start is after it either way.
+  await rm(paths.goingDown, { force: true });
   const keys = await loadOrCreateLevelKeys(paths.keysDir, { name: config.level.name });
   const access = new AuthorizedKeyStore(paths.accessKeys, log.child({ sub: "access" }));
   await access.load();
@@ -180,6 +184,11 @@ export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Prom
   };
 }
 
+/** How long "is the machine going down?" may take: a share of the shutdown grace, and systemctl's usual answer is far below it. */
+function goingDownProbeMs(shutdownMs: number): number {
+  return Math.min(3_000, Math.max(500, shutdownMs / 4));
+}
+
 /** Resolves when `p` settles or after `ms`, whichever is first; never rejects. */
 function waitUpTo(ms: number, p: Promise<void>): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
@@ -190,6 +199,8 @@ export interface BuiltLevel {
   level: Level;
   /** Called once the daemon is ready: level 0 writes its exports (readers may clone at once). */
   start(): void;
+  /** hsd is stopping, the API still open: a configure step the machine's reboot interrupts ends as a reboot. */
+  beforeStop(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -231,10 +242,17 @@ export function buildLevel(
     root: mode.systemInstall ? undefined : config.root, hsdCommand: [process.execPath, ...HSD_NODE_FLAGS, hsdEntry], commands: runCommand,
     graceMs: config.timeouts.shutdownMs + 1000, log: log.child({ sub: "reboot" }),
   }) : undefined;
+  // ... or a step may just reboot it (homestak's pve-config runs `systemctl reboot`): asked of the same machine.
+  const shutdownMs = config.timeouts.shutdownMs;
+  const goingDown = reboot ? new GoingDown(
+    mode.systemInstall ? systemdGoingDown(runCommand, goingDownProbeMs(shutdownMs)) : localLevelGoingDown(config.root),
+    goingDownProbeMs(shutdownMs), log.child({ sub: "reboot" }),
+  ) : undefined;
   const steps = new StepRunner({
     config, layout, journal: parts.journal, log: log.child({ sub: "steps" }), levelPath, now: () => Date.now(),
-    baseEnv: stepBaseEnv(env), killGraceMs: config.timeouts.shutdownMs,
+    baseEnv: stepBaseEnv(env), killGraceMs: shutdownMs,
     ...(reboot ? { rebootRequestPath: paths.rebootRequest } : {}),
+    ...(goingDown ? { goingDown } : {}),
   });
   // A leaf (manifest type vm) has no hsd: this level runs its own steps, from its own trees, against it.
   const configureLeaf: ConfigureLeaf = (leaf, emit, signal) => new StepRunner({
@@ -297,6 +315,8 @@ export function buildLevel(
   };
   return {
     level, start,
+    // A quarter of the shutdown grace for the step to die with the machine: the whole stop must fit in the grace.
+    beforeStop: () => level.stopForShutdown(shutdownMs / 4),
     close: async () => { stopExport.abort(); level.close(); steps.killAll(); await (await watcher)?.close(); await links.closeAll(); },
   };
 }

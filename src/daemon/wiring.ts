@@ -105,6 +105,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // secrets and journal are prepared before anything listens.
   let parts: LevelParts | undefined;
   let closeLevel: () => Promise<void> = async () => {};
+  let beforeStopLevel: () => Promise<void> = async () => {};
   let startLevel = () => {};
   const access = await (o.buildAccess ?? (async (c: HsdConfig, l: Logger) => {
     parts = await prepareLevel(c, l, checkpoints);
@@ -120,6 +121,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       systemInstall: o.root === undefined,
     });
     closeLevel = built.close;
+    beforeStopLevel = built.beforeStop;
     startLevel = built.start;
     return built.level;
   }))(ctx);
@@ -175,6 +177,8 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       await notifier.stopping();
       // Ready first: a watcher must never see ready.json for a daemon that is going away.
       await removeReadyFile(paths.ready);
+      // While the API is open: a configure step the machine's reboot interrupts is announced as that reboot.
+      await beforeStopLevel().catch((err) => log.warn({ err }, "ending configure steps for the machine's reboot failed"));
       await api!.close(config.timeouts.shutdownMs);
       await closeLevel().catch((err) => log.warn({ err }, "closing child links failed"));
       // Bounded: a peer that vanished (a child VM powered off) never acknowledges the close.

@@ -3,7 +3,9 @@
 // its output streamed as batched log events, and a journal record per step
 // so a re-run skips finished steps and re-runs the failed or interrupted one.
 // A step may ask for a reboot (step-reboot.ts): it is journaled as rebooting
-// and run again after the boot, the steps before it are not.
+// and run again after the boot, the steps before it are not. A step may also
+// just reboot the machine: when hsd is stopped, or the step dies, while the
+// machine is going down (going-down.ts), that is the same reboot, not a failure.
 // A step's environment names the level and never holds a secret. Built by the
 // daemon wiring; the level calls run().
 // Imported by: src/daemon, src/level, src/nest.
@@ -19,6 +21,7 @@ import { stepOutputMessage } from "../domain/events.js";
 import type { HomestakLayout } from "./layout.js";
 import { STEP_OUTPUT_DEFAULTS, StepOutput } from "./step-output.js";
 import { MAX_REBOOTS_PER_STEP, REBOOT_REQUEST_ENV, STEP_REBOOTS_ENV, rebootRequestFor, takeRebootRequest } from "./step-reboot.js";
+import { SYSTEM_REBOOT_REASON, type GoingDown } from "./going-down.js";
 
 /** What a step reports as it runs (the level turns these into configure events). */
 export type StepEmit = (ev: { kind: "log" | "rebooting"; message: string }) => void;
@@ -37,8 +40,18 @@ export interface StepRecord {
   readonly reason?: string;
 }
 
-/** How a run of the steps ended when it did not throw: all done, or a step asked for a reboot. */
-export type StepsOutcome = { readonly reboot?: undefined } | { readonly reboot: { readonly step: string; readonly reason: string; readonly reboots: number } };
+/**
+ * How a run of the steps ended when it did not throw: all done, or a step asked
+ * for a reboot (bySystem: the machine is rebooting already; nobody must ask for it).
+ */
+export type StepsOutcome = { readonly reboot?: undefined }
+  | { readonly reboot: { readonly step: string; readonly reason: string; readonly reboots: number; readonly bySystem?: true } };
+
+/** A step's end that is a reboot: asked for (its reason), or the machine's own going down. */
+interface RebootEnd { readonly reason: string; readonly bySystem: boolean }
+
+/** Past the grace, a stopped step's run has this long to journal how it ended. */
+const SETTLE_MARGIN_MS = 1_000;
 
 /** Did an earlier run stop for a reboot (this boot must resume it)? */
 export function rebootPendingIn(steps: Readonly<Record<string, StepRecord>>): boolean {
@@ -68,6 +81,8 @@ export interface StepRunnerDeps {
   readonly extraEnv?: Readonly<Record<string, string>>;
   /** Where a step writes a reboot request; absent: this level cannot reboot (the variable is not set). */
   readonly rebootRequestPath?: string;
+  /** Is the machine going down? Absent: this level cannot reboot, a killed step is a failed one. */
+  readonly goingDown?: GoingDown;
 }
 
 /** Step results kept in memory (a leaf's steps: its record in the parent's journal says whether configure finished). */
@@ -84,7 +99,10 @@ export function stepBaseEnv(env: NodeJS.ProcessEnv): Record<string, string> {
 }
 
 export class StepRunner {
-  private readonly running = new Set<number>();
+  /** Running steps: process group -> how to stop it. */
+  private readonly running = new Map<number, (why: StopWhy, graceMs?: number) => void>();
+  /** Runs of the steps not yet over (hsd's stop waits for them to journal a reboot). */
+  private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(private readonly d: StepRunnerDeps) {}
 
@@ -102,7 +120,31 @@ export class StepRunner {
    * forgets earlier results and runs them all; otherwise finished steps are
    * skipped. Throws StepFailed, PhaseTimeout (a step's budget) or Cancelled.
    */
-  async run(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal, first: readonly ConfigureStep[] = []): Promise<StepsOutcome> {
+  run(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal, first: readonly ConfigureStep[] = []): Promise<StepsOutcome> {
+    const p = this.runSteps(opts, emit, signal, first);
+    this.inFlight.add(p);
+    const over = () => { this.inFlight.delete(p); };
+    p.then(over, over);
+    return p;
+  }
+
+  /**
+   * hsd is stopping. When a step runs and the machine is going down, the step
+   * is stopped as part of that reboot (SIGTERM, SIGKILL after `graceMs`),
+   * journaled as rebooting and announced; this resolves true once its run has
+   * recorded that (bounded). Otherwise it resolves false and changes nothing:
+   * the API's close cancels the step as it always did.
+   */
+  async stopForShutdown(graceMs: number): Promise<boolean> {
+    if (this.inFlight.size === 0 || !this.d.goingDown) return false;
+    if (!(await this.d.goingDown.ask())) return false;
+    this.d.log.warn({ steps: this.running.size }, "the machine is going down while configure steps run: they end with its reboot");
+    for (const stop of this.running.values()) stop("system", graceMs);
+    await settledWithin([...this.inFlight], graceMs + SETTLE_MARGIN_MS);
+    return true;
+  }
+
+  private async runSteps(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal, first: readonly ConfigureStep[]): Promise<StepsOutcome> {
     // `first`: steps the level itself needs before the operator's (a PVE install).
     const steps = [...first, ...this.applicable()];
     if (opts.fresh) await this.d.journal.updateSteps((s) => { for (const k of Object.keys(s)) delete s[k]; });
@@ -115,26 +157,24 @@ export class StepRunner {
       if (signal.aborted) throw new CancelledError("configure cancelled", { details: { level: this.pathText, step: step.name } });
       const started = this.d.now();
       const reboots = done[step.name]?.reboots ?? 0;
+      // The machine went down after the last step: this one starts after the boot (not counted, it never ran).
+      if (this.d.goingDown?.isKnown) return this.rebooting(step.name, reboots, { reason: SYSTEM_REBOOT_REASON, bySystem: true }, emit);
       if (done[step.name]?.kind === "rebooting") emit({ kind: "log", message: `step ${step.name}: resumed after reboot ${reboots}` });
       await this.record(step.name, { kind: "running", at: started, ...(reboots ? { reboots } : {}) });
-      let reason: string | undefined;
+      let reboot: RebootEnd | undefined;
       try {
-        reason = await this.runOne(step, reboots, emit, signal);
-        if (reason !== undefined && reboots >= MAX_REBOOTS_PER_STEP) {
-          throw new StepFailedError(`step ${step.name} of ${this.pathText} asked for reboot ${reboots + 1}; at most ${MAX_REBOOTS_PER_STEP} are allowed`, {
-            details: { level: this.pathText, phase: "configure", step: step.name, exitCode: 0, lastLines: [reason] },
+        reboot = await this.runOne(step, reboots, emit, signal);
+        if (reboot !== undefined && reboots >= MAX_REBOOTS_PER_STEP) {
+          const how = reboot.bySystem ? "was interrupted by" : "asked for";
+          throw new StepFailedError(`step ${step.name} of ${this.pathText} ${how} reboot ${reboots + 1}; at most ${MAX_REBOOTS_PER_STEP} are allowed`, {
+            details: { level: this.pathText, phase: "configure", step: step.name, exitCode: 0, lastLines: [reboot.reason] },
           });
         }
       } catch (err) {
         await this.record(step.name, { kind: "failed", at: this.d.now(), durationMs: this.d.now() - started });
         throw err;
       }
-      if (reason !== undefined) {
-        // Journaled before anyone hears of it: the boot resumes this step whatever happens next.
-        await this.record(step.name, { kind: "rebooting", at: this.d.now(), reboots: reboots + 1, reason });
-        emit({ kind: "rebooting", message: `step ${step.name}: ${reason}` });
-        return { reboot: { step: step.name, reason, reboots: reboots + 1 } };
-      }
+      if (reboot !== undefined) return this.rebooting(step.name, reboots + 1, reboot, emit);
       const durationMs = this.d.now() - started;
       await this.record(step.name, { kind: "finished", at: this.d.now(), durationMs, ...(reboots ? { reboots } : {}) });
       emit({ kind: "log", message: `step ${step.name}: finished in ${durationMs} ms` });
@@ -144,7 +184,14 @@ export class StepRunner {
 
   /** Kills every running step's process group (daemon shutdown). */
   killAll(): void {
-    for (const pgid of this.running) killGroup(pgid, "SIGKILL");
+    for (const pgid of this.running.keys()) killGroup(pgid, "SIGKILL");
+  }
+
+  /** Journaled before anyone hears of it: the boot resumes this step whatever happens next. */
+  private async rebooting(step: string, reboots: number, end: RebootEnd, emit: StepEmit): Promise<StepsOutcome> {
+    await this.record(step, { kind: "rebooting", at: this.d.now(), reboots, reason: end.reason });
+    emit({ kind: "rebooting", message: `step ${step}: ${end.reason}` });
+    return { reboot: { step, reason: end.reason, reboots, ...(end.bySystem ? { bySystem: true as const } : {}) } };
   }
 
   private get pathText(): string {
@@ -176,8 +223,8 @@ export class StepRunner {
     };
   }
 
-  /** Runs one step; resolves with its reboot reason when it asked for one. */
-  private async runOne(step: ConfigureStep, reboots: number, emit: StepEmit, signal: AbortSignal): Promise<string | undefined> {
+  /** Runs one step; resolves with how it rebooted when it asked for one or the machine went down under it. */
+  private async runOne(step: ConfigureStep, reboots: number, emit: StepEmit, signal: AbortSignal): Promise<RebootEnd | undefined> {
     const level = this.pathText;
     const cwd = this.d.layout.stepCwd(step);
     const fail = (message: string, exitCode: number, lastLines: string[] = []) => new StepFailedError(message, {
@@ -201,7 +248,7 @@ export class StepRunner {
   private async spawnStep(
     step: ConfigureStep, user: PasswdEntry | undefined, cwd: string, reboots: number, requestPath: string | undefined, emit: StepEmit, signal: AbortSignal,
     fail: (message: string, exitCode: number, lastLines?: string[]) => StepFailedError,
-  ): Promise<string | undefined> {
+  ): Promise<RebootEnd | undefined> {
     const level = this.pathText;
     const log = this.d.log.child({ step: step.name });
     const out = new StepOutput({
@@ -213,17 +260,19 @@ export class StepRunner {
       ...(user ? { uid: user.uid, gid: user.gid } : {}),
     });
     const pgid = proc.pid;
-    if (pgid) this.running.add(pgid);
     out.attach(proc.stdout!);
     out.attach(proc.stderr!);
-    let stopped: "budget" | "cancel" | undefined;
-    const stop = (why: "budget" | "cancel") => {
+    let stopped: StopWhy | undefined;
+    const stop = (why: StopWhy, graceMs = this.d.killGraceMs) => {
       if (stopped || !pgid) return;
       stopped = why;
       log.warn({ why, pgid }, "stopping the step's process group");
       killGroup(pgid, "SIGTERM");
-      setTimeout(() => killGroup(pgid, "SIGKILL"), this.d.killGraceMs).unref();
+      setTimeout(() => killGroup(pgid, "SIGKILL"), graceMs).unref();
     };
+    if (pgid) this.running.set(pgid, stop);
+    // Started while hsd's stop was deciding (it stops only the steps it saw): the reboot takes this one too.
+    if (this.d.goingDown?.isKnown) stop("system", Math.min(this.d.killGraceMs, SETTLE_MARGIN_MS));
     const budget = setTimeout(() => stop("budget"), step.budgetMs);
     const onAbort = () => stop("cancel");
     signal.addEventListener("abort", onAbort, { once: true });
@@ -244,6 +293,13 @@ export class StepRunner {
       this.running.delete(pgid);
     }
     if (exit.spawnError) throw fail(`step ${step.name} of ${level}: cannot start ${step.run[0]}: ${(exit.spawnError as NodeJS.ErrnoException).code ?? exit.spawnError.message}`, -1);
+    // A step that did not end well while the machine goes down ended with it
+    // (hsd stopped for the reboot, or the step killed first): asked before anything is journaled.
+    if (stopped === "system" || (stopped !== "budget" && (stopped === "cancel" || exit.code !== 0) && await this.machineGoingDown())) {
+      if (requestPath) await takeRebootRequest(requestPath); // void: the step did not end by itself
+      log.warn({ code: exit.code, signal: exit.sig }, "the step ended while the machine is going down: resumed after the reboot");
+      return { reason: SYSTEM_REBOOT_REASON, bySystem: true };
+    }
     if (stopped === "cancel") throw new CancelledError(`step ${step.name} of ${level} cancelled`, { details: { level, phase: "configure", step: step.name } });
     if (stopped === "budget") {
       throw new PhaseTimeoutError(`step ${step.name} of ${level} overran its budget of ${step.budgetMs} ms`, {
@@ -256,8 +312,23 @@ export class StepRunner {
       const last = out.lastLines();
       throw fail(`step ${step.name} of ${level} exited ${code}${last.length ? `; last lines:\n${last.join("\n")}` : ""}`, code, last);
     }
-    return requestPath ? takeRebootRequest(requestPath) : undefined;
+    const reason = requestPath ? await takeRebootRequest(requestPath) : undefined;
+    return reason === undefined ? undefined : { reason, bySystem: false };
   }
+
+  private async machineGoingDown(): Promise<boolean> {
+    return this.d.goingDown ? this.d.goingDown.ask() : false;
+  }
+}
+
+/** Why hsd stopped a step: its budget, a cancel, or the machine going down. */
+type StopWhy = "budget" | "cancel" | "system";
+
+/** Resolves when every promise has settled, or after `ms`; never rejects. */
+async function settledWithin(ps: readonly Promise<unknown>[], ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.allSettled(ps), new Promise<void>((r) => { timer = setTimeout(r, ms); })]);
+  clearTimeout(timer);
 }
 
 function killGroup(pgid: number, sig: NodeJS.Signals): void {

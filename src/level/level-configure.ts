@@ -1,6 +1,7 @@
 // A level's configure phase: the provider's set-up of the level, its configure
 // steps, and the reboot a step may ask for (announced, journaled, then resumed
-// at the next boot, with the parent re-attaching to that resumed run).
+// at the next boot, with the parent re-attaching to that resumed run), or
+// that a step just does (hsd stopped while the machine goes down: the same).
 // Imported by: src/level.
 
 import type { ConfigureStep, HsdConfig } from "../config/config.js";
@@ -46,9 +47,30 @@ export class LevelConfigure {
 
   /** Aborted when the daemon stops: work nobody asked for (a resumed configure) ends with it. */
   private readonly lifetime = new AbortController();
+  /** Configure calls (and the resumed run) not over yet. */
+  private readonly calls = new Set<Promise<unknown>>();
 
   close(): void {
     this.lifetime.abort(new CancelledError("hsd is stopping"));
+  }
+
+  /**
+   * hsd is stopping (before its API closes): when the machine is going down
+   * under a running step, that step ends as this level's reboot, and the
+   * configure calls end with `rebooting` sent (bounded by about 2x `graceMs`).
+   */
+  async stopForShutdown(graceMs: number): Promise<void> {
+    if (!this.d.steps || !(await this.d.steps.stopForShutdown(graceMs))) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.calls]), new Promise<void>((r) => { timer = setTimeout(r, graceMs); })]);
+    clearTimeout(timer);
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.calls.add(p);
+    const over = () => { this.calls.delete(p); };
+    p.then(over, over);
+    return p;
   }
 
   private get name(): string {
@@ -61,7 +83,11 @@ export class LevelConfigure {
   private rebootUnderWay: string | undefined;
 
   /** The configure call (the level's checkpoint has run): a fresh one, or the parent attaching to the resumed one. */
-  async run(sink: EventSink, signal: AbortSignal, opts: { fresh: boolean }): Promise<void> {
+  run(sink: EventSink, signal: AbortSignal, opts: { fresh: boolean }): Promise<void> {
+    return this.track(this.runHere(sink, signal, opts));
+  }
+
+  private async runHere(sink: EventSink, signal: AbortSignal, opts: { fresh: boolean }): Promise<void> {
     // The parent re-attaching after this level's reboot: to the configure the boot resumed
     // (started here if the call came before the daemon's start did it).
     this.resumeAfterReboot();
@@ -84,12 +110,12 @@ export class LevelConfigure {
     const signal = this.lifetime.signal;
     const budgetMs = this.d.config.budgets.configure;
     this.d.log.info({ phase: "configure", budgetMs }, "resuming configure after this level's reboot");
-    this.resumed = new ConfigureRun(async (sink) => {
+    this.resumed = new ConfigureRun((sink) => this.track((async () => {
       const outcome = await withTimeout(budgetMs, () => new PhaseTimeoutError(`configure of ${this.name} overran its budget after a reboot`, {
         details: { level: this.name, phase: "configure", budgetMs },
       }), (sig) => this.configureHere(sink, sig, { fresh: false }), signal);
       await this.afterConfigure(outcome);
-    });
+    })()));
   }
 
   /** A step asked for a reboot: the configure call ends first (its stream drains on the way down), then the machine reboots. */
@@ -97,6 +123,11 @@ export class LevelConfigure {
     if (!outcome.reboot) return;
     const { reason } = outcome.reboot;
     this.rebootUnderWay = reason;
+    if (outcome.reboot.bySystem) {
+      // The machine is rebooting already (a step did it): nothing to ask for.
+      this.d.log.warn({ phase: "configure", step: outcome.reboot.step, reboots: outcome.reboot.reboots }, "the machine is going down under a configure step; it resumes after the boot");
+      return;
+    }
     this.d.log.warn({ phase: "configure", step: outcome.reboot.step, reboots: outcome.reboot.reboots }, "configure step asked for a reboot; rebooting");
     const reboot = this.d.reboot;
     setImmediate(() => {

@@ -204,6 +204,11 @@ export class Level implements LevelApi {
     this.configuring.close();
   }
 
+  /** hsd is stopping, its API still open: a step the machine's reboot interrupts ends as this level's reboot (level-configure.ts). */
+  stopForShutdown(graceMs: number): Promise<void> {
+    return this.configuring.stopForShutdown(graceMs);
+  }
+
   async configure(sink: EventSink, signal: AbortSignal, opts: { fresh: boolean } = { fresh: false }): Promise<void> {
     await this.fault("configure", sink, "configure", signal);
     await this.configuring.run(sink, signal, opts);

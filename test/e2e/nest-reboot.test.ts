@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { e2eTree, hsctl, jsonLines, levelRoots } from "../helpers/hsctl.js";
+import { assertRebootInsideConfigure, assertStepResumedOnce, rebootTreeConfig, statusChain } from "../helpers/reboot-tree.js";
 
 const { root, l0, env } = await e2eTree("hsd-reboot-");
 const marks = join(root, "marks");
@@ -34,22 +35,10 @@ const INSTALL = [
 ].join("\n");
 
 await mkdir(l0, { recursive: true });
-await writeFile(join(l0, "hsd.yaml"), `level: { name: l0 }
-ssh: { host: 127.0.0.1, port: 0 }
-configure:
-  steps:
-    - name: before
-      run: [sh, -c, 'echo run >> "${marks}/before-$HSD_LEVEL_NAME"']
-    - name: install
-      run: [sh, -c, ${JSON.stringify(INSTALL)}]
-      when: { min_depth: 2, max_depth: 2 }
-    - name: after
-      run: [sh, -c, 'echo run >> "${marks}/after-$HSD_LEVEL_NAME"']
-`);
+await writeFile(join(l0, "hsd.yaml"), rebootTreeConfig(marks, INSTALL, 2));
 
 /** Alive and not a zombie. */
 const running = async (pid: number) => (/^State:\s+([A-Z])/m.exec(await readFile(`/proc/${pid}/status`, "utf8").catch(() => ""))?.[1] ?? "Z") !== "Z";
-const lines = async (p: string) => (await readFile(p, "utf8")).split("\n").filter(Boolean).length;
 
 test("a step's reboot at l2 of nest --depth 3: l2 resumes that step after its hsd comes back, l1 re-attaches, the nest completes", async () => {
   const r = await hsctl(["nest", "--depth", "3", "--json"], env, 300_000);
@@ -58,44 +47,14 @@ test("a step's reboot at l2 of nest --depth 3: l2 resumes that step after its hs
   const ready = ev.filter((e) => e.phase === "nest" && e.kind === "finished").map((e) => e.level).sort();
   assert.deepEqual(ready, ["l0/l1", "l0/l1/l2", "l0/l1/l2/l3"]);
 
-  // One configure of l2, with the reboot inside it: started once, rebooting, back, finished.
-  const c = ev.filter((e) => e.level === "l0/l1/l2" && e.phase === "configure");
-  const kinds = c.map((e) => e.kind);
-  assert.equal(kinds.filter((k) => k === "started").length, 1, kinds.join(","));
-  const iReboot = kinds.indexOf("rebooting");
-  assert.ok(iReboot > 0, `no rebooting event: ${kinds.join(",")}`);
-  assert.match(c[iReboot]!.message, /install: new kernel needs a reboot/);
-  const iBack = c.findIndex((e) => /is back after .* re-attaching to its configure/.test(e.message ?? ""));
-  assert.ok(iBack > iReboot, c.map((e) => e.message).join("\n"));
-  assert.ok(c.findIndex((e) => /install\| packages installed after reboot 1/.test(e.message ?? "")) > iBack, "the resumed step's output reached the stream");
-  assert.equal(kinds.at(-1), "finished");
-  // No phase of l2 ran twice: the reboot did not restart the phase list.
-  const started = ev.filter((e) => e.level === "l0/l1/l2" && e.kind === "started").map((e) => e.phase);
-  assert.deepEqual(started, ["preflight", "provision", "boot", "install", "handshake", "sync", "secrets", "configure", "nest"]);
-  assert.ok(!ev.some((e) => e.kind === "failed"), "something failed");
-
-  // The step before ran once, the step after once, the install twice (before and after the boot).
-  assert.equal(await lines(join(marks, "before-l2")), 1, "the step before the reboot ran again");
-  assert.equal(await lines(join(marks, "after-l2")), 1);
-  const l2 = (await levelRoots(l0))[2]!;
-  const journal = JSON.parse(await readFile(join(l2, "state", "journal.json"), "utf8"));
-  assert.equal(journal.steps.install.kind, "finished");
-  assert.equal(journal.steps.install.reboots, 1);
-  assert.equal(journal.steps.before.kind, "finished");
-  assert.equal(journal.configured.kind, "finished");
-  // A new hsd ran the resumed step (the old one and what its step left behind are gone).
-  const before = Number(await readFile(join(marks, "hsd-before.pid"), "utf8"));
-  const after = Number(await readFile(join(marks, "hsd-after.pid"), "utf8"));
-  assert.notEqual(before, after);
+  // One configure of l2, with the reboot inside it; no phase of l2 ran twice.
+  assertRebootInsideConfigure(ev, "l0/l1/l2", /install: new kernel needs a reboot/);
+  // The step before ran once, the step after once, the install twice (before and after the boot), each in its own hsd.
+  const { before } = await assertStepResumedOnce(marks, (await levelRoots(l0))[2]!, "l2");
   assert.ok(!(await running(before)), "the hsd from before the reboot still runs");
 
   // The tree is whole and l2 answers at the endpoint its parent pinned.
-  const s = await hsctl(["status", "--json"], env, 30_000);
-  assert.equal(s.code, 0, s.stderr);
-  type St = { name: string; state: string; children: St[] };
-  const chain: St[] = [];
-  for (let n: St | undefined = JSON.parse(s.stdout) as St; n; n = n.children[0]) chain.push(n);
-  assert.deepEqual(chain.map((n) => `${n.name}:${n.state}`), ["l0:ready", "l1:ready", "l2:ready", "l3:ready"]);
+  assert.deepEqual(await statusChain(env), ["l0:ready", "l1:ready", "l2:ready", "l3:ready"]);
 });
 
 test("an unannounced kill of l2's hsd during configure is PeerGone", async () => {

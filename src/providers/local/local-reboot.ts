@@ -4,18 +4,21 @@
 // reboot stops everything the level runs (its hsd's process group, and every
 // process started from its directory: hsd processes rooted under it, and the
 // steps it started in groups of their own, whose HOMESTAK_ROOT lies under it),
-// keeps its directory (the disk), and starts hsd from the unit again.
+// keeps its directory (the disk), and starts hsd from the unit again. While
+// it takes the level down, a marker in the level's run directory says so (a
+// machine's `systemctl is-system-running` answering `stopping`): a configure
+// step it interrupts is that reboot's, not a failure (src/homestak/going-down.ts).
 // The level's hsd runs it as `hsd reboot-level --root DIR`, detached, so it
-// outlives what it stops.
+// outlives what it stops; a step may run it too (a step rebooting its machine).
 // Imported by: src/daemon, src/providers/local.
 
 import { spawn } from "node:child_process";
-import { open, readdir, readFile } from "node:fs/promises";
+import { open, readdir, readFile, rm } from "node:fs/promises";
 import { levelPaths } from "../../config/level-layout.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
 import { ProviderError } from "../../domain/errors.js";
 import type { Logger } from "../../log/logger.js";
-import { killLevelTree } from "./level-process.js";
+import { killLevelTree, pidAlive, pidOf } from "./level-process.js";
 
 export interface BootUnit {
   /** The command line the parent started the child's hsd with (netns and scope prefixes included). */
@@ -39,21 +42,27 @@ export async function readBootUnit(dir: string): Promise<BootUnit> {
 }
 
 /**
- * Reboots the local level in `dir`: stops its hsd (SIGTERM, then SIGKILL after
- * `graceMs`, as systemd's shutdown does), then every process left that was
- * started from its directory, then starts hsd again from the boot unit with the environment this
- * process was given (the level's, minus the parent's readiness pipe).
+ * Reboots the local level in `dir`: marks it going down, stops its hsd
+ * (SIGTERM, then SIGKILL after `graceMs`, as systemd's shutdown does), then
+ * every process left that was started from its directory, then starts hsd
+ * again from the boot unit with the environment the level's hsd was started
+ * with (the unit's; this process's own when that hsd is gone already), minus
+ * the parent's readiness pipe.
  */
 export async function rebootLocalLevel(dir: string, o: { graceMs: number; log: Logger; env: NodeJS.ProcessEnv }): Promise<number> {
   const unit = await readBootUnit(dir);
+  const paths = levelPaths(dir);
+  const unitEnv = (await startedEnv(dir)) ?? o.env;
+  await writeFileAtomic(paths.goingDown, `${process.pid}\n`, { mode: 0o600 });
   await killLevelTree(dir, o.graceMs, null, o.log, { keepDir: true });
   for (const pid of await levelProcesses(dir)) {
     try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
   }
+  // Down: the next boot starts clean (a machine's /run does not survive its reboot either).
+  await rm(paths.goingDown, { force: true });
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(o.env)) if (v !== undefined && k !== "HSD_READY_FD") env[k] = v;
+  for (const [k, v] of Object.entries(unitEnv)) if (v !== undefined && k !== "HSD_READY_FD") env[k] = v;
   env.HSD_LEVEL_PATH = unit.levelPath;
-  const paths = levelPaths(dir);
   const logFh = await open(paths.log, "a", 0o600);
   const proc = spawn(unit.argv[0]!, unit.argv.slice(1), { detached: true, stdio: ["ignore", logFh.fd, logFh.fd], env });
   await logFh.close();
@@ -61,6 +70,23 @@ export async function rebootLocalLevel(dir: string, o: { graceMs: number; log: L
   if (!proc.pid) throw new ProviderError(`could not start hsd again in ${dir}`, { details: { dir } });
   o.log.info({ dir, pid: proc.pid }, "local level rebooted");
   return proc.pid;
+}
+
+/**
+ * The environment the level's running hsd was started with (/proc/PID/environ:
+ * as exec'd, whatever it changed since), or undefined when it does not run.
+ */
+async function startedEnv(dir: string): Promise<Record<string, string> | undefined> {
+  const pid = await pidOf(dir);
+  if (pid === undefined || !pidAlive(pid, dir)) return undefined;
+  const raw = await readFile(`/proc/${pid}/environ`, "utf8").catch(() => undefined);
+  if (raw === undefined) return undefined;
+  const env: Record<string, string> = {};
+  for (const entry of raw.split("\0")) {
+    const eq = entry.indexOf("=");
+    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return env;
 }
 
 /**
