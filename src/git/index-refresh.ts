@@ -1,14 +1,14 @@
-// Takes the "racily clean" re-hash that follows a large checkout off the next
-// sync's path. git (built without USE_NSEC, as Debian's is) compares file and
-// index mtimes in whole seconds, so every file a checkout wrote in the second
-// the index was written is re-hashed by the next `git status`: ~0.2 s of CPU
-// per 50 MB, paid by the first incremental sync after a full one (the git CLI
-// pays it too, on the first status after a clone). Once that second has
-// passed they are hashed once (clear-racy-entries.ts, about 4x faster than
-// git's own; `update-index --refresh` where that declines) and the index no
-// longer counts them as racy. The next checkout of the same worktree first cancels a
-// refresh not yet started, or waits for a running one, so the two never write
-// the index at once.
+// Takes the "racily clean" re-hash that follows a large checkout off later
+// syncs. git (built without USE_NSEC, as Debian's is) compares file and index
+// mtimes in whole seconds, so every file a checkout wrote in the second the
+// index was written is re-hashed by the next `git status`: ~0.2 s of CPU per
+// 50 MB (the git CLI pays it too, on the first status after a clone). Once
+// that second has passed they are hashed once (clear-racy-entries.ts, about
+// 2.4x faster than git's own; `update-index --refresh` where that declines)
+// and the index no longer counts them as racy: before the sync returns when
+// they are many, else in the background. The next checkout of the same
+// worktree first runs or cancels a refresh not yet started, or waits for a
+// running one, so the two never write the index at once.
 // Imported by: src/git, src/level.
 
 import { chown, stat } from "node:fs/promises";
@@ -29,13 +29,37 @@ export const REFRESH_MIN_BYTES = 8 << 20;
 const WAIT_MS_PER_RACY_MIB = 0.8;
 const MAX_WAIT_MS = 250;
 
+/**
+ * A checkout that leaves at least this many bytes racily clean is refreshed
+ * before its sync returns: a sync arriving inside the index's second would
+ * pay git's re-hash twice (its status, then read-tree's index write, about
+ * 3.6 ms per MiB here), more than the wait for that second to end (at most
+ * about 1 s, taken only by syncs that moved this much in their last second).
+ */
+export const INLINE_MIN_RACY_BYTES = 32 << 20;
+
 /** `timer` set: not started, fires at `fireAt` (epoch ms); else `running` is the refresh. */
 interface Pending { timer?: NodeJS.Timeout; fireAt: number; running?: Promise<void>; done: () => void; finished: Promise<void> }
 
 export class IndexRefresher {
   private readonly pending = new Map<string, Pending>();
 
-  constructor(private readonly log: Logger, private readonly opts: { minBytes?: number; now?: () => number } = {}) {}
+  constructor(private readonly log: Logger, private readonly opts: { minBytes?: number; inlineMinRacyBytes?: number; now?: () => number } = {}) {}
+
+  /**
+   * After a checkout of `worktree` that fetched `bytes`: refresh its index,
+   * before returning when the racy files are many (INLINE_MIN_RACY_BYTES),
+   * else in the background (schedule). Never rejects.
+   */
+  async afterCheckout(worktree: string, bytes: number): Promise<void> {
+    const finished = this.schedule(worktree, bytes);
+    if (bytes < (this.opts.minBytes ?? REFRESH_MIN_BYTES)) return;
+    const racy = await racyBytes(worktree).catch(() => 0);
+    if (racy >= (this.opts.inlineMinRacyBytes ?? INLINE_MIN_RACY_BYTES)) {
+      await finished;
+      this.log.debug({ worktree, racyMiB: Math.round(racy / (1 << 20)) }, "index refreshed before the sync returned");
+    }
+  }
 
   /**
    * After a checkout of `worktree` that wrote about `bytes`: refresh its index

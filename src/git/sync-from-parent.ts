@@ -194,7 +194,7 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
         worktree, exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
         log: opts.log.child({ repo: name }),
       });
-      if (!wt.held && wt.commit !== wt.previous) opts.refresher?.schedule(worktree, f.bytes);
+      if (!wt.held && wt.commit !== wt.previous) await opts.refresher?.afterCheckout(worktree, f.bytes);
       opts.log.debug({ repo: name, fetchMs: Math.round(t1 - t0), checkoutMs: Math.round(performance.now() - t1), bytes: f.bytes }, "repo synced");
       const state: RepoState = {
         name, servedCommit: f.head, worktreeCommit: wt.commit, dirty: wt.dirty || wt.held,

@@ -120,3 +120,23 @@ test("a checkout arriving once the index's second is over runs the refresh at on
   await done;
   assert.equal(await git(["status", "--porcelain"], { cwd: worktree }), "");
 });
+
+test("after a checkout with many racy files the refresh is done before afterCheckout returns; with few, it is left to the background", async () => {
+  const many = await freshCheckout("inline");
+  const { utimes } = await import("node:fs/promises");
+  const stampRacy = async (wt: string) => {
+    const sec = Math.floor((await stat(join(wt, (await git(["ls-files"], { cwd: wt })).split("\n")[0]!))).mtimeMs / 1000);
+    await utimes(join(wt, ".git", "index"), sec, sec + 0.9);
+    assert.ok(await racyFiles(wt) > 0);
+  };
+  await stampRacy(many);
+  await new IndexRefresher(silentLogger(), { minBytes: 1, inlineMinRacyBytes: 1 }).afterCheckout(many, 6 << 20);
+  assert.equal(await racyFiles(many), 0);
+
+  const few = await freshCheckout("background");
+  await stampRacy(few);
+  const refresher = new IndexRefresher(silentLogger(), { minBytes: 1, inlineMinRacyBytes: 1 << 30 });
+  await refresher.afterCheckout(few, 6 << 20);
+  assert.ok(await racyFiles(few) > 0, "not refreshed yet");
+  await refresher.settleAll(); // the refresh's start is not due yet: settle cancels it, as a shutdown does
+});
