@@ -106,6 +106,7 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   };
   // Launchers that work whether node came with the bundle or from the child.
   const launcher = (cmd: string) => `#!/bin/sh\nexec ${p.installDir}/bin/node ${cmd === "hsd" ? `${HSD_NODE_FLAGS.join(" ")} ` : ""}${p.installDir}/bin/${cmd}.js "$@"\n`;
+  // The config comes on stdin (never a command line); the launchers and the unit, no secrets, in the script.
   const files = [
     { path: p.configPath, mode: "600", text: undefined },
     { path: `${p.binDir}/hsd`, mode: "755", text: launcher("hsd") },
