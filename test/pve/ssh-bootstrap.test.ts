@@ -106,7 +106,7 @@ exit 0`);
   ]);
   assert.equal((await readFile(join(d, "fuser"), "utf8")).trim(), "3");
   // cloud-init (done: no --wait), the timers with the first lock probe, two more probes,
-  // then one session each for the config, unit and launchers; the bundle; the start and ready wait.
+  // then one session each for the bundle; the config, unit and launchers; the start and ready wait.
   assert.equal(sessions, 7);
   assert.equal((await stat(join(paths.binDir, "hsd"))).mode & 0o777, 0o755);
   assert.match(await readFile(join(paths.binDir, "hsd"), "utf8"), /^#!\/bin\/sh\nexec .*\/bin\/node .*\/bin\/hsd\.js "\$@"\n$/);

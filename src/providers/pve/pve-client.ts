@@ -161,8 +161,9 @@ export class PveClient {
         try {
           st = await this.api("GET /nodes/{node}/tasks/{upid}/status", at, { signal });
         } catch (err) {
-          // A just-created UPID can be unknown for a moment; bounded by `misses` and the timeout.
-          if (isPveError(err, 400, /no such task/) && misses++ < 20) { await this.sleep(minDelay, signal); continue; }
+          // A just-created UPID can be unknown for a moment; bounded by `misses` (about 5 s at the
+          // shortest pause, as the 250 ms backoff's 20 allowed) and the timeout.
+          if (isPveError(err, 400, /no such task/) && misses++ < Math.ceil(5000 / minDelay)) { await this.sleep(minDelay, signal); continue; }
           throw err;
         }
         // The log costs a request of its own: read it about once a second while the task runs, and its end once stopped.

@@ -98,27 +98,6 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
 
   // One round trip per payload on stdin, the steps inside it numbered by exit code:
   // an SSH session costs a channel, a fork and a login shell on the child, each time.
-  // Directories 0755 as systemd's ConfigurationDirectory= expects (else it warns on every start); files by mode.
-  const put = (path: string, mode: string, text: string | undefined) => {
-    const tmp = q(`${path}.tmp`);
-    const fill = text === undefined ? `cat > ${tmp}` : `printf '%s' ${q(text)} > ${tmp}`;
-    return `(umask 022; mkdir -p "$(dirname ${q(path)})") && (umask 077; ${fill}) && chmod ${mode} ${tmp} && mv ${tmp} ${q(path)}`;
-  };
-  // Launchers that work whether node came with the bundle or from the child.
-  const launcher = (cmd: string) => `#!/bin/sh\nexec ${p.installDir}/bin/node ${cmd === "hsd" ? `${HSD_NODE_FLAGS.join(" ")} ` : ""}${p.installDir}/bin/${cmd}.js "$@"\n`;
-  // The config comes on stdin (never a command line); the launchers and the unit, no secrets, in the script.
-  const files = [
-    { path: p.configPath, mode: "600", text: undefined },
-    { path: `${p.binDir}/hsd`, mode: "755", text: launcher("hsd") },
-    { path: `${p.binDir}/hsctl`, mode: "755", text: launcher("hsctl") },
-    { path: p.unitPath, mode: "644", text: o.unitText },
-  ];
-  const wrote = await run(files.map((f, i) => `${put(f.path, f.mode, f.text)} || exit ${20 + i}`).join("\n"), cmdMs, o.configYaml);
-  if (wrote.code !== 0) {
-    const what = files[wrote.code - 20]?.path ?? "the config, unit and launchers";
-    throw new ProviderError(`write ${what} failed on the child (exit ${wrote.code}): ${firstLine(wrote.stderr)}`, { details: { step: `write ${what}`, exitCode: wrote.code } });
-  }
-
   o.log(`copying the hsd bundle (${o.bundle.length} bytes)`);
   // Unpacked beside the old install and swapped in, so a re-install never mixes versions.
   // The bundle stays in the install as hsd-bundle.tar.gz: the child installs its own children from it.
@@ -146,6 +125,28 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
     });
   }
   if (unpacked.code !== 0) throw new ProviderError(`checking node on the child failed (exit ${unpacked.code}): ${firstLine(unpacked.stderr)}`, { details: { step: "node" } });
+
+  // Written once the new bundle is in place: a new config never sits beside an old bundle systemd might restart.
+  // Directories 0755 as systemd's ConfigurationDirectory= expects (else it warns on every start); files by mode.
+  const put = (path: string, mode: string, text: string | undefined) => {
+    const tmp = q(`${path}.tmp`);
+    const fill = text === undefined ? `cat > ${tmp}` : `printf '%s' ${q(text)} > ${tmp}`;
+    return `(umask 022; mkdir -p "$(dirname ${q(path)})") && (umask 077; ${fill}) && chmod ${mode} ${tmp} && mv ${tmp} ${q(path)}`;
+  };
+  // Launchers that work whether node came with the bundle or from the child.
+  const launcher = (cmd: string) => `#!/bin/sh\nexec ${p.installDir}/bin/node ${cmd === "hsd" ? `${HSD_NODE_FLAGS.join(" ")} ` : ""}${p.installDir}/bin/${cmd}.js "$@"\n`;
+  // The config comes on stdin (never a command line); the launchers and the unit, no secrets, in the script.
+  const files = [
+    { path: p.configPath, mode: "600", text: undefined },
+    { path: `${p.binDir}/hsd`, mode: "755", text: launcher("hsd") },
+    { path: `${p.binDir}/hsctl`, mode: "755", text: launcher("hsctl") },
+    { path: p.unitPath, mode: "644", text: o.unitText },
+  ];
+  const wrote = await run(files.map((f, i) => `${put(f.path, f.mode, f.text)} || exit ${20 + i}`).join("\n"), cmdMs, o.configYaml);
+  if (wrote.code !== 0) {
+    const what = files[wrote.code - 20]?.path ?? "the config, unit and launchers";
+    throw new ProviderError(`write ${what} failed on the child (exit ${wrote.code}): ${firstLine(wrote.stderr)}`, { details: { step: `write ${what}`, exitCode: wrote.code } });
+  }
 
   const readyMs = o.readyTimeoutMs ?? 120_000;
   const readyS = Math.max(1, Math.ceil(readyMs / 1000));
