@@ -6,6 +6,8 @@
 // level on the build's critical path: loading ~400 files from node_modules
 // took ~0.45 s of its start, parsing the bundle without a cache ~0.1 s.
 // Everything else in dist/ stays as tsc wrote it (tests import those modules).
+// Usage: node scripts/bundle-entries.mjs [--dist DIR] (DIR: another tsc output
+// with hsd's package.json in a directory above it; default dist/).
 
 import { build } from "esbuild";
 import { spawnSync } from "node:child_process";
@@ -13,7 +15,8 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 const root = resolve(new URL("..", import.meta.url).pathname);
-const dist = join(root, "dist");
+const args = process.argv.slice(2);
+const dist = resolve(args.includes("--dist") ? args[args.indexOf("--dist") + 1] : join(root, "dist"));
 if (!existsSync(join(dist, "util", "run-bundle.js"))) { console.error("no dist/util/run-bundle.js: run tsc first"); process.exit(1); }
 const { HSD_NODE_FLAGS } = await import(join(dist, "config", "node-flags.js"));
 

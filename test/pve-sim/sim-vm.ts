@@ -2,8 +2,9 @@
 // network namespace (eth0 enslaved to a bridge named like the node's, its own
 // address, default route to the node) plus a private mount and UTS namespace
 // in which /etc, /opt, /usr/local and /var/lib are overlays of the host's
-// (writes land in the VM's root dir), /run and /sys/module are fresh, and the
-// hostname is the level's. Its OpenSSH listens on <address>:22, so the pve
+// (writes land in the VM's root dir), /run and /sys/module are fresh, /root is
+// the VM's own (Debian's stock dotfiles: every SSH session's bash reads root's
+// .bashrc, and the host's may run anything), and the hostname is the level's. Its OpenSSH listens on <address>:22, so the pve
 // provider reaches it exactly as it reaches a real VM: agent address, port 22,
 // paths at "/". Test-only; used by pve-sim.ts when `vmNetwork` is set.
 //
@@ -139,6 +140,10 @@ export async function startVmGuest(o: {
       await writeFile(join(sbin, cmd), `#!/bin/sh\nexec ${q(process.execPath)} ${q(SHIM)} ${q(o.node.controlUrl)} ${cmd} "$@"\n`, { mode: 0o755 });
     }
   }
+  // root's home as a fresh Debian has it (base-files' dot.bashrc and dot.profile), kept across reboots.
+  const home = join(root, "home-root");
+  await mkdir(home, { recursive: true, mode: 0o700 });
+  for (const f of ["bashrc", "profile"]) await copyFile(`/usr/share/base-files/dot.${f}`, join(home, `.${f}`)).catch(() => {});
   await chmod(root, 0o755);
 
   // The NIC: a veth whose far end is eth0 in the VM, enslaved to the VM's own bridge (a PVE node's layout).
@@ -166,6 +171,7 @@ export async function startVmGuest(o: {
     "set -e",
     `echo ${q(hostname)} > /proc/sys/kernel/hostname`,
     ...overlays,
+    `mount --bind ${q(home)} /root`,
     "mount -t tmpfs -o mode=0755 tmpfs /run", "mkdir -p /run/sshd",
     "mount -t tmpfs tmpfs /sys/module", "mkdir -p /sys/module/kvm_intel/parameters", "echo Y > /sys/module/kvm_intel/parameters/nested",
     // pveproxy when PVE is installed, hsd when enabled (a first boot has neither enabled yet).

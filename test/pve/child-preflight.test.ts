@@ -76,3 +76,14 @@ test("a free vmid on PVE older than 8.2 (no `import` content type): the check fa
     const put = await clientFor(sim).api("PUT /storage/{storage}", { storage: "local", content: "iso,import" }).then(() => 0, (e: { code?: string }) => e.code);
     assert.equal(put, "PveApi");
   }));
+
+test("storage room is asked of pvesm while the API answers about the template slot", () =>
+  withSim({}, async (sim) => {
+    const d = await deps(sim, randomBytes(64 * 1024));
+    // How many API requests the simulator had seen when pvesm started.
+    let seen = -1;
+    const commands: ChildPreflightDeps["commands"] = (argv, o) => { if (argv[0] === "pvesm") seen = sim.requests.length; return d.commands(argv, o); };
+    const checks = await childPreflight({ ...d, commands });
+    assert.deepEqual(results(checks), { "template-slot": "ok", "storage-room": "ok" });
+    assert.equal(seen, 0);
+  }));

@@ -92,6 +92,9 @@ test("nest --depth 2 --provider pve: two nested VMs with the bundled hsd, task l
     const pid = await vmHsdPid(tree, sim, vm.vmid);
     assert.ok(alive(pid), `hsd in VM ${vm.config.name}`);
     assert.match(await readFile(`/proc/${pid}/cmdline`, "utf8"), /\/opt\/hsd\/bin\/hsd\.js\0run/);
+    // The VM's /root is its own, as a fresh Debian's: not this host's, whose .bashrc every SSH session would run.
+    const stock = await readFile("/usr/share/base-files/dot.bashrc", "utf8").catch(() => undefined);
+    assert.equal(await readFile(`/proc/${pid}/root/root/.bashrc`, "utf8").catch(() => undefined), stock, vm.config.name);
   }
 
   const s = await hsctl(["status", "--json"], env, 30_000);

@@ -22,6 +22,21 @@ test("healthy node: every check ok, no host command that changes anything", () =
   assert.deepEqual(commands.calls, ["ip link show vmbr0", "pvesm status --storage local-lvm"]);
 }));
 
+test("the host-only checks (bridge, disk space) run beside the API checks, reported in their place", () => withSim({}, async (sim) => {
+  const { commands } = providerFor(sim);
+  // How many API requests the simulator had seen when each host command started.
+  const seenAt: Record<string, number> = {};
+  const spy: typeof commands = Object.assign((argv: Parameters<typeof commands>[0], o: Parameters<typeof commands>[1]) => {
+    seenAt[argv.slice(0, 2).join(" ")] = sim.requests.length;
+    return commands(argv, o);
+  }, { calls: commands.calls });
+  const { provider } = providerFor(sim, { commands: spy });
+  const checks = await provider.preflight(phaseCtx());
+  assert.deepEqual(seenAt, { "ip link": 0, "pvesm status": 0 });
+  assert.deepEqual(checks.map((c) => c.name).slice(-2), ["bridge", "disk-space"]);
+  assert.ok(sim.requests.length >= 4);
+}));
+
 test("storage without snippets: repaired by PUT of the FULL content list with digest", () => withSim({ faults: { snippetsDisabled: true } }, async (sim) => {
   const { provider } = providerFor(sim);
   const c = byName(await provider.preflight(phaseCtx())).snippets!;

@@ -8,7 +8,7 @@ import { inspect } from "node:util";
 import { startSim, clientFor, FAST_POLL } from "./helpers.js";
 import type { PveSim } from "../pve-sim/pve-sim.js";
 import { parseUpid, formatUpid } from "../../src/providers/pve/upid.js";
-import { PveClient, isPveError } from "../../src/providers/pve/pve-client.js";
+import { PveClient, isPveError, taskPollDelay } from "../../src/providers/pve/pve-client.js";
 import { HsError } from "../../src/domain/errors.js";
 
 let sim: PveSim;
@@ -121,6 +121,36 @@ test("waitTask survives a fresh 'no such task', streams the log, resolves OK", a
   assert.equal(lines.at(-1), "TASK OK");
   const statusCalls = sim.requests.filter((r) => r.path === `/nodes/pve1/tasks/${upid}/status`);
   assert.ok(statusCalls.some((r) => r.status === 400), "the fresh-UPID miss happened and was retried");
+});
+
+test("task polls pause 2% of the task's run time, within the bounds: a stop is noticed within max(min, 2%)", () => {
+  assert.equal(taskPollDelay(0, 100, 2000), 100);
+  assert.equal(taskPollDelay(4_000, 100, 2000), 100);
+  assert.equal(taskPollDelay(30_000, 100, 2000), 600);
+  assert.equal(taskPollDelay(600_000, 100, 2000), 2000);
+  for (const elapsed of [0, 250, 1_000, 5_000, 20_000, 99_000, 100_000, 3_600_000]) {
+    const d = taskPollDelay(elapsed, 100, 2000);
+    assert.ok(d >= 100 && d <= 2000 && d <= Math.max(100, elapsed * 0.02 + 1), `${elapsed} ms -> ${d} ms`);
+  }
+});
+
+test("waitTask follows the poll schedule on its clock and reads the log about once a second, plus at the end", async () => {
+  // A clock that only the client's sleeps move: each pause is checked against the time the task has run so far.
+  let clock = 0;
+  const pauses: { at: number; ms: number }[] = [];
+  const c = clientFor(sim, {
+    now: () => clock,
+    sleep: async (ms) => { pauses.push({ at: clock, ms }); clock += ms; await new Promise((r) => setImmediate(r)); },
+  });
+  const upid = await c.api("POST /nodes/{node}/qemu/{vmid}/clone", { node: "pve1", vmid: sim.templateVmid, newid: 151, name: "t151" });
+  const lines: string[] = [];
+  const st = await c.waitTask(upid, { timeoutMs: 30_000, onLog: (l) => lines.push(...l) });
+  assert.equal(st.exitstatus, "OK");
+  assert.equal(lines.at(-1), "TASK OK");
+  assert.ok(pauses.length > 0);
+  for (const p of pauses) assert.ok(p.ms >= 100 && p.ms <= Math.max(100, Math.round(p.at / 50)), `pause of ${p.ms} ms after ${p.at} ms`);
+  const logReads = sim.requests.filter((r) => r.path === `/nodes/pve1/tasks/${upid}/log`).length;
+  assert.ok(logReads <= Math.floor(clock / 1000) + 2, `${logReads} log reads over ${clock} ms of polling`);
 });
 
 test("a failed task becomes PveTaskFailed with PVE's exitstatus", async () => {

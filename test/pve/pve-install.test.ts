@@ -92,7 +92,10 @@ test("install: bundle, config, unit and a running hsd on the VM; endpoint from i
     assert.match(await readFile(join(root, "usr/local/bin/hsd"), "utf8"), new RegExp(`exec ${root}/opt/hsd/bin/node ${HSD_NODE_FLAGS.join(" ")} ${root}/opt/hsd/bin/hsd.js`));
     assert.ok((await stat(join(root, "opt/hsd/hsd-bundle.tar.gz"))).size > 0, "the child keeps the bundle for its own children");
     assert.ok((await stat(join(root, "opt/hsd/dist/daemon/hsd.js"))).isFile());
-    assert.ok((await stat(join(root, "opt/hsd/node_modules/ssh2/package.json"))).isFile());
+    // The programs come as their esbuild bundles (and code caches); node_modules stays behind.
+    assert.ok((await stat(join(root, "opt/hsd/dist/daemon/hsd.bundle.cjs"))).isFile());
+    assert.ok((await stat(join(root, "opt/hsd/dist/cli/hsctl.bundle.cjs.cache"))).isFile());
+    await assert.rejects(stat(join(root, "opt/hsd/node_modules")));
     assert.deepEqual((await readFile(join(root, "systemctl.log"), "utf8")).trim().split("\n").filter((l) => !l.includes("is-failed")), [
       "systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service",
       "systemctl daemon-reload", "systemctl enable hsd", "systemctl restart hsd",

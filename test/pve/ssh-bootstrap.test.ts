@@ -82,10 +82,13 @@ exit 0`);
   await writeFile(join(paths.installDir, "dist/old.js"), "old\n");
 
   const ssh = await connect();
+  // Every SSH session is a round trip, a fork and a login shell on the child: count them.
+  let sessions = 0;
+  const counted = { exec: (cmd: string, opts: Parameters<GuestSsh["exec"]>[1]) => { sessions++; return ssh.exec(cmd, opts); } } as GuestSsh;
   const logs: string[] = [];
   let ready;
   try {
-    ready = await bootstrapHsd(ssh, {
+    ready = await bootstrapHsd(counted, {
       bundle: await tinyBundle("b1", true), paths, configYaml: "level:\n  name: l1\n", unitText: "[Service]\nExecStart=/opt/hsd/bin/node\n",
       pathPrefix: sshd.binDir, pollMs: 10, signal: AbortSignal.timeout(60_000), log: (m) => logs.push(m),
     });
@@ -98,10 +101,16 @@ exit 0`);
   assert.equal(await readFile(paths.configPath, "utf8"), "level:\n  name: l1\n");
   assert.match(await readFile(paths.unitPath, "utf8"), /ExecStart/);
   assert.deepEqual((await readFile(join(d, "calls"), "utf8")).trim().split("\n"), [
-    "ci", "ci", "systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service",
+    "ci", "systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service",
     "systemctl daemon-reload", "systemctl enable hsd", "systemctl restart hsd",
   ]);
   assert.equal((await readFile(join(d, "fuser"), "utf8")).trim(), "3");
+  // cloud-init (done: no --wait), the timers with the first lock probe, two more probes,
+  // then one session each for the bundle; the config, unit and launchers; the start and ready wait.
+  assert.equal(sessions, 7);
+  assert.equal((await stat(join(paths.binDir, "hsd"))).mode & 0o777, 0o755);
+  assert.match(await readFile(join(paths.binDir, "hsd"), "utf8"), /^#!\/bin\/sh\nexec .*\/bin\/node .*\/bin\/hsd\.js "\$@"\n$/);
+  assert.equal((await stat(paths.unitPath)).mode & 0o777, 0o644);
   assert.ok(logs.some((l) => l.startsWith("waiting for apt/dpkg to release its lock")), logs.join("\n"));
 });
 
@@ -174,5 +183,28 @@ esac`);
     assert.equal(running.code, "CloudInit");
     assert.equal(running.details.state, "running");
     assert.match(logs[0] ?? "", /^cloud-init is running; waiting for it/);
+  } finally { ssh.close(); }
+});
+
+test("bootstrap: a file the child cannot write names that file, and nothing is started", async () => {
+  await fake("cloud-init", "exit 0");
+  await fake("fuser", "exit 1");
+  await fake("systemctl", `echo "systemctl $*" >> ${sshd.dir}/calls5; exit 0`);
+  const paths = guestPaths(join(sshd.dir, "vm5"));
+  // /usr/local/bin is a file here: the launchers cannot go in.
+  await mkdir(join(sshd.dir, "vm5/usr/local"), { recursive: true });
+  await writeFile(paths.binDir, "not a directory\n");
+  const ssh = await connect();
+  try {
+    const err = await rejection(bootstrapHsd(ssh, {
+      bundle: await tinyBundle("b5", true), paths, configYaml: "x: 1\n", unitText: "[Service]\n", pathPrefix: sshd.binDir,
+      signal: AbortSignal.timeout(60_000), log: () => {},
+    }));
+    assert.equal(err.code, "ProviderFailed");
+    assert.equal(err.details.step, `write ${paths.binDir}/hsd`);
+    assert.equal(await readFile(paths.configPath, "utf8"), "x: 1\n");
+    assert.deepEqual((await readFile(join(sshd.dir, "calls5"), "utf8")).trim().split("\n"), [
+      "systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service",
+    ]);
   } finally { ssh.close(); }
 });

@@ -72,6 +72,9 @@ const gib = (kib: number) => (kib / KiB / KiB).toFixed(1);
 
 export async function childPreflight(d: ChildPreflightDeps): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
+  // pvesm (a process) and the image's header are read while the API answers about the slot.
+  const room = Promise.all([imageDiskBytes(d.image.path), storageAvailKiB(d.commands, d.storage, d.signal)]);
+  room.catch(() => {}); // awaited below; a rejection before then is not unhandled
   const slot = await templateSlot(d.client, d.node, d.vmid, d.image, d.signal);
   if (slot.state === "other") {
     out.push({ name: "template-slot", result: "failed", detail: `${slot.detail}; hsd will not touch it`, hint: VALUE_HINTS.templateSlot(d.vmid) });
@@ -85,9 +88,9 @@ export async function childPreflight(d: ChildPreflightDeps): Promise<CheckResult
   }
   // A linked clone shares the template's base volume and grows up to the disk's size: one disk for
   // the template (unless it is already there) and one for a clone is what this level needs.
-  const diskKiB = Math.ceil(await imageDiskBytes(d.image.path) / KiB);
+  const [diskBytes, st] = await room;
+  const diskKiB = Math.ceil(diskBytes / KiB);
   const needKiB = diskKiB * (slot.state === "match" ? 1 : 2);
-  const st = await storageAvailKiB(d.commands, d.storage, d.signal);
   const avail = "kib" in st ? st.kib : 0;
   if ("error" in st) {
     out.push({ name: "storage-room", result: "failed", detail: st.error, hint: VALUE_HINTS.storageStatus(d.storage) });

@@ -26,6 +26,8 @@ export async function waitForCloudInit(run: Run, o: { cloudInitTimeoutMs?: numbe
   if (first.code === 127) { o.log("cloud-init not installed; not waiting for it"); return; }
   const budgetMs = o.cloudInitTimeoutMs ?? 600_000;
   const state0 = cloudInitState(first.stdout);
+  // Finished without errors: `--wait` would only say so again, one more SSH round trip.
+  if (state0 === "done" && first.code === 0) { o.log("cloud-init is done"); return; }
   o.log(`cloud-init is ${state0}${state0 === "running" || state0 === "not run" ? `; waiting for it (at most ${Math.ceil(budgetMs / 1000)} s)` : ""}`);
   const t0 = Date.now();
   // From outside cloud-init only: inside its own runcmd this would wait for itself.

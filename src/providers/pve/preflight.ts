@@ -47,6 +47,9 @@ const failed = (name: string, detail: string, hint: string): Check => ({ name, r
 
 export async function runPreflight(d: PreflightDeps): Promise<Check[]> {
   const out: Check[] = [];
+  // Host-only checks (ip, pvesm: a process each) run beside the API's; reported in their place.
+  const bridge = guard("bridge", () => bridgeExists(d));
+  const disk = guard("disk-space", () => diskSpace(d));
   out.push(await nestedVirt(d));
   out.push(await hostnameResolution(d));
   const cert = await proxyCertificate(d);
@@ -58,8 +61,8 @@ export async function runPreflight(d: PreflightDeps): Promise<Check[]> {
   out.push(apiUp ? await guard("node", () => nodeOnline(d)) : skip("node"));
   out.push(apiUp ? await guard("snippets", () => snippetsContent(d)) : skip("snippets"));
   out.push(...(apiUp ? await templateChecks(d) : [skip("template")]));
-  out.push(await guard("bridge", () => bridgeExists(d)));
-  out.push(await guard("disk-space", () => diskSpace(d)));
+  out.push(await bridge);
+  out.push(await disk);
   return out;
 }
 

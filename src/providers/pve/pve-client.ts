@@ -25,6 +25,8 @@ export interface PveClientOptions extends PveHttpOptions {
   /** First backoff of those retries; doubles each time. Default 1000 ms. */
   readonly proxyRetryBaseMs?: number;
   readonly sleep?: Sleep;
+  /** The clock task waits measure elapsed time by. Default Date.now. */
+  readonly now?: () => number;
 }
 
 export interface CallOptions { readonly signal?: AbortSignal }
@@ -34,8 +36,12 @@ export type TaskStatus = PveReturns<"GET /nodes/{node}/tasks/{upid}/status">;
 export interface WaitTaskOptions extends CallOptions {
   /** New task log lines, in order, as they appear. */
   readonly onLog?: (lines: readonly string[]) => void;
+  /** Shortest pause between status polls (see taskPollDelay). Default 100 ms. */
   readonly pollInitialMs?: number;
+  /** Longest pause between status polls. Default 2 s. */
   readonly pollMaxMs?: number;
+  /** While the task runs its log is read at most this often (and once more when it stops). Default 1 s. */
+  readonly logEveryMs?: number;
   /** Hard bound on the whole wait (besides the signal). Default 10 min. */
   readonly timeoutMs?: number;
 }
@@ -46,6 +52,17 @@ export const defaultSleep: Sleep = (ms, signal) => new Promise((resolve, reject)
   const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
   signal?.addEventListener("abort", onAbort, { once: true });
 });
+
+/**
+ * The pause before the next status poll of a task that has run `elapsedMs`: 2% of
+ * that, within [minMs, maxMs]. A finished task is so noticed within max(minMs, 2%
+ * of its run time) (hsd's goal for its own time per level), while a long task
+ * costs a poll every maxMs, not every minMs. A task status GET is cheap for PVE
+ * (a read of the task's file), so 10 a second for the first seconds is fine.
+ */
+export function taskPollDelay(elapsedMs: number, minMs: number, maxMs: number): number {
+  return Math.min(maxMs, Math.max(minMs, Math.round(elapsedMs / 50)));
+}
 
 /** True when err is a PVE answer with this HTTP status whose message (or 400 errors map) matches re. */
 export function isPveError(err: unknown, status: number, re?: RegExp): err is PveApiError {
@@ -69,6 +86,7 @@ export class PveClient {
   private readonly proxyRetries: number;
   private readonly proxyRetryBaseMs: number;
   private readonly sleep: Sleep;
+  private readonly now: () => number;
 
   constructor(opts: PveClientOptions) {
     this.http = new PveHttp(opts);
@@ -77,6 +95,7 @@ export class PveClient {
     this.proxyRetries = opts.proxyRetries ?? 3;
     this.proxyRetryBaseMs = opts.proxyRetryBaseMs ?? 1000;
     this.sleep = opts.sleep ?? defaultSleep;
+    this.now = opts.now ?? Date.now;
   }
 
   get fingerprint(): string { return this.http.pinnedFingerprint; }
@@ -130,20 +149,28 @@ export class PveClient {
     return withTimeout(timeoutMs, () => new CommandTimeoutError(`PVE task ${u.type} ${u.id} did not finish within ${timeoutMs} ms`, {
       details: { upid, type: u.type },
     }), async (signal) => {
-      let delay = o.pollInitialMs ?? 250;
+      const minDelay = o.pollInitialMs ?? 100;
       const maxDelay = o.pollMaxMs ?? 2000;
+      const logEveryMs = o.logEveryMs ?? 1000;
+      const t0 = this.now();
       let logStart = 0;
+      let loggedAt = -Infinity;
       let misses = 0;
       for (;;) {
         let st: TaskStatus;
         try {
           st = await this.api("GET /nodes/{node}/tasks/{upid}/status", at, { signal });
         } catch (err) {
-          // A just-created UPID can be unknown for a moment; bounded by `misses` and the timeout.
-          if (isPveError(err, 400, /no such task/) && misses++ < 20) { await this.sleep(delay, signal); continue; }
+          // A just-created UPID can be unknown for a moment; bounded by `misses` (about 5 s at the
+          // shortest pause, as the 250 ms backoff's 20 allowed) and the timeout.
+          if (isPveError(err, 400, /no such task/) && misses++ < Math.ceil(5000 / minDelay)) { await this.sleep(minDelay, signal); continue; }
           throw err;
         }
-        if (o.onLog) logStart = await this.drainLog(at, logStart, o.onLog, signal);
+        // The log costs a request of its own: read it about once a second while the task runs, and its end once stopped.
+        if (o.onLog && (st.status === "stopped" || this.now() - loggedAt >= logEveryMs)) {
+          loggedAt = this.now();
+          logStart = await this.drainLog(at, logStart, o.onLog, signal);
+        }
         if (st.status === "stopped") {
           const exit = st.exitstatus ?? "";
           if (exit === "OK" || /^WARNINGS: \d+$/.test(exit)) return st;
@@ -151,8 +178,7 @@ export class PveClient {
             details: { upid, node: u.node, type: u.type, id: u.id, exitstatus: exit },
           });
         }
-        await this.sleep(delay, signal);
-        delay = Math.min(Math.round(delay * 1.5), maxDelay);
+        await this.sleep(taskPollDelay(this.now() - t0, minDelay, maxDelay), signal);
       }
     }, o.signal);
   }

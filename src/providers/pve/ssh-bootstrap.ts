@@ -1,8 +1,8 @@
 // Installing hsd into a fresh VM over its OpenSSH session: wait out cloud-init
 // and the apt/dpkg locks (seed lesson 7), copy and unpack the bundle, make sure
 // a node >= 20 is there, write the config and unit, (re)start the service and
-// wait for its ready.json. Config and bundle travel on stdin, never in a
-// command line.
+// wait for its ready.json, in five SSH round trips when nothing needs waiting
+// for. Config and bundle travel on stdin, never in a command line.
 // Imported by: src/providers/pve.
 
 import { AptLockedError, CommandTimeoutError, ProviderError } from "../../domain/errors.js";
@@ -71,15 +71,11 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   const cmdMs = o.commandTimeoutMs ?? 60_000;
   const p = o.paths;
   const run = (cmd: string, timeoutMs = cmdMs, stdin?: Buffer | string) => ssh.exec(`${env}sh -c ${q(cmd)}`, { timeoutMs, stdin, signal: o.signal });
-  const must = async (what: string, cmd: string, timeoutMs?: number, stdin?: Buffer | string) => {
-    const r = await run(cmd, timeoutMs, stdin);
-    if (r.code !== 0) throw new ProviderError(`${what} failed on the child (exit ${r.code}): ${firstLine(r.stderr)}`, { details: { step: what, exitCode: r.code } });
-    return r;
-  };
 
   await waitForCloudInit(run, o, cmdMs);
 
-  await run("systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service");
+  // The timers are stopped in the same round trip as the first lock probe; later probes repeat the probe alone.
+  const stopTimers = "systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service";
   const lockMs = o.aptLockTimeoutMs ?? 300_000;
   const locks = "/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock";
   let holders = "";
@@ -89,7 +85,8 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   }), async (signal) => {
     for (let said = false; ;) {
       // fuser exits 1 when no process holds any of them; the holders' names are for the operator.
-      const r = await run(`p=$(fuser ${locks} 2>/dev/null) || exit 1; ps -o comm= -p "$(echo $p | tr -s ' ' ',')" 2>/dev/null | sort -u | tr '\\n' ' '`);
+      const probe = `p=$(fuser ${locks} 2>/dev/null) || exit 1; ps -o comm= -p "$(echo $p | tr -s ' ' ',')" 2>/dev/null | sort -u | tr '\\n' ' '`;
+      const r = await run(said ? probe : `${stopTimers} >/dev/null 2>&1\n${probe}`);
       if (r.code !== 0) return;
       holders = r.stdout.trim();
       if (!said) o.log(`waiting for apt/dpkg to release its lock (held by ${holders || "?"})`);
@@ -99,73 +96,94 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   }, o.signal);
   if (holders) o.log("apt/dpkg lock released");
 
+  // One round trip per payload on stdin, the steps inside it numbered by exit code:
+  // an SSH session costs a channel, a fork and a login shell on the child, each time.
   o.log(`copying the hsd bundle (${o.bundle.length} bytes)`);
   // Unpacked beside the old install and swapped in, so a re-install never mixes versions.
+  // The bundle stays in the install as hsd-bundle.tar.gz: the child installs its own children from it.
+  // The unit runs <installDir>/bin/node: the bundled binary (--with-node) or the child's own (3: none, 4: too old).
   const dir = q(p.installDir);
   const next = q(`${p.installDir}.next`);
   const copyMs = o.copyTimeoutMs ?? 300_000;
-  await must("bundle copy", `rm -rf ${next} && mkdir -p ${next} && cat > ${next}/.bundle.tgz`, copyMs, o.bundle);
-  // The bundle stays in the install as hsd-bundle.tar.gz: the child installs its own children from it.
-  await must("bundle unpack", `cd ${next} && tar -xzf .bundle.tgz && mv .bundle.tgz hsd-bundle.tar.gz && rm -rf ${dir} && mv ${next} ${dir}`, copyMs);
-  // The unit runs <installDir>/bin/node: the bundled binary (--with-node) or the child's own.
-  const node = await run([
+  const unpacked = await run([
+    `rm -rf ${next} && mkdir -p ${next} && cat > ${next}/.bundle.tgz || exit 10`,
+    `(cd ${next} && tar -xzf .bundle.tgz && mv .bundle.tgz hsd-bundle.tar.gz) || exit 11`,
+    `rm -rf ${dir} && mv ${next} ${dir} || exit 11`,
     `[ -x ${dir}/bin/node ] && exit 0`,
     `n=$(command -v node) || exit 3`,
     `v=$("$n" -p 'process.versions.node.split(".")[0]') || exit 3`,
     `[ "$v" -ge ${MIN_NODE_MAJOR} ] || exit 4`,
-    `mkdir -p ${dir}/bin && ln -sf "$n" ${dir}/bin/node`,
-  ].join("\n"));
-  if (node.code === 3 || node.code === 4) {
+    `mkdir -p ${dir}/bin && ln -sf "$n" ${dir}/bin/node || exit 12`,
+  ].join("\n"), copyMs, o.bundle);
+  if (unpacked.code === 10 || unpacked.code === 11) {
+    const what = unpacked.code === 10 ? "bundle copy" : "bundle unpack";
+    throw new ProviderError(`${what} failed on the child (exit ${unpacked.code}): ${firstLine(unpacked.stderr)}`, { details: { step: what, exitCode: unpacked.code } });
+  }
+  if (unpacked.code === 3 || unpacked.code === 4) {
     throw new ProviderError(`the child has no node >= ${MIN_NODE_MAJOR} and the bundle carries none`, {
       details: { step: "node", hint: STEP_HINTS.childHasNoNode },
     });
   }
-  if (node.code !== 0) throw new ProviderError(`checking node on the child failed (exit ${node.code}): ${firstLine(node.stderr)}`, { details: { step: "node" } });
+  if (unpacked.code !== 0) throw new ProviderError(`checking node on the child failed (exit ${unpacked.code}): ${firstLine(unpacked.stderr)}`, { details: { step: "node" } });
 
+  // Written once the new bundle is in place: a new config never sits beside an old bundle systemd might restart.
   // Directories 0755 as systemd's ConfigurationDirectory= expects (else it warns on every start); files by mode.
-  const put = (path: string, mode: string, text: string) =>
-    must(`write ${path}`, `(umask 022; mkdir -p "$(dirname ${q(path)})") && umask 077 && cat > ${q(path)}.tmp && chmod ${mode} ${q(path)}.tmp && mv ${q(path)}.tmp ${q(path)}`, cmdMs, text);
+  const put = (path: string, mode: string, text: string | undefined) => {
+    const tmp = q(`${path}.tmp`);
+    const fill = text === undefined ? `cat > ${tmp}` : `printf '%s' ${q(text)} > ${tmp}`;
+    return `(umask 022; mkdir -p "$(dirname ${q(path)})") && (umask 077; ${fill}) && chmod ${mode} ${tmp} && mv ${tmp} ${q(path)}`;
+  };
   // Launchers that work whether node came with the bundle or from the child.
-  for (const cmd of ["hsd", "hsctl"]) {
-    await put(`${p.binDir}/${cmd}`, "755", `#!/bin/sh\nexec ${p.installDir}/bin/node ${cmd === "hsd" ? `${HSD_NODE_FLAGS.join(" ")} ` : ""}${p.installDir}/bin/${cmd}.js "$@"\n`);
+  const launcher = (cmd: string) => `#!/bin/sh\nexec ${p.installDir}/bin/node ${cmd === "hsd" ? `${HSD_NODE_FLAGS.join(" ")} ` : ""}${p.installDir}/bin/${cmd}.js "$@"\n`;
+  // The config comes on stdin (never a command line); the launchers and the unit, no secrets, in the script.
+  const files = [
+    { path: p.configPath, mode: "600", text: undefined },
+    { path: `${p.binDir}/hsd`, mode: "755", text: launcher("hsd") },
+    { path: `${p.binDir}/hsctl`, mode: "755", text: launcher("hsctl") },
+    { path: p.unitPath, mode: "644", text: o.unitText },
+  ];
+  const wrote = await run(files.map((f, i) => `${put(f.path, f.mode, f.text)} || exit ${20 + i}`).join("\n"), cmdMs, o.configYaml);
+  if (wrote.code !== 0) {
+    const what = files[wrote.code - 20]?.path ?? "the config, unit and launchers";
+    throw new ProviderError(`write ${what} failed on the child (exit ${wrote.code}): ${firstLine(wrote.stderr)}`, { details: { step: `write ${what}`, exitCode: wrote.code } });
   }
-  await put(p.configPath, "600", o.configYaml);
-  await put(p.unitPath, "644", o.unitText);
-  // A stale ready.json (earlier install) must not be mistaken for the new daemon's.
-  await must("clear ready.json", `rm -f ${q(p.readyFile)}`);
-  await must("systemctl daemon-reload", "systemctl daemon-reload");
-  await must("systemctl enable hsd", "systemctl enable hsd");
+
   const readyMs = o.readyTimeoutMs ?? 120_000;
-  // restart, not `enable --now`: a re-install must run the new bundle and config.
-  // With Type=notify it returns once hsd is up, so it shares the readiness bound.
-  const restart = await run("systemctl restart hsd", readyMs + 10_000);
-  if (restart.code !== 0) {
-    throw new ProviderError(`the child's hsd service did not start (exit ${restart.code}): ${firstLine(restart.stderr)}`, {
-      details: { step: "start", exitCode: restart.code, hint: STEP_HINTS.childHsdLog },
+  const readyS = Math.max(1, Math.ceil(readyMs / 1000));
+  o.log("starting the child's hsd and waiting for it to report ready");
+  // A stale ready.json (earlier install) must not be mistaken for the new daemon's.
+  // restart, not `enable --now`: a re-install must run the new bundle and config; with
+  // Type=notify it returns once hsd is up, so it shares the readiness bound. Then one
+  // remote loop (0.1 s) instead of a command per poll; `timeout` bounds it on the child,
+  // the exec timeout bounds it here; a failed unit ends it at once (3).
+  const f = q(p.readyFile);
+  const started = await run([
+    `rm -f ${f} || exit 30`,
+    `systemctl daemon-reload || exit 31`,
+    `systemctl enable hsd || exit 32`,
+    `systemctl restart hsd || exit 33`,
+    `timeout ${readyS} sh -c 'until [ -s "$0" ]; do systemctl is-failed --quiet hsd && exit 3; sleep 0.1; done' ${f}`,
+    `rc=$?; [ $rc -eq 0 ] && cat ${f}; exit $rc`,
+  ].join("\n"), 2 * readyMs + 10_000);
+  const step = ["clear ready.json", "systemctl daemon-reload", "systemctl enable hsd"][started.code - 30];
+  if (step) throw new ProviderError(`${step} failed on the child (exit ${started.code}): ${firstLine(started.stderr)}`, { details: { step, exitCode: started.code } });
+  if (started.code === 33) {
+    throw new ProviderError(`the child's hsd service did not start: ${firstLine(started.stderr)}`, {
+      details: { step: "start", exitCode: started.code, hint: STEP_HINTS.childHsdLog },
     });
   }
-
-  const readyS = Math.max(1, Math.ceil(readyMs / 1000));
-  o.log("waiting for the child's hsd to report ready");
-  // One remote loop (0.1 s) instead of a command per poll; `timeout` bounds it on the child,
-  // the exec timeout bounds it here; a failed unit ends it at once.
-  const wait = await run([
-    `f=${q(p.readyFile)}`,
-    `timeout ${readyS} sh -c 'until [ -s "$0" ]; do systemctl is-failed --quiet hsd && exit 3; sleep 0.1; done' "$f"`,
-    `rc=$?; [ $rc -eq 0 ] && cat "$f"; exit $rc`,
-  ].join("\n"), readyMs + 10_000);
-  if (wait.code === 124) {
+  if (started.code === 124) {
     throw new CommandTimeoutError(`the child's hsd did not report ready within ${readyMs} ms`, {
       details: { step: "ready", hint: STEP_HINTS.childHsdStatus },
     });
   }
-  if (wait.code === 3) {
+  if (started.code === 3) {
     throw new ProviderError("the child's hsd service failed before it was ready", {
       details: { step: "ready", hint: STEP_HINTS.childHsdLog },
     });
   }
-  if (wait.code !== 0) throw new ProviderError(`waiting for the child's ready.json failed (exit ${wait.code}): ${firstLine(wait.stderr)}`, { details: { step: "ready" } });
-  const ready = parseReady(wait.stdout);
+  if (started.code !== 0) throw new ProviderError(`waiting for the child's ready.json failed (exit ${started.code}): ${firstLine(started.stderr)}`, { details: { step: "ready" } });
+  const ready = parseReady(started.stdout);
   o.log(`hsd ${ready.version} is running on the child (ssh port ${ready.sshPort})`);
   return ready;
 }
