@@ -100,6 +100,26 @@ test("no fingerprint configured: api check refuses with the pin hint, nothing se
   assert.equal(sim.requests.length, 0);
 }));
 
+test("a preflight that starts while another is half-way through making level 0's template shares that outcome, not 'exists but is not a template'", () =>
+  withSim({ presetTemplate: false, timeScale: 0.05 }, async (sim) => {
+    const bytes = randomBytes(256 * 1024);
+    const path = join(sim.paths.vz, "template", "iso", "pve-9.img");
+    await writeFile(path, bytes);
+    const image = { name: "pve-9", path, sha256: createHash("sha256").update(bytes).digest("hex") };
+    const { provider } = providerFor(sim, { templateImage: async () => image });
+    const first = provider.preflight(phaseCtx());
+    // The VM exists and is not a template yet: the second child's preflight starts now.
+    const deadline = Date.now() + 30_000;
+    while (!(sim.vms.get(sim.templateVmid) && sim.vms.get(sim.templateVmid)!.config.template !== "1")) {
+      assert.ok(Date.now() < deadline, "the template VM never appeared half made");
+      await new Promise((r) => setImmediate(r));
+    }
+    const second = byName(await provider.preflight(phaseCtx()));
+    assert.equal(second.template!.result, "repaired", second.template!.detail);
+    assert.equal(byName(await first).template!.result, "repaired");
+    assert.equal(sim.vms.get(sim.templateVmid)!.config.template, "1");
+  }));
+
 test("level 0 with its image and a free pve.template: preflight makes the template from the image (its own checks first), then finds it", () =>
   withSim({ presetTemplate: false }, async (sim) => {
     const bytes = randomBytes(256 * 1024);

@@ -38,6 +38,8 @@ export interface PreflightDeps {
   readonly signal: AbortSignal;
   /** Makes the template when pve.template's vmid is free (level 0 with its image); its checks replace "template". */
   readonly makeTemplate?: () => Promise<CheckResult[]>;
+  /** The outcome of a template making this provider has under way (a side-by-side preflight's), if any. */
+  readonly templateInFlight?: () => Promise<CheckResult[]> | undefined;
 }
 
 type Check = CheckResult;
@@ -227,11 +229,20 @@ export async function snippetsContent(d: PreflightDeps): Promise<Check> {
 /** The template at pve.template: it exists (yours or one hsd made), or level 0 makes it from its image. */
 async function templateChecks(d: PreflightDeps): Promise<Check[]> {
   const t = d.config.template;
+  const getConfig = () => d.client.api("GET /nodes/{node}/qemu/{vmid}/config", { node: d.config.node, vmid: t }, { signal: d.signal }).catch((e: unknown) => {
+    if (isPveError(e, 500, /does not exist/)) return undefined;
+    throw e;
+  });
   try {
-    const c = await d.client.api("GET /nodes/{node}/qemu/{vmid}/config", { node: d.config.node, vmid: t }, { signal: d.signal }).catch((e: unknown) => {
-      if (isPveError(e, 500, /does not exist/)) return undefined;
-      throw e;
-    });
+    const making = d.templateInFlight?.();
+    if (making) return await making;
+    let c = await getConfig();
+    if (c && String(c.template ?? "") !== "1") {
+      // Half made by a side-by-side preflight of this level: share that outcome, or read the finished state.
+      const during = d.templateInFlight?.();
+      if (during) return await during;
+      c = await getConfig();
+    }
     if (!c && d.makeTemplate) return await d.makeTemplate();
     if (!c) return [failed("template", `VM ${t} does not exist on ${d.config.node}`, STEP_HINTS.noTemplate)];
     if (String(c.template ?? "") !== "1") return [failed("template", `VM ${t} exists but is not a template`, VALUE_HINTS.makeTemplate(t))];

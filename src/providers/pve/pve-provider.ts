@@ -124,7 +124,7 @@ export class PveProvider implements Provider {
       hostname: this.opts.hostname ?? osHostname().split(".")[0]!, fqdn: this.opts.fqdn,
       resolveHost: this.opts.resolveHost ?? (async (n) => (await lookup(n, { all: true })).map((a) => a.address)),
       minFreeKiB: this.opts.minFreeKiB ?? 20 * 1024 * 1024, sleep: this.sleep, signal: ctx.signal,
-      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplateOnce(ctx) } : {}),
+      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplateOnce(ctx), templateInFlight: () => this.makingTemplate } : {}),
     });
     for (const c of checks) ctx.emit({ kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
     return checks;
