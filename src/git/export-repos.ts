@@ -18,6 +18,7 @@ import type { RepoState } from "../domain/events.js";
 import { SecretInRepoError, RepoNotFoundError } from "../domain/errors.js";
 import { runGit, gitText, gitList } from "./run-git.js";
 import { initRepo } from "./init-repo.js";
+import type { SharedRunQueue } from "../util/shared-run-queue.js";
 
 /** The branch whose tip is the operator's working state; the export's HEAD points at it. */
 export const WORKING_BRANCH = "_working";
@@ -33,6 +34,13 @@ export interface RefreshExportsOptions {
   log: Logger;
   /** Settles when a repo's checkout may be read (each repo is refreshed as soon as its own is there). */
   ready?: (name: string) => Promise<void>;
+  /**
+   * Refreshes of one repo, one at a time across calls; a call made while an
+   * earlier one still waits to read that checkout shares it (level 0's
+   * start-up export and a nest's refresh, both asked for before a demo
+   * checkout exists, are one refresh). Absent: each call refreshes on its own.
+   */
+  queue?: SharedRunQueue<RepoState>;
 }
 
 export function exportPath(exportsDir: string, name: string): string {
@@ -224,7 +232,11 @@ async function refreshOne(name: string, checkout: string, opts: RefreshExportsOp
 
   if (head && branchRef.startsWith("refs/heads/") && (await exportRef(exp, branchRef)) !== head) {
     if (!prevStamp) await linkCheckoutPacks(objectsDir, exp, log);
-    await ex(["fetch", "-q", "--no-tags", "--no-write-fetch-head", checkout, `+${branchRef}:${branchRef}`]);
+    // A first export has nothing for git's auto-maintenance to find (its
+    // objects came as linked packs): the check is one process fewer on a
+    // cold nest's path. Later fetches keep it, so loose objects get packed.
+    const fresh = prevStamp ? [] : ["--no-auto-maintenance"];
+    await ex(["fetch", "-q", "--no-tags", "--no-write-fetch-head", ...fresh, checkout, `+${branchRef}:${branchRef}`]);
   }
 
   const { prev, working } = st.clean && head
@@ -313,9 +325,14 @@ async function snapshotCommit(o: {
  * then the first error is thrown with every failure in its details.
  */
 export async function refreshExports(opts: RefreshExportsOptions): Promise<RepoState[]> {
-  await mkdir(opts.exportsDir, { recursive: true, mode: 0o700 });
   const isSecret = secretMatcher(opts.secretPatterns);
-  const results = await Promise.allSettled(Object.entries(opts.repos).map(([n, p]) => refreshOne(n, p, opts, isSecret)));
+  const { queue, ready, ...rest } = opts;
+  const dir = () => mkdir(opts.exportsDir, { recursive: true, mode: 0o700 });
+  // Queued at once (nothing awaited before): a call joins whatever run is still waiting when it is made.
+  const one = (n: string, p: string) => queue
+    ? queue.run(n, () => ready?.(n) ?? Promise.resolve(), async () => { await dir(); return refreshOne(n, p, rest, isSecret); })
+    : dir().then(() => refreshOne(n, p, opts, isSecret));
+  const results = await Promise.allSettled(Object.entries(opts.repos).map(([n, p]) => one(n, p)));
   const failures = results.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
   if (failures.length > 0) throw failures[0];
   return results.map((r) => (r as PromiseFulfilledResult<RepoState>).value);

@@ -16,6 +16,8 @@ import { ownTree, type TreeOwner } from "../homestak/tree-owner.js";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { syncFromParent } from "../git/sync-from-parent.js";
+import { batchWorktreeStatus } from "../git/worktree-status.js";
+import { SharedRunQueue } from "../util/shared-run-queue.js";
 import { IndexRefresher } from "../git/index-refresh.js";
 import { ParentConnection } from "../ssh/parent-connection.js";
 import type { RepoOps } from "./level.js";
@@ -45,6 +47,8 @@ export function gitRepoOps(o: {
   const names = config.parent ? config.repoNames : Object.keys(o.repos);
   const layout = homestakLayout(config, o.repos);
   let last: RepoState[] | undefined;
+  // Level 0: each export refreshed one at a time, a waiting refresh shared (the start-up export and a nest's).
+  const exportQueue = config.parent ? undefined : new SharedRunQueue<RepoState>();
   // A large checkout's racy index is refreshed after the sync, not by the next one's status.
   const refresher = config.parent ? new IndexRefresher(o.log) : undefined;
   // One SSH connection to the parent, kept across syncs (reconnects if it drops).
@@ -57,8 +61,9 @@ export function gitRepoOps(o: {
   const read = async (which: readonly string[]): Promise<RepoState[]> => {
     const served = await exportedRepoState(paths.reposDir, which);
     const byName = new Map((last ?? []).map((r) => [r.name, r]));
-    return Promise.all(served.map(async (s) => {
-      const wt = config.parent ? await worktreeState(layout.worktree(s.name)) : await checkoutHead(o.repos[s.name]);
+    const trees = config.parent ? await worktreeStates(served.map((s) => layout.worktree(s.name))) : undefined;
+    return Promise.all(served.map(async (s, i) => {
+      const wt = trees ? trees[i]! : await checkoutHead(o.repos[s.name]);
       const l = byName.get(s.name);
       return { ...s, ...wt, ...(l?.previousCommit ? { previousCommit: l.previousCommit } : {}), ...(l?.bytes ? { bytes: l.bytes } : {}) };
     }));
@@ -70,7 +75,7 @@ export function gitRepoOps(o: {
     async refresh(signal, onProgress) {
       if (!config.parent) {
         last = await refreshExports({
-          repos: o.repos, exportsDir: paths.reposDir, secretPatterns: config.secretPatterns, log: o.log, ready: repoReady,
+          repos: o.repos, exportsDir: paths.reposDir, secretPatterns: config.secretPatterns, log: o.log, ready: repoReady, queue: exportQueue,
         });
         return { repos: last, bytes: 0 };
       }
@@ -154,10 +159,27 @@ export async function compareWithExport(gitDir: string, childCommit: string): Pr
   return { syncState: "behind", behind: Number.isFinite(n) ? n : 0 };
 }
 
-/** A level's working tree of one repo: its HEAD (detached, written by hsd) and tracked files with local edits. */
-async function worktreeState(worktree: string): Promise<Pick<RepoState, "worktreeCommit" | "dirty" | "dirtyFiles">> {
-  const head = (await readFile(join(worktree, ".git", "HEAD"), "utf8").catch(() => "")).trim();
-  if (!/^[0-9a-f]{40}$/.test(head)) return { worktreeCommit: "", dirty: false, dirtyFiles: [] };
+type TreeState = Pick<RepoState, "worktreeCommit" | "dirty" | "dirtyFiles">;
+
+/**
+ * A level's working trees: each one's HEAD (detached, written by hsd) and
+ * tracked files with local edits, the edits of all of them read by one
+ * spawn (worktree-status.ts); tree by tree when that batch cannot be read.
+ */
+async function worktreeStates(worktrees: readonly string[]): Promise<TreeState[]> {
+  const heads = await Promise.all(worktrees.map(async (w) => (await readFile(join(w, ".git", "HEAD"), "utf8").catch(() => "")).trim()));
+  const live = worktrees.filter((_, i) => /^[0-9a-f]{40}$/.test(heads[i]!));
+  const batch = live.length > 1 ? await batchWorktreeStatus(live) : undefined;
+  return Promise.all(worktrees.map(async (w, i) => {
+    const head = heads[i]!;
+    if (!/^[0-9a-f]{40}$/.test(head)) return { worktreeCommit: "", dirty: false, dirtyFiles: [] };
+    const dirtyFiles = batch ? batch[live.indexOf(w)]! : (await worktreeState(w, head)).dirtyFiles;
+    return { worktreeCommit: head, dirty: dirtyFiles.length > 0, dirtyFiles };
+  }));
+}
+
+/** One working tree at `head`: tracked files with local edits. */
+async function worktreeState(worktree: string, head: string): Promise<TreeState> {
   // Untracked files (the level's own notes, build output) are not local edits
   // of synced code; only tracked-file changes block a checkout.
   const st = await runGit(["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"], {

@@ -45,6 +45,7 @@ export interface SyncProgress {
 
 /** This level's repo set: refresh it (level 0: from checkouts; below: from the parent). */
 export interface RepoOps {
+  /** Level 0's may run while another is under way (the start-up export is off the sync chain): it queues per repo. */
   refresh(signal: AbortSignal, onProgress: (p: SyncProgress) => void): Promise<{ repos: RepoState[]; bytes: number }>;
   state(): Promise<RepoState[]>;
   /**
@@ -245,12 +246,13 @@ export class Level implements LevelApi {
 
   /**
    * Level 0 at start: refresh the exports once, quietly (no events, no fault
-   * points), so a reader can clone before any sync or nest. Queued like a sync.
+   * points), so a reader can clone before any sync or nest. Not on the sync
+   * chain: level 0's RepoOps queues refreshes per repo, and a sync's refresh
+   * asked for while a repo's start-up refresh still waits for its checkout
+   * (a demo repo being generated) shares that refresh instead of following it.
    */
   exportAtStart(signal: AbortSignal): Promise<void> {
-    const run = this.syncChain.then(async () => { await this.d.repos.refresh(signal, () => {}); });
-    this.syncChain = run.catch(() => undefined);
-    return run;
+    return this.d.repos.refresh(signal, () => {}).then(() => undefined);
   }
 
   private async syncOnce(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {

@@ -9,7 +9,9 @@ import { tempDir, git } from "../helpers/git-fixtures.js";
 import { generateLargeRepo } from "../helpers/large-repo.js";
 import { generateDemoRepos, addCommit } from "../../src/demo/demo-repos.js";
 import { refreshExports, exportedRepoState, resolverFor, WORKING_REF } from "../../src/git/export-repos.js";
-import { silentLogger } from "../../src/log/logger.js";
+import { createLogger, silentLogger } from "../../src/log/logger.js";
+import { SharedRunQueue } from "../../src/util/shared-run-queue.js";
+import type { RepoState } from "../../src/domain/events.js";
 import { HsError } from "../../src/domain/errors.js";
 
 const PATTERNS = ["secrets.yaml", "*.key", "id_rsa*", "*.pem"];
@@ -238,6 +240,35 @@ test("a first refresh links the checkout's packs instead of copying them; the op
     assert.equal(await git(["--git-dir", exp, "rev-parse", WORKING_REF]), state!.servedCommit);
     assert.deepEqual((await readdir(packDir)).sort(), before);
     assert.equal(await git(["status", "--porcelain"], { cwd: co }), "?? uncommitted.txt");
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test("with a queue, a refresh asked for while another still waits for the checkout shares it: one read, one export", async () => {
+  const t = await tempDir();
+  try {
+    const checkouts = await generateDemoRepos(join(t.path, "op"), { seed: 5, scale: 0.2 });
+    const repos = { tofu: checkouts.tofu!, packer: checkouts.packer! };
+    const exportsDir = join(t.path, "repos");
+    const lines: string[] = [];
+    const log = createLogger({ level: "debug", destination: { write: (l: string) => { lines.push(l); } } as unknown as import("pino").DestinationStream });
+    let open!: () => void;
+    const generated = new Promise<void>((res) => { open = res; });
+    const queue = new SharedRunQueue<RepoState>();
+    const refresh = () => refreshExports({ repos, exportsDir, secretPatterns: PATTERNS, log, ready: () => generated, queue });
+    // Level 0's start-up export, then a nest's refresh, both before the checkouts "exist".
+    const atStart = refresh();
+    const forNest = refresh();
+    open();
+    const [a, b] = await Promise.all([atStart, forNest]);
+    assert.deepEqual(b, a);
+    const msgs = lines.map((l) => JSON.parse(l) as { msg: string; repo?: string }).filter((l) => l.repo && /^export /.test(l.msg));
+    // Each repo read and exported once: no second pass finding it "unchanged".
+    assert.deepEqual(msgs.map((m) => `${m.repo} ${m.msg}`).sort(), ["packer export refreshed", "tofu export refreshed"]);
+    // A refresh asked for once those are done reads the checkouts again.
+    await refresh();
+    assert.equal(lines.map((l) => JSON.parse(l) as { msg: string }).filter((l) => l.msg === "export unchanged").length, 2);
   } finally {
     await t.cleanup();
   }
