@@ -42,7 +42,7 @@ import { startSyncWatch } from "../level/sync-watch.js";
 import { NO_CHECKPOINTS, type Checkpoints } from "./checkpoints.js";
 import { cleanStaleTemps } from "../util/atomic-write.js";
 import { HSD_NODE_FLAGS } from "../config/node-flags.js";
-import { SerialQueue } from "../util/serial-queue.js";
+import { WorkPool } from "../util/work-pool.js";
 import type { SshHandle, WiringContext } from "./wiring-context.js";
 import { gitUploadPack } from "../git/upload-pack.js";
 import { levelRebooter } from "./level-reboot.js";
@@ -102,13 +102,16 @@ export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: 
       // values) are written with it: they are level 0's, the operator's files.
       vmRootPassword = demoVmRootPassword();
     }
-    // Two lanes, largest first: iac-driver's generate + refresh is the chain
-    // a first nest waits on, and six git processes at once on two cores made
-    // it ~2x longer without finishing anything sooner.
+    // Two at a time, largest first: iac-driver's generate + refresh is the
+    // chain a first nest waits on, and six git processes at once on two cores
+    // made it ~2x longer without finishing anything sooner. A free slot takes
+    // the next repo: iac-driver takes about as long as the other five
+    // together, so fixed lanes (i % 2) left one idle while site-config and
+    // tofu waited behind it (~90 ms later exports on a cold nest).
     const started = new Promise<void>((res) => { startRepos = res; });
-    const lanes = [new SerialQueue(), new SerialQueue()];
-    repoPrepared = Object.fromEntries(DEMO_REPO_NAMES_BY_SIZE.filter((n) => missing.includes(n)).map((name, i) => {
-      const p = started.then(() => lanes[i % lanes.length]!.run(() => generateDemoRepoInPlace(dir, name, vmRootPassword, log)));
+    const pool = new WorkPool(2);
+    repoPrepared = Object.fromEntries(DEMO_REPO_NAMES_BY_SIZE.filter((n) => missing.includes(n)).map((name) => {
+      const p = started.then(() => pool.run(() => generateDemoRepoInPlace(dir, name, vmRootPassword, log)));
       p.catch((err: unknown) => log.error({ err, repo: name }, "generating a demo repo failed"));
       return [name, p];
     }));
