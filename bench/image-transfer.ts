@@ -26,6 +26,8 @@ import { findOpenSsh, parentOpenSshRoute } from "../src/images/openssh-transfer.
 const SELF = fileURLToPath(import.meta.url);
 const MIB = 1 << 20;
 const maxRssMiB = () => process.resourceUsage().maxRSS / 1024;
+/** CPU seconds (user + system) this process used; an ssh it ran is not counted. */
+const cpuS = () => { const u = process.resourceUsage(); return (u.userCPUTime + u.systemCPUTime) / 1e6; };
 
 /** Child process: the parent level's endpoint serving one image. */
 async function serve(root: string, image: string, readerPub: string): Promise<void> {
@@ -41,7 +43,7 @@ async function serve(root: string, image: string, readerPub: string): Promise<vo
     maxUploadPacks: 1, queueTimeoutMs: 30_000, uploadPackTimeoutS: 60, authFailureDelayMs: 10, log: silentLogger(),
   });
   process.send!({ port: ep.address().port, fp: ep.hostKeyFingerprint });
-  process.on("message", async () => { process.send!({ rss: maxRssMiB() }); await ep.close(); process.exit(0); });
+  process.on("message", async () => { process.send!({ rss: maxRssMiB(), cpu: cpuS() }); await ep.close(); process.exit(0); });
 }
 
 /** Child process: the child level fetching it (optionally cutting the link at `cut` of the size). */
@@ -62,7 +64,7 @@ async function fetch(port: number, fp: string, key: string, dest: string, cut: n
       progressIntervalMs: cut > 0 ? 0 : 500,
       onProgress: (p) => { if (cut > 0 && !cutDone && p.done >= p.total * cut) { cutDone = true; conn.close(); cutter.abort(); } },
     });
-    process.send!({ ms: performance.now() - t0, bytes: r.bytes, resumedFrom: r.resumedFrom, rss: maxRssMiB(), route: openssh ? `openssh (${sshPath})` : "ssh2" });
+    process.send!({ ms: performance.now() - t0, bytes: r.bytes, resumedFrom: r.resumedFrom, rss: maxRssMiB(), cpu: cpuS(), route: openssh ? `openssh (${sshPath})` : "ssh2" });
   } catch (err) {
     const partial = await stat(`${dest}.partial`).then((s) => s.size, () => 0);
     process.send!({ ms: performance.now() - t0, error: (err as { code?: string }).code, partial, rss: maxRssMiB() });
@@ -166,7 +168,7 @@ async function main(): Promise<void> {
     console.log(`image: ${mib} MiB`);
     console.log(`OpenSSH ssh cat: ${sshMs.toFixed(0)} ms, ${rate(sshMs).toFixed(1)} MiB/s`);
     console.log(`hsd endpoint:    ${full.ms.toFixed(0)} ms, ${rate(full.ms).toFixed(1)} MiB/s  -> ${(rate(full.ms) / rate(sshMs)).toFixed(2)}x OpenSSH (goal >= 0.80)`);
-    console.log(`hsd route: ${full.route}`);
+    console.log(`hsd route: ${full.route}; CPU: fetching hsd ${full.cpu.toFixed(2)} s (full transfer), serving hsd ${srv.cpu.toFixed(2)} s (all three transfers)`);
     console.log(`peak RSS: fetching hsd ${full.rss.toFixed(0)} MiB, serving hsd ${srv.rss.toFixed(0)} MiB (goal <= 150)`);
     console.log(`resume: cut at ${((cut.partial ?? 0) / bytes * 100).toFixed(1)}% (${cut.error}), re-run moved ${resumed.bytes} bytes = ${(resumed.bytes / bytes * 100).toFixed(1)}% (goal <= 55%), from offset ${resumed.resumedFrom}`);
   } finally {

@@ -75,6 +75,7 @@ export interface OpenSshReceiveOptions {
 
 const ALIAS = "hsd-parent";
 const STDERR_LIMIT = 4096;
+const CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com";
 
 /** The ssh command line: nothing from ~/.ssh or /etc/ssh applies, the key is the level's, the host key the pinned one. */
 export function openSshArgs(route: OpenSshRoute, knownHosts: string, command: string): string[] {
@@ -85,6 +86,8 @@ export function openSshArgs(route: OpenSshRoute, knownHosts: string, command: st
     "-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${knownHosts}`, "-o", "GlobalKnownHostsFile=/dev/null",
     "-o", `HostKeyAlias=${ALIAS}`, "-o", "CheckHostIP=no", "-o", "UpdateHostKeys=no",
     "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no",
+    // AES-GCM first: AES-NI on both ends, and hsd's ssh2 side does GCM in OpenSSL (chacha20 costs it more CPU per byte).
+    "-o", `Ciphers=${CIPHERS}`,
     "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR",
     "-o", `ConnectTimeout=${sec(route.connectTimeoutMs)}`,
     "-o", `ServerAliveInterval=${sec(keepaliveIntervalMs(route.connectTimeoutMs))}`, "-o", `ServerAliveCountMax=${KEEPALIVE_COUNT_MAX}`,

@@ -116,6 +116,8 @@ test("ssh runs with no user config, no agent, the level's key only, the pinned h
   assert.deepEqual(opt("BatchMode"), ["yes"]);
   assert.deepEqual(opt("IdentitiesOnly"), ["yes"]);
   assert.deepEqual(opt("ConnectTimeout"), ["8"]);
+  // AES-GCM before chacha20: OpenSSL's AES-NI GCM on hsd's ssh2 side.
+  assert.match(opt("Ciphers")[0]!, /^aes128-gcm@openssh\.com,/);
   assert.equal(args[args.indexOf("-i") + 1], "/k/user");
   assert.deepEqual(args.slice(-3), ["--", "10.0.0.1", "hsd-image --raw x 0 " + "a".repeat(64)]);
 });
