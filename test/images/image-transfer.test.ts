@@ -3,43 +3,33 @@
 // typed errors for bad bytes and bad config, and the endpoint's own queue.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes, createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile, writeFile, stat, open, mkdir, rm } from "node:fs/promises";
+import { readFile, writeFile, stat, open } from "node:fs/promises";
 import { join } from "node:path";
-import { startLevel0, connectRaw, execRaw, type Level0 } from "../helpers/git-fixtures.js";
+import { connectRaw, execRaw, type Level0 } from "../helpers/git-fixtures.js";
+import { imageLevel0, type ImageLevel0 } from "../helpers/image-fixtures.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { ParentConnection } from "../../src/ssh/parent-connection.js";
 import { ImageDigests } from "../../src/images/image-digest.js";
-import { imageServer } from "../../src/images/image-server.js";
 import { fetchImage, type FetchImageOptions } from "../../src/images/fetch-image.js";
 import type { ImageEntry } from "../../src/config/config.js";
 
 const SIZE = 24 << 20;
+let img: ImageLevel0;
 let l0: Level0;
 let srcDir: string;
 let data: Buffer;
 let sha: string;
-const entries: Record<string, ImageEntry> = {};
+let entries: Record<string, ImageEntry>;
 let childN = 0;
 
 before(async () => {
-  const base = await import("node:os").then((os) => os.tmpdir());
-  srcDir = join(base, `hsd-img-src-${process.pid}-${Date.now()}`);
-  await mkdir(srcDir, { recursive: true });
-  data = randomBytes(SIZE);
-  sha = createHash("sha256").update(data).digest("hex");
-  await writeFile(join(srcDir, "pve-9.img"), data);
+  img = await imageLevel0("hsd-img-src", SIZE, 1);
+  ({ l0, srcDir, data, sha, entries } = img);
   await writeFile(join(srcDir, "small.img"), data.subarray(0, 1000));
-  entries["pve-9"] = { path: join(srcDir, "pve-9.img"), sha256: "" };
   entries.small = { path: join(srcDir, "small.img"), sha256: "" };
-  const digests = new ImageDigests(join(srcDir, "digests.json"), silentLogger());
-  l0 = await startLevel0({ images: imageServer({ entries, digests }), maxImageTransfers: 1 });
 });
-after(async () => {
-  await l0.close();
-  await rm(srcDir, { recursive: true, force: true });
-});
+after(() => img.close());
 
 const newConn = () => new ParentConnection({
   parent: { host: "127.0.0.1", port: l0.port, hostKeyFingerprint: l0.endpoint.hostKeyFingerprint },

@@ -5,43 +5,34 @@
 // ssh2 path when no ssh or no verified host key is at hand.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes, createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile, writeFile, stat, mkdir, rm, chmod } from "node:fs/promises";
+import { readFile, writeFile, stat, mkdir, chmod } from "node:fs/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { startLevel0, makeKeyPair, connectRaw, execRaw, type Level0 } from "../helpers/git-fixtures.js";
+import { makeKeyPair, connectRaw, execRaw, type Level0 } from "../helpers/git-fixtures.js";
+import { imageLevel0, type ImageLevel0 } from "../helpers/image-fixtures.js";
 import { createLogger, silentLogger } from "../../src/log/logger.js";
 import { ParentConnection } from "../../src/ssh/parent-connection.js";
 import { ImageDigests } from "../../src/images/image-digest.js";
-import { imageServer } from "../../src/images/image-server.js";
 import { fetchImage, type FetchImageOptions } from "../../src/images/fetch-image.js";
 import { findOpenSsh, openSshArgs, parentOpenSshRoute, receiveWithOpenSsh, type OpenSshRoute } from "../../src/images/openssh-transfer.js";
-import type { ImageEntry } from "../../src/config/config.js";
 
 const SIZE = 24 << 20;
 const STALL_AT = 1 << 20;
 const SSH = findOpenSsh();
+let img: ImageLevel0;
 let l0: Level0;
 let srcDir: string;
 let data: Buffer;
 let sha: string;
 let recordingSsh: string;
 let stallingSsh: string;
-const entries: Record<string, ImageEntry> = {};
 let childN = 0;
 
 before(async () => {
   assert.ok(SSH, "the OpenSSH client (ssh) is needed: apt-get install openssh-client");
-  const base = await import("node:os").then((os) => os.tmpdir());
-  srcDir = join(base, `hsd-ossh-src-${process.pid}-${Date.now()}`);
-  await mkdir(srcDir, { recursive: true });
-  data = randomBytes(SIZE);
-  sha = createHash("sha256").update(data).digest("hex");
-  await writeFile(join(srcDir, "pve-9.img"), data);
-  entries["pve-9"] = { path: join(srcDir, "pve-9.img"), sha256: "" };
-  const digests = new ImageDigests(join(srcDir, "digests.json"), silentLogger());
-  l0 = await startLevel0({ images: imageServer({ entries, digests }), maxImageTransfers: 2 });
+  img = await imageLevel0("hsd-ossh-src", SIZE, 2);
+  ({ l0, srcDir, data, sha } = img);
   // The real ssh, with each command line it was given recorded: proof the bytes went through it.
   recordingSsh = join(srcDir, "recording-ssh");
   await writeFile(recordingSsh, `#!/bin/sh\nprintf '%s\\n' "$*" >> ${join(srcDir, "ssh-calls")}\nexec ${SSH} "$@"\n`);
@@ -51,10 +42,7 @@ before(async () => {
   await chmod(recordingSsh, 0o755);
   await chmod(stallingSsh, 0o755);
 });
-after(async () => {
-  await l0.close();
-  await rm(srcDir, { recursive: true, force: true });
-});
+after(() => img.close());
 
 function child(sshPath = recordingSsh) {
   const dir = join(l0.dir, `ossh-child-${++childN}`);
