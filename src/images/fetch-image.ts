@@ -261,7 +261,8 @@ async function receiveBySsh(
 ): Promise<number> {
   let moved = 0;
   const report = progressReporter(o, () => moved);
-  const pollMs = Math.min(Math.max(o.progressIntervalMs ?? 500, 50), 500);
+  // Polled more often than reported (the reporter throttles): the hasher and writeback follow closely.
+  const pollMs = Math.min(Math.max(o.progressIntervalMs ?? 500, 50), 200);
   await receiveWithOpenSsh({
     route, hostKey, name: o.name, offset: o.start, sha256, partial, commandTimeoutMs: o.commandTimeoutMs, signal: o.signal, log: o.log, pollMs,
     onGrowth: (size) => {

@@ -75,6 +75,7 @@ export interface OpenSshReceiveOptions {
 
 const ALIAS = "hsd-parent";
 const STDERR_LIMIT = 4096;
+const SYNC_EVERY = 64 << 20;
 const CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com";
 
 /** The ssh command line: nothing from ~/.ssh or /etc/ssh applies, the key is the level's, the host key the pinned one. */
@@ -127,7 +128,19 @@ export async function receiveWithOpenSsh(o: OpenSshReceiveOptions): Promise<void
     const onAbort = () => stop(new CancelledError(`image ${o.name} cancelled`, { details: { image: o.name } }));
     if (o.signal?.aborted) onAbort();
     o.signal?.addEventListener("abort", onAbort, { once: true });
-    const poll = setInterval(() => { fh.stat().then((s) => o.onGrowth(s.size), () => undefined); }, o.pollMs);
+    // Writeback runs alongside the transfer (a datasync per SYNC_EVERY grown), so the final fsync
+    // flushes only the tail instead of the whole image at once.
+    let syncing: Promise<void> | undefined;
+    let syncedTo = o.offset;
+    const poll = setInterval(() => {
+      fh.stat().then((s) => {
+        o.onGrowth(s.size);
+        if (!syncing && s.size - syncedTo >= SYNC_EVERY) {
+          syncedTo = s.size;
+          syncing = fh.datasync().catch(() => undefined).finally(() => { syncing = undefined; });
+        }
+      }, () => undefined);
+    }, o.pollMs);
     const exit = await new Promise<{ code: number | null; spawnError?: Error }>((resolve) => {
       child.once("error", (err) => resolve({ code: null, spawnError: err }));
       child.once("close", (code) => resolve({ code }));
@@ -136,6 +149,7 @@ export async function receiveWithOpenSsh(o: OpenSshReceiveOptions): Promise<void
     clearInterval(poll);
     o.signal?.removeEventListener("abort", onAbort);
     // What arrived is on disk (resumable) before the outcome is judged.
+    await syncing;
     await fh.sync();
     o.onGrowth((await fh.stat()).size);
     if (ended) throw ended;
