@@ -69,6 +69,7 @@ const MAX_HEADER = 200;
 const exists = (p: string) => stat(p).then((s) => s, () => undefined);
 
 export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult> {
+  const started = o.now();
   const partial = `${o.dest}.partial`;
   const sidecar = `${o.dest}.partial.sha256`;
   await mkdir(dirname(o.dest), { recursive: true });
@@ -127,7 +128,10 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
           await s.closed();
           if (s.error) throw s.error;
           if (s.exitCode !== 0) throw refusal(s, o.name);
-          moved = await receiveBySsh(route, hostKey!, partial, hasher, head.sha256, ro);
+          // One budget for the transfer: what the header step used is not given again to ssh.
+          moved = await receiveBySsh(route, hostKey!, partial, hasher, head.sha256, {
+            ...ro, commandTimeoutMs: Math.max(1, o.commandTimeoutMs - (o.now() - started)),
+          });
         } else {
           moved = await receive(s, partial, hasher, ro);
         }

@@ -37,12 +37,26 @@ export interface OpenSshRoute {
 
 /** The `ssh` on PATH, or undefined (the transfer then stays on ssh2). */
 export function findOpenSsh(path = process.env.PATH ?? ""): string | undefined {
+  return findExecutable("ssh", path);
+}
+
+function findExecutable(name: string, path: string): string | undefined {
   for (const dir of path.split(delimiter)) {
     if (!dir) continue;
-    const p = join(dir, "ssh");
+    const p = join(dir, name);
     try { accessSync(p, constants.X_OK); return p; } catch { /* next */ }
   }
   return undefined;
+}
+
+/**
+ * ssh's command line, under util-linux setpriv when there is one: ssh then
+ * gets SIGTERM if this daemon dies, so no orphan keeps appending to a partial
+ * that the next run resumes from.
+ */
+export function sshCommand(sshPath: string, args: readonly string[], path = process.env.PATH ?? ""): { file: string; args: string[] } {
+  const setpriv = findExecutable("setpriv", path);
+  return setpriv ? { file: setpriv, args: ["--pdeathsig", "TERM", "--", sshPath, ...args] } : { file: sshPath, args: [...args] };
 }
 
 /** The route beside a level's ParentConnection; undefined without an ssh binary or a key file (then ssh2 moves the bytes). */
@@ -108,7 +122,8 @@ export async function receiveWithOpenSsh(o: OpenSshReceiveOptions): Promise<void
   const fh = await open(o.partial, "a", 0o600);
   try {
     await writeFile(knownHosts, `${ALIAS} ${o.hostKey}\n`, { mode: 0o600 });
-    const child = spawn(o.route.sshPath, openSshArgs(o.route, knownHosts, imageRawCommand(o.name, o.offset, o.sha256)), {
+    const cmd = sshCommand(o.route.sshPath, openSshArgs(o.route, knownHosts, imageRawCommand(o.name, o.offset, o.sha256)));
+    const child = spawn(cmd.file, cmd.args, {
       stdio: ["ignore", fh.fd, "pipe"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin", LC_ALL: "C" },
       // Its own process group: a stop ends ssh and anything it started, never this daemon's group.
       detached: true,

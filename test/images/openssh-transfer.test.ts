@@ -5,7 +5,8 @@
 // ssh2 path when no ssh or no verified host key is at hand.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
 import { readFile, writeFile, stat, mkdir, chmod } from "node:fs/promises";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -197,3 +198,51 @@ test("the endpoint serves the header alone, the raw bytes alone from an offset, 
     raw.end();
   }
 });
+
+test("ssh does not outlive a daemon killed mid-transfer (setpriv --pdeathsig): no orphan appends to the partial", async () => {
+  const c = child();
+  const dir = join(c.dir, "orphan");
+  await mkdir(dir, { recursive: true });
+  try {
+    const hostKey = (await c.route.hostKey())!;
+    // ssh's stdout is a FIFO nobody reads: it blocks after the pipe's buffer, mid-transfer, until it is killed.
+    const fifo = join(dir, "x.partial");
+    assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
+    const reader = openSync(fifo, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    const pidFile = join(dir, "ssh.pid");
+    const pidSsh = join(dir, "pid-ssh");
+    await writeFile(pidSsh, `#!/bin/sh\necho $$ > ${pidFile}\nexec ${SSH} "$@"\n`, { mode: 0o755 });
+    const { sshPath: _s, hostKey: _h, ...route } = c.route;
+    const proc = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "fixtures", "receive-child.ts"), JSON.stringify({
+      route: { ...route, sshPath: pidSsh }, hostKey, name: "pve-9", sha256: sha, partial: fifo,
+    })], { stdio: "ignore" });
+    let sshPid = 0;
+    try {
+      sshPid = Number(await waitFor(() => readFile(pidFile, "utf8").then((t) => t.trim() || undefined, () => undefined), 30_000));
+      await waitFor(async () => (alive(sshPid) ? true : undefined), 30_000);
+      proc.kill("SIGKILL");
+      await waitFor(async () => (alive(sshPid) ? undefined : true), 10_000);
+    } finally {
+      proc.kill("SIGKILL");
+      if (sshPid && alive(sshPid)) process.kill(sshPid, "SIGKILL");
+      closeSync(reader);
+    }
+  } finally {
+    c.conn.close();
+  }
+});
+
+/** Live and not a zombie. */
+function alive(pid: number): boolean {
+  try { return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8")); } catch { return false; }
+}
+
+async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
