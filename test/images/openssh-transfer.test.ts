@@ -246,3 +246,27 @@ async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+test("on the ssh route too: DiskFull before ssh starts, and a damaged partial ends in ImageChecksumMismatch with nothing under the final name", async () => {
+  const c = child();
+  try {
+    const before = (await sshCalls()).length;
+    assert.equal(await codeOf(fetchImage(c.opts({ freeBytes: async () => 1000 }))), "DiskFull");
+    assert.equal((await sshCalls()).length, before);
+    assert.equal((await stat(`${c.dest}.partial`).catch(() => undefined))?.size ?? 0, 0);
+    // A partial whose first MiB was damaged on disk: ssh appends the rest, the sha256 catches it.
+    const bad = Buffer.from(data.subarray(0, STALL_AT));
+    bad[12345] = bad[12345]! ^ 0xff;
+    await mkdir(join(c.dir, "images"), { recursive: true });
+    await writeFile(`${c.dest}.partial`, bad);
+    await writeFile(`${c.dest}.partial.sha256`, `${sha}\n`);
+    assert.equal(await codeOf(fetchImage(c.opts())), "ImageChecksumMismatch");
+    assert.equal((await sshCalls()).length, before + 1);
+    assert.equal(existsSync(c.dest), false);
+    assert.equal(existsSync(`${c.dest}.partial`), false);
+    // The next run starts clean and lands the image.
+    assert.equal((await fetchImage(c.opts())).sha256, sha);
+  } finally {
+    c.conn.close();
+  }
+});
