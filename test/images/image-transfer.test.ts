@@ -183,26 +183,31 @@ test("readers get configured names only: unknown names and paths are ImageNotFou
 });
 
 test("transfers past the cap wait in the queue instead of being refused", async () => {
-  const a = child();
+  // The first transfer holds the only slot (max 1): a reader that never reads stalls it on the channel's window.
+  const raw = await connectRaw(l0.port, l0.reader.privateKey);
   const b = child();
   try {
-    let sawQueued = false;
-    let second: Promise<unknown> | undefined;
-    const first = fetchImage(a.opts({
-      progressIntervalMs: 0,
-      onProgress: () => {
-        // While the first holds the only slot (max 1), the second must queue.
-        second ??= fetchImage(b.opts({ name: "small", dest: join(b.dir, "images", "small.img") }));
-        if (l0.endpoint.stats().queuedImageTransfers === 1) sawQueued = true;
-      },
-    }));
-    await first;
+    const held = await new Promise<import("ssh2").ClientChannel>((resolve, reject) => {
+      raw.exec("hsd-image pve-9 0", (err, ch) => (err ? reject(err) : resolve(ch)));
+    });
+    await until(() => l0.endpoint.stats().activeImageTransfers === 1);
+    const second = fetchImage(b.opts({ name: "small", dest: join(b.dir, "images", "small.img") }));
+    await until(() => l0.endpoint.stats().queuedImageTransfers === 1);
+    // The slot frees when the first reader goes away; the queued one then runs.
+    held.close();
     await second;
-    assert.ok(sawQueued);
     assert.equal(l0.endpoint.stats().activeImageTransfers, 0);
     assert.ok((await readFile(join(b.dir, "images", "small.img"))).equals(data.subarray(0, 1000)));
   } finally {
-    a.conn.close();
+    raw.end();
     b.conn.close();
   }
 });
+
+async function until(cond: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
