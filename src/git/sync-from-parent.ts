@@ -14,6 +14,7 @@ import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
 import type { RefAdvertisement } from "./pkt-line.js";
 import { ensureBareRepo, exportPath } from "./export-repos.js";
 import { checkoutWorktree } from "./worktree-checkout.js";
+import { WorkPool } from "../util/work-pool.js";
 import type { IndexRefresher } from "./index-refresh.js";
 import { join } from "node:path";
 
@@ -157,20 +158,6 @@ async function upToDate(gitdir: string, ad: RefAdvertisement): Promise<boolean> 
   return true;
 }
 
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
-  const out: PromiseSettledResult<R>[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      try { out[i] = { status: "fulfilled", value: await fn(items[i]!) }; }
-      catch (reason) { out[i] = { status: "rejected", reason }; }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
-
 /**
  * Syncs every repo. Repos that fail to fetch fail the sync (first error
  * thrown, after the others finished). A worktree with local edits or with
@@ -183,7 +170,8 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
   });
   try {
     await conn.connect(opts.signal);
-    const results = await mapLimit(opts.repoNames, opts.concurrency ?? 6, async (name) => {
+    const pool = new WorkPool(opts.concurrency ?? 6);
+    const results = await Promise.allSettled(opts.repoNames.map((name) => pool.run(async () => {
       const t0 = performance.now();
       const previousServed = await git.resolveRef({ fs, gitdir: exportPath(opts.exportsDir, name), ref: "HEAD" }).catch(() => "");
       const f = await fetchInto(name, opts, conn);
@@ -202,7 +190,7 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
         ...(previousServed && previousServed !== f.head ? { previousCommit: previousServed } : {}),
       };
       return { state, bytes: f.bytes, held: wt.held };
-    });
+    })));
     const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
     if (failed) throw failed.reason;
     const ok = results.map((r) => (r as PromiseFulfilledResult<{ state: RepoState; bytes: number; held: boolean }>).value);
