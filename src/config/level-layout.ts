@@ -28,6 +28,8 @@ export function levelPaths(root: string) {
     bootUnit: `${root}/boot-unit.json`,
     /** Where a configure step writes a reboot request (src/homestak/step-reboot.ts). */
     rebootRequest: `${root}/run/reboot-request`,
+    /** Where a configure step run against leaf `name` writes its reboot request (src/nest/leaf-reboot.ts). */
+    leafRebootRequest: (name: string) => `${root}/run/leaf-${name}.reboot-request`,
     /** Present while a local child's reboot takes it down (src/providers/local/local-reboot.ts, src/daemon/going-down-probe.ts). */
     goingDown: `${root}/run/going-down`,
   });

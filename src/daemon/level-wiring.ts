@@ -34,7 +34,7 @@ import { Level } from "../level/level.js";
 import { homestakLayout } from "../homestak/layout.js";
 import { SiteConfigFiles } from "../homestak/site-config.js";
 import { ageIdentityFiles } from "../homestak/sops-decrypt.js";
-import { memoryStepJournal, StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
+import { StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
 import type { ConfigureLeaf } from "../nest/phase-hook.js";
 import { treeOwner } from "../homestak/tree-owner.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
@@ -258,17 +258,19 @@ export function buildLevel(
     ...(goingDown ? { goingDown } : {}),
   });
   // A leaf (manifest type vm) has no hsd: this level runs its own steps, from its own trees, against it.
-  const configureLeaf: ConfigureLeaf = (leaf, emit, signal) => new StepRunner({
+  // Its step records are the leaf's record's here; a step may ask for the leaf's reboot (src/nest/leaf-reboot.ts).
+  const configureLeaf: ConfigureLeaf = (leaf, emit, signal, run) => new StepRunner({
     config: { ...config, level: { name: leaf.name, depth: config.level.depth + 1, spec: leaf.spec, manifest: leaf.manifest } },
-    layout, journal: memoryStepJournal(), log: log.child({ sub: "steps", leaf: leaf.name }), levelPath: [...levelPath, leaf.name],
+    layout, journal: run.journal, log: log.child({ sub: "steps", leaf: leaf.name }), levelPath: [...levelPath, leaf.name],
     now: () => Date.now(), baseEnv: stepBaseEnv(env), killGraceMs: config.timeouts.shutdownMs,
+    rebootRequestPath: paths.leafRebootRequest(leaf.name),
     extraEnv: {
       HSD_LEAF: "1", HSD_TARGET: leaf.address,
       HSD_PARENT_ADDRESS: `${config.ssh.advertiseHost}:${ctx.identity().sshAddress.split(":").pop() ?? ""}`,
       // The local provider's leaf is a directory (no machine): the steps are told where it is.
       ...(typeof leaf.handle.data.dir === "string" ? { HSD_TARGET_ROOT: leaf.handle.data.dir } : {}),
     },
-  }).run({ fresh: false }, (ev) => emit({ kind: "log", message: ev.message }), signal).then(() => undefined);
+  }).run({ fresh: run.fresh }, (ev) => emit({ kind: ev.kind, message: ev.message }), signal);
   const engine = new NestEngine({
     config, journal: parts.journal, configureLeaf, links, access: parts.access, log: log.child({ sub: "nest" }), clock: { now: () => Date.now() },
     providers: providerFor,

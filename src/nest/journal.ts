@@ -45,6 +45,8 @@ export interface ChildRecord {
   /** A manifest's node: which manifest built it (destroy -M) and what it is. */
   manifest?: string;
   node?: PlannedNode;
+  /** A leaf's configure steps, run by this level against it (a step's reboot of the leaf resumes from these). */
+  steps?: Record<string, StepRecord>;
 }
 
 export interface JournalData {

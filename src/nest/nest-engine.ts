@@ -18,6 +18,7 @@ import { toFailure, type Failure } from "../domain/failure.js";
 import type { ChildRecord, Journal } from "./journal.js";
 import type { ConfigureLeaf, PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
 import { LEAF_HOOKS, PHASE_HOOKS } from "./phases/index.js";
+import { configureLeafAcrossReboots } from "./leaf-reboot.js";
 import { ChildTree, ONE_AT_A_TIME, valuesOrFirstFailure, type ChildScope, type LocalEvent } from "./child-tree.js";
 import type { ProviderName, ProviderOptions } from "../domain/providers.js";
 import { heightOf, rootsOf, subtreeOf, unheldImages, type BuildPlan, type PlannedNode } from "../domain/plan.js";
@@ -129,12 +130,14 @@ export class NestEngine {
       emit({ kind: "started", budgetMs });
       try {
         if (!this.d.configureLeaf) throw new NotImplementedError("this level cannot configure leaves", { details: { level: rec.name } });
-        const configure = this.d.configureLeaf;
+        const configureLeaf = this.d.configureLeaf;
+        const log = this.d.log.child({ child: rec.name, phase: "configure" });
         await withTimeout(budgetMs, () => new PhaseTimeoutError(`configure of leaf ${at.path.join("/")} overran its budget`, {
           details: { level: at.path.join("/"), phase: "configure", budgetMs },
-        }), (sig) => configure({
-          name: rec.name, address: rec.address ?? "", spec: rec.node?.spec ?? "", manifest: rec.manifest ?? "", handle: rec.handle!,
-        }, (ev) => emit(ev), sig), signal);
+        }), (sig) => configureLeafAcrossReboots({
+          rec, provider: this.d.providers(rec.provider, rec.options), configureLeaf, save: () => this.save(rec), emit: (ev) => emit(ev),
+          signal: sig, log, now: () => this.d.clock.now(), fresh: true,
+        }), signal);
         emit({ kind: "finished", durationMs: this.d.clock.now() - started, budgetMs });
       } catch (err) {
         this.d.log.warn({ child: rec.name, code: errorCode(err) }, "leaf configure after sync failed");
@@ -263,6 +266,7 @@ export class NestEngine {
       readSite: this.d.readSite ?? (async () => undefined),
       levelChecks: this.d.levelChecks ?? (async () => []),
       log: log.child({ phase }),
+      save: () => this.save(rec),
       link: () => this.d.links.get(rec.name, rec.endpoint!, signal),
       dropLink: () => this.d.links.drop(rec.name),
       now: () => this.d.clock.now(),

@@ -12,6 +12,7 @@ import type { AccessApi, NestOptions } from "../domain/level-api.js";
 import type { EventSink } from "../domain/events.js";
 import type { SecretTree } from "../secrets/secrets-store.js";
 import type { CheckResult } from "../domain/checks.js";
+import type { StepJournal, StepsOutcome } from "../homestak/step-runner.js";
 
 /** What this level knows about itself that a child build needs. */
 export interface SelfInfo {
@@ -49,11 +50,13 @@ export interface PhaseRun {
   /** The engine's clock. */
   readonly now: () => number;
   /** Emits progress/log for this phase (path and phase filled in). */
-  readonly emit: (ev: { kind: "progress" | "log"; message?: string; progress?: { unit: string; done: number; total: number }; bytes?: number }) => void;
+  readonly emit: (ev: { kind: "progress" | "log" | "rebooting"; message?: string; progress?: { unit: string; done: number; total: number }; bytes?: number }) => void;
   /** Relays an event from the child, prefixing this level's name. */
   readonly relay: EventSink;
   /** Runs this level's configure steps against a leaf (no hsd there). */
   readonly configureLeaf: ConfigureLeaf;
+  /** Persists `rec` as it stands now (the engine also does after the hook). */
+  readonly save: () => Promise<void>;
 }
 
 /** A leaf as this level's configure steps see it. */
@@ -65,7 +68,13 @@ export interface LeafTarget {
   readonly handle: ChildHandle;
 }
 
-export type ConfigureLeaf = (leaf: LeafTarget, emit: PhaseRun["emit"], signal: AbortSignal) => Promise<void>;
+/**
+ * One run of the steps against a leaf: `journal` holds the leaf's step records
+ * (fresh: forget them first); ends with the reboot a step asked for, if any.
+ */
+export type ConfigureLeaf = (
+  leaf: LeafTarget, emit: PhaseRun["emit"], signal: AbortSignal, run: { readonly journal: StepJournal; readonly fresh: boolean },
+) => Promise<StepsOutcome>;
 
 export interface PhaseHook {
   readonly name: PhaseName;

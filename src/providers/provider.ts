@@ -59,6 +59,11 @@ export interface Provider {
   boot(child: ChildHandle, ctx: PhaseContext): Promise<ChildHandle & { readonly address: string }>;
   /** Puts hsd and its config on the child, starts it, resolves when it reports ready. */
   install(child: ChildHandle, spec: ChildInstallSpec, ctx: PhaseContext): Promise<{ handle: ChildHandle; endpoint: ChildEndpoint }>;
+  /**
+   * Reboots a leaf's machine (one of this level's configure steps asked for it)
+   * and waits until it has an address again. Absent: its leaves cannot reboot.
+   */
+  reboot?(child: ChildHandle, ctx: PhaseContext): Promise<ChildHandle & { readonly address: string }>;
   /** Is the child's hsd process/VM still there (cheap, no RPC)? */
   alive(child: ChildHandle): Promise<boolean>;
   /** Stops and removes the child entirely. Idempotent: a missing child is done. */

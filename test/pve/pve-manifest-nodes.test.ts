@@ -23,7 +23,7 @@ import { Journal } from "../../src/nest/journal.js";
 import { ChildLinks } from "../../src/nest/child-link.js";
 import { silentLogger } from "../../src/log/logger.js";
 import type { LevelEvent } from "../../src/domain/events.js";
-import type { LeafTarget } from "../../src/nest/phase-hook.js";
+import type { ConfigureLeaf, LeafTarget } from "../../src/nest/phase-hook.js";
 import { PeerGoneError } from "../../src/domain/errors.js";
 
 /** An image file in the node's iso directory, as a level holds it. */
@@ -142,24 +142,34 @@ test("the simulator's resize is PVE's: a task whose worker refuses shrinking, a 
     assert.equal(await resize(150, "scsi0", "5G"), "VM is locked (backup)");
   }));
 
+/** The nest engine of a PVE level whose leaves (debian-12) `configureLeaf` configures; its journal in `dir`. */
+async function leafEngine(sim: PveSim, dir: string, configureLeaf: ConfigureLeaf): Promise<{ engine: NestEngine; journal: Journal }> {
+  const deb = await image(sim, "debian-12");
+  const { provider } = providerFor(sim, { images: held(deb) }, { image: "pve-9" });
+  const config = parseConfig(`images:\n  debian-12: { path: ${deb.path} }\n`, "test.yaml", { root: dir });
+  const journal = new Journal(join(dir, "journal.json"));
+  await journal.load();
+  const engine = new NestEngine({
+    config, journal, log: silentLogger(), clock: { now: () => Date.now() },
+    links: new ChildLinks(async (name) => { throw new PeerGoneError(`a leaf has no hsd to link to (${name})`); }),
+    self: () => ({ name: "leaf-pve", depth: 2, publicKey: "ssh-ed25519 AAAAp", sshPort: 2222, sshAdvertiseHost: "10.0.0.2", hostKeyFingerprint: "SHA256:p" }),
+    providers: () => provider,
+    access: { async addKey() { throw new Error("a leaf authorizes no key"); }, async removeKey() { return true; }, async listKeys() { return []; } },
+    readSecrets: async () => ({}),
+    configureLeaf,
+  });
+  return { engine, journal };
+}
+
 test("PVE leaves through the nest engine: created and booted here, configured by this level, reconfigured, destroyed", () =>
   withSim({}, async (sim) => {
     const dir = await mkdtemp(join(tmpdir(), "hsd-pve-leaves-"));
     try {
-      const deb = await image(sim, "debian-12");
-      const { provider } = providerFor(sim, { images: held(deb) }, { image: "pve-9" });
-      const config = parseConfig(`images:\n  debian-12: { path: ${deb.path} }\n`, "test.yaml", { root: dir });
-      const journal = new Journal(join(dir, "journal.json"));
-      await journal.load();
       const configured: LeafTarget[] = [];
-      const engine = new NestEngine({
-        config, journal, log: silentLogger(), clock: { now: () => Date.now() },
-        links: new ChildLinks(async (name) => { throw new PeerGoneError(`a leaf has no hsd to link to (${name})`); }),
-        self: () => ({ name: "leaf-pve", depth: 2, publicKey: "ssh-ed25519 AAAAp", sshPort: 2222, sshAdvertiseHost: "10.0.0.2", hostKeyFingerprint: "SHA256:p" }),
-        providers: () => provider,
-        access: { async addKey() { throw new Error("a leaf authorizes no key"); }, async removeKey() { return true; }, async listKeys() { return []; } },
-        readSecrets: async () => ({}),
-        configureLeaf: async (leaf, emit) => { configured.push(leaf); emit({ kind: "log", message: `configured ${leaf.name} at ${leaf.address}` }); },
+      const { engine, journal } = await leafEngine(sim, dir, async (leaf, emit) => {
+        configured.push(leaf);
+        emit({ kind: "log", message: `configured ${leaf.name} at ${leaf.address}` });
+        return {};
       });
       const plan = {
         manifest: "n3-deep", onError: "stop" as const,
@@ -191,6 +201,61 @@ test("PVE leaves through the nest engine: created and booted here, configured by
       // The template stays: it is this level's, for the next leaf.
       assert.ok([...sim.vms.values()].some((v) => v.config.name === "hsd-debian-12" && v.config.template === "1"));
       assert.deepEqual(schemaViolations(sim.requests), []);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }));
+
+test("a PVE leaf's step asks for its reboot: the engine shuts the VM down and starts it, waits for its address, then resumes the step", () =>
+  withSim({}, async (sim) => {
+    const dir = await mkdtemp(join(tmpdir(), "hsd-pve-leaf-reboot-"));
+    try {
+      // The steps as the runner journals them: the first run asks for a reboot, the resumed one finishes.
+      const runs: { fresh: boolean; before: string | undefined; address: string }[] = [];
+      const { engine, journal } = await leafEngine(sim, dir, async (leaf, emit, _signal, run) => {
+          runs.push({ fresh: run.fresh, before: run.journal.steps().kernel?.kind, address: leaf.address });
+          if (run.journal.steps().kernel?.kind === "rebooting") {
+            await run.journal.updateSteps((st) => { st.kernel = { kind: "finished", at: Date.now(), reboots: 1 }; });
+            return {};
+          }
+          await run.journal.updateSteps((st) => { st.kernel = { kind: "rebooting", at: Date.now(), reboots: 1, reason: "new kernel" }; });
+          emit({ kind: "rebooting", message: "step kernel: new kernel" });
+          return { reboot: { step: "kernel", reason: "new kernel", reboots: 1 } };
+      });
+      const plan = { manifest: "n3-deep", onError: "stop" as const, nodes: [node({ name: "edge", type: "vm", spec: "base", image: "debian-12", vmid: 99031 })] };
+      const events: LevelEvent[] = [];
+      await engine.nest({ depth: 1, width: 1, provider: "pve", options: {}, plan }, (e) => events.push(e), AbortSignal.timeout(60_000));
+      const addr = sim.guestAddress(99031);
+      assert.deepEqual(runs, [{ fresh: false, before: undefined, address: addr }, { fresh: false, before: "rebooting", address: addr }]);
+      // Between the two runs: a clean shutdown (PVE stops it if the guest does not power off), a start, the agent's address again.
+      const calls = sim.requests.filter((q) => q.status === 200 && q.params?.vmid === "99031").map((q) => `${q.method} ${q.template}`);
+      const shutdown = calls.lastIndexOf("POST /nodes/{node}/qemu/{vmid}/status/shutdown");
+      const start = calls.lastIndexOf("POST /nodes/{node}/qemu/{vmid}/status/start");
+      assert.ok(shutdown >= 0 && start > shutdown, calls.join("\n"));
+      assert.ok(calls.slice(start).includes("GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces"), calls.join("\n"));
+      const sd = sim.requests.find((q) => q.template.endsWith("/status/shutdown"))!;
+      assert.deepEqual([sd.params!.forceStop, sd.params!.timeout], ["1", "120"]);
+      assert.equal(sim.vms.get(99031)!.status, "running");
+      const c = events.filter((e) => e.phase === "configure").map((e) => `${e.kind} ${e.message ?? ""}`.trim());
+      assert.deepEqual([c[0], c[1], c[2]], ["started", "rebooting step kernel: new kernel", "log edge is rebooting; waiting for it to come back"]);
+      assert.match(c.at(-2)!, /^log edge is back after \d+ s at [\d.]+; resuming its configure$/);
+      assert.equal(c.at(-1)!.split(" ")[0], "finished");
+      assert.deepEqual(journal.child("edge")!.steps, { kernel: { kind: "finished", at: journal.child("edge")!.steps!.kernel!.at, reboots: 1 } });
+      // This hsd died after journaling the reboot and before the leaf was back: the re-run reboots the leaf first, then resumes the step.
+      await journal.update((j) => {
+        const e = j.children.edge!;
+        e.steps = { kernel: { kind: "rebooting", at: Date.now(), reboots: 1, reason: "new kernel" } };
+        delete e.phases.configure;
+        e.state = "failed";
+      });
+      const shutdowns = () => sim.requests.filter((q) => q.status === 200 && q.template.endsWith("/status/shutdown")).length;
+      const before = shutdowns();
+      runs.length = 0;
+      await engine.nest({ depth: 1, width: 1, provider: "pve", options: {}, plan }, () => {}, AbortSignal.timeout(60_000));
+      assert.deepEqual(runs.map((r) => r.before), ["rebooting"]);
+      assert.equal(shutdowns(), before + 1);
+      assert.deepEqual(schemaViolations(sim.requests), []);
+      await engine.destroy(() => {}, AbortSignal.timeout(60_000));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

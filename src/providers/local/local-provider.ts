@@ -87,6 +87,12 @@ export class LocalProvider implements Provider {
     return { ...child, address: data.netns ? data.netns.childAddr : "127.0.0.1" };
   }
 
+  /** A local leaf is a directory: no machine, nothing running in it, so its reboot is over at once (its disk, the directory, stays). */
+  async reboot(child: ChildHandle, ctx: PhaseContext): Promise<ChildHandle & { address: string }> {
+    ctx.emit({ kind: "log", message: `${child.name} is a directory on this host: nothing runs in it to reboot` });
+    return this.boot(child, ctx);
+  }
+
   async install(child: ChildHandle, spec: ChildInstallSpec, ctx: PhaseContext): Promise<{ handle: ChildHandle; endpoint: ChildEndpoint }> {
     const data = { ...(child.data as unknown as LocalData) };
     // A reinstall stops the old hsd and, even when it is already dead, every

@@ -72,6 +72,8 @@ export interface PveProviderOptions extends InstallOptions {
 interface Iface { name: string; "ip-addresses"?: { "ip-address": string; "ip-address-type": string }[] }
 
 const AGENT_NOT_READY = /No QEMU guest agent configured|is not running|got timeout/;
+/** How long a leaf's guest gets to power off on ACPI before PVE stops it (its reboot: src/nest/leaf-reboot.ts). */
+const LEAF_SHUTDOWN_S = 120;
 
 /** What PVE's sshkeys parameter wants: URL-encoded once here, form-encoded again on the wire. */
 export function encodeSshKeys(keys: readonly string[]): string {
@@ -252,6 +254,18 @@ export class PveProvider implements Provider {
     }, ctx.signal);
     ctx.emit({ kind: "log", message: `VM ${vmid} has address ${address}` });
     return { ...child, data: { ...child.data, address }, address };
+  }
+
+  /**
+   * A leaf's reboot: a clean shutdown (ACPI through the guest; PVE stops it
+   * after LEAF_SHUTDOWN_S if the guest does not power off), then the boot above:
+   * start, and the guest agent's address again (a DHCP lease may change it).
+   */
+  async reboot(child: ChildHandle, ctx: PhaseContext): Promise<ChildHandle & { readonly address: string }> {
+    const { vmid, node } = ids(child);
+    const upid = await this.client.api("POST /nodes/{node}/qemu/{vmid}/status/shutdown", { node, vmid, timeout: LEAF_SHUTDOWN_S, forceStop: 1 }, { signal: ctx.signal });
+    await this.client.waitTask(upid, this.taskOpts(ctx, upid));
+    return this.boot(child, ctx);
   }
 
   async install(child: ChildHandle, spec: ChildInstallSpec, ctx: PhaseContext): Promise<{ handle: ChildHandle; endpoint: ChildEndpoint }> {
