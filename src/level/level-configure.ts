@@ -82,6 +82,11 @@ export class LevelConfigure {
   /** Set once a step's reboot is decided: this hsd is going away. */
   private rebootUnderWay: string | undefined;
 
+  /** A step's reboot is decided (asked for, or the machine going down under it): nothing more starts here. */
+  get rebooting(): boolean {
+    return this.rebootUnderWay !== undefined;
+  }
+
   /** The configure call (the level's checkpoint has run): a fresh one, or the parent attaching to the resumed one. */
   run(sink: EventSink, signal: AbortSignal, opts: { fresh: boolean }): Promise<void> {
     return this.track(this.runHere(sink, signal, opts));

@@ -26,6 +26,7 @@ import type { ChildLink } from "../nest/child-link.js";
 import type { RingLine } from "../log/log-ring.js";
 import { redactValues, secretValues } from "./redact-values.js";
 import { routeLevel } from "./level-route.js";
+import { syncChild } from "./sync-child.js";
 
 /**
  * Sync progress per repo and git phase goes up the tree at most this often:
@@ -298,32 +299,16 @@ export class Level implements LevelApi {
       });
     }
     if (opts.configure && result && this.d.config.parent) await this.reconfigure(sink, signal);
+    // This level is going down for a step's reboot: its parent re-attaches to the configure it resumes; its subtree waits for the next wave.
+    if (this.configuring.rebooting) return;
     // Leaves have no hsd to sync: this level configures them again from the trees it just synced.
     if (opts.configure && opts.recursive && result) await this.d.engine.reconfigureLeaves(sink, signal);
     if (!opts.recursive) return;
-    await this.tree.walk(this.tree.live(), sink, ALL_AT_ONCE, async (rec, at) => {
-      let reported: RepoState[] | undefined;
-      const relay: EventSink = (ev) => {
-        if (ev.levelPath.length === 1 && ev.repos && ev.repos.length > 0 && (ev.kind === "finished" || ev.kind === "failed")) reported = [...ev.repos];
-        at.relay(ev);
-      };
-      try {
-        const link = await this.d.links.get(rec.name, rec.endpoint!, signal);
-        await link.sync({ recursive: true, configure: opts.configure ?? false }, relay, signal);
-        // What the child last reported stays in the journal: status shows it
-        // (and how far behind it is) when the child cannot answer.
-        if (reported) {
-          const repos = reported;
-          await this.d.journal.update((j) => { const c = j.children[rec.name]; if (c) c.repos = repos; })
-            .catch((e) => this.d.log.warn({ err: e, child: rec.name }, "journal write failed"));
-        }
-      } catch (err) {
-        await this.d.links.drop(rec.name);
-        const failure = toFailure(err instanceof HsError ? err : new PeerGoneError(`level ${rec.name} did not answer`, { cause: err }));
-        at.emit({ phase: "sync", kind: "failed", failure: { ...failure, message: `${failure.message} (subtree of ${rec.name} is stale)` } });
-        this.d.log.warn({ child: rec.name, code: errorCode(err) }, "child sync failed; subtree stale");
-      }
-    });
+    await this.tree.walk(this.tree.live(), sink, ALL_AT_ONCE, (rec, at) => syncChild({
+      rec, at, links: this.d.links, configure: opts.configure ?? false, configureBudgetMs: this.d.config.budgets.configure,
+      signal, log: this.d.log, now: () => this.d.clock.now(),
+      remember: (repos) => this.d.journal.update((j) => { const c = j.children[rec.name]; if (c) c.repos = repos; }),
+    }));
   }
 
   /**
@@ -338,6 +323,8 @@ export class Level implements LevelApi {
       await withTimeout(this.d.config.budgets.configure, () => new PhaseTimeoutError(`configure of ${this.name} overran its budget`, {
         details: { level: this.name, phase: "configure" },
       }), (sig) => this.configure(sink, sig, { fresh: true }), signal);
+      // Ended by a reboot: the parent ends this configure once it has re-attached to the one resumed at boot.
+      if (this.configuring.rebooting) return;
       this.emit(sink, { phase: "configure", kind: "finished", durationMs: this.d.clock.now() - started, budgetMs: this.d.config.budgets.configure });
     } catch (err) {
       this.emit(sink, { phase: "configure", kind: "failed", durationMs: this.d.clock.now() - started, failure: toFailure(err) });

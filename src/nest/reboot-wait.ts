@@ -4,10 +4,11 @@
 // the whole wait by the phase's budget through its signal) until the child's
 // hsd answers again with the same pinned host key; it then calls configure
 // again, which attaches to the configure the child resumed at boot. A drop
-// nobody announced stays PeerGone. Used by the configure phase hook.
-// Imported by: src/nest.
+// nobody announced stays PeerGone. Used by the configure phase hook, and by
+// `hsctl sync --configure`'s wave (whose first call is a sync, then an attach).
+// Imported by: src/level, src/nest.
 
-import { CancelledError, HostKeyMismatchError, HsError, PeerGoneError, errorCode } from "../domain/errors.js";
+import { CancelledError, HostKeyMismatchError, HsError, PeerGoneError, PhaseTimeoutError, errorCode } from "../domain/errors.js";
 import type { EventSink, LevelEvent } from "../domain/events.js";
 import type { Logger } from "../log/logger.js";
 import type { ChildLink } from "./child-link.js";
@@ -28,15 +29,38 @@ export interface RebootAwareCall {
   readonly note: (message: string) => void;
   /** Ends the wait: the phase's budget (PhaseTimeout) or a cancel. */
   readonly signal: AbortSignal;
+  /**
+   * When `signal` carries no configure budget (a sync wave's): the wait for the
+   * child and the re-attached configure end with PhaseTimeout this long after
+   * the first announcement.
+   */
+  readonly rebootBudgetMs?: number;
   readonly log: Logger;
   readonly now: () => number;
   readonly pollMs?: number;
 }
 
-/** Runs `call` against the child, riding out every reboot the child announces on the way. */
-export async function callAcrossReboots(o: RebootAwareCall): Promise<void> {
+/** Runs `call` against the child, riding out every reboot the child announces on the way; resolves with how many it rode out. */
+export async function callAcrossReboots(o: RebootAwareCall): Promise<number> {
+  const budget = new AbortController();
+  const signal = AbortSignal.any([o.signal, budget.signal]);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await rideReboots({ ...o, signal }, () => {
+      if (o.rebootBudgetMs === undefined || timer) return;
+      timer = setTimeout(() => budget.abort(new PhaseTimeoutError(`${o.child} did not finish its configure within ${o.rebootBudgetMs} ms of announcing its reboot`, {
+        details: { level: o.child, phase: "configure", budgetMs: o.rebootBudgetMs },
+      })), o.rebootBudgetMs);
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function rideReboots(o: RebootAwareCall, onAnnounced: () => void): Promise<number> {
   let announced = false;
   let since = 0;
+  let reboots = 0;
   for (;;) {
     let heard = false;
     let rebooting = false;
@@ -48,7 +72,7 @@ export async function callAcrossReboots(o: RebootAwareCall): Promise<void> {
     try {
       const link = await o.link();
       await o.call(link, sink, o.signal);
-      if (!rebooting) return;
+      if (!rebooting) return reboots;
     } catch (err) {
       if (o.signal.aborted) throw o.signal.reason instanceof HsError ? o.signal.reason : err;
       if (err instanceof HostKeyMismatchError) throw err;
@@ -61,8 +85,10 @@ export async function callAcrossReboots(o: RebootAwareCall): Promise<void> {
     if (rebooting && !announced) {
       announced = true;
       since = o.now();
+      onAnnounced();
       o.note(`${o.child} is rebooting; waiting for its hsd to come back`);
     }
+    if (rebooting) reboots++;
     await o.dropLink();
     await backUp(o);
     o.note(`${o.child} is back after ${Math.round((o.now() - since) / 1000)} s; re-attaching to its configure`);

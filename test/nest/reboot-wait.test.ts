@@ -81,3 +81,17 @@ test("a drop without an announcement is PeerGone; a changed host key while waiti
   ac.abort(new PhaseTimeoutError("configure overran its budget"));
   await assert.rejects(never.p, (e: unknown) => e instanceof HsError && e.code === "PhaseTimeout");
 });
+
+test("rebootBudgetMs (a sync wave's call, no phase budget on its signal): a child never back after its announcement is PhaseTimeout; none before it", async () => {
+  const s = scripted([async (sink) => { sink(ev("log", "working")); }]);
+  // No announcement: the budget never starts, the call simply ends.
+  assert.equal(await callAcrossReboots({
+    child: "l2", link: s.link, dropLink: s.dropLink, relay: () => {}, note: () => {}, signal: new AbortController().signal,
+    log: silentLogger(), now: () => 0, pollMs: 1, rebootBudgetMs: 1, call: (l, sink, sig) => l.configure(sink, sig),
+  }), 0);
+  const never = scripted([async (sink) => { sink(ev("rebooting", "r")); }, "down"]);
+  await assert.rejects(callAcrossReboots({
+    child: "l2", link: never.link, dropLink: never.dropLink, relay: () => {}, note: () => {}, signal: new AbortController().signal,
+    log: silentLogger(), now: () => 0, pollMs: 1, rebootBudgetMs: 50, call: (l, sink, sig) => l.configure(sink, sig),
+  }), (e: unknown) => e instanceof HsError && e.code === "PhaseTimeout" && e.details.budgetMs === 50);
+});
