@@ -35,7 +35,8 @@ export interface ApiServerOptions {
 export interface ApiServer {
   readonly socketPath: string;
   /** Cancels running streams, waits up to graceMs for calls to end, then forces; removes the socket file. */
-  close(graceMs: number): Promise<void>;
+  /** Stops serving; running calls end with `reason` (default Cancelled: "hsd is shutting down"). */
+  close(graceMs: number, reason?: HsError): Promise<void>;
 }
 
 const NEST_SERVICE = NestService.typeName;
@@ -106,14 +107,14 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   let closing: Promise<void> | undefined;
   return {
     socketPath,
-    close(graceMs: number) {
+    close(graceMs: number, reason?: HsError) {
       closing ??= (async () => {
         // Open Watches send NOT_SERVING and end with OK; the turn of the event
         // loop lets them write it before the abort below would cut them off.
         health.shutdown();
         await new Promise((res) => setImmediate(res));
         // Streams end with Cancelled (and their engines stop) before we wait for them.
-        shutdown.abort();
+        shutdown.abort(reason);
         await new Promise<void>((res) => {
           const timer = setTimeout(() => { log.warn("calls still running after grace period; forcing"); server.forceShutdown(); res(); }, graceMs);
           server.tryShutdown(() => { clearTimeout(timer); res(); });

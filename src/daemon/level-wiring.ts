@@ -27,7 +27,7 @@ import { grpcChildLink } from "../rpc/grpc-child-link.js";
 import { NestEngine } from "../nest/nest-engine.js";
 import { PROVIDERS, providerCache } from "../providers/registry.js";
 import type { ServiceManager } from "../util/systemd-env.js";
-import { AddressInUseError } from "../domain/errors.js";
+import { AddressInUseError, type HsError } from "../domain/errors.js";
 import { readLastSshPort, rememberSshPort } from "./last-ssh-port.js";
 import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
 import { Level } from "../level/level.js";
@@ -202,8 +202,12 @@ export interface BuiltLevel {
   level: Level;
   /** Called once the daemon is ready: level 0 writes its exports (readers may clone at once). */
   start(): void;
-  /** hsd is stopping, the API still open: a configure step the machine's reboot interrupts ends as a reboot. */
-  beforeStop(): Promise<void>;
+  /**
+   * hsd is stopping, the API still open: a configure step the machine's reboot
+   * interrupts ends as a reboot; resolves with what the calls still running end
+   * with when the machine is going down (LevelWentDown), else undefined.
+   */
+  beforeStop(): Promise<HsError | undefined>;
   close(): Promise<void>;
 }
 
@@ -256,6 +260,11 @@ export function buildLevel(
     baseEnv: stepBaseEnv(env), killGraceMs: shutdownMs,
     ...(reboot ? { rebootRequestPath: paths.rebootRequest } : {}),
     ...(goingDown ? { goingDown } : {}),
+    // This level's reboot stops its children (a local level's processes, a PVE level's nested VMs): not while it has any.
+    rebootBlocked: () => {
+      const below = parts.journal.children().filter((c) => c.state !== "destroyed").map((c) => c.name);
+      return below.length > 0 ? `it would stop the level${below.length > 1 ? "s" : ""} below it (${below.join(", ")})` : undefined;
+    },
   });
   // A leaf (manifest type vm) has no hsd: this level runs its own steps, from its own trees, against it.
   // Its step records are the leaf's record's here; a step may ask for the leaf's reboot (src/nest/leaf-reboot.ts).
@@ -300,6 +309,7 @@ export function buildLevel(
     // A level that is itself a node of its provider (a PVE node) sets itself up as one.
     ...(configureLevel ? { configureHook: configureLevel } : {}),
     ...(reboot ? { reboot } : {}),
+    ...(goingDown ? { goingDown } : {}),
     ...(systemInstall ? { systemInstall } : {}),
   });
   // Watch mode is level 0's alone: below it, a level syncs when its parent tells it to.

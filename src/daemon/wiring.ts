@@ -6,6 +6,7 @@
 // options let tests substitute any of them.
 // Imported by: src/daemon.
 
+import type { HsError } from "../domain/errors.js";
 import { resolve } from "node:path";
 import { type HsdConfig } from "../config/config.js";
 import { levelPaths, SYSTEM_PATHS } from "../config/level-layout.js";
@@ -105,7 +106,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   // secrets and journal are prepared before anything listens.
   let parts: LevelParts | undefined;
   let closeLevel: () => Promise<void> = async () => {};
-  let beforeStopLevel: () => Promise<void> = async () => {};
+  let beforeStopLevel: () => Promise<HsError | undefined> = async () => undefined;
   let startLevel = () => {};
   const access = await (o.buildAccess ?? (async (c: HsdConfig, l: Logger) => {
     parts = await prepareLevel(c, l, checkpoints);
@@ -178,8 +179,9 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
       // Ready first: a watcher must never see ready.json for a daemon that is going away.
       await removeReadyFile(paths.ready);
       // While the API is open: a configure step the machine's reboot interrupts is announced as that reboot.
-      await beforeStopLevel().catch((err) => log.warn({ err }, "ending configure steps for the machine's reboot failed"));
-      await api!.close(config.timeouts.shutdownMs);
+      // ... and the calls still running end as the machine's going down (LevelWentDown) when it is, not as a cancel.
+      const wentDown = await beforeStopLevel().catch((err) => { log.warn({ err }, "ending configure steps for the machine's reboot failed"); return undefined; });
+      await api!.close(config.timeouts.shutdownMs, wentDown);
       await closeLevel().catch((err) => log.warn({ err }, "closing child links failed"));
       // Bounded: a peer that vanished (a child VM powered off) never acknowledges the close.
       const sshClosed = ssh?.close().catch((err) => log.warn({ err }, "ssh endpoint close failed"));

@@ -55,7 +55,9 @@ export type ErrorCode =
   | "HostKeyUnknown"
   | "NotController"
   | "CloudInit"
-  | "AptLocked";
+  | "AptLocked"
+  | "LevelWentDown"
+  | "RebootRefused";
 
 export interface HsErrorOptions {
   /** Structured, secret-free context (repo name, level path, phase, file:line). */
@@ -199,4 +201,8 @@ export class NotControllerError extends HsError { static override code = "NotCon
 /** A child VM's cloud-init ended in `error`, or was still running when its wait ran out (details: state, waitedMs). */
 export class CloudInitError extends HsError { static override code = "CloudInit" as const; }
 /** apt/dpkg on a child VM stayed locked past the install's lock budget (details: holders, waitedMs). */
+/** A level's machine went down (rebooted or powered off) while a call was under way outside a configure step. */
+export class LevelWentDownError extends HsError { static override code = "LevelWentDown" as const; }
+/** A configure step asked for a reboot that would stop this level's children. */
+export class RebootRefusedError extends HsError { static override code = "RebootRefused" as const; }
 export class AptLockedError extends HsError { static override code = "AptLocked" as const; }

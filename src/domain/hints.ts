@@ -55,6 +55,8 @@ const HINTS: Readonly<Record<ErrorCode, string>> = {
   NotController: "on that level: `hsctl access add --role controller YOUR_KEY.pub`",
   CloudInit: "on the VM: cloud-init status --long (and journalctl -u cloud-final); a user-data module failed (state error) or never finished (state running). Fix what it names in the VM's user-data, then re-run: the install waits for cloud-init again",
   AptLocked: "on the VM another apt/dpkg run holds the lock (fuser -v /var/lib/dpkg/lock-frontend /var/lib/apt/lists/lock); let it finish, then re-run",
+  LevelWentDown: "the level's machine rebooted or powered off while hsd worked outside a configure step (e.g. its provider's set-up); nobody cancelled anything. When it is back (hsctl status), re-run: finished phases and steps are skipped. A step that reboots the machine itself is resumed as a reboot, so put such work in a configure step",
+  RebootRefused: "a reboot of this level would stop the levels below it: destroy them first (hsctl destroy --level PATH), re-run the configure (hsctl sync --configure), then nest them again; or make the step reboot only where nothing is built below it",
   Internal: "this is a bug in hsd; the daemon log has the details",
 };
 

@@ -4,7 +4,7 @@
 // (homestak's pve-config runs `systemctl reboot` and sleeps until it is killed),
 // and that step's death is then the reboot, not a failure. The probe itself is
 // injected (systemd's state, or a local level's marker; src/daemon/going-down-probe.ts).
-// Imported by: src/daemon, src/homestak.
+// Imported by: src/daemon, src/homestak, src/level.
 
 import type { Logger } from "../log/logger.js";
 

@@ -16,7 +16,7 @@ import { lookupUser, type PasswdEntry } from "../util/passwd.js";
 import { constants } from "node:os";
 import type { ConfigureStep, HsdConfig } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
-import { CancelledError, PhaseTimeoutError, StepFailedError } from "../domain/errors.js";
+import { CancelledError, PhaseTimeoutError, RebootRefusedError, StepFailedError } from "../domain/errors.js";
 import { stepOutputMessage } from "../domain/events.js";
 import type { HomestakLayout } from "./layout.js";
 import { STEP_OUTPUT_DEFAULTS, StepOutput } from "./step-output.js";
@@ -83,6 +83,8 @@ export interface StepRunnerDeps {
   readonly rebootRequestPath?: string;
   /** Is the machine going down? Absent: this level cannot reboot, a killed step is a failed one. */
   readonly goingDown?: GoingDown;
+  /** Why a reboot asked for now must not happen (the children it would stop), or undefined. */
+  readonly rebootBlocked?: () => string | undefined;
 }
 
 /** Step results kept in memory (a leaf's steps: its record in the parent's journal says whether configure finished). */
@@ -105,6 +107,11 @@ export class StepRunner {
   private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(private readonly d: StepRunnerDeps) {}
+
+  /** A run of the steps is under way. */
+  get busy(): boolean {
+    return this.inFlight.size > 0;
+  }
 
   /** The steps that apply to this level (their `when`). */
   applicable(): ConfigureStep[] {
@@ -168,6 +175,13 @@ export class StepRunner {
           const how = reboot.bySystem ? "was interrupted by" : "asked for";
           throw new StepFailedError(`step ${step.name} of ${this.pathText} ${how} reboot ${reboots + 1}; at most ${MAX_REBOOTS_PER_STEP} are allowed`, {
             details: { level: this.pathText, phase: "configure", step: step.name, exitCode: 0, lastLines: [reboot.reason] },
+          });
+        }
+        // Asked for (the machine is not going down by itself yet): refused while it would take levels below with it.
+        const blocked = reboot !== undefined && !reboot.bySystem ? this.d.rebootBlocked?.() : undefined;
+        if (blocked !== undefined) {
+          throw new RebootRefusedError(`step ${step.name} of ${this.pathText} asked for a reboot, refused: ${blocked}`, {
+            details: { level: this.pathText, phase: "configure", step: step.name, lastLines: [reboot!.reason] },
           });
         }
       } catch (err) {

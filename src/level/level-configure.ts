@@ -8,7 +8,8 @@ import type { ConfigureStep, HsdConfig } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
 import type { Journal } from "../nest/journal.js";
 import type { Clock } from "../nest/nest-engine.js";
-import { errorCode, CancelledError, PhaseTimeoutError } from "../domain/errors.js";
+import { errorCode, CancelledError, LevelWentDownError, PhaseTimeoutError, type HsError } from "../domain/errors.js";
+import type { GoingDown } from "../homestak/going-down.js";
 import type { EventSink, LocalEvent, RepoState } from "../domain/events.js";
 import { rebootPendingIn, type StepRunner, type StepsOutcome } from "../homestak/step-runner.js";
 import { ConfigureRun } from "./configure-run.js";
@@ -36,6 +37,8 @@ export interface ConfigureDeps {
    * the level's hsd is started again at boot. Absent: this level cannot reboot.
    */
   readonly reboot?: (reason: string) => Promise<void>;
+  /** Is this level's machine going down (asked when hsd stops)? Absent: it cannot reboot, and a stop is a cancel. */
+  readonly goingDown?: GoingDown;
 }
 
 export class LevelConfigure {
@@ -58,12 +61,23 @@ export class LevelConfigure {
    * hsd is stopping (before its API closes): when the machine is going down
    * under a running step, that step ends as this level's reboot, and the
    * configure calls end with `rebooting` sent (bounded by about 2x `graceMs`).
+   * Resolves with what calls still running end with when the machine is going
+   * down (outside a step too: the provider's set-up, a sync), else undefined:
+   * a plain stop (systemctl stop hsd) stays an operator's cancel.
    */
-  async stopForShutdown(graceMs: number): Promise<void> {
-    if (!this.d.steps || !(await this.d.steps.stopForShutdown(graceMs))) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled([...this.calls]), new Promise<void>((r) => { timer = setTimeout(r, graceMs); })]);
-    clearTimeout(timer);
+  async stopForShutdown(graceMs: number): Promise<HsError | undefined> {
+    if (this.d.steps?.busy) {
+      // The runner asks whether the machine is going down; its no is final here.
+      if (!(await this.d.steps.stopForShutdown(graceMs))) return undefined;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled([...this.calls]), new Promise<void>((r) => { timer = setTimeout(r, graceMs); })]);
+      clearTimeout(timer);
+    } else if (!this.d.goingDown || !(await this.d.goingDown.ask())) {
+      return undefined;
+    }
+    return new LevelWentDownError(`level ${this.name} went down (its machine is rebooting or powering off) while hsd worked outside a configure step`, {
+      details: { level: this.name },
+    });
   }
 
   private track<T>(p: Promise<T>): Promise<T> {

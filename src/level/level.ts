@@ -207,7 +207,7 @@ export class Level implements LevelApi {
   }
 
   /** hsd is stopping, its API still open: a step the machine's reboot interrupts ends as this level's reboot (level-configure.ts). */
-  stopForShutdown(graceMs: number): Promise<void> {
+  stopForShutdown(graceMs: number): Promise<HsError | undefined> {
     return this.configuring.stopForShutdown(graceMs);
   }
 

@@ -31,6 +31,8 @@ const BY_CODE: Readonly<Record<string, grpc.status>> = {
   DaemonRunning: grpc.status.ALREADY_EXISTS,
   DaemonUnreachable: grpc.status.UNAVAILABLE,
   PeerGone: grpc.status.UNAVAILABLE,
+  LevelWentDown: grpc.status.UNAVAILABLE,
+  RebootRefused: grpc.status.FAILED_PRECONDITION,
   DirtyWorktree: grpc.status.FAILED_PRECONDITION,
   PreflightFailed: grpc.status.FAILED_PRECONDITION,
   StateCorrupt: grpc.status.DATA_LOSS,

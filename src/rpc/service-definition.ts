@@ -142,6 +142,8 @@ interface CallState {
   ctx: HandlerContext;
   /** Marks the call as ended by us, so grpc-js's end-of-call 'cancelled' is not mistaken for a cancel. */
   finish(): void;
+  /** What the call failed with: the daemon's stop reason when the stop ended it (the machine going down), else its own error. */
+  failure(err: unknown): unknown;
 }
 
 /** How early before the server's deadline a cancel still counts as the deadline. */
@@ -167,7 +169,13 @@ function callState(call: ServerCall, shutdown: AbortSignal | undefined): CallSta
     ac.abort(late ? new DeadlineExceededError("deadline exceeded") : new CancelledError("cancelled by the caller"));
   };
   (call as NodeJS.EventEmitter).on("cancelled", onCancel);
-  const onShutdown = () => { if (!finished) ac.abort(new CancelledError("hsd is shutting down")); };
+  // A stop with a typed reason (the level's machine going down) is that, not an operator's cancel.
+  let stoppedBy: HsError | undefined;
+  const onShutdown = () => {
+    if (finished) return;
+    stoppedBy = shutdown?.reason instanceof HsError ? shutdown.reason : undefined;
+    ac.abort(stoppedBy ?? new CancelledError("hsd is shutting down"));
+  };
   shutdown?.addEventListener("abort", onShutdown, { once: true });
   return {
     ctx: { signal: ac.signal, call, deadline, metadata: call.metadata },
@@ -175,6 +183,7 @@ function callState(call: ServerCall, shutdown: AbortSignal | undefined): CallSta
       finished = true;
       shutdown?.removeEventListener("abort", onShutdown);
     },
+    failure: (err) => stoppedBy ?? err,
   };
 }
 
@@ -239,7 +248,7 @@ export function toServiceImpl<S extends GenServiceMethods>(
           const st = callState(call, opts.shutdown);
           Promise.resolve().then(() => fn(checkParsed(call.request), st.ctx)).then(
             (out) => { st.finish(); cb(null, create(m.output, out as MessageInitShape<DescMessage>)); },
-            (err) => { st.finish(); cb(fail(m, err)); },
+            (err) => { st.finish(); cb(fail(m, st.failure(err))); },
           );
         }) as grpc.handleUnaryCall<unknown, unknown>;
         break;
@@ -250,7 +259,7 @@ export function toServiceImpl<S extends GenServiceMethods>(
           const st = callState(call, opts.shutdown);
           (async () => pump(fn(checkParsed(call.request), st.ctx), call, m.output, st.ctx.signal))().then(
             () => { st.finish(); call.end(); },
-            (err) => { st.finish(); call.emit("error", fail(m, err)); },
+            (err) => { st.finish(); call.emit("error", fail(m, st.failure(err))); },
           );
         }) as grpc.handleServerStreamingCall<unknown, unknown>;
         break;
@@ -261,7 +270,7 @@ export function toServiceImpl<S extends GenServiceMethods>(
           const st = callState(call, opts.shutdown);
           Promise.resolve().then(() => fn(incoming(call, st.ctx.signal), st.ctx)).then(
             (out) => { st.finish(); cb(null, create(m.output, out as MessageInitShape<DescMessage>)); },
-            (err) => { st.finish(); cb(fail(m, err)); },
+            (err) => { st.finish(); cb(fail(m, st.failure(err))); },
           );
         }) as grpc.handleClientStreamingCall<unknown, unknown>;
         break;
@@ -272,7 +281,7 @@ export function toServiceImpl<S extends GenServiceMethods>(
           const st = callState(call, opts.shutdown);
           (async () => pump(fn(incoming(call, st.ctx.signal), st.ctx), call, m.output, st.ctx.signal))().then(
             () => { st.finish(); call.end(); },
-            (err) => { st.finish(); call.emit("error", fail(m, err)); },
+            (err) => { st.finish(); call.emit("error", fail(m, st.failure(err))); },
           );
         }) as grpc.handleBidiStreamingCall<unknown, unknown>;
         break;

@@ -13,7 +13,7 @@ import { startApiServer, type ApiServer } from "../../src/api/server.js";
 import { fromProtoEvent, fromProtoStatus, toProtoEvent, toProtoStatus } from "../../src/rpc/convert.js";
 import { createClient } from "../../src/rpc/client.js";
 import { AccessService, Isolation, KeyRole, NestService } from "../../src/gen/homestak/nest/v1/nest_pb.js";
-import { DaemonRunningError, HsError, PhaseTimeoutError } from "../../src/domain/errors.js";
+import { DaemonRunningError, HsError, LevelWentDownError, PhaseTimeoutError } from "../../src/domain/errors.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { withTimeout } from "../../src/util/timeout.js";
 import type { AccessApi, LevelApi, LevelStatus, NestOptions } from "../../src/domain/level-api.js";
@@ -190,5 +190,26 @@ test("close() ends running streams with Cancelled and removes the socket", async
     assert.ok(err instanceof HsError);
     assert.equal(err.code, "Cancelled");
     await assert.rejects(fsAccess(sock2));
+  } finally { c.close(); await rm(dir2, { recursive: true, force: true }); }
+});
+
+test("close(grace, reason) ends running calls with that reason, even when the handler fails with its own error (the machine going down)", async () => {
+  const dir2 = await mkdtemp(join(tmpdir(), "hsd-api3-"));
+  const sock2 = join(dir2, "hsd.sock");
+  let started!: () => void;
+  const startedP = new Promise<void>((r) => { started = r; });
+  const s2 = await startApiServer({ socketPath: sock2, access: keys, log: silentLogger(), level: {
+    ...level,
+    // A handler that turns its abort into an error of its own (as a provider's call would).
+    async sync(_o, sink, signal) { sink(ev(0)); started(); await new Promise((r) => signal.addEventListener("abort", r, { once: true })); throw new HsError("aborted mid-request"); },
+  } });
+  const c = createClient(NestService, sock2);
+  try {
+    const outcome = (async () => { for await (const _ of c.sync({})) { /* wait */ } })().then(() => undefined, (e: unknown) => e);
+    await withTimeout(WAIT_MS, () => new HsError("sync never started"), () => startedP);
+    await s2.close(WAIT_MS, new LevelWentDownError("level l1 went down"));
+    const err = await outcome;
+    assert.ok(err instanceof HsError);
+    assert.equal(err.code, "LevelWentDown");
   } finally { c.close(); await rm(dir2, { recursive: true, force: true }); }
 });
