@@ -7,7 +7,8 @@
 // simulator (its control endpoint) to reboot it: every process in the VM gets
 // SIGTERM, then SIGKILL after systemd's 10 s; the disk (the overlays' upper
 // dirs) and the NIC stay; the VM boots again: sshd, pveproxy when installed,
-// and hsd when it is enabled (as systemd starts enabled units).
+// and hsd when it is enabled (as systemd starts enabled units). While it goes
+// down, `systemctl is-system-running` says `stopping`.
 // Test-only; used by sim-vm.ts and pve-sim.ts.
 
 import { spawn, execFile, type ChildProcess } from "node:child_process";
@@ -33,11 +34,16 @@ export function bootLines(relayCmd: string | undefined): string[] {
   ];
 }
 
-/** The systemctl cases a rebootable VM adds: enable records the unit in multi-user.target, reboot asks the simulator. */
+/**
+ * The systemctl cases a rebootable VM adds: enable records the unit in
+ * multi-user.target, reboot asks the simulator, and from then until the boot
+ * (/run is fresh at each) is-system-running answers `stopping`, as systemd does.
+ */
 export function systemctlCases(o: { controlUrl: string; vmid: number }): string {
   return `  enable) [ "$svc" = hsd ] && { mkdir -p /etc/systemd/system/multi-user.target.wants; ln -sf "$unit" /etc/systemd/system/multi-user.target.wants/hsd.service; }; exit 0 ;;
   disable) rm -f /etc/systemd/system/multi-user.target.wants/hsd.service; exit 0 ;;
-  reboot) exec ${q(process.execPath)} ${q(SHIM)} ${q(o.controlUrl)} sim-vm-reboot ${o.vmid} ;;
+  reboot) : > /run/sim-stopping; exec ${q(process.execPath)} ${q(SHIM)} ${q(o.controlUrl)} sim-vm-reboot ${o.vmid} ;;
+  is-system-running) if [ -e /run/sim-stopping ]; then echo stopping; exit 1; fi; echo running; exit 0 ;;
 `;
 }
 

@@ -6,7 +6,10 @@
 //   with the reboot inside it, as a level with children does;
 // - then `hsctl sync --configure` re-runs l1's steps, and one asks for a
 //   reboot: l0 waits for l1's hsd to come back and re-attaches to the
-//   configure l1 resumed at boot; the sync ends with l1's configure finished.
+//   configure l1 resumed at boot; the sync ends with l1's configure finished;
+// - again, with the step running `systemctl reboot` itself and sleeping until
+//   it is killed (homestak's pve-config): l1's hsd, stopped while the VM says
+//   `stopping`, journals the step rebooting and announces it; the same wait.
 // Needs root.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -22,6 +25,8 @@ before(async () => {
   // Seen by the step inside the VM: its mount namespace overlays /etc, /opt, /usr/local and /var/lib only.
   flags = await mkdtemp(join(tmpdir(), "hsd-pve-reboot-flags-"));
   const KERNEL = [
+    // As homestak's pve-config does: reboot the machine itself, then wait to be killed.
+    `if [ -e "${flags}/self-reboot" ] && [ "$HSD_STEP_REBOOTS" = 0 ]; then echo "rebooting the machine myself"; systemctl reboot & exec sleep 300; fi`,
     `if [ -e "${flags}/reboot" ] && [ "$HSD_STEP_REBOOTS" = 0 ]; then echo "asking for a reboot"; echo "boot the new kernel" > "$HSD_REBOOT_REQUEST"; exit 0; fi`,
     `echo "kernel step done after reboot $HSD_STEP_REBOOTS"`,
   ].join("\n");
@@ -61,4 +66,12 @@ test("sync --configure: a step's reboot at l1 (a VM on PVE) is waited for, and l
   const r = await hsctl(["sync", "--configure", "--json"], tree.env, 200_000);
   assert.equal(r.code, 0, `sync failed: ${r.stderr}\n${r.stdout.slice(-4000)}`);
   assertOneConfigureWithReboot(r.stdout, /^step kernel: boot the new kernel$/, /kernel\| kernel step done after reboot 1/);
+});
+
+test("sync --configure: a step that runs `systemctl reboot` itself on l1's VM is that reboot: announced, waited for, resumed", async () => {
+  await rm(join(flags, "reboot"));
+  await writeFile(join(flags, "self-reboot"), "");
+  const r = await hsctl(["sync", "--configure", "--json"], tree.env, 200_000);
+  assert.equal(r.code, 0, `sync failed: ${r.stderr}\n${r.stdout.slice(-4000)}`);
+  assertOneConfigureWithReboot(r.stdout, /^step kernel: the system is rebooting/, /kernel\| kernel step done after reboot 1/);
 });
