@@ -22,7 +22,7 @@ import { HsError } from "../../src/domain/errors.js";
 
 const PARENT = "parent: { host: 10.0.0.1, port: 2200, host_key_fingerprint: \"SHA256:abc\" }\nlevel: { name: l2, depth: 2 }\n";
 
-async function harness(stepsYaml: (dir: string) => string, canReboot = true) {
+async function harness(stepsYaml: (dir: string) => string, canReboot = true, rebootBlocked?: () => string | undefined) {
   const dir = await mkdtemp(join(tmpdir(), "hsd-step-reboot-"));
   const config = parseConfig(`${PARENT}${stepsYaml(dir)}`, "hsd.yaml", { root: dir });
   const layout = homestakLayout(config);
@@ -38,6 +38,7 @@ async function harness(stepsYaml: (dir: string) => string, canReboot = true) {
         config, layout, journal, log: silentLogger(), levelPath: ["l0", "l1", "l2"], now: () => Date.now(),
         baseEnv: stepBaseEnv({ PATH: process.env.PATH }), killGraceMs: 200,
         ...(canReboot ? { rebootRequestPath: join(dir, "reboot-request") } : {}),
+        ...(rebootBlocked ? { rebootBlocked } : {}),
       }),
     };
   };
@@ -146,4 +147,26 @@ test("a step run as another user asks through a file of its own; a symlink put t
     // Still a request (the step made the name), but nothing of the file it points at.
     assert.equal(out.reboot?.reason, "reboot requested");
   } finally { await link.cleanup(); }
+});
+
+test("a request while the level may not reboot (children below it) is RebootRefused: journaled failed, not announced, the request void, nothing after it runs", async () => {
+  const h = await harness((d) => `configure:
+  steps:
+    - name: install
+      run: [sh, -c, 'echo "install $HSD_STEP_REBOOTS" >> ${d}/runs; echo "new kernel" > "$HSD_REBOOT_REQUEST"']
+    - name: b
+      run: [sh, -c, 'echo b >> ${d}/runs']
+`, true, () => "it would stop the level below it (l3)");
+  try {
+    const { runner, journal } = await h.runner();
+    const err = await runner.run({ fresh: false }, h.emit, new AbortController().signal).then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof HsError && err.code === "RebootRefused", String(err));
+    assert.deepEqual([err.details.step, err.details.lastLines], ["install", ["new kernel"]]);
+    assert.equal(journal.steps().install!.kind, "failed");
+    assert.ok(!h.events.some((e) => e.kind === "rebooting"));
+    assert.equal(existsSync(join(h.dir, "reboot-request")), false);
+    assert.deepEqual(await count(join(h.dir, "runs")), ["install 0"]);
+  } finally {
+    await h.cleanup();
+  }
 });
