@@ -61,6 +61,11 @@ export async function buildDemoPacks(outDir: string): Promise<void> {
   }
 }
 
+/** dist/demo/packs, or undefined where hsd runs without its package around it (then nothing is prebuilt). */
+function packsOfThisBuild(): string | undefined {
+  try { return defaultDemoPacksDir(); } catch { return undefined; }
+}
+
 async function readManifest(packsDir: string): Promise<PackManifest | undefined> {
   try {
     const m = JSON.parse(await readFile(join(packsDir, MANIFEST), "utf8")) as PackManifest;
@@ -82,9 +87,10 @@ export async function placeDemoRepo(checkout: string, name: string, opts: { vmRo
     await generateDemoRepo(checkout, name, opts.vmRootPassword !== undefined ? { vmRootPassword: opts.vmRootPassword } : {});
     return "generated" as const;
   };
-  const entry = (await readManifest(opts.packsDir ?? defaultDemoPacksDir()))?.repos[name];
-  if (!entry) return generate();
-  const src = join(opts.packsDir ?? defaultDemoPacksDir(), name, entry.pack);
+  const packsDir = opts.packsDir ?? packsOfThisBuild();
+  const entry = packsDir ? (await readManifest(packsDir))?.repos[name] : undefined;
+  if (!packsDir || !entry) return generate();
+  const src = join(packsDir, name, entry.pack);
   const gitDir = join(checkout, ".git");
   try {
     await initRepo(gitDir, { bare: false });
