@@ -19,7 +19,8 @@ import { imageServer } from "../images/image-server.js";
 import { imageChecks } from "../images/image-checks.js";
 import { openGrpcTunnel } from "../ssh/grpc-tunnel.js";
 import { resolverFor } from "../git/export-repos.js";
-import { DEMO_REPO_NAMES_BY_SIZE, demoRepoPaths, demoVmRootPassword, generateDemoRepo } from "../demo/demo-repos.js";
+import { DEMO_REPO_NAMES_BY_SIZE, demoRepoPaths, demoVmRootPassword } from "../demo/demo-repos.js";
+import { placeDemoRepo } from "../demo/demo-packs.js";
 import { SecretsStore } from "../secrets/secrets-store.js";
 import { Journal } from "../nest/journal.js";
 import { ChildLinks } from "../nest/child-link.js";
@@ -90,9 +91,10 @@ export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: 
   let startRepos = () => {};
   let repoPrepared: Record<string, Promise<void>> = {};
   if (!config.parent && Object.keys(repos).length === 0) {
-    // Generated once the daemon serves (~0.5 s, partly on this thread):
-    // nothing reads a checkout before a refresh, and the refresh of each repo
-    // waits for its own, so a nest builds its first child meanwhile.
+    // Placed once the daemon serves (from the build's prebuilt packs, else
+    // generated: ~0.5 s, partly on this thread): nothing reads a checkout
+    // before a refresh, and the refresh of each repo waits for its own, so a
+    // nest builds its first child meanwhile.
     const dir = join(config.root, "demo");
     repos = demoRepoPaths(dir);
     const missing = Object.keys(repos).filter((n) => !existsSync(repos[n]!));
@@ -141,9 +143,9 @@ async function generateDemoRepoInPlace(dir: string, name: string, vmRootPassword
       .catch((err: unknown) => log.warn({ err, dir: stale }, "could not remove a half-generated demo repo"));
   }
   const partial = join(dir, `${prefix}${process.pid}`);
-  await generateDemoRepo(partial, name, vmRootPassword ? { vmRootPassword } : {});
+  const how = await placeDemoRepo(partial, name, vmRootPassword ? { vmRootPassword } : {});
   await rename(partial, join(dir, name));
-  log.info({ repo: name, dir }, "no repos configured: generated a demo repo");
+  log.info({ repo: name, dir, from: how }, "no repos configured: generated a demo repo");
 }
 
 export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Promise<SshHandle> {

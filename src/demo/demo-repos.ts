@@ -1,11 +1,11 @@
 // Generates the demo repo set: six working checkouts shaped like the homestak
 // repos, deterministic from a seed, history written with `git fast-import` so
 // it takes well under a few seconds.
-// Imported by: src/daemon.
+// Imported by: src/daemon, src/demo/demo-packs.ts.
 
 import { mkdir, writeFile, chmod } from "node:fs/promises";
 import { join, dirname } from "node:path";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { runGit, gitText } from "../git/run-git.js";
 import { initRepo } from "../git/init-repo.js";
 import { DEMO_SITE_YAML, demoSecretsYaml, homestakShapedFiles } from "./demo-homestak-files.js";
@@ -37,6 +37,22 @@ const SHAPES: Record<string, Shape> = {
 };
 
 export const DEMO_REPO_NAMES = Object.freeze(Object.keys(SHAPES));
+
+/** The seed a level 0's demo set is generated from (and its prebuilt packs, demo-packs.ts). */
+export const DEMO_DEFAULT_SEED = 42;
+
+/**
+ * What the default demo history depends on besides this file's code: the
+ * shapes, the filler words and the fixed homestak files. Prebuilt packs
+ * (demo-packs.ts) carry it and are used only while it matches; bump
+ * DEMO_GENERATOR_VERSION when the generator's code changes what it writes.
+ */
+export function demoContentKey(): string {
+  const files = DEMO_REPO_NAMES.map((n) => homestakShapedFiles(n));
+  return createHash("sha256").update(JSON.stringify([DEMO_GENERATOR_VERSION, DEMO_DEFAULT_SEED, SHAPES, WORDS, files])).digest("hex");
+}
+
+const DEMO_GENERATOR_VERSION = 1;
 
 /** Largest history first: the order to generate them in when the largest one is what everyone waits for. */
 export const DEMO_REPO_NAMES_BY_SIZE = Object.freeze([...DEMO_REPO_NAMES].sort((a, b) => SHAPES[b]!.bytes * SHAPES[b]!.commits - SHAPES[a]!.bytes * SHAPES[a]!.commits));
@@ -136,15 +152,18 @@ export async function generateDemoRepo(checkout: string, name: string, opts: Dem
   if (!shape) throw new Error(`no demo repo named ${name}`);
   // Not `git init`: it copies sample hooks, and six at once on two cores cost ~100 ms.
   await initRepo(join(checkout, ".git"), { bare: false });
-  await runGit(["fast-import", "--quiet", "--done"], { cwd: checkout, input: fastImportScript(name, shape, opts.seed ?? 42, opts.scale ?? 1) });
+  await runGit(["fast-import", "--quiet", "--done"], { cwd: checkout, input: fastImportScript(name, shape, opts.seed ?? DEMO_DEFAULT_SEED, opts.scale ?? 1) });
   await runGit(["reset", "-q", "--hard", "main"], { cwd: checkout });
-  if (name === "site-config") {
-    // Level 0's own gitignored files, in homestak's schema: the operator's, not hsd's.
-    await writeFile(join(checkout, "site.yaml"), DEMO_SITE_YAML);
-    const secrets = join(checkout, "secrets.yaml");
-    await writeFile(secrets, demoSecretsYaml(opts.vmRootPassword ?? demoVmRootPassword()), { mode: 0o600 });
-    await chmod(secrets, 0o600);
-  }
+  await writeLevelZeroFiles(checkout, name, opts.vmRootPassword);
+}
+
+/** site-config's gitignored files of level 0, in homestak's schema (the operator's, not hsd's); nothing for the other repos. */
+export async function writeLevelZeroFiles(checkout: string, name: string, vmRootPassword: string | undefined): Promise<void> {
+  if (name !== "site-config") return;
+  await writeFile(join(checkout, "site.yaml"), DEMO_SITE_YAML);
+  const secrets = join(checkout, "secrets.yaml");
+  await writeFile(secrets, demoSecretsYaml(vmRootPassword ?? demoVmRootPassword()), { mode: 0o600 });
+  await chmod(secrets, 0o600);
 }
 
 /** Creates the six demo checkouts under `dir`; returns name -> checkout path. */

@@ -61,10 +61,30 @@ const SNAPSHOT_IDENTITY = {
   GIT_COMMITTER_NAME: "hsd", GIT_COMMITTER_EMAIL: "hsd@localhost",
 };
 
-/** A bare repo with no user/system config influence (we own it). */
-export async function ensureBareRepo(path: string): Promise<void> {
-  if (existsSync(join(path, "HEAD"))) return;
-  await initRepo(path, { bare: true });
+/**
+ * A bare repo with no user/system config influence (we own it); true when
+ * this call created it. `head`: the branch a new repo's HEAD names.
+ */
+export async function ensureBareRepo(path: string, head?: string): Promise<boolean> {
+  if (existsSync(join(path, "HEAD"))) return false;
+  await initRepo(path, { bare: true, ...(head ? { head } : {}) });
+  return true;
+}
+
+/**
+ * A checkout's git dir and object store. A plain `.git` directory that is not
+ * a linked worktree (no commondir) is read without a spawn: then git's answer
+ * is that directory and its objects/. Anything else (a gitfile, a linked
+ * worktree, no .git here) asks git.
+ */
+async function checkoutGitDirs(checkout: string): Promise<{ gitDir: string; objectsDir: string }> {
+  const dotGit = join(checkout, ".git");
+  const plain = await lstat(dotGit).then((st) => st.isDirectory(), () => false);
+  if (plain && !existsSync(join(dotGit, "commondir")) && existsSync(join(dotGit, "objects"))) {
+    return { gitDir: dotGit, objectsDir: join(dotGit, "objects") };
+  }
+  const [gitDirLine, objectsLine] = (await gitText(["rev-parse", "--absolute-git-dir", "--git-path", "objects"], { cwd: checkout })).split("\n");
+  return { gitDir: gitDirLine!, objectsDir: resolve(checkout, objectsLine!) };
 }
 
 /** Bump when what the snapshot depends on changes: an older stamp then never matches. */
@@ -184,11 +204,13 @@ function ignoreExists(err: NodeJS.ErrnoException): void {
 
 /**
  * Spawns per repo (each blocks the daemon's event loop for its fork): an
- * unchanged checkout 1 (status); a clean one at a new commit 5-6 (a first
- * export of a fresh clone, or level 0's demo set: no snapshot index); one
- * with uncommitted work about 9 (was 19 before the status-derived
- * HEAD/branch, the merged ls-files, the skipped fetch, cat-file
- * --batch-check for four lookups and one update-ref transaction).
+ * unchanged checkout 1 (status); a first export of a clean checkout (a fresh
+ * clone, or level 0's demo set) 4: status, ls-files, fetch, update-ref (its
+ * git dir read without rev-parse, nothing to list or re-point in a new
+ * export); a clean one at a new commit 5; one with uncommitted work about 8
+ * (was 19 before the status-derived HEAD/branch, the merged ls-files, the
+ * skipped fetch, cat-file --batch-check for four lookups and one update-ref
+ * transaction).
  */
 async function refreshOne(name: string, checkout: string, opts: RefreshExportsOptions, isSecret: (p: string) => boolean): Promise<RepoState> {
   const log = opts.log.child({ repo: name });
@@ -205,9 +227,7 @@ async function refreshOne(name: string, checkout: string, opts: RefreshExportsOp
     return { name, servedCommit: same.working, worktreeCommit: "", dirty: false, dirtyFiles: [] };
   }
   const { head, branchRef } = st;
-  const [gitDirLine, objectsLine] = (await gitText(["rev-parse", "--absolute-git-dir", "--git-path", "objects"], { cwd: checkout })).split("\n");
-  const gitDir = gitDirLine!;
-  const objectsDir = resolve(checkout, objectsLine!);
+  const { gitDir, objectsDir } = await checkoutGitDirs(checkout);
 
   // Secrets first, before any object is hashed anywhere: tracked files (the
   // index, plus what HEAD has and the index dropped) and the untracked files
@@ -227,9 +247,11 @@ async function refreshOne(name: string, checkout: string, opts: RefreshExportsOp
     });
   }
 
-  await ensureBareRepo(exp);
+  // A new export's HEAD names _working from the start (no symbolic-ref run).
+  const created = await ensureBareRepo(exp, WORKING_REF);
   const ex = (args: string[], o: { allowFail?: boolean; env?: Record<string, string>; input?: string } = {}) => runGit(["--git-dir", exp, ...args], o);
 
+  let fetched = false;
   if (head && branchRef.startsWith("refs/heads/") && (await exportRef(exp, branchRef)) !== head) {
     if (!prevStamp) await linkCheckoutPacks(objectsDir, exp, log);
     // A first export has nothing for git's auto-maintenance to find (its
@@ -237,12 +259,17 @@ async function refreshOne(name: string, checkout: string, opts: RefreshExportsOp
     // cold nest's path. Later fetches keep it, so loose objects get packed.
     const fresh = prevStamp ? [] : ["--no-auto-maintenance"];
     await ex(["fetch", "-q", "--no-tags", "--no-write-fetch-head", ...fresh, checkout, `+${branchRef}:${branchRef}`]);
+    fetched = true;
   }
 
   const { prev, working } = st.clean && head
     ? await cleanSnapshot(exp, head)
     : await snapshotCommit({ name, checkout, gitDir, objectsDir, exp, head, isSecret, ex });
-  const refs = (await ex(["for-each-ref", "--format=%(refname)", "refs/"])).stdout.toString().split("\n").filter(Boolean);
+  // An export this refresh created holds exactly what its one fetch wrote
+  // (one branch, no tags): nothing to list for deletion.
+  const refs = created
+    ? (fetched ? [branchRef] : [])
+    : (await ex(["for-each-ref", "--format=%(refname)", "refs/"])).stdout.toString().split("\n").filter(Boolean);
   const tx = [
     ...(working !== prev ? [`update ${WORKING_REF} ${working}`] : []),
     ...refs.filter((r) => r !== WORKING_REF && r !== branchRef).map((r) => `delete ${r}`),

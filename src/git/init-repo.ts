@@ -15,16 +15,17 @@ import { join } from "node:path";
 
 /**
  * Writes `path` as a new repository (for a worktree, `path` is its .git).
- * HEAD is written last, by rename: git only treats a directory with HEAD as
- * a repository, so a crash half way leaves something that is re-initialised.
+ * HEAD (a symref to `head`, default refs/heads/main) is written last, by
+ * rename: git only treats a directory with HEAD as a repository, so a crash
+ * half way leaves something that is re-initialised.
  */
-export async function initRepo(path: string, opts: { bare: boolean }): Promise<void> {
+export async function initRepo(path: string, opts: { bare: boolean; head?: string }): Promise<void> {
   await mkdir(join(path, "objects", "info"), { recursive: true });
   await mkdir(join(path, "objects", "pack"), { recursive: true });
   await mkdir(join(path, "refs", "heads"), { recursive: true });
   await mkdir(join(path, "refs", "tags"), { recursive: true });
   await writeFile(join(path, "config"), `[core]\n\trepositoryformatversion = 0\n\tbare = ${opts.bare}\n`);
   const tmp = join(path, `HEAD.${process.pid}.tmp`);
-  await writeFile(tmp, "ref: refs/heads/main\n");
+  await writeFile(tmp, `ref: ${opts.head ?? "refs/heads/main"}\n`);
   await rename(tmp, join(path, "HEAD"));
 }

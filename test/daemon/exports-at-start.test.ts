@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { runHsctl, runProcess, startHsd, type HsdProcess } from "./daemon-process.js";
 import { makeKeyPair } from "../helpers/git-fixtures.js";
+import { DEMO_REPO_NAMES } from "../../src/demo/demo-repos.js";
 
 const root = await mkdtemp(join(tmpdir(), "hsd-exports-start-"));
 let hsd: HsdProcess | undefined;
@@ -22,7 +23,7 @@ after(async () => {
 test("a fresh level 0 (demo repos, never synced) serves git clone right after it is ready", async () => {
   const l0 = join(root, "l0");
   await mkdir(l0, { recursive: true, mode: 0o700 });
-  await writeFile(join(l0, "hsd.yaml"), "ssh:\n  host: 127.0.0.1\nlog:\n  level: warn\n", { mode: 0o600 });
+  await writeFile(join(l0, "hsd.yaml"), "ssh:\n  host: 127.0.0.1\nlog:\n  level: info\n", { mode: 0o600 });
   hsd = startHsd(["run", "--root", l0]);
   const ready = await hsd.ready;
 
@@ -42,4 +43,9 @@ test("a fresh level 0 (demo repos, never synced) serves git clone right after it
   for (const c of clones) assert.equal(c.code, 0, c.stderr);
   const head = await runProcess("git", ["-C", join(root, "clones", "bootstrap"), "rev-parse", "HEAD"], env, root);
   assert.match(head.stdout.trim(), /^[0-9a-f]{40}$/);
+  // The demo set came from the packs the build prebuilt (dist/demo/packs), not from fast-import on the daemon's watch.
+  const placed = hsd.stdout().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { msg: string; repo?: string; from?: string })
+    .filter((l) => l.msg === "no repos configured: generated a demo repo");
+  assert.deepEqual(placed.map((l) => l.repo).sort(), [...DEMO_REPO_NAMES].sort());
+  assert.deepEqual([...new Set(placed.map((l) => l.from))], ["prebuilt"]);
 });

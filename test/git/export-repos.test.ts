@@ -4,7 +4,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { existsSync } from "node:fs";
-import { readFile, writeFile, rm, stat, readdir } from "node:fs/promises";
+import { readFile, writeFile, rm, stat, readdir, mkdir } from "node:fs/promises";
+import { execSync } from "node:child_process";
 import { tempDir, git } from "../helpers/git-fixtures.js";
 import { generateLargeRepo } from "../helpers/large-repo.js";
 import { generateDemoRepos, addCommit } from "../../src/demo/demo-repos.js";
@@ -269,6 +270,58 @@ test("with a queue, a refresh asked for while another still waits for the checko
     // A refresh asked for once those are done reads the checkouts again.
     await refresh();
     assert.equal(lines.map((l) => JSON.parse(l) as { msg: string }).filter((l) => l.msg === "export unchanged").length, 2);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+/** Runs `fn` with a `git` first on PATH that logs each command line (then runs the real git); returns those lines. */
+async function gitCommandsOf(dir: string, fn: () => Promise<unknown>): Promise<string[]> {
+  const real = execSync("command -v git", { encoding: "utf8", shell: "/bin/sh" }).trim();
+  const bin = join(dir, "shim-bin");
+  const logFile = join(dir, "git-commands.log");
+  await mkdir(bin, { recursive: true });
+  await writeFile(join(bin, "git"), `#!/bin/sh\nprintf '%s\\n' "$*" >> "${logFile}"\nexec "${real}" "$@"\n`, { mode: 0o755 });
+  const path = process.env.PATH;
+  process.env.PATH = `${bin}:${path ?? ""}`;
+  try {
+    await fn();
+  } finally {
+    process.env.PATH = path;
+  }
+  return (await readFile(logFile, "utf8").catch(() => "")).split("\n").filter(Boolean);
+}
+
+test("a first export of a clean checkout runs git four times: status, ls-files, fetch, update-ref", async () => {
+  const { t, checkouts, exportsDir } = await setup();
+  try {
+    const tofu = { tofu: checkouts.tofu! };
+    const lines = await gitCommandsOf(t.path, () => refreshExports({ repos: tofu, exportsDir, secretPatterns: PATTERNS, log: silentLogger() }));
+    // The git dir is read from the checkout's .git, a new export's HEAD names _working from the start, and it has no other refs to list.
+    assert.deepEqual(lines.map((l) => l.split(" ").find((w) => !w.startsWith("-") && !w.startsWith("/"))), ["status", "ls-files", "fetch", "update-ref"]);
+    const exp = join(exportsDir, "tofu.git");
+    assert.equal(await git(["--git-dir", exp, "symbolic-ref", "HEAD"]), WORKING_REF);
+    assert.equal(await git(["--git-dir", exp, "for-each-ref", "--format=%(refname)"]), "refs/heads/_working\nrefs/heads/main");
+    assert.equal(await git(["--git-dir", exp, "rev-parse", "HEAD"]), await git(["rev-parse", "HEAD"], { cwd: checkouts.tofu }));
+    await git(["--git-dir", exp, "fsck", "--strict", "--no-dangling"]);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test("a linked worktree (a .git file) is exported through git's own answer for its git dir", async () => {
+  const { t, checkouts, exportsDir } = await setup();
+  try {
+    const linked = join(t.path, "linked-packer");
+    await git(["worktree", "add", "-q", "-b", "side", linked], { cwd: checkouts.packer });
+    await writeFile(join(linked, "notes.md"), "uncommitted\n");
+    const [state] = await refreshExports({ repos: { packer: linked }, exportsDir, secretPatterns: PATTERNS, log: silentLogger() });
+    const exp = join(exportsDir, "packer.git");
+    assert.equal(await git(["--git-dir", exp, "symbolic-ref", "HEAD"]), WORKING_REF);
+    assert.equal(await git(["--git-dir", exp, "rev-parse", "_working^"]), await git(["rev-parse", "HEAD"], { cwd: linked }));
+    assert.equal(state!.servedCommit, await git(["--git-dir", exp, "rev-parse", "_working"]));
+    assert.equal(await git(["--git-dir", exp, "show", "_working:notes.md"]), "uncommitted");
+    assert.equal(await git(["--git-dir", exp, "for-each-ref", "--format=%(refname)"]), "refs/heads/_working\nrefs/heads/side");
   } finally {
     await t.cleanup();
   }
