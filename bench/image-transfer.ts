@@ -21,10 +21,13 @@ import { ImageDigests } from "../src/images/image-digest.js";
 import { imageServer } from "../src/images/image-server.js";
 import { fetchImage } from "../src/images/fetch-image.js";
 import { ParentConnection } from "../src/ssh/parent-connection.js";
+import { findOpenSsh, parentOpenSshRoute } from "../src/images/openssh-transfer.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const MIB = 1 << 20;
 const maxRssMiB = () => process.resourceUsage().maxRSS / 1024;
+/** CPU seconds (user + system) this process used; an ssh it ran is not counted. */
+const cpuS = () => { const u = process.resourceUsage(); return (u.userCPUTime + u.systemCPUTime) / 1e6; };
 
 /** Child process: the parent level's endpoint serving one image. */
 async function serve(root: string, image: string, readerPub: string): Promise<void> {
@@ -40,22 +43,28 @@ async function serve(root: string, image: string, readerPub: string): Promise<vo
     maxUploadPacks: 1, queueTimeoutMs: 30_000, uploadPackTimeoutS: 60, authFailureDelayMs: 10, log: silentLogger(),
   });
   process.send!({ port: ep.address().port, fp: ep.hostKeyFingerprint });
-  process.on("message", async () => { process.send!({ rss: maxRssMiB() }); await ep.close(); process.exit(0); });
+  process.on("message", async () => { process.send!({ rss: maxRssMiB(), cpu: cpuS() }); await ep.close(); process.exit(0); });
 }
 
 /** Child process: the child level fetching it (optionally cutting the link at `cut` of the size). */
 async function fetch(port: number, fp: string, key: string, dest: string, cut: number): Promise<void> {
-  const conn = new ParentConnection({ parent: { host: "127.0.0.1", port, hostKeyFingerprint: fp }, userKeyPath: key, connectTimeoutMs: 10_000, log: silentLogger() });
+  const parent = { host: "127.0.0.1", port, hostKeyFingerprint: fp };
+  const conn = new ParentConnection({ parent, userKeyPath: key, connectTimeoutMs: 10_000, log: silentLogger() });
+  // The route a level takes (level-wiring): the OpenSSH client when one is installed.
+  const sshPath = findOpenSsh();
+  const openssh = parentOpenSshRoute({ sshPath, conn, parent, userKeyPath: key, connectTimeoutMs: 10_000 });
+  // The cut ends the link whichever route moves the bytes: the ssh2 connection, and the ssh process (the signal).
+  const cutter = new AbortController();
   const digests = new ImageDigests(`${dest}.digests.json`, silentLogger());
   const t0 = performance.now();
   let cutDone = false;
   try {
     const r = await fetchImage({
-      conn, name: "img", dest, expectedSha256: "", digests, commandTimeoutMs: 600_000, log: silentLogger(), now: () => Date.now(),
+      conn, name: "img", dest, expectedSha256: "", digests, commandTimeoutMs: 600_000, signal: cutter.signal, ...(openssh ? { openssh } : {}), log: silentLogger(), now: () => Date.now(),
       progressIntervalMs: cut > 0 ? 0 : 500,
-      onProgress: (p) => { if (cut > 0 && !cutDone && p.done >= p.total * cut) { cutDone = true; conn.close(); } },
+      onProgress: (p) => { if (cut > 0 && !cutDone && p.done >= p.total * cut) { cutDone = true; conn.close(); cutter.abort(); } },
     });
-    process.send!({ ms: performance.now() - t0, bytes: r.bytes, resumedFrom: r.resumedFrom, rss: maxRssMiB() });
+    process.send!({ ms: performance.now() - t0, bytes: r.bytes, resumedFrom: r.resumedFrom, rss: maxRssMiB(), cpu: cpuS(), route: openssh ? `openssh (${sshPath})` : "ssh2" });
   } catch (err) {
     const partial = await stat(`${dest}.partial`).then((s) => s.size, () => 0);
     process.send!({ ms: performance.now() - t0, error: (err as { code?: string }).code, partial, rss: maxRssMiB() });
@@ -159,6 +168,7 @@ async function main(): Promise<void> {
     console.log(`image: ${mib} MiB`);
     console.log(`OpenSSH ssh cat: ${sshMs.toFixed(0)} ms, ${rate(sshMs).toFixed(1)} MiB/s`);
     console.log(`hsd endpoint:    ${full.ms.toFixed(0)} ms, ${rate(full.ms).toFixed(1)} MiB/s  -> ${(rate(full.ms) / rate(sshMs)).toFixed(2)}x OpenSSH (goal >= 0.80)`);
+    console.log(`hsd route: ${full.route}; CPU: fetching hsd ${full.cpu.toFixed(2)} s (full transfer), serving hsd ${srv.cpu.toFixed(2)} s (all three transfers)`);
     console.log(`peak RSS: fetching hsd ${full.rss.toFixed(0)} MiB, serving hsd ${srv.rss.toFixed(0)} MiB (goal <= 150)`);
     console.log(`resume: cut at ${((cut.partial ?? 0) / bytes * 100).toFixed(1)}% (${cut.error}), re-run moved ${resumed.bytes} bytes = ${(resumed.bytes / bytes * 100).toFixed(1)}% (goal <= 55%), from offset ${resumed.resumedFrom}`);
   } finally {
