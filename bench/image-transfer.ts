@@ -12,6 +12,7 @@ import { mkdtemp, rm, writeFile, mkdir, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { PerformanceObserver, constants } from "node:perf_hooks";
 import { silentLogger } from "../src/log/logger.js";
 import { loadOrCreateLevelKeys } from "../src/ssh/level-keys.js";
 import { AuthorizedKeyStore } from "../src/ssh/authorized-key-store.js";
@@ -21,10 +22,13 @@ import { ImageDigests } from "../src/images/image-digest.js";
 import { imageServer } from "../src/images/image-server.js";
 import { fetchImage } from "../src/images/fetch-image.js";
 import { ParentConnection } from "../src/ssh/parent-connection.js";
+import { findOpenSsh, parentOpenSshRoute } from "../src/images/openssh-transfer.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const MIB = 1 << 20;
 const maxRssMiB = () => process.resourceUsage().maxRSS / 1024;
+/** CPU seconds (user + system) this process used; an ssh it ran is not counted. */
+const cpuS = () => { const u = process.resourceUsage(); return (u.userCPUTime + u.systemCPUTime) / 1e6; };
 
 /** Child process: the parent level's endpoint serving one image. */
 async function serve(root: string, image: string, readerPub: string): Promise<void> {
@@ -40,22 +44,33 @@ async function serve(root: string, image: string, readerPub: string): Promise<vo
     maxUploadPacks: 1, queueTimeoutMs: 30_000, uploadPackTimeoutS: 60, authFailureDelayMs: 10, log: silentLogger(),
   });
   process.send!({ port: ep.address().port, fp: ep.hostKeyFingerprint });
-  process.on("message", async () => { process.send!({ rss: maxRssMiB() }); await ep.close(); process.exit(0); });
+  // Printed detail: this process's full (mark-compact) GCs, which the serving side's per-packet buffers drive.
+  const gc = { major: 0, ms: 0 };
+  new PerformanceObserver((l) => {
+    for (const e of l.getEntries()) if ((e as unknown as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) { gc.major++; gc.ms += e.duration; }
+  }).observe({ entryTypes: ["gc"] });
+  process.on("message", async () => { process.send!({ rss: maxRssMiB(), cpu: cpuS(), gc }); await ep.close(); process.exit(0); });
 }
 
 /** Child process: the child level fetching it (optionally cutting the link at `cut` of the size). */
 async function fetch(port: number, fp: string, key: string, dest: string, cut: number): Promise<void> {
-  const conn = new ParentConnection({ parent: { host: "127.0.0.1", port, hostKeyFingerprint: fp }, userKeyPath: key, connectTimeoutMs: 10_000, log: silentLogger() });
+  const parent = { host: "127.0.0.1", port, hostKeyFingerprint: fp };
+  const conn = new ParentConnection({ parent, userKeyPath: key, connectTimeoutMs: 10_000, log: silentLogger() });
+  // The route a level takes (level-wiring): the OpenSSH client when one is installed.
+  const sshPath = findOpenSsh();
+  const openssh = parentOpenSshRoute({ sshPath, conn, parent, userKeyPath: key, connectTimeoutMs: 10_000 });
+  // The cut ends the link whichever route moves the bytes: the ssh2 connection, and the ssh process (the signal).
+  const cutter = new AbortController();
   const digests = new ImageDigests(`${dest}.digests.json`, silentLogger());
   const t0 = performance.now();
   let cutDone = false;
   try {
     const r = await fetchImage({
-      conn, name: "img", dest, expectedSha256: "", digests, commandTimeoutMs: 600_000, log: silentLogger(), now: () => Date.now(),
+      conn, name: "img", dest, expectedSha256: "", digests, commandTimeoutMs: 600_000, signal: cutter.signal, ...(openssh ? { openssh } : {}), log: silentLogger(), now: () => Date.now(),
       progressIntervalMs: cut > 0 ? 0 : 500,
-      onProgress: (p) => { if (cut > 0 && !cutDone && p.done >= p.total * cut) { cutDone = true; conn.close(); } },
+      onProgress: (p) => { if (cut > 0 && !cutDone && p.done >= p.total * cut) { cutDone = true; conn.close(); cutter.abort(); } },
     });
-    process.send!({ ms: performance.now() - t0, bytes: r.bytes, resumedFrom: r.resumedFrom, rss: maxRssMiB() });
+    process.send!({ ms: performance.now() - t0, bytes: r.bytes, resumedFrom: r.resumedFrom, rss: maxRssMiB(), cpu: cpuS(), route: openssh ? `openssh (${sshPath})` : "ssh2" });
   } catch (err) {
     const partial = await stat(`${dest}.partial`).then((s) => s.size, () => 0);
     process.send!({ ms: performance.now() - t0, error: (err as { code?: string }).code, partial, rss: maxRssMiB() });
@@ -65,7 +80,11 @@ async function fetch(port: number, fp: string, key: string, dest: string, cut: n
 }
 
 function child(args: string[]): { proc: ChildProcess; next: () => Promise<Record<string, any>> } {
-  const proc = spawn(process.execPath, ["--import", "tsx", SELF, ...args], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  // Profiling only (either changes the figures): HSD_BENCH_PROF_DIR, a --cpu-prof of each child there;
+  // HSD_BENCH_SERVE_ARGS, more node flags for the serving child (e.g. --trace-gc).
+  const prof = process.env.HSD_BENCH_PROF_DIR ? ["--cpu-prof", "--cpu-prof-dir", process.env.HSD_BENCH_PROF_DIR] : [];
+  const extra = args[0] === "serve" ? (process.env.HSD_BENCH_SERVE_ARGS ?? "").split(" ").filter(Boolean) : [];
+  const proc = spawn(process.execPath, [...prof, ...extra, "--import", "tsx", SELF, ...args], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const queue: Record<string, any>[] = [];
   let wake: (() => void) | undefined;
   proc.on("message", (m) => { queue.push(m as Record<string, any>); wake?.(); });
@@ -159,9 +178,12 @@ async function main(): Promise<void> {
     console.log(`image: ${mib} MiB`);
     console.log(`OpenSSH ssh cat: ${sshMs.toFixed(0)} ms, ${rate(sshMs).toFixed(1)} MiB/s`);
     console.log(`hsd endpoint:    ${full.ms.toFixed(0)} ms, ${rate(full.ms).toFixed(1)} MiB/s  -> ${(rate(full.ms) / rate(sshMs)).toFixed(2)}x OpenSSH (goal >= 0.80)`);
+    console.log(`hsd route: ${full.route}; CPU: fetching hsd ${full.cpu.toFixed(2)} s (full transfer), serving hsd ${srv.cpu.toFixed(2)} s (all three transfers; ${srv.gc.major} full GCs, ${srv.gc.ms.toFixed(0)} ms)`);
     console.log(`peak RSS: fetching hsd ${full.rss.toFixed(0)} MiB, serving hsd ${srv.rss.toFixed(0)} MiB (goal <= 150)`);
     console.log(`resume: cut at ${((cut.partial ?? 0) / bytes * 100).toFixed(1)}% (${cut.error}), re-run moved ${resumed.bytes} bytes = ${(resumed.bytes / bytes * 100).toFixed(1)}% (goal <= 55%), from offset ${resumed.resumedFrom}`);
   } finally {
+    // A profiled server writes its profile as it exits: give it the moment.
+    if (server && process.env.HSD_BENCH_PROF_DIR && server.proc.exitCode === null) await new Promise((r) => { server!.proc.once("exit", r); setTimeout(r, 5000); });
     if (server && server.proc.exitCode === null) server.proc.kill();
     await rm(dir, { recursive: true, force: true });
   }

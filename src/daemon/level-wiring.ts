@@ -39,6 +39,7 @@ import { StepRunner, stepBaseEnv } from "../homestak/step-runner.js";
 import type { ConfigureLeaf } from "../nest/phase-hook.js";
 import { treeOwner } from "../homestak/tree-owner.js";
 import { gitRepoOps } from "../level/git-repo-ops.js";
+import { findOpenSsh } from "../images/openssh-transfer.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { NO_CHECKPOINTS, type Checkpoints } from "./checkpoints.js";
 import { cleanStaleTemps } from "../util/atomic-write.js";
@@ -304,6 +305,7 @@ export function buildLevel(
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown, siteConfig, steps,
     repos: gitRepoOps({
       config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, digests: parts.digests, log: log.child({ sub: "git", phase: "sync" }),
+      sshPath: findOpenSsh(),
       ...(owner && config.parent ? { owner } : {}),
     }),
     ...(checkpoints.active ? { checkpoint: checkpoints.at } : {}),

@@ -2,17 +2,18 @@
 // level's SSH connection, through ChannelStream): resumed from the bytes a cut
 // transfer left in <name>.img.partial, sha256-verified, then renamed into
 // place atomically. An image already here with the right sha256 never moves.
+// With an OpenSSH client (openssh), the header still comes over ssh2 and the
+// bytes through ssh straight into the partial file (openssh-transfer.ts).
 // Imported by: src/images, src/level.
 
 import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Logger } from "../log/logger.js";
-import {
-  CancelledError, CommandTimeoutError, DiskFullError, HsError, ImageChecksumMismatchError, ImageNotFoundError, ImageTransferError,
-  PeerGoneError, QueueTimeoutError,
-} from "../domain/errors.js";
+import { DiskFullError, HsError, ImageChecksumMismatchError, ImageTransferError, PeerGoneError } from "../domain/errors.js";
 import { ChannelStream, type ChannelOpener } from "../ssh/channel-stream.js";
-import { imageCommand } from "../ssh/exec-command.js";
+import { imageCommand, imageHeadCommand } from "../ssh/exec-command.js";
+import { remoteRefusal } from "./image-refusal.js";
+import { receiveWithOpenSsh, type OpenSshRoute } from "./openssh-transfer.js";
 import { IMAGE_HEADER } from "./image-server.js";
 import type { ImageDigests } from "./image-digest.js";
 import { FileHasher } from "./file-hasher.js";
@@ -47,6 +48,8 @@ export interface FetchImageOptions {
   readonly progressIntervalMs?: number;
   /** Free bytes for unprivileged writes on the filesystem holding a directory (default: statfs). */
   readonly freeBytes?: (dir: string) => Promise<number>;
+  /** Moves the bytes with the OpenSSH client (once the parent's host key is verified); absent: over conn. */
+  readonly openssh?: OpenSshRoute;
 }
 
 export interface FetchImageResult {
@@ -66,6 +69,7 @@ const MAX_HEADER = 200;
 const exists = (p: string) => stat(p).then((s) => s, () => undefined);
 
 export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult> {
+  const started = o.now();
   const partial = `${o.dest}.partial`;
   const sidecar = `${o.dest}.partial.sha256`;
   await mkdir(dirname(o.dest), { recursive: true });
@@ -74,12 +78,16 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
   if (have && o.expectedSha256 && have.sha256 === o.expectedSha256) {
     return { sha256: have.sha256, size: have.size, bytes: 0, reused: true, resumedFrom: 0 };
   }
+  // The host key ssh must pin is the one ssh2 verified: connect first, then choose the route.
+  const hostKey = o.openssh ? await o.openssh.hostKey(o.signal) : undefined;
+  const route = hostKey ? o.openssh : undefined;
+  o.log.info({ image: o.name, via: route ? "openssh" : "ssh2", ...(o.openssh && !hostKey ? { why: "parent host key unknown" } : {}) }, "image transfer route");
   // A few rounds at most: a probe of the file we have, and a restart when the partial belongs to another image.
   for (let round = 0; round < 3; round++) {
     const partialSize = (await exists(partial))?.size ?? 0;
     const probe = have !== undefined && !o.expectedSha256 && partialSize === 0 && round === 0;
     const offset = probe ? have.size : partialSize;
-    const s = await ChannelStream.exec(o.conn, imageCommand(o.name, offset), {
+    const s = await ChannelStream.exec(o.conn, route ? imageHeadCommand(o.name) : imageCommand(o.name, offset), {
       commandTimeoutMs: o.commandTimeoutMs, label: `image ${o.name}`, details: { image: o.name }, signal: o.signal,
     });
     try {
@@ -114,7 +122,19 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
       let moved: number;
       try {
         hasher.advance(partialSize);
-        moved = await receive(s, partial, hasher, { ...o, total: head.size, start: partialSize });
+        const ro = { ...o, total: head.size, start: partialSize };
+        if (route) {
+          // The header-only command has ended; the bytes come through ssh.
+          await s.closed();
+          if (s.error) throw s.error;
+          if (s.exitCode !== 0) throw refusal(s, o.name);
+          // One budget for the transfer: what the header step used is not given again to ssh.
+          moved = await receiveBySsh(route, hostKey!, partial, hasher, head.sha256, {
+            ...ro, commandTimeoutMs: Math.max(1, o.commandTimeoutMs - (o.now() - started)),
+          });
+        } else {
+          moved = await receive(s, partial, hasher, ro);
+        }
       } catch (err) {
         hasher.close();
         throw err;
@@ -175,24 +195,13 @@ async function readHeader(s: ChannelStream, name: string): Promise<{ size: numbe
   }
 }
 
-const REMOTE_CODES: Record<string, new (m: string, o?: { details?: Record<string, unknown> }) => HsError> = {
-  ImageNotFound: ImageNotFoundError,
-  ImageChecksumMismatch: ImageChecksumMismatchError,
-  QueueTimeout: QueueTimeoutError,
-  Cancelled: CancelledError,
-  CommandTimeout: CommandTimeoutError,
-};
-
 /** The typed error for a stream that ended without (all of) the image. */
 function refusal(s: ChannelStream, name: string): HsError {
   if (s.error) return s.error;
   if (s.exitCode === undefined) {
     return new PeerGoneError(`the parent went away during image ${name}`, { details: { image: name } });
   }
-  const code = /\[([A-Za-z]+)\]\s*$/.exec(s.stderr)?.[1];
-  const Cls = code ? REMOTE_CODES[code] : undefined;
-  const message = `parent: ${s.stderr.replace(/^hsd: /, "").replace(/\s*\[[A-Za-z]+\]\s*$/, "").trim() || `image ${name} failed`}`;
-  return new (Cls ?? ImageTransferError)(message, { details: { image: name, exitCode: s.exitCode } });
+  return remoteRefusal(s.stderr, s.exitCode, name);
 }
 
 /** Appends the stream's bytes to `partial` (batched writes, the channel paused while the disk catches up). */
@@ -202,16 +211,7 @@ async function receive(
 ): Promise<number> {
   const fh = await open(partial, "a", 0o600);
   let moved = 0;
-  const t0 = o.now();
-  let lastReport = -Infinity;
-  const report = (final: boolean) => {
-    const now = o.now();
-    if (!o.onProgress || (!final && now - lastReport < (o.progressIntervalMs ?? 500))) return;
-    lastReport = now;
-    const rateBps = moved > 0 ? Math.round(moved / Math.max((now - t0) / 1000, 0.001)) : 0;
-    const done = o.start + moved;
-    o.onProgress({ image: o.name, done, total: o.total, rateBps, etaS: rateBps > 0 ? Math.ceil((o.total - done) / rateBps) : 0 });
-  };
+  const report = progressReporter(o, () => moved);
   try {
     let batch: Buffer[] = [];
     let batched = 0;
@@ -241,6 +241,43 @@ async function receive(
   } finally {
     await fh.close();
   }
+}
+
+/** Throttled progress: bytes, rate of this transfer, ETA; `final` always reports. */
+function progressReporter(o: FetchImageOptions & { total: number; start: number }, moved: () => number): (final: boolean) => void {
+  const t0 = o.now();
+  let lastReport = -Infinity;
+  return (final) => {
+    const now = o.now();
+    if (!o.onProgress || (!final && now - lastReport < (o.progressIntervalMs ?? 500))) return;
+    lastReport = now;
+    const m = moved();
+    const rateBps = m > 0 ? Math.round(m / Math.max((now - t0) / 1000, 0.001)) : 0;
+    const done = o.start + m;
+    o.onProgress({ image: o.name, done, total: o.total, rateBps, etaS: rateBps > 0 ? Math.ceil((o.total - done) / rateBps) : 0 });
+  };
+}
+
+/** ssh appends to `partial` itself; progress and the hasher follow the file's growth. */
+async function receiveBySsh(
+  route: OpenSshRoute, hostKey: string, partial: string, hasher: FileHasher, sha256: string,
+  o: FetchImageOptions & { total: number; start: number },
+): Promise<number> {
+  let moved = 0;
+  const report = progressReporter(o, () => moved);
+  // Polled more often than reported (the reporter throttles): the hasher and writeback follow closely.
+  const pollMs = Math.min(Math.max(o.progressIntervalMs ?? 500, 50), 200);
+  await receiveWithOpenSsh({
+    route, hostKey, name: o.name, offset: o.start, sha256, partial, commandTimeoutMs: o.commandTimeoutMs, signal: o.signal, log: o.log, pollMs,
+    onGrowth: (size) => {
+      if (size - o.start <= moved) return;
+      moved = size - o.start;
+      hasher.advance(size);
+      report(false);
+    },
+  });
+  report(true);
+  return moved;
 }
 
 async function syncDir(dir: string): Promise<void> {

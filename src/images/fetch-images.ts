@@ -8,7 +8,7 @@ import type { HsdConfig } from "../config/config.js";
 import { fetchImage, type FetchImageOptions, type FetchImageResult, type ImageProgress } from "./fetch-image.js";
 
 /** One image's options, less what each configured entry supplies itself. */
-export interface FetchImagesOptions extends Pick<FetchImageOptions, "conn" | "digests" | "log" | "now" | "signal" | "onProgress"> {
+export interface FetchImagesOptions extends Pick<FetchImageOptions, "conn" | "digests" | "log" | "now" | "signal" | "onProgress" | "openssh"> {
   readonly config: HsdConfig;
 }
 
@@ -18,7 +18,7 @@ export async function fetchImages(o: FetchImagesOptions): Promise<Record<string,
     out[name] = await fetchImage({
       conn: o.conn, name, dest: entry.path || join(o.config.images.dir, `${name}.img`), expectedSha256: entry.sha256,
       digests: o.digests, commandTimeoutMs: o.config.budgets.sync, log: o.log, now: o.now, signal: o.signal,
-      onProgress: o.onProgress,
+      onProgress: o.onProgress, ...(o.openssh ? { openssh: o.openssh } : {}),
     });
   }
   return out;

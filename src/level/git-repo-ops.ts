@@ -24,6 +24,7 @@ import type { RepoOps } from "./level.js";
 import { homestakLayout } from "../homestak/layout.js";
 import { describeImageProgress, fetchImages } from "../images/fetch-images.js";
 import type { ImageDigests } from "../images/image-digest.js";
+import { parentOpenSshRoute } from "../images/openssh-transfer.js";
 
 export function gitRepoOps(o: {
   config: HsdConfig;
@@ -34,6 +35,8 @@ export function gitRepoOps(o: {
   /** Digests of this level's images (received ones are recorded, so a re-sync does not re-hash them). */
   digests?: ImageDigests;
   log: Logger;
+  /** The OpenSSH client images move through (findOpenSsh); undefined: over the ssh2 connection. */
+  sshPath?: string | undefined;
   /** homestak.user: gets the trees after every sync (hsd writes them as root). */
   owner?: TreeOwner;
 }): RepoOps {
@@ -90,6 +93,7 @@ export function gitRepoOps(o: {
         if (o.digests && parentConn && Object.keys(config.images.entries).length > 0) {
           const got = await fetchImages({
             config, conn: parentConn, digests: o.digests, log: o.log, now: () => Date.now(), signal,
+            openssh: parentOpenSshRoute({ sshPath: o.sshPath, conn: parentConn, parent: config.parent, userKeyPath: o.userKeyPath, connectTimeoutMs: config.timeouts.connectMs }),
             onProgress: (p) => onProgress({
               repo: `image:${p.image}`, phase: "image", loaded: p.done, total: p.total, unit: "bytes", message: describeImageProgress(p),
             }),

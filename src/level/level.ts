@@ -275,6 +275,8 @@ export class Level implements LevelApi {
         progress.flush();
       }
     } catch (err) {
+      // An untyped error reaches the operator only as `Internal` and its message: its stack stays here.
+      if (!(err instanceof HsError)) this.d.log.error({ err }, "sync failed with an untyped error");
       const details = err instanceof HsError ? err.details : {};
       const states = Array.isArray(details.states) ? (details.states as RepoState[]) : undefined;
       this.emit(sink, {

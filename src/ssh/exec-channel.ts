@@ -41,7 +41,11 @@ export interface ImageServer {
   /**
    * Streams image `name` from byte `offset` on the channel (a header line,
    * then the bytes); resolves with the exit status. Throws a typed error
-   * (ImageNotFound, ImageChecksumMismatch) before any byte is sent.
+   * (ImageNotFound, ImageChecksumMismatch) before any byte is sent. Mode
+   * "head" sends the header line alone; "raw" the bytes alone, refused unless
+   * the image still hashes to `sha256`.
    */
-  serve(o: { name: string; offset: number; channel: ExecChannel; log: Logger; signal: AbortSignal }): Promise<number>;
+  serve(o: {
+    name: string; offset: number; mode?: "stream" | "head" | "raw"; sha256?: string; channel: ExecChannel; log: Logger; signal: AbortSignal;
+  }): Promise<number>;
 }

@@ -3,7 +3,7 @@
 // host key pinned by SHA256 fingerprint, a connect timeout that is never the
 // command timeout, keepalives derived from it so a dead link is noticed within
 // about that timeout.
-// Imported by: src/daemon, src/git, src/level, src/ssh.
+// Imported by: src/daemon, src/git, src/images, src/level, src/ssh.
 
 import { readFile } from "node:fs/promises";
 import { connect as netConnect } from "node:net";
@@ -45,6 +45,7 @@ export function keepaliveIntervalMs(connectMs: number): number {
 export class ParentConnection {
   private client: Client | undefined;
   private connecting: Promise<Client> | undefined;
+  private verifiedHostKey: Buffer | undefined;
 
   constructor(private readonly opts: ParentConnectionOptions) {}
 
@@ -113,7 +114,7 @@ export class ParentConnection {
         keepaliveCountMax: KEEPALIVE_COUNT_MAX,
         hostVerifier: (key: Buffer) => {
           const seen = keyFingerprint(key);
-          if (seen === parent.hostKeyFingerprint) return true;
+          if (seen === parent.hostKeyFingerprint) { this.verifiedHostKey = Buffer.from(key); return true; }
           mismatch = new HostKeyMismatchError(
             `host key of ${parent.host}:${parent.port} is ${seen}, expected ${parent.hostKeyFingerprint}`,
             { details: { host: parent.host, port: parent.port, expected: parent.hostKeyFingerprint, actual: seen } },
@@ -122,6 +123,20 @@ export class ParentConnection {
         },
       });
     });
+  }
+
+  /**
+   * The parent's host key as this connection verified it against the pinned
+   * fingerprint ("<type> <base64>", a known_hosts entry's key part), so another
+   * SSH client can pin the very same key; undefined before a verified connect.
+   */
+  hostKeyLine(): string | undefined {
+    const k = this.verifiedHostKey;
+    if (!k || k.length < 4) return undefined;
+    const len = k.readUInt32BE(0);
+    const type = k.subarray(4, 4 + len).toString("latin1");
+    if (!/^[a-z0-9@.-]+$/.test(type)) return undefined;
+    return `${type} ${k.toString("base64")}`;
   }
 
   /** Opens an exec channel (connecting first if needed). */

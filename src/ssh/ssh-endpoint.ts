@@ -211,7 +211,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
         release = await imageLimiter.acquire(opts.queueTimeoutMs, gone.signal);
         ilog.debug({ offset: cmd.offset, active: imageLimiter.activeCount, queued: imageLimiter.queuedCount }, "image transfer started");
         const t0 = Date.now();
-        const status = await opts.images.serve({ name: cmd.image, offset: cmd.offset, channel, log: ilog, signal: gone.signal });
+        const status = await opts.images.serve({ name: cmd.image, offset: cmd.offset, mode: cmd.mode, sha256: cmd.sha256, channel, log: ilog, signal: gone.signal });
         ilog.info({ status, ms: Date.now() - t0 }, "image transfer finished");
         return;
       }

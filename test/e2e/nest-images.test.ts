@@ -2,7 +2,8 @@
 // serves two images from files the operator named, every level below fetches
 // them from its parent at sync into its own level directory (sha256-verified)
 // and serves them on; a second sync moves nothing. A missing image stops the
-// nest in preflight, and `hsctl doctor` reports it.
+// nest in preflight, and `hsctl doctor` reports it. The bytes move through the
+// OpenSSH client (the CI image has one).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
@@ -55,6 +56,10 @@ test("nest --depth 3: every level below 0 received both images from its parent, 
     assert.ok((await readFile(join(lr, "images", "pve-9.img"))).equals(pve9), lr);
     assert.ok((await readFile(join(lr, "images", "debian-13.img"))).equals(deb13), lr);
     assert.equal(existsSync(join(lr, "images", "pve-9.img.partial")), false);
+    // With an OpenSSH client installed, the bytes moved through it (its stdout into the partial), not through ssh2.
+    const routes = (await readFile(join(lr, "hsd.log"), "utf8")).split("\n").filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as { msg?: string; via?: string; image?: string }).filter((l) => l.msg === "image transfer route");
+    assert.deepEqual(routes.map((l) => [l.image, l.via]), [["pve-9", "openssh"], ["debian-13", "openssh"]], lr);
   }
   const ev = jsonLines(r.stdout);
   for (const level of ["l0/l1", "l0/l1/l2", "l0/l1/l2/l3"]) {

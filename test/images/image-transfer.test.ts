@@ -3,43 +3,33 @@
 // typed errors for bad bytes and bad config, and the endpoint's own queue.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes, createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile, writeFile, stat, open, mkdir, rm } from "node:fs/promises";
+import { readFile, writeFile, stat, open } from "node:fs/promises";
 import { join } from "node:path";
-import { startLevel0, connectRaw, execRaw, type Level0 } from "../helpers/git-fixtures.js";
+import { connectRaw, execRaw, type Level0 } from "../helpers/git-fixtures.js";
+import { imageLevel0, type ImageLevel0 } from "../helpers/image-fixtures.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { ParentConnection } from "../../src/ssh/parent-connection.js";
 import { ImageDigests } from "../../src/images/image-digest.js";
-import { imageServer } from "../../src/images/image-server.js";
 import { fetchImage, type FetchImageOptions } from "../../src/images/fetch-image.js";
 import type { ImageEntry } from "../../src/config/config.js";
 
 const SIZE = 24 << 20;
+let img: ImageLevel0;
 let l0: Level0;
 let srcDir: string;
 let data: Buffer;
 let sha: string;
-const entries: Record<string, ImageEntry> = {};
+let entries: Record<string, ImageEntry>;
 let childN = 0;
 
 before(async () => {
-  const base = await import("node:os").then((os) => os.tmpdir());
-  srcDir = join(base, `hsd-img-src-${process.pid}-${Date.now()}`);
-  await mkdir(srcDir, { recursive: true });
-  data = randomBytes(SIZE);
-  sha = createHash("sha256").update(data).digest("hex");
-  await writeFile(join(srcDir, "pve-9.img"), data);
+  img = await imageLevel0("hsd-img-src", SIZE, 1);
+  ({ l0, srcDir, data, sha, entries } = img);
   await writeFile(join(srcDir, "small.img"), data.subarray(0, 1000));
-  entries["pve-9"] = { path: join(srcDir, "pve-9.img"), sha256: "" };
   entries.small = { path: join(srcDir, "small.img"), sha256: "" };
-  const digests = new ImageDigests(join(srcDir, "digests.json"), silentLogger());
-  l0 = await startLevel0({ images: imageServer({ entries, digests }), maxImageTransfers: 1 });
 });
-after(async () => {
-  await l0.close();
-  await rm(srcDir, { recursive: true, force: true });
-});
+after(() => img.close());
 
 const newConn = () => new ParentConnection({
   parent: { host: "127.0.0.1", port: l0.port, hostKeyFingerprint: l0.endpoint.hostKeyFingerprint },
@@ -193,26 +183,31 @@ test("readers get configured names only: unknown names and paths are ImageNotFou
 });
 
 test("transfers past the cap wait in the queue instead of being refused", async () => {
-  const a = child();
+  // The first transfer holds the only slot (max 1): a reader that never reads stalls it on the channel's window.
+  const raw = await connectRaw(l0.port, l0.reader.privateKey);
   const b = child();
   try {
-    let sawQueued = false;
-    let second: Promise<unknown> | undefined;
-    const first = fetchImage(a.opts({
-      progressIntervalMs: 0,
-      onProgress: () => {
-        // While the first holds the only slot (max 1), the second must queue.
-        second ??= fetchImage(b.opts({ name: "small", dest: join(b.dir, "images", "small.img") }));
-        if (l0.endpoint.stats().queuedImageTransfers === 1) sawQueued = true;
-      },
-    }));
-    await first;
+    const held = await new Promise<import("ssh2").ClientChannel>((resolve, reject) => {
+      raw.exec("hsd-image pve-9 0", (err, ch) => (err ? reject(err) : resolve(ch)));
+    });
+    await until(() => l0.endpoint.stats().activeImageTransfers === 1);
+    const second = fetchImage(b.opts({ name: "small", dest: join(b.dir, "images", "small.img") }));
+    await until(() => l0.endpoint.stats().queuedImageTransfers === 1);
+    // The slot frees when the first reader goes away; the queued one then runs.
+    held.close();
     await second;
-    assert.ok(sawQueued);
     assert.equal(l0.endpoint.stats().activeImageTransfers, 0);
     assert.ok((await readFile(join(b.dir, "images", "small.img"))).equals(data.subarray(0, 1000)));
   } finally {
-    a.conn.close();
+    raw.end();
     b.conn.close();
   }
 });
+
+async function until(cond: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

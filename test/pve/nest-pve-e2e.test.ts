@@ -16,6 +16,7 @@ import type { PveSim } from "../pve-sim/pve-sim.js";
 import { hsctl, jsonLines } from "../helpers/hsctl.js";
 import { schemaViolations } from "./helpers.js";
 import { alive, destroyTree, startPveTree, vmHsdPid, type PveTree } from "./pve-tree.js";
+import { keepLogsOnFailure } from "./tree-logs.js";
 
 let tree: PveTree;
 let env: Record<string, string> = {};
@@ -30,6 +31,7 @@ before(async () => {
   [sim0, simL1, simL2] = sims as [PveSim, PveSim, PveSim];
 });
 
+keepLogsOnFailure(() => tree);
 after(async () => { await tree?.close(); });
 
 type Status = { name: string; state: string; address: string; provider: string; children: Status[] };

@@ -36,6 +36,7 @@ import { NestView } from "../../src/cli/nest-view.js";
 import type { LevelEvent } from "../../src/domain/events.js";
 import { schemaViolations } from "./helpers.js";
 import { alive, destroyTree, startPveTree, vmNamed, type PveTree } from "./pve-tree.js";
+import { keepLogsOnFailure } from "./tree-logs.js";
 
 const LEVELS = ["l1", "l2", "l3"] as const;
 /** The image each level's VM is made from: level 0's pve.image, one entry per depth. */
@@ -66,6 +67,7 @@ before(async () => {
   sims = tree.sims;
 });
 
+keepLogsOnFailure(() => tree);
 after(async () => { await tree?.close(); });
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");

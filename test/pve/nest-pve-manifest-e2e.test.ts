@@ -26,6 +26,7 @@ import { runNetns } from "../pve-sim/sim-vm.js";
 import { hsctl, jsonLines, hsdProcessesUnder } from "../helpers/hsctl.js";
 import { schemaViolations } from "./helpers.js";
 import { alive, startPveTree, vmHsdPid, vmNamed, type PveTree } from "./pve-tree.js";
+import { keepLogsOnFailure } from "./tree-logs.js";
 
 const TEMPLATE = 9000;
 const GiB = (n: number) => new RegExp(`,size=${n}G(,|$)`);
@@ -57,6 +58,7 @@ before(async () => {
   sims = tree.sims;
 });
 
+keepLogsOnFailure(() => tree);
 after(async () => { await tree?.close(); });
 
 type Status = { name: string; state: string; leaf?: boolean; manifest?: string; children: Status[] };

@@ -39,6 +39,7 @@ import type { QemuGuests } from "../pve-sim/sim-qemu.js";
 import { startDhcp, type Dhcp } from "../guest/guest-lan.js";
 import { hsctl, hsdProcessesUnder, HSD } from "../helpers/hsctl.js";
 import { readyFromPipe } from "../../src/util/ready-pipe.js";
+import { keepTreeLogs } from "./tree-logs.js";
 
 const SHIM = fileURLToPath(new URL("../pve-sim/sim-shim.mjs", import.meta.url));
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -92,6 +93,8 @@ export interface PveTree {
   readonly images: ReadonlyMap<string, { data: Buffer; sha256: string }>;
   /** hsd pids seen while the tree was up (level 0's and any the test adds). */
   readonly hsdPids: number[];
+  /** Tests that failed on this tree (tree-logs.ts keepLogsOnFailure): close() keeps every level's log then. */
+  readonly failed: string[];
   /** Destroys what is left, kills every process, removes namespaces, the bridge and the temp dirs. */
   close(): Promise<void>;
   /** The DHCP server's log (qemuGuests), for failure messages. */
@@ -121,8 +124,11 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
   let dhcp: Dhcp | undefined;
   let level0: ChildProcess | undefined;
   const images = new Map<string, { data: Buffer; sha256: string }>();
+  const failed: string[] = [];
 
   const close = async () => {
+    // Before destroy: it stops the levels, and their last lines are the ones that tell.
+    if (failed.length > 0) await keepTreeLogs({ l0, sims, failed }, `failed: ${failed.join("; ")}`).catch(() => undefined);
     if (level0?.exitCode === null) await hsctl(["destroy", "--json"], { HSD_ROOT: l0 }, 90_000).catch(() => undefined);
     for (const pid of [...hsdPids, ...await hsdProcessesUnder(root)]) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
     if (level0 && level0.exitCode === null && level0.signalCode === null) level0.kill("SIGKILL");
@@ -178,10 +184,11 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
     level0 = started.proc;
     hsdPids.push(started.pid);
   } catch (e) {
+    failed.push(`start: ${(e as Error).message}`);
     await close();
     throw e;
   }
-  return { root, l0, env: { HSD_ROOT: l0 }, sims, tag, level0: level0!, images, hsdPids, close, dhcpLog: () => dhcp?.log() ?? Promise.resolve("") };
+  return { root, l0, env: { HSD_ROOT: l0 }, sims, tag, level0: level0!, images, hsdPids, failed, close, dhcpLog: () => dhcp?.log() ?? Promise.resolve("") };
 }
 
 /** Level 0 on its "PVE node": see the header. Resolves once it is ready (its readiness pipe). */

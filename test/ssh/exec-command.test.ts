@@ -65,3 +65,25 @@ for (const [what, cmd] of Object.entries(denied)) {
     if (what !== "upload-pack option injection") assert.equal(c, "AccessDenied");
   });
 }
+
+test("hsd-image: the streamed form, the header-only form and the raw form pinned to a sha256 parse to their modes", () => {
+  const sha = "0123456789abcdef".repeat(4);
+  assert.deepEqual(parseExecCommand("hsd-image pve-9 42"), { service: "hsd-image", image: "pve-9", offset: 42, mode: "stream" });
+  assert.deepEqual(parseExecCommand("hsd-image --head pve-9"), { service: "hsd-image", image: "pve-9", offset: 0, mode: "head" });
+  assert.deepEqual(parseExecCommand(`hsd-image --raw pve-9 1048576 ${sha}`), {
+    service: "hsd-image", image: "pve-9", offset: 1048576, mode: "raw", sha256: sha,
+  });
+});
+
+test("hsd-image: anything past the three forms is ImageNotFound", () => {
+  const sha = "0123456789abcdef".repeat(4);
+  for (const cmd of [
+    "hsd-image --head ../pve-9", "hsd-image --head /var/lib/vz/template/iso/pve-9.img", "hsd-image --head pve-9 0", "hsd-image --head",
+    "hsd-image --raw pve-9 0", `hsd-image --raw pve-9 0 ${sha.toUpperCase()}`, `hsd-image --raw pve-9 0 ${sha.slice(1)}`,
+    `hsd-image --raw pve-9 -1 ${sha}`, `hsd-image --raw pve-9 01 ${sha}`, `hsd-image --raw pve-9 0 ${sha} x`, `hsd-image --raw ../x 0 ${sha}`,
+    `hsd-image --raw pve-9 99999999999999999 ${sha}`, "hsd-image --tail pve-9", "hsd-image -x 0", "hsd-image --head pve-9;id",
+    `hsd-image --raw pve-9 0 ${sha}\n`, "hsd-image  --head pve-9",
+  ]) {
+    assert.equal(code(() => parseExecCommand(cmd)), "ImageNotFound", JSON.stringify(cmd));
+  }
+});

@@ -76,8 +76,9 @@ export function fuzzExecCommand(rng: Rng, n: number): FuzzResult {
   for (let i = 0; i < n; i++) {
     res.cases++;
     let input: string;
-    switch (rng.int(4)) {
+    switch (rng.int(5)) {
       case 0: input = rng.pick(HOSTILE); break;
+      case 3: input = `${rng.pick(["hsd-image ", "hsd-image --head ", "hsd-image --raw ", "hsd-image --raw pve-9 0 "])}${rng.str()}`; break;
       case 1: input = `${rng.pick(["git-upload-pack ", "git upload-pack ", "git-upload-pack  "])}${rng.pick(["'", "\"", ""])}${rng.str()}${rng.pick(["'", "\"", ""])}`; break;
       case 2: input = rng.mutate(Buffer.from(rng.pick(HOSTILE))).toString("latin1"); break;
       default: input = rng.str(rng.len(2048));
@@ -89,7 +90,7 @@ export function fuzzExecCommand(rng: Rng, n: number): FuzzResult {
       const name = cmd.service === "hsd-image" ? cmd.image : cmd.repo;
       if (!REPO.test(name) || name.includes("..") || name.length > 64) record(res, input, new Error(`accepted unsafe name ${JSON.stringify(name)}`));
     } catch (e) {
-      if (!(e instanceof HsError && (e.code === "AccessDenied" || e.code === "RepoNotFound"))) record(res, input, e);
+      if (!(e instanceof HsError && (e.code === "AccessDenied" || e.code === "RepoNotFound" || e.code === "ImageNotFound"))) record(res, input, e);
     }
   }
   return res;
