@@ -101,7 +101,7 @@ test("no fingerprint configured: api check refuses with the pin hint, nothing se
 }));
 
 test("a preflight that starts while another is half-way through making level 0's template shares that outcome, not 'exists but is not a template'", () =>
-  withSim({ presetTemplate: false, timeScale: 0.05 }, async (sim) => {
+  withSim({ presetTemplate: false, timeScale: 1 }, async (sim) => {
     const bytes = randomBytes(256 * 1024);
     const path = join(sim.paths.vz, "template", "iso", "pve-9.img");
     await writeFile(path, bytes);
@@ -109,6 +109,8 @@ test("a preflight that starts while another is half-way through making level 0's
     const { provider } = providerFor(sim, { templateImage: async () => image });
     const first = provider.preflight(phaseCtx());
     // The VM exists and is not a template yet: the second child's preflight starts now.
+    // PVE's own task time (1 s, timeScale 1) keeps it half made long enough that
+    // the second preflight reaches its template check first even on a loaded host.
     const deadline = Date.now() + 30_000;
     while (!(sim.vms.get(sim.templateVmid) && sim.vms.get(sim.templateVmid)!.config.template !== "1")) {
       assert.ok(Date.now() < deadline, "the template VM never appeared half made");
