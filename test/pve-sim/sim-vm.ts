@@ -195,14 +195,28 @@ export async function startVmGuest(o: {
 
 /** Power-off: every process in the VM dies at once, its NIC and namespace go. */
 export async function stopVmGuest(g: SimVmGuest): Promise<void> {
+  const killed = new Set<number>();
   for (let i = 0; i < 50; i++) {
     const pids = (await run("ip", ["netns", "pids", g.netns]).then((r) => r.stdout, () => "")).split(/\s+/).filter(Boolean).map(Number);
     if (pids.length === 0) break;
-    for (const pid of pids) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
+    for (const pid of pids) { killed.add(pid); try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
     await new Promise((r) => setTimeout(r, 20)); // let the kernel reap before listing again
+  }
+  // A dying process leaves the namespace before it has exited (a loaded host
+  // shows the gap): powered off means every one of them is gone or a zombie.
+  const deadline = Date.now() + 10_000;
+  for (const pid of killed) {
+    while (Date.now() < deadline && await running(pid)) await new Promise((r) => setTimeout(r, 20));
   }
   await ip([...(g.hostLinkNetns ? ["-n", g.hostLinkNetns] : []), "link", "del", g.hostLink]).catch(() => {});
   await ip(["netns", "del", g.netns]).catch(() => {});
+}
+
+/** Whether pid is a process that has not exited yet (neither gone nor a zombie). */
+async function running(pid: number): Promise<boolean> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+  const state = /^State:\s+(\w)/m.exec(status)?.[1];
+  return state !== undefined && state !== "Z" && state !== "X";
 }
 
 /** Namespaces of this run still present (for the test's leak check and cleanup). */
