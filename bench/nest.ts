@@ -167,7 +167,7 @@ async function main(): Promise<void> {
     for (const r of rows) console.log(r);
     console.log("  phases of the run measured (ms; detail, not a goal):");
     for (const d of details) console.log(d);
-    console.log(`  l1's sync waited ${exportWait.toFixed(0)} ms for level 0's first exports (demo set generated at start)`);
+    console.log(`  l1's sync waited ${exportWait.toFixed(0)} ms for level 0's first exports (the demo set level 0 makes at start)`);
     const maxOverhead = Math.max(...rows.map((r) => Number(/overhead\s+(\d+)/.exec(r)![1])));
     console.log(`  max per-level overhead ${maxOverhead} ms (goal <= 2000 ms); max readiness latency ${Math.max(...latencies).toFixed(0)} ms (goal <= 100 ms)`);
     console.log(`  baseline: ${DEPTH} x (bare hsd start ${startMs.toFixed(0)} ms + git CLI clone of the set ${cloneMs.toFixed(0)} ms) = ${(baseline / 1000).toFixed(2)} s`);
