@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { e2eTree, hsctl, jsonLines } from "../helpers/hsctl.js";
-import { fileLines } from "../helpers/reboot-tree.js";
+import { fileLines, rebootTreeConfig } from "../helpers/reboot-tree.js";
 
 const { root, l0, env } = await e2eTree("hsd-leaf-reboot-");
 const marks = join(root, "marks");
@@ -30,17 +30,7 @@ const KERNEL = [
 ].join("\n");
 
 await mkdir(l0, { recursive: true });
-await writeFile(join(l0, "hsd.yaml"), `level: { name: l0 }
-ssh: { host: 127.0.0.1, port: 0 }
-configure:
-  steps:
-    - name: before
-      run: [sh, -c, 'echo run >> "${marks}/before-$HSD_LEVEL_NAME"']
-    - name: kernel
-      run: [sh, -c, ${JSON.stringify(KERNEL)}]
-    - name: after
-      run: [sh, -c, 'echo run >> "${marks}/after-$HSD_LEVEL_NAME"']
-`);
+await writeFile(join(l0, "hsd.yaml"), rebootTreeConfig(marks, KERNEL, null, "kernel"));
 const manifest = join(root, "leafy.yaml");
 await writeFile(manifest, [
   "schema_version: 2", "name: leafy", "nodes:",

@@ -8,18 +8,21 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { hsctl } from "./hsctl.js";
 
-/** Level 0's config: steps `before` and `after` append to marks/<step>-<level>; `install` (sh script) runs at `depth` only. */
-export function rebootTreeConfig(marks: string, install: string, depth: number): string {
+/**
+ * Level 0's config: steps `before` and `after` append to marks/<step>-<level>;
+ * between them the step `name` (an sh script) runs at `depth` only, or
+ * everywhere when depth is null.
+ */
+export function rebootTreeConfig(marks: string, install: string, depth: number | null, name = "install"): string {
   return `level: { name: l0 }
 ssh: { host: 127.0.0.1, port: 0 }
 configure:
   steps:
     - name: before
       run: [sh, -c, 'echo run >> "${marks}/before-$HSD_LEVEL_NAME"']
-    - name: install
+    - name: ${name}
       run: [sh, -c, ${JSON.stringify(install)}]
-      when: { min_depth: ${depth}, max_depth: ${depth} }
-    - name: after
+${depth === null ? "" : `      when: { min_depth: ${depth}, max_depth: ${depth} }\n`}    - name: after
       run: [sh, -c, 'echo run >> "${marks}/after-$HSD_LEVEL_NAME"']
 `;
 }
