@@ -1,10 +1,10 @@
-// Keeps a pve e2e tree's daemon logs when a test failed: every level's hsd.log
+// Shows (and, asked to, keeps) a pve e2e tree's daemon logs when a test failed: every level's hsd.log
 // lives in its VM's root dir, which the tree's close() removes with the
 // simulators, so an error a level reported (e.g. `Internal` in sync) could not
 // be traced to its throw. Test-only: imported by test/pve/pve-tree.ts and the pve e2e tests.
 
 import { afterEach } from "node:test";
-import { copyFile, mkdir, mkdtemp, readdir, readFile } from "node:fs/promises";
+import { copyFile, mkdtemp, readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -29,17 +29,19 @@ export async function treeLogFiles(t: LoggedTree): Promise<{ name: string; path:
 }
 
 /**
- * Copies the logs into a kept temp dir and prints where, with each log's error
- * lines (pino level >= 50, the last 15): an untyped error's stack is there.
+ * Prints each log's error lines (pino level >= 50, the last 15): an untyped
+ * error's stack is there. With HSD_TEST_KEEP_LOGS=1 it also copies the whole
+ * logs into a temp dir that is kept (and says where); otherwise a failed run
+ * leaves no temp dir behind, like a passing one.
  */
-export async function keepTreeLogs(t: LoggedTree, why: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "hsd-pve-logs-"));
-  await mkdir(dir, { recursive: true });
-  const report: string[] = [`pve tree logs kept in ${dir} (${why})`];
+export async function keepTreeLogs(t: LoggedTree, why: string): Promise<string | undefined> {
+  const keep = process.env.HSD_TEST_KEEP_LOGS === "1";
+  const dir = keep ? await mkdtemp(join(tmpdir(), "hsd-pve-logs-")) : undefined;
+  const report: string[] = [dir ? `pve tree logs kept in ${dir} (${why})` : `pve tree logs (${why}; HSD_TEST_KEEP_LOGS=1 keeps them whole)`];
   for (const f of await treeLogFiles(t)) {
     const text = await readFile(f.path, "utf8").catch(() => undefined);
     if (text === undefined) continue;
-    await copyFile(f.path, join(dir, f.name)).catch(() => {});
+    if (dir) await copyFile(f.path, join(dir, f.name)).catch(() => {});
     const errors = text.split("\n").filter((l) => /"level":(5|6)\d/.test(l)).slice(-15);
     if (errors.length > 0) report.push(`--- ${f.name} (errors):`, ...errors);
   }
