@@ -23,6 +23,7 @@ import { imageServer } from "../src/images/image-server.js";
 import { fetchImage } from "../src/images/fetch-image.js";
 import { ParentConnection } from "../src/ssh/parent-connection.js";
 import { findOpenSsh, parentOpenSshRoute } from "../src/images/openssh-transfer.js";
+import { HSD_NODE_FLAGS } from "../src/config/node-flags.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const MIB = 1 << 20;
@@ -84,7 +85,8 @@ function child(args: string[]): { proc: ChildProcess; next: () => Promise<Record
   // HSD_BENCH_SERVE_ARGS, more node flags for the serving child (e.g. --trace-gc).
   const prof = process.env.HSD_BENCH_PROF_DIR ? ["--cpu-prof", "--cpu-prof-dir", process.env.HSD_BENCH_PROF_DIR] : [];
   const extra = args[0] === "serve" ? (process.env.HSD_BENCH_SERVE_ARGS ?? "").split(" ").filter(Boolean) : [];
-  const proc = spawn(process.execPath, [...prof, ...extra, "--import", "tsx", SELF, ...args], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  // Both sides run in an hsd, so each child gets the daemon's own V8 flags.
+  const proc = spawn(process.execPath, [...HSD_NODE_FLAGS, ...prof, ...extra, "--import", "tsx", SELF, ...args], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const queue: Record<string, any>[] = [];
   let wake: (() => void) | undefined;
   proc.on("message", (m) => { queue.push(m as Record<string, any>); wake?.(); });
