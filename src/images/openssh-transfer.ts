@@ -7,8 +7,7 @@
 
 import { spawn } from "node:child_process";
 import { constants, accessSync } from "node:fs";
-import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { open, rm, writeFile } from "node:fs/promises";
 import { delimiter, join } from "node:path";
 import type { Logger } from "../log/logger.js";
 import {
@@ -117,8 +116,9 @@ export function openSshArgs(route: OpenSshRoute, knownHosts: string, command: st
  * exit and stderr stand for.
  */
 export async function receiveWithOpenSsh(o: OpenSshReceiveOptions): Promise<void> {
-  const khDir = await mkdtemp(join(tmpdir(), "hsd-known-hosts-"));
-  const knownHosts = join(khDir, "known_hosts");
+  // Beside the partial, not in a temp dir: a daemon killed mid-transfer leaves
+  // it with the partial (the next run rewrites it), never a stray dir in /tmp.
+  const knownHosts = `${o.partial}.known_hosts`;
   const fh = await open(o.partial, "a", 0o600);
   try {
     await writeFile(knownHosts, `${ALIAS} ${o.hostKey}\n`, { mode: 0o600 });
@@ -173,7 +173,7 @@ export async function receiveWithOpenSsh(o: OpenSshReceiveOptions): Promise<void
     throw sshFailure(o.route, o.name, exit.code, stderr, exit.spawnError);
   } finally {
     await fh.close();
-    await rm(khDir, { recursive: true, force: true });
+    await rm(knownHosts, { force: true });
   }
 }
 

@@ -79,6 +79,7 @@ test("the bytes move through ssh into the partial: whole, sha256-verified, progr
     assert.deepEqual({ sha: r.sha256, size: r.size, bytes: r.bytes, reused: r.reused }, { sha, size: SIZE, bytes: SIZE, reused: false });
     assert.ok((await readFile(c.dest)).equals(data));
     assert.equal(existsSync(`${c.dest}.partial`), false);
+    assert.equal(existsSync(`${c.dest}.partial.known_hosts`), false, "ssh's pinned known_hosts is removed with the transfer");
     const calls = (await sshCalls()).slice(before);
     assert.equal(calls.length, 1);
     assert.match(calls[0]!, new RegExp(`hsd-image --raw pve-9 0 ${sha}$`));
@@ -220,6 +221,8 @@ test("ssh does not outlive a daemon killed mid-transfer (setpriv --pdeathsig): n
     try {
       sshPid = Number(await waitFor(() => readFile(pidFile, "utf8").then((t) => t.trim() || undefined, () => undefined), 30_000));
       await waitFor(async () => (alive(sshPid) ? true : undefined), 30_000);
+      // ssh's pinned known_hosts lives beside the partial, so a killed daemon leaves no stray temp dir.
+      assert.equal(readFileSync(`${fifo}.known_hosts`, "utf8"), `hsd-parent ${hostKey}\n`);
       proc.kill("SIGKILL");
       await waitFor(async () => (alive(sshPid) ? undefined : true), 10_000);
     } finally {
