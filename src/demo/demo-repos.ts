@@ -3,11 +3,12 @@
 // it takes well under a few seconds.
 // Imported by: src/daemon, src/demo/demo-packs.ts.
 
-import { mkdir, writeFile, chmod } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
 import { runGit, gitText } from "../git/run-git.js";
 import { initRepo } from "../git/init-repo.js";
+import { writeFileAtomic } from "../util/atomic-write.js";
 import { DEMO_SITE_YAML, demoSecretsYaml, homestakShapedFiles } from "./demo-homestak-files.js";
 
 export interface DemoOptions {
@@ -161,9 +162,8 @@ export async function generateDemoRepo(checkout: string, name: string, opts: Dem
 export async function writeLevelZeroFiles(checkout: string, name: string, vmRootPassword: string | undefined): Promise<void> {
   if (name !== "site-config") return;
   await writeFile(join(checkout, "site.yaml"), DEMO_SITE_YAML);
-  const secrets = join(checkout, "secrets.yaml");
-  await writeFile(secrets, demoSecretsYaml(vmRootPassword ?? demoVmRootPassword()), { mode: 0o600 });
-  await chmod(secrets, 0o600);
+  // A secret like any other: temp, fsync, rename, 0600 (never half written, never briefly readable).
+  await writeFileAtomic(join(checkout, "secrets.yaml"), demoSecretsYaml(vmRootPassword ?? demoVmRootPassword()), { mode: 0o600 });
 }
 
 /** Creates the six demo checkouts under `dir`; returns name -> checkout path. */
