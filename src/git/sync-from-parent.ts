@@ -13,7 +13,7 @@ import { ParentConnection, type ParentEndpoint } from "../ssh/parent-connection.
 import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
 import type { RefAdvertisement } from "./pkt-line.js";
 import { ensureBareRepo, exportPath } from "./export-repos.js";
-import { checkoutWorktree } from "./worktree-checkout.js";
+import { checkoutWorktree, prepareWorktree } from "./worktree-checkout.js";
 import { WorkPool } from "../util/work-pool.js";
 import type { IndexRefresher } from "./index-refresh.js";
 import { join } from "node:path";
@@ -48,10 +48,31 @@ export interface SyncResult { repos: RepoState[]; bytes: number; bytesByRepo: Re
 
 const REMOTE = "origin";
 
-/** Fetches one repo into its export and makes the export's heads/HEAD mirror the parent's. */
-async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection): Promise<{ head: string; bytes: number }> {
+/**
+ * What a repo's fetch and checkout need on disk, made before the connection
+ * is up: the export (with the remote isomorphic-git fetches from) and the
+ * working tree's repo. Local file work that would otherwise sit between the
+ * parent's answers on this level's one event loop.
+ */
+async function prepareRepo(name: string, opts: SyncFromParentOptions): Promise<void> {
   const gitdir = exportPath(opts.exportsDir, name);
   await ensureBareRepo(gitdir);
+  const url = sshRemoteUrl(opts.parent.host, opts.parent.port, name);
+  // isomorphic-git needs a fetch refspec; the parent's address may change between runs.
+  if ((await git.getConfig({ fs, gitdir, path: `remote.${REMOTE}.url` })) !== url) {
+    await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.url`, value: url });
+    await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.fetch`, value: `+refs/heads/*:refs/remotes/${REMOTE}/*` });
+  }
+  await prepareWorktree(worktreeOf(name, opts), gitdir);
+}
+
+function worktreeOf(name: string, opts: SyncFromParentOptions): string {
+  return opts.worktreeOf ? opts.worktreeOf(name) : join(opts.workDir, name);
+}
+
+/** Fetches one repo into its export (prepareRepo made it) and makes the export's heads/HEAD mirror the parent's. */
+async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection): Promise<{ head: string; bytes: number }> {
+  const gitdir = exportPath(opts.exportsDir, name);
   const session = new FetchSession({
     conn, commandTimeoutMs: opts.commandTimeoutMs, log: opts.log, signal: opts.signal,
     indexPackInto: gitdir, divertMinObjects: opts.divertMinObjects,
@@ -59,11 +80,6 @@ async function fetchInto(name: string, opts: SyncFromParentOptions, conn: Parent
   });
   const cache = {};
   const url = sshRemoteUrl(opts.parent.host, opts.parent.port, name);
-  // isomorphic-git needs a fetch refspec; the parent's address may change between runs.
-  if ((await git.getConfig({ fs, gitdir, path: `remote.${REMOTE}.url` })) !== url) {
-    await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.url`, value: url });
-    await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.fetch`, value: `+refs/heads/*:refs/remotes/${REMOTE}/*` });
-  }
   let res;
   let before: Map<string, string> | undefined;
   try {
@@ -169,14 +185,26 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
     parent: opts.parent, userKeyPath: opts.userKeyPath, connectTimeoutMs: opts.connectTimeoutMs, log: opts.log,
   });
   try {
-    await conn.connect(opts.signal);
+    // Each repo's local set-up runs while the SSH handshake is under way.
+    const prepared = new Map(opts.repoNames.map((name) => {
+      const p = prepareRepo(name, opts);
+      p.catch(() => {}); // awaited by the repo's own task below
+      return [name, p];
+    }));
+    try {
+      await conn.connect(opts.signal);
+    } catch (err) {
+      await Promise.allSettled(prepared.values()); // nothing keeps writing after the sync has failed
+      throw err;
+    }
     const pool = new WorkPool(opts.concurrency ?? 6);
     const results = await Promise.allSettled(opts.repoNames.map((name) => pool.run(async () => {
       const t0 = performance.now();
+      await prepared.get(name);
       const previousServed = await git.resolveRef({ fs, gitdir: exportPath(opts.exportsDir, name), ref: "HEAD" }).catch(() => "");
       const f = await fetchInto(name, opts, conn);
       const t1 = performance.now();
-      const worktree = opts.worktreeOf ? opts.worktreeOf(name) : join(opts.workDir, name);
+      const worktree = worktreeOf(name, opts);
       await opts.refresher?.settle(worktree);
       const wt = await checkoutWorktree({
         worktree, exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,

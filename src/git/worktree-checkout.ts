@@ -92,6 +92,20 @@ async function currentHead(gitDir: string, g: (args: string[], allowFail?: boole
 }
 
 /**
+ * Makes `worktree` a repo borrowing the export's objects, unless it is one
+ * already. A sync calls it while the fetch is under way, so a new level's
+ * checkout starts from a ready repo; an empty repo left by a failed fetch is
+ * what the next sync would have made anyway (unborn HEAD: a first checkout).
+ */
+export async function prepareWorktree(worktree: string, exportGitDir: string): Promise<void> {
+  const gitDir = join(worktree, ".git");
+  if (existsSync(join(gitDir, "HEAD"))) return;
+  await mkdir(worktree, { recursive: true });
+  await initRepo(gitDir, { bare: false });
+  await writeFile(join(gitDir, "objects", "info", "alternates"), `${join(exportGitDir, "objects")}\n`);
+}
+
+/**
  * Spawns per call (each blocks the daemon's event loop for the fork, ~5 ms
  * per 100 MB of RSS): a fresh, empty worktree 1 (read-tree), an unchanged
  * one 1 (status), a moved one 3 (status and diff-tree at once, then read-tree).
@@ -102,11 +116,7 @@ export async function checkoutWorktree(opts: { worktree: string; exportGitDir: s
   const gitDir = join(worktree, ".git");
   const ENV = worktreeGitEnv(worktree);
   const g = (args: string[], allowFail = false) => runGit(args, { cwd: worktree, env: ENV, allowFail });
-  if (!existsSync(join(gitDir, "HEAD"))) {
-    await mkdir(worktree, { recursive: true });
-    await initRepo(gitDir, { bare: false });
-    await writeFile(join(gitDir, "objects", "info", "alternates"), `${join(opts.exportGitDir, "objects")}\n`);
-  }
+  await prepareWorktree(worktree, opts.exportGitDir);
   const previous = await currentHead(gitDir, g);
   let dirtyFiles: string[] = [];
   // The move's diff is read alongside status (it only needs the two commits): one
