@@ -35,6 +35,8 @@ export interface FetchSessionOptions {
   indexPackInto?: string;
   /** Smallest pack (in objects) handed to index-pack; default DIVERT_MIN_OBJECTS. */
   divertMinObjects?: number;
+  /** A new, empty working tree: index-pack's process may then check it out (pack.readTree, divert-pack.ts). */
+  checkoutInto?: string;
 }
 
 /** At most one "Receiving bytes" progress event per this many ms (a 500 MB pack is 16,000 SSH packets). */
@@ -234,6 +236,7 @@ export class FetchSession {
         yield* divertPack(body(), {
           gitdir: gitdir!, repo, log: self.opts.log, minObjects: self.opts.divertMinObjects,
           onProgress: self.opts.onProgress, signal: stream.signal,
+          ...(self.opts.checkoutInto ? { checkoutInto: self.opts.checkoutInto } : {}),
         }, self.pack);
       } catch (err) {
         // Keep our typed error: isomorphic-git would only see a failed stream.

@@ -13,7 +13,8 @@ import { ParentConnection, type ParentEndpoint } from "../ssh/parent-connection.
 import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
 import type { RefAdvertisement } from "./pkt-line.js";
 import { ensureBareRepo, exportPath } from "./export-repos.js";
-import { checkoutWorktree, prepareWorktree } from "./worktree-checkout.js";
+import { checkoutWorktree, isFreshWorktree, prepareWorktree } from "./worktree-checkout.js";
+import type { PendingReadTree } from "./divert-pack.js";
 import { WorkPool } from "../util/work-pool.js";
 import type { IndexRefresher } from "./index-refresh.js";
 import { join } from "node:path";
@@ -70,14 +71,33 @@ function worktreeOf(name: string, opts: SyncFromParentOptions): string {
   return opts.worktreeOf ? opts.worktreeOf(name) : join(opts.workDir, name);
 }
 
-/** Fetches one repo into its export (prepareRepo made it) and makes the export's heads/HEAD mirror the parent's. */
-async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection): Promise<{ head: string; bytes: number }> {
+interface Fetched { head: string; bytes: number; readTree?: PendingReadTree }
+
+/**
+ * Fetches one repo into its export (prepareRepo made it) and makes the
+ * export's heads/HEAD mirror the parent's. A new level's empty working tree
+ * may come back with its checkout pending in the pack's index-pack process
+ * (readTree: the caller runs or releases it); a failed fetch releases it.
+ */
+async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection): Promise<Fetched> {
   const gitdir = exportPath(opts.exportsDir, name);
+  const worktree = worktreeOf(name, opts);
   const session = new FetchSession({
     conn, commandTimeoutMs: opts.commandTimeoutMs, log: opts.log, signal: opts.signal,
     indexPackInto: gitdir, divertMinObjects: opts.divertMinObjects,
+    ...((await isFreshWorktree(worktree)) ? { checkoutInto: worktree } : {}),
     onProgress: (ev: GitProgressEvent) => opts.onProgress?.({ repo: name, phase: ev.phase, loaded: ev.loaded, total: ev.total }),
   });
+  try {
+    const f = await fetchWith(session, name, gitdir, opts);
+    return session.pack.readTree ? { ...f, readTree: session.pack.readTree } : f;
+  } catch (err) {
+    session.pack.readTree?.release();
+    throw err;
+  }
+}
+
+async function fetchWith(session: FetchSession, name: string, gitdir: string, opts: SyncFromParentOptions): Promise<{ head: string; bytes: number }> {
   const cache = {};
   const url = sshRemoteUrl(opts.parent.host, opts.parent.port, name);
   let res;
@@ -205,11 +225,16 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
       const f = await fetchInto(name, opts, conn);
       const t1 = performance.now();
       const worktree = worktreeOf(name, opts);
-      await opts.refresher?.settle(worktree);
-      const wt = await checkoutWorktree({
-        worktree, exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
-        log: opts.log.child({ repo: name }),
-      });
+      let wt;
+      try {
+        await opts.refresher?.settle(worktree);
+        wt = await checkoutWorktree({
+          worktree, exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
+          log: opts.log.child({ repo: name }), ...(f.readTree ? { pendingReadTree: f.readTree } : {}),
+        });
+      } finally {
+        f.readTree?.release();
+      }
       if (!wt.held && wt.commit !== wt.previous) await opts.refresher?.afterCheckout(worktree, f.bytes);
       opts.log.debug({ repo: name, fetchMs: Math.round(t1 - t0), checkoutMs: Math.round(performance.now() - t1), bytes: f.bytes }, "repo synced");
       const state: RepoState = {

@@ -1,0 +1,76 @@
+// A new level's first sync, by what runs where: each repo's export and
+// working-tree repo are made while the SSH handshake runs, and each fresh
+// working tree is checked out by the process that indexed its pack, so the
+// syncing process forks once per repo (index-pack under sh), not twice.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createServer, type Socket } from "node:net";
+import { join } from "node:path";
+import { startLevel0, git, gitCallLog, syncOptions } from "../helpers/git-fixtures.js";
+import { syncFromParent } from "../../src/git/sync-from-parent.js";
+import { levelPaths } from "../../src/config/level-layout.js";
+import { HsError } from "../../src/domain/errors.js";
+
+interface GitCall { pid: number; ppid: number; parent: string; command: string }
+
+/**
+ * Runs fn with a `git` on PATH that logs, per call, its pid, its parent's pid
+ * and name (/proc/$PPID/comm: node for a fork of this process, sh for the
+ * index-pack wrapper) and its command, then execs the real git (same pid).
+ */
+async function gitCallsOf(dir: string, fn: () => Promise<void>): Promise<GitCall[]> {
+  return (await gitCallLog(dir, "$$ $PPID $(cat /proc/$PPID/comm) ", fn)).map((l) => {
+    const [pid, ppid, parent, ...args] = l.split(" ");
+    return { pid: Number(pid), ppid: Number(ppid), parent: parent!, command: args.find((a) => !a.startsWith("-") && !a.includes("=")) ?? "" };
+  });
+}
+
+test("a new level's first sync forks itself once per repo: the pack's index-pack process checks the working tree out", async () => {
+  const l0 = await startLevel0();
+  try {
+    const root = join(l0.dir, "l1");
+    const calls = await gitCallsOf(l0.dir, async () => { await syncFromParent(syncOptions(l0, root)); });
+    const by = (command: string) => calls.filter((c) => c.command === command);
+    // Every demo repo's pack is over the divert threshold: index-pack runs under an sh forked from this process, and
+    // read-tree runs in that very sh (exec), once the fetch is done: one fork of the level per repo.
+    const indexPacks = by("index-pack");
+    assert.equal(indexPacks.length, l0.names.length);
+    for (const c of indexPacks) assert.equal(c.parent, "sh", JSON.stringify(c));
+    const wrappers = new Set(indexPacks.map((c) => c.ppid));
+    assert.equal(by("read-tree").length, l0.names.length);
+    for (const c of by("read-tree")) assert.ok(wrappers.has(c.pid), `read-tree ran outside an index-pack wrapper: ${JSON.stringify(c)}`);
+    // Besides those, this process ran git only as level 0's endpoint (upload-pack).
+    assert.deepEqual([...new Set(calls.filter((c) => c.parent !== "sh" && !wrappers.has(c.pid)).map((c) => c.command))], ["upload-pack"]);
+    for (const name of l0.names) {
+      const wt = join(levelPaths(root).workDir, name);
+      const served = await git(["--git-dir", join(l0.exportsDir, `${name}.git`), "rev-parse", "HEAD"]);
+      assert.equal(await git(["rev-parse", "HEAD"], { cwd: wt }), served);
+      assert.equal(await git(["status", "--porcelain"], { cwd: wt }), "");
+    }
+  } finally {
+    await l0.close();
+  }
+});
+
+test("each repo's export and working-tree repo are made while the SSH handshake runs", async () => {
+  // A parent that accepts the connection and never speaks: the handshake times out.
+  const held: Socket[] = [];
+  const silent = createServer((s) => { held.push(s); });
+  await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+  const l0 = await startLevel0();
+  try {
+    const root = join(l0.dir, "l1");
+    const port = (silent.address() as { port: number }).port;
+    const err = await syncFromParent(syncOptions(l0, root, { parent: { host: "127.0.0.1", port, hostKeyFingerprint: "SHA256:x" }, connectTimeoutMs: 1_000 }))
+      .then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof HsError && err.code === "ConnectTimeout", String(err));
+    for (const name of l0.names) {
+      assert.equal(await git(["--git-dir", join(levelPaths(root).reposDir, `${name}.git`), "symbolic-ref", "HEAD"]), "refs/heads/main");
+      assert.equal(await git(["rev-parse", "--git-dir"], { cwd: join(levelPaths(root).workDir, name) }), ".git");
+    }
+  } finally {
+    for (const s of held) s.destroy();
+    silent.close();
+    await l0.close();
+  }
+});
