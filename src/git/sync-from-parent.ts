@@ -14,6 +14,7 @@ import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
 import type { RefAdvertisement } from "./pkt-line.js";
 import { ensureBareRepo, exportPath } from "./export-repos.js";
 import { checkoutWorktree, isFreshWorktree, prepareWorktree } from "./worktree-checkout.js";
+import { deleteLooseRef, looseRefs, symbolicHead, writeLooseRef } from "./loose-refs.js";
 import type { PendingReadTree } from "./divert-pack.js";
 import { WorkPool } from "../util/work-pool.js";
 import type { IndexRefresher } from "./index-refresh.js";
@@ -129,29 +130,52 @@ async function fetchWith(session: FetchSession, name: string, gitdir: string, op
     if (before) await restoreRefs(gitdir, before);
     throw session.error;
   }
-  // Mirror the parent's branches as our own heads so children see the same refs.
-  const remoteBranches = new Set(await git.listBranches({ fs, gitdir, remote: REMOTE }));
-  remoteBranches.delete("HEAD");
-  for (const b of remoteBranches) {
-    const oid = await git.resolveRef({ fs, gitdir, ref: `refs/remotes/${REMOTE}/${b}` });
-    await git.writeRef({ fs, gitdir, ref: `refs/heads/${b}`, value: oid, force: true });
-  }
-  for (const b of await git.listBranches({ fs, gitdir })) {
-    if (!remoteBranches.has(b)) await git.deleteRef({ fs, gitdir, ref: `refs/heads/${b}` });
-  }
-  if (res.defaultBranch) await git.writeRef({ fs, gitdir, ref: "HEAD", value: res.defaultBranch, symbolic: true, force: true });
+  await mirrorHeads(gitdir, res.defaultBranch);
   const head = res.fetchHead ?? (await git.resolveRef({ fs, gitdir, ref: "HEAD" }));
   return { head, bytes: session.bytes };
 }
 
 /** The refs a fetch writes: remote-tracking branches and tags, by name. */
-async function fetchedRefs(gitdir: string): Promise<Map<string, string>> {
+function fetchedRefs(gitdir: string): Promise<Map<string, string>> {
+  return refsUnder(gitdir, [`refs/remotes/${REMOTE}/`, "refs/tags/"]);
+}
+
+/** Every ref naming an object under the prefixes (symbolic ones left out): from the files, or isomorphic-git when there is packed-refs. */
+async function refsUnder(gitdir: string, prefixes: readonly string[]): Promise<Map<string, string>> {
   const refs = new Map<string, string>();
-  for (const b of await git.listBranches({ fs, gitdir, remote: REMOTE })) {
-    if (b !== "HEAD") refs.set(`refs/remotes/${REMOTE}/${b}`, await git.resolveRef({ fs, gitdir, ref: `refs/remotes/${REMOTE}/${b}` }));
+  for (const prefix of prefixes) {
+    const loose = await looseRefs(gitdir, prefix);
+    if (loose) { for (const [k, v] of loose) refs.set(k, v); continue; }
+    const names = prefix === "refs/tags/" ? await git.listTags({ fs, gitdir })
+      : prefix === "refs/heads/" ? await git.listBranches({ fs, gitdir })
+      : await git.listBranches({ fs, gitdir, remote: prefix.slice("refs/remotes/".length, -1) });
+    for (const n of names) {
+      if (n === "HEAD" && prefix.startsWith("refs/remotes/")) continue;
+      refs.set(`${prefix}${n}`, await git.resolveRef({ fs, gitdir, ref: `${prefix}${n}` }));
+    }
   }
-  for (const t of await git.listTags({ fs, gitdir })) refs.set(`refs/tags/${t}`, await git.resolveRef({ fs, gitdir, ref: `refs/tags/${t}` }));
   return refs;
+}
+
+/**
+ * Mirrors the parent's branches (the remote-tracking refs the fetch wrote)
+ * as this export's own heads, so children see the same refs, and points
+ * HEAD where the parent's does.
+ */
+async function mirrorHeads(gitdir: string, defaultBranch: string | null | undefined): Promise<void> {
+  const remotePrefix = `refs/remotes/${REMOTE}/`;
+  const wanted = new Map([...await refsUnder(gitdir, [remotePrefix])].map(([ref, oid]) => [`refs/heads/${ref.slice(remotePrefix.length)}`, oid]));
+  const have = await refsUnder(gitdir, ["refs/heads/"]);
+  const packed = (await looseRefs(gitdir, "refs/heads/")) === null;
+  // Deletions first: a branch "a" gone and "a/b" new need the file out of the directory's way.
+  for (const ref of have.keys()) {
+    if (!wanted.has(ref)) await (packed ? git.deleteRef({ fs, gitdir, ref }) : deleteLooseRef(gitdir, ref));
+  }
+  for (const [ref, oid] of wanted) {
+    if (have.get(ref) === oid) continue;
+    await (packed ? git.writeRef({ fs, gitdir, ref, value: oid, force: true }) : writeLooseRef(gitdir, ref, oid));
+  }
+  if (defaultBranch && (await symbolicHead(gitdir)) !== defaultBranch) await writeLooseRef(gitdir, "HEAD", `ref: ${defaultBranch}`);
 }
 
 /**
@@ -179,8 +203,7 @@ async function upToDate(gitdir: string, ad: RefAdvertisement): Promise<boolean> 
   try {
     const ourHead = (await fs.promises.readFile(join(gitdir, "HEAD"), "utf8")).trim();
     if (ourHead !== `ref: ${headSym}`) return false;
-    for (const b of await git.listBranches({ fs, gitdir })) local.set(`refs/heads/${b}`, await git.resolveRef({ fs, gitdir, ref: `refs/heads/${b}` }));
-    for (const t of await git.listTags({ fs, gitdir })) local.set(`refs/tags/${t}`, await git.resolveRef({ fs, gitdir, ref: `refs/tags/${t}` }));
+    for (const [k, v] of await refsUnder(gitdir, ["refs/heads/", "refs/tags/"])) local.set(k, v);
   } catch {
     return false;
   }

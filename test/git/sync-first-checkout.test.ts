@@ -1,7 +1,8 @@
 // A new level's first sync, by what runs where: each repo's export and
 // working-tree repo are made while the SSH handshake runs, and each fresh
 // working tree is checked out by the process that indexed its pack, so the
-// syncing process forks once per repo (index-pack under sh), not twice.
+// syncing process forks once per repo (index-pack under sh), not twice; the
+// export's refs mirror the parent's (loose-refs.ts, or isomorphic-git over packed-refs).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Socket } from "node:net";
@@ -71,6 +72,39 @@ test("each repo's export and working-tree repo are made while the SSH handshake 
   } finally {
     for (const s of held) s.destroy();
     silent.close();
+    await l0.close();
+  }
+});
+
+test("the export's heads, tags and HEAD mirror the parent's across syncs: added, renamed into a directory, deleted, and with packed-refs", async () => {
+  const l0 = await startLevel0();
+  try {
+    const root = join(l0.dir, "l1");
+    const parent = join(l0.exportsDir, "tofu.git");
+    const child = join(levelPaths(root).reposDir, "tofu.git");
+    const refsOf = async (gitDir: string) => `${await git(["--git-dir", gitDir, "symbolic-ref", "HEAD"])}\n${await git(["--git-dir", gitDir, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"])}`;
+    const g0 = (...args: string[]) => git(["--git-dir", parent, ...args]);
+    const sync = () => syncFromParent(syncOptions(l0, root, { repoNames: ["tofu"] }));
+    const head = await g0("rev-parse", "HEAD");
+    const first = await g0("rev-list", "--max-parents=0", "HEAD");
+    await g0("update-ref", "refs/heads/feat", first);
+    await g0("tag", "v1", first);
+    await sync();
+    assert.equal(await refsOf(child), await refsOf(parent));
+    // "feat" goes, "feat/x" comes (a file where a directory must go), a tag moves.
+    await g0("update-ref", "-d", "refs/heads/feat");
+    await g0("update-ref", "refs/heads/feat/x", head);
+    await g0("tag", "-f", "v1", head);
+    await sync();
+    assert.equal(await refsOf(child), await refsOf(parent));
+    // Refs packed in the child's export (git gc would): the mirror still deletes and moves them.
+    await git(["--git-dir", child, "pack-refs", "--all"]);
+    await g0("update-ref", "-d", "refs/heads/feat/x");
+    await g0("update-ref", "refs/heads/other", first);
+    await sync();
+    assert.equal(await refsOf(child), await refsOf(parent));
+    await git(["--git-dir", child, "fsck", "--strict", "--no-progress"]);
+  } finally {
     await l0.close();
   }
 });
