@@ -54,3 +54,15 @@ export async function symbolicHead(gitdir: string): Promise<string | undefined> 
   const text = (await readFile(join(gitdir, "HEAD"), "utf8").catch(() => "")).trim();
   return /^ref: (refs\/\S+)$/.exec(text)?.[1];
 }
+
+/**
+ * The commit HEAD names through its branch's loose ref: "" when the branch is
+ * unborn, null when packed-refs exists or HEAD is not a plain symbolic ref
+ * (the caller asks isomorphic-git).
+ */
+export async function headCommit(gitdir: string): Promise<string | null> {
+  const sym = await symbolicHead(gitdir);
+  if (!sym || existsSync(join(gitdir, "packed-refs"))) return null;
+  const text = (await readFile(join(gitdir, sym), "utf8").catch(() => "")).trim();
+  return OID.test(text) ? text : text === "" ? "" : null;
+}

@@ -5,6 +5,7 @@
 // Imported by: src/level.
 
 import * as fs from "node:fs";
+import { appendFile } from "node:fs/promises";
 import git, { type GitProgressEvent } from "isomorphic-git";
 import type { Logger } from "../log/logger.js";
 import type { RepoState } from "../domain/events.js";
@@ -14,7 +15,7 @@ import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
 import type { RefAdvertisement } from "./pkt-line.js";
 import { ensureBareRepo, exportPath } from "./export-repos.js";
 import { checkoutWorktree, isFreshWorktree, prepareWorktree } from "./worktree-checkout.js";
-import { deleteLooseRef, looseRefs, symbolicHead, writeLooseRef } from "./loose-refs.js";
+import { deleteLooseRef, headCommit, looseRefs, symbolicHead, writeLooseRef } from "./loose-refs.js";
 import type { PendingReadTree } from "./divert-pack.js";
 import { WorkPool } from "../util/work-pool.js";
 import type { IndexRefresher } from "./index-refresh.js";
@@ -58,10 +59,13 @@ const REMOTE = "origin";
  */
 async function prepareRepo(name: string, opts: SyncFromParentOptions): Promise<void> {
   const gitdir = exportPath(opts.exportsDir, name);
-  await ensureBareRepo(gitdir);
+  const created = await ensureBareRepo(gitdir);
   const url = sshRemoteUrl(opts.parent.host, opts.parent.port, name);
   // isomorphic-git needs a fetch refspec; the parent's address may change between runs.
-  if ((await git.getConfig({ fs, gitdir, path: `remote.${REMOTE}.url` })) !== url) {
+  if (created && /^[A-Za-z0-9:/[\]._-]+$/.test(url)) {
+    // A new export: its remote written with the config, not by three isomorphic-git calls (nothing in the URL needs quoting).
+    await appendFile(join(gitdir, "config"), `[remote "${REMOTE}"]\n\turl = ${url}\n\tfetch = +refs/heads/*:refs/remotes/${REMOTE}/*\n`);
+  } else if ((await git.getConfig({ fs, gitdir, path: `remote.${REMOTE}.url` })) !== url) {
     await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.url`, value: url });
     await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.fetch`, value: `+refs/heads/*:refs/remotes/${REMOTE}/*` });
   }
@@ -109,7 +113,7 @@ async function fetchWith(session: FetchSession, name: string, gitdir: string, op
     const ad = await session.advertisement(name);
     if (await upToDate(gitdir, ad)) {
       await session.nothingWanted();
-      return { head: await git.resolveRef({ fs, gitdir, ref: "HEAD" }), bytes: session.bytes };
+      return { head: await servedCommit(gitdir), bytes: session.bytes };
     }
     before = await fetchedRefs(gitdir);
     res = await git.fetch({
@@ -133,6 +137,11 @@ async function fetchWith(session: FetchSession, name: string, gitdir: string, op
   await mirrorHeads(gitdir, res.defaultBranch);
   const head = res.fetchHead ?? (await git.resolveRef({ fs, gitdir, ref: "HEAD" }));
   return { head, bytes: session.bytes };
+}
+
+/** The commit the export serves as HEAD ("" when none yet). */
+async function servedCommit(gitdir: string): Promise<string> {
+  return (await headCommit(gitdir)) ?? (await git.resolveRef({ fs, gitdir, ref: "HEAD" }).catch(() => ""));
 }
 
 /** The refs a fetch writes: remote-tracking branches and tags, by name. */
@@ -244,7 +253,7 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
     const results = await Promise.allSettled(opts.repoNames.map((name) => pool.run(async () => {
       const t0 = performance.now();
       await prepared.get(name);
-      const previousServed = await git.resolveRef({ fs, gitdir: exportPath(opts.exportsDir, name), ref: "HEAD" }).catch(() => "");
+      const previousServed = await servedCommit(exportPath(opts.exportsDir, name));
       const f = await fetchInto(name, opts, conn);
       const t1 = performance.now();
       const worktree = worktreeOf(name, opts);
