@@ -59,6 +59,12 @@ export interface DivertPackOptions {
   signal?: AbortSignal;
   /** A new, empty working tree whose first checkout the index-pack process may run afterwards (stats.readTree). */
   checkoutInto?: string;
+  /**
+   * An index-pack started before the response (a first fetch into an empty
+   * export, whose pack is the whole history): any pack goes to it, whatever
+   * its size. Not fed (no pack came): the caller aborts it.
+   */
+  indexPack?: IndexPack;
 }
 
 /**
@@ -119,11 +125,12 @@ export async function* divertPack(source: AsyncIterable<Buffer>, opts: DivertPac
       heldBytes += raw.length;
       packBytes += pkt.payload.length - 1;
       if (packBytes < PACK_HEADER_LEN) continue;
-      if (stats.objects < minObjects && heldBytes <= passMax) continue;
+      if (!opts.indexPack && stats.objects < minObjects && heldBytes <= passMax) continue;
       mode = "divert";
       stats.diverted = true;
       opts.onProgress?.({ phase: "Indexing objects", loaded: 0, total: stats.objects });
-      child = new IndexPack(opts.gitdir, opts.signal, opts.checkoutInto);
+      child = opts.indexPack ?? new IndexPack(opts.gitdir, opts.checkoutInto);
+      child.bind(opts.signal);
       // Progress packets that arrived between pack packets go on to isomorphic-git now.
       for (const h of held) {
         if (h[4] === 1) await child.write(h.subarray(5));
@@ -181,7 +188,7 @@ const INDEX_THEN_CHECKOUT = [
 ].join("\n");
 
 /** One `git index-pack --stdin` writing into a bare repo's objects/pack (then, if asked, the worktree's first checkout). */
-class IndexPack {
+export class IndexPack {
   private readonly proc: ChildProcessWithoutNullStreams;
   private readonly exited: Promise<number>;
   private readonly indexed: Promise<boolean> | undefined;
@@ -191,7 +198,9 @@ class IndexPack {
   private stderr = "";
   done = false;
 
-  constructor(private readonly gitdir: string, private readonly signal?: AbortSignal, checkoutInto?: string) {
+  private signal: AbortSignal | undefined;
+
+  constructor(private readonly gitdir: string, checkoutInto?: string) {
     const env = plainGitEnv({ GIT_DIR: gitdir, GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1", ...(checkoutInto ? worktreeGitEnv(checkoutInto) : {}) });
     // No --fix-thin: isomorphic-git never asks for a thin pack, so one would be a protocol error.
     this.proc = (checkoutInto
@@ -217,6 +226,11 @@ class IndexPack {
       this.proc.on("close", (code) => resolve(code ?? 128));
     });
     void this.exited.then(() => marked?.(false));
+  }
+
+  /** The fetch's failure signal: a write blocked on a stalled index-pack gives up with its reason. */
+  bind(signal: AbortSignal | undefined): void {
+    this.signal = signal;
   }
 
   /** Writes pack bytes, waiting when the pipe is full (memory stays bounded by the pipe, not the pack). */

@@ -16,7 +16,7 @@ import type { RefAdvertisement } from "./pkt-line.js";
 import { ensureBareRepo, exportPath } from "./export-repos.js";
 import { checkoutWorktree, isFreshWorktree, prepareWorktree } from "./worktree-checkout.js";
 import { deleteLooseRef, headCommit, looseRefs, symbolicHead, writeLooseRef } from "./loose-refs.js";
-import type { PendingReadTree } from "./divert-pack.js";
+import { IndexPack, type PendingReadTree } from "./divert-pack.js";
 import { WorkPool } from "../util/work-pool.js";
 import type { IndexRefresher } from "./index-refresh.js";
 import { join } from "node:path";
@@ -84,13 +84,17 @@ interface Fetched { head: string; bytes: number; readTree?: PendingReadTree }
  * may come back with its checkout pending in the pack's index-pack process
  * (readTree: the caller runs or releases it); a failed fetch releases it.
  */
-async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection): Promise<Fetched> {
+async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection, firstFetch: boolean): Promise<Fetched> {
   const gitdir = exportPath(opts.exportsDir, name);
   const worktree = worktreeOf(name, opts);
+  const checkoutInto = (await isFreshWorktree(worktree)) ? worktree : undefined;
+  // A first fetch's pack is the repo's whole history: its index-pack is started now, while the
+  // parent opens the channel and answers, not between pack packets (a fork blocks this event loop).
+  const indexPack = firstFetch && opts.divertMinObjects !== Infinity ? new IndexPack(gitdir, checkoutInto) : undefined;
   const session = new FetchSession({
     conn, commandTimeoutMs: opts.commandTimeoutMs, log: opts.log, signal: opts.signal,
     indexPackInto: gitdir, divertMinObjects: opts.divertMinObjects,
-    ...((await isFreshWorktree(worktree)) ? { checkoutInto: worktree } : {}),
+    ...(checkoutInto ? { checkoutInto } : {}), ...(indexPack ? { indexPack } : {}),
     onProgress: (ev: GitProgressEvent) => opts.onProgress?.({ repo: name, phase: ev.phase, loaded: ev.loaded, total: ev.total }),
   });
   try {
@@ -99,6 +103,9 @@ async function fetchInto(name: string, opts: SyncFromParentOptions, conn: Parent
   } catch (err) {
     session.pack.readTree?.release();
     throw err;
+  } finally {
+    // No pack reached it (nothing to fetch, or the fetch failed before one): stop it, leaving nothing behind.
+    if (indexPack && !indexPack.done) await indexPack.abort();
   }
 }
 
@@ -254,7 +261,7 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
       const t0 = performance.now();
       await prepared.get(name);
       const previousServed = await servedCommit(exportPath(opts.exportsDir, name));
-      const f = await fetchInto(name, opts, conn);
+      const f = await fetchInto(name, opts, conn, previousServed === "");
       const t1 = performance.now();
       const worktree = worktreeOf(name, opts);
       let wt;

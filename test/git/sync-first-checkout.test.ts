@@ -9,6 +9,9 @@ import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { startLevel0, git, gitCallLog, syncOptions } from "../helpers/git-fixtures.js";
 import { syncFromParent } from "../../src/git/sync-from-parent.js";
+import { refreshExports } from "../../src/git/export-repos.js";
+import { addCommit } from "../../src/demo/demo-repos.js";
+import { silentLogger } from "../../src/log/logger.js";
 import { levelPaths } from "../../src/config/level-layout.js";
 import { HsError } from "../../src/domain/errors.js";
 
@@ -104,6 +107,26 @@ test("the export's heads, tags and HEAD mirror the parent's across syncs: added,
     await sync();
     assert.equal(await refsOf(child), await refsOf(parent));
     await git(["--git-dir", child, "fsck", "--strict", "--no-progress"]);
+  } finally {
+    await l0.close();
+  }
+});
+
+test("a first fetch's pack goes to the index-pack started with it, whatever its size; a later small one stays in-process", async () => {
+  const l0 = await startLevel0();
+  try {
+    const root = join(l0.dir, "l1");
+    // A threshold no demo pack reaches: only the early index-pack of a first fetch takes packs.
+    const opts = syncOptions(l0, root, { repoNames: ["tofu", "packer"], divertMinObjects: 1_000_000 });
+    const first = await gitCallsOf(join(l0.dir, "first"), async () => { await syncFromParent(opts); });
+    assert.equal(first.filter((c) => c.command === "index-pack").length, 2);
+    await addCommit(l0.checkouts.tofu!, { "modules/extra.tf": "# one more\n" }, "one more");
+    await refreshExports({ repos: l0.checkouts, exportsDir: l0.exportsDir, secretPatterns: ["secrets.yaml", "*.key", "id_rsa*", "*.pem"], log: silentLogger() });
+    const second = await gitCallsOf(join(l0.dir, "second"), async () => { await syncFromParent(opts); });
+    assert.equal(second.filter((c) => c.command === "index-pack").length, 0);
+    const wt = join(levelPaths(root).workDir, "tofu");
+    assert.equal(await git(["rev-parse", "HEAD"], { cwd: wt }), await git(["rev-parse", "HEAD"], { cwd: l0.checkouts.tofu! }));
+    await git(["--git-dir", join(levelPaths(root).reposDir, "tofu.git"), "fsck", "--strict", "--no-progress"]);
   } finally {
     await l0.close();
   }
