@@ -176,7 +176,7 @@ export interface PendingReadTree {
  */
 const INDEX_THEN_CHECKOUT = [
   "exec 4<&0",
-  "git index-pack --stdin <&4 4<&- &",
+  "git index-pack --stdin <&4 4<&- 3<&- &",
   "echo \"hsd-pid $!\"",
   "exec 4<&-",
   "wait $! || exit $?",
