@@ -13,6 +13,9 @@
 // response whose pack has zero objects is valid protocol, and isomorphic-git
 // then writes no pack (and would write a harmless empty one if a later
 // version did). Everything else isomorphic-git does is unchanged.
+// A new level's empty working tree is then checked out by the same process
+// (IndexPack's sh wrapper), and a first fetch's index-pack is started before
+// the response: each fork of the daemon blocks its event loop for a few ms.
 // Imported by: src/git.
 
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
