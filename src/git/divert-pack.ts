@@ -13,6 +13,9 @@
 // response whose pack has zero objects is valid protocol, and isomorphic-git
 // then writes no pack (and would write a harmless empty one if a later
 // version did). Everything else isomorphic-git does is unchanged.
+// A new level's empty working tree is then checked out by the same process
+// (IndexPack's sh wrapper), and a first fetch's index-pack is started before
+// the response: each fork of the daemon blocks its event loop for a few ms.
 // Imported by: src/git.
 
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
@@ -21,7 +24,7 @@ import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../log/logger.js";
 import { GitProtocolError } from "../domain/errors.js";
-import { cleanGitEnv } from "./run-git.js";
+import { plainGitEnv, worktreeGitEnv } from "./run-git.js";
 import { FLUSH_PKT, PktStreamReader, encodePktLine } from "./pkt-line.js";
 
 /**
@@ -57,9 +60,21 @@ export interface DivertPackOptions {
   onProgress?: (ev: { phase: string; loaded: number; total: number }) => void;
   /** The fetch's failure (ChannelStream.signal): a write blocked on a stalled index-pack gives up with its reason. */
   signal?: AbortSignal;
+  /** A new, empty working tree whose first checkout the index-pack process may run afterwards (stats.readTree). */
+  checkoutInto?: string;
+  /**
+   * An index-pack started before the response (a first fetch into an empty
+   * export, whose pack is the whole history): any pack goes to it, whatever
+   * its size. Not fed (no pack came): the caller aborts it.
+   */
+  indexPack?: IndexPack;
 }
 
-export interface DivertStats { diverted: boolean; objects: number; packSha?: string }
+/**
+ * readTree: set once a diverted pack is indexed with `checkoutInto`; whoever
+ * holds the stats must run or release it (its process waits until then).
+ */
+export interface DivertStats { diverted: boolean; objects: number; packSha?: string; readTree?: PendingReadTree }
 
 /**
  * Transforms the raw upload-pack response (pkt-lines: ACK/NAK, then
@@ -113,11 +128,12 @@ export async function* divertPack(source: AsyncIterable<Buffer>, opts: DivertPac
       heldBytes += raw.length;
       packBytes += pkt.payload.length - 1;
       if (packBytes < PACK_HEADER_LEN) continue;
-      if (stats.objects < minObjects && heldBytes <= passMax) continue;
+      if (!opts.indexPack && stats.objects < minObjects && heldBytes <= passMax) continue;
       mode = "divert";
       stats.diverted = true;
       opts.onProgress?.({ phase: "Indexing objects", loaded: 0, total: stats.objects });
-      child = new IndexPack(opts.gitdir, opts.signal);
+      child = opts.indexPack ?? new IndexPack(opts.gitdir, opts.checkoutInto);
+      child.bind(opts.signal);
       // Progress packets that arrived between pack packets go on to isomorphic-git now.
       for (const h of held) {
         if (h[4] === 1) await child.write(h.subarray(5));
@@ -130,6 +146,7 @@ export async function* divertPack(source: AsyncIterable<Buffer>, opts: DivertPac
     if (mode === "undecided" && held.length > 0) yield Buffer.concat(held); // small: isomorphic-git indexes it
     if (child) {
       stats.packSha = await child.finish(opts.repo);
+      stats.readTree = child.pending();
       opts.onProgress?.({ phase: "Indexing objects", loaded: stats.objects, total: stats.objects });
       opts.log.trace({ repo: opts.repo, objects: stats.objects, pack: stats.packSha }, "pack indexed by git index-pack");
       yield Buffer.concat([encodePktLine(Buffer.concat([Buffer.from([1]), EMPTY_PACK])), ...Array.from({ length: Math.max(heldFlush, 1) }, () => FLUSH_PKT)]);
@@ -140,27 +157,83 @@ export async function* divertPack(source: AsyncIterable<Buffer>, opts: DivertPac
   }
 }
 
-/** One `git index-pack --stdin` writing into a bare repo's objects/pack. */
-class IndexPack {
+/**
+ * The working tree's first checkout, left to the process that indexed its
+ * pack (see IndexPack): one fork of the daemon per repo instead of two.
+ */
+export interface PendingReadTree {
+  /** `git read-tree -m -u <commit>` in the worktree, by the waiting process; its exit code and stderr. */
+  run(commit: string): Promise<{ code: number; stderr: string }>;
+  /** Lets the process exit without touching the worktree (idempotent; a no-op once run). */
+  release(): void;
+}
+
+/**
+ * With a worktree to check out: index-pack runs under a small sh that, once
+ * the pack is in the store, prints a marker and waits on fd 3 for the commit
+ * to check out (or for fd 3 to close: nothing to do). The checkout is asked
+ * for only after the fetch has finished and its refs are written, so the
+ * order of a sync is unchanged. index-pack runs as sh's job so its pid is
+ * known: a stopped one is killed by pid (sh's death would not reach it);
+ * its stdin is the saved fd 4, since an asynchronous list's stdin is /dev/null.
+ */
+const INDEX_THEN_CHECKOUT = [
+  "exec 4<&0",
+  "git index-pack --stdin <&4 4<&- 3<&- &",
+  "echo \"hsd-pid $!\"",
+  "exec 4<&-",
+  "wait $! || exit $?",
+  "echo hsd-indexed",
+  "IFS= read -r commit <&3 || exit 0",
+  "[ -n \"$commit\" ] || exit 0",
+  "unset GIT_DIR",
+  "cd \"$1\" && exec git read-tree -m -u \"$commit\"",
+].join("\n");
+
+/** One `git index-pack --stdin` writing into a bare repo's objects/pack (then, if asked, the worktree's first checkout). */
+export class IndexPack {
   private readonly proc: ChildProcessWithoutNullStreams;
   private readonly exited: Promise<number>;
+  private readonly indexed: Promise<boolean> | undefined;
+  private readonly control: import("node:stream").Writable | undefined;
+  private indexPackPid: number | undefined;
   private stdout = "";
   private stderr = "";
   done = false;
 
-  constructor(private readonly gitdir: string, private readonly signal?: AbortSignal) {
+  private signal: AbortSignal | undefined;
+
+  constructor(private readonly gitdir: string, checkoutInto?: string) {
+    const env = plainGitEnv({ GIT_DIR: gitdir, GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1", ...(checkoutInto ? worktreeGitEnv(checkoutInto) : {}) });
     // No --fix-thin: isomorphic-git never asks for a thin pack, so one would be a protocol error.
-    this.proc = spawn("git", ["index-pack", "--stdin"], {
-      env: cleanGitEnv({ GIT_DIR: gitdir, GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" }),
-      stdio: ["pipe", "pipe", "pipe"],
+    this.proc = (checkoutInto
+      ? spawn("sh", ["-c", INDEX_THEN_CHECKOUT, "hsd-index-pack", checkoutInto], { env, stdio: ["pipe", "pipe", "pipe", "pipe"] })
+      : spawn("git", ["index-pack", "--stdin"], { env, stdio: ["pipe", "pipe", "pipe"] })) as ChildProcessWithoutNullStreams;
+    let marked: ((ok: boolean) => void) | undefined;
+    if (checkoutInto) {
+      this.indexed = new Promise((resolve) => { marked = resolve; });
+      this.control = this.proc.stdio[3] as import("node:stream").Writable;
+      this.control.on("error", () => {}); // sh gone: its exit code says why
+    }
+    this.proc.stdout.on("data", (b: Buffer) => {
+      this.stdout += b.toString("utf8");
+      if (checkoutInto) {
+        this.indexPackPid ??= Number(/^hsd-pid (\d+)$/m.exec(this.stdout)?.[1]) || undefined;
+        if (/^hsd-indexed$/m.test(this.stdout)) marked?.(true);
+      }
     });
-    this.proc.stdout.on("data", (b: Buffer) => { this.stdout += b.toString("utf8"); });
     this.proc.stderr.on("data", (b: Buffer) => { if (this.stderr.length < 4096) this.stderr += b.toString("utf8"); });
     this.proc.stdin.on("error", () => {}); // it may exit early on a bad pack; the exit code says why
     this.exited = new Promise((resolve) => {
       this.proc.on("error", () => resolve(-1));
       this.proc.on("close", (code) => resolve(code ?? 128));
     });
+    void this.exited.then(() => marked?.(false));
+  }
+
+  /** The fetch's failure signal: a write blocked on a stalled index-pack gives up with its reason. */
+  bind(signal: AbortSignal | undefined): void {
+    this.signal = signal;
   }
 
   /** Writes pack bytes, waiting when the pipe is full (memory stays bounded by the pipe, not the pack). */
@@ -182,10 +255,11 @@ class IndexPack {
   /** Ends the pack; returns its SHA-1 once index-pack has written .pack and .idx. */
   async finish(repo: string): Promise<string> {
     this.proc.stdin.end();
-    const code = await this.exited;
+    const code = this.indexed && (await this.indexed) ? 0 : await this.exited;
     this.done = true;
-    const sha = /^(?:pack\t)?([0-9a-f]{40})\s*$/.exec(this.stdout)?.[1];
+    const sha = /^(?:pack\t)?([0-9a-f]{40})\s*$/m.exec(this.stdout)?.[1];
     if (code !== 0 || !sha) {
+      this.release();
       await this.removeTemp();
       throw new GitProtocolError(`git index-pack rejected the pack for ${repo} (exit ${code}): ${this.stderr.trim().split("\n").slice(-1)[0]?.slice(0, 200) ?? ""}`, {
         details: { repo, exitCode: code },
@@ -199,10 +273,33 @@ class IndexPack {
     if (this.done) return;
     this.done = true;
     this.proc.stdin.destroy();
+    this.release();
     // SIGKILL: a stopped or wedged index-pack ignores SIGTERM until resumed; its temp files go below.
+    if (this.indexPackPid) { try { process.kill(this.indexPackPid, "SIGKILL"); } catch { /* gone already */ } }
     this.proc.kill("SIGKILL");
     await this.exited;
     await this.removeTemp();
+  }
+
+  /** The worktree checkout this process waits to run, once finish() has succeeded with a worktree to check out. */
+  pending(): PendingReadTree | undefined {
+    const control = this.control;
+    if (!control) return undefined;
+    let used = false;
+    return {
+      run: async (commit) => {
+        if (used || !/^[0-9a-f]{40}$/.test(commit)) throw new GitProtocolError("worktree checkout asked twice or for no commit", { details: { commit } });
+        used = true;
+        control.end(`${commit}\n`);
+        const code = await this.exited;
+        return { code, stderr: this.stderr };
+      },
+      release: () => { if (!used) { used = true; this.release(); } },
+    };
+  }
+
+  private release(): void {
+    if (this.control && !this.control.writableEnded) this.control.end();
   }
 
   private async removeTemp(): Promise<void> {

@@ -17,6 +17,8 @@ export interface RunGitOptions {
   input?: string | Buffer | Iterable<string>;
   /** Return non-zero exits instead of throwing. */
   allowFail?: boolean;
+  /** plainGitEnv instead of the daemon's environment (hsd's own plumbing in its repos). */
+  plainEnv?: boolean;
   signal?: AbortSignal;
 }
 
@@ -33,6 +35,19 @@ export function worktreeGitEnv(worktree: string): Record<string, string> {
   };
 }
 
+/**
+ * A git child's whole environment for hsd's own plumbing in its repos (a
+ * sync's index-pack and checkout): PATH, HOME and C messages, nothing else
+ * of the daemon's. Each spawn forks the daemon and copies its environment
+ * block into the child; a sync makes a dozen of them on the level's one
+ * event loop, and none of these commands reads any other variable.
+ */
+export function plainGitEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? "/usr/bin:/bin", LC_ALL: "C" };
+  if (process.env.HOME) env.HOME = process.env.HOME;
+  return { ...env, ...extra };
+}
+
 export interface RunGitResult { code: number; stdout: Buffer; stderr: string }
 
 /** The caller's environment without GIT_* (a hook or a parent git could have set GIT_DIR, GIT_INDEX_FILE, ...). */
@@ -45,7 +60,7 @@ export function cleanGitEnv(extra: Record<string, string> = {}): NodeJS.ProcessE
 export function runGit(args: string[], opts: RunGitOptions = {}): Promise<RunGitResult> {
   return new Promise((resolve, reject) => {
     const child = spawn("git", args, {
-      cwd: opts.cwd, env: cleanGitEnv(opts.env), stdio: ["pipe", "pipe", "pipe"], signal: opts.signal,
+      cwd: opts.cwd, env: opts.plainEnv ? plainGitEnv(opts.env) : cleanGitEnv(opts.env), stdio: ["pipe", "pipe", "pipe"], signal: opts.signal,
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];

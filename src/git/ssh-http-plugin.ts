@@ -10,7 +10,7 @@ import type { Logger } from "../log/logger.js";
 import { GitProtocolError, HsError, PeerGoneError, RepoNotFoundError, InvalidArgumentError } from "../domain/errors.js";
 import { FLUSH_PKT, PktStreamReader, encodePktLine, parseAdvertisement, type Pkt, type RefAdvertisement } from "./pkt-line.js";
 import { ChannelStream, type ChannelOpener } from "../ssh/channel-stream.js";
-import { divertPack, type DivertStats } from "./divert-pack.js";
+import { divertPack, type DivertStats, type IndexPack } from "./divert-pack.js";
 
 /** The URL handed to isomorphic-git: "http::" makes it pick its HTTP transport, which this plugin implements. */
 export function sshRemoteUrl(host: string, port: number, repo: string): string {
@@ -35,6 +35,10 @@ export interface FetchSessionOptions {
   indexPackInto?: string;
   /** Smallest pack (in objects) handed to index-pack; default DIVERT_MIN_OBJECTS. */
   divertMinObjects?: number;
+  /** A new, empty working tree: index-pack's process may then check it out (pack.readTree, divert-pack.ts). */
+  checkoutInto?: string;
+  /** An index-pack already started for this fetch's pack (divert-pack.ts DivertPackOptions.indexPack). */
+  indexPack?: IndexPack;
 }
 
 /** At most one "Receiving bytes" progress event per this many ms (a 500 MB pack is 16,000 SSH packets). */
@@ -234,6 +238,8 @@ export class FetchSession {
         yield* divertPack(body(), {
           gitdir: gitdir!, repo, log: self.opts.log, minObjects: self.opts.divertMinObjects,
           onProgress: self.opts.onProgress, signal: stream.signal,
+          ...(self.opts.checkoutInto ? { checkoutInto: self.opts.checkoutInto } : {}),
+          ...(self.opts.indexPack ? { indexPack: self.opts.indexPack } : {}),
         }, self.pack);
       } catch (err) {
         // Keep our typed error: isomorphic-git would only see a failed stream.

@@ -5,6 +5,7 @@
 // Imported by: src/level.
 
 import * as fs from "node:fs";
+import { appendFile } from "node:fs/promises";
 import git, { type GitProgressEvent } from "isomorphic-git";
 import type { Logger } from "../log/logger.js";
 import type { RepoState } from "../domain/events.js";
@@ -13,7 +14,9 @@ import { ParentConnection, type ParentEndpoint } from "../ssh/parent-connection.
 import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
 import type { RefAdvertisement } from "./pkt-line.js";
 import { ensureBareRepo, exportPath } from "./export-repos.js";
-import { checkoutWorktree } from "./worktree-checkout.js";
+import { checkoutWorktree, isFreshWorktree, prepareWorktree } from "./worktree-checkout.js";
+import { deleteLooseRef, headCommit, looseRefs, symbolicHead, writeLooseRef } from "./loose-refs.js";
+import { IndexPack, type PendingReadTree } from "./divert-pack.js";
 import { WorkPool } from "../util/work-pool.js";
 import type { IndexRefresher } from "./index-refresh.js";
 import { join } from "node:path";
@@ -48,22 +51,67 @@ export interface SyncResult { repos: RepoState[]; bytes: number; bytesByRepo: Re
 
 const REMOTE = "origin";
 
-/** Fetches one repo into its export and makes the export's heads/HEAD mirror the parent's. */
-async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection): Promise<{ head: string; bytes: number }> {
+/**
+ * What a repo's fetch and checkout need on disk, made before the connection
+ * is up: the export (with the remote isomorphic-git fetches from) and the
+ * working tree's repo. Local file work that would otherwise sit between the
+ * parent's answers on this level's one event loop.
+ */
+async function prepareRepo(name: string, opts: SyncFromParentOptions): Promise<void> {
   const gitdir = exportPath(opts.exportsDir, name);
-  await ensureBareRepo(gitdir);
-  const session = new FetchSession({
-    conn, commandTimeoutMs: opts.commandTimeoutMs, log: opts.log, signal: opts.signal,
-    indexPackInto: gitdir, divertMinObjects: opts.divertMinObjects,
-    onProgress: (ev: GitProgressEvent) => opts.onProgress?.({ repo: name, phase: ev.phase, loaded: ev.loaded, total: ev.total }),
-  });
-  const cache = {};
+  const created = await ensureBareRepo(gitdir);
   const url = sshRemoteUrl(opts.parent.host, opts.parent.port, name);
   // isomorphic-git needs a fetch refspec; the parent's address may change between runs.
-  if ((await git.getConfig({ fs, gitdir, path: `remote.${REMOTE}.url` })) !== url) {
+  if (created && /^[A-Za-z0-9:/[\]._-]+$/.test(url)) {
+    // A new export: its remote written with the config, not by three isomorphic-git calls (nothing in the URL needs quoting).
+    await appendFile(join(gitdir, "config"), `[remote "${REMOTE}"]\n\turl = ${url}\n\tfetch = +refs/heads/*:refs/remotes/${REMOTE}/*\n`);
+  } else if ((await git.getConfig({ fs, gitdir, path: `remote.${REMOTE}.url` })) !== url) {
     await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.url`, value: url });
     await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.fetch`, value: `+refs/heads/*:refs/remotes/${REMOTE}/*` });
   }
+  await prepareWorktree(worktreeOf(name, opts), gitdir);
+}
+
+function worktreeOf(name: string, opts: SyncFromParentOptions): string {
+  return opts.worktreeOf ? opts.worktreeOf(name) : join(opts.workDir, name);
+}
+
+interface Fetched { head: string; bytes: number; readTree?: PendingReadTree }
+
+/**
+ * Fetches one repo into its export (prepareRepo made it) and makes the
+ * export's heads/HEAD mirror the parent's. A new level's empty working tree
+ * may come back with its checkout pending in the pack's index-pack process
+ * (readTree: the caller runs or releases it); a failed fetch releases it.
+ */
+async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection, firstFetch: boolean): Promise<Fetched> {
+  const gitdir = exportPath(opts.exportsDir, name);
+  const worktree = worktreeOf(name, opts);
+  const checkoutInto = (await isFreshWorktree(worktree)) ? worktree : undefined;
+  // A first fetch's pack is the repo's whole history: its index-pack is started now, while the
+  // parent opens the channel and answers, not between pack packets (a fork blocks this event loop).
+  const indexPack = firstFetch && opts.divertMinObjects !== Infinity ? new IndexPack(gitdir, checkoutInto) : undefined;
+  const session = new FetchSession({
+    conn, commandTimeoutMs: opts.commandTimeoutMs, log: opts.log, signal: opts.signal,
+    indexPackInto: gitdir, divertMinObjects: opts.divertMinObjects,
+    ...(checkoutInto ? { checkoutInto } : {}), ...(indexPack ? { indexPack } : {}),
+    onProgress: (ev: GitProgressEvent) => opts.onProgress?.({ repo: name, phase: ev.phase, loaded: ev.loaded, total: ev.total }),
+  });
+  try {
+    const f = await fetchWith(session, name, gitdir, opts);
+    return session.pack.readTree ? { ...f, readTree: session.pack.readTree } : f;
+  } catch (err) {
+    session.pack.readTree?.release();
+    throw err;
+  } finally {
+    // No pack reached it (nothing to fetch, or the fetch failed before one): stop it, leaving nothing behind.
+    if (indexPack && !indexPack.done) await indexPack.abort();
+  }
+}
+
+async function fetchWith(session: FetchSession, name: string, gitdir: string, opts: SyncFromParentOptions): Promise<{ head: string; bytes: number }> {
+  const cache = {};
+  const url = sshRemoteUrl(opts.parent.host, opts.parent.port, name);
   let res;
   let before: Map<string, string> | undefined;
   try {
@@ -72,7 +120,7 @@ async function fetchInto(name: string, opts: SyncFromParentOptions, conn: Parent
     const ad = await session.advertisement(name);
     if (await upToDate(gitdir, ad)) {
       await session.nothingWanted();
-      return { head: await git.resolveRef({ fs, gitdir, ref: "HEAD" }), bytes: session.bytes };
+      return { head: await servedCommit(gitdir), bytes: session.bytes };
     }
     before = await fetchedRefs(gitdir);
     res = await git.fetch({
@@ -93,29 +141,57 @@ async function fetchInto(name: string, opts: SyncFromParentOptions, conn: Parent
     if (before) await restoreRefs(gitdir, before);
     throw session.error;
   }
-  // Mirror the parent's branches as our own heads so children see the same refs.
-  const remoteBranches = new Set(await git.listBranches({ fs, gitdir, remote: REMOTE }));
-  remoteBranches.delete("HEAD");
-  for (const b of remoteBranches) {
-    const oid = await git.resolveRef({ fs, gitdir, ref: `refs/remotes/${REMOTE}/${b}` });
-    await git.writeRef({ fs, gitdir, ref: `refs/heads/${b}`, value: oid, force: true });
-  }
-  for (const b of await git.listBranches({ fs, gitdir })) {
-    if (!remoteBranches.has(b)) await git.deleteRef({ fs, gitdir, ref: `refs/heads/${b}` });
-  }
-  if (res.defaultBranch) await git.writeRef({ fs, gitdir, ref: "HEAD", value: res.defaultBranch, symbolic: true, force: true });
+  await mirrorHeads(gitdir, res.defaultBranch);
   const head = res.fetchHead ?? (await git.resolveRef({ fs, gitdir, ref: "HEAD" }));
   return { head, bytes: session.bytes };
 }
 
+/** The commit the export serves as HEAD ("" when none yet). */
+async function servedCommit(gitdir: string): Promise<string> {
+  return (await headCommit(gitdir)) ?? (await git.resolveRef({ fs, gitdir, ref: "HEAD" }).catch(() => ""));
+}
+
 /** The refs a fetch writes: remote-tracking branches and tags, by name. */
-async function fetchedRefs(gitdir: string): Promise<Map<string, string>> {
+function fetchedRefs(gitdir: string): Promise<Map<string, string>> {
+  return refsUnder(gitdir, [`refs/remotes/${REMOTE}/`, "refs/tags/"]);
+}
+
+/** Every ref naming an object under the prefixes (symbolic ones left out): from the files, or isomorphic-git when there is packed-refs. */
+async function refsUnder(gitdir: string, prefixes: readonly string[]): Promise<Map<string, string>> {
   const refs = new Map<string, string>();
-  for (const b of await git.listBranches({ fs, gitdir, remote: REMOTE })) {
-    if (b !== "HEAD") refs.set(`refs/remotes/${REMOTE}/${b}`, await git.resolveRef({ fs, gitdir, ref: `refs/remotes/${REMOTE}/${b}` }));
+  for (const prefix of prefixes) {
+    const loose = await looseRefs(gitdir, prefix);
+    if (loose) { for (const [k, v] of loose) refs.set(k, v); continue; }
+    const names = prefix === "refs/tags/" ? await git.listTags({ fs, gitdir })
+      : prefix === "refs/heads/" ? await git.listBranches({ fs, gitdir })
+      : await git.listBranches({ fs, gitdir, remote: prefix.slice("refs/remotes/".length, -1) });
+    for (const n of names) {
+      if (n === "HEAD" && prefix.startsWith("refs/remotes/")) continue;
+      refs.set(`${prefix}${n}`, await git.resolveRef({ fs, gitdir, ref: `${prefix}${n}` }));
+    }
   }
-  for (const t of await git.listTags({ fs, gitdir })) refs.set(`refs/tags/${t}`, await git.resolveRef({ fs, gitdir, ref: `refs/tags/${t}` }));
   return refs;
+}
+
+/**
+ * Mirrors the parent's branches (the remote-tracking refs the fetch wrote)
+ * as this export's own heads, so children see the same refs, and points
+ * HEAD where the parent's does.
+ */
+async function mirrorHeads(gitdir: string, defaultBranch: string | null | undefined): Promise<void> {
+  const remotePrefix = `refs/remotes/${REMOTE}/`;
+  const wanted = new Map([...await refsUnder(gitdir, [remotePrefix])].map(([ref, oid]) => [`refs/heads/${ref.slice(remotePrefix.length)}`, oid]));
+  const have = await refsUnder(gitdir, ["refs/heads/"]);
+  const packed = (await looseRefs(gitdir, "refs/heads/")) === null;
+  // Deletions first: a branch "a" gone and "a/b" new need the file out of the directory's way.
+  for (const ref of have.keys()) {
+    if (!wanted.has(ref)) await (packed ? git.deleteRef({ fs, gitdir, ref }) : deleteLooseRef(gitdir, ref));
+  }
+  for (const [ref, oid] of wanted) {
+    if (have.get(ref) === oid) continue;
+    await (packed ? git.writeRef({ fs, gitdir, ref, value: oid, force: true }) : writeLooseRef(gitdir, ref, oid));
+  }
+  if (defaultBranch && (await symbolicHead(gitdir)) !== defaultBranch) await writeLooseRef(gitdir, "HEAD", `ref: ${defaultBranch}`);
 }
 
 /**
@@ -143,8 +219,7 @@ async function upToDate(gitdir: string, ad: RefAdvertisement): Promise<boolean> 
   try {
     const ourHead = (await fs.promises.readFile(join(gitdir, "HEAD"), "utf8")).trim();
     if (ourHead !== `ref: ${headSym}`) return false;
-    for (const b of await git.listBranches({ fs, gitdir })) local.set(`refs/heads/${b}`, await git.resolveRef({ fs, gitdir, ref: `refs/heads/${b}` }));
-    for (const t of await git.listTags({ fs, gitdir })) local.set(`refs/tags/${t}`, await git.resolveRef({ fs, gitdir, ref: `refs/tags/${t}` }));
+    for (const [k, v] of await refsUnder(gitdir, ["refs/heads/", "refs/tags/"])) local.set(k, v);
   } catch {
     return false;
   }
@@ -169,19 +244,36 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
     parent: opts.parent, userKeyPath: opts.userKeyPath, connectTimeoutMs: opts.connectTimeoutMs, log: opts.log,
   });
   try {
-    await conn.connect(opts.signal);
+    // Each repo's local set-up runs while the SSH handshake is under way.
+    const prepared = new Map(opts.repoNames.map((name) => {
+      const p = prepareRepo(name, opts);
+      p.catch(() => {}); // awaited by the repo's own task below
+      return [name, p];
+    }));
+    try {
+      await conn.connect(opts.signal);
+    } catch (err) {
+      await Promise.allSettled(prepared.values()); // nothing keeps writing after the sync has failed
+      throw err;
+    }
     const pool = new WorkPool(opts.concurrency ?? 6);
     const results = await Promise.allSettled(opts.repoNames.map((name) => pool.run(async () => {
       const t0 = performance.now();
-      const previousServed = await git.resolveRef({ fs, gitdir: exportPath(opts.exportsDir, name), ref: "HEAD" }).catch(() => "");
-      const f = await fetchInto(name, opts, conn);
+      await prepared.get(name);
+      const previousServed = await servedCommit(exportPath(opts.exportsDir, name));
+      const f = await fetchInto(name, opts, conn, previousServed === "");
       const t1 = performance.now();
-      const worktree = opts.worktreeOf ? opts.worktreeOf(name) : join(opts.workDir, name);
-      await opts.refresher?.settle(worktree);
-      const wt = await checkoutWorktree({
-        worktree, exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
-        log: opts.log.child({ repo: name }),
-      });
+      const worktree = worktreeOf(name, opts);
+      let wt;
+      try {
+        await opts.refresher?.settle(worktree);
+        wt = await checkoutWorktree({
+          worktree, exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
+          log: opts.log.child({ repo: name }), ...(f.readTree ? { pendingReadTree: f.readTree } : {}),
+        });
+      } finally {
+        f.readTree?.release();
+      }
       if (!wt.held && wt.commit !== wt.previous) await opts.refresher?.afterCheckout(worktree, f.bytes);
       opts.log.debug({ repo: name, fetchMs: Math.round(t1 - t0), checkoutMs: Math.round(performance.now() - t1), bytes: f.bytes }, "repo synced");
       const state: RepoState = {

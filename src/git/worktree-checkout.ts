@@ -12,6 +12,7 @@ import { join, dirname } from "node:path";
 import type { Logger } from "../log/logger.js";
 import { runGit, gitList, worktreeGitEnv } from "./run-git.js";
 import { initRepo } from "./init-repo.js";
+import type { PendingReadTree } from "./divert-pack.js";
 
 export interface WorktreeResult {
   readonly commit: string;
@@ -92,32 +93,67 @@ async function currentHead(gitDir: string, g: (args: string[], allowFail?: boole
 }
 
 /**
+ * Makes `worktree` a repo borrowing the export's objects, unless it is one
+ * already. A sync calls it while the fetch is under way, so a new level's
+ * checkout starts from a ready repo; an empty repo left by a failed fetch is
+ * what the next sync would have made anyway (unborn HEAD: a first checkout).
+ */
+export async function prepareWorktree(worktree: string, exportGitDir: string): Promise<void> {
+  const gitDir = join(worktree, ".git");
+  if (existsSync(join(gitDir, "HEAD"))) return;
+  await mkdir(worktree, { recursive: true });
+  await initRepo(gitDir, { bare: false });
+  await writeFile(join(gitDir, "objects", "info", "alternates"), `${join(exportGitDir, "objects")}\n`);
+}
+
+/**
+ * A working tree no checkout has reached: an unborn HEAD and nothing but
+ * .git in it, where checkoutWorktree's first checkout is a plain read-tree
+ * (nothing can be in the way); a sync may then hand that read-tree to the
+ * pack's index-pack process (divert-pack.ts PendingReadTree).
+ */
+export async function isFreshWorktree(worktree: string): Promise<boolean> {
+  const gitDir = join(worktree, ".git");
+  if (!existsSync(join(gitDir, "HEAD"))) return false;
+  if ((await currentHead(gitDir, async () => ({ stdout: Buffer.from("unknown") }))) !== "") return false;
+  return (await readdir(worktree)).every((n) => n === ".git");
+}
+
+/**
  * Spawns per call (each blocks the daemon's event loop for the fork, ~5 ms
  * per 100 MB of RSS): a fresh, empty worktree 1 (read-tree), an unchanged
  * one 1 (status), a moved one 3 (status and diff-tree at once, then read-tree).
  */
-export async function checkoutWorktree(opts: { worktree: string; exportGitDir: string; commit: string; log: Logger }): Promise<WorktreeResult> {
+export async function checkoutWorktree(opts: {
+  worktree: string; exportGitDir: string; commit: string; log: Logger;
+  /** A first checkout waiting in the pack's index-pack process: used for a fresh worktree's read-tree, else released. */
+  pendingReadTree?: PendingReadTree;
+}): Promise<WorktreeResult> {
+  try {
+    return await checkout(opts);
+  } finally {
+    opts.pendingReadTree?.release();
+  }
+}
+
+async function checkout(opts: { worktree: string; exportGitDir: string; commit: string; log: Logger; pendingReadTree?: PendingReadTree }): Promise<WorktreeResult> {
   const { worktree, commit } = opts;
   const t0 = performance.now();
   const gitDir = join(worktree, ".git");
   const ENV = worktreeGitEnv(worktree);
-  const g = (args: string[], allowFail = false) => runGit(args, { cwd: worktree, env: ENV, allowFail });
-  if (!existsSync(join(gitDir, "HEAD"))) {
-    await mkdir(worktree, { recursive: true });
-    await initRepo(gitDir, { bare: false });
-    await writeFile(join(gitDir, "objects", "info", "alternates"), `${join(opts.exportGitDir, "objects")}\n`);
-  }
+  const g = (args: string[], allowFail = false) => runGit(args, { cwd: worktree, env: ENV, allowFail, plainEnv: true });
+  await prepareWorktree(worktree, opts.exportGitDir);
   const previous = await currentHead(gitDir, g);
   let dirtyFiles: string[] = [];
   // The move's diff is read alongside status (it only needs the two commits): one
   // spawn's latency instead of two on every incremental sync; unused if dirty.
   const moved = previous && previous !== commit
-    ? gitList(["diff-tree", "-r", "-z", "--no-renames", "--name-status", previous, commit], { cwd: worktree, env: ENV })
+    ? gitList(["diff-tree", "-r", "-z", "--no-renames", "--name-status", previous, commit], { cwd: worktree, env: ENV, plainEnv: true })
     : undefined;
   moved?.catch(() => {}); // awaited below only when the worktree is clean
   if (previous) {
     // porcelain v1 -z: "XY path" records; renames are off without --find-renames in this mode.
-    const st = await gitList(["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"], { cwd: worktree, env: ENV });
+    const st = await gitList(["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"], { cwd: worktree, env: ENV, plainEnv: true });
     dirtyFiles = st.map((rec) => rec.slice(3));
   }
   const tStatus = performance.now();
@@ -141,7 +177,7 @@ export async function checkoutWorktree(opts: { worktree: string; exportGitDir: s
   } else if ((await readdir(worktree)).some((n) => n !== ".git")) {
     // A first checkout into a directory that already has files: scan them all.
     // (Into an empty one, as on every new level, nothing can be in the way.)
-    added = await gitList(["ls-tree", "-r", "-z", "--name-only", "--full-tree", commit], { cwd: worktree, env: ENV });
+    added = await gitList(["ls-tree", "-r", "-z", "--name-only", "--full-tree", commit], { cwd: worktree, env: ENV, plainEnv: true });
   }
   const tList = performance.now();
   const blockedBy = collisions(worktree, added, tracked);
@@ -149,7 +185,10 @@ export async function checkoutWorktree(opts: { worktree: string; exportGitDir: s
   if (blockedBy.length > 0) return { ...base, commit: previous, blockedBy, held: true };
 
   const mergeArgs = previous ? ["read-tree", "-m", "-u", previous, commit] : ["read-tree", "-m", "-u", commit];
-  const r = await g(mergeArgs, true);
+  // A first checkout's read-tree (same command, directory and environment) may come from the process that indexed the pack: one spawn fewer.
+  const r = !previous && opts.pendingReadTree
+    ? await opts.pendingReadTree.run(commit)
+    : await g(mergeArgs, true);
   if (r.code !== 0) {
     // git's own safety net caught something the pre-check did not.
     opts.log.warn({ stderr: r.stderr.slice(0, 500) }, "read-tree refused to update the worktree");

@@ -5,12 +5,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { readdir, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { tempDir, git, cleanEnv } from "../helpers/git-fixtures.js";
 import { divertPack, EMPTY_PACK, type DivertStats } from "../../src/git/divert-pack.js";
 import { encodePktLine, parsePktLines, FLUSH_PKT } from "../../src/git/pkt-line.js";
 import { initRepo } from "../../src/git/init-repo.js";
+import { isFreshWorktree, prepareWorktree } from "../../src/git/worktree-checkout.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { HsError } from "../../src/domain/errors.js";
 
@@ -136,6 +138,60 @@ test("a corrupt pack fails with GitProtocol and leaves no pack or temp file; a f
     }
     await assert.rejects(collect(divertPack(dies(), { gitdir, repo: "r", log: silentLogger(), minObjects: 100 }, { diverted: false, objects: 0 })), /channel closed/);
     assert.deepEqual(await readdir(join(gitdir, "objects", "pack")), []);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+/** Live sh or git processes whose parent is `ppid` (from /proc): what a pending checkout leaves running. */
+function childrenOf(ppid: number): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const argv0 = readFileSync(`/proc/${e}/cmdline`, "utf8").split("\0")[0];
+      if (Number(fields[1]) === ppid && fields[0] !== "Z" && (argv0 === "sh" || argv0 === "git")) out.push(Number(e));
+    } catch { /* exited meanwhile */ }
+  }
+  return out;
+}
+
+test("with a fresh worktree, the index-pack process checks it out only when asked, after the pack is in; released, it leaves the tree empty", async () => {
+  const t = await tempDir();
+  try {
+    const { pack, head, repo } = await packOf(t.path, 150);
+    const res = response(pack, 1000);
+    for (const ask of [true, false]) {
+      const gitdir = join(t.path, `dst-${ask}.git`);
+      const worktree = join(t.path, `wt-${ask}`);
+      await initRepo(gitdir, { bare: true });
+      await prepareWorktree(worktree, gitdir);
+      assert.equal(await isFreshWorktree(worktree), true);
+      const stats: DivertStats = { diverted: false, objects: 0 };
+      await collect(divertPack(chunked(res, [4096]), { gitdir, repo: "r", log: silentLogger(), minObjects: 100, checkoutInto: worktree }, stats));
+      assert.ok(stats.readTree, "the checkout waits in the index-pack process");
+      // The pack is indexed, and the worktree untouched until the caller (after the fetch and its refs) asks.
+      assert.equal(await git(["--git-dir", gitdir, "cat-file", "-t", head]), "commit");
+      assert.deepEqual(await readdir(worktree), [".git"]);
+      if (ask) {
+        const r = await stats.readTree.run(head);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(await git(["ls-files"], { cwd: worktree }), await git(["ls-files"], { cwd: repo }));
+        assert.equal(await git(["diff", "--name-only"], { cwd: worktree }), "", "every file written as indexed");
+        await assert.rejects(stats.readTree.run(head), (err: unknown) => err instanceof HsError && err.code === "GitProtocol");
+      } else {
+        stats.readTree.release();
+        stats.readTree.release(); // idempotent
+        // The process exits without a checkout: nothing of this test's stays running, the tree stays empty.
+        for (let i = 0; childrenOf(process.pid).length > 0; i++) {
+          assert.ok(i < 500, `the released index-pack process did not exit: ${childrenOf(process.pid).map((p) => readFileSync(`/proc/${p}/cmdline`, "utf8")).join("; ")}`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        assert.deepEqual(await readdir(worktree), [".git"]);
+      }
+    }
   } finally {
     await t.cleanup();
   }

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { readFile, writeFile, rm, stat, readdir, mkdir } from "node:fs/promises";
 import { execSync } from "node:child_process";
-import { tempDir, git } from "../helpers/git-fixtures.js";
+import { tempDir, git, gitCallLog } from "../helpers/git-fixtures.js";
 import { generateLargeRepo } from "../helpers/large-repo.js";
 import { generateDemoRepos, addCommit } from "../../src/demo/demo-repos.js";
 import { refreshExports, exportedRepoState, resolverFor, WORKING_REF } from "../../src/git/export-repos.js";
@@ -276,20 +276,8 @@ test("with a queue, a refresh asked for while another still waits for the checko
 });
 
 /** Runs `fn` with a `git` first on PATH that logs each command line (then runs the real git); returns those lines. */
-async function gitCommandsOf(dir: string, fn: () => Promise<unknown>): Promise<string[]> {
-  const real = execSync("command -v git", { encoding: "utf8", shell: "/bin/sh" }).trim();
-  const bin = join(dir, "shim-bin");
-  const logFile = join(dir, "git-commands.log");
-  await mkdir(bin, { recursive: true });
-  await writeFile(join(bin, "git"), `#!/bin/sh\nprintf '%s\\n' "$*" >> "${logFile}"\nexec "${real}" "$@"\n`, { mode: 0o755 });
-  const path = process.env.PATH;
-  process.env.PATH = `${bin}:${path ?? ""}`;
-  try {
-    await fn();
-  } finally {
-    process.env.PATH = path;
-  }
-  return (await readFile(logFile, "utf8").catch(() => "")).split("\n").filter(Boolean);
+function gitCommandsOf(dir: string, fn: () => Promise<unknown>): Promise<string[]> {
+  return gitCallLog(dir, "", fn);
 }
 
 test("a first export of a clean checkout runs git four times: status, ls-files, fetch, update-ref", async () => {

@@ -94,19 +94,28 @@ function startFetch(args: FetchChildArgs): Fetch {
   };
 }
 
-/** Live children of `ppid` whose command line contains `needle` (read from /proc). */
+/**
+ * Live git processes below `ppid` (children, or grandchildren: a new level's
+ * index-pack runs under a small sh, see divert-pack.ts) whose command line
+ * contains `needle`, read from /proc.
+ */
 function childrenMatching(ppid: number, needle: string): number[] {
-  const out: number[] = [];
+  const procs: { pid: number; ppid: number; cmd: string }[] = [];
   for (const e of readdirSync("/proc")) {
     if (!/^\d+$/.test(e)) continue;
     try {
       const stat = readFileSync(`/proc/${e}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[1]) !== ppid || fields[0] === "Z") continue;
-      if (readFileSync(`/proc/${e}/cmdline`, "utf8").split("\0").join(" ").includes(needle)) out.push(Number(e));
+      if (fields[0] === "Z") continue;
+      procs.push({ pid: Number(e), ppid: Number(fields[1]), cmd: readFileSync(`/proc/${e}/cmdline`, "utf8").split("\0").join(" ") });
     } catch { /* exited meanwhile */ }
   }
-  return out;
+  const below = new Set([ppid]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const p of procs) if (below.has(p.ppid) && !below.has(p.pid)) { below.add(p.pid); grew = true; }
+  }
+  return procs.filter((p) => p.pid !== ppid && below.has(p.pid) && p.cmd.startsWith("git ") && p.cmd.includes(needle)).map((p) => p.pid);
 }
 
 /** Polls /proc (a real condition, bounded) until `ppid` has a child running `needle`. */

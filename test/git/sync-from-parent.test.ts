@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readFile, stat, writeFile, chmod, mkdir, symlink, readlink } from "node:fs/promises";
-import { startLevel0, git, run, type Level0 } from "../helpers/git-fixtures.js";
+import { startLevel0, git, run, syncOptions, type Level0 } from "../helpers/git-fixtures.js";
 import { syncFromParent, type SyncFromParentOptions } from "../../src/git/sync-from-parent.js";
 import { refreshExports, resolverFor } from "../../src/git/export-repos.js";
 import { addCommit } from "../../src/demo/demo-repos.js";
@@ -20,12 +20,7 @@ import { gitUploadPack } from "../../src/git/upload-pack.js";
 const PATTERNS = ["secrets.yaml", "*.key", "id_rsa*", "*.pem"];
 
 function syncOpts(l0: Level0, root: string, over: Partial<SyncFromParentOptions> = {}): SyncFromParentOptions {
-  const p = levelPaths(root);
-  return {
-    parent: { host: "127.0.0.1", port: l0.port, hostKeyFingerprint: l0.endpoint.hostKeyFingerprint },
-    userKeyPath: l0.reader.privatePath, repoNames: l0.names, exportsDir: p.reposDir, workDir: p.workDir,
-    connectTimeoutMs: 10_000, commandTimeoutMs: 60_000, log: silentLogger(), ...over,
-  };
+  return syncOptions(l0, root, over);
 }
 
 async function codeOf(p: Promise<unknown>): Promise<{ code: string; err?: HsError }> {

@@ -2,10 +2,10 @@
 // exports and a running SSH endpoint, reader/controller keys, and an OpenSSH
 // environment for the real git CLI. Imported by test/ssh/** and test/git/** only.
 
-import { mkdtemp, rm, writeFile, mkdir } from "node:fs/promises";
+import { mkdtemp, rm, writeFile, mkdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { spawn } from "node:child_process";
+import { spawn, execSync } from "node:child_process";
 import ssh2 from "ssh2";
 
 const { utils } = ssh2;
@@ -17,6 +17,7 @@ import { loadOrCreateLevelKeys, generateEd25519KeyPair, type LevelKeys } from ".
 import { generateDemoRepos } from "../../src/demo/demo-repos.js";
 import { refreshExports, resolverFor } from "../../src/git/export-repos.js";
 import { gitUploadPack } from "../../src/git/upload-pack.js";
+import type { SyncFromParentOptions } from "../../src/git/sync-from-parent.js";
 
 export async function tempDir(prefix = "hsd-test-"): Promise<{ path: string; cleanup: () => Promise<void> }> {
   const path = await mkdtemp(join(tmpdir(), prefix));
@@ -162,4 +163,35 @@ export function execRaw(c: import("ssh2").Client, cmd: string, opts: { env?: Rec
       if (opts.input) ch.write(opts.input);
     });
   });
+}
+
+/** syncFromParent's options for a level at `root` fetching every repo from `l0` as its reader. */
+export function syncOptions(l0: Level0, root: string, over: Partial<SyncFromParentOptions> = {}): SyncFromParentOptions {
+  const p = levelPaths(root);
+  return {
+    parent: { host: "127.0.0.1", port: l0.port, hostKeyFingerprint: l0.endpoint.hostKeyFingerprint },
+    userKeyPath: l0.reader.privatePath, repoNames: l0.names, exportsDir: p.reposDir, workDir: p.workDir,
+    connectTimeoutMs: 10_000, commandTimeoutMs: 60_000, log: silentLogger(), ...over,
+  };
+}
+
+/**
+ * Runs `fn` with a `git` first on PATH that logs one line per call (the shell
+ * words `record`, e.g. "$$ $PPID ", then its arguments) and execs the real
+ * git in the same process; returns those lines.
+ */
+export async function gitCallLog(dir: string, record: string, fn: () => Promise<unknown>): Promise<string[]> {
+  const real = execSync("command -v git", { encoding: "utf8", shell: "/bin/sh" }).trim();
+  const bin = join(dir, "shim-bin");
+  const logFile = join(dir, "git-commands.log");
+  await mkdir(bin, { recursive: true });
+  await writeFile(join(bin, "git"), `#!/bin/sh\nprintf '%s\\n' "${record}$*" >> "${logFile}"\nexec "${real}" "$@"\n`, { mode: 0o755 });
+  const path = process.env.PATH;
+  process.env.PATH = `${bin}:${path ?? ""}`;
+  try {
+    await fn();
+  } finally {
+    process.env.PATH = path;
+  }
+  return (await readFile(logFile, "utf8").catch(() => "")).split("\n").filter(Boolean);
 }
