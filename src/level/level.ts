@@ -31,6 +31,8 @@ import { syncChild } from "./sync-child.js";
 /**
  * Sync progress per repo and git phase goes up the tree at most this often:
  * every event is relayed by each level above, and git counts single objects.
+ * A git phase that ends within one interval sends only its final report (a
+ * small repo's sync: ~30 events a level instead of ~55).
  */
 const PROGRESS_INTERVAL_MS = 100;
 
@@ -263,7 +265,7 @@ export class Level implements LevelApi {
     try {
       await this.checkpoint("sync", (message) => this.emit(sink, { phase: "sync", kind: "log", message }), signal);
       const progress = progressThrottle<SyncProgress>({
-        intervalMs: PROGRESS_INTERVAL_MS, now: () => this.d.clock.now(), key: (p) => `${p.repo}\0${p.phase}`,
+        intervalMs: PROGRESS_INTERVAL_MS, now: () => this.d.clock.now(), key: (p) => `${p.repo}\0${p.phase}`, leading: false,
         isFinal: (p) => p.total > 0 && p.loaded >= p.total,
         emit: (p) => this.emit(sink, {
           phase: "sync", kind: "progress", message: p.message ?? `${p.repo}: ${p.phase}`, progress: { unit: p.unit ?? "objects", done: p.loaded, total: p.total },

@@ -41,3 +41,64 @@ test("flush sends each key's held-back latest report once", () => {
   t.flush();
   assert.deepEqual(out.map((p) => `${p.repo}${p.done}`), ["a1", "b1", "a3"]);
 });
+
+function deferredHarness() {
+  let now = 0;
+  const out: P[] = [];
+  const timers: { at: number; fn: () => void; live: boolean }[] = [];
+  const t = progressThrottle<P>({
+    intervalMs: 100, now: () => now, key: (p) => p.repo, isFinal: (p) => p.total > 0 && p.done >= p.total, emit: (p) => out.push(p),
+    leading: false,
+    schedule: (fn, ms) => { const e = { at: now + ms, fn, live: true }; timers.push(e); return { cancel: () => { e.live = false; } }; },
+  });
+  /** Moves the clock, firing each live timer that falls due on the way. */
+  const advance = (ms: number) => {
+    const end = now + ms;
+    for (;;) {
+      const next = timers.filter((e) => e.live && e.at <= end).sort((a, b) => a.at - b.at)[0];
+      if (!next) break;
+      now = next.at;
+      next.live = false;
+      next.fn();
+    }
+    now = end;
+  };
+  return { t, out, advance, pending: () => timers.filter((e) => e.live).length };
+}
+
+test("leading: false: work that ends within one interval sends only its final report", () => {
+  const { t, out, advance } = deferredHarness();
+  t({ repo: "a", done: 1, total: 3 });
+  advance(20);
+  t({ repo: "a", done: 2, total: 3 });
+  advance(20);
+  t({ repo: "a", done: 3, total: 3 });
+  advance(500);
+  assert.deepEqual(out.map((p) => `${p.repo}${p.done}`), ["a3"]);
+});
+
+test("leading: false: a key that stalls still shows its latest report once its interval is over", () => {
+  const { t, out, advance } = deferredHarness();
+  t({ repo: "a", done: 1, total: 10 });
+  t({ repo: "a", done: 2, total: 10 });
+  advance(99);
+  assert.deepEqual(out, []);
+  advance(1);
+  assert.deepEqual(out.map((p) => `${p.repo}${p.done}`), ["a2"]);
+  // Later reports are held for an interval after the last one sent, and shown without a further report.
+  t({ repo: "a", done: 3, total: 10 });
+  advance(100);
+  assert.deepEqual(out.map((p) => `${p.repo}${p.done}`), ["a2", "a3"]);
+  t({ repo: "a", done: 10, total: 10 });
+  assert.deepEqual(out.map((p) => `${p.repo}${p.done}`), ["a2", "a3", "a10"]);
+});
+
+test("leading: false: a long burst still goes out at most once per interval, and flush stops the timer", () => {
+  const { t, out, advance, pending } = deferredHarness();
+  for (let i = 1; i < 1000; i++) { t({ repo: "a", done: i, total: 1000 }); advance(0.5); }
+  assert.ok(out.length >= 4 && out.length <= 5, `sent ${out.length}`);
+  t({ repo: "b", done: 1, total: 0 });
+  t.flush();
+  assert.equal(pending(), 0);
+  assert.deepEqual(out.slice(-2).map((p) => `${p.repo}${p.done}`), ["a999", "b1"]);
+});
