@@ -8,6 +8,8 @@ import { execFileSync } from "node:child_process";
 import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as net from "node:net";
+import ssh2 from "ssh2";
+import { generateEd25519KeyPair } from "../../src/ssh/level-keys.js";
 import { startSshd, type SimSshd } from "../pve-sim/sim-sshd.js";
 import { GuestSsh } from "../../src/providers/pve/guest-ssh.js";
 import { bootstrapHsd, guestPaths } from "../../src/providers/pve/ssh-bootstrap.js";
@@ -34,6 +36,34 @@ test("trust on first use, then the pin holds; a changed key is refused", async (
   pinned.close();
   const err = await rejection(GuestSsh.connect({ host: "127.0.0.1", port: sshd.port, privateKey: sshd.clientKey, hostKeyFingerprint: "SHA256:AAAA" }));
   assert.equal(err.code, "HostKeyMismatch");
+});
+
+test("the session turns Nagle off before it connects and offers only its key (no `none` round trip)", async () => {
+  // An in-process ssh2 server records what the client tries; Socket.setNoDelay is watched for the client's socket.
+  const methods: string[] = [];
+  const server = new ssh2.Server({ hostKeys: [generateEd25519KeyPair("host").private] }, (client) => {
+    client.on("error", () => {});
+    client.on("authentication", (ctx) => { methods.push(ctx.method); if (ctx.method === "publickey") ctx.accept(); else ctx.reject(["publickey"]); });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const original = net.Socket.prototype.setNoDelay;
+  const calls: { sock: net.Socket; on: boolean | undefined; connected: boolean }[] = [];
+  net.Socket.prototype.setNoDelay = function (this: net.Socket, on?: boolean) {
+    calls.push({ sock: this, on, connected: !this.connecting && this.remotePort !== undefined });
+    return original.call(this, on);
+  };
+  try {
+    const ssh = await GuestSsh.connect({ host: "127.0.0.1", port: (server.address() as net.AddressInfo).port, privateKey: sshd.clientKey });
+    const sock = (ssh as unknown as { conn: { _sock: net.Socket } }).conn._sock;
+    ssh.close();
+    const mine = calls.filter((c) => c.sock === sock);
+    assert.deepEqual(mine.map((c) => c.on), [true], "setNoDelay(true) on the session's socket");
+    assert.equal(mine[0]!.connected, false, "set before the handshake's first byte");
+    assert.ok(methods.length > 0 && methods.every((m) => m === "publickey"), `auth methods tried: ${methods.join(", ")}`);
+  } finally {
+    net.Socket.prototype.setNoDelay = original;
+    await new Promise((r) => server.close(r));
+  }
 });
 
 test("connect timeout is separate and bounded", async () => {
@@ -118,7 +148,7 @@ test("bootstrap: no node >= 20 on the child and none in the bundle is a clear fa
   await fake("cloud-init", "exit 0");
   await fake("fuser", "exit 1");
   await fake("systemctl", "exit 0");
-  await fake("node", "echo 18");
+  await fake("node", "echo v18.19.1");
   const ssh = await connect();
   try {
     const err = await rejection(bootstrapHsd(ssh, {
@@ -128,6 +158,28 @@ test("bootstrap: no node >= 20 on the child and none in the bundle is a clear fa
     assert.equal(err.code, "ProviderFailed");
     assert.equal(err.details.step, "node");
     assert.match(String(err.details.hint), /--with-node/);
+  } finally {
+    ssh.close();
+    await rm(join(sshd.binDir, "node"), { force: true });
+  }
+});
+
+test("bootstrap: the child's node is judged by `node --version` alone (no V8 start), and then used", async () => {
+  await fake("cloud-init", "exit 0");
+  await fake("fuser", "exit 1");
+  await fake("systemctl", `[ "$1" = is-failed ] && exit 0; exit 0`);
+  // Anything but --version fails: the check must not start a script.
+  await fake("node", `[ "$1" = --version ] && { echo v22.3.0; exit 0; }; exit 1`);
+  const ssh = await connect();
+  try {
+    const paths = guestPaths(join(sshd.dir, "vm2b"));
+    const err = await rejection(bootstrapHsd(ssh, {
+      bundle: await tinyBundle("b2b", false), paths, configYaml: "x: 1\n", unitText: "",
+      pathPrefix: sshd.binDir, readyTimeoutMs: 60_000, signal: AbortSignal.timeout(60_000), log: () => {},
+    }));
+    // Past the node step: the fake service "fails" before ready.
+    assert.equal(err.details.step, "ready");
+    assert.equal(execFileSync("readlink", [join(paths.installDir, "bin/node")], { encoding: "utf8" }).trim(), join(sshd.binDir, "node"));
   } finally {
     ssh.close();
     await rm(join(sshd.binDir, "node"), { force: true });
