@@ -50,7 +50,7 @@ export interface PveProviderOptions extends InstallOptions {
   /** Free space needed on pve.storage. Default 20 GiB. */
   readonly minFreeKiB?: number;
   readonly sleep?: Sleep;
-  /** Task status polling: the shortest and longest pause (pve-client.ts taskPollDelay). Default 100 ms to 2 s. */
+  /** Task status polling: the shortest and longest pause (pve-client.ts taskPollDelay). Default TASK_POLL_MIN_MS to 2 s. */
   readonly taskPoll?: { readonly initialMs: number; readonly maxMs: number };
   /** Guest agent polling during boot. Default 1 s growing to 5 s. */
   readonly agentPoll?: { readonly initialMs: number; readonly maxMs: number };
