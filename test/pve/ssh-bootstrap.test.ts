@@ -186,6 +186,34 @@ test("bootstrap: the child's node is judged by `node --version` alone (no V8 sta
   }
 });
 
+test("bootstrap: the bundle is unpacked as it arrives and kept whole; one tar refuses fails as the unpack and leaves the installed one", async () => {
+  await fake("cloud-init", "exit 0");
+  await fake("fuser", "exit 1");
+  await fake("systemctl", `[ "$1" = is-failed ] && exit 0; exit 0`);
+  // tar as the child runs it, recorded: it must read the bundle from the copy's stream.
+  await fake("tar", `echo "tar $*" >> ${sshd.dir}/tar-calls\nexec /bin/tar "$@"`);
+  const ssh = await connect();
+  try {
+    const paths = guestPaths(join(sshd.dir, "vm2c"));
+    const good = await tinyBundle("b2c", true);
+    const opts = { paths, configYaml: "x: 1\n", unitText: "", pathPrefix: sshd.binDir, readyTimeoutMs: 60_000, signal: AbortSignal.timeout(60_000), log: () => {} };
+    // The fake service "fails" before ready: by then the bundle is in place.
+    assert.equal((await rejection(bootstrapHsd(ssh, { ...opts, bundle: good }))).details.step, "ready");
+    assert.deepEqual(await readFile(join(paths.installDir, "hsd-bundle.tar.gz")), good);
+    assert.equal(await readFile(join(paths.installDir, "dist/main.js"), "utf8"), "console.log('hsd')\n");
+    assert.equal((await readFile(join(sshd.dir, "tar-calls"), "utf8")).trim(), "tar -xzf -");
+    // Past tar's first blocks the gzip stream is garbage: tar refuses it after reading part of it.
+    const bad = Buffer.concat([good.subarray(0, 20), Buffer.alloc(64 * 1024, 0x5a)]);
+    const err = await rejection(bootstrapHsd(ssh, { ...opts, bundle: bad }));
+    assert.equal(err.code, "ProviderFailed");
+    assert.equal(err.details.step, "bundle unpack");
+    assert.deepEqual(await readFile(join(paths.installDir, "hsd-bundle.tar.gz")), good, "the installed bundle is untouched");
+  } finally {
+    ssh.close();
+    await rm(join(sshd.binDir, "tar"), { force: true });
+  }
+});
+
 test("bootstrap: a service that fails before ready ends the wait at once; one that never gets ready hits the bound", async () => {
   await fake("cloud-init", "exit 0");
   await fake("fuser", "exit 1");

@@ -105,9 +105,14 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   const dir = q(p.installDir);
   const next = q(`${p.installDir}.next`);
   const copyMs = o.copyTimeoutMs ?? 300_000;
+  // Unpacked as it arrives (tee keeps the copy): the copy and the unpack overlap instead of
+  // taking turns. Whatever tar leaves unread is drained, so tee always writes the whole copy
+  // and the size check tells a short copy (10) from a bundle tar refused (11).
   const unpacked = await run([
-    `rm -rf ${next} && mkdir -p ${next} && cat > ${next}/.bundle.tgz || exit 10`,
-    `(cd ${next} && tar -xzf .bundle.tgz && mv .bundle.tgz hsd-bundle.tar.gz) || exit 11`,
+    `rm -rf ${next} && mkdir -p ${next} && cd ${next} || exit 10`,
+    `tee .bundle.tgz | { tar -xzf -; r=$?; cat > /dev/null; exit $r; } || { [ "$(wc -c < .bundle.tgz)" -eq ${o.bundle.length} ] && exit 11; exit 10; }`,
+    `[ "$(wc -c < .bundle.tgz)" -eq ${o.bundle.length} ] || exit 10`,
+    `mv .bundle.tgz hsd-bundle.tar.gz && cd / || exit 11`,
     `rm -rf ${dir} && mv ${next} ${dir} || exit 11`,
     `[ -x ${dir}/bin/node ] && exit 0`,
     `n=$(command -v node) || exit 3`,
