@@ -125,6 +125,8 @@ export class PveSim {
   readonly tasks = new Map<string, SimTask>();
   readonly bridges: Set<string>;
   readonly requests: RecordedRequest[] = [];
+  /** The node's host commands (pvesm, pveum, ...) its shims ran, in order. */
+  hostCommands: readonly string[] = [];
   /** TLS connections the API accepted (a client that keeps its connection alive makes few). */
   tlsConnections = 0;
   private readonly imagesWithoutPve: readonly string[];
@@ -245,6 +247,7 @@ export class PveSim {
     this.port = (server.address() as { port: number }).port;
     this.server = server;
     const commands = simCommandRunner(this);
+    this.hostCommands = commands.calls;
     const control = http.createServer((req, res) => {
       let body = "";
       req.setEncoding("utf8").on("data", (d: string) => { body += d; }).on("end", () => {

@@ -20,6 +20,7 @@ import type { LocalEvent } from "../../domain/events.js";
 import { pveConfigOf } from "./pve-config.js";
 import { STEP_HINTS } from "../../domain/hints.js";
 import { buildTemplate, type TemplateImage } from "./ensure-template.js";
+import { storageAvailKiB } from "./preflight.js";
 import { failedChecksError } from "../../domain/checks.js";
 import type { ImageDigests } from "../../images/image-digest.js";
 
@@ -90,6 +91,12 @@ const IMPORT_STORAGE = "local";
 export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stateDir: string; digests: ImageDigests; homestakFiles?: HomestakNodeFiles }) {
   return async (emit: (ev: LocalEvent) => void, signal: AbortSignal): Promise<void> => {
     const pve = pveConfigOf(o.config)!;
+    // What the template's checks need besides the API (the image, pvesm: a perl start on PVE) is
+    // begun now and awaited after the token and certificate work, not after it.
+    const early = templateImageOf(o.config, o.digests);
+    early.catch(() => {}); // awaited below
+    const storageAvail = early.then((image) => (image ? storageAvailKiB(runCommand, pve.storage, signal) : { kib: 0 }));
+    storageAvail.catch(() => {}); // awaited below; a rejection before then is not unhandled
     const r = await configurePveLevel({
       commands: runCommand, tokenId: pve.tokenId, tokenSecret: (await tokenSecret(o.secrets)) || undefined,
       saveTokenSecret: async (s) => { await o.secrets.merge({ pve: { token_secret: s } }); },
@@ -100,12 +107,12 @@ export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stat
     // The template this level's children are cloned from, made from the image its
     // parent sent it (fetched at sync, before configure). Without images: the
     // operator's template at pve.template, as before.
-    const image = await templateImageOf(o.config, o.digests);
+    const image = await early;
     if (image) {
       // Its own preflight first (the template's vmid, room for it and a clone), then the template.
       const checks = await buildTemplate({
         client: r.client, commands: runCommand, node: pve.node, vmid: pve.template, image,
-        storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE,
+        storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE, storageAvail,
         task: { signal, timeoutMs: o.config.budgets.configure }, signal,
         log: (message: string) => emit({ phase: "configure", kind: "log", message }),
       });
