@@ -214,6 +214,31 @@ test("bootstrap: the bundle is unpacked as it arrives and kept whole; one tar re
   }
 });
 
+test("bootstrap: the wait for ready.json looks at the file every 20 ms and asks systemd about the unit every tenth look", async () => {
+  const d = sshd.dir;
+  const paths = guestPaths(join(d, "vm2d"));
+  await fake("cloud-init", "exit 0");
+  await fake("fuser", "exit 1");
+  await fake("systemctl", `[ "$1" = is-failed ] && { echo x >> ${d}/is-failed; exit 1; }; exit 0`);
+  // The remote loop's sleep, counted: ready.json appears after the 25th (no real waiting).
+  await fake("sleep", `echo "$1" >> ${d}/sleeps; [ $(wc -l < ${d}/sleeps) -ge 25 ] && mkdir -p ${join(d, "vm2d/var/lib/hsd/run")} && echo '${JSON.stringify(READY)}' > ${paths.readyFile}; exit 0`);
+  const ssh = await connect();
+  try {
+    const ready = await bootstrapHsd(ssh, {
+      bundle: await tinyBundle("b2d", true), paths, configYaml: "x: 1\n", unitText: "", pathPrefix: sshd.binDir,
+      readyTimeoutMs: 60_000, signal: AbortSignal.timeout(60_000), log: () => {},
+    });
+    assert.equal(ready.pid, READY.pid);
+    const sleeps = (await readFile(join(d, "sleeps"), "utf8")).trim().split("\n");
+    assert.equal(sleeps.length, 25);
+    assert.ok(sleeps.every((x) => x === "0.02"), sleeps.join(" "));
+    assert.equal((await readFile(join(d, "is-failed"), "utf8")).trim().split("\n").length, 3, "asked at looks 0, 10 and 20");
+  } finally {
+    ssh.close();
+    await rm(join(sshd.binDir, "sleep"), { force: true });
+  }
+});
+
 test("bootstrap: a service that fails before ready ends the wait at once; one that never gets ready hits the bound", async () => {
   await fake("cloud-init", "exit 0");
   await fake("fuser", "exit 1");
