@@ -79,3 +79,27 @@ test("no PVE on the level (no certificate) is a PreflightFailed before any comma
   assert.equal(err.code, "PreflightFailed");
   assert.deepEqual(commands.calls, []);
 }));
+
+test("a new token's secret is stored while the API is asked with it; the outcome waits for the store, and a failed store fails the setup", () =>
+  withSim({}, async (sim) => {
+    sim.tokens.delete("root@pam!hsd");
+    // The store finishes only once the API was asked (bounded: a store that never sees it says so).
+    const asked = () => sim.requests.some((r) => r.path === "/version");
+    let sawApi = false;
+    const events: string[] = [];
+    const { opts } = optionsFor(sim, [], {
+      saveTokenSecret: async () => {
+        for (const end = Date.now() + 10_000; !asked() && Date.now() < end;) await new Promise((r) => setTimeout(r, 5));
+        sawApi = asked();
+        events.push("stored");
+      },
+      log: (m) => events.push(m.split(":")[0]!),
+    });
+    await configurePveLevel(opts);
+    assert.ok(sawApi, "the API was asked while the secret was being stored");
+    assert.deepEqual(events.filter((e) => ["stored", "token", "api"].includes(e)), ["stored", "token", "api"], "nothing reported before the secret was stored");
+
+    sim.tokens.delete("root@pam!hsd");
+    const failing = optionsFor(sim, [], { saveTokenSecret: async () => { throw new HsError("disk full"); } });
+    await assert.rejects(configurePveLevel(failing.opts), (e: unknown) => e instanceof HsError && e.message === "disk full");
+  }));

@@ -117,16 +117,20 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
     if (add.code !== 0) throw new CommandFailedError(`pveum user token add failed: ${firstLine(add.stderr)}`, { details: { step: "token", command: "pveum" } });
     const value = (JSON.parse(add.stdout) as { value?: unknown }).value;
     if (typeof value !== "string" || !value) throw new CommandFailedError("pveum user token add printed no secret", { details: { step: "token", command: "pveum" } });
-    await o.saveTokenSecret(value);
     secret = value;
     created = true;
   }
-  note({ name: "token", result: created ? "repaired" : "ok", detail: created ? `created ${tokenId} (privsep 0); secret stored` : `${tokenId} exists and its secret is held` });
-
-  // 3. The API with that token, then snippets through it.
+  // 3. The API with that token (asked while the new secret is being stored: an fsync'd write),
+  // then snippets through it. The secret is stored before any outcome is reported or thrown.
+  const saving = created ? o.saveTokenSecret(secret!) : Promise.resolve();
+  saving.catch(() => {}); // awaited next
   const client = clientWith(secret!);
   if (probe.fingerprint !== cert.fingerprint) client.setFingerprint(probe.fingerprint);
-  const api = note(await apiHealth(deps(client), certCheck.result === "repaired" ? 10 : 3));
+  const asking = apiHealth(deps(client), certCheck.result === "repaired" ? 10 : 3);
+  asking.catch(() => {}); // awaited once the secret is stored
+  await saving;
+  note({ name: "token", result: created ? "repaired" : "ok", detail: created ? `created ${tokenId} (privsep 0); secret stored` : `${tokenId} exists and its secret is held` });
+  const api = note(await asking);
   if (api.result !== "failed") note(await snippetsContent(deps(client)));
 
   const err = failedChecksError(checks, "PVE setup of this level failed", { step: "configure" });
