@@ -63,6 +63,7 @@ try {
     const inst = events.filter((e) => e.level === path && e.phase === "install").map((e) => ({ t: Date.parse(String(e.time)) || Number(e.time), m: String(e.message ?? e.kind) }));
     const gaps = inst.slice(1).map((e, i) => ({ ms: e.t - inst[i]!.t, m: `${inst[i]!.m.slice(0, 60)} -> ${e.m.slice(0, 60)}` })).sort((a, b) => b.ms - a.ms).slice(0, 4);
     for (const g of gaps) console.log(`  ${path.padEnd(10)}   install gap ${s(g.ms)}: ${g.m}`);
+    console.log(`  ${path.padEnd(10)}   own ms: ${PHASES.map((p) => `${p} ${Math.round(wall[p] - pve[p])}`).join(", ")}`);
     const ratio = (wallSum - pveSum) / pveSum;
     worst = Math.max(worst, ratio);
     console.log(`  ${path.padEnd(10)} ${"total".padEnd(10)} ${s(wallSum)} | ${s(pveSum)} | ${s(wallSum - pveSum)}   own/PVE = ${(ratio * 100).toFixed(1)}%`);

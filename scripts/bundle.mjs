@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Builds the self-contained hsd bundle a parent copies into a child level:
 // the programs as scripts/bundle-entries.mjs made them (each one esbuild file,
-// its V8 code cache and its two-line entry), bin/, package.json, daemon/, and
+// its V8 code cache, stamped for the unpacked file, and its two-line entry), bin/, package.json, daemon/, and
 // with --with-node this node binary. No node_modules: the programs carry their
 // dependencies, and the ~4,700 files of node_modules took a child's install
 // seconds to unpack (ssh2's optional native helpers are left out, as in the
@@ -10,7 +10,7 @@
 // (run `npm run build` first; --dist takes the compiled tree from DIR instead of dist/).
 
 import { execFileSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, rmSync, mkdirSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, rmSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -28,9 +28,31 @@ const PROGRAM_FILES = [
 ];
 const missing = PROGRAM_FILES.filter((f) => !existsSync(join(dist, f)));
 if (missing.length > 0) { console.error(`no ${missing.map((f) => `${dist}/${f}`).join(", ")}: run \`npm run build\` first`); process.exit(1); }
+/** src/util/run-bundle.ts's first line of a code cache: the bundle's size and mtime it was made for. */
+const stampOf = (size, mtimeMs) => `hsd-code-cache ${size} ${Math.trunc(mtimeMs)}\n`;
+
+/**
+ * A program's bundle and code cache as the child will find them. tar keeps whole
+ * seconds of an mtime, and a copy gets a new one: the cache's stamp would name
+ * another mtime than the unpacked bundle's, and every child hsd would parse its
+ * 3 MB bundle again. So the staged bundle gets its whole-second mtime and the
+ * cache a stamp for it; the cache must match the built bundle to begin with.
+ */
+function stageProgram(bundleRel) {
+  const bundle = join(dist, bundleRel);
+  const st = statSync(bundle);
+  const cache = readFileSync(`${bundle}.cache`);
+  const head = Buffer.from(stampOf(st.size, st.mtimeMs));
+  if (!cache.subarray(0, head.length).equals(head)) { console.error(`${bundle}.cache is not this bundle's code cache: run \`npm run build\``); process.exit(1); }
+  const seconds = Math.floor(st.mtimeMs / 1000);
+  utimesSync(join(stage, "dist", bundleRel), seconds, seconds);
+  writeFileSync(join(stage, "dist", `${bundleRel}.cache`), Buffer.concat([Buffer.from(stampOf(st.size, seconds * 1000)), cache.subarray(head.length)]));
+}
+
 const stage = mkdtempSync(join(tmpdir(), "hsd-bundle-"));
 try {
   for (const f of PROGRAM_FILES) cpSync(join(dist, f), join(stage, "dist", f));
+  for (const f of PROGRAM_FILES.filter((x) => x.endsWith(".bundle.cjs"))) stageProgram(f);
   for (const p of ["bin", "package.json", "daemon"]) if (existsSync(join(root, p))) cpSync(join(root, p), join(stage, p), { recursive: true });
   if (withNode) {
     // The child may lack node >= 20; the parent's binary runs on the same arch/glibc template.

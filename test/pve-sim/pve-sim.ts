@@ -125,6 +125,10 @@ export class PveSim {
   readonly tasks = new Map<string, SimTask>();
   readonly bridges: Set<string>;
   readonly requests: RecordedRequest[] = [];
+  /** The node's host commands (pvesm, pveum, ...) its shims ran, in order. */
+  hostCommands: readonly string[] = [];
+  /** TLS connections the API accepted (a client that keeps its connection alive makes few). */
+  tlsConnections = 0;
   private readonly imagesWithoutPve: readonly string[];
   private readonly templateName: string;
   /** vmid -> reboots the VM went through (`systemctl reboot` in it). */
@@ -230,6 +234,9 @@ export class PveSim {
     this.routes = buildRoutes(this);
     const server = https.createServer({ key: this.cert.key, cert: this.cert.cert });
     // pveproxy workers that died on a bad certificate: connections go nowhere.
+    // pveproxy (PVE::APIServer::AnyEvent) drops a connection idle for 5 s (its handle timeout).
+    server.keepAliveTimeout = 5000;
+    server.on("secureConnection", () => { this.tlsConnections++; });
     server.on("connection", (s: Socket) => {
       if (this.proxyDown) { s.destroy(); return; }
       this.sockets.add(s);
@@ -240,6 +247,7 @@ export class PveSim {
     this.port = (server.address() as { port: number }).port;
     this.server = server;
     const commands = simCommandRunner(this);
+    this.hostCommands = commands.calls;
     const control = http.createServer((req, res) => {
       let body = "";
       req.setEncoding("utf8").on("data", (d: string) => { body += d; }).on("end", () => {
@@ -474,7 +482,10 @@ export class PveSim {
     const send = (status: number, body: string, reason?: string) => {
       rec.status = status;
       if (res.destroyed) return;
-      res.writeHead(status, reason ?? "OK", body ? { "content-type": "application/json;charset=UTF-8" } : {});
+      // pveproxy keeps a connection alive only after a success: any answer >= 400 closes it.
+      res.writeHead(status, reason ?? "OK", {
+        ...(body ? { "content-type": "application/json;charset=UTF-8" } : {}), ...(status >= 400 ? { connection: "close" } : {}),
+      });
       res.end(body);
     };
     const fail = (e: SimError) => {

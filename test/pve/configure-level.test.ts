@@ -37,7 +37,8 @@ test("fresh level: token created once and saved, cert and snippets repaired, API
     assert.equal(r.tokenCreated, true);
     assert.equal(r.fingerprint, sim.fingerprint, "pinned to the regenerated certificate");
     assert.ok(sim.storages.get("local")!.content.split(",").includes("snippets"));
-    assert.ok(commands.calls.includes("pveum user token add root@pam hsd --privsep 0 --comment hsd --output-format json"));
+    // One pveum for the token on a fresh level (a perl start of about half a second on PVE): the add itself.
+    assert.deepEqual(commands.calls.filter((c) => c.startsWith("pveum user token")), ["pveum user token add root@pam hsd --privsep 0 --comment hsd --output-format json"]);
     assert.ok(!commands.calls.some((c) => c.includes(saved[0]!)), "the secret is never in a command line");
     const v = await clientFor(sim, { tokenSecret: saved[0]!, fingerprint: r.fingerprint }).api("GET /version", {});
     assert.equal(v.version, "8.3.2");
@@ -60,7 +61,8 @@ test("token exists but its secret is not held: PveTokenExists, and the token in 
   assert.match(String(err.details.hint), /pveum user token remove root@pam hsd/);
   assert.equal(sim.tokens.get("root@pam!hsd"), before);
   assert.deepEqual(saved, []);
-  assert.ok(!commands.calls.some((c) => c.startsWith("pveum user token add")));
+  // Asked for at once: PVE refused it ("Token already exists.") and changed nothing.
+  assert.deepEqual(commands.calls.filter((c) => c.startsWith("pveum user token")), ["pveum user token add root@pam hsd --privsep 0 --comment hsd --output-format json"]);
 }));
 
 test("a stale secret fails the setup with the api check named, not a silent success", () => withSim({}, async (sim) => {
@@ -77,3 +79,27 @@ test("no PVE on the level (no certificate) is a PreflightFailed before any comma
   assert.equal(err.code, "PreflightFailed");
   assert.deepEqual(commands.calls, []);
 }));
+
+test("a new token's secret is stored while the API is asked with it; the outcome waits for the store, and a failed store fails the setup", () =>
+  withSim({}, async (sim) => {
+    sim.tokens.delete("root@pam!hsd");
+    // The store finishes only once the API was asked (bounded: a store that never sees it says so).
+    const asked = () => sim.requests.some((r) => r.path === "/version");
+    let sawApi = false;
+    const events: string[] = [];
+    const { opts } = optionsFor(sim, [], {
+      saveTokenSecret: async () => {
+        for (const end = Date.now() + 10_000; !asked() && Date.now() < end;) await new Promise((r) => setTimeout(r, 5));
+        sawApi = asked();
+        events.push("stored");
+      },
+      log: (m) => events.push(m.split(":")[0]!),
+    });
+    await configurePveLevel(opts);
+    assert.ok(sawApi, "the API was asked while the secret was being stored");
+    assert.deepEqual(events.filter((e) => ["stored", "token", "api"].includes(e)), ["stored", "token", "api"], "nothing reported before the secret was stored");
+
+    sim.tokens.delete("root@pam!hsd");
+    const failing = optionsFor(sim, [], { saveTokenSecret: async () => { throw new HsError("disk full"); } });
+    await assert.rejects(configurePveLevel(failing.opts), (e: unknown) => e instanceof HsError && e.message === "disk full");
+  }));

@@ -19,7 +19,7 @@ test("healthy node: every check ok, no host command that changes anything", () =
     ["nested-virt", "ok"], ["hostname", "ok"], ["pveproxy-cert", "ok"], ["api", "ok"], ["node", "ok"],
     ["snippets", "ok"], ["template", "ok"], ["bridge", "ok"], ["disk-space", "ok"],
   ]);
-  assert.deepEqual(commands.calls, ["ip link show vmbr0", "pvesm status --storage local-lvm"]);
+  assert.deepEqual([...commands.calls].sort(), ["ip link show vmbr0", "pvesm status --storage local-lvm"]);
 }));
 
 test("the host-only checks (bridge, disk space) run beside the API checks, reported in their place", () => withSim({}, async (sim) => {
@@ -128,9 +128,11 @@ test("level 0 with its image and a free pve.template: preflight makes the templa
     const path = join(sim.paths.vz, "template", "iso", "pve-9.img");
     await writeFile(path, bytes);
     const image = { name: "pve-9", path, sha256: createHash("sha256").update(bytes).digest("hex") };
-    const { provider } = providerFor(sim, { templateImage: async () => image });
+    const { provider, commands } = providerFor(sim, { templateImage: async () => image });
     // Two children's preflights at once: one template is made, both see it.
     const [first, second] = (await Promise.all([provider.preflight(phaseCtx()), provider.preflight(phaseCtx())])).map(byName);
+    // One pvesm run per preflight (a perl start on PVE) answers disk-space and the template's storage-room both.
+    assert.equal(commands.calls.filter((c) => c.startsWith("pvesm status")).length, 2);
     assert.deepEqual(second!.template!.result, "repaired");
     assert.deepEqual(["template-slot", "storage-room", "template"].map((n) => first[n]?.result), ["ok", "ok", "repaired"]);
     const t = sim.vms.get(sim.templateVmid)!;

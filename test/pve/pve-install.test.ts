@@ -150,3 +150,20 @@ test("install: missing bundle and missing key are ProviderFailed with a hint, be
     assert.match(String(noKey.details.hint), /sshPrivateKeyPath/);
     assert.equal(await readFile(join(sim.guestRoot(Number(booted.data.vmid)), "systemctl.log"), "utf8").catch(() => ""), "");
   }));
+
+test("bundle: unpacked on a child, each program's code cache is taken (hsd under its V8 flags, hsctl under none)", async () => {
+  // tar keeps whole seconds of an mtime: a cache stamped for the built file's mtime was refused on
+  // every child, and each child hsd parsed its 3 MB bundle again.
+  const dir = await mkdtemp(join(tmpdir(), "pve-bundle-unpacked-"));
+  try {
+    execFileSync("tar", ["-xzf", bundle.path, "-C", dir]);
+    const taken = (program: string, flags: readonly string[]) => {
+      const probe = `const m = await import(${JSON.stringify(join(dir, "dist/util/run-bundle.js"))}); process.stdout.write(String(!m.compileBundle(${JSON.stringify(join(dir, program))}).cacheRejected));`;
+      return execFileSync(process.execPath, [...flags, "--input-type=module", "-e", probe], { encoding: "utf8", timeout: 60_000 });
+    };
+    assert.equal(taken("dist/daemon/hsd.bundle.cjs", HSD_NODE_FLAGS), "true");
+    assert.equal(taken("dist/cli/hsctl.bundle.cjs", []), "true");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -8,6 +8,8 @@ import { execFileSync } from "node:child_process";
 import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as net from "node:net";
+import ssh2 from "ssh2";
+import { generateEd25519KeyPair } from "../../src/ssh/level-keys.js";
 import { startSshd, type SimSshd } from "../pve-sim/sim-sshd.js";
 import { GuestSsh } from "../../src/providers/pve/guest-ssh.js";
 import { bootstrapHsd, guestPaths } from "../../src/providers/pve/ssh-bootstrap.js";
@@ -34,6 +36,34 @@ test("trust on first use, then the pin holds; a changed key is refused", async (
   pinned.close();
   const err = await rejection(GuestSsh.connect({ host: "127.0.0.1", port: sshd.port, privateKey: sshd.clientKey, hostKeyFingerprint: "SHA256:AAAA" }));
   assert.equal(err.code, "HostKeyMismatch");
+});
+
+test("the session turns Nagle off before it connects and offers only its key (no `none` round trip)", async () => {
+  // An in-process ssh2 server records what the client tries; Socket.setNoDelay is watched for the client's socket.
+  const methods: string[] = [];
+  const server = new ssh2.Server({ hostKeys: [generateEd25519KeyPair("host").private] }, (client) => {
+    client.on("error", () => {});
+    client.on("authentication", (ctx) => { methods.push(ctx.method); if (ctx.method === "publickey") ctx.accept(); else ctx.reject(["publickey"]); });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const original = net.Socket.prototype.setNoDelay;
+  const calls: { sock: net.Socket; on: boolean | undefined; connected: boolean }[] = [];
+  net.Socket.prototype.setNoDelay = function (this: net.Socket, on?: boolean) {
+    calls.push({ sock: this, on, connected: !this.connecting && this.remotePort !== undefined });
+    return original.call(this, on);
+  };
+  try {
+    const ssh = await GuestSsh.connect({ host: "127.0.0.1", port: (server.address() as net.AddressInfo).port, privateKey: sshd.clientKey });
+    const sock = (ssh as unknown as { conn: { _sock: net.Socket } }).conn._sock;
+    ssh.close();
+    const mine = calls.filter((c) => c.sock === sock);
+    assert.deepEqual(mine.map((c) => c.on), [true], "setNoDelay(true) on the session's socket");
+    assert.equal(mine[0]!.connected, false, "set before the handshake's first byte");
+    assert.ok(methods.length > 0 && methods.every((m) => m === "publickey"), `auth methods tried: ${methods.join(", ")}`);
+  } finally {
+    net.Socket.prototype.setNoDelay = original;
+    await new Promise((r) => server.close(r));
+  }
 });
 
 test("connect timeout is separate and bounded", async () => {
@@ -118,7 +148,7 @@ test("bootstrap: no node >= 20 on the child and none in the bundle is a clear fa
   await fake("cloud-init", "exit 0");
   await fake("fuser", "exit 1");
   await fake("systemctl", "exit 0");
-  await fake("node", "echo 18");
+  await fake("node", "echo v18.19.1");
   const ssh = await connect();
   try {
     const err = await rejection(bootstrapHsd(ssh, {
@@ -131,6 +161,81 @@ test("bootstrap: no node >= 20 on the child and none in the bundle is a clear fa
   } finally {
     ssh.close();
     await rm(join(sshd.binDir, "node"), { force: true });
+  }
+});
+
+test("bootstrap: the child's node is judged by `node --version` alone (no V8 start), and then used", async () => {
+  await fake("cloud-init", "exit 0");
+  await fake("fuser", "exit 1");
+  await fake("systemctl", `[ "$1" = is-failed ] && exit 0; exit 0`);
+  // Anything but --version fails: the check must not start a script.
+  await fake("node", `[ "$1" = --version ] && { echo v22.3.0; exit 0; }; exit 1`);
+  const ssh = await connect();
+  try {
+    const paths = guestPaths(join(sshd.dir, "vm2b"));
+    const err = await rejection(bootstrapHsd(ssh, {
+      bundle: await tinyBundle("b2b", false), paths, configYaml: "x: 1\n", unitText: "",
+      pathPrefix: sshd.binDir, readyTimeoutMs: 60_000, signal: AbortSignal.timeout(60_000), log: () => {},
+    }));
+    // Past the node step: the fake service "fails" before ready.
+    assert.equal(err.details.step, "ready");
+    assert.equal(execFileSync("readlink", [join(paths.installDir, "bin/node")], { encoding: "utf8" }).trim(), join(sshd.binDir, "node"));
+  } finally {
+    ssh.close();
+    await rm(join(sshd.binDir, "node"), { force: true });
+  }
+});
+
+test("bootstrap: the bundle is unpacked as it arrives and kept whole; one tar refuses fails as the unpack and leaves the installed one", async () => {
+  await fake("cloud-init", "exit 0");
+  await fake("fuser", "exit 1");
+  await fake("systemctl", `[ "$1" = is-failed ] && exit 0; exit 0`);
+  // tar as the child runs it, recorded: it must read the bundle from the copy's stream.
+  await fake("tar", `echo "tar $*" >> ${sshd.dir}/tar-calls\nexec /bin/tar "$@"`);
+  const ssh = await connect();
+  try {
+    const paths = guestPaths(join(sshd.dir, "vm2c"));
+    const good = await tinyBundle("b2c", true);
+    const opts = { paths, configYaml: "x: 1\n", unitText: "", pathPrefix: sshd.binDir, readyTimeoutMs: 60_000, signal: AbortSignal.timeout(60_000), log: () => {} };
+    // The fake service "fails" before ready: by then the bundle is in place.
+    assert.equal((await rejection(bootstrapHsd(ssh, { ...opts, bundle: good }))).details.step, "ready");
+    assert.deepEqual(await readFile(join(paths.installDir, "hsd-bundle.tar.gz")), good);
+    assert.equal(await readFile(join(paths.installDir, "dist/main.js"), "utf8"), "console.log('hsd')\n");
+    assert.equal((await readFile(join(sshd.dir, "tar-calls"), "utf8")).trim(), "tar -xzf -");
+    // Past tar's first blocks the gzip stream is garbage: tar refuses it after reading part of it.
+    const bad = Buffer.concat([good.subarray(0, 20), Buffer.alloc(64 * 1024, 0x5a)]);
+    const err = await rejection(bootstrapHsd(ssh, { ...opts, bundle: bad }));
+    assert.equal(err.code, "ProviderFailed");
+    assert.equal(err.details.step, "bundle unpack");
+    assert.deepEqual(await readFile(join(paths.installDir, "hsd-bundle.tar.gz")), good, "the installed bundle is untouched");
+  } finally {
+    ssh.close();
+    await rm(join(sshd.binDir, "tar"), { force: true });
+  }
+});
+
+test("bootstrap: the wait for ready.json looks at the file every 20 ms and asks systemd about the unit every tenth look", async () => {
+  const d = sshd.dir;
+  const paths = guestPaths(join(d, "vm2d"));
+  await fake("cloud-init", "exit 0");
+  await fake("fuser", "exit 1");
+  await fake("systemctl", `[ "$1" = is-failed ] && { echo x >> ${d}/is-failed; exit 1; }; exit 0`);
+  // The remote loop's sleep, counted: ready.json appears after the 25th (no real waiting).
+  await fake("sleep", `echo "$1" >> ${d}/sleeps; [ $(wc -l < ${d}/sleeps) -ge 25 ] && mkdir -p ${join(d, "vm2d/var/lib/hsd/run")} && echo '${JSON.stringify(READY)}' > ${paths.readyFile}; exit 0`);
+  const ssh = await connect();
+  try {
+    const ready = await bootstrapHsd(ssh, {
+      bundle: await tinyBundle("b2d", true), paths, configYaml: "x: 1\n", unitText: "", pathPrefix: sshd.binDir,
+      readyTimeoutMs: 60_000, signal: AbortSignal.timeout(60_000), log: () => {},
+    });
+    assert.equal(ready.pid, READY.pid);
+    const sleeps = (await readFile(join(d, "sleeps"), "utf8")).trim().split("\n");
+    assert.equal(sleeps.length, 25);
+    assert.ok(sleeps.every((x) => x === "0.02"), sleeps.join(" "));
+    assert.equal((await readFile(join(d, "is-failed"), "utf8")).trim().split("\n").length, 3, "asked at looks 0, 10 and 20");
+  } finally {
+    ssh.close();
+    await rm(join(sshd.binDir, "sleep"), { force: true });
   }
 });
 

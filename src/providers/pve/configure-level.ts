@@ -94,34 +94,43 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
   const probe = clientWith(o.tokenSecret ?? "");
   const certCheck = note(await proxyCertificate(deps(probe)));
 
-  // 2. The token: look before creating; recreating would invalidate the secret in use.
-  const list = await commands(["pveum", "user", "token", "list", user, "--output-format", "json"], { signal: o.signal, label: "pveum user token list" });
-  if (list.code !== 0) throw new CommandFailedError(`pveum user token list failed: ${firstLine(list.stderr)}`, { details: { step: "token", command: "pveum" } });
-  const existing = (JSON.parse(list.stdout || "[]") as { tokenid: string }[]).some((t) => t.tokenid === id);
+  // 2. The token: never recreated, which would invalidate the secret in use. Holding a secret,
+  // look first (a token removed meanwhile is made anew). Holding none, ask for it at once: PVE
+  // refuses an existing one and changes nothing, and a fresh level spends one pveum, not two.
+  const exists = () => new PveTokenExistsError(`token ${tokenId} exists but this level's secrets.yaml has no pve.token_secret for it`, {
+    details: { step: "token", tokenId, hint: VALUE_HINTS.staleToken(user, id) },
+  });
+  let existing = false;
+  if (o.tokenSecret) {
+    const list = await commands(["pveum", "user", "token", "list", user, "--output-format", "json"], { signal: o.signal, label: "pveum user token list" });
+    if (list.code !== 0) throw new CommandFailedError(`pveum user token list failed: ${firstLine(list.stderr)}`, { details: { step: "token", command: "pveum" } });
+    existing = (JSON.parse(list.stdout || "[]") as { tokenid: string }[]).some((t) => t.tokenid === id);
+  }
   let secret = o.tokenSecret;
   let created = false;
-  if (existing && !secret) {
-    throw new PveTokenExistsError(`token ${tokenId} exists but this level's secrets.yaml has no pve.token_secret for it`, {
-      details: { step: "token", tokenId, hint: VALUE_HINTS.staleToken(user, id) },
-    });
-  }
   if (!existing) {
     // The secret arrives on stdout (never argv) and goes straight to the caller's store.
     const add = await commands(["pveum", "user", "token", "add", user, id, "--privsep", "0", "--comment", "hsd", "--output-format", "json"],
       { signal: o.signal, label: "pveum user token add" });
+    // PVE's answer for a token id in use: 400, errors.tokenid "Token already exists.".
+    if (add.code !== 0 && /Token already exists/.test(add.stderr)) throw exists();
     if (add.code !== 0) throw new CommandFailedError(`pveum user token add failed: ${firstLine(add.stderr)}`, { details: { step: "token", command: "pveum" } });
     const value = (JSON.parse(add.stdout) as { value?: unknown }).value;
     if (typeof value !== "string" || !value) throw new CommandFailedError("pveum user token add printed no secret", { details: { step: "token", command: "pveum" } });
-    await o.saveTokenSecret(value);
     secret = value;
     created = true;
   }
-  note({ name: "token", result: created ? "repaired" : "ok", detail: created ? `created ${tokenId} (privsep 0); secret stored` : `${tokenId} exists and its secret is held` });
-
-  // 3. The API with that token, then snippets through it.
+  // 3. The API with that token (asked while the new secret is being stored: an fsync'd write),
+  // then snippets through it. The secret is stored before any outcome is reported or thrown.
+  const saving = created ? o.saveTokenSecret(secret!) : Promise.resolve();
+  saving.catch(() => {}); // awaited next
   const client = clientWith(secret!);
   if (probe.fingerprint !== cert.fingerprint) client.setFingerprint(probe.fingerprint);
-  const api = note(await apiHealth(deps(client), certCheck.result === "repaired" ? 10 : 3));
+  const asking = apiHealth(deps(client), certCheck.result === "repaired" ? 10 : 3);
+  asking.catch(() => {}); // awaited once the secret is stored
+  await saving;
+  note({ name: "token", result: created ? "repaired" : "ok", detail: created ? `created ${tokenId} (privsep 0); secret stored` : `${tokenId} exists and its secret is held` });
+  const api = note(await asking);
   if (api.result !== "failed") note(await snippetsContent(deps(client)));
 
   const err = failedChecksError(checks, "PVE setup of this level failed", { step: "configure" });

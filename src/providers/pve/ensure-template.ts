@@ -19,7 +19,7 @@ import { childPreflight, templateMarker, templateSlot, type TemplateImage } from
 import type { CheckResult } from "../../domain/checks.js";
 import type { CommandRunner } from "../../util/command-runner.js";
 import { STEP_HINTS, VALUE_HINTS } from "../../domain/hints.js";
-import { storageFields } from "./preflight.js";
+import { storageFields, type StorageAvail } from "./preflight.js";
 
 export type { TemplateImage } from "./child-preflight.js";
 
@@ -42,8 +42,15 @@ export interface EnsureTemplateOptions {
  * The level's own checks (child-preflight.ts), then the template when they
  * pass: every outcome as a check, the template's last ("repaired" when made).
  */
-export async function buildTemplate(o: EnsureTemplateOptions & { readonly commands: CommandRunner; readonly signal: AbortSignal }): Promise<CheckResult[]> {
-  const checks = await childPreflight({ client: o.client, commands: o.commands, node: o.node, vmid: o.vmid, image: o.image, storage: o.storage, signal: o.signal });
+export async function buildTemplate(o: EnsureTemplateOptions & {
+  readonly commands: CommandRunner; readonly signal: AbortSignal;
+  /** pvesm's answer for o.storage, begun by the caller (see childPreflight). */
+  readonly storageAvail?: Promise<StorageAvail>;
+}): Promise<CheckResult[]> {
+  const checks = await childPreflight({
+    client: o.client, commands: o.commands, node: o.node, vmid: o.vmid, image: o.image, storage: o.storage, signal: o.signal,
+    ...(o.storageAvail ? { storageAvail: o.storageAvail } : {}),
+  });
   if (checks.some((c) => c.result === "failed")) return checks;
   const r = await ensureTemplate(o);
   return [...checks, {

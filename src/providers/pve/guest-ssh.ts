@@ -1,6 +1,6 @@
 // An SSH session to a child VM's own OpenSSH (root, this level's private key):
 // connect timeout (≤ 30 s) separate from each command's timeout, the host key
-// trusted on first use and then pinned.
+// trusted on first use and then pinned; Nagle off, public key auth only.
 // Imported by: src/providers/pve.
 
 import { createHash } from "node:crypto";
@@ -55,12 +55,19 @@ export class GuestSsh {
       conn.connect({
         host: o.host, port: o.port ?? 22, username: o.username ?? "root", privateKey: o.privateKey,
         readyTimeout: connectTimeoutMs, keepaliveInterval: 15_000,
+        // Straight to our key: ssh2's default tries `none` first, one more round trip (and
+        // OpenSSH's failed-auth delay) to learn what we already know, that only keys work.
+        authHandler: ["publickey"],
         hostVerifier: (key: Buffer) => {
           seen = sshKeyFingerprint(key);
           mismatch = !!o.hostKeyFingerprint && o.hostKeyFingerprint !== seen;
           return !mismatch;
         },
       });
+      // Nagle off from the first byte (the socket ssh2 just made applies it once connected):
+      // with it on, a small write behind another unacknowledged one waits for the VM's delayed
+      // ACK, ~40 ms, in the handshake and again in most execs.
+      (conn as InstanceType<typeof Client> & { setNoDelay(on: boolean): void }).setNoDelay(true);
     });
   }
 

@@ -40,6 +40,8 @@ export interface PreflightDeps {
   readonly makeTemplate?: () => Promise<CheckResult[]>;
   /** The outcome of a template making this provider has under way (a side-by-side preflight's), if any. */
   readonly templateInFlight?: () => Promise<CheckResult[]> | undefined;
+  /** pvesm's answer for pve.storage, when the caller shares one run of it (with the template's checks). */
+  readonly storageAvail?: Promise<StorageAvail>;
 }
 
 type Check = CheckResult;
@@ -260,8 +262,10 @@ async function bridgeExists(d: PreflightDeps): Promise<Check> {
   return failed("bridge", `bridge ${d.config.bridge} not found: ${r.stderr.trim().split("\n")[0]}`, STEP_HINTS.noBridge);
 }
 
+export type StorageAvail = { kib: number } | { error: string };
+
 /** Available KiB on a storage (`pvesm status`), or why pvesm could not say. */
-export async function storageAvailKiB(commands: CommandRunner, id: string, signal: AbortSignal): Promise<{ kib: number } | { error: string }> {
+export async function storageAvailKiB(commands: CommandRunner, id: string, signal: AbortSignal): Promise<StorageAvail> {
   const r = await commands(["pvesm", "status", "--storage", id], { signal });
   const row = r.stdout.split("\n").map((l) => l.trim().split(/\s+/)).find((c) => c[0] === id);
   const kib = Number(row?.[5]);
@@ -271,7 +275,7 @@ export async function storageAvailKiB(commands: CommandRunner, id: string, signa
 
 async function diskSpace(d: PreflightDeps): Promise<Check> {
   const id = d.config.storage;
-  const st = await storageAvailKiB(d.commands, id, d.signal);
+  const st = await (d.storageAvail ?? storageAvailKiB(d.commands, id, d.signal));
   if ("error" in st) return failed("disk-space", st.error, VALUE_HINTS.storageStatus(id));
   const availKiB = st.kib;
   const gib = (availKiB / 1024 / 1024).toFixed(1);

@@ -36,7 +36,7 @@ export type TaskStatus = PveReturns<"GET /nodes/{node}/tasks/{upid}/status">;
 export interface WaitTaskOptions extends CallOptions {
   /** New task log lines, in order, as they appear. */
   readonly onLog?: (lines: readonly string[]) => void;
-  /** Shortest pause between status polls (see taskPollDelay). Default 100 ms. */
+  /** Shortest pause between status polls (see taskPollDelay). Default TASK_POLL_MIN_MS. */
   readonly pollInitialMs?: number;
   /** Longest pause between status polls. Default 2 s. */
   readonly pollMaxMs?: number;
@@ -52,6 +52,14 @@ export const defaultSleep: Sleep = (ms, signal) => new Promise((resolve, reject)
   const onAbort = () => { clearTimeout(t); reject(signal!.reason); };
   signal?.addEventListener("abort", onAbort, { once: true });
 });
+
+/**
+ * The shortest pause between a task's status polls: 2% of a 1 s task (PVE's
+ * quick tasks: config, start, template), so those too end within 2% of their run
+ * time. The polls ride one kept-alive connection (pve-http.ts); each is a read
+ * of the task's status for pveproxy.
+ */
+export const TASK_POLL_MIN_MS = 20;
 
 /**
  * The pause before the next status poll of a task that has run `elapsedMs`: 2% of
@@ -149,7 +157,7 @@ export class PveClient {
     return withTimeout(timeoutMs, () => new CommandTimeoutError(`PVE task ${u.type} ${u.id} did not finish within ${timeoutMs} ms`, {
       details: { upid, type: u.type },
     }), async (signal) => {
-      const minDelay = o.pollInitialMs ?? 100;
+      const minDelay = o.pollInitialMs ?? TASK_POLL_MIN_MS;
       const maxDelay = o.pollMaxMs ?? 2000;
       const logEveryMs = o.logEveryMs ?? 1000;
       const t0 = this.now();

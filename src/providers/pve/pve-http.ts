@@ -1,7 +1,8 @@
-// One HTTPS exchange with a PVE API whose certificate is pinned by SHA-256
+// HTTPS exchanges with a PVE API whose certificate is pinned by SHA-256
 // fingerprint. The TLS handshake completes and the pin is checked BEFORE any
 // byte of the request (and so the token) is sent; without a pin we refuse
-// rather than silently skip verification.
+// rather than silently skip verification. A connection the API keeps alive is
+// reused while fresh (one handshake for a task's polls instead of one each).
 // Imported by: src/providers/pve.
 
 import * as tls from "node:tls";
@@ -22,6 +23,8 @@ export interface PveHttpOptions {
   readonly requestTimeoutMs?: number;
   /** Upper bound on a response body. Default 16 MiB. */
   readonly maxBodyBytes?: number;
+  /** How long a kept-alive connection may sit idle and still be reused. Default REUSE_IDLE_MS. */
+  readonly reuseIdleMs?: number;
 }
 
 export interface PveHttpRequest {
@@ -41,6 +44,28 @@ export interface PveHttpResponse {
 }
 
 
+/**
+ * A kept-alive connection idle longer than this is closed instead of reused:
+ * pveproxy drops one after 5 s idle (AnyEvent::Handle timeout), and a request
+ * must never race that close.
+ */
+export const REUSE_IDLE_MS = 3000;
+/** Idle connections kept at most (side-by-side children's calls each hold one while busy). */
+const MAX_IDLE = 4;
+
+interface IdleConnection {
+  readonly sock: tls.TLSSocket;
+  /** The pin it was checked against: a re-pin retires it. */
+  readonly fingerprint: string;
+  readonly timer: NodeJS.Timeout;
+  readonly drop: () => void;
+}
+
+/** A reused connection failed before any byte of an answer: the server had closed it. */
+class StaleConnection extends Error {
+  constructor(readonly failure: Error) { super("kept-alive connection was closed by the server"); }
+}
+
 export function normalizeFingerprint(fp: string): string {
   return fp.replace(/[^0-9A-Fa-f]/g, "").toUpperCase().replace(/(..)(?!$)/g, "$1:");
 }
@@ -52,6 +77,10 @@ export class PveHttp {
   private readonly connectTimeoutMs: number;
   private readonly requestTimeoutMs: number;
   private readonly maxBodyBytes: number;
+  private readonly idle: IdleConnection[] = [];
+  private readonly reuseIdleMs: number;
+  /** TLS connections opened (tests: how many handshakes a sequence of calls cost). */
+  connectionsOpened = 0;
 
   constructor(opts: PveHttpOptions) {
     const u = new URL(opts.url);
@@ -62,16 +91,58 @@ export class PveHttp {
     this.connectTimeoutMs = Math.min(opts.connectTimeoutMs ?? 10_000, MAX_CONNECT_MS);
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 45_000;
     this.maxBodyBytes = opts.maxBodyBytes ?? 16 * 1024 * 1024;
+    this.reuseIdleMs = Math.min(opts.reuseIdleMs ?? REUSE_IDLE_MS, REUSE_IDLE_MS);
   }
 
   get pinnedFingerprint(): string { return this.fingerprint; }
 
   /** Re-pin, e.g. after preflight regenerated the node's certificate from a trusted local file. */
-  setFingerprint(fp: string): void { this.fingerprint = normalizeFingerprint(fp); }
+  setFingerprint(fp: string): void {
+    this.fingerprint = normalizeFingerprint(fp);
+    // Connections checked against the old pin are not used again.
+    for (const c of this.idle.splice(0)) { c.drop(); c.sock.destroy(); }
+  }
 
   async request(req: PveHttpRequest): Promise<PveHttpResponse> {
+    const kept = this.fingerprint ? this.takeIdle() : undefined;
+    if (kept) {
+      try {
+        return await this.exchange(kept, req, true);
+      } catch (e) {
+        if (!(e instanceof StaleConnection)) throw e;
+        // Only a GET is repeated: a write may have reached PVE before the connection died.
+        if (req.method !== "GET") throw e.failure;
+      }
+    }
     const socket = await this.connect(req.signal);
-    return this.exchange(socket, req);
+    return this.exchange(socket, req, false);
+  }
+
+  private takeIdle(): tls.TLSSocket | undefined {
+    for (let c = this.idle.pop(); c; c = this.idle.pop()) {
+      c.drop();
+      if (c.fingerprint === this.fingerprint && !c.sock.destroyed && c.sock.writable) return c.sock.ref();
+      c.sock.destroy();
+    }
+    return undefined;
+  }
+
+  /** A connection the server keeps alive waits here, unref'd, until reused, closed by the server or stale. */
+  private keep(sock: tls.TLSSocket): void {
+    if (sock.destroyed || !sock.writable || this.idle.length >= MAX_IDLE) { sock.destroy(); return; }
+    const gone = () => {
+      const at = this.idle.findIndex((c) => c.sock === sock);
+      if (at >= 0) this.idle.splice(at, 1)[0]!.drop();
+      sock.destroy();
+    };
+    // An idle connection that errors, ends or speaks is the server's to close: it leaves the pool.
+    sock.on("error", gone).on("end", gone).on("close", gone).on("data", gone);
+    const timer = setTimeout(gone, this.reuseIdleMs).unref();
+    const drop = () => {
+      clearTimeout(timer);
+      sock.removeListener("error", gone).removeListener("end", gone).removeListener("close", gone).removeListener("data", gone);
+    };
+    this.idle.push({ sock: sock.unref(), fingerprint: this.fingerprint, timer, drop });
   }
 
   private connect(signal?: AbortSignal): Promise<tls.TLSSocket> {
@@ -104,6 +175,7 @@ export class PveHttp {
       ));
       signal?.addEventListener("abort", onAbort, { once: true });
       sock.on("error", onError);
+      this.connectionsOpened++;
       sock.once("secureConnect", () => {
         const actual = normalizeFingerprint(sock.getPeerCertificate().fingerprint256 ?? "");
         if (actual !== this.fingerprint) {
@@ -118,9 +190,10 @@ export class PveHttp {
     });
   }
 
-  private exchange(sock: tls.TLSSocket, req: PveHttpRequest): Promise<PveHttpResponse> {
+  private exchange(sock: tls.TLSSocket, req: PveHttpRequest, reused: boolean): Promise<PveHttpResponse> {
     return new Promise((resolve, reject) => {
       let settled = false;
+      let answered = false;
       const finish = (err: Error | null, res?: PveHttpResponse) => {
         if (settled) return;
         settled = true;
@@ -128,18 +201,22 @@ export class PveHttp {
         req.signal?.removeEventListener("abort", onAbort);
         if (err) { r.destroy(); sock.destroy(); reject(err); } else resolve(res!);
       };
-      const headers: Record<string, string> = { host: `${this.host}:${this.port}`, connection: "close", ...req.headers };
+      const headers: Record<string, string> = { host: `${this.host}:${this.port}`, connection: "keep-alive", ...req.headers };
       if (req.body !== undefined) headers["content-length"] = String(Buffer.byteLength(req.body));
       const r = http.request({ method: req.method, path: req.path, headers, createConnection: () => sock });
+      // Node frees the socket once an answer that keeps the connection alive has been read whole.
+      sock.once("free", () => this.keep(sock));
       const timer = setTimeout(() => finish(new CommandTimeoutError(
         `PVE API ${req.method} gave no complete answer within ${this.requestTimeoutMs} ms`, { details: { method: req.method } },
       )), this.requestTimeoutMs);
       const onAbort = () => finish(asCancel(req.signal!));
       req.signal?.addEventListener("abort", onAbort, { once: true });
-      r.on("error", (e: NodeJS.ErrnoException) => finish(new PveUnreachableError(
-        `PVE API connection failed during ${req.method} (${e.code ?? e.message})`, { details: { errno: e.code }, cause: e },
-      )));
+      r.on("error", (e: NodeJS.ErrnoException) => {
+        const err = new PveUnreachableError(`PVE API connection failed during ${req.method} (${e.code ?? e.message})`, { details: { errno: e.code }, cause: e });
+        finish(reused && !answered ? new StaleConnection(err) : err);
+      });
       r.on("response", (res) => {
+        answered = true;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on("data", (c: Buffer) => {

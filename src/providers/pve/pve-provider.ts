@@ -18,7 +18,7 @@ import { writeFileAtomic } from "../../util/atomic-write.js";
 import { withTimeout } from "../../util/timeout.js";
 import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
 import { missingAs127, runCommand, type CommandRunner } from "../../util/command-runner.js";
-import { runPreflight, isUnroutable, storageFields } from "./preflight.js";
+import { runPreflight, isUnroutable, storageAvailKiB, storageFields, type StorageAvail } from "./preflight.js";
 import { parseUpid } from "./upid.js";
 import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
 import { STEP_HINTS } from "../../domain/hints.js";
@@ -50,7 +50,7 @@ export interface PveProviderOptions extends InstallOptions {
   /** Free space needed on pve.storage. Default 20 GiB. */
   readonly minFreeKiB?: number;
   readonly sleep?: Sleep;
-  /** Task status polling: the shortest and longest pause (pve-client.ts taskPollDelay). Default 100 ms to 2 s. */
+  /** Task status polling: the shortest and longest pause (pve-client.ts taskPollDelay). Default TASK_POLL_MIN_MS to 2 s. */
   readonly taskPoll?: { readonly initialMs: number; readonly maxMs: number };
   /** Guest agent polling during boot. Default 1 s growing to 5 s. */
   readonly agentPoll?: { readonly initialMs: number; readonly maxMs: number };
@@ -119,32 +119,36 @@ export class PveProvider implements Provider {
   }
 
   async preflight(ctx: PhaseContext): Promise<CheckResult[]> {
+    // One pvesm run (a perl start on PVE) answers both the disk-space check and, at level 0,
+    // the template's room check; begun before the API checks, so nobody waits for it after them.
+    const storageAvail = storageAvailKiB(this.commands, this.cfg.storage, ctx.signal);
+    storageAvail.catch(() => {}); // awaited by the checks; a rejection before then is not unhandled
     const checks = await runPreflight({
       client: this.client, config: this.cfg, commands: this.commands,
       sysRoot: this.opts.sysRoot ?? "/sys", hostsFile: this.opts.hostsFile ?? "/etc/hosts",
       pveCertFile: this.opts.pveCertFile ?? "/etc/pve/local/pve-ssl.pem",
       hostname: this.opts.hostname ?? osHostname().split(".")[0]!, fqdn: this.opts.fqdn,
       resolveHost: this.opts.resolveHost ?? (async (n) => (await lookup(n, { all: true })).map((a) => a.address)),
-      minFreeKiB: this.opts.minFreeKiB ?? 20 * 1024 * 1024, sleep: this.sleep, signal: ctx.signal,
-      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplateOnce(ctx), templateInFlight: () => this.makingTemplate } : {}),
+      minFreeKiB: this.opts.minFreeKiB ?? 20 * 1024 * 1024, sleep: this.sleep, signal: ctx.signal, storageAvail,
+      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplateOnce(ctx, storageAvail), templateInFlight: () => this.makingTemplate } : {}),
     });
     for (const c of checks) ctx.emit({ kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
     return checks;
   }
 
   /** Children's preflights can run side by side: one template making at a time, the others share its outcome. */
-  private makeTemplateOnce(ctx: PhaseContext): Promise<CheckResult[]> {
-    this.makingTemplate ??= this.makeTemplate(ctx).finally(() => { this.makingTemplate = undefined; });
+  private makeTemplateOnce(ctx: PhaseContext, storageAvail: Promise<StorageAvail>): Promise<CheckResult[]> {
+    this.makingTemplate ??= this.makeTemplate(ctx, storageAvail).finally(() => { this.makingTemplate = undefined; });
     return this.makingTemplate;
   }
 
   /** Level 0's template from its image, with the same checks a child runs (child-preflight.ts). */
-  private async makeTemplate(ctx: PhaseContext): Promise<CheckResult[]> {
+  private async makeTemplate(ctx: PhaseContext, storageAvail: Promise<StorageAvail>): Promise<CheckResult[]> {
     const image = await this.opts.templateImage!();
     if (!image) return [{ name: "template", result: "failed", detail: `VM ${this.cfg.template} does not exist on ${this.cfg.node}, and image ${this.cfg.image} is not under images:`, hint: STEP_HINTS.noTemplate }];
     return buildTemplate({
       client: this.client, commands: this.commands, node: this.cfg.node, vmid: this.cfg.template, image,
-      storage: this.cfg.storage, bridge: this.cfg.bridge, importStorage: IMPORT_STORAGE,
+      storage: this.cfg.storage, bridge: this.cfg.bridge, importStorage: IMPORT_STORAGE, storageAvail,
       task: { signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs }, signal: ctx.signal,
       log: (message) => ctx.emit({ kind: "log", message }),
     });

@@ -20,6 +20,7 @@ import type { LocalEvent } from "../../domain/events.js";
 import { pveConfigOf } from "./pve-config.js";
 import { STEP_HINTS } from "../../domain/hints.js";
 import { buildTemplate, type TemplateImage } from "./ensure-template.js";
+import { storageAvailKiB } from "./preflight.js";
 import { failedChecksError } from "../../domain/checks.js";
 import type { ImageDigests } from "../../images/image-digest.js";
 
@@ -40,11 +41,15 @@ async function tokenSecret(secrets: SecretsStore): Promise<string> {
 }
 
 /** The image pve.image names, with its sha256, when this level holds it (images:). */
-async function templateImageOf(config: HsdConfig, digests: ImageDigests): Promise<TemplateImage | undefined> {
+function templateImageEntry(config: HsdConfig): { name: string; path: string } | undefined {
   const name = pveConfigOf(config)?.image ?? "";
   const entry = Object.hasOwn(config.images.entries, name) ? config.images.entries[name] : undefined;
-  if (!entry) return undefined;
-  return { name, path: entry.path, sha256: (await digests.digest(entry.path)).sha256 };
+  return entry ? { name, path: entry.path } : undefined;
+}
+
+async function templateImageOf(config: HsdConfig, digests: ImageDigests): Promise<TemplateImage | undefined> {
+  const entry = templateImageEntry(config);
+  return entry && { ...entry, sha256: (await digests.digest(entry.path)).sha256 };
 }
 
 /** A Provider whose real instance is made on first use (and remade after a failure to make it). */
@@ -90,29 +95,42 @@ const IMPORT_STORAGE = "local";
 export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stateDir: string; digests: ImageDigests; homestakFiles?: HomestakNodeFiles }) {
   return async (emit: (ev: LocalEvent) => void, signal: AbortSignal): Promise<void> => {
     const pve = pveConfigOf(o.config)!;
+    const log = (message: string) => emit({ phase: "configure", kind: "log", message });
+    // What the template's checks need besides the API (the image, pvesm: a perl start on PVE) is
+    // begun now and awaited after the token and certificate work, not after it.
+    const early = templateImageOf(o.config, o.digests);
+    early.catch(() => {}); // awaited below
+    const storageAvail = templateImageEntry(o.config) ? storageAvailKiB(runCommand, pve.storage, signal) : undefined;
+    storageAvail?.catch(() => {}); // awaited below; a rejection before then is not unhandled
     const r = await configurePveLevel({
       commands: runCommand, tokenId: pve.tokenId, tokenSecret: (await tokenSecret(o.secrets)) || undefined,
       saveTokenSecret: async (s) => { await o.secrets.merge({ pve: { token_secret: s } }); },
-      node: pve.node, snippetStorage: pve.snippetStorage, bridge: pve.bridge, signal,
-      log: (message: string) => emit({ phase: "configure", kind: "log", message }),
+      node: pve.node, snippetStorage: pve.snippetStorage, bridge: pve.bridge, signal, log,
     });
-    await writeFileAtomic(join(o.stateDir, "pve.json"), JSON.stringify({ fingerprint: r.fingerprint }), { mode: 0o600 });
-    // The template this level's children are cloned from, made from the image its
-    // parent sent it (fetched at sync, before configure). Without images: the
-    // operator's template at pve.template, as before.
-    const image = await templateImageOf(o.config, o.digests);
-    if (image) {
-      // Its own preflight first (the template's vmid, room for it and a clone), then the template.
-      const checks = await buildTemplate({
-        client: r.client, commands: runCommand, node: pve.node, vmid: pve.template, image,
-        storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE,
-        task: { signal, timeoutMs: o.config.budgets.configure }, signal,
-        log: (message: string) => emit({ phase: "configure", kind: "log", message }),
-      });
-      for (const c of checks) emit({ phase: "configure", kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
-      const failed = failedChecksError(checks, "this level cannot hold its template", { step: "template" });
-      if (failed) throw failed;
+    // The pin for this level's own provider is written while the template is made: neither needs the other.
+    const pinned = writeFileAtomic(join(o.stateDir, "pve.json"), JSON.stringify({ fingerprint: r.fingerprint }), { mode: 0o600 });
+    pinned.catch(() => {}); // awaited below, whatever happens first
+    try {
+      // The template this level's children are cloned from, made from the image its
+      // parent sent it (fetched at sync, before configure). Without images: the
+      // operator's template at pve.template, as before.
+      const image = await early;
+      if (image) {
+        // Its own preflight first (the template's vmid, room for it and a clone), then the template.
+        const checks = await buildTemplate({
+          client: r.client, commands: runCommand, node: pve.node, vmid: pve.template, image,
+          storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE, ...(storageAvail ? { storageAvail } : {}),
+          task: { signal, timeoutMs: o.config.budgets.configure }, signal, log,
+        });
+        for (const c of checks) log(`${c.name}: ${c.result} - ${c.detail}`);
+        const failed = failedChecksError(checks, "this level cannot hold its template", { step: "template" });
+        if (failed) throw failed;
+      }
+    } finally {
+      // Whatever the template's outcome, the pin's write is not left running past the phase.
+      await pinned.catch(() => {});
     }
+    await pinned;
     // homestak's tools find this node through its site-config: its token and nodes/<name>.yaml.
     if (o.homestakFiles) {
       const name = o.config.level.name;
@@ -120,7 +138,7 @@ export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stat
         files: o.homestakFiles, name, node: pve.node, tokenId: r.tokenId, tokenSecret: await tokenSecret(o.secrets),
         datastore: pve.storage, bridge: pve.bridge, commands: runCommand, signal,
       });
-      emit({ phase: "configure", kind: "log", message: `homestak: api_tokens.${name} and nodes/${name}.yaml written (ip ${ip || "none"})` });
+      log(`homestak: api_tokens.${name} and nodes/${name}.yaml written (ip ${ip || "none"})`);
     }
   };
 }
