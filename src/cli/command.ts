@@ -27,6 +27,13 @@ export interface CommandArgs {
   connectTo(socket: string): Promise<Connection>;
   /** True when --socket, --root or HSD_SOCKET named the daemon (hsctl must not start one of its own). */
   readonly explicitTarget: boolean;
+  /**
+   * The local socket connect() would dial, found without loading the gRPC
+   * and SSH clients; undefined when the target is remote (--host).
+   */
+  localSocket(): Promise<string | undefined>;
+  /** Loads the gRPC and SSH client code now (hsctl loads it when a command first connects): while a daemon it started boots. */
+  loadClients(): Promise<void>;
 }
 
 export interface Command {

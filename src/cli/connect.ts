@@ -1,44 +1,16 @@
-// Finds the hsd to talk to and opens typed clients to it. --host URL (or
-// HSD_HOST) reaches a remote level through its SSH endpoint; else the local
-// socket: --socket PATH, --root DIR (its hsd.yaml's api.socket), HSD_SOCKET,
-// $HSD_ROOT/run/hsd.sock (default ./.hsd) if it exists, else /run/hsd/hsd.sock.
+// Opens typed clients to the hsd hsctl talks to. --host URL (or HSD_HOST)
+// reaches a remote level through its SSH endpoint; else the local socket
+// resolve-socket.ts finds. Loaded by hsctl when a command first connects.
 // Imported by: src/cli.
 
-import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { homedir, tmpdir, userInfo } from "node:os";
 import { join, resolve } from "node:path";
 import { silentLogger } from "../log/logger.js";
 import { openOperatorTunnel, parseSshUrl } from "../ssh/operator-connection.js";
 import { DEFAULTS } from "../config/config.js";
-import { levelPaths, SYSTEM_PATHS } from "../config/level-layout.js";
-import { loadConfig } from "../config/load-config.js";
-import { PROVIDER_CONFIGS } from "../providers/registry.js";
 import { accessClient, nestClient, type AccessClient, type NestClient } from "../rpc/level-client.js";
-
-export interface ConnectOptions {
-  socket?: string;
-  root?: string;
-  env: NodeJS.ProcessEnv;
-  cwd: string;
-}
-
-/** The level root hsctl uses when nothing else is said (a user's level 0). */
-export const LOCAL_ROOT = ".hsd";
-
-export async function resolveSocket(o: ConnectOptions): Promise<string> {
-  if (o.socket) return resolve(o.cwd, o.socket);
-  if (o.root) {
-    const root = resolve(o.cwd, o.root);
-    const cfg = await loadConfig(levelPaths(root).config, { root, providers: PROVIDER_CONFIGS });
-    return cfg.api.socket;
-  }
-  if (o.env.HSD_SOCKET) return resolve(o.cwd, o.env.HSD_SOCKET);
-  // The user level 0 that `hsctl nest` starts lives under $HSD_ROOT (default ./.hsd).
-  const local = levelPaths(resolve(o.cwd, o.env.HSD_ROOT || LOCAL_ROOT)).socket;
-  if (existsSync(local)) return local;
-  return SYSTEM_PATHS.socket;
-}
+import { resolveSocket, type ConnectOptions } from "./resolve-socket.js";
 
 export interface Connection {
   readonly socket: string;

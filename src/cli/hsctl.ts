@@ -11,7 +11,8 @@ import { DaemonUnreachableError, HsError, InvalidArgumentError } from "../domain
 import { HSD_VERSION } from "../daemon/version.js";
 import type { CliIo, Command, CommandArgs } from "./command.js";
 import { COMMANDS } from "./commands/index.js";
-import { connect, connectHost, connectSocket, resolveSocket, type Connection } from "./connect.js";
+import type { Connection } from "./connect.js";
+import { resolveSocket } from "./resolve-socket.js";
 import { formatError, hintFor } from "../domain/hints.js";
 
 const GLOBAL_HELP = () => `hsctl ${HSD_VERSION}: drive hsd, the homestak recursive nesting daemon
@@ -45,6 +46,14 @@ Examples:
 
 Run \`hsctl COMMAND --help\` for a command's options and examples.
 `;
+
+/**
+ * The gRPC and SSH clients (grpc-js, protobuf, ssh2: about half of hsctl's
+ * start-up) load on first use: `hsctl nest` with no hsd running starts level
+ * 0 first and loads them while that daemon boots.
+ */
+let clients: Promise<typeof import("./connect.js")> | undefined;
+const loadClients = () => (clients ??= import("./connect.js"));
 
 const CONNECT_OPTIONS = {
   socket: { type: "string" },
@@ -142,6 +151,7 @@ async function main(argv: string[]): Promise<number> {
       values: parsed.values,
       positionals: parsed.positionals,
       async connect() {
+        const { connect, connectHost } = await loadClients();
         if (host) {
           socketForErrors = host;
           if (!conn) { conn = await connectHost({ host, env: io.env, cwd: io.cwd, signal: io.signal, ...(identity ? { identity } : {}) }); conns.push(conn); }
@@ -152,12 +162,15 @@ async function main(argv: string[]): Promise<number> {
         return conn;
       },
       async connectTo(socket: string) {
+        const { connectSocket } = await loadClients();
         socketForErrors = socket;
         const c = connectSocket(socket);
         conns.push(c);
         return c;
       },
       explicitTarget: Boolean(host || socket || root || io.env.HSD_SOCKET),
+      localSocket: async () => (host ? undefined : resolveSocket(copts)),
+      loadClients: async () => { await loadClients(); },
     };
     return await command.run(args, io);
   } catch (err) {
@@ -189,6 +202,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then((code) => {
+main(process.argv.slice(2)).then(async (code) => {
+  // The build's run that writes the code cache (scripts/bundle-entries.mjs)
+  // loads the clients too, so a later start finds them compiled.
+  if (process.env.HSD_WRITE_CODE_CACHE === "1") await loadClients();
   process.exitCode = code;
 });

@@ -33,12 +33,22 @@ ssh:
   advertise_host: 127.0.0.1
 `;
 
+export interface StartLevelZeroOptions {
+  readonly timeoutMs?: number;
+  /**
+   * Work for this process while the daemon boots (hsctl loads its clients),
+   * begun once it is spawned; its failure is left to whoever uses that work.
+   */
+  readonly whileStarting?: () => Promise<unknown>;
+}
+
 /**
  * Starts hsd on `root` and resolves once it serves. If it exits first, throws
  * DaemonStartError with the daemon's own code, message and hint; if it is not
  * ready within `timeoutMs`, stops it and throws DaemonStartFailed. Either hint names the log.
  */
-export async function startUserLevelZero(root: string, timeoutMs = 30_000): Promise<{ socket: string; log: string }> {
+export async function startUserLevelZero(root: string, o: StartLevelZeroOptions = {}): Promise<{ socket: string; log: string }> {
+  const timeoutMs = o.timeoutMs ?? 30_000;
   const paths = levelPaths(root);
   await mkdir(root, { recursive: true, mode: 0o700 });
   if (!(await access(paths.config).then(() => true, () => false))) {
@@ -53,6 +63,7 @@ export async function startUserLevelZero(root: string, timeoutMs = 30_000): Prom
   });
   await logFh.close();
   proc.unref();
+  const meanwhile = o.whileStarting?.().catch(() => undefined);
   const ac = new AbortController();
   try {
     await withTimeout(timeoutMs, () => new DaemonStartError(`it was not ready within ${timeoutMs / 1000}s`),
@@ -74,6 +85,7 @@ export async function startUserLevelZero(root: string, timeoutMs = 30_000): Prom
       cause: err,
     });
   }
+  await meanwhile;
   return { socket: paths.socket, log: paths.log };
 }
 

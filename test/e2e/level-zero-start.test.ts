@@ -1,12 +1,16 @@
 // hsctl's auto-started level 0: when it cannot start, hsctl reports the
 // daemon's own error (its code and hint, the log named, exit 1) and never a
 // socket it did not try; with the system hsd's 2222 taken and no ssh.port set,
-// it listens on a free port and a nest goes through.
+// it listens on a free port and a nest goes through; with no socket to dial,
+// level 0 is spawned before hsctl loads its gRPC client; a dead level 0's
+// socket file is dialled first, and a new level 0 started when nothing answers.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile, mkdir, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
 import { e2eTree, hsctl, hsdProcessesUnder, jsonLines } from "../helpers/hsctl.js";
 import { holdPort } from "../helpers/hold-port.js";
@@ -73,5 +77,55 @@ test("with 2222 taken and no ssh.port in hsd.yaml, level 0 listens on a free por
     assert.ok(jsonLines(r.stdout).some((ev) => ev.level === "l0/l1" && ev.phase === "nest" && ev.kind === "finished"));
   } finally {
     await held.release();
+  }
+});
+
+test("with no socket to dial, hsctl nest spawns level 0 before it loads its gRPC client, then builds through it", async () => {
+  const dir = join(root, "first");
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const order = join(root, "load-order.txt");
+  const preload = fileURLToPath(new URL("../helpers/load-order-preload.cjs", import.meta.url));
+  const e = { HSD_ROOT: join(dir, "l0"), HSD_SOCKET: "", HSD_LOAD_ORDER_FILE: order, NODE_OPTIONS: `--require ${preload}` };
+  // The premise: no socket hsctl would dial (its level 0's, or the system hsd's).
+  assert.ok(!existsSync("/run/hsd/hsd.sock"), "a system hsd socket exists on this host: hsctl would dial it");
+  try {
+    const r = await hsctl(["nest", "--depth", "1", "--json"], e, 120_000);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(jsonLines(r.stdout).some((ev) => ev.level === "l0/l1" && ev.phase === "nest" && ev.kind === "finished"));
+    const lines = (await readFile(order, "utf8")).trim().split("\n");
+    const spawned = lines.findIndex((l) => l.startsWith("spawn ") && l.includes("hsd.js run --root"));
+    const grpc = lines.indexOf("load http2");
+    assert.ok(spawned >= 0, lines.join("\n"));
+    assert.ok(grpc >= 0, lines.join("\n"));
+    assert.ok(spawned < grpc, `level 0 spawned after the gRPC client loaded:\n${lines.join("\n")}`);
+  } finally {
+    await hsctl(["destroy"], e, 60_000);
+  }
+});
+
+test("a killed level 0 leaves its socket file: hsctl nest dials it, finds nothing answering, and starts a new level 0", async () => {
+  const dir = join(root, "stale");
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const order = join(root, "load-order-stale.txt");
+  const preload = fileURLToPath(new URL("../helpers/load-order-preload.cjs", import.meta.url));
+  const e = { HSD_ROOT: join(dir, "l0"), HSD_SOCKET: "" };
+  try {
+    const first = await hsctl(["nest", "--depth", "1", "--json"], e, 120_000);
+    assert.equal(first.code, 0, first.stderr);
+    const { pid } = JSON.parse(await readFile(join(dir, "l0", "run", "ready.json"), "utf8")) as { pid: number };
+    process.kill(pid, "SIGKILL");
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && (await hsdProcessesUnder(join(dir, "l0"))).includes(pid)) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(!(await hsdProcessesUnder(join(dir, "l0"))).includes(pid), "the killed level 0 is still listed");
+    assert.ok(existsSync(join(dir, "l0", "run", "hsd.sock")), "the killed level 0 left no socket file");
+    const again = await hsctl(["nest", "--depth", "1", "--json"], { ...e, HSD_LOAD_ORDER_FILE: order, NODE_OPTIONS: `--require ${preload}` }, 120_000);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /no hsd running; starting a level-0 hsd/);
+    // A socket file was there: hsctl dialled it (its gRPC client loaded) before starting anything.
+    const lines = (await readFile(order, "utf8")).trim().split("\n");
+    const spawned = lines.findIndex((l) => l.startsWith("spawn ") && l.includes("hsd.js run --root"));
+    assert.ok(spawned > lines.indexOf("load http2") && lines.indexOf("load http2") >= 0, lines.join("\n"));
+  } finally {
+    await hsctl(["destroy"], e, 60_000);
   }
 });
