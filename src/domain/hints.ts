@@ -81,6 +81,7 @@ export function formatError(prog: string, code: string, message: string, hint = 
  * not say (a provider passes one as details.hint, a check as its hint).
  */
 export const STEP_HINTS = Object.freeze({
+  localGitTimeout: "a git process on this level did not finish (a full or stalled disk?); check `df`, the disk's health and the level's log (hsd.log)",
   cloudInitFailed: "cloud-init status --long; journalctl -u cloud-final",
   childHasNoNode: "build the bundle with `node scripts/bundle.mjs --with-node`, or put node >= 20 in the template",
   childHsdLog: "on the child: systemctl status hsd; journalctl -u hsd -n 50",

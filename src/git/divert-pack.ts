@@ -24,7 +24,7 @@ import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../log/logger.js";
 import { GitProtocolError } from "../domain/errors.js";
-import { plainGitEnv, worktreeGitEnv } from "./run-git.js";
+import { LOCAL_GIT_TIMEOUT_MS, localGitTimeout, plainGitEnv, worktreeGitEnv } from "./run-git.js";
 import { FLUSH_PKT, PktStreamReader, encodePktLine } from "./pkt-line.js";
 
 /**
@@ -203,7 +203,12 @@ export class IndexPack {
 
   private signal: AbortSignal | undefined;
 
-  constructor(private readonly gitdir: string, checkoutInto?: string) {
+  /**
+   * timeoutMs bounds each wait on the process once it has its input: index-pack
+   * after the pack's last byte (finish), read-tree after its commit (pending().run).
+   * Past it the process is killed and the wait rejects with CommandTimeout.
+   */
+  constructor(private readonly gitdir: string, checkoutInto?: string, private readonly timeoutMs = LOCAL_GIT_TIMEOUT_MS) {
     const env = plainGitEnv({ GIT_DIR: gitdir, GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1", ...(checkoutInto ? worktreeGitEnv(checkoutInto) : {}) });
     // No --fix-thin: isomorphic-git never asks for a thin pack, so one would be a protocol error.
     this.proc = (checkoutInto
@@ -255,7 +260,14 @@ export class IndexPack {
   /** Ends the pack; returns its SHA-1 once index-pack has written .pack and .idx. */
   async finish(repo: string): Promise<string> {
     this.proc.stdin.end();
-    const code = this.indexed && (await this.indexed) ? 0 : await this.exited;
+    let code: number;
+    try {
+      code = await this.bounded(this.indexed ? this.indexed.then((ok) => (ok ? 0 : this.exited)) : this.exited, "index-pack");
+    } catch (err) {
+      this.done = true;
+      await this.removeTemp();
+      throw err;
+    }
     this.done = true;
     const sha = /^(?:pack\t)?([0-9a-f]{40})\s*$/m.exec(this.stdout)?.[1];
     if (code !== 0 || !sha) {
@@ -291,11 +303,33 @@ export class IndexPack {
         if (used || !/^[0-9a-f]{40}$/.test(commit)) throw new GitProtocolError("worktree checkout asked twice or for no commit", { details: { commit } });
         used = true;
         control.end(`${commit}\n`);
-        const code = await this.exited;
+        const code = await this.bounded(this.exited, "read-tree");
         return { code, stderr: this.stderr };
       },
       release: () => { if (!used) { used = true; this.release(); } },
     };
+  }
+
+  /**
+   * Waits for p (which settles once the process has exited) at most timeoutMs;
+   * past that, kills the process and its index-pack, and rejects with
+   * CommandTimeout once they are gone, so no caller sees one still running.
+   */
+  private async bounded<T>(p: Promise<T>, what: string): Promise<T> {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.release();
+      if (this.indexPackPid) { try { process.kill(this.indexPackPid, "SIGKILL"); } catch { /* gone already */ } }
+      this.proc.kill("SIGKILL");
+    }, this.timeoutMs);
+    try {
+      const v = await p;
+      if (timedOut) throw localGitTimeout(what, this.timeoutMs);
+      return v;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private release(): void {

@@ -4,7 +4,23 @@
 // Imported by: src/demo, src/git, src/level.
 
 import { spawn } from "node:child_process";
-import { CommandFailedError } from "../domain/errors.js";
+import { CommandFailedError, CommandTimeoutError } from "../domain/errors.js";
+import { STEP_HINTS } from "../domain/hints.js";
+
+/**
+ * How long hsd waits for one local git process by default. Far above what any
+ * local git command takes (a 500 MiB export's first fetch takes seconds): it
+ * exists so a wedged process (a stalled disk, a stopped child) ends as a typed
+ * error instead of a phase that never ends.
+ */
+export const LOCAL_GIT_TIMEOUT_MS = 15 * 60_000;
+
+/** The typed error for a local git process that ran past its bound (it has been killed). */
+export function localGitTimeout(what: string, timeoutMs: number): CommandTimeoutError {
+  return new CommandTimeoutError(`git ${what} did not finish within ${timeoutMs} ms; it was stopped`, {
+    details: { command: `git ${what}`, timeoutMs, hint: STEP_HINTS.localGitTimeout },
+  });
+}
 
 export interface RunGitOptions {
   cwd?: string;
@@ -20,6 +36,8 @@ export interface RunGitOptions {
   /** plainGitEnv instead of the daemon's environment (hsd's own plumbing in its repos). */
   plainEnv?: boolean;
   signal?: AbortSignal;
+  /** Bound on the process; past it, it is killed and the call rejects with CommandTimeout. Default LOCAL_GIT_TIMEOUT_MS. */
+  timeoutMs?: number;
 }
 
 /**
@@ -64,11 +82,17 @@ export function runGit(args: string[], opts: RunGitOptions = {}): Promise<RunGit
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
+    const timeoutMs = opts.timeoutMs ?? LOCAL_GIT_TIMEOUT_MS;
+    let timedOut = false;
+    const timer = setTimeout(() => { timedOut = true; child.kill("SIGKILL"); }, timeoutMs);
+    timer.unref();
     child.stdout.on("data", (b: Buffer) => out.push(b));
     child.stderr.on("data", (b: Buffer) => err.push(b));
     child.stdin.on("error", () => {}); // git may exit before reading all input
-    child.on("error", (e) => reject(new CommandFailedError(`git ${args[0] ?? ""} could not run`, { details: { args: args.slice(0, 3) }, cause: e })));
+    child.on("error", (e) => { clearTimeout(timer); reject(new CommandFailedError(`git ${args[0] ?? ""} could not run`, { details: { args: args.slice(0, 3) }, cause: e })); });
     child.on("close", (code) => {
+      clearTimeout(timer);
+      if (timedOut) { reject(localGitTimeout(args.find((a) => !a.startsWith("-")) ?? "", timeoutMs)); return; }
       const res = { code: code ?? 128, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString("utf8") };
       if (res.code !== 0 && !opts.allowFail) {
         reject(new CommandFailedError(`git ${args.find((a) => !a.startsWith("-")) ?? ""} failed (exit ${res.code}): ${res.stderr.trim().split("\n").slice(-2).join(" ")}`, {
