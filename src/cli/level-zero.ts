@@ -4,7 +4,7 @@
 // destroy` stops it again.
 // Imported by: src/cli/commands.
 
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, open, access, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { resolve } from "node:path";
@@ -69,11 +69,10 @@ export async function startUserLevelZero(root: string, o: StartLevelZeroOptions 
     await withTimeout(timeoutMs, () => new DaemonStartError(`it was not ready within ${timeoutMs / 1000}s`),
       (sig) => readyFromPipe(proc, sig, () => readLogTail(paths.log)), ac.signal);
   } catch (err) {
-    // A daemon still starting after the timeout is stopped: nothing half-started is left behind.
-    if (proc.pid && proc.exitCode === null && proc.signalCode === null) {
-      try { process.kill(-proc.pid, "SIGTERM"); } catch { /* already gone */ }
-    }
     const failure = err instanceof ProviderError ? (err.details.failure as StartFailure | undefined) : undefined;
+    // Nothing half-started is left behind, and hsctl returns only once the daemon is gone:
+    // one that reported its failure is exiting by itself; one still starting after the timeout is stopped.
+    await settleFailedStart(proc, err instanceof DaemonStartError);
     const why = failure?.message ?? (err as Error).message;
     throw new DaemonStartError(`the level-0 hsd at ${root} could not start: ${why}`, {
       ...(failure ? { reportedCode: failure.code } : {}),
@@ -87,6 +86,31 @@ export async function startUserLevelZero(root: string, o: StartLevelZeroOptions 
   }
   await meanwhile;
   return { socket: paths.socket, log: paths.log };
+}
+
+/** How long a failed level 0 gets to exit at each step (by itself or after SIGTERM) before the next. */
+const FAILED_START_GRACE_MS = 5000;
+
+/**
+ * Waits until a level 0 that failed to start has exited: first by itself
+ * (it reported its failure and is on its way out), unless it is still
+ * starting (`stillStarting`: the ready wait timed out), then after SIGTERM,
+ * then after SIGKILL to its process group; each step bounded.
+ */
+async function settleFailedStart(proc: ChildProcess, stillStarting: boolean): Promise<void> {
+  const gone = () => !proc.pid || proc.exitCode !== null || proc.signalCode !== null;
+  if (gone()) return;
+  const exited = new Promise<true>((r) => proc.once("exit", () => r(true)));
+  const wait = (ms: number) => {
+    let t: NodeJS.Timeout | undefined;
+    return Promise.race([exited, new Promise<false>((r) => { t = setTimeout(() => r(false), ms); })]).finally(() => clearTimeout(t));
+  };
+  if (!stillStarting && (await wait(FAILED_START_GRACE_MS))) return;
+  for (const sig of ["SIGTERM", "SIGKILL"] as const) {
+    if (gone()) return;
+    try { process.kill(-proc.pid!, sig); } catch { return; /* already gone */ }
+    if (await wait(FAILED_START_GRACE_MS)) return;
+  }
 }
 
 /** The pid the user's level-0 hsd announced in its ready.json; undefined when there is none. */

@@ -3,7 +3,8 @@
 // socket it did not try; with the system hsd's 2222 taken and no ssh.port set,
 // it listens on a free port and a nest goes through; with no socket to dial,
 // level 0 is spawned before hsctl loads its gRPC client; a dead level 0's
-// socket file is dialled first, and a new level 0 started when nothing answers.
+// socket file is dialled first, and a new level 0 started when nothing answers;
+// hsctl returns from a failed start only once that daemon has exited.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -41,6 +42,20 @@ test("a level 0 that cannot bind its SSH port: hsctl prints the daemon's Address
     assert.ok(lines.at(-1)!.includes(join(e.HSD_ROOT!, "hsd.log")), lines.at(-1));
     assert.ok(!r.stderr.includes("/run/hsd/hsd.sock"), "named a socket it did not try");
     assert.deepEqual(await hsdProcessesUnder(e.HSD_ROOT!), []);
+  } finally {
+    await held.release();
+  }
+});
+
+test("a level 0 that reports its failure but is slow to exit: hsctl returns only once it has exited", async () => {
+  const held = await holdPort();
+  try {
+    const e = await freshRoot("busy-slow", `ssh:\n  port: ${held.port}\nlog:\n  level: warn\n`);
+    const preload = fileURLToPath(new URL("../helpers/slow-exit-preload.cjs", import.meta.url));
+    const r = await hsctl(["nest", "--depth", "1"], { ...e, NODE_OPTIONS: `--require ${preload}`, HSD_SLOW_EXIT_MS: "1500" }, 60_000);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(failureLines(r.stderr)[0] ?? "", /\[AddressInUse\]$/);
+    assert.deepEqual(await hsdProcessesUnder(e.HSD_ROOT!), [], "the failed level 0 was still running when hsctl returned");
   } finally {
     await held.release();
   }
