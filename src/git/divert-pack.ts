@@ -286,9 +286,7 @@ export class IndexPack {
     this.done = true;
     this.proc.stdin.destroy();
     this.release();
-    // SIGKILL: a stopped or wedged index-pack ignores SIGTERM until resumed; its temp files go below.
-    if (this.indexPackPid) { try { process.kill(this.indexPackPid, "SIGKILL"); } catch { /* gone already */ } }
-    this.proc.kill("SIGKILL");
+    this.kill(); // its temp files go below
     await this.exited;
     await this.removeTemp();
   }
@@ -320,8 +318,7 @@ export class IndexPack {
     const timer = setTimeout(() => {
       timedOut = true;
       this.release();
-      if (this.indexPackPid) { try { process.kill(this.indexPackPid, "SIGKILL"); } catch { /* gone already */ } }
-      this.proc.kill("SIGKILL");
+      this.kill();
     }, this.timeoutMs);
     try {
       const v = await p;
@@ -330,6 +327,12 @@ export class IndexPack {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** SIGKILL to the process and its index-pack: a stopped or wedged index-pack ignores SIGTERM until resumed. */
+  private kill(): void {
+    if (this.indexPackPid) { try { process.kill(this.indexPackPid, "SIGKILL"); } catch { /* gone already */ } }
+    this.proc.kill("SIGKILL");
   }
 
   private release(): void {
