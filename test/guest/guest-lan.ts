@@ -10,6 +10,7 @@ import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { bridgeAddArgs } from "../pve-sim/sim-bridge.js";
 import { randomBytes } from "node:crypto";
 import type { VmNetwork } from "../pve-sim/sim-vm.js";
 
@@ -80,7 +81,7 @@ export async function startGuestLan(): Promise<GuestLan> {
     if (made) { try { execFileSync("ip", ["link", "del", bridge]); } catch { /* gone */ } }
   };
   try {
-    execFileSync("ip", ["link", "add", bridge, "type", "bridge"]);
+    execFileSync("ip", bridgeAddArgs(bridge));
     made = true;
     execFileSync("ip", ["addr", "add", `${gateway}/24`, "dev", bridge]);
     execFileSync("ip", ["link", "set", bridge, "up"]);

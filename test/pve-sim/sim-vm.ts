@@ -22,6 +22,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { fakeSystemctlScript, shq as q } from "./fake-systemctl.js";
 import { bootLines, bootScripts, stagePveInstall, systemctlCases, waitSshd } from "./sim-reboot.js";
+import { bridgeAddArgs } from "./sim-bridge.js";
 
 const run = promisify(execFile);
 const SHIM = fileURLToPath(new URL("./sim-shim.mjs", import.meta.url));
@@ -154,7 +155,7 @@ export async function startVmGuest(o: {
     const at = net.netns ? ["-n", net.netns] : [];
     await ip([...at, "link", "set", hostLink, "master", net.bridge, "up"]);
     for (const a of [
-      ["link", "set", "lo", "up"], ["link", "add", net.bridge, "type", "bridge"], ["link", "set", "eth0", "master", net.bridge, "up"],
+      ["link", "set", "lo", "up"], bridgeAddArgs(net.bridge), ["link", "set", "eth0", "master", net.bridge, "up"],
       ["addr", "add", `${address}/24`, "dev", net.bridge], ["link", "set", net.bridge, "up"],
       ...(net.isolated ? [] : [["route", "add", "default", "via", net.gateway]]),
     ]) await ip(["-n", ns, ...a]);

@@ -34,6 +34,7 @@ import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { PveSim, type PveSimOptions } from "../pve-sim/pve-sim.js";
 import { runNetns, type VmNetwork } from "../pve-sim/sim-vm.js";
+import { bridgeAddArgs } from "../pve-sim/sim-bridge.js";
 import { buildBundle, type BundleFixture } from "./bundle-fixture.js";
 import type { QemuGuests } from "../pve-sim/sim-qemu.js";
 import { startDhcp, type Dhcp } from "../guest/guest-lan.js";
@@ -144,7 +145,7 @@ export async function startPveTree(o: PveTreeOptions): Promise<PveTree> {
 
   try {
     bundle = await buildBundle({ withNode: !!o.qemuGuests });
-    execFileSync("ip", ["link", "add", bridge, "type", "bridge"]);
+    execFileSync("ip", bridgeAddArgs(bridge));
     bridgeMade = true;
     execFileSync("ip", ["addr", "add", `${gateway}/24`, "dev", bridge]);
     execFileSync("ip", ["link", "set", bridge, "up"]);
