@@ -21,6 +21,7 @@ const ENDPOINTS = [
   "GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces",
   "GET /nodes/{node}/tasks/{upid}/status", "GET /nodes/{node}/tasks/{upid}/log",
   "GET /storage/{storage}", "PUT /storage/{storage}", "GET /nodes/{node}/storage/{storage}/content",
+  "GET /nodes/{node}/storage/{storage}/status",
   "POST /access/users/{userid}/token/{tokenid}", "DELETE /access/users/{userid}/token/{tokenid}",
 ];
 

@@ -7,7 +7,7 @@
 
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
-import { SimError, type PveSim, type SimVm } from "./pve-sim.js";
+import { SIM_STORAGE_TOTAL_KIB, SimError, type PveSim, type SimVm } from "./pve-sim.js";
 import { endpointSpec } from "./pve-schema-check.js";
 import { diskRoutes } from "./sim-disk-routes.js";
 
@@ -317,6 +317,16 @@ export function buildRoutes(sim: PveSim): Route[] {
     return { data: files.map((f) => (
       { volid: `${s.storage}:snippets/${f.name}`, format: "snippet", content: "snippets", size: f.size, ctime: Math.floor(f.ctimeMs / 1000) }
     )) };
+  });
+
+  // PVE's storage_info for one storage (bytes); the same numbers `pvesm status` prints in KiB.
+  add("GET", "/nodes/{node}/storage/{storage}/status", (_p, path) => {
+    checkNode(path.node!);
+    const s = sim.storages.get(path.storage!);
+    if (!s) throw param400({ storage: "No such storage." });
+    const total = SIM_STORAGE_TOTAL_KIB * 1024;
+    const avail = sim.faults.diskFreeKiB * 1024;
+    return { data: { type: s.type, content: s.content, shared: 0, enabled: 1, active: 1, total, used: total - avail, avail } };
   });
 
   add("POST", "/access/users/{userid}/token/{tokenid}", (p, path) => {

@@ -43,9 +43,12 @@ export interface SimFaults {
   freshTaskMisses: number;
   /** /sys/module/kvm_intel/parameters/nested content. */
   nested: "Y" | "N";
-  /** Free KiB reported by `pvesm status`. */
+  /** Free KiB reported by `pvesm status` and the storage status API. */
   diskFreeKiB: number;
 }
+
+/** Every simulated storage's size in KiB (what `pvesm status` and the storage status API report as total). */
+export const SIM_STORAGE_TOTAL_KIB = 100_000_000;
 
 export interface SimVm {
   vmid: number;

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { assertSuccess, type CommandRunner, type CommandResult } from "../../src/util/command-runner.js";
-import type { PveSim } from "./pve-sim.js";
+import { SIM_STORAGE_TOTAL_KIB, type PveSim } from "./pve-sim.js";
 
 export type SimCommandRunner = CommandRunner & { readonly calls: string[] };
 
@@ -26,7 +26,7 @@ export function simCommandRunner(sim: PveSim): SimCommandRunner {
         const id = args[args.indexOf("--storage") + 1]!;
         const s = sim.storages.get(id);
         if (!s) return res(255, "", `storage '${id}' does not exist\n`);
-        const total = 100_000_000;
+        const total = SIM_STORAGE_TOTAL_KIB;
         const avail = sim.faults.diskFreeKiB;
         return res(0, `Name             Type     Status           Total            Used       Available        %\n` +
           `${id.padEnd(16)} ${s.type.padEnd(8)} active    ${total}  ${total - avail}  ${avail}   ${((1 - avail / total) * 100).toFixed(2)}%\n`);

@@ -77,13 +77,38 @@ test("a free vmid on PVE older than 8.2 (no `import` content type): the check fa
     assert.equal(put, "PveApi");
   }));
 
-test("storage room is asked of pvesm while the API answers about the template slot", () =>
+test("storage room is asked of the API's storage status while it answers about the template slot; no pvesm", () =>
   withSim({}, async (sim) => {
     const d = await deps(sim, randomBytes(64 * 1024));
-    // How many API requests the simulator had seen when pvesm started.
-    let seen = -1;
-    const commands: ChildPreflightDeps["commands"] = (argv, o) => { if (argv[0] === "pvesm") seen = sim.requests.length; return d.commands(argv, o); };
+    // Which calls had been answered when the storage status was asked.
+    const answered: string[] = [];
+    let answeredAtStatus: string[] | undefined;
+    const api = d.client.api.bind(d.client);
+    d.client.api = (async (endpoint: string, ...rest: unknown[]) => {
+      if (endpoint === "GET /nodes/{node}/storage/{storage}/status") answeredAtStatus = [...answered];
+      const r = await (api as (e: string, ...a: unknown[]) => Promise<unknown>)(endpoint, ...rest);
+      answered.push(endpoint);
+      return r;
+    }) as typeof d.client.api;
+    const commands = simCommandRunner(sim);
     const checks = await childPreflight({ ...d, commands });
     assert.deepEqual(results(checks), { "template-slot": "ok", "storage-room": "ok" });
-    assert.equal(seen, 0);
+    assert.deepEqual(answeredAtStatus, [], "the storage status waited for the template slot's answer");
+    assert.deepEqual(commands.calls, []);
+    assert.match(checks[1]!.detail, /76\.3 GiB free/);
   }));
+
+test("storage status the API cannot give (a token without Datastore.Audit, ...): pvesm answers instead", () =>
+  withSim({}, async (sim) => {
+    const d = await deps(sim, randomBytes(64 * 1024));
+    const api = d.client.api.bind(d.client);
+    d.client.api = (async (endpoint: string, ...rest: unknown[]) => {
+      if (endpoint === "GET /nodes/{node}/storage/{storage}/status") throw new Error("403 Permission check failed");
+      return (api as (e: string, ...a: unknown[]) => Promise<unknown>)(endpoint, ...rest);
+    }) as typeof d.client.api;
+    const commands = simCommandRunner(sim);
+    const checks = await childPreflight({ ...d, commands });
+    assert.deepEqual(results(checks), { "template-slot": "ok", "storage-room": "ok" });
+    assert.deepEqual(commands.calls, ["pvesm status --storage local-lvm"]);
+  }));
+

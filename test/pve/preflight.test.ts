@@ -19,23 +19,29 @@ test("healthy node: every check ok, no host command that changes anything", () =
     ["nested-virt", "ok"], ["hostname", "ok"], ["pveproxy-cert", "ok"], ["api", "ok"], ["node", "ok"],
     ["snippets", "ok"], ["template", "ok"], ["bridge", "ok"], ["disk-space", "ok"],
   ]);
-  assert.deepEqual([...commands.calls].sort(), ["ip link show vmbr0", "pvesm status --storage local-lvm"]);
+  // The storage's free space is the API's answer (one call), not a pvesm start.
+  assert.deepEqual([...commands.calls].sort(), ["ip link show vmbr0"]);
+  assert.equal(sim.requests.filter((r) => r.template === "/nodes/{node}/storage/{storage}/status").length, 1);
 }));
 
-test("the host-only checks (bridge, disk space) run beside the API checks, reported in their place", () => withSim({}, async (sim) => {
-  const { commands } = providerFor(sim);
-  // How many API requests the simulator had seen when each host command started.
-  const seenAt: Record<string, number> = {};
-  const spy: typeof commands = Object.assign((argv: Parameters<typeof commands>[0], o: Parameters<typeof commands>[1]) => {
-    seenAt[argv.slice(0, 2).join(" ")] = sim.requests.length;
-    return commands(argv, o);
-  }, { calls: commands.calls });
-  const { provider } = providerFor(sim, { commands: spy });
-  const checks = await provider.preflight(phaseCtx());
-  assert.deepEqual(seenAt, { "ip link": 0, "pvesm status": 0 });
-  assert.deepEqual(checks.map((c) => c.name).slice(-2), ["bridge", "disk-space"]);
-  assert.ok(sim.requests.length >= 4);
-}));
+test("the host-only check (bridge) runs beside the API checks, the storage status beside the node, snippets and template checks; each reported in its place", () =>
+  withSim({}, async (sim) => {
+    const { commands } = providerFor(sim);
+    // How many API requests the simulator had seen when each host command started.
+    const seenAt: Record<string, number> = {};
+    const spy: typeof commands = Object.assign((argv: Parameters<typeof commands>[0], o: Parameters<typeof commands>[1]) => {
+      seenAt[argv.slice(0, 2).join(" ")] = sim.requests.length;
+      return commands(argv, o);
+    }, { calls: commands.calls });
+    const { provider } = providerFor(sim, { commands: spy });
+    const checks = await provider.preflight(phaseCtx());
+    assert.deepEqual(seenAt, { "ip link": 0 });
+    assert.deepEqual(checks.map((c) => c.name).slice(-2), ["bridge", "disk-space"]);
+    // Asked right after /version answered, before the template check's config read.
+    const order = sim.requests.map((r) => r.template);
+    const at = order.indexOf("/nodes/{node}/storage/{storage}/status");
+    assert.ok(at > order.indexOf("/version") && at < order.indexOf("/nodes/{node}/qemu/{vmid}/config"), order.join(" "));
+  }));
 
 test("storage without snippets: repaired by PUT of the FULL content list with digest", () => withSim({ faults: { snippetsDisabled: true } }, async (sim) => {
   const { provider } = providerFor(sim);
@@ -131,8 +137,9 @@ test("level 0 with its image and a free pve.template: preflight makes the templa
     const { provider, commands } = providerFor(sim, { templateImage: async () => image });
     // Two children's preflights at once: one template is made, both see it.
     const [first, second] = (await Promise.all([provider.preflight(phaseCtx()), provider.preflight(phaseCtx())])).map(byName);
-    // One pvesm run per preflight (a perl start on PVE) answers disk-space and the template's storage-room both.
-    assert.equal(commands.calls.filter((c) => c.startsWith("pvesm status")).length, 2);
+    // One storage status per preflight answers disk-space and the template's storage-room both; no pvesm (a perl start on PVE).
+    assert.equal(sim.requests.filter((r) => r.template === "/nodes/{node}/storage/{storage}/status").length, 2);
+    assert.equal(commands.calls.filter((c) => c.startsWith("pvesm")).length, 0);
     assert.deepEqual(second!.template!.result, "repaired");
     assert.deepEqual(["template-slot", "storage-room", "template"].map((n) => first[n]?.result), ["ok", "ok", "repaired"]);
     const t = sim.vms.get(sim.templateVmid)!;

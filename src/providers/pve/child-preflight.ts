@@ -9,7 +9,7 @@ import type { CheckResult } from "../../domain/checks.js";
 import { STEP_HINTS, VALUE_HINTS } from "../../domain/hints.js";
 import type { CommandRunner } from "../../util/command-runner.js";
 import { isPveError, type PveClient } from "./pve-client.js";
-import { storageAvailKiB, type StorageAvail } from "./preflight.js";
+import { storageAvail, type StorageAvail } from "./preflight.js";
 import { canImportImages } from "./pve-version.js";
 
 export interface TemplateImage {
@@ -65,7 +65,7 @@ export interface ChildPreflightDeps {
   /** pve.storage: the template's disk and its clones' disks. */
   readonly storage: string;
   readonly signal: AbortSignal;
-  /** pvesm's answer for pve.storage when the caller started it earlier (a perl start on PVE: begun first, awaited last). */
+  /** pve.storage's free space (storageAvail) when the caller started asking earlier: begun first, awaited last. */
   readonly storageAvail?: Promise<StorageAvail>;
 }
 
@@ -74,8 +74,8 @@ const gib = (kib: number) => (kib / KiB / KiB).toFixed(1);
 
 export async function childPreflight(d: ChildPreflightDeps): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
-  // pvesm (a process) and the image's header are read while the API answers about the slot.
-  const room = Promise.all([imageDiskBytes(d.image.path), d.storageAvail ?? storageAvailKiB(d.commands, d.storage, d.signal)]);
+  // The storage's free space and the image's header are read while the API answers about the slot.
+  const room = Promise.all([imageDiskBytes(d.image.path), d.storageAvail ?? storageAvail(d.client, d.commands, d.node, d.storage, d.signal)]);
   room.catch(() => {}); // awaited below; a rejection before then is not unhandled
   const slot = await templateSlot(d.client, d.node, d.vmid, d.image, d.signal);
   if (slot.state === "other") {

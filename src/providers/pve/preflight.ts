@@ -40,8 +40,11 @@ export interface PreflightDeps {
   readonly makeTemplate?: () => Promise<CheckResult[]>;
   /** The outcome of a template making this provider has under way (a side-by-side preflight's), if any. */
   readonly templateInFlight?: () => Promise<CheckResult[]> | undefined;
-  /** pvesm's answer for pve.storage, when the caller shares one run of it (with the template's checks). */
-  readonly storageAvail?: Promise<StorageAvail>;
+  /**
+   * pve.storage's free space when the caller shares one answer (with the template's checks):
+   * asked once the API check is done, of the API when it passed (storageAvail), else of pvesm.
+   */
+  readonly storageAvail?: (apiUp: boolean) => Promise<StorageAvail>;
 }
 
 type Check = CheckResult;
@@ -51,9 +54,8 @@ const failed = (name: string, detail: string, hint: string): Check => ({ name, r
 
 export async function runPreflight(d: PreflightDeps): Promise<Check[]> {
   const out: Check[] = [];
-  // Host-only checks (ip, pvesm: a process each) run beside the API's; reported in their place.
+  // The host-only check (ip: a process) runs beside the API's; reported in its place.
   const bridge = guard("bridge", () => bridgeExists(d));
-  const disk = guard("disk-space", () => diskSpace(d));
   out.push(await nestedVirt(d));
   out.push(await hostnameResolution(d));
   const cert = await proxyCertificate(d);
@@ -61,6 +63,9 @@ export async function runPreflight(d: PreflightDeps): Promise<Check[]> {
   const api = await apiHealth(d, cert.result === "repaired" ? 10 : 1);
   out.push(api);
   const apiUp = api.result !== "failed";
+  // The storage's free space beside the checks below: the API's answer once it is known to
+  // answer (a bad token is refused once, not twice), else pvesm's.
+  const disk = guard("disk-space", () => diskSpace(d, apiUp));
   const skip = (name: string) => failed(name, "not checked: the PVE API check failed", STEP_HINTS.apiCheckFirst);
   out.push(apiUp ? await guard("node", () => nodeOnline(d)) : skip("node"));
   out.push(apiUp ? await guard("snippets", () => snippetsContent(d)) : skip("snippets"));
@@ -264,7 +269,31 @@ async function bridgeExists(d: PreflightDeps): Promise<Check> {
 
 export type StorageAvail = { kib: number } | { error: string };
 
-/** Available KiB on a storage (`pvesm status`), or why pvesm could not say. */
+/**
+ * Available KiB on a storage, from PVE's storage status (one API call; bytes,
+ * the same storage_info `pvesm status` prints in KiB). When the API cannot say
+ * (down, not yet pinned, a token without Datastore.Audit on the storage) it is
+ * `pvesm status`'s answer instead, as root on this node: a perl start on PVE.
+ */
+export async function storageAvail(client: PveClient, commands: CommandRunner, node: string, id: string, signal: AbortSignal): Promise<StorageAvail> {
+  let st;
+  try {
+    st = await client.api("GET /nodes/{node}/storage/{storage}/status", { node, storage: id }, { signal });
+  } catch (e) {
+    if (signal.aborted) throw e;
+    return storageAvailKiB(commands, id, signal);
+  }
+  // storage_info leaves an inactive storage at 0 bytes (pvesm prints it "inactive" with zeros).
+  if (!isTrue(st.active)) return { error: `storage ${id} is not active on node ${node} (PVE's storage status)` };
+  return { kib: Math.floor(Number(st.avail ?? 0) / 1024) };
+}
+
+/** A schema boolean: PVE sends 1/0 (perl), or true/false. */
+function isTrue(v: unknown): boolean {
+  return v === true || v === 1 || v === "1";
+}
+
+/** Available KiB on a storage (`pvesm status`), or why pvesm could not say. The API's answer (storageAvail) is asked first. */
 export async function storageAvailKiB(commands: CommandRunner, id: string, signal: AbortSignal): Promise<StorageAvail> {
   const r = await commands(["pvesm", "status", "--storage", id], { signal });
   const row = r.stdout.split("\n").map((l) => l.trim().split(/\s+/)).find((c) => c[0] === id);
@@ -273,9 +302,10 @@ export async function storageAvailKiB(commands: CommandRunner, id: string, signa
   return { kib };
 }
 
-async function diskSpace(d: PreflightDeps): Promise<Check> {
+async function diskSpace(d: PreflightDeps, apiUp: boolean): Promise<Check> {
   const id = d.config.storage;
-  const st = await (d.storageAvail ?? storageAvailKiB(d.commands, id, d.signal));
+  const st = await (d.storageAvail?.(apiUp)
+    ?? (apiUp ? storageAvail(d.client, d.commands, d.config.node, id, d.signal) : storageAvailKiB(d.commands, id, d.signal)));
   if ("error" in st) return failed("disk-space", st.error, VALUE_HINTS.storageStatus(id));
   const availKiB = st.kib;
   const gib = (availKiB / 1024 / 1024).toFixed(1);

@@ -18,7 +18,7 @@ import { writeFileAtomic } from "../../util/atomic-write.js";
 import { withTimeout } from "../../util/timeout.js";
 import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
 import { missingAs127, runCommand, type CommandRunner } from "../../util/command-runner.js";
-import { runPreflight, isUnroutable, storageAvailKiB, storageFields, type StorageAvail } from "./preflight.js";
+import { runPreflight, isUnroutable, storageAvail as storageAvailOf, storageAvailKiB, storageFields, type StorageAvail } from "./preflight.js";
 import { parseUpid } from "./upid.js";
 import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
 import { STEP_HINTS } from "../../domain/hints.js";
@@ -119,10 +119,12 @@ export class PveProvider implements Provider {
   }
 
   async preflight(ctx: PhaseContext): Promise<CheckResult[]> {
-    // One pvesm run (a perl start on PVE) answers both the disk-space check and, at level 0,
-    // the template's room check; begun before the API checks, so nobody waits for it after them.
-    const storageAvail = storageAvailKiB(this.commands, this.cfg.storage, ctx.signal);
-    storageAvail.catch(() => {}); // awaited by the checks; a rejection before then is not unhandled
+    // One storage status answers both the disk-space check and, at level 0, the template's
+    // room check (made only once the API check passed); asked right after that check.
+    let asked: Promise<StorageAvail> | undefined;
+    const storageAvail = (apiUp: boolean) => asked ??= apiUp
+      ? storageAvailOf(this.client, this.commands, this.cfg.node, this.cfg.storage, ctx.signal)
+      : storageAvailKiB(this.commands, this.cfg.storage, ctx.signal);
     const checks = await runPreflight({
       client: this.client, config: this.cfg, commands: this.commands,
       sysRoot: this.opts.sysRoot ?? "/sys", hostsFile: this.opts.hostsFile ?? "/etc/hosts",
@@ -130,7 +132,7 @@ export class PveProvider implements Provider {
       hostname: this.opts.hostname ?? osHostname().split(".")[0]!, fqdn: this.opts.fqdn,
       resolveHost: this.opts.resolveHost ?? (async (n) => (await lookup(n, { all: true })).map((a) => a.address)),
       minFreeKiB: this.opts.minFreeKiB ?? 20 * 1024 * 1024, sleep: this.sleep, signal: ctx.signal, storageAvail,
-      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplateOnce(ctx, storageAvail), templateInFlight: () => this.makingTemplate } : {}),
+      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplateOnce(ctx, storageAvail(true)), templateInFlight: () => this.makingTemplate } : {}),
     });
     for (const c of checks) ctx.emit({ kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
     return checks;

@@ -875,6 +875,22 @@ export const PVE_SCHEMA = {
       },
     },
   },
+  "GET /nodes/{node}/storage/{storage}/status": {
+    "params": { "node": { "type": "string", "format": "pve-node" }, "storage": { "type": "string", "format": "pve-storage-id" } },
+    "returns": {
+      "type": "object",
+      "properties": {
+        "active": { "type": "boolean", "optional": true },
+        "avail": { "type": "integer", "optional": true },
+        "content": { "type": "string", "format": "pve-storage-content-list" },
+        "enabled": { "type": "boolean", "optional": true },
+        "shared": { "type": "boolean", "optional": true },
+        "total": { "type": "integer", "optional": true },
+        "type": { "type": "string" },
+        "used": { "type": "integer", "optional": true },
+      },
+    },
+  },
   "POST /access/users/{userid}/token/{tokenid}": {
     "params": {
       "comment": { "type": "string", "optional": true },

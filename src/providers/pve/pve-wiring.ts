@@ -20,7 +20,6 @@ import type { LocalEvent } from "../../domain/events.js";
 import { pveConfigOf } from "./pve-config.js";
 import { STEP_HINTS } from "../../domain/hints.js";
 import { buildTemplate, type TemplateImage } from "./ensure-template.js";
-import { storageAvailKiB } from "./preflight.js";
 import { failedChecksError } from "../../domain/checks.js";
 import type { ImageDigests } from "../../images/image-digest.js";
 
@@ -96,12 +95,11 @@ export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stat
   return async (emit: (ev: LocalEvent) => void, signal: AbortSignal): Promise<void> => {
     const pve = pveConfigOf(o.config)!;
     const log = (message: string) => emit({ phase: "configure", kind: "log", message });
-    // What the template's checks need besides the API (the image, pvesm: a perl start on PVE) is
-    // begun now and awaited after the token and certificate work, not after it.
+    // What the template's checks need besides the API (the image's sha256) is begun now and
+    // awaited after the token and certificate work, not after it. The storage's free space is
+    // the API's to say (childPreflight asks it beside the template slot), once the token exists.
     const early = templateImageOf(o.config, o.digests);
     early.catch(() => {}); // awaited below
-    const storageAvail = templateImageEntry(o.config) ? storageAvailKiB(runCommand, pve.storage, signal) : undefined;
-    storageAvail?.catch(() => {}); // awaited below; a rejection before then is not unhandled
     const r = await configurePveLevel({
       commands: runCommand, tokenId: pve.tokenId, tokenSecret: (await tokenSecret(o.secrets)) || undefined,
       saveTokenSecret: async (s) => { await o.secrets.merge({ pve: { token_secret: s } }); },
@@ -119,7 +117,7 @@ export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stat
         // Its own preflight first (the template's vmid, room for it and a clone), then the template.
         const checks = await buildTemplate({
           client: r.client, commands: runCommand, node: pve.node, vmid: pve.template, image,
-          storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE, ...(storageAvail ? { storageAvail } : {}),
+          storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE,
           task: { signal, timeoutMs: o.config.budgets.configure }, signal, log,
         });
         for (const c of checks) log(`${c.name}: ${c.result} - ${c.detail}`);
