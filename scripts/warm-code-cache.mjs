@@ -53,8 +53,10 @@ function killLeftovers(dir) {
 
 const before = statSync(`${bundle}.cache`).mtimeMs;
 const work = mkdtempSync(join(tmpdir(), "hsd-warm-cache-"));
-// The user's environment as it is, minus hsd's own settings (a level 0 or socket of theirs must not be used).
-const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("HSD_")));
+// The user's environment as it is, minus hsd's own settings (a level 0 or socket of theirs must not be
+// used) and a service manager's (a build run by a systemd unit: this level 0 must not notify it).
+const { withoutSystemdEnv } = await import(join(dist, "util", "systemd-env.js"));
+const env = Object.fromEntries(Object.entries(withoutSystemdEnv(process.env)).filter(([k]) => !k.startsWith("HSD_")));
 Object.assign(env, { HSD_ROOT: join(work, "l0"), HSD_WRITE_CODE_CACHE: `level:${WRITER}` });
 let problem;
 try {
