@@ -47,16 +47,30 @@ export function compileBundle(filename: string): { script: Script; expected: str
 }
 
 /**
- * Evaluates the CommonJS bundle as the main program. With
- * HSD_WRITE_CODE_CACHE=1 (the build does this once, with the V8 flags the
- * program always runs with) the code compiled by the time the process exits
- * is written to the cache.
+ * Whether this process writes its bundle's code cache when it exits:
+ * HSD_WRITE_CODE_CACHE=1 (bundle-entries' warm run), or `level:<path>` and
+ * this hsd is the level at that path (HSD_LEVEL_PATH, set by its parent).
+ * The second is scripts/warm-code-cache.mjs's nest: of the hsds sharing one
+ * cache file, only the level that was both a child and a parent writes it,
+ * so the cache holds the code a nest runs, not whichever level exited last.
+ */
+export function writesCodeCache(env: NodeJS.ProcessEnv): boolean {
+  const w = env.HSD_WRITE_CODE_CACHE;
+  if (w === "1") return true;
+  const level = w?.startsWith("level:") ? w.slice("level:".length) : "";
+  return level !== "" && env.HSD_LEVEL_PATH === level;
+}
+
+/**
+ * Evaluates the CommonJS bundle as the main program. When writesCodeCache
+ * (the build does this, with the V8 flags the program always runs with) the
+ * code compiled by the time the process exits is written to the cache.
  */
 export function runBundle(bundleUrl: URL): void {
   const filename = fileURLToPath(bundleUrl);
   const cacheFile = `${filename}.cache`;
   const { script, expected } = compileBundle(filename);
-  if (process.env.HSD_WRITE_CODE_CACHE === "1") {
+  if (writesCodeCache(process.env)) {
     process.on("exit", () => {
       const tmp = `${cacheFile}.${process.pid}.tmp`;
       writeFileSync(tmp, Buffer.concat([Buffer.from(expected), script.createCachedData()]));

@@ -3,13 +3,19 @@
 // is always started: hsd with HSD_NODE_FLAGS, hsctl with none. V8 rejects a
 // cache made under other flags, and then every hsd start parses the 3 MB
 // bundle again (it did, unnoticed, once hsd gained --max-semi-space-size).
+// The build's last step replaces hsd's cache with one a level wrote after a
+// real nest (scripts/warm-code-cache.mjs): only that level may write it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { copyFile, mkdir, mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { HSD_NODE_FLAGS } from "../../src/config/node-flags.js";
 import { REPO } from "../helpers/hsctl.js";
+import { writesCodeCache } from "../../src/util/run-bundle.js";
 
 /** Compiles the bundle in a fresh node started with `flags`, as the program would; true when V8 took the cache. */
 function cacheAccepted(bundle: string, flags: readonly string[]): boolean {
@@ -27,4 +33,62 @@ test("hsd's code cache is accepted under the flags every hsd runs with", () => {
 
 test("hsctl's code cache is accepted as hsctl runs (no flags)", () => {
   assert.equal(cacheAccepted(join(REPO, "dist/cli/hsctl.bundle.cjs"), []), true);
+});
+
+/** hsd's bundle and loader as the build lays them out (no cache), with the package.json hsd finds above them. */
+async function copyBundle(dir: string): Promise<void> {
+  for (const f of ["dist/daemon/hsd.js", "dist/daemon/hsd.bundle.cjs", "dist/util/run-bundle.js", "package.json"]) {
+    await mkdir(dirname(join(dir, f)), { recursive: true });
+    await copyFile(join(REPO, f), join(dir, f));
+  }
+}
+
+/** `hsd version` from the copy in `dir`, with HSD_NODE_FLAGS and `env` added. */
+function hsdVersion(dir: string, env: Record<string, string>): void {
+  const r = spawnSync(process.execPath, [...HSD_NODE_FLAGS, join(dir, "dist/daemon/hsd.js"), "version"], { env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+}
+
+test("the cache is written by a level only when it is the level HSD_WRITE_CODE_CACHE names", () => {
+  const w = (env: NodeJS.ProcessEnv) => writesCodeCache(env);
+  assert.equal(w({ HSD_WRITE_CODE_CACHE: "1" }), true, "bundle-entries' warm run");
+  assert.equal(w({ HSD_WRITE_CODE_CACHE: "level:l0/l1", HSD_LEVEL_PATH: "l0/l1" }), true);
+  // The warm nest's other hsds inherit the same environment: none of them may overwrite l1's cache at its exit.
+  assert.equal(w({ HSD_WRITE_CODE_CACHE: "level:l0/l1", HSD_LEVEL_PATH: "l0/l1/l2" }), false);
+  assert.equal(w({ HSD_WRITE_CODE_CACHE: "level:l0/l1", HSD_LEVEL_PATH: "l0" }), false);
+  assert.equal(w({ HSD_WRITE_CODE_CACHE: "level:l0/l1" }), false, "level 0 (hsctl starts it without a level path)");
+  assert.equal(w({ HSD_WRITE_CODE_CACHE: "level:", HSD_LEVEL_PATH: "" }), false);
+  assert.equal(w({ HSD_LEVEL_PATH: "l0/l1" }), false);
+  assert.equal(w({ HSD_WRITE_CODE_CACHE: "0" }), false);
+});
+
+test("a real hsd writes the cache at its exit only as the level named", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "hsd-code-cache-"));
+  try {
+    await copyBundle(dir);
+    const cache = join(dir, "dist/daemon/hsd.bundle.cjs.cache");
+    const version = (levelPath: string) => hsdVersion(dir, { HSD_WRITE_CODE_CACHE: "level:l0/l1", HSD_LEVEL_PATH: levelPath });
+    version("l0/l1/l2");
+    assert.equal(existsSync(cache), false, "another level of the warm nest wrote the cache");
+    version("l0/l1");
+    assert.equal(existsSync(cache), true, "the named level wrote no cache");
+    assert.equal(cacheAccepted(join(dir, "dist/daemon/hsd.bundle.cjs"), HSD_NODE_FLAGS), true);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("the build's hsd cache comes from a nest: it holds code that loading the modules never compiles", async () => {
+  // What bundle-entries' warm run alone writes (`hsd version`: every module loaded), beside a copy of the same bundle.
+  const dir = await mkdtemp(join(tmpdir(), "hsd-code-cache-"));
+  try {
+    await copyBundle(dir);
+    hsdVersion(dir, { HSD_WRITE_CODE_CACHE: "1" });
+    const modulesOnly = (await stat(join(dir, "dist/daemon/hsd.bundle.cjs.cache"))).size;
+    const built = (await stat(join(REPO, "dist/daemon/hsd.bundle.cjs.cache"))).size;
+    // A nest compiles the SSH client and server, gRPC calls, the sync and the engine: about twice the code here.
+    assert.ok(built > modulesOnly * 1.3, `the build's cache (${built} bytes) is no larger than the modules-only one (${modulesOnly}): scripts/warm-code-cache.mjs did not replace it`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
