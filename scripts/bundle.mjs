@@ -29,7 +29,8 @@ const PROGRAM_FILES = [
 const missing = PROGRAM_FILES.filter((f) => !existsSync(join(dist, f)));
 if (missing.length > 0) { console.error(`no ${missing.map((f) => `${dist}/${f}`).join(", ")}: run \`npm run build\` first`); process.exit(1); }
 /** src/util/run-bundle.ts's first line of a code cache: the bundle's size and mtime it was made for. */
-const stampOf = (size, mtimeMs) => `hsd-code-cache ${size} ${Math.trunc(mtimeMs)}\n`;
+// The code cache's first line, as the program checks it (src/util/run-bundle.ts).
+const { codeCacheStamp: stampOf } = await import(join(dist, "util", "run-bundle.js"));
 
 /**
  * A program's bundle and code cache as the child will find them. tar keeps whole

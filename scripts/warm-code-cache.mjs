@@ -24,11 +24,9 @@ if (!existsSync(hsctl) || !existsSync(`${bundle}.cache`)) { console.error("no bu
 const WRITER = "l0/l1";
 const TIMEOUT_MS = 120_000;
 
-/** The cache's first line names the bundle it was made for (src/util/run-bundle.ts stamp). */
-function stampOf(file) {
-  const st = statSync(file);
-  return `hsd-code-cache ${st.size} ${Math.trunc(st.mtimeMs)}\n`;
-}
+/** The cache's first line names the bundle it was made for, as the program checks it (src/util/run-bundle.ts). */
+const { codeCacheStamp } = await import(join(dist, "util", "run-bundle.js"));
+const stampOf = (file) => { const st = statSync(file); return codeCacheStamp(st.size, st.mtimeMs); };
 
 /** Every hsd still running under `dir` (each level writes its pid in run/ready.json): SIGKILLed with its process group. */
 function killLeftovers(dir) {

@@ -2,7 +2,8 @@
 // scripts/bundle-entries.mjs) with the V8 code cache the build stored beside
 // it, so a start deserializes compiled code instead of parsing 3 MB of
 // JavaScript (~100 ms of every hsd start; Node 20 has no compile cache of its
-// own). Keep it free of other imports: it runs before anything.
+// own). Keep it free of other imports: it runs before anything. The build's
+// scripts (bundle.mjs, warm-code-cache.mjs) take codeCacheStamp from its dist/ copy.
 // Imported by: nothing in src (an entry point that bin/ or the bundled dist/ entries load).
 
 import { readFileSync, statSync, writeFileSync, renameSync } from "node:fs";
@@ -16,9 +17,13 @@ import { Script, constants } from "node:vm";
  * checks a cache only against the source's length, so an edited bundle of the
  * same length would otherwise run stale code. A mismatch means no cache.
  */
+export function codeCacheStamp(size: number, mtimeMs: number): string {
+  return `hsd-code-cache ${size} ${Math.trunc(mtimeMs)}\n`;
+}
+
 function stamp(bundle: string): string {
   const st = statSync(bundle);
-  return `hsd-code-cache ${st.size} ${Math.trunc(st.mtimeMs)}\n`;
+  return codeCacheStamp(st.size, st.mtimeMs);
 }
 
 function readCache(cacheFile: string, expected: string): Buffer | undefined {

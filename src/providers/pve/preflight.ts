@@ -272,10 +272,12 @@ export type StorageAvail = { kib: number } | { error: string };
 /**
  * Available KiB on a storage, from PVE's storage status (one API call; bytes,
  * the same storage_info `pvesm status` prints in KiB). When the API cannot say
- * (down, not yet pinned, a token without Datastore.Audit on the storage) it is
- * `pvesm status`'s answer instead, as root on this node: a perl start on PVE.
+ * (`apiUp` false: its check failed; or down, not yet pinned, a token without
+ * Datastore.Audit on the storage) it is `pvesm status`'s answer instead, as
+ * root on this node: a perl start on PVE.
  */
-export async function storageAvail(client: PveClient, commands: CommandRunner, node: string, id: string, signal: AbortSignal): Promise<StorageAvail> {
+export async function storageAvail(client: PveClient, commands: CommandRunner, node: string, id: string, signal: AbortSignal, apiUp = true): Promise<StorageAvail> {
+  if (!apiUp) return storageAvailKiB(commands, id, signal);
   let st;
   try {
     st = await client.api("GET /nodes/{node}/storage/{storage}/status", { node, storage: id }, { signal });
@@ -294,7 +296,7 @@ function isTrue(v: unknown): boolean {
 }
 
 /** Available KiB on a storage (`pvesm status`), or why pvesm could not say. The API's answer (storageAvail) is asked first. */
-export async function storageAvailKiB(commands: CommandRunner, id: string, signal: AbortSignal): Promise<StorageAvail> {
+async function storageAvailKiB(commands: CommandRunner, id: string, signal: AbortSignal): Promise<StorageAvail> {
   const r = await commands(["pvesm", "status", "--storage", id], { signal });
   const row = r.stdout.split("\n").map((l) => l.trim().split(/\s+/)).find((c) => c[0] === id);
   const kib = Number(row?.[5]);
@@ -304,8 +306,7 @@ export async function storageAvailKiB(commands: CommandRunner, id: string, signa
 
 async function diskSpace(d: PreflightDeps, apiUp: boolean): Promise<Check> {
   const id = d.config.storage;
-  const st = await (d.storageAvail?.(apiUp)
-    ?? (apiUp ? storageAvail(d.client, d.commands, d.config.node, id, d.signal) : storageAvailKiB(d.commands, id, d.signal)));
+  const st = await (d.storageAvail?.(apiUp) ?? storageAvail(d.client, d.commands, d.config.node, id, d.signal, apiUp));
   if ("error" in st) return failed("disk-space", st.error, VALUE_HINTS.storageStatus(id));
   const availKiB = st.kib;
   const gib = (availKiB / 1024 / 1024).toFixed(1);

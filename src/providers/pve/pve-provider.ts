@@ -18,7 +18,7 @@ import { writeFileAtomic } from "../../util/atomic-write.js";
 import { withTimeout } from "../../util/timeout.js";
 import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
 import { missingAs127, runCommand, type CommandRunner } from "../../util/command-runner.js";
-import { runPreflight, isUnroutable, storageAvail as storageAvailOf, storageAvailKiB, storageFields, type StorageAvail } from "./preflight.js";
+import { runPreflight, isUnroutable, storageAvail as storageAvailOf, storageFields, type StorageAvail } from "./preflight.js";
 import { parseUpid } from "./upid.js";
 import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
 import { STEP_HINTS } from "../../domain/hints.js";
@@ -122,9 +122,7 @@ export class PveProvider implements Provider {
     // One storage status answers both the disk-space check and, at level 0, the template's
     // room check (made only once the API check passed); asked right after that check.
     let asked: Promise<StorageAvail> | undefined;
-    const storageAvail = (apiUp: boolean) => asked ??= apiUp
-      ? storageAvailOf(this.client, this.commands, this.cfg.node, this.cfg.storage, ctx.signal)
-      : storageAvailKiB(this.commands, this.cfg.storage, ctx.signal);
+    const storageAvail = (apiUp: boolean) => asked ??= storageAvailOf(this.client, this.commands, this.cfg.node, this.cfg.storage, ctx.signal, apiUp);
     const checks = await runPreflight({
       client: this.client, config: this.cfg, commands: this.commands,
       sysRoot: this.opts.sysRoot ?? "/sys", hostsFile: this.opts.hostsFile ?? "/etc/hosts",
