@@ -2,7 +2,8 @@
 // the very commits generateDemoRepo writes with the default seed, placed as a
 // pack, a branch ref and a checkout instead of being generated on the
 // daemon's thread and through fast-import while a first nest waits for them.
-// Without matching prebuilt packs it generates, as before.
+// Without matching prebuilt packs it generates, as before. Each repo's export
+// can be written from its pack ahead of the checkout (seedDemoExport).
 // Imported by: src/daemon.
 
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
