@@ -6,8 +6,8 @@
 // Imported by: src/demo.
 
 import { createHash } from "node:crypto";
-import { copyFile, link, mkdir, readFile, rename, rm } from "node:fs/promises";
-import { basename } from "node:path";
+import { copyFile, link, mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
+import { basename, join } from "node:path";
 import type { RepoState } from "../domain/events.js";
 import { WORKING_REF, exportPath, secretMatcher } from "./export-repos.js";
 import { cleanCheckoutStamp, writeExportStamp } from "./export-stamp.js";
@@ -46,7 +46,10 @@ export async function seedExport(o: SeedExportOptions): Promise<RepoState | unde
   try {
     // As refreshExports makes it: the exports' directory is the level's alone.
     await mkdir(o.exportsDir, { recursive: true, mode: 0o700 });
-    await rm(tmp, { recursive: true, force: true });
+    // A seed a killed daemon left half built (any pid): never served, only in the way.
+    for (const stale of (await readdir(o.exportsDir)).filter((n) => n.startsWith(`${o.name}.git.`) && n.endsWith(".seed"))) {
+      await rm(join(o.exportsDir, stale), { recursive: true, force: true });
+    }
     await initRepo(tmp, { bare: true, head: WORKING_REF });
     // .pack before .idx: git sees a pack only once its index exists. Packs are
     // immutable, so a link to the build's file is a copy that costs nothing.

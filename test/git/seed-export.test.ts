@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { getPriority } from "node:os";
-import { readFile, readdir, stat, truncate, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, stat, truncate, writeFile } from "node:fs/promises";
 import { tempDir, git, gitCallLog } from "../helpers/git-fixtures.js";
 import { DEMO_REPO_NAMES } from "../../src/demo/demo-repos.js";
 import { buildDemoPacks, placeDemoRepo, seedDemoExport } from "../../src/demo/demo-packs.js";
@@ -118,7 +118,8 @@ test("declined with nothing written: an existing export, a tracked path matching
     const seed = (name: string, o: { patterns?: string[]; packsDir?: string } = {}) => seedDemoExport(name, {
       checkout: join(t.path, "demo", name), exportsDir, secretPatterns: o.patterns ?? PATTERNS, packsDir: o.packsDir ?? packsDir(),
     });
-    // An export already there stands as it is.
+    // A half-built seed a killed daemon left behind is cleared, and an export already there stands as it is.
+    await mkdir(join(exportsDir, "bootstrap.git.999999.seed", "objects"), { recursive: true });
     assert.ok(await seed("bootstrap"));
     const before = await exportView(join(exportsDir, "bootstrap.git"));
     assert.equal(await seed("bootstrap"), undefined);
