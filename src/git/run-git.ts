@@ -4,7 +4,7 @@
 // Imported by: src/demo, src/git, src/level.
 
 import { spawn } from "node:child_process";
-import { setPriority } from "node:os";
+import { getPriority, setPriority } from "node:os";
 import { CommandFailedError, CommandTimeoutError } from "../domain/errors.js";
 import { STEP_HINTS } from "../domain/hints.js";
 
@@ -85,7 +85,8 @@ export function runGit(args: string[], opts: RunGitOptions = {}): Promise<RunGit
     });
     if (opts.niceness !== undefined && child.pid !== undefined) {
       // Set on the running child (spawn has no nice option); one that exited already needs none.
-      try { setPriority(child.pid, opts.niceness); } catch { /* exited */ }
+      // Never above the daemon's own priority (root could raise it).
+      try { setPriority(child.pid, Math.max(getPriority(), opts.niceness)); } catch { /* exited */ }
     }
     const out: Buffer[] = [];
     const err: Buffer[] = [];
