@@ -130,7 +130,10 @@ export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: 
       const seeded = started.then(() => seedDemoExport(name, { checkout: repos[name]!, exportsDir: paths.reposDir, secretPatterns: config.secretPatterns }))
         .catch((err: unknown) => { log.warn({ err, repo: name }, "demo export not written from its pack; a refresh writes it"); return undefined; });
       repoSeeded[name] = seeded;
-      const p = seeded.then((seed) => pool.run(() => generateDemoRepoInPlace(dir, name, vmRootPassword, log, seed ? paths.reposDir : undefined)));
+      const p = seeded.then((seed) => pool.run(async () => {
+        await checkpoints.at(`demo-place-${name}`, () => {}, new AbortController().signal);
+        await generateDemoRepoInPlace(dir, name, vmRootPassword, log, seed ? paths.reposDir : undefined);
+      }));
       p.catch((err: unknown) => log.error({ err, repo: name }, "generating a demo repo failed"));
       return [name, p];
     }));
@@ -264,6 +267,7 @@ export function buildLevel(
     layout, ...(owner ? { owner } : {}), self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
     beforeRename: checkpoints.beforeRename("secrets-write"),
   });
+  const configPlaced = async (): Promise<void> => { if (layout.configRepo) await parts.repoPrepared[layout.configRepo]; };
   const configureLevel = PROVIDERS[config.nest.provider].configureLevel?.({ config, secrets: parts.secrets, stateDir: paths.stateDir, digests: parts.digests, homestakFiles: siteConfig });
   const systemInstall = PROVIDERS[config.nest.provider].systemInstall?.(config);
   // A level below 0 may reboot its machine when a configure step asks (a PVE install's new kernel).
@@ -306,8 +310,10 @@ export function buildLevel(
     config, journal: parts.journal, configureLeaf, links, access: parts.access, log: log.child({ sub: "nest" }), clock: { now: () => Date.now() },
     providers: providerFor,
     // What this level passes down is homestak's own: config/secrets.yaml and config/site.yaml.
-    readSecrets: () => siteConfig.readSecrets(),
-    readSite: () => siteConfig.readSite(),
+    // Level 0's config checkout (site-config) may still be being placed behind its
+    // export (a demo set: the exports come from the packs first): read once it is there.
+    readSecrets: async () => { await configPlaced(); return siteConfig.readSecrets(); },
+    readSite: async () => { await configPlaced(); return siteConfig.readSite(); },
     levelChecks: () => imageChecks(config.images, parts.digests),
     // Level 0 refreshes its exports while its children boot (the level owns that refresh).
     exportsReady: (): Promise<void> => level.exportsReady(),
