@@ -1,6 +1,7 @@
 // The daemon's named checkpoints: a handler's start (identify, sync, secrets,
 // configure, nest), a state file's write between fsync and rename
-// (journal-write, secrets-write) and startup before readiness. The product only
+// (journal-write, secrets-write), startup before readiness and level 0's
+// placing of each demo checkout (demo-place-<repo>). The product only
 // publishes each point on the diagnostics channel "hsd:checkpoint"; with no
 // subscriber (always, outside tests) a point costs nothing and no hook is wired.
 // Tests subscribe from a preload module (test/helpers/fault-preload.mjs, loaded

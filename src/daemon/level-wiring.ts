@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { type HsdConfig } from "../config/config.js";
 import { levelPaths } from "../config/level-layout.js";
 import type { Logger } from "../log/logger.js";
+import type { RepoState } from "../domain/events.js";
 import { AuthorizedKeyStore } from "../ssh/authorized-key-store.js";
 import { loadOrCreateLevelKeys, type LevelKeys } from "../ssh/level-keys.js";
 import { startSshEndpoint } from "../ssh/ssh-endpoint.js";
@@ -18,9 +19,9 @@ import { ImageDigests } from "../images/image-digest.js";
 import { imageServer } from "../images/image-server.js";
 import { imageChecks } from "../images/image-checks.js";
 import { openGrpcTunnel } from "../ssh/grpc-tunnel.js";
-import { resolverFor } from "../git/export-repos.js";
+import { exportPath, resolverFor } from "../git/export-repos.js";
 import { DEMO_REPO_NAMES_BY_SIZE, demoRepoPaths, demoVmRootPassword } from "../demo/demo-repos.js";
-import { placeDemoRepo } from "../demo/demo-packs.js";
+import { placeDemoRepo, seedDemoExport } from "../demo/demo-packs.js";
 import { SecretsStore } from "../secrets/secrets-store.js";
 import { Journal } from "../nest/journal.js";
 import { ChildLinks } from "../nest/child-link.js";
@@ -59,6 +60,12 @@ export interface LevelParts {
   readonly repos: Readonly<Record<string, string>>;
   /** Per repo: settles when its checkout exists (at once, or once its demo repo is generated; rejects if that failed). */
   readonly repoPrepared: Readonly<Record<string, Promise<void>>>;
+  /**
+   * Per demo repo placed from a prebuilt pack: settles with its export's state
+   * once that export is written straight from the pack (before the checkout),
+   * or undefined when it was not (seedDemoExport).
+   */
+  readonly repoSeeded: Readonly<Record<string, Promise<RepoState | undefined>>>;
   /** Starts what reposPrepared waits for; the daemon calls it once it is ready (it must not delay readiness). */
   readonly startRepos: () => void;
   readonly secrets: SecretsStore;
@@ -91,6 +98,7 @@ export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: 
   let repos = config.repos;
   let startRepos = () => {};
   let repoPrepared: Record<string, Promise<void>> = {};
+  const repoSeeded: Record<string, Promise<RepoState | undefined>> = {};
   if (!config.parent && Object.keys(repos).length === 0) {
     // Placed once the daemon serves (from the build's prebuilt packs, else
     // generated: ~0.5 s, partly on this thread): nothing reads a checkout
@@ -111,10 +119,21 @@ export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: 
     // the next repo: iac-driver takes about as long as the other five
     // together, so fixed lanes (i % 2) left one idle while site-config and
     // tofu waited behind it (~90 ms later exports on a cold nest).
+    //
+    // Each export is written first, straight from the build's pack (no
+    // spawn): a nest's first child syncs from it while the checkouts, which
+    // nothing on its path waits for then, are placed behind it at a lower CPU
+    // priority (their ~30 git processes competed with l1's install).
     const started = new Promise<void>((res) => { startRepos = res; });
     const pool = new WorkPool(2);
     repoPrepared = Object.fromEntries(DEMO_REPO_NAMES_BY_SIZE.filter((n) => missing.includes(n)).map((name) => {
-      const p = started.then(() => pool.run(() => generateDemoRepoInPlace(dir, name, vmRootPassword, log)));
+      const seeded = started.then(() => seedDemoExport(name, { checkout: repos[name]!, exportsDir: paths.reposDir, secretPatterns: config.secretPatterns }))
+        .catch((err: unknown) => { log.warn({ err, repo: name }, "demo export not written from its pack; a refresh writes it"); return undefined; });
+      repoSeeded[name] = seeded;
+      const p = seeded.then((seed) => pool.run(async () => {
+        await checkpoints.at(`demo-place-${name}`, () => {}, new AbortController().signal);
+        await generateDemoRepoInPlace(dir, name, vmRootPassword, log, seed ? paths.reposDir : undefined);
+      }));
       p.catch((err: unknown) => log.error({ err, repo: name }, "generating a demo repo failed"));
       return [name, p];
     }));
@@ -125,7 +144,7 @@ export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: 
   let markExported = () => {};
   const exported = config.parent ? Promise.resolve() : new Promise<void>((res) => { markExported = res; });
   const digests = new ImageDigests(paths.imageDigests, log.child({ sub: "images" }));
-  return { keys, access, repos, repoPrepared, startRepos, secrets, journal, exported, markExported, digests };
+  return { keys, access, repos, repoPrepared, repoSeeded, startRepos, secrets, journal, exported, markExported, digests };
 }
 
 /**
@@ -136,7 +155,7 @@ export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: 
  * take as whole; a git the kill orphaned may still be writing into the old
  * one, which is removed with retries and otherwise left alone.
  */
-async function generateDemoRepoInPlace(dir: string, name: string, vmRootPassword: string | undefined, log: Logger): Promise<void> {
+async function generateDemoRepoInPlace(dir: string, name: string, vmRootPassword: string | undefined, log: Logger, seededIn?: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   const prefix = `.${name}.partial-`;
   for (const stale of (await readdir(dir)).filter((n) => n.startsWith(prefix))) {
@@ -144,9 +163,12 @@ async function generateDemoRepoInPlace(dir: string, name: string, vmRootPassword
       .catch((err: unknown) => log.warn({ err, dir: stale }, "could not remove a half-generated demo repo"));
   }
   const partial = join(dir, `${prefix}${process.pid}`);
-  const how = await placeDemoRepo(partial, name, vmRootPassword ? { vmRootPassword } : {});
+  // Behind a seeded export nothing waits for the checkout: it yields the CPU.
+  const how = await placeDemoRepo(partial, name, { ...(vmRootPassword ? { vmRootPassword } : {}), ...(seededIn ? { niceness: 10 } : {}) });
+  // The pack did not check out, so its seeded export is not served on: the next refresh writes it from the generated checkout.
+  if (seededIn && how === "generated") await rm(exportPath(seededIn, name), { recursive: true, force: true });
   await rename(partial, join(dir, name));
-  log.info({ repo: name, dir, from: how }, "no repos configured: generated a demo repo");
+  log.info({ repo: name, dir, from: how, ...(seededIn && how === "prebuilt" ? { export: "from the pack" } : {}) }, "no repos configured: generated a demo repo");
 }
 
 export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Promise<SshHandle> {
@@ -245,6 +267,7 @@ export function buildLevel(
     layout, ...(owner ? { owner } : {}), self: () => ({ name: config.level.name, publicKey: parts.keys.publicKey }), ageIdentityFiles: ageIdentityFiles(env),
     beforeRename: checkpoints.beforeRename("secrets-write"),
   });
+  const configPlaced = async (): Promise<void> => { if (layout.configRepo) await parts.repoPrepared[layout.configRepo]; };
   const configureLevel = PROVIDERS[config.nest.provider].configureLevel?.({ config, secrets: parts.secrets, stateDir: paths.stateDir, digests: parts.digests, homestakFiles: siteConfig });
   const systemInstall = PROVIDERS[config.nest.provider].systemInstall?.(config);
   // A level below 0 may reboot its machine when a configure step asks (a PVE install's new kernel).
@@ -287,8 +310,10 @@ export function buildLevel(
     config, journal: parts.journal, configureLeaf, links, access: parts.access, log: log.child({ sub: "nest" }), clock: { now: () => Date.now() },
     providers: providerFor,
     // What this level passes down is homestak's own: config/secrets.yaml and config/site.yaml.
-    readSecrets: () => siteConfig.readSecrets(),
-    readSite: () => siteConfig.readSite(),
+    // Level 0's config checkout (site-config) may still be being placed behind its
+    // export (a demo set: the exports come from the packs first): read once it is there.
+    readSecrets: async () => { await configPlaced(); return siteConfig.readSecrets(); },
+    readSite: async () => { await configPlaced(); return siteConfig.readSite(); },
     levelChecks: () => imageChecks(config.images, parts.digests),
     // Level 0 refreshes its exports while its children boot (the level owns that refresh).
     exportsReady: (): Promise<void> => level.exportsReady(),
@@ -304,7 +329,7 @@ export function buildLevel(
     config, log, version: ctx.version, clock: { now: () => Date.now() }, engine, journal: parts.journal, links,
     secrets: parts.secrets, identity: ctx.identity, requestShutdown: ctx.requestShutdown, siteConfig, steps,
     repos: gitRepoOps({
-      config, repos: parts.repos, prepared: parts.repoPrepared, userKeyPath: parts.keys.userKeyPath, digests: parts.digests, log: log.child({ sub: "git", phase: "sync" }),
+      config, repos: parts.repos, prepared: parts.repoPrepared, seeded: parts.repoSeeded, userKeyPath: parts.keys.userKeyPath, digests: parts.digests, log: log.child({ sub: "git", phase: "sync" }),
       sshPath: findOpenSsh(),
       ...(owner && config.parent ? { owner } : {}),
     }),

@@ -2,7 +2,8 @@
 // the very commits generateDemoRepo writes with the default seed, placed as a
 // pack, a branch ref and a checkout instead of being generated on the
 // daemon's thread and through fast-import while a first nest waits for them.
-// Without matching prebuilt packs it generates, as before.
+// Without matching prebuilt packs it generates, as before. Each repo's export
+// can be written from its pack ahead of the checkout (seedDemoExport).
 // Imported by: src/daemon.
 
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
@@ -10,14 +11,16 @@ import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { DEMO_REPO_NAMES, demoContentKey, generateDemoRepo, writeLevelZeroFiles } from "./demo-repos.js";
 import { initRepo } from "../git/init-repo.js";
-import { gitText, runGit } from "../git/run-git.js";
+import { gitList, gitText, runGit } from "../git/run-git.js";
+import { seedExport } from "../git/seed-export.js";
+import type { RepoState } from "../domain/events.js";
 import { packageRoot } from "../util/package-root.js";
 
 interface PackManifest {
   /** demoContentKey() of the generator that wrote the packs. */
   readonly key: string;
-  /** name -> the branch tip and the pack's base name (pack-<sha>). */
-  readonly repos: Readonly<Record<string, { readonly commit: string; readonly pack: string }>>;
+  /** name -> the branch tip, the pack's base name (pack-<sha>) and every path of the tip's tree. */
+  readonly repos: Readonly<Record<string, { readonly commit: string; readonly pack: string; readonly files?: readonly string[] }>>;
 }
 
 const MANIFEST = "manifest.json";
@@ -38,7 +41,7 @@ export async function buildDemoPacks(outDir: string): Promise<void> {
   try {
     await rm(staged, { recursive: true, force: true });
     await mkdir(staged, { recursive: true });
-    const repos: Record<string, { commit: string; pack: string }> = {};
+    const repos: Record<string, { commit: string; pack: string; files: string[] }> = {};
     for (const name of DEMO_REPO_NAMES) {
       const checkout = join(work, name);
       // Only the committed history is kept: the gitignored level-0 files get a throwaway secret.
@@ -49,7 +52,10 @@ export async function buildDemoPacks(outDir: string): Promise<void> {
       const pack = packs[0]!.slice(0, -".pack".length);
       await mkdir(join(staged, name));
       for (const ext of [".pack", ".idx"]) await copyFile(join(packDir, `${pack}${ext}`), join(staged, name, `${pack}${ext}`));
-      repos[name] = { commit: await gitText(["rev-parse", "refs/heads/main"], { cwd: checkout }), pack };
+      repos[name] = {
+        commit: await gitText(["rev-parse", "refs/heads/main"], { cwd: checkout }), pack,
+        files: await gitList(["ls-tree", "-r", "-z", "--name-only", "refs/heads/main"], { cwd: checkout }),
+      };
     }
     const manifest: PackManifest = { key: demoContentKey(), repos };
     await writeFile(join(staged, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
@@ -82,7 +88,9 @@ async function readManifest(packsDir: string): Promise<PackManifest | undefined>
  * of fast-import fed by ~100 ms of text generation on this thread. A pack
  * that does not check out (damaged, missing objects) falls back to generating.
  */
-export async function placeDemoRepo(checkout: string, name: string, opts: { vmRootPassword?: string; packsDir?: string } = {}): Promise<"prebuilt" | "generated"> {
+export async function placeDemoRepo(
+  checkout: string, name: string, opts: { vmRootPassword?: string; packsDir?: string; niceness?: number } = {},
+): Promise<"prebuilt" | "generated"> {
   const generate = async () => {
     await generateDemoRepo(checkout, name, opts.vmRootPassword !== undefined ? { vmRootPassword: opts.vmRootPassword } : {});
     return "generated" as const;
@@ -98,11 +106,32 @@ export async function placeDemoRepo(checkout: string, name: string, opts: { vmRo
     for (const ext of [".pack", ".idx"]) await copyFile(src + ext, join(gitDir, "objects", "pack", `${entry.pack}${ext}`));
     await writeFile(join(gitDir, "refs", "heads", "main"), `${entry.commit}\n`);
     // Checks the commit out; fails if the pack does not hold it whole.
-    await runGit(["reset", "-q", "--hard", "main"], { cwd: checkout });
+    await runGit(["reset", "-q", "--hard", "main"], { cwd: checkout, ...(opts.niceness !== undefined ? { niceness: opts.niceness } : {}) });
   } catch {
     await rm(checkout, { recursive: true, force: true });
     return generate();
   }
   await writeLevelZeroFiles(checkout, name, opts.vmRootPassword);
   return "prebuilt";
+}
+
+/**
+ * Writes demo repo `name`'s export at level 0 straight from its prebuilt
+ * pack, before its checkout (placed from the same pack) exists: what a first
+ * refresh of that checkout, clean on main, writes (seed-export.ts).
+ * Undefined, with nothing written, when there is no current pack for it
+ * (then the checkout is generated and refreshed as before) or the seed
+ * declines (an export already there, a secret pattern, a damaged pack).
+ */
+export async function seedDemoExport(name: string, o: {
+  checkout: string; exportsDir: string; secretPatterns: readonly string[]; packsDir?: string;
+}): Promise<RepoState | undefined> {
+  const packsDir = o.packsDir ?? packsOfThisBuild();
+  const entry = packsDir ? (await readManifest(packsDir))?.repos[name] : undefined;
+  if (!packsDir || !entry?.files) return undefined;
+  const src = join(packsDir, name, entry.pack);
+  return seedExport({
+    exportsDir: o.exportsDir, name, checkout: o.checkout, branchRef: "refs/heads/main", commit: entry.commit,
+    pack: `${src}.pack`, idx: `${src}.idx`, files: entry.files, secretPatterns: o.secretPatterns,
+  });
 }

@@ -8,8 +8,7 @@
 
 import * as fs from "node:fs";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, copyFile, lstat, readFile, readdir, rename, writeFile, link } from "node:fs/promises";
-import { createHash } from "node:crypto";
+import { mkdir, mkdtemp, rm, copyFile, lstat, readFile, readdir, link } from "node:fs/promises";
 import isogit from "isomorphic-git";
 import { basename, isAbsolute, join, resolve } from "node:path";
 import { tmpdir } from "node:os";
@@ -19,6 +18,7 @@ import { SecretInRepoError, RepoNotFoundError } from "../domain/errors.js";
 import { runGit, gitText, gitList } from "./run-git.js";
 import { initRepo } from "./init-repo.js";
 import type { SharedRunQueue } from "../util/shared-run-queue.js";
+import { readStamp, statusFingerprint, writeExportStamp, type ExportStamp } from "./export-stamp.js";
 
 /** The branch whose tip is the operator's working state; the export's HEAD points at it. */
 export const WORKING_BRANCH = "_working";
@@ -41,6 +41,15 @@ export interface RefreshExportsOptions {
    * checkout exists, are one refresh). Absent: each call refreshes on its own.
    */
   queue?: SharedRunQueue<RepoState>;
+  /**
+   * A repo whose checkout hsd itself is still placing, with its export
+   * already written from the same commits (seed-export.ts): that export's
+   * state, or undefined once the checkout is in place (or was never seeded).
+   * A refresh that starts while it answers returns it without waiting: no
+   * operator's edit can exist yet, and the export is what a refresh of the
+   * placed checkout writes.
+   */
+  seeded?: (name: string) => Promise<RepoState | undefined>;
 }
 
 export function exportPath(exportsDir: string, name: string): string {
@@ -86,13 +95,6 @@ async function checkoutGitDirs(checkout: string): Promise<{ gitDir: string; obje
   const [gitDirLine, objectsLine] = (await gitText(["rev-parse", "--absolute-git-dir", "--git-path", "objects"], { cwd: checkout })).split("\n");
   return { gitDir: gitDirLine!, objectsDir: resolve(checkout, objectsLine!) };
 }
-
-/** Bump when what the snapshot depends on changes: an older stamp then never matches. */
-const STAMP_VERSION = 1;
-/** In the export (upload-pack ignores it): what the last refresh saw and produced. */
-const STAMP_FILE = "hsd-export-stamp.json";
-
-interface ExportStamp { fingerprint: string; working: string; head: string; branchRef: string }
 
 interface CheckoutStatus {
   /** HEAD commit, "" when unborn. */
@@ -140,16 +142,10 @@ async function checkoutStatus(checkout: string, patterns: readonly string[]): Pr
     } else if (rec.startsWith("u ")) paths.push(rec.split(" ").slice(10).join(" "));
     else if (rec.startsWith("? ")) paths.push(rec.slice(2));
   }
-  const h = createHash("sha256").update(JSON.stringify([STAMP_VERSION, checkout, patterns, raw]));
   const stats = await Promise.all(paths.map((p) => lstat(join(checkout, p), { bigint: true }).then(
     (st) => `${st.size}:${st.mtimeNs}:${st.ctimeNs}:${st.ino}:${st.mode}`, () => "-",
   )));
-  h.update(JSON.stringify(stats));
-  return { head, branchRef, stagedGone, clean, fingerprint: h.digest("hex") };
-}
-
-async function readStamp(exp: string): Promise<ExportStamp | undefined> {
-  try { return JSON.parse(await readFile(join(exp, STAMP_FILE), "utf8")) as ExportStamp; } catch { return undefined; }
+  return { head, branchRef, stagedGone, clean, fingerprint: statusFingerprint(checkout, patterns, raw, stats) };
 }
 
 /** The ref's commit in the export, "" when absent (isomorphic-git reads loose and packed refs without a spawn). */
@@ -276,10 +272,7 @@ async function refreshOne(name: string, checkout: string, opts: RefreshExportsOp
   ];
   if (tx.length > 0) await ex(["update-ref", "--stdin"], { input: `${tx.join("\n")}\n` });
   if ((await readFile(join(exp, "HEAD"), "utf8").catch(() => "")).trim() !== `ref: ${WORKING_REF}`) await ex(["symbolic-ref", "HEAD", WORKING_REF]);
-  const stamp: ExportStamp = { fingerprint: st.fingerprint, working, head, branchRef };
-  const stampTmp = join(exp, `${STAMP_FILE}.${process.pid}.tmp`);
-  await writeFile(stampTmp, JSON.stringify(stamp));
-  await rename(stampTmp, join(exp, STAMP_FILE));
+  await writeExportStamp(exp, { fingerprint: st.fingerprint, working, head, branchRef });
   log.debug({ commit: working, previous: prev || undefined }, "export refreshed");
   return {
     name, servedCommit: working, worktreeCommit: "", dirty: false, dirtyFiles: [],
@@ -353,12 +346,16 @@ async function snapshotCommit(o: {
  */
 export async function refreshExports(opts: RefreshExportsOptions): Promise<RepoState[]> {
   const isSecret = secretMatcher(opts.secretPatterns);
-  const { queue, ready, ...rest } = opts;
+  const { queue, ready, seeded, ...rest } = opts;
   const dir = () => mkdir(opts.exportsDir, { recursive: true, mode: 0o700 });
   // Queued at once (nothing awaited before): a call joins whatever run is still waiting when it is made.
-  const one = (n: string, p: string) => queue
-    ? queue.run(n, () => ready?.(n) ?? Promise.resolve(), async () => { await dir(); return refreshOne(n, p, rest, isSecret); })
-    : dir().then(() => refreshOne(n, p, opts, isSecret));
+  const one = (n: string, p: string) => {
+    // Decided by the run's own wait: a seeded export still ahead of its checkout is the run's answer.
+    let seed: RepoState | undefined;
+    const wait = async () => { seed = await seeded?.(n); if (!seed) await ready?.(n); };
+    const job = async () => seed ?? (await dir(), refreshOne(n, p, rest, isSecret));
+    return queue ? queue.run(n, wait, job) : wait().then(job);
+  };
   const results = await Promise.allSettled(Object.entries(opts.repos).map(([n, p]) => one(n, p)));
   const failures = results.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
   if (failures.length > 0) throw failures[0];

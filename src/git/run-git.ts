@@ -4,6 +4,7 @@
 // Imported by: src/demo, src/git, src/level.
 
 import { spawn } from "node:child_process";
+import { getPriority, setPriority } from "node:os";
 import { CommandFailedError, CommandTimeoutError } from "../domain/errors.js";
 import { STEP_HINTS } from "../domain/hints.js";
 
@@ -38,6 +39,8 @@ export interface RunGitOptions {
   signal?: AbortSignal;
   /** Bound on the process; past it, it is killed and the call rejects with CommandTimeout. Default LOCAL_GIT_TIMEOUT_MS. */
   timeoutMs?: number;
+  /** A nice value for work nothing waits on (level 0's demo checkouts while a nest builds its first child). */
+  niceness?: number;
 }
 
 /**
@@ -80,6 +83,11 @@ export function runGit(args: string[], opts: RunGitOptions = {}): Promise<RunGit
     const child = spawn("git", args, {
       cwd: opts.cwd, env: opts.plainEnv ? plainGitEnv(opts.env) : cleanGitEnv(opts.env), stdio: ["pipe", "pipe", "pipe"], signal: opts.signal,
     });
+    if (opts.niceness !== undefined && child.pid !== undefined) {
+      // Set on the running child (spawn has no nice option); one that exited already needs none.
+      // Never above the daemon's own priority (root could raise it).
+      try { setPriority(child.pid, Math.max(getPriority(), opts.niceness)); } catch { /* exited */ }
+    }
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     const timeoutMs = opts.timeoutMs ?? LOCAL_GIT_TIMEOUT_MS;

@@ -31,6 +31,8 @@ export function gitRepoOps(o: {
   repos: Readonly<Record<string, string>>;
   /** Per level-0 repo: settles when its checkout exists (demo repos are generated in the background); absent: now. */
   prepared?: Readonly<Record<string, Promise<void>>>;
+  /** Per level-0 demo repo: its export written from the build's pack ahead of its checkout (LevelParts.repoSeeded). */
+  seeded?: Readonly<Record<string, Promise<RepoState | undefined>>>;
   userKeyPath: string;
   /** Digests of this level's images (received ones are recorded, so a re-sync does not re-hash them). */
   digests?: ImageDigests;
@@ -44,7 +46,15 @@ export function gitRepoOps(o: {
   const allReady = () => Promise.all(Object.values(o.prepared ?? {}));
   // Repos whose checkout exists: the ones stateNow may read without waiting.
   const settled = new Set<string>();
-  for (const [name, p] of Object.entries(o.prepared ?? {})) p.then(() => settled.add(name), () => undefined);
+  // Repos whose checkout is still being placed: a refresh of one with a seeded export answers with that export.
+  const placing = new Set(Object.keys(o.prepared ?? {}));
+  for (const [name, p] of Object.entries(o.prepared ?? {})) {
+    p.then(() => settled.add(name), () => undefined).finally(() => placing.delete(name));
+  }
+  const seededAhead = async (name: string) => {
+    const seed = await o.seeded?.[name];
+    return seed && placing.has(name) ? seed : undefined;
+  };
   const { config } = o;
   const paths = levelPaths(config.root);
   const names = config.parent ? config.repoNames : Object.keys(o.repos);
@@ -79,6 +89,7 @@ export function gitRepoOps(o: {
       if (!config.parent) {
         last = await refreshExports({
           repos: o.repos, exportsDir: paths.reposDir, secretPatterns: config.secretPatterns, log: o.log, ready: repoReady, queue: exportQueue,
+          seeded: seededAhead,
         });
         return { repos: last, bytes: 0 };
       }

@@ -198,7 +198,7 @@ test("HSD_LOG_PRETTY=1 logs human-readable lines (the built hsd is one bundled f
   assert.ok(!x.stdout.split("\n").some((l) => l.startsWith("{")), x.stdout.slice(0, 300));
 });
 
-test("level 0 generates its demo set after readiness, replacing a half set a killed start left; a sync waits for it", async () => {
+test("level 0 generates its demo set after readiness, replacing a half set a killed start left; a sync is served at once, status waits for the checkouts", async () => {
   const root = await tempRoot();
   // What a daemon killed while generating tofu leaves behind: never taken as the repo.
   await mkdir(join(root, "demo", ".tofu.partial-1"), { recursive: true });
@@ -211,6 +211,13 @@ test("level 0 generates its demo set after readiness, replacing a half set a kil
     .find((e) => e.phase === "sync" && e.kind === "finished");
   assert.equal(finished?.repos?.length, 6);
   for (const r of finished.repos) assert.match(r.servedCommit, /^[0-9a-f]{40}$/);
+  // The sync may answer from the exports written straight from the build's packs; status reads the checkouts, so it waits for them.
+  const st = await runHsctl(["--root", root, "status", "--json"]);
+  assert.equal(st.code, 0, st.stderr);
+  const served = new Map((finished.repos as { name: string; servedCommit: string }[]).map((r) => [r.name, r.servedCommit]));
+  const stRepos = JSON.parse(st.stdout).repos as { name: string; worktreeCommit: string }[];
+  assert.equal(stRepos.length, 6);
+  for (const r of stRepos) assert.equal(r.worktreeCommit, served.get(r.name), r.name);
   assert.deepEqual((await readdir(join(root, "demo"))).sort(), ["ansible", "bootstrap", "iac-driver", "packer", "site-config", "tofu"]);
   assert.equal(await exists(join(root, "demo", "tofu", "half-written")), false);
   assert.equal(await exists(join(root, "demo", "site-config", "secrets.yaml")), true);

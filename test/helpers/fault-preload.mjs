@@ -9,9 +9,11 @@
 // SIGKILLs l1 between a secrets file's write and its rename.
 // Points: startup (before readiness; the parent is in its install phase),
 // identify, sync, secrets, configure, nest (start of each handler),
-// journal-write, secrets-write (between fsync and rename of the file).
+// journal-write, secrets-write (between fsync and rename of the file),
+// demo-place-<repo> (level 0, before a demo checkout is placed behind its export).
 // Actions: hold, hold-once, kill, kill-once, emit-<n>x<ms> (emit n log events,
-// one every ms, then go on; a test-only event source for relay load).
+// one every ms, then go on; a test-only event source for relay load),
+// delay-<ms> (go on after ms: a slow step, not a stuck one).
 // HSD_FAULTS_DIR (test-owned) keeps once-markers across a level's rebuild;
 // default: the level's state/.
 import { subscribe } from "node:diagnostics_channel";
@@ -44,6 +46,11 @@ async function apply(msg, mine) {
         if (signal.aborted) throw signal.reason;
         announce(`fault: event ${i + 1}/${n}`);
       }
+      continue;
+    }
+    const delay = /^delay-(\d+)$/.exec(action);
+    if (delay) {
+      await new Promise((r) => setTimeout(r, Number(delay[1])));
       continue;
     }
     if (action === "kill" || action === "kill-once") {
