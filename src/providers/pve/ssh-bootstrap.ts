@@ -97,10 +97,12 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   // then the config, launchers and unit, written once the new bundle is in place (a new
   // config never sits beside an old bundle systemd might restart); then the start.
   // Directories 0755 as systemd's ConfigurationDirectory= expects (else it warns on every start); files by mode.
+  // No subshell and no $(dirname): each is a fork on the child, and a directory that is there needs no mkdir.
   const put = (path: string, mode: string, text: string | undefined) => {
     const tmp = q(`${path}.tmp`);
+    const dir = q(path.slice(0, path.lastIndexOf("/")) || "/");
     const fill = text === undefined ? `cat > ${tmp}` : `printf '%s' ${q(text)} > ${tmp}`;
-    return `(umask 022; mkdir -p "$(dirname ${q(path)})") && (umask 077; ${fill}) && chmod ${mode} ${tmp} && mv ${tmp} ${q(path)}`;
+    return `umask 022 && { [ -d ${dir} ] || mkdir -p ${dir}; } && umask 077 && ${fill} && chmod ${mode} ${tmp} && mv ${tmp} ${q(path)}`;
   };
   // Launchers that work whether node came with the bundle or from the child.
   const launcher = (cmd: string) => `#!/bin/sh\nexec ${p.installDir}/bin/node ${cmd === "hsd" ? `${HSD_NODE_FLAGS.join(" ")} ` : ""}${p.installDir}/bin/${cmd}.js "$@"\n`;
@@ -134,6 +136,7 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
     `  mkdir -p ${dir}/bin && ln -sf "$n" ${dir}/bin/node || exit 12`,
     `fi`,
     ...files.map((file, i) => `${put(file.path, file.mode, file.text)} || exit ${20 + i}`),
+    `umask 022`,
     `rm -f ${f} || exit 30`,
     `systemctl daemon-reload || exit 31`,
     `systemctl enable --no-reload hsd || exit 32`,
