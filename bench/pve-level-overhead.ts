@@ -62,7 +62,17 @@ try {
     // Where install's time goes: the longest waits between its consecutive lines.
     const inst = events.filter((e) => e.level === path && e.phase === "install").map((e) => ({ t: Date.parse(String(e.time)) || Number(e.time), m: String(e.message ?? e.kind) }));
     const gaps = inst.slice(1).map((e, i) => ({ ms: e.t - inst[i]!.t, m: `${inst[i]!.m.slice(0, 60)} -> ${e.m.slice(0, 60)}` })).sort((a, b) => b.ms - a.ms).slice(0, 4);
-    for (const g of gaps) console.log(`  ${path.padEnd(10)}   install gap ${s(g.ms)}: ${g.m}`);
+    for (const g of gaps) console.log(`  ${path.padEnd(10)}   install gap ${String(g.ms).padStart(4)} ms: ${g.m}`);
+    // Where sync's time goes: the repos' last progress and the image's, from the phase's start.
+    const syncEv = events.filter((e) => e.level === path && e.phase === "sync").map((e) => ({
+      t: Date.parse(String(e.time)) || Number(e.time), kind: String(e.kind), unit: String((e.progress as { unit?: string } | undefined)?.unit ?? ""),
+    }));
+    const t0 = syncEv.find((e) => e.kind === "started")?.t;
+    if (t0 !== undefined) {
+      const last = (unit: string) => Math.max(-1, ...syncEv.filter((e) => e.kind === "progress" && (unit === "bytes") === (e.unit === "bytes")).map((e) => e.t - t0));
+      const end = syncEv.find((e) => e.kind === "finished")?.t;
+      console.log(`  ${path.padEnd(10)}   sync: repos' last progress at ${last("objects")} ms, image's at ${last("bytes")} ms, finished at ${end === undefined ? "?" : end - t0} ms`);
+    }
     console.log(`  ${path.padEnd(10)}   own ms: ${PHASES.map((p) => `${p} ${Math.round(wall[p] - pve[p])}`).join(", ")}`);
     const ratio = (wallSum - pveSum) / pveSum;
     worst = Math.max(worst, ratio);

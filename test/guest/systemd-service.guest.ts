@@ -99,6 +99,11 @@ test("guest: image, boot, install as the install phase does", { timeout: 1_500_0
   timings.installS = (Date.now() - t) / 1000;
   assert.equal(Number(await show("MainPID")), ready.pid);
   assert.equal(await show("NotifyAccess"), "main");
+  // One reload (enable --no-reload after it): the unit is still enabled for the next boot, and
+  // systemd runs the unit file on disk, not one it would have to reload.
+  assert.equal(await sh("systemctl is-enabled hsd"), "enabled");
+  assert.equal(await show("NeedDaemonReload"), "no");
+  assert.equal(await show("UnitFileState"), "enabled");
 });
 
 test("guest: after nest --depth 2 MainPID is level 0 and no child notified; children run in their own scopes", { timeout: 900_000 }, async () => {

@@ -41,7 +41,8 @@ start_hsd() {
   [ -f "$unit" ] || { echo "Failed to start hsd.service: Unit hsd.service not found." >&2; exit 5; }
 ${o.start}
 }
-svc="$2"
+# The unit is the first word after the command that is not an option (enable --no-reload hsd).
+svc="$2"; [ "\${svc#-}" = "$svc" ] || svc="$3"
 case "$1" in
 ${o.extraCases ?? ""}  daemon-reload|enable|disable) exit 0 ;;
   stop) [ "$svc" = hsd ] && stop_hsd; exit 0 ;;

@@ -103,3 +103,41 @@ test("a new token's secret is stored while the API is asked with it; the outcome
     const failing = optionsFor(sim, [], { saveTokenSecret: async () => { throw new HsError("disk full"); } });
     await assert.rejects(configurePveLevel(failing.opts), (e: unknown) => e instanceof HsError && e.message === "disk full");
   }));
+
+test("the token's pveum runs while the hostname and certificate are checked; a failed check still stores a new token's secret", () =>
+  withSim({}, async (sim) => {
+    sim.tokens.delete("root@pam!hsd");
+    const saved: string[] = [];
+    // The hostname lookup answers only once the token was asked for (bounded: one after the other, it never is).
+    let runner: { calls: string[] } | undefined;
+    const tokenAsked = () => runner?.calls.some((c) => c.startsWith("pveum user token add")) ?? false;
+    let lookedUp = false;
+    let sawToken = false;
+    const { opts, commands } = optionsFor(sim, saved, {
+      hostsFile: `${sim.root}/hosts-without-this-node`,
+      resolveHost: async () => {
+        lookedUp = true;
+        for (const end = Date.now() + 10_000; !tokenAsked() && Date.now() < end;) await new Promise((r) => setTimeout(r, 5));
+        sawToken = tokenAsked();
+        return [];
+      },
+    });
+    runner = commands;
+    const r = await configurePveLevel(opts);
+    assert.ok(lookedUp, "the hostname was looked up");
+    assert.ok(sawToken, "the token was asked for while the hostname was checked");
+    assert.deepEqual(r.checks.map((c) => c.name), ["hostname", "pveproxy-cert", "token", "api", "snippets"]);
+    assert.equal(sim.tokens.get("root@pam!hsd"), saved[0]);
+
+    // The check throws after PVE made the token: its secret (shown once) is stored all the same.
+    sim.tokens.delete("root@pam!hsd");
+    const saved2: string[] = [];
+    const broken = optionsFor(sim, saved2, { resolveHost: async () => { throw new HsError("resolver broke"); } });
+    const brokenHosts = { ...broken.opts, hostsFile: `${sim.root}/no-such-dir/hosts`, commands: async (...a: Parameters<typeof broken.commands>) => {
+      if (a[0][0] === "ip") throw new HsError("ip broke");
+      return broken.commands(...a);
+    } };
+    await assert.rejects(configurePveLevel(brokenHosts), (e: unknown) => e instanceof HsError && e.message === "ip broke");
+    assert.equal(saved2.length, 1);
+    assert.equal(sim.tokens.get("root@pam!hsd"), saved2[0]);
+  }));

@@ -98,7 +98,7 @@ test("install: bundle, config, unit and a running hsd on the VM; endpoint from i
     await assert.rejects(stat(join(root, "opt/hsd/node_modules")));
     assert.deepEqual((await readFile(join(root, "systemctl.log"), "utf8")).trim().split("\n").filter((l) => !l.includes("is-failed")), [
       "systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service",
-      "systemctl daemon-reload", "systemctl enable hsd", "systemctl restart hsd",
+      "systemctl daemon-reload", "systemctl enable --no-reload hsd", "systemctl restart hsd",
     ]);
     assert.ok(events.some((e) => e.kind === "log" && /hsd .* is running on the child/.test(e.message ?? "")));
 

@@ -132,16 +132,70 @@ exit 0`);
   assert.match(await readFile(paths.unitPath, "utf8"), /ExecStart/);
   assert.deepEqual((await readFile(join(d, "calls"), "utf8")).trim().split("\n"), [
     "ci", "systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service",
-    "systemctl daemon-reload", "systemctl enable hsd", "systemctl restart hsd",
+    // One reload, for the unit just written: enable's own is turned off.
+    "systemctl daemon-reload", "systemctl enable --no-reload hsd", "systemctl restart hsd",
   ]);
   assert.equal((await readFile(join(d, "fuser"), "utf8")).trim(), "3");
   // cloud-init (done: no --wait), the timers with the first lock probe, two more probes,
-  // then one session each for the bundle; the config, unit and launchers; the start and ready wait.
-  assert.equal(sessions, 7);
+  // the bundle's copy beside them, then one session for the swap, the files and the start.
+  assert.equal(sessions, 6);
   assert.equal((await stat(join(paths.binDir, "hsd"))).mode & 0o777, 0o755);
   assert.match(await readFile(join(paths.binDir, "hsd"), "utf8"), /^#!\/bin\/sh\nexec .*\/bin\/node .*\/bin\/hsd\.js "\$@"\n$/);
   assert.equal((await stat(paths.unitPath)).mode & 0o777, 0o644);
   assert.ok(logs.some((l) => l.startsWith("waiting for apt/dpkg to release its lock")), logs.join("\n"));
+});
+
+test("bootstrap: the bundle streams into the staging dir while the checks run; nothing else changes until they pass", async () => {
+  const d = sshd.dir;
+  const paths = guestPaths(join(d, "vm6"));
+  const staged = `${paths.installDir}.next/hsd-bundle.tar.gz`;
+  // cloud-init answers only once the whole bundle is staged (at most 20 s): copied one after the other, it never would.
+  // What it sees then: the install dir and the config must not be there yet.
+  await fake("cloud-init", `i=0; until [ -e ${staged} ]; do i=$((i+1)); [ $i -lt 400 ] || { echo "status: error"; exit 1; }; /bin/sleep 0.05; done
+[ -e ${paths.installDir} ] && echo installed >> ${d}/seen6; [ -e ${paths.configPath} ] && echo config >> ${d}/seen6; echo staged >> ${d}/seen6
+echo "status: done"`);
+  await fake("fuser", "exit 1");
+  await fake("systemctl", `[ "$*" = "restart hsd" ] && mkdir -p ${join(d, "vm6/var/lib/hsd/run")} && echo '${JSON.stringify(READY)}' > ${paths.readyFile}
+[ "$1" = is-failed ] && exit 1
+exit 0`);
+  const ssh = await connect();
+  try {
+    const bundle = await tinyBundle("b6", true);
+    const ready = await bootstrapHsd(ssh, {
+      bundle, paths, configYaml: "x: 1\n", unitText: "[Service]\n", pathPrefix: sshd.binDir, signal: AbortSignal.timeout(60_000), log: () => {},
+    });
+    assert.deepEqual(ready, READY);
+    assert.deepEqual((await readFile(join(d, "seen6"), "utf8")).trim().split("\n"), ["staged"]);
+    assert.deepEqual(await readFile(join(paths.installDir, "hsd-bundle.tar.gz")), bundle);
+    await assert.rejects(stat(`${paths.installDir}.next`));
+  } finally { ssh.close(); }
+});
+
+test("bootstrap: a failed copy ends the checks at once and fails as the copy", async () => {
+  // cloud-init still running, and its --wait would take the whole budget (10 min).
+  await fake("cloud-init", `case "$*" in
+  "status") echo "status: running" ;;
+  *) echo $$ > ${sshd.dir}/ci7.pid; exec /bin/sleep 600 ;;
+esac`);
+  await fake("fuser", "exit 1");
+  await fake("systemctl", "exit 0");
+  const ssh = await connect();
+  try {
+    const good = await tinyBundle("b7", true);
+    const bad = Buffer.concat([good.subarray(0, 20), Buffer.alloc(64 * 1024, 0x5a)]);
+    const err = await rejection(bootstrapHsd(ssh, {
+      bundle: bad, paths: guestPaths(join(sshd.dir, "vm7")), configYaml: "x: 1\n", unitText: "", pathPrefix: sshd.binDir,
+      signal: AbortSignal.timeout(20_000), log: () => {},
+    }));
+    assert.equal(err.code, "ProviderFailed");
+    assert.equal(err.details.step, "bundle unpack");
+    await assert.rejects(stat(guestPaths(join(sshd.dir, "vm7")).installDir));
+  } finally {
+    ssh.close();
+    // A closed session does not end a command that never writes: the fake's wait is ended here.
+    const pid = Number(await readFile(join(sshd.dir, "ci7.pid"), "utf8").catch(() => "0"));
+    if (pid > 0) try { process.kill(pid, "SIGKILL"); } catch { /* already gone */ }
+  }
 });
 
 test("bootstrap: no node >= 20 on the child and none in the bundle is a clear failure", async () => {
@@ -221,7 +275,9 @@ test("bootstrap: the wait for ready.json looks at the file every 20 ms and asks 
   await fake("fuser", "exit 1");
   await fake("systemctl", `[ "$1" = is-failed ] && { echo x >> ${d}/is-failed; exit 1; }; exit 0`);
   // The remote loop's sleep, counted: ready.json appears after the 25th (no real waiting).
-  await fake("sleep", `echo "$1" >> ${d}/sleeps; [ $(wc -l < ${d}/sleeps) -ge 25 ] && mkdir -p ${join(d, "vm2d/var/lib/hsd/run")} && echo '${JSON.stringify(READY)}' > ${paths.readyFile}; exit 0`);
+  // Only the ready loop's sleeps are counted: the host's login files (run by sshd for
+  // each session, and the bundle's copy is a session beside the checks') may sleep too.
+  await fake("sleep", `case "$(ps -o args= -p $PPID)" in *until*) ;; *) exec /bin/sleep "$@" ;; esac; echo "$1" >> ${d}/sleeps; [ $(wc -l < ${d}/sleeps) -ge 25 ] && mkdir -p ${join(d, "vm2d/var/lib/hsd/run")} && echo '${JSON.stringify(READY)}' > ${paths.readyFile}; exit 0`);
   const ssh = await connect();
   try {
     const ready = await bootstrapHsd(ssh, {
@@ -277,7 +333,10 @@ esac`);
     assert.equal(failed.code, "CloudInit");
     assert.equal(failed.details.state, "error");
     assert.match(failed.message, /scripts_user/);
-    assert.deepEqual(logs, ["cloud-init is error"]);
+    assert.deepEqual(logs.filter((l) => !l.startsWith("copying")), ["cloud-init is error"]);
+    // The bundle staged beside the checks is removed, and nothing was swapped in.
+    await assert.rejects(stat(`${opts.paths.installDir}.next`));
+    await assert.rejects(stat(opts.paths.installDir));
 
     await fake("cloud-init", `case "$*" in
   "status --wait") sleep 30 ;;
@@ -287,7 +346,7 @@ esac`);
     const running = await rejection(bootstrapHsd(ssh, { ...opts, cloudInitTimeoutMs: 1000, signal: AbortSignal.timeout(60_000), log: (m) => logs.push(m) }));
     assert.equal(running.code, "CloudInit");
     assert.equal(running.details.state, "running");
-    assert.match(logs[0] ?? "", /^cloud-init is running; waiting for it/);
+    assert.match(logs.find((l) => l.startsWith("cloud-init")) ?? "", /^cloud-init is running; waiting for it/);
   } finally { ssh.close(); }
 });
 

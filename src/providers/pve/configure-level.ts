@@ -88,27 +88,22 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
     url: config.url, fingerprint: cert.fingerprint, tokenId, tokenSecret: secret, sleep: o.sleep, ...o.clientOptions,
   });
 
-  // 1. The address pveproxy's certificate will carry, then the certificate itself (lesson 4).
-  note(await hostnameResolution(deps(clientWith(o.tokenSecret ?? ""))));
-  // The client made here follows a regenerated certificate (preflight re-pins it); the secret comes next.
-  const probe = clientWith(o.tokenSecret ?? "");
-  const certCheck = note(await proxyCertificate(deps(probe)));
-
   // 2. The token: never recreated, which would invalidate the secret in use. Holding a secret,
   // look first (a token removed meanwhile is made anew). Holding none, ask for it at once: PVE
   // refuses an existing one and changes nothing, and a fresh level spends one pveum, not two.
+  // pveum writes the access config through pmxcfs and needs neither the hostname nor pveproxy's
+  // certificate: it runs (a perl start, ~0.5 s on PVE) while step 1 checks and repairs those.
   const exists = () => new PveTokenExistsError(`token ${tokenId} exists but this level's secrets.yaml has no pve.token_secret for it`, {
     details: { step: "token", tokenId, hint: VALUE_HINTS.staleToken(user, id) },
   });
-  let existing = false;
-  if (o.tokenSecret) {
-    const list = await commands(["pveum", "user", "token", "list", user, "--output-format", "json"], { signal: o.signal, label: "pveum user token list" });
-    if (list.code !== 0) throw new CommandFailedError(`pveum user token list failed: ${firstLine(list.stderr)}`, { details: { step: "token", command: "pveum" } });
-    existing = (JSON.parse(list.stdout || "[]") as { tokenid: string }[]).some((t) => t.tokenid === id);
-  }
-  let secret = o.tokenSecret;
-  let created = false;
-  if (!existing) {
+  const tokenWork = (async (): Promise<{ secret: string | undefined; created: boolean }> => {
+    let existing = false;
+    if (o.tokenSecret) {
+      const list = await commands(["pveum", "user", "token", "list", user, "--output-format", "json"], { signal: o.signal, label: "pveum user token list" });
+      if (list.code !== 0) throw new CommandFailedError(`pveum user token list failed: ${firstLine(list.stderr)}`, { details: { step: "token", command: "pveum" } });
+      existing = (JSON.parse(list.stdout || "[]") as { tokenid: string }[]).some((t) => t.tokenid === id);
+    }
+    if (existing) return { secret: o.tokenSecret, created: false };
     // The secret arrives on stdout (never argv) and goes straight to the caller's store.
     const add = await commands(["pveum", "user", "token", "add", user, id, "--privsep", "0", "--comment", "hsd", "--output-format", "json"],
       { signal: o.signal, label: "pveum user token add" });
@@ -117,13 +112,30 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
     if (add.code !== 0) throw new CommandFailedError(`pveum user token add failed: ${firstLine(add.stderr)}`, { details: { step: "token", command: "pveum" } });
     const value = (JSON.parse(add.stdout) as { value?: unknown }).value;
     if (typeof value !== "string" || !value) throw new CommandFailedError("pveum user token add printed no secret", { details: { step: "token", command: "pveum" } });
-    secret = value;
-    created = true;
-  }
+    return { secret: value, created: true };
+  })();
+  tokenWork.catch(() => {}); // awaited after step 1
+
+  // 1. The address pveproxy's certificate will carry, then the certificate itself (lesson 4).
+  const hostCert = (async () => {
+    note(await hostnameResolution(deps(clientWith(o.tokenSecret ?? ""))));
+    // The client made here follows a regenerated certificate (preflight re-pins it); the secret comes next.
+    const probe = clientWith(o.tokenSecret ?? "");
+    return { probe, cert: note(await proxyCertificate(deps(probe))) };
+  })();
+  const [hc, tk] = await Promise.allSettled([hostCert, tokenWork]);
   // 3. The API with that token (asked while the new secret is being stored: an fsync'd write),
-  // then snippets through it. The secret is stored before any outcome is reported or thrown.
+  // then snippets through it. The secret is stored before any outcome is reported or thrown:
+  // PVE shows it once, so not even a failed step 1 may lose it.
+  const created = tk.status === "fulfilled" && tk.value.created;
+  const secret = tk.status === "fulfilled" ? tk.value.secret : undefined;
   const saving = created ? o.saveTokenSecret(secret!) : Promise.resolve();
   saving.catch(() => {}); // awaited next
+  if (hc.status === "rejected" || tk.status === "rejected") {
+    await saving;
+    throw hc.status === "rejected" ? hc.reason : (tk as PromiseRejectedResult).reason;
+  }
+  const { probe, cert: certCheck } = hc.value;
   const client = clientWith(secret!);
   if (probe.fingerprint !== cert.fingerprint) client.setFingerprint(probe.fingerprint);
   const asking = apiHealth(deps(client), certCheck.result === "repaired" ? 10 : 3);
