@@ -29,6 +29,8 @@ export interface Checkpoints {
   /** True when something listens: only then are hooks wired. */
   readonly active: boolean;
   at(point: string, announce: (message: string) => void, signal: AbortSignal): Promise<void>;
+  /** A point of background work: nobody to tell and nothing that cancels it. */
+  pass(point: string): Promise<void>;
   /** A beforeRename hook for writeFileAtomic at `point`, or undefined when nothing listens. */
   beforeRename(point: string): ((tmp: string) => Promise<void>) | undefined;
 }
@@ -36,7 +38,7 @@ export interface Checkpoints {
 const NEVER = new AbortController().signal;
 
 /** No checkpoints (what a level built without a daemon's wiring gets). */
-export const NO_CHECKPOINTS: Checkpoints = { active: false, at: async () => {}, beforeRename: () => undefined };
+export const NO_CHECKPOINTS: Checkpoints = { active: false, at: async () => {}, pass: async () => {}, beforeRename: () => undefined };
 
 /** This level's checkpoints (read once at wiring: a preload subscribes before the daemon starts). */
 export function levelCheckpoints(level: string, stateDir: string): Checkpoints {
@@ -49,8 +51,9 @@ export function levelCheckpoints(level: string, stateDir: string): Checkpoints {
     ch.publish(msg);
     for (const h of holds) await h;
   };
+  const pass = (point: string): Promise<void> => at(point, () => {}, NEVER);
   return {
-    active, at,
-    beforeRename: (point) => (active ? () => at(point, () => {}, NEVER) : undefined),
+    active, at, pass,
+    beforeRename: (point) => (active ? () => pass(point) : undefined),
   };
 }

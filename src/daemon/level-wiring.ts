@@ -131,7 +131,7 @@ export async function prepareLevel(config: HsdConfig, log: Logger, checkpoints: 
         .catch((err: unknown) => { log.warn({ err, repo: name }, "demo export not written from its pack; a refresh writes it"); return undefined; });
       repoSeeded[name] = seeded;
       const p = seeded.then((seed) => pool.run(async () => {
-        await checkpoints.at(`demo-place-${name}`, () => {}, new AbortController().signal);
+        await checkpoints.pass(`demo-place-${name}`);
         await generateDemoRepoInPlace(dir, name, vmRootPassword, log, seed ? paths.reposDir : undefined);
       }));
       p.catch((err: unknown) => log.error({ err, repo: name }, "generating a demo repo failed"));
