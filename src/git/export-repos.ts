@@ -72,11 +72,12 @@ const SNAPSHOT_IDENTITY = {
 
 /**
  * A bare repo with no user/system config influence (we own it); true when
- * this call created it. `head`: the branch a new repo's HEAD names.
+ * this call created it. `head`: the branch a new repo's HEAD names; `config`:
+ * more config text a new repo is written with (its remote).
  */
-export async function ensureBareRepo(path: string, head?: string): Promise<boolean> {
+export async function ensureBareRepo(path: string, head?: string, config?: string): Promise<boolean> {
   if (existsSync(join(path, "HEAD"))) return false;
-  await initRepo(path, { bare: true, ...(head ? { head } : {}) });
+  await initRepo(path, { bare: true, ...(head ? { head } : {}), ...(config ? { config } : {}) });
   return true;
 }
 
