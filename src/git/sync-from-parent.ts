@@ -13,7 +13,7 @@ import { ParentConnection, type ParentEndpoint } from "../ssh/parent-connection.
 import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
 import type { RefAdvertisement } from "./pkt-line.js";
 import { ensureBareRepo, exportPath } from "./export-repos.js";
-import { checkoutWorktree, freshOncePrepared, prepareWorktree } from "./worktree-checkout.js";
+import { checkoutWorktree, isFreshWorktree, prepareWorktree } from "./worktree-checkout.js";
 import { deleteLooseRef, headCommit, looseRefs, symbolicHead, writeLooseRef } from "./loose-refs.js";
 import { IndexPack, type PendingReadTree } from "./divert-pack.js";
 import { WorkPool } from "../util/work-pool.js";
@@ -50,27 +50,14 @@ export interface SyncResult { repos: RepoState[]; bytes: number; bytesByRepo: Re
 
 const REMOTE = "origin";
 
-/** A repo's local set-up for a sync, in the three parts the sync waits on at different points. */
-interface Prepared {
-  /** The export is ready to fetch into; true when it is new (it serves nothing yet). */
-  readonly exported: Promise<boolean>;
-  /** Whether the working tree is new and empty (its first checkout may ride the pack's index-pack), known before its repo is made. */
-  readonly fresh: Promise<boolean>;
-  /** The working tree's repo is made: the checkout waits for it, the fetch does not. */
-  readonly worktree: Promise<void>;
-}
-
 /**
- * What a repo's fetch and checkout need on disk, begun before the connection
+ * What a repo's fetch and checkout need on disk, made before the connection
  * is up: the export (with the remote isomorphic-git fetches from) and the
- * working tree's repo, side by side (neither reads the other). A new level
- * makes 12 repos at once, and directory creation on a busy disk is slow, so
- * the fetch waits only for the export: the working tree's repo is finished
- * while the pack comes (its first checkout runs only once it is, see
- * syncFromParent). Local file work that would otherwise sit between the
- * parent's answers on this level's one event loop.
+ * working tree's repo, side by side (neither reads the other). Local file
+ * work that would otherwise sit between the parent's answers on this level's
+ * one event loop. True when the export is new (it serves nothing yet).
  */
-function prepareRepo(name: string, opts: SyncFromParentOptions): Prepared {
+async function prepareRepo(name: string, opts: SyncFromParentOptions): Promise<boolean> {
   const gitdir = exportPath(opts.exportsDir, name);
   const url = sshRemoteUrl(opts.parent.host, opts.parent.port, name);
   // isomorphic-git needs a fetch refspec; the parent's address may change between runs.
@@ -85,19 +72,11 @@ function prepareRepo(name: string, opts: SyncFromParentOptions): Prepared {
     }
     return created;
   })();
-  const tree = worktreeOf(name, opts);
-  // Asked before the repo is made, of what is there: the making only adds .git.
-  const fresh = freshOncePrepared(tree);
-  // After the export: the thread pool serves what the fetch waits for first.
-  const worktree = Promise.allSettled([fresh, exported]).then(() => prepareWorktree(tree, gitdir));
-  // Each is awaited by the repo's task (and every one before the sync returns).
-  for (const p of [exported, fresh, worktree]) p.catch(() => {});
-  return { exported, fresh, worktree };
-}
-
-/** Settles every part of every repo's set-up: nothing keeps writing after the sync has ended. */
-async function settled(prepared: Iterable<Prepared>): Promise<void> {
-  await Promise.allSettled([...prepared].flatMap((p) => [p.exported, p.fresh, p.worktree]));
+  // Both settle before a failure is reported: nothing keeps writing after the sync has failed.
+  const [e, w] = await Promise.allSettled([exported, prepareWorktree(worktreeOf(name, opts), gitdir)]);
+  if (e.status === "rejected") throw e.reason;
+  if (w.status === "rejected") throw w.reason;
+  return e.value;
 }
 
 function worktreeOf(name: string, opts: SyncFromParentOptions): string {
@@ -112,9 +91,10 @@ interface Fetched { head: string; bytes: number; readTree?: PendingReadTree }
  * may come back with its checkout pending in the pack's index-pack process
  * (readTree: the caller runs or releases it); a failed fetch releases it.
  */
-async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection, firstFetch: boolean, fresh: boolean): Promise<Fetched> {
+async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection, firstFetch: boolean): Promise<Fetched> {
   const gitdir = exportPath(opts.exportsDir, name);
-  const checkoutInto = fresh ? worktreeOf(name, opts) : undefined;
+  const worktree = worktreeOf(name, opts);
+  const checkoutInto = (await isFreshWorktree(worktree)) ? worktree : undefined;
   // A first fetch's pack is the repo's whole history: its index-pack is started now, while the
   // parent opens the channel and answers, not between pack packets (a fork blocks this event loop).
   const indexPack = firstFetch && opts.divertMinObjects !== Infinity ? new IndexPack(gitdir, checkoutInto) : undefined;
@@ -272,25 +252,27 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
   });
   try {
     // Each repo's local set-up runs while the SSH handshake is under way.
-    const prepared = new Map(opts.repoNames.map((name) => [name, prepareRepo(name, opts)]));
+    const prepared = new Map(opts.repoNames.map((name) => {
+      const p = prepareRepo(name, opts);
+      p.catch(() => {}); // awaited by the repo's own task below
+      return [name, p];
+    }));
     try {
       await conn.connect(opts.signal);
     } catch (err) {
-      await settled(prepared.values());
+      await Promise.allSettled(prepared.values()); // nothing keeps writing after the sync has failed
       throw err;
     }
     const pool = new WorkPool(opts.concurrency ?? 6);
     const results = await Promise.allSettled(opts.repoNames.map((name) => pool.run(async () => {
       const t0 = performance.now();
-      const p = prepared.get(name)!;
       // A new export serves nothing: no need to read it.
-      const previousServed = (await p.exported) ? "" : await servedCommit(exportPath(opts.exportsDir, name));
-      const f = await fetchInto(name, opts, conn, previousServed === "", await p.fresh);
+      const previousServed = (await prepared.get(name)) ? "" : await servedCommit(exportPath(opts.exportsDir, name));
+      const f = await fetchInto(name, opts, conn, previousServed === "");
       const t1 = performance.now();
       const worktree = worktreeOf(name, opts);
       let wt;
       try {
-        await p.worktree;
         await opts.refresher?.settle(worktree);
         wt = await checkoutWorktree({
           worktree, exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
@@ -308,8 +290,6 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
       };
       return { state, bytes: f.bytes, held: wt.held };
     })));
-    // A repo that failed before its checkout may still be making its working tree's repo.
-    await settled(prepared.values());
     const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
     if (failed) throw failed.reason;
     const ok = results.map((r) => (r as PromiseFulfilledResult<{ state: RepoState; bytes: number; held: boolean }>).value);

@@ -119,20 +119,6 @@ export async function isFreshWorktree(worktree: string): Promise<boolean> {
 }
 
 /**
- * What isFreshWorktree will answer once prepareWorktree has run, asked
- * before it runs: the making adds only .git, so a missing or empty
- * directory (or one holding only a .git without HEAD) will be fresh.
- */
-export async function freshOncePrepared(worktree: string): Promise<boolean> {
-  if (existsSync(join(worktree, ".git", "HEAD"))) return isFreshWorktree(worktree);
-  const names = await readdir(worktree).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === "ENOENT") return [] as string[];
-    throw err;
-  });
-  return names.every((n) => n === ".git");
-}
-
-/**
  * Spawns per call (each blocks the daemon's event loop for the fork, ~5 ms
  * per 100 MB of RSS): a fresh, empty worktree 1 (read-tree), an unchanged
  * one 1 (status), a moved one 3 (status and diff-tree at once, then read-tree).

@@ -1,17 +1,16 @@
 // initRepo writes HEAD last, after every other file it was given (a
 // repository with HEAD is taken as complete): a worktree whose alternates
 // could not be written has no HEAD, so the next sync makes it again; a new
-// export's remote comes with its config; both kinds are fsck clean. A sync
-// knows before the working tree's repo is made whether it will be fresh.
+// export's remote comes with its config; both kinds are fsck clean.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { tempDir, git } from "../helpers/git-fixtures.js";
 import { initRepo } from "../../src/git/init-repo.js";
 import { ensureBareRepo } from "../../src/git/export-repos.js";
-import { freshOncePrepared, isFreshWorktree, prepareWorktree } from "../../src/git/worktree-checkout.js";
+import { prepareWorktree } from "../../src/git/worktree-checkout.js";
 
 test("a worktree whose alternates cannot be written gets no HEAD, and the next prepare makes it whole", async () => {
   const dir = await tempDir();
@@ -60,31 +59,6 @@ test("initRepo: files beside the config, HEAD on the branch asked for", async ()
     assert.equal(await readFile(join(repo, "description"), "utf8"), "hsd export\n");
     assert.equal(await git(["--git-dir", repo, "symbolic-ref", "HEAD"]), "refs/heads/_working");
     await git(["--git-dir", repo, "fsck", "--strict", "--no-progress"]);
-  } finally {
-    await dir.cleanup();
-  }
-});
-
-test("freshOncePrepared answers, before the repo is made, what isFreshWorktree answers after", async () => {
-  const dir = await tempDir();
-  try {
-    const exp = join(dir.path, "e.git");
-    await ensureBareRepo(exp);
-    const cases: Record<string, (wt: string) => Promise<void>> = {
-      missing: async () => {},
-      empty: async (wt) => { await mkdir(wt, { recursive: true }); },
-      "half-made .git": async (wt) => { await mkdir(join(wt, ".git", "objects"), { recursive: true }); },
-      "a file in it": async (wt) => { await mkdir(wt, { recursive: true }); await writeFile(join(wt, "notes.txt"), "mine\n"); },
-      "made already": async (wt) => { await prepareWorktree(wt, exp); },
-      "made, with a file": async (wt) => { await prepareWorktree(wt, exp); await writeFile(join(wt, "notes.txt"), "mine\n"); },
-    };
-    for (const [name, setUp] of Object.entries(cases)) {
-      const wt = join(dir.path, name.replace(/\W+/g, "-"));
-      await setUp(wt);
-      const before = await freshOncePrepared(wt);
-      await prepareWorktree(wt, exp);
-      assert.equal(before, await isFreshWorktree(wt), name);
-    }
   } finally {
     await dir.cleanup();
   }
