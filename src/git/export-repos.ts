@@ -19,6 +19,7 @@ import { runGit, gitText, gitList } from "./run-git.js";
 import { initRepo } from "./init-repo.js";
 import type { SharedRunQueue } from "../util/shared-run-queue.js";
 import { readStamp, statusFingerprint, writeExportStamp, type ExportStamp } from "./export-stamp.js";
+import { headCommit } from "./loose-refs.js";
 
 /** The branch whose tip is the operator's working state; the export's HEAD points at it. */
 export const WORKING_BRANCH = "_working";
@@ -72,11 +73,12 @@ const SNAPSHOT_IDENTITY = {
 
 /**
  * A bare repo with no user/system config influence (we own it); true when
- * this call created it. `head`: the branch a new repo's HEAD names.
+ * this call created it. `head`: the branch a new repo's HEAD names; `config`:
+ * more config text a new repo is written with (its remote).
  */
-export async function ensureBareRepo(path: string, head?: string): Promise<boolean> {
+export async function ensureBareRepo(path: string, head?: string, config?: string): Promise<boolean> {
   if (existsSync(join(path, "HEAD"))) return false;
-  await initRepo(path, { bare: true, ...(head ? { head } : {}) });
+  await initRepo(path, { bare: true, ...(head ? { head } : {}), ...(config ? { config } : {}) });
   return true;
 }
 
@@ -365,12 +367,15 @@ export async function refreshExports(opts: RefreshExportsOptions): Promise<RepoS
 /**
  * What each export serves now (HEAD, normally `_working`); "" when a repo has
  * nothing yet. Read without a spawn: status, Identify and configure ask for
- * it on every level, and HEAD is always a branch of commits we wrote.
+ * it on every level, and HEAD is always a branch of commits we wrote. Its
+ * loose ref is read directly (two reads; isomorphic-git's resolveRef takes a
+ * lock and tries packed-refs and every ref prefix), isomorphic-git only when
+ * that cannot tell (packed-refs, a detached HEAD).
  */
 export async function exportedRepoState(exportsDir: string, names: readonly string[]): Promise<RepoState[]> {
   return Promise.all(names.map(async (name) => {
     const exp = exportPath(exportsDir, name);
-    const served = existsSync(join(exp, "HEAD")) ? await exportRef(exp, "HEAD") : "";
+    const served = existsSync(join(exp, "HEAD")) ? (await headCommit(exp)) ?? await exportRef(exp, "HEAD") : "";
     return { name, servedCommit: served, worktreeCommit: "", dirty: false, dirtyFiles: [] };
   }));
 }

@@ -5,7 +5,6 @@
 // Imported by: src/level.
 
 import * as fs from "node:fs";
-import { appendFile } from "node:fs/promises";
 import git, { type GitProgressEvent } from "isomorphic-git";
 import type { Logger } from "../log/logger.js";
 import type { RepoState } from "../domain/events.js";
@@ -54,22 +53,30 @@ const REMOTE = "origin";
 /**
  * What a repo's fetch and checkout need on disk, made before the connection
  * is up: the export (with the remote isomorphic-git fetches from) and the
- * working tree's repo. Local file work that would otherwise sit between the
- * parent's answers on this level's one event loop.
+ * working tree's repo, side by side (neither reads the other). Local file
+ * work that would otherwise sit between the parent's answers on this level's
+ * one event loop. True when the export is new (it serves nothing yet).
  */
-async function prepareRepo(name: string, opts: SyncFromParentOptions): Promise<void> {
+async function prepareRepo(name: string, opts: SyncFromParentOptions): Promise<boolean> {
   const gitdir = exportPath(opts.exportsDir, name);
-  const created = await ensureBareRepo(gitdir);
   const url = sshRemoteUrl(opts.parent.host, opts.parent.port, name);
   // isomorphic-git needs a fetch refspec; the parent's address may change between runs.
-  if (created && /^[A-Za-z0-9:/[\]._-]+$/.test(url)) {
-    // A new export: its remote written with the config, not by three isomorphic-git calls (nothing in the URL needs quoting).
-    await appendFile(join(gitdir, "config"), `[remote "${REMOTE}"]\n\turl = ${url}\n\tfetch = +refs/heads/*:refs/remotes/${REMOTE}/*\n`);
-  } else if ((await git.getConfig({ fs, gitdir, path: `remote.${REMOTE}.url` })) !== url) {
-    await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.url`, value: url });
-    await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.fetch`, value: `+refs/heads/*:refs/remotes/${REMOTE}/*` });
-  }
-  await prepareWorktree(worktreeOf(name, opts), gitdir);
+  // A new export gets its remote with its config, not by three isomorphic-git calls (when nothing in the URL needs quoting).
+  const plain = /^[A-Za-z0-9:/[\]._-]+$/.test(url);
+  const remote = `[remote "${REMOTE}"]\n\turl = ${url}\n\tfetch = +refs/heads/*:refs/remotes/${REMOTE}/*\n`;
+  const exported = (async () => {
+    const created = await ensureBareRepo(gitdir, undefined, plain ? remote : undefined);
+    if ((!created || !plain) && (await git.getConfig({ fs, gitdir, path: `remote.${REMOTE}.url` })) !== url) {
+      await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.url`, value: url });
+      await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.fetch`, value: `+refs/heads/*:refs/remotes/${REMOTE}/*` });
+    }
+    return created;
+  })();
+  // Both settle before a failure is reported: nothing keeps writing after the sync has failed.
+  const [e, w] = await Promise.allSettled([exported, prepareWorktree(worktreeOf(name, opts), gitdir)]);
+  if (e.status === "rejected") throw e.reason;
+  if (w.status === "rejected") throw w.reason;
+  return e.value;
 }
 
 function worktreeOf(name: string, opts: SyncFromParentOptions): string {
@@ -259,8 +266,8 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
     const pool = new WorkPool(opts.concurrency ?? 6);
     const results = await Promise.allSettled(opts.repoNames.map((name) => pool.run(async () => {
       const t0 = performance.now();
-      await prepared.get(name);
-      const previousServed = await servedCommit(exportPath(opts.exportsDir, name));
+      // A new export serves nothing: no need to read it.
+      const previousServed = (await prepared.get(name)) ? "" : await servedCommit(exportPath(opts.exportsDir, name));
       const f = await fetchInto(name, opts, conn, previousServed === "");
       const t1 = performance.now();
       const worktree = worktreeOf(name, opts);

@@ -7,7 +7,7 @@
 // Imported by: src/git.
 
 import { existsSync, lstatSync } from "node:fs";
-import { mkdir, writeFile, readFile, readdir, rename } from "node:fs/promises";
+import { writeFile, readFile, readdir, rename } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import type { Logger } from "../log/logger.js";
 import { runGit, gitList, worktreeGitEnv } from "./run-git.js";
@@ -101,9 +101,8 @@ async function currentHead(gitDir: string, g: (args: string[], allowFail?: boole
 export async function prepareWorktree(worktree: string, exportGitDir: string): Promise<void> {
   const gitDir = join(worktree, ".git");
   if (existsSync(join(gitDir, "HEAD"))) return;
-  await mkdir(worktree, { recursive: true });
-  await initRepo(gitDir, { bare: false });
-  await writeFile(join(gitDir, "objects", "info", "alternates"), `${join(exportGitDir, "objects")}\n`);
+  // The alternates go in before HEAD: a worktree repo with HEAD is taken as complete.
+  await initRepo(gitDir, { bare: false, files: { "objects/info/alternates": `${join(exportGitDir, "objects")}\n` } });
 }
 
 /**

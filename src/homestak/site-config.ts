@@ -128,18 +128,26 @@ export class SiteConfigFiles {
   put(files: LevelFiles): Promise<string[]> {
     return this.queue.run(async () => {
       await this.ensureConfigDir();
-      if (files.site !== undefined) await writeFileAtomic(this.d.layout.siteYaml, files.site, { mode: 0o644, ...this.ownerOpt() });
-      const cur = await this.readSecrets().catch(() => ({} as SecretTree));
-      const next: SecretTree = structuredClone(files.secrets);
-      // A level's own token (written by its own configure) survives a re-delivery; nobody else's is accepted.
-      delete next.api_tokens;
-      if (isTree(cur.api_tokens)) next.api_tokens = cur.api_tokens;
-      const me = this.d.self();
-      const keys: SecretTree = isTree(next.ssh_keys) ? next.ssh_keys : {};
-      keys.self = me.publicKey;
-      next.ssh_keys = keys;
-      await this.writeSecrets(next);
-      return Object.keys(next).sort();
+      // The two files side by side (neither reads the other; each is durable before this returns),
+      // and both settle before a failure is reported.
+      const site = files.site !== undefined ? writeFileAtomic(this.d.layout.siteYaml, files.site, { mode: 0o644, ...this.ownerOpt() }) : undefined;
+      const secrets = (async () => {
+        const cur = await this.readSecrets().catch(() => ({} as SecretTree));
+        const next: SecretTree = structuredClone(files.secrets);
+        // A level's own token (written by its own configure) survives a re-delivery; nobody else's is accepted.
+        delete next.api_tokens;
+        if (isTree(cur.api_tokens)) next.api_tokens = cur.api_tokens;
+        const me = this.d.self();
+        const keys: SecretTree = isTree(next.ssh_keys) ? next.ssh_keys : {};
+        keys.self = me.publicKey;
+        next.ssh_keys = keys;
+        await this.writeSecrets(next);
+        return Object.keys(next).sort();
+      })();
+      const [s, w] = await Promise.allSettled([site, secrets]);
+      if (s.status === "rejected") throw s.reason;
+      if (w.status === "rejected") throw w.reason;
+      return w.value;
     });
   }
 

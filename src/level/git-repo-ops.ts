@@ -72,9 +72,11 @@ export function gitRepoOps(o: {
   // Attestation reads the working trees live (not what the last sync saw):
   // an edit made since must show as dirty in the next status.
   const read = async (which: readonly string[]): Promise<RepoState[]> => {
-    const served = await exportedRepoState(paths.reposDir, which);
+    // The exports and the working trees side by side: neither read waits for the other.
+    const [served, trees] = await Promise.all([
+      exportedRepoState(paths.reposDir, which), config.parent ? worktreeStates(which.map((n) => layout.worktree(n))) : undefined,
+    ]);
     const byName = new Map((last ?? []).map((r) => [r.name, r]));
-    const trees = config.parent ? await worktreeStates(served.map((s) => layout.worktree(s.name))) : undefined;
     return Promise.all(served.map(async (s, i) => {
       const wt = trees ? trees[i]! : await checkoutHead(o.repos[s.name]);
       const l = byName.get(s.name);

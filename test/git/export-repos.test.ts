@@ -314,3 +314,26 @@ test("a linked worktree (a .git file) is exported through git's own answer for i
     await t.cleanup();
   }
 });
+
+test("exportedRepoState reads what git reads as HEAD: a loose branch, packed-refs, a detached HEAD, an unborn branch, no export", async () => {
+  const { t, checkouts, exportsDir, refresh } = await setup();
+  try {
+    await refresh();
+    const [tofu, packer, ansible, iac] = ["tofu", "packer", "ansible", "iac-driver"].map((n) => join(exportsDir, `${n}.git`)) as [string, string, string, string];
+    await git(["--git-dir", packer, "pack-refs", "--all"]);
+    const first = await git(["--git-dir", ansible, "rev-list", "--max-parents=0", "HEAD"]);
+    await writeFile(join(ansible, "HEAD"), `${first}\n`);
+    await writeFile(join(iac, "HEAD"), "ref: refs/heads/none-yet\n");
+    await rm(join(exportsDir, "bootstrap.git"), { recursive: true });
+    const want = async (exp: string) => git(["--git-dir", exp, "rev-parse", "--verify", "-q", "HEAD"]).catch(() => "");
+    const got = new Map((await exportedRepoState(exportsDir, Object.keys(checkouts))).map((s) => [s.name, s.servedCommit]));
+    assert.equal(got.get("tofu"), await want(tofu));
+    assert.equal(got.get("packer"), await want(packer));
+    assert.ok(existsSync(join(packer, "packed-refs")) && !existsSync(join(packer, "refs", "heads", "_working")), "refs not packed");
+    assert.equal(got.get("ansible"), first);
+    assert.equal(got.get("iac-driver"), "");
+    assert.equal(got.get("bootstrap"), "");
+  } finally {
+    await t.cleanup();
+  }
+});
