@@ -3,8 +3,7 @@
 // transfer left in <name>.img.partial, sha256-verified, then renamed into
 // place atomically. An image already here with the right sha256 never moves.
 // With an OpenSSH client (openssh), the header still comes over ssh2 and the
-// bytes of a large image through ssh straight into the partial file
-// (openssh-transfer.ts); a small one's stay on ssh2, hashed in this thread.
+// bytes through ssh straight into the partial file (openssh-transfer.ts).
 // Imported by: src/images, src/level.
 
 import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
@@ -14,7 +13,7 @@ import { DiskFullError, HsError, ImageChecksumMismatchError, ImageTransferError,
 import { ChannelStream, type ChannelOpener } from "../ssh/channel-stream.js";
 import { imageCommand, imageHeadCommand } from "../ssh/exec-command.js";
 import { remoteRefusal } from "./image-refusal.js";
-import { OPENSSH_MIN_BYTES, receiveWithOpenSsh, type OpenSshRoute } from "./openssh-transfer.js";
+import { receiveWithOpenSsh, type OpenSshRoute } from "./openssh-transfer.js";
 import { IMAGE_HEADER } from "./image-server.js";
 import type { ImageDigests } from "./image-digest.js";
 import { fileHasher, type FileHasher } from "./file-hasher.js";
@@ -81,10 +80,10 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
   }
   // The host key ssh must pin is the one ssh2 verified: connect first, then choose the route.
   const hostKey = o.openssh ? await o.openssh.hostKey(o.signal) : undefined;
-  let route = hostKey ? o.openssh : undefined;
-  let why = o.openssh && !hostKey ? "parent host key unknown" : undefined;
-  // A few rounds at most: a probe of the file we have, a small image's move to ssh2, and a restart when the partial belongs to another image.
-  for (let round = 0; round < 4; round++) {
+  const route = hostKey ? o.openssh : undefined;
+  o.log.info({ image: o.name, via: route ? "openssh" : "ssh2", ...(o.openssh && !hostKey ? { why: "parent host key unknown" } : {}) }, "image transfer route");
+  // A few rounds at most: a probe of the file we have, and a restart when the partial belongs to another image.
+  for (let round = 0; round < 3; round++) {
     const partialSize = (await exists(partial))?.size ?? 0;
     const probe = have !== undefined && !o.expectedSha256 && partialSize === 0 && round === 0;
     const offset = probe ? have.size : partialSize;
@@ -117,14 +116,6 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
           details: { image: o.name, needBytes: head.size - partialSize, freeBytes: free, dir: dirname(o.dest), hint: VALUE_HINTS.imageRoom(dirname(o.dest)) },
         });
       }
-      if (route && head.size - partialSize < (route.minBytes ?? OPENSSH_MIN_BYTES)) {
-        // The header said how much is left: too little for ssh to pay off, so the next round streams it here.
-        await s.close();
-        route = undefined;
-        why = "small image";
-        continue;
-      }
-      o.log.info({ image: o.name, via: route ? "openssh" : "ssh2", ...(why ? { why } : {}) }, "image transfer route");
       if (partialSize === 0) await writeFile(sidecar, `${head.sha256}\n`, { mode: 0o600 });
       // The partial's bytes and the new ones are hashed from disk as they land.
       const hasher = fileHasher(partial, head.size);

@@ -32,21 +32,7 @@ export interface OpenSshRoute {
    * when it cannot say, and the transfer stays on ssh2.
    */
   readonly hostKey: (signal?: AbortSignal) => Promise<string | undefined>;
-  /**
-   * Images with fewer bytes to move stay on the ssh2 connection (default
-   * OPENSSH_MIN_BYTES): ssh's start, its own SSH handshake and the parent's
-   * side of it cost more than its faster data path saves on them.
-   */
-  readonly minBytes?: number;
 }
-
-/**
- * Measured on loopback, one fetch of N MiB, wall / CPU of both ends (ms):
- * 8 MiB ssh2 32 / 47, OpenSSH 102 / 65; 32 MiB 140 / 137 against 180 / 153;
- * 64 MiB 226 / 234 against 369 / 261. At 1 GiB OpenSSH is the faster (the
- * fetching side's JavaScript was the limit there).
- */
-export const OPENSSH_MIN_BYTES = 64 << 20;
 
 /** The `ssh` on PATH, or undefined (the transfer then stays on ssh2). */
 export function findOpenSsh(path = process.env.PATH ?? ""): string | undefined {

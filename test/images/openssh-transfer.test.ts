@@ -16,7 +16,7 @@ import { createLogger, silentLogger } from "../../src/log/logger.js";
 import { ParentConnection } from "../../src/ssh/parent-connection.js";
 import { ImageDigests } from "../../src/images/image-digest.js";
 import { fetchImage, type FetchImageOptions } from "../../src/images/fetch-image.js";
-import { findOpenSsh, OPENSSH_MIN_BYTES, openSshArgs, parentOpenSshRoute, receiveWithOpenSsh, type OpenSshRoute } from "../../src/images/openssh-transfer.js";
+import { findOpenSsh, openSshArgs, parentOpenSshRoute, receiveWithOpenSsh, type OpenSshRoute } from "../../src/images/openssh-transfer.js";
 
 const SIZE = 24 << 20;
 const STALL_AT = 1 << 20;
@@ -49,8 +49,7 @@ function child(sshPath = recordingSsh) {
   const dir = join(l0.dir, `ossh-child-${++childN}`);
   const parent = { host: "127.0.0.1", port: l0.port, hostKeyFingerprint: l0.endpoint.hostKeyFingerprint };
   const conn = new ParentConnection({ parent, userKeyPath: l0.reader.privatePath, connectTimeoutMs: 5_000, log: silentLogger() });
-  // These tests move a 24 MiB image through ssh: below the default OPENSSH_MIN_BYTES it would stay on ssh2.
-  const route = { ...parentOpenSshRoute({ sshPath, conn, parent, userKeyPath: l0.reader.privatePath, connectTimeoutMs: 5_000 })!, minBytes: 0 };
+  const route = parentOpenSshRoute({ sshPath, conn, parent, userKeyPath: l0.reader.privatePath, connectTimeoutMs: 5_000 })!;
   const digests = new ImageDigests(join(dir, "state", "digests.json"), silentLogger());
   const dest = join(dir, "images", "pve-9.img");
   const opts = (over: Partial<FetchImageOptions> = {}): FetchImageOptions => ({
@@ -161,24 +160,6 @@ test("ssh's failures are typed: an unknown image, a changed image, an unreachabl
     const port = (closed.address() as { port: number }).port;
     await new Promise((r) => closed.close(r));
     assert.equal(await codeOf(receiveWithOpenSsh({ ...base, route: { ...c.route, port }, name: "pve-9", sha256: sha })), "PeerGone");
-  } finally {
-    c.conn.close();
-  }
-});
-
-test("an image with fewer bytes to move than the route's minBytes stays on ssh2: no ssh started, the route says why", async () => {
-  const c = child();
-  const { log, lines } = capturingLogger();
-  try {
-    const before = (await sshCalls()).length;
-    const r = await fetchImage(c.opts({ log, openssh: { ...c.route, minBytes: SIZE + 1 } }));
-    assert.deepEqual({ sha: r.sha256, bytes: r.bytes }, { sha, bytes: SIZE });
-    assert.ok((await readFile(c.dest)).equals(data));
-    assert.equal((await sshCalls()).length, before);
-    assert.deepEqual(lines.filter((l) => l.msg === "image transfer route").map((l) => [l.via, l.why]), [["ssh2", "small image"]]);
-    // The default threshold is what the parent's route carries when none is set.
-    assert.equal(parentOpenSshRoute({ sshPath: SSH, conn: c.conn, parent: { host: "h", port: 1, hostKeyFingerprint: "x" }, userKeyPath: "/k", connectTimeoutMs: 1 })!.minBytes, undefined);
-    assert.ok(OPENSSH_MIN_BYTES > SIZE, "the 8 MiB demo image and these 24 MiB ones are below it");
   } finally {
     c.conn.close();
   }

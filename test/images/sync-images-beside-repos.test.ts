@@ -100,7 +100,7 @@ test("the image moves while the repos' fetches are held: not after them", async 
   const gate = orFallback(img.served.then(() => { openedBy ??= "image"; })).then(() => { openedBy ??= "fallback"; });
   const l0 = await parentWith({ beforeUploadPack: () => gate, serveImage: img.serveImage });
   try {
-    // As the daemon wires it (an 8 MiB-class image stays on ssh2 either way: openssh-transfer.ts).
+    // As the daemon wires it: the image's bytes through the OpenSSH client when there is one.
     const c = childOps(l0, "l1", findOpenSsh());
     const progress: SyncProgress[] = [];
     const r = await c.ops.refresh(new AbortController().signal, (p) => progress.push(p));
