@@ -16,7 +16,7 @@ import { remoteRefusal } from "./image-refusal.js";
 import { receiveWithOpenSsh, type OpenSshRoute } from "./openssh-transfer.js";
 import { IMAGE_HEADER } from "./image-server.js";
 import type { ImageDigests } from "./image-digest.js";
-import { FileHasher } from "./file-hasher.js";
+import { fileHasher, type FileHasher } from "./file-hasher.js";
 import { VALUE_HINTS } from "../domain/hints.js";
 
 export interface ImageProgress {
@@ -117,8 +117,8 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
         });
       }
       if (partialSize === 0) await writeFile(sidecar, `${head.sha256}\n`, { mode: 0o600 });
-      // The partial's bytes and the new ones are hashed from disk by a worker as they land.
-      const hasher = new FileHasher(partial);
+      // The partial's bytes and the new ones are hashed from disk as they land.
+      const hasher = fileHasher(partial, head.size);
       let moved: number;
       try {
         hasher.advance(partialSize);

@@ -1,9 +1,9 @@
 // RepoOps on real git: level 0 refreshes its bare exports from the operator's
 // checkouts (with the _working snapshot); a level below fetches them from its
-// parent over SSH git and checks out its working trees, then fetches the
-// images its parent passed down (src/images) over the same connection. It also attests (live
-// worktree commit and local edits) and compares a child's commit with this
-// level's export (status). Level.ts only sees the RepoOps interface.
+// parent over SSH git and checks out its working trees while it fetches the
+// images its parent passed down (src/images) over the same connection. It also
+// attests (live worktree commit and local edits) and compares a child's commit
+// with this level's export (status). Level.ts only sees the RepoOps interface.
 // Imported by: src/daemon.
 
 import type { HsdConfig } from "../config/config.js";
@@ -24,7 +24,9 @@ import type { RepoOps } from "./level.js";
 import { homestakLayout } from "../homestak/layout.js";
 import { describeImageProgress, fetchImages } from "../images/fetch-images.js";
 import type { ImageDigests } from "../images/image-digest.js";
+import type { FetchImageResult } from "../images/fetch-image.js";
 import { parentOpenSshRoute } from "../images/openssh-transfer.js";
+import { CancelledError } from "../domain/errors.js";
 
 export function gitRepoOps(o: {
   config: HsdConfig;
@@ -95,24 +97,40 @@ export function gitRepoOps(o: {
         });
         return { repos: last, bytes: 0 };
       }
+      // The images move beside the repos, not after them: their bytes ride their own
+      // channel or OpenSSH process, so the image's probe, connect, transfer and hash
+      // overlap the repos' fetches and checkouts instead of adding to them.
+      const wantImages = o.digests !== undefined && parentConn !== undefined && Object.keys(config.images.entries).length > 0;
+      // Ends the image transfer when the repos fail (its partial stays for the next sync's resume).
+      const endImages = new AbortController();
+      const images = wantImages
+        ? fetchImages({
+          config, conn: parentConn, digests: o.digests!, log: o.log, now: () => Date.now(), signal: AbortSignal.any([signal, endImages.signal]),
+          openssh: parentOpenSshRoute({ sshPath: o.sshPath, conn: parentConn, parent: config.parent, userKeyPath: o.userKeyPath, connectTimeoutMs: config.timeouts.connectMs }),
+          onProgress: (p) => onProgress({
+            repo: `image:${p.image}`, phase: "image", loaded: p.done, total: p.total, unit: "bytes", message: describeImageProgress(p),
+          }),
+        })
+        : Promise.resolve<Record<string, FetchImageResult>>({});
+      images.catch(() => undefined); // awaited below, on every path
       try {
-        const r = await syncFromParent({
-          parent: config.parent, userKeyPath: o.userKeyPath, repoNames: names, exportsDir: paths.reposDir, workDir: paths.workDir, worktreeOf: layout.worktree,
-          connectTimeoutMs: config.timeouts.connectMs, commandTimeoutMs: config.timeouts.commandMs, log: o.log,
-          onProgress, signal, connection: parentConn, refresher,
-        });
+        let r;
+        try {
+          r = await syncFromParent({
+            parent: config.parent, userKeyPath: o.userKeyPath, repoNames: names, exportsDir: paths.reposDir, workDir: paths.workDir, worktreeOf: layout.worktree,
+            connectTimeoutMs: config.timeouts.connectMs, commandTimeoutMs: config.timeouts.commandMs, log: o.log,
+            onProgress, signal, connection: parentConn, refresher,
+          });
+        } catch (err) {
+          // The repos' failure is the sync's outcome (with the states it got); nothing keeps writing after it.
+          endImages.abort(new CancelledError("image transfer ended: the repos' sync failed"));
+          await images.catch(() => undefined);
+          throw err;
+        }
+        // The repos' states stand even when an image then fails.
         last = r.repos.map((x) => ({ ...x, bytes: r.bytesByRepo[x.name] ?? 0 }));
         let imageBytes = 0;
-        if (o.digests && parentConn && Object.keys(config.images.entries).length > 0) {
-          const got = await fetchImages({
-            config, conn: parentConn, digests: o.digests, log: o.log, now: () => Date.now(), signal,
-            openssh: parentOpenSshRoute({ sshPath: o.sshPath, conn: parentConn, parent: config.parent, userKeyPath: o.userKeyPath, connectTimeoutMs: config.timeouts.connectMs }),
-            onProgress: (p) => onProgress({
-              repo: `image:${p.image}`, phase: "image", loaded: p.done, total: p.total, unit: "bytes", message: describeImageProgress(p),
-            }),
-          });
-          for (const x of Object.values(got)) imageBytes += x.bytes;
-        }
+        for (const x of Object.values(await images)) imageBytes += x.bytes;
         if (o.owner) {
           const changed = await ownTree(layout.root, o.owner);
           o.log.debug({ owner: o.owner.name, changed }, "homestak trees handed to their owner");
