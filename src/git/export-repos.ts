@@ -18,6 +18,7 @@ import { SecretInRepoError, RepoNotFoundError } from "../domain/errors.js";
 import { runGit, gitText, gitList } from "./run-git.js";
 import { initRepo } from "./init-repo.js";
 import type { SharedRunQueue } from "../util/shared-run-queue.js";
+import { settleAll } from "../util/settle-all.js";
 import { readStamp, statusFingerprint, writeExportStamp, type ExportStamp } from "./export-stamp.js";
 import { headCommit } from "./loose-refs.js";
 
@@ -358,10 +359,7 @@ export async function refreshExports(opts: RefreshExportsOptions): Promise<RepoS
     const job = async () => seed ?? (await dir(), refreshOne(n, p, rest, isSecret));
     return queue ? queue.run(n, wait, job) : wait().then(job);
   };
-  const results = await Promise.allSettled(Object.entries(opts.repos).map(([n, p]) => one(n, p)));
-  const failures = results.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
-  if (failures.length > 0) throw failures[0];
-  return results.map((r) => (r as PromiseFulfilledResult<RepoState>).value);
+  return settleAll(Object.entries(opts.repos).map(([n, p]) => one(n, p)));
 }
 
 /**

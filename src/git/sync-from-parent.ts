@@ -17,6 +17,7 @@ import { checkoutWorktree, isFreshWorktree, prepareWorktree } from "./worktree-c
 import { deleteLooseRef, headCommit, looseRefs, symbolicHead, writeLooseRef } from "./loose-refs.js";
 import { IndexPack, type PendingReadTree } from "./divert-pack.js";
 import { WorkPool } from "../util/work-pool.js";
+import { settleAll } from "../util/settle-all.js";
 import type { IndexRefresher } from "./index-refresh.js";
 import { join } from "node:path";
 
@@ -73,10 +74,8 @@ async function prepareRepo(name: string, opts: SyncFromParentOptions): Promise<b
     return created;
   })();
   // Both settle before a failure is reported: nothing keeps writing after the sync has failed.
-  const [e, w] = await Promise.allSettled([exported, prepareWorktree(worktreeOf(name, opts), gitdir)]);
-  if (e.status === "rejected") throw e.reason;
-  if (w.status === "rejected") throw w.reason;
-  return e.value;
+  const [created] = await settleAll([exported, prepareWorktree(worktreeOf(name, opts), gitdir)]);
+  return created;
 }
 
 function worktreeOf(name: string, opts: SyncFromParentOptions): string {

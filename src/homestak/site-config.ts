@@ -16,6 +16,7 @@ import { readTextIfExists } from "../util/read-if-exists.js";
 import { SerialQueue } from "../util/serial-queue.js";
 import { InvalidArgumentError, SecretsEncryptedError, StateCorruptError } from "../domain/errors.js";
 import { isTree, parseSecretsYaml, type SecretTree, type SecretValue } from "../secrets/secrets-store.js";
+import { settleAll } from "../util/settle-all.js";
 import type { HomestakLayout } from "./layout.js";
 import type { TreeOwner } from "./tree-owner.js";
 
@@ -144,10 +145,8 @@ export class SiteConfigFiles {
         await this.writeSecrets(next);
         return Object.keys(next).sort();
       })();
-      const [s, w] = await Promise.allSettled([site, secrets]);
-      if (s.status === "rejected") throw s.reason;
-      if (w.status === "rejected") throw w.reason;
-      return w.value;
+      const [, keys] = await settleAll([site, secrets]);
+      return keys;
     });
   }
 

@@ -24,6 +24,7 @@ import { progressThrottle } from "../util/progress-throttle.js";
 import type { DoctorOptions } from "../domain/level-api.js";
 import type { ChildLink } from "../nest/child-link.js";
 import type { RingLine } from "../log/log-ring.js";
+import { settleAll } from "../util/settle-all.js";
 import { redactValues, secretValues } from "./redact-values.js";
 import { routeLevel } from "./level-route.js";
 import { syncChild } from "./sync-child.js";
@@ -107,9 +108,7 @@ export class Level implements LevelApi {
     const refreshed = this.sync({ recursive: false }, sink, signal);
     this.refreshing = refreshed;
     const built = this.d.engine.nest(opts, sink, signal);
-    const [r, b] = await Promise.allSettled([refreshed, built]);
-    if (r.status === "rejected") throw r.reason;
-    if (b.status === "rejected") throw b.reason;
+    await settleAll([refreshed, built]);
   }
 
   /**
