@@ -100,6 +100,15 @@ export class Journal {
     return this.update((d) => { fn((d.steps ??= {})); });
   }
 
+  /**
+   * Applies `fn` to the live data now (readers see it at once) without a
+   * write: it becomes durable with the next update(). For changes a crash may
+   * lose because the state before them is as good to resume from.
+   */
+  stage(fn: (d: JournalData) => void): void {
+    fn(this.data);
+  }
+
   /** Applies `fn` to the live data and persists it; writers are serialized. */
   update(fn: (d: JournalData) => void): Promise<void> {
     return this.queue.run(async () => {

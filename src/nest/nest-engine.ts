@@ -203,7 +203,8 @@ export class NestEngine {
     const provider = this.d.providers(rec.provider, rec.options);
     rec = await this.checkResume(rec, provider, log);
     rec.state = "building";
-    await this.save(rec);
+    // Not written yet: until provision has made a machine, a crash loses nothing a resume or destroy needs.
+    this.stage(rec);
 
     const hooks = rec.node?.type === "vm" ? this.leafHooks : this.hooks;
     for (const hook of hooks) {
@@ -234,8 +235,10 @@ export class NestEngine {
         );
         const durationMs = this.d.clock.now() - started;
         rec.phases[phase] = { kind: "finished", durationMs, budgetMs, at: this.d.clock.now() };
-        if (hook === hooks[hooks.length - 1]) rec.state = "ready";
-        await this.save(rec);
+        const last = hook === hooks[hooks.length - 1];
+        if (last) rec.state = "ready";
+        if (hook.redoable && !last) this.stage(rec);
+        else await this.save(rec);
         log.info({ phase, durationMs }, "phase finished");
         emit({ phase, kind: "finished", durationMs, budgetMs });
       } catch (raw) {
@@ -304,6 +307,11 @@ export class NestEngine {
 
   private save(rec: ChildRecord): Promise<void> {
     return this.d.journal.update((j) => { j.children[rec.name] = structuredClone(rec); });
+  }
+
+  /** The record as it stands, in the journal's live data only: the next save() writes it. */
+  private stage(rec: ChildRecord): void {
+    this.d.journal.stage((j) => { j.children[rec.name] = structuredClone(rec); });
   }
 
   /** Tears down every child (or those `select` picks), deepest first. Idempotent: no children is a no-op. */

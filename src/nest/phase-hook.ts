@@ -80,5 +80,13 @@ export interface PhaseHook {
   readonly name: PhaseName;
   /** The child fetches this level's exports in this phase: the engine runs it only once they may be served. */
   readonly readsExports?: boolean;
+  /**
+   * Running it again after a crash is safe and cheap, and it leaves nothing
+   * that a resume or a destroy must find in the journal (no machine, no
+   * authorized key): its finish becomes durable with the next journal write
+   * instead of one of its own. A crash before then re-runs it, as a crash
+   * during it would.
+   */
+  readonly redoable?: true;
   run(r: PhaseRun): Promise<void>;
 }

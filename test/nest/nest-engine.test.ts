@@ -2,7 +2,7 @@
 // links (the true boundaries); the engine, journal and phase hooks are real.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, readFile } from "node:fs/promises";
+import { mkdtemp, rm, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config/load-config.js";
@@ -18,10 +18,17 @@ import { decodeLevelFiles } from "../../src/homestak/site-config.js";
 
 interface Harness { dir: string; engine: NestEngine; journal: Journal; events: LevelEvent[]; keys: AuthorizedKey[]; calls: string[]; alive: Set<string> }
 
-async function harness(opts: { yaml?: string; link?: (name: string) => Partial<ChildLink>; aliveAfterInstall?: boolean; exportsReady?: () => Promise<void> } = {}): Promise<Harness> {
+async function harness(opts: {
+  yaml?: string; link?: (name: string) => Partial<ChildLink>; aliveAfterInstall?: boolean; exportsReady?: () => Promise<void>;
+  /** Each journal write's content, as it is about to be renamed into place. */
+  onWrite?: (json: string) => void;
+  /** The journal on disk before the engine loads it (a crashed run's). */
+  journalText?: string;
+} = {}): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), "hsd-engine-"));
   const config = parseConfig(opts.yaml ?? "", "test.yaml", { root: dir });
-  const journal = new Journal(join(dir, "journal.json"));
+  const onWrite = opts.onWrite;
+  const journal = new Journal(join(dir, "journal.json"), onWrite ? { beforeRename: async (tmp) => onWrite(await readFile(tmp, "utf8")) } : {});
   const calls: string[] = [];
   const alive = new Set<string>();
   const provider: Provider = {
@@ -65,6 +72,7 @@ async function harness(opts: { yaml?: string; link?: (name: string) => Partial<C
     readSite: async () => "defaults:\n  domain: d\n",
     ...(opts.exportsReady ? { exportsReady: opts.exportsReady } : {}),
   });
+  if (opts.journalText !== undefined) await writeFile(join(dir, "journal.json"), opts.journalText);
   await journal.load();
   return { dir, engine, journal, events: [], keys, calls, alive };
 }
@@ -83,6 +91,43 @@ test("builds a child through every phase in order, relaying deeper events with t
     assert.equal(h.keys[0]?.publicKey, "ssh-ed25519 AAAAl1");
     const j = JSON.parse(await readFile(join(h.dir, "journal.json"), "utf8"));
     assert.equal(j.children.l1.state, "ready");
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
+
+test("the journal is written after each phase that leaves something to find; a redoable phase's finish rides the next write", async () => {
+  const writes: { state: string; finished: string[] }[] = [];
+  const h = await harness({
+    onWrite: (json) => {
+      const c = (JSON.parse(json) as { children: Record<string, { state: string; phases: Record<string, { kind: string }> }> }).children.l1!;
+      writes.push({ state: c.state, finished: Object.keys(c.phases).filter((p) => c.phases[p]!.kind === "finished") });
+    },
+  });
+  try {
+    await h.engine.nest(opts, () => {}, new AbortController().signal);
+    // preflight, boot and secrets (and the record before preflight) are not written on their own:
+    // what is on disk is always a state the build passed through, each a prefix of the phase order.
+    assert.deepEqual(writes.map((w) => w.finished.at(-1)), ["provision", "install", "handshake", "sync", "configure", "nest"]);
+    assert.deepEqual(writes[0]!.finished, ["preflight", "provision"]);
+    assert.deepEqual(writes[2]!.finished, ["preflight", "provision", "boot", "install", "handshake"]);
+    assert.deepEqual(writes[4]!.finished.slice(-2), ["secrets", "configure"]);
+    assert.equal(writes.at(-1)!.state, "ready");
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
+
+test("a crash after a redoable phase, before the next write, resumes by running that phase again", async () => {
+  const written: string[] = [];
+  const first = await harness({ onWrite: (json) => written.push(json) });
+  try {
+    await first.engine.nest(opts, () => {}, new AbortController().signal);
+  } finally { await rm(first.dir, { recursive: true, force: true }); }
+  // The daemon died in boot or in install, before install's write: the journal is the one written after provision.
+  const h = await harness({ journalText: written[0]! });
+  try {
+    const ev: LevelEvent[] = [];
+    await h.engine.nest(opts, (e) => ev.push(e), new AbortController().signal);
+    assert.deepEqual(ev.filter((e) => e.kind === "skipped").map((e) => e.phase), ["preflight", "provision"]);
+    assert.deepEqual(h.calls, ["boot l1", "install l1"]);
+    assert.equal(JSON.parse(await readFile(join(h.dir, "journal.json"), "utf8")).children.l1.state, "ready");
   } finally { await rm(h.dir, { recursive: true, force: true }); }
 });
 

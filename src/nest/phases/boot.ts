@@ -5,6 +5,7 @@ import type { PhaseHook } from "../phase-hook.js";
 
 export const bootPhase: PhaseHook = {
   name: "boot",
+  redoable: true,
   async run(r) {
     const booted = await r.provider.boot(r.rec.handle!, { signal: r.signal, log: r.log, emit: r.emit });
     r.rec.handle = { name: booted.name, data: booted.data };

@@ -7,6 +7,7 @@ import type { PhaseHook } from "../phase-hook.js";
 
 export const preflightPhase: PhaseHook = {
   name: "preflight",
+  redoable: true,
   async run(r) {
     // Side by side (the images' first hash is file work, the provider's checks mostly wait on its
     // API and host commands); reported as before, the level's own first.

@@ -8,6 +8,7 @@ import type { PhaseHook } from "../phase-hook.js";
 
 export const secretsPhase: PhaseHook = {
   name: "secrets",
+  redoable: true,
   async run(r) {
     const [tree, site] = await Promise.all([r.readSecrets(), r.readSite()]);
     const scoped = scopeForChild(tree, r.config.secrets.passDown, { name: r.self.name, publicKey: r.self.publicKey });
