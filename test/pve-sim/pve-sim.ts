@@ -31,6 +31,8 @@ export interface SimFaults {
   agentDelayMs: number;
   /** PVE ms a clone task runs (the new VM holds lock: clone meanwhile). */
   cloneMs: number;
+  /** A clone task ends with this error (e.g. the storage lock's timeout) and its VM's config is removed; "" = it succeeds. */
+  cloneError: string;
   /** PVE ms other tasks run. */
   taskMs: number;
   /** "METHOD /template" -> PVE ms of synchronous work; above 30 s pveproxy answers 596. */
@@ -190,7 +192,7 @@ export class PveSim {
     this.presetTemplate = opts.presetTemplate ?? true;
     this.fs = new SimNodeFs(opts.vmFs ?? false);
     this.faults = {
-      snippetsDisabled: false, agentDelayMs: 20_000, cloneMs: 5_000, taskMs: 1_000, slowSync: {},
+      snippetsDisabled: false, agentDelayMs: 20_000, cloneMs: 5_000, cloneError: "", taskMs: 1_000, slowSync: {},
       nextidCollisions: 0, certZoneId: false, freshTaskMisses: 1, nested: "Y", diskFreeKiB: 80_000_000,
       ...opts.faults,
     };
