@@ -75,6 +75,8 @@ export interface RecordedRequest {
   params?: Record<string, string>;
   /** The schema errors the simulator answered 400 with. */
   schemaErrors?: Record<string, string>;
+  /** Wall-clock ms (Date.now()) it arrived and was answered: which requests overlapped. */
+  at: number; answeredAt?: number;
 }
 
 export interface PveSimOptions {
@@ -482,10 +484,11 @@ export class PveSim {
     const url = new URL(req.url ?? "/", "https://x");
     const method = req.method ?? "GET";
     const apiPath = url.pathname.replace(/^\/api2\/json/, "");
-    const rec: RecordedRequest = { method, template: "", path: safeDecode(apiPath), status: 0 };
+    const rec: RecordedRequest = { method, template: "", path: safeDecode(apiPath), status: 0, at: Date.now() };
     this.requests.push(rec);
     const send = (status: number, body: string, reason?: string) => {
       rec.status = status;
+      rec.answeredAt = Date.now();
       if (res.destroyed) return;
       // pveproxy keeps a connection alive only after a success: any answer >= 400 closes it.
       res.writeHead(status, reason ?? "OK", {
