@@ -59,10 +59,23 @@ try {
       pveSum += pve[p];
       console.log(`  ${path.padEnd(10)} ${p.padEnd(10)} ${s(wall[p])} | ${s(pve[p])} | ${s(wall[p] - pve[p])}`);
     }
-    // Where install's time goes: the longest waits between its consecutive lines.
-    const inst = events.filter((e) => e.level === path && e.phase === "install").map((e) => ({ t: Date.parse(String(e.time)) || Number(e.time), m: String(e.message ?? e.kind) }));
-    const gaps = inst.slice(1).map((e, i) => ({ ms: e.t - inst[i]!.t, m: `${inst[i]!.m.slice(0, 60)} -> ${e.m.slice(0, 60)}` })).sort((a, b) => b.ms - a.ms).slice(0, 4);
-    for (const g of gaps) console.log(`  ${path.padEnd(10)}   install gap ${String(g.ms).padStart(4)} ms: ${g.m}`);
+    // Where a phase's time goes: the longest waits between its consecutive lines (printed detail only).
+    for (const ph of ["provision", "install", "configure"] as const) {
+      const lines = events.filter((e) => e.level === path && e.phase === ph).map((e) => ({ t: Date.parse(String(e.time)) || Number(e.time), m: String(e.message ?? e.kind) }));
+      const gaps = lines.slice(1).map((e, i) => ({ ms: e.t - lines[i]!.t, m: `${lines[i]!.m.slice(0, 60)} -> ${e.m.slice(0, 60)}` })).sort((a, b) => b.ms - a.ms).slice(0, ph === "install" ? 4 : 6);
+      for (const g of gaps) console.log(`  ${path.padEnd(10)}   ${ph} gap ${String(g.ms).padStart(4)} ms: ${g.m}`);
+      // Each PVE task of the phase: when it ran, from the phase's start, and when hsd's next line came.
+      const t0 = lines[0]?.t;
+      const sim = ph === "configure" ? tree.sims[n]! : parent;
+      const types = ph === "configure" ? OWN_TASKS : PARENT_TASKS;
+      if (t0 === undefined) continue;
+      const tEnd = lines.at(-1)!.t;
+      for (const t of sim.tasks.values()) {
+        if (types[t.type] !== ph || t.endedMs === undefined || t.startedMs < t0 || t.startedMs > tEnd) continue;
+        const next = lines.find((l) => l.t >= t.endedMs!);
+        console.log(`  ${path.padEnd(10)}   ${ph} task ${t.type} ran +${t.startedMs - t0}..+${t.endedMs - t0} ms; next line +${next ? next.t - t0 : "?"} ms (${next?.m.slice(0, 50) ?? ""})`);
+      }
+    }
     // Where sync's time goes: the repos' last progress and the image's, from the phase's start.
     const syncEv = events.filter((e) => e.level === path && e.phase === "sync").map((e) => ({
       t: Date.parse(String(e.time)) || Number(e.time), kind: String(e.kind), unit: String((e.progress as { unit?: string } | undefined)?.unit ?? ""),

@@ -87,7 +87,11 @@ export function buildRoutes(sim: PveSim): Route[] {
     const upid = sim.startTask("qmclone", String(src.vmid), who, sim.faults.cloneMs, [
       `create ${linked ? "linked " : "full "}clone of drive scsi0 (local-lvm:base-${src.vmid}-disk-0)`,
       `  Logical volume "vm-${newid}-disk-0" created.`,
-    ], () => { delete vm.config.lock; });
+    ], () => {
+      // As qemu-server does when a clone fails: the half-made VM's config is removed.
+      if (sim.faults.cloneError) { sim.vms.delete(newid); throw new Error(sim.faults.cloneError); }
+      delete vm.config.lock;
+    });
     return { data: upid };
   });
 

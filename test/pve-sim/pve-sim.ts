@@ -31,6 +31,8 @@ export interface SimFaults {
   agentDelayMs: number;
   /** PVE ms a clone task runs (the new VM holds lock: clone meanwhile). */
   cloneMs: number;
+  /** A clone task ends with this error (e.g. the storage lock's timeout) and its VM's config is removed; "" = it succeeds. */
+  cloneError: string;
   /** PVE ms other tasks run. */
   taskMs: number;
   /** "METHOD /template" -> PVE ms of synchronous work; above 30 s pveproxy answers 596. */
@@ -73,6 +75,8 @@ export interface RecordedRequest {
   params?: Record<string, string>;
   /** The schema errors the simulator answered 400 with. */
   schemaErrors?: Record<string, string>;
+  /** Wall-clock ms (Date.now()) it arrived and was answered: which requests overlapped. */
+  at: number; answeredAt?: number;
 }
 
 export interface PveSimOptions {
@@ -190,7 +194,7 @@ export class PveSim {
     this.presetTemplate = opts.presetTemplate ?? true;
     this.fs = new SimNodeFs(opts.vmFs ?? false);
     this.faults = {
-      snippetsDisabled: false, agentDelayMs: 20_000, cloneMs: 5_000, taskMs: 1_000, slowSync: {},
+      snippetsDisabled: false, agentDelayMs: 20_000, cloneMs: 5_000, cloneError: "", taskMs: 1_000, slowSync: {},
       nextidCollisions: 0, certZoneId: false, freshTaskMisses: 1, nested: "Y", diskFreeKiB: 80_000_000,
       ...opts.faults,
     };
@@ -480,10 +484,11 @@ export class PveSim {
     const url = new URL(req.url ?? "/", "https://x");
     const method = req.method ?? "GET";
     const apiPath = url.pathname.replace(/^\/api2\/json/, "");
-    const rec: RecordedRequest = { method, template: "", path: safeDecode(apiPath), status: 0 };
+    const rec: RecordedRequest = { method, template: "", path: safeDecode(apiPath), status: 0, at: Date.now() };
     this.requests.push(rec);
     const send = (status: number, body: string, reason?: string) => {
       rec.status = status;
+      rec.answeredAt = Date.now();
       if (res.destroyed) return;
       // pveproxy keeps a connection alive only after a success: any answer >= 400 closes it.
       res.writeHead(status, reason ?? "OK", {

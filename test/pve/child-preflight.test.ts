@@ -9,7 +9,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { withSim, clientFor, FAST_POLL } from "./helpers.js";
 import { childPreflight, type ChildPreflightDeps } from "../../src/providers/pve/child-preflight.js";
-import { ensureTemplate } from "../../src/providers/pve/ensure-template.js";
+import { buildTemplate, ensureTemplate } from "../../src/providers/pve/ensure-template.js";
 import { simCommandRunner } from "../pve-sim/sim-commands.js";
 import type { PveSim } from "../pve-sim/pve-sim.js";
 
@@ -112,3 +112,18 @@ test("storage status the API cannot give (a token without Datastore.Audit, ...):
     assert.deepEqual(commands.calls, ["pvesm status --storage local-lvm"]);
   }));
 
+
+test("building a template on a fresh level: the vmid's config is read once, and PVE's version is asked while that read is answered", () =>
+  withSim({}, async (sim) => {
+    const d = await deps(sim, qcow2(1n << 30n));
+    // The slot's read answers slowly (100 ms): a version asked after it would arrive after that answer.
+    sim.faults.slowSync["GET /nodes/{node}/qemu/{vmid}/config"] = { ms: 10_000, times: 1 };
+    const checks = await buildTemplate({ ...d, bridge: "vmbr0", importStorage: "local", task: FAST_POLL, log: () => {} });
+    assert.deepEqual(results(checks), { "template-slot": "ok", "storage-room": "ok", template: "repaired" });
+    const slotReads = sim.requests.filter((r) => r.method === "GET" && r.path === `/nodes/${sim.node}/qemu/9100/config`);
+    assert.equal(slotReads.length, 1, "the template's create asked again for a slot the checks had just read");
+    const version = sim.requests.filter((r) => r.path === "/version");
+    assert.equal(version.length, 1);
+    assert.ok(version[0]!.at < slotReads[0]!.answeredAt!, "the version was asked only after the slot's answer");
+    assert.equal(sim.vms.get(9100)!.config.template, "1");
+  }));

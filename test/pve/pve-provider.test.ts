@@ -3,7 +3,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFile, access } from "node:fs/promises";
+import { readFile, access, stat } from "node:fs/promises";
 import { startSim, providerFor, phaseCtx, TEST_KEY, type Emitted, withSim, rejection, schemaViolations } from "./helpers.js";
 import type { PveSim, PveSimOptions } from "../pve-sim/pve-sim.js";
 import { HsError } from "../../src/domain/errors.js";
@@ -78,6 +78,28 @@ test("clone lock: configuration waits for the clone task, never hits 'VM is lock
   const lastCloneStatus = sim.requests.map((r, i) => [r, i] as const).filter(([r]) => r.path === `/nodes/pve1/tasks/${cloneTask.upid}/status`).at(-1)![1];
   assert.ok(lastCloneStatus < iConfig);
 }));
+
+test("the cloud-init snippet is written while the clone task runs; the VM's config still waits for the clone", () =>
+  withSim({ faults: { cloneMs: 40_000 } }, async (sim) => {
+    const { provider } = providerFor(sim);
+    const h = await provider.provision("l1", 1, phaseCtx());
+    const vmid = Number(h.data.vmid);
+    const cloneTask = [...sim.tasks.values()].find((t) => t.type === "qmclone")!;
+    const written = (await stat(`${sim.paths.vz}/snippets/hsd-${vmid}.yaml`)).mtimeMs;
+    assert.ok(written < cloneTask.endedMs!, `snippet written ${written - cloneTask.endedMs!} ms after the clone ended`);
+    assert.equal(sim.vms.get(vmid)!.config.cicustom, `user=local:snippets/hsd-${vmid}.yaml`);
+    assert.deepEqual(sim.requests.filter((r) => r.status === 500), []);
+  }));
+
+test("a clone that fails inside its task: PveTaskFailed, and neither the VM nor its snippet is left", () =>
+  withSim({ faults: { cloneMs: 20_000, cloneError: "can't lock file '/var/lock/pve-manager/pve-storage-local-lvm' - got timeout" } }, async (sim) => {
+    const { provider } = providerFor(sim);
+    const err = await rejection(provider.provision("l1", 1, phaseCtx()));
+    assert.equal(err.code, "PveTaskFailed");
+    assert.deepEqual([...sim.vms.keys()], [sim.templateVmid]);
+    const vmid = Number(sim.requests.find((r) => r.template.endsWith("/clone") && r.status === 200)!.params!.newid);
+    await assert.rejects(access(`${sim.paths.vz}/snippets/hsd-${vmid}.yaml`));
+  }));
 
 test("596 on slow synchronous calls: the provider uses async variants and GET retries", () => withSim({}, async (sim) => {
   sim.faults.slowSync["PUT /nodes/{node}/qemu/{vmid}/config"] = { ms: 45_000 };

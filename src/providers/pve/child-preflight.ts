@@ -73,14 +73,22 @@ const KiB = 1024;
 const gib = (kib: number) => (kib / KiB / KiB).toFixed(1);
 
 export async function childPreflight(d: ChildPreflightDeps): Promise<CheckResult[]> {
+  return (await childPreflightSlot(d)).checks;
+}
+
+/** childPreflight, and the slot as it read it (ensureTemplate need not ask again). */
+export async function childPreflightSlot(d: ChildPreflightDeps): Promise<{ checks: CheckResult[]; slot: TemplateSlot }> {
   const out: CheckResult[] = [];
   // The storage's free space and the image's header are read while the API answers about the slot.
   const room = Promise.all([imageDiskBytes(d.image.path), d.storageAvail ?? storageAvail(d.client, d.commands, d.node, d.storage, d.signal)]);
   room.catch(() => {}); // awaited below; a rejection before then is not unhandled
+  // The version matters only for a free slot (the common case, a fresh level): one read, asked beside the slot's, not after it.
+  const version = d.client.api("GET /version", {}, { signal: d.signal });
+  version.catch(() => {}); // awaited only for a free slot
   const slot = await templateSlot(d.client, d.node, d.vmid, d.image, d.signal);
   if (slot.state === "other") {
     out.push({ name: "template-slot", result: "failed", detail: `${slot.detail}; hsd will not touch it`, hint: VALUE_HINTS.templateSlot(d.vmid) });
-  } else if (slot.state === "free" && !canImportImages(String((await d.client.api("GET /version", {}, { signal: d.signal })).version))) {
+  } else if (slot.state === "free" && !canImportImages(String((await version).version))) {
     out.push({ name: "template-slot", result: "failed", detail: `VM ${d.vmid} is free, but this PVE has no \`import\` content type (8.2 or later) to make the template of image ${d.image.name} with`,
       hint: STEP_HINTS.noImportContent });
   } else {
@@ -102,5 +110,5 @@ export async function childPreflight(d: ChildPreflightDeps): Promise<CheckResult
   } else {
     out.push({ name: "storage-room", result: "ok", detail: `storage ${d.storage} has ${gib(avail)} GiB free; ${gib(needKiB)} GiB needed for the template and a clone` });
   }
-  return out;
+  return { checks: out, slot };
 }

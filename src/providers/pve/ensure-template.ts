@@ -15,7 +15,7 @@ import { copyFile, link, mkdir, open, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { PreflightError } from "../../domain/errors.js";
 import type { PveClient, WaitTaskOptions } from "./pve-client.js";
-import { childPreflight, templateMarker, templateSlot, type TemplateImage } from "./child-preflight.js";
+import { childPreflightSlot, templateMarker, templateSlot, type TemplateImage, type TemplateSlot } from "./child-preflight.js";
 import type { CheckResult } from "../../domain/checks.js";
 import type { CommandRunner } from "../../util/command-runner.js";
 import { STEP_HINTS, VALUE_HINTS } from "../../domain/hints.js";
@@ -47,12 +47,13 @@ export async function buildTemplate(o: EnsureTemplateOptions & {
   /** pvesm's answer for o.storage, begun by the caller (see childPreflight). */
   readonly storageAvail?: Promise<StorageAvail>;
 }): Promise<CheckResult[]> {
-  const checks = await childPreflight({
+  const { checks, slot } = await childPreflightSlot({
     client: o.client, commands: o.commands, node: o.node, vmid: o.vmid, image: o.image, storage: o.storage, signal: o.signal,
     ...(o.storageAvail ? { storageAvail: o.storageAvail } : {}),
   });
   if (checks.some((c) => c.result === "failed")) return checks;
-  const r = await ensureTemplate(o);
+  // The slot as the checks just read it: a VM made at the vmid meanwhile makes PVE refuse the create.
+  const r = await ensureTemplate(o, slot);
   return [...checks, {
     name: "template", result: r === "created" ? "repaired" : "ok",
     detail: r === "created" ? `made template ${o.vmid} from image ${o.image.name}` : `template ${o.vmid} from image ${o.image.name} is in place`,
@@ -64,9 +65,10 @@ export function templateVmName(image: string): string {
   return `hsd-${image}`.replace(/[^A-Za-z0-9.-]/g, "-").slice(0, 63);
 }
 
-export async function ensureTemplate(o: EnsureTemplateOptions): Promise<"kept" | "created"> {
+/** `known`: the vmid's slot as the caller just read it; otherwise it is read here. */
+export async function ensureTemplate(o: EnsureTemplateOptions, known?: TemplateSlot): Promise<"kept" | "created"> {
   const { client, node, vmid, signal } = o;
-  const slot = await templateSlot(client, node, vmid, o.image, signal);
+  const slot = known ?? await templateSlot(client, node, vmid, o.image, signal);
   if (slot.state === "match") {
     o.log(`template ${vmid} from image ${o.image.name} is in place; kept`);
     return "kept";

@@ -194,11 +194,16 @@ export class PveProvider implements Provider {
       }
     }
     const handle: ChildHandle = { name, data: { vmid, node, provider: "pve" } };
+    // The snippet is a file on this node named by the vmid: it needs the id, not the cloned VM,
+    // so it is written while the clone task runs (a storage read and an fsync'd write off the
+    // critical path). The VM's config, which names it, still waits for the clone.
+    const snippetWrite = this.writeSnippet(vmid, name, ctx);
+    snippetWrite.catch(() => {}); // awaited after the clone, or settled before the cleanup
     try {
       step(0, `cloning template ${template} as VM ${vmid}`);
       await this.client.waitTask(upid, this.taskOpts(ctx, upid));
       step(1, "writing cloud-init snippet");
-      const snippet = await this.writeSnippet(vmid, name, ctx);
+      const snippet = await snippetWrite;
       const vol = `${this.cfg.snippetStorage}:snippets/${snippet.file}`;
       step(2, `configuring VM ${vmid}`);
       // memory is an integer up to PVE 8.0 and a property string ([current=]<MiB>) since 8.1: digits fit both.
@@ -219,8 +224,11 @@ export class PveProvider implements Provider {
       this.byName.set(name, done);
       return done;
     } catch (e) {
-      // A half-built VM would leak: the engine only learns handles we return.
-      await this.destroy(handle, { ...ctx, signal: AbortSignal.timeout(60_000) }).catch(() => {});
+      // A half-built VM would leak: the engine only learns handles we return. Its snippet too,
+      // when it was written: destroy removes the one the handle names.
+      const written = await snippetWrite.then((w) => w.path, () => undefined);
+      const partial = written ? { ...handle, data: { ...handle.data, snippet: written } } : handle;
+      await this.destroy(partial, { ...ctx, signal: AbortSignal.timeout(60_000) }).catch(() => {});
       throw e;
     }
   }

@@ -10,7 +10,7 @@ import type { HsdConfig } from "../../config/config.js";
 import type { Logger } from "../../log/logger.js";
 import type { Provider } from "../provider.js";
 import { PveProvider } from "./pve-provider.js";
-import { configurePveLevel } from "./configure-level.js";
+import { configurePveLevel, type ConfigurePveLevelOptions } from "./configure-level.js";
 import { recordHomestakNode, type HomestakNodeFiles } from "./homestak-node.js";
 import { runCommand } from "../../util/command-runner.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
@@ -21,6 +21,7 @@ import { pveConfigOf } from "./pve-config.js";
 import { STEP_HINTS } from "../../domain/hints.js";
 import { buildTemplate, type TemplateImage } from "./ensure-template.js";
 import { failedChecksError } from "../../domain/checks.js";
+import { settleAll } from "../../util/settle-all.js";
 import type { ImageDigests } from "../../images/image-digest.js";
 
 interface PveState { fingerprint?: string }
@@ -90,10 +91,16 @@ export function lazyPveProvider(o: {
 /** The dir storage import volumes live in: PVE's `local` (/var/lib/vz), where the iso directory is too. */
 const IMPORT_STORAGE = "local";
 
+/** What pveConfigure reaches on its node; tests point them at the simulator. Default: this machine's. */
+export type PveLevelHost = Partial<Pick<ConfigurePveLevelOptions, "commands" | "apiUrl" | "hostname" | "hostsFile" | "pveCertFile" | "resolveHost" | "clientOptions">>;
+
 /** The configure step of a level that runs on a PVE node: token, snippets, certificate, then its template. */
-export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stateDir: string; digests: ImageDigests; homestakFiles?: HomestakNodeFiles }) {
+export function pveConfigure(o: {
+  config: HsdConfig; secrets: SecretsStore; stateDir: string; digests: ImageDigests; homestakFiles?: HomestakNodeFiles; host?: PveLevelHost;
+}) {
   return async (emit: (ev: LocalEvent) => void, signal: AbortSignal): Promise<void> => {
     const pve = pveConfigOf(o.config)!;
+    const commands = o.host?.commands ?? runCommand;
     const log = (message: string) => emit({ phase: "configure", kind: "log", message });
     // What the template's checks need besides the API (the image's sha256) is begun now and
     // awaited after the token and certificate work, not after it. The storage's free space is
@@ -101,42 +108,37 @@ export function pveConfigure(o: { config: HsdConfig; secrets: SecretsStore; stat
     const early = templateImageOf(o.config, o.digests);
     early.catch(() => {}); // awaited below
     const r = await configurePveLevel({
-      commands: runCommand, tokenId: pve.tokenId, tokenSecret: (await tokenSecret(o.secrets)) || undefined,
+      ...o.host, commands, tokenId: pve.tokenId, tokenSecret: (await tokenSecret(o.secrets)) || undefined,
       saveTokenSecret: async (s) => { await o.secrets.merge({ pve: { token_secret: s } }); },
       node: pve.node, snippetStorage: pve.snippetStorage, bridge: pve.bridge, signal, log,
     });
-    // The pin for this level's own provider is written while the template is made: neither needs the other.
+    // Three things need the token and nothing of each other, so they run side by side: the pin
+    // for this level's own provider, homestak's record of this node (its token and
+    // nodes/<name>.yaml, for homestak's tools), and the template (its PVE tasks).
     const pinned = writeFileAtomic(join(o.stateDir, "pve.json"), JSON.stringify({ fingerprint: r.fingerprint }), { mode: 0o600 });
-    pinned.catch(() => {}); // awaited below, whatever happens first
-    try {
+    const name = o.config.level.name;
+    const recorded = o.homestakFiles ? (async () => recordHomestakNode({
+      files: o.homestakFiles!, name, node: pve.node, tokenId: r.tokenId, tokenSecret: await tokenSecret(o.secrets),
+      datastore: pve.storage, bridge: pve.bridge, commands, signal,
+    }))() : undefined;
+    const template = (async () => {
       // The template this level's children are cloned from, made from the image its
       // parent sent it (fetched at sync, before configure). Without images: the
       // operator's template at pve.template, as before.
       const image = await early;
-      if (image) {
-        // Its own preflight first (the template's vmid, room for it and a clone), then the template.
-        const checks = await buildTemplate({
-          client: r.client, commands: runCommand, node: pve.node, vmid: pve.template, image,
-          storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE,
-          task: { signal, timeoutMs: o.config.budgets.configure }, signal, log,
-        });
-        for (const c of checks) log(`${c.name}: ${c.result} - ${c.detail}`);
-        const failed = failedChecksError(checks, "this level cannot hold its template", { step: "template" });
-        if (failed) throw failed;
-      }
-    } finally {
-      // Whatever the template's outcome, the pin's write is not left running past the phase.
-      await pinned.catch(() => {});
-    }
-    await pinned;
-    // homestak's tools find this node through its site-config: its token and nodes/<name>.yaml.
-    if (o.homestakFiles) {
-      const name = o.config.level.name;
-      const { ip } = await recordHomestakNode({
-        files: o.homestakFiles, name, node: pve.node, tokenId: r.tokenId, tokenSecret: await tokenSecret(o.secrets),
-        datastore: pve.storage, bridge: pve.bridge, commands: runCommand, signal,
+      if (!image) return;
+      // Its own preflight first (the template's vmid, room for it and a clone), then the template.
+      const checks = await buildTemplate({
+        client: r.client, commands, node: pve.node, vmid: pve.template, image,
+        storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE,
+        task: { signal, timeoutMs: o.config.budgets.configure }, signal, log,
       });
-      log(`homestak: api_tokens.${name} and nodes/${name}.yaml written (ip ${ip || "none"})`);
-    }
+      for (const c of checks) log(`${c.name}: ${c.result} - ${c.detail}`);
+      const failed = failedChecksError(checks, "this level cannot hold its template", { step: "template" });
+      if (failed) throw failed;
+    })();
+    // Nothing is left running past the phase: all settle, then the template's failure comes first.
+    const [, , record] = await settleAll([template, pinned, recorded]);
+    if (record) log(`homestak: api_tokens.${name} and nodes/${name}.yaml written (ip ${record.ip || "none"})`);
   };
 }
