@@ -6,7 +6,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, mkdir } from "node:fs/promises";
+import { mkdtemp, rm, mkdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config/load-config.js";
@@ -39,12 +39,14 @@ function stepJournaled(journal: Journal, kind: StepRecord["kind"], ms = 10_000):
   };
 }
 
-async function harness(stepsYaml: string, verify: (stepJournal: { reached: Promise<void> }) => Promise<RepoState[]>, waitFor: StepRecord["kind"]) {
+async function harness(stepsConfig: string, verify: (stepJournal: { reached: Promise<void> }) => Promise<RepoState[]>, waitFor: StepRecord["kind"]) {
   const dir = await mkdtemp(join(tmpdir(), "hsd-level-configure-"));
-  const config = parseConfig(`${PARENT}${stepsYaml}`, "hsd.yaml", { root: dir });
+  const config = parseConfig(`${PARENT}${stepsConfig}`, "hsd.yaml", { root: dir });
   const layout = homestakLayout(config);
   await mkdir(layout.worktree("iac-driver"), { recursive: true });
-  const journal = new Journal(join(dir, "journal.json"));
+  // Every journal write as it is about to land (what a crash right after it leaves).
+  const writes: { steps?: Record<string, StepRecord>; configured?: unknown }[] = [];
+  const journal = new Journal(join(dir, "journal.json"), { beforeRename: async (tmp) => { writes.push(JSON.parse(await readFile(tmp, "utf8"))); } });
   await journal.load();
   const watched = stepJournaled(journal, waitFor);
   const steps = new StepRunner({
@@ -56,19 +58,18 @@ async function harness(stepsYaml: string, verify: (stepJournal: { reached: Promi
     { config, log: silentLogger(), clock: { now: () => Date.now() }, journal, steps, repos: { verify: () => verify(watched) } },
     (_sink, ev) => { events.push(ev); },
   );
-  return { dir, journal, configure, events, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return { dir, journal, writes, configure, events, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
+
+/** configure.steps, each run in iac-driver's tree. */
+const stepsYaml = (...steps: [name: string, run: string][]) =>
+  `configure:\n  steps:\n${steps.map(([name, run]) => `    - { name: ${name}, run: ${run}, cwd: iac-driver }\n`).join("")}`;
 
 const repo = (name: string): RepoState => ({ name, servedCommit: "a".repeat(40), worktreeCommit: "b".repeat(40), dirty: false, dirtyFiles: [] });
 
 test("the steps run while the repos are read; the repo lines still open the configure and no step event is lost", async () => {
-  // The read answers only once the step has finished: a configure that waits for the read first never gets there.
-  const h = await harness(`configure:
-  steps:
-    - name: show
-      run: [sh, -c, 'echo one; echo two']
-      cwd: iac-driver
-`, async (s) => { await s.reached; return [repo("bootstrap"), repo("iac-driver")]; }, "finished");
+  // The read answers only once the step has started: a configure that waits for the read first never gets there.
+  const h = await harness(stepsYaml(["show", "[sh, -c, 'echo one; echo two']"]), async (s) => { await s.reached; return [repo("bootstrap"), repo("iac-driver")]; }, "running");
   try {
     await h.configure.run(() => {}, new AbortController().signal, { fresh: false });
     const messages = h.events.map((e) => e.message ?? "");
@@ -82,13 +83,29 @@ test("the steps run while the repos are read; the repo lines still open the conf
   } finally { await h.cleanup(); }
 });
 
+test("the last step's finished record and the configured mark land in one journal write; earlier steps keep their own", async () => {
+  const h = await harness(stepsYaml(["one", "[sh, -c, 'echo one']"], ["two", "[sh, -c, 'echo two']"]), async () => [repo("bootstrap")], "running");
+  try {
+    await h.configure.run(() => {}, new AbortController().signal, { fresh: false });
+    const kinds = h.writes.map((w) => `${w.steps?.one?.kind ?? "-"}/${w.steps?.two?.kind ?? "-"}/${w.configured ? "configured" : "-"}`);
+    // A crash after any write leaves a state a re-run resumes from: never "configured" with a step not finished.
+    assert.deepEqual(kinds, ["running/-/-", "finished/-/-", "finished/running/-", "finished/finished/configured"]);
+  } finally { await h.cleanup(); }
+});
+
+test("a configure whose last step finished in an earlier run still records the configured mark", async () => {
+  const h = await harness(stepsYaml(["one", "[sh, -c, 'echo one']"]), async () => [repo("bootstrap")], "running");
+  try {
+    await h.journal.updateSteps((s) => { s.one = { kind: "finished", at: 1, durationMs: 1 }; });
+    await h.configure.run(() => {}, new AbortController().signal, { fresh: false });
+    assert.ok(h.events.some((e) => e.message === "step one: finished in an earlier run, skipped"));
+    assert.equal(h.journal.snapshot().configured?.kind, "finished");
+    assert.equal(h.writes.length, 2);
+  } finally { await h.cleanup(); }
+});
+
 test("a failed repos' read ends the step it ran beside and is what the configure fails with", async () => {
-  const h = await harness(`configure:
-  steps:
-    - name: long
-      run: [sleep, "30"]
-      cwd: iac-driver
-`, async (s) => { await s.reached; throw new StateCorruptError("the trees cannot be read"); }, "running");
+  const h = await harness(stepsYaml(["long", "[sleep, \"30\"]"]), async (s) => { await s.reached; throw new StateCorruptError("the trees cannot be read"); }, "running");
   try {
     await assert.rejects(h.configure.run(() => {}, new AbortController().signal, { fresh: false }), (e: unknown) => {
       assert.ok(e instanceof HsError, String(e));
