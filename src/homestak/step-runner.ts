@@ -44,8 +44,15 @@ export interface StepRecord {
  * How a run of the steps ended when it did not throw: all done, or a step asked
  * for a reboot (bySystem: the machine is rebooting already; nobody must ask for it).
  */
-export type StepsOutcome = { readonly reboot?: undefined }
+export type StepsOutcome = { readonly reboot?: undefined; /** The last step's record went through `finish` (see run()). */ readonly finished?: true }
   | { readonly reboot: { readonly step: string; readonly reason: string; readonly reboots: number; readonly bySystem?: true } };
+
+/**
+ * Persists the last step's finished record together with what the caller
+ * records once all the steps are done (the level's configured mark): one
+ * durable write where there were two, with nothing run between them.
+ */
+export type StepsFinish = (record: (steps: Record<string, StepRecord>) => void) => Promise<void>;
 
 /** A step's end that is a reboot: asked for (its reason), or the machine's own going down. */
 interface RebootEnd { readonly reason: string; readonly bySystem: boolean }
@@ -127,8 +134,8 @@ export class StepRunner {
    * forgets earlier results and runs them all; otherwise finished steps are
    * skipped. Throws StepFailed, PhaseTimeout (a step's budget) or Cancelled.
    */
-  run(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal, first: readonly ConfigureStep[] = []): Promise<StepsOutcome> {
-    const p = this.runSteps(opts, emit, signal, first);
+  run(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal, first: readonly ConfigureStep[] = [], finish?: StepsFinish): Promise<StepsOutcome> {
+    const p = this.runSteps(opts, emit, signal, first, finish);
     this.inFlight.add(p);
     const over = () => { this.inFlight.delete(p); };
     p.then(over, over);
@@ -151,7 +158,7 @@ export class StepRunner {
     return true;
   }
 
-  private async runSteps(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal, first: readonly ConfigureStep[]): Promise<StepsOutcome> {
+  private async runSteps(opts: { fresh: boolean }, emit: StepEmit, signal: AbortSignal, first: readonly ConfigureStep[], finish: StepsFinish | undefined): Promise<StepsOutcome> {
     // `first`: steps the level itself needs before the operator's (a PVE install).
     const steps = [...first, ...this.applicable()];
     if (opts.fresh) await this.d.journal.updateSteps((s) => { for (const k of Object.keys(s)) delete s[k]; });
@@ -190,8 +197,12 @@ export class StepRunner {
       }
       if (reboot !== undefined) return this.rebooting(step.name, reboots + 1, reboot, emit);
       const durationMs = this.d.now() - started;
-      await this.record(step.name, { kind: "finished", at: this.d.now(), durationMs, ...(reboots ? { reboots } : {}) });
+      const rec: StepRecord = { kind: "finished", at: this.d.now(), durationMs, ...(reboots ? { reboots } : {}) };
+      const last = step === steps[steps.length - 1] && finish !== undefined;
+      if (last) await finish((s) => { s[step.name] = rec; });
+      else await this.record(step.name, rec);
       emit({ kind: "log", message: `step ${step.name}: finished in ${durationMs} ms` });
+      if (last) return { finished: true };
     }
     return {};
   }

@@ -6,14 +6,15 @@
 
 import type { ConfigureStep, HsdConfig } from "../config/config.js";
 import type { Logger } from "../log/logger.js";
-import type { Journal } from "../nest/journal.js";
+import type { Journal, JournalData } from "../nest/journal.js";
 import type { Clock } from "../nest/nest-engine.js";
 import { errorCode, CancelledError, LevelWentDownError, PhaseTimeoutError, type HsError } from "../domain/errors.js";
 import type { GoingDown } from "../homestak/going-down.js";
 import type { EventSink, LocalEvent, RepoState } from "../domain/events.js";
-import { rebootPendingIn, type StepRunner, type StepsOutcome } from "../homestak/step-runner.js";
+import { rebootPendingIn, type StepRecord, type StepRunner, type StepsFinish, type StepsOutcome } from "../homestak/step-runner.js";
 import { ConfigureRun } from "./configure-run.js";
 import { withTimeout } from "../util/timeout.js";
+import { settleAll } from "../util/settle-all.js";
 
 /** What the configure phase needs of its level (LevelDeps extends it). */
 export interface ConfigureDeps {
@@ -156,23 +157,47 @@ export class LevelConfigure {
 
   private async configureHere(sink: EventSink, signal: AbortSignal, opts: { fresh: boolean }): Promise<StepsOutcome> {
     const started = this.d.clock.now();
-    const repos = await this.d.repos.verify();
-    for (const r of repos) {
-      this.emit(sink, { phase: "configure", kind: "log", message: `${r.name} at ${r.worktreeCommit.slice(0, 12)}${r.dirty ? " (dirty)" : ""}` });
-    }
+    // The repos' lines open the configure, but reading them (one batched git
+    // status, 15-25 ms) only feeds those lines: the work starts beside it and its
+    // events wait behind them, in order, none dropped. The read never writes
+    // (GIT_OPTIONAL_LOCKS=0), so a step's own git is not locked out. A failed
+    // read ends the work and is what the configure fails with, as when it came first.
+    let held: LocalEvent[] | undefined = [];
+    const emit = (ev: LocalEvent) => { if (held) held.push(ev); else this.emit(sink, ev); };
+    const release = () => { const q = held ?? []; held = undefined; for (const ev of q) this.emit(sink, ev); };
+    const readFailed = new AbortController();
+    const verified = this.d.repos.verify().then((repos) => {
+      for (const r of repos) {
+        this.emit(sink, { phase: "configure", kind: "log", message: `${r.name} at ${r.worktreeCommit.slice(0, 12)}${r.dirty ? " (dirty)" : ""}` });
+      }
+    }, (err: unknown) => { readFailed.abort(err); throw err; }).finally(release);
+    const configured = (j: JournalData) => {
+      j.configured = { kind: "finished", durationMs: this.d.clock.now() - started, budgetMs: this.d.config.budgets.configure, at: this.d.clock.now() };
+    };
+    // The last step's record and the configured mark in one write; the mark only once the read has succeeded.
+    const finish = async (record: (steps: Record<string, StepRecord>) => void) => {
+      const readOk = await verified.then(() => true, () => false);
+      await this.d.journal.update((j) => { record((j.steps ??= {})); if (readOk) configured(j); });
+    };
+    const [, outcome] = await settleAll([verified, this.configureWork(emit, AbortSignal.any([signal, readFailed.signal]), opts, finish)]);
+    if (outcome.reboot) return outcome;
+    if (!outcome.finished) await this.d.journal.update(configured);
+    return {};
+  }
+
+  /** The configure's work after the repos' read: the node software's install, the provider set-up, the steps. */
+  private async configureWork(emit: (ev: LocalEvent) => void, signal: AbortSignal, opts: { fresh: boolean }, finish: StepsFinish): Promise<StepsOutcome> {
     // An image without the node's software (PVE on plain Debian): its install is the first step, the set-up comes after it.
     const install = this.d.systemInstall && this.d.steps && this.d.config.parent && await this.d.systemInstall.needed(signal) ? this.d.systemInstall.step : undefined;
-    if (install) this.emit(sink, { phase: "configure", kind: "log", message: `${install.name}: this level's image lacks its node software; installing it first` });
+    if (install) emit({ phase: "configure", kind: "log", message: `${install.name}: this level's image lacks its node software; installing it first` });
     // Provider-specific setup of this level (a PVE node: token, snippets, certificate).
-    if (this.d.configureHook && !install) await this.d.configureHook((ev) => this.emit(sink, ev), signal);
+    if (this.d.configureHook && !install) await this.d.configureHook(emit, signal);
     if (this.d.steps && this.d.config.parent) {
-      const outcome = await this.d.steps.run(opts, (ev) => this.emit(sink, { phase: "configure", ...ev }), signal, install ? [install] : []);
-      if (outcome.reboot) return outcome;
+      // After an install, the provider's set-up still runs past the last step: the mark waits for it.
+      const outcome = await this.d.steps.run(opts, (ev) => emit({ phase: "configure", ...ev }), signal, install ? [install] : [], install ? undefined : finish);
+      if (outcome.reboot || outcome.finished) return outcome;
     }
-    if (this.d.configureHook && install) await this.d.configureHook((ev) => this.emit(sink, ev), signal);
-    await this.d.journal.update((j) => {
-      j.configured = { kind: "finished", durationMs: this.d.clock.now() - started, budgetMs: this.d.config.budgets.configure, at: this.d.clock.now() };
-    });
+    if (this.d.configureHook && install) await this.d.configureHook(emit, signal);
     return {};
   }
 }
