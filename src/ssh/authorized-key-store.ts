@@ -9,7 +9,8 @@ import { timingSafeEqual } from "node:crypto";
 import type { Logger } from "../log/logger.js";
 import type { AccessApi, AuthorizedKey, KeyRole } from "../domain/level-api.js";
 import { InvalidArgumentError, StateCorruptError } from "../domain/errors.js";
-import { writeFileAtomic } from "../util/atomic-write.js";
+import { writeFileAtomic, type AtomicWriteOptions } from "../util/atomic-write.js";
+import { SerialQueue } from "../util/serial-queue.js";
 import { parsePublicKeyLine } from "./key-fingerprint.js";
 
 interface Entry { key: AuthorizedKey; blob: Buffer; persisted: boolean }
@@ -18,8 +19,15 @@ const ROLES: readonly KeyRole[] = ["reader", "controller"];
 
 export class AuthorizedKeyStore implements AccessApi {
   private entries: Entry[] = [];
+  /** Writes of the file, one at a time: two that overlapped could rename in the other order and leave it without the later change. */
+  private readonly writes = new SerialQueue();
 
-  constructor(private readonly path: string, private readonly log: Logger) {}
+  constructor(
+    private readonly path: string,
+    private readonly log: Logger,
+    /** Test hook: each write's temp file, synced, before its rename. */
+    private readonly hooks: Pick<AtomicWriteOptions, "beforeRename"> = {},
+  ) {}
 
   /** Reads the persisted keys (a missing file is an empty store). */
   async load(): Promise<void> {
@@ -102,10 +110,13 @@ export class AuthorizedKeyStore implements AccessApi {
     return found;
   }
 
-  private async save(): Promise<void> {
-    const keys = this.entries.filter((e) => e.persisted).map((e) => ({
-      publicKey: e.key.publicKey, role: e.key.role, comment: e.key.comment,
-    }));
-    await writeFileAtomic(this.path, `${JSON.stringify({ keys }, null, 2)}\n`, { mode: 0o600 });
+  /** Persists the keys as they are when this write's turn comes (so the last write holds every change before it). */
+  private save(): Promise<void> {
+    return this.writes.run(async () => {
+      const keys = this.entries.filter((e) => e.persisted).map((e) => ({
+        publicKey: e.key.publicKey, role: e.key.role, comment: e.key.comment,
+      }));
+      await writeFileAtomic(this.path, `${JSON.stringify({ keys }, null, 2)}\n`, { mode: 0o600, ...this.hooks });
+    });
   }
 }

@@ -36,6 +36,36 @@ test("addKey persists atomically (0600), survives reload, fingerprint matches ss
   }
 });
 
+test("keys added at once are all in the file: a later write never lands before an earlier one", async () => {
+  const t = await tempDir();
+  try {
+    const path = join(t.path, "state", "authorized-keys.json");
+    const [k1, k2] = await Promise.all([makeKeyPair(t.path, "c1"), makeKeyPair(t.path, "c2")]);
+    let second: Promise<unknown> | undefined;
+    const s = new AuthorizedKeyStore(path, silentLogger(), {
+      // The write that holds k1 alone is held at its rename until the second add has finished:
+      // writes that overlap let that one finish first (and the held rename then replaces the
+      // file without k2). Written one at a time, the second add cannot finish before it; the
+      // hold ends at its bound instead.
+      beforeRename: async (tmp) => {
+        const held = (JSON.parse(await readFile(tmp, "utf8")) as { keys: unknown[] }).keys.length === 1;
+        if (held) await Promise.race([second!.catch(() => {}), new Promise((r) => setTimeout(r, 300))]);
+      },
+    });
+    await s.load();
+    const first = s.addKey({ publicKey: k1.publicKey, role: "reader" });
+    second = s.addKey({ publicKey: k2.publicKey, role: "reader" });
+    await Promise.all([first, second]);
+    const reloaded = new AuthorizedKeyStore(path, silentLogger());
+    await reloaded.load();
+    const fingerprints = async (store: AuthorizedKeyStore) => (await store.listKeys()).map((k) => k.fingerprint).sort();
+    assert.equal((await fingerprints(reloaded)).length, 2);
+    assert.deepEqual(await fingerprints(reloaded), await fingerprints(s));
+  } finally {
+    await t.cleanup();
+  }
+});
+
 test("lookup finds only the exact key and checks every key", async () => {
   const t = await tempDir();
   try {
