@@ -2,8 +2,9 @@
 // one small commit at level 0, then `hsctl sync`: the time from its start to
 // the last level reporting the new commit, and each level's own latency (its
 // sync's duration, and when its report arrived). Also the unchanged-tree sync.
-// Goal: <= 250 ms per level. Baseline in the same run: the git CLI fetching
-// that commit from level 0's endpoint over OpenSSH (one hop).
+// Goals: <= 250 ms per level; each level's own sync <= 1.5x the baseline
+// (issue 15, "per hop"). Baseline in the same run: the git CLI fetching that
+// commit from level 0's endpoint over OpenSSH (one hop, its connection included).
 // Run: npm run bench -- sync-wave   (needs `npm run build`; uses dist/).
 
 import { mkdtemp, rm, writeFile, readFile } from "node:fs/promises";
@@ -12,6 +13,7 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { addCommit } from "../src/demo/demo-repos.js";
+import { median } from "./lib/median.js";
 
 const HSCTL = fileURLToPath(new URL("../dist/cli/hsctl.js", import.meta.url));
 const ROUNDS = 3;
@@ -39,7 +41,6 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, onLine?: (line
   });
 }
 
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
 const f = (n: number) => `${n.toFixed(0).padStart(5)} ms`;
 
 async function main(): Promise<void> {
@@ -118,6 +119,9 @@ async function main(): Promise<void> {
     const below = levels.slice(1).map((l) => median(rows.map((r) => r.perLevel.get(l)!.durationMs)));
     const worst = Math.max(...below);
     console.log(`goal ${worst <= 250 ? "MET " : "MISS"}: <= 250 ms per level below 0 (worst median ${worst.toFixed(0)} ms; l0's refresh ${median(rows.map((r) => r.perLevel.get("l0")!.durationMs)).toFixed(0)} ms)`);
+    // Issue 15's per-hop goal, judged as it was stated: a level's own sync of the commit
+    // (all six repos asked, as a level must) against the git CLI fetching that commit once.
+    console.log(`goal ${worst <= 1.5 * cli ? "MET " : "MISS"}: one-commit sync <= 1.5x the git CLI's fetch of the same commit, per hop (worst level ${(worst / cli).toFixed(2)}x: ${worst.toFixed(0)} ms against ${cli.toFixed(0)} ms)`);
     await writeFile(join(dir, "done"), "");
   } finally {
     await hsctl(["destroy"]).catch(() => undefined);

@@ -72,10 +72,12 @@ async function main(): Promise<void> {
     console.log("(fetcher: one long-lived process like the hsd daemon; endpoint: its own process; git CLI: 6 clones/pulls in parallel;");
     console.log(" fetcher CPU: user+sys of that process during the sync, excluding the git children it spawns; wall times on a loaded host are noisy, CPU less so)");
     console.log(` git processes the fetcher ran (index-pack, status, read-tree), CPU: full ${fullIso.gitCpuMs.toFixed(0)} ms, incremental ${incIso.gitCpuMs.toFixed(0)} ms, no-op ${noopIso.gitCpuMs.toFixed(0)} ms; load ${loadavg().map((l) => l.toFixed(1)).join(" ")}`);
+    // Not issue 15's per-hop goal: that compares one level's sync with one \`git fetch\` of the
+    // commit (sync-wave.ts). This is the whole set against six pulls, each with its own connection.
+    console.log(` incremental, whole set: ${(incIso.ms / incCli.ms).toFixed(2)}x six parallel \`git pull\`s (the per-hop goal is judged in sync-wave.ts)`);
     const goals = [
       [`full <= 1.5x git CLI`, fullIso.ms <= 1.5 * fullCli.ms],
       [`incremental <= 250 ms`, incIso.ms <= 250],
-      [`one-commit sync <= 1.5x the git CLI's fetch of the same commit, per hop (${(incIso.ms / incCli.ms).toFixed(2)}x)`, incIso.ms <= 1.5 * incCli.ms],
       [`peak RSS <= 200 MiB`, Math.max(fullIso.maxRssMiB, incIso.maxRssMiB) <= 200],
     ] as const;
     for (const [g, ok] of goals) console.log(`goal ${ok ? "MET " : "MISS"}: ${g}`);
