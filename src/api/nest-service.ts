@@ -8,7 +8,7 @@ import type { HsdConfig } from "../config/config.js";
 import { InvalidArgumentError } from "../domain/errors.js";
 import { Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
 import type { EventSink } from "../domain/events.js";
-import type { LevelApi, LevelPath, NestOptions } from "../domain/level-api.js";
+import type { ExportRefs, LevelApi, LevelPath, NestOptions, ParentRefs } from "../domain/level-api.js";
 import { durationMs } from "@bufbuild/protobuf/wkt";
 import type { MethodsOf, ServiceHandlers } from "../rpc/service-definition.js";
 import { fromProtoPhase, toProtoCheck, toProtoEvent, toProtoIdentity, toProtoLogLine, toProtoStatus } from "../rpc/convert.js";
@@ -31,6 +31,38 @@ export function validateLevelPath(path: readonly string[]): LevelPath {
     if (!LEVEL_NAME.test(n)) throw new InvalidArgumentError(`level path holds ${JSON.stringify(n.slice(0, 64))}, not a level name`, { details: { field: "level_path" } });
   }
   return path;
+}
+
+/** A repo set is a handful of repos; a repo's heads and tags, at most this many. */
+export const MAX_PARENT_REPOS = 64;
+export const MAX_REFS_PER_REPO = 100_000;
+const REPO_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+const SERVED_REF = /^refs\/(heads|tags)\/[^\0\s]{1,1000}$/;
+const OBJECT_ID = /^([0-9a-f]{40}|[0-9a-f]{64})$/;
+
+/**
+ * A sync's parent refs as the request carries them: named repos, each with a
+ * HEAD branch among its refs, only heads and tags at well-formed object ids.
+ * A child trusts them to skip fetches, so nothing malformed gets past here.
+ */
+export function validateParentRefs(list: readonly { repo: string; head: string; refs: { [ref: string]: string } }[]): ParentRefs | undefined {
+  if (list.length === 0) return undefined;
+  const bad = (why: string) => new InvalidArgumentError(`parent_refs: ${why}`, { details: { field: "parent_refs" } });
+  if (list.length > MAX_PARENT_REPOS) throw bad(`${list.length} repos; at most ${MAX_PARENT_REPOS}`);
+  const out: Record<string, ExportRefs> = {};
+  for (const e of list) {
+    if (!REPO_NAME.test(e.repo)) throw bad(`${JSON.stringify(e.repo.slice(0, 64))} is not a repo name`);
+    if (Object.hasOwn(out, e.repo)) throw bad(`repo ${e.repo} appears twice`);
+    const entries = Object.entries(e.refs);
+    if (entries.length > MAX_REFS_PER_REPO) throw bad(`repo ${e.repo} has ${entries.length} refs; at most ${MAX_REFS_PER_REPO}`);
+    for (const [ref, oid] of entries) {
+      if (!SERVED_REF.test(ref) || ref.split("/").includes("..")) throw bad(`repo ${e.repo}: ${JSON.stringify(ref.slice(0, 64))} is not a head or tag`);
+      if (!OBJECT_ID.test(oid)) throw bad(`repo ${e.repo}: ${ref} names ${JSON.stringify(oid.slice(0, 80))}, not an object id`);
+    }
+    if (!e.head.startsWith("refs/heads/") || !Object.hasOwn(e.refs, e.head)) throw bad(`repo ${e.repo}: HEAD ${JSON.stringify(e.head.slice(0, 64))} is not one of its branches`);
+    out[e.repo] = { head: e.head, refs: { ...e.refs } };
+  }
+  return out;
 }
 
 /** Secrets for one child are a handful of tokens and keys; anything bigger is a mistake. */
@@ -128,7 +160,8 @@ export function nestHandlers(level: LevelApi, limits: NestLimits, loadManifest?:
     },
     sync(req, ctx) {
       const levelPath = validateLevelPath(req.levelPath);
-      return events((sink) => level.sync({ recursive: req.recursive, configure: req.configure, levelPath }, sink, ctx.signal));
+      const parentRefs = validateParentRefs(req.parentRefs);
+      return events((sink) => level.sync({ recursive: req.recursive, configure: req.configure, levelPath, ...(parentRefs ? { parentRefs } : {}) }, sink, ctx.signal));
     },
     async *logs(req, ctx) {
       const levelPath = validateLevelPath(req.levelPath);

@@ -12,6 +12,7 @@ import { type HsdConfig } from "../config/config.js";
 import { levelPaths } from "../config/level-layout.js";
 import type { Logger } from "../log/logger.js";
 import type { RepoState } from "../domain/events.js";
+import type { ParentRefs } from "../domain/level-api.js";
 import { AuthorizedKeyStore } from "../ssh/authorized-key-store.js";
 import { loadOrCreateLevelKeys, type LevelKeys } from "../ssh/level-keys.js";
 import { startSshEndpoint } from "../ssh/ssh-endpoint.js";
@@ -317,6 +318,7 @@ export function buildLevel(
     levelChecks: () => imageChecks(config.images, parts.digests),
     // Level 0 refreshes its exports while its children boot (the level owns that refresh).
     exportsReady: (): Promise<void> => level.exportsReady(),
+    exportRefs: (): Promise<ParentRefs | undefined> => level.exportRefs(),
     self: () => {
       const id = ctx.identity();
       return {

@@ -119,14 +119,39 @@ export interface AuthorizedKey {
   readonly comment: string;
 }
 
+/**
+ * What one export serves a fetcher, as upload-pack advertises it: the branch
+ * HEAD names and every head and tag. Invariant: `refs` holds `head`, names
+ * start with refs/heads/ or refs/tags/, values are 40-hex object ids.
+ */
+export interface ExportRefs {
+  readonly head: string;
+  readonly refs: Readonly<Record<string, string>>;
+}
+
+/**
+ * A parent's exports as it sends them with a sync request, by repo name. A
+ * child whose own export of a repo holds exactly the same skips asking the
+ * parent for it (no channel, no upload-pack); anything else is fetched.
+ */
+export type ParentRefs = Readonly<Record<string, ExportRefs>>;
+
+/** A sync request: recursive waves go down the tree; parentRefs: what the asking parent serves now. */
+export interface SyncOptions {
+  readonly recursive: boolean;
+  /** Each level below 0 re-runs its configure steps after its sync (hsctl sync --configure). */
+  readonly configure?: boolean;
+  readonly levelPath?: LevelPath;
+  readonly parentRefs?: ParentRefs;
+}
+
 /** What a parent asks of a child: the tree operations a child link forwards. */
 export interface ChildApi {
   nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void>;
   status(signal: AbortSignal, levelPath?: LevelPath): Promise<LevelStatus>;
   /** With a levelPath: that level and its subtree only (torn down by its parent). */
   destroy(opts: DestroyOptions, sink: EventSink, signal: AbortSignal): Promise<void>;
-  /** configure: each level below 0 re-runs its configure steps after its sync (hsctl sync --configure). */
-  sync(opts: { recursive: boolean; configure?: boolean; levelPath?: LevelPath }, sink: EventSink, signal: AbortSignal): Promise<void>;
+  sync(opts: SyncOptions, sink: EventSink, signal: AbortSignal): Promise<void>;
   /** The provider's preflight checks only (hsctl doctor). */
   doctor(opts: DoctorOptions, signal: AbortSignal): Promise<CheckResult[]>;
   /** The level's log lines; pulled, so a slow reader slows the stream, never grows a buffer. */

@@ -1,13 +1,16 @@
 // A level below 0 fetches its repo set from its parent: isomorphic-git over the
 // SSH transport into the level's bare exports (re-exported unchanged to its own
 // children; a large pack is indexed by git index-pack, see divert-pack.ts),
-// then each working tree moved to the fetched HEAD.
+// then each working tree moved to the fetched HEAD. A repo whose export already
+// holds what the parent said it serves (sent with its sync request) is not
+// fetched at all; its working tree is only checked for local edits.
 // Imported by: src/level.
 
 import * as fs from "node:fs";
 import git, { type GitProgressEvent } from "isomorphic-git";
 import type { Logger } from "../log/logger.js";
 import type { RepoState } from "../domain/events.js";
+import type { ParentRefs } from "../domain/level-api.js";
 import { DirtyWorktreeError, HsError, GitProtocolError } from "../domain/errors.js";
 import { ParentConnection, type ParentEndpoint } from "../ssh/parent-connection.js";
 import { FetchSession, sshRemoteUrl } from "./ssh-http-plugin.js";
@@ -15,6 +18,8 @@ import type { RefAdvertisement } from "./pkt-line.js";
 import { ensureBareRepo, exportPath } from "./export-repos.js";
 import { checkoutWorktree, isFreshWorktree, prepareWorktree } from "./worktree-checkout.js";
 import { deleteLooseRef, headCommit, looseRefs, symbolicHead, writeLooseRef } from "./loose-refs.js";
+import { advertisedExportRefs, readExportRefs, refsUnder, sameExportRefs } from "./export-refs.js";
+import { batchWorktreeStatus } from "./worktree-status.js";
 import { IndexPack, type PendingReadTree } from "./divert-pack.js";
 import { WorkPool } from "../util/work-pool.js";
 import { settleAll } from "../util/settle-all.js";
@@ -45,6 +50,13 @@ export interface SyncFromParentOptions {
   divertMinObjects?: number;
   /** Refreshes a large checkout's index after the fact (index-refresh.ts); absent: the next status re-hashes instead. */
   refresher?: IndexRefresher;
+  /**
+   * What the parent serves, as it said when it asked for this sync. A repo
+   * whose export already holds exactly that is not asked for (no channel and
+   * no upload-pack on the parent: five of six in a one-commit wave); a repo
+   * missing here, or different, is fetched as usual.
+   */
+  parentRefs?: ParentRefs;
 }
 
 export interface SyncResult { repos: RepoState[]; bytes: number; bytesByRepo: Record<string, number> }
@@ -162,23 +174,6 @@ function fetchedRefs(gitdir: string): Promise<Map<string, string>> {
   return refsUnder(gitdir, [`refs/remotes/${REMOTE}/`, "refs/tags/"]);
 }
 
-/** Every ref naming an object under the prefixes (symbolic ones left out): from the files, or isomorphic-git when there is packed-refs. */
-async function refsUnder(gitdir: string, prefixes: readonly string[]): Promise<Map<string, string>> {
-  const refs = new Map<string, string>();
-  for (const prefix of prefixes) {
-    const loose = await looseRefs(gitdir, prefix);
-    if (loose) { for (const [k, v] of loose) refs.set(k, v); continue; }
-    const names = prefix === "refs/tags/" ? await git.listTags({ fs, gitdir })
-      : prefix === "refs/heads/" ? await git.listBranches({ fs, gitdir })
-      : await git.listBranches({ fs, gitdir, remote: prefix.slice("refs/remotes/".length, -1) });
-    for (const n of names) {
-      if (n === "HEAD" && prefix.startsWith("refs/remotes/")) continue;
-      refs.set(`${prefix}${n}`, await git.resolveRef({ fs, gitdir, ref: `${prefix}${n}` }));
-    }
-  }
-  return refs;
-}
-
 /**
  * Mirrors the parent's branches (the remote-tracking refs the fetch wrote)
  * as this export's own heads, so children see the same refs, and points
@@ -219,24 +214,38 @@ async function restoreRefs(gitdir: string, before: ReadonlyMap<string, string>):
 
 /** True when the export already holds exactly the advertised heads, tags and HEAD target. */
 async function upToDate(gitdir: string, ad: RefAdvertisement): Promise<boolean> {
-  const headSym = ad.capabilities.find((c) => c.startsWith("symref=HEAD:"))?.slice("symref=HEAD:".length);
-  if (!headSym) return false;
-  const local = new Map<string, string>();
-  try {
-    const ourHead = (await fs.promises.readFile(join(gitdir, "HEAD"), "utf8")).trim();
-    if (ourHead !== `ref: ${headSym}`) return false;
-    for (const [k, v] of await refsUnder(gitdir, ["refs/heads/", "refs/tags/"])) local.set(k, v);
-  } catch {
-    return false;
-  }
-  const remote = new Map<string, string>();
-  for (const r of ad.refs) {
-    if (r.name === "HEAD" || r.name.endsWith("^{}")) continue;
-    remote.set(r.name, r.oid);
-  }
-  if (remote.size !== local.size) return false;
-  for (const [k, v] of remote) if (local.get(k) !== v) return false;
-  return true;
+  const remote = advertisedExportRefs(ad);
+  return remote !== undefined && sameExportRefs(await readExportRefs(gitdir), remote);
+}
+
+/**
+ * The commit this level's export of `name` serves when it holds exactly what
+ * the parent said it serves (then nothing is fetched); else undefined.
+ */
+async function heldAsTold(name: string, opts: SyncFromParentOptions, newExport: Promise<boolean>): Promise<string | undefined> {
+  const told = opts.parentRefs?.[name];
+  if (!told || (await newExport.catch(() => true))) return undefined;
+  const gitdir = exportPath(opts.exportsDir, name);
+  if (!sameExportRefs(await readExportRefs(gitdir), told)) return undefined;
+  return (await servedCommit(gitdir)) || undefined;
+}
+
+/**
+ * The local edits of each unfetched repo's working tree that is at its served
+ * commit, by one `git status` per tree run from a single spawn (five forks of
+ * this daemon beside a fetch delayed its channel by ~30 ms). A tree elsewhere
+ * (held by an earlier sync's edits), or a batch that could not be read, is
+ * left out: its repo takes the usual checkout path.
+ */
+async function unmovedTrees(repos: readonly { name: string; commit: string }[], opts: SyncFromParentOptions): Promise<Map<string, string[]>> {
+  const at = (await Promise.all(repos.map(async (r) => {
+    const worktree = worktreeOf(r.name, opts);
+    const head = (await fs.promises.readFile(join(worktree, ".git", "HEAD"), "utf8").catch(() => "")).trim();
+    return head === r.commit ? [{ name: r.name, worktree }] : [];
+  }))).flat();
+  await Promise.all(at.map((t) => opts.refresher?.settle(t.worktree)));
+  const files = await batchWorktreeStatus(at.map((t) => t.worktree));
+  return new Map(files ? at.map((t, i) => [t.name, files[i]!]) : []);
 }
 
 /**
@@ -262,12 +271,23 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
       await Promise.allSettled(prepared.values()); // nothing keeps writing after the sync has failed
       throw err;
     }
+    // The repos this level holds as the parent said it serves them (file reads only): no fetch,
+    // and their working trees are checked by one spawn beside the other repos' fetches.
+    const asTold = new Map(await Promise.all(opts.repoNames.map(async (name) => [name, await heldAsTold(name, opts, prepared.get(name)!)] as const)));
+    // Unreadable as a batch: each such repo checks its tree as any other does.
+    const unmoved = unmovedTrees([...asTold].flatMap(([name, c]) => (c ? [{ name, commit: c }] : [])), opts).catch(() => new Map<string, string[]>());
     const pool = new WorkPool(opts.concurrency ?? 6);
     const results = await Promise.allSettled(opts.repoNames.map((name) => pool.run(async () => {
       const t0 = performance.now();
+      const kept = asTold.get(name);
+      const quiet = kept ? (await unmoved).get(name) : undefined;
+      if (kept && quiet) {
+        const state: RepoState = { name, servedCommit: kept, worktreeCommit: kept, dirty: quiet.length > 0, dirtyFiles: quiet };
+        return { state, bytes: 0, held: false };
+      }
       // A new export serves nothing: no need to read it.
-      const previousServed = (await prepared.get(name)) ? "" : await servedCommit(exportPath(opts.exportsDir, name));
-      const f = await fetchInto(name, opts, conn, previousServed === "");
+      const previousServed = kept ?? ((await prepared.get(name)) ? "" : await servedCommit(exportPath(opts.exportsDir, name)));
+      const f: Fetched = kept ? { head: kept, bytes: 0 } : await fetchInto(name, opts, conn, previousServed === "");
       const t1 = performance.now();
       const worktree = worktreeOf(name, opts);
       let wt;

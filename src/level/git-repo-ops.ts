@@ -16,6 +16,8 @@ import { ownTree, type TreeOwner } from "../homestak/tree-owner.js";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { syncFromParent } from "../git/sync-from-parent.js";
+import { readExportRefs } from "../git/export-refs.js";
+import type { ExportRefs } from "../domain/level-api.js";
 import { batchWorktreeStatus } from "../git/worktree-status.js";
 import { SharedRunQueue } from "../util/shared-run-queue.js";
 import { IndexRefresher } from "../git/index-refresh.js";
@@ -89,7 +91,7 @@ export function gitRepoOps(o: {
   const now = (): Promise<RepoState[]> => read(names.filter((n) => !o.prepared?.[n] || settled.has(n)));
 
   return {
-    async refresh(signal, onProgress) {
+    async refresh(signal, onProgress, parentRefs) {
       if (!config.parent) {
         last = await refreshExports({
           repos: o.repos, exportsDir: paths.reposDir, secretPatterns: config.secretPatterns, log: o.log, ready: repoReady, queue: exportQueue,
@@ -119,7 +121,7 @@ export function gitRepoOps(o: {
           r = await syncFromParent({
             parent: config.parent, userKeyPath: o.userKeyPath, repoNames: names, exportsDir: paths.reposDir, workDir: paths.workDir, worktreeOf: layout.worktree,
             connectTimeoutMs: config.timeouts.connectMs, commandTimeoutMs: config.timeouts.commandMs, log: o.log,
-            onProgress, signal, connection: parentConn, refresher,
+            onProgress, signal, connection: parentConn, refresher, ...(parentRefs ? { parentRefs } : {}),
           });
         } catch (err) {
           // The repos' failure is the sync's outcome (with the states it got); nothing keeps writing after it.
@@ -141,6 +143,10 @@ export function gitRepoOps(o: {
         if (states) last = states;
         throw err;
       }
+    },
+    async exportRefs() {
+      const all = await Promise.all(names.map(async (n) => [n, await readExportRefs(exportPath(paths.reposDir, n))] as const));
+      return Object.fromEntries(all.filter((e): e is readonly [string, ExportRefs] => e[1] !== undefined));
     },
     state: batched(merged),
     stateNow: batched(now),

@@ -9,7 +9,7 @@ import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
 import type { CheckResult } from "../domain/checks.js";
 import { relayUnder, type EventSink, type LevelEvent, type LocalEvent, type RepoState, type RepoSyncState } from "../domain/events.js";
-import type { DestroyOptions, Identity, LevelApi, LevelPath, LevelStatus, LogLine, LogsOptions, NestOptions } from "../domain/level-api.js";
+import type { DestroyOptions, Identity, LevelApi, LevelPath, LevelStatus, LogLine, LogsOptions, NestOptions, ParentRefs, SyncOptions } from "../domain/level-api.js";
 import type { ChildRecord, Journal } from "../nest/journal.js";
 import { type Clock, type NestEngine } from "../nest/nest-engine.js";
 import { ALL_AT_ONCE, valuesOrFirstFailure, type ChildTree } from "../nest/child-tree.js";
@@ -50,7 +50,9 @@ export interface SyncProgress {
 /** This level's repo set: refresh it (level 0: from checkouts; below: from the parent). */
 export interface RepoOps {
   /** Level 0's may run while another is under way (the start-up export is off the sync chain): it queues per repo. */
-  refresh(signal: AbortSignal, onProgress: (p: SyncProgress) => void): Promise<{ repos: RepoState[]; bytes: number }>;
+  refresh(signal: AbortSignal, onProgress: (p: SyncProgress) => void, parentRefs?: ParentRefs): Promise<{ repos: RepoState[]; bytes: number }>;
+  /** What this level's exports serve now, sent with a sync request to a child (it skips the repos it already holds). */
+  exportRefs?(): Promise<ParentRefs>;
   state(): Promise<RepoState[]>;
   /**
    * What is served now, without waiting for level 0's demo repos to be
@@ -230,13 +232,14 @@ export class Level implements LevelApi {
    * tree still lets the wave go on (the export was updated; only the checkout
    * was held), any other failure marks the subtree stale.
    */
-  async sync(opts: { recursive: boolean; configure?: boolean; levelPath?: LevelPath }, sink: EventSink, signal: AbortSignal): Promise<void> {
+  async sync(opts: SyncOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
     const v = await this.via(opts.levelPath, signal);
+    // Relayed: the level at the path syncs from its own parent, not from the one whose refs came with the request.
     if (v) return v.link.sync({ recursive: opts.recursive, ...(opts.configure ? { configure: true } : {}), levelPath: v.rest }, relayUnder(this.name, sink), signal);
     return this.syncHere(opts, sink, signal);
   }
 
-  private syncHere(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+  private syncHere(opts: SyncOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
     // One sync at a time per level: watch mode and an operator's `hsctl sync`
     // must not refresh the same exports concurrently.
     const run = this.syncChain.then(() => this.syncOnce(opts, sink, signal));
@@ -253,11 +256,19 @@ export class Level implements LevelApi {
    * asked for while a repo's start-up refresh still waits for its checkout
    * (a demo repo being generated) shares that refresh instead of following it.
    */
+  /** What this level serves its children now; undefined when it cannot say (the children then fetch every repo). */
+  async exportRefs(): Promise<ParentRefs | undefined> {
+    return this.d.repos.exportRefs?.().catch((err: unknown) => {
+      this.d.log.warn({ err }, "could not read this level's exports for a sync request; children ask for every repo");
+      return undefined;
+    });
+  }
+
   exportAtStart(signal: AbortSignal): Promise<void> {
     return this.d.repos.refresh(signal, () => {}).then(() => undefined);
   }
 
-  private async syncOnce(opts: { recursive: boolean; configure?: boolean }, sink: EventSink, signal: AbortSignal): Promise<void> {
+  private async syncOnce(opts: SyncOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
     const started = this.d.clock.now();
     this.emit(sink, { phase: "sync", kind: "started" });
     let result: { repos: RepoState[]; bytes: number } | undefined;
@@ -271,7 +282,7 @@ export class Level implements LevelApi {
         }),
       });
       try {
-        result = await this.d.repos.refresh(signal, progress);
+        result = await this.d.repos.refresh(signal, progress, opts.parentRefs);
       } finally {
         progress.flush();
       }
@@ -307,8 +318,10 @@ export class Level implements LevelApi {
     // Leaves have no hsd to sync: this level configures them again from the trees it just synced.
     if (opts.configure && opts.recursive && result) await this.d.engine.reconfigureLeaves(sink, signal);
     if (!opts.recursive) return;
+    // Read once for the whole wave: every child compares its exports with these.
+    const parentRefs = await this.exportRefs();
     await this.tree.walk(this.tree.live(), sink, ALL_AT_ONCE, (rec, at) => syncChild({
-      rec, at, links: this.d.links, configure: opts.configure ?? false, configureBudgetMs: this.d.config.budgets.configure,
+      rec, at, links: this.d.links, configure: opts.configure ?? false, configureBudgetMs: this.d.config.budgets.configure, parentRefs,
       signal, log: this.d.log, now: () => this.d.clock.now(),
       remember: (repos) => this.d.journal.update((j) => { const c = j.children[rec.name]; if (c) c.repos = repos; }),
     }));

@@ -11,6 +11,7 @@
 
 import { HsError, PeerGoneError, errorCode } from "../domain/errors.js";
 import type { EventSink, RepoState } from "../domain/events.js";
+import type { ParentRefs } from "../domain/level-api.js";
 import { toFailure } from "../domain/failure.js";
 import type { Logger } from "../log/logger.js";
 import type { ChildLinks } from "../nest/child-link.js";
@@ -28,6 +29,8 @@ export interface SyncChildRun {
   readonly signal: AbortSignal;
   readonly log: Logger;
   readonly now: () => number;
+  /** What this level serves now, sent with the sync (undefined: the child asks for every repo). */
+  readonly parentRefs: ParentRefs | undefined;
   /** What the child last reported of its repos, kept for status when it cannot answer. */
   readonly remember: (repos: RepoState[]) => Promise<void>;
 }
@@ -50,7 +53,7 @@ export async function syncChild(o: SyncChildRun): Promise<void> {
       child: rec.name, relay, signal: o.signal, log: o.log, now: o.now,
       link: () => o.links.get(rec.name, rec.endpoint!, o.signal), dropLink: () => o.links.drop(rec.name),
       call: (link, sink, signal) => calls++ === 0
-        ? link.sync({ recursive: true, configure: o.configure }, sink, signal)
+        ? link.sync({ recursive: true, configure: o.configure, ...(o.parentRefs ? { parentRefs: o.parentRefs } : {}) }, sink, signal)
         : link.configure(sink, signal),
       note: (message) => at.emit({ phase: "configure", kind: "log", message }),
       rebootBudgetMs: o.configureBudgetMs,

@@ -12,7 +12,7 @@ import type { Provider } from "../providers/provider.js";
 import type { SecretTree } from "../secrets/secrets-store.js";
 import { withTimeout } from "../util/timeout.js";
 import type { ChildLinks } from "./child-link.js";
-import type { AccessApi, NestOptions } from "../domain/level-api.js";
+import type { AccessApi, NestOptions, ParentRefs } from "../domain/level-api.js";
 import type { EventSink } from "../domain/events.js";
 import { toFailure, type Failure } from "../domain/failure.js";
 import type { ChildRecord, Journal } from "./journal.js";
@@ -49,6 +49,8 @@ export interface NestEngineDeps {
    * its exports while its children boot; below, they are ready before a nest.
    */
   readonly exportsReady?: () => Promise<void>;
+  /** What this level's exports serve now, sent with a child's sync (it skips what it holds); absent or undefined: it asks for every repo. */
+  readonly exportRefs?: () => Promise<ParentRefs | undefined>;
   readonly leafHooks?: readonly PhaseHook[];
   /** Runs this level's configure steps against a leaf; absent: leaves cannot be built here. */
   readonly configureLeaf?: ConfigureLeaf;
@@ -268,6 +270,7 @@ export class NestEngine {
       readSecrets: this.d.readSecrets,
       readSite: this.d.readSite ?? (async () => undefined),
       levelChecks: this.d.levelChecks ?? (async () => []),
+      exportRefs: this.d.exportRefs ?? (async () => undefined),
       log: log.child({ phase }),
       save: () => this.save(rec),
       link: () => this.d.links.get(rec.name, rec.endpoint!, signal),

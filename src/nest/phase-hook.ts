@@ -8,7 +8,7 @@ import type { Logger } from "../log/logger.js";
 import type { ChildHandle, Provider } from "../providers/provider.js";
 import type { ChildRecord } from "./journal.js";
 import type { ChildLink } from "./child-link.js";
-import type { AccessApi, NestOptions } from "../domain/level-api.js";
+import type { AccessApi, NestOptions, ParentRefs } from "../domain/level-api.js";
 import type { EventSink } from "../domain/events.js";
 import type { SecretTree } from "../secrets/secrets-store.js";
 import type { CheckResult } from "../domain/checks.js";
@@ -40,6 +40,8 @@ export interface PhaseRun {
   readonly readSite: () => Promise<string | undefined>;
   /** The level's own checks (images), run with the provider's. */
   readonly levelChecks: () => Promise<CheckResult[]>;
+  /** What this level's exports serve now (sync sends it along); undefined: unknown. */
+  readonly exportRefs: () => Promise<ParentRefs | undefined>;
   readonly signal: AbortSignal;
   readonly log: Logger;
   readonly budgetMs: number;

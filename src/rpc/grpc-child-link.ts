@@ -5,7 +5,7 @@
 
 import type { ChildLink } from "../nest/child-link.js";
 import type { EventSink, LevelEvent } from "../domain/events.js";
-import type { DestroyOptions, DoctorOptions, Identity, LevelPath, LevelStatus, LogLine, LogsOptions, NestOptions } from "../domain/level-api.js";
+import type { DestroyOptions, DoctorOptions, Identity, LevelPath, LevelStatus, LogLine, LogsOptions, NestOptions, SyncOptions } from "../domain/level-api.js";
 import type { CheckResult } from "../domain/checks.js";
 import { nestClient } from "./level-client.js";
 
@@ -38,7 +38,7 @@ export function grpcChildLink(o: GrpcChildLinkOptions): ChildLink {
     nest(opts: NestOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
       return drain(client.nest(opts, { signal }), sink);
     },
-    sync(opts: { recursive: boolean; configure?: boolean; levelPath?: LevelPath }, sink: EventSink, signal: AbortSignal): Promise<void> {
+    sync(opts: SyncOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
       return drain(client.sync(opts, { signal }), sink);
     },
     destroy(opts: DestroyOptions, sink: EventSink, signal: AbortSignal): Promise<void> {

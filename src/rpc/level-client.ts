@@ -6,7 +6,7 @@
 import { AccessService, Isolation, NestService } from "../gen/homestak/nest/v1/nest_pb.js";
 import type { CheckResult } from "../domain/checks.js";
 import type { LevelEvent } from "../domain/events.js";
-import type { AuthorizedKey, DestroyOptions, Identity, KeyRole, LevelPath, LevelStatus, LogLine, LogsOptions } from "../domain/level-api.js";
+import type { AuthorizedKey, DestroyOptions, Identity, KeyRole, LevelPath, LevelStatus, LogLine, LogsOptions, SyncOptions } from "../domain/level-api.js";
 import type { ProviderOptions } from "../domain/providers.js";
 import { createClient, type CallOpts, type ClientOptions } from "./client.js";
 import type { BuildPlan } from "../domain/plan.js";
@@ -35,7 +35,7 @@ export interface NestClient {
   status(o?: LevelCallOpts, levelPath?: LevelPath): Promise<LevelStatus | undefined>;
   putSecrets(yaml: string, o?: LevelCallOpts): Promise<string[]>;
   nest(req: NestRequest, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
-  sync(req: { recursive: boolean; configure?: boolean; levelPath?: LevelPath }, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
+  sync(req: SyncOptions, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   destroy(req: DestroyOptions, o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   configure(o?: LevelCallOpts): AsyncIterable<LevelEvent>;
   doctor(req: { provider?: string; options?: ProviderOptions; levelPath?: LevelPath }, o?: LevelCallOpts): Promise<CheckResult[]>;
@@ -74,7 +74,12 @@ export function nestClient(target: string, opts?: ClientOptions): NestClient {
         ...(req.plan ? toProtoPlan(req.plan) : {}),
       }, o));
     },
-    sync(req, o) { return events(c.sync({ recursive: req.recursive, configure: req.configure ?? false, levelPath: [...(req.levelPath ?? [])] }, o)); },
+    sync(req, o) {
+      return events(c.sync({
+        recursive: req.recursive, configure: req.configure ?? false, levelPath: [...(req.levelPath ?? [])],
+        parentRefs: Object.entries(req.parentRefs ?? {}).map(([repo, r]) => ({ repo, head: r.head, refs: { ...r.refs } })),
+      }, o));
+    },
     destroy(req, o) { return events(c.destroy({ self: req.self, manifest: req.manifest ?? "", names: [...(req.names ?? [])], levelPath: [...(req.levelPath ?? [])] }, o)); },
     configure(o) { return events(c.configure({}, o)); },
     async doctor(req, o) {

@@ -16,7 +16,8 @@ import { AccessService, Isolation, KeyRole, NestService } from "../../src/gen/ho
 import { DaemonRunningError, HsError, LevelWentDownError, PhaseTimeoutError } from "../../src/domain/errors.js";
 import { silentLogger } from "../../src/log/logger.js";
 import { withTimeout } from "../../src/util/timeout.js";
-import type { AccessApi, LevelApi, LevelStatus, NestOptions } from "../../src/domain/level-api.js";
+import type { AccessApi, LevelApi, LevelStatus, NestOptions, SyncOptions } from "../../src/domain/level-api.js";
+import { nestClient as levelNestClient } from "../../src/rpc/level-client.js";
 import type { EventSink, LevelEvent } from "../../src/domain/events.js";
 
 const WAIT_MS = 10_000;
@@ -25,7 +26,7 @@ const ev = (i: number, extra: Partial<LevelEvent> = {}): LevelEvent => ({ levelP
 let dir: string;
 let server: ApiServer;
 let socket: string;
-const seen: { nest?: Record<string, unknown>; secrets?: string; nestSignal?: AbortSignal } = {};
+const seen: { nest?: Record<string, unknown>; secrets?: string; nestSignal?: AbortSignal; sync?: SyncOptions[] } = {};
 const defaults = parseConfig("", "<defaults>", { root: "/srv/level", providers: PROVIDER_CONFIGS });
 let nestStarted!: () => void;
 let nestStartedP: Promise<void>;
@@ -59,7 +60,7 @@ const level: LevelApi = {
   },
   async status() { return status; },
   async destroy() {},
-  async sync() {},
+  async sync(opts: SyncOptions) { (seen.sync ??= []).push(opts); },
   async identify() { return { name: "l0", depth: 0, hsdVersion: "0.1.0", publicKey: "", hostKeyFingerprint: "", sshAddress: "", repos: [] }; },
   async putSecrets(yaml: string) { seen.secrets = yaml; return ["site"]; },
   async configure() {},
@@ -110,6 +111,44 @@ test("nest requests are validated at the boundary", async () => {
     }
     for await (const _ of c.nest({ depth: 1, width: 4, provider: "pve", isolation: Isolation.NETNS })) { /* drain */ }
     assert.deepEqual(seen.nest, { depth: 1, width: 4, provider: "pve", isolation: "netns" });
+  } finally { c.close(); }
+});
+
+test("a sync's parent refs reach the level as sent; malformed ones are refused before it is called", async () => {
+  const A = "a".repeat(40);
+  const B = "b".repeat(40);
+  const refs = {
+    tofu: { head: "refs/heads/main", refs: { "refs/heads/main": A, "refs/heads/_working": B, "refs/tags/v1": B } },
+    ansible: { head: "refs/heads/main", refs: { "refs/heads/main": B } },
+  };
+  const lc = levelNestClient(socket);
+  try {
+    seen.sync = [];
+    for await (const _ of lc.sync({ recursive: true, parentRefs: refs })) { /* drain */ }
+    for await (const _ of lc.sync({ recursive: false })) { /* drain */ }
+    assert.deepEqual(seen.sync.map((o) => o.parentRefs), [refs, undefined]);
+  } finally { lc.close(); }
+  const c = nestClient();
+  try {
+    const one = (repo: string, head: string, r: Record<string, string>) => ({ repo, head, refs: r });
+    const bad = [
+      [one("../etc", "refs/heads/main", { "refs/heads/main": A })],
+      [one("tofu", "refs/heads/main", { "refs/heads/main": A }), one("tofu", "refs/heads/main", { "refs/heads/main": A })],
+      [one("tofu", "refs/heads/dev", { "refs/heads/main": A })],
+      [one("tofu", "refs/tags/v1", { "refs/tags/v1": A })],
+      [one("tofu", "refs/heads/main", { "refs/heads/main": A, "refs/remotes/origin/x": A })],
+      [one("tofu", "refs/heads/main", { "refs/heads/main": A, "refs/heads/../../x": A })],
+      [one("tofu", "refs/heads/main", { "refs/heads/main": "not-an-oid" })],
+      Array.from({ length: 65 }, (_, i) => one(`r${i}`, "refs/heads/main", { "refs/heads/main": A })),
+    ];
+    seen.sync = [];
+    for (const parentRefs of bad) {
+      const got: unknown[] = [];
+      await assert.rejects(async () => { for await (const r of c.sync({ recursive: true, parentRefs })) got.push(r); },
+        (e: unknown) => (e as HsError).code === "InvalidArgument", JSON.stringify(parentRefs).slice(0, 200));
+      assert.equal(got.length, 0);
+    }
+    assert.equal(seen.sync.length, 0, "the level was never called");
   } finally { c.close(); }
 });
 

@@ -8,7 +8,9 @@
 // 0's export, i.e. the pack the git CLI would send for that commit. A level's
 // per-repo bytes also hold that repo's ref advertisement and sideband framing,
 // so the commit is made a few KB of incompressible text to keep the pack the
-// dominant part; the bound is 2x either way.
+// dominant part; the bound is 2x either way. Each parent sends its refs with
+// the request, so a child asks only for the repos that changed: the parents'
+// logs show one upload-pack per hop for a one-commit wave, none for no change.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, rm, readFile, appendFile } from "node:fs/promises";
@@ -47,6 +49,16 @@ function outcomes(stdout: string): Map<string, Record<string, any>> {
   return m;
 }
 
+/** Each parent level's hsd.log (l0, l1, l2): the levels that serve upload-pack to the next one down. */
+const parentLogs = [join(env.HSD_ROOT, "hsd.log"), join(env.HSD_ROOT, "state/levels/l1/hsd.log"), join(l2Root, "hsd.log")];
+
+/** The repos each parent served an upload-pack for since `since` (epoch ms), one entry per upload-pack. */
+async function uploadPacksSince(since: number): Promise<string[][]> {
+  return Promise.all(parentLogs.map(async (f) => (await readFile(f, "utf8")).split("\n").filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as { time: number; msg: string; repo?: string })
+    .filter((e) => e.time >= since && e.msg === "upload-pack finished").map((e) => e.repo ?? "?")));
+}
+
 async function status(): Promise<Status[]> {
   const s = await hsctl(["status", "--json"], env, 30_000);
   assert.equal(s.code, 0, s.stderr);
@@ -68,12 +80,22 @@ test("depth 3: unchanged sync moves no pack; one commit reaches every level with
     assert.equal(e.kind, "finished", lvl);
     assert.ok(e.repos.every((x: Repo) => !x.previousCommit), `${lvl} moved a repo on an unchanged sync`);
   }
+  // Nothing changed since that sync (which also took in whatever level 0's demo checkouts, placed
+  // behind its first export, changed in its refs): each parent sends its refs with the request, every
+  // child already holds them, and no parent runs upload-pack.
+  const quietAt = Date.now();
+  const quiet = await hsctl(["sync", "--json"], env, 60_000);
+  assert.equal(quiet.code, 0, quiet.stderr);
+  assert.deepEqual(await uploadPacksSince(quietAt), [[], [], []], "upload-packs on an unchanged sync");
   const old = exportGit(["rev-parse", "HEAD"]).toString().trim();
 
   const content = randomBytes(4500).toString("base64").replace(/(.{76})/g, "$1\n");
   const commit = await addCommit(join(env.HSD_ROOT, "demo", REPO), { "src/actions/sync_wave_test.py": content }, "sync wave test");
+  const waveAt = Date.now();
   const s = await hsctl(["sync", "--json"], env, 60_000);
   assert.equal(s.code, 0, s.stderr + s.stdout.slice(-2000));
+  // Only the changed repo is asked for at each hop: one upload-pack per parent, for it.
+  assert.deepEqual(await uploadPacksSince(waveAt), [[REPO], [REPO], [REPO]], "upload-packs on a one-commit sync");
   const refPack = exportGit(["pack-objects", "--stdout", "--revs"], `${commit}\n^${old}\n`).length;
   assert.ok(refPack > 0);
   const got = outcomes(s.stdout);

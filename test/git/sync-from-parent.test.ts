@@ -3,7 +3,7 @@
 // worktree safety rules (canary secrets, local edits, untracked files in the way).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { readFile, stat, writeFile, chmod, mkdir, symlink, readlink } from "node:fs/promises";
 import { startLevel0, git, run, syncOptions, type Level0 } from "../helpers/git-fixtures.js";
 import { syncFromParent, type SyncFromParentOptions } from "../../src/git/sync-from-parent.js";
@@ -16,6 +16,8 @@ import { startSshEndpoint } from "../../src/ssh/ssh-endpoint.js";
 import { AuthorizedKeyStore } from "../../src/ssh/authorized-key-store.js";
 import { loadOrCreateLevelKeys } from "../../src/ssh/level-keys.js";
 import { gitUploadPack } from "../../src/git/upload-pack.js";
+import { readExportRefs } from "../../src/git/export-refs.js";
+import type { ExportRefs } from "../../src/domain/level-api.js";
 
 const PATTERNS = ["secrets.yaml", "*.key", "id_rsa*", "*.pem"];
 
@@ -122,6 +124,54 @@ test("after one new commit, a re-sync moves only that commit's objects", async (
     assert.ok(moved >= packBytes / 2, `moved ${moved} vs commit pack ${packBytes}`);
     assert.ok(res.bytes * 20 < first.bytes, `incremental ${res.bytes} vs full ${first.bytes}`);
     for (const r of res.repos) if (r.name !== "iac-driver") assert.equal(r.previousCommit, undefined);
+  } finally {
+    await l0.close();
+  }
+});
+
+test("parent refs: a repo whose export already holds them is not asked for; one that differs, or is not named, is fetched", async () => {
+  const asked: string[] = [];
+  const l0 = await startLevel0({
+    uploadPack: { ...gitUploadPack, serve: (o) => { asked.push(basename(o.repoPath, ".git")); return gitUploadPack.serve(o); } },
+  });
+  try {
+    const root = join(l0.dir, "l1");
+    const first = await syncFromParent(syncOpts(l0, root));
+    assert.equal(asked.length, l0.names.length);
+    const co = l0.checkouts["iac-driver"]!;
+    const fresh = await addCommit(co, { "src/actions/hinted.py": "x = 1\n" }, "one commit");
+    await refresh(l0);
+    const served = async () => Object.fromEntries(await Promise.all(l0.names.map(async (n) => [n, (await readExportRefs(join(l0.exportsDir, `${n}.git`)))!] as const)));
+    const parentRefs: Record<string, ExportRefs> = await served();
+    // What the parent says for tofu does not match what level 1 holds (a tag it lacks): tofu is fetched.
+    parentRefs.tofu = { ...parentRefs.tofu!, refs: { ...parentRefs.tofu!.refs, "refs/tags/only-said": parentRefs.tofu!.refs[parentRefs.tofu!.head]! } };
+    // ansible is not named: fetched as before.
+    delete parentRefs.ansible;
+    asked.length = 0;
+    const res = await syncFromParent(syncOpts(l0, root, { parentRefs }));
+    assert.deepEqual([...asked].sort(), ["ansible", "iac-driver", "tofu"]);
+    const byName = new Map(res.repos.map((r) => [r.name, r]));
+    assert.equal(byName.get("iac-driver")!.worktreeCommit, fresh);
+    for (const r of first.repos) {
+      if (r.name === "iac-driver") continue;
+      assert.equal(byName.get(r.name)!.servedCommit, r.servedCommit, r.name);
+      assert.equal(byName.get(r.name)!.worktreeCommit, r.servedCommit, r.name);
+    }
+    // Every export now holds what level 0 serves: told so, level 1 asks for nothing, and
+    // still reports a local edit in a tree it did not fetch for.
+    const tofuTree = join(levelPaths(root).workDir, "tofu");
+    const tracked = (await git(["ls-files"], { cwd: tofuTree })).split("\n")[0]!;
+    await writeFile(join(tofuTree, tracked), "edited at level 1\n");
+    asked.length = 0;
+    const again = await syncFromParent(syncOpts(l0, root, { parentRefs: await served() }));
+    assert.deepEqual(asked, []);
+    assert.equal(again.bytes, 0);
+    assert.equal(again.repos.find((r) => r.name === "iac-driver")!.servedCommit, fresh);
+    const tofu = again.repos.find((r) => r.name === "tofu")!;
+    assert.deepEqual([tofu.dirty, tofu.dirtyFiles], [true, [tracked]]);
+    assert.equal(tofu.worktreeCommit, tofu.servedCommit);
+    assert.equal(await readFile(join(tofuTree, tracked), "utf8"), "edited at level 1\n");
+    for (const r of again.repos) if (r.name !== "tofu") assert.equal(r.dirty, false, r.name);
   } finally {
     await l0.close();
   }

@@ -10,7 +10,9 @@ export const syncPhase: PhaseHook = {
   async run(r) {
     const link = await r.link();
     let repos = r.rec.repos;
-    await link.sync({ recursive: false }, (ev) => {
+    // A re-run (a resumed nest): the child skips the repos it already holds as this level serves them.
+    const parentRefs = await r.exportRefs();
+    await link.sync({ recursive: false, ...(parentRefs ? { parentRefs } : {}) }, (ev) => {
       if (ev.repos && ev.repos.length > 0 && ev.levelPath.length === 1) repos = [...ev.repos];
       if (ev.kind === "progress" || ev.kind === "log") r.relay(ev);
     }, r.signal);

@@ -22,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file homestak/nest/v1/nest.proto.
  */
 export const file_homestak_nest_v1_nest: GenFile = /*@__PURE__*/
-  fileDesc("Chtob21lc3Rhay9uZXN0L3YxL25lc3QucHJvdG8SEGhvbWVzdGFrLm5lc3QudjEilgMKBUV2ZW50EhIKCmxldmVsX3BhdGgYASADKAkSJgoFcGhhc2UYAiABKA4yFy5ob21lc3Rhay5uZXN0LnYxLlBoYXNlEikKBGtpbmQYAyABKA4yGy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50S2luZBIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgZidWRnZXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHZmFpbHVyZRgHIAEoCzIZLmhvbWVzdGFrLm5lc3QudjEuRmFpbHVyZRIPCgdtZXNzYWdlGAggASgJEiwKCHByb2dyZXNzGAkgASgLMhouaG9tZXN0YWsubmVzdC52MS5Qcm9ncmVzcxIqCgVyZXBvcxgKIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlEg0KBWJ5dGVzGAsgASgEIjYKB0ZhaWx1cmUSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEgwKBGhpbnQYAyABKAkiNQoIUHJvZ3Jlc3MSDAoEdW5pdBgBIAEoCRIMCgRkb25lGAIgASgEEg0KBXRvdGFsGAMgASgEIpMCCgtOZXN0UmVxdWVzdBINCgVkZXB0aBgBIAEoDRINCgV3aWR0aBgCIAEoDRIQCghwcm92aWRlchgDIAEoCRIuCglpc29sYXRpb24YBCABKA4yGy5ob21lc3Rhay5uZXN0LnYxLklzb2xhdGlvbhIVCg1tYW5pZmVzdF9uYW1lGAUgASgJEhUKDW1hbmlmZXN0X3lhbWwYBiABKAkSFQoNbWFuaWZlc3RfZmlsZRgHIAEoCRIsCgVub2RlcxgIIAMoCzIdLmhvbWVzdGFrLm5lc3QudjEuUGxhbm5lZE5vZGUSEAoIbWFuaWZlc3QYCSABKAkSEAoIb25fZXJyb3IYCiABKAkSDQoFcHJ1bmUYCyABKAgipwEKC1BsYW5uZWROb2RlEgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIOCgZwYXJlbnQYAyABKAkSDAoEc3BlYxgEIAEoCRIOCgZwcmVzZXQYBSABKAkSDQoFaW1hZ2UYBiABKAkSDAoEdm1pZBgHIAEoDRINCgVjb3JlcxgIIAEoDRIRCgltZW1vcnlfbWIYCSABKA0SDwoHZGlza19nYhgKIAEoDSI2CgxOZXN0UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50IiMKDVN0YXR1c1JlcXVlc3QSEgoKbGV2ZWxfcGF0aBgBIAMoCSI9Cg5TdGF0dXNSZXNwb25zZRIrCgRyb290GAEgASgLMh0uaG9tZXN0YWsubmVzdC52MS5MZXZlbFN0YXR1cyKaAwoLTGV2ZWxTdGF0dXMSDAoEbmFtZRgBIAEoCRINCgVkZXB0aBgCIAEoDRIrCgVzdGF0ZRgDIAEoDjIcLmhvbWVzdGFrLm5lc3QudjEuTGV2ZWxTdGF0ZRIPCgdhZGRyZXNzGAQgASgJEhMKC2hzZF92ZXJzaW9uGAUgASgJEhwKFGhvc3Rfa2V5X2ZpbmdlcnByaW50GAYgASgJEhAKCHByb3ZpZGVyGAcgASgJEioKBXJlcG9zGAggAygLMhsuaG9tZXN0YWsubmVzdC52MS5SZXBvU3RhdGUSLQoGcGhhc2VzGAkgAygLMh0uaG9tZXN0YWsubmVzdC52MS5QaGFzZVJlc3VsdBIvCghjaGlsZHJlbhgKIAMoCzIdLmhvbWVzdGFrLm5lc3QudjEuTGV2ZWxTdGF0dXMSEwoLb3V0X29mX3N5bmMYCyABKAgSKgoHZmFpbHVyZRgMIAEoCzIZLmhvbWVzdGFrLm5lc3QudjEuRmFpbHVyZRIMCgRsZWFmGA0gASgIEhAKCG1hbmlmZXN0GA4gASgJItoBCglSZXBvU3RhdGUSDAoEbmFtZRgBIAEoCRIVCg1zZXJ2ZWRfY29tbWl0GAIgASgJEhcKD3dvcmt0cmVlX2NvbW1pdBgDIAEoCRINCgVkaXJ0eRgEIAEoCBITCgtkaXJ0eV9maWxlcxgFIAMoCRIXCg9wcmV2aW91c19jb21taXQYBiABKAkSMwoKc3luY19zdGF0ZRgHIAEoDjIfLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N5bmNTdGF0ZRIOCgZiZWhpbmQYCCABKA0SDQoFYnl0ZXMYCSABKAQi5AEKC1BoYXNlUmVzdWx0EiYKBXBoYXNlGAEgASgOMhcuaG9tZXN0YWsubmVzdC52MS5QaGFzZRIpCgRraW5kGAIgASgOMhsuaG9tZXN0YWsubmVzdC52MS5FdmVudEtpbmQSKwoIZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKQoGYnVkZ2V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKB2ZhaWx1cmUYBSABKAsyGS5ob21lc3Rhay5uZXN0LnYxLkZhaWx1cmUiUwoORGVzdHJveVJlcXVlc3QSDAoEc2VsZhgBIAEoCBIQCghtYW5pZmVzdBgCIAEoCRINCgVuYW1lcxgDIAMoCRISCgpsZXZlbF9wYXRoGAQgAygJIjkKD0Rlc3Ryb3lSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQiRwoLU3luY1JlcXVlc3QSEQoJcmVjdXJzaXZlGAEgASgIEhEKCWNvbmZpZ3VyZRgCIAEoCBISCgpsZXZlbF9wYXRoGAMgAygJIjYKDFN5bmNSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQiEQoPSWRlbnRpZnlSZXF1ZXN0IrcBChBJZGVudGlmeVJlc3BvbnNlEgwKBG5hbWUYASABKAkSDQoFZGVwdGgYAiABKA0SEwoLaHNkX3ZlcnNpb24YAyABKAkSEgoKcHVibGljX2tleRgEIAEoCRIcChRob3N0X2tleV9maW5nZXJwcmludBgFIAEoCRITCgtzc2hfYWRkcmVzcxgGIAEoCRIqCgVyZXBvcxgHIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlIiEKEVB1dFNlY3JldHNSZXF1ZXN0EgwKBHlhbWwYASABKAkiIgoSUHV0U2VjcmV0c1Jlc3BvbnNlEgwKBGtleXMYASADKAkiEgoQQ29uZmlndXJlUmVxdWVzdCI7ChFDb25maWd1cmVSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQicgoNQXV0aG9yaXplZEtleRISCgpwdWJsaWNfa2V5GAEgASgJEicKBHJvbGUYAiABKA4yGS5ob21lc3Rhay5uZXN0LnYxLktleVJvbGUSEwoLZmluZ2VycHJpbnQYAyABKAkSDwoHY29tbWVudBgEIAEoCSI9Cg1BZGRLZXlSZXF1ZXN0EiwKA2tleRgBIAEoCzIfLmhvbWVzdGFrLm5lc3QudjEuQXV0aG9yaXplZEtleSI+Cg5BZGRLZXlSZXNwb25zZRIsCgNrZXkYASABKAsyHy5ob21lc3Rhay5uZXN0LnYxLkF1dGhvcml6ZWRLZXkiOwoQUmVtb3ZlS2V5UmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgJEhMKC2ZpbmdlcnByaW50GAIgASgJIiQKEVJlbW92ZUtleVJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAgiEQoPTGlzdEtleXNSZXF1ZXN0IkEKEExpc3RLZXlzUmVzcG9uc2USLQoEa2V5cxgBIAMoCzIfLmhvbWVzdGFrLm5lc3QudjEuQXV0aG9yaXplZEtleSJlCg1Eb2N0b3JSZXF1ZXN0EhAKCHByb3ZpZGVyGAEgASgJEi4KCWlzb2xhdGlvbhgCIAEoDjIbLmhvbWVzdGFrLm5lc3QudjEuSXNvbGF0aW9uEhIKCmxldmVsX3BhdGgYAyADKAkiYgoFQ2hlY2sSDAoEbmFtZRgBIAEoCRItCgZyZXN1bHQYAiABKA4yHS5ob21lc3Rhay5uZXN0LnYxLkNoZWNrUmVzdWx0Eg4KBmRldGFpbBgDIAEoCRIMCgRoaW50GAQgASgJIjkKDkRvY3RvclJlc3BvbnNlEicKBmNoZWNrcxgBIAMoCzIXLmhvbWVzdGFrLm5lc3QudjEuQ2hlY2sigwEKC0xvZ3NSZXF1ZXN0EhIKCmxldmVsX3BhdGgYASADKAkSDgoGZm9sbG93GAIgASgIEigKBXNpbmNlGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiYKBXBoYXNlGAQgASgOMhcuaG9tZXN0YWsubmVzdC52MS5QaGFzZSJrCgxMb2dzUmVzcG9uc2USEgoKbGV2ZWxfcGF0aBgBIAMoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRqc29uGAMgASgJEg8KB2Ryb3BwZWQYBCABKAQq3AEKBVBoYXNlEhUKEVBIQVNFX1VOU1BFQ0lGSUVEEAASEwoPUEhBU0VfUFJFRkxJR0hUEAESEwoPUEhBU0VfUFJPVklTSU9OEAISDgoKUEhBU0VfQk9PVBADEhEKDVBIQVNFX0lOU1RBTEwQBBITCg9QSEFTRV9IQU5EU0hBS0UQBRIOCgpQSEFTRV9TWU5DEAYSEQoNUEhBU0VfU0VDUkVUUxAHEhMKD1BIQVNFX0NPTkZJR1VSRRAIEg4KClBIQVNFX05FU1QQCRISCg5QSEFTRV9URUFSRE9XThAKKs4BCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhYKEkVWRU5UX0tJTkRfU1RBUlRFRBABEhcKE0VWRU5UX0tJTkRfUFJPR1JFU1MQAhIXChNFVkVOVF9LSU5EX0ZJTklTSEVEEAMSFgoSRVZFTlRfS0lORF9TS0lQUEVEEAQSFQoRRVZFTlRfS0lORF9GQUlMRUQQBRISCg5FVkVOVF9LSU5EX0xPRxAGEhgKFEVWRU5UX0tJTkRfUkVCT09USU5HEAcqUgoJSXNvbGF0aW9uEhkKFUlTT0xBVElPTl9VTlNQRUNJRklFRBAAEhUKEUlTT0xBVElPTl9QUk9DRVNTEAESEwoPSVNPTEFUSU9OX05FVE5TEAIqqgEKCkxldmVsU3RhdGUSGwoXTEVWRUxfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRMRVZFTF9TVEFURV9CVUlMRElORxABEhUKEUxFVkVMX1NUQVRFX1JFQURZEAISFgoSTEVWRUxfU1RBVEVfRkFJTEVEEAMSGwoXTEVWRUxfU1RBVEVfVU5SRUFDSEFCTEUQBBIZChVMRVZFTF9TVEFURV9ERVNUUk9ZRUQQBSqHAQoNUmVwb1N5bmNTdGF0ZRIfChtSRVBPX1NZTkNfU1RBVEVfVU5TUEVDSUZJRUQQABIbChdSRVBPX1NZTkNfU1RBVEVfSU5fU1lOQxABEhoKFlJFUE9fU1lOQ19TVEFURV9CRUhJTkQQAhIcChhSRVBPX1NZTkNfU1RBVEVfRElWRVJHRUQQAypRCgdLZXlSb2xlEhgKFEtFWV9ST0xFX1VOU1BFQ0lGSUVEEAASEwoPS0VZX1JPTEVfUkVBREVSEAESFwoTS0VZX1JPTEVfQ09OVFJPTExFUhACKnQKC0NoZWNrUmVzdWx0EhwKGENIRUNLX1JFU1VMVF9VTlNQRUNJRklFRBAAEhMKD0NIRUNLX1JFU1VMVF9PSxABEhkKFUNIRUNLX1JFU1VMVF9SRVBBSVJFRBACEhcKE0NIRUNLX1JFU1VMVF9GQUlMRUQQAzLYBQoLTmVzdFNlcnZpY2USRwoETmVzdBIdLmhvbWVzdGFrLm5lc3QudjEuTmVzdFJlcXVlc3QaHi5ob21lc3Rhay5uZXN0LnYxLk5lc3RSZXNwb25zZTABEksKBlN0YXR1cxIfLmhvbWVzdGFrLm5lc3QudjEuU3RhdHVzUmVxdWVzdBogLmhvbWVzdGFrLm5lc3QudjEuU3RhdHVzUmVzcG9uc2USUAoHRGVzdHJveRIgLmhvbWVzdGFrLm5lc3QudjEuRGVzdHJveVJlcXVlc3QaIS5ob21lc3Rhay5uZXN0LnYxLkRlc3Ryb3lSZXNwb25zZTABEkcKBFN5bmMSHS5ob21lc3Rhay5uZXN0LnYxLlN5bmNSZXF1ZXN0Gh4uaG9tZXN0YWsubmVzdC52MS5TeW5jUmVzcG9uc2UwARJRCghJZGVudGlmeRIhLmhvbWVzdGFrLm5lc3QudjEuSWRlbnRpZnlSZXF1ZXN0GiIuaG9tZXN0YWsubmVzdC52MS5JZGVudGlmeVJlc3BvbnNlElcKClB1dFNlY3JldHMSIy5ob21lc3Rhay5uZXN0LnYxLlB1dFNlY3JldHNSZXF1ZXN0GiQuaG9tZXN0YWsubmVzdC52MS5QdXRTZWNyZXRzUmVzcG9uc2USVgoJQ29uZmlndXJlEiIuaG9tZXN0YWsubmVzdC52MS5Db25maWd1cmVSZXF1ZXN0GiMuaG9tZXN0YWsubmVzdC52MS5Db25maWd1cmVSZXNwb25zZTABEksKBkRvY3RvchIfLmhvbWVzdGFrLm5lc3QudjEuRG9jdG9yUmVxdWVzdBogLmhvbWVzdGFrLm5lc3QudjEuRG9jdG9yUmVzcG9uc2USRwoETG9ncxIdLmhvbWVzdGFrLm5lc3QudjEuTG9nc1JlcXVlc3QaHi5ob21lc3Rhay5uZXN0LnYxLkxvZ3NSZXNwb25zZTABMoUCCg1BY2Nlc3NTZXJ2aWNlEksKBkFkZEtleRIfLmhvbWVzdGFrLm5lc3QudjEuQWRkS2V5UmVxdWVzdBogLmhvbWVzdGFrLm5lc3QudjEuQWRkS2V5UmVzcG9uc2USVAoJUmVtb3ZlS2V5EiIuaG9tZXN0YWsubmVzdC52MS5SZW1vdmVLZXlSZXF1ZXN0GiMuaG9tZXN0YWsubmVzdC52MS5SZW1vdmVLZXlSZXNwb25zZRJRCghMaXN0S2V5cxIhLmhvbWVzdGFrLm5lc3QudjEuTGlzdEtleXNSZXF1ZXN0GiIuaG9tZXN0YWsubmVzdC52MS5MaXN0S2V5c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chtob21lc3Rhay9uZXN0L3YxL25lc3QucHJvdG8SEGhvbWVzdGFrLm5lc3QudjEilgMKBUV2ZW50EhIKCmxldmVsX3BhdGgYASADKAkSJgoFcGhhc2UYAiABKA4yFy5ob21lc3Rhay5uZXN0LnYxLlBoYXNlEikKBGtpbmQYAyABKA4yGy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50S2luZBIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgZidWRnZXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHZmFpbHVyZRgHIAEoCzIZLmhvbWVzdGFrLm5lc3QudjEuRmFpbHVyZRIPCgdtZXNzYWdlGAggASgJEiwKCHByb2dyZXNzGAkgASgLMhouaG9tZXN0YWsubmVzdC52MS5Qcm9ncmVzcxIqCgVyZXBvcxgKIAMoCzIbLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N0YXRlEg0KBWJ5dGVzGAsgASgEIjYKB0ZhaWx1cmUSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEgwKBGhpbnQYAyABKAkiNQoIUHJvZ3Jlc3MSDAoEdW5pdBgBIAEoCRIMCgRkb25lGAIgASgEEg0KBXRvdGFsGAMgASgEIpMCCgtOZXN0UmVxdWVzdBINCgVkZXB0aBgBIAEoDRINCgV3aWR0aBgCIAEoDRIQCghwcm92aWRlchgDIAEoCRIuCglpc29sYXRpb24YBCABKA4yGy5ob21lc3Rhay5uZXN0LnYxLklzb2xhdGlvbhIVCg1tYW5pZmVzdF9uYW1lGAUgASgJEhUKDW1hbmlmZXN0X3lhbWwYBiABKAkSFQoNbWFuaWZlc3RfZmlsZRgHIAEoCRIsCgVub2RlcxgIIAMoCzIdLmhvbWVzdGFrLm5lc3QudjEuUGxhbm5lZE5vZGUSEAoIbWFuaWZlc3QYCSABKAkSEAoIb25fZXJyb3IYCiABKAkSDQoFcHJ1bmUYCyABKAgipwEKC1BsYW5uZWROb2RlEgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIOCgZwYXJlbnQYAyABKAkSDAoEc3BlYxgEIAEoCRIOCgZwcmVzZXQYBSABKAkSDQoFaW1hZ2UYBiABKAkSDAoEdm1pZBgHIAEoDRINCgVjb3JlcxgIIAEoDRIRCgltZW1vcnlfbWIYCSABKA0SDwoHZGlza19nYhgKIAEoDSI2CgxOZXN0UmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50IiMKDVN0YXR1c1JlcXVlc3QSEgoKbGV2ZWxfcGF0aBgBIAMoCSI9Cg5TdGF0dXNSZXNwb25zZRIrCgRyb290GAEgASgLMh0uaG9tZXN0YWsubmVzdC52MS5MZXZlbFN0YXR1cyKaAwoLTGV2ZWxTdGF0dXMSDAoEbmFtZRgBIAEoCRINCgVkZXB0aBgCIAEoDRIrCgVzdGF0ZRgDIAEoDjIcLmhvbWVzdGFrLm5lc3QudjEuTGV2ZWxTdGF0ZRIPCgdhZGRyZXNzGAQgASgJEhMKC2hzZF92ZXJzaW9uGAUgASgJEhwKFGhvc3Rfa2V5X2ZpbmdlcnByaW50GAYgASgJEhAKCHByb3ZpZGVyGAcgASgJEioKBXJlcG9zGAggAygLMhsuaG9tZXN0YWsubmVzdC52MS5SZXBvU3RhdGUSLQoGcGhhc2VzGAkgAygLMh0uaG9tZXN0YWsubmVzdC52MS5QaGFzZVJlc3VsdBIvCghjaGlsZHJlbhgKIAMoCzIdLmhvbWVzdGFrLm5lc3QudjEuTGV2ZWxTdGF0dXMSEwoLb3V0X29mX3N5bmMYCyABKAgSKgoHZmFpbHVyZRgMIAEoCzIZLmhvbWVzdGFrLm5lc3QudjEuRmFpbHVyZRIMCgRsZWFmGA0gASgIEhAKCG1hbmlmZXN0GA4gASgJItoBCglSZXBvU3RhdGUSDAoEbmFtZRgBIAEoCRIVCg1zZXJ2ZWRfY29tbWl0GAIgASgJEhcKD3dvcmt0cmVlX2NvbW1pdBgDIAEoCRINCgVkaXJ0eRgEIAEoCBITCgtkaXJ0eV9maWxlcxgFIAMoCRIXCg9wcmV2aW91c19jb21taXQYBiABKAkSMwoKc3luY19zdGF0ZRgHIAEoDjIfLmhvbWVzdGFrLm5lc3QudjEuUmVwb1N5bmNTdGF0ZRIOCgZiZWhpbmQYCCABKA0SDQoFYnl0ZXMYCSABKAQi5AEKC1BoYXNlUmVzdWx0EiYKBXBoYXNlGAEgASgOMhcuaG9tZXN0YWsubmVzdC52MS5QaGFzZRIpCgRraW5kGAIgASgOMhsuaG9tZXN0YWsubmVzdC52MS5FdmVudEtpbmQSKwoIZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKQoGYnVkZ2V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKB2ZhaWx1cmUYBSABKAsyGS5ob21lc3Rhay5uZXN0LnYxLkZhaWx1cmUiUwoORGVzdHJveVJlcXVlc3QSDAoEc2VsZhgBIAEoCBIQCghtYW5pZmVzdBgCIAEoCRINCgVuYW1lcxgDIAMoCRISCgpsZXZlbF9wYXRoGAQgAygJIjkKD0Rlc3Ryb3lSZXNwb25zZRImCgVldmVudBgBIAEoCzIXLmhvbWVzdGFrLm5lc3QudjEuRXZlbnQiegoLU3luY1JlcXVlc3QSEQoJcmVjdXJzaXZlGAEgASgIEhEKCWNvbmZpZ3VyZRgCIAEoCBISCgpsZXZlbF9wYXRoGAMgAygJEjEKC3BhcmVudF9yZWZzGAQgAygLMhwuaG9tZXN0YWsubmVzdC52MS5FeHBvcnRSZWZzIosBCgpFeHBvcnRSZWZzEgwKBHJlcG8YASABKAkSDAoEaGVhZBgCIAEoCRI0CgRyZWZzGAMgAygLMiYuaG9tZXN0YWsubmVzdC52MS5FeHBvcnRSZWZzLlJlZnNFbnRyeRorCglSZWZzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI2CgxTeW5jUmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50IhEKD0lkZW50aWZ5UmVxdWVzdCK3AQoQSWRlbnRpZnlSZXNwb25zZRIMCgRuYW1lGAEgASgJEg0KBWRlcHRoGAIgASgNEhMKC2hzZF92ZXJzaW9uGAMgASgJEhIKCnB1YmxpY19rZXkYBCABKAkSHAoUaG9zdF9rZXlfZmluZ2VycHJpbnQYBSABKAkSEwoLc3NoX2FkZHJlc3MYBiABKAkSKgoFcmVwb3MYByADKAsyGy5ob21lc3Rhay5uZXN0LnYxLlJlcG9TdGF0ZSIhChFQdXRTZWNyZXRzUmVxdWVzdBIMCgR5YW1sGAEgASgJIiIKElB1dFNlY3JldHNSZXNwb25zZRIMCgRrZXlzGAEgAygJIhIKEENvbmZpZ3VyZVJlcXVlc3QiOwoRQ29uZmlndXJlUmVzcG9uc2USJgoFZXZlbnQYASABKAsyFy5ob21lc3Rhay5uZXN0LnYxLkV2ZW50InIKDUF1dGhvcml6ZWRLZXkSEgoKcHVibGljX2tleRgBIAEoCRInCgRyb2xlGAIgASgOMhkuaG9tZXN0YWsubmVzdC52MS5LZXlSb2xlEhMKC2ZpbmdlcnByaW50GAMgASgJEg8KB2NvbW1lbnQYBCABKAkiPQoNQWRkS2V5UmVxdWVzdBIsCgNrZXkYASABKAsyHy5ob21lc3Rhay5uZXN0LnYxLkF1dGhvcml6ZWRLZXkiPgoOQWRkS2V5UmVzcG9uc2USLAoDa2V5GAEgASgLMh8uaG9tZXN0YWsubmVzdC52MS5BdXRob3JpemVkS2V5IjsKEFJlbW92ZUtleVJlcXVlc3QSEgoKcHVibGljX2tleRgBIAEoCRITCgtmaW5nZXJwcmludBgCIAEoCSIkChFSZW1vdmVLZXlSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgIIhEKD0xpc3RLZXlzUmVxdWVzdCJBChBMaXN0S2V5c1Jlc3BvbnNlEi0KBGtleXMYASADKAsyHy5ob21lc3Rhay5uZXN0LnYxLkF1dGhvcml6ZWRLZXkiZQoNRG9jdG9yUmVxdWVzdBIQCghwcm92aWRlchgBIAEoCRIuCglpc29sYXRpb24YAiABKA4yGy5ob21lc3Rhay5uZXN0LnYxLklzb2xhdGlvbhISCgpsZXZlbF9wYXRoGAMgAygJImIKBUNoZWNrEgwKBG5hbWUYASABKAkSLQoGcmVzdWx0GAIgASgOMh0uaG9tZXN0YWsubmVzdC52MS5DaGVja1Jlc3VsdBIOCgZkZXRhaWwYAyABKAkSDAoEaGludBgEIAEoCSI5Cg5Eb2N0b3JSZXNwb25zZRInCgZjaGVja3MYASADKAsyFy5ob21lc3Rhay5uZXN0LnYxLkNoZWNrIoMBCgtMb2dzUmVxdWVzdBISCgpsZXZlbF9wYXRoGAEgAygJEg4KBmZvbGxvdxgCIAEoCBIoCgVzaW5jZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgVwaGFzZRgEIAEoDjIXLmhvbWVzdGFrLm5lc3QudjEuUGhhc2UiawoMTG9nc1Jlc3BvbnNlEhIKCmxldmVsX3BhdGgYASADKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEanNvbhgDIAEoCRIPCgdkcm9wcGVkGAQgASgEKtwBCgVQaGFzZRIVChFQSEFTRV9VTlNQRUNJRklFRBAAEhMKD1BIQVNFX1BSRUZMSUdIVBABEhMKD1BIQVNFX1BST1ZJU0lPThACEg4KClBIQVNFX0JPT1QQAxIRCg1QSEFTRV9JTlNUQUxMEAQSEwoPUEhBU0VfSEFORFNIQUtFEAUSDgoKUEhBU0VfU1lOQxAGEhEKDVBIQVNFX1NFQ1JFVFMQBxITCg9QSEFTRV9DT05GSUdVUkUQCBIOCgpQSEFTRV9ORVNUEAkSEgoOUEhBU0VfVEVBUkRPV04QCirOAQoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIWChJFVkVOVF9LSU5EX1NUQVJURUQQARIXChNFVkVOVF9LSU5EX1BST0dSRVNTEAISFwoTRVZFTlRfS0lORF9GSU5JU0hFRBADEhYKEkVWRU5UX0tJTkRfU0tJUFBFRBAEEhUKEUVWRU5UX0tJTkRfRkFJTEVEEAUSEgoORVZFTlRfS0lORF9MT0cQBhIYChRFVkVOVF9LSU5EX1JFQk9PVElORxAHKlIKCUlzb2xhdGlvbhIZChVJU09MQVRJT05fVU5TUEVDSUZJRUQQABIVChFJU09MQVRJT05fUFJPQ0VTUxABEhMKD0lTT0xBVElPTl9ORVROUxACKqoBCgpMZXZlbFN0YXRlEhsKF0xFVkVMX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUTEVWRUxfU1RBVEVfQlVJTERJTkcQARIVChFMRVZFTF9TVEFURV9SRUFEWRACEhYKEkxFVkVMX1NUQVRFX0ZBSUxFRBADEhsKF0xFVkVMX1NUQVRFX1VOUkVBQ0hBQkxFEAQSGQoVTEVWRUxfU1RBVEVfREVTVFJPWUVEEAUqhwEKDVJlcG9TeW5jU3RhdGUSHwobUkVQT19TWU5DX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXUkVQT19TWU5DX1NUQVRFX0lOX1NZTkMQARIaChZSRVBPX1NZTkNfU1RBVEVfQkVISU5EEAISHAoYUkVQT19TWU5DX1NUQVRFX0RJVkVSR0VEEAMqUQoHS2V5Um9sZRIYChRLRVlfUk9MRV9VTlNQRUNJRklFRBAAEhMKD0tFWV9ST0xFX1JFQURFUhABEhcKE0tFWV9ST0xFX0NPTlRST0xMRVIQAip0CgtDaGVja1Jlc3VsdBIcChhDSEVDS19SRVNVTFRfVU5TUEVDSUZJRUQQABITCg9DSEVDS19SRVNVTFRfT0sQARIZChVDSEVDS19SRVNVTFRfUkVQQUlSRUQQAhIXChNDSEVDS19SRVNVTFRfRkFJTEVEEAMy2AUKC05lc3RTZXJ2aWNlEkcKBE5lc3QSHS5ob21lc3Rhay5uZXN0LnYxLk5lc3RSZXF1ZXN0Gh4uaG9tZXN0YWsubmVzdC52MS5OZXN0UmVzcG9uc2UwARJLCgZTdGF0dXMSHy5ob21lc3Rhay5uZXN0LnYxLlN0YXR1c1JlcXVlc3QaIC5ob21lc3Rhay5uZXN0LnYxLlN0YXR1c1Jlc3BvbnNlElAKB0Rlc3Ryb3kSIC5ob21lc3Rhay5uZXN0LnYxLkRlc3Ryb3lSZXF1ZXN0GiEuaG9tZXN0YWsubmVzdC52MS5EZXN0cm95UmVzcG9uc2UwARJHCgRTeW5jEh0uaG9tZXN0YWsubmVzdC52MS5TeW5jUmVxdWVzdBoeLmhvbWVzdGFrLm5lc3QudjEuU3luY1Jlc3BvbnNlMAESUQoISWRlbnRpZnkSIS5ob21lc3Rhay5uZXN0LnYxLklkZW50aWZ5UmVxdWVzdBoiLmhvbWVzdGFrLm5lc3QudjEuSWRlbnRpZnlSZXNwb25zZRJXCgpQdXRTZWNyZXRzEiMuaG9tZXN0YWsubmVzdC52MS5QdXRTZWNyZXRzUmVxdWVzdBokLmhvbWVzdGFrLm5lc3QudjEuUHV0U2VjcmV0c1Jlc3BvbnNlElYKCUNvbmZpZ3VyZRIiLmhvbWVzdGFrLm5lc3QudjEuQ29uZmlndXJlUmVxdWVzdBojLmhvbWVzdGFrLm5lc3QudjEuQ29uZmlndXJlUmVzcG9uc2UwARJLCgZEb2N0b3ISHy5ob21lc3Rhay5uZXN0LnYxLkRvY3RvclJlcXVlc3QaIC5ob21lc3Rhay5uZXN0LnYxLkRvY3RvclJlc3BvbnNlEkcKBExvZ3MSHS5ob21lc3Rhay5uZXN0LnYxLkxvZ3NSZXF1ZXN0Gh4uaG9tZXN0YWsubmVzdC52MS5Mb2dzUmVzcG9uc2UwATKFAgoNQWNjZXNzU2VydmljZRJLCgZBZGRLZXkSHy5ob21lc3Rhay5uZXN0LnYxLkFkZEtleVJlcXVlc3QaIC5ob21lc3Rhay5uZXN0LnYxLkFkZEtleVJlc3BvbnNlElQKCVJlbW92ZUtleRIiLmhvbWVzdGFrLm5lc3QudjEuUmVtb3ZlS2V5UmVxdWVzdBojLmhvbWVzdGFrLm5lc3QudjEuUmVtb3ZlS2V5UmVzcG9uc2USUQoITGlzdEtleXMSIS5ob21lc3Rhay5uZXN0LnYxLkxpc3RLZXlzUmVxdWVzdBoiLmhvbWVzdGFrLm5lc3QudjEuTGlzdEtleXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Event is one thing that happened at one level.
@@ -708,6 +708,16 @@ export type SyncRequest = Message<"homestak.nest.v1.SyncRequest"> & {
    * @generated from field: repeated string level_path = 3;
    */
   levelPath: string[];
+
+  /**
+   * What the asking parent's exports serve now, one entry per repo. A child
+   * whose own export of a repo holds exactly this does not fetch it; a repo
+   * missing here, or different, is fetched as usual. A relayed request
+   * (level_path below the serving level) carries none.
+   *
+   * @generated from field: repeated homestak.nest.v1.ExportRefs parent_refs = 4;
+   */
+  parentRefs: ExportRefs[];
 };
 
 /**
@@ -716,6 +726,42 @@ export type SyncRequest = Message<"homestak.nest.v1.SyncRequest"> & {
  */
 export const SyncRequestSchema: GenMessage<SyncRequest> = /*@__PURE__*/
   messageDesc(file_homestak_nest_v1_nest, 13);
+
+/**
+ * ExportRefs is what one export serves a fetcher: HEAD's branch and every
+ * head and tag, as upload-pack advertises them.
+ *
+ * @generated from message homestak.nest.v1.ExportRefs
+ */
+export type ExportRefs = Message<"homestak.nest.v1.ExportRefs"> & {
+  /**
+   * The repo's name in the exported set.
+   *
+   * @generated from field: string repo = 1;
+   */
+  repo: string;
+
+  /**
+   * The branch HEAD names, e.g. "refs/heads/main"; it is one of refs.
+   *
+   * @generated from field: string head = 2;
+   */
+  head: string;
+
+  /**
+   * Every refs/heads/ and refs/tags/ ref by full name, to its 40-hex object id.
+   *
+   * @generated from field: map<string, string> refs = 3;
+   */
+  refs: { [key: string]: string };
+};
+
+/**
+ * Describes the message homestak.nest.v1.ExportRefs.
+ * Use `create(ExportRefsSchema)` to create a new message.
+ */
+export const ExportRefsSchema: GenMessage<ExportRefs> = /*@__PURE__*/
+  messageDesc(file_homestak_nest_v1_nest, 14);
 
 /**
  * SyncResponse carries one sync event.
@@ -734,7 +780,7 @@ export type SyncResponse = Message<"homestak.nest.v1.SyncResponse"> & {
  * Use `create(SyncResponseSchema)` to create a new message.
  */
 export const SyncResponseSchema: GenMessage<SyncResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 14);
+  messageDesc(file_homestak_nest_v1_nest, 15);
 
 /**
  * IdentifyRequest asks a level who it is.
@@ -749,7 +795,7 @@ export type IdentifyRequest = Message<"homestak.nest.v1.IdentifyRequest"> & {
  * Use `create(IdentifyRequestSchema)` to create a new message.
  */
 export const IdentifyRequestSchema: GenMessage<IdentifyRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 15);
+  messageDesc(file_homestak_nest_v1_nest, 16);
 
 /**
  * IdentifyResponse names a level.
@@ -807,7 +853,7 @@ export type IdentifyResponse = Message<"homestak.nest.v1.IdentifyResponse"> & {
  * Use `create(IdentifyResponseSchema)` to create a new message.
  */
 export const IdentifyResponseSchema: GenMessage<IdentifyResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 16);
+  messageDesc(file_homestak_nest_v1_nest, 17);
 
 /**
  * PutSecretsRequest hands a child its scoped secrets.
@@ -828,7 +874,7 @@ export type PutSecretsRequest = Message<"homestak.nest.v1.PutSecretsRequest"> & 
  * Use `create(PutSecretsRequestSchema)` to create a new message.
  */
 export const PutSecretsRequestSchema: GenMessage<PutSecretsRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 17);
+  messageDesc(file_homestak_nest_v1_nest, 18);
 
 /**
  * PutSecretsResponse confirms which keys were stored (names only).
@@ -847,7 +893,7 @@ export type PutSecretsResponse = Message<"homestak.nest.v1.PutSecretsResponse"> 
  * Use `create(PutSecretsResponseSchema)` to create a new message.
  */
 export const PutSecretsResponseSchema: GenMessage<PutSecretsResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 18);
+  messageDesc(file_homestak_nest_v1_nest, 19);
 
 /**
  * ConfigureRequest asks a level to configure itself.
@@ -862,7 +908,7 @@ export type ConfigureRequest = Message<"homestak.nest.v1.ConfigureRequest"> & {
  * Use `create(ConfigureRequestSchema)` to create a new message.
  */
 export const ConfigureRequestSchema: GenMessage<ConfigureRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 19);
+  messageDesc(file_homestak_nest_v1_nest, 20);
 
 /**
  * ConfigureResponse carries one configure event.
@@ -881,7 +927,7 @@ export type ConfigureResponse = Message<"homestak.nest.v1.ConfigureResponse"> & 
  * Use `create(ConfigureResponseSchema)` to create a new message.
  */
 export const ConfigureResponseSchema: GenMessage<ConfigureResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 20);
+  messageDesc(file_homestak_nest_v1_nest, 21);
 
 /**
  * AuthorizedKey is one key allowed on the SSH endpoint.
@@ -917,7 +963,7 @@ export type AuthorizedKey = Message<"homestak.nest.v1.AuthorizedKey"> & {
  * Use `create(AuthorizedKeySchema)` to create a new message.
  */
 export const AuthorizedKeySchema: GenMessage<AuthorizedKey> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 21);
+  messageDesc(file_homestak_nest_v1_nest, 22);
 
 /**
  * AddKeyRequest authorizes a key.
@@ -936,7 +982,7 @@ export type AddKeyRequest = Message<"homestak.nest.v1.AddKeyRequest"> & {
  * Use `create(AddKeyRequestSchema)` to create a new message.
  */
 export const AddKeyRequestSchema: GenMessage<AddKeyRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 22);
+  messageDesc(file_homestak_nest_v1_nest, 23);
 
 /**
  * AddKeyResponse echoes the stored key.
@@ -955,7 +1001,7 @@ export type AddKeyResponse = Message<"homestak.nest.v1.AddKeyResponse"> & {
  * Use `create(AddKeyResponseSchema)` to create a new message.
  */
 export const AddKeyResponseSchema: GenMessage<AddKeyResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 23);
+  messageDesc(file_homestak_nest_v1_nest, 24);
 
 /**
  * RemoveKeyRequest revokes a key by public key or fingerprint.
@@ -979,7 +1025,7 @@ export type RemoveKeyRequest = Message<"homestak.nest.v1.RemoveKeyRequest"> & {
  * Use `create(RemoveKeyRequestSchema)` to create a new message.
  */
 export const RemoveKeyRequestSchema: GenMessage<RemoveKeyRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 24);
+  messageDesc(file_homestak_nest_v1_nest, 25);
 
 /**
  * RemoveKeyResponse says whether anything was removed.
@@ -998,7 +1044,7 @@ export type RemoveKeyResponse = Message<"homestak.nest.v1.RemoveKeyResponse"> & 
  * Use `create(RemoveKeyResponseSchema)` to create a new message.
  */
 export const RemoveKeyResponseSchema: GenMessage<RemoveKeyResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 25);
+  messageDesc(file_homestak_nest_v1_nest, 26);
 
 /**
  * ListKeysRequest lists the authorized keys.
@@ -1013,7 +1059,7 @@ export type ListKeysRequest = Message<"homestak.nest.v1.ListKeysRequest"> & {
  * Use `create(ListKeysRequestSchema)` to create a new message.
  */
 export const ListKeysRequestSchema: GenMessage<ListKeysRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 26);
+  messageDesc(file_homestak_nest_v1_nest, 27);
 
 /**
  * ListKeysResponse is the authorized keys.
@@ -1032,7 +1078,7 @@ export type ListKeysResponse = Message<"homestak.nest.v1.ListKeysResponse"> & {
  * Use `create(ListKeysResponseSchema)` to create a new message.
  */
 export const ListKeysResponseSchema: GenMessage<ListKeysResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 27);
+  messageDesc(file_homestak_nest_v1_nest, 28);
 
 /**
  * DoctorRequest names the provider whose checks to run.
@@ -1067,7 +1113,7 @@ export type DoctorRequest = Message<"homestak.nest.v1.DoctorRequest"> & {
  * Use `create(DoctorRequestSchema)` to create a new message.
  */
 export const DoctorRequestSchema: GenMessage<DoctorRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 28);
+  messageDesc(file_homestak_nest_v1_nest, 29);
 
 /**
  * Check is one preflight check.
@@ -1101,7 +1147,7 @@ export type Check = Message<"homestak.nest.v1.Check"> & {
  * Use `create(CheckSchema)` to create a new message.
  */
 export const CheckSchema: GenMessage<Check> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 29);
+  messageDesc(file_homestak_nest_v1_nest, 30);
 
 /**
  * DoctorResponse lists every check.
@@ -1120,7 +1166,7 @@ export type DoctorResponse = Message<"homestak.nest.v1.DoctorResponse"> & {
  * Use `create(DoctorResponseSchema)` to create a new message.
  */
 export const DoctorResponseSchema: GenMessage<DoctorResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 30);
+  messageDesc(file_homestak_nest_v1_nest, 31);
 
 /**
  * LogsRequest selects log lines of one level.
@@ -1165,7 +1211,7 @@ export type LogsRequest = Message<"homestak.nest.v1.LogsRequest"> & {
  * Use `create(LogsRequestSchema)` to create a new message.
  */
 export const LogsRequestSchema: GenMessage<LogsRequest> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 31);
+  messageDesc(file_homestak_nest_v1_nest, 32);
 
 /**
  * LogsResponse carries one log line.
@@ -1207,7 +1253,7 @@ export type LogsResponse = Message<"homestak.nest.v1.LogsResponse"> & {
  * Use `create(LogsResponseSchema)` to create a new message.
  */
 export const LogsResponseSchema: GenMessage<LogsResponse> = /*@__PURE__*/
-  messageDesc(file_homestak_nest_v1_nest, 32);
+  messageDesc(file_homestak_nest_v1_nest, 33);
 
 /**
  * Phase names a step of building one level. The names are API: they appear
