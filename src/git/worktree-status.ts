@@ -3,7 +3,7 @@
 // process, not the daemon). Every spawn blocks the daemon's event loop for
 // its fork (5-13 ms at a daemon's RSS), and a level's configure and status
 // read all six trees at once.
-// Imported by: src/level.
+// Imported by: src/git, src/level.
 
 import { runGit, worktreeGitEnv } from "./run-git.js";
 
