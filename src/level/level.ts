@@ -256,16 +256,16 @@ export class Level implements LevelApi {
    * asked for while a repo's start-up refresh still waits for its checkout
    * (a demo repo being generated) shares that refresh instead of following it.
    */
+  exportAtStart(signal: AbortSignal): Promise<void> {
+    return this.d.repos.refresh(signal, () => {}).then(() => undefined);
+  }
+
   /** What this level serves its children now; undefined when it cannot say (the children then fetch every repo). */
   async exportRefs(): Promise<ParentRefs | undefined> {
     return this.d.repos.exportRefs?.().catch((err: unknown) => {
       this.d.log.warn({ err }, "could not read this level's exports for a sync request; children ask for every repo");
       return undefined;
     });
-  }
-
-  exportAtStart(signal: AbortSignal): Promise<void> {
-    return this.d.repos.refresh(signal, () => {}).then(() => undefined);
   }
 
   private async syncOnce(opts: SyncOptions, sink: EventSink, signal: AbortSignal): Promise<void> {
@@ -318,8 +318,8 @@ export class Level implements LevelApi {
     // Leaves have no hsd to sync: this level configures them again from the trees it just synced.
     if (opts.configure && opts.recursive && result) await this.d.engine.reconfigureLeaves(sink, signal);
     if (!opts.recursive) return;
-    // Read once for the whole wave: every child compares its exports with these.
-    const parentRefs = await this.exportRefs();
+    // Read once for the whole wave (a leaf has no child to send them to): every child compares its exports with these.
+    const parentRefs = this.tree.live().length > 0 ? await this.exportRefs() : undefined;
     await this.tree.walk(this.tree.live(), sink, ALL_AT_ONCE, (rec, at) => syncChild({
       rec, at, links: this.d.links, configure: opts.configure ?? false, configureBudgetMs: this.d.config.budgets.configure, parentRefs,
       signal, log: this.d.log, now: () => this.d.clock.now(),
