@@ -122,7 +122,7 @@ export interface AuthorizedKey {
 /**
  * What one export serves a fetcher, as upload-pack advertises it: the branch
  * HEAD names and every head and tag. Invariant: `refs` holds `head`, names
- * start with refs/heads/ or refs/tags/, values are 40-hex object ids.
+ * start with refs/heads/ or refs/tags/, values are object ids (40 or 64 hex).
  */
 export interface ExportRefs {
   readonly head: string;

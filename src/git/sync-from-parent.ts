@@ -225,9 +225,8 @@ async function upToDate(gitdir: string, ad: RefAdvertisement): Promise<boolean> 
 async function heldAsTold(name: string, opts: SyncFromParentOptions, newExport: Promise<boolean>): Promise<string | undefined> {
   const told = opts.parentRefs?.[name];
   if (!told || (await newExport.catch(() => true))) return undefined;
-  const gitdir = exportPath(opts.exportsDir, name);
-  if (!sameExportRefs(await readExportRefs(gitdir), told)) return undefined;
-  return (await servedCommit(gitdir)) || undefined;
+  // Equal refs: the commit HEAD's branch names is the one told, no second read of HEAD.
+  return sameExportRefs(await readExportRefs(exportPath(opts.exportsDir, name)), told) ? told.refs[told.head] : undefined;
 }
 
 /**
