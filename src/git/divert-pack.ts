@@ -1,8 +1,8 @@
-// Sits between the SSH channel and isomorphic-git on a fetch's upload-pack
-// response: a large pack is streamed into `git index-pack --stdin` (native
-// SHA-1 and zlib, its own process) and isomorphic-git is handed a valid empty
-// pack in its place, so it negotiates, parses ACKs/progress and updates refs
-// but never indexes in JS.
+// Sits between the SSH channel and the fetch's reader (fetch-pack.ts, or
+// isomorphic-git's fetch) on an upload-pack response: a large pack is
+// streamed into `git index-pack --stdin` (native SHA-1 and zlib, its own
+// process) and the reader is handed a valid empty pack in its place, so it
+// parses ACKs/progress and updates refs but never indexes in JS.
 //
 // Why: profiling a full sync of the demo set showed isomorphic-git's
 // GitPackIndex.fromPack (webcrypto SHA-1 per object, pako inflate, the idx

@@ -39,6 +39,8 @@ export interface FetchSessionOptions {
   checkoutInto?: string;
   /** An index-pack already started for this fetch's pack (divert-pack.ts DivertPackOptions.indexPack). */
   indexPack?: IndexPack;
+  /** Called once the exec channel has been asked for (its request is on the wire; the parent's answer is not in yet). */
+  onChannelAsked?: () => void;
 }
 
 /** At most one "Receiving bytes" progress event per this many ms (a 500 MB pack is 16,000 SSH packets). */
@@ -91,9 +93,11 @@ export class FetchSession {
     if (this.stream) throw new GitProtocolError("fetch session already used");
     this.repo = repo;
     this.t0 = performance.now();
-    const stream = await ChannelStream.exec(this.opts.conn, `git-upload-pack '${repo}'`, {
+    const opening = ChannelStream.exec(this.opts.conn, `git-upload-pack '${repo}'`, {
       commandTimeoutMs: this.opts.commandTimeoutMs, label: `fetch of ${repo}`, details: { repo }, signal: this.opts.signal,
     });
+    this.opts.onChannelAsked?.();
+    const stream = await opening;
     this.opts.log.trace({ repo, ms: Math.round(performance.now() - this.t0) }, "exec channel open");
     this.stream = stream;
     this.reader = new PktStreamReader(() => stream.read());

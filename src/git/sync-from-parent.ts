@@ -1,7 +1,8 @@
-// A level below 0 fetches its repo set from its parent: isomorphic-git over the
-// SSH transport into the level's bare exports (re-exported unchanged to its own
-// children; a large pack is indexed by git index-pack, see divert-pack.ts),
-// then each working tree moved to the fetched HEAD. A repo whose export already
+// A level below 0 fetches its repo set from its parent over SSH into the
+// level's bare exports (re-exported unchanged to its own children): one round
+// trip per repo (fetch-pack.ts; isomorphic-git's fetch where that cannot
+// serve), a large pack indexed by git index-pack (divert-pack.ts), then each
+// working tree moved to the fetched HEAD. A repo whose export already
 // holds what the parent said it serves (sent with its sync request) is not
 // fetched at all; its working tree is only checked for local edits.
 // Imported by: src/level.
@@ -20,6 +21,7 @@ import { checkoutWorktree, isFreshWorktree, prepareWorktree } from "./worktree-c
 import { deleteLooseRef, headCommit, looseRefs, symbolicHead, writeLooseRef } from "./loose-refs.js";
 import { advertisedExportRefs, readExportRefs, refsUnder, sameExportRefs } from "./export-refs.js";
 import { batchWorktreeStatus } from "./worktree-status.js";
+import { FETCH_REMOTE, canFetchPack, fetchPack, readLocalRefs, type LocalRefs } from "./fetch-pack.js";
 import { IndexPack, type PendingReadTree } from "./divert-pack.js";
 import { WorkPool } from "../util/work-pool.js";
 import { settleAll } from "../util/settle-all.js";
@@ -61,7 +63,7 @@ export interface SyncFromParentOptions {
 
 export interface SyncResult { repos: RepoState[]; bytes: number; bytesByRepo: Record<string, number> }
 
-const REMOTE = "origin";
+const REMOTE = FETCH_REMOTE;
 
 /**
  * What a repo's fetch and checkout need on disk, made before the connection
@@ -102,7 +104,7 @@ interface Fetched { head: string; bytes: number; readTree?: PendingReadTree }
  * may come back with its checkout pending in the pack's index-pack process
  * (readTree: the caller runs or releases it); a failed fetch releases it.
  */
-async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection, firstFetch: boolean): Promise<Fetched> {
+async function fetchInto(name: string, opts: SyncFromParentOptions, conn: ParentConnection, firstFetch: boolean, onChannelAsked: () => void): Promise<Fetched> {
   const gitdir = exportPath(opts.exportsDir, name);
   const worktree = worktreeOf(name, opts);
   const checkoutInto = (await isFreshWorktree(worktree)) ? worktree : undefined;
@@ -110,7 +112,7 @@ async function fetchInto(name: string, opts: SyncFromParentOptions, conn: Parent
   // parent opens the channel and answers, not between pack packets (a fork blocks this event loop).
   const indexPack = firstFetch && opts.divertMinObjects !== Infinity ? new IndexPack(gitdir, checkoutInto) : undefined;
   const session = new FetchSession({
-    conn, commandTimeoutMs: opts.commandTimeoutMs, log: opts.log, signal: opts.signal,
+    conn, commandTimeoutMs: opts.commandTimeoutMs, log: opts.log, signal: opts.signal, onChannelAsked,
     indexPackInto: gitdir, divertMinObjects: opts.divertMinObjects,
     ...(checkoutInto ? { checkoutInto } : {}), ...(indexPack ? { indexPack } : {}),
     onProgress: (ev: GitProgressEvent) => opts.onProgress?.({ repo: name, phase: ev.phase, loaded: ev.loaded, total: ev.total }),
@@ -130,15 +132,24 @@ async function fetchInto(name: string, opts: SyncFromParentOptions, conn: Parent
 async function fetchWith(session: FetchSession, name: string, gitdir: string, opts: SyncFromParentOptions): Promise<{ head: string; bytes: number }> {
   const cache = {};
   const url = sshRemoteUrl(opts.parent.host, opts.parent.port, name);
+  // The export's refs (none yet on a first fetch) are read while the parent answers.
+  const localRead = readLocalRefs(gitdir).catch(() => undefined);
   let res;
   let before: Map<string, string> | undefined;
   try {
     // Nothing new (same heads, tags and HEAD as last time)? Then skip the
     // negotiation and the pack entirely, as the git CLI does.
     const ad = await session.advertisement(name);
-    if (await upToDate(gitdir, ad)) {
+    const local = await localRead;
+    if (await upToDate(gitdir, ad, local)) {
       await session.nothingWanted();
       return { head: await servedCommit(gitdir), bytes: session.bytes };
+    }
+    // One round trip from the refs both sides already hold (fetch-pack.ts); an export with packed refs,
+    // or a parent without a HEAD branch or the capabilities it needs, takes isomorphic-git's fetch.
+    if (local && canFetchPack(ad)) {
+      const { head } = await fetchPack({ session, url, gitdir, ad, local, repo: name });
+      return { head, bytes: session.bytes };
     }
     before = await fetchedRefs(gitdir);
     res = await git.fetch({
@@ -212,10 +223,14 @@ async function restoreRefs(gitdir: string, before: ReadonlyMap<string, string>):
   for (const [ref, old] of before) if (!now.has(ref)) await git.writeRef({ fs, gitdir, ref, value: old, force: true });
 }
 
-/** True when the export already holds exactly the advertised heads, tags and HEAD target. */
-async function upToDate(gitdir: string, ad: RefAdvertisement): Promise<boolean> {
+/** True when the export already holds exactly the advertised heads, tags and HEAD target (its refs read already, or read now). */
+async function upToDate(gitdir: string, ad: RefAdvertisement, local: LocalRefs | undefined): Promise<boolean> {
   const remote = advertisedExportRefs(ad);
-  return remote !== undefined && sameExportRefs(await readExportRefs(gitdir), remote);
+  if (remote === undefined) return false;
+  const held = local
+    ? (local.head && local.heads.has(local.head) ? { head: local.head, refs: Object.fromEntries([...local.heads, ...local.tags]) } : undefined)
+    : await readExportRefs(gitdir);
+  return sameExportRefs(held, remote);
 }
 
 /**
@@ -229,22 +244,46 @@ async function heldAsTold(name: string, opts: SyncFromParentOptions, newExport: 
   return sameExportRefs(await readExportRefs(exportPath(opts.exportsDir, name)), told) ? told.refs[told.head] : undefined;
 }
 
+/** A working tree's local edits, read while it was at commit `at`. */
+interface TreeStatus { at: string; dirtyFiles: string[] }
+
 /**
- * The local edits of each unfetched repo's working tree that is at its served
- * commit, by one `git status` per tree run from a single spawn (five forks of
- * this daemon beside a fetch delayed its channel by ~30 ms). A tree elsewhere
- * (held by an earlier sync's edits), or a batch that could not be read, is
- * left out: its repo takes the usual checkout path.
+ * The local edits of every repo's working tree, by one `git status` per tree
+ * run from a single spawn (a fork of this daemon each would delay the fetch's
+ * channel): an unfetched repo's tree if it is at its served commit, a fetched
+ * repo's wherever it is (its checkout then needs no status of its own). A
+ * tree elsewhere or not yet checked out, or a batch that could not be read,
+ * is left out: its repo reads its own status when it moves.
  */
-async function unmovedTrees(repos: readonly { name: string; commit: string }[], opts: SyncFromParentOptions): Promise<Map<string, string[]>> {
+async function treeStatuses(repos: readonly { name: string; commit?: string }[], opts: SyncFromParentOptions): Promise<Map<string, TreeStatus>> {
   const at = (await Promise.all(repos.map(async (r) => {
     const worktree = worktreeOf(r.name, opts);
     const head = (await fs.promises.readFile(join(worktree, ".git", "HEAD"), "utf8").catch(() => "")).trim();
-    return head === r.commit ? [{ name: r.name, worktree }] : [];
+    return (r.commit ? head === r.commit : /^[0-9a-f]{40}$/.test(head)) ? [{ name: r.name, worktree, head }] : [];
   }))).flat();
   await Promise.all(at.map((t) => opts.refresher?.settle(t.worktree)));
-  const files = await batchWorktreeStatus(at.map((t) => t.worktree));
-  return new Map(files ? at.map((t, i) => [t.name, files[i]!]) : []);
+  // Each index refreshed as it is read: a tree that moves next is read-tree's, which trusts the index's stat data.
+  const files = await batchWorktreeStatus(at.map((t) => t.worktree), { refreshIndex: true });
+  return new Map(files ? at.map((t, i) => [t.name, { at: t.head, dirtyFiles: files[i]! }]) : []);
+}
+
+/** Resolves (on a later turn of the loop) once every one of `count` callers has called its `done`; each may call it more than once. */
+function allAsked(count: number): { asked: Promise<void>; done: () => () => void } {
+  let left = count;
+  let resolve!: () => void;
+  const asked = new Promise<void>((r) => { resolve = r; });
+  if (left === 0) resolve();
+  return {
+    asked,
+    done: () => {
+      let called = false;
+      return () => {
+        if (called) return;
+        called = true;
+        if (--left === 0) setImmediate(resolve);
+      };
+    },
+  };
 }
 
 /**
@@ -273,28 +312,43 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
     // The repos this level holds as the parent said it serves them (file reads only): no fetch,
     // and their working trees are checked by one spawn beside the other repos' fetches.
     const asTold = new Map(await Promise.all(opts.repoNames.map(async (name) => [name, await heldAsTold(name, opts, prepared.get(name)!)] as const)));
+    // The repos to fetch are queued first, and the one status spawn waits until those that got
+    // a slot at once have asked the parent for their channels: its fork blocks this loop.
+    const concurrency = opts.concurrency ?? 6;
+    const toFetch = opts.repoNames.filter((n) => !asTold.get(n));
+    const order = [...toFetch, ...opts.repoNames.filter((n) => asTold.get(n))];
+    const channels = allAsked(Math.min(concurrency, toFetch.length));
     // Unreadable as a batch: each such repo checks its tree as any other does.
-    const unmoved = unmovedTrees([...asTold].flatMap(([name, c]) => (c ? [{ name, commit: c }] : [])), opts).catch(() => new Map<string, string[]>());
-    const pool = new WorkPool(opts.concurrency ?? 6);
-    const results = await Promise.allSettled(opts.repoNames.map((name) => pool.run(async () => {
+    const statuses = channels.asked.then(() => treeStatuses(opts.repoNames.map((name) => ({ name, ...(asTold.get(name) ? { commit: asTold.get(name)! } : {}) })), opts))
+      .catch(() => new Map<string, TreeStatus>());
+    const pool = new WorkPool(concurrency);
+    const tasks = new Map(order.map((name, i) => [name, pool.run(async () => {
       const t0 = performance.now();
       const kept = asTold.get(name);
-      const quiet = kept ? (await unmoved).get(name) : undefined;
+      const quiet = kept ? (await statuses).get(name) : undefined;
       if (kept && quiet) {
-        const state: RepoState = { name, servedCommit: kept, worktreeCommit: kept, dirty: quiet.length > 0, dirtyFiles: quiet };
+        const state: RepoState = { name, servedCommit: kept, worktreeCommit: kept, dirty: quiet.dirtyFiles.length > 0, dirtyFiles: quiet.dirtyFiles };
         return { state, bytes: 0, held: false };
       }
-      // A new export serves nothing: no need to read it.
-      const previousServed = kept ?? ((await prepared.get(name)) ? "" : await servedCommit(exportPath(opts.exportsDir, name)));
-      const f: Fetched = kept ? { head: kept, bytes: 0 } : await fetchInto(name, opts, conn, previousServed === "");
+      const asked = !kept && i < concurrency ? channels.done() : () => {};
+      let f: Fetched;
+      let previousServed: string;
+      try {
+        // A new export serves nothing: no need to read it.
+        previousServed = kept ?? ((await prepared.get(name)) ? "" : await servedCommit(exportPath(opts.exportsDir, name)));
+        f = kept ? { head: kept, bytes: 0 } : await fetchInto(name, opts, conn, previousServed === "", asked);
+      } finally {
+        asked();
+      }
       const t1 = performance.now();
       const worktree = worktreeOf(name, opts);
       let wt;
       try {
         await opts.refresher?.settle(worktree);
+        const status = (await statuses).get(name);
         wt = await checkoutWorktree({
           worktree, exportGitDir: exportPath(opts.exportsDir, name), commit: f.head,
-          log: opts.log.child({ repo: name }), ...(f.readTree ? { pendingReadTree: f.readTree } : {}),
+          log: opts.log.child({ repo: name }), ...(f.readTree ? { pendingReadTree: f.readTree } : {}), ...(status ? { status } : {}),
         });
       } finally {
         f.readTree?.release();
@@ -307,7 +361,8 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
         ...(previousServed && previousServed !== f.head ? { previousCommit: previousServed } : {}),
       };
       return { state, bytes: f.bytes, held: wt.held };
-    })));
+    })]));
+    const results = await Promise.allSettled(opts.repoNames.map((name) => tasks.get(name)!));
     const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
     if (failed) throw failed.reason;
     const ok = results.map((r) => (r as PromiseFulfilledResult<{ state: RepoState; bytes: number; held: boolean }>).value);

@@ -118,16 +118,25 @@ export async function isFreshWorktree(worktree: string): Promise<boolean> {
   return (await readdir(worktree)).every((n) => n === ".git");
 }
 
-/**
- * Spawns per call (each blocks the daemon's event loop for the fork, ~5 ms
- * per 100 MB of RSS): a fresh, empty worktree 1 (read-tree), an unchanged
- * one 1 (status), a moved one 3 (status and diff-tree at once, then read-tree).
- */
-export async function checkoutWorktree(opts: {
+export interface CheckoutOptions {
   worktree: string; exportGitDir: string; commit: string; log: Logger;
   /** A first checkout waiting in the pack's index-pack process: used for a fresh worktree's read-tree, else released. */
   pendingReadTree?: PendingReadTree;
-}): Promise<WorktreeResult> {
+  /**
+   * The tree's local edits, read earlier (by a batch, worktree-status.ts) while
+   * it was at `at`: used instead of a status spawn when the tree is still there.
+   * read-tree -m -u still refuses to lose an edit made since.
+   */
+  status?: { readonly at: string; readonly dirtyFiles: readonly string[] };
+}
+
+/**
+ * Spawns per call (each blocks the daemon's event loop for the fork, ~5 ms
+ * per 100 MB of RSS): a fresh, empty worktree 1 (read-tree), an unchanged
+ * one 1 (status), a moved one 3 (status and diff-tree at once, then read-tree);
+ * one fewer each with a status read earlier.
+ */
+export async function checkoutWorktree(opts: CheckoutOptions): Promise<WorktreeResult> {
   try {
     return await checkout(opts);
   } finally {
@@ -135,7 +144,7 @@ export async function checkoutWorktree(opts: {
   }
 }
 
-async function checkout(opts: { worktree: string; exportGitDir: string; commit: string; log: Logger; pendingReadTree?: PendingReadTree }): Promise<WorktreeResult> {
+async function checkout(opts: CheckoutOptions): Promise<WorktreeResult> {
   const { worktree, commit } = opts;
   const t0 = performance.now();
   const gitDir = join(worktree, ".git");
@@ -150,7 +159,9 @@ async function checkout(opts: { worktree: string; exportGitDir: string; commit: 
     ? gitList(["diff-tree", "-r", "-z", "--no-renames", "--name-status", previous, commit], { cwd: worktree, env: ENV, plainEnv: true })
     : undefined;
   moved?.catch(() => {}); // awaited below only when the worktree is clean
-  if (previous) {
+  if (previous && opts.status?.at === previous) {
+    dirtyFiles = [...opts.status.dirtyFiles];
+  } else if (previous) {
     // porcelain v1 -z: "XY path" records; renames are off without --find-renames in this mode.
     const st = await gitList(["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"], { cwd: worktree, env: ENV, plainEnv: true });
     dirtyFiles = st.map((rec) => rec.slice(3));

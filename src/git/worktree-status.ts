@@ -17,12 +17,18 @@ export const WORKTREE_STATUS_ARGS = ["status", "--porcelain=v1", "-z", "--branch
  * Each tree's paths with local edits, in the order given; undefined when
  * the batch could not be read as a whole (a tree vanished, git failed, a
  * header is missing): the caller then asks tree by tree.
+ *
+ * refreshIndex: each status also writes its tree's refreshed index, as a
+ * plain `git status` does. A sync that moves a tree next needs it: read-tree
+ * trusts the index's stat data, and refuses every file whose data went stale
+ * (a chown to the homestak user changes every ctime). Read-only callers (a
+ * level's status, configure beside running steps) leave the index alone.
  */
-export async function batchWorktreeStatus(worktrees: readonly string[]): Promise<string[][] | undefined> {
+export async function batchWorktreeStatus(worktrees: readonly string[], opts: { refreshIndex?: boolean } = {}): Promise<string[][] | undefined> {
   if (worktrees.length === 0) return [];
   // One config entry per tree, each also trusted for this call only (hsd
   // may be root in trees the homestak user owns), as worktreeGitEnv does for one.
-  const env: Record<string, string> = { ...worktreeGitEnv(worktrees[0]!), GIT_OPTIONAL_LOCKS: "0" };
+  const env: Record<string, string> = { ...worktreeGitEnv(worktrees[0]!), ...(opts.refreshIndex ? {} : { GIT_OPTIONAL_LOCKS: "0" }) };
   const entries: [string, string][] = worktrees.flatMap((w) => [["safe.directory", w], [LIST_KEY, w]] as [string, string][]);
   env.GIT_CONFIG_COUNT = String(entries.length);
   entries.forEach(([k, v], i) => { env[`GIT_CONFIG_KEY_${i}`] = k; env[`GIT_CONFIG_VALUE_${i}`] = v; });

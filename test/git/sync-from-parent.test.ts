@@ -1,5 +1,4 @@
-// syncFromParent end to end: isomorphic-git over the SSH transport from a
-// live endpoint, re-export, incremental byte counts, host-key pinning, and the
+// syncFromParent end to end: over the SSH transport from a live endpoint, re-export, incremental byte counts, host-key pinning, and the
 // worktree safety rules (canary secrets, local edits, untracked files in the way).
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -34,7 +33,7 @@ async function refresh(l0: Level0): Promise<void> {
   await refreshExports({ repos: l0.checkouts, exportsDir: l0.exportsDir, secretPatterns: PATTERNS, log: silentLogger() });
 }
 
-test("full sync via isomorphic-git: every repo at level 0's served commit, worktrees and exports fsck clean", async () => {
+test("full sync: every repo at level 0's served commit, worktrees and exports fsck clean", async () => {
   const l0 = await startLevel0();
   try {
     const root = join(l0.dir, "l1");
