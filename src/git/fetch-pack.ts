@@ -19,15 +19,16 @@ import { looseRefs } from "./loose-refs.js";
 import { indexSmallPack } from "./small-pack-index.js";
 import type { FetchSession } from "./ssh-http-plugin.js";
 
-/** The remote whose tracking refs an export keeps beside its heads (isomorphic-git's fetch reads and writes them). */
+/** The remote isomorphic-git's fetch fetches from, and keeps tracking refs for (refs/remotes/<it>/). */
 export const FETCH_REMOTE = "origin";
 
-/** An export's refs as loose files: heads, tags, the remote-tracking copies of the heads, and HEAD's branch. */
+/** An export's refs as loose files: heads, tags and HEAD's branch. */
 export interface LocalRefs {
   readonly head: string | undefined;
   readonly heads: ReadonlyMap<string, string>;
   readonly tags: ReadonlyMap<string, string>;
-  readonly remotes: ReadonlyMap<string, string>;
+  /** True when isomorphic-git's remote-tracking refs are there (refs/remotes/origin). */
+  readonly tracking: boolean;
 }
 
 /** Capabilities this fetch needs from upload-pack; without one of them the caller fetches the usual way. */
@@ -35,12 +36,12 @@ const NEEDED = ["side-band-64k", "ofs-delta"] as const;
 
 /** The export's refs, or undefined when they are not all loose files (packed-refs: the caller fetches the usual way). */
 export async function readLocalRefs(gitdir: string): Promise<LocalRefs | undefined> {
-  const [headText, heads, tags, remotes] = await Promise.all([
+  const [headText, heads, tags] = await Promise.all([
     readFile(join(gitdir, "HEAD"), "utf8").catch(() => ""),
-    looseRefs(gitdir, "refs/heads/"), looseRefs(gitdir, "refs/tags/"), looseRefs(gitdir, `refs/remotes/${FETCH_REMOTE}/`),
+    looseRefs(gitdir, "refs/heads/"), looseRefs(gitdir, "refs/tags/"),
   ]);
-  if (!heads || !tags || !remotes) return undefined;
-  return { head: /^ref: (refs\/heads\/\S+)$/.exec(headText.trim())?.[1], heads, tags, remotes };
+  if (!heads || !tags) return undefined;
+  return { head: /^ref: (refs\/heads\/\S+)$/.exec(headText.trim())?.[1], heads, tags, tracking: fs.existsSync(join(gitdir, "refs", "remotes", FETCH_REMOTE)) };
 }
 
 /** True when this advertisement can be fetched by fetchPack (a HEAD branch it serves, and the capabilities it asks for). */
@@ -62,8 +63,8 @@ export function packRequest(wants: readonly string[], haves: readonly string[], 
 
 /**
  * Fetches what `ad` serves beyond `local` into the export at `gitdir` over
- * the session whose advertisement `ad` is, then mirrors the advertised heads
- * (and their tracking copies), tags and HEAD branch. Returns the commit HEAD
+ * the session whose advertisement `ad` is, then mirrors the advertised heads,
+ * tags and HEAD branch. Returns the commit HEAD
  * serves. A failure before the objects are in leaves every ref as it was.
  */
 export async function fetchPack(o: {
@@ -163,28 +164,23 @@ async function storePack(gitdir: string, pack: Buffer, repo: string): Promise<vo
 }
 
 /**
- * Heads (and their tracking copies), tags and HEAD as advertised: deletions
- * first (a gone "a" makes room for "a/b"); each ref replaced atomically
- * (temp file, rename). Synchronous for the reason storePack gives.
+ * Heads, tags and HEAD as advertised: deletions first (a gone "a" makes room
+ * for "a/b"); each ref replaced atomically (temp file, rename). The
+ * remote-tracking copies isomorphic-git's fetch keeps (it made the export's
+ * first refs before this path existed, and still fetches into an export
+ * with packed refs) go: this path needs none, and each new ref file costs an
+ * inode allocation. Synchronous for the reason storePack gives.
  */
 function mirrorRefs(gitdir: string, told: { head: string; refs: Record<string, string> }, local: LocalRefs): void {
-  const want = new Map<string, string>();
-  for (const [ref, oid] of Object.entries(told.refs)) {
-    want.set(ref, oid);
-    if (ref.startsWith("refs/heads/")) want.set(`refs/remotes/${FETCH_REMOTE}/${ref.slice("refs/heads/".length)}`, oid);
-  }
-  const have = new Map([...local.heads, ...local.tags, ...local.remotes]);
-  for (const ref of have.keys()) if (!want.has(ref)) fs.rmSync(join(gitdir, ref), { force: true });
+  const have = new Map([...local.heads, ...local.tags]);
+  for (const ref of have.keys()) if (!(ref in told.refs)) fs.rmSync(join(gitdir, ref), { force: true });
+  if (local.tracking) fs.rmSync(join(gitdir, "refs", "remotes", FETCH_REMOTE), { recursive: true, force: true });
   const write = (ref: string, value: string): void => {
     const path = join(gitdir, ref);
     fs.mkdirSync(dirname(path), { recursive: true });
     fs.writeFileSync(`${path}.${process.pid}.tmp`, `${value}\n`);
     fs.renameSync(`${path}.${process.pid}.tmp`, path);
   };
-  for (const [ref, oid] of want) if (have.get(ref) !== oid) write(ref, oid);
-  if (local.head !== told.head) {
-    write("HEAD", `ref: ${told.head}`);
-    // Where isomorphic-git's fetch keeps the remote's HEAD: kept the same way for the fetches that still use it.
-    write(`refs/remotes/${FETCH_REMOTE}/HEAD`, `ref: refs/remotes/${FETCH_REMOTE}/${told.head.slice("refs/heads/".length)}`);
-  }
+  for (const [ref, oid] of Object.entries(told.refs)) if (have.get(ref) !== oid) write(ref, oid);
+  if (local.head !== told.head) write("HEAD", `ref: ${told.head}`);
 }

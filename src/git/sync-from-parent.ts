@@ -67,29 +67,23 @@ const REMOTE = FETCH_REMOTE;
 
 /**
  * What a repo's fetch and checkout need on disk, made before the connection
- * is up: the export (with the remote isomorphic-git fetches from) and the
- * working tree's repo, side by side (neither reads the other). Local file
- * work that would otherwise sit between the parent's answers on this level's
- * one event loop. True when the export is new (it serves nothing yet).
+ * is up: the export and the working tree's repo, side by side (neither reads
+ * the other). Local file work that would otherwise sit between the parent's
+ * answers on this level's one event loop. True when the export is new (it
+ * serves nothing yet).
  */
 async function prepareRepo(name: string, opts: SyncFromParentOptions): Promise<boolean> {
   const gitdir = exportPath(opts.exportsDir, name);
-  const url = sshRemoteUrl(opts.parent.host, opts.parent.port, name);
-  // isomorphic-git needs a fetch refspec; the parent's address may change between runs.
-  // A new export gets its remote with its config, not by three isomorphic-git calls (when nothing in the URL needs quoting).
-  const plain = /^[A-Za-z0-9:/[\]._-]+$/.test(url);
-  const remote = `[remote "${REMOTE}"]\n\turl = ${url}\n\tfetch = +refs/heads/*:refs/remotes/${REMOTE}/*\n`;
-  const exported = (async () => {
-    const created = await ensureBareRepo(gitdir, undefined, plain ? remote : undefined);
-    if ((!created || !plain) && (await git.getConfig({ fs, gitdir, path: `remote.${REMOTE}.url` })) !== url) {
-      await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.url`, value: url });
-      await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.fetch`, value: `+refs/heads/*:refs/remotes/${REMOTE}/*` });
-    }
-    return created;
-  })();
   // Both settle before a failure is reported: nothing keeps writing after the sync has failed.
-  const [created] = await settleAll([exported, prepareWorktree(worktreeOf(name, opts), gitdir)]);
+  const [created] = await settleAll([ensureBareRepo(gitdir), prepareWorktree(worktreeOf(name, opts), gitdir)]);
   return created;
+}
+
+/** isomorphic-git's fetch needs the remote it fetches from, with a fetch refspec; the parent's address may change between runs. */
+async function pointRemote(gitdir: string, url: string): Promise<void> {
+  if ((await git.getConfig({ fs, gitdir, path: `remote.${REMOTE}.url` })) === url) return;
+  await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.url`, value: url });
+  await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.fetch`, value: `+refs/heads/*:refs/remotes/${REMOTE}/*` });
 }
 
 function worktreeOf(name: string, opts: SyncFromParentOptions): string {
@@ -151,6 +145,7 @@ async function fetchWith(session: FetchSession, name: string, gitdir: string, op
       const { head } = await fetchPack({ session, url, gitdir, ad, local, repo: name });
       return { head, bytes: session.bytes };
     }
+    await pointRemote(gitdir, url);
     before = await fetchedRefs(gitdir);
     res = await git.fetch({
       fs, http: session.http, gitdir, cache,

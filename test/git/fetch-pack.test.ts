@@ -68,6 +68,8 @@ test("fetchPack mirrors a new commit, branch, annotated tag and HEAD switch in o
     const parent = join(l0.exportsDir, `${REPO}.git`);
     const mine = join(levelPaths(root).reposDir, `${REPO}.git`);
     const defaultHead = await git(["--git-dir", parent, "symbolic-ref", "HEAD"]);
+    await git(["--git-dir", mine, "update-ref", "refs/remotes/origin/_working", await git(["--git-dir", mine, "rev-parse", "HEAD"])]);
+    await git(["--git-dir", mine, "symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/_working"]);
 
     const fresh = await addCommit(l0.checkouts[REPO]!, { "src/actions/fetched.py": "x = 1\n" }, "one commit");
     await refresh(l0);
@@ -81,9 +83,8 @@ test("fetchPack mirrors a new commit, branch, annotated tag and HEAD switch in o
     assert.equal(await fetchOnce(l0, mine), side);
     assert.deepEqual(asked, [REPO]);
     assert.deepEqual(await refsOf(mine), await refsOf(parent));
-    const tracking = (await git(["--git-dir", mine, "for-each-ref", "--format=%(refname:lstrip=3) %(objectname)", "refs/remotes/origin"])).split("\n");
-    assert.deepEqual(tracking.filter((l) => !l.startsWith("HEAD ")), (await git(["--git-dir", mine, "for-each-ref", "--format=%(refname:lstrip=2) %(objectname)", "refs/heads"])).split("\n"));
-    assert.equal(await git(["--git-dir", mine, "symbolic-ref", "refs/remotes/origin/HEAD"]), "refs/remotes/origin/feature/x");
+    // The remote-tracking refs isomorphic-git's fetch kept (set up below, as an older hsd left them) are gone: the export holds what the parent serves.
+    assert.equal(await git(["--git-dir", mine, "for-each-ref", "refs/remotes"]), "");
     assert.equal(await git(["--git-dir", mine, "cat-file", "-t", "rel-1"]), "tag");
     await git(["--git-dir", mine, "fsck", "--strict", "--no-progress"]);
     assert.deepEqual((await readdir(mine)).filter((n) => n.startsWith("incoming-")), []);
@@ -95,8 +96,7 @@ test("fetchPack mirrors a new commit, branch, annotated tag and HEAD switch in o
     const packs = (await readdir(join(mine, "objects", "pack"))).sort();
     assert.equal(await fetchOnce(l0, mine), fresh);
     assert.deepEqual(await refsOf(mine), await refsOf(parent));
-    assert.equal(await git(["--git-dir", mine, "for-each-ref", "refs/remotes/origin/feature"]), "");
-    assert.equal(await git(["--git-dir", mine, "symbolic-ref", "refs/remotes/origin/HEAD"]), defaultHead.replace("refs/heads/", "refs/remotes/origin/"));
+
     assert.deepEqual((await readdir(join(mine, "objects", "pack"))).sort(), packs);
     await git(["--git-dir", mine, "fsck", "--strict", "--no-progress"]);
   } finally {
