@@ -173,7 +173,14 @@ async function storePack(gitdir: string, pack: Buffer, repo: string): Promise<vo
  */
 function mirrorRefs(gitdir: string, told: { head: string; refs: Record<string, string> }, local: LocalRefs): void {
   const have = new Map([...local.heads, ...local.tags]);
-  for (const ref of have.keys()) if (!(ref in told.refs)) fs.rmSync(join(gitdir, ref), { force: true });
+  for (const ref of have.keys()) {
+    if (ref in told.refs) continue;
+    fs.rmSync(join(gitdir, ref), { force: true });
+    // Its emptied directories go too, as git's own ref deletion does: a branch "a/b" gone leaves no "a" in the way of a branch "a".
+    for (let dir = dirname(ref); dir.split("/").length > 2; dir = dirname(dir)) {
+      try { fs.rmdirSync(join(gitdir, dir)); } catch { break; }
+    }
+  }
   if (local.tracking) fs.rmSync(join(gitdir, "refs", "remotes", FETCH_REMOTE), { recursive: true, force: true });
   const write = (ref: string, value: string): void => {
     const path = join(gitdir, ref);

@@ -57,7 +57,7 @@ async function fetchOnce(l0: Level0, gitdir: string): Promise<string> {
   }
 }
 
-test("fetchPack mirrors a new commit, branch, annotated tag and HEAD switch in one request, then their removal", async () => {
+test("fetchPack mirrors a new commit, branch, annotated tag and HEAD switch in one request, then their removal, then a branch where one was removed", async () => {
   const asked: string[] = [];
   const l0 = await startLevel0({
     uploadPack: { ...gitUploadPack, serve: (o) => { asked.push(basename(o.repoPath, ".git")); return gitUploadPack.serve(o); } },
@@ -99,6 +99,11 @@ test("fetchPack mirrors a new commit, branch, annotated tag and HEAD switch in o
 
     assert.deepEqual((await readdir(join(mine, "objects", "pack"))).sort(), packs);
     await git(["--git-dir", mine, "fsck", "--strict", "--no-progress"]);
+
+    // A branch where a gone branch's directory was ("feature" after "feature/x").
+    await git(["--git-dir", parent, "update-ref", "refs/heads/feature", side]);
+    assert.equal(await fetchOnce(l0, mine), fresh);
+    assert.deepEqual(await refsOf(mine), await refsOf(parent));
   } finally {
     await l0.close();
   }
