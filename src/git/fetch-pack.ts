@@ -10,12 +10,13 @@
 import * as fs from "node:fs";
 import { createHash, randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { basename, join } from "node:path";
 import git from "isomorphic-git";
 import { GitProtocolError } from "../domain/errors.js";
+import type { ExportRefs } from "../domain/level-api.js";
 import { FLUSH_PKT, PktStreamReader, encodePktLine, type RefAdvertisement } from "./pkt-line.js";
 import { advertisedExportRefs } from "./export-refs.js";
-import { looseRefs } from "./loose-refs.js";
+import { deleteLooseRefSync, looseRefs, writeLooseRefSync } from "./loose-refs.js";
 import { indexSmallPack } from "./small-pack-index.js";
 import type { FetchSession } from "./ssh-http-plugin.js";
 
@@ -42,6 +43,11 @@ export async function readLocalRefs(gitdir: string): Promise<LocalRefs | undefin
   ]);
   if (!heads || !tags) return undefined;
   return { head: /^ref: (refs\/heads\/\S+)$/.exec(headText.trim())?.[1], heads, tags, tracking: fs.existsSync(join(gitdir, "refs", "remotes", FETCH_REMOTE)) };
+}
+
+/** What the export serves, as readExportRefs (export-refs.ts) reads it: undefined unless HEAD names a branch it has. */
+export function servedRefs(local: LocalRefs): ExportRefs | undefined {
+  return local.head && local.heads.has(local.head) ? { head: local.head, refs: Object.fromEntries([...local.heads, ...local.tags]) } : undefined;
 }
 
 /** True when this advertisement can be fetched by fetchPack (a HEAD branch it serves, and the capabilities it asks for). */
@@ -165,7 +171,7 @@ async function storePack(gitdir: string, pack: Buffer, repo: string): Promise<vo
 
 /**
  * Heads, tags and HEAD as advertised: deletions first (a gone "a" makes room
- * for "a/b"); each ref replaced atomically (temp file, rename). The
+ * for "a/b", and a gone "a/b" for "a"); each ref replaced atomically. The
  * remote-tracking copies isomorphic-git's fetch keeps (it made the export's
  * first refs before this path existed, and still fetches into an export
  * with packed refs) go: this path needs none, and each new ref file costs an
@@ -173,21 +179,8 @@ async function storePack(gitdir: string, pack: Buffer, repo: string): Promise<vo
  */
 function mirrorRefs(gitdir: string, told: { head: string; refs: Record<string, string> }, local: LocalRefs): void {
   const have = new Map([...local.heads, ...local.tags]);
-  for (const ref of have.keys()) {
-    if (ref in told.refs) continue;
-    fs.rmSync(join(gitdir, ref), { force: true });
-    // Its emptied directories go too, as git's own ref deletion does: a branch "a/b" gone leaves no "a" in the way of a branch "a".
-    for (let dir = dirname(ref); dir.split("/").length > 2; dir = dirname(dir)) {
-      try { fs.rmdirSync(join(gitdir, dir)); } catch { break; }
-    }
-  }
+  for (const ref of have.keys()) if (!(ref in told.refs)) deleteLooseRefSync(gitdir, ref);
   if (local.tracking) fs.rmSync(join(gitdir, "refs", "remotes", FETCH_REMOTE), { recursive: true, force: true });
-  const write = (ref: string, value: string): void => {
-    const path = join(gitdir, ref);
-    fs.mkdirSync(dirname(path), { recursive: true });
-    fs.writeFileSync(`${path}.${process.pid}.tmp`, `${value}\n`);
-    fs.renameSync(`${path}.${process.pid}.tmp`, path);
-  };
-  for (const [ref, oid] of Object.entries(told.refs)) if (have.get(ref) !== oid) write(ref, oid);
-  if (local.head !== told.head) write("HEAD", `ref: ${told.head}`);
+  for (const [ref, oid] of Object.entries(told.refs)) if (have.get(ref) !== oid) writeLooseRefSync(gitdir, ref, oid);
+  if (local.head !== told.head) writeLooseRefSync(gitdir, "HEAD", `ref: ${told.head}`);
 }

@@ -6,7 +6,7 @@
 // never write one); a null answer sends the caller to isomorphic-git.
 // Imported by: src/git.
 
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 
@@ -36,17 +36,43 @@ export async function looseRefs(gitdir: string, prefix: string): Promise<Map<str
   return out;
 }
 
+/** The temporary file a ref is written to before its rename (looseRefs skips such names). */
+const tempOf = (path: string): string => `${path}.${process.pid}.tmp`;
+
 /** Writes `ref` (a full name) as a loose ref file, replaced atomically (temp file, rename). */
 export async function writeLooseRef(gitdir: string, ref: string, value: string): Promise<void> {
   const path = join(gitdir, ref);
   await mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, `${value}\n`);
-  await rename(tmp, path);
+  await writeFile(tempOf(path), `${value}\n`);
+  await rename(tempOf(path), path);
+}
+
+/**
+ * writeLooseRef, synchronously: for a caller doing a few such syscalls on
+ * the critical path, where each awaited one would queue behind the level's
+ * other file work on libuv's threadpool (fetch-pack.ts).
+ */
+export function writeLooseRefSync(gitdir: string, ref: string, value: string): void {
+  const path = join(gitdir, ref);
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(tempOf(path), `${value}\n`);
+  renameSync(tempOf(path), path);
 }
 
 export async function deleteLooseRef(gitdir: string, ref: string): Promise<void> {
   await unlink(join(gitdir, ref)).catch((err: NodeJS.ErrnoException) => { if (err.code !== "ENOENT") throw err; });
+}
+
+/**
+ * Deletes `ref`'s file and the directories that leaves empty under its
+ * namespace (refs/heads/...), as git's own ref deletion does: a branch
+ * "a/b" gone leaves no directory "a" in the way of a branch "a".
+ */
+export function deleteLooseRefSync(gitdir: string, ref: string): void {
+  rmSync(join(gitdir, ref), { force: true });
+  for (let dir = dirname(ref); dir.split("/").length > 2; dir = dirname(dir)) {
+    try { rmdirSync(join(gitdir, dir)); } catch { break; } // not empty (or gone): the rest above it stays
+  }
 }
 
 /** HEAD's symbolic target ("refs/heads/main"), or undefined when HEAD is detached or unreadable. */

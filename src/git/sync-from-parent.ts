@@ -21,7 +21,7 @@ import { checkoutWorktree, isFreshWorktree, prepareWorktree } from "./worktree-c
 import { deleteLooseRef, headCommit, looseRefs, symbolicHead, writeLooseRef } from "./loose-refs.js";
 import { advertisedExportRefs, readExportRefs, refsUnder, sameExportRefs } from "./export-refs.js";
 import { batchWorktreeStatus } from "./worktree-status.js";
-import { FETCH_REMOTE, canFetchPack, fetchPack, readLocalRefs, type LocalRefs } from "./fetch-pack.js";
+import { FETCH_REMOTE, canFetchPack, fetchPack, readLocalRefs, servedRefs, type LocalRefs } from "./fetch-pack.js";
 import { IndexPack, type PendingReadTree } from "./divert-pack.js";
 import { WorkPool } from "../util/work-pool.js";
 import { settleAll } from "../util/settle-all.js";
@@ -222,10 +222,7 @@ async function restoreRefs(gitdir: string, before: ReadonlyMap<string, string>):
 async function upToDate(gitdir: string, ad: RefAdvertisement, local: LocalRefs | undefined): Promise<boolean> {
   const remote = advertisedExportRefs(ad);
   if (remote === undefined) return false;
-  const held = local
-    ? (local.head && local.heads.has(local.head) ? { head: local.head, refs: Object.fromEntries([...local.heads, ...local.tags]) } : undefined)
-    : await readExportRefs(gitdir);
-  return sameExportRefs(held, remote);
+  return sameExportRefs(local ? servedRefs(local) : await readExportRefs(gitdir), remote);
 }
 
 /**
