@@ -3,9 +3,12 @@
 // per-level overhead (hsd's own machinery: provision, boot, install,
 // handshake, secrets; sync is the payload), and the readiness latency (child
 // announced ready -> parent's next phase started). Baseline, same run: the
-// serial work that cannot be avoided, depth x (a bare hsd start to ready +
-// the git CLI cloning the repo set over OpenSSH from the level-0 endpoint),
-// each the median of as many measurements as the nest's cold runs.
+// serial work that cannot be avoided in a cold nest: level 0's hsd started (the
+// nest starts it, and the clones below are served by it), then per level a bare
+// hsd start to ready + the git CLI cloning the repo set over OpenSSH from the
+// level-0 endpoint; each the median of as many measurements as the nest's cold
+// runs. Printed too: the ratio against the older baseline, which left out level
+// 0's start (depth x (start + clone)), so numbers from before stay comparable.
 // Goals: depth 3 <= 6 s on 2 cores (median of HSD_BENCH_NEST_RUNS cold runs, default 5);
 // <= 2 s overhead per level; readiness <= 100 ms. Also printed: the CPU time
 // of the same two sides (every process involved, git and ssh included), which
@@ -174,8 +177,10 @@ async function main(): Promise<void> {
     }
     const cloneMs = median(clones.map((x) => x.ms));
     const cloneCpuMs = median(clones.map((x) => x.cpuMs));
-    const baseline = DEPTH * (startMs + cloneMs);
-    const baselineCpu = DEPTH * (startCpuMs + cloneCpuMs);
+    // Level 0's start is serial and unavoidable too: the nest measured starts it, and every clone is served by it.
+    const baseline = (DEPTH + 1) * startMs + DEPTH * cloneMs;
+    const baselineCpu = (DEPTH + 1) * startCpuMs + DEPTH * cloneCpuMs;
+    const olderBaseline = DEPTH * (startMs + cloneMs);
 
     console.log(`nest --depth ${DEPTH} (local provider, cold start incl. level-0 hsd and demo repos)`);
     walls.push(nest.ms);
@@ -189,10 +194,10 @@ async function main(): Promise<void> {
     console.log(`  l1's sync waited ${exportWait.toFixed(0)} ms for level 0's first exports (the demo set level 0 makes at start)`);
     const maxOverhead = Math.max(...rows.map((r) => Number(/overhead\s+(\d+)/.exec(r)![1])));
     console.log(`  max per-level overhead ${maxOverhead} ms (goal <= 2000 ms); max readiness latency ${Math.max(...latencies).toFixed(0)} ms (goal <= 100 ms)`);
-    console.log(`  baseline: ${DEPTH} x (bare hsd start ${startMs.toFixed(0)} ms + git CLI clone of the set ${cloneMs.toFixed(0)} ms) = ${(baseline / 1000).toFixed(2)} s (medians of ${RUNS}; starts ${starts.map((x) => x.ms.toFixed(0)).join(", ")} ms; clones ${clones.map((x) => x.ms.toFixed(0)).join(", ")} ms)`);
-    console.log(`  ratio wall (median) / baseline = ${(nestMedian / baseline).toFixed(2)}x`);
+    console.log(`  baseline: level 0's start + ${DEPTH} x (bare hsd start + git CLI clone of the set) = ${DEPTH + 1} x ${startMs.toFixed(0)} ms + ${DEPTH} x ${cloneMs.toFixed(0)} ms = ${(baseline / 1000).toFixed(2)} s (medians of ${RUNS}; starts ${starts.map((x) => x.ms.toFixed(0)).join(", ")} ms; clones ${clones.map((x) => x.ms.toFixed(0)).join(", ")} ms)`);
+    console.log(`  ratio wall (median) / baseline = ${(nestMedian / baseline).toFixed(2)}x; against the older baseline without level 0's start (${(olderBaseline / 1000).toFixed(2)} s) ${(nestMedian / olderBaseline).toFixed(2)}x`);
     const cpuMedian = median(cpus);
-    console.log(`  CPU (all processes): nest median of ${cpus.length} ${(cpuMedian / 1000).toFixed(2)} s (runs ${cpus.map((c) => (c / 1000).toFixed(2)).join(", ")} s); baseline ${DEPTH} x (bare hsd start ${startCpuMs.toFixed(0)} ms + clone ${cloneCpuMs.toFixed(0)} ms) = ${(baselineCpu / 1000).toFixed(2)} s; ratio ${(cpuMedian / baselineCpu).toFixed(2)}x; load ${(await readFile("/proc/loadavg", "utf8")).split(" ").slice(0, 3).join(" ")}`);
+    console.log(`  CPU (all processes): nest median of ${cpus.length} ${(cpuMedian / 1000).toFixed(2)} s (runs ${cpus.map((c) => (c / 1000).toFixed(2)).join(", ")} s); baseline ${DEPTH + 1} x bare hsd start ${startCpuMs.toFixed(0)} ms + ${DEPTH} x clone ${cloneCpuMs.toFixed(0)} ms = ${(baselineCpu / 1000).toFixed(2)} s; ratio ${(cpuMedian / baselineCpu).toFixed(2)}x; load ${(await readFile("/proc/loadavg", "utf8")).split(" ").slice(0, 3).join(" ")}`);
     console.log(`goal ${nestMedian <= 1.5 * baseline ? "MET " : "MISS"}: nest --depth ${DEPTH} cold <= 1.5x its same-run baseline (${(nestMedian / baseline).toFixed(2)}x)`);
   } finally {
     run(["destroy"], env);

@@ -69,7 +69,7 @@ function spec(): ChildInstallSpec {
 function provider(over: Partial<PveProviderOptions> = {}): PveProvider {
   return providerFor(sim!, {
     sshPublicKeys: [keys.pub], sshPrivateKeyPath: keys.priv, bundlePath, childSshPort: 2222,
-    agentPoll: { initialMs: 1000, maxMs: 5000 }, bootTimeoutMs: BOOT_MS, sshWaitMs: BOOT_MS,
+    agentPoll: { intervalMs: 1000, minPauseMs: 100 }, bootTimeoutMs: BOOT_MS, sshWaitMs: BOOT_MS,
     readyTimeoutMs: 300_000, commandTimeoutMs: 180_000, cloudInitTimeoutMs: BOOT_MS, pollMs: 1000, ...over,
   }, { bridge: lan!.bridge }).provider;
 }

@@ -224,6 +224,7 @@ export function buildRoutes(sim: PveSim): Route[] {
       if (bridge && !sim.bridges.has(bridge)) throw new Error(`bridge '${bridge}' does not exist`);
       vm.status = "running";
       vm.startedAt = Date.now();
+      vm.agentFailedUntil = undefined;
       await sim.powerOn(vm);
       if (/^(1|enabled=1)/.test(vm.config.agent ?? "")) vm.agentReadyAt = Date.now() + sim.ms(sim.faults.agentDelayMs);
     }) };
@@ -256,6 +257,7 @@ export function buildRoutes(sim: PveSim): Route[] {
     if (qga) return { data: { result: await qga.call("guest-network-get-interfaces") } };
     if (vm.agentReadyAt === undefined || Date.now() < vm.agentReadyAt) {
       await sim.delay(3000);
+      vm.agentFailedUntil = Date.now();
       throw new SimError(500, "QEMU guest agent is not running");
     }
     return { data: { result: [

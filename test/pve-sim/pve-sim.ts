@@ -57,6 +57,12 @@ export interface SimVm {
   config: Record<string, string>;
   status: "running" | "stopped";
   agentReadyAt?: number;
+  /**
+   * When the last agent call that PVE failed for a guest agent not yet up
+   * returned (each is held ~3 s first): until then a caller was waiting on
+   * PVE, not on itself (bench/pve-level-overhead.ts).
+   */
+  agentFailedUntil?: number;
   startedAt?: number;
 }
 

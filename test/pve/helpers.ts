@@ -38,7 +38,7 @@ export function providerFor(sim: PveSim, over: Partial<PveProviderOptions> = {},
     tokenSecret: sim.tokenSecret, sshPublicKeys: [TEST_KEY], commands,
     sysRoot: sim.paths.sysRoot, hostsFile: sim.paths.hostsFile, pveCertFile: sim.paths.certFile,
     hostname: sim.node, resolveHost: async () => [], minFreeKiB: 20 * 1024 * 1024,
-    taskPoll: { initialMs: 5, maxMs: 20 }, agentPoll: { initialMs: 5, maxMs: 40 }, bootTimeoutMs: 60_000,
+    taskPoll: { initialMs: 5, maxMs: 20 }, agentPoll: { intervalMs: 5, minPauseMs: 5 }, bootTimeoutMs: 60_000,
     ...over,
   });
   return { provider, commands };

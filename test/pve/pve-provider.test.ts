@@ -7,7 +7,7 @@ import { readFile, access, stat } from "node:fs/promises";
 import { startSim, providerFor, phaseCtx, TEST_KEY, type Emitted, withSim, rejection, schemaViolations } from "./helpers.js";
 import type { PveSim, PveSimOptions } from "../pve-sim/pve-sim.js";
 import { HsError } from "../../src/domain/errors.js";
-import { encodeSshKeys, pickGuestAddress } from "../../src/providers/pve/pve-provider.js";
+import { agentPollPause, encodeSshKeys, pickGuestAddress } from "../../src/providers/pve/pve-provider.js";
 
 
 test("lifecycle after a snippets repair: provision, boot, alive, destroy twice; every call valid in PVE's schema", () =>
@@ -66,6 +66,30 @@ test("slow guest agent: boot keeps waiting through agent 500s, then proceeds", (
   assert.ok(agent.length >= 2 && agent[0]!.status === 500 && agent.at(-1)!.status === 200);
   assert.ok(events.some((e) => e.kind === "log" && /QEMU guest agent is not running/.test(e.message ?? "")));
 }));
+
+test("agent polling: a call PVE held is followed after the short pause; quick answers are paced to the interval", () => {
+  // While the agent is down PVE holds each call ~3 s: the next may follow at once.
+  assert.equal(agentPollPause(3000, 1000, 100), 100);
+  assert.equal(agentPollPause(950, 1000, 100), 100);
+  // A quick 500 (VM not running yet, no agent configured) never makes a busy loop.
+  assert.equal(agentPollPause(30, 1000, 100), 970);
+  assert.equal(agentPollPause(0, 1000, 100), 1000);
+});
+
+test("agent polling on the simulator: calls start at least the interval apart, and never sooner than the pause after an answer", () =>
+  withSim({ faults: { agentDelayMs: 20_000 }, timeScale: 0.02 }, async (sim) => {
+    // A held call is 60 ms here (3 s at this scale): longer than the 40 ms interval.
+    const { provider } = providerFor(sim, { agentPoll: { intervalMs: 40, minPauseMs: 15 } });
+    const h = await provider.provision("l1", 1, phaseCtx());
+    await provider.boot(h, phaseCtx());
+    const agent = sim.requests.filter((r) => r.template.endsWith("/agent/network-get-interfaces"));
+    assert.ok(agent.length >= 3 && agent.at(-1)!.status === 200);
+    for (let i = 1; i < agent.length; i++) {
+      // Date.now() is whole ms on both sides: 1 ms of slack for the rounding.
+      assert.ok(agent[i]!.at - agent[i - 1]!.at >= 40 - 1, `call ${i} started ${agent[i]!.at - agent[i - 1]!.at} ms after the one before`);
+      assert.ok(agent[i]!.at - agent[i - 1]!.answeredAt! >= 15 - 1, `call ${i} came ${agent[i]!.at - agent[i - 1]!.answeredAt!} ms after an answer`);
+    }
+  }));
 
 test("clone lock: configuration waits for the clone task, never hits 'VM is locked'", () => withSim({ faults: { cloneMs: 40_000 } }, async (sim) => {
   const { provider } = providerFor(sim);

@@ -52,8 +52,11 @@ export interface PveProviderOptions extends InstallOptions {
   readonly sleep?: Sleep;
   /** Task status polling: the shortest and longest pause (pve-client.ts taskPollDelay). Default TASK_POLL_MIN_MS to 2 s. */
   readonly taskPoll?: { readonly initialMs: number; readonly maxMs: number };
-  /** Guest agent polling during boot. Default 1 s growing to 5 s. */
-  readonly agentPoll?: { readonly initialMs: number; readonly maxMs: number };
+  /**
+   * Guest agent polling during boot: calls start at most every intervalMs (default 1 s),
+   * and a call that took longer is followed after minPauseMs (default 100 ms). See agentPollPause.
+   */
+  readonly agentPoll?: { readonly intervalMs: number; readonly minPauseMs: number };
   /** Hard bound on boot's wait for an address besides the phase signal. Default 5 min. */
   readonly bootTimeoutMs?: number;
   readonly nextidAttempts?: number;
@@ -72,6 +75,20 @@ export interface PveProviderOptions extends InstallOptions {
 interface Iface { name: string; "ip-addresses"?: { "ip-address": string; "ip-address-type": string }[] }
 
 const AGENT_NOT_READY = /No QEMU guest agent configured|is not running|got timeout/;
+const AGENT_POLL_INTERVAL_MS = 1000;
+const AGENT_POLL_MIN_PAUSE_MS = 100;
+
+/**
+ * The pause after an agent call that did not yield an address, so that calls
+ * start at most every `intervalMs` but a slow call is followed at once: while
+ * the agent is down PVE holds each call ~3 s before it fails (pve-api.md), so
+ * the agent coming up is noticed within that call and `minPauseMs`. A
+ * backoff on top (1 s growing to 5 s, as before) left a booted VM unnoticed
+ * for up to 5 s more, depending on where the boot fell among the calls.
+ */
+export function agentPollPause(callMs: number, intervalMs: number, minPauseMs: number): number {
+  return Math.max(minPauseMs, Math.round(intervalMs - callMs));
+}
 /** How long a leaf's guest gets to power off on ACPI before PVE stops it (its reboot: src/nest/leaf-reboot.ts). */
 const LEAF_SHUTDOWN_S = 120;
 
@@ -244,11 +261,12 @@ export class PveProvider implements Provider {
     const address = await withTimeout(budget, () => new PhaseTimeoutError(`VM ${vmid} reported no routable address within ${budget} ms`, {
       details: { vmid, hint: STEP_HINTS.noGuestAddress },
     }), async (signal) => {
-      let delay = this.opts.agentPoll?.initialMs ?? 1000;
-      const max = this.opts.agentPoll?.maxMs ?? 5000;
+      const intervalMs = this.opts.agentPoll?.intervalMs ?? AGENT_POLL_INTERVAL_MS;
+      const minPauseMs = this.opts.agentPoll?.minPauseMs ?? AGENT_POLL_MIN_PAUSE_MS;
       let lastNote = "";
       for (;;) {
         let note: string;
+        const t0 = performance.now();
         try {
           const r = await this.client.api("GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces", { node, vmid }, { signal });
           const a = pickGuestAddress(Array.isArray(r.result) ? r.result as Iface[] : []);
@@ -260,8 +278,7 @@ export class PveProvider implements Provider {
         }
         if (note !== lastNote) ctx.emit({ kind: "log", message: note });
         lastNote = note;
-        await this.sleep(delay, signal);
-        delay = Math.min(Math.round(delay * 1.5), max);
+        await this.sleep(agentPollPause(performance.now() - t0, intervalMs, minPauseMs), signal);
       }
     }, ctx.signal);
     ctx.emit({ kind: "log", message: `VM ${vmid} has address ${address}` });
