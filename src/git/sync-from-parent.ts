@@ -59,6 +59,11 @@ export interface SyncFromParentOptions {
    * missing here, or different, is fetched as usual.
    */
   parentRefs?: ParentRefs;
+  /**
+   * Each repo's local set-up (prepareRepos), begun ahead of this sync; a
+   * repo missing here is set up by the sync itself. Consumed by this sync only.
+   */
+  prepared?: ReadonlyMap<string, Promise<boolean>>;
 }
 
 export interface SyncResult { repos: RepoState[]; bytes: number; bytesByRepo: Record<string, number> }
@@ -72,7 +77,7 @@ const REMOTE = FETCH_REMOTE;
  * answers on this level's one event loop. True when the export is new (it
  * serves nothing yet).
  */
-async function prepareRepo(name: string, opts: SyncFromParentOptions): Promise<boolean> {
+async function prepareRepo(name: string, opts: Pick<SyncFromParentOptions, "exportsDir" | "workDir" | "worktreeOf">): Promise<boolean> {
   const gitdir = exportPath(opts.exportsDir, name);
   // Both settle before a failure is reported: nothing keeps writing after the sync has failed.
   const [created] = await settleAll([ensureBareRepo(gitdir), prepareWorktree(worktreeOf(name, opts), gitdir)]);
@@ -86,7 +91,22 @@ async function pointRemote(gitdir: string, url: string): Promise<void> {
   await git.setConfig({ fs, gitdir, path: `remote.${REMOTE}.fetch`, value: `+refs/heads/*:refs/remotes/${REMOTE}/*` });
 }
 
-function worktreeOf(name: string, opts: SyncFromParentOptions): string {
+/**
+ * Every repo's local set-up (prepareRepo), begun now, side by side: a level
+ * begins it before its first sync is asked for (while its parent's handshake
+ * runs), as that sync would otherwise begin with ~100 ms of file creation on
+ * its critical path. Each promise says whether its export is new; none rejects
+ * unseen (the sync that consumes them reports a failure).
+ */
+export function prepareRepos(opts: Pick<SyncFromParentOptions, "repoNames" | "exportsDir" | "workDir" | "worktreeOf">): Map<string, Promise<boolean>> {
+  return new Map(opts.repoNames.map((name) => {
+    const p = prepareRepo(name, opts);
+    p.catch(() => {}); // awaited by the sync that consumes it
+    return [name, p];
+  }));
+}
+
+function worktreeOf(name: string, opts: Pick<SyncFromParentOptions, "workDir" | "worktreeOf">): string {
   return opts.worktreeOf ? opts.worktreeOf(name) : join(opts.workDir, name);
 }
 
@@ -289,12 +309,10 @@ export async function syncFromParent(opts: SyncFromParentOptions): Promise<SyncR
     parent: opts.parent, userKeyPath: opts.userKeyPath, connectTimeoutMs: opts.connectTimeoutMs, log: opts.log,
   });
   try {
-    // Each repo's local set-up runs while the SSH handshake is under way.
-    const prepared = new Map(opts.repoNames.map((name) => {
-      const p = prepareRepo(name, opts);
-      p.catch(() => {}); // awaited by the repo's own task below
-      return [name, p];
-    }));
+    // Each repo's local set-up runs while the SSH handshake is under way, unless it was begun before.
+    const ahead = opts.prepared;
+    const rest = prepareRepos({ ...opts, repoNames: opts.repoNames.filter((n) => !ahead?.has(n)) });
+    const prepared = new Map(opts.repoNames.map((name) => [name, ahead?.get(name) ?? rest.get(name)!]));
     try {
       await conn.connect(opts.signal);
     } catch (err) {

@@ -15,7 +15,7 @@ import { runGit, worktreeGitEnv } from "../git/run-git.js";
 import { ownTree, type TreeOwner } from "../homestak/tree-owner.js";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { syncFromParent } from "../git/sync-from-parent.js";
+import { prepareRepos, syncFromParent } from "../git/sync-from-parent.js";
 import { readExportRefs } from "../git/export-refs.js";
 import type { ExportRefs } from "../domain/level-api.js";
 import { batchWorktreeStatus } from "../git/worktree-status.js";
@@ -28,7 +28,7 @@ import { describeImageProgress, fetchImages } from "../images/fetch-images.js";
 import type { ImageDigests } from "../images/image-digest.js";
 import type { FetchImageResult } from "../images/fetch-image.js";
 import { parentOpenSshRoute } from "../images/openssh-transfer.js";
-import { CancelledError } from "../domain/errors.js";
+import { CancelledError, errorCode } from "../domain/errors.js";
 
 export function gitRepoOps(o: {
   config: HsdConfig;
@@ -68,6 +68,11 @@ export function gitRepoOps(o: {
   const exportQueue = config.parent ? undefined : new SharedRunQueue<RepoState>();
   // A large checkout's racy index is refreshed after the sync, not by the next one's status.
   const refresher = config.parent ? new IndexRefresher(o.log) : undefined;
+  // The repos' local set-up begun by warmParent before this process's first sync, which
+  // consumes it. Never begun once a sync has started: two set-ups of one repo at once
+  // could put a fresh HEAD over the one that sync wrote.
+  let preparedAhead: Map<string, Promise<boolean>> | undefined;
+  let syncStarted = false;
   // One SSH connection to the parent, kept across syncs (reconnects if it drops).
   const parentConn = config.parent
     ? new ParentConnection({ parent: config.parent, userKeyPath: o.userKeyPath, connectTimeoutMs: config.timeouts.connectMs, log: o.log })
@@ -115,6 +120,9 @@ export function gitRepoOps(o: {
         })
         : Promise.resolve<Record<string, FetchImageResult>>({});
       images.catch(() => undefined); // awaited below, on every path
+      const ahead = preparedAhead;
+      preparedAhead = undefined;
+      syncStarted = true;
       try {
         let r;
         try {
@@ -122,6 +130,7 @@ export function gitRepoOps(o: {
             parent: config.parent, userKeyPath: o.userKeyPath, repoNames: names, exportsDir: paths.reposDir, workDir: paths.workDir, worktreeOf: layout.worktree,
             connectTimeoutMs: config.timeouts.connectMs, commandTimeoutMs: config.timeouts.commandMs, log: o.log,
             onProgress, signal, connection: parentConn, refresher, ...(parentRefs ? { parentRefs } : {}),
+            ...(ahead ? { prepared: ahead } : {}),
           });
         } catch (err) {
           // The repos' failure is the sync's outcome (with the states it got); nothing keeps writing after it.
@@ -147,6 +156,13 @@ export function gitRepoOps(o: {
     async exportRefs() {
       const all = await Promise.all(names.map(async (n) => [n, await readExportRefs(exportPath(paths.reposDir, n))] as const));
       return Object.fromEntries(all.filter((e): e is readonly [string, ExportRefs] => e[1] !== undefined));
+    },
+    warmParent() {
+      if (!config.parent) return;
+      // Shares the connect a sync would start (and the connection it would find open).
+      parentConn?.connect().catch((err: unknown) => o.log.debug({ code: errorCode(err) }, "parent connection not opened ahead of a sync"));
+      // A first sync's file set-up (12 new repositories) too; later ones find them there at once.
+      if (!syncStarted) preparedAhead ??= prepareRepos({ repoNames: names, exportsDir: paths.reposDir, workDir: paths.workDir, worktreeOf: layout.worktree });
     },
     state: batched(merged),
     stateNow: batched(now),

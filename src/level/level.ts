@@ -61,6 +61,13 @@ export interface RepoOps {
   stateNow?(): Promise<RepoState[]>;
   /** Checks working trees against what is served (configure). */
   verify(): Promise<RepoState[]>;
+  /**
+   * Opens this level's SSH connection to its parent ahead of a sync, in the
+   * background (asked at Identify: by then the parent's handshake has
+   * authorized this level's key), so the sync's first fetch does not wait for
+   * an SSH handshake. A failure is logged; the sync connects by itself.
+   */
+  warmParent?(): void;
   /** Where a child's served commit of `name` stands against this level's (status); undefined when unknown. */
   compare?(name: string, childCommit: string): Promise<{ syncState: RepoSyncState; behind: number } | undefined>;
 }
@@ -186,6 +193,7 @@ export class Level implements LevelApi {
 
   async identify(): Promise<Identity> {
     await this.fault("identify", undefined, "handshake", new AbortController().signal);
+    this.d.repos.warmParent?.();
     const c = this.d.config;
     return {
       name: c.level.name, depth: c.level.depth, hsdVersion: this.d.version, ...this.d.identity(),

@@ -39,6 +39,13 @@ export interface ChildEndpoint {
   readonly host: string;
   readonly port: number;
   readonly hostKeyFingerprint: string;
+  /**
+   * The child's own public key as its ready report gave it (the same report as
+   * the host key): handshake authorizes it before asking the child who it is,
+   * and the child's answer must name the same key. Absent (an endpoint journaled
+   * by an older hsd): authorized after the answer.
+   */
+  readonly publicKey?: string;
 }
 
 export interface PhaseContext {

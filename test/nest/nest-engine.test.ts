@@ -16,7 +16,7 @@ import type { Provider } from "../../src/providers/provider.js";
 import { PeerGoneError } from "../../src/domain/errors.js";
 import { decodeLevelFiles } from "../../src/homestak/site-config.js";
 
-interface Harness { dir: string; engine: NestEngine; journal: Journal; events: LevelEvent[]; keys: AuthorizedKey[]; calls: string[]; alive: Set<string> }
+interface Harness { dir: string; engine: NestEngine; journal: Journal; events: LevelEvent[]; keys: AuthorizedKey[]; removed: string[]; calls: string[]; alive: Set<string> }
 
 async function harness(opts: {
   yaml?: string; link?: (name: string) => Partial<ChildLink>; aliveAfterInstall?: boolean; exportsReady?: () => Promise<void>;
@@ -24,6 +24,8 @@ async function harness(opts: {
   onWrite?: (json: string) => void;
   /** The journal on disk before the engine loads it (a crashed run's). */
   journalText?: string;
+  /** The public key the child's ready report names (the endpoint's publicKey); none by default. */
+  readyKey?: (name: string) => string;
 } = {}): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), "hsd-engine-"));
   const config = parseConfig(opts.yaml ?? "", "test.yaml", { root: dir });
@@ -36,11 +38,12 @@ async function harness(opts: {
     async preflight() { calls.push("preflight"); return [{ name: "x", result: "ok", detail: "" }]; },
     async provision(name) { calls.push(`provision ${name}`); return { name, data: { n: name } }; },
     async boot(h) { calls.push(`boot ${h.name}`); return { ...h, address: "127.0.0.1" }; },
-    async install(h) { calls.push(`install ${h.name}`); alive.add(h.name); return { handle: h, endpoint: { host: "127.0.0.1", port: 1, hostKeyFingerprint: `SHA256:${h.name}` } }; },
+    async install(h) { calls.push(`install ${h.name}`); alive.add(h.name); return { handle: h, endpoint: { host: "127.0.0.1", port: 1, hostKeyFingerprint: `SHA256:${h.name}`, ...(opts.readyKey ? { publicKey: opts.readyKey(h.name) } : {}) } }; },
     async alive(h) { return alive.has(h.name); },
     async destroy(h) { calls.push(`destroy ${h.name}`); alive.delete(h.name); },
   };
   const keys: AuthorizedKey[] = [];
+  const removed: string[] = [];
   const links = new ChildLinks(async (name) => {
     if (!alive.has(name)) throw new PeerGoneError(`${name} gone`);
     const base: ChildLink = {
@@ -63,7 +66,13 @@ async function harness(opts: {
     providers: () => provider,
     access: {
       async addKey(k) { const a = { ...k, fingerprint: "f", comment: k.comment ?? "" }; keys.push(a); return a; },
-      async removeKey() { return true; }, async listKeys() { return keys; },
+      async removeKey(sel) {
+        removed.push(sel.publicKey ?? "");
+        const at = keys.findIndex((k) => k.publicKey === sel.publicKey);
+        if (at >= 0) keys.splice(at, 1);
+        return at >= 0;
+      },
+      async listKeys() { return keys; },
     },
     readSecrets: async () => ({
       passwords: { vm_root: "pw" }, api_tokens: { l0: "root@pam!t=tok" }, auth: { signing_key: "sk" },
@@ -74,7 +83,7 @@ async function harness(opts: {
   });
   if (opts.journalText !== undefined) await writeFile(join(dir, "journal.json"), opts.journalText);
   await journal.load();
-  return { dir, engine, journal, events: [], keys, calls, alive };
+  return { dir, engine, journal, events: [], keys, removed, calls, alive };
 }
 
 const opts = { depth: 2, width: 1, provider: "local" as const, options: { isolation: "process" } };
@@ -91,6 +100,47 @@ test("builds a child through every phase in order, relaying deeper events with t
     assert.equal(h.keys[0]?.publicKey, "ssh-ed25519 AAAAl1");
     const j = JSON.parse(await readFile(join(h.dir, "journal.json"), "utf8"));
     assert.equal(j.children.l1.state, "ready");
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
+
+test("handshake: the key the child's ready report names is authorized before the child is asked who it is (its sync connects back at once); its answer confirms it", async () => {
+  const seenAtIdentify: string[][] = [];
+  let h: Harness | undefined;
+  h = await harness({
+    readyKey: (name) => `ssh-ed25519 AAAA${name} hsd@${name}`,
+    link: (name) => ({
+      async identify() {
+        seenAtIdentify.push(h!.keys.map((k) => k.publicKey));
+        return { name, depth: 1, hsdVersion: "t", publicKey: `ssh-ed25519 AAAA${name} hsd@${name}`, hostKeyFingerprint: `SHA256:${name}`, sshAddress: "x", repos: [] };
+      },
+    }),
+  });
+  try {
+    await h.engine.nest(opts, () => {}, new AbortController().signal);
+    assert.deepEqual(seenAtIdentify[0], ["ssh-ed25519 AAAAl1 hsd@l1"]);
+    assert.deepEqual(h.keys.map((k) => [k.publicKey, k.role]), [["ssh-ed25519 AAAAl1 hsd@l1", "reader"]]);
+    assert.deepEqual(h.removed, []);
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
+
+test("handshake: a child whose answer names another key than its ready report: that key is revoked and the answered one authorized", async () => {
+  const h = await harness({ readyKey: () => "ssh-ed25519 AAAAreported" });
+  try {
+    await h.engine.nest(opts, () => {}, new AbortController().signal);
+    assert.deepEqual(h.removed, ["ssh-ed25519 AAAAreported"]);
+    assert.deepEqual(h.keys.map((k) => k.publicKey), ["ssh-ed25519 AAAAl1"]);
+  } finally { await rm(h.dir, { recursive: true, force: true }); }
+});
+
+test("handshake: a child that dies before it answers leaves no key authorized from its ready report", async () => {
+  const h = await harness({
+    readyKey: () => "ssh-ed25519 AAAAreported",
+    link: (name) => ({ async identify() { throw new PeerGoneError(`${name} gone`); } }),
+  });
+  try {
+    await assert.rejects(h.engine.nest(opts, () => {}, new AbortController().signal), (e: Error & { code?: string }) => e.code === "PeerGone");
+    assert.deepEqual(h.removed, ["ssh-ed25519 AAAAreported"]);
+    assert.deepEqual(h.keys, []);
   } finally { await rm(h.dir, { recursive: true, force: true }); }
 });
 

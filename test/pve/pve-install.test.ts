@@ -69,8 +69,9 @@ test("install: bundle, config, unit and a running hsd on the VM; endpoint from i
 
     const { handle, endpoint } = await provider.install(booted, spec(), ctx);
 
-    const ready = JSON.parse(await readFile(join(root, "var/lib/hsd/run/ready.json"), "utf8")) as { pid: number; sshPort: number; hostKeyFingerprint: string };
-    assert.deepEqual(endpoint, { host: "127.0.0.1", port: ready.sshPort, hostKeyFingerprint: ready.hostKeyFingerprint });
+    const ready = JSON.parse(await readFile(join(root, "var/lib/hsd/run/ready.json"), "utf8")) as { pid: number; sshPort: number; hostKeyFingerprint: string; publicKey: string };
+    assert.match(ready.publicKey, /^ssh-ed25519 /);
+    assert.deepEqual(endpoint, { host: "127.0.0.1", port: ready.sshPort, hostKeyFingerprint: ready.hostKeyFingerprint, publicKey: ready.publicKey });
     assert.ok(alive(ready.pid), "the child's hsd runs");
     const guestSshd = await sim.guestAccess(vmid);
     assert.equal(handle.data.vmid, vmid);

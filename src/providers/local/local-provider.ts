@@ -139,7 +139,7 @@ export class LocalProvider implements Provider {
     }
     return {
       handle: { name: child.name, data: data as unknown as Record<string, unknown> },
-      endpoint: { host: address, port: ready.sshPort, hostKeyFingerprint: ready.hostKeyFingerprint },
+      endpoint: { host: address, port: ready.sshPort, hostKeyFingerprint: ready.hostKeyFingerprint, ...(ready.publicKey ? { publicKey: ready.publicKey } : {}) },
     };
   }
 

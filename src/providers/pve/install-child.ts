@@ -146,7 +146,7 @@ export async function installChild(d: InstallDeps, child: ChildHandle, spec: Chi
     }
     return {
       handle: { name: child.name, data: { ...child.data, sshHostKey: ssh.hostKeyFingerprint } },
-      endpoint: { host: target.host, port: ready.sshPort, hostKeyFingerprint: ready.hostKeyFingerprint },
+      endpoint: { host: target.host, port: ready.sshPort, hostKeyFingerprint: ready.hostKeyFingerprint, ...(ready.publicKey ? { publicKey: ready.publicKey } : {}) },
     };
   } finally {
     ssh.close();
