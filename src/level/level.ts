@@ -61,12 +61,7 @@ export interface RepoOps {
   stateNow?(): Promise<RepoState[]>;
   /** Checks working trees against what is served (configure). */
   verify(): Promise<RepoState[]>;
-  /**
-   * Opens this level's SSH connection to its parent ahead of a sync, in the
-   * background (asked at Identify: by then the parent's handshake has
-   * authorized this level's key), so the sync's first fetch does not wait for
-   * an SSH handshake. A failure is logged; the sync connects by itself.
-   */
+  /** At Identify (the parent has authorized our key): connect to it and set up a first sync's repos in the background; failures are the sync's. */
   warmParent?(): void;
   /** Where a child's served commit of `name` stands against this level's (status); undefined when unknown. */
   compare?(name: string, childCommit: string): Promise<{ syncState: RepoSyncState; behind: number } | undefined>;

@@ -41,9 +41,9 @@ export interface ChildEndpoint {
   readonly hostKeyFingerprint: string;
   /**
    * The child's own public key as its ready report gave it (the same report as
-   * the host key): handshake authorizes it before asking the child who it is,
-   * and the child's answer must name the same key. Absent (an endpoint journaled
-   * by an older hsd): authorized after the answer.
+   * the host key): handshake authorizes it before asking the child who it is;
+   * an answer naming another key replaces it. Absent (an endpoint journaled by
+   * an older hsd): the answered key is authorized after the answer.
    */
   readonly publicKey?: string;
 }
