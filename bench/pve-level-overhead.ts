@@ -15,7 +15,7 @@ import { hsctl, jsonLines } from "../test/helpers/hsctl.js";
 import type { PveSim } from "../test/pve-sim/pve-sim.js";
 
 const DEPTH = 2;
-const PHASES = ["preflight", "provision", "boot", "install", "sync", "configure"] as const;
+const PHASES = ["preflight", "provision", "boot", "install", "handshake", "sync", "secrets", "configure"] as const;
 type Phase = (typeof PHASES)[number];
 /** Which phase waits for each kind of PVE task (the level's VM on its parent's node; its template on its own node). */
 const PARENT_TASKS: Record<string, Phase> = { qmclone: "provision", qmconfig: "provision", qmstart: "boot" };
@@ -68,7 +68,7 @@ try {
       console.log(`  ${path.padEnd(10)} ${p.padEnd(10)} ${s(wall[p])} | ${s(pve[p])} | ${s(wall[p] - pve[p])}`);
     }
     // Where a phase's time goes: the longest waits between its consecutive lines (printed detail only).
-    for (const ph of ["provision", "install", "configure"] as const) {
+    for (const ph of ["preflight", "provision", "install", "configure"] as const) {
       const lines = events.filter((e) => e.level === path && e.phase === ph).map((e) => ({ t: Date.parse(String(e.time)) || Number(e.time), m: String(e.message ?? e.kind) }));
       const gaps = lines.slice(1).map((e, i) => ({ ms: e.t - lines[i]!.t, m: `${lines[i]!.m.slice(0, 60)} -> ${e.m.slice(0, 60)}` })).sort((a, b) => b.ms - a.ms).slice(0, ph === "install" ? 4 : 6);
       for (const g of gaps) console.log(`  ${path.padEnd(10)}   ${ph} gap ${String(g.ms).padStart(4)} ms: ${g.m}`);

@@ -71,6 +71,7 @@ test("agent polling: a call PVE held is followed after the short pause; quick an
   // While the agent is down PVE holds each call ~3 s: the next may follow at once.
   assert.equal(agentPollPause(3000, 1000, 100), 100);
   assert.equal(agentPollPause(950, 1000, 100), 100);
+  assert.equal(agentPollPause(3000, 1000, 0), 0);
   // A quick 500 (VM not running yet, no agent configured) never makes a busy loop.
   assert.equal(agentPollPause(30, 1000, 100), 970);
   assert.equal(agentPollPause(0, 1000, 100), 1000);
