@@ -9,6 +9,8 @@
 // rest), and the goal:
 // hsd's own time beyond the provider's task time <= 2% per level. Needs root.
 // The wall times are only as quiet as the machine: run it on an idle one.
+// AGENT_S=60 (say) plays another guest-agent delay; pve-api.md gives 60-90 s for a
+// real first boot. The goal is judged at the simulator's own 20 s unless AGENT_S is set.
 
 import { startPveTree, vmNamed } from "../test/pve/pve-tree.js";
 import { hsctl, jsonLines } from "../test/helpers/hsctl.js";
@@ -28,10 +30,20 @@ const tasksMs = (sim: PveSim, types: Record<string, Phase>, into: Record<Phase, 
   }
 };
 
+const agentS = process.env.AGENT_S ? Number(process.env.AGENT_S) : undefined;
+if (agentS !== undefined && !(agentS > 0)) {
+  console.error(`AGENT_S must be a number of seconds, got ${JSON.stringify(process.env.AGENT_S)}`);
+  process.exit(2);
+}
 const tree = await startPveTree({
   depth: DEPTH, prefix: "hsd-bench-pve-", images: [{ name: "pve-9", bytes: 8 << 20, pinSha256: true }], image: "pve-9",
   presetTemplates: "none", timeScale: 1,
 });
+if (agentS !== undefined) {
+  const own = tree.sims[0]!.faults.agentDelayMs / 1000;
+  for (const sim of tree.sims) sim.faults.agentDelayMs = agentS * 1000;
+  console.log(`guest agent up ${agentS} s after each VM's start (AGENT_S; the simulator's own is ${own} s)`);
+}
 let failed = false;
 try {
   const r = await hsctl(["nest", "--depth", String(DEPTH), "--provider", "pve", "--json"], tree.env, 900_000);
@@ -100,7 +112,8 @@ try {
     worst = Math.max(worst, ratio);
     console.log(`  ${path.padEnd(10)} ${"total".padEnd(10)} ${s(wallSum)} | ${s(pveSum)} | ${s(wallSum - pveSum)}   own/PVE = ${(ratio * 100).toFixed(1)}%`);
   }
-  console.log(`goal: hsd's own time per level <= 2% of the time it waits on PVE: ${worst <= 0.02 ? "MET" : "MISS"} (worst level ${(worst * 100).toFixed(1)}%)`);
+  if (agentS === undefined) console.log(`goal: hsd's own time per level <= 2% of the time it waits on PVE: ${worst <= 0.02 ? "MET" : "MISS"} (worst level ${(worst * 100).toFixed(1)}%)`);
+  else console.log(`with the guest agent up after ${agentS} s: worst level ${(worst * 100).toFixed(1)}% (not the goal's verdict: that is judged at the simulator's own delay, without AGENT_S)`);
 } catch (e) {
   failed = true;
   console.error(e);
