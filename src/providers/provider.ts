@@ -8,6 +8,7 @@ import type { CheckResult } from "../domain/checks.js";
 import type { EventSink } from "../domain/events.js";
 import type { Logger } from "../log/logger.js";
 import type { ProviderName } from "../domain/providers.js";
+import type { ReadyInfo } from "../util/ready-pipe.js";
 
 /** What a provider records about a child; persisted in the parent's journal. JSON-safe. */
 export interface ChildHandle {
@@ -46,6 +47,11 @@ export interface ChildEndpoint {
    * an older hsd): the answered key is authorized after the answer.
    */
   readonly publicKey?: string;
+}
+
+/** The endpoint a child's ready report gives, at the address its parent reaches it by (every provider's install). */
+export function readyEndpoint(host: string, ready: ReadyInfo): ChildEndpoint {
+  return { host, port: ready.sshPort, hostKeyFingerprint: ready.hostKeyFingerprint, ...(ready.publicKey ? { publicKey: ready.publicKey } : {}) };
 }
 
 export interface PhaseContext {

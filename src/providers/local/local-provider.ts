@@ -12,6 +12,7 @@ import { childConfigYaml } from "../child-config.js";
 import { ProviderError, CancelledError } from "../../domain/errors.js";
 import type { Logger } from "../../log/logger.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, Provider } from "../provider.js";
+import { readyEndpoint } from "../provider.js";
 import type { CheckResult } from "../../domain/checks.js";
 import { levelPaths } from "../../config/level-layout.js";
 import { readLogTail, readyFromPipe, type ReadyInfo } from "../../util/ready-pipe.js";
@@ -139,7 +140,7 @@ export class LocalProvider implements Provider {
     }
     return {
       handle: { name: child.name, data: data as unknown as Record<string, unknown> },
-      endpoint: { host: address, port: ready.sshPort, hostKeyFingerprint: ready.hostKeyFingerprint, ...(ready.publicKey ? { publicKey: ready.publicKey } : {}) },
+      endpoint: readyEndpoint(address, ready),
     };
   }
 

@@ -9,6 +9,7 @@ import { childImageValue, type PveConfig } from "./pve-config.js";
 import { ProviderError } from "../../domain/errors.js";
 import { childConfigYaml } from "../child-config.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext } from "../provider.js";
+import { readyEndpoint } from "../provider.js";
 import { GuestSsh } from "./guest-ssh.js";
 import { bootstrapHsd, guestPaths } from "./ssh-bootstrap.js";
 import type { Sleep } from "./pve-client.js";
@@ -146,7 +147,7 @@ export async function installChild(d: InstallDeps, child: ChildHandle, spec: Chi
     }
     return {
       handle: { name: child.name, data: { ...child.data, sshHostKey: ssh.hostKeyFingerprint } },
-      endpoint: { host: target.host, port: ready.sshPort, hostKeyFingerprint: ready.hostKeyFingerprint, ...(ready.publicKey ? { publicKey: ready.publicKey } : {}) },
+      endpoint: readyEndpoint(target.host, ready),
     };
   } finally {
     ssh.close();
