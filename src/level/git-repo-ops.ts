@@ -22,7 +22,8 @@ import { batchWorktreeStatus } from "../git/worktree-status.js";
 import { SharedRunQueue } from "../util/shared-run-queue.js";
 import { IndexRefresher } from "../git/index-refresh.js";
 import { ParentConnection } from "../ssh/parent-connection.js";
-import type { RepoOps } from "./level.js";
+import type { RepoOps, SyncProgress } from "./repo-ops.js";
+import { beginImages, type ImagesAhead } from "./images-ahead.js";
 import { homestakLayout } from "../homestak/layout.js";
 import { describeImageProgress, fetchImages } from "../images/fetch-images.js";
 import type { ImageDigests } from "../images/image-digest.js";
@@ -95,8 +96,20 @@ export function gitRepoOps(o: {
   const merged = async (): Promise<RepoState[]> => { await allReady(); return read(names); };
   const now = (): Promise<RepoState[]> => read(names.filter((n) => !o.prepared?.[n] || settled.has(n)));
 
+  const wantImages = o.digests !== undefined && parentConn !== undefined && Object.keys(config.images.entries).length > 0;
+  const startImages = (onProgress: (p: SyncProgress) => void, signal: AbortSignal): Promise<Record<string, FetchImageResult>> => wantImages
+    ? fetchImages({
+      config, conn: parentConn!, digests: o.digests!, log: o.log, now: () => Date.now(), signal,
+      openssh: parentOpenSshRoute({ sshPath: o.sshPath, conn: parentConn!, parent: config.parent!, userKeyPath: o.userKeyPath, connectTimeoutMs: config.timeouts.connectMs }),
+      onProgress: (p) => onProgress({
+        repo: `image:${p.image}`, phase: "image", loaded: p.done, total: p.total, unit: "bytes", message: describeImageProgress(p),
+      }),
+    })
+    : Promise.resolve<Record<string, FetchImageResult>>({});
+  // A first sync's images, begun by warmParent (the parent has authorized this level's key by then).
+  let imagesAhead: ImagesAhead | undefined;
   return {
-    async refresh(signal, onProgress, parentRefs) {
+    async refresh(signal, onProgress, parentRefs, reposAfter) {
       if (!config.parent) {
         last = await refreshExports({
           repos: o.repos, exportsDir: paths.reposDir, secretPatterns: config.secretPatterns, log: o.log, ready: repoReady, queue: exportQueue,
@@ -107,19 +120,18 @@ export function gitRepoOps(o: {
       // The images move beside the repos, not after them: their bytes ride their own
       // channel or OpenSSH process, so the image's probe, connect, transfer and hash
       // overlap the repos' fetches and checkouts instead of adding to them.
-      const wantImages = o.digests !== undefined && parentConn !== undefined && Object.keys(config.images.entries).length > 0;
       // Ends the image transfer when the repos fail (its partial stays for the next sync's resume).
       const endImages = new AbortController();
-      const images = wantImages
-        ? fetchImages({
-          config, conn: parentConn, digests: o.digests!, log: o.log, now: () => Date.now(), signal: AbortSignal.any([signal, endImages.signal]),
-          openssh: parentOpenSshRoute({ sshPath: o.sshPath, conn: parentConn, parent: config.parent, userKeyPath: o.userKeyPath, connectTimeoutMs: config.timeouts.connectMs }),
-          onProgress: (p) => onProgress({
-            repo: `image:${p.image}`, phase: "image", loaded: p.done, total: p.total, unit: "bytes", message: describeImageProgress(p),
-          }),
-        })
-        : Promise.resolve<Record<string, FetchImageResult>>({});
+      const early = imagesAhead;
+      imagesAhead = undefined;
+      const imagesSignal = AbortSignal.any([signal, endImages.signal]);
+      const images = early?.join(onProgress, imagesSignal) ?? startImages(onProgress, imagesSignal);
       images.catch(() => undefined); // awaited below, on every path
+      // A fresh PVE level's template waits on its image and its node's set-up, and nothing
+      // waits on the repos until configure: they follow once the template's PVE work is under
+      // way (and run beside it), so the image and the set-up have this level's CPU and link
+      // first. Held at most until the images failed, or REPOS_HOLD_MS after they are in.
+      if (reposAfter) await holdRepos(reposAfter, images, signal);
       const ahead = preparedAhead;
       preparedAhead = undefined;
       syncStarted = true;
@@ -158,11 +170,14 @@ export function gitRepoOps(o: {
       return Object.fromEntries(all.filter((e): e is readonly [string, ExportRefs] => e[1] !== undefined));
     },
     warmParent() {
-      if (!config.parent) return;
+      if (!config.parent) return undefined;
       // Shares the connect a sync would start (and the connection it would find open).
       parentConn?.connect().catch((err: unknown) => o.log.debug({ code: errorCode(err) }, "parent connection not opened ahead of a sync"));
       // A first sync's file set-up (12 new repositories) too; later ones find them there at once.
       if (!syncStarted) preparedAhead ??= prepareRepos({ repoNames: names, exportsDir: paths.reposDir, workDir: paths.workDir, worktreeOf: layout.worktree });
+      // And its images: a PVE level's template waits on them (src/level/images-ahead.ts).
+      if (!syncStarted && wantImages) imagesAhead ??= beginImages(startImages);
+      return imagesAhead?.settled;
     },
     state: batched(merged),
     stateNow: batched(now),
@@ -172,6 +187,31 @@ export function gitRepoOps(o: {
 }
 
 const ENV = { GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" };
+
+/** How long a first sync's repos wait, once the images are in, for the template to be under way. */
+export const REPOS_HOLD_MS = 10_000;
+
+/** Settles when `after` does, when the images fail, REPOS_HOLD_MS after they are in, or on the signal. */
+async function holdRepos(after: Promise<void>, images: Promise<unknown>, signal: AbortSignal): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  let over = false;
+  let onAbort: (() => void) | undefined;
+  try {
+    await Promise.race([
+      after,
+      // The bound starts once the images are in (never after the hold is over: no timer is left behind).
+      images.then(() => new Promise<void>((r) => { if (!over) timer = setTimeout(r, REPOS_HOLD_MS); }), () => undefined),
+      new Promise<void>((r) => {
+        onAbort = () => r();
+        if (signal.aborted) r(); else signal.addEventListener("abort", onAbort, { once: true });
+      }),
+    ]);
+  } finally {
+    over = true;
+    clearTimeout(timer);
+    if (onAbort) signal.removeEventListener("abort", onAbort);
+  }
+}
 
 /**
  * Concurrent callers share reads: a call made while a read runs waits for it

@@ -15,6 +15,7 @@ import { rebootPendingIn, type StepRecord, type StepRunner, type StepsFinish, ty
 import { ConfigureRun } from "./configure-run.js";
 import { withTimeout } from "../util/timeout.js";
 import { settleAll } from "../util/settle-all.js";
+import type { ConfigureLevel } from "../providers/provider.js";
 
 /** What the configure phase needs of its level (LevelDeps extends it). */
 export interface ConfigureDeps {
@@ -24,8 +25,8 @@ export interface ConfigureDeps {
   readonly journal: Journal;
   /** The level's repos as checked out (logged at the start of configure). */
   readonly repos: { verify(): Promise<RepoState[]> };
-  /** Provider-specific setup of this level (on PVE: token, snippets, certificate). */
-  readonly configureHook?: (emit: (ev: LocalEvent) => void, signal: AbortSignal) => Promise<void>;
+  /** Provider-specific setup of this level (on PVE: token, snippets, certificate, its template). */
+  readonly configureHook?: ConfigureLevel;
   /** This level's configure steps (configure.steps). */
   readonly steps?: StepRunner;
   /**
@@ -100,6 +101,28 @@ export class LevelConfigure {
   /** A step's reboot is decided (asked for, or the machine going down under it): nothing more starts here. */
   get rebooting(): boolean {
     return this.rebootUnderWay !== undefined;
+  }
+
+  /** Set once begin() has run: the set-up is begun ahead at most once per process. */
+  private begun = false;
+
+  /**
+   * The parent's handshake reached this level: a fresh level (never
+   * configured, no reboot to resume) that is already a node of its provider
+   * starts the provider's set-up now, beside its sync (ConfigureLevel.begin);
+   * its configure joins it. One whose image lacks the node software sets
+   * itself up only after its install, in configure, as before. Resolves
+   * (never rejects) when the first sync's repos may go: at once when
+   * nothing was begun.
+   */
+  begin(imagesIn: Promise<boolean>): Promise<void> {
+    const hook = this.d.configureHook;
+    if (this.begun || !hook?.begin || !this.d.config.parent) return Promise.resolve();
+    this.begun = true;
+    if (this.d.journal.snapshot().configured || rebootPendingIn(this.d.journal.steps())) return Promise.resolve();
+    const signal = AbortSignal.any([this.lifetime.signal, AbortSignal.timeout(this.d.config.budgets.configure)]);
+    const probe = this.d.systemInstall ? this.d.systemInstall.needed(signal) : Promise.resolve(false);
+    return probe.then((needed) => (needed ? undefined : hook.begin!(signal, imagesIn)), () => undefined);
   }
 
   /** The configure call (the level's checkpoint has run): a fresh one, or the parent attaching to the resumed one. */
@@ -191,13 +214,13 @@ export class LevelConfigure {
     const install = this.d.systemInstall && this.d.steps && this.d.config.parent && await this.d.systemInstall.needed(signal) ? this.d.systemInstall.step : undefined;
     if (install) emit({ phase: "configure", kind: "log", message: `${install.name}: this level's image lacks its node software; installing it first` });
     // Provider-specific setup of this level (a PVE node: token, snippets, certificate).
-    if (this.d.configureHook && !install) await this.d.configureHook(emit, signal);
+    if (this.d.configureHook && !install) await this.d.configureHook.run(emit, signal);
     if (this.d.steps && this.d.config.parent) {
       // After an install, the provider's set-up still runs past the last step: the mark waits for it.
       const outcome = await this.d.steps.run(opts, (ev) => emit({ phase: "configure", ...ev }), signal, install ? [install] : [], install ? undefined : finish);
       if (outcome.reboot || outcome.finished) return outcome;
     }
-    if (this.d.configureHook && install) await this.d.configureHook(emit, signal);
+    if (this.d.configureHook && install) await this.d.configureHook.run(emit, signal);
     return {};
   }
 }

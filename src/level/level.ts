@@ -28,6 +28,9 @@ import { settleAll } from "../util/settle-all.js";
 import { redactValues, secretValues } from "./redact-values.js";
 import { routeLevel } from "./level-route.js";
 import { syncChild } from "./sync-child.js";
+import type { RepoOps, SyncProgress } from "./repo-ops.js";
+
+export type { RepoOps, SyncProgress } from "./repo-ops.js";
 
 /**
  * Sync progress per repo and git phase goes up the tree at most this often:
@@ -36,36 +39,6 @@ import { syncChild } from "./sync-child.js";
  * small repo's sync: ~30 events a level instead of ~55).
  */
 const PROGRESS_INTERVAL_MS = 100;
-
-/** One progress report of a sync: a repo's git phase (objects), or an image's bytes (unit and message say so). */
-export interface SyncProgress {
-  readonly repo: string;
-  readonly phase: string;
-  readonly loaded: number;
-  readonly total: number;
-  readonly unit?: string;
-  readonly message?: string;
-}
-
-/** This level's repo set: refresh it (level 0: from checkouts; below: from the parent). */
-export interface RepoOps {
-  /** Level 0's may run while another is under way (the start-up export is off the sync chain): it queues per repo. */
-  refresh(signal: AbortSignal, onProgress: (p: SyncProgress) => void, parentRefs?: ParentRefs): Promise<{ repos: RepoState[]; bytes: number }>;
-  /** What this level's exports serve now, sent with a sync request to a child (it skips the repos it already holds). */
-  exportRefs?(): Promise<ParentRefs>;
-  state(): Promise<RepoState[]>;
-  /**
-   * What is served now, without waiting for level 0's demo repos to be
-   * generated (Identify: a liveness answer must not wait minutes on a slow host).
-   */
-  stateNow?(): Promise<RepoState[]>;
-  /** Checks working trees against what is served (configure). */
-  verify(): Promise<RepoState[]>;
-  /** At Identify (the parent has authorized our key): connect to it and set up a first sync's repos in the background; failures are the sync's. */
-  warmParent?(): void;
-  /** Where a child's served commit of `name` stands against this level's (status); undefined when unknown. */
-  compare?(name: string, childCommit: string): Promise<{ syncState: RepoSyncState; behind: number } | undefined>;
-}
 
 /** A named point in a handler the wiring may hook (src/daemon/checkpoints.ts: where tests hold a level). */
 export type Checkpoint = (point: string, announce: (message: string) => void, signal: AbortSignal) => Promise<void>;
@@ -188,7 +161,10 @@ export class Level implements LevelApi {
 
   async identify(): Promise<Identity> {
     await this.fault("identify", undefined, "handshake", new AbortController().signal);
-    this.d.repos.warmParent?.();
+    const imagesIn = this.d.repos.warmParent?.();
+    // A fresh level that is a node of its provider starts setting itself up (level-configure.ts).
+    if (!this.identified) this.reposAfter = this.configuring.begin(imagesIn ?? Promise.resolve(true));
+    this.identified = true;
     const c = this.d.config;
     return {
       name: c.level.name, depth: c.level.depth, hsdVersion: this.d.version, ...this.d.identity(),
@@ -253,6 +229,14 @@ export class Level implements LevelApi {
   private syncChain: Promise<void> = Promise.resolve();
 
   /**
+   * Set at the first Identify: settles once the set-up begun there has its
+   * template under way (LevelConfigure.begin). The first sync's repos follow
+   * it; consumed by that sync.
+   */
+  private reposAfter: Promise<void> | undefined;
+  private identified = false;
+
+  /**
    * Level 0 at start: refresh the exports once, quietly (no events, no fault
    * points), so a reader can clone before any sync or nest. Not on the sync
    * chain: level 0's RepoOps queues refreshes per repo, and a sync's refresh
@@ -285,7 +269,9 @@ export class Level implements LevelApi {
         }),
       });
       try {
-        result = await this.d.repos.refresh(signal, progress, opts.parentRefs);
+        const after = this.reposAfter;
+        this.reposAfter = undefined;
+        result = await this.d.repos.refresh(signal, progress, opts.parentRefs, after);
       } finally {
         progress.flush();
       }

@@ -1,11 +1,12 @@
-// The provider contract: how a child level comes to exist and goes away.
-// Implemented by providers/local and providers/pve. Providers never see proto
-// types.
-// Imported by: src/daemon, src/nest, src/providers.
+// The provider contract: how a child level comes to exist and goes away, and
+// how a level that is itself a node of its provider sets itself up as one
+// (ConfigureLevel). Implemented by providers/local and providers/pve.
+// Providers never see proto types.
+// Imported by: src/daemon, src/nest, src/providers, src/level.
 
 import type { PlannedNode } from "../domain/plan.js";
 import type { CheckResult } from "../domain/checks.js";
-import type { EventSink } from "../domain/events.js";
+import type { EventSink, LocalEvent } from "../domain/events.js";
 import type { Logger } from "../log/logger.js";
 import type { ProviderName } from "../domain/providers.js";
 import type { ReadyInfo } from "../util/ready-pipe.js";
@@ -84,3 +85,19 @@ export interface Provider {
 }
 
 export type EventSinkFor = EventSink;
+
+/** Set-up of this level when it is itself a node of the provider (pve: token, snippets, certificate, its template). */
+export interface ConfigureLevel {
+  /** The set-up, in the configure phase (joining what begin started). */
+  run(emit: (ev: LocalEvent) => void, signal: AbortSignal): Promise<void>;
+  /**
+   * Starts, before configure is asked for (a fresh level, at its parent's
+   * handshake), the part of the set-up that needs neither the delivered
+   * secrets nor the configure steps (pve: token, certificate, snippets, and
+   * the template once `imagesIn` says the images are in), so that it runs
+   * beside the sync; run() joins it and replays its lines. Resolves (never
+   * rejects) once that work needs nothing more of the sync: a first sync's
+   * repos wait for it, so the template's inputs have the level to themselves.
+   */
+  begin?(signal: AbortSignal, imagesIn: Promise<boolean>): Promise<void>;
+}

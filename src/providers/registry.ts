@@ -9,7 +9,6 @@
 import type { HsdConfig, ProviderConfigSpec } from "../config/config.js";
 import { PROVIDER_NAMES, type ProviderName, type ProviderOptions, type ProviderOptionSpec } from "../domain/providers.js";
 import { InvalidArgumentError } from "../domain/errors.js";
-import type { LocalEvent } from "../domain/events.js";
 import type { Logger } from "../log/logger.js";
 import type { SecretsStore } from "../secrets/secrets-store.js";
 import type { ImageDigests } from "../images/image-digest.js";
@@ -17,7 +16,7 @@ import { levelNetnsOps } from "./local/level-netns.js";
 import { LocalProvider } from "./local/local-provider.js";
 import { systemdScopePrefix } from "./local/child-scope.js";
 import { isolationOf, LOCAL_OPTIONS } from "./local/local-options.js";
-import type { Provider } from "./provider.js";
+import type { ConfigureLevel, Provider } from "./provider.js";
 import { PVE_CONFIG, pveConfigOf } from "./pve/pve-config.js";
 import { lazyPveProvider, pveConfigure } from "./pve/pve-wiring.js";
 import type { HomestakNodeFiles } from "./pve/homestak-node.js";
@@ -42,9 +41,6 @@ export interface ProviderDeps {
   readonly digests: ImageDigests;
   readonly log: Logger;
 }
-
-/** Set-up of this level when it is itself a node of the provider (pve: token, snippets, certificate, its template). */
-export type ConfigureLevel = (emit: (ev: LocalEvent) => void, signal: AbortSignal) => Promise<void>;
 
 export interface ProviderEntry {
   /** Builds the provider for validated options (one instance per distinct options). */

@@ -19,7 +19,7 @@ import { gitRepoOps } from "../../src/level/git-repo-ops.js";
 import { parseConfig } from "../../src/config/load-config.js";
 import { findOpenSsh } from "../../src/images/openssh-transfer.js";
 import { HsError, ImageNotFoundError } from "../../src/domain/errors.js";
-import type { SyncProgress } from "../../src/level/level.js";
+import type { SyncProgress } from "../../src/level/repo-ops.js";
 import type { ImageEntry } from "../../src/config/config.js";
 import type { ImageServer, UploadPackServer } from "../../src/ssh/exec-channel.js";
 

@@ -36,6 +36,8 @@ export interface EnsureTemplateOptions {
   readonly task: WaitTaskOptions;
   readonly signal?: AbortSignal;
   readonly log: (message: string) => void;
+  /** Called once PVE has the template's work in hand (its create task started), or there is none to do (kept). */
+  readonly onUnderWay?: () => void;
 }
 
 /**
@@ -71,6 +73,7 @@ export async function ensureTemplate(o: EnsureTemplateOptions, known?: TemplateS
   const slot = known ?? await templateSlot(client, node, vmid, o.image, signal);
   if (slot.state === "match") {
     o.log(`template ${vmid} from image ${o.image.name} is in place; kept`);
+    o.onUnderWay?.();
     return "kept";
   }
   if (slot.state === "other") {
@@ -87,6 +90,7 @@ export async function ensureTemplate(o: EnsureTemplateOptions, known?: TemplateS
     scsi0: `${o.storage}:0,import-from=${o.importStorage}:import/${file}`, ide2: `${o.storage}:cloudinit`,
     agent: "1", serial0: "socket", vga: "serial0", boot: "order=scsi0", net0: `virtio,bridge=${o.bridge}`,
   }, { signal });
+  o.onUnderWay?.();
   await client.waitTask(create, o.task);
   const tmpl = await client.api("POST /nodes/{node}/qemu/{vmid}/template", { node, vmid }, { signal });
   await client.waitTask(tmpl, o.task);

@@ -8,9 +8,9 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { HsdConfig } from "../../config/config.js";
 import type { Logger } from "../../log/logger.js";
-import type { Provider } from "../provider.js";
+import type { ConfigureLevel, Provider } from "../provider.js";
 import { PveProvider } from "./pve-provider.js";
-import { configurePveLevel, type ConfigurePveLevelOptions } from "./configure-level.js";
+import { configurePveLevel, type ConfigurePveLevelOptions, type ConfigurePveLevelResult } from "./configure-level.js";
 import { recordHomestakNode, type HomestakNodeFiles } from "./homestak-node.js";
 import { runCommand } from "../../util/command-runner.js";
 import { writeFileAtomic } from "../../util/atomic-write.js";
@@ -23,6 +23,7 @@ import { buildTemplate, type TemplateImage } from "./ensure-template.js";
 import { failedChecksError } from "../../domain/checks.js";
 import { settleAll } from "../../util/settle-all.js";
 import type { ImageDigests } from "../../images/image-digest.js";
+import { beginAhead, type Ahead } from "./set-up-ahead.js";
 
 interface PveState { fingerprint?: string }
 
@@ -97,48 +98,86 @@ export type PveLevelHost = Partial<Pick<ConfigurePveLevelOptions, "commands" | "
 /** The configure step of a level that runs on a PVE node: token, snippets, certificate, then its template. */
 export function pveConfigure(o: {
   config: HsdConfig; secrets: SecretsStore; stateDir: string; digests: ImageDigests; homestakFiles?: HomestakNodeFiles; host?: PveLevelHost;
-}) {
-  return async (emit: (ev: LocalEvent) => void, signal: AbortSignal): Promise<void> => {
-    const pve = pveConfigOf(o.config)!;
-    const commands = o.host?.commands ?? runCommand;
-    const log = (message: string) => emit({ phase: "configure", kind: "log", message });
-    // What the template's checks need besides the API (the image's sha256) is begun now and
-    // awaited after the token and certificate work, not after it. The storage's free space is
-    // the API's to say (childPreflight asks it beside the template slot), once the token exists.
-    const early = templateImageOf(o.config, o.digests);
-    early.catch(() => {}); // awaited below
-    const r = await configurePveLevel({
-      ...o.host, commands, tokenId: pve.tokenId, tokenSecret: (await tokenSecret(o.secrets)) || undefined,
-      saveTokenSecret: async (s) => { await o.secrets.merge({ pve: { token_secret: s } }); },
-      node: pve.node, snippetStorage: pve.snippetStorage, bridge: pve.bridge, signal, log,
+}): ConfigureLevel {
+  const pve = pveConfigOf(o.config)!;
+  const commands = o.host?.commands ?? runCommand;
+  const logTo = (emit: (ev: LocalEvent) => void) => (message: string) => emit({ phase: "configure", kind: "log", message });
+  const setUp = async (emit: (ev: LocalEvent) => void, signal: AbortSignal) => configurePveLevel({
+    ...o.host, commands, tokenId: pve.tokenId, tokenSecret: (await tokenSecret(o.secrets)) || undefined,
+    saveTokenSecret: async (s) => { await o.secrets.merge({ pve: { token_secret: s } }); },
+    node: pve.node, snippetStorage: pve.snippetStorage, bridge: pve.bridge, signal, log: logTo(emit),
+  });
+  // The template this level's children are cloned from, made from the image its parent
+  // sent it. Without images: the operator's template at pve.template, as before.
+  const makeTemplate = async (r: ConfigurePveLevelResult, image: TemplateImage | undefined, emit: (ev: LocalEvent) => void, signal: AbortSignal, onUnderWay?: () => void) => {
+    if (!image) return;
+    const log = logTo(emit);
+    // Its own preflight first (the template's vmid, room for it and a clone), then the template.
+    const checks = await buildTemplate({
+      client: r.client, commands, node: pve.node, vmid: pve.template, image,
+      storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE,
+      task: { signal, timeoutMs: o.config.budgets.configure }, signal, log, ...(onUnderWay ? { onUnderWay } : {}),
     });
-    // Three things need the token and nothing of each other, so they run side by side: the pin
-    // for this level's own provider, homestak's record of this node (its token and
-    // nodes/<name>.yaml, for homestak's tools), and the template (its PVE tasks).
-    const pinned = writeFileAtomic(join(o.stateDir, "pve.json"), JSON.stringify({ fingerprint: r.fingerprint }), { mode: 0o600 });
-    const name = o.config.level.name;
-    const recorded = o.homestakFiles ? (async () => recordHomestakNode({
-      files: o.homestakFiles!, name, node: pve.node, tokenId: r.tokenId, tokenSecret: await tokenSecret(o.secrets),
-      datastore: pve.storage, bridge: pve.bridge, commands, signal,
-    }))() : undefined;
-    const template = (async () => {
-      // The template this level's children are cloned from, made from the image its
-      // parent sent it (fetched at sync, before configure). Without images: the
-      // operator's template at pve.template, as before.
-      const image = await early;
-      if (!image) return;
-      // Its own preflight first (the template's vmid, room for it and a clone), then the template.
-      const checks = await buildTemplate({
-        client: r.client, commands, node: pve.node, vmid: pve.template, image,
-        storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE,
-        task: { signal, timeoutMs: o.config.budgets.configure }, signal, log,
+    for (const c of checks) log(`${c.name}: ${c.result} - ${c.detail}`);
+    const failed = failedChecksError(checks, "this level cannot hold its template", { step: "template" });
+    if (failed) throw failed;
+  };
+  let ahead: Ahead<ConfigurePveLevelResult> | undefined;
+  let ran = false;
+  return {
+    begin(signal, imagesIn) {
+      if (ran || ahead) return Promise.resolve();
+      const entry = templateImageEntry(o.config);
+      let underWay!: () => void;
+      const started = new Promise<void>((resolve) => { underWay = resolve; });
+      // No image to make a template from: nothing for the repos to wait for.
+      if (!entry) underWay();
+      ahead = beginAhead(signal, setUp, async (r, emit, sig, joined) => {
+        if (!entry) return true;
+        // The image comes with the sync: the template starts once it is in, not once
+        // configure is asked for. Images that failed fail the sync; nothing is made here.
+        if (!(await Promise.race([imagesIn, joined.then(() => true)]))) return false;
+        await makeTemplate(r, await templateImageOf(o.config, o.digests), emit, sig, underWay);
+        return true;
       });
-      for (const c of checks) log(`${c.name}: ${c.result} - ${c.detail}`);
-      const failed = failedChecksError(checks, "this level cannot hold its template", { step: "template" });
-      if (failed) throw failed;
-    })();
-    // Nothing is left running past the phase: all settle, then the template's failure comes first.
-    const [, , record] = await settleAll([template, pinned, recorded]);
-    if (record) log(`homestak: api_tokens.${name} and nodes/${name}.yaml written (ip ${record.ip || "none"})`);
+      void ahead.settled.then(underWay);
+      return started;
+    },
+    async run(emit, signal) {
+      ran = true;
+      const a = ahead;
+      ahead = undefined;
+      const log = logTo(emit);
+      let r: ConfigurePveLevelResult;
+      let template: Promise<void>;
+      if (a) {
+        // Begun at the handshake: its lines so far, then the rest as they come. A set-up that
+        // failed is run again here (pveum never twice: the first is over); a template it made is kept.
+        const joined = a.join(emit, signal);
+        const early = await joined.first.catch(() => undefined);
+        r = early ?? await setUp(emit, signal);
+        const now = async () => makeTemplate(r, await templateImageOf(o.config, o.digests), emit, signal);
+        template = early ? joined.then.then((made) => (made ? undefined : now())) : now();
+      } else {
+        // What the template's checks need besides the API (the image's sha256) is begun now and
+        // awaited after the token and certificate work, not after it.
+        const image = templateImageOf(o.config, o.digests);
+        image.catch(() => {}); // awaited below
+        r = await setUp(emit, signal);
+        template = (async () => makeTemplate(r, await image, emit, signal))();
+      }
+      // Three things need the token and nothing of each other, so they run side by side: the pin
+      // for this level's own provider, homestak's record of this node (its token and
+      // nodes/<name>.yaml, for homestak's tools), and the template (its PVE tasks).
+      const pinned = writeFileAtomic(join(o.stateDir, "pve.json"), JSON.stringify({ fingerprint: r.fingerprint }), { mode: 0o600 });
+      const name = o.config.level.name;
+      const recorded = o.homestakFiles ? (async () => recordHomestakNode({
+        files: o.homestakFiles!, name, node: pve.node, tokenId: r.tokenId, tokenSecret: await tokenSecret(o.secrets),
+        datastore: pve.storage, bridge: pve.bridge, commands, signal,
+      }))() : undefined;
+      // Nothing is left running past the phase: all settle, then the template's failure comes first.
+      const [, , record] = await settleAll([template, pinned, recorded]);
+      if (record) log(`homestak: api_tokens.${name} and nodes/${name}.yaml written (ip ${record.ip || "none"})`);
+    },
   };
 }
