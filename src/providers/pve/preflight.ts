@@ -53,25 +53,28 @@ const repaired = (name: string, detail: string): Check => ({ name, result: "repa
 const failed = (name: string, detail: string, hint: string): Check => ({ name, result: "failed", detail, hint });
 
 export async function runPreflight(d: PreflightDeps): Promise<Check[]> {
-  const out: Check[] = [];
   // The host-only check (ip: a process) runs beside the API's; reported in its place.
   const bridge = guard("bridge", () => bridgeExists(d));
-  out.push(await nestedVirt(d));
-  out.push(await hostnameResolution(d));
+  const nested = nestedVirt(d);
+  // The API is asked beside the host checks: the answer stands unless the certificate was
+  // repaired under it (pveproxy restarted with a new one), and then it is asked again.
+  const firstAsk = apiHealth(d, 1);
+  const host = hostnameResolution(d);
+  host.catch(() => {}); // awaited next, in the report's order
+  const out: Check[] = [await nested, await host];
   const cert = await proxyCertificate(d);
   out.push(cert);
-  const api = await apiHealth(d, cert.result === "repaired" ? 10 : 1);
+  const api = cert.result === "repaired" ? await apiHealth(d, 10) : await firstAsk;
   out.push(api);
   const apiUp = api.result !== "failed";
   // The storage's free space beside the checks below: the API's answer once it is known to
-  // answer (a bad token is refused once, not twice), else pvesm's.
+  // answer (a bad token is refused once, not twice), else pvesm's. The three API reads share nothing.
   const disk = guard("disk-space", () => diskSpace(d, apiUp));
   const skip = (name: string) => failed(name, "not checked: the PVE API check failed", STEP_HINTS.apiCheckFirst);
-  out.push(apiUp ? await guard("node", () => nodeOnline(d)) : skip("node"));
-  out.push(apiUp ? await guard("snippets", () => snippetsContent(d)) : skip("snippets"));
-  out.push(...(apiUp ? await templateChecks(d) : [skip("template")]));
-  out.push(await bridge);
-  out.push(await disk);
+  const node = apiUp ? guard("node", () => nodeOnline(d)) : skip("node");
+  const snippets = apiUp ? guard("snippets", () => snippetsContent(d)) : skip("snippets");
+  const template = apiUp ? templateChecks(d) : [skip("template")];
+  out.push(await node, await snippets, ...(await template), await bridge, await disk);
   return out;
 }
 
