@@ -33,7 +33,8 @@ function run(args) {
       const lines = text.split("\n");
       tail = lines.pop() ?? "";
       for (const l of lines) {
-        const m = /^# (pass|fail) (\d+)$/.exec(l);
+        // A cancelled test (a promise left pending, a timeout) failed too: it never reached its end.
+        const m = /^# (pass|fail|cancelled) (\d+)$/.exec(l);
         if (m) (m[1] === "pass" ? (pass += Number(m[2])) : (fail += Number(m[2])));
       }
     });
