@@ -11,7 +11,10 @@
 // The wall times are only as quiet as the machine: run it on an idle one.
 // AGENT_S=60 (say) plays another guest-agent delay; pve-api.md gives 60-90 s for a
 // real first boot. The goal is judged at the simulator's own 20 s unless AGENT_S is set.
+// EVENTS_OUT=<file> keeps the nest's JSON event lines there (every phase's lines with
+// their times), to look at one level's timeline after the run.
 
+import { writeFile } from "node:fs/promises";
 import { startPveTree, vmNamed } from "../test/pve/pve-tree.js";
 import { hsctl, jsonLines } from "../test/helpers/hsctl.js";
 import type { PveSim } from "../test/pve-sim/pve-sim.js";
@@ -49,6 +52,7 @@ try {
   const r = await hsctl(["nest", "--depth", String(DEPTH), "--provider", "pve", "--json"], tree.env, 900_000);
   if (r.code !== 0) throw new Error(`nest failed: ${r.stderr}\n${r.stdout.slice(-3000)}`);
   const events = jsonLines(r.stdout);
+  if (process.env.EVENTS_OUT) await writeFile(process.env.EVENTS_OUT, r.stdout);
   console.log("per level, seconds: wall | waiting on PVE (tasks, guest agent) | hsd's own");
   let worst = 0;
   const agentNotes: string[] = [];
