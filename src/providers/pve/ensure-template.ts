@@ -38,6 +38,8 @@ export interface EnsureTemplateOptions {
   readonly log: (message: string) => void;
   /** Called once PVE has the template's work in hand (its create task started), or there is none to do (kept). */
   readonly onUnderWay?: () => void;
+  /** The import storage's directory as prepareImport() began it ahead (while the image was still on its way); else done here. */
+  readonly importDir?: Promise<string>;
 }
 
 /**
@@ -81,7 +83,7 @@ export async function ensureTemplate(o: EnsureTemplateOptions, known?: TemplateS
       details: { vmid, image: o.image.name, hint: VALUE_HINTS.templateSlot(vmid) },
     });
   }
-  const dir = await ensureImportContent(o);
+  const dir = await (o.importDir ?? prepareImport(o));
   const file = await linkForImport(o, dir);
   o.log(`creating template ${vmid} from image ${o.image.name} (${o.importStorage}:import/${file})`);
   const create = await client.api("POST /nodes/{node}/qemu", {
@@ -99,9 +101,10 @@ export async function ensureTemplate(o: EnsureTemplateOptions, known?: TemplateS
 
 /**
  * Adds `import` to the storage's content list (the list replaces the old one:
- * keep what is there); returns the storage's directory on this node.
+ * keep what is there); returns the storage's directory on this node. Needs
+ * no image: a level begins it while its image is still on its way.
  */
-async function ensureImportContent(o: EnsureTemplateOptions): Promise<string> {
+export async function prepareImport(o: Pick<EnsureTemplateOptions, "client" | "importStorage" | "signal" | "log">): Promise<string> {
   const id = o.importStorage;
   const st = storageFields(await o.client.api("GET /storage/{storage}", { storage: id }, { signal: o.signal }));
   if (!st.path) {

@@ -19,7 +19,7 @@ import { isTree, type SecretsStore } from "../../secrets/secrets-store.js";
 import type { LocalEvent } from "../../domain/events.js";
 import { pveConfigOf } from "./pve-config.js";
 import { STEP_HINTS } from "../../domain/hints.js";
-import { buildTemplate, type TemplateImage } from "./ensure-template.js";
+import { buildTemplate, prepareImport, type TemplateImage } from "./ensure-template.js";
 import { failedChecksError } from "../../domain/checks.js";
 import { settleAll } from "../../util/settle-all.js";
 import type { ImageDigests } from "../../images/image-digest.js";
@@ -109,14 +109,15 @@ export function pveConfigure(o: {
   });
   // The template this level's children are cloned from, made from the image its parent
   // sent it. Without images: the operator's template at pve.template, as before.
-  const makeTemplate = async (r: ConfigurePveLevelResult, image: TemplateImage | undefined, emit: (ev: LocalEvent) => void, signal: AbortSignal, onUnderWay?: () => void) => {
+  const makeTemplate = async (r: ConfigurePveLevelResult, image: TemplateImage | undefined, emit: (ev: LocalEvent) => void, signal: AbortSignal,
+    ahead?: { onUnderWay: () => void; importDir: Promise<string> }) => {
     if (!image) return;
     const log = logTo(emit);
     // Its own preflight first (the template's vmid, room for it and a clone), then the template.
     const checks = await buildTemplate({
       client: r.client, commands, node: pve.node, vmid: pve.template, image,
       storage: pve.storage, bridge: pve.bridge, importStorage: IMPORT_STORAGE,
-      task: { signal, timeoutMs: o.config.budgets.configure }, signal, log, ...(onUnderWay ? { onUnderWay } : {}),
+      task: { signal, timeoutMs: o.config.budgets.configure }, signal, log, ...ahead,
     });
     for (const c of checks) log(`${c.name}: ${c.result} - ${c.detail}`);
     const failed = failedChecksError(checks, "this level cannot hold its template", { step: "template" });
@@ -134,10 +135,13 @@ export function pveConfigure(o: {
       if (!entry) underWay();
       ahead = beginAhead(signal, setUp, async (r, emit, sig, joined) => {
         if (!entry) return true;
+        // The import storage is made ready while the image is still on its way (it needs none).
+        const importDir = prepareImport({ client: r.client, importStorage: IMPORT_STORAGE, signal: sig, log: logTo(emit) });
+        importDir.catch(() => {}); // awaited by the template, or dropped with it
         // The image comes with the sync: the template starts once it is in, not once
         // configure is asked for. Images that failed fail the sync; nothing is made here.
         if (!(await Promise.race([imagesIn, joined.then(() => true)]))) return false;
-        await makeTemplate(r, await templateImageOf(o.config, o.digests), emit, sig, underWay);
+        await makeTemplate(r, await templateImageOf(o.config, o.digests), emit, sig, { onUnderWay: underWay, importDir });
         return true;
       });
       void ahead.settled.then(underWay);
