@@ -24,7 +24,6 @@ import { progressThrottle } from "../util/progress-throttle.js";
 import type { DoctorOptions } from "../domain/level-api.js";
 import type { ChildLink } from "../nest/child-link.js";
 import type { RingLine } from "../log/log-ring.js";
-import { settleAll } from "../util/settle-all.js";
 import { redactValues, secretValues } from "./redact-values.js";
 import { routeLevel } from "./level-route.js";
 import { syncChild } from "./sync-child.js";
@@ -39,6 +38,8 @@ export type { RepoOps, SyncProgress } from "./repo-ops.js";
  * small repo's sync: ~30 events a level instead of ~55).
  */
 const PROGRESS_INTERVAL_MS = 100;
+
+const ready = (): Promise<void> => Promise.resolve();
 
 /** A named point in a handler the wiring may hook (src/daemon/checkpoints.ts: where tests hold a level). */
 export type Checkpoint = (point: string, announce: (message: string) => void, signal: AbortSignal) => Promise<void>;
@@ -81,22 +82,36 @@ export class Level implements LevelApi {
     if (this.d.config.parent) return this.d.engine.nest(opts, sink, signal);
     // Level 0 exports what the operator is editing right now, so that is what
     // every level runs. No child phase before sync reads the exports, so the
-    // refresh (a first one writes every pack) runs while the children boot.
-    const refreshed = this.sync({ recursive: false }, sink, signal);
-    this.refreshing = refreshed;
-    const built = this.d.engine.nest(opts, sink, signal);
-    await settleAll([refreshed, built]);
+    // refresh (a first one writes every pack) runs while the children boot:
+    // it begins once a child is past its preflight (whose checks, and a PVE
+    // level 0's template, have the level to themselves), or when a sync phase
+    // asks for the exports first.
+    let refreshed: Promise<void> | undefined;
+    const refresh = () => (refreshed ??= this.sync({ recursive: false }, sink, signal));
+    this.refreshing = refresh;
+    const watched: EventSink = (ev) => {
+      sink(ev);
+      if (!refreshed && ev.levelPath.length > 1 && ev.phase !== "preflight") void refresh().catch(() => undefined);
+    };
+    const built = this.d.engine.nest(opts, watched, signal);
+    // Both settle before the outcome; the refresh's failure comes first, as the exports are what every level runs.
+    try {
+      await built.finally(() => refreshed);
+    } finally {
+      if (this.refreshing === refresh) this.refreshing = ready;
+    }
   }
 
   /**
    * Settles when this level's exports may be served: level 0's latest
-   * refresh for a nest (the engine's sync phase waits for it); at once below.
+   * refresh for a nest (the engine's sync phase waits for it, starting it
+   * if the nest has not yet); at once below.
    */
   exportsReady(): Promise<void> {
-    return this.refreshing;
+    return this.refreshing();
   }
 
-  private refreshing: Promise<void> = Promise.resolve();
+  private refreshing: () => Promise<void> = ready;
 
   /**
    * The child link a path beyond this level goes through, or undefined when
