@@ -30,7 +30,7 @@ import { grpcChildLink } from "../rpc/grpc-child-link.js";
 import { NestEngine } from "../nest/nest-engine.js";
 import { PROVIDERS, providerCache } from "../providers/registry.js";
 import type { ServiceManager } from "../util/systemd-env.js";
-import { AddressInUseError, type HsError } from "../domain/errors.js";
+import { AddressInUseError, errorCode, type HsError } from "../domain/errors.js";
 import { readLastSshPort, rememberSshPort } from "./last-ssh-port.js";
 import { keepaliveIntervalMs } from "../ssh/parent-connection.js";
 import { Level } from "../level/level.js";
@@ -355,6 +355,11 @@ export function buildLevel(
     // Back from a reboot a configure step asked for: that configure goes on (its parent attaches when it reconnects).
     level.resumeAfterReboot();
     if (config.parent) return;
+    // Level 0's images are hashed now, in the background (cached by size and mtime): a nest's
+    // checks and its first template then find their digests known instead of hashing then.
+    for (const e of Object.values(config.images.entries)) {
+      parts.digests.digest(e.path).catch((err: unknown) => log.debug({ path: e.path, code: errorCode(err) }, "image not hashed at start; the nest's checks say why"));
+    }
     level.exportAtStart(stopExport.signal)
       .catch((err: unknown) => { if (!stopExport.signal.aborted) log.warn({ err }, "exporting the repos at start failed; a sync or nest retries"); })
       .finally(parts.markExported);
