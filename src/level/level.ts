@@ -27,6 +27,7 @@ import type { RingLine } from "../log/log-ring.js";
 import { redactValues, secretValues } from "./redact-values.js";
 import { routeLevel } from "./level-route.js";
 import { syncChild } from "./sync-child.js";
+import { refreshAfterPreflight } from "./refresh-after-preflight.js";
 import type { RepoOps, SyncProgress } from "./repo-ops.js";
 
 export type { RepoOps, SyncProgress } from "./repo-ops.js";
@@ -81,24 +82,15 @@ export class Level implements LevelApi {
     await this.fault("nest", sink, "nest", signal);
     if (this.d.config.parent) return this.d.engine.nest(opts, sink, signal);
     // Level 0 exports what the operator is editing right now, so that is what
-    // every level runs. No child phase before sync reads the exports, so the
-    // refresh (a first one writes every pack) runs while the children boot:
-    // it begins once a child is past its preflight (whose checks, and a PVE
-    // level 0's template, have the level to themselves), or when a sync phase
-    // asks for the exports first.
-    let refreshed: Promise<void> | undefined;
-    const refresh = () => (refreshed ??= this.sync({ recursive: false }, sink, signal));
-    this.refreshing = refresh;
-    const watched: EventSink = (ev) => {
-      sink(ev);
-      if (!refreshed && ev.levelPath.length > 1 && ev.phase !== "preflight") void refresh().catch(() => undefined);
-    };
-    const built = this.d.engine.nest(opts, watched, signal);
+    // every level runs (a first refresh writes every pack): refresh-after-preflight.ts.
+    const r = refreshAfterPreflight(() => this.sync({ recursive: false }, sink, signal), sink);
+    this.refreshing = r.start;
+    const built = this.d.engine.nest(opts, r.sink, signal);
     // Both settle before the outcome; the refresh's failure comes first, as the exports are what every level runs.
     try {
-      await built.finally(() => refreshed);
+      await built.finally(() => r.begun());
     } finally {
-      if (this.refreshing === refresh) this.refreshing = ready;
+      if (this.refreshing === r.start) this.refreshing = ready;
     }
   }
 
