@@ -169,9 +169,9 @@ export class Level implements LevelApi {
   async identify(): Promise<Identity> {
     await this.fault("identify", undefined, "handshake", new AbortController().signal);
     const imagesIn = this.d.repos.warmParent?.();
-    // A fresh level that is a node of its provider starts setting itself up (level-configure.ts).
-    if (!this.identified) this.reposAfter = this.configuring.begin(imagesIn ?? Promise.resolve(true));
-    this.identified = true;
+    // A fresh level that is a node of its provider starts setting itself up (level-configure.ts:
+    // once per process; a later Identify gets a settled promise and keeps the first).
+    this.reposAfter ??= this.configuring.begin(imagesIn ?? Promise.resolve(true));
     const c = this.d.config;
     return {
       name: c.level.name, depth: c.level.depth, hsdVersion: this.d.version, ...this.d.identity(),
@@ -241,7 +241,6 @@ export class Level implements LevelApi {
    * it; consumed by that sync.
    */
   private reposAfter: Promise<void> | undefined;
-  private identified = false;
 
   /**
    * Level 0 at start: refresh the exports once, quietly (no events, no fault
