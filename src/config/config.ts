@@ -29,6 +29,12 @@ export interface ImageEntry {
   readonly path: string;
   /** Lower-case hex; "" = computed once from the file and cached by size and mtime. */
   readonly sha256: string;
+  /**
+   * Bytes, as the parent that passed this image down knew it beside its sha256
+   * (absent: unknown). With both, a child moves the bytes without asking the
+   * parent for the image's header first (fetch-image.ts).
+   */
+  readonly size?: number;
 }
 
 /**
@@ -70,6 +76,12 @@ export interface ParentConfig {
   readonly hostKeyFingerprint: string;
   /** The parent's public key: authorized here as controller. */
   readonly publicKey: string;
+  /**
+   * The parent endpoint's host public key ("<type> <base64>"); "" when the parent
+   * did not say. When set, its fingerprint is hostKeyFingerprint (checked at load),
+   * so OpenSSH can pin it before the level's ssh2 connection has verified it.
+   */
+  readonly hostKey: string;
 }
 
 export interface HsdConfig {

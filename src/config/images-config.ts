@@ -16,7 +16,7 @@ export function isImageName(name: string): boolean {
   return name.length <= MAX_IMAGE_NAME && IMAGE_NAME_RE.test(name);
 }
 
-/** images: { name: path | { path?, sha256? } }, image_dir, ssh.max_image_transfers. */
+/** images: { name: path | { path?, sha256?, size? } }, image_dir, ssh.max_image_transfers. */
 export function parseImages(r: ConfigReader, top: Raw, root: string, maxTransfersRaw: unknown): HsdConfig["images"] {
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(root, p));
   const dir = abs(r.str(top.image_dir, ["image_dir"], DEFAULTS.imageDir));
@@ -26,9 +26,12 @@ export function parseImages(r: ConfigReader, top: Raw, root: string, maxTransfer
     if (!isImageName(name)) { r.fail(["images", name], "invalid image name (letters, digits, - _ and inner dots; at most 64)"); continue; }
     const def = join(dir, `${name}.img`);
     if (typeof v === "string") { entries[name] = Object.freeze({ path: abs(v), sha256: "" }); continue; }
-    const e = r.map(v, ["images", name], ["path", "sha256"]);
+    const e = r.map(v, ["images", name], ["path", "sha256", "size"]);
     const sha = r.str(e.sha256, ["images", name, "sha256"], "", /^[0-9A-Fa-f]{64}$/).toLowerCase();
-    entries[name] = Object.freeze({ path: abs(r.str(e.path, ["images", name, "path"], def)), sha256: SHA256_RE.test(sha) ? sha : "" });
+    const size = r.int(e.size, ["images", name, "size"], 0, 1, Number.MAX_SAFE_INTEGER);
+    entries[name] = Object.freeze({
+      path: abs(r.str(e.path, ["images", name, "path"], def)), sha256: SHA256_RE.test(sha) ? sha : "", ...(size > 0 ? { size } : {}),
+    });
   }
   return Object.freeze({
     dir,
@@ -40,17 +43,28 @@ export function parseImages(r: ConfigReader, top: Raw, root: string, maxTransfer
 /** images: keys as written back (whole document). */
 export function imagesToYaml(images: HsdConfig["images"]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [name, e] of Object.entries(images.entries)) out[name] = { path: e.path, ...(e.sha256 ? { sha256: e.sha256 } : {}) };
+  for (const [name, e] of Object.entries(images.entries)) out[name] = { path: e.path, ...known(e.sha256, e.size) };
   return out;
 }
+
+const known = (sha256: string, size: number | undefined) => ({ ...(sha256 ? { sha256 } : {}), ...(sha256 && size ? { size } : {}) });
 
 /**
  * What a child is told about images: the names its parent serves (`only`: just
  * those, the images a manifest child's subtree uses; absent: all of them), with
- * the sha256 when the parent knows it. No path: the child keeps them in its own image_dir.
+ * the sha256 and size when the parent knows them (`digests`: what it hashed of
+ * its own files; a configured sha256 wins, and another digest than it says
+ * nothing). No path: the child keeps them in its own image_dir.
  */
-export function imagesForChild(images: HsdConfig["images"], only?: ReadonlySet<string>): Record<string, unknown> {
+export function imagesForChild(
+  images: HsdConfig["images"], only?: ReadonlySet<string>, digests?: Readonly<Record<string, { sha256: string; size: number }>>,
+): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [name, e] of Object.entries(images.entries)) if (!only || only.has(name)) out[name] = e.sha256 ? { sha256: e.sha256 } : {};
+  for (const [name, e] of Object.entries(images.entries)) {
+    if (only && !only.has(name)) continue;
+    const d = digests?.[name];
+    const sha256 = e.sha256 || d?.sha256 || "";
+    out[name] = known(sha256, d && d.sha256 === sha256 ? d.size : e.size);
+  }
   return out;
 }

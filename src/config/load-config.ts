@@ -20,6 +20,7 @@ import { PROVIDER_NAMES, type ProviderName } from "../domain/providers.js";
 import { parseImages } from "./images-config.js";
 import { checkLayout, parseConfigureSteps, parseHomestak } from "./homestak-config.js";
 import { lookupUser } from "../util/passwd.js";
+import { publicKeyLineFingerprint } from "../util/ssh-key-fingerprint.js";
 
 export interface LoadOptions {
   /** The level's root directory; relative paths in the file resolve against it. */
@@ -107,12 +108,14 @@ export function parseConfig(text: string, file: string, opts: LoadOptions): HsdC
 
   let parent: ParentConfig | null = null;
   if (top.parent !== undefined && top.parent !== null) {
-    const p = r.map(top.parent, ["parent"], ["host", "port", "host_key_fingerprint", "public_key"]);
+    const p = r.map(top.parent, ["parent"], ["host", "port", "host_key_fingerprint", "public_key", "host_key"]);
+    const hostKeyFingerprint = r.str(p.host_key_fingerprint, ["parent", "host_key_fingerprint"], "", /^SHA256:[A-Za-z0-9+/=]+$/);
     parent = Object.freeze({
       host: r.str(p.host, ["parent", "host"], "", /^[A-Za-z0-9.:\-[\]]+$/),
       port: r.int(p.port, ["parent", "port"], 2222, 1, 65535),
-      hostKeyFingerprint: r.str(p.host_key_fingerprint, ["parent", "host_key_fingerprint"], "", /^SHA256:[A-Za-z0-9+/=]+$/),
+      hostKeyFingerprint,
       publicKey: r.str(p.public_key, ["parent", "public_key"], "", /^ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?$/),
+      hostKey: parentHostKey(r, p.host_key, hostKeyFingerprint),
     });
     if (!parent.host) r.fail(["parent", "host"], "is required");
     if (!parent.hostKeyFingerprint) r.fail(["parent", "host_key_fingerprint"], "is required");
@@ -217,4 +220,23 @@ export async function loadConfig(file: string, opts: LoadOptions): Promise<HsdCo
     throw new ConfigError(`${file}: cannot read: ${(err as Error).message}`, { details: { file }, cause: err });
   }
   return parseConfig(text, file, opts);
+}
+
+/**
+ * parent.host_key: the key whose fingerprint is pinned beside it, as "<type> <base64>";
+ * "" when absent. Another key than the pinned one is an error, never a second trust.
+ */
+function parentHostKey(r: ConfigReader, raw: unknown, fingerprint: string): string {
+  const line = r.str(raw, ["parent", "host_key"], "");
+  if (!line) return "";
+  const key = publicKeyLineFingerprint(line);
+  if (!key) {
+    r.fail(["parent", "host_key"], "is not an OpenSSH public key line (\"ssh-ed25519 AAAA...\")");
+    return "";
+  }
+  if (fingerprint && key.fingerprint !== fingerprint) {
+    r.fail(["parent", "host_key"], "is not the key parent.host_key_fingerprint pins");
+    return "";
+  }
+  return `${key.type} ${key.blob.toString("base64")}`;
 }

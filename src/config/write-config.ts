@@ -37,6 +37,7 @@ export function configDocument(c: HsdConfig): Record<string, unknown> {
     doc.parent = {
       host: c.parent.host, port: c.parent.port,
       host_key_fingerprint: c.parent.hostKeyFingerprint, public_key: c.parent.publicKey,
+      ...(c.parent.hostKey ? { host_key: c.parent.hostKey } : {}),
     };
   }
   for (const p of Object.values(c.providers)) if (p.key && p.section) doc[p.key] = { ...p.section };
@@ -46,8 +47,11 @@ export function configDocument(c: HsdConfig): Record<string, unknown> {
 /**
  * The settings a child inherits from its parent, as hsd.yaml keys. `images`:
  * the names the child's subtree needs (a manifest child); absent: every image this level serves.
+ * `digests`: this level's known sha256 and size of its images (passed on, so the child can skip asking).
  */
-export function inheritedConfig(c: HsdConfig, images?: ReadonlySet<string>): Record<string, unknown> {
+export function inheritedConfig(
+  c: HsdConfig, images?: ReadonlySet<string>, digests?: Readonly<Record<string, { sha256: string; size: number }>>,
+): Record<string, unknown> {
   const budgets: Record<string, string> = {};
   for (const [k, v] of Object.entries(c.budgets)) budgets[k] = ms(v);
   return {
@@ -67,7 +71,7 @@ export function inheritedConfig(c: HsdConfig, images?: ReadonlySet<string>): Rec
     homestak: { layout: { ...c.homestak.layout }, ...(c.homestak.user && c.nest.provider === "local" ? { user: c.homestak.user } : {}) },
     configure: { steps: stepsToYaml(c.configure.steps) },
     // A level serves its children the images its parent served it: the names flow down, the files are fetched at sync.
-    images: imagesForChild(c.images, images),
+    images: imagesForChild(c.images, images, digests),
   };
 }
 

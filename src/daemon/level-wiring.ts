@@ -208,7 +208,7 @@ export async function startLevelSsh(ctx: WiringContext, parts: LevelParts): Prom
   });
   if (config.ssh.reuseLastPort && ep.address().port !== last) await rememberSshPort(paths.sshPort, ep.address().port);
   return {
-    host: ep.address().host, port: ep.address().port, hostKeyFingerprint: ep.hostKeyFingerprint, publicKey: parts.keys.publicKey,
+    host: ep.address().host, port: ep.address().port, hostKeyFingerprint: ep.hostKeyFingerprint, hostKey: ep.hostKey, publicKey: parts.keys.publicKey,
     close: () => ep.close(),
   };
 }
@@ -316,13 +316,17 @@ export function buildLevel(
     readSecrets: async () => { await configPlaced(); return siteConfig.readSecrets(); },
     readSite: async () => { await configPlaced(); return siteConfig.readSite(); },
     levelChecks: () => imageChecks(config.images, parts.digests),
+    knownImages: async () => {
+      const known = await Promise.all(Object.entries(config.images.entries).map(async ([name, e]) => [name, await parts.digests.known(e.path)] as const));
+      return Object.fromEntries(known.filter((k): k is readonly [string, NonNullable<typeof k[1]>] => k[1] !== undefined));
+    },
     // Level 0 refreshes its exports while its children boot (the level owns that refresh).
     exportsReady: (): Promise<void> => level.exportsReady(),
     exportRefs: (): Promise<ParentRefs | undefined> => level.exportRefs(),
     self: () => {
       const id = ctx.identity();
       return {
-        name: config.level.name, depth: config.level.depth, publicKey: parts.keys.publicKey, hostKeyFingerprint: id.hostKeyFingerprint,
+        name: config.level.name, depth: config.level.depth, publicKey: parts.keys.publicKey, hostKeyFingerprint: id.hostKeyFingerprint, hostKey: id.hostKey,
         sshPort: Number(id.sshAddress.split(":").pop() ?? 0), sshAdvertiseHost: config.ssh.advertiseHost,
       };
     },

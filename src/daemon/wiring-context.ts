@@ -8,13 +8,19 @@ import type { Logger } from "../log/logger.js";
 import type { LogRing } from "../log/log-ring.js";
 
 /** Who this level is, as far as the SSH endpoint knows (empty until it listens). */
-export interface IdentityParts { publicKey: string; hostKeyFingerprint: string; sshAddress: string }
+export interface IdentityParts {
+  publicKey: string; hostKeyFingerprint: string; sshAddress: string;
+  /** The SSH endpoint's host public key line ("" until it listens). */
+  hostKey: string;
+}
 
 /** What a started SSH endpoint tells the rest of the daemon. */
 export interface SshHandle {
   readonly host: string;
   readonly port: number;
   readonly hostKeyFingerprint: string;
+  /** The endpoint's host public key ("<type> <base64>"). */
+  readonly hostKey: string;
   /** This level's own public key (OpenSSH line). */
   readonly publicKey: string;
   close(): Promise<void>;

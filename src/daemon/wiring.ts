@@ -98,6 +98,7 @@ export async function startDaemon(o: DaemonOptions): Promise<Daemon> {
   const identity = (): IdentityParts => ({
     publicKey: ssh?.publicKey ?? "",
     hostKeyFingerprint: ssh?.hostKeyFingerprint ?? "",
+    hostKey: ssh?.hostKey ?? "",
     sshAddress: ssh ? `${config.ssh.advertiseHost}:${ssh.port}` : "",
   });
 

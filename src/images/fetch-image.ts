@@ -3,7 +3,9 @@
 // transfer left in <name>.img.partial, sha256-verified, then renamed into
 // place atomically. An image already here with the right sha256 never moves.
 // With an OpenSSH client (openssh), the header still comes over ssh2 and the
-// bytes through ssh straight into the partial file (openssh-transfer.ts).
+// bytes through ssh straight into the partial file (openssh-transfer.ts); when
+// config already says the sha256, the size and the parent's host key, ssh
+// starts at once, with no header asked for.
 // Imported by: src/images, src/level.
 
 import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
@@ -37,6 +39,12 @@ export interface FetchImageOptions {
   readonly dest: string;
   /** From config (the parent passed it down); "" = take the parent's word, still verified against the bytes. */
   readonly expectedSha256: string;
+  /**
+   * Bytes, from config beside expectedSha256 (absent: unknown). With both, and the
+   * parent's host key known from config, the bytes move at once: no ssh2 connect
+   * and no header round trip before them (the parent still refuses another sha256).
+   */
+  readonly expectedSize?: number;
   readonly digests: ImageDigests;
   /** Budget for one transfer, from open to close (never the connect timeout). */
   readonly commandTimeoutMs: number;
@@ -78,6 +86,9 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
   if (have && o.expectedSha256 && have.sha256 === o.expectedSha256) {
     return { sha256: have.sha256, size: have.size, bytes: 0, reused: true, resumedFrom: 0 };
   }
+  if (o.openssh?.pinnedHostKey && o.expectedSha256 && o.expectedSize) {
+    return fetchKnown(o, o.openssh, o.openssh.pinnedHostKey, { sha256: o.expectedSha256, size: o.expectedSize }, started);
+  }
   // The host key ssh must pin is the one ssh2 verified: connect first, then choose the route.
   const hostKey = o.openssh ? await o.openssh.hostKey(o.signal) : undefined;
   const route = hostKey ? o.openssh : undefined;
@@ -109,64 +120,99 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
         await rm(partial, { force: true });
         continue;
       }
-      // This level's preflight for the image: room for the rest of it, before a byte lands.
-      const free = await (o.freeBytes ?? freeBytesAt)(dirname(o.dest));
-      if (free < head.size - partialSize) {
-        throw new DiskFullError(`no room for image ${o.name}: ${head.size - partialSize} more bytes needed, ${free} free in ${dirname(o.dest)}`, {
-          details: { image: o.name, needBytes: head.size - partialSize, freeBytes: free, dir: dirname(o.dest), hint: VALUE_HINTS.imageRoom(dirname(o.dest)) },
+      return await land(o, head, partialSize, async (hasher, ro) => {
+        if (!route) return receive(s, partial, hasher, ro);
+        // The header-only command has ended; the bytes come through ssh.
+        await s.closed();
+        if (s.error) throw s.error;
+        if (s.exitCode !== 0) throw refusal(s, o.name);
+        // One budget for the transfer: what the header step used is not given again to ssh.
+        return receiveBySsh(route, hostKey!, partial, hasher, head.sha256, {
+          ...ro, commandTimeoutMs: Math.max(1, o.commandTimeoutMs - (o.now() - started)),
         });
-      }
-      if (partialSize === 0) await writeFile(sidecar, `${head.sha256}\n`, { mode: 0o600 });
-      // The partial's bytes and the new ones are hashed from disk as they land.
-      const hasher = fileHasher(partial, head.size);
-      let moved: number;
-      try {
-        hasher.advance(partialSize);
-        const ro = { ...o, total: head.size, start: partialSize };
-        if (route) {
-          // The header-only command has ended; the bytes come through ssh.
-          await s.closed();
-          if (s.error) throw s.error;
-          if (s.exitCode !== 0) throw refusal(s, o.name);
-          // One budget for the transfer: what the header step used is not given again to ssh.
-          moved = await receiveBySsh(route, hostKey!, partial, hasher, head.sha256, {
-            ...ro, commandTimeoutMs: Math.max(1, o.commandTimeoutMs - (o.now() - started)),
-          });
-        } else {
-          moved = await receive(s, partial, hasher, ro);
-        }
-      } catch (err) {
-        hasher.close();
-        throw err;
-      }
-      const got = partialSize + moved;
-      if (got !== head.size) {
-        hasher.close();
-        throw new ImageTransferError(`image ${o.name} ended after ${got} of ${head.size} bytes`, {
-          details: { image: o.name, bytes: got, size: head.size },
-        });
-      }
-      const sha256 = await hasher.digest(got);
-      if (sha256 !== head.sha256) {
-        // Bad bytes cannot be resumed from: the next run starts clean.
-        await rm(partial, { force: true });
-        await rm(sidecar, { force: true });
-        throw new ImageChecksumMismatchError(`image ${o.name} does not hash to its sha256 (damaged in transit or on disk)`, {
-          details: { image: o.name, expected: head.sha256, actual: sha256 },
-        });
-      }
-      await rename(partial, o.dest);
-      await rm(sidecar, { force: true });
-      await syncDir(dirname(o.dest));
-      await o.digests.remember(o.dest, sha256);
-      o.log.info({ image: o.name, size: head.size, bytes: moved, resumedFrom: partialSize }, "image received");
-      return { sha256, size: head.size, bytes: moved, reused: false, resumedFrom: partialSize };
+      });
     } catch (err) {
       if (!s.closedNow) s.fail(err instanceof HsError ? err : new ImageTransferError(`image ${o.name}: ${(err as Error).message}`, { cause: err }));
       throw err;
     }
   }
   throw new ImageTransferError(`image ${o.name} kept changing while it was fetched`, { details: { image: o.name } });
+}
+
+type Head = { readonly size: number; readonly sha256: string };
+type Receive = (hasher: FileHasher, ro: FetchImageOptions & { total: number; start: number }) => Promise<number>;
+
+/**
+ * The image as config says it is (sha256, size, the parent's host key): ssh
+ * asks for the raw bytes from the partial's end at once, pinned to that
+ * sha256. A partial of another sha256, or longer than the image, starts over.
+ */
+async function fetchKnown(o: FetchImageOptions, route: OpenSshRoute, hostKey: string, head: Head, started: number): Promise<FetchImageResult> {
+  const partial = `${o.dest}.partial`;
+  o.log.info({ image: o.name, via: "openssh", header: "from config" }, "image transfer route");
+  let partialSize = (await exists(partial))?.size ?? 0;
+  if (partialSize > 0) {
+    const partialSha = (await readFile(`${o.dest}.partial.sha256`, "utf8").catch(() => "")).trim();
+    if (partialSha !== head.sha256 || partialSize > head.size) {
+      o.log.info({ image: o.name, partialSize }, "partial image belongs to another version; starting over");
+      await rm(partial, { force: true });
+      partialSize = 0;
+    }
+  }
+  return land(o, head, partialSize, (hasher, ro) => receiveBySsh(route, hostKey, partial, hasher, head.sha256, {
+    ...ro, commandTimeoutMs: Math.max(1, o.commandTimeoutMs - (o.now() - started)),
+  }));
+}
+
+/**
+ * The rest of an image after `partialSize` bytes, moved by `move` into the
+ * partial file (checked for room first), hashed as it lands, verified, then
+ * renamed into place and remembered. The bytes a cut left stay for a resume;
+ * bytes that hash wrong do not.
+ */
+async function land(o: FetchImageOptions, head: Head, partialSize: number, move: Receive): Promise<FetchImageResult> {
+  const partial = `${o.dest}.partial`;
+  const sidecar = `${o.dest}.partial.sha256`;
+  // This level's preflight for the image: room for the rest of it, before a byte lands.
+  const free = await (o.freeBytes ?? freeBytesAt)(dirname(o.dest));
+  if (free < head.size - partialSize) {
+    throw new DiskFullError(`no room for image ${o.name}: ${head.size - partialSize} more bytes needed, ${free} free in ${dirname(o.dest)}`, {
+      details: { image: o.name, needBytes: head.size - partialSize, freeBytes: free, dir: dirname(o.dest), hint: VALUE_HINTS.imageRoom(dirname(o.dest)) },
+    });
+  }
+  if (partialSize === 0) await writeFile(sidecar, `${head.sha256}\n`, { mode: 0o600 });
+  // The partial's bytes and the new ones are hashed from disk as they land.
+  const hasher = fileHasher(partial, head.size);
+  let moved: number;
+  try {
+    hasher.advance(partialSize);
+    moved = await move(hasher, { ...o, total: head.size, start: partialSize });
+  } catch (err) {
+    hasher.close();
+    throw err;
+  }
+  const got = partialSize + moved;
+  if (got !== head.size) {
+    hasher.close();
+    throw new ImageTransferError(`image ${o.name} ended after ${got} of ${head.size} bytes`, {
+      details: { image: o.name, bytes: got, size: head.size },
+    });
+  }
+  const sha256 = await hasher.digest(got);
+  if (sha256 !== head.sha256) {
+    // Bad bytes cannot be resumed from: the next run starts clean.
+    await rm(partial, { force: true });
+    await rm(sidecar, { force: true });
+    throw new ImageChecksumMismatchError(`image ${o.name} does not hash to its sha256 (damaged in transit or on disk)`, {
+      details: { image: o.name, expected: head.sha256, actual: sha256 },
+    });
+  }
+  await rename(partial, o.dest);
+  await rm(sidecar, { force: true });
+  await syncDir(dirname(o.dest));
+  await o.digests.remember(o.dest, sha256);
+  o.log.info({ image: o.name, size: head.size, bytes: moved, resumedFrom: partialSize }, "image received");
+  return { sha256, size: head.size, bytes: moved, reused: false, resumedFrom: partialSize };
 }
 
 async function freeBytesAt(dir: string): Promise<number> {

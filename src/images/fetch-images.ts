@@ -17,6 +17,7 @@ export async function fetchImages(o: FetchImagesOptions): Promise<Record<string,
   for (const [name, entry] of Object.entries(o.config.images.entries)) {
     out[name] = await fetchImage({
       conn: o.conn, name, dest: entry.path || join(o.config.images.dir, `${name}.img`), expectedSha256: entry.sha256,
+      ...(entry.size ? { expectedSize: entry.size } : {}),
       digests: o.digests, commandTimeoutMs: o.config.budgets.sync, log: o.log, now: o.now, signal: o.signal,
       onProgress: o.onProgress, ...(o.openssh ? { openssh: o.openssh } : {}),
     });

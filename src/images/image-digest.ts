@@ -38,6 +38,14 @@ export class ImageDigests {
     return p;
   }
 
+  /** The cached digest when the file is unchanged since it was hashed; undefined otherwise (never hashes). */
+  async known(path: string): Promise<ImageDigest | undefined> {
+    const cache = await this.load();
+    const st = await stat(path).catch(() => undefined);
+    const hit = cache[path];
+    return st && hit && hit.size === st.size && hit.mtimeMs === st.mtimeMs ? { size: hit.size, sha256: hit.sha256 } : undefined;
+  }
+
   /** Records a digest the caller just verified (a received image): no re-hash next time. */
   async remember(path: string, sha256: string): Promise<void> {
     const st = await stat(path);

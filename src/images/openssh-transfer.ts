@@ -32,6 +32,12 @@ export interface OpenSshRoute {
    * when it cannot say, and the transfer stays on ssh2.
    */
   readonly hostKey: (signal?: AbortSignal) => Promise<string | undefined>;
+  /**
+   * The parent's host key from config (parent.host_key, whose fingerprint the
+   * config loader checked against the pinned one): ssh pins it without waiting
+   * for the ssh2 connection. Undefined when config does not say.
+   */
+  readonly pinnedHostKey?: string;
 }
 
 /** The `ssh` on PATH, or undefined (the transfer then stays on ssh2). */
@@ -60,12 +66,14 @@ export function sshCommand(sshPath: string, args: readonly string[], path = proc
 
 /** The route beside a level's ParentConnection; undefined without an ssh binary or a key file (then ssh2 moves the bytes). */
 export function parentOpenSshRoute(o: {
-  sshPath: string | undefined; conn: ParentConnection; parent: ParentEndpoint; userKeyPath: string | undefined; connectTimeoutMs: number;
+  sshPath: string | undefined; conn: ParentConnection; parent: ParentEndpoint & { readonly hostKey?: string };
+  userKeyPath: string | undefined; connectTimeoutMs: number;
 }): OpenSshRoute | undefined {
   if (!o.sshPath || !o.userKeyPath) return undefined;
   return {
     sshPath: o.sshPath, host: o.parent.host, port: o.parent.port, userKeyPath: o.userKeyPath, connectTimeoutMs: o.connectTimeoutMs,
     hostKey: async (signal) => { await o.conn.connect(signal); return o.conn.hostKeyLine(); },
+    ...(o.parent.hostKey ? { pinnedHostKey: o.parent.hostKey } : {}),
   };
 }
 

@@ -97,6 +97,9 @@ export function gitRepoOps(o: {
   const now = (): Promise<RepoState[]> => read(names.filter((n) => !o.prepared?.[n] || settled.has(n)));
 
   const wantImages = o.digests !== undefined && parentConn !== undefined && Object.keys(config.images.entries).length > 0;
+  // Every image's bytes can move without the ssh2 connection (fetch-image.ts: sha256, size and the parent's host key known).
+  const imagesKnown = wantImages && !!o.sshPath && !!config.parent?.hostKey
+    && Object.values(config.images.entries).every((e) => e.sha256 && e.size);
   const startImages = (onProgress: (p: SyncProgress) => void, signal: AbortSignal): Promise<Record<string, FetchImageResult>> => wantImages
     ? fetchImages({
       config, conn: parentConn!, digests: o.digests!, log: o.log, now: () => Date.now(), signal,
@@ -169,14 +172,21 @@ export function gitRepoOps(o: {
       const all = await Promise.all(names.map(async (n) => [n, await readExportRefs(exportPath(paths.reposDir, n))] as const));
       return Object.fromEntries(all.filter((e): e is readonly [string, ExportRefs] => e[1] !== undefined));
     },
-    warmParent() {
+    warmParent(reposAfter) {
       if (!config.parent) return undefined;
-      // Shares the connect a sync would start (and the connection it would find open).
-      parentConn?.connect().catch((err: unknown) => o.log.debug({ code: errorCode(err) }, "parent connection not opened ahead of a sync"));
-      // A first sync's file set-up (12 new repositories) too; later ones find them there at once.
-      if (!syncStarted) preparedAhead ??= prepareRepos({ repoNames: names, exportsDir: paths.reposDir, workDir: paths.workDir, worktreeOf: layout.worktree });
-      // And its images: a PVE level's template waits on them (src/level/images-ahead.ts).
+      // A first sync's images: a PVE level's template waits on them (src/level/images-ahead.ts).
       if (!syncStarted && wantImages) imagesAhead ??= beginImages(startImages);
+      // The connect a sync would start (it finds the connection open) and a first sync's file
+      // set-up (12 new repositories). When the images move without that connection (config
+      // says all about them), these wait as long as the repos themselves do (`reposAfter`):
+      // nothing needs them sooner, and they would take CPU from the image and the template.
+      const first = !syncStarted;
+      const rest = () => {
+        parentConn?.connect().catch((err: unknown) => o.log.debug({ code: errorCode(err) }, "parent connection not opened ahead of a sync"));
+        if (first && !syncStarted) preparedAhead ??= prepareRepos({ repoNames: names, exportsDir: paths.reposDir, workDir: paths.workDir, worktreeOf: layout.worktree });
+      };
+      if (reposAfter && imagesAhead && imagesKnown) void reposAfter.then(rest);
+      else rest();
       return imagesAhead?.settled;
     },
     state: batched(merged),

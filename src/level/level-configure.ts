@@ -103,26 +103,43 @@ export class LevelConfigure {
     return this.rebootUnderWay !== undefined;
   }
 
-  /** Set once begin() has run: the set-up is begun ahead at most once per process. */
-  private begun = false;
+  /** Set by the first begin(): the set-up is begun ahead at most once per process, and later calls get its promise. */
+  private begun: Promise<void> | undefined;
+  /** Settles the images' promise begin() hands on; only the first call counts. */
+  private imagesBegun!: (p: Promise<boolean>) => void;
+  private readonly imagesIn = new Promise<boolean>((r) => { this.imagesBegun = r; });
+
+  /**
+   * At the parent's handshake (Identify): the first sync's images are under
+   * way (`settled`: whether they all got in; undefined: none asked for). The
+   * template begun ahead starts once they are in.
+   */
+  imagesUnderWay(settled: Promise<boolean> | undefined): void {
+    this.imagesBegun(settled ?? Promise.resolve(true));
+  }
 
   /**
    * The parent's handshake reached this level: a fresh level (never
    * configured, no reboot to resume) that is already a node of its provider
-   * starts the provider's set-up now, beside its sync (ConfigureLevel.begin);
-   * its configure joins it. One whose image lacks the node software sets
-   * itself up only after its install, in configure, as before. Resolves
-   * (never rejects) when the first sync's repos may go: at once when
-   * nothing was begun.
+   * starts the provider's set-up now, beside its sync (ConfigureLevel.begin),
+   * and its template once imagesUnderWay's images are in; its configure joins
+   * it. One whose image lacks the node software sets itself up only after its
+   * install, in configure, as before. Resolves (never rejects) when the first
+   * sync's repos may go: at once when nothing was begun. Begun at the daemon's
+   * start instead, the set-up took CPU from the handshake (measured: a wash).
    */
-  begin(imagesIn: Promise<boolean>): Promise<void> {
+  begin(): Promise<void> {
+    this.begun ??= this.beginOnce();
+    return this.begun;
+  }
+
+  private beginOnce(): Promise<void> {
     const hook = this.d.configureHook;
-    if (this.begun || !hook?.begin || !this.d.config.parent) return Promise.resolve();
-    this.begun = true;
+    if (!hook?.begin || !this.d.config.parent) return Promise.resolve();
     if (this.d.journal.snapshot().configured || rebootPendingIn(this.d.journal.steps())) return Promise.resolve();
     const signal = AbortSignal.any([this.lifetime.signal, AbortSignal.timeout(this.d.config.budgets.configure)]);
     const probe = this.d.systemInstall ? this.d.systemInstall.needed(signal) : Promise.resolve(false);
-    return probe.then((needed) => (needed ? undefined : hook.begin!(signal, imagesIn)), () => undefined);
+    return probe.then((needed) => (needed ? undefined : hook.begin!(signal, this.imagesIn)), () => undefined);
   }
 
   /** The configure call (the level's checkpoint has run): a fresh one, or the parent attaching to the resumed one. */

@@ -168,13 +168,15 @@ export class Level implements LevelApi {
 
   async identify(): Promise<Identity> {
     await this.fault("identify", undefined, "handshake", new AbortController().signal);
-    const imagesIn = this.d.repos.warmParent?.();
-    // A fresh level that is a node of its provider starts setting itself up (level-configure.ts:
-    // once per process; a later Identify gets a settled promise and keeps the first).
-    this.reposAfter ??= this.configuring.begin(imagesIn ?? Promise.resolve(true));
+    // The parent has authorized this level's key: its first sync's images may start. A fresh
+    // level that is a node of its provider began setting itself up at start (level-configure.ts);
+    // its template starts once those images are in.
+    this.reposAfter ??= this.configuring.begin();
+    this.configuring.imagesUnderWay(this.d.repos.warmParent?.(this.reposAfter));
     const c = this.d.config;
+    const { publicKey, hostKeyFingerprint, sshAddress } = this.d.identity();
     return {
-      name: c.level.name, depth: c.level.depth, hsdVersion: this.d.version, ...this.d.identity(),
+      name: c.level.name, depth: c.level.depth, hsdVersion: this.d.version, publicKey, hostKeyFingerprint, sshAddress,
       repos: await (this.d.repos.stateNow ? this.d.repos.stateNow() : this.d.repos.state()).catch(() => []),
     };
   }

@@ -31,11 +31,13 @@ export interface RepoOps {
   /** Checks working trees against what is served (configure). */
   verify(): Promise<RepoState[]>;
   /**
-   * At Identify (the parent has authorized our key): connect to it, and set up a
-   * first sync's repos and begin its images in the background; failures are the
-   * sync's. Returns whether those images got in (undefined: none begun).
+   * At Identify (the parent has authorized our key): begin a first sync's images,
+   * connect to the parent and set up that sync's repos, in the background
+   * (failures are the sync's); the connect and the set-up wait for `reposAfter`
+   * when the images need neither. Returns whether those images got in
+   * (undefined: none begun).
    */
-  warmParent?(): Promise<boolean> | undefined;
+  warmParent?(reposAfter?: Promise<void>): Promise<boolean> | undefined;
   /** Where a child's served commit of `name` stands against this level's (status); undefined when unknown. */
   compare?(name: string, childCommit: string): Promise<{ syncState: RepoSyncState; behind: number } | undefined>;
 }

@@ -16,7 +16,7 @@ import type { AccessApi, NestOptions, ParentRefs } from "../domain/level-api.js"
 import type { EventSink } from "../domain/events.js";
 import { toFailure, type Failure } from "../domain/failure.js";
 import type { ChildRecord, Journal } from "./journal.js";
-import type { ConfigureLeaf, PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
+import type { ConfigureLeaf, ImageFacts, PhaseHook, PhaseRun, SelfInfo } from "./phase-hook.js";
 import { LEAF_HOOKS, PHASE_HOOKS } from "./phases/index.js";
 import { configureLeafAcrossReboots } from "./leaf-reboot.js";
 import { ChildTree, ONE_AT_A_TIME, valuesOrFirstFailure, type ChildScope, type LocalEvent } from "./child-tree.js";
@@ -39,6 +39,8 @@ export interface NestEngineDeps {
   readonly readSite?: () => Promise<string | undefined>;
   /** This level's own checks run with every preflight (the images it serves its children). */
   readonly levelChecks?: () => Promise<CheckResult[]>;
+  /** The sha256 and size of this level's images it already knows (never hashes): a child is told them at install. */
+  readonly knownImages?: () => Promise<Readonly<Record<string, ImageFacts>>>;
   readonly clock: Clock;
   readonly log: Logger;
   /** Phase hooks, in order; tests may wrap them (fault injection). */
@@ -270,6 +272,7 @@ export class NestEngine {
       readSecrets: this.d.readSecrets,
       readSite: this.d.readSite ?? (async () => undefined),
       levelChecks: this.d.levelChecks ?? (async () => []),
+      knownImages: this.d.knownImages ?? (async () => ({})),
       exportRefs: this.d.exportRefs ?? (async () => undefined),
       log: log.child({ phase }),
       save: () => this.save(rec),

@@ -14,6 +14,9 @@ import type { SecretTree } from "../secrets/secrets-store.js";
 import type { CheckResult } from "../domain/checks.js";
 import type { StepJournal, StepsOutcome } from "../homestak/step-runner.js";
 
+/** An image's sha256 (lower-case hex) and size in bytes. */
+export interface ImageFacts { readonly sha256: string; readonly size: number }
+
 /** What this level knows about itself that a child build needs. */
 export interface SelfInfo {
   readonly name: string;
@@ -23,6 +26,8 @@ export interface SelfInfo {
   readonly sshPort: number;
   readonly sshAdvertiseHost: string;
   readonly hostKeyFingerprint: string;
+  /** The SSH endpoint's host public key ("<type> <base64>"); the child's OpenSSH pins it. */
+  readonly hostKey: string;
 }
 
 export interface PhaseRun {
@@ -40,6 +45,8 @@ export interface PhaseRun {
   readonly readSite: () => Promise<string | undefined>;
   /** The level's own checks (images), run with the provider's. */
   readonly levelChecks: () => Promise<CheckResult[]>;
+  /** The sha256 and size of this level's images as far as it knows them now (never hashes). */
+  readonly knownImages: () => Promise<Readonly<Record<string, ImageFacts>>>;
   /** What this level's exports serve now (sync sends it along); undefined: unknown. */
   readonly exportRefs: () => Promise<ParentRefs | undefined>;
   readonly signal: AbortSignal;

@@ -25,6 +25,7 @@ export function childConfigYaml(spec: ChildInstallSpec, net: ChildNetwork, nest:
       host: net.parentHost,
       port: spec.parentPort,
       host_key_fingerprint: spec.parentHostKeyFingerprint,
+      ...(spec.parentHostKey ? { host_key: spec.parentHostKey } : {}),
       public_key: spec.parentPublicKey,
     },
     repo_names: [...spec.repoNames],

@@ -27,6 +27,8 @@ export interface ChildInstallSpec {
   readonly parentHost: string;
   readonly parentPort: number;
   readonly parentHostKeyFingerprint: string;
+  /** The parent endpoint's host public key ("<type> <base64>"; "" unknown): its fingerprint is the one above. */
+  readonly parentHostKey?: string;
   /** Parent's own public key: the child's controller. */
   readonly parentPublicKey: string;
   readonly repoNames: readonly string[];

@@ -2,16 +2,14 @@
 // endpoint, the key store and the client's host-key pinning.
 // Imported by: src/ssh.
 
-import { createHash } from "node:crypto";
 import ssh2 from "ssh2";
+import { sshKeyFingerprint } from "../util/ssh-key-fingerprint.js";
 
 const { utils } = ssh2; // CommonJS: no ESM named exports
 import { InvalidArgumentError } from "../domain/errors.js";
 
 /** "SHA256:<base64 without padding>" of an SSH wire-format public key blob, as `ssh-keygen -l` prints it. */
-export function keyFingerprint(blob: Buffer): string {
-  return `SHA256:${createHash("sha256").update(blob).digest("base64").replace(/=+$/, "")}`;
-}
+export const keyFingerprint = sshKeyFingerprint;
 
 export interface ParsedPublicKey {
   readonly type: string;
@@ -47,7 +45,13 @@ export function parsePublicKeyLine(line: string): ParsedPublicKey {
 
 /** Fingerprint of the public half of a private key text (PEM or OpenSSH). */
 export function privateKeyFingerprint(privateKeyText: string | Buffer): string {
+  return privateKeyPublic(privateKeyText).fingerprint;
+}
+
+/** The public half of a private key text: its fingerprint and its "<type> <base64>" line. */
+export function privateKeyPublic(privateKeyText: string | Buffer): { fingerprint: string; line: string } {
   const parsed = utils.parseKey(privateKeyText);
   if (parsed instanceof Error || Array.isArray(parsed)) throw new InvalidArgumentError("host key does not parse");
-  return keyFingerprint(parsed.getPublicSSH());
+  const blob = parsed.getPublicSSH();
+  return { fingerprint: keyFingerprint(blob), line: `${parsed.type} ${blob.toString("base64")}` };
 }

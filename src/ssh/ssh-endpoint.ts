@@ -19,7 +19,7 @@ import { UploadPackLimiter } from "./upload-pack-limiter.js";
 import type { AuthorizedKeyStore } from "./authorized-key-store.js";
 import { parseExecCommand } from "./exec-command.js";
 import { joinChannel } from "./channel-stream.js";
-import { privateKeyFingerprint } from "./key-fingerprint.js";
+import { privateKeyPublic } from "./key-fingerprint.js";
 import { KEEPALIVE_COUNT_MAX } from "./parent-connection.js";
 import { reachableSocketPath } from "../util/unix-socket-path.js";
 import { ENDPOINT_CIPHERS } from "./ciphers.js";
@@ -67,6 +67,8 @@ export interface SshEndpointStats {
 export interface SshEndpoint {
   address(): { host: string; port: number };
   readonly hostKeyFingerprint: string;
+  /** The host key's public half, "<type> <base64>" (a child's OpenSSH pins it). */
+  readonly hostKey: string;
   close(): Promise<void>;
   stats(): SshEndpointStats;
 }
@@ -80,7 +82,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
   const log = opts.log;
   const hostKeys = opts.hostKeys ?? (opts.hostKeyPath ? [readFileSync(opts.hostKeyPath)] : []);
   if (hostKeys.length === 0) throw new InvalidArgumentError("SSH endpoint needs a host key");
-  const hostKeyFingerprint = privateKeyFingerprint(hostKeys[0]!);
+  const { fingerprint: hostKeyFingerprint, line: hostKey } = privateKeyPublic(hostKeys[0]!);
   const limiter = new UploadPackLimiter(opts.maxUploadPacks);
   // Images are few and large: their own, smaller cap, so a 3 GB transfer never holds a fetch's slot.
   const imageLimiter = new UploadPackLimiter(opts.maxImageTransfers ?? 2, "image transfer");
@@ -255,6 +257,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
 
   return {
     hostKeyFingerprint,
+    hostKey,
     address: () => ({ host: addr.address, port: addr.port }),
     stats: () => ({
       activeUploadPacks: limiter.activeCount, queued: limiter.queuedCount, authFailures,

@@ -32,7 +32,7 @@ test("bad image names, bad sha256 and a pve.image that names no image are report
     parseConfig([
       "images:",
       "  ../etc/passwd: {}",
-      "  ok: { sha256: nothex, size: 3 }",
+      "  ok: { sha256: nothex, size: big }",
       "pve: { image: debian-13 }",
     ].join("\n"), "hsd.yaml", opts);
   } catch (e) { err = e; }
@@ -49,6 +49,28 @@ test("images survive write then load; a child is told the names and known sha256
     "pve-9": { path: "/child/images/pve-9.img", sha256: SHA },
     d13: { path: "/child/images/d13.img", sha256: "" },
   });
+});
+
+test("an image's size rides with its sha256: parsed, written back, and told to a child with what the parent hashed", () => {
+  const SHA2 = "b".repeat(64);
+  const c = parseConfig([
+    "images:",
+    `  pve-9: { sha256: '${SHA}', size: 4096 }`,
+    "  d13: {}",
+    `  d12: { sha256: '${SHA}' }`,
+    "  d11: {}",
+  ].join("\n"), "hsd.yaml", opts);
+  assert.equal(c.images.entries["pve-9"]!.size, 4096);
+  assert.equal(c.images.entries.d13!.size, undefined);
+  assert.deepEqual({ ...parseConfig(configYaml(configDocument(c), "rt"), "rt.yaml", opts), source: "" }, { ...c, source: "" });
+  // What this level hashed of its own files: told as is where config says nothing; a configured
+  // sha256 wins, and a digest of another sha256 says nothing of the size.
+  const told = inheritedConfig(c, undefined, {
+    "pve-9": { sha256: SHA, size: 4096 }, d13: { sha256: SHA2, size: 10 }, d12: { sha256: SHA2, size: 20 },
+  }).images;
+  assert.deepEqual(told, { "pve-9": { sha256: SHA, size: 4096 }, d13: { sha256: SHA2, size: 10 }, d12: { sha256: SHA }, d11: {} });
+  const child = parseConfig(configYaml({ images: told }, "child"), "child.yaml", { root: "/child", providers: PROVIDER_CONFIGS });
+  assert.deepEqual(child.images.entries.d13, { path: "/var/lib/vz/template/iso/d13.img", sha256: SHA2, size: 10 });
 });
 
 test("pve.image as a list gives each depth its image: the head for this level's children, the rest passed down, the last going on", () => {

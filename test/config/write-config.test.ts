@@ -8,6 +8,9 @@ import { parseConfig } from "../../src/config/load-config.js";
 import { configDocument, configYaml, inheritedConfig } from "../../src/config/write-config.js";
 import type { HsdConfig } from "../../src/config/config.js";
 import { PROVIDER_CONFIGS } from "../../src/providers/registry.js";
+import { configIssuesOf } from "../../src/config/config-issues.js";
+import { parsePublicKeyLine } from "../../src/ssh/key-fingerprint.js";
+import ssh2 from "ssh2";
 
 const opts = { root: "/srv/level", providers: PROVIDER_CONFIGS };
 const roundTrip = (c: HsdConfig) => parseConfig(configYaml(configDocument(c), "round trip"), "round-trip.yaml", opts);
@@ -56,4 +59,23 @@ test("the keys a child inherits parse as a config with the parent's budgets and 
   assert.deepEqual(child.timeouts, parent.timeouts);
   assert.equal(child.nest.maxWidth, 3);
   assert.deepEqual(child.secrets, parent.secrets);
+});
+
+test("parent.host_key: kept when it is the key the fingerprint pins; another key or no key at all is refused", () => {
+  const pair = ssh2.utils.generateKeyPairSync("ed25519");
+  const line = pair.public.split(" ").slice(0, 2).join(" ");
+  const fp = parsePublicKeyLine(line).fingerprint;
+  const other = parsePublicKeyLine(ssh2.utils.generateKeyPairSync("ed25519").public).fingerprint;
+  const parent = (fingerprint: string, key: string) =>
+    `parent: { host: 10.0.0.1, port: 2222, host_key_fingerprint: '${fingerprint}', public_key: 'ssh-ed25519 AAAAC3Nz parent', host_key: '${key}' }`;
+  const c = parseConfig(parent(fp, `${line} a comment`), "child.yaml", opts);
+  assert.equal(c.parent!.hostKey, line);
+  assert.deepEqual(withoutSource(roundTrip(c)), withoutSource(c));
+  assert.equal(parseConfig(parent(fp, "").replace(", host_key: ''", ""), "child.yaml", opts).parent!.hostKey, "");
+  for (const [fingerprint, key] of [[other, line], [fp, "ssh-ed25519 notbase64!"], [fp, "not a key"]] as const) {
+    let err: unknown;
+    try { parseConfig(parent(fingerprint, key), "child.yaml", opts); } catch (e) { err = e; }
+    assert.equal((err as { code?: string }).code, "ConfigInvalid");
+    assert.deepEqual(configIssuesOf(err as never).map((i) => i.key), ["parent.host_key"]);
+  }
 });

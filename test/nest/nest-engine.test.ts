@@ -62,7 +62,7 @@ async function harness(opts: {
   });
   const engine = new NestEngine({
     config, journal, links, log: silentLogger(), clock: { now: () => Date.now() },
-    self: () => ({ name: "l0", depth: 0, publicKey: "ssh-ed25519 AAAAparent", sshPort: 2222, sshAdvertiseHost: "127.0.0.1", hostKeyFingerprint: "SHA256:p" }),
+    self: () => ({ name: "l0", depth: 0, publicKey: "ssh-ed25519 AAAAparent", sshPort: 2222, sshAdvertiseHost: "127.0.0.1", hostKeyFingerprint: "SHA256:p", hostKey: "" }),
     providers: () => provider,
     access: {
       async addKey(k) { const a = { ...k, fingerprint: "f", comment: k.comment ?? "" }; keys.push(a); return a; },

@@ -152,7 +152,7 @@ async function leafEngine(sim: PveSim, dir: string, configureLeaf: ConfigureLeaf
   const engine = new NestEngine({
     config, journal, log: silentLogger(), clock: { now: () => Date.now() },
     links: new ChildLinks(async (name) => { throw new PeerGoneError(`a leaf has no hsd to link to (${name})`); }),
-    self: () => ({ name: "leaf-pve", depth: 2, publicKey: "ssh-ed25519 AAAAp", sshPort: 2222, sshAdvertiseHost: "10.0.0.2", hostKeyFingerprint: "SHA256:p" }),
+    self: () => ({ name: "leaf-pve", depth: 2, publicKey: "ssh-ed25519 AAAAp", sshPort: 2222, sshAdvertiseHost: "10.0.0.2", hostKeyFingerprint: "SHA256:p", hostKey: "" }),
     providers: () => provider,
     access: { async addKey() { throw new Error("a leaf authorizes no key"); }, async removeKey() { return true; }, async listKeys() { return []; } },
     readSecrets: async () => ({}),

@@ -15,10 +15,12 @@ export const installPhase: PhaseHook = {
       parentHost: r.self.sshAdvertiseHost,
       parentPort: r.self.sshPort,
       parentHostKeyFingerprint: r.self.hostKeyFingerprint,
+      parentHostKey: r.self.hostKey,
       parentPublicKey: r.self.publicKey,
       repoNames: r.config.repoNames,
       // A manifest child holds exactly the images of the nodes below it (it makes its children from them and passes them on).
-      extraConfig: inheritedConfig(r.config, r.request.plan && r.rec.node ? imagesOf(r.request.plan.nodes) : undefined),
+      // The images' sha256 and size as this level knows them: the child then moves their bytes without asking first.
+      extraConfig: inheritedConfig(r.config, r.request.plan && r.rec.node ? imagesOf(r.request.plan.nodes) : undefined, await r.knownImages()),
       ...(r.rec.node && r.rec.manifest ? { node: { spec: r.rec.node.spec, manifest: r.rec.manifest } } : {}),
     }, { signal: r.signal, log: r.log, emit: r.emit });
     r.rec.handle = handle;

@@ -3,7 +3,7 @@
 // trusted on first use and then pinned; Nagle off, public key auth only.
 // Imported by: src/providers/pve.
 
-import { createHash } from "node:crypto";
+import { sshKeyFingerprint } from "../../util/ssh-key-fingerprint.js";
 import ssh2 from "ssh2";
 import { AccessDeniedError, CommandTimeoutError, ConnectTimeoutError, HostKeyMismatchError, HsError, ProviderError } from "../../domain/errors.js";
 import { MAX_CONNECT_MS } from "../../config/config.js";
@@ -24,9 +24,7 @@ export interface GuestSshOptions {
   readonly connectTimeoutMs?: number;
 }
 
-export function sshKeyFingerprint(blob: Buffer): string {
-  return `SHA256:${createHash("sha256").update(blob).digest("base64").replace(/=+$/, "")}`;
-}
+export { sshKeyFingerprint };
 
 export class GuestSsh {
   private constructor(private readonly conn: InstanceType<typeof Client>, readonly hostKeyFingerprint: string) {}
