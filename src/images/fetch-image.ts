@@ -208,9 +208,8 @@ async function land(o: FetchImageOptions, head: Head, partialSize: number, move:
     });
   }
   await rename(partial, o.dest);
-  await rm(sidecar, { force: true });
-  await syncDir(dirname(o.dest));
-  await o.digests.remember(o.dest, sha256);
+  // The rename made durable, and the digest recorded (its own atomic write), side by side.
+  await Promise.all([rm(sidecar, { force: true }).then(() => syncDir(dirname(o.dest))), o.digests.remember(o.dest, sha256)]);
   o.log.info({ image: o.name, size: head.size, bytes: moved, resumedFrom: partialSize }, "image received");
   return { sha256, size: head.size, bytes: moved, reused: false, resumedFrom: partialSize };
 }

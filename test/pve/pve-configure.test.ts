@@ -5,7 +5,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,16 +24,17 @@ import type { LocalEvent } from "../../src/domain/events.js";
 import type { CommandRunner } from "../../src/util/command-runner.js";
 
 /** A fresh PVE level l1 on `sim` with image pve-9 (written now unless `imageLater`), and its configure step. */
-async function freshLevel(sim: Parameters<Parameters<typeof withSim>[1]>[0], root: string, o: { imageLater?: boolean; commands?: CommandRunner } = {}) {
+async function freshLevel(sim: Parameters<Parameters<typeof withSim>[1]>[0], root: string, o: { imageLater?: boolean; commands?: CommandRunner; pinSha256?: boolean } = {}) {
   sim.tokens.delete("root@pam!hsd"); // a fresh level: the set-up makes its token
   const isoDir = join(sim.paths.vz, "template", "iso");
-  const putImage = () => writeFile(join(isoDir, "pve-9.img"), randomBytes(64 * 1024));
+  const bytes = randomBytes(64 * 1024);
+  const putImage = () => writeFile(join(isoDir, "pve-9.img"), bytes);
   if (!o.imageLater) await putImage();
   const config = parseConfig([
     "level: { name: l1, depth: 1 }",
     "parent: { host: 127.0.0.1, host_key_fingerprint: \"SHA256:abc\" }",
     `image_dir: ${isoDir}`,
-    "images: { pve-9: {} }",
+    `images: { pve-9: { ${o.pinSha256 ? `sha256: ${createHash("sha256").update(bytes).digest("hex")}` : ""} } }`,
     `pve: { url: "${sim.url}", node: ${sim.node}, storage: local-lvm, snippet_storage: local, template: 9100, bridge: vmbr0, image: pve-9 }`,
     "",
   ].join("\n"), "hsd.yaml", { root, providers: PROVIDER_CONFIGS });
@@ -115,6 +116,32 @@ test("begun at the handshake: the set-up runs at once, the template starts once 
       assert.ok(at(/^token: repaired/) < at(/^creating template 9100/) && at(/^creating template 9100/) < at(/^template: repaired/)
         && at(/^template: repaired/) < at(/^homestak: api_tokens\.l1/), lines.join("\n"));
       assert.ok(events.every((e) => e.phase === "configure"));
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  }));
+
+test("begun ahead with the image's sha256 in config: the template's slot and PVE's version are asked while the image is on its way, and not again", () =>
+  withSim({ faults: { taskMs: 1_000 } }, async (sim) => {
+    const root = await mkdtemp(join(tmpdir(), "hsd-pve-configure-"));
+    try {
+      const { step, putImage } = await freshLevel(sim, root, { imageLater: true, pinSha256: true });
+      let imagesIn!: (ok: boolean) => void;
+      const underWay = step.begin!(AbortSignal.timeout(60_000), new Promise<boolean>((r) => { imagesIn = r; }));
+      const slotReads = () => sim.requests.filter((q) => q.method === "GET" && q.path === `/nodes/${sim.node}/qemu/9100/config`);
+      // Waits on the simulator's record of the request (bounded: a read never asked fails the test).
+      for (const t0 = Date.now(); slotReads().length === 0;) {
+        assert.ok(Date.now() - t0 < 20_000, "the template's slot was not read while the image was on its way");
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.equal(tasksOf(sim, "qmcreate").length, 0, "no template before its image is in");
+      await putImage();
+      imagesIn(true);
+      await underWay;
+      await step.run(() => {}, AbortSignal.timeout(60_000));
+      assert.equal(sim.vms.get(9100)!.config.template, "1");
+      const create = sim.requests.find((q) => q.method === "POST" && q.path === `/nodes/${sim.node}/qemu`)!;
+      assert.equal(slotReads().filter((q) => q.at <= create.at).length, 1, "the slot read ahead is the one the create went by");
     } finally {
       await rm(root, { recursive: true, force: true });
     }

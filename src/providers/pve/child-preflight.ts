@@ -67,6 +67,32 @@ export interface ChildPreflightDeps {
   readonly signal: AbortSignal;
   /** pve.storage's free space (storageAvail) when the caller started asking earlier: begun first, awaited last. */
   readonly storageAvail?: Promise<StorageAvail>;
+  /** The API's answers, asked before the image was in (beginTemplateReads); used when they were asked for this image. */
+  readonly reads?: TemplateReads;
+}
+
+/**
+ * What the checks ask the API that needs none of the image file, begun while
+ * it is still on its way. Not the storage's room: an image landing on the
+ * same storage would leave an earlier answer too high.
+ */
+export interface TemplateReads {
+  /** The image as it will be: its sha256 from config (the slot's marker). */
+  readonly image: TemplateImage;
+  readonly version: Promise<{ version?: unknown }>;
+  readonly slot: Promise<TemplateSlot>;
+}
+
+/** Asks the API what childPreflightSlot will want (no answer is awaited here, and none rejects unhandled). */
+export function beginTemplateReads(d: Pick<ChildPreflightDeps, "client" | "node" | "vmid" | "image" | "signal">): TemplateReads {
+  const reads: TemplateReads = {
+    image: d.image,
+    version: d.client.api("GET /version", {}, { signal: d.signal }) as Promise<{ version?: unknown }>,
+    slot: templateSlot(d.client, d.node, d.vmid, d.image, d.signal),
+  };
+  reads.version.catch(() => {});
+  reads.slot.catch(() => {});
+  return reads;
 }
 
 const KiB = 1024;
@@ -79,13 +105,15 @@ export async function childPreflight(d: ChildPreflightDeps): Promise<CheckResult
 /** childPreflight, and the slot as it read it (ensureTemplate need not ask again). */
 export async function childPreflightSlot(d: ChildPreflightDeps): Promise<{ checks: CheckResult[]; slot: TemplateSlot }> {
   const out: CheckResult[] = [];
+  // Reads begun for another image (another sha256) are not this one's answers.
+  const early = d.reads && d.reads.image.sha256 === d.image.sha256 && d.reads.image.name === d.image.name ? d.reads : undefined;
   // The storage's free space and the image's header are read while the API answers about the slot.
   const room = Promise.all([imageDiskBytes(d.image.path), d.storageAvail ?? storageAvail(d.client, d.commands, d.node, d.storage, d.signal)]);
   room.catch(() => {}); // awaited below; a rejection before then is not unhandled
   // The version matters only for a free slot (the common case, a fresh level): one read, asked beside the slot's, not after it.
-  const version = d.client.api("GET /version", {}, { signal: d.signal });
+  const version = early?.version ?? d.client.api("GET /version", {}, { signal: d.signal });
   version.catch(() => {}); // awaited only for a free slot
-  const slot = await templateSlot(d.client, d.node, d.vmid, d.image, d.signal);
+  const slot = await (early?.slot ?? templateSlot(d.client, d.node, d.vmid, d.image, d.signal));
   if (slot.state === "other") {
     out.push({ name: "template-slot", result: "failed", detail: `${slot.detail}; hsd will not touch it`, hint: VALUE_HINTS.templateSlot(d.vmid) });
   } else if (slot.state === "free" && !canImportImages(String((await version).version))) {

@@ -138,12 +138,18 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
   const { probe, cert: certCheck } = hc.value;
   const client = clientWith(secret!);
   if (probe.fingerprint !== cert.fingerprint) client.setFingerprint(probe.fingerprint);
-  const asking = apiHealth(deps(client), certCheck.result === "repaired" ? 10 : 3);
+  const restarted = certCheck.result === "repaired";
+  const asking = apiHealth(deps(client), restarted ? 10 : 3);
   asking.catch(() => {}); // awaited once the secret is stored
+  // Snippets through the same API, asked beside it unless pveproxy is coming back from a new
+  // certificate (then after it answers). Reported only when the API check passed; asked
+  // again then if that early answer was an error (the API check may have needed retries).
+  const snippets = restarted ? undefined : snippetsContent(deps(client));
+  snippets?.catch(() => {}); // awaited (or dropped) once the API check is in
   await saving;
   note({ name: "token", result: created ? "repaired" : "ok", detail: created ? `created ${tokenId} (privsep 0); secret stored` : `${tokenId} exists and its secret is held` });
   const api = note(await asking);
-  if (api.result !== "failed") note(await snippetsContent(deps(client)));
+  if (api.result !== "failed") note(await (snippets ?? Promise.reject()).catch(() => snippetsContent(deps(client))));
 
   const err = failedChecksError(checks, "PVE setup of this level failed", { step: "configure" });
   if (err) throw err;

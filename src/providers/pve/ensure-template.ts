@@ -15,7 +15,7 @@ import { copyFile, link, mkdir, open, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { PreflightError } from "../../domain/errors.js";
 import type { PveClient, WaitTaskOptions } from "./pve-client.js";
-import { childPreflightSlot, templateMarker, templateSlot, type TemplateImage, type TemplateSlot } from "./child-preflight.js";
+import { childPreflightSlot, templateMarker, templateSlot, type TemplateImage, type TemplateReads, type TemplateSlot } from "./child-preflight.js";
 import type { CheckResult } from "../../domain/checks.js";
 import type { CommandRunner } from "../../util/command-runner.js";
 import { STEP_HINTS, VALUE_HINTS } from "../../domain/hints.js";
@@ -50,10 +50,12 @@ export async function buildTemplate(o: EnsureTemplateOptions & {
   readonly commands: CommandRunner; readonly signal: AbortSignal;
   /** pvesm's answer for o.storage, begun by the caller (see childPreflight). */
   readonly storageAvail?: Promise<StorageAvail>;
+  /** The checks' API reads, begun before the image was in (beginTemplateReads). */
+  readonly reads?: TemplateReads;
 }): Promise<CheckResult[]> {
   const { checks, slot } = await childPreflightSlot({
     client: o.client, commands: o.commands, node: o.node, vmid: o.vmid, image: o.image, storage: o.storage, signal: o.signal,
-    ...(o.storageAvail ? { storageAvail: o.storageAvail } : {}),
+    ...(o.storageAvail ? { storageAvail: o.storageAvail } : {}), ...(o.reads ? { reads: o.reads } : {}),
   });
   if (checks.some((c) => c.result === "failed")) return checks;
   // The slot as the checks just read it: a VM made at the vmid meanwhile makes PVE refuse the create.

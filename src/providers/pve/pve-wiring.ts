@@ -20,6 +20,7 @@ import type { LocalEvent } from "../../domain/events.js";
 import { pveConfigOf } from "./pve-config.js";
 import { STEP_HINTS } from "../../domain/hints.js";
 import { buildTemplate, prepareImport, type TemplateImage } from "./ensure-template.js";
+import { beginTemplateReads, type TemplateReads } from "./child-preflight.js";
 import { failedChecksError } from "../../domain/checks.js";
 import { settleAll } from "../../util/settle-all.js";
 import type { ImageDigests } from "../../images/image-digest.js";
@@ -41,16 +42,16 @@ async function tokenSecret(secrets: SecretsStore): Promise<string> {
   return typeof s === "string" ? s : "";
 }
 
-/** The image pve.image names, with its sha256, when this level holds it (images:). */
-function templateImageEntry(config: HsdConfig): { name: string; path: string } | undefined {
+/** The image pve.image names, with the sha256 config gives it ("" unknown), when this level holds it (images:). */
+function templateImageEntry(config: HsdConfig): { name: string; path: string; sha256: string } | undefined {
   const name = pveConfigOf(config)?.image ?? "";
   const entry = Object.hasOwn(config.images.entries, name) ? config.images.entries[name] : undefined;
-  return entry ? { name, path: entry.path } : undefined;
+  return entry ? { name, path: entry.path, sha256: entry.sha256 } : undefined;
 }
 
 async function templateImageOf(config: HsdConfig, digests: ImageDigests): Promise<TemplateImage | undefined> {
   const entry = templateImageEntry(config);
-  return entry && { ...entry, sha256: (await digests.digest(entry.path)).sha256 };
+  return entry && { name: entry.name, path: entry.path, sha256: (await digests.digest(entry.path)).sha256 };
 }
 
 /** A Provider whose real instance is made on first use (and remade after a failure to make it). */
@@ -110,7 +111,7 @@ export function pveConfigure(o: {
   // The template this level's children are cloned from, made from the image its parent
   // sent it. Without images: the operator's template at pve.template, as before.
   const makeTemplate = async (r: ConfigurePveLevelResult, image: TemplateImage | undefined, emit: (ev: LocalEvent) => void, signal: AbortSignal,
-    ahead?: { onUnderWay: () => void; importDir: Promise<string> }) => {
+    ahead?: { onUnderWay: () => void; importDir: Promise<string>; reads?: TemplateReads }) => {
     if (!image) return;
     const log = logTo(emit);
     // Its own preflight first (the template's vmid, room for it and a clone), then the template.
@@ -135,13 +136,17 @@ export function pveConfigure(o: {
       if (!entry) underWay();
       ahead = beginAhead(signal, setUp, async (r, emit, sig, joined) => {
         if (!entry) return true;
-        // The import storage is made ready while the image is still on its way (it needs none).
+        // The import storage is made ready, and the checks' API reads asked (the image's sha256 is
+        // in config), while the image is still on its way: none of it needs the file.
         const importDir = prepareImport({ client: r.client, importStorage: IMPORT_STORAGE, signal: sig, log: logTo(emit) });
         importDir.catch(() => {}); // awaited by the template, or dropped with it
+        const reads = entry.sha256
+          ? beginTemplateReads({ client: r.client, node: pve.node, vmid: pve.template, image: { name: entry.name, path: entry.path, sha256: entry.sha256 }, signal: sig })
+          : undefined;
         // The image comes with the sync: the template starts once it is in, not once
         // configure is asked for. Images that failed fail the sync; nothing is made here.
         if (!(await Promise.race([imagesIn, joined.then(() => true)]))) return false;
-        await makeTemplate(r, await templateImageOf(o.config, o.digests), emit, sig, { onUnderWay: underWay, importDir });
+        await makeTemplate(r, await templateImageOf(o.config, o.digests), emit, sig, { onUnderWay: underWay, importDir, ...(reads ? { reads } : {}) });
         return true;
       });
       void ahead.settled.then(underWay);
