@@ -79,7 +79,6 @@ const exists = (p: string) => stat(p).then((s) => s, () => undefined);
 export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult> {
   const started = o.now();
   const partial = `${o.dest}.partial`;
-  const sidecar = `${o.dest}.partial.sha256`;
   await mkdir(dirname(o.dest), { recursive: true });
   const local = async () => ((await exists(o.dest)) ? o.digests.digest(o.dest) : undefined);
   const have = await local();
@@ -113,11 +112,8 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
         return { sha256: have.sha256, size: have.size, bytes: 0, reused: true, resumedFrom: 0 };
       }
       if (probe) { await s.close(); continue; }
-      const partialSha = partialSize > 0 ? (await readFile(sidecar, "utf8").catch(() => "")).trim() : "";
-      if (partialSize > 0 && (partialSha !== head.sha256 || partialSize > head.size)) {
-        o.log.info({ image: o.name, partialSize }, "partial image belongs to another version; starting over");
+      if (!(await partialIsOf(o, partialSize, head))) {
         await s.close();
-        await rm(partial, { force: true });
         continue;
       }
       return await land(o, head, partialSize, async (hasher, ro) => {
@@ -140,6 +136,20 @@ export async function fetchImage(o: FetchImageOptions): Promise<FetchImageResult
 }
 
 type Head = { readonly size: number; readonly sha256: string };
+
+/**
+ * Whether the partial file (partialSize bytes; 0: none) can be resumed for this
+ * image: its sidecar names the same sha256 and it is no longer than the image.
+ * One that cannot is removed (logged), and the transfer starts over.
+ */
+async function partialIsOf(o: FetchImageOptions, partialSize: number, head: Head): Promise<boolean> {
+  if (partialSize === 0) return true;
+  const partialSha = (await readFile(`${o.dest}.partial.sha256`, "utf8").catch(() => "")).trim();
+  if (partialSha === head.sha256 && partialSize <= head.size) return true;
+  o.log.info({ image: o.name, partialSize }, "partial image belongs to another version; starting over");
+  await rm(`${o.dest}.partial`, { force: true });
+  return false;
+}
 type Receive = (hasher: FileHasher, ro: FetchImageOptions & { total: number; start: number }) => Promise<number>;
 
 /**
@@ -150,15 +160,8 @@ type Receive = (hasher: FileHasher, ro: FetchImageOptions & { total: number; sta
 async function fetchKnown(o: FetchImageOptions, route: OpenSshRoute, hostKey: string, head: Head, started: number): Promise<FetchImageResult> {
   const partial = `${o.dest}.partial`;
   o.log.info({ image: o.name, via: "openssh", header: "from config" }, "image transfer route");
-  let partialSize = (await exists(partial))?.size ?? 0;
-  if (partialSize > 0) {
-    const partialSha = (await readFile(`${o.dest}.partial.sha256`, "utf8").catch(() => "")).trim();
-    if (partialSha !== head.sha256 || partialSize > head.size) {
-      o.log.info({ image: o.name, partialSize }, "partial image belongs to another version; starting over");
-      await rm(partial, { force: true });
-      partialSize = 0;
-    }
-  }
+  const found = (await exists(partial))?.size ?? 0;
+  const partialSize = (await partialIsOf(o, found, head)) ? found : 0;
   return land(o, head, partialSize, (hasher, ro) => receiveBySsh(route, hostKey, partial, hasher, head.sha256, {
     ...ro, commandTimeoutMs: Math.max(1, o.commandTimeoutMs - (o.now() - started)),
   }));

@@ -169,8 +169,9 @@ export class Level implements LevelApi {
   async identify(): Promise<Identity> {
     await this.fault("identify", undefined, "handshake", new AbortController().signal);
     // The parent has authorized this level's key: its first sync's images may start. A fresh
-    // level that is a node of its provider began setting itself up at start (level-configure.ts);
-    // its template starts once those images are in.
+    // level that is a node of its provider begins setting itself up now (level-configure.ts:
+    // once per process; a later Identify gets the first promise); its template starts once
+    // those images are in.
     this.reposAfter ??= this.configuring.begin();
     this.configuring.imagesUnderWay(this.d.repos.warmParent?.(this.reposAfter));
     const c = this.d.config;
