@@ -6,6 +6,8 @@
 // Run: npm run bench -- image-transfer.ts: at 256 MiB and 1 GiB (the goals' size), so growth shows;
 // HSD_BENCH_IMAGE_MIB=N measures N MiB only.
 
+import { setFlagsFromString } from "node:v8";
+import { HSD_V8_FLAGS } from "../src/config/node-flags.js";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
@@ -24,7 +26,6 @@ import { imageServer } from "../src/images/image-server.js";
 import { fetchImage } from "../src/images/fetch-image.js";
 import { ParentConnection } from "../src/ssh/parent-connection.js";
 import { findOpenSsh, parentOpenSshRoute } from "../src/images/openssh-transfer.js";
-import { HSD_NODE_FLAGS } from "../src/config/node-flags.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const MIB = 1 << 20;
@@ -86,8 +87,8 @@ function child(args: string[]): { proc: ChildProcess; next: () => Promise<Record
   // HSD_BENCH_SERVE_ARGS, more node flags for the serving child (e.g. --trace-gc).
   const prof = process.env.HSD_BENCH_PROF_DIR ? ["--cpu-prof", "--cpu-prof-dir", process.env.HSD_BENCH_PROF_DIR] : [];
   const extra = args[0] === "serve" ? (process.env.HSD_BENCH_SERVE_ARGS ?? "").split(" ").filter(Boolean) : [];
-  // Both sides run in an hsd, so each child gets the daemon's own V8 flags.
-  const proc = spawn(process.execPath, [...HSD_NODE_FLAGS, ...prof, ...extra, "--import", "tsx", SELF, ...args], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  // Both sides run in an hsd, so each child sets the daemon's own V8 flags (at its start, below).
+  const proc = spawn(process.execPath, [...prof, ...extra, "--import", "tsx", SELF, ...args], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const queue: Record<string, any>[] = [];
   let wake: (() => void) | undefined;
   proc.on("message", (m) => { queue.push(m as Record<string, any>); wake?.(); });
@@ -198,6 +199,8 @@ async function measure(mib: number): Promise<void> {
 }
 
 const [mode, ...rest] = process.argv.slice(2);
+// A child runs hsd's code as hsd does: with the daemon's V8 flags (src/config/node-flags.ts).
+if (mode === "serve" || mode === "fetch") setFlagsFromString(HSD_V8_FLAGS.join(" "));
 if (mode === "serve") await serve(rest[0]!, rest[1]!, rest[2]!);
 else if (mode === "fetch") { await fetch(Number(rest[0]), rest[1]!, rest[2]!, rest[3]!, Number(rest[4])); process.exit(0); }
 else await main();

@@ -20,7 +20,6 @@ import { join } from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { readyFromPipe } from "../src/util/ready-pipe.js";
-import { HSD_NODE_FLAGS } from "../src/config/node-flags.js";
 import { hsdProcessesUnder } from "../test/helpers/hsctl.js";
 import { procCpuMs, sumCpuMs } from "./lib/proc-cpu.js";
 import { median } from "./lib/median.js";
@@ -51,9 +50,9 @@ async function bareHsdStart(dir: string): Promise<{ ms: number; cpuMs: number }>
   // One configured repo (never read before a sync): no demo set generated behind the measurement.
   await writeFile(join(dir, "hsd.yaml"), `ssh: { host: 127.0.0.1, port: 0 }\nrepos: { bootstrap: ${join(dir, "bootstrap")} }\nparent: null\n`);
   const t0 = performance.now();
-  // Started as every hsd is (HSD_NODE_FLAGS): V8 rejects a code cache written under other flags,
-  // so a start without them parses the whole bundle (~35 ms more) and would inflate the baseline.
-  const p = spawn(process.execPath, [...HSD_NODE_FLAGS, HSD, "run", "--root", dir], { stdio: ["ignore", "ignore", "ignore", "pipe"], env: { ...process.env, HSD_READY_FD: "3" } });
+  // Started as every hsd is (no node flags; its entry sets its V8 flags): V8 rejects a code cache
+  // written under other flags, so a start with others parses the whole bundle and would inflate the baseline.
+  const p = spawn(process.execPath, [HSD, "run", "--root", dir], { stdio: ["ignore", "ignore", "ignore", "pipe"], env: { ...process.env, HSD_READY_FD: "3" } });
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(new Error("bare hsd not ready in 30 s")), 30_000);
   await readyFromPipe(p, ac.signal, async () => "");

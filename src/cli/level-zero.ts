@@ -14,7 +14,6 @@ import { readLogTail, readyFromPipe, type StartFailure } from "../util/ready-pip
 import { withTimeout } from "../util/timeout.js";
 import { DaemonStartError, ProviderError } from "../domain/errors.js";
 import { hintFor } from "../domain/hints.js";
-import { HSD_NODE_FLAGS } from "../config/node-flags.js";
 
 /** The root hsctl uses when nothing else names one. */
 export function defaultUserRoot(env: NodeJS.ProcessEnv = process.env): string {
@@ -56,7 +55,7 @@ export async function startUserLevelZero(root: string, o: StartLevelZeroOptions 
   }
   const hsd = fileURLToPath(new URL("../daemon/hsd.js", import.meta.url));
   const logFh = await open(paths.log, "a", 0o600);
-  const proc = spawn(process.execPath, [...HSD_NODE_FLAGS, hsd, "run", "--root", root], {
+  const proc = spawn(process.execPath, [hsd, "run", "--root", root], {
     detached: true,
     stdio: ["ignore", logFh.fd, logFh.fd, "pipe"],
     env: { ...process.env, HSD_READY_FD: "3", HSD_LOG_PRETTY: "" },

@@ -45,7 +45,6 @@ import { findOpenSsh } from "../images/openssh-transfer.js";
 import { startSyncWatch } from "../level/sync-watch.js";
 import { NO_CHECKPOINTS, type Checkpoints } from "./checkpoints.js";
 import { cleanStaleTemps } from "../util/atomic-write.js";
-import { HSD_NODE_FLAGS } from "../config/node-flags.js";
 import { WorkPool } from "../util/work-pool.js";
 import type { SshHandle, WiringContext } from "./wiring-context.js";
 import { gitUploadPack } from "../git/upload-pack.js";
@@ -257,7 +256,7 @@ export function buildLevel(
   });
   const providerFor = providerCache({
     config, secrets: parts.secrets, publicKey: parts.keys.publicKey, userKeyPath: parts.keys.userKeyPath, stateDir: paths.stateDir,
-    hsdCommand: [process.execPath, ...HSD_NODE_FLAGS, hsdEntry], levelPath, isRoot: process.getuid?.() === 0, digests: parts.digests, log,
+    hsdCommand: [process.execPath, hsdEntry], levelPath, isRoot: process.getuid?.() === 0, digests: parts.digests, log,
     // As a system unit, children go in scopes of their own: the service's stop must not reach them.
     // (Not as a user's unit: PID 1 would refuse a non-root systemd-run --scope.)
     childScopes: !!manager.invocationId && manager.booted && process.getuid?.() === 0,
@@ -273,7 +272,7 @@ export function buildLevel(
   const systemInstall = PROVIDERS[config.nest.provider].systemInstall?.(config);
   // A level below 0 may reboot its machine when a configure step asks (a PVE install's new kernel).
   const reboot = config.parent ? levelRebooter({
-    root: mode.systemInstall ? undefined : config.root, hsdCommand: [process.execPath, ...HSD_NODE_FLAGS, hsdEntry], commands: runCommand,
+    root: mode.systemInstall ? undefined : config.root, hsdCommand: [process.execPath, hsdEntry], commands: runCommand,
     graceMs: config.timeouts.shutdownMs + 1000, log: log.child({ sub: "reboot" }),
   }) : undefined;
   // ... or a step may just reboot it (homestak's pve-config runs `systemctl reboot`): asked of the same machine.

@@ -27,7 +27,7 @@ import type { RingLine } from "../log/log-ring.js";
 import { redactValues, secretValues } from "./redact-values.js";
 import { routeLevel } from "./level-route.js";
 import { syncChild } from "./sync-child.js";
-import { refreshAfterPreflight } from "./refresh-after-preflight.js";
+import { refreshAfterProvision } from "./refresh-after-provision.js";
 import type { RepoOps, SyncProgress } from "./repo-ops.js";
 
 export type { RepoOps, SyncProgress } from "./repo-ops.js";
@@ -82,8 +82,8 @@ export class Level implements LevelApi {
     await this.fault("nest", sink, "nest", signal);
     if (this.d.config.parent) return this.d.engine.nest(opts, sink, signal);
     // Level 0 exports what the operator is editing right now, so that is what
-    // every level runs (a first refresh writes every pack): refresh-after-preflight.ts.
-    const r = refreshAfterPreflight(() => this.sync({ recursive: false }, sink, signal), sink);
+    // every level runs (a first refresh writes every pack): refresh-after-provision.ts.
+    const r = refreshAfterProvision(() => this.sync({ recursive: false }, sink, signal), sink);
     this.refreshing = r.start;
     const built = this.d.engine.nest(opts, r.sink, signal);
     // Both settle before the outcome; the refresh's failure comes first, as the exports are what every level runs.

@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Script, constants } from "node:vm";
+import { setFlagsFromString } from "node:v8";
 
 /**
  * The cache file starts with this line naming the bundle's size and mtime: V8
@@ -33,11 +34,33 @@ function readCache(cacheFile: string, expected: string): Buffer | undefined {
   return raw.subarray(0, head.length).equals(head) ? raw.subarray(head.length) : undefined;
 }
 
+/** What a program's generated entry passes to runBundle (scripts/bundle-entries.mjs). */
+export interface BundleV8 {
+  /** The builtins the bundle requires: loaded before `flags` are set (see setBundleFlags). */
+  readonly builtins?: readonly string[];
+  /** V8 flags the program runs with (src/config/node-flags.ts). */
+  readonly flags?: readonly string[];
+}
+
+/**
+ * Sets the program's V8 flags the one way that keeps both code caches: a flag
+ * set changes V8's flag hash, and V8 refuses a cache made under another hash.
+ * Node's cache for its builtins was made under none, so every builtin the
+ * bundle requires is loaded first; the bundle's own cache is made and read
+ * after the flags are set (the build's warm run comes through here too).
+ */
+export function setBundleFlags(v8: BundleV8): void {
+  if (!v8.flags?.length) return;
+  const load = createRequire(import.meta.url);
+  for (const b of v8.builtins ?? []) load(b);
+  setFlagsFromString(v8.flags.join(" "));
+}
+
 /**
  * The bundle compiled as one function, with its code cache when the cache
  * matches. `cacheRejected`: V8 refused the cache (it also checks the V8
- * flags: a cache written by a process started with other flags than this
- * one, --max-semi-space-size included, is rejected and the 3 MB are parsed).
+ * flags: a cache written under other flags than this process has set by
+ * now is rejected and the 3 MB are parsed).
  */
 export function compileBundle(filename: string): { script: Script; expected: string; cacheRejected: boolean } {
   const expected = stamp(filename);
@@ -67,11 +90,12 @@ export function writesCodeCache(env: NodeJS.ProcessEnv): boolean {
 }
 
 /**
- * Evaluates the CommonJS bundle as the main program. When writesCodeCache
- * (the build does this, with the V8 flags the program always runs with) the
- * code compiled by the time the process exits is written to the cache.
+ * Evaluates the CommonJS bundle as the main program, its V8 flags set first.
+ * When writesCodeCache (the build's warm runs, which set the same flags the
+ * same way) the code compiled by the time the process exits is written to the cache.
  */
-export function runBundle(bundleUrl: URL): void {
+export function runBundle(bundleUrl: URL, v8: BundleV8 = {}): void {
+  setBundleFlags(v8);
   const filename = fileURLToPath(bundleUrl);
   const cacheFile = `${filename}.cache`;
   const { script, expected } = compileBundle(filename);

@@ -8,7 +8,6 @@ import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { withFaultPreload } from "../helpers/fault-env.js";
-import { HSD_NODE_FLAGS } from "../../src/config/node-flags.js";
 
 export const REPO = fileURLToPath(new URL("../..", import.meta.url));
 export const HSD = join(REPO, "dist/daemon/hsd.js");
@@ -47,8 +46,8 @@ function defaultTestConfig(args: string[]): void {
 
 export function startHsd(args: string[], env: NodeJS.ProcessEnv = {}): HsdProcess {
   defaultTestConfig(args);
-  // Started as hsd is started for real (a parent, hsctl, the service): with its V8 flags.
-  const proc = spawn(process.execPath, [...HSD_NODE_FLAGS, HSD, ...args], {
+  // Started as hsd is started for real (a parent, hsctl, the service): its entry sets its V8 flags.
+  const proc = spawn(process.execPath, [HSD, ...args], {
     stdio: ["ignore", "pipe", "pipe", "pipe"],
     env: withFaultPreload({ ...process.env, HSD_READY_FD: "3", ...env }),
   });

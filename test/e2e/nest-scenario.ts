@@ -60,9 +60,9 @@ test("nest --depth 3 builds three ready levels whose repos match level 0, laid o
   const events = jsonLines(r.stdout);
   const ready = events.filter((e) => e.phase === "nest" && e.kind === "finished").map((e) => e.level);
   assert.deepEqual(ready.sort(), ["l0/l1", "l0/l1/l2", "l0/l1/l2/l3"]);
-  // Level 0's export refresh for the nest begins once l1 is past its preflight, and is over before l1's sync.
+  // Level 0's export refresh for the nest begins once l1 is past its preflight and provision, and is over before l1's sync.
   const at = (level: string, phase: string, kind: string) => events.findIndex((e) => e.level === level && e.phase === phase && e.kind === kind);
-  assert.ok(at("l0/l1", "preflight", "finished") >= 0 && at("l0", "sync", "started") > at("l0/l1", "preflight", "finished"), "level 0's refresh began before l1's preflight ended");
+  assert.ok(at("l0/l1", "provision", "finished") >= 0 && at("l0", "sync", "started") > at("l0/l1", "provision", "finished"), "level 0's refresh began before l1's provision ended");
   assert.ok(at("l0", "sync", "finished") >= 0 && at("l0", "sync", "finished") < at("l0/l1", "sync", "started"), "l1's sync started before level 0's refresh ended");
 
   const s = await hsctl(["status", "--json"], env, 30_000);

@@ -5,7 +5,8 @@
 // systemctl as a real hsd process; install returns what its ready.json says.
 
 import { test, before, after } from "node:test";
-import { HSD_NODE_FLAGS } from "../../src/config/node-flags.js";
+import { HSD_V8_FLAGS } from "../../src/config/node-flags.js";
+import { codeCacheTaken } from "../helpers/code-cache-probe.js";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
@@ -90,7 +91,7 @@ test("install: bundle, config, unit and a running hsd on the VM; endpoint from i
     assert.equal(cfg.pve.node, "l1");
     assert.equal(cfg.log.level, "debug");
     assert.equal(await readFile(join(root, "etc/systemd/system/hsd.service"), "utf8"), await readFile(new URL("../../daemon/hsd.service", import.meta.url), "utf8"));
-    assert.match(await readFile(join(root, "usr/local/bin/hsd"), "utf8"), new RegExp(`exec ${root}/opt/hsd/bin/node ${HSD_NODE_FLAGS.join(" ")} ${root}/opt/hsd/bin/hsd.js`));
+    assert.match(await readFile(join(root, "usr/local/bin/hsd"), "utf8"), new RegExp(`exec ${root}/opt/hsd/bin/node ${root}/opt/hsd/bin/hsd.js`));
     assert.ok((await stat(join(root, "opt/hsd/hsd-bundle.tar.gz"))).size > 0, "the child keeps the bundle for its own children");
     assert.ok((await stat(join(root, "opt/hsd/dist/daemon/hsd.js"))).isFile());
     // The programs come as their esbuild bundles (and code caches); node_modules stays behind.
@@ -158,12 +159,9 @@ test("bundle: unpacked on a child, each program's code cache is taken (hsd under
   const dir = await mkdtemp(join(tmpdir(), "pve-bundle-unpacked-"));
   try {
     execFileSync("tar", ["-xzf", bundle.path, "-C", dir]);
-    const taken = (program: string, flags: readonly string[]) => {
-      const probe = `const m = await import(${JSON.stringify(join(dir, "dist/util/run-bundle.js"))}); process.stdout.write(String(!m.compileBundle(${JSON.stringify(join(dir, program))}).cacheRejected));`;
-      return execFileSync(process.execPath, [...flags, "--input-type=module", "-e", probe], { encoding: "utf8", timeout: 60_000 });
-    };
-    assert.equal(taken("dist/daemon/hsd.bundle.cjs", HSD_NODE_FLAGS), "true");
-    assert.equal(taken("dist/cli/hsctl.bundle.cjs", []), "true");
+    const taken = (program: string, flags: readonly string[]) => codeCacheTaken(join(dir, "dist/util/run-bundle.js"), join(dir, program), flags);
+    assert.equal(taken("dist/daemon/hsd.bundle.cjs", HSD_V8_FLAGS), true);
+    assert.equal(taken("dist/cli/hsctl.bundle.cjs", []), true);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,8 +1,9 @@
 // The V8 code cache the build writes beside each bundle (scripts/bundle-entries.mjs,
 // src/util/run-bundle.ts) must be accepted when the program starts the way it
-// is always started: hsd with HSD_NODE_FLAGS, hsctl with none. V8 rejects a
-// cache made under other flags, and then every hsd start parses the 3 MB
-// bundle again (it did, unnoticed, once hsd gained --max-semi-space-size).
+// is always started: hsd with its entry setting HSD_V8_FLAGS, hsctl with none. V8
+// rejects a cache made under other flags, and then every hsd start parses the 3 MB
+// bundle again (it did, unnoticed, once hsd gained a V8 flag). The flags must be in
+// effect in a running hsd too, and set by its entry, never on node's command line.
 // The build's last step replaces hsd's cache with one a level wrote after a
 // real nest (scripts/warm-code-cache.mjs): only that level may write it.
 import { test } from "node:test";
@@ -12,23 +13,29 @@ import { existsSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { pathToFileURL } from "node:url";
-import { HSD_NODE_FLAGS } from "../../src/config/node-flags.js";
+import { HSD_V8_FLAGS } from "../../src/config/node-flags.js";
 import { REPO } from "../helpers/hsctl.js";
 import { writesCodeCache } from "../../src/util/run-bundle.js";
+import { codeCacheTaken } from "../helpers/code-cache-probe.js";
 
-/** Compiles the bundle in a fresh node started with `flags`, as the program would; true when V8 took the cache. */
-function cacheAccepted(bundle: string, flags: readonly string[]): boolean {
-  const runBundle = pathToFileURL(join(REPO, "dist/util/run-bundle.js")).href;
-  const probe = `const m = await import(${JSON.stringify(runBundle)}); process.stdout.write(String(!m.compileBundle(${JSON.stringify(bundle)}).cacheRejected));`;
-  const r = spawnSync(process.execPath, [...flags, "--input-type=module", "-e", probe], { encoding: "utf8", timeout: 60_000 });
-  assert.equal(r.status, 0, r.stderr);
-  return r.stdout === "true";
-}
+/** Compiles the bundle in a fresh node that sets `flags` as the program's entry does; true when V8 took the cache. */
+const cacheAccepted = (bundle: string, flags: readonly string[]) => codeCacheTaken(join(REPO, "dist/util/run-bundle.js"), bundle, flags);
 
 test("hsd's code cache is accepted under the flags every hsd runs with", () => {
-  assert.ok(HSD_NODE_FLAGS.length > 0, "the case this guards: hsd runs with V8 flags");
-  assert.equal(cacheAccepted(join(REPO, "dist/daemon/hsd.bundle.cjs"), HSD_NODE_FLAGS), true);
+  assert.ok(HSD_V8_FLAGS.length > 0, "the case this guards: hsd runs with V8 flags");
+  assert.equal(cacheAccepted(join(REPO, "dist/daemon/hsd.bundle.cjs"), HSD_V8_FLAGS), true);
+  // The cache is no good without them: the flags are part of what V8 checks.
+  assert.equal(cacheAccepted(join(REPO, "dist/daemon/hsd.bundle.cjs"), []), false);
+});
+
+test("a real hsd runs under its V8 flags, set by its entry: its young generation stays at 1 MiB semi-spaces", () => {
+  // Loading hsd's modules alone grows V8's default young generation (to 8 MiB and more); capped, it stays at 2 x 1 MiB.
+  // Reported at exit by a preload (--import is no V8 flag: it leaves the caches alone).
+  const report = "import v8 from 'node:v8'; process.on('exit', () => process.stderr.write('new_space ' + v8.getHeapSpaceStatistics().find((x) => x.space_name === 'new_space').space_size + '\\n'));";
+  const r = spawnSync(process.execPath, ["--import", `data:text/javascript,${encodeURIComponent(report)}`, join(REPO, "dist/daemon/hsd.js"), "version"], { encoding: "utf8", timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const size = Number(/new_space (\d+)/.exec(r.stderr)?.[1]);
+  assert.ok(size > 0 && size <= 2 * 1024 * 1024, `new space ${size} bytes`);
 });
 
 test("hsctl's code cache is accepted as hsctl runs (no flags)", () => {
@@ -43,9 +50,9 @@ async function copyBundle(dir: string): Promise<void> {
   }
 }
 
-/** `hsd version` from the copy in `dir`, with HSD_NODE_FLAGS and `env` added. */
+/** `hsd version` from the copy in `dir` (its entry sets its V8 flags), with `env` added. */
 function hsdVersion(dir: string, env: Record<string, string>): void {
-  const r = spawnSync(process.execPath, [...HSD_NODE_FLAGS, join(dir, "dist/daemon/hsd.js"), "version"], { env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 });
+  const r = spawnSync(process.execPath, [join(dir, "dist/daemon/hsd.js"), "version"], { env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 });
   assert.equal(r.status, 0, r.stderr);
 }
 
@@ -72,7 +79,7 @@ test("a real hsd writes the cache at its exit only as the level named", async ()
     assert.equal(existsSync(cache), false, "another level of the warm nest wrote the cache");
     version("l0/l1");
     assert.equal(existsSync(cache), true, "the named level wrote no cache");
-    assert.equal(cacheAccepted(join(dir, "dist/daemon/hsd.bundle.cjs"), HSD_NODE_FLAGS), true);
+    assert.equal(cacheAccepted(join(dir, "dist/daemon/hsd.bundle.cjs"), HSD_V8_FLAGS), true);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -8,7 +8,6 @@
 
 import { AptLockedError, CommandTimeoutError, ProviderError } from "../../domain/errors.js";
 import { waitForCloudInit } from "./cloud-init-wait.js";
-import { HSD_NODE_FLAGS } from "../../config/node-flags.js";
 import { withTimeout } from "../../util/timeout.js";
 import type { ReadyInfo } from "../../util/ready-pipe.js";
 import type { CommandResult } from "../../util/command-runner.js";
@@ -105,7 +104,7 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
     return `umask 022 && { [ -d ${dir} ] || mkdir -p ${dir}; } && umask 077 && ${fill} && chmod ${mode} ${tmp} && mv ${tmp} ${q(path)}`;
   };
   // Launchers that work whether node came with the bundle or from the child.
-  const launcher = (cmd: string) => `#!/bin/sh\nexec ${p.installDir}/bin/node ${cmd === "hsd" ? `${HSD_NODE_FLAGS.join(" ")} ` : ""}${p.installDir}/bin/${cmd}.js "$@"\n`;
+  const launcher = (cmd: string) => `#!/bin/sh\nexec ${p.installDir}/bin/node ${p.installDir}/bin/${cmd}.js "$@"\n`;
   // The config comes on stdin (never a command line); the launchers and the unit, no secrets, in the script.
   const files = [
     { path: p.configPath, mode: "600", text: undefined },
