@@ -5,7 +5,7 @@
 // refused.
 // Imported by: src/daemon, src/ssh.
 
-import { connect as netConnect } from "node:net";
+import { connect as netConnect, createServer } from "node:net";
 import { readFileSync } from "node:fs";
 import ssh2, { type Connection, type ServerChannel, type AuthContext } from "ssh2";
 
@@ -23,6 +23,7 @@ import { privateKeyPublic } from "./key-fingerprint.js";
 import { KEEPALIVE_COUNT_MAX } from "./parent-connection.js";
 import { reachableSocketPath } from "../util/unix-socket-path.js";
 import { ENDPOINT_CIPHERS } from "./ciphers.js";
+import { coalesceWrites } from "./coalesce-writes.js";
 
 /** Maps an allow-listed repo name to its absolute bare repo path, or undefined (may wait: level 0 exporting at start). */
 export type RepoResolver = (name: string) => string | undefined | Promise<string | undefined>;
@@ -247,12 +248,15 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
     }
   }
 
+  // The endpoint's own listener: each connection's socket sends a tick's packets as one
+  // write (coalesce-writes.ts) before ssh2 takes it.
+  const tcp = createServer((sock) => server.injectSocket(coalesceWrites(sock)));
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port, opts.host, () => { server.removeListener("error", reject); resolve(); });
+    tcp.once("error", reject);
+    tcp.listen(opts.port, opts.host, () => { tcp.removeListener("error", reject); resolve(); });
   });
-  server.on("error", (err: Error) => log.error({ err: err.message }, "ssh server error"));
-  const addr = server.address() as { address: string; port: number };
+  for (const s of [tcp, server]) s.on("error", (err: Error) => log.error({ err: err.message }, "ssh server error"));
+  const addr = tcp.address() as { address: string; port: number };
   log.info({ host: addr.address, port: addr.port, hostKeyFingerprint }, "ssh endpoint listening");
 
   return {
@@ -267,7 +271,7 @@ export async function startSshEndpoint(opts: SshEndpointOptions): Promise<SshEnd
       shutdown.abort();
       for (const t of timers) clearTimeout(t);
       timers.clear();
-      server.close(() => resolve());
+      tcp.close(() => resolve());
       for (const c of clients) c.end();
     }),
   };

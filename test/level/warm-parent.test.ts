@@ -96,6 +96,8 @@ test("images config fully describes move first: the parent connection and the re
       `parent: { host: 127.0.0.1, port: ${l0.port}, host_key_fingerprint: '${l0.endpoint.hostKeyFingerprint}', public_key: '${l0.controller.publicKey.trim()}', host_key: '${l0.endpoint.hostKey}' }`,
       `repo_names: [${l0.names.join(", ")}]`,
       `images: { pve-9: { sha256: '${sha}', size: ${data.length} } }`,
+      // In the level's own directory: the default is the system's /var/lib/vz/template/iso.
+      "image_dir: images",
       "",
     ].join("\n"), "hsd.yaml", { root });
     const ops = gitRepoOps({

@@ -18,6 +18,7 @@
 import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
 import { promisify } from "node:util";
 import { mkdir, readFile, writeFile, chmod, copyFile, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { fakeSystemctlScript, shq as q } from "./fake-systemctl.js";
@@ -78,8 +79,13 @@ function fakeSystemctl(root: string, extraCases?: string): string {
   # RuntimeDirectory=hsd, StateDirectory=hsd, UMask=0077, systemd's PATH.
   mkdir -p -m 0700 /run/hsd /var/lib/hsd
   umask 077
-  PATH=${PATH} NODE_ENV=production setsid sh -c "exec $cmd" </dev/null >>${q(join(root, "hsd.log"))} 2>&1 &
-  echo $! > "$pidf"`,
+  # Type=notify: start returns once hsd is ready and fails if it never is, as systemd's does.
+  # hsd's ready line comes through a FIFO (HSD_READY_FD) where systemd has NOTIFY_SOCKET.
+  f=/run/hsd-notify.fifo; rm -f "$f"; mkfifo "$f"
+  PATH=${PATH} NODE_ENV=production HSD_READY_FD=3 setsid sh -c "exec $cmd" 3>"$f" </dev/null >>${q(join(root, "hsd.log"))} 2>&1 &
+  echo $! > "$pidf"
+  IFS= read -r line < "$f"; rm -f "$f"
+  case "$line" in '{"error"'*|'') echo "Job for hsd.service failed because the control process exited with error code." >&2; exit 1 ;; esac`,
   });
 }
 
@@ -110,6 +116,11 @@ export async function startVmGuest(o: {
     await mkdir(up(d), { recursive: true });
     await mkdir(join(root, "work", d), { recursive: true });
   }
+  // The VM's /var/lib/vz is its own disk's, never the host's (a PVE host's, or an image a test
+  // left there): hidden by a whiteout until PVE's install makes one (overlayfs makes that
+  // directory opaque), and once there, bind-mounted over the merged view at every boot.
+  const vz = join(up("var/lib"), "vz");
+  if (!(o.node && !o.pveAbsent) && !existsSync(vz)) execFileSync("mknod", [vz, "c", "0", "0"]);
   // cloud-init's work: root's keys, the hostname in /etc/hosts (manage_etc_hosts).
   const sshDir = join(root, ".sshd");
   await mkdir(sshDir, { recursive: true });
@@ -172,6 +183,7 @@ export async function startVmGuest(o: {
     "set -e",
     `echo ${q(hostname)} > /proc/sys/kernel/hostname`,
     ...overlays,
+    `if [ -d ${q(vz)} ]; then mount --bind ${q(vz)} /var/lib/vz; fi`,
     `mount --bind ${q(home)} /root`,
     "mount -t tmpfs -o mode=0755 tmpfs /run", "mkdir -p /run/sshd",
     "mount -t tmpfs tmpfs /sys/module", "mkdir -p /sys/module/kvm_intel/parameters", "echo Y > /sys/module/kvm_intel/parameters/nested",
