@@ -120,7 +120,7 @@ export async function startVmGuest(o: {
   // left there): hidden by a whiteout until PVE's install makes one (overlayfs makes that
   // directory opaque), and once there, bind-mounted over the merged view at every boot.
   const vz = join(up("var/lib"), "vz");
-  if (!(o.node && !o.pveAbsent) && !existsSync(vz)) execFileSync("mknod", [vz, "c", "0", "0"]);
+  if ((!o.node || o.pveAbsent) && !existsSync(vz)) execFileSync("mknod", [vz, "c", "0", "0"]);
   // cloud-init's work: root's keys, the hostname in /etc/hosts (manage_etc_hosts).
   const sshDir = join(root, ".sshd");
   await mkdir(sshDir, { recursive: true });
