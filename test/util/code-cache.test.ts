@@ -10,12 +10,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, mkdtemp, rm, stat } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { HSD_V8_FLAGS } from "../../src/config/node-flags.js";
 import { REPO } from "../helpers/hsctl.js";
-import { writesCodeCache } from "../../src/util/run-bundle.js";
+import { readBundleSource, writesCodeCache } from "../../src/util/run-bundle.js";
 import { codeCacheTaken } from "../helpers/code-cache-probe.js";
 
 /** Compiles the bundle in a fresh node that sets `flags` as the program's entry does; true when V8 took the cache. */
@@ -36,6 +37,20 @@ test("a real hsd runs under its V8 flags, set by its entry: its young generation
   assert.equal(r.status, 0, r.stderr);
   const size = Number(/new_space (\d+)/.exec(r.stderr)?.[1]);
   assert.ok(size > 0 && size <= 2 * 1024 * 1024, `new space ${size} bytes`);
+});
+
+test("a bundle's text reads as utf8 would: the built ASCII bundles, and a file with other bytes", async () => {
+  for (const b of ["dist/daemon/hsd.bundle.cjs", "dist/cli/hsctl.bundle.cjs"]) {
+    assert.equal(readBundleSource(join(REPO, b)), readFileSync(join(REPO, b), "utf8"), b);
+  }
+  const dir = await mkdtemp(join(tmpdir(), "hsd-bundle-text-"));
+  try {
+    const f = join(dir, "x.cjs");
+    await writeFile(f, "const s = \"caf\u00e9 \u2192 \u{1f600}\";\n");
+    assert.equal(readBundleSource(f), "const s = \"caf\u00e9 \u2192 \u{1f600}\";\n");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test("hsctl's code cache is accepted as hsctl runs (no flags)", () => {
