@@ -18,6 +18,7 @@
 import { writeFile } from "node:fs/promises";
 import { startPveTree, vmNamed } from "../test/pve/pve-tree.js";
 import { hsctl, jsonLines } from "../test/helpers/hsctl.js";
+import { median } from "./lib/median.js";
 import type { PveSim } from "../test/pve-sim/pve-sim.js";
 
 const DEPTH = 2;
@@ -129,11 +130,6 @@ async function oneRun(say: (line: string) => void, eventsOut: string | undefined
   }
 }
 
-const median = (xs: readonly number[]) => {
-  const v = [...xs].sort((a, b) => a - b);
-  const m = v.length >> 1;
-  return v.length % 2 === 1 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
-};
 const perRun: number[][] = [];
 let failed = false;
 for (let i = 0; i < RUNS && !failed; i++) {
