@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Builds the self-contained hsd bundle a parent copies into a child level:
-// the programs as scripts/bundle-entries.mjs made them (each one esbuild file,
-// its V8 code cache, stamped for the unpacked file, and its two-line entry), bin/, package.json, daemon/, and
+// hsd's bundle as scripts/bundle-entries.mjs made it (one esbuild file holding hsd
+// and hsctl, its V8 code cache, stamped for the unpacked file, and an entry for
+// each program), bin/, package.json, daemon/, and
 // with --with-node this node binary. No node_modules: the programs carry their
 // dependencies, and the ~4,700 files of node_modules took a child's install
 // seconds to unpack (ssh2's optional native helpers are left out, as in the
@@ -20,12 +21,20 @@ const out = resolve(args.includes("--out") ? args[args.indexOf("--out") + 1] : j
 const withNode = args.includes("--with-node");
 const dist = resolve(args.includes("--dist") ? args[args.indexOf("--dist") + 1] : join(root, "dist"));
 
-// What a child runs: each program's entry, bundle and code cache, and the loader the entries share.
+// What a child runs: hsd's bundle and code cache, the entries that run hsd and hsctl from it
+// (bundle-entries.mjs: one bundle holds both), and the loader the entries share. hsctl's
+// own bundle stays behind: ~30% of the bytes every level's install copies and unpacks.
 const PROGRAM_FILES = [
-  "daemon/hsd.js", "daemon/hsd.bundle.cjs", "daemon/hsd.bundle.cjs.cache",
-  "cli/hsctl.js", "cli/hsctl.bundle.cjs", "cli/hsctl.bundle.cjs.cache",
+  "daemon/hsd.js", "daemon/hsctl.js", "daemon/hsd.bundle.cjs", "daemon/hsd.bundle.cjs.cache",
   "util/run-bundle.js",
 ];
+/** The child's bin/hsctl.js (in place of the package's, which runs hsctl's own bundle). */
+const CHILD_HSCTL = [
+  "#!/usr/bin/env node",
+  "// Installed entry point of the hsctl CLI on a child: hsctl run from hsd's bundle (scripts/bundle.mjs).",
+  'import "../dist/daemon/hsctl.js";',
+  "",
+].join("\n");
 const missing = PROGRAM_FILES.filter((f) => !existsSync(join(dist, f)));
 if (missing.length > 0) { console.error(`no ${missing.map((f) => `${dist}/${f}`).join(", ")}: run \`npm run build\` first`); process.exit(1); }
 /** src/util/run-bundle.ts's first line of a code cache: the bundle's size and mtime it was made for. */
@@ -55,13 +64,14 @@ try {
   for (const f of PROGRAM_FILES) cpSync(join(dist, f), join(stage, "dist", f));
   for (const f of PROGRAM_FILES.filter((x) => x.endsWith(".bundle.cjs"))) stageProgram(f);
   for (const p of ["bin", "package.json", "daemon"]) if (existsSync(join(root, p))) cpSync(join(root, p), join(stage, p), { recursive: true });
+  writeFileSync(join(stage, "bin", "hsctl.js"), CHILD_HSCTL, { mode: 0o755 });
   if (withNode) {
     // The child may lack node >= 20; the parent's binary runs on the same arch/glibc template.
     mkdirSync(join(stage, "bin"), { recursive: true });
     cpSync(process.execPath, join(stage, "bin", "node"));
   }
   execFileSync("tar", ["-czf", out, "-C", stage, "."]);
-  console.log(`${out}: hsd and hsctl${withNode ? ` + node ${process.version}` : ""}`);
+  console.log(`${out}: hsd and hsctl (one bundle)${withNode ? ` + node ${process.version}` : ""}`);
 } finally {
   rmSync(stage, { recursive: true, force: true });
 }

@@ -41,6 +41,12 @@ export interface BundleV8 {
   readonly builtins?: readonly string[];
   /** V8 flags the program runs with (src/config/node-flags.ts). */
   readonly flags?: readonly string[];
+  /**
+   * Which program of a bundle that holds more than one runs ("" its first):
+   * hsd's bundle also runs hsctl, so a child gets one bundle and one cache
+   * for both (scripts/bundle.mjs).
+   */
+  readonly program?: string;
 }
 
 /**
@@ -78,7 +84,8 @@ export function compileBundle(filename: string): { script: Script; expected: str
   const expected = stamp(filename);
   const source = readBundleSource(filename);
   const cachedData = readCache(`${filename}.cache`, expected);
-  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
+  // __hsdProgram: BundleV8.program, read by a bundle's entry that holds more than one program.
+  const script = new Script(`(function (exports, require, module, __filename, __dirname, __hsdProgram) {${source}\n})`, {
     filename, ...(cachedData ? { cachedData } : {}),
     // A dynamic import() left in the bundle (of a node: builtin, say) loads as it would in a module.
     importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
@@ -119,6 +126,6 @@ export function runBundle(bundleUrl: URL, v8: BundleV8 = {}): void {
     });
   }
   const module = { exports: {} };
-  const fn = script.runInThisContext() as (e: object, r: NodeJS.Require, m: object, f: string, d: string) => void;
-  fn.call(module.exports, module.exports, createRequire(filename), module, filename, dirname(filename));
+  const fn = script.runInThisContext() as (e: object, r: NodeJS.Require, m: object, f: string, d: string, program: string) => void;
+  fn.call(module.exports, module.exports, createRequire(filename), module, filename, dirname(filename), v8.program ?? "");
 }

@@ -8,7 +8,8 @@ import { test, before, after } from "node:test";
 import { HSD_V8_FLAGS } from "../../src/config/node-flags.js";
 import { codeCacheTaken } from "../helpers/code-cache-probe.js";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -96,7 +97,11 @@ test("install: bundle, config, unit and a running hsd on the VM; endpoint from i
     assert.ok((await stat(join(root, "opt/hsd/dist/daemon/hsd.js"))).isFile());
     // The programs come as their esbuild bundles (and code caches); node_modules stays behind.
     assert.ok((await stat(join(root, "opt/hsd/dist/daemon/hsd.bundle.cjs"))).isFile());
-    assert.ok((await stat(join(root, "opt/hsd/dist/cli/hsctl.bundle.cjs.cache"))).isFile());
+    // hsctl runs from hsd's bundle: the launcher the install wrote works, and hsctl's own bundle was never copied.
+    const child = spawnSync(join(root, "usr/local/bin/hsctl"), ["--help"], { encoding: "utf8", timeout: 60_000 });
+    assert.equal(child.status, 0, child.stderr);
+    assert.match(child.stdout, /^hsctl /);
+    await assert.rejects(stat(join(root, "opt/hsd/dist/cli")));
     await assert.rejects(stat(join(root, "opt/hsd/node_modules")));
     assert.deepEqual((await readFile(join(root, "systemctl.log"), "utf8")).trim().split("\n").filter((l) => !l.includes("is-failed")), [
       "systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service",
@@ -153,7 +158,7 @@ test("install: missing bundle and missing key are ProviderFailed with a hint, be
     assert.equal(await readFile(join(sim.guestRoot(Number(booted.data.vmid)), "systemctl.log"), "utf8").catch(() => ""), "");
   }));
 
-test("bundle: unpacked on a child, each program's code cache is taken (hsd under its V8 flags, hsctl under none)", async () => {
+test("bundle: unpacked on a child, hsd's code cache is taken under its V8 flags, and hsctl runs from the same bundle", async () => {
   // tar keeps whole seconds of an mtime: a cache stamped for the built file's mtime was refused on
   // every child, and each child hsd parsed its 3 MB bundle again.
   const dir = await mkdtemp(join(tmpdir(), "pve-bundle-unpacked-"));
@@ -161,7 +166,11 @@ test("bundle: unpacked on a child, each program's code cache is taken (hsd under
     execFileSync("tar", ["-xzf", bundle.path, "-C", dir]);
     const taken = (program: string, flags: readonly string[]) => codeCacheTaken(join(dir, "dist/util/run-bundle.js"), join(dir, program), flags);
     assert.equal(taken("dist/daemon/hsd.bundle.cjs", HSD_V8_FLAGS), true);
-    assert.equal(taken("dist/cli/hsctl.bundle.cjs", []), true);
+    // One bundle for both programs: hsctl's own is not in it (about a third of the bytes every install moves).
+    assert.equal(existsSync(join(dir, "dist/cli")), false);
+    const hsctlHelp = spawnSync(process.execPath, [join(dir, "bin/hsctl.js"), "--help"], { encoding: "utf8", timeout: 60_000 });
+    assert.equal(hsctlHelp.status, 0, hsctlHelp.stderr);
+    assert.match(hsctlHelp.stdout, /^hsctl /);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

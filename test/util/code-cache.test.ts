@@ -1,6 +1,7 @@
 // The V8 code cache the build writes beside each bundle (scripts/bundle-entries.mjs,
 // src/util/run-bundle.ts) must be accepted when the program starts the way it
-// is always started: hsd with its entry setting HSD_V8_FLAGS, hsctl with none. V8
+// is always started: hsd (and hsctl run from hsd's bundle, as on a child) with its
+// entry setting HSD_V8_FLAGS, hsctl from its own bundle with none. V8
 // rejects a cache made under other flags, and then every hsd start parses the 3 MB
 // bundle again (it did, unnoticed, once hsd gained a V8 flag). The flags must be in
 // effect in a running hsd too, and set by its entry, never on node's command line.
@@ -55,6 +56,25 @@ test("a bundle's text reads as utf8 would: the built ASCII bundles, and a file w
 
 test("hsctl's code cache is accepted as hsctl runs (no flags)", () => {
   assert.equal(cacheAccepted(join(REPO, "dist/cli/hsctl.bundle.cjs"), []), true);
+});
+
+test("hsd's bundle runs hsctl too (what a child gets): the same program as hsctl's own bundle, and hsd still runs hsd", () => {
+  const run = (entry: string, args: string[]) => spawnSync(process.execPath, [join(REPO, entry), ...args], { encoding: "utf8", timeout: 60_000 });
+  const own = run("dist/cli/hsctl.js", ["--help"]);
+  const fromHsd = run("dist/daemon/hsctl.js", ["--help"]);
+  assert.equal(own.status, 0, own.stderr);
+  assert.equal(fromHsd.status, 0, fromHsd.stderr);
+  assert.match(fromHsd.stdout, /^hsctl /);
+  assert.equal(fromHsd.stdout, own.stdout);
+  // A command's failure, its exit code and its message, are hsctl's as well (no daemon at this socket).
+  const socket = join(tmpdir(), `hsd-no-daemon-${process.pid}.sock`);
+  const a = run("dist/cli/hsctl.js", ["--socket", socket, "status"]);
+  const b = run("dist/daemon/hsctl.js", ["--socket", socket, "status"]);
+  assert.notEqual(b.status, 0);
+  assert.deepEqual([b.status, b.stderr], [a.status, a.stderr]);
+  const hsd = run("dist/daemon/hsd.js", ["version"]);
+  assert.equal(hsd.status, 0, hsd.stderr);
+  assert.match(hsd.stdout, /^hsd /);
 });
 
 /** hsd's bundle and loader as the build lays them out (no cache), with the package.json hsd finds above them. */
