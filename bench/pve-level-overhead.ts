@@ -14,7 +14,10 @@
 // EVENTS_OUT=<file> keeps the nest's JSON event lines there (every phase's lines with
 // their times), to look at one level's timeline after the run. RUNS=<n> runs the nest n
 // times, each on a fresh tree, and judges each level's median (the detail is the first run's).
+// Each run prints the CPU steal during its nest: on a virtual machine a busy host slows
+// hsd's own steps, not the simulator's timed PVE tasks, so a noisy run reads high.
 
+import { readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { startPveTree, vmNamed } from "../test/pve/pve-tree.js";
 import { hsctl, jsonLines } from "../test/helpers/hsctl.js";
@@ -45,6 +48,19 @@ if (!Number.isInteger(RUNS) || RUNS < 1) {
   console.error(`RUNS must be a whole number of runs (1 or more), got ${JSON.stringify(process.env.RUNS)}`);
   process.exit(2);
 }
+/**
+ * The machine's CPU time so far (/proc/stat's first line, in clock ticks): all of it, and
+ * the share the hypervisor ran other guests on this machine's CPUs (steal). A virtual
+ * machine's wall times swing with its neighbours; the steal during a run says how much.
+ */
+function cpuTicks(): { busy: number; steal: number } {
+  // user nice system idle iowait irq softirq steal (guest time is counted in user already).
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  return { busy: f.reduce((a, b) => a + b, 0) - (f[3] ?? 0) - (f[4] ?? 0), steal: f[7] ?? 0 };
+}
+/** Clock ticks per second in /proc/stat (USER_HZ: 100 on Linux). */
+const TICK_MS = 10;
+
 /** One nest on a fresh simulated tree: its per-level own/PVE ratios. `say` prints the detail (the first run's only), as EVENTS_OUT keeps its events. */
 async function oneRun(say: (line: string) => void, eventsOut: string | undefined): Promise<number[]> {
   const tree = await startPveTree({
@@ -57,7 +73,9 @@ async function oneRun(say: (line: string) => void, eventsOut: string | undefined
     say(`guest agent up ${agentS} s after each VM's start (AGENT_S; the simulator's own is ${own} s)`);
   }
   try {
+    const cpu0 = cpuTicks();
     const r = await hsctl(["nest", "--depth", String(DEPTH), "--provider", "pve", "--json"], tree.env, 900_000);
+    const cpu1 = cpuTicks();
     if (r.code !== 0) throw new Error(`nest failed: ${r.stderr}\n${r.stdout.slice(-3000)}`);
     const events = jsonLines(r.stdout);
     if (eventsOut) await writeFile(eventsOut, r.stdout);
@@ -124,6 +142,9 @@ async function oneRun(say: (line: string) => void, eventsOut: string | undefined
       ratios.push(ratio);
       console.log(`  ${path.padEnd(10)} ${"total".padEnd(10)} ${s(wallSum)} | ${s(pveSum)} | ${s(wallSum - pveSum)}   own/PVE = ${(ratio * 100).toFixed(1)}%`);
     }
+    const stolen = cpu1.steal - cpu0.steal;
+    const busy = Math.max(1, cpu1.busy - cpu0.busy);
+    console.log(`  cpu steal during the nest: ${stolen * TICK_MS} ms, ${(stolen / busy * 100).toFixed(0)}% of the time this machine's CPUs were busy (run by the hypervisor for other guests: a run its host slowed shows here)`);
     return ratios;
   } finally {
     await tree.close();
