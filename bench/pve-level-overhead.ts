@@ -49,16 +49,17 @@ if (!Number.isInteger(RUNS) || RUNS < 1) {
   process.exit(2);
 }
 /**
- * The machine's CPU time so far (/proc/stat's first line, in clock ticks): all of it, and
- * the share the hypervisor ran other guests on this machine's CPUs (steal). A virtual
- * machine's wall times swing with its neighbours; the steal during a run says how much.
+ * The machine's CPU time so far (/proc/stat's first line, in clock ticks): the busy part
+ * (all but idle and iowait), and within it the steal, when the hypervisor ran other guests
+ * on this machine's CPUs. A virtual machine's wall times swing with its neighbours; the
+ * steal during a run says how much.
  */
 function cpuTicks(): { busy: number; steal: number } {
   // user nice system idle iowait irq softirq steal (guest time is counted in user already).
   const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
   return { busy: f.reduce((a, b) => a + b, 0) - (f[3] ?? 0) - (f[4] ?? 0), steal: f[7] ?? 0 };
 }
-/** Clock ticks per second in /proc/stat (USER_HZ: 100 on Linux). */
+/** Milliseconds per /proc/stat clock tick (USER_HZ is 100 on Linux). */
 const TICK_MS = 10;
 
 /** One nest on a fresh simulated tree: its per-level own/PVE ratios. `say` prints the detail (the first run's only), as EVENTS_OUT keeps its events. */
