@@ -106,12 +106,17 @@ test("no fingerprint configured: api check refuses with the pin hint, nothing se
   assert.equal(sim.requests.length, 0);
 }));
 
+/** pve-9 at level 0's image directory: `size` random bytes, and the entry hsd's config would name it by. */
+async function level0Image(sim: PveSim, size: number): Promise<{ name: string; path: string; sha256: string }> {
+  const bytes = randomBytes(size);
+  const path = join(sim.paths.vz, "template", "iso", "pve-9.img");
+  await writeFile(path, bytes);
+  return { name: "pve-9", path, sha256: createHash("sha256").update(bytes).digest("hex") };
+}
+
 test("a preflight that starts while another is half-way through making level 0's template shares that outcome, not 'exists but is not a template'", () =>
   withSim({ presetTemplate: false, timeScale: 1 }, async (sim) => {
-    const bytes = randomBytes(256 * 1024);
-    const path = join(sim.paths.vz, "template", "iso", "pve-9.img");
-    await writeFile(path, bytes);
-    const image = { name: "pve-9", path, sha256: createHash("sha256").update(bytes).digest("hex") };
+    const image = await level0Image(sim, 256 * 1024);
     const { provider } = providerFor(sim, { templateImage: async () => image });
     const first = provider.preflight(phaseCtx());
     // The VM exists and is not a template yet: the second child's preflight starts now.
@@ -130,10 +135,7 @@ test("a preflight that starts while another is half-way through making level 0's
 
 test("level 0 with its image and a free pve.template: preflight makes the template from the image (its own checks first), then finds it", () =>
   withSim({ presetTemplate: false }, async (sim) => {
-    const bytes = randomBytes(256 * 1024);
-    const path = join(sim.paths.vz, "template", "iso", "pve-9.img");
-    await writeFile(path, bytes);
-    const image = { name: "pve-9", path, sha256: createHash("sha256").update(bytes).digest("hex") };
+    const image = await level0Image(sim, 256 * 1024);
     const { provider, commands } = providerFor(sim, { templateImage: async () => image });
     // Two children's preflights at once: one template is made, both see it.
     const [first, second] = (await Promise.all([provider.preflight(phaseCtx()), provider.preflight(phaseCtx())])).map(byName);
@@ -151,6 +153,19 @@ test("level 0 with its image and a free pve.template: preflight makes the templa
     assert.deepEqual([byName(a).template!.result, byName(b).template!.result], ["ok", "ok"]);
     assert.equal(byName(await provider.preflight(phaseCtx())).template!.result, "ok");
     assert.equal(sim.imports.length, 1);
+  }));
+
+test("level 0 making its template asks PVE's version and the free vmid once: the template's own checks take the preflight's answers", () =>
+  withSim({ presetTemplate: false }, async (sim) => {
+    const image = await level0Image(sim, 64 * 1024);
+    const { provider } = providerFor(sim, { templateImage: async () => image });
+    const checks = byName(await provider.preflight(phaseCtx()));
+    assert.deepEqual(["api", "template-slot", "storage-room", "template"].map((n) => checks[n]?.result), ["ok", "ok", "ok", "repaired"]);
+    const create = sim.requests.find((q) => q.method === "POST" && q.template === "/nodes/{node}/qemu")!;
+    const before = (path: string) => sim.requests.filter((q) => q.method === "GET" && q.path === path && q.at <= create.at).length;
+    assert.equal(before("/version"), 1);
+    assert.equal(before(`/nodes/${sim.node}/qemu/${sim.templateVmid}/config`), 1);
+    assert.equal(sim.vms.get(sim.templateVmid)!.config.template, "1");
   }));
 
 test("no template and no image to make one from: the template check fails with its hint, nothing is created", () =>

@@ -84,10 +84,13 @@ export interface TemplateReads {
 }
 
 /** Asks the API what childPreflightSlot will want (no answer is awaited here, and none rejects unhandled). */
-export function beginTemplateReads(d: Pick<ChildPreflightDeps, "client" | "node" | "vmid" | "image" | "signal">): TemplateReads {
+export function beginTemplateReads(d: Pick<ChildPreflightDeps, "client" | "node" | "vmid" | "image" | "signal"> & {
+  /** GET /version's answer when the caller has just had it (the level's set-up): not asked again. */
+  readonly version?: string;
+}): TemplateReads {
   const reads: TemplateReads = {
     image: d.image,
-    version: d.client.api("GET /version", {}, { signal: d.signal }) as Promise<{ version?: unknown }>,
+    version: d.version ? Promise.resolve({ version: d.version }) : d.client.api("GET /version", {}, { signal: d.signal }) as Promise<{ version?: unknown }>,
     slot: templateSlot(d.client, d.node, d.vmid, d.image, d.signal),
   };
   reads.version.catch(() => {});

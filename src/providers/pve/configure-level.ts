@@ -11,7 +11,7 @@ import { CommandFailedError, PreflightError, PveTokenExistsError } from "../../d
 import { firstLine, missingAs127, type CommandRunner } from "../../util/command-runner.js";
 import { failedChecksError, type CheckResult } from "../../domain/checks.js";
 import { PveClient, defaultSleep, type PveClientOptions, type Sleep } from "./pve-client.js";
-import { apiHealth, certInfo, hostnameResolution, proxyCertificate, snippetsContent, type PreflightDeps } from "./preflight.js";
+import { apiCheck, certInfo, hostnameResolution, proxyCertificate, snippetsContent, type PreflightDeps } from "./preflight.js";
 import { STEP_HINTS, VALUE_HINTS } from "../../domain/hints.js";
 
 export interface ConfigurePveLevelOptions {
@@ -53,6 +53,8 @@ export interface ConfigurePveLevelResult {
   readonly fingerprint: string;
   /** A client on this node's API with the level's token, pinned to that fingerprint. */
   readonly client: PveClient;
+  /** What GET /version answered with (the template's checks read it too). */
+  readonly version: string;
 }
 
 const TOKEN_ID_RE = /^([^@!\s]+@[^@!\s]+)!([A-Za-z][A-Za-z0-9.\-_]+)$/;
@@ -139,7 +141,7 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
   const client = clientWith(secret!);
   if (probe.fingerprint !== cert.fingerprint) client.setFingerprint(probe.fingerprint);
   const restarted = certCheck.result === "repaired";
-  const asking = apiHealth(deps(client), restarted ? 10 : 3);
+  const asking = apiCheck(deps(client), restarted ? 10 : 3);
   asking.catch(() => {}); // awaited once the secret is stored
   // Snippets through the same API, asked beside it unless pveproxy is coming back from a new
   // certificate (then after it answers). Reported only when the API check passed; asked
@@ -148,10 +150,11 @@ export async function configurePveLevel(o: ConfigurePveLevelOptions): Promise<Co
   snippets?.catch(() => {}); // awaited (or dropped) once the API check is in
   await saving;
   note({ name: "token", result: created ? "repaired" : "ok", detail: created ? `created ${tokenId} (privsep 0); secret stored` : `${tokenId} exists and its secret is held` });
-  const api = note(await asking);
+  const { check, version } = await asking;
+  const api = note(check);
   if (api.result !== "failed") note(await (snippets ?? Promise.reject()).catch(() => snippetsContent(deps(client))));
 
   const err = failedChecksError(checks, "PVE setup of this level failed", { step: "configure" });
   if (err) throw err;
-  return { checks, tokenId, tokenCreated: created, fingerprint: client.fingerprint, client };
+  return { checks, tokenId, tokenCreated: created, fingerprint: client.fingerprint, client, version: version ?? "" };
 }

@@ -36,8 +36,12 @@ export interface PreflightDeps {
   readonly minFreeKiB: number;
   readonly sleep: Sleep;
   readonly signal: AbortSignal;
-  /** Makes the template when pve.template's vmid is free (level 0 with its image); its checks replace "template". */
-  readonly makeTemplate?: () => Promise<CheckResult[]>;
+  /**
+   * Makes the template when pve.template's vmid is free (level 0 with its image); its checks
+   * replace "template". `known`: what this preflight has just read (the API's version, the
+   * vmid free), so the template's own checks need not ask again.
+   */
+  readonly makeTemplate?: (known: KnownSlot) => Promise<CheckResult[]>;
   /** The outcome of a template making this provider has under way (a side-by-side preflight's), if any. */
   readonly templateInFlight?: () => Promise<CheckResult[]> | undefined;
   /**
@@ -45,6 +49,11 @@ export interface PreflightDeps {
    * asked once the API check is done, of the API when it passed (storageAvail), else of pvesm.
    */
   readonly storageAvail?: (apiUp: boolean) => Promise<StorageAvail>;
+}
+
+/** What a preflight that found pve.template's vmid free read on the way: PVE's version (GET /version's answer). */
+export interface KnownSlot {
+  readonly version: string;
 }
 
 type Check = CheckResult;
@@ -58,13 +67,13 @@ export async function runPreflight(d: PreflightDeps): Promise<Check[]> {
   const nested = nestedVirt(d);
   // The API is asked beside the host checks: the answer stands unless the certificate was
   // repaired under it (pveproxy restarted with a new one), and then it is asked again.
-  const firstAsk = apiHealth(d, 1);
+  const firstAsk = apiCheck(d, 1);
   const host = hostnameResolution(d);
   host.catch(() => {}); // awaited next, in the report's order
   const out: Check[] = [await nested, await host];
   const cert = await proxyCertificate(d);
   out.push(cert);
-  const api = cert.result === "repaired" ? await apiHealth(d, 10) : await firstAsk;
+  const { check: api, version } = cert.result === "repaired" ? await apiCheck(d, 10) : await firstAsk;
   out.push(api);
   const apiUp = api.result !== "failed";
   // The storage's free space beside the checks below: the API's answer once it is known to
@@ -73,7 +82,7 @@ export async function runPreflight(d: PreflightDeps): Promise<Check[]> {
   const skip = (name: string) => failed(name, "not checked: the PVE API check failed", STEP_HINTS.apiCheckFirst);
   const node = apiUp ? guard("node", () => nodeOnline(d)) : skip("node");
   const snippets = apiUp ? guard("snippets", () => snippetsContent(d)) : skip("snippets");
-  const template = apiUp ? templateChecks(d) : [skip("template")];
+  const template = apiUp ? templateChecks(d, version) : [skip("template")];
   out.push(await node, await snippets, ...(await template), await bridge, await disk);
   return out;
 }
@@ -176,28 +185,33 @@ export async function proxyCertificate(d: PreflightDeps): Promise<Check> {
   return repaired(name, `regenerated the certificate without the zone-id SAN and restarted pveproxy${pin}`);
 }
 
-export async function apiHealth(d: PreflightDeps, attempts: number): Promise<Check> {
+/** The "api" check, and the version PVE answered with when it passed (a template's checks take it as theirs). */
+export async function apiCheck(d: PreflightDeps, attempts: number): Promise<{ check: Check; version?: string }> {
+  const done = (check: Check) => ({ check });
   for (let i = 1; ; i++) {
     try {
       const v = await d.client.api("GET /version", {}, { signal: d.signal });
       const support = pveVersionSupport(v.version);
       if (!support.supported) {
-        return failed("api", `${support.note}; hsd supports PVE ${PVE_MIN_MAJOR}.x to ${PVE_MAX_TESTED_MAJOR}.x`,
-          STEP_HINTS.pveTooOld);
+        return done(failed("api", `${support.note}; hsd supports PVE ${PVE_MIN_MAJOR}.x to ${PVE_MAX_TESTED_MAJOR}.x`,
+          STEP_HINTS.pveTooOld));
       }
-      return ok("api", `PVE ${v.version} answers and token ${d.client.tokenId} is accepted${support.note ? ` (${support.note})` : ""}`);
+      return {
+        check: ok("api", `PVE ${v.version} answers and token ${d.client.tokenId} is accepted${support.note ? ` (${support.note})` : ""}`),
+        version: String(v.version),
+      };
     } catch (e) {
       const code = errorCode(e);
       if (code === "PveAuth") {
-        return failed("api", `token ${d.client.tokenId} was refused (401)`,
-          VALUE_HINTS.tokenRefused(d.client.tokenId));
+        return done(failed("api", `token ${d.client.tokenId} was refused (401)`,
+          VALUE_HINTS.tokenRefused(d.client.tokenId)));
       }
       if (code === "PveUnreachable" && i < attempts) { await d.sleep(500 * i, d.signal); continue; }
       const msg = e instanceof HsError ? e.message : String(e);
       const hint = code === "PveFingerprintMismatch" || code === "PveNotPinned"
         ? String((e as HsError).details.hint ?? STEP_HINTS.pveFingerprint)
         : STEP_HINTS.pveproxyDown;
-      return failed("api", `${code}: ${msg}`, hint);
+      return done(failed("api", `${code}: ${msg}`, hint));
     }
   }
 }
@@ -237,7 +251,7 @@ export async function snippetsContent(d: PreflightDeps): Promise<Check> {
 }
 
 /** The template at pve.template: it exists (yours or one hsd made), or level 0 makes it from its image. */
-async function templateChecks(d: PreflightDeps): Promise<Check[]> {
+async function templateChecks(d: PreflightDeps, version: string | undefined): Promise<Check[]> {
   const t = d.config.template;
   const getConfig = () => d.client.api("GET /nodes/{node}/qemu/{vmid}/config", { node: d.config.node, vmid: t }, { signal: d.signal }).catch((e: unknown) => {
     if (isPveError(e, 500, /does not exist/)) return undefined;
@@ -253,7 +267,7 @@ async function templateChecks(d: PreflightDeps): Promise<Check[]> {
       if (during) return await during;
       c = await getConfig();
     }
-    if (!c && d.makeTemplate) return await d.makeTemplate();
+    if (!c && d.makeTemplate) return await d.makeTemplate({ version: version ?? "" });
     if (!c) return [failed("template", `VM ${t} does not exist on ${d.config.node}`, STEP_HINTS.noTemplate)];
     if (String(c.template ?? "") !== "1") return [failed("template", `VM ${t} exists but is not a template`, VALUE_HINTS.makeTemplate(t))];
     return [ok("template", `template ${t} (${String(c.name ?? "")}) exists`)];

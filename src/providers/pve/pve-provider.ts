@@ -18,7 +18,7 @@ import { writeFileAtomic } from "../../util/atomic-write.js";
 import { withTimeout } from "../../util/timeout.js";
 import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
 import { missingAs127, runCommand, type CommandRunner } from "../../util/command-runner.js";
-import { runPreflight, isUnroutable, storageAvail as storageAvailOf, storageFields, type StorageAvail } from "./preflight.js";
+import { runPreflight, isUnroutable, storageAvail as storageAvailOf, storageFields, type KnownSlot, type StorageAvail } from "./preflight.js";
 import { parseUpid } from "./upid.js";
 import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
 import { STEP_HINTS } from "../../domain/hints.js";
@@ -27,7 +27,8 @@ import { resizeBootDisk } from "./node-disk.js";
 
 /** The dir storage an image is imported from when this level makes a template (PVE's `local`). */
 const IMPORT_STORAGE = "local";
-import { buildTemplate, type TemplateImage } from "./ensure-template.js";
+import { buildTemplate, prepareImport, type TemplateImage } from "./ensure-template.js";
+import type { TemplateReads } from "./child-preflight.js";
 
 export interface PveProviderOptions extends InstallOptions {
   readonly config: PveConfig;
@@ -149,27 +150,35 @@ export class PveProvider implements Provider {
       hostname: this.opts.hostname ?? osHostname().split(".")[0]!, fqdn: this.opts.fqdn,
       resolveHost: this.opts.resolveHost ?? (async (n) => (await lookup(n, { all: true })).map((a) => a.address)),
       minFreeKiB: this.opts.minFreeKiB ?? 20 * 1024 * 1024, sleep: this.sleep, signal: ctx.signal, storageAvail,
-      ...(this.opts.templateImage ? { makeTemplate: () => this.makeTemplateOnce(ctx, storageAvail(true)), templateInFlight: () => this.makingTemplate } : {}),
+      ...(this.opts.templateImage ? { makeTemplate: (known) => this.makeTemplateOnce(ctx, storageAvail(true), known), templateInFlight: () => this.makingTemplate } : {}),
     });
     for (const c of checks) ctx.emit({ kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
     return checks;
   }
 
   /** Children's preflights can run side by side: one template making at a time, the others share its outcome. */
-  private makeTemplateOnce(ctx: PhaseContext, storageAvail: Promise<StorageAvail>): Promise<CheckResult[]> {
-    this.makingTemplate ??= this.makeTemplate(ctx, storageAvail).finally(() => { this.makingTemplate = undefined; });
+  private makeTemplateOnce(ctx: PhaseContext, storageAvail: Promise<StorageAvail>, known: KnownSlot): Promise<CheckResult[]> {
+    this.makingTemplate ??= this.makeTemplate(ctx, storageAvail, known).finally(() => { this.makingTemplate = undefined; });
     return this.makingTemplate;
   }
 
-  /** Level 0's template from its image, with the same checks a child runs (child-preflight.ts). */
-  private async makeTemplate(ctx: PhaseContext, storageAvail: Promise<StorageAvail>): Promise<CheckResult[]> {
+  /**
+   * Level 0's template from its image, with the same checks a child runs (child-preflight.ts).
+   * The preflight has just read the version and found the vmid free: those answers stand in for
+   * the checks' own reads, and the import storage is made ready beside the checks (as a child's
+   * is while its image is on its way), not after them: two round trips to pveproxy fewer.
+   */
+  private async makeTemplate(ctx: PhaseContext, storageAvail: Promise<StorageAvail>, known: KnownSlot): Promise<CheckResult[]> {
     const image = await this.opts.templateImage!();
     if (!image) return [{ name: "template", result: "failed", detail: `VM ${this.cfg.template} does not exist on ${this.cfg.node}, and image ${this.cfg.image} is not under images:`, hint: STEP_HINTS.noTemplate }];
+    const log = (message: string) => ctx.emit({ kind: "log", message });
+    const importDir = prepareImport({ client: this.client, importStorage: IMPORT_STORAGE, signal: ctx.signal, log });
+    importDir.catch(() => {}); // awaited by the template, or dropped with failed checks
+    const reads: TemplateReads = { image, version: Promise.resolve({ version: known.version }), slot: Promise.resolve({ state: "free" }) };
     return buildTemplate({
-      client: this.client, commands: this.commands, node: this.cfg.node, vmid: this.cfg.template, image,
+      client: this.client, commands: this.commands, node: this.cfg.node, vmid: this.cfg.template, image, reads, importDir,
       storage: this.cfg.storage, bridge: this.cfg.bridge, importStorage: IMPORT_STORAGE, storageAvail,
-      task: { signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs }, signal: ctx.signal,
-      log: (message) => ctx.emit({ kind: "log", message }),
+      task: { signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs }, signal: ctx.signal, log,
     });
   }
 

@@ -141,7 +141,7 @@ export function pveConfigure(o: {
         const importDir = prepareImport({ client: r.client, importStorage: IMPORT_STORAGE, signal: sig, log: logTo(emit) });
         importDir.catch(() => {}); // awaited by the template, or dropped with it
         const reads = entry.sha256
-          ? beginTemplateReads({ client: r.client, node: pve.node, vmid: pve.template, image: { name: entry.name, path: entry.path, sha256: entry.sha256 }, signal: sig })
+          ? beginTemplateReads({ client: r.client, node: pve.node, vmid: pve.template, image: { name: entry.name, path: entry.path, sha256: entry.sha256 }, version: r.version, signal: sig })
           : undefined;
         // The image comes with the sync: the template starts once it is in, not once
         // configure is asked for. Images that failed fail the sync; nothing is made here.
