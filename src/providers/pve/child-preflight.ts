@@ -85,13 +85,15 @@ export interface TemplateReads {
 
 /** Asks the API what childPreflightSlot will want (no answer is awaited here, and none rejects unhandled). */
 export function beginTemplateReads(d: Pick<ChildPreflightDeps, "client" | "node" | "vmid" | "image" | "signal"> & {
-  /** GET /version's answer when the caller has just had it (the level's set-up): not asked again. */
+  /** GET /version's answer when the caller has just had it (a set-up's or preflight's API check): not asked again. */
   readonly version?: string;
+  /** The slot as the caller has just read it (level 0's preflight found the vmid free): not read again. */
+  readonly slot?: TemplateSlot;
 }): TemplateReads {
   const reads: TemplateReads = {
     image: d.image,
     version: d.version ? Promise.resolve({ version: d.version }) : d.client.api("GET /version", {}, { signal: d.signal }) as Promise<{ version?: unknown }>,
-    slot: templateSlot(d.client, d.node, d.vmid, d.image, d.signal),
+    slot: d.slot ? Promise.resolve(d.slot) : templateSlot(d.client, d.node, d.vmid, d.image, d.signal),
   };
   reads.version.catch(() => {});
   reads.slot.catch(() => {});

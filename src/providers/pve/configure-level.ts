@@ -53,7 +53,7 @@ export interface ConfigurePveLevelResult {
   readonly fingerprint: string;
   /** A client on this node's API with the level's token, pinned to that fingerprint. */
   readonly client: PveClient;
-  /** What GET /version answered with (the template's checks read it too). */
+  /** What GET /version answered with (the template's checks take it; "" when unknown: they ask). */
   readonly version: string;
 }
 

@@ -51,7 +51,7 @@ export interface PreflightDeps {
   readonly storageAvail?: (apiUp: boolean) => Promise<StorageAvail>;
 }
 
-/** What a preflight that found pve.template's vmid free read on the way: PVE's version (GET /version's answer). */
+/** What a preflight that found pve.template's vmid free read on the way: PVE's version (GET /version's answer; "": ask). */
 export interface KnownSlot {
   readonly version: string;
 }

@@ -28,7 +28,7 @@ import { resizeBootDisk } from "./node-disk.js";
 /** The dir storage an image is imported from when this level makes a template (PVE's `local`). */
 const IMPORT_STORAGE = "local";
 import { buildTemplate, prepareImport, type TemplateImage } from "./ensure-template.js";
-import type { TemplateReads } from "./child-preflight.js";
+import { beginTemplateReads } from "./child-preflight.js";
 
 export interface PveProviderOptions extends InstallOptions {
   readonly config: PveConfig;
@@ -174,9 +174,10 @@ export class PveProvider implements Provider {
     const log = (message: string) => ctx.emit({ kind: "log", message });
     const importDir = prepareImport({ client: this.client, importStorage: IMPORT_STORAGE, signal: ctx.signal, log });
     importDir.catch(() => {}); // awaited by the template, or dropped with failed checks
-    const reads: TemplateReads = { image, version: Promise.resolve({ version: known.version }), slot: Promise.resolve({ state: "free" }) };
+    const { node, template: vmid } = this.cfg;
+    const reads = beginTemplateReads({ client: this.client, node, vmid, image, signal: ctx.signal, version: known.version, slot: { state: "free" } });
     return buildTemplate({
-      client: this.client, commands: this.commands, node: this.cfg.node, vmid: this.cfg.template, image, reads, importDir,
+      client: this.client, commands: this.commands, node, vmid, image, reads, importDir,
       storage: this.cfg.storage, bridge: this.cfg.bridge, importStorage: IMPORT_STORAGE, storageAvail,
       task: { signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs }, signal: ctx.signal, log,
     });
