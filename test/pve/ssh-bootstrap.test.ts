@@ -132,8 +132,8 @@ exit 0`);
   assert.match(await readFile(paths.unitPath, "utf8"), /ExecStart/);
   assert.deepEqual((await readFile(join(d, "calls"), "utf8")).trim().split("\n"), [
     "ci", "systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service",
-    // One reload, for the unit just written: enable's own is turned off.
-    "systemctl daemon-reload", "systemctl enable --no-reload hsd", "systemctl restart hsd",
+    // A systemd that does not say it has the unit loaded and current gets one reload; enable's own is turned off.
+    "systemctl show -p LoadState -p NeedDaemonReload hsd", "systemctl daemon-reload", "systemctl enable --no-reload hsd", "systemctl restart hsd",
   ]);
   assert.equal((await readFile(join(d, "fuser"), "utf8")).trim(), "3");
   // cloud-init (done: no --wait), the timers with the first lock probe, two more probes,
@@ -143,6 +143,36 @@ exit 0`);
   assert.match(await readFile(join(paths.binDir, "hsd"), "utf8"), /^#!\/bin\/sh\nexec .*\/bin\/node .*\/bin\/hsd\.js "\$@"\n$/);
   assert.equal((await stat(paths.unitPath)).mode & 0o777, 0o644);
   assert.ok(logs.some((l) => l.startsWith("waiting for apt/dpkg to release its lock")), logs.join("\n"));
+});
+
+test("bootstrap: no daemon-reload when systemd has hsd.service loaded and current (a fresh VM); one when its file changed since", async () => {
+  const d = sshd.dir;
+  const paths = guestPaths(join(d, "vm8"));
+  await fake("cloud-init", `echo "status: done"`);
+  await fake("fuser", "exit 1");
+  // What systemd answers for the unit (systemctl show prints the properties in its own order, not the -p order).
+  await fake("systemctl", `echo "systemctl $*" >> ${d}/calls8
+[ "$1" = show ] && cat ${d}/show8
+[ "$*" = "restart hsd" ] && mkdir -p ${join(d, "vm8/var/lib/hsd/run")} && echo '${JSON.stringify(READY)}' > ${paths.readyFile}
+[ "$1" = is-failed ] && exit 1
+exit 0`);
+  const install = async (show: string) => {
+    await writeFile(join(d, "show8"), show);
+    await rm(join(d, "calls8"), { force: true });
+    const ssh = await connect();
+    try {
+      assert.deepEqual(await bootstrapHsd(ssh, {
+        bundle: await tinyBundle("b8", true), paths, configYaml: "x: 1\n", unitText: "[Service]\n", pathPrefix: sshd.binDir,
+        signal: AbortSignal.timeout(60_000), log: () => {},
+      }), READY);
+    } finally { ssh.close(); }
+    return (await readFile(join(d, "calls8"), "utf8")).trim().split("\n").filter((l) => !l.includes("is-failed") && !l.includes("apt-daily"));
+  };
+  const show = "systemctl show -p LoadState -p NeedDaemonReload hsd";
+  assert.deepEqual(await install("LoadState=loaded\nNeedDaemonReload=no\n"), [show, "systemctl enable --no-reload hsd", "systemctl restart hsd"]);
+  assert.deepEqual(await install("NeedDaemonReload=no\nLoadState=loaded\n"), [show, "systemctl enable --no-reload hsd", "systemctl restart hsd"]);
+  assert.deepEqual(await install("LoadState=loaded\nNeedDaemonReload=yes\n"), [show, "systemctl daemon-reload", "systemctl enable --no-reload hsd", "systemctl restart hsd"]);
+  assert.deepEqual(await install("LoadState=not-found\nNeedDaemonReload=no\n"), [show, "systemctl daemon-reload", "systemctl enable --no-reload hsd", "systemctl restart hsd"]);
 });
 
 test("bootstrap: the bundle streams into the staging dir while the checks run; nothing else changes until they pass", async () => {

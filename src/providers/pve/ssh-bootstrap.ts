@@ -116,7 +116,7 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   const readyS = Math.max(1, Math.ceil(readyMs / 1000));
   o.log("starting the child's hsd and waiting for it to report ready");
   // A stale ready.json (earlier install) must not be mistaken for the new daemon's.
-  // One reload, for the unit just written: `enable` would reload again (--no-reload).
+  // At most one reload, for a unit systemd had loaded before: `enable` would reload again (--no-reload).
   // restart, not `enable --now`: a re-install must run the new bundle and config; with
   // Type=notify it returns once hsd is up, so it shares the readiness bound. Then one
   // remote loop instead of a command per poll: the file every 20 ms (a test and a sleep;
@@ -137,7 +137,13 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
     ...files.map((file, i) => `${put(file.path, file.mode, file.text)} || exit ${20 + i}`),
     `umask 022`,
     `rm -f ${f} || exit 30`,
-    `systemctl daemon-reload || exit 31`,
+    // systemd loads a unit when it is first referenced (systemd.unit(5)): a fresh VM's hsd.service
+    // needs no reload, which re-runs every generator and rereads every unit (slow on a PVE node).
+    // A unit loaded before whose file changed (a re-install), or one kept as not found, gets one.
+    `case "$(systemctl show -p LoadState -p NeedDaemonReload hsd 2>/dev/null)" in`,
+    `  *LoadState=loaded*NeedDaemonReload=no*|*NeedDaemonReload=no*LoadState=loaded*) ;;`,
+    `  *) systemctl daemon-reload || exit 31 ;;`,
+    `esac`,
     `systemctl enable --no-reload hsd || exit 32`,
     `systemctl restart hsd || exit 33`,
     `timeout ${readyS} sh -c 'i=0; until [ -s "$0" ]; do [ $((i % 10)) -eq 0 ] && systemctl is-failed --quiet hsd && exit 3; i=$((i + 1)); sleep 0.02; done' ${f}`,
