@@ -38,10 +38,10 @@ export interface PreflightDeps {
   readonly signal: AbortSignal;
   /**
    * Makes the template when pve.template's vmid is free (level 0 with its image); its checks
-   * replace "template". `known`: what this preflight has just read (the API's version, the
-   * vmid free), so the template's own checks need not ask again.
+   * replace "template". `version`: PVE's, as this preflight has just read it ("": unknown), so
+   * the template's own checks ask neither it nor the slot again.
    */
-  readonly makeTemplate?: (known: KnownSlot) => Promise<CheckResult[]>;
+  readonly makeTemplate?: (version: string) => Promise<CheckResult[]>;
   /** The outcome of a template making this provider has under way (a side-by-side preflight's), if any. */
   readonly templateInFlight?: () => Promise<CheckResult[]> | undefined;
   /**
@@ -49,11 +49,6 @@ export interface PreflightDeps {
    * asked once the API check is done, of the API when it passed (storageAvail), else of pvesm.
    */
   readonly storageAvail?: (apiUp: boolean) => Promise<StorageAvail>;
-}
-
-/** What a preflight that found pve.template's vmid free read on the way: PVE's version (GET /version's answer; "": ask). */
-export interface KnownSlot {
-  readonly version: string;
 }
 
 type Check = CheckResult;
@@ -267,7 +262,7 @@ async function templateChecks(d: PreflightDeps, version: string | undefined): Pr
       if (during) return await during;
       c = await getConfig();
     }
-    if (!c && d.makeTemplate) return await d.makeTemplate({ version: version ?? "" });
+    if (!c && d.makeTemplate) return await d.makeTemplate(version ?? "");
     if (!c) return [failed("template", `VM ${t} does not exist on ${d.config.node}`, STEP_HINTS.noTemplate)];
     if (String(c.template ?? "") !== "1") return [failed("template", `VM ${t} exists but is not a template`, VALUE_HINTS.makeTemplate(t))];
     return [ok("template", `template ${t} (${String(c.name ?? "")}) exists`)];

@@ -18,7 +18,7 @@ import { writeFileAtomic } from "../../util/atomic-write.js";
 import { withTimeout } from "../../util/timeout.js";
 import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
 import { missingAs127, runCommand, type CommandRunner } from "../../util/command-runner.js";
-import { runPreflight, isUnroutable, storageAvail as storageAvailOf, storageFields, type KnownSlot, type StorageAvail } from "./preflight.js";
+import { runPreflight, isUnroutable, storageAvail as storageAvailOf, storageFields, type StorageAvail } from "./preflight.js";
 import { parseUpid } from "./upid.js";
 import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
 import { STEP_HINTS } from "../../domain/hints.js";
@@ -150,15 +150,15 @@ export class PveProvider implements Provider {
       hostname: this.opts.hostname ?? osHostname().split(".")[0]!, fqdn: this.opts.fqdn,
       resolveHost: this.opts.resolveHost ?? (async (n) => (await lookup(n, { all: true })).map((a) => a.address)),
       minFreeKiB: this.opts.minFreeKiB ?? 20 * 1024 * 1024, sleep: this.sleep, signal: ctx.signal, storageAvail,
-      ...(this.opts.templateImage ? { makeTemplate: (known) => this.makeTemplateOnce(ctx, storageAvail(true), known), templateInFlight: () => this.makingTemplate } : {}),
+      ...(this.opts.templateImage ? { makeTemplate: (version) => this.makeTemplateOnce(ctx, storageAvail(true), version), templateInFlight: () => this.makingTemplate } : {}),
     });
     for (const c of checks) ctx.emit({ kind: "log", message: `${c.name}: ${c.result} - ${c.detail}` });
     return checks;
   }
 
   /** Children's preflights can run side by side: one template making at a time, the others share its outcome. */
-  private makeTemplateOnce(ctx: PhaseContext, storageAvail: Promise<StorageAvail>, known: KnownSlot): Promise<CheckResult[]> {
-    this.makingTemplate ??= this.makeTemplate(ctx, storageAvail, known).finally(() => { this.makingTemplate = undefined; });
+  private makeTemplateOnce(ctx: PhaseContext, storageAvail: Promise<StorageAvail>, version: string): Promise<CheckResult[]> {
+    this.makingTemplate ??= this.makeTemplate(ctx, storageAvail, version).finally(() => { this.makingTemplate = undefined; });
     return this.makingTemplate;
   }
 
@@ -168,14 +168,14 @@ export class PveProvider implements Provider {
    * the checks' own reads, and the import storage is made ready beside the checks (as a child's
    * is while its image is on its way), not after them: two round trips to pveproxy fewer.
    */
-  private async makeTemplate(ctx: PhaseContext, storageAvail: Promise<StorageAvail>, known: KnownSlot): Promise<CheckResult[]> {
+  private async makeTemplate(ctx: PhaseContext, storageAvail: Promise<StorageAvail>, version: string): Promise<CheckResult[]> {
     const image = await this.opts.templateImage!();
     if (!image) return [{ name: "template", result: "failed", detail: `VM ${this.cfg.template} does not exist on ${this.cfg.node}, and image ${this.cfg.image} is not under images:`, hint: STEP_HINTS.noTemplate }];
     const log = (message: string) => ctx.emit({ kind: "log", message });
     const importDir = prepareImport({ client: this.client, importStorage: IMPORT_STORAGE, signal: ctx.signal, log });
     importDir.catch(() => {}); // awaited by the template, or dropped with failed checks
     const { node, template: vmid } = this.cfg;
-    const reads = beginTemplateReads({ client: this.client, node, vmid, image, signal: ctx.signal, version: known.version, slot: { state: "free" } });
+    const reads = beginTemplateReads({ client: this.client, node, vmid, image, signal: ctx.signal, version, slot: { state: "free" } });
     return buildTemplate({
       client: this.client, commands: this.commands, node, vmid, image, reads, importDir,
       storage: this.cfg.storage, bridge: this.cfg.bridge, importStorage: IMPORT_STORAGE, storageAvail,
