@@ -70,7 +70,11 @@ export interface Provider {
   preflight(ctx: PhaseContext): Promise<CheckResult[]>;
   /** Creates the child machine (not started). Idempotent for the same name. */
   /** `node`: a manifest node's size and fixed vmid (a taken vmid is VmidTaken, never another one). */
-  provision(name: string, depth: number, ctx: PhaseContext, node?: PlannedNode): Promise<ChildHandle>;
+  /**
+   * `install`: the child will run hsd, and install will be given this spec (a leaf gets none).
+   * A provider may stage hsd to start during the boot; install then finds it running.
+   */
+  provision(name: string, depth: number, ctx: PhaseContext, node?: PlannedNode, install?: ChildInstallSpec): Promise<ChildHandle>;
   /** Starts it and waits until it has an address the parent can route to. */
   boot(child: ChildHandle, ctx: PhaseContext): Promise<ChildHandle & { readonly address: string }>;
   /** Puts hsd and its config on the child, starts it, resolves when it reports ready. */

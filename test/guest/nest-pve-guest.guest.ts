@@ -8,7 +8,9 @@
 // hsd then builds level 2 the same way through that simulator: a second QEMU guest on
 // the same bridge (as a VM bridged to level 1's LAN), its cloud-init snippet read from
 // level 1's own /var/lib/vz through level 1's guest agent (sim-node-fs.ts), installed by
-// level 1 over level 2's sshd, cloning from level 1. Then status, and destroy leaving no
+// level 1 over level 2's sshd, cloning from level 1. Level 1 itself installs from the boot CD
+// level 0 wrote (the real cloud-init runs its runcmd); level 1's guest has no genisoimage,
+// so level 2 takes the SSH install: both paths on real guests. Then status, and destroy leaving no
 // VM, QEMU, tap or hsd behind. Level 0 and the simulators are test/pve/pve-tree.ts's
 // (its qemuGuests option).
 // Run by `npm run test:guests`; timings are printed, never asserted.
@@ -102,6 +104,14 @@ test("nest --depth 2 --provider pve: levels 1 and 2 in real Debian guests, insta
     // The install phase met the real cloud-init (and said what state it found).
     assert.ok(events.some((e) => e.level === level && e.phase === "install" && /^cloud-init is /.test(String(e.message ?? ""))), `${level}: cloud-init state`);
   }
+  // Level 1's hsd came from its boot CD: the real cloud-init ran the snippet's runcmd, which mounted the CD by its
+  // label and started hsd under the real systemd; install found it and copied nothing. Level 1's guest has no
+  // genisoimage (a real PVE node has, as qemu-server's dependency): level 2 gets no CD, and is installed over SSH.
+  const said = (level: string) => events.filter((e) => e.level === level && (e.phase === "provision" || e.phase === "install")).map((e) => String(e.message ?? ""));
+  assert.ok(said("l0/l1").some((m) => m.startsWith("hsd 0.1.0 started from the boot CD is running on the child")), said("l0/l1").join("\n"));
+  assert.ok(!said("l0/l1").some((m) => m.startsWith("copying the hsd bundle")), said("l0/l1").join("\n"));
+  assert.ok(said("l0/l1/l2").includes("no boot CD (genisoimage is not installed); hsd will be installed over SSH"), said("l0/l1/l2").join("\n"));
+  assert.ok(said("l0/l1/l2").some((m) => m.startsWith("copying the hsd bundle")), said("l0/l1/l2").join("\n"));
   assert.ok(events.some((e) => e.level === "l0/l1" && e.phase === "configure" && /token: repaired - created root@pam!hsd/.test(String(e.message ?? ""))));
   assert.ok(simL1.tokens.has("root@pam!hsd"), "level 1 created its own API token through the guest's pveum");
   assert.ok(tree!.sims[2]!.tokens.has("root@pam!hsd"), "level 2 created its own API token through its guest's pveum");
@@ -124,6 +134,9 @@ test("nest --depth 2 --provider pve: levels 1 and 2 in real Debian guests, insta
     assert.match(await run("cat /etc/homestak/hsd.yaml"), /url: https:\/\/127\.0\.0\.1:8006/);
     assert.match(await run("stat -c %a /etc/homestak/hsd.yaml"), /^600$/);
     assert.match(await run("cloud-init status"), /status: done/);
+    // The CD's script said so in cloud-init's output log, and systemd started hsd once: the CD's start.
+    assert.match(await run("cat /var/log/cloud-init-output.log"), /hsd boot install: exit 0 \(address [0-9.]+\)/);
+    assert.equal(await run("journalctl -u hsd --no-pager -o cat | grep -c '^Started '"), "1");
     // Level 2 seen from level 1, as a bridged VM is seen from its node: level 1's own key opens level 2's sshd.
     const key = await run("ls /var/lib/hsd/keys/id_ed25519 2>/dev/null || find / -xdev -name id_ed25519 -path '*keys*' 2>/dev/null | head -1");
     const l2 = (cmd: string) => run(`ssh -i ${key} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20 -o BatchMode=yes root@${address2} ${JSON.stringify(cmd)}`);

@@ -48,7 +48,9 @@ ${o.extraCases ?? ""}  daemon-reload|enable|disable) exit 0 ;;
   stop) [ "$svc" = hsd ] && stop_hsd; exit 0 ;;
   start) [ "$svc" = hsd ] && { running || start_hsd; }; exit 0 ;;
   restart) [ "$svc" = hsd ] && { stop_hsd; start_hsd; }; exit 0 ;;
-  is-active) shift; [ "$1" = --quiet ] && shift; [ "$1" = hsd ] && running ;;
+  is-active) shift; qt=; [ "$1" = --quiet ] && { qt=1; shift; }
+    if [ "$1" = hsd ] && running; then s=active; elif [ "$1" = hsd ] && [ -f "$pidf" ]; then s=failed; else s=inactive; fi
+    [ -n "$qt" ] || echo "$s"; [ "$s" = active ] ;;
   is-failed) shift; [ "$1" = --quiet ] && shift; [ "$1" = hsd ] && [ -f "$pidf" ] && ! running ;;
   *) exit 0 ;;
 esac

@@ -171,6 +171,12 @@ export function buildRoutes(sim: PveSim): Route[] {
           if (!/^[A-Za-z0-9_.-]+:snippets\/[^/]+$/.test(vol)) throw new SimError(500, `volume '${vol}' is not in the snippets directory`);
         }
       }
+      // A CD-ROM's ISO: a volume of the storage's iso content (<path>/template/iso/<file>).
+      const iso = /^(ide|sata|scsi)\d+$/.test(k) ? /^([A-Za-z0-9_.-]+):iso\/([^/,]+)(,|$)/.exec(v) : null;
+      if (iso) {
+        const st = storageOf(iso[1]!);
+        if (!st.content.split(",").includes("iso")) throw new SimError(500, `storage '${iso[1]}' does not support content-type 'iso'`);
+      }
       if (/:cloudinit$/.test(v)) {
         const other = Object.entries(vm.config).find(([ok, ov]) => ok !== k && /cloudinit/.test(ov));
         if (other) throw new SimError(500, `cloud-init drive is already attached at '${other[0]}'`);

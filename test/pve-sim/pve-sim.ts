@@ -18,6 +18,7 @@ import { validateRequest } from "./pve-schema-check.js";
 import { formatUpid } from "../../src/providers/pve/upid.js";
 import { startGuest, stopGuest, type SimGuest } from "./sim-guest.js";
 import { startVmGuest, stopVmGuest, type SimVmGuest, type VmNetwork, type VmNode } from "./sim-vm.js";
+import { cdromVolumes, unpackCdroms } from "./sim-cloud-init.js";
 import { simCommandRunner } from "./sim-commands.js";
 import { startQemuVm, stopQemuVm, shutdownQemuVm, qemuSnippet, qemuGuestAddress, type QemuGuests, type SimQemuVm } from "./sim-qemu.js";
 import type { QgaChannel } from "./sim-qga.js";
@@ -296,10 +297,13 @@ export class PveSim {
     if (this.vmNetwork) {
       const node = this.nodeFor?.(vm.config.name ?? "");
       const g = (async () => {
+        const root = this.guestRoot(vm.vmid);
+        await unpackCdroms(root, vm.config, (vol) => this.volumeFile(vol));
         const guest = await startVmGuest({
-          vmid: vm.vmid, name: vm.config.name ?? `vm${vm.vmid}`, root: this.guestRoot(vm.vmid), sshkeys: vm.config.sshkeys ?? "",
+          vmid: vm.vmid, name: vm.config.name ?? `vm${vm.vmid}`, root, sshkeys: vm.config.sshkeys ?? "",
           net: this.vmNetwork!, node: node?.asVmNode(), owner: { controlUrl: this.controlUrl },
           pveAbsent: !!node && this.imagesWithoutPve.includes(vmImage(vm, this)),
+          userData: await qemuSnippet(vm.config.cicustom, (s) => this.storages.get(s)?.path, this.fs),
         });
         // That node's own VMs plug into the bridge inside this VM (nested networking),
         // and its storage paths are this VM's files.
@@ -367,8 +371,9 @@ export class PveSim {
   /** Real-guest mode: QEMU runs once this resolves (PVE's start task ends there); a guest power-off stops the VM. */
   private async powerOnQemu(vm: SimVm, qemu: QemuGuests, net: VmNetwork): Promise<void> {
     const node = this.nodeFor?.(vm.config.name ?? "");
+    const cdroms = await Promise.all(cdromVolumes(vm.config).map(async ({ key, volume }) => ({ key, data: await this.volumeFile(volume) })));
     const g = startQemuVm({
-      vmid: vm.vmid, name: vm.config.name ?? `vm${vm.vmid}`, dir: this.guestRoot(vm.vmid), config: vm.config,
+      vmid: vm.vmid, name: vm.config.name ?? `vm${vm.vmid}`, dir: this.guestRoot(vm.vmid), config: vm.config, cdroms,
       userData: await qemuSnippet(vm.config.cicustom, (s) => this.storages.get(s)?.path, this.fs), net, qemu, node: node?.asVmNode(),
     });
     this.qemuVms.set(vm.vmid, g);
@@ -414,6 +419,14 @@ export class PveSim {
   wipe(): void { this.vms.clear(); this.fs.detach(); }
 
   guestRoot(vmid: number): string { return join(this.root, "guests", String(vmid)); }
+
+  /** A `<storage>:<dir>/<file>` volume's bytes, from this node's storage. */
+  private async volumeFile(vol: string): Promise<Buffer> {
+    const [store, rel] = vol.split(":") as [string, string];
+    const base = this.storages.get(store)?.path;
+    if (!base) throw new Error(`storage '${store}' does not exist`);
+    return this.fs.readFile(join(base, rel.startsWith("iso/") ? `template/${rel}` : rel));
+  }
 
   /** The address the guest agent reports: the VM's own in real-process mode (throws while it is not up). */
   async agentAddress(vmid: number): Promise<string> {

@@ -1,10 +1,11 @@
 // A CommandRunner that acts on the simulator's state the way the real host
-// commands act on a PVE node (pvesm, pvecm, pveum, sysctl, systemctl, ip).
+// commands act on a PVE node (pvesm, pvecm, pveum, sysctl, systemctl, ip);
+// genisoimage is the real one.
 // Test-only. Like the real runner, `check` turns a non-zero exit into CommandFailed.
 
 import { readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
-import { assertSuccess, type CommandRunner, type CommandResult } from "../../src/util/command-runner.js";
+import { assertSuccess, runCommand, type CommandOptions, type CommandRunner, type CommandResult } from "../../src/util/command-runner.js";
 import { SIM_STORAGE_TOTAL_KIB, type PveSim } from "./pve-sim.js";
 
 export type SimCommandRunner = CommandRunner & { readonly calls: string[] };
@@ -12,7 +13,7 @@ export type SimCommandRunner = CommandRunner & { readonly calls: string[] };
 export function simCommandRunner(sim: PveSim): SimCommandRunner {
   const calls: string[] = [];
   const res = (code: number, stdout = "", stderr = ""): CommandResult => ({ code, stdout, stderr });
-  const answer = async (cmd: string, args: readonly string[]): Promise<CommandResult> => {
+  const answer = async (cmd: string, args: readonly string[], opts?: CommandOptions): Promise<CommandResult> => {
       const line = [cmd, ...args].join(" ");
       calls.push(line);
       if (cmd === "pvesm" && args[0] === "set") {
@@ -53,10 +54,12 @@ export function simCommandRunner(sim: PveSim): SimCommandRunner {
       }
       const token = pveumToken(sim, args, res);
       if (cmd === "pveum" && token) return token;
+      // A PVE node's own tool (qemu-server builds its cloud-init drives with it), acting on real files.
+      if (cmd === "genisoimage") return runCommand([cmd, ...args], opts);
       return res(127, "", `${cmd}: command not found\n`);
   };
   const run: CommandRunner = async (argv, opts) => {
-    const r = await answer(argv[0]!, argv.slice(1));
+    const r = await answer(argv[0]!, argv.slice(1), opts);
     return opts?.check ? assertSuccess(argv, r, opts.label) : r;
   };
   return Object.assign(run, { calls });

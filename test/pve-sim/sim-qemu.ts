@@ -9,7 +9,7 @@
 
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { promisify } from "node:util";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { GuestImage } from "../guest/qemu-guest.js";
@@ -46,6 +46,8 @@ export interface SimQemuVm {
 export async function startQemuVm(o: {
   vmid: number; name: string; dir: string; config: Record<string, string>; userData?: string;
   net: VmNetwork; qemu: QemuGuests; node?: VmNode;
+  /** The ISOs of its CD-ROMs (config `<bus><n>: <storage>:iso/<file>,media=cdrom`), by config key. */
+  cdroms?: readonly { readonly key: string; readonly data: Buffer }[];
 }): Promise<SimQemuVm> {
   const { dir, net } = o;
   await rm(dir, { recursive: true, force: true });
@@ -55,6 +57,12 @@ export async function startQemuVm(o: {
   const mac = vmMac(o.config.net0, net.tag, host);
   const seed = await buildSeedIso({ dir, vmid: o.vmid, name: o.name, config: o.config, userData: o.userData, mac });
   const nodeDisk = o.node ? await buildNodeDisk({ dir, node: o.node, bridge: net.bridge }) : undefined;
+  const cdroms: string[] = [];
+  for (const cd of o.cdroms ?? []) {
+    const file = join(dir, `${cd.key}.iso`);
+    await writeFile(file, cd.data);
+    cdroms.push(file);
+  }
   const at = net.netns ? ["-n", net.netns] : [];
   await run("ip", [...at, "tuntap", "add", "dev", tap, "mode", "tap"], { timeout: 20_000 });
   try {
@@ -78,6 +86,8 @@ export async function startQemuVm(o: {
     // PVE attaches the seed as a CD-ROM (ide2); the cloud kernel has virtio, not ATA: same ISO, virtio disk.
     "-drive", `file=${seed},format=raw,if=virtio,readonly=on`,
     ...(nodeDisk ? ["-drive", `file=${nodeDisk},format=raw,if=virtio,readonly=on`] : []),
+    // Its other CD-ROMs (hsd's boot CD) the same way: found by their label, as on PVE.
+    ...cdroms.flatMap((f) => ["-drive", `file=${f},format=raw,if=virtio,readonly=on`]),
     "-netdev", `tap,id=n0,ifname=${tap},script=no,downscript=no`, "-device", `virtio-net-pci,netdev=n0,mac=${mac}`,
     // PVE's agent channel: a virtio-serial port named org.qemu.guest_agent.0 behind a host socket.
     "-chardev", `socket,id=qga0,path=${qgaPath},server=on,wait=off`,

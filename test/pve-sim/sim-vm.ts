@@ -8,6 +8,9 @@
 // provider reaches it exactly as it reaches a real VM: agent address, port 22,
 // paths at "/". Test-only; used by pve-sim.ts when `vmNetwork` is set.
 //
+// cloud-init's part of a boot (the user-data's runcmd, the CD-ROMs it mounts) is
+// sim-cloud-init.ts's.
+//
 // When the VM is itself a PVE node (`node`: the simulator standing in for its
 // PVE), the VM also gets what a PVE install would leave: /etc/pve/local/pve-ssl.pem,
 // /etc/hosts naming it, pveum/pvesm/pvecm/qm (shims to that simulator) in
@@ -24,6 +27,7 @@ import { fileURLToPath } from "node:url";
 import { fakeSystemctlScript, shq as q } from "./fake-systemctl.js";
 import { bootLines, bootScripts, stagePveInstall, systemctlCases, waitSshd } from "./sim-reboot.js";
 import { bridgeAddArgs } from "./sim-bridge.js";
+import { cloudInitBootLines, fakeCloudInit, fakeMount, stageCloudInit } from "./sim-cloud-init.js";
 
 const run = promisify(execFile);
 const SHIM = fileURLToPath(new URL("./sim-shim.mjs", import.meta.url));
@@ -82,7 +86,8 @@ function fakeSystemctl(root: string, extraCases?: string): string {
   # Type=notify: start returns once hsd is ready and fails if it never is, as systemd's does.
   # hsd's ready line comes through a FIFO (HSD_READY_FD) where systemd has NOTIFY_SOCKET.
   f=/run/hsd-notify.fifo; rm -f "$f"; mkfifo "$f"
-  PATH=${PATH} NODE_ENV=production HSD_READY_FD=3 setsid sh -c "exec $cmd" 3>"$f" </dev/null >>${q(join(root, "hsd.log"))} 2>&1 &
+  # systemd's clean environment, whoever asked for the start (an SSH session, cloud-init, the boot).
+  env -i PATH=${PATH} NODE_ENV=production HSD_READY_FD=3 setsid sh -c "exec $cmd" 3>"$f" </dev/null >>${q(join(root, "hsd.log"))} 2>&1 &
   echo $! > "$pidf"
   IFS= read -r line < "$f"; rm -f "$f"
   case "$line" in '{"error"'*|'') echo "Job for hsd.service failed because the control process exited with error code." >&2; exit 1 ;; esac`,
@@ -103,6 +108,8 @@ export async function startVmGuest(o: {
   pveAbsent?: boolean;
   /** The owning simulator's control endpoint: `systemctl reboot` in the VM reboots it. */
   owner?: { controlUrl: string };
+  /** Its cloud-init user-data (the cicustom snippet): the first boot runs its runcmd (sim-cloud-init.ts). */
+  userData?: string;
 }): Promise<SimVmGuest> {
   const { root, net } = o;
   const hostname = o.name.replace(/^hsd-/, "").replace(/[^a-z0-9-]/g, "-") || "vm";
@@ -138,7 +145,9 @@ export async function startVmGuest(o: {
   const sbin = join(up("usr/local"), "sbin");
   await mkdir(sbin, { recursive: true });
   await writeFile(join(sbin, "systemctl"), fakeSystemctl(root, o.owner ? systemctlCases({ controlUrl: o.owner.controlUrl, vmid: o.vmid }) : undefined), { mode: 0o755 });
-  await writeFile(join(sbin, "cloud-init"), "#!/bin/sh\necho 'status: done'\n", { mode: 0o755 });
+  await stageCloudInit(root, o.userData);
+  await writeFile(join(sbin, "cloud-init"), fakeCloudInit(root), { mode: 0o755 });
+  await writeFile(join(sbin, "mount"), fakeMount(root), { mode: 0o755 });
   await writeFile(join(sbin, "fuser"), "#!/bin/sh\nexit 1\n", { mode: 0o755 });
   const relayCmd = o.node ? `${q(process.execPath)} -e ${q(RELAY)} ${q(o.node.apiHost)} ${String(o.node.apiPort)}` : undefined;
   if (o.node && o.pveAbsent) {
@@ -189,6 +198,8 @@ export async function startVmGuest(o: {
     "mount -t tmpfs tmpfs /sys/module", "mkdir -p /sys/module/kvm_intel/parameters", "echo Y > /sys/module/kvm_intel/parameters/nested",
     // pveproxy when PVE is installed, hsd when enabled (a first boot has neither enabled yet).
     ...bootLines(relayCmd),
+    // cloud-init's final stage, once per instance: the user-data's runcmd.
+    ...cloudInitBootLines(root, PATH),
     `exec /usr/sbin/sshd -D -e -f ${q(join(sshDir, "sshd_config"))}`,
   ].join("\n");
   const sshd = spawn("ip", ["netns", "exec", ns, "unshare", "-m", "-u", "--propagation", "private", "sh", "-c", script], {

@@ -9,7 +9,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFile, stat } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { parse } from "yaml";
 import type { PveSim } from "../pve-sim/pve-sim.js";
@@ -48,6 +48,14 @@ test("nest --depth 2 --provider pve: two nested VMs with the bundled hsd, task l
     const lines = events.filter((e) => e.level === level && e.phase === "provision" && e.kind === "progress").map((e) => String(e.message ?? ""));
     assert.ok(lines.some((m) => /^qmclone 9000: create linked clone of drive scsi0/.test(m)), `${level}: ${JSON.stringify(lines)}`);
     assert.ok(lines.some((m) => m === "qmclone 9000: TASK OK"), level);
+  }
+  // Each level's hsd installed and started itself from its boot CD during the VM's first boot (cloud-init's
+  // runcmd): install found it running, copied no bundle and restarted nothing.
+  for (const level of ["l0/l1", "l0/l1/l2"]) {
+    const lines = events.filter((e) => e.level === level && (e.phase === "provision" || e.phase === "install")).map((e) => String(e.message ?? ""));
+    assert.ok(lines.some((m) => /^boot CD hsd-\d+\.iso written/.test(m)), `${level}: ${JSON.stringify(lines)}`);
+    assert.ok(lines.some((m) => m.startsWith("hsd 0.1.0 started from the boot CD is running on the child")), `${level}: ${JSON.stringify(lines)}`);
+    assert.ok(!lines.some((m) => m.startsWith("copying the hsd bundle")), `${level}: ${JSON.stringify(lines)}`);
   }
   // Each PVE level set itself up in its configure phase (token via pveum, snippets, certificate).
   assert.ok(events.some((e) => e.level === "l0/l1" && e.phase === "configure" && /token: repaired - created root@pam!hsd/.test(e.message ?? "")));
@@ -91,6 +99,11 @@ test("nest --depth 2 --provider pve: two nested VMs with the bundled hsd, task l
     }
   }
   for (const [sim, vm] of [[sim0, vm1], [simL1, vm2]] as const) {
+    // cloud-init ran the user-data's runcmd: the CD's script started hsd, and systemd was asked once, by it.
+    const root = sim.guestRoot(vm.vmid);
+    assert.equal(await readFile(join(root, "cloud-init/status"), "utf8"), "status: done\n");
+    assert.match(await readFile(join(root, "cloud-init/output.log"), "utf8"), /hsd boot install: exit 0 \(address [0-9.]+\)/);
+    assert.deepEqual((await readFile(join(root, "systemctl.log"), "utf8")).split("\n").filter((l) => /^systemctl (start|restart)/.test(l)), ["systemctl start --no-block hsd"]);
     const pid = await vmHsdPid(tree, sim, vm.vmid);
     assert.ok(alive(pid), `hsd in VM ${vm.config.name}`);
     assert.match(await readFile(`/proc/${pid}/cmdline`, "utf8"), /\/opt\/hsd\/bin\/hsd\.js\0run/);
@@ -112,8 +125,11 @@ test("nest --depth 2 --provider pve: two nested VMs with the bundled hsd, task l
 });
 
 test("destroy removes both VMs, their namespaces and every hsd process", async () => {
+  const isoDir = join(sim0.paths.vz, "template/iso");
+  assert.ok((await readdir(isoDir)).some((f) => /^hsd-\d+\.iso$/.test(f)), "level 1's boot CD on level 0's node");
   await destroyTree(tree);
   assert.deepEqual([...sim0.vms.keys()], [sim0.templateVmid]);
+  assert.deepEqual((await readdir(isoDir)).filter((f) => f.startsWith("hsd-")), [], "no boot CD left on level 0's node");
   // Level 1's node was VM hsd-l1: its disk, and everything level 1 made on it, went with that VM.
   assert.deepEqual([...simL1.vms.keys()], []);
 });

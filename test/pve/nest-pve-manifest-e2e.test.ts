@@ -104,7 +104,8 @@ test("nest -M n3-deep on PVE: every node on its parent's node with its image's t
     const files = (await readdir(join(s.guestRoot(vmid), "upper/var/lib/vz/template/iso")).catch(() => [] as string[])).sort();
     return [Object.keys(cfg.images ?? {}).sort(), files];
   };
-  assert.deepEqual(await held(pve1, 99011), [["debian-12", "pve-9"], ["debian-12.img", "pve-9.img"]]);
+  // Beside them, the boot CD of each child that runs hsd (leaf-pve's on root-pve); a leaf VM (edge) gets none.
+  assert.deepEqual(await held(pve1, 99011), [["debian-12", "pve-9"], ["debian-12.img", "hsd-99021.iso", "pve-9.img"]]);
   assert.deepEqual(await held(rootNode, 99021), [["debian-12"], ["debian-12.img"]]);
 
   // edge has no hsd; leaf-pve's step reached it over SSH and wrote there.

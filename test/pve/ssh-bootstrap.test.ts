@@ -5,7 +5,8 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as net from "node:net";
 import ssh2 from "ssh2";
@@ -14,6 +15,10 @@ import { startSshd, type SimSshd } from "../pve-sim/sim-sshd.js";
 import { GuestSsh } from "../../src/providers/pve/guest-ssh.js";
 import { bootstrapHsd, guestPaths } from "../../src/providers/pve/ssh-bootstrap.js";
 import { HsError } from "../../src/domain/errors.js";
+import { ADDRESS_PLACEHOLDER, bootScript, writeBootCd } from "../../src/providers/pve/boot-cd.js";
+import { sha256File } from "../../src/images/image-digest.js";
+import { runCommand } from "../../src/util/command-runner.js";
+import { cdromDir, unpackCdroms } from "../pve-sim/sim-cloud-init.js";
 import { rejection } from "./helpers.js";
 
 let sshd: SimSshd;
@@ -401,4 +406,123 @@ test("bootstrap: a file the child cannot write names that file, and nothing is s
       "systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service",
     ]);
   } finally { ssh.close(); }
+});
+
+test("boot CD: its script installs and starts hsd; the install then finds it in one round trip after the checks, or installs over SSH when it differs", async () => {
+  const d = sshd.dir;
+  const paths = guestPaths(join(d, "vm9"));
+  await fake("cloud-init", `echo "status: done"`);
+  await fake("fuser", "exit 1");
+  // systemd's answers for the one unit: enable, a start (blocking or not) writes ready.json, is-active says so.
+  await fake("systemctl", `echo "systemctl $*" >> ${d}/calls9
+case "$*" in
+  "start --no-block hsd"|"restart hsd") mkdir -p ${join(d, "vm9/var/lib/hsd/run")} && echo '${JSON.stringify(READY)}' > ${paths.readyFile}; : > ${d}/active9 ;;
+  "is-active hsd") [ -e ${d}/active9 ] && { echo active; exit 0; }; echo inactive; exit 3 ;;
+  "is-failed --quiet hsd") exit 1 ;;
+esac
+exit 0`);
+  // The CD as writeBootCd makes it (genisoimage), unpacked as the VM would read it.
+  const bundlePath = join(d, "b9.tgz");
+  await writeFile(bundlePath, await tinyBundle("b9", true));
+  const bundleSha256 = await sha256File(bundlePath);
+  const cdConfig = `level:\n  name: l1\nssh:\n  advertise_host: ${ADDRESS_PLACEHOLDER}\n`;
+  const config = "level:\n  name: l1\nssh:\n  advertise_host: 127.0.0.1\n";
+  const isoDir = join(d, "iso9");
+  await mkdir(isoDir, { recursive: true });
+  const cd = await writeBootCd({
+    isoDir, vmid: 109, bundlePath, bundleSha256, configYaml: cdConfig,
+    script: bootScript({ paths, unitText: "[Service]\nExecStart=/usr/local/bin/hsd run\n", parentHost: "127.0.0.1" }),
+    commands: runCommand, signal: AbortSignal.timeout(60_000),
+  });
+  assert.equal(cd.file, "hsd-109.iso");
+  assert.equal((await stat(cd.path)).mode & 0o777, 0o600);
+  assert.deepEqual((await readdir(isoDir)).sort(), ["hsd-109.iso"], "no temp file beside it");
+  const unpacked = join(d, "vm9-cd");
+  await unpackCdroms(unpacked, { ide3: "local:iso/hsd-109.iso,media=cdrom" }, () => readFile(cd.path));
+  const mounted = join(cdromDir(unpacked), cd.label);
+
+  const ssh = await connect();
+  let sessions = 0;
+  const counted = { exec: (cmd: string, opts: Parameters<GuestSsh["exec"]>[1]) => { sessions++; return ssh.exec(cmd, opts); } } as GuestSsh;
+  try {
+    // cloud-init's runcmd: the script from the CD (its path is how it finds the CD's other files).
+    const bootOnce = async () => {
+      await rm(join(d, "active9"), { force: true });
+      await rm(join(d, "calls9"), { force: true });
+      const r = await ssh.exec(`PATH=${sshd.binDir}:"$PATH" sh ${mounted}/boot-install.sh`, { timeoutMs: 30_000 });
+      assert.equal(r.code, 0, r.stderr);
+      return r;
+    };
+    const boot = await bootOnce();
+    assert.match(boot.stdout, /hsd boot install: exit 0 \(address 127\.0\.0\.1\)/);
+    assert.equal(await readFile(paths.configPath, "utf8"), config, "the CD's config with the address the VM reaches its parent from");
+    assert.equal((await stat(paths.configPath)).mode & 0o777, 0o600);
+    assert.equal(await readFile(join(paths.installDir, "dist/main.js"), "utf8"), "console.log('hsd')\n");
+    assert.deepEqual(await readFile(join(paths.installDir, "hsd-bundle.tar.gz")), await readFile(bundlePath));
+    assert.deepEqual((await readFile(join(d, "calls9"), "utf8")).trim().split("\n"), [
+      "systemctl show -p LoadState -p NeedDaemonReload hsd", "systemctl daemon-reload", "systemctl enable --no-reload hsd", "systemctl start --no-block hsd",
+    ]);
+
+    // The install finds that very bundle and config running: no copy, no restart.
+    await rm(join(d, "calls9"));
+    sessions = 0;
+    const logs: string[] = [];
+    const sha = (s: string) => createHash("sha256").update(s).digest("hex");
+    const opts = {
+      bundle: await readFile(bundlePath), paths, configYaml: config, unitText: "[Service]\n", pathPrefix: sshd.binDir,
+      signal: AbortSignal.timeout(60_000), log: (m: string) => logs.push(m),
+    };
+    assert.deepEqual(await bootstrapHsd(counted, { ...opts, booted: { bundleSha256, configSha256: sha(config) } }), READY);
+    // cloud-init, the apt lock, then hsd found: three sessions.
+    assert.equal(sessions, 3);
+    assert.ok(logs.some((l) => l.startsWith("hsd 0.1.0 started from the boot CD is running")), logs.join("\n"));
+    assert.ok(!logs.some((l) => l.startsWith("copying the hsd bundle")), logs.join("\n"));
+    assert.ok(!(await readFile(join(d, "calls9"), "utf8")).includes("restart"));
+
+    // Another config than the one this level would write: the install goes on over SSH and restarts hsd with its own.
+    await bootOnce();
+    logs.length = 0;
+    const other = "level:\n  name: l1\nssh:\n  advertise_host: 127.0.0.1\nlog:\n  level: debug\n";
+    assert.deepEqual(await bootstrapHsd(counted, { ...opts, configYaml: other, booted: { bundleSha256, configSha256: sha(other) } }), READY);
+    assert.ok(logs.some((l) => l.includes("its config differs from this level's") && l.endsWith("installing it over SSH")), logs.join("\n"));
+    assert.ok(logs.some((l) => l.startsWith("copying the hsd bundle")), logs.join("\n"));
+    assert.equal(await readFile(paths.configPath, "utf8"), other);
+    assert.match(await readFile(join(d, "calls9"), "utf8"), /systemctl restart hsd/);
+
+    // Another bundle than this level's: the same.
+    await bootOnce();
+    logs.length = 0;
+    assert.deepEqual(await bootstrapHsd(counted, { ...opts, booted: { bundleSha256: sha("another bundle"), configSha256: sha(config) } }), READY);
+    assert.ok(logs.some((l) => l.includes("no bundle from it, or another one")), logs.join("\n"));
+  } finally { ssh.close(); }
+});
+
+test("close: a VM that never closes its side of the connection (powered off, hung) does not keep the session's socket", async () => {
+  // A relay to the test's sshd that, once the session has sent its FIN, never closes its own side:
+  // what a VM that is gone looks like (its FIN never comes).
+  const held: net.Socket[] = [];
+  const relay = net.createServer({ allowHalfOpen: true }, (c) => {
+    const up = net.connect(sshd.port, "127.0.0.1");
+    held.push(c, up);
+    c.pipe(up, { end: false });
+    up.pipe(c, { end: false });
+    c.on("end", () => { c.unpipe(up); up.unpipe(c); up.destroy(); });
+    for (const s of [c, up]) s.on("error", () => {});
+  });
+  await new Promise<void>((r) => relay.listen(0, "127.0.0.1", r));
+  try {
+    const ssh = await GuestSsh.connect({ host: "127.0.0.1", port: (relay.address() as net.AddressInfo).port, privateKey: sshd.clientKey });
+    assert.equal((await ssh.exec("echo ok", { timeoutMs: 10_000 })).stdout, "ok\n");
+    const sock = (ssh as unknown as { conn: { _sock: net.Socket } }).conn._sock;
+    const closed = new Promise<void>((r) => sock.once("close", () => r()));
+    ssh.close();
+    // Bounded (every wait is): without the grace the socket stays half-closed until the peer's FIN.
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([closed, new Promise<never>((_, reject) => { bound = setTimeout(() => reject(new Error("the socket is still open")), 30_000); })]);
+    clearTimeout(bound);
+    assert.ok(sock.destroyed);
+  } finally {
+    for (const s of held) s.destroy();
+    await new Promise<void>((r) => relay.close(() => r()));
+  }
 });

@@ -1,9 +1,12 @@
 // The pve provider's install phase: over the VM's own OpenSSH (root, this
-// level's private key) put the hsd bundle, its config and unit on the child,
-// start the service and return the endpoint from the child's ready.json.
+// level's private key) find the hsd the VM's boot CD started, or put the hsd
+// bundle, its config and unit on the child and start the service; return the
+// endpoint from the child's ready.json.
 // Imported by: src/providers/pve.
 
-import { readFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { readFile, stat } from "node:fs/promises";
+import { sha256File } from "../../images/image-digest.js";
 import { packageRoot } from "../../util/package-root.js";
 import { childImageValue, type PveConfig } from "./pve-config.js";
 import { ProviderError } from "../../domain/errors.js";
@@ -92,6 +95,44 @@ export function childPveImage(own: string | readonly string[], childImages: unkn
   return held.length === 0 || held.includes(first) ? own : held[0]!;
 }
 
+/** The bundle a child gets: InstallOptions.bundlePath, else the package's own. */
+export function bundlePathOf(o: InstallOptions): string {
+  return o.bundlePath ?? `${packageRoot()}hsd-bundle.tar.gz`;
+}
+
+/** The unit a child gets: InstallOptions.unitFile, else the package's, else DEFAULT_UNIT. */
+export function unitTextOf(o: InstallOptions): Promise<string> {
+  return readFile(o.unitFile ?? `${packageRoot()}daemon/hsd.service`, "utf8").catch(() => DEFAULT_UNIT);
+}
+
+/** sha256 of a bundle, hashed once per file version (path, size, mtime). */
+const shaMemo = new Map<string, Promise<string>>();
+export async function bundleSha256Of(path: string): Promise<string> {
+  const st = await stat(path);
+  const key = `${path}\0${st.size}\0${st.mtimeMs}`;
+  let p = shaMemo.get(key);
+  if (!p) {
+    p = sha256File(path);
+    p.catch(() => shaMemo.delete(key));
+    shaMemo.set(key, p);
+  }
+  return p;
+}
+
+/**
+ * The hsd.yaml of a PVE child at `address`. The child will be a PVE node too: its own
+ * API on itself, the parent's choices for the rest (spec.extraConfig.pve, when given, wins).
+ */
+export function childPveConfig(config: PveConfig, spec: ChildInstallSpec, address: string, childSshPort = 2222): string {
+  const childPve = {
+    url: "https://127.0.0.1:8006", node: guestHostname(spec.name), token_id: config.tokenId, fingerprint: "",
+    storage: config.storage, snippet_storage: config.snippetStorage, template: config.template,
+    bridge: config.bridge, cores: config.cores, memory: config.memoryMiB, image: childPveImage(childImageValue(config), spec.extraConfig.images),
+  };
+  return childConfigYaml({ ...spec, extraConfig: { pve: childPve, ...spec.extraConfig } },
+    { sshHost: "0.0.0.0", advertiseHost: address, parentHost: spec.parentHost }, { provider: "pve" }, childSshPort);
+}
+
 export interface InstallDeps {
   readonly options: InstallOptions;
   readonly config: PveConfig;
@@ -110,13 +151,13 @@ export async function installChild(d: InstallDeps, child: ChildHandle, spec: Chi
       details: { hint: STEP_HINTS.noSshKeyWired },
     });
   }
-  const bundlePath = o.bundlePath ?? `${packageRoot()}hsd-bundle.tar.gz`;
+  const bundlePath = bundlePathOf(o);
   const bundle = await readFile(bundlePath).catch((e: NodeJS.ErrnoException) => {
     throw new ProviderError(`no hsd bundle at ${bundlePath} (${e.code ?? e.message})`, {
       details: { hint: STEP_HINTS.noBundle },
     });
   });
-  const unitText = await readFile(o.unitFile ?? `${packageRoot()}daemon/hsd.service`, "utf8").catch(() => DEFAULT_UNIT);
+  const unitText = await unitTextOf(o);
 
   const target = await (o.guestAccess ?? ((vm) => ({ host: vm.address, port: 22, root: "" })))({ vmid, address });
   const pinned = typeof child.data.sshHostKey === "string" ? child.data.sshHostKey : undefined;
@@ -128,17 +169,14 @@ export async function installChild(d: InstallDeps, child: ChildHandle, spec: Chi
     onRetry: (e) => log(`VM ${vmid} sshd not ready yet (${e.code})`),
   });
   try {
-    // The child will be a PVE node too: its own API on itself, the parent's
-    // choices for the rest (spec.extraConfig.pve, when given, wins).
-    const childPve = {
-      url: "https://127.0.0.1:8006", node: guestHostname(child.name), token_id: d.config.tokenId, fingerprint: "",
-      storage: d.config.storage, snippet_storage: d.config.snippetStorage, template: d.config.template,
-      bridge: d.config.bridge, cores: d.config.cores, memory: d.config.memoryMiB, image: childPveImage(childImageValue(d.config), spec.extraConfig.images),
-    };
-    const yaml = childConfigYaml({ ...spec, extraConfig: { pve: childPve, ...spec.extraConfig } },
-      { sshHost: "0.0.0.0", advertiseHost: address, parentHost: spec.parentHost }, { provider: "pve" }, o.childSshPort ?? 2222);
+    const yaml = childPveConfig(d.config, spec, address, o.childSshPort);
+    // A boot CD (boot-cd.ts) may have started hsd already: what it installed must be this
+    // level's bundle and this very config, else the install goes on as if it had not run.
+    const booted = typeof child.data.bootCd === "string"
+      ? { bundleSha256: await bundleSha256Of(bundlePath), configSha256: createHash("sha256").update(yaml).digest("hex") }
+      : undefined;
     const ready = await bootstrapHsd(ssh, {
-      bundle, paths: guestPaths(target.root), configYaml: yaml, unitText,
+      bundle, paths: guestPaths(target.root), configYaml: yaml, unitText, booted,
       cloudInitTimeoutMs: o.cloudInitTimeoutMs, aptLockTimeoutMs: o.aptLockTimeoutMs, readyTimeoutMs: o.readyTimeoutMs,
       commandTimeoutMs: o.commandTimeoutMs, pollMs: o.pollMs, sleep: d.sleep, signal: ctx.signal, log,
     });

@@ -8,19 +8,18 @@ import { hostname as osHostname } from "node:os";
 import { lookup } from "node:dns/promises";
 import { join } from "node:path";
 import { rm } from "node:fs/promises";
-import { stringify } from "yaml";
 import type { PveConfig } from "./pve-config.js";
 import type { ChildEndpoint, ChildHandle, ChildInstallSpec, PhaseContext, Provider } from "../provider.js";
 import type { CheckResult } from "../../domain/checks.js";
 import { PhaseTimeoutError, ProviderError, VmidTakenError } from "../../domain/errors.js";
 import type { PlannedNode } from "../../domain/plan.js";
-import { writeFileAtomic } from "../../util/atomic-write.js";
 import { withTimeout } from "../../util/timeout.js";
 import { PveClient, defaultSleep, isPveError, type Sleep, type WaitTaskOptions } from "./pve-client.js";
 import { missingAs127, runCommand, type CommandRunner } from "../../util/command-runner.js";
-import { runPreflight, isUnroutable, storageAvail as storageAvailOf, storageFields, type StorageAvail } from "./preflight.js";
+import { runPreflight, isUnroutable, storageAvail as storageAvailOf, type StorageAvail } from "./preflight.js";
 import { parseUpid } from "./upid.js";
-import { guestHostname, installChild, type InstallOptions } from "./install-child.js";
+import { installChild, type InstallOptions } from "./install-child.js";
+import { writeBootMedia, type UserDataInput } from "./boot-media.js";
 import { STEP_HINTS } from "../../domain/hints.js";
 import { pickTemplate, TemplateLocks, type HeldImages } from "./image-template.js";
 import { resizeBootDisk } from "./node-disk.js";
@@ -68,8 +67,8 @@ export interface PveProviderOptions extends InstallOptions {
    * pve.template from it when that vmid is free. Undefined: the template must exist.
    */
   readonly templateImage?: () => Promise<TemplateImage | undefined>;
-  /** cloud-init user-data for the child (default: hostname, keys, guest agent). */
-  readonly userData?: (child: { vmid: number; name: string; keys: readonly string[] }) => string;
+  /** cloud-init user-data for the child (default: hostname, keys, the boot CD's runcmd, guest agent). */
+  readonly userData?: (child: UserDataInput) => string;
 }
 
 /** One entry of the agent's result; PVE's schema declares that answer only as an object. */
@@ -105,16 +104,6 @@ export function pickGuestAddress(ifaces: readonly Iface[]): string | undefined {
   const addrs = ifaces.filter((i) => i.name !== "lo").flatMap((i) => i["ip-addresses"] ?? [])
     .filter((a) => !isUnroutable(a["ip-address"]));
   return (addrs.find((a) => a["ip-address-type"] === "ipv4") ?? addrs[0])?.["ip-address"];
-}
-
-function defaultUserData(c: { vmid: number; name: string; keys: readonly string[] }): string {
-  // A user snippet replaces PVE's generated user-data, so keys must be here too.
-  return `#cloud-config\n${stringify({
-    hostname: guestHostname(c.name), manage_etc_hosts: true, ssh_pwauth: false,
-    users: [{ name: "root", ssh_authorized_keys: [...c.keys] }], disable_root: false,
-    package_upgrade: false, packages: ["qemu-guest-agent"],
-    runcmd: [["systemctl", "enable", "--now", "qemu-guest-agent"]],
-  })}`;
 }
 
 export class PveProvider implements Provider {
@@ -183,7 +172,7 @@ export class PveProvider implements Provider {
     });
   }
 
-  async provision(name: string, _depth: number, ctx: PhaseContext, want?: PlannedNode): Promise<ChildHandle> {
+  async provision(name: string, _depth: number, ctx: PhaseContext, want?: PlannedNode, install?: ChildInstallSpec): Promise<ChildHandle> {
     const known = this.byName.get(name);
     if (known && await this.alive(known)) return known;
     const { node } = this.cfg;
@@ -226,7 +215,11 @@ export class PveProvider implements Provider {
     // The snippet is a file on this node named by the vmid: it needs the id, not the cloned VM,
     // so it is written while the clone task runs (a storage read and an fsync'd write off the
     // critical path). The VM's config, which names it, still waits for the clone.
-    const snippetWrite = this.writeSnippet(vmid, name, ctx);
+    // So is its boot CD, which the snippet's runcmd names.
+    const snippetWrite = writeBootMedia({
+      client: this.client, config: this.cfg, options: this.opts, commands: this.commands, vmid, name, install, signal: ctx.signal,
+      log: (message) => ctx.emit({ kind: "log", message }),
+    });
     snippetWrite.catch(() => {}); // awaited after the clone, or settled before the cleanup
     try {
       step(0, `cloning template ${template} as VM ${vmid}`);
@@ -240,6 +233,8 @@ export class PveProvider implements Provider {
         node, vmid, cpu: "host", cores: want?.cores || this.cfg.cores, memory: String(want?.memoryMb || this.cfg.memoryMiB), net0: `virtio,bridge=${this.cfg.bridge}`,
         agent: "1", ciupgrade: 0, ide2: `${this.cfg.storage}:cloudinit`, ipconfig0: "ip=dhcp",
         sshkeys: encodeSshKeys(this.opts.sshPublicKeys), cicustom: `user=${vol}`,
+        // ide2 holds the cloud-init drive; the boot CD goes on the same controller beside it.
+        ...(snippet.cd ? { ide3: `${this.cfg.snippetStorage}:iso/${snippet.cd.file},media=cdrom` } : {}),
       }, { signal: ctx.signal });
       await this.client.waitTask(cfgUpid, this.taskOpts(ctx, cfgUpid));
       if (want?.diskGb) {
@@ -249,14 +244,14 @@ export class PveProvider implements Provider {
         });
       }
       step(3, `VM ${vmid} ready to boot`);
-      const done: ChildHandle = { name, data: { ...handle.data, snippet: snippet.path } };
+      const done: ChildHandle = { name, data: { ...handle.data, snippet: snippet.path, ...(snippet.cd ? { bootCd: snippet.cd.path } : {}) } };
       this.byName.set(name, done);
       return done;
     } catch (e) {
       // A half-built VM would leak: the engine only learns handles we return. Its snippet too,
       // when it was written: destroy removes the one the handle names.
-      const written = await snippetWrite.then((w) => w.path, () => undefined);
-      const partial = written ? { ...handle, data: { ...handle.data, snippet: written } } : handle;
+      const written = await snippetWrite.then((w) => w, () => undefined);
+      const partial = written ? { ...handle, data: { ...handle.data, snippet: written.path, ...(written.cd ? { bootCd: written.cd.path } : {}) } } : handle;
       await this.destroy(partial, { ...ctx, signal: AbortSignal.timeout(60_000) }).catch(() => {});
       throw e;
     }
@@ -343,6 +338,8 @@ export class PveProvider implements Provider {
     }
     const snippet = child.data.snippet;
     if (typeof snippet === "string" && snippet.endsWith(`hsd-${vmid}.yaml`)) await rm(snippet, { force: true });
+    const cd = child.data.bootCd;
+    if (typeof cd === "string" && cd.endsWith(`hsd-${vmid}.iso`)) await rm(cd, { force: true });
     this.byName.delete(child.name);
   }
 
@@ -354,21 +351,6 @@ export class PveProvider implements Provider {
       signal: ctx.signal, pollInitialMs: this.opts.taskPoll?.initialMs, pollMaxMs: this.opts.taskPoll?.maxMs,
       onLog: (lines) => { for (const l of lines) ctx.emit({ kind: "progress", message: `${label}: ${l}` }); },
     };
-  }
-
-  private async writeSnippet(vmid: number, name: string, ctx: PhaseContext): Promise<{ file: string; path: string }> {
-    const id = this.cfg.snippetStorage;
-    const s = storageFields(await this.client.api("GET /storage/{storage}", { storage: id }, { signal: ctx.signal }));
-    if (!s.path || !s.content.split(",").includes("snippets")) {
-      throw new ProviderError(`storage ${id} cannot hold snippets (content: ${s.content})`, {
-        details: { storage: id, hint: STEP_HINTS.noSnippets },
-      });
-    }
-    const file = `hsd-${vmid}.yaml`;
-    const path = join(s.path, "snippets", file);
-    const keys = this.opts.sshPublicKeys;
-    await writeFileAtomic(path, (this.opts.userData ?? defaultUserData)({ vmid, name, keys }), { mode: 0o644 });
-    return { file, path };
   }
 }
 

@@ -82,7 +82,7 @@ export function lazyPveProvider(o: {
   return {
     name: "pve",
     preflight: async (ctx) => (await get()).preflight(ctx),
-    provision: async (name, depth, ctx, node) => (await get()).provision(name, depth, ctx, node),
+    provision: async (name, depth, ctx, node, install) => (await get()).provision(name, depth, ctx, node, install),
     boot: async (child, ctx) => (await get()).boot(child, ctx),
     install: async (child, spec, ctx) => (await get()).install(child, spec, ctx),
     alive: async (child) => (await get()).alive(child),

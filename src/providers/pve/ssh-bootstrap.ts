@@ -3,6 +3,7 @@
 // dir, then in one round trip swap it in, make sure a node >= 20 is there, write
 // the config and unit, (re)start the service and wait for its ready.json: four
 // round trips when nothing needs waiting for, the checks' two beside the copy.
+// After a boot CD (boot-cd.ts), three: the checks, then hsd found and its ready.json.
 // Config and bundle travel on stdin, never in a command line.
 // Imported by: src/providers/pve.
 
@@ -14,31 +15,11 @@ import type { CommandResult } from "../../util/command-runner.js";
 import { defaultSleep, type Sleep } from "./pve-client.js";
 import type { GuestSsh } from "./guest-ssh.js";
 import { STEP_HINTS } from "../../domain/hints.js";
+import { BUNDLE_SHA_FILE, installLines, installLinesError, shellQuote as q, type GuestPaths } from "./install-script.js";
 
 export { GuestSsh, sshKeyFingerprint } from "./guest-ssh.js";
 
-/** Where things go on the child; every path is absolute on the child. */
-export interface GuestPaths {
-  /** The unpacked bundle (dist/, node_modules/, bin/). */
-  readonly installDir: string;
-  /** Where the `hsd` and `hsctl` launchers go (the unit runs <binDir>/hsd). */
-  readonly binDir: string;
-  readonly configPath: string;
-  readonly unitPath: string;
-  /** What the child hsd writes once serving (<state root>/run/ready.json). */
-  readonly readyFile: string;
-}
-
-/** The system layout `hsd run` (no --root) uses, under `root` ("" = the real /). */
-export function guestPaths(root = ""): GuestPaths {
-  return {
-    installDir: `${root}/opt/hsd`,
-    binDir: `${root}/usr/local/bin`,
-    configPath: `${root}/etc/homestak/hsd.yaml`,
-    unitPath: `${root}/etc/systemd/system/hsd.service`,
-    readyFile: `${root}/var/lib/hsd/run/ready.json`,
-  };
-}
+export { guestPaths, type GuestPaths } from "./install-script.js";
 
 export interface BootstrapOptions {
   /** The tar.gz made by scripts/bundle.mjs, as bytes. */
@@ -59,11 +40,16 @@ export interface BootstrapOptions {
   readonly sleep?: Sleep;
   readonly signal: AbortSignal;
   readonly log: (message: string) => void;
+  /**
+   * The VM had a boot CD (boot-cd.ts): hsd may be running already. If the child's
+   * installed bundle and config have these sha256s and its service is up, the install
+   * only waits for its ready.json; otherwise it installs over SSH as without a CD.
+   */
+  readonly booted?: { readonly bundleSha256: string; readonly configSha256: string };
 }
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const firstLine = (s: string) => s.trim().split("\n")[0] ?? "";
-export const MIN_NODE_MAJOR = 20;
+export { MIN_NODE_MAJOR } from "./install-script.js";
 
 /** Runs the whole install; resolves with the child's ready.json. */
 export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<ReadyInfo> {
@@ -73,8 +59,22 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
   const p = o.paths;
   const run: Run = (cmd, timeoutMs = cmdMs, stdin, signal = o.signal) => ssh.exec(`${env}sh -c ${q(cmd)}`, { timeoutMs, stdin, signal });
 
-  const dir = q(p.installDir);
   const next = q(`${p.installDir}.next`);
+  const readyMs = o.readyTimeoutMs ?? 120_000;
+  const readyS = Math.max(1, Math.ceil(readyMs / 1000));
+  if (o.booted) {
+    // cloud-init done means its runcmd, and so the CD's script, has run: then one round trip.
+    await runChecks(o, run, sleep, cmdMs);
+    const found = await run(bootedLines(p, o.booted, readyS).join("\n"), readyMs + cmdMs);
+    if (found.code === 0) {
+      const ready = readyOf(found, readyMs);
+      o.log(`hsd ${ready.version} started from the boot CD is running on the child (ssh port ${ready.sshPort})`);
+      return ready;
+    }
+    o.log(`hsd from the boot CD is not usable (${BOOTED_MISS[found.code] ?? `exit ${found.code}: ${firstLine(found.stderr)}`}); installing it over SSH`);
+    await stageBundle(o, run, next);
+    return startStaged(o, run, readyMs, readyS);
+  }
   // The checks (cloud-init, the apt lock) and the bundle's copy share nothing but the
   // connection: the bundle streams into the staging dir on its own channel while the
   // checks run on theirs. Nothing outside the staging dir changes, and nothing starts,
@@ -90,102 +90,59 @@ export async function bootstrapHsd(ssh: GuestSsh, o: BootstrapOptions): Promise<
     throw checked.reason;
   }
 
-  // The rest in one round trip, the steps numbered by exit code (an SSH session costs a
-  // channel, a fork and a login shell on the child, each time), config on stdin:
-  // the staged bundle swapped in, so a re-install never mixes versions; a node for it;
-  // then the config, launchers and unit, written once the new bundle is in place (a new
-  // config never sits beside an old bundle systemd might restart); then the start.
-  // Directories 0755 as systemd's ConfigurationDirectory= expects (else it warns on every start); files by mode.
-  // No subshell and no $(dirname): each is a fork on the child, and a directory that is there needs no mkdir.
-  const put = (path: string, mode: string, text: string | undefined) => {
-    const tmp = q(`${path}.tmp`);
-    const dir = q(path.slice(0, path.lastIndexOf("/")) || "/");
-    const fill = text === undefined ? `cat > ${tmp}` : `printf '%s' ${q(text)} > ${tmp}`;
-    return `umask 022 && { [ -d ${dir} ] || mkdir -p ${dir}; } && umask 077 && ${fill} && chmod ${mode} ${tmp} && mv ${tmp} ${q(path)}`;
-  };
-  // Launchers that work whether node came with the bundle or from the child.
-  const launcher = (cmd: string) => `#!/bin/sh\nexec ${p.installDir}/bin/node ${p.installDir}/bin/${cmd}.js "$@"\n`;
-  // The config comes on stdin (never a command line); the launchers and the unit, no secrets, in the script.
-  const files = [
-    { path: p.configPath, mode: "600", text: undefined },
-    { path: `${p.binDir}/hsd`, mode: "755", text: launcher("hsd") },
-    { path: `${p.binDir}/hsctl`, mode: "755", text: launcher("hsctl") },
-    { path: p.unitPath, mode: "644", text: o.unitText },
-  ];
-  const readyMs = o.readyTimeoutMs ?? 120_000;
-  const readyS = Math.max(1, Math.ceil(readyMs / 1000));
+  return startStaged(o, run, readyMs, readyS);
+}
+
+/**
+ * The rest in one round trip, the steps numbered by exit code (an SSH session costs a
+ * channel, a fork and a login shell on the child, each time), config on stdin.
+ */
+async function startStaged(o: BootstrapOptions, run: Run, readyMs: number, readyS: number): Promise<ReadyInfo> {
+  const p = o.paths;
   o.log("starting the child's hsd and waiting for it to report ready");
-  // A stale ready.json (earlier install) must not be mistaken for the new daemon's.
-  // At most one reload, for a unit systemd had loaded before: `enable` would reload again (--no-reload).
   // restart, not `enable --now`: a re-install must run the new bundle and config; with
   // Type=notify it returns once hsd is up, so it shares the readiness bound. Then one
-  // remote loop instead of a command per poll: the file every 20 ms (a test and a sleep;
-  // under systemd it is there at once), the unit's state every 0.2 s (a failed unit ends
-  // it, 3); `timeout` bounds it on the child, the exec timeout bounds it here.
-  const f = q(p.readyFile);
+  // remote loop instead of a command per poll (waitReadyLines).
   const started = await run([
-    `cd / && rm -rf ${dir} && mv ${next} ${dir} || exit 11`,
-    // The unit runs <installDir>/bin/node: the bundled binary (--with-node) or the child's own (13: none, 14: too old).
-    `if [ ! -x ${dir}/bin/node ]; then`,
-    `  n=$(command -v node) || exit 13`,
-    // --version answers before node sets up V8: a ~40 ms start saved; "v20.11.1" -> 20.
-    `  v=$("$n" --version) || exit 13`,
-    `  v=\${v#v}; v=\${v%%.*}`,
-    `  [ "$v" -ge ${MIN_NODE_MAJOR} ] || exit 14`,
-    `  mkdir -p ${dir}/bin && ln -sf "$n" ${dir}/bin/node || exit 12`,
-    `fi`,
-    ...files.map((file, i) => `${put(file.path, file.mode, file.text)} || exit ${20 + i}`),
-    `umask 022`,
-    `rm -f ${f} || exit 30`,
-    // systemd loads a unit when it is first referenced (systemd.unit(5)): a fresh VM's hsd.service
-    // needs no reload, which re-runs every generator and rereads every unit (slow on a PVE node).
-    // A unit loaded before whose file changed (a re-install), or one kept as not found, gets one.
-    `case "$(systemctl show -p LoadState -p NeedDaemonReload hsd 2>/dev/null)" in`,
-    `  *LoadState=loaded*NeedDaemonReload=no*|*NeedDaemonReload=no*LoadState=loaded*) ;;`,
-    `  *) systemctl daemon-reload || exit 31 ;;`,
-    `esac`,
-    `systemctl enable --no-reload hsd || exit 32`,
+    ...installLines({ paths: p, unitText: o.unitText, config: "cat" }),
     `systemctl restart hsd || exit 33`,
-    `timeout ${readyS} sh -c 'i=0; until [ -s "$0" ]; do [ $((i % 10)) -eq 0 ] && systemctl is-failed --quiet hsd && exit 3; i=$((i + 1)); sleep 0.02; done' ${f}`,
-    `rc=$?; [ $rc -eq 0 ] && cat ${f}; exit $rc`,
+    ...waitReadyLines(p.readyFile, readyS),
   ].join("\n"), 2 * readyMs + 10_000, o.configYaml);
-  if (started.code === 11) {
-    throw new ProviderError(`bundle unpack failed on the child (exit 11): ${firstLine(started.stderr)}`, { details: { step: "bundle unpack", exitCode: 11 } });
-  }
-  if (started.code === 13 || started.code === 14) {
-    throw new ProviderError(`the child has no node >= ${MIN_NODE_MAJOR} and the bundle carries none`, {
-      details: { step: "node", hint: STEP_HINTS.childHasNoNode },
-    });
-  }
-  if (started.code === 12) throw new ProviderError(`checking node on the child failed (exit 12): ${firstLine(started.stderr)}`, { details: { step: "node" } });
-  if (started.code >= 20 && started.code < 20 + files.length) {
-    const what = files[started.code - 20]!.path;
-    throw new ProviderError(`write ${what} failed on the child (exit ${started.code}): ${firstLine(started.stderr)}`, { details: { step: `write ${what}`, exitCode: started.code } });
-  }
-  const step = ["clear ready.json", "systemctl daemon-reload", "systemctl enable hsd"][started.code - 30];
-  if (step) throw new ProviderError(`${step} failed on the child (exit ${started.code}): ${firstLine(started.stderr)}`, { details: { step, exitCode: started.code } });
+  const failed = installLinesError(started.code, started.stderr, p);
+  if (failed) throw failed;
   if (started.code === 33) {
     throw new ProviderError(`the child's hsd service did not start: ${firstLine(started.stderr)}`, {
       details: { step: "start", exitCode: started.code, hint: STEP_HINTS.childHsdLog },
     });
   }
-  if (started.code === 124) {
-    throw new CommandTimeoutError(`the child's hsd did not report ready within ${readyMs} ms`, {
-      details: { step: "ready", hint: STEP_HINTS.childHsdStatus },
-    });
-  }
-  if (started.code === 3) {
-    throw new ProviderError("the child's hsd service failed before it was ready", {
-      details: { step: "ready", hint: STEP_HINTS.childHsdLog },
-    });
-  }
-  if (started.code !== 0) throw new ProviderError(`waiting for the child's ready.json failed (exit ${started.code}): ${firstLine(started.stderr)}`, { details: { step: "ready" } });
-  const ready = parseReady(started.stdout);
+  const ready = readyOf(started, readyMs);
   o.log(`hsd ${ready.version} is running on the child (ssh port ${ready.sshPort})`);
   return ready;
 }
 
 type Run = (cmd: string, timeoutMs?: number, stdin?: Buffer | string, signal?: AbortSignal) => Promise<CommandResult>;
+
+/** What a boot CD's install lacked, by the exit code of bootedLines. */
+const BOOTED_MISS: Record<number, string> = {
+  3: "its service failed before it was ready",
+  40: "no bundle from it, or another one",
+  41: "its config differs from this level's",
+  42: "its service is not running",
+  124: "it did not report ready in time",
+};
+
+/**
+ * Is the hsd a boot CD installed this level's (the bundle's and config's sha256) and
+ * running (40-42 when not)? Then its ready.json, waited for as after a start.
+ */
+function bootedLines(p: GuestPaths, want: { bundleSha256: string; configSha256: string }, readyS: number): string[] {
+  return [
+    `[ "$(cat ${q(`${p.installDir}/${BUNDLE_SHA_FILE}`)} 2>/dev/null)" = ${q(want.bundleSha256)} ] || exit 40`,
+    `c=$(sha256sum < ${q(p.configPath)} 2>/dev/null) && [ "\${c%% *}" = ${q(want.configSha256)} ] || exit 41`,
+    `case "$(systemctl is-active hsd 2>/dev/null)" in active|activating|reloading) ;; *) exit 42 ;; esac`,
+    ...waitReadyLines(p.readyFile, readyS),
+  ];
+}
 
 /** cloud-init finished, then the apt/dpkg locks free (seed lesson 7): the lock is probed only once cloud-init is done. */
 async function runChecks(o: BootstrapOptions, run: Run, sleep: Sleep, cmdMs: number): Promise<void> {
@@ -231,6 +188,35 @@ async function stageBundle(o: BootstrapOptions, run: Run, next: string): Promise
   if (r.code === 0) return;
   const what = r.code === 10 ? "bundle copy" : r.code === 11 ? "bundle unpack" : "bundle staging";
   throw new ProviderError(`${what} failed on the child (exit ${r.code}): ${firstLine(r.stderr)}`, { details: { step: what, exitCode: r.code } });
+}
+
+/**
+ * Waits on the child for <readyFile>, then prints it: the file every 20 ms (a test and
+ * a sleep; under systemd it is there at once), the unit's state every 0.2 s (a failed
+ * unit ends it, 3); `timeout` bounds it on the child (124), the exec timeout bounds it here.
+ */
+export function waitReadyLines(readyFile: string, readyS: number): string[] {
+  const f = q(readyFile);
+  return [
+    `timeout ${readyS} sh -c 'i=0; until [ -s "$0" ]; do [ $((i % 10)) -eq 0 ] && systemctl is-failed --quiet hsd && exit 3; i=$((i + 1)); sleep 0.02; done' ${f}`,
+    `rc=$?; [ $rc -eq 0 ] && cat ${f}; exit $rc`,
+  ];
+}
+
+/** The ready.json a waitReadyLines run printed, or its failure typed. */
+export function readyOf(r: CommandResult, readyMs: number): ReadyInfo {
+  if (r.code === 124) {
+    throw new CommandTimeoutError(`the child's hsd did not report ready within ${readyMs} ms`, {
+      details: { step: "ready", hint: STEP_HINTS.childHsdStatus },
+    });
+  }
+  if (r.code === 3) {
+    throw new ProviderError("the child's hsd service failed before it was ready", {
+      details: { step: "ready", hint: STEP_HINTS.childHsdLog },
+    });
+  }
+  if (r.code !== 0) throw new ProviderError(`waiting for the child's ready.json failed (exit ${r.code}): ${firstLine(r.stderr)}`, { details: { step: "ready" } });
+  return parseReady(r.stdout);
 }
 
 function parseReady(text: string): ReadyInfo {
