@@ -1,7 +1,7 @@
 // The inverse of load-config.ts: an HsdConfig back into hsd.yaml keys. Kept
 // next to the loader and checked against it by a round-trip test, so the file a
 // parent writes for its child always means what the parent meant.
-// Imported by: src/nest/phases, src/providers.
+// Imported by: src/nest, src/providers.
 
 import { stringify } from "yaml";
 import type { HsdConfig } from "./config.js";
