@@ -34,7 +34,8 @@ const spec: ChildInstallSpec = {
 const logs = (events: Emitted[]) => events.filter((e) => e.kind === "log").map((e) => e.message ?? "");
 
 test("a child that will run hsd gets a boot CD: written while the clone runs, beside the cloud-init drive, mounted by the snippet's runcmd before the agent starts; destroy removes it", () =>
-  withSim({ faults: { cloneMs: 5_000 } }, async (sim) => {
+  // A clone of 300 s (3 s at the simulator's time scale): far longer than writing a CD of a few KB takes even on a loaded machine.
+  withSim({ faults: { cloneMs: 300_000 } }, async (sim) => {
     const { provider } = providerFor(sim, { bundlePath });
     const events: Emitted[] = [];
     const h = await provider.provision("l1", 1, phaseCtx(events), undefined, spec);
